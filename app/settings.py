@@ -1,0 +1,223 @@
+"""The one typed settings schema, and config.toml loading and saving.
+
+Each setting is declared once, with its default, description and allowed
+values. Loading never fails: a bad file or value is reported as a Problem that
+names the key and what is allowed, and the default is used in its place.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import tempfile
+import tomllib
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+
+def setting(default: Any, description: str, *, minimum: float | None = None, maximum: float | None = None,
+            choices: tuple[str, ...] | None = None, label: str | None = None) -> Any:
+    """Declare one setting: its default, what it means, and its allowed values."""
+    meta = {"description": description, "minimum": minimum, "maximum": maximum, "choices": choices,
+            "label": label}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    path: str = setting("", "GGUF model file. Empty: the bundled SmolLM2-135M-Instruct.", label="Model file")
+    context_size: int = setting(4096, "Context window in tokens.", minimum=256, maximum=262144,
+                                label="Context size")
+    threads: int = setting(0, "CPU threads for generation; 0 picks one per core.", minimum=0, maximum=512,
+                           label="Threads")
+    gpu_layers: int = setting(0, "Layers offloaded to the GPU; -1 offloads all, 0 runs on the CPU.",
+                              minimum=-1, maximum=10000, label="GPU layers")
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    temperature: float = setting(0.7, "Randomness; 0 always picks the likeliest token.", minimum=0.0,
+                                 maximum=5.0, label="Temperature")
+    top_p: float = setting(0.95, "Nucleus sampling: keep the likeliest tokens up to this total probability.",
+                           minimum=0.0, maximum=1.0, label="Top-p")
+    top_k: int = setting(40, "Keep only the k likeliest tokens; 0 disables.", minimum=0, maximum=100000,
+                         label="Top-k")
+    min_p: float = setting(0.05, "Drop tokens less likely than this fraction of the likeliest one.",
+                           minimum=0.0, maximum=1.0, label="Min-p")
+    repeat_penalty: float = setting(1.1, "Penalty for repeating recent tokens; 1 disables.", minimum=0.1,
+                                    maximum=5.0, label="Repeat penalty")
+    seed: int = setting(-1, "Random seed; -1 draws a new one for every answer.", minimum=-1,
+                        maximum=2**32 - 1, label="Seed")
+    max_tokens: int = setting(1024, "Longest answer, in tokens.", minimum=1, maximum=262144,
+                              label="Max tokens")
+    stop: list = setting([], "Text that ends the answer when generated (list of strings).", label="Stop strings")
+
+
+@dataclass(frozen=True)
+class ChatSection:
+    system_prompt: str = setting(
+        "You are Locus, a helpful assistant running privately on the user's computer. "
+        "Answer clearly and concisely.",
+        "Instructions the model gets at the start of every conversation.", label="System prompt")
+
+
+@dataclass(frozen=True)
+class UISettings:
+    theme: str = setting("system", "Colour theme of the window.", choices=("system", "light", "dark"),
+                         label="Theme")
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: ModelSettings = field(default_factory=ModelSettings)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    chat: ChatSection = field(default_factory=ChatSection)
+    ui: UISettings = field(default_factory=UISettings)
+
+    def get(self, key: str) -> Any:
+        section, name = key.split(".", 1)
+        return getattr(getattr(self, section), name)
+
+    def with_value(self, key: str, value: Any) -> "Settings":
+        section, name = key.split(".", 1)
+        return replace(self, **{section: replace(getattr(self, section), **{name: value})})
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    key: str
+    type: type
+    default: Any
+    description: str
+    label: str
+    minimum: float | None
+    maximum: float | None
+    choices: tuple[str, ...] | None
+
+    def allowed(self) -> str:
+        """The allowed values, in words, for error messages and tooltips."""
+        if self.choices:
+            return "one of " + ", ".join(f"'{c}'" for c in self.choices)
+        kind = {int: "a whole number", float: "a number", str: "text", list: "a list of text"}[self.type]
+        if self.minimum is not None and self.maximum is not None:
+            return f"{kind} from {_fmt(self.minimum)} to {_fmt(self.maximum)}"
+        return kind
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _build_specs() -> tuple[SettingSpec, ...]:
+    specs = []
+    for section in fields(Settings):
+        for f in fields(section.default_factory):
+            default = f.default if f.default is not MISSING else f.default_factory()
+            m = f.metadata
+            specs.append(SettingSpec(f"{section.name}.{f.name}", type(default), default, m["description"],
+                                     m["label"] or f.name, m["minimum"], m["maximum"], m["choices"]))
+    return tuple(specs)
+
+
+SPECS: tuple[SettingSpec, ...] = _build_specs()
+SPEC_BY_KEY = {s.key: s for s in SPECS}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong in config.toml; ``key`` is None when the whole file is unreadable."""
+
+    key: str | None
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def validate(spec: SettingSpec, value: Any) -> tuple[Any, str | None]:
+    """The value converted to the setting's type, or an error naming the key and allowed values."""
+    bad = f"Setting '{spec.key}' is {value!r}; allowed: {spec.allowed()}. Using the default ({spec.default!r})."
+    if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if spec.type is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            return spec.default, bad
+        return list(value), None
+    if not isinstance(value, spec.type) or isinstance(value, bool):
+        return spec.default, bad
+    if spec.type is float and not math.isfinite(value):
+        return spec.default, bad
+    if spec.choices and value not in spec.choices:
+        return spec.default, bad
+    if spec.minimum is not None and value < spec.minimum or spec.maximum is not None and value > spec.maximum:
+        return spec.default, bad
+    return value, None
+
+
+def from_mapping(data: dict) -> tuple[Settings, list[Problem]]:
+    """Settings from a parsed TOML document; unknown or invalid entries become Problems."""
+    settings, problems = Settings(), []
+    for section_name, section in data.items():
+        if not isinstance(section, dict):
+            problems.append(_unknown(section_name, "section"))
+            continue
+        for name, value in section.items():
+            key = f"{section_name}.{name}"
+            spec = SPEC_BY_KEY.get(key)
+            if spec is None:
+                problems.append(_unknown(key, "setting"))
+                continue
+            value, error = validate(spec, value)
+            if error:
+                problems.append(Problem(key, error))
+            settings = settings.with_value(key, value)
+    return settings, problems
+
+
+def _unknown(key: str, kind: str) -> Problem:
+    candidates = [s.key for s in SPECS] if kind == "setting" else [f.name for f in fields(Settings)]
+    close = difflib.get_close_matches(key, candidates, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else f" Known {kind}s: {', '.join(candidates)}."
+    return Problem(key, f"Unknown {kind} '{key}' in config.toml; it is ignored.{hint}")
+
+
+def load(path: Path) -> tuple[Settings, list[Problem]]:
+    """Read config.toml; a missing file gives the defaults with no problems."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return Settings(), []
+    except OSError as exc:
+        return Settings(), [Problem(None, f"Could not read {path}: {exc.strerror}. Using default settings.")]
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        return Settings(), [Problem(None, f"{path} is not valid TOML ({exc}). Using default settings.")]
+    return from_mapping(data)
+
+
+def to_mapping(settings: Settings) -> dict:
+    data: dict = {}
+    for spec in SPECS:
+        section, name = spec.key.split(".", 1)
+        data.setdefault(section, {})[name] = settings.get(spec.key)
+    return data
+
+
+def save(settings: Settings, path: Path) -> None:
+    """Write config.toml atomically (a crash never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".toml", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            tomli_w.dump(to_mapping(settings), fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,201 @@
+"""`locus ask` and `locus chat`: the engine in a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Iterable
+
+from app.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
+from app.services import Services, build_services
+from engine.assistant import AnswerHandle
+from engine.errors import EngineError, InvalidRequestError
+from engine.runtime.types import (
+    ChatMessage,
+    Done,
+    Failed,
+    GenerationEvent,
+    GenerationRequest,
+    LoadProgress,
+    RuntimeEvent,
+    Token,
+)
+
+
+def _load(services: Services, model: str | None) -> None:
+    """Load the model, drawing a progress line on stderr when it is a terminal."""
+    show = sys.stderr.isatty()
+
+    def on_event(event: RuntimeEvent) -> None:
+        if show and isinstance(event, LoadProgress):
+            print(f"\rLoading model… {event.fraction:4.0%}", end="", file=sys.stderr, flush=True)
+
+    try:
+        services.load_model(on_event, override_path=model).result()
+    finally:
+        if show:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+
+
+def _stream(events: Iterable[GenerationEvent], cancel) -> Done | Failed | None:
+    """Write tokens to stdout as they come; Ctrl-C cancels and keeps what was said."""
+    result = None
+    iterator = iter(events)
+    while True:
+        try:
+            event = next(iterator)
+        except StopIteration:
+            return result
+        except KeyboardInterrupt:
+            cancel()
+            continue
+        if isinstance(event, Token):
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+        elif isinstance(event, (Done, Failed)):
+            result = event
+
+
+def _finish(result: Done | Failed | None, show_stats: bool) -> int:
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    if isinstance(result, Failed):
+        print(f"locus: {result.error.user_text()}", file=sys.stderr)
+        return EXIT_ERROR
+    if isinstance(result, Done):
+        if show_stats:
+            for key, value in dataclasses.asdict(result.stats).items():
+                print(f"{key}: {value}", file=sys.stderr)
+        if result.stats.finish_reason == "cancelled":
+            print("[stopped]", file=sys.stderr)
+            return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def ask(args: argparse.Namespace) -> int:
+    question = sys.stdin.read() if args.question == "-" else args.question
+    if not question.strip():
+        raise InvalidRequestError("The question is empty.")
+    services = build_services()
+    try:
+        overrides = {k: v for k, v in (("max_tokens", args.max_tokens), ("temperature", args.temperature),
+                                       ("seed", args.seed)) if v is not None}
+        if overrides:
+            chat = services.assistant.settings
+            services.assistant.settings = dataclasses.replace(
+                chat, sampling=dataclasses.replace(chat.sampling, **overrides))
+        _load(services, args.model)
+        if args.no_history:
+            chat = services.assistant.settings
+            messages = ((ChatMessage("system", chat.system_prompt),) if chat.system_prompt else ()) + (
+                ChatMessage("user", question),)
+            handle = services.runtime.submit(GenerationRequest(messages, chat.sampling))
+            result = _stream(handle.events(), handle.cancel)
+        else:
+            answer = services.assistant.ask(question, args.conversation)
+            result = _stream(answer.events(), answer.cancel)
+        return _finish(result, args.stats)
+    finally:
+        services.close()
+
+
+HELP = """Commands:
+  /new            start a new conversation
+  /list           list saved conversations
+  /open ID        continue conversation ID
+  /search WORDS   find conversations
+  /title TEXT     rename this conversation
+  /regenerate     answer the last question again
+  /exit           leave (Ctrl-D works too)
+Ctrl-C while an answer streams stops it; the partial answer is kept."""
+
+
+def chat(args: argparse.Namespace) -> int:
+    services = build_services()
+    try:
+        conversation = args.conversation
+        if conversation is None and args.last:
+            recent = services.history.conversations(limit=1)
+            conversation = recent[0].id if recent else None
+        if conversation is not None:
+            services.history.conversation(conversation)  # fail early on a bad id
+        _load(services, args.model)
+        print(f"Locus chat on {services.runtime.model_info.name}. /help for commands.", file=sys.stderr)
+        if conversation is not None:
+            _print_transcript(services, conversation)
+        return _repl(services, conversation)
+    finally:
+        services.close()
+
+
+def _print_transcript(services: Services, conversation_id: int) -> None:
+    for message in services.history.messages(conversation_id):
+        who = "you" if message.role == "user" else "locus"
+        mark = " [partial]" if message.is_partial else ""
+        print(f"{who}> {message.content}{mark}")
+
+
+def _repl(services: Services, conversation: int | None) -> int:
+    while True:
+        try:
+            line = input("you> ")
+        except EOFError:
+            print(file=sys.stderr)
+            return EXIT_OK
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+            return EXIT_OK
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            if text.startswith("/"):
+                command, _, rest = text.partition(" ")
+                if command in ("/exit", "/quit"):
+                    return EXIT_OK
+                conversation = _command(services, conversation, command, rest.strip())
+                continue
+            answer: AnswerHandle = services.assistant.ask(text, conversation)
+            conversation = answer.conversation_id
+            sys.stdout.write("locus> ")
+            _finish(_stream(answer.events(), answer.cancel), False)
+        except EngineError as exc:
+            print(f"locus: {exc.user_text()}", file=sys.stderr)
+
+
+def _command(services: Services, conversation: int | None, command: str, rest: str) -> int | None:
+    history = services.history
+    if command == "/help":
+        print(HELP)
+    elif command == "/new":
+        print("(new conversation)")
+        return None
+    elif command == "/list":
+        for c in history.conversations():
+            print(f"{c.id:5d}  {c.title}  ({c.message_count} messages)")
+    elif command == "/open":
+        if not rest.isdigit():
+            print("Usage: /open ID")
+            return conversation
+        history.conversation(int(rest))
+        _print_transcript(services, int(rest))
+        return int(rest)
+    elif command == "/search":
+        for hit in history.search(rest):
+            print(f"{hit.conversation.id:5d}  {hit.conversation.title}: {hit.snippet}")
+    elif command == "/title":
+        if conversation is None or not rest:
+            print("Usage: /title TEXT (in a conversation that has started)")
+        else:
+            history.rename_conversation(conversation, rest)
+    elif command == "/regenerate":
+        if conversation is None:
+            print("Nothing to regenerate yet.")
+        else:
+            answer = services.assistant.regenerate(conversation)
+            sys.stdout.write("locus> ")
+            _finish(_stream(answer.events(), answer.cancel), False)
+    else:
+        print(f"Unknown command {command}. /help lists them.")
+    return conversation

@@ -1,0 +1,62 @@
+"""Conversations and messages as plain data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+MessageStatus = Literal["complete", "streaming", "cancelled", "failed", "interrupted"]
+
+# Messages in these states are part of what the model sees on the next turn.
+CONTEXT_STATUSES: frozenset[str] = frozenset({"complete", "cancelled", "interrupted"})
+
+TITLE_MAX_CHARS = 60
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: int
+    title: str
+    title_is_auto: bool
+    created_at: float
+    updated_at: float
+    message_count: int = 0
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    conversation_id: int
+    role: str
+    content: str
+    status: MessageStatus
+    created_at: float
+    stats: dict | None = None
+    error: str | None = None
+
+    @property
+    def is_partial(self) -> bool:
+        """An answer that did not finish (stopped by the user or by a crash)."""
+        return self.status in ("cancelled", "interrupted")
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    conversation: Conversation
+    snippet: str  # with the matched words between [ and ]
+    message_id: int | None  # None when the title matched
+
+
+def auto_title(question: str) -> str:
+    """A title from the first question: its first line, cut at a word near 60 characters."""
+    first_line = next((ln for ln in question.splitlines() if ln.strip()), "")
+    text = " ".join(first_line.split())
+    if not text:
+        return "New conversation"
+    if len(text) <= TITLE_MAX_CHARS:
+        return text
+    cut = text[:TITLE_MAX_CHARS]
+    space = cut.rfind(" ")
+    if space >= TITLE_MAX_CHARS // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,.;:") + "…"

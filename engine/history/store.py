@@ -1,0 +1,288 @@
+"""Conversations and messages in SQLite (WAL), with full-text search.
+
+Every write is its own transaction, committed before the call returns, so a
+process killed at any point leaves every earlier write intact. One connection
+is shared by the threads of a process behind a lock; other processes (the CLI
+beside the window) open their own, which WAL allows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from engine.errors import HistoryError, NotFoundError
+from engine.history.models import Conversation, Message, MessageStatus, SearchHit, auto_title
+
+SCHEMA_VERSION = 1
+DEFAULT_TITLE = "New conversation"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id            INTEGER PRIMARY KEY,
+    title         TEXT NOT NULL,
+    title_is_auto INTEGER NOT NULL DEFAULT 1,
+    created_at    REAL NOT NULL,
+    updated_at    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id              INTEGER PRIMARY KEY,
+    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    role            TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+    content         TEXT NOT NULL,
+    status          TEXT NOT NULL DEFAULT 'complete'
+                    CHECK (status IN ('complete', 'streaming', 'cancelled', 'failed', 'interrupted')),
+    created_at      REAL NOT NULL,
+    stats           TEXT,
+    error           TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
+CREATE INDEX IF NOT EXISTS conversations_by_update ON conversations(updated_at DESC);
+
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
+    content, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2');
+CREATE TRIGGER IF NOT EXISTS messages_ai AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+END;
+CREATE TRIGGER IF NOT EXISTS messages_ad AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+END;
+CREATE TRIGGER IF NOT EXISTS messages_au AFTER UPDATE OF content ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+END;
+
+CREATE VIRTUAL TABLE IF NOT EXISTS conversations_fts USING fts5(
+    title, content='conversations', content_rowid='id', tokenize='unicode61 remove_diacritics 2');
+CREATE TRIGGER IF NOT EXISTS conversations_ai AFTER INSERT ON conversations BEGIN
+    INSERT INTO conversations_fts(rowid, title) VALUES (new.id, new.title);
+END;
+CREATE TRIGGER IF NOT EXISTS conversations_ad AFTER DELETE ON conversations BEGIN
+    INSERT INTO conversations_fts(conversations_fts, rowid, title) VALUES ('delete', old.id, old.title);
+END;
+CREATE TRIGGER IF NOT EXISTS conversations_au AFTER UPDATE OF title ON conversations BEGIN
+    INSERT INTO conversations_fts(conversations_fts, rowid, title) VALUES ('delete', old.id, old.title);
+    INSERT INTO conversations_fts(rowid, title) VALUES (new.id, new.title);
+END;
+"""
+
+_CONVERSATION_COLUMNS = (
+    "c.id, c.title, c.title_is_auto, c.created_at, c.updated_at, "
+    "(SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id)"
+)
+_MESSAGE_COLUMNS = "id, conversation_id, role, content, status, created_at, stats, error"
+
+
+def _conversation(row: tuple) -> Conversation:
+    return Conversation(row[0], row[1], bool(row[2]), row[3], row[4], row[5])
+
+
+def _message(row: tuple) -> Message:
+    return Message(row[0], row[1], row[2], row[3], row[4], row[5],
+                   json.loads(row[6]) if row[6] else None, row[7])
+
+
+def fts_query(text: str) -> str | None:
+    """Turn what a person typed into an FTS5 query: every word, as a prefix, all required."""
+    words = re.findall(r"\w+", text, flags=re.UNICODE)
+    return " ".join(f'"{w}"*' for w in words) or None
+
+
+class HistoryStore:
+    """The conversation database."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0,
+                                       isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise HistoryError(
+                    f"The conversation database '{self.path}' was written by a newer Locus "
+                    f"(schema {version}); this version reads schema {SCHEMA_VERSION}.",
+                    hint="Update Locus, or set LOCUS_HOME to use another data folder.",
+                )
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise HistoryError(
+                f"The conversation database '{self.path}' cannot be opened: {exc}.",
+                hint="If the file is damaged, move it aside and Locus will start a new one.",
+            ) from exc
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise HistoryError(f"The conversation database could not be written: {exc}.") from exc
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise HistoryError(f"The conversation database could not be read: {exc}.") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # Conversations ---------------------------------------------------------------
+
+    def create_conversation(self, title: str | None = None) -> Conversation:
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO conversations(title, title_is_auto, created_at, updated_at) VALUES (?, ?, ?, ?)",
+                (title or DEFAULT_TITLE, 0 if title else 1, now, now),
+            )
+            new_id = cur.lastrowid
+        return self.conversation(new_id)
+
+    def conversation(self, conversation_id: int) -> Conversation:
+        rows = self._read(f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c WHERE c.id = ?",
+                          (conversation_id,))
+        if not rows:
+            raise NotFoundError(f"Conversation {conversation_id} does not exist (it may have been deleted).")
+        return _conversation(rows[0])
+
+    def conversations(self, limit: int | None = None) -> list[Conversation]:
+        """All conversations, most recently active first."""
+        sql = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c ORDER BY c.updated_at DESC, c.id DESC"
+        rows = self._read(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ())
+        return [_conversation(r) for r in rows]
+
+    def rename_conversation(self, conversation_id: int, title: str) -> Conversation:
+        title = " ".join(title.split())
+        if not title:
+            raise HistoryError("A conversation title cannot be empty.")
+        with self._tx() as db:
+            cur = db.execute("UPDATE conversations SET title = ?, title_is_auto = 0 WHERE id = ?",
+                             (title, conversation_id))
+            if cur.rowcount == 0:
+                raise NotFoundError(f"Conversation {conversation_id} does not exist.")
+        return self.conversation(conversation_id)
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+    # Messages --------------------------------------------------------------------
+
+    def add_message(
+        self, conversation_id: int, role: str, content: str, status: MessageStatus = "complete"
+    ) -> Message:
+        """Append a message; the first user message titles an untitled conversation."""
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT title_is_auto, title FROM conversations WHERE id = ?",
+                             (conversation_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"Conversation {conversation_id} does not exist (it may have been deleted).")
+            cur = db.execute(
+                "INSERT INTO messages(conversation_id, role, content, status, created_at) VALUES (?, ?, ?, ?, ?)",
+                (conversation_id, role, content, status, now),
+            )
+            new_id = cur.lastrowid
+            db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
+            if role == "user" and row[0] and row[1] == DEFAULT_TITLE:
+                db.execute("UPDATE conversations SET title = ? WHERE id = ?", (auto_title(content), conversation_id))
+        return Message(new_id, conversation_id, role, content, status, now)
+
+    def update_message(
+        self,
+        message_id: int,
+        *,
+        content: str | None = None,
+        status: MessageStatus | None = None,
+        stats: dict | None = None,
+        error: str | None = None,
+    ) -> None:
+        sets, args = [], []
+        for column, value in (("content", content), ("status", status), ("error", error)):
+            if value is not None:
+                sets.append(f"{column} = ?")
+                args.append(value)
+        if stats is not None:
+            sets.append("stats = ?")
+            args.append(json.dumps(stats))
+        if not sets:
+            return
+        with self._tx() as db:
+            db.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id = ?", (*args, message_id))
+
+    def message(self, message_id: int) -> Message:
+        rows = self._read(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,))
+        if not rows:
+            raise NotFoundError(f"Message {message_id} does not exist.")
+        return _message(rows[0])
+
+    def messages(self, conversation_id: int) -> list[Message]:
+        rows = self._read(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+        )
+        return [_message(r) for r in rows]
+
+    def delete_messages_from(self, conversation_id: int, message_id: int) -> int:
+        """Delete a message and every later one in its conversation (for regenerate and edit)."""
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ?",
+                             (conversation_id, message_id))
+            return cur.rowcount
+
+    def delete_message(self, message_id: int) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+
+    def mark_interrupted(self) -> int:
+        """Answers left 'streaming' by a process that died become 'interrupted'; returns how many."""
+        with self._tx() as db:
+            return db.execute("UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'").rowcount
+
+    # Search ----------------------------------------------------------------------
+
+    def search(self, text: str, limit: int = 50) -> list[SearchHit]:
+        """Conversations whose title or messages contain every word typed (as word prefixes)."""
+        query = fts_query(text)
+        if query is None:
+            return []
+        title_rows = self._read(
+            f"SELECT {_CONVERSATION_COLUMNS}, highlight(conversations_fts, 0, '[', ']') "
+            "FROM conversations_fts JOIN conversations c ON c.id = conversations_fts.rowid "
+            "WHERE conversations_fts MATCH ? ORDER BY rank LIMIT ?",
+            (query, limit),
+        )
+        message_rows = self._read(
+            f"SELECT {_CONVERSATION_COLUMNS}, snippet(messages_fts, 0, '[', ']', '…', 12), m.id "
+            "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+            "JOIN conversations c ON c.id = m.conversation_id "
+            "WHERE messages_fts MATCH ? ORDER BY rank LIMIT ?",
+            (query, limit * 4),
+        )
+        hits: dict[int, SearchHit] = {}
+        for row in title_rows:
+            hits[row[0]] = SearchHit(_conversation(row[:6]), row[6], None)
+        for row in message_rows:
+            if row[0] not in hits:
+                hits[row[0]] = SearchHit(_conversation(row[:6]), row[6], row[7])
+        return list(hits.values())[:limit]

@@ -1,0 +1,82 @@
+"""Fit a conversation into the context window.
+
+Oldest turns go first, whole exchanges at a time, and the system prompt always
+stays. When trimming is needed it trims down to a low-water mark rather than to
+the edge, and the caller remembers the starting turn: the next few turns then
+start at the same place, so their prompt prefix (and its KV cache) is unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from engine.runtime.types import ChatMessage
+
+OMISSION = "\n[…part of this message was left out to fit the context window…]\n"
+
+Encode = Callable[[Sequence[ChatMessage]], list[int]]
+Shorten = Callable[[str, int], str]
+
+
+@dataclass(frozen=True)
+class FittedPrompt:
+    tokens: list[int]
+    start: int  # index into the non-system messages of the first one kept
+    truncated: bool  # a kept message had to be shortened
+
+    @property
+    def dropped(self) -> int:
+        """How many of the oldest messages were left out."""
+        return self.start
+
+
+def fit_prompt(
+    messages: Sequence[ChatMessage],
+    *,
+    encode: Encode,
+    shorten: Shorten,
+    budget: int,
+    start: int = 0,
+    low_water: float = 0.75,
+) -> FittedPrompt:
+    """Tokens of the longest suffix of the conversation that fits in ``budget`` tokens."""
+    system = [messages[0]] if messages and messages[0].role == "system" else []
+    body = list(messages[len(system):])
+    last = len(body) - 1
+    start = _turn_start(body, min(max(start, 0), last))
+
+    tokens = encode(system + body[start:])
+    if len(tokens) <= budget:
+        return FittedPrompt(tokens, start, False)
+
+    target = int(budget * low_water)
+    while start < last and len(tokens) > target:
+        start = _turn_start(body, start + 1)
+        tokens = encode(system + body[start:])
+    if len(tokens) <= budget:
+        return FittedPrompt(tokens, start, False)
+
+    # Even the newest turn alone does not fit: shorten it, then the system prompt.
+    kept = system + body[start:]
+    for index in [len(kept) - 1] + ([0] if system else []):
+        for _ in range(8):
+            excess = len(tokens) - budget
+            if excess <= 0:
+                break
+            message = kept[index]
+            own = len(encode([replace(message, content="")]))
+            allowed = max(0, len(encode([message])) - own - excess - 16)
+            kept[index] = replace(message, content=shorten(message.content, allowed))
+            tokens = encode(kept)
+        if len(tokens) <= budget:
+            break
+    return FittedPrompt(tokens[-budget:], start, True)
+
+
+def _turn_start(body: list[ChatMessage], index: int) -> int:
+    """The first user message at or after index (a kept history must not open mid-exchange)."""
+    last = len(body) - 1
+    while index < last and body[index].role != "user":
+        index += 1
+    return index

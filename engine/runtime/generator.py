@@ -1,0 +1,246 @@
+"""The generator: one loaded model and its context, driven by one thread.
+
+It turns a GenerationRequest into streamed text: render with the model's chat
+template, fit the context window, reuse the KV cache of the prefix shared with
+the previous request, evaluate the rest, then sample token by token with
+llama.cpp's native sampler chain, checking for cancellation at every step.
+"""
+
+from __future__ import annotations
+
+import codecs
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from engine.errors import EngineError, GenerationError
+from engine.runtime.budget import OMISSION, fit_prompt
+from engine.runtime.chat_template import ChatTemplate
+from engine.runtime.native import NativeContext, NativeModel, SamplerChain, default_threads
+from engine.runtime.stops import StopMatcher
+from engine.runtime.types import (
+    ChatMessage,
+    Done,
+    GenerationEvent,
+    GenerationRequest,
+    GenerationStats,
+    ModelConfig,
+    ModelInfo,
+    Token,
+)
+
+Emit = Callable[[GenerationEvent], None]
+
+_MAX_REMEMBERED_CONVERSATIONS = 64
+
+
+class Generator:
+    """Owns a NativeModel and NativeContext; not thread-safe (the runtime thread drives it)."""
+
+    def __init__(self, config: ModelConfig, progress: Callable[[float], bool] | None = None):
+        self.config = config
+        self.model = NativeModel(config.path, n_gpu_layers=config.n_gpu_layers, progress=progress)
+        try:
+            n_threads = config.n_threads or default_threads()
+            self.ctx = NativeContext(self.model, n_ctx=config.n_ctx, n_threads=n_threads, n_batch=config.n_batch)
+        except BaseException:
+            self.model.close()
+            raise
+        bos = self.model.token_text(self.model.bos) if self.model.bos >= 0 else ""
+        eos = self.model.token_text(self.model.eos) if self.model.eos >= 0 else ""
+        self.template = ChatTemplate(self.model.chat_template(), bos_token=bos, eos_token=eos)
+        self._cached: list[int] = []  # tokens whose keys/values are in the KV cache, seq 0
+        self._trim_start: OrderedDict[str, int] = OrderedDict()
+        self.info = ModelInfo(
+            path=config.path,
+            name=config.display_name or self.model.meta("general.name") or Path(config.path).stem,
+            description=self.model.description(),
+            n_params=self.model.n_params,
+            size_bytes=self.model.size_bytes,
+            n_ctx=self.ctx.n_ctx,
+            n_ctx_train=self.model.n_ctx_train,
+            n_threads=n_threads,
+            n_gpu_layers=config.n_gpu_layers,
+            chat_template_source=self.template.origin,
+        )
+
+    # Prompt ------------------------------------------------------------------------
+
+    def encode(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """Render messages with the chat template and tokenize, ready for the answer."""
+        text = self.template.render(messages)
+        bos_text = self.template.bos_token
+        # Templates that write the BOS token themselves must not get a second one.
+        add_special = not (bos_text and text.startswith(bos_text))
+        return self.model.tokenize(text, add_special=add_special, parse_special=True)
+
+    def _shorten(self, text: str, max_tokens: int) -> str:
+        tokens = self.model.tokenize(text, add_special=False, parse_special=False)
+        if len(tokens) <= max_tokens:
+            return text
+        head = max_tokens * 2 // 3
+        tail = max_tokens - head
+        decode = lambda ts: b"".join(self.model.piece(t) for t in ts).decode("utf-8", "ignore")  # noqa: E731
+        return decode(tokens[:head]) + OMISSION + (decode(tokens[-tail:]) if tail else "")
+
+    # Generation --------------------------------------------------------------------
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        cancel: threading.Event,
+        emit: Emit,
+        submitted_at: float | None = None,
+    ) -> Done:
+        """Run one request to completion, emitting Token events; returns the Done event."""
+        t0 = time.perf_counter()
+        submitted_at = t0 if submitted_at is None else submitted_at
+        sampling = request.sampling
+        n_ctx = self.ctx.n_ctx
+        reserve = max(1, min(sampling.max_tokens, n_ctx // 2))
+        key = request.conversation_key
+        fitted = fit_prompt(
+            request.messages,
+            encode=self.encode,
+            shorten=self._shorten,
+            budget=n_ctx - reserve,
+            start=self._trim_start.get(key, 0) if key else 0,
+        )
+        if key:
+            self._trim_start[key] = fitted.start
+            self._trim_start.move_to_end(key)
+            while len(self._trim_start) > _MAX_REMEMBERED_CONVERSATIONS:
+                self._trim_start.popitem(last=False)
+        prompt = fitted.tokens
+
+        try:
+            reused = self._evaluate_prompt(prompt, cancel)
+        except BaseException:
+            self._reset_cache()
+            raise
+        t_prompt = time.perf_counter()
+        stats = dict(
+            prompt_tokens=len(prompt),
+            reused_prompt_tokens=reused,
+            queue_s=t0 - submitted_at,
+            prompt_eval_s=t_prompt - t0,
+            dropped_messages=fitted.dropped,
+            truncated_input=fitted.truncated,
+        )
+        if cancel.is_set():
+            return self._done(request, "", stats, 0, None, None, t0, submitted_at, "cancelled")
+
+        seed = sampling.seed if sampling.seed >= 0 else secrets.randbits(32)
+        stats["seed"] = seed
+        sampler = SamplerChain(self.model, sampling, seed)
+        try:
+            for tok in prompt[-sampling.repeat_last_n:] if sampling.repeat_last_n else ():
+                sampler.accept(tok)
+            return self._sample_loop(request, sampler, cancel, emit, stats, t0, submitted_at)
+        except BaseException:
+            self._reset_cache()
+            raise
+        finally:
+            sampler.close()
+
+    def _sample_loop(self, request, sampler, cancel, emit, stats, t0, submitted_at) -> Done:
+        model, ctx = self.model, self.ctx
+        max_new = min(request.sampling.max_tokens, ctx.n_ctx - len(self._cached))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stopper = StopMatcher(request.sampling.stop)
+        pieces: list[str] = []
+        n_gen = 0
+        t_first = t_last = None
+        reason = "length"
+        rid = request.request_id
+        while n_gen < max_new:
+            if cancel.is_set():
+                reason = "cancelled"
+                break
+            tok = sampler.sample(ctx)
+            if model.is_eog(tok):
+                reason = "stop"
+                break
+            n_gen += 1
+            text, hit = stopper.feed(decoder.decode(model.piece(tok)))
+            t_last = time.perf_counter()
+            if t_first is None:
+                t_first = t_last
+            if text:
+                pieces.append(text)
+                emit(Token(rid, text, 1))
+            if hit:
+                reason = "stop"
+                break
+            ctx.decode((tok,), len(self._cached))
+            self._cached.append(tok)
+        tail = stopper.flush() + decoder.decode(b"", final=True)  # empty after a stop string
+        if tail:
+            pieces.append(tail)
+            emit(Token(rid, tail, 0))
+        return self._done(request, "".join(pieces), stats, n_gen, t_first, t_last, t0, submitted_at, reason)
+
+    def _done(self, request, text, stats, n_gen, t_first, t_last, t0, submitted_at, reason) -> Done:
+        end = time.perf_counter()
+        gen_s = (t_last - t_first) if (t_first is not None and t_last is not None) else 0.0
+        return Done(
+            request.request_id,
+            text,
+            GenerationStats(
+                **stats,
+                completion_tokens=n_gen,
+                time_to_first_token_s=(t_first - submitted_at) if t_first is not None else None,
+                generation_s=gen_s,
+                tokens_per_s=((n_gen - 1) / gen_s) if n_gen > 1 and gen_s > 0 else None,
+                total_s=end - submitted_at,
+                finish_reason=reason,
+                model=self.info.name,
+            ),
+        )
+
+    def _evaluate_prompt(self, prompt: list[int], cancel: threading.Event) -> int:
+        """Bring the KV cache to hold ``prompt``, reusing the shared prefix; returns tokens reused."""
+        cached = self._cached
+        n = 0
+        limit = min(len(cached), len(prompt) - 1)  # the last prompt token is always evaluated for logits
+        while n < limit and cached[n] == prompt[n]:
+            n += 1
+        if n < len(cached) and not self.ctx.remove_from(n):
+            self.ctx.clear()
+            n = 0
+        del cached[n:]
+        reused = n
+        step = self.ctx.n_batch
+        while n < len(prompt):
+            if cancel.is_set():
+                break
+            chunk = prompt[n : n + step]
+            self.ctx.decode(chunk, n)
+            cached.extend(chunk)
+            n += len(chunk)
+        return reused
+
+    def _reset_cache(self) -> None:
+        self._cached.clear()
+        try:
+            self.ctx.clear()
+        except Exception:  # noqa: BLE001 - best effort after a native failure
+            pass
+
+    def forget_cache(self) -> None:
+        """Drop the KV cache so the next request evaluates its whole prompt (benchmarks, tests)."""
+        self._reset_cache()
+
+    def close(self) -> None:
+        self.ctx.close()
+        self.model.close()
+
+
+def wrap_unexpected(exc: BaseException) -> EngineError:
+    """Turn a non-engine exception from native code into a readable GenerationError."""
+    if isinstance(exc, EngineError):
+        return exc
+    return GenerationError("Generation failed unexpectedly.", detail=f"{type(exc).__name__}: {exc}")

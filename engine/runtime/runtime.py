@@ -1,0 +1,261 @@
+"""The runtime: one thread that owns the generator and serves queued requests.
+
+Callers never touch llama.cpp. They ``load`` a model and ``submit`` requests;
+events come back through a callback (called on the runtime thread) or, for
+callers that prefer to block, through ``RequestHandle.events()``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from engine.errors import EngineError, ModelLoadError, ModelNotLoadedError, RuntimeStoppedError
+from engine.runtime.generator import Generator, wrap_unexpected
+from engine.runtime.types import (
+    Done,
+    Failed,
+    GenerationEvent,
+    GenerationRequest,
+    GenerationStats,
+    LoadProgress,
+    ModelConfig,
+    ModelInfo,
+    ModelLoaded,
+    ModelLoadFailed,
+    RuntimeEvent,
+    Started,
+)
+
+log = logging.getLogger(__name__)
+
+_LOAD_PRIORITY = -1  # a model switch goes ahead of queued generations
+
+
+class RequestHandle:
+    """A submitted request: cancel it, wait for it, or iterate over its events."""
+
+    def __init__(
+        self,
+        request: GenerationRequest,
+        on_event: Callable[[GenerationEvent], None] | None,
+        tap: Callable[[GenerationEvent], None] | None = None,
+    ):
+        self.request = request
+        self._tap = tap
+        self.request_id = request.request_id
+        self.submitted_at = time.perf_counter()
+        self._cancel = threading.Event()
+        self._finished = threading.Event()
+        self._on_event = on_event
+        self._queue: queue.SimpleQueue[GenerationEvent] | None = None if on_event else queue.SimpleQueue()
+        self.result: Done | Failed | None = None
+
+    def cancel(self) -> None:
+        """Stop the request: before it starts, or within one token step while it runs."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def wait(self, timeout: float | None = None) -> Done | Failed | None:
+        self._finished.wait(timeout)
+        return self.result
+
+    def events(self) -> Iterator[GenerationEvent]:
+        """Yield events until Done or Failed (only for handles submitted without a callback)."""
+        if self._queue is None:
+            raise RuntimeError("This request reports through its callback, not events().")
+        while True:
+            event = self._queue.get()
+            yield event
+            if isinstance(event, (Done, Failed)):
+                return
+
+    def _emit(self, event: GenerationEvent) -> None:
+        final = isinstance(event, (Done, Failed))
+        if final:
+            self.result = event
+        for consumer in (self._tap, self._on_event or self._queue.put):
+            if consumer is None:
+                continue
+            try:
+                consumer(event)
+            except Exception:  # a consumer's bug must not take the runtime thread down
+                log.exception("event consumer failed on %s", type(event).__name__)
+        if final:
+            self._finished.set()
+
+
+@dataclass(order=True)
+class _Job:
+    priority: int
+    seq: int
+    kind: str = field(compare=False)  # "load", "unload", "generate", "stop"
+    payload: object = field(compare=False, default=None)
+
+
+@dataclass
+class _LoadPayload:
+    config: ModelConfig
+    future: Future
+    on_event: Callable[[RuntimeEvent], None] | None
+
+
+class Runtime:
+    """Serves generation requests on its own thread, in priority order."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.PriorityQueue[_Job] = queue.PriorityQueue()
+        self._seq = itertools.count()
+        self._generator: Generator | None = None
+        self._load_requested = False
+        self._stopped = False
+        self._lock = threading.Lock()
+        self._current: RequestHandle | None = None
+        self._thread = threading.Thread(target=self._serve, name="locus-runtime", daemon=True)
+        self._thread.start()
+
+    # Public API ------------------------------------------------------------------
+
+    @property
+    def model_info(self) -> ModelInfo | None:
+        gen = self._generator
+        return gen.info if gen else None
+
+    def load(self, config: ModelConfig, on_event: Callable[[RuntimeEvent], None] | None = None) -> Future:
+        """Load a model (replacing the current one once the new one is ready); resolves to ModelInfo."""
+        future: Future = Future()
+        with self._lock:
+            if self._stopped:
+                future.set_exception(RuntimeStoppedError("The engine is shutting down."))
+                return future
+            self._load_requested = True
+            self._put(_LOAD_PRIORITY, "load", _LoadPayload(config, future, on_event))
+        return future
+
+    def submit(
+        self,
+        request: GenerationRequest,
+        on_event: Callable[[GenerationEvent], None] | None = None,
+        *,
+        tap: Callable[[GenerationEvent], None] | None = None,
+    ) -> RequestHandle:
+        """Queue a request. Without a callback, read its events with ``handle.events()``.
+
+        ``tap`` sees every event first, on the runtime thread (the history uses it to
+        persist the answer before anyone else hears of it).
+        """
+        handle = RequestHandle(request, on_event, tap)
+        with self._lock:
+            if self._stopped:
+                handle._emit(Failed(request.request_id, RuntimeStoppedError("The engine is shutting down.")))
+                return handle
+            self._put(int(request.priority), "generate", handle)
+        return handle
+
+    def cancel_all(self) -> None:
+        """Cancel the running request (queued ones are left alone)."""
+        current = self._current
+        if current is not None:
+            current.cancel()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Cancel what runs, fail what waits, free the model, stop the thread."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self.cancel_all()
+        self._put(-100, "stop")
+        self._thread.join(timeout)
+
+    # The runtime thread ----------------------------------------------------------
+
+    def _put(self, priority: int, kind: str, payload: object = None) -> None:
+        self._jobs.put(_Job(priority, next(self._seq), kind, payload))
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job.kind == "stop":
+                break
+            if job.kind == "load":
+                self._do_load(job.payload)
+            elif job.kind == "generate":
+                self._do_generate(job.payload)
+        self._drain()
+        if self._generator is not None:
+            self._generator.close()
+            self._generator = None
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job.kind == "generate":
+                job.payload._emit(Failed(job.payload.request_id, RuntimeStoppedError("The engine shut down.")))
+            elif job.kind == "load":
+                job.payload.future.set_exception(RuntimeStoppedError("The engine shut down."))
+
+    def _do_load(self, payload: _LoadPayload) -> None:
+        config, notify = payload.config, payload.on_event or (lambda _e: None)
+        last = [-1.0]
+
+        def progress(fraction: float) -> bool:
+            if fraction - last[0] >= 0.01 or fraction >= 1.0:
+                last[0] = fraction
+                notify(LoadProgress(fraction, config.path))
+            return not self._stopped
+
+        try:
+            generator = Generator(config, progress=progress)
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller, runtime keeps its model
+            error = exc if isinstance(exc, EngineError) else ModelLoadError(
+                f"The model '{config.path}' could not be loaded.", detail=f"{type(exc).__name__}: {exc}"
+            )
+            log.warning("model load failed: %s (%s)", error, error.detail)
+            notify(ModelLoadFailed(error, config.path))
+            payload.future.set_exception(error)
+            return
+        old, self._generator = self._generator, generator
+        if old is not None:
+            old.close()
+        notify(ModelLoaded(generator.info))
+        payload.future.set_result(generator.info)
+
+    def _do_generate(self, handle: RequestHandle) -> None:
+        rid = handle.request_id
+        if handle.cancelled:
+            handle._emit(Done(rid, "", GenerationStats(finish_reason="cancelled")))
+            return
+        generator = self._generator
+        if generator is None:
+            message = (
+                "The model failed to load, so there is nothing to answer with."
+                if self._load_requested
+                else "No model is loaded yet."
+            )
+            handle._emit(Failed(rid, ModelNotLoadedError(message, hint="Choose a model in Settings.")))
+            return
+        self._current = handle
+        try:
+            handle._emit(Started(rid))
+            done = generator.generate(handle.request, handle._cancel, handle._emit, handle.submitted_at)
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes an event
+            error = wrap_unexpected(exc)
+            log.warning("generation %s failed: %s (%s)", rid, error, error.detail)
+            handle._emit(Failed(rid, error))
+        else:
+            handle._emit(done)
+        finally:
+            self._current = None

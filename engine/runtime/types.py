@@ -1,0 +1,202 @@
+"""Plain data that crosses the runtime's boundary: configs, requests, events, stats."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Literal
+
+from engine.errors import EngineError, InvalidRequestError
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+_request_ids = itertools.count(1)
+
+
+def next_request_id() -> int:
+    """A process-unique id for a generation request."""
+    return next(_request_ids)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What to load and how: the GGUF path and the llama.cpp context settings."""
+
+    path: str
+    n_ctx: int = 4096
+    n_threads: int = 0  # 0: one per available core
+    n_gpu_layers: int = 0  # -1: all layers
+    n_batch: int = 512
+    display_name: str | None = None  # shown instead of the GGUF's general.name
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the loaded model is, for the status bar and traces."""
+
+    path: str
+    name: str
+    description: str
+    n_params: int
+    size_bytes: int
+    n_ctx: int
+    n_ctx_train: int
+    n_threads: int
+    n_gpu_layers: int
+    chat_template_source: str  # "gguf" or "fallback"
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling settings, applied by llama.cpp's native sampler chain."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    repeat_last_n: int = 64
+    seed: int = -1  # -1: a fresh random seed per request
+    max_tokens: int = 512
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("temperature", self.temperature, 0.0, 5.0),
+            ("top_p", self.top_p, 0.0, 1.0),
+            ("top_k", self.top_k, 0, 100_000),
+            ("min_p", self.min_p, 0.0, 1.0),
+            ("repeat_penalty", self.repeat_penalty, 0.1, 5.0),
+            ("repeat_last_n", self.repeat_last_n, 0, 100_000),
+            ("seed", self.seed, -1, 2**32 - 1),
+            ("max_tokens", self.max_tokens, 1, 1_000_000),
+        ]
+        for name, value, low, high in checks:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+                raise InvalidRequestError(f"Sampling setting '{name}' must be a number, not {value!r}.")
+            if not low <= value <= high:
+                raise InvalidRequestError(
+                    f"Sampling setting '{name}' is {value}; allowed values are {low} to {high}."
+                )
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise InvalidRequestError("Stop strings must be non-empty text.")
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One turn of a conversation as the model sees it."""
+
+    role: Role
+    content: str
+
+
+class Priority(IntEnum):
+    """Lower runs first."""
+
+    INTERACTIVE = 0
+    NORMAL = 1
+    BACKGROUND = 2
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A chat completion to run: the whole conversation so far and how to sample."""
+
+    messages: tuple[ChatMessage, ...]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    # Requests with the same key are turns of one conversation: the runtime keeps
+    # their trimming point stable so the KV cache of the shared prefix is reused.
+    conversation_key: str | None = None
+    priority: Priority = Priority.INTERACTIVE
+    request_id: int = field(default_factory=next_request_id)
+
+    def __post_init__(self) -> None:
+        if not self.messages:
+            raise InvalidRequestError("A request needs at least one message.")
+        for m in self.messages:
+            if m.role not in ("system", "user", "assistant"):
+                raise InvalidRequestError(
+                    f"Message role '{m.role}' is not one of: system, user, assistant."
+                )
+            if not isinstance(m.content, str):
+                raise InvalidRequestError("Message content must be text.")
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    """How one request went: token counts and timings."""
+
+    prompt_tokens: int = 0
+    reused_prompt_tokens: int = 0
+    completion_tokens: int = 0
+    queue_s: float = 0.0
+    prompt_eval_s: float = 0.0
+    time_to_first_token_s: float | None = None
+    generation_s: float = 0.0
+    tokens_per_s: float | None = None
+    total_s: float = 0.0
+    dropped_messages: int = 0
+    truncated_input: bool = False
+    finish_reason: FinishReason = "stop"
+    model: str = ""
+    seed: int | None = None
+
+
+# Events ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    """Model loading advanced; ``fraction`` in [0, 1]."""
+
+    fraction: float
+    path: str
+
+
+@dataclass(frozen=True)
+class ModelLoaded:
+    info: ModelInfo
+
+
+@dataclass(frozen=True)
+class ModelLoadFailed:
+    error: EngineError
+    path: str
+
+
+@dataclass(frozen=True)
+class Started:
+    """The request left the queue and its prompt is being evaluated."""
+
+    request_id: int
+
+
+@dataclass(frozen=True)
+class Token:
+    """Newly generated text (may be several tokens' worth, or empty of whitespace)."""
+
+    request_id: int
+    text: str
+    n_tokens: int
+
+
+@dataclass(frozen=True)
+class Done:
+    """The request finished: normally, at max tokens, or cancelled (see stats.finish_reason)."""
+
+    request_id: int
+    text: str
+    stats: GenerationStats
+
+
+@dataclass(frozen=True)
+class Failed:
+    request_id: int
+    error: EngineError
+
+
+GenerationEvent = Started | Token | Done | Failed
+RuntimeEvent = LoadProgress | ModelLoaded | ModelLoadFailed
