@@ -15,13 +15,19 @@ from app import settings as settings_mod
 from app.paths import Paths, resolve_paths
 from app.settings import Problem, Settings
 from engine.assistant import Assistant, ChatSettings
-from engine.errors import ModelLoadError
+from engine.errors import EngineError, ModelLoadError
 from engine.history.store import HistoryStore
 from engine.models.bundled import BUNDLED_LLM_NAME, bundled_llm_path
 from engine.runtime.runtime import Runtime
 from engine.runtime.types import ModelConfig, RuntimeEvent, SamplingParams
 
 log = logging.getLogger(__name__)
+
+
+class SettingsError(EngineError):
+    """Settings given to apply were out of range or of the wrong type."""
+
+    code = "invalid_settings"
 
 
 def model_config(settings: Settings, override_path: str | None = None) -> ModelConfig:
@@ -78,6 +84,20 @@ class Services:
             return future
         self.loaded_config = config
         return self.runtime.load(config, on_event)
+
+    @property
+    def setting_specs(self) -> tuple[settings_mod.SettingSpec, ...]:
+        return settings_mod.SPECS
+
+    def setting_values(self) -> dict:
+        return settings_mod.to_values(self.settings)
+
+    def apply_setting_values(self, values: dict) -> bool:
+        """Validate, save and apply the settings dialog's values; True when the model must reload."""
+        new, problems = settings_mod.from_values(values)
+        if problems:
+            raise SettingsError(" ".join(p.message for p in problems))
+        return self.apply_settings(new)
 
     def apply_settings(self, new: Settings) -> bool:
         """Save and apply new settings; True when the model must be reloaded for them."""

@@ -20,10 +20,10 @@ import tomli_w
 
 
 def setting(default: Any, description: str, *, minimum: float | None = None, maximum: float | None = None,
-            choices: tuple[str, ...] | None = None, label: str | None = None) -> Any:
-    """Declare one setting: its default, what it means, and its allowed values."""
+            choices: tuple[str, ...] | None = None, label: str | None = None, widget: str | None = None) -> Any:
+    """Declare one setting: its default, what it means, its allowed values, how it is edited."""
     meta = {"description": description, "minimum": minimum, "maximum": maximum, "choices": choices,
-            "label": label}
+            "label": label, "widget": widget}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -31,7 +31,8 @@ def setting(default: Any, description: str, *, minimum: float | None = None, max
 
 @dataclass(frozen=True)
 class ModelSettings:
-    path: str = setting("", "GGUF model file. Empty: the bundled SmolLM2-135M-Instruct.", label="Model file")
+    path: str = setting("", "GGUF model file. Empty: the bundled SmolLM2-135M-Instruct.", label="Model file",
+                        widget="gguf_file")
     context_size: int = setting(4096, "Context window in tokens.", minimum=256, maximum=262144,
                                 label="Context size")
     threads: int = setting(0, "CPU threads for generation; 0 picks one per core.", minimum=0, maximum=512,
@@ -56,7 +57,8 @@ class SamplingSettings:
                         maximum=2**32 - 1, label="Seed")
     max_tokens: int = setting(1024, "Longest answer, in tokens.", minimum=1, maximum=262144,
                               label="Max tokens")
-    stop: list = setting([], "Text that ends the answer when generated (list of strings).", label="Stop strings")
+    stop: list = setting([], "Text that ends the answer when generated, one per line.", label="Stop strings",
+                         widget="lines")
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,8 @@ class ChatSection:
     system_prompt: str = setting(
         "You are Locus, a helpful assistant running privately on the user's computer. "
         "Answer clearly and concisely.",
-        "Instructions the model gets at the start of every conversation.", label="System prompt")
+        "Instructions the model gets at the start of every conversation.", label="System prompt",
+        widget="multiline")
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ class SettingSpec:
     minimum: float | None
     maximum: float | None
     choices: tuple[str, ...] | None
+    widget: str | None  # how the settings dialog edits it: None (by type), gguf_file, multiline, lines
+    section: str
 
     def allowed(self) -> str:
         """The allowed values, in words, for error messages and tooltips."""
@@ -121,7 +126,8 @@ def _build_specs() -> tuple[SettingSpec, ...]:
             default = f.default if f.default is not MISSING else f.default_factory()
             m = f.metadata
             specs.append(SettingSpec(f"{section.name}.{f.name}", type(default), default, m["description"],
-                                     m["label"] or f.name, m["minimum"], m["maximum"], m["choices"]))
+                                     m["label"] or f.name, m["minimum"], m["maximum"], m["choices"],
+                                     m["widget"], section.name))
     return tuple(specs)
 
 
@@ -200,6 +206,19 @@ def load(path: Path) -> tuple[Settings, list[Problem]]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         return Settings(), [Problem(None, f"{path} is not valid TOML ({exc}). Using default settings.")]
     return from_mapping(data)
+
+
+def from_values(values: dict[str, Any]) -> tuple[Settings, list[Problem]]:
+    """Settings from flat ``{"section.name": value}`` pairs (the settings dialog's output)."""
+    nested: dict = {}
+    for key, value in values.items():
+        section, name = key.split(".", 1)
+        nested.setdefault(section, {})[name] = value
+    return from_mapping(nested)
+
+
+def to_values(settings: Settings) -> dict[str, Any]:
+    return {spec.key: settings.get(spec.key) for spec in SPECS}
 
 
 def to_mapping(settings: Settings) -> dict:

@@ -1,0 +1,209 @@
+"""One message in the chat view: Markdown prose and code blocks with copy buttons."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QFontDatabase, QGuiApplication, QPalette, QTextOption
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ui.chat.markdown import Code, Prose, code_html, language_label, split_segments
+
+
+def _is_dark(widget: QWidget) -> bool:
+    return widget.palette().color(QPalette.ColorRole.Window).lightness() < 128
+
+
+class _AutoHeightBrowser(QTextBrowser):
+    """A read-only text view as tall as its content (the chat view scrolls, not it)."""
+
+    def __init__(self, parent: QWidget | None = None, *, wrap: bool = True):
+        super().__init__(parent)
+        self.setReadOnly(True)
+        self.setOpenExternalLinks(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setHorizontalScrollBarPolicy(
+            Qt.ScrollBarPolicy.ScrollBarAlwaysOff if wrap else Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        if not wrap:
+            self.setLineWrapMode(QTextBrowser.LineWrapMode.NoWrap)
+            self.setWordWrapMode(QTextOption.WrapMode.NoWrap)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.viewport().setAutoFillBackground(False)
+        self.document().documentLayout().documentSizeChanged.connect(self._fit)
+
+    def _fit(self, *_args) -> None:
+        height = int(self.document().size().height()) + 2 * self.frameWidth() + 4
+        bar = self.horizontalScrollBar()
+        if bar.isVisible() or bar.maximum() > 0:
+            height += bar.sizeHint().height()
+        if self.height() != height:
+            self.setFixedHeight(height)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        self._fit()
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt override
+        return QSize(super().sizeHint().width(), self.height())
+
+
+class ProseView(_AutoHeightBrowser):
+    """Markdown prose, rendered by Qt's own CommonMark support."""
+
+    def __init__(self, text: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("prose")
+        self.text = ""
+        self.set_text(text)
+
+    def set_text(self, text: str) -> None:
+        if text != self.text:
+            self.text = text
+            self.setMarkdown(text)
+
+
+class CodeBlock(QFrame):
+    """A highlighted code block with its language and a copy button."""
+
+    copied = Signal(str)
+
+    def __init__(self, segment: Code, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("codeBlock")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.code = ""
+        self.language = ""
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        header = QWidget(self)
+        header.setObjectName("codeHeader")
+        row = QHBoxLayout(header)
+        row.setContentsMargins(8, 2, 4, 2)
+        self.language_label = QLabel(header)
+        self.language_label.setObjectName("codeLanguage")
+        self.copy_button = QPushButton("Copy", header)
+        self.copy_button.setObjectName("copyButton")
+        self.copy_button.setToolTip("Copy this code to the clipboard")
+        self.copy_button.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.copy_button.clicked.connect(self.copy)
+        row.addWidget(self.language_label)
+        row.addStretch(1)
+        row.addWidget(self.copy_button)
+        self.view = _AutoHeightBrowser(self, wrap=False)
+        self.view.setObjectName("codeView")
+        self.view.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.view.document().setDocumentMargin(8)
+        layout.addWidget(header)
+        layout.addWidget(self.view)
+        self.set_segment(segment)
+
+    def set_segment(self, segment: Code) -> None:
+        if segment.code == self.code and segment.language == self.language:
+            return
+        self.code, self.language = segment.code, segment.language
+        self.language_label.setText(language_label(segment.language))
+        self.view.setHtml(code_html(segment.code, segment.language, _is_dark(self)))
+
+    def copy(self) -> None:
+        QGuiApplication.clipboard().setText(self.code)
+        self.copy_button.setText("Copied")
+        QTimer.singleShot(1500, lambda: self.copy_button.setText("Copy"))
+        self.copied.emit(self.code)
+
+
+_STATUS_TEXT = {
+    "cancelled": "Stopped — partial answer",
+    "interrupted": "Interrupted — partial answer",
+    "failed": "Failed",
+    "streaming": "",
+    "complete": "",
+}
+
+
+class MessageWidget(QFrame):
+    """A user question or an assistant answer."""
+
+    def __init__(self, role: str, text: str = "", status: str = "complete", message_id: int | None = None,
+                 parent: QWidget | None = None):
+        super().__init__(parent)
+        self.role = role
+        self.message_id = message_id
+        self.text = ""
+        self.status = status
+        self.setObjectName("userMessage" if role == "user" else "assistantMessage")
+        self.setProperty("role", role)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(14, 10, 14, 10)
+        layout.setSpacing(6)
+        header = QHBoxLayout()
+        self.author = QLabel("You" if role == "user" else "Locus", self)
+        self.author.setObjectName("author")
+        self.status_label = QLabel(self)
+        self.status_label.setObjectName("messageStatus")
+        header.addWidget(self.author)
+        header.addStretch(1)
+        header.addWidget(self.status_label)
+        layout.addLayout(header)
+        self.body = QVBoxLayout()
+        self.body.setSpacing(8)
+        layout.addLayout(self.body)
+        self.error_label = QLabel(self)
+        self.error_label.setObjectName("messageError")
+        self.error_label.setWordWrap(True)
+        self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error_label.hide()
+        layout.addWidget(self.error_label)
+        self.set_text(text)
+        self.set_status(status)
+
+    def segment_widgets(self) -> list[QWidget]:
+        return [self.body.itemAt(i).widget() for i in range(self.body.count())]
+
+    def code_blocks(self) -> list[CodeBlock]:
+        return [w for w in self.segment_widgets() if isinstance(w, CodeBlock)]
+
+    def set_text(self, text: str) -> None:
+        """Show this text, reusing the existing segment widgets where the kinds still match."""
+        if text == self.text and self.body.count():
+            return
+        self.text = text
+        segments = split_segments(text) if self.role == "assistant" else [Prose(text)]
+        widgets = self.segment_widgets()
+        for index, segment in enumerate(segments):
+            existing = widgets[index] if index < len(widgets) else None
+            if isinstance(segment, Code) and isinstance(existing, CodeBlock):
+                existing.set_segment(segment)
+            elif isinstance(segment, Prose) and isinstance(existing, ProseView):
+                existing.set_text(segment.text)
+            else:
+                for stale in widgets[index:]:
+                    self.body.removeWidget(stale)
+                    stale.deleteLater()
+                widgets = widgets[:index]
+                widget = CodeBlock(segment, self) if isinstance(segment, Code) else ProseView(segment.text, self)
+                self.body.addWidget(widget)
+                widgets.append(widget)
+        for stale in widgets[len(segments):]:
+            self.body.removeWidget(stale)
+            stale.deleteLater()
+
+    def set_status(self, status: str, error: str | None = None) -> None:
+        self.status = status
+        text = _STATUS_TEXT.get(status, "")
+        self.status_label.setText(text)
+        self.status_label.setVisible(bool(text))
+        self.error_label.setText(error or "")
+        self.error_label.setVisible(status == "failed" and bool(error))
+        self.setProperty("status", status)
+        self.style().unpolish(self)
+        self.style().polish(self)

@@ -1,0 +1,118 @@
+"""The conversation: a scrolling column of messages that follows a streaming answer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
+
+from engine.history.models import Message
+from ui.chat.message import MessageWidget
+
+_RENDER_INTERVAL_MS = 50  # streamed tokens are painted at most 20 times a second
+
+
+class ChatView(QScrollArea):
+    """Messages of one conversation; the last one may be streaming."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("chatView")
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self._column = QWidget(self)
+        self._column.setObjectName("chatColumn")
+        self._layout = QVBoxLayout(self._column)
+        self._layout.setContentsMargins(24, 16, 24, 16)
+        self._layout.setSpacing(12)
+        self._empty = QLabel("Ask anything. Your questions and answers stay on this computer.", self._column)
+        self._empty.setObjectName("emptyHint")
+        self._empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._empty.setWordWrap(True)
+        self._layout.addWidget(self._empty)
+        self._layout.addStretch(1)
+        self.setWidget(self._column)
+        self._follow = True
+        self._pending: tuple[MessageWidget, str] | None = None
+        self._render_timer = QTimer(self)
+        self._render_timer.setSingleShot(True)
+        self._render_timer.setInterval(_RENDER_INTERVAL_MS)
+        self._render_timer.timeout.connect(self._render_pending)
+        bar = self.verticalScrollBar()
+        bar.valueChanged.connect(self._note_position)
+        bar.rangeChanged.connect(self._keep_following)
+
+    # Content ---------------------------------------------------------------------
+
+    def messages(self) -> list[MessageWidget]:
+        items = (self._layout.itemAt(i).widget() for i in range(self._layout.count()))
+        return [w for w in items if isinstance(w, MessageWidget)]
+
+    def clear(self) -> None:
+        self._render_timer.stop()
+        self._pending = None
+        for widget in self.messages():
+            self._layout.removeWidget(widget)
+            widget.deleteLater()
+        self._empty.show()
+
+    def show_messages(self, messages: Iterable[Message]) -> None:
+        self.clear()
+        for m in messages:
+            widget = self.add_message(m.role, m.content, m.status, m.id)
+            if m.status == "failed":
+                widget.set_status("failed", m.error)
+        self.scroll_to_bottom()
+
+    def add_message(self, role: str, text: str = "", status: str = "complete",
+                    message_id: int | None = None) -> MessageWidget:
+        self._empty.hide()
+        widget = MessageWidget(role, text, status, message_id, self._column)
+        self._layout.insertWidget(self._layout.count() - 1, widget)
+        return widget
+
+    def remove_from(self, widget: MessageWidget) -> None:
+        """Remove this message and every one after it (regenerate, edit-and-resend)."""
+        found = False
+        for w in self.messages():
+            found = found or w is widget
+            if found:
+                self._layout.removeWidget(w)
+                w.deleteLater()
+        if not self.messages():
+            self._empty.show()
+
+    def update_streaming(self, widget: MessageWidget, text: str) -> None:
+        """Show new text of a streaming answer, coalescing repaints."""
+        self._pending = (widget, text)
+        if not self._render_timer.isActive():
+            self._render_timer.start()
+
+    def flush(self) -> None:
+        """Paint any text still waiting for the render timer."""
+        self._render_timer.stop()
+        self._render_pending()
+
+    def _render_pending(self) -> None:
+        if self._pending is not None:
+            widget, text = self._pending
+            self._pending = None
+            widget.set_text(text)
+
+    # Scrolling -------------------------------------------------------------------
+
+    def scroll_to_bottom(self) -> None:
+        """Jump to the newest message and keep following it as it grows."""
+        self._follow = True
+        bar = self.verticalScrollBar()
+        bar.setValue(bar.maximum())
+
+    def _note_position(self, value: int) -> None:
+        bar = self.verticalScrollBar()
+        self._follow = value >= bar.maximum() - 24  # the user scrolled up: stop following
+
+    def _keep_following(self, _minimum: int, maximum: int) -> None:
+        if self._follow:
+            self.verticalScrollBar().setValue(maximum)

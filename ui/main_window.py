@@ -1,0 +1,469 @@
+"""The main window: conversations on the left, the chat on the right, status below."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.assistant import AnswerHandle
+from engine.runtime.types import Done, Failed, LoadProgress, ModelLoaded, ModelLoadFailed, Started, Token
+from resources import resource_path
+from ui.bridge import EngineBridge
+from ui.chat.composer import Composer
+from ui.chat.message import MessageWidget
+from ui.chat.view import ChatView
+from ui.errors import describe, show_error
+from ui.ops import run_in_background
+from ui.settings_dialog import SettingsDialog
+from ui.sidebar import ConversationSidebar
+from ui.theme import apply_theme
+
+log = logging.getLogger(__name__)
+
+
+class Services(Protocol):
+    """What the window needs from the app's composition root."""
+
+    assistant: Any
+    history: Any
+    runtime: Any
+    problems: list
+
+    def load_model(self, on_event=None, override_path=None): ...
+    def setting_values(self) -> dict: ...
+    def apply_setting_values(self, values: dict) -> bool: ...
+    @property
+    def setting_specs(self): ...
+
+
+@dataclass
+class _LiveAnswer:
+    """The answer being streamed; its handle arrives from a background op, its events from the bridge."""
+
+    widget: MessageWidget | None
+    user_widget: MessageWidget | None
+    text: str = ""
+    handle: AnswerHandle | None = None
+    result: Done | Failed | None = None
+    cancel_requested: bool = False
+
+
+class MainWindow(QMainWindow):
+    answerFinished = Signal(object)  # Done | Failed, after the window has shown it
+
+    def __init__(self, services: Services, version: str = "", parent: QWidget | None = None):
+        super().__init__(parent)
+        self.services = services
+        self.version = version
+        self.setWindowTitle("Locus")
+        self.setWindowIcon(QIcon(str(resource_path("icons", "locus.svg"))))
+        self.resize(1100, 760)
+        self.conversation_id: int | None = None
+        self.live: _LiveAnswer | None = None
+        self.editing = False
+        self.model_info = None
+        self.model_error: str | None = None
+        self._search_text = ""
+        self._search_generation = 0
+
+        self.bridge = EngineBridge(self)
+        self.bridge.loadProgress.connect(self._on_load_progress)
+        self.bridge.modelLoaded.connect(self._on_model_loaded)
+        self.bridge.modelLoadFailed.connect(self._on_model_load_failed)
+        self.bridge.answerEvent.connect(self._on_answer_event)
+
+        self.sidebar = ConversationSidebar(self)
+        self.sidebar.newRequested.connect(self.new_conversation)
+        self.sidebar.conversationSelected.connect(self.open_conversation)
+        self.sidebar.renameRequested.connect(self.rename_conversation)
+        self.sidebar.deleteRequested.connect(self.delete_conversation)
+        self.sidebar.searchChanged.connect(self._search)
+
+        self.chat = ChatView(self)
+        self.edit_banner = QLabel("Editing your last question: Enter sends it again, Esc cancels.", self)
+        self.edit_banner.setObjectName("editBanner")
+        self.edit_banner.hide()
+        self.composer = Composer(self)
+        self.composer.submitted.connect(self.send)
+        self.composer.escaped.connect(self._escape)
+        self.send_button = QPushButton("Send", self)
+        self.send_button.setObjectName("sendButton")
+        self.send_button.clicked.connect(self._send_or_stop)
+        self.regenerate_button = QPushButton("Regenerate", self)
+        self.regenerate_button.setObjectName("regenerateButton")
+        self.regenerate_button.setToolTip("Answer the last question again")
+        self.regenerate_button.clicked.connect(self.regenerate)
+        self.edit_button = QPushButton("Edit last question", self)
+        self.edit_button.setObjectName("editButton")
+        self.edit_button.clicked.connect(self.edit_last_question)
+
+        right = QWidget(self)
+        column = QVBoxLayout(right)
+        column.setContentsMargins(0, 0, 8, 8)
+        column.addWidget(self.chat, 1)
+        actions = QHBoxLayout()
+        actions.addStretch(1)
+        actions.addWidget(self.edit_button)
+        actions.addWidget(self.regenerate_button)
+        column.addLayout(actions)
+        column.addWidget(self.edit_banner)
+        entry = QHBoxLayout()
+        entry.addWidget(self.composer, 1)
+        entry.addWidget(self.send_button, 0, Qt.AlignmentFlag.AlignBottom)
+        column.addLayout(entry)
+        splitter = QSplitter(self)
+        splitter.addWidget(self.sidebar)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([260, 840])
+        self.setCentralWidget(splitter)
+
+        self.model_label = QLabel("No model", self)
+        self.model_label.setObjectName("modelLabel")
+        self.load_bar = QProgressBar(self)
+        self.load_bar.setObjectName("loadProgress")
+        self.load_bar.setRange(0, 100)
+        self.load_bar.setMaximumWidth(180)
+        self.load_bar.hide()
+        self.stats_label = QLabel("", self)
+        self.stats_label.setObjectName("statsLabel")
+        self.statusBar().addWidget(self.model_label)
+        self.statusBar().addWidget(self.load_bar)
+        self.statusBar().addPermanentWidget(self.stats_label)
+        self._build_menu()
+        self._update_buttons()
+        self.composer.setFocus()
+
+    def _build_menu(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        new = QAction("&New chat", self, shortcut=QKeySequence.StandardKey.New, triggered=self.new_conversation)
+        settings = QAction("&Settings…", self, shortcut=QKeySequence("Ctrl+,"), triggered=self.open_settings)
+        quit_ = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close)
+        for action in (new, settings):
+            file_menu.addAction(action)
+        file_menu.addSeparator()
+        file_menu.addAction(quit_)
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(QAction("&About Locus", self, triggered=self._about))
+
+    # Start-up ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin loading the model, fill the sidebar, and report settings problems."""
+        self.load_model()
+        self.refresh_conversations()
+        if self.services.problems:
+            QTimer.singleShot(0, self._report_setting_problems)
+
+    def _report_setting_problems(self) -> None:
+        text = "\n\n".join(str(p) for p in self.services.problems)
+        show_error(self, "Settings problems", "Some settings in config.toml were not valid; defaults are used "
+                   "for them:\n\n" + text)
+
+    def load_model(self) -> None:
+        self.model_error = None
+        self.model_label.setText("Loading model…")
+        self.load_bar.setValue(0)
+        self.load_bar.show()
+        future = self.services.load_model(self.bridge.runtime_sink)
+        if future.done() and future.exception() is not None:  # refused before reaching the runtime
+            self._show_model_error(future.exception())
+
+    def _on_load_progress(self, event: LoadProgress) -> None:
+        self.load_bar.show()
+        self.load_bar.setValue(int(event.fraction * 100))
+
+    def _on_model_loaded(self, event: ModelLoaded) -> None:
+        self.model_info = event.info
+        self.load_bar.hide()
+        self.model_label.setText(f"{event.info.name} · {event.info.n_ctx} ctx · {event.info.n_threads} threads")
+        self.model_label.setToolTip(event.info.path)
+
+    def _on_model_load_failed(self, event: ModelLoadFailed) -> None:
+        self._show_model_error(event.error)
+
+    def _show_model_error(self, error: BaseException) -> None:
+        self.load_bar.hide()
+        self.model_error = describe(error)
+        current = f" Still using {self.model_info.name}." if self.model_info else ""
+        self.model_label.setText("Model failed to load" if not self.model_info else self.model_info.name)
+        show_error(self, "Model not loaded", self.model_error + current)
+
+    # Conversations -----------------------------------------------------------------
+
+    def refresh_conversations(self) -> None:
+        if self._search_text:
+            self._search(self._search_text)
+            return
+        run_in_background(self.services.history.conversations,
+                          lambda rows: self.sidebar.set_conversations(rows, self.conversation_id),
+                          lambda exc: show_error(self, "Conversations", exc))
+
+    def _search(self, text: str) -> None:
+        self._search_text = text
+        self._search_generation += 1
+        generation = self._search_generation
+        if not text:
+            self.refresh_conversations()
+            return
+
+        def show(hits) -> None:
+            if generation == self._search_generation:  # a later search supersedes this one
+                self.sidebar.set_search_results(hits, self.conversation_id)
+
+        run_in_background(lambda: self.services.history.search(text), show,
+                          lambda exc: show_error(self, "Search", exc))
+
+    def new_conversation(self) -> None:
+        self._set_editing(False)
+        self.conversation_id = None
+        self.chat.clear()
+        self.sidebar.select(None)
+        self._update_buttons()
+        self.composer.setFocus()
+
+    def open_conversation(self, conversation_id: int) -> None:
+        if conversation_id == self.conversation_id:
+            return
+        self._set_editing(False)
+        self.conversation_id = conversation_id
+
+        def show(messages) -> None:
+            if self.conversation_id != conversation_id:
+                return
+            self.chat.show_messages(messages)
+            self._reattach_live_answer()
+            self._update_buttons()
+
+        run_in_background(lambda: self.services.history.messages(conversation_id), show,
+                          lambda exc: show_error(self, "Open conversation", exc))
+
+    def _reattach_live_answer(self) -> None:
+        """Back in the conversation whose answer is still streaming: follow it again."""
+        live = self.live
+        if live is None or live.handle is None or live.handle.conversation_id != self.conversation_id:
+            return
+        for widget in self.chat.messages():
+            if widget.message_id == live.handle.assistant_message_id:
+                live.widget = widget
+                widget.set_text(live.text)
+                widget.set_status("streaming")
+
+    def rename_conversation(self, conversation_id: int, title: str) -> None:
+        run_in_background(lambda: self.services.history.rename_conversation(conversation_id, title),
+                          lambda _c: self.refresh_conversations(),
+                          lambda exc: (show_error(self, "Rename", exc), self.refresh_conversations()))
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        answer = QMessageBox.question(self, "Delete conversation",
+                                      "Delete this conversation and all its messages? This cannot be undone.")
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        live = self.live
+        if live and live.handle and live.handle.conversation_id == conversation_id:
+            self.stop()
+        if conversation_id == self.conversation_id:
+            self.new_conversation()
+        run_in_background(lambda: self.services.history.delete_conversation(conversation_id),
+                          lambda _r: self.refresh_conversations(),
+                          lambda exc: show_error(self, "Delete", exc))
+
+    # Asking ------------------------------------------------------------------------
+
+    def _send_or_stop(self) -> None:
+        if self.live is not None:
+            self.stop()
+        else:
+            self.send(self.composer.toPlainText())
+
+    def send(self, text: str) -> None:
+        """Show the question, save it and stream the answer (the saving happens off the GUI thread)."""
+        if self.live is not None or not text.strip():
+            return
+        editing, conversation = self.editing, self.conversation_id
+        self._set_editing(False)
+        self.composer.clear()
+        sink = self.bridge.answer_sink
+        if editing and conversation is not None:
+            last_user = self._last_widget("user")
+            if last_user is not None:
+                self.chat.remove_from(last_user)
+            start = lambda: self.services.assistant.resend_edited(conversation, text, sink)  # noqa: E731
+        else:
+            start = lambda: self.services.assistant.ask(text, conversation, sink)  # noqa: E731
+        user_widget = self.chat.add_message("user", text)
+        self._begin_answer(user_widget, start)
+
+    def regenerate(self) -> None:
+        if self.live is not None or self.conversation_id is None:
+            return
+        conversation = self.conversation_id
+        last = self.chat.messages()[-1] if self.chat.messages() else None
+        if last is not None and last.role == "assistant":
+            self.chat.remove_from(last)
+        self._begin_answer(self._last_widget("user"),
+                           lambda: self.services.assistant.regenerate(conversation, self.bridge.answer_sink))
+
+    def edit_last_question(self) -> None:
+        last_user = self._last_widget("user")
+        if self.live is not None or last_user is None:
+            return
+        self.composer.setPlainText(last_user.text)
+        self._set_editing(True)
+        self.composer.setFocus()
+
+    def stop(self) -> None:
+        live = self.live
+        if live is None:
+            return
+        live.cancel_requested = True
+        if live.handle is not None:
+            live.handle.cancel()
+
+    def _escape(self) -> None:
+        if self.live is not None:
+            self.stop()
+        elif self.editing:
+            self._set_editing(False)
+            self.composer.clear()
+
+    def _begin_answer(self, user_widget: MessageWidget | None, start) -> None:
+        widget = self.chat.add_message("assistant", "", "streaming")
+        self.live = _LiveAnswer(widget, user_widget)
+        self.chat.scroll_to_bottom()
+        self._update_buttons()
+        run_in_background(start, self._on_answer_started, self._on_answer_not_started)
+
+    def _on_answer_started(self, handle: AnswerHandle) -> None:
+        live = self.live
+        if live is None:
+            return
+        live.handle = handle
+        if live.cancel_requested:
+            handle.cancel()
+        if live.widget is not None:
+            live.widget.message_id = handle.assistant_message_id
+        if live.user_widget is not None:
+            live.user_widget.message_id = handle.user_message.id
+        if self.conversation_id is None and live.widget is not None:
+            self.conversation_id = handle.conversation_id
+        self.refresh_conversations()
+        if live.result is not None:
+            self._finish_answer()
+
+    def _on_answer_not_started(self, exc: BaseException) -> None:
+        live, self.live = self.live, None
+        if live is not None and live.widget is not None:
+            live.widget.set_status("failed", describe(exc))
+        self._update_buttons()
+
+    def _on_answer_event(self, event) -> None:
+        live = self.live
+        if live is None:
+            return
+        if isinstance(event, Token):
+            live.text += event.text
+            if live.widget is not None:
+                self.chat.update_streaming(live.widget, live.text)
+        elif isinstance(event, (Done, Failed)):
+            live.result = event
+            if live.handle is not None:
+                self._finish_answer()
+        elif isinstance(event, Started) and live.widget is not None:
+            live.widget.set_status("streaming")
+
+    def _finish_answer(self) -> None:
+        live, self.live = self.live, None
+        result = live.result
+        self.chat.flush()
+        widget = live.widget
+        if isinstance(result, Done):
+            stats = result.stats
+            if widget is not None:
+                if stats.finish_reason == "cancelled" and not result.text.strip():
+                    self.chat.remove_from(widget)  # stopped before it said anything: nothing was kept
+                else:
+                    widget.set_text(result.text)
+                    widget.set_status("cancelled" if stats.finish_reason == "cancelled" else "complete")
+            self._show_stats(stats)
+        elif isinstance(result, Failed):
+            if widget is not None:
+                widget.set_text(live.text)
+                widget.set_status("failed", describe(result.error))
+            self.statusBar().showMessage(describe(result.error), 10000)
+        self._update_buttons()
+        self.refresh_conversations()
+        self.answerFinished.emit(result)
+
+    def _show_stats(self, stats) -> None:
+        parts = []
+        if stats.tokens_per_s:
+            parts.append(f"{stats.tokens_per_s:.1f} tokens/s")
+        if stats.time_to_first_token_s is not None:
+            parts.append(f"first token {stats.time_to_first_token_s:.2f} s")
+        parts.append(f"{stats.completion_tokens} tokens")
+        if stats.dropped_messages:
+            parts.append(f"{stats.dropped_messages} oldest messages left out of context")
+        self.stats_label.setText(" · ".join(parts))
+
+    # Helpers -----------------------------------------------------------------------
+
+    def _last_widget(self, role: str) -> MessageWidget | None:
+        for widget in reversed(self.chat.messages()):
+            if widget.role == role:
+                return widget
+        return None
+
+    def _set_editing(self, editing: bool) -> None:
+        self.editing = editing
+        self.edit_banner.setVisible(editing)
+
+    def _update_buttons(self) -> None:
+        streaming = self.live is not None
+        self.send_button.setText("Stop" if streaming else "Send")
+        self.send_button.setToolTip("Stop the answer (Esc)" if streaming else "Send (Enter)")
+        has_question = self._last_widget("user") is not None and self.conversation_id is not None
+        self.regenerate_button.setEnabled(not streaming and has_question)
+        self.edit_button.setEnabled(not streaming and has_question)
+
+    # Settings and the rest ---------------------------------------------------------
+
+    def open_settings(self) -> None:
+        dialog = SettingsDialog(self.services.setting_specs, self.services.setting_values(), self)
+        if dialog.exec() != SettingsDialog.DialogCode.Accepted:
+            return
+        values = dialog.values()
+
+        def applied(needs_reload: bool) -> None:
+            apply_theme(QApplication.instance(), values.get("ui.theme", "system"))
+            if needs_reload:
+                self.stop()
+                self.load_model()
+
+        run_in_background(lambda: self.services.apply_setting_values(values), applied,
+                          lambda exc: show_error(self, "Settings not saved", exc))
+
+    def _about(self) -> None:
+        QMessageBox.about(self, "About Locus",
+                          f"<b>Locus</b> {self.version}<br>A private AI assistant that runs entirely on "
+                          "this computer.")
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        self.stop()  # the runtime saves the partial answer while shutting down
+        super().closeEvent(event)

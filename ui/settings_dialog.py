@@ -1,0 +1,158 @@
+"""The settings dialog, built from the settings schema (one field per declared setting).
+
+It receives the schema's specs and current values as plain data and hands back
+the edited values; saving and validating stay with the app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+_SECTION_TITLES = {"model": "Model", "sampling": "Sampling", "chat": "Chat", "ui": "Appearance"}
+_INT_LIMIT = 2**31 - 1
+
+
+class Spec(Protocol):
+    key: str
+    type: type
+    default: Any
+    description: str
+    label: str
+    minimum: float | None
+    maximum: float | None
+    choices: tuple[str, ...] | None
+    widget: str | None
+    section: str
+
+
+class _FileField(QWidget):
+    def __init__(self, placeholder: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.edit = QLineEdit(self)
+        self.edit.setPlaceholderText(placeholder)
+        browse = QPushButton("Browse…", self)
+        browse.clicked.connect(self._browse)
+        row.addWidget(self.edit, 1)
+        row.addWidget(browse)
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a GGUF model", self.edit.text(),
+                                              "GGUF models (*.gguf);;All files (*)")
+        if path:
+            self.edit.setText(path)
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, specs: Sequence[Spec], values: dict[str, Any], parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self.setObjectName("settingsDialog")
+        self.resize(560, 640)
+        self.specs = list(specs)
+        self.editors: dict[str, QWidget] = {}
+        content = QWidget(self)
+        column = QVBoxLayout(content)
+        forms: dict[str, QFormLayout] = {}
+        for spec in self.specs:
+            if spec.section not in forms:
+                box = QGroupBox(_SECTION_TITLES.get(spec.section, spec.section.title()), content)
+                forms[spec.section] = QFormLayout(box)
+                column.addWidget(box)
+            editor = self._editor(spec)
+            editor.setToolTip(f"{spec.description}\n({spec.key})")
+            editor.setObjectName(spec.key)
+            self.editors[spec.key] = editor
+            forms[spec.section].addRow(spec.label, editor)
+        column.addStretch(1)
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(content)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+                                   | QDialogButtonBox.StandardButton.RestoreDefaults, self)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        buttons.button(QDialogButtonBox.StandardButton.RestoreDefaults).clicked.connect(self.restore_defaults)
+        layout = QVBoxLayout(self)
+        layout.addWidget(scroll, 1)
+        layout.addWidget(buttons)
+        self.set_values(values)
+
+    def _editor(self, spec: Spec) -> QWidget:
+        if spec.widget == "gguf_file":
+            return _FileField("Bundled SmolLM2-135M-Instruct", self)
+        if spec.widget in ("multiline", "lines"):
+            edit = QPlainTextEdit(self)
+            edit.setFixedHeight(90 if spec.widget == "multiline" else 60)
+            return edit
+        if spec.choices:
+            combo = QComboBox(self)
+            combo.addItems(list(spec.choices))
+            return combo
+        if spec.type is int:
+            box = QSpinBox(self)
+            box.setRange(int(max(spec.minimum, -_INT_LIMIT)), int(min(spec.maximum, _INT_LIMIT)))
+            return box
+        if spec.type is float:
+            box = QDoubleSpinBox(self)
+            box.setRange(spec.minimum, spec.maximum)
+            box.setDecimals(2)
+            box.setSingleStep(0.05)
+            return box
+        return QLineEdit(self)
+
+    def set_values(self, values: dict[str, Any]) -> None:
+        for spec in self.specs:
+            editor, value = self.editors[spec.key], values.get(spec.key, spec.default)
+            if isinstance(editor, _FileField):
+                editor.edit.setText(value)
+            elif isinstance(editor, QPlainTextEdit):
+                editor.setPlainText("\n".join(value) if spec.widget == "lines" else value)
+            elif isinstance(editor, QComboBox):
+                editor.setCurrentText(value)
+            elif isinstance(editor, (QSpinBox, QDoubleSpinBox)):
+                editor.setValue(value)
+            else:
+                editor.setText(str(value))
+
+    def values(self) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for spec in self.specs:
+            editor = self.editors[spec.key]
+            if isinstance(editor, _FileField):
+                result[spec.key] = editor.edit.text().strip()
+            elif isinstance(editor, QPlainTextEdit):
+                text = editor.toPlainText()
+                result[spec.key] = [ln for ln in text.splitlines() if ln] if spec.widget == "lines" else text
+            elif isinstance(editor, QComboBox):
+                result[spec.key] = editor.currentText()
+            elif isinstance(editor, QSpinBox):
+                result[spec.key] = editor.value()
+            elif isinstance(editor, QDoubleSpinBox):
+                result[spec.key] = round(editor.value(), editor.decimals())
+            else:
+                result[spec.key] = editor.text()
+        return result
+
+    def restore_defaults(self) -> None:
+        self.set_values({spec.key: spec.default for spec in self.specs})
