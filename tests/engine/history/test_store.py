@@ -1,0 +1,128 @@
+"""The conversation store on a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from engine.errors import HistoryError, NotFoundError
+from engine.history.models import auto_title
+from engine.history.store import HistoryStore
+
+
+@pytest.fixture()
+def store(tmp_path):
+    s = HistoryStore(tmp_path / "locus.sqlite3")
+    yield s
+    s.close()
+
+
+def test_uses_wal_and_foreign_keys(store):
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store._db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_create_list_rename_delete(store):
+    a = store.create_conversation()
+    b = store.create_conversation("Named")
+    assert a.title == "New conversation" and a.title_is_auto
+    assert b.title == "Named" and not b.title_is_auto
+    store.add_message(a.id, "user", "hello")
+    assert [c.id for c in store.conversations()] == [a.id, b.id]  # most recently active first
+    renamed = store.rename_conversation(b.id, "  Better   name ")
+    assert renamed.title == "Better name" and not renamed.title_is_auto
+    store.delete_conversation(a.id)
+    assert [c.id for c in store.conversations()] == [b.id]
+    assert store._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 0  # cascaded
+    with pytest.raises(NotFoundError):
+        store.conversation(a.id)
+    with pytest.raises(HistoryError):
+        store.rename_conversation(b.id, "   ")
+
+
+def test_first_question_titles_the_conversation_once(store):
+    c = store.create_conversation()
+    store.add_message(c.id, "user", "How do I bake sourdough bread at home with a cast iron pot and no scale?\nMore detail")
+    store.add_message(c.id, "user", "A second question")
+    title = store.conversation(c.id).title
+    assert title == auto_title("How do I bake sourdough bread at home with a cast iron pot and no scale?")
+    assert title.startswith("How do I bake sourdough") and len(title) <= 61 and title.endswith("…")
+
+
+def test_auto_title_short_and_empty():
+    assert auto_title("  What is 2+2?  ") == "What is 2+2?"
+    assert auto_title("\n\n") == "New conversation"
+
+
+def test_messages_keep_order_status_and_stats(store):
+    c = store.create_conversation()
+    u = store.add_message(c.id, "user", "q")
+    a = store.add_message(c.id, "assistant", "", status="streaming")
+    store.update_message(a.id, content="partial", status="cancelled", stats={"tokens": 3})
+    messages = store.messages(c.id)
+    assert [m.id for m in messages] == [u.id, a.id]
+    assert messages[1].content == "partial" and messages[1].status == "cancelled"
+    assert messages[1].stats == {"tokens": 3} and messages[1].is_partial
+
+
+def test_delete_from_removes_the_message_and_everything_after(store):
+    c = store.create_conversation()
+    ids = [store.add_message(c.id, r, t).id for r, t in
+           [("user", "1"), ("assistant", "2"), ("user", "3"), ("assistant", "4")]]
+    assert store.delete_messages_from(c.id, ids[2]) == 2
+    assert [m.content for m in store.messages(c.id)] == ["1", "2"]
+
+
+def test_full_text_search_over_titles_and_messages(store):
+    garden = store.create_conversation("Garden plans")
+    store.add_message(garden.id, "user", "Which roses survive frost?")
+    cooking = store.create_conversation()
+    store.add_message(cooking.id, "user", "Recipe for a quick tomato soup")
+    store.add_message(cooking.id, "assistant", "Use ripe tomatoes and fresh basil.")
+    assert [h.conversation.id for h in store.search("garden")] == [garden.id]
+    hit = store.search("basil")[0]
+    assert hit.conversation.id == cooking.id and "[basil]" in hit.snippet and hit.message_id
+    assert [h.conversation.id for h in store.search("tomat")] == [cooking.id]  # word prefixes match
+    assert store.search("roses frost")[0].conversation.id == garden.id
+    assert store.search("roses soup") == []  # every word must match
+    assert store.search('") OR *') == []  # FTS syntax typed by a person is not an error
+
+
+def test_search_follows_edits_and_deletes(store):
+    c = store.create_conversation()
+    m = store.add_message(c.id, "assistant", "draft about zebras")
+    store.update_message(m.id, content="final about giraffes")
+    assert store.search("zebras") == []
+    assert store.search("giraffes")
+    store.delete_conversation(c.id)
+    assert store.search("giraffes") == []
+
+
+def test_interrupted_answers_are_marked_on_start(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    first = HistoryStore(path)
+    c = first.create_conversation()
+    first.add_message(c.id, "assistant", "half an ans", status="streaming")
+    first.close()
+    second = HistoryStore(path)
+    assert second.mark_interrupted() == 1
+    assert second.messages(c.id)[0].status == "interrupted"
+    second.close()
+
+
+def test_a_damaged_file_gives_a_clear_error(tmp_path):
+    path = tmp_path / "locus.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(HistoryError) as info:
+        HistoryStore(path)
+    assert str(path) in str(info.value) and "move it aside" in info.value.user_text()
+
+
+def test_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "locus.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=99")
+    db.close()
+    with pytest.raises(HistoryError, match="newer Locus"):
+        HistoryStore(path)

@@ -1,0 +1,131 @@
+"""The runtime thread: queueing, events, cancellation, failed loads, shutdown."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from engine.errors import ModelLoadError, ModelNotLoadedError, RuntimeStoppedError
+from engine.runtime.runtime import Runtime
+from engine.runtime.types import (
+    ChatMessage,
+    Done,
+    Failed,
+    GenerationRequest,
+    LoadProgress,
+    ModelConfig,
+    ModelLoaded,
+    ModelLoadFailed,
+    Priority,
+    SamplingParams,
+    Started,
+    Token,
+)
+
+
+def request(text="Say hello.", max_tokens=16, **kw) -> GenerationRequest:
+    return GenerationRequest((ChatMessage("user", text),), SamplingParams(max_tokens=max_tokens, seed=1), **kw)
+
+
+def test_load_reports_progress_then_the_model(model_path):
+    rt = Runtime()
+    events = []
+    try:
+        info = rt.load(ModelConfig(model_path, n_ctx=1024), events.append).result(timeout=120)
+    finally:
+        rt.shutdown()
+    fractions = [e.fraction for e in events if isinstance(e, LoadProgress)]
+    assert len(fractions) >= 3 and fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert isinstance(events[-1], ModelLoaded) and events[-1].info == info
+    assert info.n_ctx == 1024 and info.chat_template_source == "gguf" and info.n_params > 100_000_000
+
+
+def test_events_arrive_in_order(runtime):
+    handle = runtime.submit(request())
+    events = list(handle.events())
+    assert isinstance(events[0], Started)
+    assert all(isinstance(e, Token) for e in events[1:-1])
+    assert isinstance(events[-1], Done)
+    assert events[-1].text == "".join(e.text for e in events[1:-1])
+
+
+def test_callback_mode_runs_on_the_runtime_thread(runtime):
+    threads = set()
+    handle = runtime.submit(request(), lambda e: threads.add(threading.current_thread().name))
+    assert isinstance(handle.wait(60), Done)
+    assert threads == {"locus-runtime"}
+
+
+def test_requests_queue_and_a_queued_one_can_be_cancelled_before_it_starts(runtime):
+    first = runtime.submit(request("Write a long story.", max_tokens=60))
+    second = runtime.submit(request())
+    second.cancel()
+    assert isinstance(first.wait(60), Done)
+    result = second.wait(60)
+    assert isinstance(result, Done) and result.stats.finish_reason == "cancelled" and result.text == ""
+
+
+def test_interactive_requests_overtake_background_ones(runtime):
+    order = []
+    blocker = runtime.submit(request("Write a long story.", max_tokens=40))
+    background = runtime.submit(request(priority=Priority.BACKGROUND),
+                                lambda e: isinstance(e, Started) and order.append("background"))
+    interactive = runtime.submit(request(priority=Priority.INTERACTIVE),
+                                 lambda e: isinstance(e, Started) and order.append("interactive"))
+    for h in (blocker, background, interactive):
+        h.wait(60)
+    assert order == ["interactive", "background"]
+
+
+def test_generation_without_a_model_fails_with_a_reason():
+    rt = Runtime()
+    try:
+        result = rt.submit(request()).wait(10)
+    finally:
+        rt.shutdown()
+    assert isinstance(result, Failed) and isinstance(result.error, ModelNotLoadedError)
+    assert "No model is loaded" in result.error.user_text()
+
+
+def test_a_corrupt_model_is_refused_and_the_current_one_keeps_working(runtime, corrupt_model):
+    before = runtime.model_info
+    events = []
+    with pytest.raises(ModelLoadError) as info:
+        runtime.load(ModelConfig(str(corrupt_model)), events.append).result(timeout=60)
+    assert "truncated.gguf" in str(info.value) and "corrupt" in str(info.value)
+    assert isinstance(events[-1], ModelLoadFailed)
+    assert runtime.model_info == before
+    assert isinstance(runtime.submit(request()).wait(60), Done)
+
+
+def test_a_missing_model_file_is_named(runtime, tmp_path):
+    missing = tmp_path / "nope.gguf"
+    with pytest.raises(ModelLoadError, match="nope.gguf' does not exist"):
+        runtime.load(ModelConfig(str(missing))).result(timeout=30)
+
+
+def test_shutdown_cancels_the_running_request_and_fails_the_waiting_ones(model_path):
+    rt = Runtime()
+    rt.load(ModelConfig(model_path, n_ctx=1024)).result(timeout=120)
+    first_token = threading.Event()
+    running = rt.submit(request("Write a very long story.", max_tokens=500),
+                        lambda e: isinstance(e, Token) and first_token.set())
+    waiting = rt.submit(request())
+    assert first_token.wait(30)
+    t0 = time.monotonic()
+    rt.shutdown()
+    assert time.monotonic() - t0 < 5
+    assert running.result.stats.finish_reason == "cancelled"
+    assert isinstance(waiting.result, Failed) and isinstance(waiting.result.error, RuntimeStoppedError)
+    assert isinstance(rt.submit(request()).wait(1), Failed)
+
+
+def test_a_broken_consumer_does_not_stop_the_runtime(runtime):
+    def explode(event):
+        raise RuntimeError("consumer bug")
+
+    first = runtime.submit(request(), explode)
+    assert isinstance(first.wait(60), Done)
+    assert isinstance(runtime.submit(request()).wait(60), Done)
