@@ -62,7 +62,8 @@ def split_segments(text: str) -> list[Segment]:
         if "".join(prose).strip():
             segments.append(Prose("\n".join(prose).strip("\n")))
         prose = []
-        segments.append(Code("\n".join(body), language.lower(), closed))
+        code = "\n".join(body)
+        segments.append(Code(code if closed else code.rstrip("\n"), language.lower(), closed))
     if "".join(prose).strip():
         segments.append(Prose("\n".join(prose).strip("\n")))
     return segments

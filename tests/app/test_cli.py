@@ -1,0 +1,97 @@
+"""The `locus` command as a user runs it: a subprocess of the installed console script."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.history.store import HistoryStore
+
+LOCUS = str(Path(sys.executable).with_name("locus"))
+
+
+def locus(home: Path, *args: str, stdin: str | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = dict(os.environ, LOCUS_HOME=str(home))
+    return subprocess.run([LOCUS, *args], input=stdin, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def conversations(home: Path):
+    store = HistoryStore(home / "locus.sqlite3")
+    try:
+        return [(c, store.messages(c.id)) for c in store.conversations()]
+    finally:
+        store.close()
+
+
+def test_version(tmp_path):
+    result = locus(tmp_path, "--version")
+    assert result.returncode == 0 and result.stdout.strip() == "locus 0.1.0"
+
+
+def test_ask_streams_an_answer_and_saves_it(tmp_path):
+    result = locus(tmp_path, "ask", "What colour is the sky?", "--seed", "1", "--max-tokens", "24")
+    assert result.returncode == 0, result.stderr
+    answer = result.stdout.strip()
+    assert answer
+    [(conversation, messages)] = conversations(tmp_path)
+    assert conversation.title == "What colour is the sky?"
+    assert [(m.role, m.status) for m in messages] == [("user", "complete"), ("assistant", "complete")]
+    assert messages[1].content.strip() == answer
+
+
+def test_ask_reads_stdin_and_can_skip_history(tmp_path):
+    result = locus(tmp_path, "ask", "-", "--no-history", "--max-tokens", "8", "--stats", stdin="Say hi.\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() and "completion_tokens:" in result.stderr
+    assert conversations(tmp_path) == []
+
+
+def test_ask_continues_a_conversation(tmp_path):
+    locus(tmp_path, "ask", "My cat is called Tom.", "--max-tokens", "8")
+    [(conversation, _)] = conversations(tmp_path)
+    result = locus(tmp_path, "ask", "What is my cat called?", "--conversation", str(conversation.id),
+                   "--max-tokens", "8")
+    assert result.returncode == 0, result.stderr
+    [(_, messages)] = conversations(tmp_path)
+    assert len(messages) == 4
+
+
+def test_ask_with_a_corrupt_model_fails_clearly(tmp_path, corrupt_model):
+    result = locus(tmp_path, "ask", "--model", str(corrupt_model), "hello")
+    assert result.returncode == 1
+    assert "could not load 'truncated.gguf'" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (("ask", "hello", "--conversation", "999"), "Conversation 999 does not exist"),
+    (("ask", "   "), "The question is empty."),
+])
+def test_bad_requests_exit_non_zero_with_a_reason(tmp_path, args, message):
+    result = locus(tmp_path, *args)
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_bad_config_value_is_reported_and_the_default_used(tmp_path):
+    (tmp_path / "config.toml").write_text("[sampling]\nmax_tokens = -5\n", encoding="utf-8")
+    result = locus(tmp_path, "ask", "hello", "--no-history")
+    assert result.returncode == 0
+    assert "sampling.max_tokens" in result.stderr and "a whole number from 1 to" in result.stderr
+
+
+def test_chat_shares_saved_conversations(tmp_path):
+    first = locus(tmp_path, "chat", stdin="Hello there\n/list\n/exit\n")
+    assert first.returncode == 0, first.stderr
+    assert "locus> " in first.stdout and "Hello there" in first.stdout  # the /list line shows the title
+    [(conversation, messages)] = conversations(tmp_path)
+    assert [m.role for m in messages] == ["user", "assistant"]
+    again = locus(tmp_path, "chat", "--last", stdin="/title Greetings\n")  # ends on EOF
+    assert again.returncode == 0, again.stderr
+    assert "you> Hello there" in again.stdout  # the transcript of the resumed conversation
+    assert conversations(tmp_path)[0][0].title == "Greetings"
+    searched = locus(tmp_path, "chat", stdin="/search greet\n/open 999\n/exit\n")
+    assert f"{conversation.id:5d}  Greetings" in searched.stdout
+    assert "Conversation 999 does not exist" in searched.stderr
