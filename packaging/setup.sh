@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Set up Locus from this checkout on Debian/Ubuntu: system packages, a virtual
+# environment in .venv, and every Python dependency from pyproject.toml.
+#
+#   packaging/setup.sh          the app
+#   packaging/setup.sh --test   the app plus what the tests need
+#
+# Environment:
+#   PYTHON=python3.12       interpreter for .venv (3.11 or newer; default python3)
+#   LOCUS_TORCH=skip        keep the torch already in .venv (e.g. a CUDA build you installed)
+#   CMAKE_ARGS=...          passed to the llama.cpp build, e.g. "-DGGML_CUDA=on" for NVIDIA GPUs
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+# --- System packages -----------------------------------------------------------------
+# Compilers for llama.cpp; the libraries Qt loads (also offscreen); an X server, a
+# tray host and a keyring for the tests that need a desktop session.
+debs=(build-essential cmake pkg-config git python3-venv python3-dev
+      libgl1 libegl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libglib2.0-0
+      libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-randr0 libxcb-render-util0
+      libxcb-image0 libxcb-xinerama0 fonts-dejavu-core
+      xvfb xauth trayer dbus dbus-x11 gnome-keyring)
+if command -v apt-get >/dev/null 2>&1; then
+  missing=()
+  for pkg in "${debs[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "Installing system packages: ${missing[*]}"
+    sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+else
+  say "Not a Debian/Ubuntu system: install a C++ compiler, CMake and Qt's X11 libraries yourself."
+fi
+
+# --- Python environment --------------------------------------------------------------
+python="${PYTHON:-python3}"
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+  echo "Locus needs Python 3.11 or newer; $python is $("$python" --version 2>&1)." >&2; exit 1; }
+if [ ! -x .venv/bin/python ]; then
+  say "Creating .venv with $("$python" --version 2>&1)"
+  "$python" -m venv .venv
+fi
+pip=(.venv/bin/python -m pip --disable-pip-version-check)
+"${pip[@]}" install -q --upgrade pip setuptools wheel
+
+# torch first, pinned: left to itself a dependency resolver may pick a multi-GB CUDA
+# build. The CPU build is enough for embeddings; see README for CUDA.
+if [ "${LOCUS_TORCH:-}" != "skip" ]; then
+  say "Installing torch 2.13.0"
+  "${pip[@]}" install -q "torch==2.13.0"
+fi
+
+# llama-cpp-python compiles llama.cpp (about 10 minutes on two cores the first time;
+# pip caches the wheel afterwards).
+if ! .venv/bin/python -c 'import llama_cpp, sys; sys.exit(llama_cpp.__version__ != "0.3.36")' 2>/dev/null; then
+  say "Building llama-cpp-python 0.3.36 (llama.cpp from source${CMAKE_ARGS:+, CMAKE_ARGS=$CMAKE_ARGS})"
+  "${pip[@]}" install -q "llama-cpp-python==0.3.36"
+fi
+
+say "Installing Locus${extras:+ with test tools}"
+"${pip[@]}" install -q -e ".${extras}"
+say "Done. Start Locus with: .venv/bin/locus"
