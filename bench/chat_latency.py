@@ -2,7 +2,9 @@
 
 For turns 1..N of one conversation it prints the time to first token when the
 engine reuses the cached prefix of the previous turn, beside the same turn with
-the whole prompt recomputed. Then it prints the engine's generation tokens/s
+the whole prompt recomputed (a second engine instance whose cache is dropped
+before every turn; the two answers can differ in a near-tie because llama.cpp's
+quantized kernels round differently for different batch splits). Then it prints the engine's generation tokens/s
 beside a raw llama-cpp-python low-level decode loop (llama_decode + native greedy
 sampler, no engine code) on the same model, prompt, context size and threads.
 
@@ -52,7 +54,8 @@ QUESTIONS = [
 ]
 
 
-def engine_turns(gen: Generator, turns: int, answer_tokens: int) -> list[dict]:
+def engine_turns(gen: Generator, fresh: Generator, turns: int, answer_tokens: int) -> list[dict]:
+    """``gen`` runs the conversation as the app does; ``fresh`` evaluates each turn's whole prompt."""
     sampling = SamplingParams(temperature=0.0, max_tokens=answer_tokens)
     history = [ChatMessage("system", "You are a helpful gardening assistant.")]
     rows = []
@@ -60,11 +63,8 @@ def engine_turns(gen: Generator, turns: int, answer_tokens: int) -> list[dict]:
         history.append(ChatMessage("user", QUESTIONS[turn % len(QUESTIONS)]))
         request = GenerationRequest(tuple(history), sampling, conversation_key="bench")
         reuse = gen.generate(request, threading.Event(), lambda e: None)
-        gen.forget_cache()
-        full = gen.generate(request, threading.Event(), lambda e: None)
-        # The two answers can differ in a near-tie: llama.cpp's quantized kernels round
-        # differently for different batch splits (the reused cache itself is exact; see
-        # tests/engine/runtime/test_generator.py). The conversation continues with `reuse`.
+        fresh.forget_cache()
+        full = fresh.generate(request, threading.Event(), lambda e: None)
         rows.append(dict(turn=turn + 1, prompt=reuse.stats.prompt_tokens, reused=reuse.stats.reused_prompt_tokens,
                          ttft_reuse=reuse.stats.time_to_first_token_s, ttft_full=full.stats.time_to_first_token_s))
         history.append(ChatMessage("assistant", reuse.text))
@@ -136,7 +136,9 @@ def main() -> None:
           f"llama-cpp-python {llama_cpp.__version__}")
     print(f"\nTime to first token, {args.answer_tokens}-token greedy answers")
     print(f"{'turn':>4} {'prompt':>7} {'reused':>7} {'TTFT reuse ms':>14} {'TTFT recompute ms':>18} {'speed-up':>9}")
-    rows = engine_turns(gen, args.turns, args.answer_tokens)
+    fresh = Generator(ModelConfig(args.model, n_ctx=args.n_ctx, n_threads=args.threads))
+    rows = engine_turns(gen, fresh, args.turns, args.answer_tokens)
+    fresh.close()
     for r in rows:
         print(f"{r['turn']:>4} {r['prompt']:>7} {r['reused']:>7} {r['ttft_reuse'] * 1000:>14.1f} "
               f"{r['ttft_full'] * 1000:>18.1f} {r['ttft_full'] / r['ttft_reuse']:>8.1f}x")

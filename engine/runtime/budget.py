@@ -24,6 +24,7 @@ class FittedPrompt:
     tokens: list[int]
     start: int  # index into the non-system messages of the first one kept
     truncated: bool  # a kept message had to be shortened
+    messages: tuple[ChatMessage, ...] | None  # what the tokens encode; None after a hard cut
 
     @property
     def dropped(self) -> int:
@@ -48,7 +49,7 @@ def fit_prompt(
 
     tokens = encode(system + body[start:])
     if len(tokens) <= budget:
-        return FittedPrompt(tokens, start, False)
+        return FittedPrompt(tokens, start, False, tuple(system + body[start:]))
 
     # Binary search over the turn boundaries for the oldest start that fits the
     # low-water mark: a few renders instead of one per dropped turn.
@@ -68,7 +69,7 @@ def fit_prompt(
         start = starts[-1]
         tokens = encode(system + body[start:])
     if len(tokens) <= budget:
-        return FittedPrompt(tokens, start, False)
+        return FittedPrompt(tokens, start, False, tuple(system + body[start:]))
 
     # Even the newest turn alone does not fit: shorten it, then the system prompt.
     kept = system + body[start:]
@@ -84,7 +85,9 @@ def fit_prompt(
             tokens = encode(kept)
         if len(tokens) <= budget:
             break
-    return FittedPrompt(tokens[-budget:], start, True)
+    if len(tokens) <= budget:
+        return FittedPrompt(tokens, start, True, tuple(kept))
+    return FittedPrompt(tokens[-budget:], start, True, None)  # last resort: keep the end
 
 
 def _turn_start(body: list[ChatMessage], index: int) -> int:

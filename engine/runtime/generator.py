@@ -53,6 +53,11 @@ class Generator:
         eos = self.model.token_text(self.model.eos) if self.model.eos >= 0 else ""
         self.template = ChatTemplate(self.model.chat_template(), bos_token=bos, eos_token=eos)
         self._cached: list[int] = []  # tokens whose keys/values are in the KV cache, seq 0
+        # The text those tokens spell (prompt text + generated text), or None when unknown.
+        # A new prompt that extends it reuses the cached tokens verbatim instead of
+        # re-tokenizing the previous answer, which can split differently from how the
+        # model generated it and would cut the reusable prefix short.
+        self._cached_text: str | None = None
         self._trim_start: OrderedDict[str, int] = OrderedDict()
         self.info = ModelInfo(
             path=config.path,
@@ -72,6 +77,10 @@ class Generator:
     def encode(self, messages: Sequence[ChatMessage]) -> list[int]:
         """Render messages with the chat template and tokenize, ready for the answer."""
         text = self.template.render(messages)
+        cached_text = self._cached_text
+        if cached_text and text.startswith(cached_text):
+            rest = self.model.tokenize(text[len(cached_text):], add_special=False, parse_special=True)
+            return self._cached + rest
         bos_text = self.template.bos_token
         # Templates that write the BOS token themselves must not get a second one.
         add_special = not (bos_text and text.startswith(bos_text))
@@ -125,6 +134,8 @@ class Generator:
         except BaseException:
             self._reset_cache()
             raise
+        complete = fitted.messages is not None and not cancel.is_set()
+        self._cached_text = self.template.render(fitted.messages) if complete else None
         t_prompt = time.perf_counter()
         stats = dict(
             prompt_tokens=len(prompt),
@@ -158,6 +169,7 @@ class Generator:
         pieces: list[str] = []
         n_gen = 0
         t_first = t_last = None
+        generated = b""  # bytes of the generated tokens now in the cache
         reason = "length"
         rid = request.request_id
         while n_gen < max_new:
@@ -169,7 +181,8 @@ class Generator:
                 reason = "stop"
                 break
             n_gen += 1
-            text, hit = stopper.feed(decoder.decode(model.piece(tok)))
+            piece = model.piece(tok)
+            text, hit = stopper.feed(decoder.decode(piece))
             t_last = time.perf_counter()
             if t_first is None:
                 t_first = t_last
@@ -181,6 +194,12 @@ class Generator:
                 break
             ctx.decode((tok,), len(self._cached))
             self._cached.append(tok)
+            generated += piece
+        if self._cached_text is not None:
+            try:
+                self._cached_text += generated.decode("utf-8")
+            except UnicodeDecodeError:  # a token split a character: fall back to re-tokenizing
+                self._cached_text = None
         tail = stopper.flush() + decoder.decode(b"", final=True)  # empty after a stop string
         if tail:
             pieces.append(tail)
@@ -229,6 +248,7 @@ class Generator:
 
     def _reset_cache(self) -> None:
         self._cached.clear()
+        self._cached_text = None
         try:
             self.ctx.clear()
         except Exception:  # noqa: BLE001 - best effort after a native failure
