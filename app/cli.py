@@ -35,15 +35,36 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--temperature", type=float, metavar="T")
     ask.add_argument("--seed", type=int, metavar="N")
     ask.add_argument("--stats", action="store_true", help="print timings and token counts to stderr")
+    ask.add_argument("--docs", action="store_true", help="answer from the indexed documents, with sources")
+    ask.add_argument("--collection", action="append", metavar="NAME",
+                     help="answer from this document collection only (repeatable; implies --docs)")
 
     chat = sub.add_parser("chat", help="interactive chat in the terminal (shares saved conversations)")
     chat.add_argument("--conversation", type=int, metavar="ID", help="resume a saved conversation")
     chat.add_argument("--last", action="store_true", help="resume the most recent conversation")
     chat.add_argument("--model", metavar="PATH", help="use this GGUF file for this session")
+
+    index_p = sub.add_parser("index", help="add files and folders to the document index")
+    index_p.add_argument("paths", nargs="+", metavar="PATH")
+    index_p.add_argument("--collection", default="default", help="collection to add them to (default: default)")
+    index_p.add_argument("--watch", action="store_true", help="keep watching these folders for changes")
+
+    docs_p = sub.add_parser("docs", help="list or remove indexed documents")
+    docs_sub = docs_p.add_subparsers(dest="docs_command", metavar="ACTION", required=True)
+    list_p = docs_sub.add_parser("list", help="list indexed documents and their status")
+    list_p.add_argument("--collection")
+    remove_p = docs_sub.add_parser("remove", help="remove documents from the index (files are kept)")
+    remove_p.add_argument("targets", nargs="+", metavar="PATH|ID")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--parse-worker"]:  # a frozen app starting its own document-parser worker
+        from engine.rag.isolation import worker_main
+
+        worker_main(argv[1], int(argv[2]))
+        return EXIT_OK
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -51,12 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         from app.gui import run_gui  # Qt is imported only when the window is wanted
 
         return run_gui()
-    from app import terminal
-
     try:
-        if args.command == "ask":
-            return terminal.ask(args)
-        return terminal.chat(args)
+        if args.command in ("index", "docs"):
+            from app import documents_cli
+
+            return getattr(documents_cli, args.command)(args)
+        from app import terminal
+
+        return getattr(terminal, args.command)(args)
     except EngineError as exc:
         print(f"locus: {exc.user_text()}", file=sys.stderr)
         return EXIT_ERROR

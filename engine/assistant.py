@@ -3,20 +3,29 @@
 ``Assistant`` ties the history to the runtime: it saves the user's message
 before anything is generated, streams the answer into a placeholder message
 that is saved as it grows, and marks it complete, partial (cancelled) or
-failed at the end. The window and the CLI both talk to this class.
+failed at the end. A conversation that uses documents gets the question's
+passages retrieved first (on the caller's thread, never the model's) and its
+answer's citations worked out afterwards (on a small helper thread), so the
+events are: Retrieved, Started, Token..., Cited, Done. The window and the CLI
+both talk to this class.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from engine.errors import InvalidRequestError, NotFoundError
+from engine.errors import EngineError, InvalidRequestError, NotFoundError
 from engine.history.models import CONTEXT_STATUSES, Message
 from engine.history.store import HistoryStore
-from engine.runtime.runtime import RequestHandle, Runtime
+from engine.rag.cite import Citation
+from engine.rag.retrieve import Passage, Retrieval
+from engine.runtime.runtime import EventChannel, RequestHandle, Runtime
+from engine.tasks import doc_qa
 from engine.runtime.types import (
     ChatMessage,
     Done,
@@ -26,7 +35,36 @@ from engine.runtime.types import (
     Priority,
     SamplingParams,
     Token,
+    next_request_id,
 )
+
+log = logging.getLogger(__name__)
+
+_UNSET = object()
+SOURCE_BUDGET_TOKENS = 1500  # at most this much of the prompt goes to sources (less on small contexts)
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """The passages found for a question from documents, before generation starts."""
+
+    request_id: int
+    passages: tuple[Passage, ...]
+    collections: list[str]
+
+
+@dataclass(frozen=True)
+class Cited:
+    """The sources an answer from documents relies on (comes just before Done)."""
+
+    request_id: int
+    citations: tuple[Citation, ...]
+
+
+class DocumentsUnavailable(EngineError):
+    """A conversation asked for documents but the document index is not open."""
+
+    code = "documents_unavailable"
 
 
 @dataclass(frozen=True)
@@ -38,27 +76,33 @@ class ChatSettings:
 
 
 class AnswerHandle:
-    """One answer being generated: which conversation and messages it belongs to, and control."""
+    """One answer being generated: its conversation and messages, its events, and control."""
 
     def __init__(self, conversation_id: int, user_message: Message, assistant_message_id: int,
-                 request: RequestHandle):
+                 request_id: int, on_event: Callable[[object], None] | None):
         self.conversation_id = conversation_id
         self.user_message = user_message
         self.assistant_message_id = assistant_message_id
-        self.request = request
-
-    @property
-    def request_id(self) -> int:
-        return self.request.request_id
+        self.request_id = request_id
+        self.request: RequestHandle | None = None
+        self.retrieval: Retrieval | None = None
+        self.citations: tuple[Citation, ...] = ()
+        self.channel = EventChannel(on_event)
 
     def cancel(self) -> None:
-        self.request.cancel()
+        if self.request is not None:
+            self.request.cancel()
 
-    def events(self) -> Iterator[GenerationEvent]:
-        return self.request.events()
+    def events(self) -> Iterator[object]:
+        """Retrieved?, Started, Token..., Cited?, then Done or Failed (without a callback)."""
+        return self.channel.events()
 
     def wait(self, timeout: float | None = None) -> Done | Failed | None:
-        return self.request.wait(timeout)
+        return self.channel.wait(timeout)
+
+    @property
+    def result(self) -> Done | Failed | None:
+        return self.channel.result
 
 
 class _AnswerRecorder:
@@ -93,35 +137,43 @@ class _AnswerRecorder:
 
 
 class Assistant:
-    """Chat over saved conversations, on one runtime and one history store."""
+    """Chat over saved conversations, on one runtime and one history store (and documents, when open)."""
 
     def __init__(self, runtime: Runtime, history: HistoryStore, settings: ChatSettings | None = None,
-                 *, save_interval_s: float = 0.5):
+                 *, save_interval_s: float = 0.5, library=None):
         self.runtime = runtime
         self.history = history
         self.settings = settings or ChatSettings()
         self.save_interval_s = save_interval_s
+        self.library = library  # engine.rag.library.DocumentLibrary, opened off the GUI thread
         self._lock = threading.Lock()
+        self._post = ThreadPoolExecutor(1, thread_name_prefix="locus-cite")
 
     def ask(
         self,
         text: str,
         conversation_id: int | None = None,
-        on_event: Callable[[GenerationEvent], None] | None = None,
+        on_event: Callable[[object], None] | None = None,
         *,
+        collections=_UNSET,
         priority: Priority = Priority.INTERACTIVE,
     ) -> AnswerHandle:
-        """Save the question (in a new conversation if none is given) and start answering it."""
+        """Save the question (in a new conversation if none is given) and start answering it.
+
+        ``collections`` (None: no documents, []: all, or names) is saved on the conversation;
+        left out, the conversation keeps what it had.
+        """
         if not text.strip():
             raise InvalidRequestError("The question is empty.")
         with self._lock:
             if conversation_id is None:
                 conversation_id = self.history.create_conversation().id
+            if collections is not _UNSET:
+                self.history.set_collections(conversation_id, collections)
             user = self.history.add_message(conversation_id, "user", text)
             return self._answer(conversation_id, user, on_event, priority)
 
-    def regenerate(self, conversation_id: int,
-                   on_event: Callable[[GenerationEvent], None] | None = None) -> AnswerHandle:
+    def regenerate(self, conversation_id: int, on_event: Callable[[object], None] | None = None) -> AnswerHandle:
         """Drop the last answer and answer the last question again."""
         with self._lock:
             messages = self.history.messages(conversation_id)
@@ -130,7 +182,7 @@ class Assistant:
             return self._answer(conversation_id, user, on_event, Priority.INTERACTIVE)
 
     def resend_edited(self, conversation_id: int, text: str,
-                      on_event: Callable[[GenerationEvent], None] | None = None) -> AnswerHandle:
+                      on_event: Callable[[object], None] | None = None) -> AnswerHandle:
         """Replace the last question (and its answer) with an edited one and answer it."""
         if not text.strip():
             raise InvalidRequestError("The question is empty.")
@@ -140,6 +192,9 @@ class Assistant:
             self.history.delete_messages_from(conversation_id, last_user.id)
             user = self.history.add_message(conversation_id, "user", text)
             return self._answer(conversation_id, user, on_event, Priority.INTERACTIVE)
+
+    def close(self) -> None:
+        self._post.shutdown(wait=True)
 
     # ------------------------------------------------------------------------------
 
@@ -153,17 +208,64 @@ class Assistant:
     def context_for(self, conversation_id: int) -> tuple[ChatMessage, ...]:
         """The conversation as the model will see it: system prompt, then saved turns."""
         context = [ChatMessage("system", self.settings.system_prompt)] if self.settings.system_prompt else []
-        for m in self.history.messages(conversation_id):
-            if m.status in CONTEXT_STATUSES and m.content.strip():
-                context.append(ChatMessage(m.role, m.content))
+        context.extend(self._turns(self.history.messages(conversation_id)))
         return tuple(context)
 
+    @staticmethod
+    def _turns(messages: list[Message]) -> list[ChatMessage]:
+        return [ChatMessage(m.role, m.content) for m in messages
+                if m.status in CONTEXT_STATUSES and m.content.strip()]
+
+    def _retrieve(self, question: str, collections: list[str]) -> Retrieval:
+        if self.library is None:
+            raise DocumentsUnavailable("The document index is not open yet.",
+                                       hint="Wait a moment for it to load, then ask again.")
+        info = self.runtime.model_info
+        n_ctx = info.n_ctx if info else 4096
+        budget = min(SOURCE_BUDGET_TOKENS, int(n_ctx * 0.35))
+        # The model's own tokenizer lives on the runtime thread; ~3 characters per token
+        # is a safe over-estimate, and the runtime's context fitting is the backstop.
+        return self.library.retrieve(question, collections or None, lambda t: len(t) // 3 + 1, budget)
+
     def _answer(self, conversation_id: int, user: Message,
-                on_event: Callable[[GenerationEvent], None] | None, priority: Priority) -> AnswerHandle:
-        context = self.context_for(conversation_id)
+                on_event: Callable[[object], None] | None, priority: Priority) -> AnswerHandle:
+        conversation = self.history.conversation(conversation_id)
+        messages = self.history.messages(conversation_id)
+        request_id = next_request_id()
+        retrieval = None
+        if conversation.uses_documents:
+            retrieval = self._retrieve(user.content, conversation.collections)
+            earlier = self._turns([m for m in messages if m.id < user.id])
+            context = doc_qa.build_messages(self.settings.system_prompt, earlier, user.content, retrieval.passages)
+        else:
+            context = self.context_for(conversation_id)
         placeholder = self.history.add_message(conversation_id, "assistant", "", status="streaming")
+        answer = AnswerHandle(conversation_id, user, placeholder.id, request_id, on_event)
+        answer.retrieval = retrieval
+        if retrieval is not None:
+            answer.channel.emit(Retrieved(request_id, retrieval.passages, list(conversation.collections)))
         recorder = _AnswerRecorder(self.history, placeholder.id, self.save_interval_s)
-        request = GenerationRequest(context, self.settings.sampling,
-                                    conversation_key=f"conversation:{conversation_id}", priority=priority)
-        handle = self.runtime.submit(request, on_event, tap=recorder)
-        return AnswerHandle(conversation_id, user, placeholder.id, handle)
+        request = GenerationRequest(context, self.settings.sampling, priority=priority, request_id=request_id,
+                                    conversation_key=f"conversation:{conversation_id}")
+        answer.request = self.runtime.submit(request, lambda event: self._deliver(answer, event), tap=recorder)
+        return answer
+
+    def _deliver(self, answer: AnswerHandle, event) -> None:
+        """Runtime events to the answer's consumer; an answer from documents gets its citations first."""
+        if isinstance(event, Done) and answer.retrieval is not None and answer.retrieval.passages:
+            self._post.submit(self._cite_then_finish, answer, event)
+        else:
+            answer.channel.emit(event)
+
+    def _cite_then_finish(self, answer: AnswerHandle, done: Done) -> None:
+        try:
+            citations = tuple(self.library.cite(done.text, answer.retrieval)) if done.text.strip() else ()
+            answer.citations = citations
+            if citations:
+                self.history.update_message(answer.assistant_message_id,
+                                            sources=[c.to_dict() for c in citations])
+            answer.channel.emit(Cited(answer.request_id, citations))
+        except Exception:  # noqa: BLE001 - an answer without sources beats a lost answer
+            log.exception("citations failed for request %s", answer.request_id)
+        finally:
+            answer.channel.emit(done)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,7 @@ def test_the_check_sees_a_violation(tmp_path, monkeypatch):
     (fake / "bad.py").write_text(
         "import PySide6.QtCore\nfrom ui.bridge import EngineBridge\n"
         "import importlib\nimportlib.import_module('app.cli')\n", encoding="utf-8")
-    monkeypatch.setattr(__import__(__name__), "REPO", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
     assert len(violations("engine")) == 3
 
 

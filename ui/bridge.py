@@ -22,7 +22,8 @@ class EngineBridge(QObject):
     loadProgress = Signal(object)  # LoadProgress
     modelLoaded = Signal(object)  # ModelLoaded
     modelLoadFailed = Signal(object)  # ModelLoadFailed
-    answerEvent = Signal(object)  # Started | Token | Done | Failed
+    answerEvent = Signal(object)  # Retrieved | Started | Token | Cited | Done | Failed
+    indexEvent = Signal(object)  # DocumentStatus | IndexProgress | IndexFinished
 
     def runtime_sink(self, event: RuntimeEvent) -> None:
         """Pass to Runtime.load; safe to call from any thread."""
@@ -36,3 +37,7 @@ class EngineBridge(QObject):
     def answer_sink(self, event: GenerationEvent) -> None:
         """Pass to Assistant.ask; safe to call from any thread."""
         self.answerEvent.emit(event)
+
+    def index_sink(self, event) -> None:
+        """Pass to the document library; safe to call from any thread."""
+        self.indexEvent.emit(event)

@@ -21,13 +21,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.assistant import AnswerHandle
+from engine.assistant import AnswerHandle, Cited, Retrieved
 from engine.runtime.types import Done, Failed, LoadProgress, ModelLoaded, ModelLoadFailed, Started, Token
 from resources import resource_path
 from ui.bridge import EngineBridge
 from ui.chat.composer import Composer
+from ui.chat.documents_selector import DocumentsSelector
 from ui.chat.message import MessageWidget
 from ui.chat.view import ChatView
+from ui.documents_controller import DocumentsController
 from ui.errors import describe, show_error
 from ui.ops import run_in_background
 from ui.settings_dialog import SettingsDialog
@@ -62,6 +64,7 @@ class _LiveAnswer:
     handle: AnswerHandle | None = None
     result: Done | Failed | None = None
     cancel_requested: bool = False
+    citations: tuple = ()
 
 
 class MainWindow(QMainWindow):
@@ -81,6 +84,7 @@ class MainWindow(QMainWindow):
         self.model_error: str | None = None
         self._search_text = ""
         self._search_generation = 0
+        self.pending_collections: list[str] | None = None  # documents choice for a conversation not yet saved
 
         self.bridge = EngineBridge(self)
         self.bridge.loadProgress.connect(self._on_load_progress)
@@ -96,6 +100,8 @@ class MainWindow(QMainWindow):
         self.sidebar.searchChanged.connect(self._search)
 
         self.chat = ChatView(self)
+        self.documents_selector = DocumentsSelector(self)
+        self.documents_selector.valueChanged.connect(self._documents_chosen)
         self.edit_banner = QLabel("Editing your last question: Enter sends it again, Esc cancels.", self)
         self.edit_banner.setObjectName("editBanner")
         self.edit_banner.hide()
@@ -118,6 +124,7 @@ class MainWindow(QMainWindow):
         column.setContentsMargins(0, 0, 8, 8)
         column.addWidget(self.chat, 1)
         actions = QHBoxLayout()
+        actions.addWidget(self.documents_selector)
         actions.addStretch(1)
         actions.addWidget(self.edit_button)
         actions.addWidget(self.regenerate_button)
@@ -146,6 +153,10 @@ class MainWindow(QMainWindow):
         self.statusBar().addWidget(self.model_label)
         self.statusBar().addWidget(self.load_bar)
         self.statusBar().addPermanentWidget(self.stats_label)
+        self.documents = DocumentsController(self, services, self.bridge)
+        self.documents.collectionsChanged.connect(self.documents_selector.set_collections)
+        self.chat.sourceClicked.connect(self.documents.open_source)
+        self.setAcceptDrops(True)
         self._build_menu()
         self._update_buttons()
         self.composer.setFocus()
@@ -159,6 +170,8 @@ class MainWindow(QMainWindow):
             file_menu.addAction(action)
         file_menu.addSeparator()
         file_menu.addAction(quit_)
+        view_menu = self.menuBar().addMenu("&View")
+        view_menu.addAction(self.documents.toggle_action)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(QAction("&About Locus", self, triggered=self._about))
 
@@ -168,6 +181,7 @@ class MainWindow(QMainWindow):
         """Begin loading the model, fill the sidebar, and report settings problems."""
         self.load_model()
         self.refresh_conversations()
+        self.documents.open()
         if self.services.problems:
             QTimer.singleShot(0, self._report_setting_problems)
 
@@ -233,6 +247,8 @@ class MainWindow(QMainWindow):
     def new_conversation(self) -> None:
         self._set_editing(False)
         self.conversation_id = None
+        self.pending_collections = None
+        self.documents_selector.set_value(None)
         self.chat.clear()
         self.sidebar.select(None)
         self._update_buttons()
@@ -244,14 +260,17 @@ class MainWindow(QMainWindow):
         self._set_editing(False)
         self.conversation_id = conversation_id
 
-        def show(messages) -> None:
+        def show(loaded) -> None:
+            conversation, messages = loaded
             if self.conversation_id != conversation_id:
                 return
+            self.documents_selector.set_value(conversation.collections)
             self.chat.show_messages(messages)
             self._reattach_live_answer()
             self._update_buttons()
 
-        run_in_background(lambda: self.services.history.messages(conversation_id), show,
+        history = self.services.history
+        run_in_background(lambda: (history.conversation(conversation_id), history.messages(conversation_id)), show,
                           lambda exc: show_error(self, "Open conversation", exc))
 
     def _reattach_live_answer(self) -> None:
@@ -264,6 +283,15 @@ class MainWindow(QMainWindow):
                 live.widget = widget
                 widget.set_text(live.text)
                 widget.set_status("streaming")
+
+    def _documents_chosen(self, value: list[str] | None) -> None:
+        """The documents selector changed: save it on the conversation (or keep it for the first question)."""
+        if self.conversation_id is None:
+            self.pending_collections = value
+            return
+        conversation = self.conversation_id
+        run_in_background(lambda: self.services.history.set_collections(conversation, value), None,
+                          lambda exc: show_error(self, "Documents", exc))
 
     def rename_conversation(self, conversation_id: int, title: str) -> None:
         run_in_background(lambda: self.services.history.rename_conversation(conversation_id, title),
@@ -305,6 +333,9 @@ class MainWindow(QMainWindow):
             if last_user is not None:
                 self.chat.remove_from(last_user)
             start = lambda: self.services.assistant.resend_edited(conversation, text, sink)  # noqa: E731
+        elif conversation is None:
+            chosen = self.pending_collections
+            start = lambda: self.services.assistant.ask(text, None, sink, collections=chosen)  # noqa: E731
         else:
             start = lambda: self.services.assistant.ask(text, conversation, sink)  # noqa: E731
         user_widget = self.chat.add_message("user", text)
@@ -387,6 +418,13 @@ class MainWindow(QMainWindow):
                 self._finish_answer()
         elif isinstance(event, Started) and live.widget is not None:
             live.widget.set_status("streaming")
+        elif isinstance(event, Retrieved) and live.widget is not None:
+            found = len(event.passages)
+            live.widget.status_label.setText(f"Answering from {found} passage{'s' * (found != 1)}" if found
+                                             else "No passage in the documents matched")
+            live.widget.status_label.show()
+        elif isinstance(event, Cited):
+            live.citations = event.citations
 
     def _finish_answer(self) -> None:
         live, self.live = self.live, None
@@ -401,6 +439,8 @@ class MainWindow(QMainWindow):
                 else:
                     widget.set_text(result.text)
                     widget.set_status("cancelled" if stats.finish_reason == "cancelled" else "complete")
+                    if live.citations:
+                        widget.set_sources([c.to_dict() for c in live.citations])
             self._show_stats(stats)
         elif isinstance(result, Failed):
             if widget is not None:
@@ -463,6 +503,17 @@ class MainWindow(QMainWindow):
         QMessageBox.about(self, "About Locus",
                           f"<b>Locus</b> {self.version}<br>A private AI assistant that runs entirely on "
                           "this computer.")
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 - Qt override
+        """Files or folders dropped anywhere on the window are indexed."""
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            self.documents.handle_drop(paths)
+            event.acceptProposedAction()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         self.stop()  # the runtime saves the partial answer while shutting down

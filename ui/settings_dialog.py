@@ -27,7 +27,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-_SECTION_TITLES = {"model": "Model", "sampling": "Sampling", "chat": "Chat", "ui": "Appearance"}
+_SECTION_TITLES = {"model": "Model", "sampling": "Sampling", "chat": "Chat", "documents": "Documents",
+                   "ui": "Appearance"}
 _INT_LIMIT = 2**31 - 1
 
 

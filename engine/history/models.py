@@ -21,6 +21,11 @@ class Conversation:
     created_at: float
     updated_at: float
     message_count: int = 0
+    collections: list[str] | None = None  # None: plain chat; []: all documents; else these collections
+
+    @property
+    def uses_documents(self) -> bool:
+        return self.collections is not None
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,7 @@ class Message:
     created_at: float
     stats: dict | None = None
     error: str | None = None
+    sources: list[dict] | None = None  # citations of an answer from documents
 
     @property
     def is_partial(self) -> bool:

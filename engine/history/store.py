@@ -20,7 +20,7 @@ from pathlib import Path
 from engine.errors import HistoryError, NotFoundError
 from engine.history.models import Conversation, Message, MessageStatus, SearchHit, auto_title
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_TITLE = "New conversation"
 
 _SCHEMA = """
@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS conversations (
     title         TEXT NOT NULL,
     title_is_auto INTEGER NOT NULL DEFAULT 1,
     created_at    REAL NOT NULL,
-    updated_at    REAL NOT NULL
+    updated_at    REAL NOT NULL,
+    collections   TEXT  -- JSON: null = no documents, [] = all collections, ["a", ...] = these
 );
 CREATE TABLE IF NOT EXISTS messages (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -40,7 +41,8 @@ CREATE TABLE IF NOT EXISTS messages (
                     CHECK (status IN ('complete', 'streaming', 'cancelled', 'failed', 'interrupted')),
     created_at      REAL NOT NULL,
     stats           TEXT,
-    error           TEXT
+    error           TEXT,
+    sources         TEXT  -- JSON list of citations for answers from documents
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
 CREATE INDEX IF NOT EXISTS conversations_by_update ON conversations(updated_at DESC);
@@ -72,20 +74,27 @@ CREATE TRIGGER IF NOT EXISTS conversations_au AFTER UPDATE OF title ON conversat
 END;
 """
 
+_MIGRATIONS = {
+    # version reached -> statements that bring the previous version there
+    2: ["ALTER TABLE conversations ADD COLUMN collections TEXT", "ALTER TABLE messages ADD COLUMN sources TEXT"],
+}
+
 _CONVERSATION_COLUMNS = (
     "c.id, c.title, c.title_is_auto, c.created_at, c.updated_at, "
-    "(SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id)"
+    "(SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id), c.collections"
 )
-_MESSAGE_COLUMNS = "id, conversation_id, role, content, status, created_at, stats, error"
+_CONVERSATION_WIDTH = 7
+_MESSAGE_COLUMNS = "id, conversation_id, role, content, status, created_at, stats, error, sources"
 
 
 def _conversation(row: tuple) -> Conversation:
-    return Conversation(row[0], row[1], bool(row[2]), row[3], row[4], row[5])
+    return Conversation(row[0], row[1], bool(row[2]), row[3], row[4], row[5],
+                        json.loads(row[6]) if row[6] is not None else None)
 
 
 def _message(row: tuple) -> Message:
     return Message(row[0], row[1], row[2], row[3], row[4], row[5],
-                   json.loads(row[6]) if row[6] else None, row[7])
+                   json.loads(row[6]) if row[6] else None, row[7], json.loads(row[8]) if row[8] else None)
 
 
 def fts_query(text: str) -> str | None:
@@ -114,6 +123,10 @@ class HistoryStore:
                     f"(schema {version}); this version reads schema {SCHEMA_VERSION}.",
                     hint="Update Locus, or set LOCUS_HOME to use another data folder.",
                 )
+            if version:
+                for target in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS.get(target, []):
+                        self._db.execute(statement)
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
@@ -183,6 +196,15 @@ class HistoryStore:
                 raise NotFoundError(f"Conversation {conversation_id} does not exist.")
         return self.conversation(conversation_id)
 
+    def set_collections(self, conversation_id: int, collections: list[str] | None) -> Conversation:
+        """Which document collections the conversation answers from (None: none, []: all)."""
+        value = None if collections is None else json.dumps(sorted(set(collections)))
+        with self._tx() as db:
+            cur = db.execute("UPDATE conversations SET collections = ? WHERE id = ?", (value, conversation_id))
+            if cur.rowcount == 0:
+                raise NotFoundError(f"Conversation {conversation_id} does not exist.")
+        return self.conversation(conversation_id)
+
     def delete_conversation(self, conversation_id: int) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
@@ -217,15 +239,17 @@ class HistoryStore:
         status: MessageStatus | None = None,
         stats: dict | None = None,
         error: str | None = None,
+        sources: list[dict] | None = None,
     ) -> None:
         sets, args = [], []
         for column, value in (("content", content), ("status", status), ("error", error)):
             if value is not None:
                 sets.append(f"{column} = ?")
                 args.append(value)
-        if stats is not None:
-            sets.append("stats = ?")
-            args.append(json.dumps(stats))
+        for column, value in (("stats", stats), ("sources", sources)):
+            if value is not None:
+                sets.append(f"{column} = ?")
+                args.append(json.dumps(value))
         if not sets:
             return
         with self._tx() as db:
@@ -280,9 +304,10 @@ class HistoryStore:
             (query, limit * 4),
         )
         hits: dict[int, SearchHit] = {}
+        w = _CONVERSATION_WIDTH
         for row in title_rows:
-            hits[row[0]] = SearchHit(_conversation(row[:6]), row[6], None)
+            hits[row[0]] = SearchHit(_conversation(row[:w]), row[w], None)
         for row in message_rows:
             if row[0] not in hits:
-                hits[row[0]] = SearchHit(_conversation(row[:6]), row[6], row[7])
+                hits[row[0]] = SearchHit(_conversation(row[:w]), row[w], row[w + 1])
         return list(hits.values())[:limit]

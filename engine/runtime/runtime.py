@@ -38,6 +38,48 @@ log = logging.getLogger(__name__)
 _LOAD_PRIORITY = -1  # a model switch goes ahead of queued generations
 
 
+class EventChannel:
+    """Delivers a request's events to a callback, or queues them for ``events()``.
+
+    Either way ``wait()`` returns the terminal event (Done or Failed) once it has been
+    delivered. A consumer's exception is logged, never passed back to the sender.
+    """
+
+    def __init__(self, on_event: Callable[[object], None] | None):
+        self._on_event = on_event
+        self._queue: queue.SimpleQueue | None = None if on_event else queue.SimpleQueue()
+        self._finished = threading.Event()
+        self.result: Done | Failed | None = None
+
+    def emit(self, event) -> None:
+        final = isinstance(event, (Done, Failed))
+        if final:
+            self.result = event
+        try:
+            if self._on_event is not None:
+                self._on_event(event)
+            else:
+                self._queue.put(event)
+        except Exception:  # a consumer's bug must not take the sending thread down
+            log.exception("event consumer failed on %s", type(event).__name__)
+        if final:
+            self._finished.set()
+
+    def wait(self, timeout: float | None = None) -> Done | Failed | None:
+        self._finished.wait(timeout)
+        return self.result
+
+    def events(self) -> Iterator:
+        """Yield events until Done or Failed (only without a callback)."""
+        if self._queue is None:
+            raise RuntimeError("These events go to a callback, not to events().")
+        while True:
+            event = self._queue.get()
+            yield event
+            if isinstance(event, (Done, Failed)):
+                return
+
+
 class RequestHandle:
     """A submitted request: cancel it, wait for it, or iterate over its events."""
 
@@ -48,14 +90,11 @@ class RequestHandle:
         tap: Callable[[GenerationEvent], None] | None = None,
     ):
         self.request = request
-        self._tap = tap
         self.request_id = request.request_id
         self.submitted_at = time.perf_counter()
+        self._tap = tap
         self._cancel = threading.Event()
-        self._finished = threading.Event()
-        self._on_event = on_event
-        self._queue: queue.SimpleQueue[GenerationEvent] | None = None if on_event else queue.SimpleQueue()
-        self.result: Done | Failed | None = None
+        self._channel = EventChannel(on_event)
 
     def cancel(self) -> None:
         """Stop the request: before it starts, or within one token step while it runs."""
@@ -65,33 +104,23 @@ class RequestHandle:
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
+    @property
+    def result(self) -> Done | Failed | None:
+        return self._channel.result
+
     def wait(self, timeout: float | None = None) -> Done | Failed | None:
-        self._finished.wait(timeout)
-        return self.result
+        return self._channel.wait(timeout)
 
     def events(self) -> Iterator[GenerationEvent]:
-        """Yield events until Done or Failed (only for handles submitted without a callback)."""
-        if self._queue is None:
-            raise RuntimeError("This request reports through its callback, not events().")
-        while True:
-            event = self._queue.get()
-            yield event
-            if isinstance(event, (Done, Failed)):
-                return
+        return self._channel.events()
 
     def _emit(self, event: GenerationEvent) -> None:
-        final = isinstance(event, (Done, Failed))
-        if final:
-            self.result = event
-        for consumer in (self._tap, self._on_event or self._queue.put):
-            if consumer is None:
-                continue
+        if self._tap is not None:
             try:
-                consumer(event)
-            except Exception:  # a consumer's bug must not take the runtime thread down
-                log.exception("event consumer failed on %s", type(event).__name__)
-        if final:
-            self._finished.set()
+                self._tap(event)
+            except Exception:  # the tap (history) failing must not lose the event for the consumer
+                log.exception("event tap failed on %s", type(event).__name__)
+        self._channel.emit(event)
 
 
 @dataclass(order=True)

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.app.helpers import locus
 
 from engine.history.store import HistoryStore
-
-LOCUS = str(Path(sys.executable).with_name("locus"))
-
-
-def locus(home: Path, *args: str, stdin: str | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = dict(os.environ, LOCUS_HOME=str(home))
-    return subprocess.run([LOCUS, *args], input=stdin, capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def conversations(home: Path):

@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 from engine.runtime.types import Done, Failed
 from ui.chat.message import CodeBlock, ProseView
 from ui.ops import wait_for_background
+from ui.settings_dialog import SettingsDialog
 
 
 def set_sampling(services, **changes):
@@ -201,12 +202,15 @@ def test_settings_dialog_saves_and_reloads_the_model(qtbot, loaded_window, servi
 
     def fill_dialog():
         dialog = QApplication.activeModalWidget()
+        if not isinstance(dialog, SettingsDialog):  # not open yet on a busy machine: look again soon
+            QTimer.singleShot(50, fill_dialog)
+            return
         dialog.editors["model.context_size"].setValue(1024)
         dialog.editors["sampling.temperature"].setValue(0.3)
         dialog.editors["ui.theme"].setCurrentText("dark")
         dialog.accept()
 
-    QTimer.singleShot(200, fill_dialog)
+    QTimer.singleShot(0, fill_dialog)
     with qtbot.waitSignal(window.bridge.modelLoaded, timeout=120_000) as blocker:
         window.open_settings()
     assert blocker.args[0].info.n_ctx == 1024

@@ -21,6 +21,16 @@ class Composer(QPlainTextEdit):
         self.document().contentsChanged.connect(self._fit)
         self._fit()
 
+    def canInsertFromMimeData(self, source) -> bool:  # noqa: N802 - Qt override
+        # Dropped files are for indexing (the window takes them), not text to paste.
+        return not source.hasUrls() and super().canInsertFromMimeData(source)
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if event.mimeData().hasUrls():
+            event.ignore()  # let the window index them
+            return
+        super().dragEnterEvent(event)
+
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt override
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
             if event.modifiers() & Qt.KeyboardModifier.ShiftModifier:

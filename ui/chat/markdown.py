@@ -86,6 +86,21 @@ def code_html(code: str, language: str, dark: bool) -> str:
     return f'<pre style="margin:0; color:{color}; font-family: monospace;">{body}</pre>'
 
 
+_CITATION = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\](?!\()")
+
+
+def link_citations(text: str, numbers: set[int]) -> str:
+    """Turn [n] markers of known sources into links ``source:n`` (Markdown), leaving others alone."""
+
+    def replace(match: re.Match) -> str:
+        parts = [int(p) for p in re.split(r"[,;]", match.group(1))]
+        if not all(p in numbers for p in parts):
+            return match.group(0)
+        return " ".join(f"[\\[{p}\\]](source:{p})" for p in parts)
+
+    return _CITATION.sub(replace, text)
+
+
 def language_label(language: str) -> str:
     """The name to show above a block: pygments' name for the tag, or 'text'."""
     if not language:

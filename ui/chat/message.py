@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QFontDatabase, QGuiApplication, QPalette, QTextOption
+from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QFontDatabase, QGuiApplication, QPalette, QTextOption
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ui.chat.markdown import Code, Prose, code_html, language_label, split_segments
+from ui.chat.markdown import Code, Prose, code_html, language_label, link_citations, split_segments
 
 
 def _is_dark(widget: QWidget) -> bool:
@@ -57,18 +57,29 @@ class _AutoHeightBrowser(QTextBrowser):
 
 
 class ProseView(_AutoHeightBrowser):
-    """Markdown prose, rendered by Qt's own CommonMark support."""
+    """Markdown prose, rendered by Qt's own CommonMark support; [n] citations become links."""
 
-    def __init__(self, text: str, parent: QWidget | None = None):
+    sourceClicked = Signal(int)
+
+    def __init__(self, text: str, parent: QWidget | None = None, citations: frozenset[int] = frozenset()):
         super().__init__(parent)
         self.setObjectName("prose")
+        self.setOpenLinks(False)
+        self.anchorClicked.connect(self._open_link)
         self.text = ""
-        self.set_text(text)
+        self.citations: frozenset[int] = frozenset()
+        self.set_text(text, citations)
 
-    def set_text(self, text: str) -> None:
-        if text != self.text:
-            self.text = text
-            self.setMarkdown(text)
+    def set_text(self, text: str, citations: frozenset[int] = frozenset()) -> None:
+        if text != self.text or citations != self.citations:
+            self.text, self.citations = text, citations
+            self.setMarkdown(link_citations(text, set(citations)) if citations else text)
+
+    def _open_link(self, url: QUrl) -> None:
+        if url.scheme() == "source":
+            self.sourceClicked.emit(int(url.path()))
+        else:
+            QDesktopServices.openUrl(url)
 
 
 class CodeBlock(QFrame):
@@ -117,7 +128,7 @@ class CodeBlock(QFrame):
     def copy(self) -> None:
         QGuiApplication.clipboard().setText(self.code)
         self.copy_button.setText("Copied")
-        QTimer.singleShot(1500, lambda: self.copy_button.setText("Copy"))
+        QTimer.singleShot(1500, self.copy_button, lambda: self.copy_button.setText("Copy"))
         self.copied.emit(self.code)
 
 
@@ -130,8 +141,59 @@ _STATUS_TEXT = {
 }
 
 
+class SourceList(QFrame):
+    """The numbered sources under an answer from documents; each opens its document at the place cited."""
+
+    sourceClicked = Signal(dict)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("sourceList")
+        self.sources: list[dict] = []
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 4, 0, 0)
+        self._layout.setSpacing(2)
+
+    def set_sources(self, sources: list[dict]) -> None:
+        while self._layout.count():
+            widget = self._layout.takeAt(0).widget()
+            if widget is not None:
+                widget.deleteLater()
+        self.sources = list(sources)
+        if not sources:
+            self.hide()
+            return
+        title = QLabel("Sources", self)
+        title.setObjectName("sourcesTitle")
+        self._layout.addWidget(title)
+        for source in sources:
+            file_name = source["path"].rsplit("/", 1)[-1]
+            title = source.get("title") or file_name
+            name = title if title == file_name else f"{title} ({file_name})"
+            where = source.get("location") or ""
+            button = QPushButton(f"[{source['number']}]  {name}" + (f" · {where}" if where else ""), self)
+            button.setObjectName("sourceButton")
+            button.setFlat(True)
+            button.setCursor(Qt.CursorShape.PointingHandCursor)
+            button.setToolTip(f"{source['path']}\nClick to open it at {where or 'the start'}."
+                              + ("" if source.get("explicit", True) else "\n(matched by similarity: the answer "
+                                                                         "did not cite it by number)"))
+            button.clicked.connect(lambda _=False, s=source: self.sourceClicked.emit(s))
+            quote = QLabel(f"\u201c{source.get('quote', '')}\u201d", self)
+            quote.setObjectName("sourceQuote")
+            quote.setWordWrap(True)
+            self._layout.addWidget(button, 0, Qt.AlignmentFlag.AlignLeft)
+            self._layout.addWidget(quote)
+        self.show()
+
+    def buttons(self) -> list[QPushButton]:
+        return self.findChildren(QPushButton, "sourceButton")
+
+
 class MessageWidget(QFrame):
     """A user question or an assistant answer."""
+
+    sourceClicked = Signal(dict)
 
     def __init__(self, role: str, text: str = "", status: str = "complete", message_id: int | None = None,
                  parent: QWidget | None = None):
@@ -140,6 +202,7 @@ class MessageWidget(QFrame):
         self.message_id = message_id
         self.text = ""
         self.status = status
+        self.citations: frozenset[int] = frozenset()
         self.setObjectName("userMessage" if role == "user" else "assistantMessage")
         self.setProperty("role", role)
         layout = QVBoxLayout(self)
@@ -163,6 +226,10 @@ class MessageWidget(QFrame):
         self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.error_label.hide()
         layout.addWidget(self.error_label)
+        self.sources = SourceList(self)
+        self.sources.sourceClicked.connect(self.sourceClicked)
+        self.sources.hide()
+        layout.addWidget(self.sources)
         self.set_text(text)
         self.set_status(status)
 
@@ -172,9 +239,23 @@ class MessageWidget(QFrame):
     def code_blocks(self) -> list[CodeBlock]:
         return [w for w in self.segment_widgets() if isinstance(w, CodeBlock)]
 
+    def set_sources(self, sources: list[dict]) -> None:
+        """Show the answer's sources and make its [n] markers open them."""
+        self.sources.set_sources(sources)
+        self.citations = frozenset(int(s["number"]) for s in sources)
+        self._render(self.text, force=True)
+
+    def open_source(self, number: int) -> None:
+        for source in self.sources.sources:
+            if int(source["number"]) == number:
+                self.sourceClicked.emit(source)
+
     def set_text(self, text: str) -> None:
         """Show this text, reusing the existing segment widgets where the kinds still match."""
-        if text == self.text and self.body.count():
+        self._render(text)
+
+    def _render(self, text: str, force: bool = False) -> None:
+        if text == self.text and self.body.count() and not force:
             return
         self.text = text
         segments = split_segments(text) if self.role == "assistant" else [Prose(text)]
@@ -184,13 +265,17 @@ class MessageWidget(QFrame):
             if isinstance(segment, Code) and isinstance(existing, CodeBlock):
                 existing.set_segment(segment)
             elif isinstance(segment, Prose) and isinstance(existing, ProseView):
-                existing.set_text(segment.text)
+                existing.set_text(segment.text, self.citations)
             else:
                 for stale in widgets[index:]:
                     self.body.removeWidget(stale)
                     stale.deleteLater()
                 widgets = widgets[:index]
-                widget = CodeBlock(segment, self) if isinstance(segment, Code) else ProseView(segment.text, self)
+                if isinstance(segment, Code):
+                    widget = CodeBlock(segment, self)
+                else:
+                    widget = ProseView(segment.text, self, self.citations)
+                    widget.sourceClicked.connect(self.open_source)
                 self.body.addWidget(widget)
                 widgets.append(widget)
         for stale in widgets[len(segments):]:

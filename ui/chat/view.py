@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from engine.history.models import Message
@@ -15,6 +15,8 @@ _RENDER_INTERVAL_MS = 50  # streamed tokens are painted at most 20 times a secon
 
 class ChatView(QScrollArea):
     """Messages of one conversation; the last one may be streaming."""
+
+    sourceClicked = Signal(dict)  # a source of an answer was clicked: open it
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -64,12 +66,15 @@ class ChatView(QScrollArea):
             widget = self.add_message(m.role, m.content, m.status, m.id)
             if m.status == "failed":
                 widget.set_status("failed", m.error)
+            if m.sources:
+                widget.set_sources(m.sources)
         self.scroll_to_bottom()
 
     def add_message(self, role: str, text: str = "", status: str = "complete",
                     message_id: int | None = None) -> MessageWidget:
         self._empty.hide()
         widget = MessageWidget(role, text, status, message_id, self._column)
+        widget.sourceClicked.connect(self.sourceClicked)
         self._layout.insertWidget(self._layout.count() - 1, widget)
         return widget
 

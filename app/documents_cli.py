@@ -1,0 +1,90 @@
+"""`locus index` and `locus docs`: the document library from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from app.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
+from app.services import build_services
+from engine.rag.indexer import DocumentStatus, IndexFinished, IndexProgress
+
+
+class _ProgressLine:
+    """One status line on stderr, redrawn in place on a terminal and printed sparingly otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.failures: list[DocumentStatus] = []
+
+    def __call__(self, event) -> None:
+        if isinstance(event, DocumentStatus) and event.status == "failed":
+            self.failures.append(event)
+        elif isinstance(event, IndexProgress) and self.tty:
+            width = 24
+            filled = int(width * event.files_done / event.files_total) if event.files_total else width
+            print(f"\r[{'#' * filled}{'.' * (width - filled)}] {event.files_done}/{event.files_total} files · "
+                  f"{event.chunks_done} chunks · {event.files_per_s:.1f} files/s · {event.chunks_per_s:.1f} chunks/s",
+                  end="", file=sys.stderr, flush=True)
+
+    def finish(self, result: IndexFinished) -> None:
+        if self.tty:
+            print("\r\033[K", end="", file=sys.stderr)
+        p = result.progress
+        print(f"Indexed {result.indexed} file(s), {p.chunks_done} chunks in {p.elapsed_s:.1f} s; "
+              f"{result.unchanged} unchanged, {result.failed} failed, {result.removed} removed"
+              + (" (cancelled)" if result.cancelled else "") + ".", file=sys.stderr)
+        for failure in self.failures:
+            print(f"  failed: {failure.path}: {failure.reason}: {failure.message}", file=sys.stderr)
+
+
+def index(args: argparse.Namespace) -> int:
+    services = build_services()
+    try:
+        library = services.open_library()
+        progress = _ProgressLine()
+        resumed = library.resume(progress)
+        if resumed is not None:
+            resumed.wait()
+        job = library.index(args.paths, args.collection, on_event=progress)
+        try:
+            result = job.wait()
+        except KeyboardInterrupt:
+            job.cancel()
+            result = job.wait()
+        if args.watch:
+            for path in args.paths:
+                library.watch(path, args.collection)
+        progress.finish(result)
+        if result.cancelled:
+            return EXIT_INTERRUPTED
+        return EXIT_ERROR if result.failed and not result.indexed and not result.unchanged else EXIT_OK
+    finally:
+        services.close()
+
+
+def docs(args: argparse.Namespace) -> int:
+    services = build_services()
+    try:
+        library = services.open_library()
+        if args.docs_command == "list":
+            records = library.documents(args.collection)
+            for r in records:
+                detail = f"{r.n_chunks} chunks" if r.status == "done" else f"{r.reason}: {r.message}".strip(": ")
+                print(f"{r.doc_id}  [{r.collection}]  {r.status:<9} {r.path}  ({detail})")
+            if not records:
+                print("No documents indexed yet. Add some with: locus index PATH", file=sys.stderr)
+            return EXIT_OK
+        missing = []
+        ids = []
+        for target in args.targets:
+            record = library.find(target)
+            (ids if record else missing).append(record.doc_id if record else target)
+        if ids:
+            library.remove(ids).wait()
+            print(f"Removed {len(ids)} document(s).", file=sys.stderr)
+        for target in missing:
+            print(f"locus: no indexed document is '{target}'.", file=sys.stderr)
+        return EXIT_ERROR if missing else EXIT_OK
+    finally:
+        services.close()

@@ -1,0 +1,1 @@
+"""Documents: loaders -> chunk -> embed -> store -> retrieve -> cite."""

@@ -1,0 +1,437 @@
+"""The indexer: files in, searchable chunks out, on a thread that owns the index writer.
+
+One job at a time runs a pipeline of three overlapping stages so the embedder
+never waits for the parser:
+
+    discover + hash  ->  parse (worker processes) + chunk  ->  embed + write
+       (job thread)         (producer thread, queue)            (job thread)
+
+Unchanged files (same size and mtime, or same content hash) are skipped; a
+changed file's chunks are replaced in one commit; files gone from an indexed
+folder are removed. Every file ends with a status: done, failed (with the
+reason), or cancelled. Documents left mid-way by a crash are resumed at start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from engine.errors import EngineError
+from engine.rag.chunk import Chunk, Chunker
+from engine.rag.embed import Embedder
+from engine.rag.isolation import ParsePool
+from engine.rag.loaders import LoadedDocument, discover, kind_for
+from engine.rag.store import DEFAULT_COLLECTION, DocumentRecord, DocumentStore, doc_id_for
+
+log = logging.getLogger(__name__)
+
+IN_PROGRESS = ("queued", "parsing", "embedding")
+EMBED_BATCH = 64
+_PROGRESS_INTERVAL_S = 0.2
+
+
+@dataclass(frozen=True)
+class DocumentStatus:
+    """A document changed state: queued, parsing, embedding, done, failed, cancelled, removed, unchanged."""
+
+    doc_id: str
+    path: str
+    collection: str
+    status: str
+    reason: str = ""
+    message: str = ""
+    n_chunks: int = 0
+
+
+@dataclass(frozen=True)
+class IndexProgress:
+    files_total: int
+    files_done: int  # finished one way or another (done, failed, unchanged)
+    files_failed: int
+    chunks_done: int
+    pages_done: int
+    elapsed_s: float
+    embed_busy_s: float  # time the embedder spent embedding (for the throughput benchmark)
+
+    @property
+    def files_per_s(self) -> float:
+        return self.files_done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def chunks_per_s(self) -> float:
+        return self.chunks_done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class IndexFinished:
+    progress: IndexProgress
+    indexed: int
+    unchanged: int
+    failed: int
+    removed: int
+    cancelled: bool
+
+
+IndexEvent = DocumentStatus | IndexProgress | IndexFinished
+
+
+class IndexJob:
+    """A queued or running job: index paths, re-index documents, or remove documents."""
+
+    def __init__(self, kind: str, *, paths: list[str] = (), collection: str = DEFAULT_COLLECTION,
+                 doc_ids: list[str] | None = None, prune: bool = True, force: bool = False,
+                 on_event: Callable[[IndexEvent], None] | None = None):
+        self.kind = kind  # "index", "reindex" or "remove"
+        self.paths = list(paths)
+        self.collection = collection
+        self.prune = prune
+        self.force = force
+        self.doc_ids = doc_ids
+        self.on_event = on_event
+        self.cancel_event = threading.Event()
+        self.finished = threading.Event()
+        self.result: IndexFinished | None = None
+        self.error: BaseException | None = None
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def wait(self, timeout: float | None = None) -> IndexFinished | None:
+        self.finished.wait(timeout)
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+@dataclass
+class _Work:
+    record: DocumentRecord
+    content_hash: str
+    document: LoadedDocument | None = None
+    chunks: list[Chunk] = field(default_factory=list)
+    error: EngineError | None = None
+
+
+def file_hash(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Indexer:
+    """Runs indexing jobs one at a time on its own thread; the only writer of the store."""
+
+    def __init__(self, store: DocumentStore, embedder: Embedder, chunker: Chunker, *,
+                 parse_workers: int = 1, parse_timeout_s: float = 60.0,
+                 on_event: Callable[[IndexEvent], None] | None = None):
+        self.store = store
+        self.embedder = embedder
+        self.chunker = chunker
+        self.parse_workers = parse_workers
+        self.parse_timeout_s = parse_timeout_s
+        self.on_event = on_event
+        self._jobs: queue.Queue[IndexJob | None] = queue.Queue()
+        self._current: IndexJob | None = None
+        self._thread = threading.Thread(target=self._serve, name="locus-indexer", daemon=True)
+        self._thread.start()
+
+    # Public API ------------------------------------------------------------------
+
+    def index(self, paths: Iterable[str | Path], collection: str = DEFAULT_COLLECTION, *, prune: bool = True,
+              on_event: Callable[[IndexEvent], None] | None = None) -> IndexJob:
+        """Queue files and folders for indexing into a collection."""
+        job = IndexJob("index", paths=[str(Path(p).expanduser().resolve()) for p in paths],
+                       collection=collection or DEFAULT_COLLECTION, prune=prune, on_event=on_event)
+        self._jobs.put(job)
+        return job
+
+    def reindex(self, doc_ids: Iterable[str], on_event=None, *, force: bool = True) -> IndexJob:
+        """Index these documents again (``force``: even if their files did not change)."""
+        job = IndexJob("reindex", doc_ids=list(doc_ids), prune=False, force=force, on_event=on_event)
+        self._jobs.put(job)
+        return job
+
+    def remove(self, doc_ids: Iterable[str], on_event=None) -> IndexJob:
+        """Take documents out of the index (their files are left alone)."""
+        job = IndexJob("remove", doc_ids=list(doc_ids), on_event=on_event)
+        self._jobs.put(job)
+        return job
+
+    def resume_interrupted(self, on_event=None) -> IndexJob | None:
+        """Finish what a killed process left: removals first, then documents left mid-way."""
+        self.store.finish_interrupted_removals()
+        pending = [r.doc_id for r in self.store.list_documents() if r.status in IN_PROGRESS]
+        return self.reindex(pending, on_event, force=True) if pending else None
+
+    def cancel_current(self) -> None:
+        job = self._current
+        if job is not None:
+            job.cancel()
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        self.cancel_current()
+        while True:  # queued jobs end as cancelled
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job.cancel()
+                self._jobs.put(job)
+                break
+        self._jobs.put(None)
+        self._thread.join(timeout)
+
+    # The indexer thread ----------------------------------------------------------
+
+    def _emit(self, job: IndexJob, event: IndexEvent) -> None:
+        for sink in (job.on_event, self.on_event):
+            if sink is None:
+                continue
+            try:
+                sink(event)
+            except Exception:  # noqa: BLE001 - a consumer bug must not stop indexing
+                log.exception("index event consumer failed")
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            self._current = job
+            try:
+                job.result = self._run_removal(job) if job.kind == "remove" else self._run(job)
+                self._emit(job, job.result)
+            except BaseException as exc:  # noqa: BLE001 - reported to whoever waits on the job
+                log.exception("indexing job failed")
+                job.error = exc
+            finally:
+                self._current = None
+                job.finished.set()
+
+    def _run_removal(self, job: IndexJob) -> IndexFinished:
+        start, removed = time.perf_counter(), 0
+        for doc_id in job.doc_ids or []:
+            record = self.store.document(doc_id)
+            if record is None:
+                continue
+            self.store.remove_document(doc_id)
+            removed += 1
+            self._emit(job, DocumentStatus(doc_id, record.path, record.collection, "removed"))
+        progress = IndexProgress(0, 0, 0, 0, 0, time.perf_counter() - start, 0.0)
+        return IndexFinished(progress, 0, 0, 0, removed, False)
+
+    def _status(self, job: IndexJob, record: DocumentRecord, status: str, **changes) -> DocumentRecord:
+        record = replace(record, status=status, updated_at=time.time(), **changes)
+        self.store.upsert_document(record)
+        self._emit(job, DocumentStatus(record.doc_id, record.path, record.collection, status, record.reason,
+                                       record.message, record.n_chunks))
+        return record
+
+    def _plan(self, job: IndexJob) -> tuple[list[_Work], list[DocumentRecord], int]:
+        """What to (re)index, what to remove, and how many files are unchanged."""
+        existing = {r.doc_id: r for r in self.store.list_documents()}
+        if job.doc_ids is not None:
+            files = [Path(existing[d].path) for d in job.doc_ids if d in existing]
+            collections = {str(p): existing[doc_id_for(p)].collection for p in files}
+        else:
+            files = list(discover(job.paths))
+            collections = {str(p): job.collection for p in files}
+        work, unchanged, seen = [], 0, set()
+        for path in files:
+            doc_id = doc_id_for(path)
+            seen.add(doc_id)
+            old = existing.get(doc_id)
+            collection = collections[str(path)]
+            try:
+                stat = path.stat()
+            except OSError:
+                if old is not None:
+                    work.append(_Work(old, ""))  # vanished since: removed below via prune or fails
+                continue
+            force = job.force
+            if (not force and old is not None and old.status == "done" and old.collection == collection
+                    and old.size == stat.st_size and old.mtime == stat.st_mtime):
+                unchanged += 1
+                continue
+            try:
+                content_hash = file_hash(path)
+            except OSError as exc:
+                content_hash = ""
+                log.info("cannot read %s: %s", path, exc)
+            if (not force and old is not None and old.status == "done" and old.content_hash == content_hash
+                    and old.collection == collection):
+                self.store.upsert_document(replace(old, size=stat.st_size, mtime=stat.st_mtime))
+                unchanged += 1
+                continue
+            record = old or DocumentRecord(doc_id, str(path), collection, path.name, kind_for(path) or "unknown",
+                                           "queued", "", "", "", 0, 0.0, 0, 0, time.time())
+            record = replace(record, collection=collection, size=stat.st_size, mtime=stat.st_mtime)
+            work.append(_Work(record, content_hash))
+        removals = []
+        if job.prune and job.doc_ids is None:
+            roots = [Path(p) for p in job.paths if Path(p).is_dir()]
+            for record in existing.values():
+                if record.doc_id not in seen and any(Path(record.path).is_relative_to(r) for r in roots):
+                    removals.append(record)
+        return work, removals, unchanged
+
+    def _run(self, job: IndexJob) -> IndexFinished:
+        start = time.perf_counter()
+        work, removals, unchanged = self._plan(job)
+        for record in removals:
+            self.store.remove_document(record.doc_id)
+            self._emit(job, DocumentStatus(record.doc_id, record.path, record.collection, "removed"))
+        for item in work:
+            item.record = self._status(job, item.record, "queued", reason="", message="")
+        counters = dict(done=0, failed=0, chunks=0, pages=0, embed_s=0.0)
+        total = len(work) + unchanged
+        last_progress = [0.0]
+
+        def progress(force: bool = False) -> IndexProgress:
+            now = time.perf_counter()
+            p = IndexProgress(total, counters["done"] + counters["failed"] + unchanged, counters["failed"],
+                              counters["chunks"], counters["pages"], now - start, counters["embed_s"])
+            if force or now - last_progress[0] >= _PROGRESS_INTERVAL_S:
+                last_progress[0] = now
+                self._emit(job, p)
+            return p
+
+        ready: queue.Queue[_Work | None] = queue.Queue(maxsize=8)
+        producer = threading.Thread(target=self._produce, args=(job, work, ready), name="locus-index-parse",
+                                    daemon=True)
+        producer.start()
+        pending: list[_Work] = []
+        finished_producing = False
+        while not finished_producing or pending:
+            # Gather whatever is ready (without waiting once something is in hand) so the
+            # embedder gets full batches across small documents.
+            while not finished_producing:
+                try:
+                    item = ready.get(timeout=0.05) if not pending else ready.get_nowait()
+                except queue.Empty:
+                    if pending:
+                        break
+                    continue
+                if item is None:
+                    finished_producing = True
+                elif item.error is not None:
+                    self._fail(job, item)
+                    counters["failed"] += 1
+                    progress()
+                else:
+                    pending.append(item)
+                    if sum(len(w.chunks) for w in pending) >= EMBED_BATCH:
+                        break
+            if pending:
+                batch, pending = pending, []
+                if job.cancel_event.is_set():
+                    for item in batch:
+                        self._status(job, item.record, "cancelled", reason="cancelled",
+                                     message="Indexing was cancelled before this file was finished.")
+                    continue
+                self._embed_and_write(job, batch, counters)
+                progress()
+        producer.join()
+        final = progress(force=True)
+        return IndexFinished(final, counters["done"], unchanged, counters["failed"], len(removals),
+                             job.cancel_event.is_set())
+
+    def _produce(self, job: IndexJob, work: list[_Work], ready: queue.Queue) -> None:
+        """Parse (in worker processes) and chunk, handing documents to the embedder as they finish."""
+        by_path = {w.record.path: w for w in work}
+        try:
+            with ParsePool(workers=self.parse_workers, timeout_s=self.parse_timeout_s) as pool:
+                for item in work:
+                    item.record = self._status(job, item.record, "parsing")
+                for outcome in pool.parse_many(list(by_path), cancel=job.cancel_event):
+                    item = by_path.pop(outcome.path)
+                    if outcome.error is not None:
+                        item.error = outcome.error
+                    else:
+                        item.document = outcome.document
+                        try:
+                            item.chunks = self.chunker.chunk(outcome.document)
+                        except Exception as exc:  # noqa: BLE001 - one bad document must not stop the rest
+                            item.error = EngineError(f"'{Path(item.record.path).name}' could not be split "
+                                                     "into passages.", detail=repr(exc))
+                        if not item.chunks and item.error is None:
+                            item.error = EngineError(f"'{Path(item.record.path).name}' has no text to index.")
+                            item.error.status = "empty"
+                    ready.put(item)
+        except BaseException as exc:  # noqa: BLE001 - the parse pool itself failed: fail what is left
+            log.exception("parse stage failed")
+            for item in by_path.values():
+                item.error = EngineError("The document parser could not run.", detail=repr(exc))
+                ready.put(item)
+        finally:
+            for item in by_path.values():  # cancelled before parsing
+                if item.error is None and item.document is None:
+                    item.error = EngineError("Indexing was cancelled before this file was read.")
+                    item.error.status = "cancelled"
+                    ready.put(item)
+            ready.put(None)
+
+    def _fail(self, job: IndexJob, item: _Work) -> None:
+        error = item.error
+        reason = getattr(error, "status", "") or "failed"
+        if reason == "cancelled":
+            self._status(job, item.record, "cancelled", reason="cancelled", message=error.message)
+            return
+        self.store.replace_chunks(item.record.doc_id, [])  # a changed file that now fails has no valid chunks
+        self._status(job, item.record, "failed", reason=reason, message=error.user_text(), content_hash="",
+                     n_chunks=0)
+
+    def _embed_and_write(self, job: IndexJob, batch: list[_Work], counters: dict) -> None:
+        for item in batch:
+            item.record = self._status(job, item.record, "embedding")
+        texts = [embedding_text(item.document.title, chunk) for item in batch for chunk in item.chunks]
+        t = time.perf_counter()
+        vectors = self.embedder.embed(texts)
+        counters["embed_s"] += time.perf_counter() - t
+        offset = 0
+        for item in batch:
+            doc = item.document
+            rows = []
+            for chunk in item.chunks:
+                rows.append(_row(item, doc, chunk, vectors[offset]))
+                offset += 1
+            self.store.replace_chunks(item.record.doc_id, rows)
+            item.record = self._status(job, item.record, "done", title=doc.title or Path(doc.path).name,
+                                       kind=doc.kind, content_hash=item.content_hash, n_chunks=len(rows),
+                                       pages=doc.pages or 0, reason="", message="")
+            counters["done"] += 1
+            counters["chunks"] += len(rows)
+            counters["pages"] += doc.pages or 0
+
+
+def embedding_text(title: str, chunk: Chunk) -> str:
+    """What is embedded: the passage with its document title and heading for context."""
+    context = " — ".join(x for x in (title, chunk.heading) if x)
+    return f"{context}\n{chunk.text}" if context else chunk.text
+
+
+def _row(item: _Work, doc: LoadedDocument, chunk: Chunk, vector) -> dict:
+    record = item.record
+    return {
+        "chunk_id": f"{record.doc_id}-{item.content_hash[:10]}-{chunk.index}",
+        "doc_id": record.doc_id, "collection": record.collection, "path": record.path,
+        "title": doc.title or Path(doc.path).name, "kind": doc.kind, "chunk_index": chunk.index,
+        "text": chunk.text, "n_tokens": chunk.n_tokens, "page": chunk.page, "line_start": chunk.line_start,
+        "line_end": chunk.line_end, "heading": chunk.heading, "vector": vector.tolist(),
+    }
+
+
+def default_parse_workers() -> int:
+    """Leave cores for the embedder: one parser per four cores, at least one."""
+    return max(1, (os.cpu_count() or 2) // 4)

@@ -1,0 +1,156 @@
+"""The documents feature as one object: index, list, remove, watch, retrieve, cite.
+
+Opening it imports LanceDB (about a second) and never loads the embedding
+model; the model loads on the first embedding (several seconds), off any
+interactive thread. Call ``open`` from a background thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from engine.errors import EngineError
+from engine.rag.chunk import Chunker
+from engine.rag.cite import Citation, cite
+from engine.rag.embed import Embedder, declared_dim
+from engine.rag.indexer import IndexEvent, Indexer, IndexJob, default_parse_workers
+from engine.rag.retrieve import Retrieval, retrieve
+from engine.rag.store import DEFAULT_COLLECTION, DocumentRecord, DocumentStore
+
+log = logging.getLogger(__name__)
+
+
+class DocumentLibrary:
+    """Indexed documents in collections, searchable for questions."""
+
+    def __init__(self, index_dir: str | Path, embedder_path: str | Path, embedder_name: str, *,
+                 parse_workers: int | None = None, parse_timeout_s: float = 60.0,
+                 watch_interval_s: float = 30.0, on_event: Callable[[IndexEvent], None] | None = None):
+        self.index_dir = Path(index_dir)
+        self.embedder = Embedder(embedder_path, embedder_name)
+        dim = declared_dim(embedder_path)
+        if dim is None:
+            raise EngineError(f"The embedding model at '{embedder_path}' does not say its dimension.",
+                              hint="Choose a sentence-transformers model folder.")
+        self.store = DocumentStore(self.index_dir, embedder_name, dim)
+        self.chunker = Chunker(self.embedder.tokenizer_file, max_tokens=200, overlap_tokens=32)
+        self.indexer = Indexer(self.store, self.embedder, self.chunker,
+                               parse_workers=parse_workers or default_parse_workers(),
+                               parse_timeout_s=parse_timeout_s, on_event=on_event)
+        self.watch_interval_s = watch_interval_s
+        self._watch_stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    # Indexing ----------------------------------------------------------------------
+
+    def index(self, paths: Iterable[str | Path], collection: str = DEFAULT_COLLECTION,
+              on_event: Callable[[IndexEvent], None] | None = None) -> IndexJob:
+        return self.indexer.index(paths, collection, on_event=on_event)
+
+    def reindex(self, doc_ids: Iterable[str], on_event=None) -> IndexJob:
+        return self.indexer.reindex(doc_ids, on_event)
+
+    def remove(self, doc_ids: Iterable[str], on_event=None) -> IndexJob:
+        return self.indexer.remove(doc_ids, on_event)
+
+    def resume(self, on_event=None) -> IndexJob | None:
+        return self.indexer.resume_interrupted(on_event)
+
+    def cancel(self) -> None:
+        self.indexer.cancel_current()
+
+    def documents(self, collection: str | None = None) -> list[DocumentRecord]:
+        return self.store.list_documents(collection)
+
+    def collections(self) -> list[str]:
+        return self.store.collections()
+
+    def find(self, path_or_id: str) -> DocumentRecord | None:
+        """A document by id or by (absolute or relative) path."""
+        for record in self.documents():
+            if record.doc_id == path_or_id or record.path == str(Path(path_or_id).expanduser().resolve()):
+                return record
+        return None
+
+    # Watched folders -------------------------------------------------------------
+
+    def _watch_file(self) -> Path:
+        return self.index_dir / "watched.json"
+
+    def watched(self) -> dict[str, str]:
+        """Watched folder -> collection."""
+        try:
+            return json.loads(self._watch_file().read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def watch(self, folder: str | Path, collection: str = DEFAULT_COLLECTION) -> None:
+        folders = self.watched()
+        folders[str(Path(folder).expanduser().resolve())] = collection
+        self._save_watched(folders)
+        self.start_watching()
+
+    def unwatch(self, folder: str | Path) -> None:
+        folders = self.watched()
+        folders.pop(str(Path(folder).expanduser().resolve()), None)
+        self._save_watched(folders)
+
+    def _save_watched(self, folders: dict[str, str]) -> None:
+        tmp = self._watch_file().with_suffix(".tmp")
+        tmp.write_text(json.dumps(folders, indent=1), encoding="utf-8")
+        os.replace(tmp, self._watch_file())
+
+    def start_watching(self, on_event: Callable[[IndexEvent], None] | None = None) -> None:
+        """Re-index watched folders whenever their files change (checked every watch_interval_s)."""
+        if self._watcher is not None and self._watcher.is_alive():
+            return
+        self._watcher = threading.Thread(target=self._watch_loop, args=(on_event,), name="locus-watcher",
+                                         daemon=True)
+        self._watcher.start()
+
+    def _watch_loop(self, on_event) -> None:
+        snapshots: dict[str, dict] = {}
+        while not self._watch_stop.wait(self.watch_interval_s):
+            for folder, collection in self.watched().items():
+                current = _snapshot(folder)
+                if snapshots.get(folder) != current:
+                    if folder in snapshots or self._differs_from_index(current):
+                        self.index([folder], collection, on_event=on_event).wait()
+                    snapshots[folder] = current
+
+    def _differs_from_index(self, snapshot: dict) -> bool:
+        known = {r.path: (r.size, r.mtime) for r in self.documents()}
+        return any(known.get(path) != stat for path, stat in snapshot.items())
+
+    # Questions ---------------------------------------------------------------------
+
+    def retrieve(self, query: str, collections: list[str] | None, count_tokens: Callable[[str], int],
+                 token_budget: int, **options) -> Retrieval:
+        return retrieve(self.store, self.embedder, query, collections=collections, count_tokens=count_tokens,
+                        token_budget=token_budget, **options)
+
+    def cite(self, answer: str, retrieval: Retrieval) -> list[Citation]:
+        return cite(answer, retrieval.passages, embed=self.embedder.embed)
+
+    def close(self) -> None:
+        self._watch_stop.set()
+        self.indexer.shutdown()
+
+
+def _snapshot(folder: str) -> dict:
+    """path -> (size, mtime) of every indexable file under a folder."""
+    from engine.rag.loaders import discover
+
+    out = {}
+    for path in discover([folder]):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        out[str(path)] = (stat.st_size, stat.st_mtime)
+    return out

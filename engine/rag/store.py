@@ -1,0 +1,286 @@
+"""The document index in LanceDB: tables `documents` and `chunks`.
+
+A document's chunks are replaced in a single merge-insert keyed by chunk id
+(new rows in, its old rows out, one commit), so a process killed at any moment
+leaves either the old version of a document or the new one, never half, and
+never a duplicate. The embedding model that built the index is recorded beside
+it; opening the index with another model asks for a re-index instead of mixing
+vectors from two models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from engine.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+ANN_MIN_ROWS = 30_000  # below this a flat scan is fast enough (see bench/search_latency.py)
+ANN_NPROBES = 24  # partitions searched per query; recall@10 >= 0.95 in bench/search_latency.py
+DEFAULT_COLLECTION = "default"
+
+
+class EmbeddingModelMismatch(EngineError):
+    """The index was built with another embedding model."""
+
+    code = "embedding_model_mismatch"
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    doc_id: str
+    path: str
+    collection: str
+    title: str
+    kind: str
+    status: str  # queued, parsing, embedding, done, failed, cancelled, removing
+    reason: str  # short machine-ish status for failures ("password protected"), else ""
+    message: str  # words for people about a failure, else ""
+    content_hash: str  # hash of the version whose chunks are in the index ("" if none)
+    size: int
+    mtime: float
+    n_chunks: int
+    pages: int
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class ChunkHit:
+    chunk_id: str
+    doc_id: str
+    path: str
+    title: str
+    kind: str
+    collection: str
+    chunk_index: int
+    text: str
+    page: int | None
+    line_start: int | None
+    line_end: int | None
+    heading: str | None
+    score: float  # cosine similarity for vector hits, BM25 for text hits
+    vector: np.ndarray | None = None
+
+
+def doc_id_for(path: str | Path) -> str:
+    """A stable id for a file: its absolute path, hashed."""
+    return hashlib.sha1(str(Path(path).resolve()).encode("utf-8")).hexdigest()[:20]
+
+
+def sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _documents_schema() -> pa.Schema:
+    return pa.schema([
+        ("doc_id", pa.string()), ("path", pa.string()), ("collection", pa.string()), ("title", pa.string()),
+        ("kind", pa.string()), ("status", pa.string()), ("reason", pa.string()), ("message", pa.string()),
+        ("content_hash", pa.string()), ("size", pa.int64()), ("mtime", pa.float64()), ("n_chunks", pa.int32()),
+        ("pages", pa.int32()), ("updated_at", pa.float64()),
+    ])
+
+
+def _chunks_schema(dim: int) -> pa.Schema:
+    return pa.schema([
+        ("chunk_id", pa.string()), ("doc_id", pa.string()), ("collection", pa.string()), ("path", pa.string()),
+        ("title", pa.string()), ("kind", pa.string()), ("chunk_index", pa.int32()), ("text", pa.string()),
+        ("n_tokens", pa.int32()), ("page", pa.int32()), ("line_start", pa.int32()), ("line_end", pa.int32()),
+        ("heading", pa.string()), ("vector", pa.list_(pa.float32(), dim)),
+    ])
+
+
+class DocumentStore:
+    """Documents and their embedded chunks; writes come from the indexer thread only."""
+
+    def __init__(self, directory: str | Path, embedder_name: str, dim: int):
+        import lancedb
+
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.embedder_name, self.dim = embedder_name, dim
+        self._check_model()
+        # Always read the latest committed version: the CLI may index while the window searches.
+        self.db = lancedb.connect(str(self.directory), read_consistency_interval=timedelta(0))
+        self._lock = threading.RLock()
+        self.documents = self._open("documents", _documents_schema())
+        self.chunks = self._open("chunks", _chunks_schema(dim))
+        self._fts_ready = any(i.index_type == "FTS" for i in self.chunks.list_indices())
+
+    # Setup -------------------------------------------------------------------------
+
+    def _meta_file(self) -> Path:
+        return self.directory / "index.json"
+
+    def _check_model(self) -> None:
+        meta = self._meta_file()
+        if meta.exists():
+            recorded = json.loads(meta.read_text(encoding="utf-8"))
+            if recorded.get("embedder") != self.embedder_name or recorded.get("dim") != self.dim:
+                raise EmbeddingModelMismatch(
+                    f"The document index was built with {recorded.get('embedder')} "
+                    f"({recorded.get('dim')} dimensions), but the embedding model is now {self.embedder_name} "
+                    f"({self.dim} dimensions).",
+                    hint="Re-index your documents to use the new model; vectors from two models cannot be mixed.",
+                )
+            return
+        tmp = meta.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"embedder": self.embedder_name, "dim": self.dim, "created": time.time()}),
+                       encoding="utf-8")
+        os.replace(tmp, meta)
+
+    def _open(self, name: str, schema: pa.Schema):
+        try:
+            return self.db.open_table(name)
+        except (FileNotFoundError, ValueError):
+            return self.db.create_table(name, schema=schema, exist_ok=True)
+
+    # Documents ---------------------------------------------------------------------
+
+    def upsert_document(self, record: DocumentRecord) -> None:
+        row = pa.Table.from_pylist([record.__dict__], schema=_documents_schema())
+        with self._lock:
+            (self.documents.merge_insert("doc_id").when_matched_update_all().when_not_matched_insert_all()
+             .execute(row))
+
+    def document(self, doc_id: str) -> DocumentRecord | None:
+        rows = self.documents.search().where(f"doc_id = {sql_str(doc_id)}").limit(1).to_list()
+        return DocumentRecord(**{k: rows[0][k] for k in _documents_schema().names}) if rows else None
+
+    def list_documents(self, collection: str | None = None) -> list[DocumentRecord]:
+        rows = self.documents.to_arrow().to_pylist()
+        records = [DocumentRecord(**r) for r in rows if collection is None or r["collection"] == collection]
+        return sorted(records, key=lambda r: (r.collection, r.path))
+
+    def collections(self) -> list[str]:
+        return sorted({r.collection for r in self.list_documents()})
+
+    # Chunks ------------------------------------------------------------------------
+
+    def replace_chunks(self, doc_id: str, rows: list[dict]) -> None:
+        """Make ``rows`` the document's only chunks, in one commit."""
+        with self._lock:
+            if not rows:
+                self.chunks.delete(f"doc_id = {sql_str(doc_id)}")
+                return
+            table = pa.Table.from_pylist(rows, schema=_chunks_schema(self.dim))
+            (self.chunks.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
+             .when_not_matched_by_source_delete(f"doc_id = {sql_str(doc_id)}").execute(table))
+            self.ensure_text_index()
+
+    def ensure_text_index(self) -> None:
+        """Create the full-text index once there are chunks (rows added later are searched too,
+        unindexed, until ``optimize`` folds them in)."""
+        with self._lock:
+            if not self._fts_ready:
+                from lancedb.index import FTS
+
+                self.chunks.create_index("text", config=FTS(), replace=True)
+                self._fts_ready = True
+
+    def remove_document(self, doc_id: str) -> None:
+        """Chunks first, then the record; a crash in between leaves a 'removing' record to finish later."""
+        record = self.document(doc_id)
+        if record is None:
+            return
+        with self._lock:
+            self.upsert_document(replace(record, status="removing", updated_at=time.time()))
+            self.chunks.delete(f"doc_id = {sql_str(doc_id)}")
+            self.documents.delete(f"doc_id = {sql_str(doc_id)}")
+
+    def finish_interrupted_removals(self) -> int:
+        pending = [r for r in self.list_documents() if r.status == "removing"]
+        for record in pending:
+            self.remove_document(record.doc_id)
+        return len(pending)
+
+    def chunk_count(self, doc_id: str | None = None) -> int:
+        return self.chunks.count_rows(f"doc_id = {sql_str(doc_id)}" if doc_id else None)
+
+    def chunk_rows(self, doc_id: str) -> list[dict]:
+        return self.chunks.search().where(f"doc_id = {sql_str(doc_id)}").limit(None).to_list()
+
+    def neighbours(self, doc_id: str, indices: list[int]) -> list[ChunkHit]:
+        """Chunks of one document by position (to widen or merge passages)."""
+        if not indices:
+            return []
+        where = f"doc_id = {sql_str(doc_id)} AND chunk_index IN ({', '.join(str(int(i)) for i in indices)})"
+        return [_hit(r, 0.0) for r in self.chunks.search().where(where).limit(None).to_list()]
+
+    # Search ------------------------------------------------------------------------
+
+    def _collection_filter(self, collections: list[str] | None) -> str | None:
+        if not collections:
+            return None
+        return f"collection IN ({', '.join(sql_str(c) for c in collections)})"
+
+    def vector_search(self, vector: np.ndarray, k: int, collections: list[str] | None = None,
+                      *, nprobes: int = ANN_NPROBES) -> list[ChunkHit]:
+        query = self.chunks.search(vector.astype(np.float32), vector_column_name="vector").distance_type("cosine")
+        where = self._collection_filter(collections)
+        if where:
+            query = query.where(where, prefilter=True)
+        if self.has_ann_index():
+            query = query.nprobes(nprobes)
+        rows = query.limit(k).to_list()
+        return [_hit(r, 1.0 - float(r["_distance"])) for r in rows]
+
+    def text_search(self, text: str, k: int, collections: list[str] | None = None) -> list[ChunkHit]:
+        if not self._fts_ready or not text.strip():
+            return []
+        query = self.chunks.search(text, query_type="fts")
+        where = self._collection_filter(collections)
+        if where:
+            query = query.where(where, prefilter=True)
+        try:
+            rows = query.limit(k).to_list()
+        except (ValueError, RuntimeError) as exc:  # e.g. a query made only of stop words
+            log.debug("full-text search failed for %r: %s", text, exc)
+            return []
+        return [_hit(r, float(r.get("_score", 0.0))) for r in rows]
+
+    # Maintenance -------------------------------------------------------------------
+
+    def has_ann_index(self) -> bool:
+        return any("vector" in i.columns for i in self.chunks.list_indices())
+
+    def optimize(self, *, ann_min_rows: int = ANN_MIN_ROWS) -> None:
+        """Fold new rows into the indexes, compact files, and build the ANN index once it pays."""
+        with self._lock:
+            rows = self.chunks.count_rows()
+            if rows >= ann_min_rows and not self.has_ann_index():
+                self.build_ann_index()
+            self.chunks.optimize(cleanup_older_than=timedelta(minutes=10))
+            self.documents.optimize(cleanup_older_than=timedelta(minutes=10))
+
+    def build_ann_index(self) -> None:
+        """An IVF index over full vectors: a query scans only the nearest partitions, exactly.
+
+        IVF-PQ was tried and lost (recall@10 0.64 unrefined); see bench/search_latency.py.
+        """
+        from lancedb.index import IvfFlat
+
+        partitions = max(16, int(self.chunks.count_rows() ** 0.5))
+        self.chunks.create_index("vector", config=IvfFlat(distance_type="cosine", num_partitions=partitions),
+                                 replace=True)
+
+
+def _hit(row: dict, score: float) -> ChunkHit:
+    vector = row.get("vector")
+    return ChunkHit(
+        chunk_id=row["chunk_id"], doc_id=row["doc_id"], path=row["path"], title=row["title"], kind=row["kind"],
+        collection=row["collection"], chunk_index=row["chunk_index"], text=row["text"], page=row["page"],
+        line_start=row["line_start"], line_end=row["line_end"], heading=row["heading"], score=score,
+        vector=np.asarray(vector, dtype=np.float32) if vector is not None else None,
+    )

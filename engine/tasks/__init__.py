@@ -1,0 +1,1 @@
+"""Tasks: chat, document questions, code help, summaries, translations: prompts and the logic each needs."""

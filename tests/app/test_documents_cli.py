@@ -1,0 +1,43 @@
+"""`locus index`, `locus docs` and `locus ask --docs` as a user runs them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tests.app.helpers import locus
+
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "pdf-oddities"
+
+
+def test_index_list_ask_with_sources_and_remove(tmp_path):
+    home = tmp_path / "home"
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "ferry.md").write_text("# Ferry\n\nThe island ferry leaves the pier at 08:15 every weekday.\n",
+                                   encoding="utf-8")
+    shutil.copy(CORPUS / "r4-user-password.pdf", docs)
+    indexed = locus(home, "index", str(docs), "--collection", "travel")
+    assert indexed.returncode == 0, indexed.stderr
+    assert "Indexed 1 file(s)" in indexed.stderr and "1 failed" in indexed.stderr
+    assert "r4-user-password.pdf: password protected" in indexed.stderr
+
+    listed = locus(home, "docs", "list")
+    assert listed.returncode == 0
+    lines = listed.stdout.splitlines()
+    assert any("[travel]" in ln and "done" in ln and ln.rstrip().endswith("chunks)") and "ferry.md" in ln
+               for ln in lines)
+    assert any("failed" in ln and "r4-user-password.pdf" in ln and "password protected" in ln for ln in lines)
+
+    answer = locus(home, "ask", "--docs", "--collection", "travel", "--max-tokens", "60", "--temperature", "0",
+                   "When does the island ferry leave the pier?")
+    assert answer.returncode == 0, answer.stderr
+    body, _, sources = answer.stdout.partition("\nSources:\n")
+    assert body.strip() and sources, answer.stdout
+    assert f"[1] {docs / 'ferry.md'}, line" in sources
+
+    removed = locus(home, "docs", "remove", str(docs / "ferry.md"))
+    assert removed.returncode == 0 and "Removed 1 document(s)." in removed.stderr
+    assert "ferry.md" not in locus(home, "docs", "list").stdout
+    missing = locus(home, "docs", "remove", "/no/such/file.txt")
+    assert missing.returncode == 1 and "no indexed document is '/no/such/file.txt'" in missing.stderr

@@ -1,0 +1,94 @@
+"""The LanceDB document store in a temp dir: atomic replacement, filters, removal, model checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.rag.store import DocumentRecord, DocumentStore, EmbeddingModelMismatch
+
+DIM = 8
+
+
+def unit(seed: int) -> list[float]:
+    v = np.random.default_rng(seed).normal(size=DIM).astype(np.float32)
+    return (v / np.linalg.norm(v)).tolist()
+
+
+def rows(doc_id: str, texts: list[str], collection="default", version="v1", seed=0) -> list[dict]:
+    return [{"chunk_id": f"{doc_id}-{version}-{i}", "doc_id": doc_id, "collection": collection,
+             "path": f"/docs/{doc_id}.txt", "title": doc_id, "kind": "text", "chunk_index": i, "text": t,
+             "n_tokens": len(t.split()), "page": None, "line_start": i + 1, "line_end": i + 1, "heading": None,
+             "vector": unit(seed + i)} for i, t in enumerate(texts)]
+
+
+def record(doc_id: str, status="done", collection="default") -> DocumentRecord:
+    return DocumentRecord(doc_id, f"/docs/{doc_id}.txt", collection, doc_id, "text", status, "", "", "h", 1, 1.0, 1,
+                          0, 0.0)
+
+
+@pytest.fixture()
+def store(tmp_path):
+    return DocumentStore(tmp_path / "index", "test-embedder", DIM)
+
+
+def test_replacing_a_documents_chunks_is_one_commit(store):
+    store.replace_chunks("a", rows("a", ["alpha one", "alpha two", "alpha three"]))
+    store.replace_chunks("b", rows("b", ["beta one"]))
+    before = store.chunks.version
+    store.replace_chunks("a", rows("a", ["alpha new"], version="v2"))
+    assert store.chunks.version == before + 1
+    assert sorted(r["chunk_id"] for r in store.chunks.to_arrow().to_pylist()) == ["a-v2-0", "b-v1-0"]
+
+
+def test_the_same_version_twice_makes_no_duplicates(store):
+    store.replace_chunks("a", rows("a", ["one", "two"]))
+    store.replace_chunks("a", rows("a", ["one", "two"]))
+    assert store.chunk_count() == 2
+
+
+def test_search_both_ways_and_filter_by_collection(store):
+    store.replace_chunks("a", rows("a", ["the quick brown fox"], collection="animals", seed=1))
+    store.replace_chunks("b", rows("b", ["a slow green turtle"], collection="animals", seed=2))
+    store.replace_chunks("c", rows("c", ["quarterly revenue report"], collection="work", seed=3))
+    hits = store.vector_search(np.array(unit(1), dtype=np.float32), 3)
+    assert hits[0].doc_id == "a" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert [h.doc_id for h in store.vector_search(np.array(unit(1), dtype=np.float32), 3, ["work"])] == ["c"]
+    assert [h.doc_id for h in store.text_search("turtle", 5)] == ["b"]
+    assert store.text_search("turtle", 5, ["work"]) == []
+    assert store.text_search("   ", 5) == []
+
+
+def test_documents_round_trip_and_removal(store):
+    store.upsert_document(record("a", collection="x"))
+    store.upsert_document(record("b"))
+    store.replace_chunks("a", rows("a", ["one"]))
+    assert [r.doc_id for r in store.list_documents()] == ["b", "a"]  # by collection, then path
+    assert store.collections() == ["default", "x"]
+    store.remove_document("a")
+    assert store.document("a") is None and store.chunk_count("a") == 0
+
+
+def test_an_interrupted_removal_is_finished(store):
+    store.upsert_document(record("a", status="removing"))
+    store.replace_chunks("a", rows("a", ["leftover"]))
+    assert store.finish_interrupted_removals() == 1
+    assert store.document("a") is None and store.chunk_count() == 0
+
+
+def test_a_different_embedding_model_is_refused(tmp_path):
+    DocumentStore(tmp_path / "index", "model-a", DIM)
+    with pytest.raises(EmbeddingModelMismatch) as info:
+        DocumentStore(tmp_path / "index", "model-b", DIM)
+    assert "model-a" in str(info.value) and "Re-index" in info.value.user_text()
+
+
+def test_the_ann_index_keeps_answers(store):
+    for d in range(40):
+        store.replace_chunks(f"d{d}", rows(f"d{d}", [f"text {d} {i}" for i in range(8)], seed=d * 10))
+    query = np.array(unit(55), dtype=np.float32)
+    exact = [h.chunk_id for h in store.vector_search(query, 5)]
+    store.optimize(ann_min_rows=100)
+    assert store.has_ann_index()
+    approx = [h.chunk_id for h in store.vector_search(query, 5, nprobes=1000)]
+    assert approx == exact

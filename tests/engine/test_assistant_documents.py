@@ -1,0 +1,71 @@
+"""Questions over documents end to end: real files, the real embedder and LanceDB, the real bundled LLM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.assistant import Assistant, ChatSettings, Cited, Retrieved
+from engine.history.store import HistoryStore
+from engine.models.bundled import BUNDLED_EMBEDDER_NAME, bundled_embedder_path
+from engine.rag.library import DocumentLibrary
+from engine.runtime.types import Done, SamplingParams
+
+FACTS = {
+    "lighthouse.md": "# The Skerry Light\n\nThe Skerry lighthouse keeper is named Morag Finlay. She has kept the light "
+                     "since 1987 and winds the clockwork lens every four hours.\n",
+    "bakery.txt": "Pellow's Bakery on Harbour Street opens at six in the morning. Its rye loaf uses a starter "
+                  "that is forty years old.\n",
+    "ferry.md": "# Ferry timetable\n\nThe island ferry leaves the mainland pier at 08:15 and 17:40 on weekdays. "
+                "On Sundays there is a single crossing at noon.\n",
+}
+
+
+@pytest.fixture()
+def setup(tmp_path, runtime):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name, text in FACTS.items():
+        (docs / name).write_text(text, encoding="utf-8")
+    library = DocumentLibrary(tmp_path / "index", bundled_embedder_path(), BUNDLED_EMBEDDER_NAME)
+    assert library.index([docs]).wait(300).indexed == 3
+    history = HistoryStore(tmp_path / "locus.sqlite3")
+    assistant = Assistant(runtime, history, ChatSettings("You are a helpful assistant.",
+                                                         SamplingParams(temperature=0.0, max_tokens=80)),
+                          library=library)
+    yield assistant, history, docs
+    assistant.close()
+    library.close()
+    history.close()
+
+
+def test_answer_cites_the_one_document_that_holds_it(setup):
+    assistant, history, docs = setup
+    answer = assistant.ask("Who is the keeper of the Skerry lighthouse?", collections=[])
+    events = list(answer.events())
+    retrieved = [e for e in events if isinstance(e, Retrieved)]
+    cited = [e for e in events if isinstance(e, Cited)]
+    assert isinstance(events[-1], Done) and isinstance(events[0], Retrieved)
+    assert retrieved[0].passages[0].path == str(docs / "lighthouse.md")
+    assert cited and cited[0].citations, f"no citation for: {events[-1].text!r}"
+    assert {Path(c.passage.path).name for c in cited[0].citations} == {"lighthouse.md"}
+    saved = history.message(answer.assistant_message_id)
+    assert saved.status == "complete" and saved.sources[0]["path"].endswith("lighthouse.md")
+    assert (saved.sources[0]["line_start"], saved.sources[0]["line_end"]) == (1, 3) and saved.sources[0]["quote"]
+    # The saved question is the question, not the prompt with sources pasted in.
+    assert history.message(answer.user_message.id).content == "Who is the keeper of the Skerry lighthouse?"
+
+
+def test_collections_restrict_what_is_searched(setup):
+    assistant, history, docs = setup
+    answer = assistant.ask("When does the ferry leave?", collections=["other"])
+    events = list(answer.events())
+    assert [e for e in events if isinstance(e, Retrieved)][0].passages == ()
+    assert history.conversation(answer.conversation_id).collections == ["other"]
+
+
+def test_plain_chat_does_not_search(setup):
+    assistant, _, _ = setup
+    events = list(assistant.ask("Hello!").events())
+    assert not any(isinstance(e, (Retrieved, Cited)) for e in events)

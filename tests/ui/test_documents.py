@@ -1,0 +1,89 @@
+"""Documents in the real window: drop files, watch them index, ask, open the cited page."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
+
+from engine.runtime.types import Done
+from ui.ops import wait_for_background
+
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "pdf-oddities"
+
+
+def drop(widget, paths):
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    enter = QDragEnterEvent(QPoint(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, enter)
+    assert enter.isAccepted()
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, event)
+    assert event.isAccepted()
+
+
+def test_drop_index_ask_and_open_the_cited_page(qtbot, loaded_window, services, tmp_path):
+    window = loaded_window
+    qtbot.waitUntil(lambda: window.documents.library is not None, timeout=60_000)
+    folder = tmp_path / "papers"
+    folder.mkdir()
+    shutil.copy(CORPUS / "pdflatex-outline.pdf", folder)
+    (folder / "ferry.md").write_text("# Ferry\n\nThe island ferry leaves the pier at 08:15 every weekday.\n",
+                                     encoding="utf-8")
+    shutil.copy(CORPUS / "r4-user-password.pdf", folder)
+    shutil.copy(CORPUS / "Seige_of_Vicksburg_Sample_OCR.pdf", folder)
+    drop(window, [folder / "pdflatex-outline.pdf", folder / "ferry.md", folder / "r4-user-password.pdf",
+                  folder / "Seige_of_Vicksburg_Sample_OCR.pdf"])
+    panel = window.documents.panel
+    qtbot.waitUntil(lambda: sorted(panel.rows()) == [
+        ("Seige_of_Vicksburg_Sample_OCR.pdf", "default", "done"),
+        ("ferry.md", "default", "done"), ("pdflatex-outline.pdf", "default", "done"),
+        ("r4-user-password.pdf", "default", "failed: password protected")], timeout=180_000)
+    qtbot.waitUntil(lambda: "Collection: default" in [a.text() for a in window.documents_selector.menu().actions()])
+
+    window.documents_selector.choose([])  # all documents
+    chat = services.assistant.settings
+    services.assistant.settings = dataclasses.replace(chat, sampling=dataclasses.replace(
+        chat.sampling, temperature=0.0, max_tokens=60))
+    with qtbot.waitSignal(window.answerFinished, timeout=120_000) as blocker:
+        qtbot.keyClicks(window.composer, "What time does the island ferry leave the pier?")
+        qtbot.keyClick(window.composer, Qt.Key.Key_Return)
+    assert isinstance(blocker.args[0], Done)
+    answer = window.chat.messages()[-1]
+    buttons = answer.sources.buttons()
+    assert buttons, f"no sources under: {answer.text!r}"
+    assert "ferry.md" in buttons[0].text()
+    qtbot.mouseClick(buttons[0], Qt.MouseButton.LeftButton)
+    viewer = window.documents.viewers[-1]
+    assert viewer.current_line == 3 and "08:15" in viewer.text_view.textCursor().block().text()
+    viewer.close()
+    wait_for_background()
+    saved = services.history.messages(window.conversation_id)[-1]
+    assert saved.sources and saved.sources[0]["path"].endswith("ferry.md")
+
+    # A fact on page 3 of a scanned-and-OCRed PDF: its source opens the viewer at page 3.
+    with qtbot.waitSignal(window.answerFinished, timeout=120_000):
+        qtbot.keyClicks(window.composer, "What is cannister shot filled with?")
+        qtbot.keyClick(window.composer, Qt.Key.Key_Return)
+    buttons = window.chat.messages()[-1].sources.buttons()
+    pdf_buttons = [b for b in buttons if "Vicksburg" in b.text() or "Binder1" in b.text()]
+    assert pdf_buttons and "page 3" in pdf_buttons[0].text(), [b.text() for b in buttons]
+    qtbot.mouseClick(pdf_buttons[0], Qt.MouseButton.LeftButton)
+    viewer = window.documents.viewers[-1]
+    qtbot.waitUntil(lambda: viewer.current_page == 3)
+
+
+def test_a_pdf_source_opens_at_its_page(qtbot, window):
+    viewer = window.documents.open_source({"path": str(CORPUS / "pdflatex-outline.pdf"), "kind": "pdf", "page": 2,
+                                           "location": "page 2", "title": "outline"})
+    qtbot.waitUntil(lambda: viewer.current_page == 2)
+    assert viewer.pdf_view is not None and viewer.document.pageCount() >= 2
+    missing = window.documents.open_source({"path": "/nowhere/gone.pdf", "kind": "pdf", "page": 1})
+    assert "no longer at" in missing.error

@@ -1,0 +1,135 @@
+"""Wires the Documents panel to the document library: opening it, indexing, drops, viewing sources."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QDockWidget, QMainWindow
+
+from engine.rag.indexer import DocumentStatus, IndexFinished, IndexProgress
+from ui.bridge import EngineBridge
+from ui.documents_panel import DocumentsPanel
+from ui.errors import describe, show_error
+from ui.ops import run_in_background
+from ui.source_viewer import SourceViewer
+
+log = logging.getLogger(__name__)
+
+
+class DocumentsController(QObject):
+    libraryReady = Signal(object)  # the opened DocumentLibrary
+    collectionsChanged = Signal(list)  # names of the collections in the index
+    indexingFinished = Signal(object)  # IndexFinished
+
+    def __init__(self, window: QMainWindow, services, bridge: EngineBridge):
+        super().__init__(window)
+        self.window = window
+        self.services = services
+        self.library = None
+        self.open_error: str | None = None
+        self._pending_adds: list[tuple[list[str], str, bool]] = []
+        self.viewers: list[SourceViewer] = []
+        self.panel = DocumentsPanel(window)
+        self.dock = QDockWidget("Documents", window)
+        self.dock.setObjectName("documentsDock")
+        self.dock.setWidget(self.panel)
+        window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
+        self.toggle_action: QAction = self.dock.toggleViewAction()
+        self.toggle_action.setShortcut(QKeySequence("Ctrl+D"))
+        self.panel.addRequested.connect(self.add)
+        self.panel.removeRequested.connect(lambda ids: self._with_library(lambda lib: lib.remove(ids)))
+        self.panel.reindexRequested.connect(lambda ids: self._with_library(lambda lib: lib.reindex(ids)))
+        self.panel.cancelRequested.connect(lambda: self._with_library(lambda lib: lib.cancel()))
+        self.panel.openRequested.connect(self.open_source)
+        bridge.indexEvent.connect(self._on_index_event)
+        self.bridge = bridge
+
+    # Opening -----------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open the index off the GUI thread, then finish interrupted work and start watching."""
+        def opened(library) -> None:
+            self.library = library
+            library.resume()
+            library.start_watching()
+            self.libraryReady.emit(library)
+            self.refresh()
+            for paths, collection, watch in self._pending_adds:
+                self.add(paths, collection, watch)
+            self._pending_adds.clear()
+
+        def failed(exc: BaseException) -> None:
+            self.open_error = describe(exc)
+            self.panel.progress_label.setText(self.open_error)
+            self.panel.progress_label.show()
+            show_error(self.window, "Documents unavailable", exc)
+
+        run_in_background(lambda: self.services.open_library(self.bridge.index_sink), opened, failed)
+
+    def refresh(self) -> None:
+        if self.library is None:
+            return
+
+        def show(records) -> None:
+            self.panel.set_documents(records)
+            self.collectionsChanged.emit(sorted({r.collection for r in records}))
+
+        run_in_background(self.library.documents, show, lambda exc: show_error(self.window, "Documents", exc))
+
+    # Actions -----------------------------------------------------------------------
+
+    def _with_library(self, action) -> None:
+        if self.library is None:
+            show_error(self.window, "Documents", self.open_error or "The document index is still opening; "
+                       "try again in a moment.")
+            return
+        run_in_background(lambda: action(self.library), None, lambda exc: show_error(self.window, "Documents", exc))
+
+    def add(self, paths: list[str], collection: str = "default", watch: bool = False) -> None:
+        """Index files and folders (queued until the index is open)."""
+        paths = [p for p in paths if p]
+        if not paths:
+            return
+        if self.library is None and self.open_error is None:
+            self._pending_adds.append((paths, collection, watch))
+            self.panel.progress_label.setText("Opening the document index…")
+            self.panel.set_busy(True)
+            return
+        self.dock.show()
+
+        def start(library) -> None:
+            library.index(paths, collection)
+            if watch:
+                for path in paths:
+                    if Path(path).is_dir():
+                        library.watch(path, collection)
+
+        self._with_library(start)
+
+    def handle_drop(self, paths: list[str]) -> None:
+        self.panel.add_paths(paths)
+
+    def open_source(self, source: dict) -> SourceViewer:
+        viewer = SourceViewer(source, self.window)
+        viewer.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        viewer.destroyed.connect(lambda: self.viewers.remove(viewer) if viewer in self.viewers else None)
+        self.viewers.append(viewer)
+        viewer.show()
+        return viewer
+
+    def _on_index_event(self, event) -> None:
+        if isinstance(event, DocumentStatus):
+            self.panel.update_status(event)
+        elif isinstance(event, IndexProgress):
+            if event.files_total:
+                self.panel.show_progress(event)
+                self.window.statusBar().showMessage(
+                    f"Indexing: {event.files_done}/{event.files_total} files, {event.chunks_per_s:.1f} chunks/s",
+                    3000)
+        elif isinstance(event, IndexFinished):
+            self.panel.set_busy(False)
+            self.refresh()
+            self.indexingFinished.emit(event)

@@ -1,0 +1,211 @@
+"""The Documents panel: what is indexed, how indexing goes, and what to add or remove.
+
+It shows plain data (DocumentRecord rows and index events) and asks the window
+to act through signals; it never touches the index itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMenu,
+    QProgressBar,
+    QPushButton,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+DOC_ROLE = Qt.ItemDataRole.UserRole
+COLUMNS = ("Document", "Collection", "Status", "Chunks")
+
+
+def status_text(status: str, reason: str = "") -> str:
+    """What the status column says: 'done', 'failed: password protected', …"""
+    if status == "failed" and reason:
+        return f"failed: {reason}"
+    return status
+
+
+class DocumentsPanel(QWidget):
+    addRequested = Signal(list, str, bool)  # paths, collection, watch
+    removeRequested = Signal(list)  # doc ids
+    reindexRequested = Signal(list)  # doc ids
+    openRequested = Signal(dict)  # a source-like dict for the viewer
+    cancelRequested = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("documentsPanel")
+        self.setAcceptDrops(True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        hint = QLabel("Drop files or folders here or anywhere on the window.", self)
+        hint.setObjectName("dropHint")
+        hint.setWordWrap(True)
+        row = QHBoxLayout()
+        self.collection = QComboBox(self)
+        self.collection.setObjectName("addCollection")
+        self.collection.setEditable(True)
+        self.collection.addItem("default")
+        self.collection.setToolTip("Collection new documents go into (type a new name to create one)")
+        add_files = QPushButton("Add files…", self)
+        add_files.clicked.connect(self._choose_files)
+        add_folder = QPushButton("Add folder…", self)
+        add_folder.clicked.connect(self._choose_folder)
+        row.addWidget(QLabel("Into:", self))
+        row.addWidget(self.collection, 1)
+        row.addWidget(add_files)
+        row.addWidget(add_folder)
+        self.watch = QCheckBox("Watch added folders for changes", self)
+        self.watch.setObjectName("watchFolders")
+        self.watch.setChecked(True)
+        self.progress = QProgressBar(self)
+        self.progress.setObjectName("indexProgress")
+        self.progress_label = QLabel(self)
+        self.progress_label.setObjectName("indexRate")
+        self.cancel = QPushButton("Cancel", self)
+        self.cancel.setObjectName("cancelIndexing")
+        self.cancel.clicked.connect(self.cancelRequested)
+        progress_row = QHBoxLayout()
+        progress_row.addWidget(self.progress, 1)
+        progress_row.addWidget(self.cancel)
+        self.tree = QTreeWidget(self)
+        self.tree.setObjectName("documentList")
+        self.tree.setHeaderLabels(list(COLUMNS))
+        self.tree.setRootIsDecorated(False)
+        self.tree.setSelectionMode(QTreeWidget.SelectionMode.ExtendedSelection)
+        self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.tree.customContextMenuRequested.connect(self._context_menu)
+        self.tree.itemDoubleClicked.connect(lambda item, _c: self._open(item))
+        self.tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        layout.addWidget(hint)
+        layout.addLayout(row)
+        layout.addWidget(self.watch)
+        layout.addLayout(progress_row)
+        layout.addWidget(self.progress_label)
+        layout.addWidget(self.tree, 1)
+        self.set_busy(False)
+
+    # Content -----------------------------------------------------------------------
+
+    def set_documents(self, records: Sequence) -> None:
+        """Replace the list with these DocumentRecords."""
+        self.tree.clear()
+        for record in records:
+            self.tree.addTopLevelItem(self._item(record.doc_id, record.path, record.collection, record.status,
+                                                 record.reason, record.message, record.n_chunks, record.kind,
+                                                 record.title))
+        names = sorted({r.collection for r in records} | {"default"})
+        current = self.collection.currentText()
+        self.collection.clear()
+        self.collection.addItems(names)
+        self.collection.setCurrentText(current or "default")
+
+    def _item(self, doc_id, path, collection, status, reason, message, n_chunks, kind="", title="") -> QTreeWidgetItem:
+        name = path.rsplit("/", 1)[-1]
+        item = QTreeWidgetItem([name, collection, status_text(status, reason), str(n_chunks) if n_chunks else ""])
+        item.setData(0, DOC_ROLE, {"doc_id": doc_id, "path": path, "kind": kind, "title": title or name})
+        item.setToolTip(0, path)
+        if message:
+            item.setToolTip(2, message)
+        return item
+
+    def update_status(self, event) -> None:
+        """Apply one DocumentStatus event to its row (adding or removing rows as needed)."""
+        item = self.item_for(event.doc_id)
+        if event.status == "removed":
+            if item is not None:
+                self.tree.takeTopLevelItem(self.tree.indexOfTopLevelItem(item))
+            return
+        if item is None:
+            self.tree.addTopLevelItem(self._item(event.doc_id, event.path, event.collection, event.status,
+                                                 event.reason, event.message, event.n_chunks))
+            return
+        item.setText(1, event.collection)
+        item.setText(2, status_text(event.status, event.reason))
+        item.setText(3, str(event.n_chunks) if event.n_chunks else "")
+        item.setToolTip(2, event.message or "")
+
+    def item_for(self, doc_id: str) -> QTreeWidgetItem | None:
+        for i in range(self.tree.topLevelItemCount()):
+            item = self.tree.topLevelItem(i)
+            if item.data(0, DOC_ROLE)["doc_id"] == doc_id:
+                return item
+        return None
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """(name, collection, status) of every row, for tests and screenshots."""
+        return [(self.tree.topLevelItem(i).text(0), self.tree.topLevelItem(i).text(1),
+                 self.tree.topLevelItem(i).text(2)) for i in range(self.tree.topLevelItemCount())]
+
+    def set_busy(self, busy: bool) -> None:
+        for widget in (self.progress, self.cancel, self.progress_label):
+            widget.setVisible(busy)
+
+    def show_progress(self, progress) -> None:
+        self.set_busy(True)
+        self.progress.setRange(0, max(1, progress.files_total))
+        self.progress.setValue(progress.files_done)
+        self.progress_label.setText(
+            f"{progress.files_done}/{progress.files_total} files · {progress.chunks_done} chunks · "
+            f"{progress.files_per_s:.1f} files/s · {progress.chunks_per_s:.1f} chunks/s")
+
+    # Actions -----------------------------------------------------------------------
+
+    def _target_collection(self) -> str:
+        return self.collection.currentText().strip() or "default"
+
+    def _choose_files(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Add documents")
+        if paths:
+            self.addRequested.emit(paths, self._target_collection(), False)
+
+    def _choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder of documents")
+        if folder:
+            self.addRequested.emit([folder], self._target_collection(), self.watch.isChecked())
+
+    def add_paths(self, paths: list[str]) -> None:
+        """What a drop does: index into the chosen collection (folders watched if ticked)."""
+        self.addRequested.emit(paths, self._target_collection(), self.watch.isChecked())
+
+    def _selected_ids(self) -> list[str]:
+        return [item.data(0, DOC_ROLE)["doc_id"] for item in self.tree.selectedItems()]
+
+    def _open(self, item: QTreeWidgetItem) -> None:
+        data = item.data(0, DOC_ROLE)
+        self.openRequested.emit({"path": data["path"], "kind": data.get("kind"), "title": data.get("title"),
+                                 "page": 1, "line_start": 1, "location": ""})
+
+    def _context_menu(self, pos) -> None:
+        item = self.tree.itemAt(pos)
+        if item is None:
+            return
+        ids = self._selected_ids() or [item.data(0, DOC_ROLE)["doc_id"]]
+        menu = QMenu(self)
+        menu.addAction("Open", lambda: self._open(item))
+        menu.addAction("Re-index", lambda: self.reindexRequested.emit(ids))
+        menu.addAction("Remove from index", lambda: self.removeRequested.emit(ids))
+        menu.popup(self.tree.viewport().mapToGlobal(pos))
+
+    # Drops on the panel itself go the same way as drops on the window.
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 - Qt override
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            self.add_paths(paths)
+            event.acceptProposedAction()

@@ -1,0 +1,136 @@
+"""Open a cited source at its place: PDFs at the page (QtPdf), text and code at the line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QPointF, Qt, QTimer
+from PySide6.QtGui import QColor, QFontDatabase, QTextCharFormat, QTextCursor, QTextFormat
+from PySide6.QtPdf import QPdfDocument
+from PySide6.QtPdfWidgets import QPdfView
+from PySide6.QtWidgets import QDialog, QLabel, QPlainTextEdit, QTextEdit, QVBoxLayout, QWidget
+
+MAX_TEXT_BYTES = 20 * 2**20
+
+
+class SourceViewer(QDialog):
+    """A window on one source document, opened at the cited page or line."""
+
+    def __init__(self, source: dict, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("sourceViewer")
+        self.source = source
+        path = Path(source["path"])
+        where = source.get("location") or ""
+        self.setWindowTitle(f"{path.name} — {where}" if where else path.name)
+        self.resize(900, 760)
+        layout = QVBoxLayout(self)
+        self.header = QLabel(f"<b>{path.name}</b> · {where}<br><small>{path}</small>", self)
+        self.header.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.header)
+        self.pdf_view: QPdfView | None = None
+        self.text_view: QPlainTextEdit | None = None
+        self.error = ""
+        if not path.is_file():
+            self._show_error(f"The file is no longer at {path}. It may have been moved or deleted; "
+                             "re-index its folder to update the sources.")
+        elif source.get("kind") == "pdf" or path.suffix.lower() == ".pdf":
+            self._open_pdf(path, source.get("page") or 1)
+        else:
+            self._open_text(path, source.get("line_start") or 1, source.get("line_end"))
+
+    def _show_error(self, text: str) -> None:
+        self.error = text
+        label = QLabel(text, self)
+        label.setObjectName("sourceError")
+        label.setWordWrap(True)
+        self.layout().addWidget(label, 1)
+
+    def _open_pdf(self, path: Path, page: int) -> None:
+        self.document = QPdfDocument(self)
+        status = self.document.load(str(path))
+        if status != QPdfDocument.Error.None_:
+            reason = {QPdfDocument.Error.IncorrectPassword: "it is password protected",
+                      QPdfDocument.Error.FileNotFound: "it was not found",
+                      QPdfDocument.Error.InvalidFileFormat: "it is not a valid PDF"}.get(status, "it could not be read")
+            self._show_error(f"{path.name} cannot be shown: {reason}.")
+            return
+        self.pdf_view = QPdfView(self)
+        self.pdf_view.setObjectName("pdfView")
+        self.pdf_view.setDocument(self.document)
+        self.pdf_view.setPageMode(QPdfView.PageMode.MultiPage)
+        self.pdf_view.setZoomMode(QPdfView.ZoomMode.FitToWidth)
+        self.layout().addWidget(self.pdf_view, 1)
+        self._initial_page = max(0, min(page - 1, self.document.pageCount() - 1))
+        self._jump_to_initial_page()
+
+    def _jump_to_initial_page(self) -> None:
+        self.pdf_view.pageNavigator().jump(self._initial_page, QPointF(), 0)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        if self.pdf_view is not None:
+            # The view scrolls back to the top when it is first laid out; jump once that is done.
+            QTimer.singleShot(0, self._jump_to_initial_page)
+
+    @property
+    def current_page(self) -> int | None:
+        """1-based page the PDF view is at (None for text)."""
+        return self.pdf_view.pageNavigator().currentPage() + 1 if self.pdf_view else None
+
+    def _open_text(self, path: Path, line: int, line_end: int | None) -> None:
+        if path.stat().st_size > MAX_TEXT_BYTES:
+            self._show_error(f"{path.name} is too large to show here.")
+            return
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")
+        self.text_view = QPlainTextEdit(self)
+        self.text_view.setObjectName("textView")
+        self.text_view.setReadOnly(True)
+        self.text_view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.text_view.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.text_view.setPlainText(text)
+        self.layout().addWidget(self.text_view, 1)
+        self._highlight_lines(line, line_end or line, _line_of_quote(text, self.source.get("quote"), line))
+
+    def _highlight_lines(self, first: int, last: int, focus: int | None = None) -> None:
+        doc = self.text_view.document()
+        first = max(1, min(first, doc.blockCount()))
+        last = max(first, min(last, doc.blockCount()))
+        selections = []
+        colour = QColor(self.palette().highlight().color())
+        colour.setAlpha(60)
+        for number in range(first, last + 1):
+            selection = QTextEdit.ExtraSelection()
+            fmt = QTextCharFormat()
+            fmt.setBackground(colour)
+            fmt.setProperty(QTextFormat.Property.FullWidthSelection, True)
+            selection.format = fmt
+            selection.cursor = QTextCursor(doc.findBlockByNumber(number - 1))
+            selections.append(selection)
+        self.text_view.setExtraSelections(selections)
+        focus = focus if focus and first <= focus <= last else first
+        cursor = QTextCursor(doc.findBlockByNumber(focus - 1))
+        self.text_view.setTextCursor(cursor)
+        self.text_view.centerCursor()
+
+    @property
+    def current_line(self) -> int | None:
+        return self.text_view.textCursor().blockNumber() + 1 if self.text_view else None
+
+
+def _line_of_quote(text: str, quote: str | None, from_line: int) -> int | None:
+    """The 1-based line where the quoted passage starts, searching from the cited line on."""
+    if not quote:
+        return None
+    needle = quote.strip().rstrip("…")[:60]
+    start = 0
+    for _ in range(max(0, from_line - 1)):
+        start = text.find("\n", start) + 1
+        if start == 0:
+            return None
+    index = text.find(needle, start)
+    return text.count("\n", 0, index) + 1 if index >= 0 else None
