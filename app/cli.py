@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -65,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
 
         worker_main(argv[1], int(argv[2]))
         return EXIT_OK
+    if argv[:1] == ["--embed-worker"]:  # ... or its embedding worker
+        from engine.rag.embed import serve
+
+        serve(argv[1], argv[2], int(argv[3]))
+        return EXIT_OK
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -85,6 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`locus ask ... | head`): stop quietly, as command-line tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"locus: {exc.strerror or exc}{where}.", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -30,6 +30,10 @@ def run_gui(argv: list[str] | None = None) -> int:
     except EngineError as exc:
         QMessageBox.critical(None, "Locus cannot start", exc.user_text())
         return 1
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        QMessageBox.critical(None, "Locus cannot start", f"Locus could not set up its files: {exc.strerror}{where}.")
+        return 1
     _log_to_file(services.paths.log_file)
     apply_theme(app, services.settings.ui.theme)
     window = MainWindow(services, locus_version())

@@ -129,10 +129,11 @@ class Services:
         return old.model != new.model
 
     def close(self) -> None:
+        """Stop generation first (a running answer is saved as partial), then what it depends on."""
+        self.runtime.shutdown()
+        self.assistant.close()
         if self.library is not None:
             self.library.close()
-        self.assistant.close()
-        self.runtime.shutdown()
         self.history.close()
 
 

@@ -54,11 +54,11 @@ class SamplingSettings:
     repeat_penalty: float = setting(1.1, "Penalty for repeating recent tokens; 1 disables.", minimum=0.1,
                                     maximum=5.0, label="Repeat penalty")
     seed: int = setting(-1, "Random seed; -1 draws a new one for every answer.", minimum=-1,
-                        maximum=2**32 - 1, label="Seed")
+                        maximum=2**31 - 1, label="Seed")
     max_tokens: int = setting(1024, "Longest answer, in tokens.", minimum=1, maximum=262144,
                               label="Max tokens")
-    stop: list = setting([], "Text that ends the answer when generated, one per line.", label="Stop strings",
-                         widget="lines")
+    stop: list = setting([], "Text that ends the answer when generated, one per line; write a line break "
+                              "as \\n and a backslash as \\\\.", label="Stop strings", widget="lines")
 
 
 @dataclass(frozen=True)

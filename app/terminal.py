@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import signal
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 
 from app.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 from app.services import Services, build_services
@@ -38,25 +41,32 @@ def _load(services: Services, model: str | None) -> None:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def _ctrl_c_cancels(cancel) -> Iterator[None]:
+    """While an answer streams, Ctrl-C stops the answer (which then ends as usual), not the program."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _stream(events: Iterable[GenerationEvent], cancel, citations: list | None = None) -> Done | Failed | None:
-    """Write tokens to stdout as they come; Ctrl-C cancels and keeps what was said."""
+    """Write tokens to stdout as they come, until Done or Failed; Ctrl-C cancels and keeps what was said."""
     result = None
-    iterator = iter(events)
-    while True:
-        try:
-            event = next(iterator)
-        except StopIteration:
-            return result
-        except KeyboardInterrupt:
-            cancel()
-            continue
-        if isinstance(event, Token):
-            sys.stdout.write(event.text)
-            sys.stdout.flush()
-        elif isinstance(event, Cited) and citations is not None:
-            citations.extend(event.citations)
-        elif isinstance(event, (Done, Failed)):
-            result = event
+    with _ctrl_c_cancels(cancel):
+        for event in events:
+            if isinstance(event, Token):
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+            elif isinstance(event, Cited) and citations is not None:
+                citations.extend(event.citations)
+            elif isinstance(event, (Done, Failed)):
+                result = event
+    return result
 
 
 def _print_sources(citations: list, retrieval) -> None:
@@ -86,10 +96,25 @@ def _finish(result: Done | Failed | None, show_stats: bool) -> int:
     return EXIT_OK
 
 
+def _read_question(arg: str) -> str:
+    if arg != "-":
+        return arg
+    return sys.stdin.buffer.read().decode("utf-8", errors="replace")  # whatever the terminal's encoding
+
+
+def _open_documents_if_used(services: Services, conversation: int | None) -> None:
+    """A conversation that answers from documents needs the index open before its next question."""
+    if conversation is not None and services.history.conversation(conversation).uses_documents:
+        services.open_library()
+
+
 def ask(args: argparse.Namespace) -> int:
-    question = sys.stdin.read() if args.question == "-" else args.question
+    question = _read_question(args.question)
     if not question.strip():
         raise InvalidRequestError("The question is empty.")
+    if args.no_history and (args.docs or args.collection or args.conversation is not None):
+        raise InvalidRequestError("--no-history cannot be combined with --docs, --collection or --conversation.",
+                                  hint="Those answer inside a saved conversation; leave out --no-history.")
     services = build_services()
     try:
         overrides = {k: v for k, v in (("max_tokens", args.max_tokens), ("temperature", args.temperature),
@@ -114,6 +139,7 @@ def ask(args: argparse.Namespace) -> int:
             _print_sources(citations, answer.retrieval)
             return code
         else:
+            _open_documents_if_used(services, args.conversation)
             answer = services.assistant.ask(question, args.conversation)
             result = _stream(answer.events(), answer.cancel)
         return _finish(result, args.stats)
@@ -177,6 +203,7 @@ def _repl(services: Services, conversation: int | None) -> int:
                     return EXIT_OK
                 conversation = _command(services, conversation, command, rest.strip())
                 continue
+            _open_documents_if_used(services, conversation)
             answer: AnswerHandle = services.assistant.ask(text, conversation)
             conversation = answer.conversation_id
             sys.stdout.write("locus> ")
@@ -214,6 +241,7 @@ def _command(services: Services, conversation: int | None, command: str, rest: s
         if conversation is None:
             print("Nothing to regenerate yet.")
         else:
+            _open_documents_if_used(services, conversation)
             answer = services.assistant.regenerate(conversation)
             sys.stdout.write("locus> ")
             _finish(_stream(answer.events(), answer.cancel), False)

@@ -166,20 +166,30 @@ class Assistant:
         if not text.strip():
             raise InvalidRequestError("The question is empty.")
         with self._lock:
-            if conversation_id is None:
+            created = conversation_id is None
+            if created:
                 conversation_id = self.history.create_conversation().id
-            if collections is not _UNSET:
-                self.history.set_collections(conversation_id, collections)
+            try:
+                if collections is not _UNSET:
+                    self.history.set_collections(conversation_id, collections)
+                # Everything that can fail (retrieval above all) happens before the question is
+                # saved, so a failed ask never leaves a question without its answer behind.
+                retrieval = self._retrieve_for(conversation_id, text)
+            except BaseException:
+                if created:
+                    self.history.delete_conversation(conversation_id)
+                raise
             user = self.history.add_message(conversation_id, "user", text)
-            return self._answer(conversation_id, user, on_event, priority)
+            return self._answer(conversation_id, user, retrieval, on_event, priority)
 
     def regenerate(self, conversation_id: int, on_event: Callable[[object], None] | None = None) -> AnswerHandle:
         """Drop the last answer and answer the last question again."""
         with self._lock:
             messages = self.history.messages(conversation_id)
             user = self._last(messages, "user", conversation_id)
+            retrieval = self._retrieve_for(conversation_id, user.content)
             self.history.delete_messages_from(conversation_id, user.id + 1)
-            return self._answer(conversation_id, user, on_event, Priority.INTERACTIVE)
+            return self._answer(conversation_id, user, retrieval, on_event, Priority.INTERACTIVE, new_question=False)
 
     def resend_edited(self, conversation_id: int, text: str,
                       on_event: Callable[[object], None] | None = None) -> AnswerHandle:
@@ -189,9 +199,10 @@ class Assistant:
         with self._lock:
             messages = self.history.messages(conversation_id)
             last_user = self._last(messages, "user", conversation_id)
+            retrieval = self._retrieve_for(conversation_id, text)
             self.history.delete_messages_from(conversation_id, last_user.id)
             user = self.history.add_message(conversation_id, "user", text)
-            return self._answer(conversation_id, user, on_event, Priority.INTERACTIVE)
+            return self._answer(conversation_id, user, retrieval, on_event, Priority.INTERACTIVE)
 
     def close(self) -> None:
         self._post.shutdown(wait=True)
@@ -216,7 +227,11 @@ class Assistant:
         return [ChatMessage(m.role, m.content) for m in messages
                 if m.status in CONTEXT_STATUSES and m.content.strip()]
 
-    def _retrieve(self, question: str, collections: list[str]) -> Retrieval:
+    def _retrieve_for(self, conversation_id: int, question: str) -> Retrieval | None:
+        """The question's passages when the conversation answers from documents, else None."""
+        conversation = self.history.conversation(conversation_id)
+        if not conversation.uses_documents:
+            return None
         if self.library is None:
             raise DocumentsUnavailable("The document index is not open yet.",
                                        hint="Wait a moment for it to load, then ask again.")
@@ -225,25 +240,28 @@ class Assistant:
         budget = min(SOURCE_BUDGET_TOKENS, int(n_ctx * 0.35))
         # The model's own tokenizer lives on the runtime thread; ~3 characters per token
         # is a safe over-estimate, and the runtime's context fitting is the backstop.
-        return self.library.retrieve(question, collections or None, lambda t: len(t) // 3 + 1, budget)
+        return self.library.retrieve(question, conversation.collections or None, lambda t: len(t) // 3 + 1, budget)
 
-    def _answer(self, conversation_id: int, user: Message,
-                on_event: Callable[[object], None] | None, priority: Priority) -> AnswerHandle:
-        conversation = self.history.conversation(conversation_id)
-        messages = self.history.messages(conversation_id)
+    def _answer(self, conversation_id: int, user: Message, retrieval: Retrieval | None,
+                on_event: Callable[[object], None] | None, priority: Priority,
+                new_question: bool = True) -> AnswerHandle:
+        try:
+            if retrieval is not None:
+                earlier = self._turns([m for m in self.history.messages(conversation_id) if m.id < user.id])
+                context = doc_qa.build_messages(self.settings.system_prompt, earlier, user.content,
+                                                retrieval.passages)
+            else:
+                context = self.context_for(conversation_id)
+            placeholder = self.history.add_message(conversation_id, "assistant", "", status="streaming")
+        except BaseException:  # a question just saved goes again, so none is left without its answer
+            self.history.delete_messages_from(conversation_id, user.id if new_question else user.id + 1)
+            raise
         request_id = next_request_id()
-        retrieval = None
-        if conversation.uses_documents:
-            retrieval = self._retrieve(user.content, conversation.collections)
-            earlier = self._turns([m for m in messages if m.id < user.id])
-            context = doc_qa.build_messages(self.settings.system_prompt, earlier, user.content, retrieval.passages)
-        else:
-            context = self.context_for(conversation_id)
-        placeholder = self.history.add_message(conversation_id, "assistant", "", status="streaming")
         answer = AnswerHandle(conversation_id, user, placeholder.id, request_id, on_event)
         answer.retrieval = retrieval
         if retrieval is not None:
-            answer.channel.emit(Retrieved(request_id, retrieval.passages, list(conversation.collections)))
+            collections = self.history.conversation(conversation_id).collections or []
+            answer.channel.emit(Retrieved(request_id, retrieval.passages, list(collections)))
         recorder = _AnswerRecorder(self.history, placeholder.id, self.save_interval_s)
         request = GenerationRequest(context, self.settings.sampling, priority=priority, request_id=request_id,
                                     conversation_key=f"conversation:{conversation_id}")
@@ -253,9 +271,12 @@ class Assistant:
     def _deliver(self, answer: AnswerHandle, event) -> None:
         """Runtime events to the answer's consumer; an answer from documents gets its citations first."""
         if isinstance(event, Done) and answer.retrieval is not None and answer.retrieval.passages:
-            self._post.submit(self._cite_then_finish, answer, event)
-        else:
-            answer.channel.emit(event)
+            try:
+                self._post.submit(self._cite_then_finish, answer, event)
+                return
+            except RuntimeError:  # shutting down: the answer ends without its sources
+                pass
+        answer.channel.emit(event)
 
     def _cite_then_finish(self, answer: AnswerHandle, done: Done) -> None:
         try:

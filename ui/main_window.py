@@ -244,11 +244,18 @@ class MainWindow(QMainWindow):
         run_in_background(lambda: self.services.history.search(text), show,
                           lambda exc: show_error(self, "Search", exc))
 
+    def _detach_live_answer(self) -> None:
+        """The view is about to show something else: the streaming answer keeps going (and being
+        saved) but no longer paints into widgets that are about to be deleted."""
+        if self.live is not None:
+            self.live.widget = self.live.user_widget = None
+
     def new_conversation(self) -> None:
         self._set_editing(False)
         self.conversation_id = None
         self.pending_collections = None
         self.documents_selector.set_value(None)
+        self._detach_live_answer()
         self.chat.clear()
         self.sidebar.select(None)
         self._update_buttons()
@@ -265,6 +272,7 @@ class MainWindow(QMainWindow):
             if self.conversation_id != conversation_id:
                 return
             self.documents_selector.set_value(conversation.collections)
+            self._detach_live_answer()
             self.chat.show_messages(messages)
             self._reattach_live_answer()
             self._update_buttons()

@@ -32,6 +32,23 @@ _SECTION_TITLES = {"model": "Model", "sampling": "Sampling", "chat": "Chat", "do
 _INT_LIMIT = 2**31 - 1
 
 
+def escape_line(value: str) -> str:
+    """A stop string as one editable line: backslashes doubled, line breaks and tabs as \\n and \\t."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+
+
+def unescape_line(line: str) -> str:
+    out, i = [], 0
+    while i < len(line):
+        if line[i] == "\\" and i + 1 < len(line) and line[i + 1] in "\\nt":
+            out.append({"n": "\n", "t": "\t", "\\": "\\"}[line[i + 1]])
+            i += 2
+        else:
+            out.append(line[i])
+            i += 1
+    return "".join(out)
+
+
 class Spec(Protocol):
     key: str
     type: type
@@ -117,7 +134,7 @@ class SettingsDialog(QDialog):
         if spec.type is float:
             box = QDoubleSpinBox(self)
             box.setRange(spec.minimum, spec.maximum)
-            box.setDecimals(2)
+            box.setDecimals(3)
             box.setSingleStep(0.05)
             return box
         return QLineEdit(self)
@@ -128,7 +145,7 @@ class SettingsDialog(QDialog):
             if isinstance(editor, _FileField):
                 editor.edit.setText(value)
             elif isinstance(editor, QPlainTextEdit):
-                editor.setPlainText("\n".join(value) if spec.widget == "lines" else value)
+                editor.setPlainText("\n".join(escape_line(v) for v in value) if spec.widget == "lines" else value)
             elif isinstance(editor, QComboBox):
                 editor.setCurrentText(value)
             elif isinstance(editor, (QSpinBox, QDoubleSpinBox)):
@@ -144,7 +161,8 @@ class SettingsDialog(QDialog):
                 result[spec.key] = editor.edit.text().strip()
             elif isinstance(editor, QPlainTextEdit):
                 text = editor.toPlainText()
-                result[spec.key] = [ln for ln in text.splitlines() if ln] if spec.widget == "lines" else text
+                result[spec.key] = [unescape_line(ln) for ln in text.split("\n") if ln] \
+                    if spec.widget == "lines" else text
             elif isinstance(editor, QComboBox):
                 result[spec.key] = editor.currentText()
             elif isinstance(editor, QSpinBox):

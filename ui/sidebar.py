@@ -93,7 +93,11 @@ class ConversationSidebar(QWidget):
         self._populating = True
         try:
             item = self.item_for(conversation_id)
-            self.list.setCurrentItem(item) if item else self.list.clearSelection()
+            if item is not None:
+                self.list.setCurrentItem(item)
+            else:  # no current item, so clicking the one just left opens it again
+                self.list.setCurrentRow(-1)
+                self.list.clearSelection()
         finally:
             self._populating = False
 

@@ -1,20 +1,26 @@
 """Embedding: sentence-transformers on the best device present, batched and normalised.
 
-The model loads lazily (importing sentence-transformers takes seconds) and one
-lock serialises use, so the indexer and a question can share it safely.
+The model runs in a worker process (see ipc.py): importing torch and
+sentence-transformers takes seconds and holds the interpreter lock in long
+stretches, which in the app's own process would freeze the window. The worker
+starts on first use; one lock serialises requests, so the indexer and a question
+can share it safely.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
+import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from engine.errors import EngineError
+from engine.rag.ipc import EOF_MARK, WorkerProcess, command_for, read_message, worker_streams, write_message
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +70,21 @@ def choose_device() -> tuple[str, str]:
 
 
 class Embedder:
-    """A sentence-transformers model; ``embed`` returns unit-length float32 rows."""
+    """Embeds text with a sentence-transformers model that runs in its own worker process.
 
-    def __init__(self, model_path: str | Path, name: str, *, device: str = "auto", batch_size: int = 32):
+    ``embed`` returns unit-length float32 rows. The first call starts the worker, which
+    imports torch and loads the model (seconds). One request runs at a time; a question
+    asked during indexing waits at most for the batch in progress.
+    """
+
+    def __init__(self, model_path: str | Path, name: str, *, device: str = "auto", batch_size: int = 32,
+                 timeout_s: float = 600.0):
         self.model_path = Path(model_path)
         self.name = name
+        self.device = device
         self.batch_size = batch_size
-        self._requested_device = device
-        self._model = None
+        self.timeout_s = timeout_s
+        self._worker: WorkerProcess | None = None
         self._info: EmbedderInfo | None = None
         self._lock = threading.Lock()
 
@@ -81,43 +94,105 @@ class Embedder:
 
     @property
     def info(self) -> EmbedderInfo:
-        self._ensure_loaded()
+        if self._info is None:
+            self._info = replace(self._request(("info",)), name=self.name)
         return self._info
-
-    def _ensure_loaded(self) -> None:
-        with self._lock:
-            if self._model is not None:
-                return
-            try:
-                from sentence_transformers import SentenceTransformer
-                from transformers.utils import logging as transformers_logging
-
-                transformers_logging.disable_progress_bar()  # no "Loading weights" bars on the terminal
-
-                device, dtype = choose_device() if self._requested_device == "auto" else (
-                    self._requested_device, "float16" if self._requested_device == "cuda" else "float32")
-                model = SentenceTransformer(str(self.model_path), device=device, local_files_only=True)
-                if dtype == "float16":
-                    model.half()
-            except Exception as exc:  # noqa: BLE001 - any failure here means no embeddings
-                raise EmbeddingError(
-                    f"The embedding model at '{self.model_path}' could not be loaded.",
-                    detail=f"{type(exc).__name__}: {exc}",
-                ) from exc
-            self._model = model
-            dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-            self._info = EmbedderInfo(self.name, int(dimension()), device, dtype, int(model.max_seq_length))
-            log.info("embedder %s on %s (%s)", self.name, device, dtype)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embeddings of texts, shape (len(texts), dim), L2-normalised float32."""
-        self._ensure_loaded()
         if not texts:
-            return np.zeros((0, self._info.dim), dtype=np.float32)
-        with self._lock:
-            vectors = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                         convert_to_numpy=True, show_progress_bar=False)
-        return np.asarray(vectors, dtype=np.float32)
+            return np.zeros((0, self.info.dim), dtype=np.float32)
+        return self._request(("embed", list(texts)))
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed([text])[0]
+
+    def _request(self, message):
+        with self._lock:
+            if self._worker is None or self._worker.process.poll() is not None:
+                command = command_for("engine.rag.embed", "--embed-worker")
+                self._worker = WorkerProcess([*command, str(self.model_path), self.device, str(self.batch_size)])
+            worker = self._worker
+            try:
+                worker.send(message)
+                reply = worker.replies.get(timeout=self.timeout_s)
+            except queue.Empty:
+                self._stop_worker()
+                raise EmbeddingError(f"The embedding model did not answer within {self.timeout_s:g} s.") from None
+            except (BrokenPipeError, OSError):
+                reply = EOF_MARK
+            if reply is EOF_MARK:
+                how = worker.exit_description()
+                self._stop_worker()
+                raise EmbeddingError("The embedding model stopped unexpectedly.",
+                                     detail=f"embedding worker ended with {how}")
+            kind, value = reply
+            if kind == "error":
+                raise value
+            return value
+
+    def _stop_worker(self) -> None:
+        if self._worker is not None:
+            self._worker.stop(graceful=False)
+            self._worker = None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._worker is not None:
+                self._worker.stop()
+                self._worker = None
+
+
+def serve(model_path: str, device: str, batch_size: int) -> None:
+    """The embedding worker: load the model on the first request, then answer requests until EOF."""
+    requests, replies = worker_streams()
+    model, info = None, None
+    while True:
+        try:
+            message = read_message(requests)
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        try:
+            if model is None:
+                model, info = _load_model(model_path, device)
+            if message[0] == "info":
+                reply = ("ok", info)
+            else:
+                vectors = model.encode(message[1], batch_size=batch_size, normalize_embeddings=True,
+                                       convert_to_numpy=True, show_progress_bar=False)
+                reply = ("ok", np.asarray(vectors, dtype=np.float32))
+        except EmbeddingError as exc:
+            reply = ("error", exc)
+        except Exception as exc:  # noqa: BLE001 - reported to the caller, the worker keeps serving
+            reply = ("error", EmbeddingError("The embedding model failed on this text.",
+                                             detail=f"{type(exc).__name__}: {exc}"))
+        try:
+            write_message(replies, reply)
+        except (BrokenPipeError, OSError):
+            return
+
+
+def _load_model(model_path: str, requested: str):
+    try:
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # no "Loading weights" bars on the terminal
+        device, dtype = choose_device() if requested == "auto" else (
+            requested, "float16" if requested == "cuda" else "float32")
+        model = SentenceTransformer(model_path, device=device, local_files_only=True)
+        if dtype == "float16":
+            model.half()
+    except Exception as exc:  # noqa: BLE001 - any failure here means no embeddings
+        raise EmbeddingError(f"The embedding model at '{model_path}' could not be loaded.",
+                             detail=f"{type(exc).__name__}: {exc}") from None
+    dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    info = EmbedderInfo(Path(model_path).name, int(dimension()), device, dtype, int(model.max_seq_length))
+    log.info("embedder %s on %s (%s)", model_path, device, dtype)
+    return model, info
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], sys.argv[2], int(sys.argv[3]))

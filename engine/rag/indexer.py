@@ -228,6 +228,8 @@ class Indexer:
             self.store.remove_document(doc_id)
             removed += 1
             self._emit(job, DocumentStatus(doc_id, record.path, record.collection, "removed"))
+        if removed:
+            self._maintain()
         progress = IndexProgress(0, 0, 0, 0, 0, time.perf_counter() - start, 0.0)
         return IndexFinished(progress, 0, 0, 0, removed, False)
 
@@ -343,9 +345,18 @@ class Indexer:
                 self._embed_and_write(job, batch, counters)
                 progress()
         producer.join()
+        if counters["done"] or removals:
+            self._maintain()
         final = progress(force=True)
         return IndexFinished(final, counters["done"], unchanged, counters["failed"], len(removals),
                              job.cancel_event.is_set())
+
+    def _maintain(self) -> None:
+        """After a job that wrote: fold new rows into the indexes, compact, build the ANN index once it pays."""
+        try:
+            self.store.optimize()
+        except Exception:  # noqa: BLE001 - searches still work on an unoptimised table
+            log.exception("optimising the document index failed")
 
     def _produce(self, job: IndexJob, work: list[_Work], ready: queue.Queue) -> None:
         """Parse (in worker processes) and chunk, handing documents to the embedder as they finish."""

@@ -140,6 +140,7 @@ class DocumentLibrary:
     def close(self) -> None:
         self._watch_stop.set()
         self.indexer.shutdown()
+        self.embedder.close()
 
 
 def _snapshot(folder: str) -> dict:

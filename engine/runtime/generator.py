@@ -170,6 +170,7 @@ class Generator:
         n_gen = 0
         t_first = t_last = None
         generated = b""  # bytes of the generated tokens now in the cache
+        text_matches_tokens = True
         reason = "length"
         rid = request.request_id
         while n_gen < max_new:
@@ -195,11 +196,15 @@ class Generator:
             ctx.decode((tok,), len(self._cached))
             self._cached.append(tok)
             generated += piece
-        if self._cached_text is not None:
+            if not piece:  # a control token: its text is not in the answer, so text and tokens part ways
+                text_matches_tokens = False
+        if self._cached_text is not None and text_matches_tokens:
             try:
                 self._cached_text += generated.decode("utf-8")
             except UnicodeDecodeError:  # a token split a character: fall back to re-tokenizing
                 self._cached_text = None
+        else:
+            self._cached_text = None
         tail = stopper.flush() + decoder.decode(b"", final=True)  # empty after a stop string
         if tail:
             pieces.append(tail)

@@ -27,13 +27,19 @@ _backend_lock = threading.Lock()
 _backend_ready = False
 
 
+_GGML_LEVELS = {2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}  # ggml.h: 1 DEBUG, 2 INFO, 3 WARN, 4 ERROR
+_last_level = [logging.DEBUG]
+
+
 @llama_cpp.llama_log_callback
 def _on_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
-    # llama.cpp logs a lot at INFO; keep it out of the user's terminal but
+    # llama.cpp logs a lot at INFO; keep that at DEBUG, out of the user's way, but
     # remember the tail so a failed load can say what llama.cpp complained about.
     line = text.decode("utf-8", errors="replace")
     _recent_log.append(line)
-    log.log(logging.WARNING if level == 3 else logging.DEBUG, "%s", line.rstrip())
+    if level != 5:  # 5 continues the previous line at its level
+        _last_level[0] = _GGML_LEVELS.get(level, logging.DEBUG) if level >= 3 else logging.DEBUG
+    log.log(_last_level[0], "%s", line.rstrip())
 
 
 def ensure_backend() -> None:

@@ -86,3 +86,45 @@ def test_chat_shares_saved_conversations(tmp_path):
     searched = locus(tmp_path, "chat", stdin="/search greet\n/open 999\n/exit\n")
     assert f"{conversation.id:5d}  Greetings" in searched.stdout
     assert "Conversation 999 does not exist" in searched.stderr
+
+
+def test_ctrl_c_stops_the_answer_keeps_it_and_exits_130(tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    from tests.app.helpers import LOCUS
+
+    env = dict(os.environ, LOCUS_HOME=str(tmp_path))
+    child = subprocess.Popen([LOCUS, "ask", "Write a very long story about a lighthouse.", "--max-tokens", "2000",
+                              "--temperature", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert child.stdout.read(40)  # the answer is streaming
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 130
+    assert b"[stopped]" in err and b"Traceback" not in err
+    [(_, messages)] = conversations(tmp_path)
+    assert messages[1].status == "cancelled" and messages[1].content.strip()
+
+
+def test_output_cut_short_by_the_reader_is_not_an_error(tmp_path):
+    import os
+    import subprocess
+
+    from tests.app.helpers import LOCUS
+
+    env = dict(os.environ, LOCUS_HOME=str(tmp_path))
+    pipeline = subprocess.run(f"'{LOCUS}' ask 'Write a long story.' --max-tokens 400 | head -c 10",
+                              shell=True, capture_output=True, text=True, env=env, timeout=120)
+    assert "Traceback" not in pipeline.stderr and "BrokenPipe" not in pipeline.stderr
+
+
+def test_locus_home_that_is_a_file_gets_a_message(tmp_path):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    result = locus(not_a_folder, "ask", "hello")
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "locus:" in result.stderr

@@ -177,3 +177,17 @@ def test_sigkill_mid_answer_loses_nothing_saved(tmp_path, model_path):
         assert store.message(message_id).status == "interrupted"
     finally:
         store.close()
+
+
+def test_a_question_that_cannot_be_answered_is_not_left_behind(assistant, history):
+    from engine.assistant import DocumentsUnavailable
+
+    conversation = history.create_conversation()
+    history.set_collections(conversation.id, [])  # answers from documents, but no index is open
+    for _ in range(2):
+        with pytest.raises(DocumentsUnavailable):
+            assistant.ask("Anything in my files?", conversation.id)
+    assert history.messages(conversation.id) == []
+    with pytest.raises(DocumentsUnavailable):
+        assistant.ask("A new conversation that fails", collections=[])
+    assert [c.id for c in history.conversations()] == [conversation.id]  # the failed new one is gone

@@ -29,9 +29,11 @@ def drop(widget, paths):
     assert event.isAccepted()
 
 
-def test_drop_index_ask_and_open_the_cited_page(qtbot, loaded_window, services, tmp_path):
+def test_drop_index_ask_and_open_the_cited_page(qtbot, loaded_window, services, tmp_path, heartbeat):
     window = loaded_window
     qtbot.waitUntil(lambda: window.documents.library is not None, timeout=60_000)
+    # The embedding model loads on the first document (importing it takes seconds): that too must
+    # not freeze the window, so it is inside the heartbeat's watch below.
     folder = tmp_path / "papers"
     folder.mkdir()
     shutil.copy(CORPUS / "pdflatex-outline.pdf", folder)
@@ -39,6 +41,7 @@ def test_drop_index_ask_and_open_the_cited_page(qtbot, loaded_window, services, 
                                      encoding="utf-8")
     shutil.copy(CORPUS / "r4-user-password.pdf", folder)
     shutil.copy(CORPUS / "Seige_of_Vicksburg_Sample_OCR.pdf", folder)
+    heartbeat.start()
     drop(window, [folder / "pdflatex-outline.pdf", folder / "ferry.md", folder / "r4-user-password.pdf",
                   folder / "Seige_of_Vicksburg_Sample_OCR.pdf"])
     panel = window.documents.panel
@@ -46,6 +49,8 @@ def test_drop_index_ask_and_open_the_cited_page(qtbot, loaded_window, services, 
         ("Seige_of_Vicksburg_Sample_OCR.pdf", "default", "done"),
         ("ferry.md", "default", "done"), ("pdflatex-outline.pdf", "default", "done"),
         ("r4-user-password.pdf", "default", "failed: password protected")], timeout=180_000)
+    heartbeat.stop()
+    assert heartbeat.max_gap < 0.25, f"GUI stalled {heartbeat.max_gap:.3f}s while indexing"
     qtbot.waitUntil(lambda: "Collection: default" in [a.text() for a in window.documents_selector.menu().actions()])
 
     window.documents_selector.choose([])  # all documents

@@ -229,3 +229,34 @@ def test_reopening_a_conversation_shows_partial_answers_marked(qtbot, window, se
     window.sidebar.list.setCurrentRow(0)
     qtbot.waitUntil(lambda: len(window.chat.messages()) == 2)
     assert window.chat.messages()[1].status_label.text() == "Interrupted — partial answer"
+
+
+def test_settings_dialog_round_trips_every_value_unchanged(qtbot):
+    from app import settings as st
+
+    values = st.to_values(st.Settings().with_value("sampling.stop", ["\nUser:", "a\\b", "###"])
+                          .with_value("sampling.seed", 2**31 - 1).with_value("sampling.temperature", 0.125))
+    dialog = SettingsDialog(st.SPECS, values)
+    qtbot.addWidget(dialog)
+    assert dialog.values() == values
+
+
+def test_leaving_a_conversation_while_it_streams_keeps_the_window_working(qtbot, loaded_window, services):
+    window = loaded_window
+    set_sampling(services, max_tokens=300, seed=4)
+    qtbot.keyClicks(window.composer, "Write a long story about a lighthouse.")
+    qtbot.keyClick(window.composer, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: window.live is not None and window.live.handle is not None and len(window.live.text) > 5,
+                    timeout=30_000)
+    streaming_id = window.live.handle.conversation_id
+    qtbot.mouseClick(window.sidebar.new_button, Qt.MouseButton.LeftButton)  # leave while it streams
+    assert window.conversation_id is None and window.chat.messages() == []
+    with qtbot.waitSignal(window.answerFinished, timeout=60_000):
+        window.stop()
+    assert window.send_button.text() == "Send" and window.chat.messages() == []
+    window.sidebar.list.setCurrentItem(window.sidebar.item_for(streaming_id))  # back to it: all saved
+    qtbot.waitUntil(lambda: len(window.chat.messages()) == 2, timeout=10_000)
+    assert window.chat.messages()[1].status == "cancelled" and window.chat.messages()[1].text
+    qtbot.mouseClick(window.sidebar.new_button, Qt.MouseButton.LeftButton)
+    window.sidebar.list.setCurrentItem(window.sidebar.item_for(streaming_id))  # the one just left opens again
+    qtbot.waitUntil(lambda: window.conversation_id == streaming_id and len(window.chat.messages()) == 2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QFontDatabase, QGuiApplication, QPalette, QTextOption
 from PySide6.QtWidgets import (
@@ -93,6 +95,7 @@ class CodeBlock(QFrame):
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.code = ""
         self.language = ""
+        self.closed = False
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
@@ -119,11 +122,16 @@ class CodeBlock(QFrame):
         self.set_segment(segment)
 
     def set_segment(self, segment: Code) -> None:
-        if segment.code == self.code and segment.language == self.language:
+        if (segment.code, segment.language, segment.closed) == (self.code, self.language, self.closed):
             return
-        self.code, self.language = segment.code, segment.language
+        self.code, self.language, self.closed = segment.code, segment.language, segment.closed
         self.language_label.setText(language_label(segment.language))
-        self.view.setHtml(code_html(segment.code, segment.language, _is_dark(self)))
+        if segment.closed:
+            self.view.setHtml(code_html(segment.code, segment.language, _is_dark(self)))
+        else:
+            # Still streaming: re-highlighting a growing block on every repaint costs more and
+            # more; plain text is cheap, and colour arrives when the fence closes.
+            self.view.setPlainText(segment.code)
 
     def copy(self) -> None:
         QGuiApplication.clipboard().setText(self.code)
@@ -262,6 +270,8 @@ class MessageWidget(QFrame):
         widgets = self.segment_widgets()
         for index, segment in enumerate(segments):
             existing = widgets[index] if index < len(widgets) else None
+            if isinstance(segment, Code) and self.status != "streaming" and not segment.closed:
+                segment = replace(segment, closed=True)  # a finished answer: highlight even a cut-off block
             if isinstance(segment, Code) and isinstance(existing, CodeBlock):
                 existing.set_segment(segment)
             elif isinstance(segment, Prose) and isinstance(existing, ProseView):
@@ -283,7 +293,9 @@ class MessageWidget(QFrame):
             stale.deleteLater()
 
     def set_status(self, status: str, error: str | None = None) -> None:
-        self.status = status
+        was_streaming, self.status = self.status == "streaming", status
+        if was_streaming and status != "streaming" and self.text:
+            self._render(self.text, force=True)
         text = _STATUS_TEXT.get(status, "")
         self.status_label.setText(text)
         self.status_label.setVisible(bool(text))

@@ -18,7 +18,9 @@ BEIR_MINI = Path(__file__).resolve().parents[2] / "data" / "beir-mini"
 
 @pytest.fixture(scope="module")
 def embedder():
-    return Embedder(bundled_embedder_path(), BUNDLED_EMBEDDER_NAME)
+    embedder = Embedder(bundled_embedder_path(), BUNDLED_EMBEDDER_NAME)
+    yield embedder
+    embedder.close()
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +81,23 @@ def test_citations_explicit_then_inferred(beir_store, embedder):
     assert [c.passage.doc_id for c in inferred] == ["d18"] and not inferred[0].explicit
     assert "water ice" in inferred[0].quote
     assert cite("I like turtles and the weather today is fine.", r.passages, embed=embedder.embed) == []
+
+
+def test_the_embedder_runs_out_of_process_and_recovers_from_a_crash(embedder):
+    import os
+    import signal
+    import sys
+
+    import numpy as np
+
+    from engine.rag.embed import EmbeddingError
+
+    first = embedder.embed(["The cat sat on the mat.", "A feline rested on the rug.", "Stock prices fell."])
+    assert first.shape == (3, 384) and np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
+    assert first[0] @ first[1] > first[0] @ first[2]
+    assert "torch" not in sys.modules  # the app's own process never imports torch
+    os.kill(embedder._worker.process.pid, signal.SIGKILL)
+    with pytest.raises(EmbeddingError, match="stopped unexpectedly"):
+        embedder.embed(["after the crash"])
+    again = embedder.embed(["The cat sat on the mat."])  # a fresh worker takes over
+    assert np.allclose(again[0], first[0], atol=1e-5)
