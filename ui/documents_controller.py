@@ -37,6 +37,7 @@ class DocumentsController(QObject):
         self.dock.setObjectName("documentsDock")
         self.dock.setWidget(self.panel)
         window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
+        window.resizeDocks([self.dock], [440], Qt.Orientation.Horizontal)
         self.toggle_action: QAction = self.dock.toggleViewAction()
         self.toggle_action.setShortcut(QKeySequence("Ctrl+D"))
         self.panel.addRequested.connect(self.add)
@@ -99,6 +100,7 @@ class DocumentsController(QObject):
             self.panel.set_busy(True)
             return
         self.dock.show()
+        self.panel.collection.setCurrentText(collection)
 
         def start(library) -> None:
             library.index(paths, collection)
