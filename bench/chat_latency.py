@@ -14,7 +14,6 @@ sampler, no engine code) on the same model, prompt, context size and threads.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
 import sys
 import threading

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import EngineError
-from engine.rag.ipc import EOF_MARK, WorkerProcess, command_for, read_message, worker_streams, write_message
+from engine.rag.ipc import EOF_MARK, WorkerProcess, command_for, read_message, reply_safely, worker_streams
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class Embedder:
             except (BrokenPipeError, OSError):
                 reply = EOF_MARK
             if reply is EOF_MARK:
-                how = worker.exit_description()
+                how = worker.exit_status()
                 self._stop_worker()
                 raise EmbeddingError("The embedding model stopped unexpectedly.",
                                      detail=f"embedding worker ended with {how}")
@@ -146,6 +146,8 @@ class Embedder:
 def serve(model_path: str, device: str, batch_size: int) -> None:
     """The embedding worker: load the model on the first request, then answer requests until EOF."""
     requests, replies = worker_streams()
+    failed = lambda exc: ("error", EmbeddingError("The embedding model's answer could not be sent.",  # noqa: E731
+                                                  detail=repr(exc)))
     model, info = None, None
     while True:
         try:
@@ -168,9 +170,7 @@ def serve(model_path: str, device: str, batch_size: int) -> None:
         except Exception as exc:  # noqa: BLE001 - reported to the caller, the worker keeps serving
             reply = ("error", EmbeddingError("The embedding model failed on this text.",
                                              detail=f"{type(exc).__name__}: {exc}"))
-        try:
-            write_message(replies, reply)
-        except (BrokenPipeError, OSError):
+        if not reply_safely(replies, reply, failed):
             return
 
 
@@ -195,4 +195,8 @@ def _load_model(model_path: str, requested: str):
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    # Run the module proper rather than this __main__ copy, so pickled classes (EmbedderInfo,
+    # EmbeddingError) are engine.rag.embed's and the app can unpickle them.
+    from engine.rag.embed import serve as _serve
+
+    _serve(sys.argv[1], sys.argv[2], int(sys.argv[3]))

@@ -122,7 +122,7 @@ def _merge_adjacent(fused: list[tuple[ChunkHit, float]], similarity: dict[str, f
 
 
 def _passage(group: list[tuple[ChunkHit, float]], similarity: dict[str, float]) -> Passage:
-    first, last = group[0][0], group[-1][0]
+    first = group[0][0]
     text = first.text
     for hit, _ in group[1:]:
         text = _join_overlapping(text, hit.text)

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import os
+import pickle
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
 
-from engine.rag.isolation import ParsePool
-from engine.rag.loaders import load
+import pytest
 
-CORPUS = Path(__file__).resolve().parents[4] / "shared" / "corpus" / "pdf-oddities"
+from engine.rag import loaders
+from engine.rag.isolation import ParsePool
+from engine.rag.loaders import DocumentError, load
+from tests.conftest import CORPUS as SHARED_CORPUS
+from tests.conftest import REPO
+
+CORPUS = SHARED_CORPUS / "pdf-oddities"
 CRASHY = "tests.engine.rag.crashy_loader:crashy_load"
 
 
@@ -20,68 +29,171 @@ def good(folder: Path, name: str, text: str = "Some text worth indexing.") -> st
     return str(path)
 
 
-def alive(pid: int) -> bool:
+def gone(pid: int) -> bool:
+    """True once the process has exited and been reaped (a zombie still counts as present)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
-    try:  # a zombie is dead for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
+        return True
+    return False
+
+
+def wait_gone(pids, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if all(gone(pid) for pid in pids):
+            return True
+        time.sleep(0.05)
+    return all(gone(pid) for pid in pids)
 
 
 def test_hangs_and_crashes_cost_only_their_own_file(tmp_path):
-    paths = [good(tmp_path, "a.txt"), good(tmp_path, "hang.txt"), good(tmp_path, "segfault.txt"),
-             good(tmp_path, "exit.txt"), good(tmp_path, "boom.txt"), good(tmp_path, "noisy.txt"),
-             good(tmp_path, "z.txt")]
+    names = ["a.txt", "hang.txt", "segfault.txt", "exit.txt", "memory.txt", "boom.txt", "noisy.txt", "z.md"]
+    paths = [good(tmp_path, name) for name in names]
     with ParsePool(workers=2, timeout_s=2.0, loader=CRASHY) as pool:
+        assert pool.worker_pids() == []  # started lazily
         started = time.monotonic()
-        outcomes = {Path(o.path).name: o for o in pool.parse_many(paths)}
-        assert time.monotonic() - started < 20
-        pids = [w.process.pid for w in pool._all]
-        assert sorted(outcomes) == sorted(Path(p).name for p in paths)
-        assert outcomes["hang.txt"].error.status == "timed out" and "2 s" in outcomes["hang.txt"].error.message
-        assert outcomes["segfault.txt"].error.status == "parser crashed"
-        assert "signal 11" in outcomes["segfault.txt"].error.detail
-        assert outcomes["exit.txt"].error.status == "parser crashed" and "exit code 3" in outcomes["exit.txt"].error.detail
-        assert outcomes["boom.txt"].error.status == "damaged" and "RuntimeError" in outcomes["boom.txt"].error.detail
-        for name in ("a.txt", "noisy.txt", "z.txt"):
-            assert outcomes[name].document is not None and outcomes[name].document.sections[0].text
+        outcomes = list(pool.parse_many(paths))
+        assert time.monotonic() - started < 12
+        assert sorted(o.path for o in outcomes) == sorted(paths)  # exactly one outcome each, path as given
+        by_name = {Path(o.path).name: o for o in outcomes}
+        hang = by_name["hang.txt"]
+        assert hang.error.status == "timed out" and "'hang.txt'" in hang.error.message and "2 s" in hang.error.message
+        assert 2.0 <= hang.seconds < 5
+        assert by_name["segfault.txt"].error.status == "parser crashed"
+        assert "signal 11 (SIGSEGV)" in by_name["segfault.txt"].error.detail
+        assert "'segfault.txt'" in by_name["segfault.txt"].error.message
+        exited = by_name["exit.txt"].error
+        assert exited.status == "parser crashed" and "exit code 3" in exited.detail
+        assert by_name["memory.txt"].error.status == "parser crashed"
+        assert by_name["boom.txt"].error.status == "damaged" and "RuntimeError" in by_name["boom.txt"].error.detail
+        for name in ("a.txt", "noisy.txt", "z.md"):
+            assert by_name[name].error is None and by_name[name].document.sections[0].text.startswith("Some text")
         again = pool.parse(paths[0])  # the pool still works after all that
-        assert again.document is not None
-    assert pids and not any(alive(pid) for pid in pids)
+        assert again.document is not None and again.path == paths[0]
+        pids = pool.worker_pids()
+    assert pids and wait_gone(pids, within=0.1)  # close() killed and reaped every worker
+
+
+def test_errors_survive_pickling_with_their_words():
+    errors = [cls(f"'x.pdf' {cls.__name__}", hint="a hint", detail="a detail")
+              for cls in (loaders.PasswordProtected, loaders.EmptyDocument, loaders.WrongFormat,
+                          loaders.CorruptDocument, loaders.UnsupportedFile, loaders.UnreadableFile,
+                          loaders.TooLarge, loaders.ParseTimeout, loaders.ParserCrashed)]
+    errors.append(loaders.WrongFormat("'x.pdf' is not a PDF", kind="pdf"))
+    for error in errors:
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and isinstance(copy, DocumentError)
+        assert (copy.message, copy.hint, copy.detail, copy.status, str(copy)) == \
+               (error.message, error.hint, error.detail, error.status, str(error))
+    assert errors[-1].status == "not a pdf file"
 
 
 def test_errors_keep_their_words_across_the_process_boundary(tmp_path):
     with ParsePool(timeout_s=20) as pool:
-        outcome = pool.parse(CORPUS / "r4-user-password.pdf")
-    assert outcome.error.status == "password protected"
-    assert outcome.error.message == "'r4-user-password.pdf' is password protected; Locus cannot read it without " \
-                                    "the password."
-    assert outcome.error.hint and "unprotected copy" in outcome.error.hint
+        protected = pool.parse(CORPUS / "r4-user-password.pdf")
+        fake = pool.parse(good(tmp_path, "fake.pdf", "<html>not a pdf</html>"))
+        assert len(pool.worker_pids()) == 1  # one worker, reused
+    assert protected.error.status == "password protected" and protected.document is None
+    assert protected.error.message == ("'r4-user-password.pdf' is password protected; Locus cannot read it "
+                                       "without the password.")
+    assert protected.error.hint and "unprotected copy" in protected.error.hint
+    assert isinstance(fake.error, loaders.WrongFormat) and fake.error.status == "not a pdf file"
 
 
-def test_cancel_stops_promptly(tmp_path):
+def test_workers_are_lean_and_run_at_lower_priority(tmp_path):
+    with ParsePool(loader=CRASHY, timeout_s=20) as pool:
+        outcome = pool.parse(good(tmp_path, "modules.txt"))
+        (pid,) = pool.worker_pids()
+        assert outcome.document.sections[0].text == f"pid={pid} heavy="  # no torch, Qt, llama_cpp, lancedb
+        if hasattr(os, "getpriority"):
+            assert os.getpriority(os.PRIO_PROCESS, pid) >= os.getpriority(os.PRIO_PROCESS, 0) + 5
+
+
+def test_cancel_stops_promptly_and_kills_busy_workers(tmp_path):
     paths = [good(tmp_path, f"hang{i}.txt") for i in range(4)]
     cancel = threading.Event()
     with ParsePool(workers=2, timeout_s=60, loader=CRASHY) as pool:
         threading.Timer(0.5, cancel.set).start()
         started = time.monotonic()
         outcomes = list(pool.parse_many(paths, cancel=cancel))
-        assert time.monotonic() - started < 10
-    assert outcomes == []
+        assert time.monotonic() - started < 3
+        assert outcomes == [] and pool.worker_pids() == []
+        assert pool.parse(good(tmp_path, "after.txt")).document is not None  # fresh workers on demand
+
+
+def test_close_from_another_thread_does_not_hang_or_blame_the_file(tmp_path):
+    paths = [good(tmp_path, "a.txt"), good(tmp_path, "hang1.txt"), good(tmp_path, "hang2.txt"),
+             good(tmp_path, "b.txt")]
+    pool = ParsePool(workers=2, timeout_s=60, loader=CRASHY)
+    outcomes, pids = [], []
+
+    def consume() -> None:
+        for outcome in pool.parse_many(paths):
+            outcomes.append(outcome)
+            pids.extend(pool.worker_pids())
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    time.sleep(1.0)
+    started = time.monotonic()
+    pool.close()
+    thread.join(5)
+    assert not thread.is_alive() and time.monotonic() - started < 5
+    assert all(o.error is None or o.error.status not in ("parser crashed", "timed out") for o in outcomes)
+    assert wait_gone(set(pids), within=1)
+    pool.close()  # twice is fine
+
+
+def test_abandoning_parse_many_stops_the_rest(tmp_path):
+    paths = [good(tmp_path, "first.txt")] + [good(tmp_path, f"hang{i}.txt") for i in range(3)]
+    with ParsePool(workers=1, timeout_s=60, loader=CRASHY) as pool:
+        started = time.monotonic()
+        for outcome in pool.parse_many(paths):
+            assert Path(outcome.path).name == "first.txt"
+            break
+        assert time.monotonic() - started < 3 and pool.worker_pids() == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses SIGKILL and /proc semantics")
+def test_workers_exit_when_the_parent_dies(tmp_path):
+    hang = good(tmp_path, "hang.txt")
+    script = textwrap.dedent(f"""
+        import sys, threading, time
+        sys.path.insert(0, {str(REPO)!r})
+        from engine.rag.isolation import ParsePool
+        pool = ParsePool(loader={CRASHY!r})
+        threading.Thread(target=pool.parse, args=({hang!r},), daemon=True).start()
+        while not pool.worker_pids():
+            time.sleep(0.05)
+        print(pool.worker_pids()[0], flush=True)
+        time.sleep(60)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(parent.stdout.readline())
+        assert not gone(worker)
+    finally:
+        parent.kill()
+        parent.wait()
+    # The orphan is reparented (not our child), so "gone" means it no longer exists at all.
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{worker}").exists() or "Z" in Path(f"/proc/{worker}/stat").read_text().split()[2]
 
 
 def test_whole_corpus_gives_the_same_statuses_as_loading_directly():
     paths = sorted(CORPUS.glob("*.pdf"))
-    with ParsePool(workers=2, timeout_s=60) as pool:
+    started = time.monotonic()
+    with ParsePool(workers=2, timeout_s=30) as pool:
         isolated = {Path(o.path).name: (o.error.status if o.error else "ok") for o in pool.parse_many(paths)}
+    assert time.monotonic() - started < 30
     direct = {}
     for path in paths:
         try:
             load(path)
             direct[path.name] = "ok"
-        except Exception as exc:  # noqa: BLE001
+        except DocumentError as exc:
             direct[path.name] = exc.status
-    assert isolated == direct
+    assert isolated == direct and len(isolated) == len(paths)

@@ -1,0 +1,181 @@
+"""Loaders: turn a file into text sections that remember where they came from.
+
+PDF (text per page), plain text, Markdown, reStructuredText, HTML (visible text),
+DOCX and source code, one module per format. Text-like files keep their lines
+exactly, so every section knows its line range; PDFs know their pages. A file
+that cannot be read raises a DocumentError whose ``status`` says why in a word
+or two ("password protected", "empty", "damaged", …) and whose message says it
+in a sentence naming the file.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from engine.rag.loaders.base import (  # noqa: F401 - the package's public names
+    MAX_FILE_BYTES,
+    CorruptDocument,
+    DocumentError,
+    EmptyDocument,
+    LoadedDocument,
+    ParserCrashed,
+    ParseTimeout,
+    PasswordProtected,
+    Section,
+    TooLarge,
+    UnreadableFile,
+    UnsupportedFile,
+    WrongFormat,
+)
+
+from engine.rag.loaders.docx import load_docx
+from engine.rag.loaders.html import load_html
+from engine.rag.loaders.pdf import load_pdf
+from engine.rag.loaders.text import code_sections, first_heading, prose_sections
+
+__all__ = [
+    "MAX_FILE_BYTES", "CorruptDocument", "DocumentError", "EmptyDocument", "LoadedDocument", "ParserCrashed",
+    "ParseTimeout", "PasswordProtected", "Section", "TooLarge", "UnreadableFile", "UnsupportedFile", "WrongFormat",
+    "SUPPORTED_SUFFIXES", "CODE_LANGUAGES", "SKIPPED_DIRS", "kind_for", "discover", "load", "decode_text",
+]
+
+CODE_LANGUAGES = {
+    ".py": "python", ".pyi": "python", ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript",
+    ".jsx": "javascript", ".ts": "typescript", ".tsx": "typescript", ".java": "java", ".kt": "kotlin",
+    ".kts": "kotlin", ".scala": "scala", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp",
+    ".hpp": "cpp", ".hh": "cpp", ".cs": "csharp", ".go": "go", ".rs": "rust", ".rb": "ruby", ".php": "php",
+    ".swift": "swift", ".m": "objective-c", ".sh": "bash", ".bash": "bash", ".zsh": "bash", ".ps1": "powershell",
+    ".sql": "sql", ".r": "r", ".lua": "lua", ".pl": "perl", ".dart": "dart", ".ex": "elixir", ".exs": "elixir",
+    ".erl": "erlang", ".hs": "haskell", ".ml": "ocaml", ".clj": "clojure", ".vue": "vue", ".svelte": "svelte",
+    ".css": "css", ".scss": "scss", ".less": "less", ".yaml": "yaml", ".yml": "yaml", ".toml": "toml",
+    ".json": "json", ".ini": "ini", ".cfg": "ini", ".xml": "xml", ".gradle": "groovy", ".cmake": "cmake",
+    ".mk": "make", ".tf": "hcl", ".proto": "protobuf", ".graphql": "graphql", ".jl": "julia", ".zig": "zig",
+}
+_KINDS = {".pdf": "pdf", ".md": "markdown", ".markdown": "markdown", ".mdx": "markdown", ".rst": "rst",
+          ".txt": "text", ".text": "text", ".log": "text", ".csv": "text", ".tsv": "text", ".tex": "text",
+          ".org": "text", ".adoc": "text", ".html": "html", ".htm": "html", ".xhtml": "html", ".docx": "docx"}
+_CODE_NAMES = {"makefile": "make", "dockerfile": "dockerfile", "cmakelists.txt": "cmake"}
+SUPPORTED_SUFFIXES = frozenset(_KINDS) | frozenset(CODE_LANGUAGES)
+SKIPPED_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", "build", "dist", "target", ".venv",
+                          "venv", ".tox", ".mypy_cache", ".pytest_cache", "site-packages", ".idea", ".vscode"})
+
+
+def kind_for(path: str | Path) -> str | None:
+    """'pdf', 'markdown', …, 'code', or None when Locus cannot read this kind of file."""
+    path = Path(path)
+    if path.name.lower() in _CODE_NAMES:
+        return "code"
+    suffix = path.suffix.lower()
+    return _KINDS.get(suffix) or ("code" if suffix in CODE_LANGUAGES else None)
+
+
+def discover(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """Every indexable file under the given files and folders, resolved, in a stable order.
+
+    Folders recurse in name order, skipping hidden entries, version-control, build and dependency
+    folders, symlink loops and files of kinds Locus does not read. A file named directly is yielded
+    whenever it exists, supported or not, so that the caller reports it as "unsupported" instead of
+    dropping what the user explicitly asked for; paths that do not exist are skipped.
+    """
+    seen: set[Path] = set()
+    for given in paths:
+        root = Path(given).expanduser()
+        if root.is_file():
+            if root.resolve() not in seen:
+                seen.add(root.resolve())
+                yield root.resolve()
+            continue
+        visited: set[Path] = set()
+        stack = [root.resolve()] if root.is_dir() else []
+        while stack:
+            folder = stack.pop()
+            if folder in visited:  # a symlink back up the tree
+                continue
+            visited.add(folder)
+            try:
+                entries = sorted(folder.iterdir(), key=lambda p: p.name)
+            except OSError:
+                continue
+            subfolders = []
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    if entry.is_dir():
+                        if entry.name not in SKIPPED_DIRS:
+                            subfolders.append(entry.resolve())
+                    elif entry.is_file() and kind_for(entry) is not None and entry.resolve() not in seen:
+                        seen.add(entry.resolve())
+                        yield entry.resolve()
+                except OSError:
+                    continue
+            stack.extend(reversed(subfolders))
+
+
+def load(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> LoadedDocument:
+    """Read one file into sections; raises a DocumentError saying why when it cannot."""
+    path = Path(path)
+    name = path.name
+    kind = kind_for(path)
+    if kind is None:
+        raise UnsupportedFile(f"'{name}' is not a kind of file Locus can read.",
+                              hint="Supported: PDF, text, Markdown, reStructuredText, HTML, DOCX and source code.")
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise TooLarge(f"'{name}' is {size / 2**20:.0f} MB, over the {max_bytes / 2**20:.0f} MB limit "
+                           "for one file.")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UnreadableFile(f"'{name}' could not be opened: {exc.strerror or exc}.", detail=repr(exc)) from exc
+    if not data:
+        raise EmptyDocument(f"No text could be extracted from '{name}': the file is empty (0 bytes).")
+    if kind == "pdf":
+        document = load_pdf(path, data)
+    elif kind == "docx":
+        document = load_docx(path, data, max_bytes)
+    else:
+        text = decode_text(data, name)
+        if kind == "html":
+            document = load_html(path, text)
+        elif kind == "code":
+            language = _CODE_NAMES.get(name.lower()) or CODE_LANGUAGES.get(path.suffix.lower())
+            document = LoadedDocument(str(path), "code", name, tuple(code_sections(text)), language=language)
+        else:
+            document = LoadedDocument(str(path), kind, first_heading(text, kind) or name,
+                                      tuple(prose_sections(text, kind)))
+    if not any(s.text.strip() for s in document.sections):
+        why = " (scanned pages without a text layer, or only images)." if kind == "pdf" else ": it is blank."
+        raise EmptyDocument(f"No text could be extracted from '{name}'{why}")
+    return document
+
+
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8"),
+         (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """Bytes to text: BOM, then UTF-8, then a detected encoding, then Latin-1; never fails on odd bytes.
+
+    Raises UnsupportedFile for binary content (NUL bytes in the first 8 KB of a file without a BOM).
+    """
+    for bom, encoding in _BOMS:  # UTF-32 first: its LE mark begins with UTF-16's
+        if data.startswith(bom):
+            return data[len(bom):].decode(encoding, errors="replace")
+    if b"\x00" in data[:8192]:
+        raise UnsupportedFile(f"'{name}' looks like a binary file, not text.")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    try:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(data[:1 << 20]).best()
+        if best is not None and best.encoding:
+            return data.decode(best.encoding, errors="replace")
+    except (ImportError, LookupError):  # an optional helper, or a codec Python lacks
+        pass
+    return data.decode("latin-1", errors="replace")

@@ -1,0 +1,112 @@
+"""What every loader produces (sections with provenance) and the errors it raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.errors import EngineError
+
+MAX_FILE_BYTES = 200 * 2**20
+SECTION_CHARS = 4000  # a heading's body longer than this is split at paragraph boundaries
+
+
+@dataclass(frozen=True)
+class Section:
+    """A run of a document's text and where it sits: page, line range, nearest heading."""
+
+    text: str
+    page: int | None = None  # 1-based page (PDF)
+    line_start: int | None = None  # 1-based first line in the file (text, Markdown, RST, code)
+    line_end: int | None = None  # 1-based last line, inclusive
+    heading: str | None = None  # nearest heading above; for code the enclosing definition
+
+
+@dataclass(frozen=True)
+class LoadedDocument:
+    """One file's text as sections, with its kind and a title to show."""
+
+    path: str
+    kind: str  # pdf, text, markdown, rst, html, docx, code
+    title: str
+    sections: tuple[Section, ...]
+    language: str | None = None  # for code: "python", "javascript", …
+    pages: int | None = None  # for PDFs
+
+
+class DocumentError(EngineError):
+    """A file that could not be indexed; ``status`` is the short reason shown beside it."""
+
+    code = "document_error"
+    status = "failed"
+
+
+class PasswordProtected(DocumentError):
+    """An encrypted file that does not open without its password."""
+
+    status = "password protected"
+
+
+class EmptyDocument(DocumentError):
+    """A file with no extractable text (empty, blank, or scanned pages without a text layer)."""
+
+    status = "empty"
+
+
+class WrongFormat(DocumentError):
+    """A file whose content is not what its extension says; status names the kind, e.g. 'not a pdf file'."""
+
+    status = "wrong format"
+
+    def __init__(self, message: str, *, kind: str | None = None, hint: str | None = None,
+                 detail: str | None = None):
+        super().__init__(message, hint=hint, detail=detail)
+        if kind:  # an instance attribute, so it survives pickling across the worker boundary
+            self.status = f"not a {kind} file"
+
+
+class CorruptDocument(DocumentError):
+    """A malformed file its parser gave up on; ``detail`` keeps the parser's reason."""
+
+    status = "damaged"
+
+
+class UnsupportedFile(DocumentError):
+    """A kind of file Locus does not read (binary, images, archives, …)."""
+
+    status = "unsupported"
+
+
+class UnreadableFile(DocumentError):
+    """A file that is missing or that the operating system would not let us open."""
+
+    status = "unreadable"
+
+
+class TooLarge(DocumentError):
+    """A file over the per-file size limit."""
+
+    status = "too large"
+
+
+class ParseTimeout(DocumentError):
+    """Parsing took longer than the per-file time limit (reported by the parse pool)."""
+
+    status = "timed out"
+
+
+class ParserCrashed(DocumentError):
+    """The parser process died on this file (reported by the parse pool)."""
+
+    status = "parser crashed"
+
+
+def split_long(text: str) -> list[str]:
+    """Text cut at paragraph breaks into parts of about SECTION_CHARS."""
+    parts, current = [], ""
+    for paragraph in text.split("\n\n"):
+        if current and len(current) + len(paragraph) > SECTION_CHARS:
+            parts.append(current)
+            current = paragraph
+        else:
+            current = f"{current}\n\n{paragraph}" if current else paragraph
+    return parts + ([current] if current else [])
