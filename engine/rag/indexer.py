@@ -28,7 +28,7 @@ from engine.errors import EngineError
 from engine.rag.chunk import Chunk, Chunker
 from engine.rag.embed import Embedder
 from engine.rag.isolation import ParsePool
-from engine.rag.loaders import LoadedDocument, discover, kind_for
+from engine.rag.loaders import DocumentError, EmptyDocument, LoadedDocument, discover, kind_for
 from engine.rag.store import DEFAULT_COLLECTION, DocumentRecord, DocumentStore, doc_id_for
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 IN_PROGRESS = ("queued", "parsing", "embedding")
 EMBED_BATCH = 64
 _PROGRESS_INTERVAL_S = 0.2
+
+
+class IndexingCancelled(DocumentError):
+    """The job was cancelled before this document was finished."""
+
+    status = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -233,12 +239,18 @@ class Indexer:
         progress = IndexProgress(0, 0, 0, 0, 0, time.perf_counter() - start, 0.0)
         return IndexFinished(progress, 0, 0, 0, removed, False)
 
-    def _status(self, job: IndexJob, record: DocumentRecord, status: str, **changes) -> DocumentRecord:
+    def _status(self, job: IndexJob, record: DocumentRecord, status: str, *, persist: bool = True,
+                **changes) -> DocumentRecord:
+        """Tell listeners a document's new state (and record it, unless it is a passing one)."""
         record = replace(record, status=status, updated_at=time.time(), **changes)
-        self.store.upsert_document(record)
-        self._emit(job, DocumentStatus(record.doc_id, record.path, record.collection, status, record.reason,
-                                       record.message, record.n_chunks))
+        if persist:
+            self.store.upsert_document(record)
+        self._announce(job, record)
         return record
+
+    def _announce(self, job: IndexJob, record: DocumentRecord) -> None:
+        self._emit(job, DocumentStatus(record.doc_id, record.path, record.collection, record.status, record.reason,
+                                       record.message, record.n_chunks))
 
     def _plan(self, job: IndexJob) -> tuple[list[_Work], list[DocumentRecord], int]:
         """What to (re)index, what to remove, and how many files are unchanged."""
@@ -294,8 +306,15 @@ class Indexer:
         for record in removals:
             self.store.remove_document(record.doc_id)
             self._emit(job, DocumentStatus(record.doc_id, record.path, record.collection, "removed"))
+        # Every write is a new version of a LanceDB table, so states are written in batches: all
+        # "queued" now, "done" and "failed" per embedding batch. Passing states (parsing, embedding)
+        # are only announced; after a crash "queued" is what is left to resume.
         for item in work:
-            item.record = self._status(job, item.record, "queued", reason="", message="")
+            item.record = replace(item.record, status="queued", reason="", message="", updated_at=time.time())
+        self.store.upsert_documents([item.record for item in work])
+        for item in work:
+            self._announce(job, item.record)
+        failures: list[_Work] = []
         counters = dict(done=0, failed=0, chunks=0, pages=0, embed_s=0.0)
         total = len(work) + unchanged
         last_progress = [0.0]
@@ -320,17 +339,15 @@ class Indexer:
             # embedder gets full batches across small documents.
             while not finished_producing:
                 try:
-                    item = ready.get(timeout=0.05) if not pending else ready.get_nowait()
+                    item = ready.get(timeout=0.05) if not (pending or failures) else ready.get_nowait()
                 except queue.Empty:
-                    if pending:
+                    if pending or failures:
                         break
                     continue
                 if item is None:
                     finished_producing = True
                 elif item.error is not None:
-                    self._fail(job, item)
-                    counters["failed"] += 1
-                    progress()
+                    failures.append(item)
                 else:
                     pending.append(item)
                     if sum(len(w.chunks) for w in pending) >= EMBED_BATCH:
@@ -339,11 +356,14 @@ class Indexer:
                 batch, pending = pending, []
                 if job.cancel_event.is_set():
                     for item in batch:
-                        self._status(job, item.record, "cancelled", reason="cancelled",
-                                     message="Indexing was cancelled before this file was finished.")
-                    continue
-                self._embed_and_write(job, batch, counters)
-                progress()
+                        item.error = IndexingCancelled("Indexing was cancelled before this file was finished.")
+                    failures.extend(batch)
+                else:
+                    self._embed_and_write(job, batch, counters)
+            if failures:
+                counters["failed"] += self._record_failures(job, failures)
+                failures = []
+            progress()
         producer.join()
         if counters["done"] or removals:
             self._maintain()
@@ -362,10 +382,13 @@ class Indexer:
         """Parse (in worker processes) and chunk, handing documents to the embedder as they finish."""
         by_path = {w.record.path: w for w in work}
         try:
+            def started(path: str) -> None:
+                item = by_path.get(path)
+                if item is not None:
+                    item.record = self._status(job, item.record, "parsing", persist=False)
+
             with ParsePool(workers=self.parse_workers, timeout_s=self.parse_timeout_s) as pool:
-                for item in work:
-                    item.record = self._status(job, item.record, "parsing")
-                for outcome in pool.parse_many(list(by_path), cancel=job.cancel_event):
+                for outcome in pool.parse_many(list(by_path), cancel=job.cancel_event, on_start=started):
                     item = by_path.pop(outcome.path)
                     if outcome.error is not None:
                         item.error = outcome.error
@@ -374,56 +397,68 @@ class Indexer:
                         try:
                             item.chunks = self.chunker.chunk(outcome.document)
                         except Exception as exc:  # noqa: BLE001 - one bad document must not stop the rest
-                            item.error = EngineError(f"'{Path(item.record.path).name}' could not be split "
-                                                     "into passages.", detail=repr(exc))
+                            item.error = DocumentError(f"'{Path(item.record.path).name}' could not be split "
+                                                       "into passages.", detail=repr(exc))
                         if not item.chunks and item.error is None:
-                            item.error = EngineError(f"'{Path(item.record.path).name}' has no text to index.")
-                            item.error.status = "empty"
+                            item.error = EmptyDocument(f"'{Path(item.record.path).name}' has no text to index.")
                     ready.put(item)
         except BaseException as exc:  # noqa: BLE001 - the parse pool itself failed: fail what is left
             log.exception("parse stage failed")
             for item in by_path.values():
-                item.error = EngineError("The document parser could not run.", detail=repr(exc))
+                item.error = DocumentError("The document parser could not run.", detail=repr(exc))
                 ready.put(item)
+            by_path.clear()
         finally:
-            for item in by_path.values():  # cancelled before parsing
-                if item.error is None and item.document is None:
-                    item.error = EngineError("Indexing was cancelled before this file was read.")
-                    item.error.status = "cancelled"
-                    ready.put(item)
+            for item in by_path.values():  # cancelled before it was parsed
+                item.error = IndexingCancelled("Indexing was cancelled before this file was read.")
+                ready.put(item)
             ready.put(None)
 
-    def _fail(self, job: IndexJob, item: _Work) -> None:
-        error = item.error
-        reason = getattr(error, "status", "") or "failed"
-        if reason == "cancelled":
-            self._status(job, item.record, "cancelled", reason="cancelled", message=error.message)
-            return
-        self.store.replace_chunks(item.record.doc_id, [])  # a changed file that now fails has no valid chunks
-        self._status(job, item.record, "failed", reason=reason, message=error.user_text(), content_hash="",
-                     n_chunks=0)
+    def _record_failures(self, job: IndexJob, items: list[_Work]) -> int:
+        """Record failed and cancelled documents (two writes for all of them); returns how many failed."""
+        records, stale = [], []
+        for item in items:
+            error = item.error
+            if isinstance(error, IndexingCancelled):
+                records.append(replace(item.record, status="cancelled", reason="cancelled", message=error.message,
+                                       updated_at=time.time()))
+                continue
+            if item.record.content_hash:
+                stale.append(item.record.doc_id)  # a changed file that now fails has no valid chunks
+            records.append(replace(item.record, status="failed", reason=getattr(error, "status", "") or "failed",
+                                   message=error.user_text(), content_hash="", n_chunks=0, updated_at=time.time()))
+        self.store.replace_chunks_many(stale, [])
+        self.store.upsert_documents(records)
+        for record in records:
+            self._announce(job, record)
+        return sum(1 for r in records if r.status == "failed")
 
     def _embed_and_write(self, job: IndexJob, batch: list[_Work], counters: dict) -> None:
+        """Embed a batch of documents' chunks, then write them (one commit for all their chunks, one
+        for their records): each document is then wholly old or wholly new, never half."""
         for item in batch:
-            item.record = self._status(job, item.record, "embedding")
+            item.record = self._status(job, item.record, "embedding", persist=False)
         texts = [embedding_text(item.document.title, chunk) for item in batch for chunk in item.chunks]
         t = time.perf_counter()
         vectors = self.embedder.embed(texts)
         counters["embed_s"] += time.perf_counter() - t
-        offset = 0
+        rows, offset = [], 0
+        for item in batch:
+            for chunk in item.chunks:
+                rows.append(_row(item, item.document, chunk, vectors[offset]))
+                offset += 1
+        self.store.replace_chunks_many([item.record.doc_id for item in batch], rows)
         for item in batch:
             doc = item.document
-            rows = []
-            for chunk in item.chunks:
-                rows.append(_row(item, doc, chunk, vectors[offset]))
-                offset += 1
-            self.store.replace_chunks(item.record.doc_id, rows)
-            item.record = self._status(job, item.record, "done", title=doc.title or Path(doc.path).name,
-                                       kind=doc.kind, content_hash=item.content_hash, n_chunks=len(rows),
-                                       pages=doc.pages or 0, reason="", message="")
+            item.record = replace(item.record, status="done", title=doc.title or Path(doc.path).name, kind=doc.kind,
+                                  content_hash=item.content_hash, n_chunks=len(item.chunks), pages=doc.pages or 0,
+                                  reason="", message="", updated_at=time.time())
+        self.store.upsert_documents([item.record for item in batch])
+        for item in batch:
+            self._announce(job, item.record)
             counters["done"] += 1
-            counters["chunks"] += len(rows)
-            counters["pages"] += doc.pages or 0
+            counters["chunks"] += len(item.chunks)
+            counters["pages"] += item.document.pages or 0
 
 
 def embedding_text(title: str, chunk: Chunk) -> str:

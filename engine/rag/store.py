@@ -149,10 +149,16 @@ class DocumentStore:
     # Documents ---------------------------------------------------------------------
 
     def upsert_document(self, record: DocumentRecord) -> None:
-        row = pa.Table.from_pylist([record.__dict__], schema=_documents_schema())
+        self.upsert_documents([record])
+
+    def upsert_documents(self, records: list[DocumentRecord]) -> None:
+        """Insert or update document records, all in one commit."""
+        if not records:
+            return
+        rows = pa.Table.from_pylist([r.__dict__ for r in records], schema=_documents_schema())
         with self._lock:
             (self.documents.merge_insert("doc_id").when_matched_update_all().when_not_matched_insert_all()
-             .execute(row))
+             .execute(rows))
 
     def document(self, doc_id: str) -> DocumentRecord | None:
         rows = self.documents.search().where(f"doc_id = {sql_str(doc_id)}").limit(1).to_list()
@@ -170,13 +176,21 @@ class DocumentStore:
 
     def replace_chunks(self, doc_id: str, rows: list[dict]) -> None:
         """Make ``rows`` the document's only chunks, in one commit."""
+        self.replace_chunks_many([doc_id], rows)
+
+    def replace_chunks_many(self, doc_ids: list[str], rows: list[dict]) -> None:
+        """Make ``rows`` the only chunks of these documents, all in one commit (a document with no
+        rows loses its chunks): each document is then wholly its old or wholly its new version."""
+        if not doc_ids:
+            return
+        which = f"doc_id IN ({', '.join(sql_str(d) for d in doc_ids)})"
         with self._lock:
             if not rows:
-                self.chunks.delete(f"doc_id = {sql_str(doc_id)}")
+                self.chunks.delete(which)
                 return
             table = pa.Table.from_pylist(rows, schema=_chunks_schema(self.dim))
             (self.chunks.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
-             .when_not_matched_by_source_delete(f"doc_id = {sql_str(doc_id)}").execute(table))
+             .when_not_matched_by_source_delete(which).execute(table))
             self.ensure_text_index()
 
     def ensure_text_index(self) -> None:
