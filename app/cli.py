@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     list_p.add_argument("--collection")
     remove_p = docs_sub.add_parser("remove", help="remove documents from the index (files are kept)")
     remove_p.add_argument("targets", nargs="+", metavar="PATH|ID")
+    docs_sub.add_parser("rebuild", help="index every document again (after changing the embedding model)")
     return parser
 
 

@@ -38,6 +38,17 @@ class _ProgressLine:
             print(f"  failed: {failure.path}: {failure.reason}: {failure.message}", file=sys.stderr)
 
 
+def _rebuild(services) -> int:
+    """Set the index aside and index its documents again with the current embedding model."""
+    progress = _ProgressLine()
+    library = services.open_library(progress, rebuild=True)
+    library.indexer.wait_idle()
+    print(f"Re-indexed into a new index: {len(library.documents())} document(s).", file=sys.stderr)
+    for failure in progress.failures:
+        print(f"  failed: {failure.path}: {failure.reason}: {failure.message}", file=sys.stderr)
+    return EXIT_OK
+
+
 def index(args: argparse.Namespace) -> int:
     services = build_services()
     try:
@@ -66,6 +77,8 @@ def index(args: argparse.Namespace) -> int:
 def docs(args: argparse.Namespace) -> int:
     services = build_services()
     try:
+        if args.docs_command == "rebuild":
+            return _rebuild(services)
         library = services.open_library()
         if args.docs_command == "list":
             records = library.documents(args.collection)

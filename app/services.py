@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from concurrent.futures import Future
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,12 +87,24 @@ class Services:
     library: DocumentLibrary | None = field(default=None)
     _library_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def open_library(self, on_event: Callable[[IndexEvent], None] | None = None) -> DocumentLibrary:
-        """Open the document index (imports LanceDB: call off the GUI thread); idempotent."""
+    def open_library(self, on_event: Callable[[IndexEvent], None] | None = None, *,
+                     rebuild: bool = False) -> DocumentLibrary:
+        """Open the document index (imports LanceDB: call off the GUI thread); idempotent.
+
+        ``rebuild``: the index was built with another embedding model; set it aside and index
+        the same documents again with the current one.
+        """
         with self._library_lock:
             if self.library is None:
+                again = []
+                if rebuild:
+                    from engine.rag.store import set_aside_for_new_model
+
+                    again = set_aside_for_new_model(self.paths.index_dir)
                 self.library = open_library(self.paths, self.settings, on_event)
                 self.assistant.library = self.library
+                for collection in sorted({c for _, c in again}):
+                    self.library.index([p for p, c in again if c == collection and Path(p).exists()], collection)
             return self.library
 
     def load_model(self, on_event: Callable[[RuntimeEvent], None] | None = None,

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QMainWindow
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QMessageBox
 
 from engine.rag.indexer import DocumentStatus, IndexFinished, IndexProgress
+from engine.rag.store import EmbeddingModelMismatch
 from ui.bridge import EngineBridge
 from ui.documents_panel import DocumentsPanel
 from ui.errors import describe, show_error
@@ -63,12 +64,23 @@ class DocumentsController(QObject):
             self._pending_adds.clear()
 
         def failed(exc: BaseException) -> None:
+            if isinstance(exc, EmbeddingModelMismatch) and self._confirm_rebuild(exc):
+                run_in_background(lambda: self.services.open_library(self.bridge.index_sink, rebuild=True),
+                                  opened, failed)
+                return
             self.open_error = describe(exc)
             self.panel.progress_label.setText(self.open_error)
             self.panel.progress_label.show()
             show_error(self.window, "Documents unavailable", exc)
 
         run_in_background(lambda: self.services.open_library(self.bridge.index_sink), opened, failed)
+
+    def _confirm_rebuild(self, exc: EmbeddingModelMismatch) -> bool:
+        answer = QMessageBox.question(
+            self.window, "Re-index documents?",
+            f"{exc.message}\n\nRe-index every document with the new model now? The old index is kept "
+            "aside, and your files are not touched.")
+        return answer == QMessageBox.StandardButton.Yes
 
     def refresh(self) -> None:
         if self.library is None:

@@ -184,17 +184,26 @@ class Indexer:
         if job is not None:
             job.cancel()
 
+    def busy(self) -> bool:
+        """A job is queued or running."""
+        return self._jobs.unfinished_tasks > 0
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no job is queued or running; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.busy():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def shutdown(self, timeout: float = 30.0) -> None:
+        """Cancel the running job and every queued one (they end as cancelled), then stop the thread."""
+        with self._jobs.mutex:
+            for job in self._jobs.queue:
+                if job is not None:
+                    job.cancel()
         self.cancel_current()
-        while True:  # queued jobs end as cancelled
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                job.cancel()
-                self._jobs.put(job)
-                break
         self._jobs.put(None)
         self._thread.join(timeout)
 
@@ -213,6 +222,7 @@ class Indexer:
         while True:
             job = self._jobs.get()
             if job is None:
+                self._jobs.task_done()
                 return
             self._current = job
             try:
@@ -224,6 +234,7 @@ class Indexer:
             finally:
                 self._current = None
                 job.finished.set()
+                self._jobs.task_done()
 
     def _run_removal(self, job: IndexJob) -> IndexFinished:
         start, removed = time.perf_counter(), 0

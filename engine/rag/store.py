@@ -74,6 +74,23 @@ class ChunkHit:
     vector: np.ndarray | None = None
 
 
+def set_aside_for_new_model(directory: str | Path) -> list[tuple[str, str]]:
+    """Move an index built with another embedding model aside; returns its (path, collection) pairs
+    so that the same documents can be indexed again with the new model."""
+    import lancedb
+
+    directory = Path(directory)
+    documents: list[tuple[str, str]] = []
+    try:
+        table = lancedb.connect(str(directory)).open_table("documents")
+        documents = [(r["path"], r["collection"]) for r in table.to_arrow().select(["path", "collection"]).to_pylist()]
+    except Exception:  # noqa: BLE001 - an unreadable old index still gets moved aside
+        log.warning("the old document index could not be read; its documents are not re-indexed")
+    if directory.exists():
+        os.replace(directory, directory.with_name(f"{directory.name}.old-{int(time.time())}"))
+    return documents
+
+
 def doc_id_for(path: str | Path) -> str:
     """A stable id for a file: its absolute path, hashed."""
     return hashlib.sha1(str(Path(path).resolve()).encode("utf-8")).hexdigest()[:20]
@@ -132,7 +149,8 @@ class DocumentStore:
                     f"The document index was built with {recorded.get('embedder')} "
                     f"({recorded.get('dim')} dimensions), but the embedding model is now {self.embedder_name} "
                     f"({self.dim} dimensions).",
-                    hint="Re-index your documents to use the new model; vectors from two models cannot be mixed.",
+                    hint="Vectors from two models cannot be mixed: re-index (the window offers it, or run "
+                         "'locus docs rebuild').",
                 )
             return
         tmp = meta.with_suffix(".tmp")
