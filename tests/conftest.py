@@ -16,7 +16,13 @@ from engine.runtime.runtime import Runtime  # noqa: E402
 from engine.runtime.types import ModelConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus"
+# The shared test corpus lives beside the checkout (../shared/corpus); LOCUS_TEST_CORPUS may point elsewhere.
+CORPUS = Path(os.environ.get("LOCUS_TEST_CORPUS") or REPO.parent / "shared" / "corpus")
+PDF_ODDITIES = CORPUS / "pdf-oddities"
+if not any(PDF_ODDITIES.glob("*.pdf")):
+    # Fail loudly rather than let the document tests skip or pass on nothing.
+    raise RuntimeError(f"The test corpus is missing: no PDFs in {PDF_ODDITIES}. Check out ../shared beside "
+                       "this repository, or set LOCUS_TEST_CORPUS to the folder holding pdf-oddities/.")
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 from tests.app.helpers import locus
+from tests.conftest import PDF_ODDITIES
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "pdf-oddities"
+CORPUS = PDF_ODDITIES
 
 
 def test_index_list_ask_with_sources_and_remove(tmp_path):

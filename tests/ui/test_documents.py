@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from pathlib import Path
 
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
@@ -12,8 +11,9 @@ from PySide6.QtWidgets import QApplication
 
 from engine.runtime.types import Done
 from ui.ops import wait_for_background
+from tests.conftest import PDF_ODDITIES
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "pdf-oddities"
+CORPUS = PDF_ODDITIES
 
 
 def drop(widget, paths):

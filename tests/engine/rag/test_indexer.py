@@ -17,8 +17,9 @@ from engine.models.bundled import BUNDLED_EMBEDDER_NAME, bundled_embedder_path
 from engine.rag.indexer import DocumentStatus, IndexFinished, IndexProgress
 from engine.rag.library import DocumentLibrary
 from engine.rag.loaders import load
+from tests.conftest import PDF_ODDITIES
 
-CORPUS = Path(__file__).resolve().parents[4] / "shared" / "corpus" / "pdf-oddities"
+CORPUS = PDF_ODDITIES
 REPO = Path(__file__).resolve().parents[3]
 
 

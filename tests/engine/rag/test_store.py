@@ -80,7 +80,7 @@ def test_a_different_embedding_model_is_refused(tmp_path):
     DocumentStore(tmp_path / "index", "model-a", DIM)
     with pytest.raises(EmbeddingModelMismatch) as info:
         DocumentStore(tmp_path / "index", "model-b", DIM)
-    assert "model-a" in str(info.value) and "Re-index" in info.value.user_text()
+    assert "model-a" in str(info.value) and "locus docs rebuild" in info.value.user_text()
 
 
 def test_the_ann_index_keeps_answers(store):
