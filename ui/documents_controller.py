@@ -66,14 +66,14 @@ class DocumentsController(QObject):
         def failed(exc: BaseException) -> None:
             if isinstance(exc, EmbeddingModelMismatch) and self._confirm_rebuild(exc):
                 run_in_background(lambda: self.services.open_library(self.bridge.index_sink, rebuild=True),
-                                  opened, failed)
+                                  opened, failed, owner=self.window)
                 return
             self.open_error = describe(exc)
             self.panel.progress_label.setText(self.open_error)
             self.panel.progress_label.show()
             show_error(self.window, "Documents unavailable", exc)
 
-        run_in_background(lambda: self.services.open_library(self.bridge.index_sink), opened, failed)
+        run_in_background(lambda: self.services.open_library(self.bridge.index_sink), opened, failed, owner=self.window)
 
     def _confirm_rebuild(self, exc: EmbeddingModelMismatch) -> bool:
         answer = QMessageBox.question(
@@ -90,7 +90,8 @@ class DocumentsController(QObject):
             self.panel.set_documents(records)
             self.collectionsChanged.emit(sorted({r.collection for r in records}))
 
-        run_in_background(self.library.documents, show, lambda exc: show_error(self.window, "Documents", exc))
+        run_in_background(self.library.documents, show, lambda exc: show_error(self.window, "Documents", exc),
+                          owner=self.window)
 
     # Actions -----------------------------------------------------------------------
 
@@ -99,7 +100,8 @@ class DocumentsController(QObject):
             show_error(self.window, "Documents", self.open_error or "The document index is still opening; "
                        "try again in a moment.")
             return
-        run_in_background(lambda: action(self.library), None, lambda exc: show_error(self.window, "Documents", exc))
+        run_in_background(lambda: action(self.library), None,
+                          lambda exc: show_error(self.window, "Documents", exc), owner=self.window)
 
     def add(self, paths: list[str], collection: str = "default", watch: bool = False) -> None:
         """Index files and folders (queued until the index is open)."""

@@ -227,7 +227,7 @@ class MainWindow(QMainWindow):
             return
         run_in_background(self.services.history.conversations,
                           lambda rows: self.sidebar.set_conversations(rows, self.conversation_id),
-                          lambda exc: show_error(self, "Conversations", exc))
+                          lambda exc: show_error(self, "Conversations", exc), owner=self)
 
     def _search(self, text: str) -> None:
         self._search_text = text
@@ -242,7 +242,7 @@ class MainWindow(QMainWindow):
                 self.sidebar.set_search_results(hits, self.conversation_id)
 
         run_in_background(lambda: self.services.history.search(text), show,
-                          lambda exc: show_error(self, "Search", exc))
+                          lambda exc: show_error(self, "Search", exc), owner=self)
 
     def _detach_live_answer(self) -> None:
         """The view is about to show something else: the streaming answer keeps going (and being
@@ -279,7 +279,7 @@ class MainWindow(QMainWindow):
 
         history = self.services.history
         run_in_background(lambda: (history.conversation(conversation_id), history.messages(conversation_id)), show,
-                          lambda exc: show_error(self, "Open conversation", exc))
+                          lambda exc: show_error(self, "Open conversation", exc), owner=self)
 
     def _reattach_live_answer(self) -> None:
         """Back in the conversation whose answer is still streaming: follow it again."""
@@ -299,12 +299,12 @@ class MainWindow(QMainWindow):
             return
         conversation = self.conversation_id
         run_in_background(lambda: self.services.history.set_collections(conversation, value), None,
-                          lambda exc: show_error(self, "Documents", exc))
+                          lambda exc: show_error(self, "Documents", exc), owner=self)
 
     def rename_conversation(self, conversation_id: int, title: str) -> None:
         run_in_background(lambda: self.services.history.rename_conversation(conversation_id, title),
                           lambda _c: self.refresh_conversations(),
-                          lambda exc: (show_error(self, "Rename", exc), self.refresh_conversations()))
+                          lambda exc: (show_error(self, "Rename", exc), self.refresh_conversations()), owner=self)
 
     def delete_conversation(self, conversation_id: int) -> None:
         answer = QMessageBox.question(self, "Delete conversation",
@@ -318,7 +318,7 @@ class MainWindow(QMainWindow):
             self.new_conversation()
         run_in_background(lambda: self.services.history.delete_conversation(conversation_id),
                           lambda _r: self.refresh_conversations(),
-                          lambda exc: show_error(self, "Delete", exc))
+                          lambda exc: show_error(self, "Delete", exc), owner=self)
 
     # Asking ------------------------------------------------------------------------
 
@@ -387,7 +387,7 @@ class MainWindow(QMainWindow):
         self.live = _LiveAnswer(widget, user_widget)
         self.chat.scroll_to_bottom()
         self._update_buttons()
-        run_in_background(start, self._on_answer_started, self._on_answer_not_started)
+        run_in_background(start, self._on_answer_started, self._on_answer_not_started, owner=self)
 
     def _on_answer_started(self, handle: AnswerHandle) -> None:
         live = self.live
@@ -505,7 +505,7 @@ class MainWindow(QMainWindow):
                 self.load_model()
 
         run_in_background(lambda: self.services.apply_setting_values(values), applied,
-                          lambda exc: show_error(self, "Settings not saved", exc))
+                          lambda exc: show_error(self, "Settings not saved", exc), owner=self)
 
     def _about(self) -> None:
         QMessageBox.about(self, "About Locus",

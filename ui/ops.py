@@ -33,19 +33,29 @@ class _Task(QRunnable):
         try:
             result = self.fn()
         except BaseException as exc:  # noqa: BLE001 - handed to on_failure on the GUI thread
-            self.relay.failed.emit(exc)
+            outcome, value = self.relay.failed, exc
         else:
-            self.relay.succeeded.emit(result)
+            outcome, value = self.relay.succeeded, result
+        try:
+            outcome.emit(value)
+        except RuntimeError:  # the owner (and with it the relay) was deleted meanwhile: nobody to tell
+            pass
 
 
 def run_in_background(
     fn: Callable[[], Any],
     on_success: Callable[[Any], None] | None = None,
     on_failure: Callable[[BaseException], None] | None = None,
+    owner: QObject | None = None,
 ) -> None:
-    """Run ``fn()`` on the thread pool; call ``on_success(result)`` or ``on_failure(exc)`` on the GUI thread."""
-    relay = _Relay()  # created on the GUI thread, so its slots run there
+    """Run ``fn()`` on the thread pool; call ``on_success(result)`` or ``on_failure(exc)`` on the GUI thread.
+
+    With an ``owner`` (the widget the callbacks touch), the callbacks are dropped if the owner
+    is deleted before the work finishes, instead of touching a dead widget.
+    """
+    relay = _Relay(owner)  # created on the GUI thread, so its slots run there; dies with its owner
     _in_flight.add(relay)
+    relay.destroyed.connect(lambda: _in_flight.discard(relay))
 
     def finish() -> None:
         _in_flight.discard(relay)

@@ -173,9 +173,13 @@ def decode_text(data: bytes, name: str) -> str:
     try:
         from charset_normalizer import from_bytes
 
-        best = from_bytes(data[:1 << 20]).best()
+        matches = from_bytes(data[:1 << 20])
+        best = matches.best()
         if best is not None and best.encoding:
-            return data.decode(best.encoding, errors="replace")
+            # Short texts often fit several code pages equally well; among equally good
+            # guesses prefer Windows-1252, by far the commonest legacy encoding of Western text.
+            tied = {m.encoding for m in matches if m.chaos <= best.chaos and m.coherence >= best.coherence}
+            return data.decode("cp1252" if "cp1252" in tied else best.encoding, errors="replace")
     except (ImportError, LookupError):  # an optional helper, or a codec Python lacks
         pass
     return data.decode("latin-1", errors="replace")
