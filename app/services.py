@@ -32,6 +32,8 @@ from engine.models.bundled import (
 )
 from engine.runtime.runtime import Runtime
 from engine.runtime.types import ModelConfig, RuntimeEvent, SamplingParams
+from engine.tasks.templates import TemplateLibrary
+from resources import resource_path
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ class Services:
     runtime: Runtime
     history: HistoryStore
     assistant: Assistant
+    templates: TemplateLibrary | None = None
     recovered_answers: int = 0
     loaded_config: ModelConfig | None = field(default=None)
     library: DocumentLibrary | None = field(default=None)
@@ -179,5 +182,12 @@ def build_services(paths: Paths | None = None) -> Services:
     history = HistoryStore(paths.history_db)
     recovered = history.mark_interrupted()
     runtime = Runtime()
-    assistant = Assistant(runtime, history, chat_settings(settings))
-    return Services(paths, settings, problems, runtime, history, assistant, recovered)
+    templates = template_library(paths)
+    assistant = Assistant(runtime, history, chat_settings(settings), templates=templates)
+    return Services(paths, settings, problems, runtime, history, assistant, templates=templates,
+                    recovered_answers=recovered)
+
+
+def template_library(paths: Paths) -> TemplateLibrary:
+    """The built-in prompt templates, overridden by the user's copies in <config>/prompts/."""
+    return TemplateLibrary(resource_path("prompts"), paths.config_dir / "prompts")

@@ -81,6 +81,15 @@ class DocumentSettings:
 
 
 @dataclass(frozen=True)
+class TaskSettings:
+    token_healing: bool = setting(True, "Completion-style prompts that end mid-word are backed up one token and "
+                                  "the model regenerates the cut-off text (token healing).",
+                                  label="Token healing")
+    translate_to: str = setting("English", "Language translations go to unless another is chosen.",
+                                label="Translate to")
+
+
+@dataclass(frozen=True)
 class UISettings:
     theme: str = setting("system", "Colour theme of the window.", choices=("system", "light", "dark"),
                          label="Theme")
@@ -92,6 +101,7 @@ class Settings:
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     chat: ChatSection = field(default_factory=ChatSection)
     documents: DocumentSettings = field(default_factory=DocumentSettings)
+    tasks: TaskSettings = field(default_factory=TaskSettings)
     ui: UISettings = field(default_factory=UISettings)
 
     def get(self, key: str) -> Any:
@@ -120,6 +130,8 @@ class SettingSpec:
         """The allowed values, in words, for error messages and tooltips."""
         if self.choices:
             return "one of " + ", ".join(f"'{c}'" for c in self.choices)
+        if self.type is bool:
+            return "true or false"
         kind = {int: "a whole number", float: "a number", str: "text", list: "a list of text"}[self.type]
         if self.minimum is not None and self.maximum is not None:
             return f"{kind} from {_fmt(self.minimum)} to {_fmt(self.maximum)}"
@@ -166,6 +178,8 @@ def validate(spec: SettingSpec, value: Any) -> tuple[Any, str | None]:
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             return spec.default, bad
         return list(value), None
+    if spec.type is bool:
+        return (value, None) if isinstance(value, bool) else (spec.default, bad)
     if not isinstance(value, spec.type) or isinstance(value, bool):
         return spec.default, bad
     if spec.type is float and not math.isfinite(value):

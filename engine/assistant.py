@@ -26,6 +26,8 @@ from engine.rag.cite import Citation
 from engine.rag.retrieve import Passage, Retrieval
 from engine.runtime.runtime import EventChannel, RequestHandle, Runtime
 from engine.tasks import doc_qa
+from engine.tasks.base import TaskContext, TaskDone, TaskFailed, TaskHandle, TaskText, start_task
+from engine.tasks.templates import TemplateLibrary
 from engine.runtime.types import (
     ChatMessage,
     Done,
@@ -136,12 +138,41 @@ class _AnswerRecorder:
                                         error=event.error.user_text())
 
 
+class _TaskRecorder:
+    """Persists a task's streamed output like an answer: as it grows, then its final state."""
+
+    def __init__(self, history: HistoryStore, message_id: int, interval: float):
+        self.history = history
+        self.message_id = message_id
+        self.interval = interval
+        self.parts: list[str] = []
+        self.last_save = time.monotonic()
+
+    def __call__(self, event) -> None:
+        if isinstance(event, TaskText):
+            self.parts.append(event.text)
+            now = time.monotonic()
+            if now - self.last_save >= self.interval:
+                self.history.update_message(self.message_id, content="".join(self.parts))
+                self.last_save = now
+        elif isinstance(event, TaskDone):
+            if event.cancelled and not event.text.strip():
+                self.history.delete_message(self.message_id)
+                return
+            self.history.update_message(self.message_id, content=event.text,
+                                        status="cancelled" if event.cancelled else "complete", stats=event.stats)
+        elif isinstance(event, TaskFailed):
+            self.history.update_message(self.message_id, content="".join(self.parts), status="failed",
+                                        error=event.error.user_text())
+
+
 class Assistant:
     """Chat over saved conversations, on one runtime and one history store (and documents, when open)."""
 
     def __init__(self, runtime: Runtime, history: HistoryStore, settings: ChatSettings | None = None,
-                 *, save_interval_s: float = 0.5, library=None):
+                 *, save_interval_s: float = 0.5, library=None, templates: TemplateLibrary | None = None):
         self.runtime = runtime
+        self.templates = templates
         self.history = history
         self.settings = settings or ChatSettings()
         self.save_interval_s = save_interval_s
@@ -203,6 +234,39 @@ class Assistant:
             self.history.delete_messages_from(conversation_id, last_user.id)
             user = self.history.add_message(conversation_id, "user", text)
             return self._answer(conversation_id, user, retrieval, on_event, Priority.INTERACTIVE)
+
+    def start_task(self, fn: Callable[[TaskContext], str], on_event: Callable[[object], None] | None = None,
+                   *, name: str = "task", priority: Priority = Priority.NORMAL) -> TaskHandle:
+        """Run a task function (summarize, translate, ...) on its own thread; nothing is saved."""
+        if self.templates is None:
+            raise InvalidRequestError("No prompt templates are available.")
+        return start_task(fn, self.runtime, self.templates, self.settings.sampling, on_event,
+                          priority=priority, name=name)
+
+    def run_task(self, fn: Callable[[TaskContext], str], request_text: str, conversation_id: int | None = None,
+                 on_event: Callable[[object], None] | None = None, *, name: str = "task",
+                 priority: Priority = Priority.INTERACTIVE) -> TaskHandle:
+        """Run a task as a turn of a conversation: ``request_text`` is saved as the user's message
+        at once, the output streams into an answer that is saved as it grows and ends complete,
+        partial (cancelled) or failed. The handle gets ``conversation_id``, ``user_message`` and
+        ``assistant_message_id``.
+        """
+        if not request_text.strip():
+            raise InvalidRequestError("There is nothing to work on.")
+        if self.templates is None:
+            raise InvalidRequestError("No prompt templates are available.")
+        with self._lock:
+            if conversation_id is None:
+                conversation_id = self.history.create_conversation().id
+            user = self.history.add_message(conversation_id, "user", request_text)
+            placeholder = self.history.add_message(conversation_id, "assistant", "", status="streaming")
+        recorder = _TaskRecorder(self.history, placeholder.id, self.save_interval_s)
+        handle = start_task(fn, self.runtime, self.templates, self.settings.sampling, on_event, tap=recorder,
+                            priority=priority, name=name)
+        handle.conversation_id = conversation_id
+        handle.user_message = user
+        handle.assistant_message_id = placeholder.id
+        return handle
 
     def close(self) -> None:
         self._post.shutdown(wait=True)

@@ -64,3 +64,12 @@ def corrupt_model(tmp_path, model_path) -> Path:
     with open(model_path, "rb") as src, open(path, "wb") as dst:
         dst.write(src.read(64 * 1024))
     return path
+
+
+@pytest.fixture()
+def templates(tmp_path):
+    """The built-in prompt templates, with an empty user folder of this test's own."""
+    from engine.tasks.templates import TemplateLibrary
+    from resources import resource_path
+
+    return TemplateLibrary(resource_path("prompts"), tmp_path / "user-prompts")

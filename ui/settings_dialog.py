@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -28,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 _SECTION_TITLES = {"model": "Model", "sampling": "Sampling", "chat": "Chat", "documents": "Documents",
-                   "ui": "Appearance"}
+                   "tasks": "Tasks", "ui": "Appearance"}
 _INT_LIMIT = 2**31 - 1
 
 
@@ -123,6 +124,8 @@ class SettingsDialog(QDialog):
             edit = QPlainTextEdit(self)
             edit.setFixedHeight(90 if spec.widget == "multiline" else 60)
             return edit
+        if spec.type is bool:
+            return QCheckBox(self)
         if spec.choices:
             combo = QComboBox(self)
             combo.addItems(list(spec.choices))
@@ -146,6 +149,8 @@ class SettingsDialog(QDialog):
                 editor.edit.setText(value)
             elif isinstance(editor, QPlainTextEdit):
                 editor.setPlainText("\n".join(escape_line(v) for v in value) if spec.widget == "lines" else value)
+            elif isinstance(editor, QCheckBox):
+                editor.setChecked(bool(value))
             elif isinstance(editor, QComboBox):
                 editor.setCurrentText(value)
             elif isinstance(editor, (QSpinBox, QDoubleSpinBox)):
@@ -163,6 +168,8 @@ class SettingsDialog(QDialog):
                 text = editor.toPlainText()
                 result[spec.key] = [unescape_line(ln) for ln in text.split("\n") if ln] \
                     if spec.widget == "lines" else text
+            elif isinstance(editor, QCheckBox):
+                result[spec.key] = editor.isChecked()
             elif isinstance(editor, QComboBox):
                 result[spec.key] = editor.currentText()
             elif isinstance(editor, QSpinBox):

@@ -149,6 +149,8 @@ class Runtime:
         self._stopped = False
         self._lock = threading.Lock()
         self._current: RequestHandle | None = None
+        # Held while a generator is swapped out or freed, and while other threads tokenize with it.
+        self._model_lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, name="locus-runtime", daemon=True)
         self._thread.start()
 
@@ -158,6 +160,14 @@ class Runtime:
     def model_info(self) -> ModelInfo | None:
         gen = self._generator
         return gen.info if gen else None
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes for the loaded model (any thread; tokenizing only reads the vocabulary)."""
+        with self._model_lock:
+            gen = self._generator
+            if gen is None:
+                raise ModelNotLoadedError("No model is loaded yet.", hint="Wait for the model to load.")
+            return len(gen.model.tokenize(text, add_special=False, parse_special=False))
 
     def load(self, config: ModelConfig, on_event: Callable[[RuntimeEvent], None] | None = None) -> Future:
         """Load a model (replacing the current one once the new one is ready); resolves to ModelInfo."""
@@ -221,9 +231,10 @@ class Runtime:
             elif job.kind == "generate":
                 self._do_generate(job.payload)
         self._drain()
-        if self._generator is not None:
-            self._generator.close()
-            self._generator = None
+        with self._model_lock:
+            if self._generator is not None:
+                self._generator.close()
+                self._generator = None
 
     def _drain(self) -> None:
         while True:
@@ -256,9 +267,10 @@ class Runtime:
             notify(ModelLoadFailed(error, config.path))
             payload.future.set_exception(error)
             return
-        old, self._generator = self._generator, generator
-        if old is not None:
-            old.close()
+        with self._model_lock:
+            old, self._generator = self._generator, generator
+            if old is not None:
+                old.close()
         notify(ModelLoaded(generator.info))
         payload.future.set_result(generator.info)
 
