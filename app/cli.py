@@ -57,7 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     remove_p = docs_sub.add_parser("remove", help="remove documents from the index (files are kept)")
     remove_p.add_argument("targets", nargs="+", metavar="PATH|ID")
     docs_sub.add_parser("rebuild", help="index every document again (after changing the embedding model)")
+
+    from app import cli_code, cli_summarize, cli_translate  # light modules: the engine loads in run()
+
+    for module in (cli_summarize, cli_translate, cli_code):
+        module.add_parser(sub)
     return parser
+
+
+def _task_command(name: str):
+    from app import cli_code, cli_summarize, cli_translate
+
+    return {"summarize": cli_summarize, "translate": cli_translate, "code": cli_code}.get(name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_gui()
     try:
+        task = _task_command(args.command)
+        if task is not None:
+            return task.run(args)
         if args.command in ("index", "docs"):
             from app import documents_cli
 

@@ -73,6 +73,7 @@ def chat_settings(settings: Settings) -> ChatSettings:
             temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
             repeat_penalty=s.repeat_penalty, seed=s.seed, max_tokens=s.max_tokens, stop=tuple(s.stop),
         ),
+        token_healing=settings.tasks.token_healing,
     )
 
 

@@ -75,6 +75,7 @@ class ChatSettings:
 
     system_prompt: str = "You are Locus, a helpful assistant running privately on the user's computer."
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    token_healing: bool = True  # for completion-style prompts (tasks, the local API)
 
 
 class AnswerHandle:
@@ -241,7 +242,7 @@ class Assistant:
         if self.templates is None:
             raise InvalidRequestError("No prompt templates are available.")
         return start_task(fn, self.runtime, self.templates, self.settings.sampling, on_event,
-                          priority=priority, name=name)
+                          priority=priority, name=name, token_healing=self.settings.token_healing)
 
     def run_task(self, fn: Callable[[TaskContext], str], request_text: str, conversation_id: int | None = None,
                  on_event: Callable[[object], None] | None = None, *, name: str = "task",
@@ -262,7 +263,7 @@ class Assistant:
             placeholder = self.history.add_message(conversation_id, "assistant", "", status="streaming")
         recorder = _TaskRecorder(self.history, placeholder.id, self.save_interval_s)
         handle = start_task(fn, self.runtime, self.templates, self.settings.sampling, on_event, tap=recorder,
-                            priority=priority, name=name)
+                            priority=priority, name=name, token_healing=self.settings.token_healing)
         handle.conversation_id = conversation_id
         handle.user_message = user
         handle.assistant_message_id = placeholder.id

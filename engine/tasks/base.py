@@ -81,8 +81,10 @@ class TaskContext:
     """What a task function may use: the runtime, the templates, sampling, progress and cancel."""
 
     def __init__(self, runtime: Runtime, templates: TemplateLibrary, sampling: SamplingParams,
-                 emit: Callable[[object], None], task_id: int, priority: Priority = Priority.NORMAL):
+                 emit: Callable[[object], None], task_id: int, priority: Priority = Priority.NORMAL,
+                 token_healing: bool = True):
         self.runtime = runtime
+        self.token_healing = token_healing  # the user's setting, for completion-style prompts
         self.templates = templates
         self.sampling = sampling
         self.priority = priority
@@ -135,7 +137,7 @@ class TaskContext:
 
     def generate(self, messages: Sequence[ChatMessage] | None = None, *, prompt: str | None = None,
                  stream: bool = False, grammar: str | None = None, max_tokens: int | None = None,
-                 sampling: SamplingParams | None = None, token_healing: bool = True) -> str:
+                 sampling: SamplingParams | None = None, token_healing: bool | None = None) -> str:
         """Run one generation to its end and return its text; ``stream`` also emits it as output.
 
         Raises TaskCancelled when the task is cancelled (the partial text streamed so far
@@ -145,8 +147,9 @@ class TaskContext:
         params = sampling or self.sampling
         if max_tokens is not None:
             params = replace(params, max_tokens=max(1, max_tokens))
+        healing = self.token_healing if token_healing is None else token_healing
         request = GenerationRequest(tuple(messages or ()), params, priority=self.priority, prompt=prompt,
-                                    grammar=grammar, token_healing=token_healing)
+                                    grammar=grammar, token_healing=healing)
 
         def on_event(event) -> None:
             if stream and isinstance(event, Token):
@@ -239,7 +242,7 @@ class _TaskChannel(EventChannel):
 def start_task(fn: Callable[[TaskContext], str], runtime: Runtime, templates: TemplateLibrary,
                sampling: SamplingParams, on_event: Callable[[object], None] | None = None, *,
                priority: Priority = Priority.NORMAL, name: str = "task",
-               tap: Callable[[object], None] | None = None) -> TaskHandle:
+               tap: Callable[[object], None] | None = None, token_healing: bool = True) -> TaskHandle:
     """Run ``fn(ctx)`` on its own thread; its return value is the TaskDone text.
 
     ``tap`` sees every event before the consumer does (the history uses it to save the output).
@@ -247,7 +250,7 @@ def start_task(fn: Callable[[TaskContext], str], runtime: Runtime, templates: Te
     task_id = next(_task_ids)
     handle = TaskHandle(task_id, on_event)
     handle.channel = _TaskChannel(on_event, tap)
-    ctx = TaskContext(runtime, templates, sampling, handle.channel.emit, task_id, priority)
+    ctx = TaskContext(runtime, templates, sampling, handle.channel.emit, task_id, priority, token_healing)
     handle.context = ctx
 
     def run() -> None:

@@ -87,3 +87,22 @@ def test_locus_home_holds_data_and_config(tmp_path):
 def test_platform_folders_without_locus_home():
     paths = resolve_paths({})
     assert paths.data_dir.name == "locus" and paths.config_dir.name == "locus"
+
+
+def test_switches_take_only_true_or_false(tmp_path):
+    settings, problems = st.load(write(tmp_path, "[tasks]\ntoken_healing = false\n"))
+    assert settings.tasks.token_healing is False and problems == []
+    settings, problems = st.load(write(tmp_path, '[tasks]\ntoken_healing = "no"\n'))
+    assert settings.tasks.token_healing is True
+    assert len(problems) == 1 and "'tasks.token_healing'" in problems[0].message
+    assert "true or false" in problems[0].message
+    settings, problems = st.load(write(tmp_path, "[tasks]\ntoken_healing = 0\n"))
+    assert settings.tasks.token_healing is True and problems[0].key == "tasks.token_healing"
+
+
+def test_token_healing_setting_reaches_the_engine(tmp_path):
+    from app.services import chat_settings
+
+    off = st.Settings().with_value("tasks.token_healing", False)
+    assert chat_settings(off).token_healing is False
+    assert chat_settings(st.Settings()).token_healing is True
