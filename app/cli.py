@@ -58,17 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     remove_p.add_argument("targets", nargs="+", metavar="PATH|ID")
     docs_sub.add_parser("rebuild", help="index every document again (after changing the embedding model)")
 
-    from app import cli_code, cli_summarize, cli_translate  # light modules: the engine loads in run()
+    from app import cli_code, cli_extract, cli_summarize, cli_translate  # light: the engine loads in run()
 
-    for module in (cli_summarize, cli_translate, cli_code):
+    for module in (cli_summarize, cli_translate, cli_code, cli_extract):
         module.add_parser(sub)
     return parser
 
 
 def _task_command(name: str):
-    from app import cli_code, cli_summarize, cli_translate
+    from app import cli_code, cli_extract, cli_summarize, cli_translate
 
-    return {"summarize": cli_summarize, "translate": cli_translate, "code": cli_code}.get(name)
+    return {"summarize": cli_summarize, "translate": cli_translate, "code": cli_code,
+            "extract": cli_extract}.get(name)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,47 @@
+"""`locus translate` and `locus code` as a user runs them: the installed console script and the bundled model."""
+
+from __future__ import annotations
+
+import pytest
+from tests.app.helpers import locus
+
+CODE_BLOCK = "```python\nprint('hello')  # keep me\n```\n"
+URL = "https://example.com/docs/start?lang=en"
+NOTE = f"# Notes\n\nThe garden is green and the sky is blue.\n\n{CODE_BLOCK}\nSee {URL} for more.\n"
+
+
+def test_translate_streams_a_file_with_code_and_urls_kept(tmp_path):
+    path = tmp_path / "notes.md"
+    path.write_text(NOTE, encoding="utf-8")
+    result = locus(tmp_path, "translate", "--to", "French", str(path))
+    assert result.returncode == 0, result.stderr
+    assert CODE_BLOCK in result.stdout and URL in result.stdout and result.stdout.startswith("# ")
+    assert not result.stdout.endswith("\n\n")  # the text's own last line end, not one more
+    assert "from English (detected) to French" in result.stderr
+
+
+def test_translate_reads_stdin_and_takes_the_source_language(tmp_path):
+    result = locus(tmp_path, "translate", "--to", "de", "--from", "en", "-", stdin="The cat is asleep.\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() and "from English to German" in result.stderr
+
+
+@pytest.mark.parametrize("args, stdin, message", [
+    (("translate", "--to", "Klingon", "-"), "Hello", "'Klingon' is not a language Locus translates."),
+    (("translate", "--to", "English", "-"), "The dog is in the garden with the cat.", "already seems to be in English"),
+    (("translate", "--to", "fr", "-"), "  \n", "There is no text to work on."),
+    (("code", "explain", "missing.py:1-3"), None, "There is no file 'missing.py'."),
+])
+def test_bad_task_requests_exit_1_with_a_reason(tmp_path, args, stdin, message):
+    result = locus(tmp_path, *args, stdin=stdin)
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_code_explain_streams_an_answer_for_a_line_range(tmp_path):
+    path = tmp_path / "stats.py"
+    path.write_text("import math\n\n\ndef mean(values):\n    return sum(values) / len(values)\n", encoding="utf-8")
+    result = locus(tmp_path, "code", "explain", f"{path}:4-5", "--max-tokens", "24")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    bad = locus(tmp_path, "code", "explain", f"{path}:9-12")
+    assert bad.returncode == 1 and "Lines 9-12 are not in 'stats.py', which has 5 lines." in bad.stderr
