@@ -24,6 +24,7 @@ class EngineBridge(QObject):
     modelLoadFailed = Signal(object)  # ModelLoadFailed
     answerEvent = Signal(object)  # Retrieved | Started | Token | Cited | Done | Failed
     indexEvent = Signal(object)  # DocumentStatus | IndexProgress | IndexFinished
+    taskEvent = Signal(object)  # TaskProgress | TaskText | TaskDone | TaskFailed
 
     def runtime_sink(self, event: RuntimeEvent) -> None:
         """Pass to Runtime.load; safe to call from any thread."""
@@ -37,6 +38,10 @@ class EngineBridge(QObject):
     def answer_sink(self, event: GenerationEvent) -> None:
         """Pass to Assistant.ask; safe to call from any thread."""
         self.answerEvent.emit(event)
+
+    def task_sink(self, event) -> None:
+        """Pass to Assistant.run_task; safe to call from any thread (tasks run on their own)."""
+        self.taskEvent.emit(event)
 
     def index_sink(self, event) -> None:
         """Pass to the document library; safe to call from any thread."""

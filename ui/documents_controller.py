@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QDockWidget, QMainWindow, QMessageBox
 
 from engine.rag.indexer import DocumentStatus, IndexFinished, IndexProgress
 from engine.rag.store import EmbeddingModelMismatch
+from engine.tasks.summarize import join_documents
 from ui.bridge import EngineBridge
 from ui.documents_panel import DocumentsPanel
 from ui.errors import describe, show_error
@@ -24,6 +25,7 @@ class DocumentsController(QObject):
     libraryReady = Signal(object)  # the opened DocumentLibrary
     collectionsChanged = Signal(list)  # names of the collections in the index
     indexingFinished = Signal(object)  # IndexFinished
+    summaryTextReady = Signal(str, str, bool)  # title, text to summarize, in a new chat
 
     def __init__(self, window: QMainWindow, services, bridge: EngineBridge):
         super().__init__(window)
@@ -46,6 +48,8 @@ class DocumentsController(QObject):
         self.panel.reindexRequested.connect(lambda ids: self._with_library(lambda lib: lib.reindex(ids)))
         self.panel.cancelRequested.connect(lambda: self._with_library(lambda lib: lib.cancel()))
         self.panel.openRequested.connect(self.open_source)
+        self.panel.summarizeRequested.connect(self.summarize_document)
+        self.panel.summarizeCollectionRequested.connect(self.summarize_collection)
         bridge.indexEvent.connect(self._on_index_event)
         self.bridge = bridge
 
@@ -124,6 +128,34 @@ class DocumentsController(QObject):
                         library.watch(path, collection)
 
         self._with_library(start)
+
+    def summarize_document(self, path_or_id: str, new_chat: bool = True) -> None:
+        """Read a document's text off the GUI thread, then hand it on to be summarized."""
+        def read(library):
+            record, text = library.document_text(path_or_id)
+            return record.title or Path(record.path).name, text
+
+        self._read_for_summary(read, new_chat)
+
+    def summarize_collection(self, name: str, new_chat: bool = True) -> None:
+        """Summarize every document of a collection together (each under its own heading)."""
+        def read(library):
+            documents = [(record, body) for record, body in library.collection_text(name) if body.strip()]
+            text = join_documents(documents)
+            count = len(documents)
+            return f"collection \u201c{name}\u201d ({count} document{'s' * (count != 1)})", text
+
+        self._read_for_summary(read, new_chat)
+
+    def _read_for_summary(self, read, new_chat: bool) -> None:
+        if self.library is None:
+            show_error(self.window, "Summarize", self.open_error or "The document index is still opening; "
+                       "try again in a moment.")
+            return
+        library = self.library
+        self.window.statusBar().showMessage("Reading the document…", 3000)
+        run_in_background(lambda: read(library), lambda found: self.summaryTextReady.emit(*found, new_chat),
+                          lambda exc: show_error(self.window, "Summarize", exc), owner=self.window)
 
     def handle_drop(self, paths: list[str]) -> None:
         self.panel.add_paths(paths)

@@ -42,6 +42,8 @@ class DocumentsPanel(QWidget):
     reindexRequested = Signal(list)  # doc ids
     openRequested = Signal(dict)  # a source-like dict for the viewer
     cancelRequested = Signal()
+    summarizeRequested = Signal(str, bool)  # doc id, in a new chat
+    summarizeCollectionRequested = Signal(str, bool)  # collection name, in a new chat
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -194,14 +196,25 @@ class DocumentsPanel(QWidget):
 
     def _context_menu(self, pos) -> None:
         item = self.tree.itemAt(pos)
-        if item is None:
-            return
+        if item is not None:
+            self.menu_for(item).popup(self.tree.viewport().mapToGlobal(pos))
+
+    def menu_for(self, item: QTreeWidgetItem) -> QMenu:
+        """The context menu of a row (its actions act on the selection, or on the row itself)."""
         ids = self._selected_ids() or [item.data(0, DOC_ROLE)["doc_id"]]
+        doc_id, collection = item.data(0, DOC_ROLE)["doc_id"], item.text(1)
         menu = QMenu(self)
         menu.addAction("Open", lambda: self._open(item))
+        summarize = menu.addMenu("Summarize")
+        summarize.setObjectName("summarizeMenu")
+        summarize.addAction("This document, in a new chat", lambda: self.summarizeRequested.emit(doc_id, True))
+        summarize.addAction("This document, in the current chat",
+                            lambda: self.summarizeRequested.emit(doc_id, False))
+        summarize.addAction(f"Collection \u201c{collection}\u201d, in a new chat",
+                            lambda: self.summarizeCollectionRequested.emit(collection, True))
         menu.addAction("Re-index", lambda: self.reindexRequested.emit(ids))
         menu.addAction("Remove from index", lambda: self.removeRequested.emit(ids))
-        menu.popup(self.tree.viewport().mapToGlobal(pos))
+        return menu
 
     # Drops on the panel itself go the same way as drops on the window.
 

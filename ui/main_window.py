@@ -22,7 +22,9 @@ from PySide6.QtWidgets import (
 )
 
 from engine.assistant import AnswerHandle, Cited, Retrieved
+from engine.errors import EngineError
 from engine.runtime.types import Done, Failed, LoadProgress, ModelLoaded, ModelLoadFailed, Started, Token
+from engine.tasks.base import TaskDone, TaskFailed, TaskProgress, TaskText
 from resources import resource_path
 from ui.bridge import EngineBridge
 from ui.chat.composer import Composer
@@ -34,6 +36,9 @@ from ui.errors import describe, show_error
 from ui.ops import run_in_background
 from ui.settings_dialog import SettingsDialog
 from ui.sidebar import ConversationSidebar
+from ui.tasks.bar import TaskBar, TaskProgressRow
+from ui.tasks.modes import MODES, TaskRequest, document_summary_request, task_stats_text
+from ui.tasks.template_editor import TemplateEditor
 from ui.theme import apply_theme
 
 log = logging.getLogger(__name__)
@@ -45,6 +50,8 @@ class Services(Protocol):
     assistant: Any
     history: Any
     runtime: Any
+    templates: Any
+    settings: Any
     problems: list
 
     def load_model(self, on_event=None, override_path=None): ...
@@ -68,7 +75,7 @@ class _LiveAnswer:
 
 
 class MainWindow(QMainWindow):
-    answerFinished = Signal(object)  # Done | Failed, after the window has shown it
+    answerFinished = Signal(object)  # Done | Failed | TaskDone | TaskFailed, after the window has shown it
 
     def __init__(self, services: Services, version: str = "", parent: QWidget | None = None):
         super().__init__(parent)
@@ -91,6 +98,8 @@ class MainWindow(QMainWindow):
         self.bridge.modelLoaded.connect(self._on_model_loaded)
         self.bridge.modelLoadFailed.connect(self._on_model_load_failed)
         self.bridge.answerEvent.connect(self._on_answer_event)
+        self.bridge.taskEvent.connect(self._on_answer_event)  # a task's output streams like an answer
+        self.template_editor: TemplateEditor | None = None
 
         self.sidebar = ConversationSidebar(self)
         self.sidebar.newRequested.connect(self.new_conversation)
@@ -108,6 +117,11 @@ class MainWindow(QMainWindow):
         self.composer = Composer(self)
         self.composer.submitted.connect(self.send)
         self.composer.escaped.connect(self._escape)
+        self.task_bar = TaskBar(self.documents_selector, services.settings.tasks.translate_to,
+                                lambda: self.documents.library, self)
+        self.task_bar.bind_composer(self.composer)
+        self.task_bar.modeChanged.connect(lambda _mode: self._set_editing(False))  # editing is for chat
+        self.task_progress = TaskProgressRow(self)
         self.send_button = QPushButton("Send", self)
         self.send_button.setObjectName("sendButton")
         self.send_button.clicked.connect(self._send_or_stop)
@@ -124,11 +138,13 @@ class MainWindow(QMainWindow):
         column.setContentsMargins(0, 0, 8, 8)
         column.addWidget(self.chat, 1)
         actions = QHBoxLayout()
-        actions.addWidget(self.documents_selector)
+        actions.addWidget(self.task_bar.mode_row)
         actions.addStretch(1)
         actions.addWidget(self.edit_button)
         actions.addWidget(self.regenerate_button)
         column.addLayout(actions)
+        column.addWidget(self.task_bar)
+        column.addWidget(self.task_progress)
         column.addWidget(self.edit_banner)
         entry = QHBoxLayout()
         entry.addWidget(self.composer, 1)
@@ -155,6 +171,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.stats_label)
         self.documents = DocumentsController(self, services, self.bridge)
         self.documents.collectionsChanged.connect(self.documents_selector.set_collections)
+        self.documents.summaryTextReady.connect(self.summarize_document)
         self.chat.sourceClicked.connect(self.documents.open_source)
         self.setAcceptDrops(True)
         self._build_menu()
@@ -172,6 +189,8 @@ class MainWindow(QMainWindow):
         file_menu.addAction(quit_)
         view_menu = self.menuBar().addMenu("&View")
         view_menu.addAction(self.documents.toggle_action)
+        tools_menu = self.menuBar().addMenu("&Tools")
+        tools_menu.addAction(QAction("&Prompt templates…", self, triggered=self.open_template_editor))
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(QAction("&About Locus", self, triggered=self._about))
 
@@ -332,6 +351,15 @@ class MainWindow(QMainWindow):
         """Show the question, save it and stream the answer (the saving happens off the GUI thread)."""
         if self.live is not None or not text.strip():
             return
+        if self.task_bar.mode != "chat":
+            try:
+                request = self.task_bar.request(text)
+            except EngineError as exc:
+                show_error(self, MODES[self.task_bar.mode], exc)
+                return
+            self.composer.clear()
+            self.run_task(request)
+            return
         editing, conversation = self.editing, self.conversation_id
         self._set_editing(False)
         self.composer.clear()
@@ -348,6 +376,33 @@ class MainWindow(QMainWindow):
             start = lambda: self.services.assistant.ask(text, conversation, sink)  # noqa: E731
         user_widget = self.chat.add_message("user", text)
         self._begin_answer(user_widget, start)
+
+    def run_task(self, request: TaskRequest) -> bool:
+        """Show the task's request, save it and stream its output into the current conversation
+        (a new one when none is open); False when an answer is still running."""
+        if self.live is not None:
+            self.statusBar().showMessage("Wait for the current answer to finish, or stop it first.", 5000)
+            return False
+        conversation, sink, assistant = self.conversation_id, self.bridge.task_sink, self.services.assistant
+        user_widget = self.chat.add_message("user", request.request_text)
+        self.task_progress.start(request.working)
+        self._begin_answer(user_widget, lambda: assistant.run_task(request.run, request.request_text, conversation,
+                                                                   sink, name=request.name))
+        return True
+
+    def summarize_document(self, title: str, text: str, new_chat: bool = True) -> None:
+        """Summarize a document's text (from the Documents panel) at the task bar's chosen length."""
+        if self.live is not None:
+            self.statusBar().showMessage("Wait for the current answer to finish, or stop it first.", 5000)
+            return
+        try:
+            request = document_summary_request(title, text, self.task_bar.length.currentData())
+        except EngineError as exc:
+            show_error(self, "Summarize", exc)
+            return
+        if new_chat:
+            self.new_conversation()
+        self.run_task(request)
 
     def regenerate(self) -> None:
         if self.live is not None or self.conversation_id is None:
@@ -408,6 +463,7 @@ class MainWindow(QMainWindow):
 
     def _on_answer_not_started(self, exc: BaseException) -> None:
         live, self.live = self.live, None
+        self.task_progress.hide()
         if live is not None and live.widget is not None:
             live.widget.set_status("failed", describe(exc))
         self._update_buttons()
@@ -416,11 +472,16 @@ class MainWindow(QMainWindow):
         live = self.live
         if live is None:
             return
-        if isinstance(event, Token):
+        if isinstance(event, (Token, TaskText)):
             live.text += event.text
             if live.widget is not None:
                 self.chat.update_streaming(live.widget, live.text)
-        elif isinstance(event, (Done, Failed)):
+        elif isinstance(event, TaskProgress):
+            self.task_progress.show_progress(event)
+            if live.widget is not None:  # the answer says what its task is doing until it ends
+                live.widget.status_label.setText(self.task_progress.label.text())
+                live.widget.status_label.show()
+        elif isinstance(event, (Done, Failed, TaskDone, TaskFailed)):
             live.result = event
             if live.handle is not None:
                 self._finish_answer()
@@ -438,19 +499,23 @@ class MainWindow(QMainWindow):
         live, self.live = self.live, None
         result = live.result
         self.chat.flush()
+        self.task_progress.hide()
         widget = live.widget
-        if isinstance(result, Done):
-            stats = result.stats
+        if isinstance(result, (Done, TaskDone)):
+            cancelled = result.cancelled if isinstance(result, TaskDone) else result.stats.finish_reason == "cancelled"
             if widget is not None:
-                if stats.finish_reason == "cancelled" and not result.text.strip():
+                if cancelled and not result.text.strip():
                     self.chat.remove_from(widget)  # stopped before it said anything: nothing was kept
                 else:
                     widget.set_text(result.text)
-                    widget.set_status("cancelled" if stats.finish_reason == "cancelled" else "complete")
+                    widget.set_status("cancelled" if cancelled else "complete")
                     if live.citations:
                         widget.set_sources([c.to_dict() for c in live.citations])
-            self._show_stats(stats)
-        elif isinstance(result, Failed):
+            if isinstance(result, TaskDone):
+                self.stats_label.setText(task_stats_text(result.stats))
+            else:
+                self._show_stats(result.stats)
+        elif isinstance(result, (Failed, TaskFailed)):
             if widget is not None:
                 widget.set_text(live.text)
                 widget.set_status("failed", describe(result.error))
@@ -500,12 +565,25 @@ class MainWindow(QMainWindow):
 
         def applied(needs_reload: bool) -> None:
             apply_theme(QApplication.instance(), values.get("ui.theme", "system"))
+            self.task_bar.set_translate_default(values.get("tasks.translate_to"))
             if needs_reload:
                 self.stop()
                 self.load_model()
 
         run_in_background(lambda: self.services.apply_setting_values(values), applied,
                           lambda exc: show_error(self, "Settings not saved", exc), owner=self)
+
+    def open_template_editor(self) -> TemplateEditor | None:
+        """Tools > Prompt templates: one editor window, raised when already open."""
+        if self.services.templates is None:
+            show_error(self, "Prompt templates", "No prompt templates are available.")
+            return None
+        if self.template_editor is None:
+            self.template_editor = TemplateEditor(self.services.templates, self.services.runtime, self)
+        self.template_editor.show()
+        self.template_editor.raise_()
+        self.template_editor.activateWindow()
+        return self.template_editor
 
     def _about(self) -> None:
         QMessageBox.about(self, "About Locus",

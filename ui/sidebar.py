@@ -55,6 +55,8 @@ class ConversationSidebar(QWidget):
         self.list.currentItemChanged.connect(self._selection_changed)
         self.list.itemChanged.connect(self._item_edited)
         self.list.setWordWrap(True)
+        # Long titles wrap and elide; a sideways scrollbar under the list would only get in the way.
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
         delete = QAction("Delete", self.list)
         delete.setShortcut(QKeySequence.StandardKey.Delete)

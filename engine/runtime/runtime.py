@@ -169,6 +169,15 @@ class Runtime:
                 raise ModelNotLoadedError("No model is loaded yet.", hint="Wait for the model to load.")
             return len(gen.model.tokenize(text, add_special=False, parse_special=False))
 
+    def render_prompt(self, messages) -> tuple[str, int]:
+        """The exact prompt the loaded model's chat template makes of ``messages``, and its token count."""
+        with self._model_lock:
+            gen = self._generator
+            if gen is None:
+                raise ModelNotLoadedError("No model is loaded yet.", hint="Wait for the model to load.")
+            text = gen.template.render(messages)
+            return text, len(gen.model.tokenize(text, add_special=False, parse_special=True))
+
     def load(self, config: ModelConfig, on_event: Callable[[RuntimeEvent], None] | None = None) -> Future:
         """Load a model (replacing the current one once the new one is ready); resolves to ModelInfo."""
         future: Future = Future()

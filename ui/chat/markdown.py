@@ -8,6 +8,7 @@ An unterminated fence (an answer still streaming) counts as an open code block.
 from __future__ import annotations
 
 import html
+import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -69,6 +70,22 @@ def split_segments(text: str) -> list[Segment]:
     return segments
 
 
+def bare_json(text: str, finished: bool) -> Code | None:
+    """An answer that is one bare JSON document (Extract JSON's output) as a JSON code block.
+
+    While it streams, an answer opening with '{' is shown as code; once finished it must parse.
+    """
+    stripped = text.strip()
+    if not stripped.startswith("{" if not finished else ("{", "[")):
+        return None
+    if finished:
+        try:
+            json.loads(stripped)
+        except ValueError:
+            return None
+    return Code(stripped, "json", finished)
+
+
 @lru_cache(maxsize=64)
 def _lexer(language: str):
     try:
@@ -107,3 +124,12 @@ def language_label(language: str) -> str:
         return "text"
     lexer = _lexer(language)
     return lexer.name if not isinstance(lexer, TextLexer) else language
+
+
+def file_extension(language: str) -> str:
+    """The usual file extension for a block's language tag ('.py' for python), '.txt' when unknown."""
+    lexer = _lexer(language)
+    for pattern in getattr(lexer, "filenames", ()):
+        if pattern.startswith("*.") and not any(c in pattern[2:] for c in "*?[]"):
+            return pattern[1:]
+    return ".txt"

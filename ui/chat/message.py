@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QFontDatabase, QGuiApplication, QPalette, QTextOption
 from PySide6.QtWidgets import (
+    QFileDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -17,7 +19,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ui.chat.markdown import Code, Prose, code_html, language_label, link_citations, split_segments
+from ui.chat.markdown import (
+    Code,
+    Prose,
+    bare_json,
+    code_html,
+    file_extension,
+    language_label,
+    link_citations,
+    split_segments,
+)
+from ui.errors import show_error
+from ui.ops import run_in_background
 
 
 def _is_dark(widget: QWidget) -> bool:
@@ -85,9 +98,10 @@ class ProseView(_AutoHeightBrowser):
 
 
 class CodeBlock(QFrame):
-    """A highlighted code block with its language and a copy button."""
+    """A highlighted code block with its language, a copy button and a save button."""
 
     copied = Signal(str)
+    saved = Signal(str)  # the path written
 
     def __init__(self, segment: Code, parent: QWidget | None = None):
         super().__init__(parent)
@@ -110,9 +124,15 @@ class CodeBlock(QFrame):
         self.copy_button.setToolTip("Copy this code to the clipboard")
         self.copy_button.setCursor(Qt.CursorShape.PointingHandCursor)
         self.copy_button.clicked.connect(self.copy)
+        self.save_button = QPushButton("Save…", header)
+        self.save_button.setObjectName("saveCodeButton")
+        self.save_button.setToolTip("Save this code to a file")
+        self.save_button.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.save_button.clicked.connect(self.save)
         row.addWidget(self.language_label)
         row.addStretch(1)
         row.addWidget(self.copy_button)
+        row.addWidget(self.save_button)
         self.view = _AutoHeightBrowser(self, wrap=False)
         self.view.setObjectName("codeView")
         self.view.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
@@ -138,6 +158,24 @@ class CodeBlock(QFrame):
         self.copy_button.setText("Copied")
         QTimer.singleShot(1500, self.copy_button, lambda: self.copy_button.setText("Copy"))
         self.copied.emit(self.code)
+
+    def default_file_name(self) -> str:
+        return "snippet" + file_extension(self.language)
+
+    def save(self) -> None:
+        """Ask where, then write the code off the GUI thread (the disk may be slow or remote)."""
+        path, _filter = QFileDialog.getSaveFileName(self, "Save code", str(Path.home() / self.default_file_name()))
+        if not path:
+            return
+        code = self.code if self.code.endswith("\n") else self.code + "\n"
+
+        def written(_result) -> None:
+            self.save_button.setText("Saved")
+            QTimer.singleShot(1500, self.save_button, lambda: self.save_button.setText("Save…"))
+            self.saved.emit(path)
+
+        run_in_background(lambda: Path(path).write_text(code, encoding="utf-8"), written,
+                          lambda exc: show_error(self.window(), "Code not saved", exc), owner=self)
 
 
 _STATUS_TEXT = {
@@ -266,7 +304,11 @@ class MessageWidget(QFrame):
         if text == self.text and self.body.count() and not force:
             return
         self.text = text
-        segments = split_segments(text) if self.role == "assistant" else [Prose(text)]
+        if self.role != "assistant":
+            segments = [Prose(text)]
+        else:
+            whole = bare_json(text, self.status != "streaming")
+            segments = [whole] if whole is not None else split_segments(text)
         widgets = self.segment_widgets()
         for index, segment in enumerate(segments):
             existing = widgets[index] if index < len(widgets) else None
