@@ -82,8 +82,8 @@ class DocumentSettings:
 
 @dataclass(frozen=True)
 class TaskSettings:
-    token_healing: bool = setting(True, "Completion-style prompts that end mid-word are backed up one token and "
-                                  "the model regenerates the cut-off text (token healing).",
+    token_healing: bool = setting(True, "Completion-style prompts that end mid-word are backed up over their last "
+                                  "token(s) and the model regenerates the cut-off text (token healing).",
                                   label="Token healing")
     translate_to: str = setting("English", "Language translations go to unless another is chosen.",
                                 label="Translate to")

@@ -1,9 +1,10 @@
 """The generator: one loaded model and its context, driven by one thread.
 
 It turns a GenerationRequest into streamed text: render with the model's chat
-template, fit the context window, reuse the KV cache of the prefix shared with
-the previous request, evaluate the rest, then sample token by token with
-llama.cpp's native sampler chain, checking for cancellation at every step.
+template (or take a plain completion prompt, token-healed), fit the context
+window, reuse the KV cache of the prefix shared with the previous request,
+evaluate the rest, then sample token by token with llama.cpp's native sampler
+chain (led by a grammar for guided output), checking for cancellation at every step.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from engine.errors import EngineError, GenerationError
 from engine.runtime.budget import OMISSION, fit_prompt
 from engine.runtime.chat_template import ChatTemplate
+from engine.runtime.constrain import PieceIndex, heal
 from engine.runtime.native import NativeContext, NativeModel, SamplerChain, default_threads
 from engine.runtime.stops import StopMatcher
 from engine.runtime.types import (
@@ -59,6 +61,7 @@ class Generator:
         # model generated it and would cut the reusable prefix short.
         self._cached_text: str | None = None
         self._trim_start: OrderedDict[str, int] = OrderedDict()
+        self._pieces: PieceIndex | None = None  # the vocabulary by prefix, for token healing
         self.info = ModelInfo(
             path=config.path,
             name=config.display_name or self.model.meta("general.name") or Path(config.path).stem,
@@ -113,55 +116,82 @@ class Generator:
         submitted_at = t0 if submitted_at is None else submitted_at
         sampling = request.sampling
         n_ctx = self.ctx.n_ctx
-        reserve = max(1, min(sampling.max_tokens, n_ctx // 2))
-        key = request.conversation_key
-        fitted = fit_prompt(
-            request.messages,
-            encode=self.encode,
-            shorten=self._shorten,
-            budget=n_ctx - reserve,
-            start=self._trim_start.get(key, 0) if key else 0,
-        )
-        if key:
-            self._trim_start[key] = fitted.start
-            self._trim_start.move_to_end(key)
-            while len(self._trim_start) > _MAX_REMEMBERED_CONVERSATIONS:
-                self._trim_start.popitem(last=False)
-        prompt = fitted.tokens
-
-        try:
-            reused = self._evaluate_prompt(prompt, cancel)
-        except BaseException:
-            self._reset_cache()
-            raise
-        complete = fitted.messages is not None and not cancel.is_set()
-        self._cached_text = self.template.render(fitted.messages) if complete else None
-        t_prompt = time.perf_counter()
-        stats = dict(
-            prompt_tokens=len(prompt),
-            reused_prompt_tokens=reused,
-            queue_s=t0 - submitted_at,
-            prompt_eval_s=t_prompt - t0,
-            dropped_messages=fitted.dropped,
-            truncated_input=fitted.truncated,
-        )
-        if cancel.is_set():
-            return self._done(request, "", stats, 0, None, None, t0, submitted_at, "cancelled")
+        budget = n_ctx - max(1, min(sampling.max_tokens, n_ctx // 2))
+        healing = None
+        if request.prompt is not None:
+            prompt, truncated = self._plain_prompt(request.prompt, budget)
+            dropped, text = 0, None  # plain prompts are tokenized whole: no text cache to keep
+            if request.token_healing and request.grammar is None:  # a grammar already shapes the start
+                prompt, healing = heal(prompt, self._piece_index())
+        else:
+            fitted = self._fit_conversation(request, budget)
+            prompt, truncated, dropped = fitted.tokens, fitted.truncated, fitted.dropped
+            text = self.template.render(fitted.messages) if fitted.messages is not None else None
 
         seed = sampling.seed if sampling.seed >= 0 else secrets.randbits(32)
-        stats["seed"] = seed
-        sampler = SamplerChain(self.model, sampling, seed)
+        # Built before the prompt is evaluated so that a grammar that does not parse fails at once.
+        sampler = SamplerChain(self.model, sampling, seed, grammar=request.grammar)
         try:
-            for tok in prompt[-sampling.repeat_last_n:] if sampling.repeat_last_n else ():
-                sampler.accept(tok)
-            return self._sample_loop(request, sampler, cancel, emit, stats, t0, submitted_at)
+            reused = self._evaluate_prompt(prompt, cancel)
+            self._cached_text = text if not cancel.is_set() else None
+            t_prompt = time.perf_counter()
+            stats = dict(
+                prompt_tokens=len(prompt),
+                reused_prompt_tokens=reused,
+                queue_s=t0 - submitted_at,
+                prompt_eval_s=t_prompt - t0,
+                dropped_messages=dropped,
+                truncated_input=truncated,
+                healed_text=healing.removed.decode("utf-8", "replace") if healing else "",
+                seed=seed,
+            )
+            if cancel.is_set():
+                return self._done(request, "", stats, 0, None, None, t0, submitted_at, "cancelled")
+            # The penalties should see the prompt's tail, but a grammar sampler must only see
+            # generated tokens, so with a grammar the penalties start empty.
+            if request.grammar is None and sampling.repeat_last_n:
+                for tok in prompt[-sampling.repeat_last_n:]:
+                    sampler.accept(tok)
+            return self._sample_loop(request, sampler, cancel, emit, stats, t0, submitted_at, healing)
         except BaseException:
             self._reset_cache()
             raise
         finally:
             sampler.close()
 
-    def _sample_loop(self, request, sampler, cancel, emit, stats, t0, submitted_at) -> Done:
+    def _fit_conversation(self, request: GenerationRequest, budget: int):
+        key = request.conversation_key
+        fitted = fit_prompt(request.messages, encode=self.encode, shorten=self._shorten, budget=budget,
+                            start=self._trim_start.get(key, 0) if key else 0)
+        if key:
+            self._trim_start[key] = fitted.start
+            self._trim_start.move_to_end(key)
+            while len(self._trim_start) > _MAX_REMEMBERED_CONVERSATIONS:
+                self._trim_start.popitem(last=False)
+        return fitted
+
+    def _plain_prompt(self, prompt: str, budget: int) -> tuple[list[int], bool]:
+        """Tokens of a plain completion prompt (special tokens written in it are parsed, as
+        llama.cpp's server does); one too long for the window keeps its BOS and its end."""
+        bos_text = self.template.bos_token
+        add_special = not (bos_text and prompt.startswith(bos_text))
+        tokens = self.model.tokenize(prompt, add_special=add_special, parse_special=True)
+        if len(tokens) <= budget:
+            return tokens, False
+        head = tokens[:1] if tokens[0] == self.model.bos else []
+        return head + tokens[len(tokens) - (budget - len(head)):], True
+
+    def _piece_index(self) -> PieceIndex:
+        if self._pieces is None:
+            self._pieces = PieceIndex(self.model.all_pieces())
+        return self._pieces
+
+    @property
+    def cached_tokens(self) -> tuple[int, ...]:
+        """The tokens now in the KV cache: the last prompt as evaluated, then what was generated."""
+        return tuple(self._cached)
+
+    def _sample_loop(self, request, sampler, cancel, emit, stats, t0, submitted_at, healing=None) -> Done:
         model, ctx = self.model, self.ctx
         max_new = min(request.sampling.max_tokens, ctx.n_ctx - len(self._cached))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -177,13 +207,17 @@ class Generator:
             if cancel.is_set():
                 reason = "cancelled"
                 break
+            healing_now = healing is not None and healing.active
+            if healing_now:  # only tokens that spell the taken-back text (or start it) may come next
+                ctx.restrict_logits(healing.allowed(self._pieces))
             tok = sampler.sample(ctx)
             if model.is_eog(tok):
                 reason = "stop"
                 break
             n_gen += 1
             piece = model.piece(tok)
-            text, hit = stopper.feed(decoder.decode(piece))
+            shown = healing.consume(piece) if healing_now else piece  # the prompt already holds the rest
+            text, hit = stopper.feed(decoder.decode(shown))
             t_last = time.perf_counter()
             if t_first is None:
                 t_first = t_last

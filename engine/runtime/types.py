@@ -103,17 +103,33 @@ class Priority(IntEnum):
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """A chat completion to run: the whole conversation so far and how to sample."""
+    """A chat completion (``messages``) or a plain text completion (``prompt``), and how to sample.
 
-    messages: tuple[ChatMessage, ...]
+    ``grammar`` (GBNF, see constrain.schema_to_grammar for JSON schemas) restricts the output;
+    ``token_healing`` applies to plain prompts that may end in the middle of a token.
+    """
+
+    messages: tuple[ChatMessage, ...] = ()
     sampling: SamplingParams = field(default_factory=SamplingParams)
     # Requests with the same key are turns of one conversation: the runtime keeps
     # their trimming point stable so the KV cache of the shared prefix is reused.
     conversation_key: str | None = None
     priority: Priority = Priority.INTERACTIVE
     request_id: int = field(default_factory=next_request_id)
+    prompt: str | None = None
+    grammar: str | None = None
+    token_healing: bool = True
 
     def __post_init__(self) -> None:
+        if self.prompt is not None:
+            if self.messages:
+                raise InvalidRequestError("A request has either messages or a prompt, not both.")
+            if not isinstance(self.prompt, str) or not self.prompt:
+                raise InvalidRequestError("A completion prompt must be non-empty text.")
+        if self.grammar is not None and (not isinstance(self.grammar, str) or not self.grammar.strip()):
+            raise InvalidRequestError("A grammar must be non-empty GBNF text.")
+        if self.prompt is not None:
+            return
         if not self.messages:
             raise InvalidRequestError("A request needs at least one message.")
         for m in self.messages:
@@ -143,6 +159,7 @@ class GenerationStats:
     finish_reason: FinishReason = "stop"
     model: str = ""
     seed: int | None = None
+    healed_text: str = ""  # text taken back from the end of a plain prompt and generated again
 
 
 # Events ------------------------------------------------------------------------------

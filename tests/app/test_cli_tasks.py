@@ -45,3 +45,20 @@ def test_code_explain_streams_an_answer_for_a_line_range(tmp_path):
     assert result.stdout.strip()
     bad = locus(tmp_path, "code", "explain", f"{path}:9-12")
     assert bad.returncode == 1 and "Lines 9-12 are not in 'stats.py', which has 5 lines." in bad.stderr
+
+
+def test_extract_prints_json_that_validates_against_the_schema(tmp_path):
+    import json
+
+    import jsonschema
+
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "city": {"type": "string"}},
+              "required": ["name", "city"], "additionalProperties": False}
+    schema_file = tmp_path / "person.json"
+    schema_file.write_text(json.dumps(schema), encoding="utf-8")
+    result = locus(tmp_path, "extract", "-", "--schema", str(schema_file),
+                   stdin="Maria Lopez moved to Lisbon last spring.\n")
+    assert result.returncode == 0, result.stderr
+    jsonschema.validate(json.loads(result.stdout), schema)
+    refused = locus(tmp_path, "extract", "-", "--schema", '{"type": "integer", "minimum": 3}', stdin="Five.\n")
+    assert refused.returncode == 1 and "minimum" in refused.stderr and "Traceback" not in refused.stderr
