@@ -8,7 +8,6 @@ imported for every `locus` command, so it imports nothing heavy at the top.
 from __future__ import annotations
 
 import argparse
-import sys
 
 # The actions, repeated here rather than imported so that building the parser stays light.
 _ACTIONS = {"explain": "explain what the code does", "review": "review the code for bugs and risks",
@@ -33,18 +32,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Answer the code question the arguments name; errors are printed as `locus: message` (exit 1)."""
-    from app.cli import EXIT_ERROR
-    from engine.errors import EngineError
-
-    try:
-        return _run(args)
-    except EngineError as exc:
-        print(f"locus: {exc.user_text()}", file=sys.stderr)
-        return EXIT_ERROR
-
-
-def _run(args: argparse.Namespace) -> int:
+    """Answer the code question the arguments name,, streamed to stdout (app.cli reports errors)."""
     import dataclasses
 
     from app.cli_translate import stream_task

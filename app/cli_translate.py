@@ -31,18 +31,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Translate what the arguments name; errors are printed as `locus: message` (exit 1)."""
-    from app.cli import EXIT_ERROR
-    from engine.errors import EngineError
-
-    try:
-        return _run(args)
-    except EngineError as exc:
-        print(f"locus: {exc.user_text()}", file=sys.stderr)
-        return EXIT_ERROR
-
-
-def _run(args: argparse.Namespace) -> int:
+    """Translate what the arguments name,, streamed to stdout (app.cli reports errors)."""
     from app.cli_summarize import read_file
     from app.services import build_services
     from app.terminal import _load

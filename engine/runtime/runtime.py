@@ -45,16 +45,24 @@ class EventChannel:
     delivered. A consumer's exception is logged, never passed back to the sender.
     """
 
-    def __init__(self, on_event: Callable[[object], None] | None):
+    terminal: tuple[type, ...] = (Done, Failed)  # the events that end the stream
+
+    def __init__(self, on_event: Callable[[object], None] | None, tap: Callable[[object], None] | None = None):
         self._on_event = on_event
+        self._tap = tap  # sees every event before the consumer (e.g. to save it)
         self._queue: queue.SimpleQueue | None = None if on_event else queue.SimpleQueue()
         self._finished = threading.Event()
-        self.result: Done | Failed | None = None
+        self.result = None
 
     def emit(self, event) -> None:
-        final = isinstance(event, (Done, Failed))
+        final = isinstance(event, self.terminal)
         if final:
             self.result = event
+        if self._tap is not None:
+            try:
+                self._tap(event)
+            except Exception:  # saving failed: the consumer still gets the event
+                log.exception("event tap failed on %s", type(event).__name__)
         try:
             if self._on_event is not None:
                 self._on_event(event)
@@ -76,7 +84,7 @@ class EventChannel:
         while True:
             event = self._queue.get()
             yield event
-            if isinstance(event, (Done, Failed)):
+            if isinstance(event, self.terminal):
                 return
 
 

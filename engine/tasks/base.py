@@ -180,9 +180,9 @@ class TaskContext:
 class TaskHandle:
     """A running task: cancel it, wait for it, or iterate over its events."""
 
-    def __init__(self, task_id: int, on_event: Callable[[object], None] | None):
+    def __init__(self, channel: EventChannel, task_id: int):
         self.task_id = task_id
-        self.channel = EventChannel(on_event)
+        self.channel = channel
         self.context: TaskContext | None = None
         # Set when the task runs as a turn of a conversation (Assistant.run_task).
         self.conversation_id: int | None = None
@@ -195,17 +195,10 @@ class TaskHandle:
 
     def events(self) -> Iterator[TaskEvent]:
         """Every event up to TaskDone or TaskFailed (only without a callback)."""
-        if self.channel._queue is None:
-            raise RuntimeError("These events go to a callback, not to events().")
-        while True:
-            event = self.channel._queue.get()
-            yield event
-            if isinstance(event, (TaskDone, TaskFailed)):
-                return
+        return self.channel.events()
 
     def wait(self, timeout: float | None = None) -> TaskDone | TaskFailed | None:
-        self.channel._finished.wait(timeout)
-        return self.channel.result
+        return self.channel.wait(timeout)
 
     @property
     def result(self) -> TaskDone | TaskFailed | None:
@@ -213,30 +206,9 @@ class TaskHandle:
 
 
 class _TaskChannel(EventChannel):
-    """An EventChannel whose terminal events are the task's own; ``tap`` sees each event first."""
+    """An EventChannel whose terminal events are the task's own."""
 
-    def __init__(self, on_event, tap=None):
-        super().__init__(on_event)
-        self._tap = tap
-
-    def emit(self, event) -> None:
-        final = isinstance(event, (TaskDone, TaskFailed))
-        if final:
-            self.result = event
-        if self._tap is not None:
-            try:
-                self._tap(event)
-            except Exception:  # saving failed: the consumer still gets the event
-                log.exception("task event tap failed on %s", type(event).__name__)
-        try:
-            if self._on_event is not None:
-                self._on_event(event)
-            else:
-                self._queue.put(event)
-        except Exception:  # a consumer's bug must not take the task thread down
-            log.exception("task event consumer failed on %s", type(event).__name__)
-        if final:
-            self._finished.set()
+    terminal = (TaskDone, TaskFailed)
 
 
 def start_task(fn: Callable[[TaskContext], str], runtime: Runtime, templates: TemplateLibrary,
@@ -248,8 +220,7 @@ def start_task(fn: Callable[[TaskContext], str], runtime: Runtime, templates: Te
     ``tap`` sees every event before the consumer does (the history uses it to save the output).
     """
     task_id = next(_task_ids)
-    handle = TaskHandle(task_id, on_event)
-    handle.channel = _TaskChannel(on_event, tap)
+    handle = TaskHandle(_TaskChannel(on_event, tap), task_id)
     ctx = TaskContext(runtime, templates, sampling, handle.channel.emit, task_id, priority, token_healing)
     handle.context = ctx
 
