@@ -14,12 +14,12 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from engine.errors import EngineError
+from engine.errors import EngineError, InvalidRequestError, NotFoundError
 from engine.rag.chunk import Chunker
 from engine.rag.cite import Citation, cite
 from engine.rag.embed import Embedder, declared_dim
 from engine.rag.indexer import IndexEvent, Indexer, IndexJob, default_parse_workers
-from engine.rag.retrieve import Retrieval, retrieve
+from engine.rag.retrieve import Retrieval, _join_overlapping, retrieve
 from engine.rag.store import DEFAULT_COLLECTION, DocumentRecord, DocumentStore
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,37 @@ class DocumentLibrary:
             if record.doc_id == path_or_id or record.path == str(Path(path_or_id).expanduser().resolve()):
                 return record
         return None
+
+    def document_text(self, path_or_id: str) -> tuple[DocumentRecord, str]:
+        """An indexed document's text, rebuilt from its stored chunks in order (their overlap removed)."""
+        record = self.find(path_or_id)
+        if record is None:
+            raise NotFoundError(f"No indexed document is '{path_or_id}'.",
+                                hint="Give the path or id of a document in the index (the Documents panel "
+                                     "lists them, as does 'locus docs list').")
+        rows = self.store.chunk_rows(record.doc_id)
+        if not rows:
+            why = f" ({record.reason or record.status})" if record.status != "done" else ""
+            raise InvalidRequestError(f"'{record.title or record.path}' has no indexed text{why}.",
+                                      hint="Index it again once it can be read.")
+        return record, _rebuild_text(rows)
+
+    def collection_text(self, name: str) -> list[tuple[DocumentRecord, str]]:
+        """Every document of a collection that has indexed text, with its text, in path order."""
+        records = self.documents(name)
+        if not records:
+            known = self.collections()
+            raise NotFoundError(f"There is no document collection '{name}'.",
+                                hint=f"Collections: {', '.join(known)}." if known else "Nothing is indexed yet.")
+        out = []
+        for record in records:
+            try:
+                out.append(self.document_text(record.doc_id))
+            except InvalidRequestError:  # a failed or still queued document: summarize the others
+                continue
+        if not out:
+            raise InvalidRequestError(f"No document of the collection '{name}' has indexed text yet.")
+        return out
 
     # Watched folders -------------------------------------------------------------
 
@@ -141,6 +172,30 @@ class DocumentLibrary:
         self._watch_stop.set()
         self.indexer.shutdown()
         self.embedder.close()
+
+
+def _rebuild_text(rows: list[dict]) -> str:
+    """A document's text from its chunk rows. Chunks of one section overlap by a few tokens; chunks of
+    different sections (pages, headings, or lines that do not touch) never do, and are not searched for
+    overlap, so that a header repeated on every page is not mistaken for it."""
+    rows = sorted(rows, key=lambda r: r["chunk_index"])
+    pieces = [rows[0]["text"]]
+    for previous, row in zip(rows, rows[1:]):
+        if _same_section(previous, row):
+            joined = _join_overlapping(previous["text"], row["text"])
+            if joined != previous["text"] + "\n" + row["text"]:
+                pieces.append(joined[len(previous["text"]):])
+                continue
+        pieces.append("\n\n" + row["text"])
+    return "".join(pieces)
+
+
+def _same_section(previous: dict, row: dict) -> bool:
+    if previous["page"] != row["page"] or previous["heading"] != row["heading"]:
+        return False
+    if previous["line_end"] is not None and row["line_start"] is not None:
+        return row["line_start"] <= previous["line_end"]
+    return True
 
 
 def _snapshot(folder: str) -> dict:

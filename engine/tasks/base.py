@@ -172,6 +172,7 @@ class TaskContext:
         self.stats["prompt_tokens"] += s.prompt_tokens
         self.stats["completion_tokens"] += s.completion_tokens
         self.stats["generation_s"] += s.total_s
+        self.stats["truncated_prompts"] = self.stats.get("truncated_prompts", 0) + int(s.truncated_input)
         if s.finish_reason == "cancelled" or self._cancel.is_set():
             raise TaskCancelled()
         return result.text
