@@ -26,6 +26,7 @@ class DocumentsController(QObject):
     collectionsChanged = Signal(list)  # names of the collections in the index
     indexingFinished = Signal(object)  # IndexFinished
     summaryTextReady = Signal(str, str, bool)  # title, text to summarize, in a new chat
+    selectionTask = Signal(str, str)  # (task mode, text selected in a source viewer)
 
     def __init__(self, window: QMainWindow, services, bridge: EngineBridge):
         super().__init__(window)
@@ -163,6 +164,7 @@ class DocumentsController(QObject):
     def open_source(self, source: dict) -> SourceViewer:
         viewer = SourceViewer(source, self.window)
         viewer.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        viewer.selectionTask.connect(self.selectionTask)
         viewer.destroyed.connect(lambda: self.viewers.remove(viewer) if viewer in self.viewers else None)
         self.viewers.append(viewer)
         viewer.show()

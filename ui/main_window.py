@@ -172,6 +172,8 @@ class MainWindow(QMainWindow):
         self.documents = DocumentsController(self, services, self.bridge)
         self.documents.collectionsChanged.connect(self.documents_selector.set_collections)
         self.documents.summaryTextReady.connect(self.summarize_document)
+        self.documents.selectionTask.connect(self.run_on_selection)
+        self.chat.selectionTask.connect(self.run_on_selection)
         self.chat.sourceClicked.connect(self.documents.open_source)
         self.setAcceptDrops(True)
         self._build_menu()
@@ -389,6 +391,21 @@ class MainWindow(QMainWindow):
         self._begin_answer(user_widget, lambda: assistant.run_task(request.run, request.request_text, conversation,
                                                                    sink, name=request.name))
         return True
+
+    def run_on_selection(self, mode: str, text: str) -> None:
+        """Summarize, translate or explain selected text, with the task bar's options for that mode."""
+        if self.live is not None:
+            self.statusBar().showMessage("Wait for the current answer to finish, or stop it first.", 5000)
+            return
+        self.task_bar.set_mode(mode)
+        if mode == "code":
+            self.task_bar.action.setCurrentIndex(max(0, self.task_bar.action.findData("explain")))
+        try:
+            request = self.task_bar.request(text)
+        except EngineError as exc:
+            show_error(self, MODES[mode], exc)
+            return
+        self.run_task(request)
 
     def summarize_document(self, title: str, text: str, new_chat: bool = True) -> None:
         """Summarize a document's text (from the Documents panel) at the task bar's chosen length."""

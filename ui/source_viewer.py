@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QPointF, Qt, QTimer
+from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFontDatabase, QTextCharFormat, QTextCursor, QTextFormat
 from PySide6.QtPdf import QPdfDocument
 from PySide6.QtPdfWidgets import QPdfView
-from PySide6.QtWidgets import QDialog, QLabel, QPlainTextEdit, QTextEdit, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDialog, QLabel, QMenu, QPlainTextEdit, QTextEdit, QVBoxLayout, QWidget
+
+from ui.tasks.selection import add_selection_actions, selected_text
 
 MAX_TEXT_BYTES = 20 * 2**20
 
 
 class SourceViewer(QDialog):
     """A window on one source document, opened at the cited page or line."""
+
+    selectionTask = Signal(str, str)  # (task mode, selected text): summarize/translate/explain it
 
     def __init__(self, source: dict, parent: QWidget | None = None):
         super().__init__(parent)
@@ -93,8 +97,21 @@ class SourceViewer(QDialog):
         self.text_view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
         self.text_view.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.text_view.setPlainText(text)
+        self.text_view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.text_view.customContextMenuRequested.connect(self._context_menu)
         self.layout().addWidget(self.text_view, 1)
         self._highlight_lines(line, line_end or line, _line_of_quote(text, self.source.get("quote"), line))
+
+    def context_menu(self, pos) -> QMenu:
+        """The text's right-click menu: Qt's own entries, then tasks on the selected text if any."""
+        menu = self.text_view.createStandardContextMenu(pos)
+        add_selection_actions(menu, selected_text(self.text_view), self.selectionTask.emit)
+        return menu
+
+    def _context_menu(self, pos) -> None:
+        menu = self.context_menu(pos)
+        menu.exec(self.text_view.mapToGlobal(pos))
+        menu.deleteLater()
 
     def _highlight_lines(self, first: int, last: int, focus: int | None = None) -> None:
         doc = self.text_view.document()

@@ -254,3 +254,64 @@ def test_summarize_a_document_from_the_documents_panel(qtbot, loaded_window, ser
     assert user.text == "Summarize (one line): Harrow Bay lighthouse" and answer.text == done.text
     wait_for_background()
     assert [m.content for m in services.history.messages(window.conversation_id)] == [user.text, done.text]
+
+
+def selection_actions(menu):
+    return {a.objectName(): a for a in menu.actions() if a.objectName().startswith("selection_")}
+
+
+def test_selected_text_in_an_answer_can_be_summarized_from_its_context_menu(qtbot, loaded_window):
+    from PySide6.QtGui import QTextCursor
+
+    window = loaded_window
+    message = window.chat.add_message("assistant", f"Some history.\n\n{PARAGRAPH}\n\nThe end.")
+    [prose] = [w for w in message.segment_widgets() if w.objectName() == "prose"]
+    cursor = prose.textCursor()
+    start = prose.toPlainText().index("The town")
+    cursor.setPosition(start)
+    cursor.setPosition(start + len(PARAGRAPH), QTextCursor.MoveMode.KeepAnchor)
+    prose.setTextCursor(cursor)
+
+    menu = prose.context_menu(prose.viewport().rect().center())
+    actions = selection_actions(menu)
+    assert set(actions) == {"selection_summarize", "selection_translate", "selection_code"}
+    assert menu.actions()[0].text()  # Qt's own entries (Copy, Select All) come first
+    with qtbot.waitSignal(window.answerFinished, timeout=120_000) as blocker:
+        actions["selection_summarize"].trigger()
+    assert window.task_bar.mode == "summarize"
+    done = blocker.args[0]
+    assert isinstance(done, TaskDone) and done.text.strip()
+    user = window.chat.messages()[-2]
+    assert user.role == "user" and user.text.startswith("Summarize (") and PARAGRAPH in user.text
+    assert "Some history." not in user.text  # only the selection was sent
+
+    # Nothing selected: the menu has only the standard entries.
+    prose.setTextCursor(QTextCursor(prose.document()))
+    assert selection_actions(prose.context_menu(prose.viewport().rect().center())) == {}
+
+
+def test_text_selected_in_a_source_viewer_can_be_translated(qtbot, loaded_window, tmp_path):
+    from PySide6.QtGui import QTextCursor
+
+    window = loaded_window
+    target = window.task_bar.target
+    target.setCurrentIndex(target.findData("French"))  # the default target, English, is the text's own
+    path = tmp_path / "notes.md"
+    wanted = "The garden is green and the sky is blue."
+    path.write_text(f"# Notes\n\n{wanted}\n\nSee https://example.com/a?b=c for more.\n", encoding="utf-8")
+    viewer = window.documents.open_source({"path": str(path), "location": "line 3", "line_start": 3})
+    view = viewer.text_view
+    cursor = view.textCursor()
+    start = view.toPlainText().index(wanted)
+    cursor.setPosition(start)
+    cursor.setPosition(start + len(wanted), QTextCursor.MoveMode.KeepAnchor)
+    view.setTextCursor(cursor)
+    actions = selection_actions(viewer.context_menu(view.viewport().rect().center()))
+    with qtbot.waitSignal(window.answerFinished, timeout=120_000) as blocker:
+        actions["selection_translate"].trigger()
+    assert window.task_bar.mode == "translate"
+    done = blocker.args[0]
+    assert isinstance(done, TaskDone) and done.text.strip()
+    user = window.chat.messages()[-2]
+    assert wanted in user.text and "example.com" not in user.text  # just the selection
+    viewer.close()

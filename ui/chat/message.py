@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
+    QMenu,
     QPushButton,
     QSizePolicy,
     QTextBrowser,
@@ -31,6 +32,7 @@ from ui.chat.markdown import (
 )
 from ui.errors import show_error
 from ui.ops import run_in_background
+from ui.tasks.selection import add_selection_actions, selected_text
 
 
 def _is_dark(widget: QWidget) -> bool:
@@ -39,6 +41,8 @@ def _is_dark(widget: QWidget) -> bool:
 
 class _AutoHeightBrowser(QTextBrowser):
     """A read-only text view as tall as its content (the chat view scrolls, not it)."""
+
+    selectionTask = Signal(str, str)  # (task mode, selected text): run a task on the selection
 
     def __init__(self, parent: QWidget | None = None, *, wrap: bool = True):
         super().__init__(parent)
@@ -66,6 +70,17 @@ class _AutoHeightBrowser(QTextBrowser):
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(event)
         self._fit()
+
+    def context_menu(self, pos) -> QMenu:
+        """The right-click menu: Qt's own entries, then tasks on the selected text if any."""
+        menu = self.createStandardContextMenu(pos)
+        add_selection_actions(menu, selected_text(self), self.selectionTask.emit)
+        return menu
+
+    def contextMenuEvent(self, event) -> None:  # noqa: N802 - Qt override
+        menu = self.context_menu(event.pos())
+        menu.exec(event.globalPos())
+        menu.deleteLater()
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt override
         return QSize(super().sizeHint().width(), self.height())
@@ -239,6 +254,7 @@ class SourceList(QFrame):
 class MessageWidget(QFrame):
     """A user question or an assistant answer."""
 
+    selectionTask = Signal(str, str)  # (task mode, selected text)
     sourceClicked = Signal(dict)
 
     def __init__(self, role: str, text: str = "", status: str = "complete", message_id: int | None = None,
@@ -325,9 +341,11 @@ class MessageWidget(QFrame):
                 widgets = widgets[:index]
                 if isinstance(segment, Code):
                     widget = CodeBlock(segment, self)
+                    widget.view.selectionTask.connect(self.selectionTask)
                 else:
                     widget = ProseView(segment.text, self, self.citations)
                     widget.sourceClicked.connect(self.open_source)
+                    widget.selectionTask.connect(self.selectionTask)
                 self.body.addWidget(widget)
                 widgets.append(widget)
         for stale in widgets[len(segments):]:

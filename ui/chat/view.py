@@ -17,6 +17,7 @@ class ChatView(QScrollArea):
     """Messages of one conversation; the last one may be streaming."""
 
     sourceClicked = Signal(dict)  # a source of an answer was clicked: open it
+    selectionTask = Signal(str, str)  # (task mode, selected text) from a message's context menu
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -75,6 +76,7 @@ class ChatView(QScrollArea):
         self._empty.hide()
         widget = MessageWidget(role, text, status, message_id, self._column)
         widget.sourceClicked.connect(self.sourceClicked)
+        widget.selectionTask.connect(self.selectionTask)
         self._layout.insertWidget(self._layout.count() - 1, widget)
         return widget
 
