@@ -32,7 +32,6 @@ from engine.runtime.types import (
     ChatMessage,
     Done,
     Failed,
-    GenerationEvent,
     GenerationRequest,
     Priority,
     SamplingParams,
@@ -109,38 +108,8 @@ class AnswerHandle:
 
 
 class _AnswerRecorder:
-    """Persists a streaming answer: every ``interval`` seconds while it grows, then its final state."""
-
-    def __init__(self, history: HistoryStore, message_id: int, interval: float):
-        self.history = history
-        self.message_id = message_id
-        self.interval = interval
-        self.parts: list[str] = []
-        self.saved_len = 0
-        self.last_save = time.monotonic()
-
-    def __call__(self, event: GenerationEvent) -> None:
-        if isinstance(event, Token):
-            self.parts.append(event.text)
-            now = time.monotonic()
-            if now - self.last_save >= self.interval:
-                self.history.update_message(self.message_id, content="".join(self.parts))
-                self.last_save = now
-        elif isinstance(event, Done):
-            stats = asdict(event.stats)
-            reason = event.stats.finish_reason
-            if reason == "cancelled" and not event.text.strip():
-                self.history.delete_message(self.message_id)  # stopped before it said anything
-                return
-            status = "cancelled" if reason == "cancelled" else "complete"
-            self.history.update_message(self.message_id, content=event.text, status=status, stats=stats)
-        elif isinstance(event, Failed):
-            self.history.update_message(self.message_id, content="".join(self.parts), status="failed",
-                                        error=event.error.user_text())
-
-
-class _TaskRecorder:
-    """Persists a task's streamed output like an answer: as it grows, then its final state."""
+    """Persists a streaming answer or task output: every ``interval`` seconds while it grows, then its
+    final state (complete, cancelled = partial, or failed; stopped before any text: removed)."""
 
     def __init__(self, history: HistoryStore, message_id: int, interval: float):
         self.history = history
@@ -150,21 +119,29 @@ class _TaskRecorder:
         self.last_save = time.monotonic()
 
     def __call__(self, event) -> None:
-        if isinstance(event, TaskText):
-            self.parts.append(event.text)
-            now = time.monotonic()
-            if now - self.last_save >= self.interval:
-                self.history.update_message(self.message_id, content="".join(self.parts))
-                self.last_save = now
+        if isinstance(event, (Token, TaskText)):
+            self._grow(event.text)
+        elif isinstance(event, Done):
+            self._finish(event.text, event.stats.finish_reason == "cancelled", asdict(event.stats))
         elif isinstance(event, TaskDone):
-            if event.cancelled and not event.text.strip():
-                self.history.delete_message(self.message_id)
-                return
-            self.history.update_message(self.message_id, content=event.text,
-                                        status="cancelled" if event.cancelled else "complete", stats=event.stats)
-        elif isinstance(event, TaskFailed):
+            self._finish(event.text, event.cancelled, event.stats)
+        elif isinstance(event, (Failed, TaskFailed)):
             self.history.update_message(self.message_id, content="".join(self.parts), status="failed",
                                         error=event.error.user_text())
+
+    def _grow(self, text: str) -> None:
+        self.parts.append(text)
+        now = time.monotonic()
+        if now - self.last_save >= self.interval:
+            self.history.update_message(self.message_id, content="".join(self.parts))
+            self.last_save = now
+
+    def _finish(self, text: str, cancelled: bool, stats: dict) -> None:
+        if cancelled and not text.strip():
+            self.history.delete_message(self.message_id)  # stopped before it said anything
+            return
+        self.history.update_message(self.message_id, content=text,
+                                    status="cancelled" if cancelled else "complete", stats=stats)
 
 
 class Assistant:
@@ -261,7 +238,7 @@ class Assistant:
                 conversation_id = self.history.create_conversation().id
             user = self.history.add_message(conversation_id, "user", request_text)
             placeholder = self.history.add_message(conversation_id, "assistant", "", status="streaming")
-        recorder = _TaskRecorder(self.history, placeholder.id, self.save_interval_s)
+        recorder = _AnswerRecorder(self.history, placeholder.id, self.save_interval_s)
         handle = start_task(fn, self.runtime, self.templates, self.settings.sampling, on_event, tap=recorder,
                             priority=priority, name=name, token_healing=self.settings.token_healing)
         handle.conversation_id = conversation_id
