@@ -35,6 +35,7 @@ from ui.documents_controller import DocumentsController
 from ui.errors import describe, show_error
 from ui.ops import run_in_background
 from ui.settings_dialog import SettingsDialog
+from ui.conversation_list import ConversationList
 from ui.sidebar import ConversationSidebar
 from ui.tasks.bar import TaskBar, TaskProgressRow
 from ui.tasks.modes import MODES, TaskRequest, document_summary_request, task_stats_text
@@ -89,8 +90,6 @@ class MainWindow(QMainWindow):
         self.editing = False
         self.model_info = None
         self.model_error: str | None = None
-        self._search_text = ""
-        self._search_generation = 0
         self.pending_collections: list[str] | None = None  # documents choice for a conversation not yet saved
 
         self.bridge = EngineBridge(self)
@@ -104,9 +103,8 @@ class MainWindow(QMainWindow):
         self.sidebar = ConversationSidebar(self)
         self.sidebar.newRequested.connect(self.new_conversation)
         self.sidebar.conversationSelected.connect(self.open_conversation)
-        self.sidebar.renameRequested.connect(self.rename_conversation)
         self.sidebar.deleteRequested.connect(self.delete_conversation)
-        self.sidebar.searchChanged.connect(self._search)
+        self.conversations = ConversationList(self.sidebar, services.history, lambda: self.conversation_id, self)
 
         self.chat = ChatView(self)
         self.documents_selector = DocumentsSelector(self)
@@ -243,27 +241,7 @@ class MainWindow(QMainWindow):
     # Conversations -----------------------------------------------------------------
 
     def refresh_conversations(self) -> None:
-        if self._search_text:
-            self._search(self._search_text)
-            return
-        run_in_background(self.services.history.conversations,
-                          lambda rows: self.sidebar.set_conversations(rows, self.conversation_id),
-                          lambda exc: show_error(self, "Conversations", exc), owner=self)
-
-    def _search(self, text: str) -> None:
-        self._search_text = text
-        self._search_generation += 1
-        generation = self._search_generation
-        if not text:
-            self.refresh_conversations()
-            return
-
-        def show(hits) -> None:
-            if generation == self._search_generation:  # a later search supersedes this one
-                self.sidebar.set_search_results(hits, self.conversation_id)
-
-        run_in_background(lambda: self.services.history.search(text), show,
-                          lambda exc: show_error(self, "Search", exc), owner=self)
+        self.conversations.refresh()
 
     def _detach_live_answer(self) -> None:
         """The view is about to show something else: the streaming answer keeps going (and being
@@ -321,11 +299,6 @@ class MainWindow(QMainWindow):
         conversation = self.conversation_id
         run_in_background(lambda: self.services.history.set_collections(conversation, value), None,
                           lambda exc: show_error(self, "Documents", exc), owner=self)
-
-    def rename_conversation(self, conversation_id: int, title: str) -> None:
-        run_in_background(lambda: self.services.history.rename_conversation(conversation_id, title),
-                          lambda _c: self.refresh_conversations(),
-                          lambda exc: (show_error(self, "Rename", exc), self.refresh_conversations()), owner=self)
 
     def delete_conversation(self, conversation_id: int) -> None:
         answer = QMessageBox.question(self, "Delete conversation",
