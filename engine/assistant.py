@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -24,7 +24,7 @@ from engine.history.models import CONTEXT_STATUSES, Message
 from engine.history.store import HistoryStore
 from engine.rag.cite import Citation
 from engine.rag.retrieve import Passage, Retrieval
-from engine.runtime.runtime import EventChannel, RequestHandle, Runtime
+from engine.runtime.runtime import ChannelHandle, EventChannel, RequestHandle, Runtime
 from engine.tasks import doc_qa
 from engine.tasks.base import TaskContext, TaskDone, TaskFailed, TaskHandle, TaskText, start_task
 from engine.tasks.templates import TemplateLibrary
@@ -77,8 +77,11 @@ class ChatSettings:
     token_healing: bool = True  # for completion-style prompts (tasks, the local API)
 
 
-class AnswerHandle:
-    """One answer being generated: its conversation and messages, its events, and control."""
+class AnswerHandle(ChannelHandle):
+    """One answer being generated: its conversation and messages, its events, and control.
+
+    Events: Retrieved?, Started, Token..., Cited?, then Done or Failed.
+    """
 
     def __init__(self, conversation_id: int, user_message: Message, assistant_message_id: int,
                  request_id: int, on_event: Callable[[object], None] | None):
@@ -94,17 +97,6 @@ class AnswerHandle:
     def cancel(self) -> None:
         if self.request is not None:
             self.request.cancel()
-
-    def events(self) -> Iterator[object]:
-        """Retrieved?, Started, Token..., Cited?, then Done or Failed (without a callback)."""
-        return self.channel.events()
-
-    def wait(self, timeout: float | None = None) -> Done | Failed | None:
-        return self.channel.wait(timeout)
-
-    @property
-    def result(self) -> Done | Failed | None:
-        return self.channel.result
 
 
 class _AnswerRecorder:

@@ -38,8 +38,8 @@ from ui.settings_dialog import SettingsDialog
 from ui.conversation_list import ConversationList
 from ui.sidebar import ConversationSidebar
 from ui.tasks.bar import TaskBar, TaskProgressRow
-from ui.tasks.modes import MODES, TaskRequest, document_summary_request, task_stats_text
-from ui.tasks.template_editor import TemplateEditor
+from ui.tasks.modes import MODES, TaskRequest, task_stats_text
+from ui.tasks.launcher import TaskLauncher
 from ui.theme import apply_theme
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,6 @@ class MainWindow(QMainWindow):
         self.bridge.modelLoadFailed.connect(self._on_model_load_failed)
         self.bridge.answerEvent.connect(self._on_answer_event)
         self.bridge.taskEvent.connect(self._on_answer_event)  # a task's output streams like an answer
-        self.template_editor: TemplateEditor | None = None
 
         self.sidebar = ConversationSidebar(self)
         self.sidebar.newRequested.connect(self.new_conversation)
@@ -169,9 +168,10 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.stats_label)
         self.documents = DocumentsController(self, services, self.bridge)
         self.documents.collectionsChanged.connect(self.documents_selector.set_collections)
-        self.documents.summaryTextReady.connect(self.summarize_document)
-        self.documents.selectionTask.connect(self.run_on_selection)
-        self.chat.selectionTask.connect(self.run_on_selection)
+        self.tasks = TaskLauncher(self, services)
+        self.documents.summaryTextReady.connect(self.tasks.summarize_document)
+        self.documents.selectionTask.connect(self.tasks.on_selection)
+        self.chat.selectionTask.connect(self.tasks.on_selection)
         self.chat.sourceClicked.connect(self.documents.open_source)
         self.setAcceptDrops(True)
         self._build_menu()
@@ -190,7 +190,7 @@ class MainWindow(QMainWindow):
         view_menu = self.menuBar().addMenu("&View")
         view_menu.addAction(self.documents.toggle_action)
         tools_menu = self.menuBar().addMenu("&Tools")
-        tools_menu.addAction(QAction("&Prompt templates…", self, triggered=self.open_template_editor))
+        tools_menu.addAction(QAction("&Prompt templates…", self, triggered=self.tasks.open_template_editor))
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(QAction("&About Locus", self, triggered=self._about))
 
@@ -352,11 +352,16 @@ class MainWindow(QMainWindow):
         user_widget = self.chat.add_message("user", text)
         self._begin_answer(user_widget, start)
 
+    def refuse_if_busy(self) -> bool:
+        """True (and says so in the status bar) while an answer or task is still running."""
+        if self.live is not None:
+            self.statusBar().showMessage("Wait for the current answer to finish, or stop it first.", 5000)
+        return self.live is not None
+
     def run_task(self, request: TaskRequest) -> bool:
         """Show the task's request, save it and stream its output into the current conversation
         (a new one when none is open); False when an answer is still running."""
-        if self.live is not None:
-            self.statusBar().showMessage("Wait for the current answer to finish, or stop it first.", 5000)
+        if self.refuse_if_busy():
             return False
         conversation, sink, assistant = self.conversation_id, self.bridge.task_sink, self.services.assistant
         user_widget = self.chat.add_message("user", request.request_text)
@@ -364,35 +369,6 @@ class MainWindow(QMainWindow):
         self._begin_answer(user_widget, lambda: assistant.run_task(request.run, request.request_text, conversation,
                                                                    sink, name=request.name))
         return True
-
-    def run_on_selection(self, mode: str, text: str) -> None:
-        """Summarize, translate or explain selected text, with the task bar's options for that mode."""
-        if self.live is not None:
-            self.statusBar().showMessage("Wait for the current answer to finish, or stop it first.", 5000)
-            return
-        self.task_bar.set_mode(mode)
-        if mode == "code":
-            self.task_bar.action.setCurrentIndex(max(0, self.task_bar.action.findData("explain")))
-        try:
-            request = self.task_bar.request(text)
-        except EngineError as exc:
-            show_error(self, MODES[mode], exc)
-            return
-        self.run_task(request)
-
-    def summarize_document(self, title: str, text: str, new_chat: bool = True) -> None:
-        """Summarize a document's text (from the Documents panel) at the task bar's chosen length."""
-        if self.live is not None:
-            self.statusBar().showMessage("Wait for the current answer to finish, or stop it first.", 5000)
-            return
-        try:
-            request = document_summary_request(title, text, self.task_bar.length.currentData())
-        except EngineError as exc:
-            show_error(self, "Summarize", exc)
-            return
-        if new_chat:
-            self.new_conversation()
-        self.run_task(request)
 
     def regenerate(self) -> None:
         if self.live is not None or self.conversation_id is None:
@@ -562,18 +538,6 @@ class MainWindow(QMainWindow):
 
         run_in_background(lambda: self.services.apply_setting_values(values), applied,
                           lambda exc: show_error(self, "Settings not saved", exc), owner=self)
-
-    def open_template_editor(self) -> TemplateEditor | None:
-        """Tools > Prompt templates: one editor window, raised when already open."""
-        if self.services.templates is None:
-            show_error(self, "Prompt templates", "No prompt templates are available.")
-            return None
-        if self.template_editor is None:
-            self.template_editor = TemplateEditor(self.services.templates, self.services.runtime, self)
-        self.template_editor.show()
-        self.template_editor.raise_()
-        self.template_editor.activateWindow()
-        return self.template_editor
 
     def _about(self) -> None:
         QMessageBox.about(self, "About Locus",

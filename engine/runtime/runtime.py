@@ -88,7 +88,25 @@ class EventChannel:
                 return
 
 
-class RequestHandle:
+class ChannelHandle:
+    """Work whose events go through an EventChannel: wait for it, iterate over its events, read its result."""
+
+    channel: EventChannel
+
+    def events(self) -> Iterator:
+        """Every event up to the terminal one (only without a callback)."""
+        return self.channel.events()
+
+    def wait(self, timeout: float | None = None):
+        """The terminal event once it has been delivered (None if ``timeout`` ran out first)."""
+        return self.channel.wait(timeout)
+
+    @property
+    def result(self):
+        return self.channel.result
+
+
+class RequestHandle(ChannelHandle):
     """A submitted request: cancel it, wait for it, or iterate over its events."""
 
     def __init__(
@@ -102,7 +120,7 @@ class RequestHandle:
         self.submitted_at = time.perf_counter()
         self._tap = tap
         self._cancel = threading.Event()
-        self._channel = EventChannel(on_event)
+        self.channel = EventChannel(on_event)
 
     def cancel(self) -> None:
         """Stop the request: before it starts, or within one token step while it runs."""
@@ -112,23 +130,13 @@ class RequestHandle:
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
-    @property
-    def result(self) -> Done | Failed | None:
-        return self._channel.result
-
-    def wait(self, timeout: float | None = None) -> Done | Failed | None:
-        return self._channel.wait(timeout)
-
-    def events(self) -> Iterator[GenerationEvent]:
-        return self._channel.events()
-
     def _emit(self, event: GenerationEvent) -> None:
         if self._tap is not None:
             try:
                 self._tap(event)
             except Exception:  # the tap (history) failing must not lose the event for the consumer
                 log.exception("event tap failed on %s", type(event).__name__)
-        self._channel.emit(event)
+        self.channel.emit(event)
 
 
 @dataclass(order=True)

@@ -15,12 +15,12 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from engine.errors import EngineError, InvalidRequestError
 from engine.runtime.generator import wrap_unexpected
-from engine.runtime.runtime import EventChannel, RequestHandle, Runtime
+from engine.runtime.runtime import ChannelHandle, EventChannel, RequestHandle, Runtime
 from engine.runtime.types import (
     ChatMessage,
     Done,
@@ -178,8 +178,8 @@ class TaskContext:
         return result.text
 
 
-class TaskHandle:
-    """A running task: cancel it, wait for it, or iterate over its events."""
+class TaskHandle(ChannelHandle):
+    """A running task: cancel it, wait for it, or iterate over its events (up to TaskDone or TaskFailed)."""
 
     def __init__(self, channel: EventChannel, task_id: int):
         self.task_id = task_id
@@ -193,17 +193,6 @@ class TaskHandle:
     def cancel(self) -> None:
         if self.context is not None:
             self.context.cancel()
-
-    def events(self) -> Iterator[TaskEvent]:
-        """Every event up to TaskDone or TaskFailed (only without a callback)."""
-        return self.channel.events()
-
-    def wait(self, timeout: float | None = None) -> TaskDone | TaskFailed | None:
-        return self.channel.wait(timeout)
-
-    @property
-    def result(self) -> TaskDone | TaskFailed | None:
-        return self.channel.result
 
 
 class _TaskChannel(EventChannel):

@@ -163,7 +163,7 @@ def test_template_editor_names_an_unknown_variable_and_saves_to_the_user_folder(
     window = loaded_window
     [action] = [a for a in window.menuBar().actions() if a.text() == "&Tools"][0].menu().actions()
     action.trigger()
-    editor = window.template_editor
+    editor = window.tasks.template_editor
     qtbot.waitUntil(lambda: "summarize" in editor.names())
     editor.list.setCurrentRow(editor.names().index("summarize"))
     qtbot.waitUntil(lambda: editor.name == "summarize" and "{{ text }}" in editor.editor.toPlainText())
@@ -256,6 +256,17 @@ def test_summarize_a_document_from_the_documents_panel(qtbot, loaded_window, ser
     assert [m.content for m in services.history.messages(window.conversation_id)] == [user.text, done.text]
 
 
+def select(view, text):
+    """Select ``text`` in a text view, as dragging over it would."""
+    from PySide6.QtGui import QTextCursor
+
+    cursor = view.textCursor()
+    start = view.toPlainText().index(text)
+    cursor.setPosition(start)
+    cursor.setPosition(start + len(text), QTextCursor.MoveMode.KeepAnchor)
+    view.setTextCursor(cursor)
+
+
 def selection_actions(menu):
     return {a.objectName(): a for a in menu.actions() if a.objectName().startswith("selection_")}
 
@@ -266,11 +277,7 @@ def test_selected_text_in_an_answer_can_be_summarized_from_its_context_menu(qtbo
     window = loaded_window
     message = window.chat.add_message("assistant", f"Some history.\n\n{PARAGRAPH}\n\nThe end.")
     [prose] = [w for w in message.segment_widgets() if w.objectName() == "prose"]
-    cursor = prose.textCursor()
-    start = prose.toPlainText().index("The town")
-    cursor.setPosition(start)
-    cursor.setPosition(start + len(PARAGRAPH), QTextCursor.MoveMode.KeepAnchor)
-    prose.setTextCursor(cursor)
+    select(prose, PARAGRAPH)
 
     menu = prose.context_menu(prose.viewport().rect().center())
     actions = selection_actions(menu)
@@ -291,8 +298,6 @@ def test_selected_text_in_an_answer_can_be_summarized_from_its_context_menu(qtbo
 
 
 def test_text_selected_in_a_source_viewer_can_be_translated(qtbot, loaded_window, tmp_path):
-    from PySide6.QtGui import QTextCursor
-
     window = loaded_window
     target = window.task_bar.target
     target.setCurrentIndex(target.findData("French"))  # the default target, English, is the text's own
@@ -301,11 +306,7 @@ def test_text_selected_in_a_source_viewer_can_be_translated(qtbot, loaded_window
     path.write_text(f"# Notes\n\n{wanted}\n\nSee https://example.com/a?b=c for more.\n", encoding="utf-8")
     viewer = window.documents.open_source({"path": str(path), "location": "line 3", "line_start": 3})
     view = viewer.text_view
-    cursor = view.textCursor()
-    start = view.toPlainText().index(wanted)
-    cursor.setPosition(start)
-    cursor.setPosition(start + len(wanted), QTextCursor.MoveMode.KeepAnchor)
-    view.setTextCursor(cursor)
+    select(view, wanted)
     actions = selection_actions(viewer.context_menu(view.viewport().rect().center()))
     with qtbot.waitSignal(window.answerFinished, timeout=120_000) as blocker:
         actions["selection_translate"].trigger()
