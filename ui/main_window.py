@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
@@ -38,28 +37,12 @@ from ui.settings_dialog import SettingsDialog
 from ui.conversation_list import ConversationList
 from ui.sidebar import ConversationSidebar
 from ui.tasks.bar import TaskBar, TaskProgressRow
-from ui.tasks.modes import MODES, TaskRequest, task_stats_text
+from ui.tasks.modes import MODES, TaskRequest, answer_stats_text, task_stats_text
 from ui.tasks.launcher import TaskLauncher
+from ui.services import Services
 from ui.theme import apply_theme
 
 log = logging.getLogger(__name__)
-
-
-class Services(Protocol):
-    """What the window needs from the app's composition root."""
-
-    assistant: Any
-    history: Any
-    runtime: Any
-    templates: Any
-    settings: Any
-    problems: list
-
-    def load_model(self, on_event=None, override_path=None): ...
-    def setting_values(self) -> dict: ...
-    def apply_setting_values(self, values: dict) -> bool: ...
-    @property
-    def setting_specs(self): ...
 
 
 @dataclass
@@ -119,16 +102,10 @@ class MainWindow(QMainWindow):
         self.task_bar.bind_composer(self.composer)
         self.task_bar.modeChanged.connect(lambda _mode: self._set_editing(False))  # editing is for chat
         self.task_progress = TaskProgressRow(self)
-        self.send_button = QPushButton("Send", self)
-        self.send_button.setObjectName("sendButton")
-        self.send_button.clicked.connect(self._send_or_stop)
-        self.regenerate_button = QPushButton("Regenerate", self)
-        self.regenerate_button.setObjectName("regenerateButton")
-        self.regenerate_button.setToolTip("Answer the last question again")
-        self.regenerate_button.clicked.connect(self.regenerate)
-        self.edit_button = QPushButton("Edit last question", self)
-        self.edit_button.setObjectName("editButton")
-        self.edit_button.clicked.connect(self.edit_last_question)
+        self.send_button = self._button("Send", "sendButton", self._send_or_stop)
+        self.regenerate_button = self._button("Regenerate", "regenerateButton", self.regenerate,
+                                              "Answer the last question again")
+        self.edit_button = self._button("Edit last question", "editButton", self.edit_last_question)
 
         right = QWidget(self)
         column = QVBoxLayout(right)
@@ -177,6 +154,13 @@ class MainWindow(QMainWindow):
         self._build_menu()
         self._update_buttons()
         self.composer.setFocus()
+
+    def _button(self, text: str, name: str, slot, tip: str = "") -> QPushButton:
+        button = QPushButton(text, self)
+        button.setObjectName(name)
+        button.setToolTip(tip)
+        button.clicked.connect(slot)
+        return button
 
     def _build_menu(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -491,15 +475,7 @@ class MainWindow(QMainWindow):
         self.answerFinished.emit(result)
 
     def _show_stats(self, stats) -> None:
-        parts = []
-        if stats.tokens_per_s:
-            parts.append(f"{stats.tokens_per_s:.1f} tokens/s")
-        if stats.time_to_first_token_s is not None:
-            parts.append(f"first token {stats.time_to_first_token_s:.2f} s")
-        parts.append(f"{stats.completion_tokens} tokens")
-        if stats.dropped_messages:
-            parts.append(f"{stats.dropped_messages} oldest messages left out of context")
-        self.stats_label.setText(" · ".join(parts))
+        self.stats_label.setText(answer_stats_text(stats))
 
     # Helpers -----------------------------------------------------------------------
 

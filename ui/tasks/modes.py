@@ -132,6 +132,19 @@ def parse_schema(text: str) -> dict:
     return check_schema(parse(text))
 
 
+def answer_stats_text(stats) -> str:
+    """The status bar's summary of a finished chat answer (GenerationStats)."""
+    parts = []
+    if stats.tokens_per_s:
+        parts.append(f"{stats.tokens_per_s:.1f} tokens/s")
+    if stats.time_to_first_token_s is not None:
+        parts.append(f"first token {stats.time_to_first_token_s:.2f} s")
+    parts.append(f"{stats.completion_tokens} tokens")
+    if stats.dropped_messages:
+        parts.append(f"{stats.dropped_messages} oldest messages left out of context")
+    return " · ".join(parts)
+
+
 def task_stats_text(stats: dict) -> str:
     """The status bar's summary of a finished task."""
     parts = []

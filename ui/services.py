@@ -1,0 +1,22 @@
+"""What the window needs from the app's composition root (app.services.Services provides it)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Services(Protocol):
+    """What the window needs from the app's composition root."""
+
+    assistant: Any
+    history: Any
+    runtime: Any
+    templates: Any
+    settings: Any
+    problems: list
+
+    def load_model(self, on_event=None, override_path=None): ...
+    def setting_values(self) -> dict: ...
+    def apply_setting_values(self, values: dict) -> bool: ...
+    @property
+    def setting_specs(self): ...
