@@ -24,10 +24,13 @@ from engine.history.models import CONTEXT_STATUSES, Message
 from engine.history.store import HistoryStore
 from engine.rag.cite import Citation
 from engine.rag.retrieve import Passage, Retrieval
+from engine.runtime.generator import wrap_unexpected
 from engine.runtime.runtime import ChannelHandle, EventChannel, RequestHandle, Runtime
 from engine.tasks import doc_qa
 from engine.tasks.base import TaskContext, TaskDone, TaskFailed, TaskHandle, TaskText, start_task
 from engine.tasks.templates import TemplateLibrary
+from engine.trace import spans
+from engine.trace.tracing import Tracing, context_of, fail, trace_id_of
 from engine.runtime.types import (
     ChatMessage,
     Done,
@@ -93,6 +96,8 @@ class AnswerHandle(ChannelHandle):
         self.retrieval: Retrieval | None = None
         self.citations: tuple[Citation, ...] = ()
         self.channel = EventChannel(on_event)
+        self.span = None  # the question's root span, ended just before the terminal event
+        self.trace_id: str | None = None
 
     def cancel(self) -> None:
         if self.request is not None:
@@ -109,12 +114,14 @@ class _AnswerRecorder:
         self.interval = interval
         self.parts: list[str] = []
         self.last_save = time.monotonic()
+        self.extra_stats: dict = {}  # saved with the final stats (the trace id)
 
     def __call__(self, event) -> None:
         if isinstance(event, (Token, TaskText)):
             self._grow(event.text)
         elif isinstance(event, Done):
-            self._finish(event.text, event.stats.finish_reason == "cancelled", asdict(event.stats))
+            self._finish(event.text, event.stats.finish_reason == "cancelled",
+                         dict(asdict(event.stats), **self.extra_stats))
         elif isinstance(event, TaskDone):
             self._finish(event.text, event.cancelled, event.stats)
         elif isinstance(event, (Failed, TaskFailed)):
@@ -140,8 +147,12 @@ class Assistant:
     """Chat over saved conversations, on one runtime and one history store (and documents, when open)."""
 
     def __init__(self, runtime: Runtime, history: HistoryStore, settings: ChatSettings | None = None,
-                 *, save_interval_s: float = 0.5, library=None, templates: TemplateLibrary | None = None):
+                 *, save_interval_s: float = 0.5, library=None, templates: TemplateLibrary | None = None,
+                 tracing: Tracing | None = None, monitor=None):
         self.runtime = runtime
+        self.tracing = tracing or runtime.tracing
+        self.monitor = monitor  # engine.trace.monitor.Monitor: drift, relevance and support checks
+        self._calibrated_for: int | None = None  # documents in the index when the monitor was calibrated
         self.templates = templates
         self.history = history
         self.settings = settings or ChatSettings()
@@ -170,27 +181,36 @@ class Assistant:
             created = conversation_id is None
             if created:
                 conversation_id = self.history.create_conversation().id
+            span = None
             try:
                 if collections is not _UNSET:
                     self.history.set_collections(conversation_id, collections)
+                span = self._start_span(conversation_id, text)
                 # Everything that can fail (retrieval above all) happens before the question is
                 # saved, so a failed ask never leaves a question without its answer behind.
-                retrieval = self._retrieve_for(conversation_id, text)
-            except BaseException:
+                retrieval = self._retrieve_for(conversation_id, text, span)
+            except BaseException as exc:
                 if created:
                     self.history.delete_conversation(conversation_id)
+                self._span_failed(span, exc)
                 raise
             user = self.history.add_message(conversation_id, "user", text)
-            return self._answer(conversation_id, user, retrieval, on_event, priority)
+            return self._answer(conversation_id, user, retrieval, on_event, priority, span=span)
 
     def regenerate(self, conversation_id: int, on_event: Callable[[object], None] | None = None) -> AnswerHandle:
         """Drop the last answer and answer the last question again."""
         with self._lock:
             messages = self.history.messages(conversation_id)
             user = self._last(messages, "user", conversation_id)
-            retrieval = self._retrieve_for(conversation_id, user.content)
+            span = self._start_span(conversation_id, user.content)
+            try:
+                retrieval = self._retrieve_for(conversation_id, user.content, span)
+            except BaseException as exc:
+                self._span_failed(span, exc)
+                raise
             self.history.delete_messages_from(conversation_id, user.id + 1)
-            return self._answer(conversation_id, user, retrieval, on_event, Priority.INTERACTIVE, new_question=False)
+            return self._answer(conversation_id, user, retrieval, on_event, Priority.INTERACTIVE, new_question=False,
+                                span=span)
 
     def resend_edited(self, conversation_id: int, text: str,
                       on_event: Callable[[object], None] | None = None) -> AnswerHandle:
@@ -200,10 +220,15 @@ class Assistant:
         with self._lock:
             messages = self.history.messages(conversation_id)
             last_user = self._last(messages, "user", conversation_id)
-            retrieval = self._retrieve_for(conversation_id, text)
+            span = self._start_span(conversation_id, text)
+            try:
+                retrieval = self._retrieve_for(conversation_id, text, span)
+            except BaseException as exc:
+                self._span_failed(span, exc)
+                raise
             self.history.delete_messages_from(conversation_id, last_user.id)
             user = self.history.add_message(conversation_id, "user", text)
-            return self._answer(conversation_id, user, retrieval, on_event, Priority.INTERACTIVE)
+            return self._answer(conversation_id, user, retrieval, on_event, Priority.INTERACTIVE, span=span)
 
     def start_task(self, fn: Callable[[TaskContext], str], on_event: Callable[[object], None] | None = None,
                    *, name: str = "task", priority: Priority = Priority.NORMAL) -> TaskHandle:
@@ -211,7 +236,8 @@ class Assistant:
         if self.templates is None:
             raise InvalidRequestError("No prompt templates are available.")
         return start_task(fn, self.runtime, self.templates, self.settings.sampling, on_event,
-                          priority=priority, name=name, token_healing=self.settings.token_healing)
+                          priority=priority, name=name, token_healing=self.settings.token_healing,
+                          tracing=self.tracing)
 
     def run_task(self, fn: Callable[[TaskContext], str], request_text: str, conversation_id: int | None = None,
                  on_event: Callable[[object], None] | None = None, *, name: str = "task",
@@ -232,7 +258,8 @@ class Assistant:
             placeholder = self.history.add_message(conversation_id, "assistant", "", status="streaming")
         recorder = _AnswerRecorder(self.history, placeholder.id, self.save_interval_s)
         handle = start_task(fn, self.runtime, self.templates, self.settings.sampling, on_event, tap=recorder,
-                            priority=priority, name=name, token_healing=self.settings.token_healing)
+                            priority=priority, name=name, token_healing=self.settings.token_healing,
+                            tracing=self.tracing, summary=request_text, conversation_id=conversation_id)
         handle.conversation_id = conversation_id
         handle.user_message = user
         handle.assistant_message_id = placeholder.id
@@ -261,7 +288,16 @@ class Assistant:
         return [ChatMessage(m.role, m.content) for m in messages
                 if m.status in CONTEXT_STATUSES and m.content.strip()]
 
-    def _retrieve_for(self, conversation_id: int, question: str) -> Retrieval | None:
+    def _start_span(self, conversation_id: int, question: str):
+        info = self.runtime.model_info
+        uses_documents = self.history.conversation(conversation_id).uses_documents
+        return spans.start_ask(self.tracing, question, conversation_id, info.name if info else None, uses_documents)
+
+    def _span_failed(self, span, error: BaseException) -> None:
+        if span is not None:
+            spans.finish_root(self.tracing, span, Failed(0, wrap_unexpected(error)))
+
+    def _retrieve_for(self, conversation_id: int, question: str, span=None) -> Retrieval | None:
         """The question's passages when the conversation answers from documents, else None."""
         conversation = self.history.conversation(conversation_id)
         if not conversation.uses_documents:
@@ -274,11 +310,37 @@ class Assistant:
         budget = min(SOURCE_BUDGET_TOKENS, int(n_ctx * 0.35))
         # The model's own tokenizer lives on the runtime thread; ~3 characters per token
         # is a safe over-estimate, and the runtime's context fitting is the backstop.
-        return self.library.retrieve(question, conversation.collections or None, lambda t: len(t) // 3 + 1, budget)
+        start_ns = time.time_ns()
+        try:
+            retrieval = self.library.retrieve(question, conversation.collections or None,
+                                              lambda t: len(t) // 3 + 1, budget)
+        except BaseException as exc:
+            if span is not None:
+                spans.retrieval_failed(self.tracing, span, start_ns, exc)
+            raise
+        if span is not None:
+            child = spans.record_retrieval(self.tracing, span, retrieval, start_ns, conversation.collections)
+            self._observe_question(question, retrieval, span, child)
+        return retrieval
+
+    def _observe_question(self, question: str, retrieval: Retrieval, root, child) -> None:
+        """Give the monitor the question's embedding and nearest-chunk similarity (drift, relevance)."""
+        if self.monitor is None or retrieval.query_vector is None:
+            return
+        try:
+            flagged = self.monitor.record_question(question if self.tracing.capture_content else None,
+                                                   retrieval.query_vector, retrieval.top_similarity,
+                                                   trace_id_of(root))
+        except Exception:  # noqa: BLE001 - monitoring must never cost the user their answer
+            log.exception("monitor could not record a question")
+            return
+        if root.is_recording():
+            root.set_attribute("locus.monitor.no_relevant_documents", bool(flagged))
 
     def _answer(self, conversation_id: int, user: Message, retrieval: Retrieval | None,
                 on_event: Callable[[object], None] | None, priority: Priority,
-                new_question: bool = True) -> AnswerHandle:
+                new_question: bool = True, span=None) -> AnswerHandle:
+        span = span if span is not None else self._start_span(conversation_id, user.content)
         try:
             if retrieval is not None:
                 earlier = self._turns([m for m in self.history.messages(conversation_id) if m.id < user.id])
@@ -287,19 +349,24 @@ class Assistant:
             else:
                 context = self.context_for(conversation_id)
             placeholder = self.history.add_message(conversation_id, "assistant", "", status="streaming")
-        except BaseException:  # a question just saved goes again, so none is left without its answer
+        except BaseException as exc:  # a question just saved goes again, so none is left without its answer
             self.history.delete_messages_from(conversation_id, user.id if new_question else user.id + 1)
+            self._span_failed(span, exc)
             raise
         request_id = next_request_id()
         answer = AnswerHandle(conversation_id, user, placeholder.id, request_id, on_event)
         answer.retrieval = retrieval
+        answer.span, answer.trace_id = span, trace_id_of(span)
         if retrieval is not None:
             collections = self.history.conversation(conversation_id).collections or []
             answer.channel.emit(Retrieved(request_id, retrieval.passages, list(collections)))
         recorder = _AnswerRecorder(self.history, placeholder.id, self.save_interval_s)
+        if answer.trace_id:
+            recorder.extra_stats["trace_id"] = answer.trace_id
         request = GenerationRequest(context, self.settings.sampling, priority=priority, request_id=request_id,
                                     conversation_key=f"conversation:{conversation_id}")
-        answer.request = self.runtime.submit(request, lambda event: self._deliver(answer, event), tap=recorder)
+        answer.request = self.runtime.submit(request, lambda event: self._deliver(answer, event), tap=recorder,
+                                             trace_parent=context_of(span))
         return answer
 
     def _deliver(self, answer: AnswerHandle, event) -> None:
@@ -310,17 +377,49 @@ class Assistant:
                 return
             except RuntimeError:  # shutting down: the answer ends without its sources
                 pass
+        if isinstance(event, (Done, Failed)):
+            spans.finish_root(self.tracing, answer.span, event)
         answer.channel.emit(event)
 
     def _cite_then_finish(self, answer: AnswerHandle, done: Done) -> None:
+        span = self.tracing.start("cite", answer.span)
         try:
             citations = tuple(self.library.cite(done.text, answer.retrieval)) if done.text.strip() else ()
             answer.citations = citations
             if citations:
                 self.history.update_message(answer.assistant_message_id,
                                             sources=[c.to_dict() for c in citations])
+            spans.record_citations(self.tracing, span, citations, self._check_support(answer, done, citations))
             answer.channel.emit(Cited(answer.request_id, citations))
-        except Exception:  # noqa: BLE001 - an answer without sources beats a lost answer
+        except Exception as exc:  # noqa: BLE001 - an answer without sources beats a lost answer
             log.exception("citations failed for request %s", answer.request_id)
+            fail(span, exc)
         finally:
+            span.end()
+            spans.finish_root(self.tracing, answer.span, done)
             answer.channel.emit(done)
+
+    def _check_support(self, answer: AnswerHandle, done: Done, citations):
+        """How well the answer's sentences rest on its cited passages (all retrieved ones if none is cited)."""
+        if self.monitor is None or not done.text.strip() or done.stats.finish_reason == "cancelled":
+            return None
+        passages = [c.passage.text for c in citations] or [p.text for p in answer.retrieval.passages]
+        try:
+            self._calibrate_if_needed()
+            return self.monitor.record_answer(done.text, passages, self.library.embedder.embed, answer.trace_id)
+        except Exception:  # noqa: BLE001 - monitoring must never cost the user their answer
+            log.exception("monitor could not check an answer's support")
+            return None
+
+    def _calibrate_if_needed(self) -> None:
+        """Calibrate the monitor's levels on the index the first time, and again when it has grown or shrunk."""
+        count = len(self.library.documents())
+        known = self._calibrated_for
+        if self.monitor.calibration is not None:
+            if known is None:  # saved by an earlier run: taken as made for the index as it is now
+                self._calibrated_for = count
+                return
+            if abs(count - known) <= 0.2 * max(known, 1):
+                return
+        self.monitor.calibrate(self.library.store.sample_chunks(200), self.library.embedder.embed)
+        self._calibrated_for = count

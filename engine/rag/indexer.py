@@ -30,6 +30,7 @@ from engine.rag.embed import Embedder
 from engine.rag.isolation import ParsePool
 from engine.rag.loaders import DocumentError, EmptyDocument, LoadedDocument, discover, kind_for
 from engine.rag.store import DEFAULT_COLLECTION, DocumentRecord, DocumentStore, doc_id_for
+from engine.trace.tracing import Tracing, fail, set_attributes, trace_id_of
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ class IndexJob:
         self.finished = threading.Event()
         self.result: IndexFinished | None = None
         self.error: BaseException | None = None
+        self.span = None  # the job's trace: one "index" span with an "index_file" child per file
+        self.trace_id: str | None = None
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -124,6 +127,7 @@ class _Work:
     document: LoadedDocument | None = None
     chunks: list[Chunk] = field(default_factory=list)
     error: EngineError | None = None
+    span: object = None  # its "index_file" span, ended with its outcome
 
 
 def file_hash(path: str | Path) -> str:
@@ -139,7 +143,8 @@ class Indexer:
 
     def __init__(self, store: DocumentStore, embedder: Embedder, chunker: Chunker, *,
                  parse_workers: int = 1, parse_timeout_s: float = 60.0,
-                 on_event: Callable[[IndexEvent], None] | None = None):
+                 on_event: Callable[[IndexEvent], None] | None = None, tracing: Tracing | None = None):
+        self.tracing = tracing or Tracing.disabled()
         self.store = store
         self.embedder = embedder
         self.chunker = chunker
@@ -225,11 +230,24 @@ class Indexer:
                 self._jobs.task_done()
                 return
             self._current = job
+            job.span = self.tracing.start("index", attributes={
+                "locus.task": "index", "locus.index.kind": job.kind, "locus.index.collection": job.collection,
+                "locus.index.paths": job.paths[:100], "locus.summary": f"{job.kind} {', '.join(job.paths[:3])}"[:300]})
+            job.trace_id = trace_id_of(job.span)
             try:
                 job.result = self._run_removal(job) if job.kind == "remove" else self._run(job)
+                r = job.result
+                set_attributes(job.span, {"locus.index.files": r.progress.files_total, "locus.index.indexed": r.indexed,
+                                          "locus.index.unchanged": r.unchanged, "locus.index.failed": r.failed,
+                                          "locus.index.removed": r.removed, "locus.cancelled": r.cancelled,
+                                          "locus.index.chunks": r.progress.chunks_done,
+                                          "locus.index.pages": r.progress.pages_done})
+                job.span.end()
                 self._emit(job, job.result)
             except BaseException as exc:  # noqa: BLE001 - reported to whoever waits on the job
                 log.exception("indexing job failed")
+                fail(job.span, exc)
+                job.span.end()
                 job.error = exc
             finally:
                 self._current = None
@@ -324,6 +342,9 @@ class Indexer:
             item.record = replace(item.record, status="queued", reason="", message="", updated_at=time.time())
         self.store.upsert_documents([item.record for item in work])
         for item in work:
+            item.span = self.tracing.start("index_file", job.span, {
+                "locus.document.path": item.record.path, "locus.document.id": item.record.doc_id,
+                "locus.document.collection": item.record.collection, "locus.document.size_bytes": item.record.size})
             self._announce(job, item.record)
         failures: list[_Work] = []
         counters = dict(done=0, failed=0, chunks=0, pages=0, embed_s=0.0)
@@ -396,6 +417,7 @@ class Indexer:
             def started(path: str) -> None:
                 item = by_path.get(path)
                 if item is not None:
+                    item.span.add_event("parsing")
                     item.record = self._status(job, item.record, "parsing", persist=False)
 
             with ParsePool(workers=self.parse_workers, timeout_s=self.parse_timeout_s) as pool:
@@ -412,6 +434,7 @@ class Indexer:
                                                        "into passages.", detail=repr(exc))
                         if not item.chunks and item.error is None:
                             item.error = EmptyDocument(f"'{Path(item.record.path).name}' has no text to index.")
+                    item.span.add_event("parsed", {"chunks": len(item.chunks)})
                     ready.put(item)
         except BaseException as exc:  # noqa: BLE001 - the parse pool itself failed: fail what is left
             log.exception("parse stage failed")
@@ -440,14 +463,20 @@ class Indexer:
                                    message=error.user_text(), content_hash="", n_chunks=0, updated_at=time.time()))
         self.store.replace_chunks_many(stale, [])
         self.store.upsert_documents(records)
-        for record in records:
+        for item, record in zip(items, records):
             self._announce(job, record)
+            set_attributes(item.span, {"locus.document.status": record.status, "locus.document.reason": record.reason,
+                                       "locus.cancelled": record.status == "cancelled"})
+            if record.status == "failed":
+                fail(item.span, item.error)
+            item.span.end()
         return sum(1 for r in records if r.status == "failed")
 
     def _embed_and_write(self, job: IndexJob, batch: list[_Work], counters: dict) -> None:
         """Embed a batch of documents' chunks, then write them (one commit for all their chunks, one
         for their records): each document is then wholly old or wholly new, never half."""
         for item in batch:
+            item.span.add_event("embedding")
             item.record = self._status(job, item.record, "embedding", persist=False)
         texts = [embedding_text(item.document.title, chunk) for item in batch for chunk in item.chunks]
         t = time.perf_counter()
@@ -467,6 +496,11 @@ class Indexer:
         self.store.upsert_documents([item.record for item in batch])
         for item in batch:
             self._announce(job, item.record)
+            set_attributes(item.span, {"locus.document.status": "done", "locus.document.kind": item.record.kind,
+                                       "locus.document.title": item.record.title,
+                                       "locus.document.chunks": len(item.chunks),
+                                       "locus.document.pages": item.document.pages or 0})
+            item.span.end()
             counters["done"] += 1
             counters["chunks"] += len(item.chunks)
             counters["pages"] += item.document.pages or 0

@@ -30,7 +30,8 @@ class DocumentLibrary:
 
     def __init__(self, index_dir: str | Path, embedder_path: str | Path, embedder_name: str, *,
                  parse_workers: int | None = None, parse_timeout_s: float = 60.0,
-                 watch_interval_s: float = 30.0, on_event: Callable[[IndexEvent], None] | None = None):
+                 watch_interval_s: float = 30.0, on_event: Callable[[IndexEvent], None] | None = None,
+                 tracing=None):
         self.index_dir = Path(index_dir)
         self.embedder = Embedder(embedder_path, embedder_name)
         dim = declared_dim(embedder_path)
@@ -41,7 +42,7 @@ class DocumentLibrary:
         self.chunker = Chunker(self.embedder.tokenizer_file, max_tokens=200, overlap_tokens=32)
         self.indexer = Indexer(self.store, self.embedder, self.chunker,
                                parse_workers=parse_workers or default_parse_workers(),
-                               parse_timeout_s=parse_timeout_s, on_event=on_event)
+                               parse_timeout_s=parse_timeout_s, on_event=on_event, tracing=tracing)
         self.watch_interval_s = watch_interval_s
         self._watch_stop = threading.Event()
         self._watcher: threading.Thread | None = None

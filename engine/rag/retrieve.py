@@ -56,6 +56,7 @@ class Retrieval:
     text_hits: int
     timings: dict = field(default_factory=dict)  # stage -> seconds
     query_vector: np.ndarray | None = None
+    top_similarity: float | None = None  # cosine similarity of the nearest chunk (None: no vector search)
 
 
 def rrf_fuse(rankings: list[list[ChunkHit]], k: int = RRF_K) -> list[tuple[ChunkHit, float]]:
@@ -99,7 +100,9 @@ def retrieve(
     passages = _merge_adjacent(fused[: max_passages * 2], similarity)
     passages = _fit_budget(passages, count_tokens, token_budget, max_passages)
     timings["fuse"] = time.perf_counter() - t
-    return Retrieval(query, tuple(passages), len(vector_hits), len(text_hits), timings, qvec)
+    top = max((h.score for h in vector_hits), default=None)
+    return Retrieval(query, tuple(passages), len(vector_hits), len(text_hits), timings, qvec,
+                     float(top) if top is not None else None)
 
 
 def _merge_adjacent(fused: list[tuple[ChunkHit, float]], similarity: dict[str, float]) -> list[Passage]:

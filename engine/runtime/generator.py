@@ -62,6 +62,7 @@ class Generator:
         self._cached_text: str | None = None
         self._trim_start: OrderedDict[str, int] = OrderedDict()
         self._pieces: PieceIndex | None = None  # the vocabulary by prefix, for token healing
+        self.last_prompt: list[int] = []  # the tokens of the latest request's prompt, as evaluated (for traces)
         self.info = ModelInfo(
             path=config.path,
             name=config.display_name or self.model.meta("general.name") or Path(config.path).stem,
@@ -128,6 +129,8 @@ class Generator:
             prompt, truncated, dropped = fitted.tokens, fitted.truncated, fitted.dropped
             text = self.template.render(fitted.messages) if fitted.messages is not None else None
 
+        self.last_prompt = prompt
+        t_built = time.perf_counter()
         seed = sampling.seed if sampling.seed >= 0 else secrets.randbits(32)
         # Built before the prompt is evaluated so that a grammar that does not parse fails at once.
         sampler = SamplerChain(self.model, sampling, seed, grammar=request.grammar)
@@ -139,6 +142,7 @@ class Generator:
                 prompt_tokens=len(prompt),
                 reused_prompt_tokens=reused,
                 queue_s=t0 - submitted_at,
+                prompt_build_s=t_built - t0,
                 prompt_eval_s=t_prompt - t0,
                 dropped_messages=dropped,
                 truncated_input=truncated,

@@ -198,6 +198,20 @@ class NativeModel:
         self._pieces[token] = value
         return value
 
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """The text of tokens with special tokens written out (e.g. '<|im_start|>'), as the model saw them."""
+        if not tokens:
+            return ""
+        array = (llama_cpp.llama_token * len(tokens))(*tokens)
+        size = max(64, len(tokens) * 16)
+        for _ in range(2):
+            buf = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_detokenize(self.vocab, array, len(tokens), buf, size, False, True)
+            if n >= 0:
+                return buf.raw[:n].decode("utf-8", "replace")
+            size = -n + 1
+        raise GenerationError("The prompt could not be turned back into text.")
+
     def close(self) -> None:
         if getattr(self, "model", None):
             llama_cpp.llama_model_free(self.model)

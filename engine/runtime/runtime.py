@@ -32,6 +32,8 @@ from engine.runtime.types import (
     RuntimeEvent,
     Started,
 )
+from engine.trace.generation import GenerationSpan
+from engine.trace.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +116,13 @@ class RequestHandle(ChannelHandle):
         request: GenerationRequest,
         on_event: Callable[[GenerationEvent], None] | None,
         tap: Callable[[GenerationEvent], None] | None = None,
+        trace_parent=None,
     ):
         self.request = request
         self.request_id = request.request_id
         self.submitted_at = time.perf_counter()
+        self.submitted_ns = time.time_ns()
+        self.trace_parent = trace_parent  # an OpenTelemetry context: the generation span's parent
         self._tap = tap
         self._cancel = threading.Event()
         self.channel = EventChannel(on_event)
@@ -157,7 +162,9 @@ class _LoadPayload:
 class Runtime:
     """Serves generation requests on its own thread, in priority order."""
 
-    def __init__(self) -> None:
+    def __init__(self, tracing: Tracing | None = None) -> None:
+        self.tracing = tracing or Tracing.disabled()
+        self.last_tokens_per_s: float | None = None  # of the latest finished generation (a metrics gauge)
         self._jobs: queue.PriorityQueue[_Job] = queue.PriorityQueue()
         self._seq = itertools.count()
         self._generator: Generator | None = None
@@ -176,6 +183,11 @@ class Runtime:
     def model_info(self) -> ModelInfo | None:
         gen = self._generator
         return gen.info if gen else None
+
+    @property
+    def queue_length(self) -> int:
+        """Requests waiting or running (a metrics gauge)."""
+        return self._jobs.qsize() + (1 if self._current is not None else 0)
 
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes for the loaded model (any thread; tokenizing only reads the vocabulary)."""
@@ -211,13 +223,15 @@ class Runtime:
         on_event: Callable[[GenerationEvent], None] | None = None,
         *,
         tap: Callable[[GenerationEvent], None] | None = None,
+        trace_parent=None,
     ) -> RequestHandle:
         """Queue a request. Without a callback, read its events with ``handle.events()``.
 
         ``tap`` sees every event first, on the runtime thread (the history uses it to
-        persist the answer before anyone else hears of it).
+        persist the answer before anyone else hears of it). ``trace_parent`` (an OpenTelemetry
+        context) makes the request's generation span a child of the caller's span.
         """
-        handle = RequestHandle(request, on_event, tap)
+        handle = RequestHandle(request, on_event, tap, trace_parent)
         with self._lock:
             if self._stopped:
                 handle._emit(Failed(request.request_id, RuntimeStoppedError("The engine is shutting down.")))
@@ -301,17 +315,22 @@ class Runtime:
 
     def _do_generate(self, handle: RequestHandle) -> None:
         rid = handle.request_id
-        if handle.cancelled:
-            handle._emit(Done(rid, "", GenerationStats(finish_reason="cancelled")))
-            return
         generator = self._generator
+        span = GenerationSpan(self.tracing, handle, generator.info if generator else None)
+        if handle.cancelled:
+            done = Done(rid, "", GenerationStats(finish_reason="cancelled"))
+            span.finish(done, generator)
+            handle._emit(done)
+            return
         if generator is None:
             message = (
                 "The model failed to load, so there is nothing to answer with."
                 if self._load_requested
                 else "No model is loaded yet."
             )
-            handle._emit(Failed(rid, ModelNotLoadedError(message, hint="Choose a model in Settings.")))
+            error = ModelNotLoadedError(message, hint="Choose a model in Settings.")
+            span.fail(error)
+            handle._emit(Failed(rid, error))
             return
         self._current = handle
         try:
@@ -320,8 +339,12 @@ class Runtime:
         except BaseException as exc:  # noqa: BLE001 - every failure becomes an event
             error = wrap_unexpected(exc)
             log.warning("generation %s failed: %s (%s)", rid, error, error.detail)
+            span.fail(error)
             handle._emit(Failed(rid, error))
         else:
+            if done.stats.tokens_per_s:
+                self.last_tokens_per_s = done.stats.tokens_per_s
+            span.finish(done, generator)
             handle._emit(done)
         finally:
             self._current = None

@@ -149,6 +149,7 @@ class GenerationStats:
     reused_prompt_tokens: int = 0
     completion_tokens: int = 0
     queue_s: float = 0.0
+    prompt_build_s: float = 0.0  # rendering, fitting the window, tokenizing (part of prompt_eval_s)
     prompt_eval_s: float = 0.0
     time_to_first_token_s: float | None = None
     generation_s: float = 0.0

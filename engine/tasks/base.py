@@ -31,6 +31,7 @@ from engine.runtime.types import (
     Token,
 )
 from engine.tasks.templates import TemplateLibrary
+from engine.trace.tracing import Tracing, context_of, fail, set_attributes, trace_id_of
 
 log = logging.getLogger(__name__)
 _task_ids = itertools.count(1)
@@ -90,6 +91,8 @@ class TaskContext:
         self.priority = priority
         self.task_id = task_id
         self._emit = emit
+        self.trace_parent = None  # the task's span context: its generations become children of it
+        self.span = None
         self._cancel = threading.Event()
         self._current: RequestHandle | None = None
         self._lock = threading.Lock()
@@ -113,6 +116,8 @@ class TaskContext:
             raise TaskCancelled()
 
     def progress(self, stage: str, done: int, total: int) -> None:
+        if self.span is not None and self.span.is_recording():
+            self.span.add_event("progress", {"stage": stage, "done": done, "total": total})
         self._emit(TaskProgress(self.task_id, stage, done, total))
 
     def emit_text(self, text: str) -> None:
@@ -156,7 +161,7 @@ class TaskContext:
                 self.emit_text(event.text)
 
         with self._lock:
-            self._current = handle = self.runtime.submit(request, on_event)
+            self._current = handle = self.runtime.submit(request, on_event, trace_parent=self.trace_parent)
             if self._cancel.is_set():
                 handle.cancel()
         try:
@@ -185,6 +190,7 @@ class TaskHandle(ChannelHandle):
         self.task_id = task_id
         self.channel = channel
         self.context: TaskContext | None = None
+        self.trace_id: str | None = None
         # Set when the task runs as a turn of a conversation (Assistant.run_task).
         self.conversation_id: int | None = None
         self.user_message = None
@@ -204,15 +210,38 @@ class _TaskChannel(EventChannel):
 def start_task(fn: Callable[[TaskContext], str], runtime: Runtime, templates: TemplateLibrary,
                sampling: SamplingParams, on_event: Callable[[object], None] | None = None, *,
                priority: Priority = Priority.NORMAL, name: str = "task",
-               tap: Callable[[object], None] | None = None, token_healing: bool = True) -> TaskHandle:
+               tap: Callable[[object], None] | None = None, token_healing: bool = True,
+               tracing: Tracing | None = None, summary: str = "", conversation_id: int | None = None) -> TaskHandle:
     """Run ``fn(ctx)`` on its own thread; its return value is the TaskDone text.
 
     ``tap`` sees every event before the consumer does (the history uses it to save the output).
+    The task is one trace (root span named after it); its stats carry the ``trace_id``.
     """
     task_id = next(_task_ids)
     handle = TaskHandle(_TaskChannel(on_event, tap), task_id)
     ctx = TaskContext(runtime, templates, sampling, handle.channel.emit, task_id, priority, token_healing)
     handle.context = ctx
+    tracing = tracing or runtime.tracing
+    info = runtime.model_info
+    span = tracing.start(name, attributes={"locus.task": name, "locus.task_id": task_id,
+                                           "gen_ai.request.model": info.name if info else None,
+                                           "gen_ai.conversation.id": conversation_id})
+    if summary:
+        tracing.content(span, "locus.summary", summary[:300])
+    ctx.span, ctx.trace_parent = span, context_of(span)
+    handle.trace_id = trace_id_of(span)
+    if handle.trace_id:
+        ctx.stats["trace_id"] = handle.trace_id
+
+    def finish(text: str | None, cancelled: bool = False, error: BaseException | None = None) -> None:
+        set_attributes(span, {"locus.cancelled": cancelled, "locus.generations": ctx.stats["requests"],
+                              "gen_ai.usage.input_tokens": ctx.stats["prompt_tokens"],
+                              "gen_ai.usage.output_tokens": ctx.stats["completion_tokens"]})
+        if error is not None:
+            fail(span, error)
+        elif text:
+            tracing.content(span, "locus.response", text)
+        span.end()
 
     def run() -> None:
         t0 = time.perf_counter()
@@ -220,15 +249,19 @@ def start_task(fn: Callable[[TaskContext], str], runtime: Runtime, templates: Te
             text = fn(ctx)
         except TaskCancelled:
             ctx.stats["total_s"] = time.perf_counter() - t0
-            handle.channel.emit(TaskDone(task_id, "".join(ctx.output), cancelled=True, stats=dict(ctx.stats)))
+            text = "".join(ctx.output)
+            finish(text, cancelled=True)
+            handle.channel.emit(TaskDone(task_id, text, cancelled=True, stats=dict(ctx.stats)))
         except BaseException as exc:  # noqa: BLE001 - every failure becomes an event
             error = exc if isinstance(exc, EngineError) else wrap_unexpected(exc)
             log.warning("task %s (%s) failed: %s (%s)", task_id, name, error, error.detail)
+            finish(None, error=error)
             handle.channel.emit(TaskFailed(task_id, error))
         else:
             ctx.stats["total_s"] = time.perf_counter() - t0
-            handle.channel.emit(TaskDone(task_id, text if text is not None else "".join(ctx.output),
-                                         stats=dict(ctx.stats)))
+            text = text if text is not None else "".join(ctx.output)
+            finish(text)
+            handle.channel.emit(TaskDone(task_id, text, stats=dict(ctx.stats)))
 
     threading.Thread(target=run, name=f"locus-task-{name}-{task_id}", daemon=True).start()
     return handle
