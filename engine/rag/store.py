@@ -243,6 +243,26 @@ class DocumentStore:
     def chunk_rows(self, doc_id: str) -> list[dict]:
         return self.chunks.search().where(f"doc_id = {sql_str(doc_id)}").limit(None).to_list()
 
+    def sample_chunks(self, n: int, seed: int = 0) -> list[tuple[str, str]]:
+        """(doc_id, text) of up to ``n`` chunks taken in turn from each document, the same for a seed
+        (monitoring calibrates on them). Ids are read first so that only the chosen texts are loaded."""
+        ids = self.chunks.search().select(["doc_id", "chunk_id"]).limit(None).to_arrow().to_pylist()
+        by_doc: dict[str, list[str]] = {}
+        for row in sorted(ids, key=lambda r: r["chunk_id"]):
+            by_doc.setdefault(row["doc_id"], []).append(row["chunk_id"])
+        rng = np.random.default_rng(seed)
+        docs = sorted(by_doc)
+        queues = [[by_doc[docs[d]][i] for i in rng.permutation(len(by_doc[docs[d]]))]
+                  for d in rng.permutation(len(docs))]
+        # First chunk of every document, then the second of every document, ...
+        chosen = [c for _, _, c in sorted((i, d, c) for d, q in enumerate(queues) for i, c in enumerate(q))][:n]
+        if not chosen:
+            return []
+        where = f"chunk_id IN ({', '.join(sql_str(c) for c in chosen)})"
+        texts = {r["chunk_id"]: (r["doc_id"], r["text"]) for r in
+                 self.chunks.search().where(where).select(["chunk_id", "doc_id", "text"]).limit(None).to_list()}
+        return [texts[c] for c in chosen if c in texts]
+
     def neighbours(self, doc_id: str, indices: list[int]) -> list[ChunkHit]:
         """Chunks of one document by position (to widen or merge passages)."""
         if not indices:
