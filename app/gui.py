@@ -35,6 +35,7 @@ def run_gui(argv: list[str] | None = None) -> int:
         QMessageBox.critical(None, "Locus cannot start", f"Locus could not set up its files: {exc.strerror}{where}.")
         return 1
     _log_to_file(services.paths.log_file)
+    services.start_telemetry()
     apply_theme(app, services.settings.ui.theme)
     window = MainWindow(services, locus_version())
     window.show()

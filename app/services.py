@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
 from app import settings as settings_mod
 from app.paths import Paths, resolve_paths
+from app.secrets import Secrets
 from app.settings import Problem, Settings
+from app.telemetry import Telemetry, make_tracing, open_telemetry
 from engine.assistant import Assistant, ChatSettings
 from engine.errors import EngineError, ModelLoadError
 from engine.history.store import HistoryStore
@@ -86,10 +88,33 @@ class Services:
     history: HistoryStore
     assistant: Assistant
     templates: TemplateLibrary | None = None
+    telemetry: Telemetry | None = None
+    secrets: Secrets | None = None
+    version: str = ""
     recovered_answers: int = 0
     loaded_config: ModelConfig | None = field(default=None)
     library: DocumentLibrary | None = field(default=None)
     _library_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def traces(self):
+        """The local trace store (None when it could not be opened)."""
+        return self.telemetry.store if self.telemetry else None
+
+    @property
+    def tracing(self):
+        return self.telemetry.tracing if self.telemetry else self.runtime.tracing
+
+    @property
+    def monitor(self):
+        return self.telemetry.monitor if self.telemetry else None
+
+    def start_telemetry(self) -> None:
+        """Sample metrics and apply trace retention in the background while the window runs."""
+        if self.telemetry is not None:
+            runtime = self.runtime
+            self.telemetry.start({"runtime.queue_length": lambda: runtime.queue_length,
+                                  "runtime.tokens_per_s": lambda: runtime.last_tokens_per_s})
 
     def open_library(self, on_event: Callable[[IndexEvent], None] | None = None, *,
                      rebuild: bool = False) -> DocumentLibrary:
@@ -105,7 +130,7 @@ class Services:
                     from engine.rag.store import set_aside_for_new_model
 
                     again = set_aside_for_new_model(self.paths.index_dir)
-                self.library = open_library(self.paths, self.settings, on_event)
+                self.library = open_library(self.paths, self.settings, on_event, tracing=self.tracing)
                 self.assistant.library = self.library
                 for collection in sorted({c for _, c in again}):
                     self.library.index([p for p, c in again if c == collection and Path(p).exists()], collection)
@@ -143,7 +168,24 @@ class Services:
         old, self.settings = self.settings, new
         self.problems = []
         self.assistant.settings = chat_settings(new)
+        if old.traces != new.traces and self.telemetry is not None:
+            self._retrace(new)
         return old.model != new.model
+
+    def _retrace(self, new: Settings) -> None:
+        """Trace settings changed: build the new tracing and hand it to every part that records spans."""
+        telemetry = self.telemetry
+        old_tracing = telemetry.tracing
+        telemetry.settings = new.traces
+        telemetry.tracing = make_tracing(telemetry.store, new.traces, self.secrets, self.version)
+        self.runtime.tracing = self.assistant.tracing = telemetry.tracing
+        if self.library is not None:
+            self.library.indexer.tracing = telemetry.tracing
+        if telemetry.monitor is not None:
+            telemetry.monitor.alpha = new.traces.drift_alpha
+            telemetry.monitor.baseline_size = telemetry.monitor.recent_size = new.traces.drift_window
+        # Ending the old provider writes out its pending spans; that may wait on a network export.
+        threading.Thread(target=old_tracing.shutdown, name="locus-trace-swap", daemon=True).start()
 
     def close(self) -> None:
         """Stop generation first (a running answer is saved as partial), then what it depends on."""
@@ -151,11 +193,13 @@ class Services:
         self.assistant.close()
         if self.library is not None:
             self.library.close()
+        if self.telemetry is not None:
+            self.telemetry.close()
         self.history.close()
 
 
-def open_library(paths: Paths, settings: Settings,
-                 on_event: Callable[[IndexEvent], None] | None = None) -> DocumentLibrary:
+def open_library(paths: Paths, settings: Settings, on_event: Callable[[IndexEvent], None] | None = None,
+                 *, tracing=None) -> DocumentLibrary:
     """The document library for these settings (the bundled embedder unless one is set)."""
     from engine.rag.library import DocumentLibrary
 
@@ -170,7 +214,8 @@ def open_library(paths: Paths, settings: Settings,
                               hint="Install Locus with its dependencies, or set documents.embedding_model.")
         embedder, name = str(bundled), BUNDLED_EMBEDDER_NAME
     return DocumentLibrary(paths.index_dir, embedder, name, parse_timeout_s=settings.documents.parse_timeout_s,
-                           watch_interval_s=settings.documents.watch_interval_s, on_event=on_event)
+                           watch_interval_s=settings.documents.watch_interval_s, on_event=on_event,
+                           tracing=tracing)
 
 
 def build_services(paths: Paths | None = None) -> Services:
@@ -182,11 +227,17 @@ def build_services(paths: Paths | None = None) -> Services:
         log.warning("config: %s", problem)
     history = HistoryStore(paths.history_db)
     recovered = history.mark_interrupted()
-    runtime = Runtime()
+    from app.cli import locus_version
+
+    version = locus_version()
+    secrets = Secrets()
+    telemetry = open_telemetry(paths, settings.traces, secrets, version, problems)
+    runtime = Runtime(telemetry.tracing)
     templates = template_library(paths)
-    assistant = Assistant(runtime, history, chat_settings(settings), templates=templates)
+    assistant = Assistant(runtime, history, chat_settings(settings), templates=templates,
+                          tracing=telemetry.tracing, monitor=telemetry.monitor)
     return Services(paths, settings, problems, runtime, history, assistant, templates=templates,
-                    recovered_answers=recovered)
+                    telemetry=telemetry, secrets=secrets, version=version, recovered_answers=recovered)
 
 
 def template_library(paths: Paths) -> TemplateLibrary:

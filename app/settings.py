@@ -90,6 +90,28 @@ class TaskSettings:
 
 
 @dataclass(frozen=True)
+class TraceSettings:
+    enabled: bool = setting(True, "Record every request (retrieval, prompt, timings, token counts) in the local trace "
+                            "log. Nothing leaves this computer unless an OTLP endpoint is set.", label="Record traces")
+    capture_content: bool = setting(True, "Keep prompts, retrieved passages and answers in traces; off keeps only "
+                                    "timings, counts and ids.", label="Capture prompts and answers")
+    retention_days: int = setting(14, "Traces, metrics and monitoring data older than this are deleted.", minimum=1,
+                                  maximum=3650, label="Keep traces (days)")
+    max_size_mb: int = setting(200, "Largest size of the trace log; the oldest traces go first.", minimum=5,
+                               maximum=100000, label="Trace log limit (MB)")
+    otlp_endpoint: str = setting("", "Also send traces to this OpenTelemetry collector over OTLP/HTTP (e.g. "
+                                 "http://localhost:4318 for Jaeger, Tempo or Phoenix). Empty: traces stay here. An "
+                                 "API key for it is kept in the system keyring as 'otlp_api_key'.",
+                                 label="OTLP endpoint")
+    metrics_interval_s: float = setting(5.0, "How often CPU, memory, GPU and queue figures are sampled while the "
+                                        "window is open.", minimum=0.5, maximum=3600.0, label="Metrics interval (s)")
+    drift_window: int = setting(40, "Questions in each of the two windows compared for drift (the oldest kept as "
+                                "baseline, the newest as recent).", minimum=10, maximum=1000, label="Drift window")
+    drift_alpha: float = setting(0.01, "Significance level of the drift test: drift is reported when its p-value "
+                                 "is below this.", minimum=0.0001, maximum=0.2, label="Drift significance")
+
+
+@dataclass(frozen=True)
 class UISettings:
     theme: str = setting("system", "Colour theme of the window.", choices=("system", "light", "dark"),
                          label="Theme")
@@ -102,6 +124,7 @@ class Settings:
     chat: ChatSection = field(default_factory=ChatSection)
     documents: DocumentSettings = field(default_factory=DocumentSettings)
     tasks: TaskSettings = field(default_factory=TaskSettings)
+    traces: TraceSettings = field(default_factory=TraceSettings)
     ui: UISettings = field(default_factory=UISettings)
 
     def get(self, key: str) -> Any:

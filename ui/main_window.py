@@ -41,6 +41,8 @@ from ui.tasks.modes import MODES, TaskRequest, answer_stats_text, task_stats_tex
 from ui.tasks.launcher import TaskLauncher
 from ui.services import Services
 from ui.theme import apply_theme
+from ui.traces.links import link_answer
+from ui.traces.window import TraceWindow
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +152,7 @@ class MainWindow(QMainWindow):
         self.documents.selectionTask.connect(self.tasks.on_selection)
         self.chat.selectionTask.connect(self.tasks.on_selection)
         self.chat.sourceClicked.connect(self.documents.open_source)
+        self.chat.traceRequested.connect(self.open_traces)
         self.setAcceptDrops(True)
         self._build_menu()
         self._update_buttons()
@@ -173,6 +176,8 @@ class MainWindow(QMainWindow):
         file_menu.addAction(quit_)
         view_menu = self.menuBar().addMenu("&View")
         view_menu.addAction(self.documents.toggle_action)
+        view_menu.addAction(QAction("&Trace log…", self, shortcut=QKeySequence("Ctrl+Shift+T"),
+                                    triggered=lambda: self.open_traces()))
         tools_menu = self.menuBar().addMenu("&Tools")
         tools_menu.addAction(QAction("&Prompt templates…", self, triggered=self.tasks.open_template_editor))
         help_menu = self.menuBar().addMenu("&Help")
@@ -461,6 +466,7 @@ class MainWindow(QMainWindow):
                     widget.set_status("cancelled" if cancelled else "complete")
                     if live.citations:
                         widget.set_sources([c.to_dict() for c in live.citations])
+                    link_answer(widget, live.handle, result, self.services.history, self)
             if isinstance(result, TaskDone):
                 self.stats_label.setText(task_stats_text(result.stats))
             else:
@@ -469,6 +475,7 @@ class MainWindow(QMainWindow):
             if widget is not None:
                 widget.set_text(live.text)
                 widget.set_status("failed", describe(result.error))
+                link_answer(widget, live.handle, result, self.services.history, self)
             self.statusBar().showMessage(describe(result.error), 10000)
         self._update_buttons()
         self.refresh_conversations()
@@ -514,6 +521,10 @@ class MainWindow(QMainWindow):
 
         run_in_background(lambda: self.services.apply_setting_values(values), applied,
                           lambda exc: show_error(self, "Settings not saved", exc), owner=self)
+
+    def open_traces(self, trace_id: str | None = None) -> TraceWindow:
+        """Show the trace log window, at ``trace_id`` when given ('Show trace' on an answer)."""
+        return TraceWindow.open_for(self, self.services, trace_id)
 
     def _about(self) -> None:
         QMessageBox.about(self, "About Locus",

@@ -14,6 +14,9 @@ class Services(Protocol):
     templates: Any
     settings: Any
     problems: list
+    traces: Any  # engine.trace.store.TraceStore | None (None: tracing is off)
+    tracing: Any  # engine.trace.tracing.Tracing: .flush() writes pending spans before the viewer reads
+    monitor: Any  # engine.trace.monitor.Monitor | None: drift and answer checks for the Monitoring tab
 
     def load_model(self, on_event=None, override_path=None): ...
     def setting_values(self) -> dict: ...

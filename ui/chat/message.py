@@ -256,6 +256,7 @@ class MessageWidget(QFrame):
 
     selectionTask = Signal(str, str)  # (task mode, selected text)
     sourceClicked = Signal(dict)
+    traceRequested = Signal(str)  # the trace id of this answer: open the trace log at it
 
     def __init__(self, role: str, text: str = "", status: str = "complete", message_id: int | None = None,
                  parent: QWidget | None = None):
@@ -264,6 +265,7 @@ class MessageWidget(QFrame):
         self.message_id = message_id
         self.text = ""
         self.status = status
+        self.trace_id: str | None = None
         self.citations: frozenset[int] = frozenset()
         self.setObjectName("userMessage" if role == "user" else "assistantMessage")
         self.setProperty("role", role)
@@ -278,6 +280,15 @@ class MessageWidget(QFrame):
         header.addWidget(self.author)
         header.addStretch(1)
         header.addWidget(self.status_label)
+        self.trace_button = QPushButton("Show trace", self)
+        self.trace_button.setObjectName("showTraceButton")
+        self.trace_button.setFlat(True)
+        self.trace_button.setStyleSheet("QPushButton { color: palette(link); border: none; padding: 0 4px; }")
+        self.trace_button.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.trace_button.setToolTip("Open this answer's trace: what was retrieved, the exact prompt, timings")
+        self.trace_button.clicked.connect(lambda: self.trace_id and self.traceRequested.emit(self.trace_id))
+        self.trace_button.hide()
+        header.addWidget(self.trace_button)
         layout.addLayout(header)
         self.body = QVBoxLayout()
         self.body.setSpacing(8)
@@ -294,6 +305,11 @@ class MessageWidget(QFrame):
         layout.addWidget(self.sources)
         self.set_text(text)
         self.set_status(status)
+
+    def set_trace_id(self, trace_id: str | None) -> None:
+        """Offer 'Show trace' for this answer (None: no trace is known)."""
+        self.trace_id = trace_id or None
+        self.trace_button.setVisible(self.trace_id is not None and self.status != "streaming")
 
     def segment_widgets(self) -> list[QWidget]:
         return [self.body.itemAt(i).widget() for i in range(self.body.count())]
@@ -361,6 +377,7 @@ class MessageWidget(QFrame):
         self.status_label.setVisible(bool(text))
         self.error_label.setText(error or "")
         self.error_label.setVisible(status == "failed" and bool(error))
+        self.trace_button.setVisible(self.trace_id is not None and status != "streaming")
         self.setProperty("status", status)
         self.style().unpolish(self)
         self.style().polish(self)

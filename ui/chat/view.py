@@ -9,6 +9,7 @@ from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from engine.history.models import Message
 from ui.chat.message import MessageWidget
+from ui.traces.links import stats_trace_id
 
 _RENDER_INTERVAL_MS = 50  # streamed tokens are painted at most 20 times a second
 
@@ -18,6 +19,7 @@ class ChatView(QScrollArea):
 
     sourceClicked = Signal(dict)  # a source of an answer was clicked: open it
     selectionTask = Signal(str, str)  # (task mode, selected text) from a message's context menu
+    traceRequested = Signal(str)  # 'Show trace' on an answer: its trace id
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -69,6 +71,8 @@ class ChatView(QScrollArea):
                 widget.set_status("failed", m.error)
             if m.sources:
                 widget.set_sources(m.sources)
+            if m.role == "assistant":
+                widget.set_trace_id(stats_trace_id(m.stats))
         self.scroll_to_bottom()
 
     def add_message(self, role: str, text: str = "", status: str = "complete",
@@ -77,6 +81,7 @@ class ChatView(QScrollArea):
         widget = MessageWidget(role, text, status, message_id, self._column)
         widget.sourceClicked.connect(self.sourceClicked)
         widget.selectionTask.connect(self.selectionTask)
+        widget.traceRequested.connect(self.traceRequested)
         self._layout.insertWidget(self._layout.count() - 1, widget)
         return widget
 
