@@ -58,18 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
     remove_p.add_argument("targets", nargs="+", metavar="PATH|ID")
     docs_sub.add_parser("rebuild", help="index every document again (after changing the embedding model)")
 
-    from app import cli_code, cli_extract, cli_summarize, cli_translate  # light: the engine loads in run()
+    # Light imports: the engine loads in run().
+    from app import cli_code, cli_extract, cli_secrets, cli_summarize, cli_traces, cli_translate
 
-    for module in (cli_summarize, cli_translate, cli_code, cli_extract):
+    for module in (cli_summarize, cli_translate, cli_code, cli_extract, cli_traces, cli_secrets):
         module.add_parser(sub)
     return parser
 
 
 def _task_command(name: str):
-    from app import cli_code, cli_extract, cli_summarize, cli_translate
+    from app import cli_code, cli_extract, cli_secrets, cli_summarize, cli_traces, cli_translate
 
     return {"summarize": cli_summarize, "translate": cli_translate, "code": cli_code,
-            "extract": cli_extract}.get(name)
+            "extract": cli_extract, "traces": cli_traces, "secrets": cli_secrets}.get(name)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from engine.trace.monitor import Monitor
 from engine.trace.store import TraceStore
 from engine.trace.tracing import Tracing, fail
 from ui.ops import wait_for_background
-from ui.traces.data import build_tree, downsample, histogram, passages_of, trace_content
+from engine.trace.reading import build_tree, downsample, histogram, passages_of, trace_content
 from ui.traces.span_tree import BAR_ROLE
 from ui.traces.window import TraceWindow
 
@@ -384,5 +384,6 @@ def test_show_trace_on_an_answer_opens_the_viewer_at_its_span_tree(qtbot, loaded
     window.open_conversation(conversation)
     qtbot.waitUntil(lambda: len(window.chat.messages()) == 2, timeout=10_000)
     assert window.chat.messages()[-1].trace_id == answer.trace_id
-    assert window.chat.messages()[-1].trace_button.isVisibleTo(window)
+    # Widgets added to a shown window are shown on the next turn of the event loop.
+    qtbot.waitUntil(lambda: window.chat.messages()[-1].trace_button.isVisibleTo(window), timeout=5_000)
     viewer.close()

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.trace.store import SpanRecord
-from ui.traces.data import TraceContent, format_duration, format_value, span_state, trace_content
+from engine.trace.reading import TraceContent, format_duration, format_value, span_state, trace_content
 
 NOT_CAPTURED = ("Not recorded for this trace. Prompts, answers and passage texts are kept only while "
                 "content capture is on (Settings › Traces).")

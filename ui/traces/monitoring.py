@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 
 from engine.trace.monitor import DEFAULT_RELEVANCE_LEVEL
 from ui.traces.charts import HistogramChart, TimeChart
-from ui.traces.data import histogram
+from engine.trace.reading import histogram
 from ui.traces.detail import make_cell, make_table
 from ui.traces.trace_list import format_start
 

@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QFrame, QGridLayout, QScrollArea, QWidget
 
 from engine.trace.store import TraceStore
 from ui.traces.charts import TimeChart
-from ui.traces.data import downsample
+from engine.trace.reading import downsample
 
 Points = list[tuple[float, float]]
 MIB, GIB = 2**20, 2**30

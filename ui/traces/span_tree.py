@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.trace.store import SpanRecord
-from ui.traces.data import SpanNode, build_tree, format_duration, span_state, walk
+from engine.trace.reading import SpanNode, build_tree, format_duration, span_state, walk
 
 SPAN_ROLE = Qt.ItemDataRole.UserRole
 BAR_ROLE = Qt.ItemDataRole.UserRole + 1

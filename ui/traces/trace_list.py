@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.trace.store import TraceFilter, TraceSummary
-from ui.traces.data import format_duration
+from engine.trace.reading import format_duration
 
 STATE_COLOURS = {"error": QColor("#c62828"), "cancelled": QColor("#ef6c00"), "running": QColor("#757575")}
 TIME_RANGES = (("Last hour", 3600.0), ("Last 24 hours", 86400.0), ("Last 7 days", 7 * 86400.0),

@@ -1,4 +1,4 @@
-"""What the trace viewer shows, worked out from stored spans: plain functions, no widgets.
+"""Reading stored traces for people (the trace window and `locus traces`): plain functions, no widgets.
 
 The viewer must cope with traces of any age and any capture setting, so every
 lookup here tolerates missing or malformed attributes.
