@@ -14,6 +14,7 @@ from engine.models.bundled import bundled_llm_path  # noqa: E402
 from engine.runtime.generator import Generator  # noqa: E402
 from engine.runtime.runtime import Runtime  # noqa: E402
 from engine.runtime.types import ModelConfig  # noqa: E402
+from tests.secret_service import secret_service  # noqa: E402,F401 - a fixture for every test folder
 
 REPO = Path(__file__).resolve().parents[1]
 # The shared test corpus lives beside the checkout (../shared/corpus); LOCUS_TEST_CORPUS may point elsewhere.

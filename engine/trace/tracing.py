@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterable, Sequence
 
 from opentelemetry import trace
@@ -48,6 +49,11 @@ class Redactor:
             if secret in text:
                 text = text.replace(secret, REDACTED)
         return _SECRET_SHAPES.sub(_keep_label, text)
+
+    def frozen(self) -> "Redactor":
+        """A redactor with today's secrets fixed: read the keyring once per export batch, not per string."""
+        secrets = self._current()
+        return Redactor(lambda: secrets)
 
     def _current(self) -> list[str]:
         try:
@@ -109,7 +115,8 @@ class StoreExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
-            self.store.add_spans([span_record(s, self.redactor) for s in spans])
+            redactor = self.redactor.frozen()
+            self.store.add_spans([span_record(s, redactor) for s in spans])
         except Exception:  # noqa: BLE001 - a full disk loses traces, never the app
             log.exception("could not store %d spans", len(spans))
             return SpanExportResult.FAILURE
@@ -127,10 +134,11 @@ class RedactingExporter(SpanExporter):
         self.redactor = redactor
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self.inner.export([self._scrubbed(s) for s in spans])
+        redactor = self.redactor.frozen()
+        return self.inner.export([self._scrubbed(s, redactor) for s in spans])
 
-    def _scrubbed(self, s: ReadableSpan) -> ReadableSpan:
-        r = self.redactor
+    @staticmethod
+    def _scrubbed(s: ReadableSpan, r: Redactor) -> ReadableSpan:
         return ReadableSpan(
             name=s.name, context=s.get_span_context(), parent=s.parent, resource=s.resource,
             attributes={k: r.value(v) for k, v in (s.attributes or {}).items()},
@@ -147,7 +155,7 @@ class RedactingExporter(SpanExporter):
         return self.inner.force_flush(timeout_millis)
 
 
-def otlp_exporter(endpoint: str, headers: dict[str, str] | None = None, timeout_s: float = 10.0) -> SpanExporter:
+def otlp_exporter(endpoint: str, headers: dict[str, str] | None = None, timeout_s: float = 3.0) -> SpanExporter:
     """An OTLP/HTTP (protobuf) span exporter for ``endpoint`` (a collector's base URL or its /v1/traces)."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -173,14 +181,16 @@ class Tracing:
         self.enabled = enabled and (store is not None or bool(otlp_endpoint))
         self.otlp_endpoint = otlp_endpoint
         self._provider: TracerProvider | None = None
+        self._local: BatchSpanProcessor | None = None  # the store's processor: flush() waits on it alone
         if not self.enabled:
             self.tracer: trace.Tracer = trace.NoOpTracer()
             return
         resource = Resource.create({"service.name": "locus", "service.version": service_version or "0"})
         self._provider = TracerProvider(resource=resource)
         if store is not None:
-            self._provider.add_span_processor(BatchSpanProcessor(
-                StoreExporter(store, self.redactor), schedule_delay_millis=schedule_delay_ms))
+            self._local = BatchSpanProcessor(StoreExporter(store, self.redactor),
+                                             schedule_delay_millis=schedule_delay_ms)
+            self._provider.add_span_processor(self._local)
         if otlp_endpoint:
             self._provider.add_span_processor(BatchSpanProcessor(
                 RedactingExporter(otlp_exporter(otlp_endpoint, otlp_headers), self.redactor),
@@ -207,12 +217,22 @@ class Tracing:
             span.set_attribute(key, value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
 
     def flush(self, timeout_s: float = 5.0) -> bool:
-        """Write out every ended span now (the viewer calls this before it reads)."""
-        return self._provider.force_flush(int(timeout_s * 1000)) if self._provider else True
+        """Write every ended span to the local store now (the viewer calls this before it reads).
 
-    def shutdown(self) -> None:
-        if self._provider is not None:
-            self._provider.shutdown()
+        Only the local store is waited for: an OTLP collector that is down would hold the caller
+        through the exporter's retries; its processor sends on its own schedule.
+        """
+        return self._local.force_flush(int(timeout_s * 1000)) if self._local else True
+
+    def shutdown(self, otlp_wait_s: float = 2.0) -> None:
+        """Store pending spans, then give the OTLP export at most ``otlp_wait_s`` (exit must not hang on it)."""
+        if self._provider is None:
+            return
+        if self._local is not None:
+            self._local.shutdown()
+        closing = threading.Thread(target=self._provider.shutdown, name="locus-trace-shutdown", daemon=True)
+        closing.start()
+        closing.join(otlp_wait_s)
 
 
 def context_of(span: Span | None) -> Context | None:

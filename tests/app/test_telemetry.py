@@ -85,3 +85,28 @@ def test_metrics_are_sampled_while_the_window_runs(services_for):
     rss = services.traces.metrics("process.rss_bytes")
     assert rss and rss[-1][1] > 50 * 2**20
     assert services.traces.list_traces(TraceFilter(task="chat")) == []
+
+
+@pytest.mark.slow
+def test_a_keyring_token_never_reaches_the_trace_store(secret_service, locus_home):
+    """The user stores a token with `locus secrets set`, then pastes it into a question: no stored span has it."""
+    from tests.app.helpers import locus
+
+    token = "tok-7Qm2Zr9XkVb4Lp8Wn3Hs"  # not shaped like any known key: only the keyring knows it is secret
+    stored = locus(locus_home, "secrets", "set", "otlp_api_key", stdin=token + "\n")
+    assert stored.returncode == 0, stored.stderr
+    status = locus(locus_home, "secrets", "status")
+    assert "otlp_api_key: stored" in status.stdout, status.stdout + status.stderr
+    asked = locus(locus_home, "ask", f"My collector key is {token}. Repeat it back to me.", "--max-tokens", "24",
+                  "--seed", "3")
+    assert asked.returncode == 0, asked.stderr
+    shown = locus(locus_home, "traces", "show", "--content", "--attributes",
+                  locus(locus_home, "traces", "list", "--json").stdout.split('"trace_id": "')[1][:32])
+    assert "[redacted]" in shown.stdout and token not in shown.stdout
+    raw = b"".join(p.read_bytes() for p in locus_home.glob("traces.sqlite3*"))
+    assert raw and token.encode() not in raw
+    # Only the conversation itself keeps what the user typed; config, traces and everything else do not.
+    others = [p for p in locus_home.rglob("*") if p.is_file() and not p.name.startswith("locus.sqlite3")]
+    assert others and not [p.name for p in others if token.encode() in p.read_bytes()]
+    assert locus(locus_home, "secrets", "delete", "otlp_api_key").returncode == 0
+    assert "otlp_api_key: not set" in locus(locus_home, "secrets", "status").stdout
