@@ -41,6 +41,17 @@ def generator(model_path) -> Generator:
     gen.close()
 
 
+@pytest.fixture(scope="session")
+def embedder():
+    """The bundled embedding model (in its worker process), shared by the tests that embed directly."""
+    from engine.models.bundled import BUNDLED_EMBEDDER_NAME, bundled_embedder_path
+    from engine.rag.embed import Embedder
+
+    embedder = Embedder(bundled_embedder_path(), BUNDLED_EMBEDDER_NAME)
+    yield embedder
+    embedder.close()
+
+
 @pytest.fixture()
 def runtime(model_path):
     rt = Runtime()

@@ -13,7 +13,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMessageBox,
-    QProgressBar,
     QPushButton,
     QSplitter,
     QVBoxLayout,
@@ -22,7 +21,7 @@ from PySide6.QtWidgets import (
 
 from engine.assistant import AnswerHandle, Cited, Retrieved
 from engine.errors import EngineError
-from engine.runtime.types import Done, Failed, LoadProgress, ModelLoaded, ModelLoadFailed, Started, Token
+from engine.runtime.types import Done, Failed, Started, Token
 from engine.tasks.base import TaskDone, TaskFailed, TaskProgress, TaskText
 from resources import resource_path
 from ui.bridge import EngineBridge
@@ -32,6 +31,7 @@ from ui.chat.message import MessageWidget
 from ui.chat.view import ChatView
 from ui.documents_controller import DocumentsController
 from ui.errors import describe, show_error
+from ui.model_status import ModelStatus
 from ui.ops import run_in_background
 from ui.settings_dialog import SettingsDialog
 from ui.conversation_list import ConversationList
@@ -73,14 +73,9 @@ class MainWindow(QMainWindow):
         self.conversation_id: int | None = None
         self.live: _LiveAnswer | None = None
         self.editing = False
-        self.model_info = None
-        self.model_error: str | None = None
         self.pending_collections: list[str] | None = None  # documents choice for a conversation not yet saved
 
         self.bridge = EngineBridge(self)
-        self.bridge.loadProgress.connect(self._on_load_progress)
-        self.bridge.modelLoaded.connect(self._on_model_loaded)
-        self.bridge.modelLoadFailed.connect(self._on_model_load_failed)
         self.bridge.answerEvent.connect(self._on_answer_event)
         self.bridge.taskEvent.connect(self._on_answer_event)  # a task's output streams like an answer
 
@@ -133,17 +128,10 @@ class MainWindow(QMainWindow):
         splitter.setSizes([260, 840])
         self.setCentralWidget(splitter)
 
-        self.model_label = QLabel("No model", self)
-        self.model_label.setObjectName("modelLabel")
-        self.load_bar = QProgressBar(self)
-        self.load_bar.setObjectName("loadProgress")
-        self.load_bar.setRange(0, 100)
-        self.load_bar.setMaximumWidth(180)
-        self.load_bar.hide()
+        self.model = ModelStatus(self, services, self.bridge)
+        self.model_label, self.load_bar = self.model.label, self.model.bar
         self.stats_label = QLabel("", self)
         self.stats_label.setObjectName("statsLabel")
-        self.statusBar().addWidget(self.model_label)
-        self.statusBar().addWidget(self.load_bar)
         self.statusBar().addPermanentWidget(self.stats_label)
         self.documents = DocumentsController(self, services, self.bridge)
         self.documents.collectionsChanged.connect(self.documents_selector.set_collections)
@@ -199,33 +187,7 @@ class MainWindow(QMainWindow):
                    "for them:\n\n" + text)
 
     def load_model(self) -> None:
-        self.model_error = None
-        self.model_label.setText("Loading model…")
-        self.load_bar.setValue(0)
-        self.load_bar.show()
-        future = self.services.load_model(self.bridge.runtime_sink)
-        if future.done() and future.exception() is not None:  # refused before reaching the runtime
-            self._show_model_error(future.exception())
-
-    def _on_load_progress(self, event: LoadProgress) -> None:
-        self.load_bar.show()
-        self.load_bar.setValue(int(event.fraction * 100))
-
-    def _on_model_loaded(self, event: ModelLoaded) -> None:
-        self.model_info = event.info
-        self.load_bar.hide()
-        self.model_label.setText(f"{event.info.name} · {event.info.n_ctx} ctx · {event.info.n_threads} threads")
-        self.model_label.setToolTip(event.info.path)
-
-    def _on_model_load_failed(self, event: ModelLoadFailed) -> None:
-        self._show_model_error(event.error)
-
-    def _show_model_error(self, error: BaseException) -> None:
-        self.load_bar.hide()
-        self.model_error = describe(error)
-        current = f" Still using {self.model_info.name}." if self.model_info else ""
-        self.model_label.setText("Model failed to load" if not self.model_info else self.model_info.name)
-        show_error(self, "Model not loaded", self.model_error + current)
+        self.model.load()
 
     # Conversations -----------------------------------------------------------------
 

@@ -6,21 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.models.bundled import BUNDLED_EMBEDDER_NAME, bundled_embedder_path
+from engine.models.bundled import BUNDLED_EMBEDDER_NAME
 from engine.rag.cite import cite, cited_numbers
-from engine.rag.embed import Embedder
 from engine.rag.evaluate import evaluate, index_corpus, load_beir, ndcg_at_k, recall_at_k
 from engine.rag.retrieve import _join_overlapping, retrieve, rrf_fuse
 from engine.rag.store import ChunkHit, DocumentStore
 
 BEIR_MINI = Path(__file__).resolve().parents[2] / "data" / "beir-mini"
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    embedder = Embedder(bundled_embedder_path(), BUNDLED_EMBEDDER_NAME)
-    yield embedder
-    embedder.close()
 
 
 @pytest.fixture(scope="module")

@@ -55,13 +55,13 @@ class RecordingRuntime(Runtime):
         super().__init__()
         self.finished: list[Done] = []
 
-    def submit(self, request, on_event=None, *, tap=None):
+    def submit(self, request, on_event=None, *, tap=None, trace_parent=None):
         def record(event):
             if isinstance(event, Done):
                 self.finished.append(event)
             if tap is not None:
                 tap(event)
-        return super().submit(request, on_event, tap=record)
+        return super().submit(request, on_event, tap=record, trace_parent=trace_parent)
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,6 @@ import time
 import numpy as np
 import pytest
 
-from engine.models.bundled import BUNDLED_EMBEDDER_NAME, bundled_embedder_path
-from engine.rag.embed import Embedder
 from engine.rag.store import DocumentStore
 from engine.trace.monitor import DEFAULT_RELEVANCE_LEVEL, Monitor, drift_test
 from engine.trace.store import TraceStore
@@ -107,13 +105,6 @@ def question_pool(topic: dict, size: int, seed: int) -> list[str]:
         if question not in pool:
             pool.append(question)
     return pool
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    embedder = Embedder(bundled_embedder_path(), BUNDLED_EMBEDDER_NAME)
-    yield embedder
-    embedder.close()
 
 
 @pytest.fixture(scope="module")
