@@ -57,6 +57,20 @@ class TimedRedactor(Redactor):
 
     scrub_s = 0.0
 
+    def frozen(self) -> "TimedRedactor":
+        """The exporters scrub with a per-batch copy: time that copy into this redactor's total."""
+        secrets, owner = self._current(), self
+        copy = TimedRedactor(lambda: secrets)
+        copy.scrub = lambda text: owner._timed(Redactor.scrub, copy, text)
+        return copy
+
+    def _timed(self, scrub, redactor, text: str) -> str:
+        t = time.perf_counter()
+        try:
+            return scrub(redactor, text)
+        finally:
+            self.scrub_s += time.perf_counter() - t
+
     def scrub(self, text: str) -> str:
         t = time.perf_counter()
         try:
