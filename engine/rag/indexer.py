@@ -30,7 +30,8 @@ from engine.rag.embed import Embedder
 from engine.rag.isolation import ParsePool
 from engine.rag.loaders import DocumentError, EmptyDocument, LoadedDocument, discover, kind_for
 from engine.rag.store import DEFAULT_COLLECTION, DocumentRecord, DocumentStore, doc_id_for
-from engine.trace.tracing import Tracing, fail, set_attributes, trace_id_of
+from engine.trace import spans
+from engine.trace.tracing import Tracing, trace_id_of
 
 log = logging.getLogger(__name__)
 
@@ -230,24 +231,15 @@ class Indexer:
                 self._jobs.task_done()
                 return
             self._current = job
-            job.span = self.tracing.start("index", attributes={
-                "locus.task": "index", "locus.index.kind": job.kind, "locus.index.collection": job.collection,
-                "locus.index.paths": job.paths[:100], "locus.summary": f"{job.kind} {', '.join(job.paths[:3])}"[:300]})
+            job.span = spans.start_index_job(self.tracing, job)
             job.trace_id = trace_id_of(job.span)
             try:
                 job.result = self._run_removal(job) if job.kind == "remove" else self._run(job)
-                r = job.result
-                set_attributes(job.span, {"locus.index.files": r.progress.files_total, "locus.index.indexed": r.indexed,
-                                          "locus.index.unchanged": r.unchanged, "locus.index.failed": r.failed,
-                                          "locus.index.removed": r.removed, "locus.cancelled": r.cancelled,
-                                          "locus.index.chunks": r.progress.chunks_done,
-                                          "locus.index.pages": r.progress.pages_done})
-                job.span.end()
+                spans.finish_index_job(job.span, job.result)
                 self._emit(job, job.result)
             except BaseException as exc:  # noqa: BLE001 - reported to whoever waits on the job
                 log.exception("indexing job failed")
-                fail(job.span, exc)
-                job.span.end()
+                spans.finish_index_job(job.span, error=exc)
                 job.error = exc
             finally:
                 self._current = None
@@ -342,9 +334,7 @@ class Indexer:
             item.record = replace(item.record, status="queued", reason="", message="", updated_at=time.time())
         self.store.upsert_documents([item.record for item in work])
         for item in work:
-            item.span = self.tracing.start("index_file", job.span, {
-                "locus.document.path": item.record.path, "locus.document.id": item.record.doc_id,
-                "locus.document.collection": item.record.collection, "locus.document.size_bytes": item.record.size})
+            item.span = spans.start_index_file(self.tracing, job.span, item.record)
             self._announce(job, item.record)
         failures: list[_Work] = []
         counters = dict(done=0, failed=0, chunks=0, pages=0, embed_s=0.0)
@@ -465,11 +455,7 @@ class Indexer:
         self.store.upsert_documents(records)
         for item, record in zip(items, records):
             self._announce(job, record)
-            set_attributes(item.span, {"locus.document.status": record.status, "locus.document.reason": record.reason,
-                                       "locus.cancelled": record.status == "cancelled"})
-            if record.status == "failed":
-                fail(item.span, item.error)
-            item.span.end()
+            spans.finish_index_file(item.span, record, error=item.error)
         return sum(1 for r in records if r.status == "failed")
 
     def _embed_and_write(self, job: IndexJob, batch: list[_Work], counters: dict) -> None:
@@ -496,11 +482,7 @@ class Indexer:
         self.store.upsert_documents([item.record for item in batch])
         for item in batch:
             self._announce(job, item.record)
-            set_attributes(item.span, {"locus.document.status": "done", "locus.document.kind": item.record.kind,
-                                       "locus.document.title": item.record.title,
-                                       "locus.document.chunks": len(item.chunks),
-                                       "locus.document.pages": item.document.pages or 0})
-            item.span.end()
+            spans.finish_index_file(item.span, item.record, chunks=len(item.chunks), pages=item.document.pages or 0)
             counters["done"] += 1
             counters["chunks"] += len(item.chunks)
             counters["pages"] += item.document.pages or 0

@@ -110,3 +110,44 @@ def record_citations(tracing: Tracing, span: Span, citations, support) -> None:
             {"text": s.text, "similarity": round(s.similarity, 4), "supported": s.supported}
             for s in support.sentences])
 
+
+
+# Indexing ---------------------------------------------------------------------------------
+
+def start_index_job(tracing: Tracing, job) -> Span:
+    """The root span of an indexing job (its files become ``index_file`` children)."""
+    return tracing.start("index", attributes={
+        "locus.task": "index", "locus.index.kind": job.kind, "locus.index.collection": job.collection,
+        "locus.index.paths": job.paths[:100], "locus.summary": f"{job.kind} {', '.join(job.paths[:3])}"[:300]})
+
+
+def finish_index_job(span: Span, result=None, error: BaseException | None = None) -> None:
+    """End a job's span with what it did (an IndexFinished), or the error that stopped it."""
+    if result is not None:
+        p = result.progress
+        set_attributes(span, {"locus.index.files": p.files_total, "locus.index.indexed": result.indexed,
+                              "locus.index.unchanged": result.unchanged, "locus.index.failed": result.failed,
+                              "locus.index.removed": result.removed, "locus.cancelled": result.cancelled,
+                              "locus.index.chunks": p.chunks_done, "locus.index.pages": p.pages_done})
+    if error is not None:
+        fail(span, error)
+    span.end()
+
+
+def start_index_file(tracing: Tracing, parent: Span, record) -> Span:
+    """One file's span in an indexing job, from the moment it is queued."""
+    return tracing.start("index_file", parent, {
+        "locus.document.path": record.path, "locus.document.id": record.doc_id,
+        "locus.document.collection": record.collection, "locus.document.size_bytes": record.size})
+
+
+def finish_index_file(span: Span, record, *, chunks: int = 0, pages: int = 0,
+                      error: BaseException | None = None) -> None:
+    """End a file's span with its final status (done, failed with the reason, or cancelled)."""
+    set_attributes(span, {"locus.document.status": record.status, "locus.document.reason": record.reason or None,
+                          "locus.document.kind": record.kind, "locus.document.title": record.title or None,
+                          "locus.document.chunks": chunks, "locus.document.pages": pages,
+                          "locus.cancelled": record.status == "cancelled"})
+    if record.status == "failed" and error is not None:
+        fail(span, error)
+    span.end()
