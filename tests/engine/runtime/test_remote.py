@@ -1,0 +1,269 @@
+"""The remote backend against a real OpenAI-compatible server on loopback: llama-cpp-python's own server."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from engine.assistant import Assistant, ChatSettings
+from engine.errors import InvalidRequestError
+from engine.history.store import HistoryStore
+from engine.runtime.remote import RemoteBackendError, RemoteRuntime
+from engine.runtime.types import ChatMessage, Done, Failed, GenerationRequest, SamplingParams, Started, Token
+from engine.trace.store import TraceStore
+from engine.trace.tracing import Tracing
+
+API_KEY = "locus-test-key-0123456789"
+ALIAS = "smollm2"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(model_path, tmp_path_factory):
+    """llama-cpp-python's server with the bundled model, asking for an API key; yields its base URL."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "stderr.txt"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", model_path,
+                                 "--model_alias", ALIAS, "--host", "127.0.0.1", "--port", str(port),
+                                 "--n_ctx", "2048", "--api_key", API_KEY],
+                                stdout=subprocess.DEVNULL, stderr=err)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            try:
+                request = urllib.request.Request(url + "/models", headers={"Authorization": f"Bearer {API_KEY}"})
+                urllib.request.urlopen(request, timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"llama_cpp.server did not start within 60 s:\n{log.read_text()[-3000:]}")
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture()
+def remote(server):
+    rt = RemoteRuntime(server, model=ALIAS, api_key=API_KEY, timeout_s=30)
+    yield rt
+    rt.shutdown()
+
+
+def chat(text="Say hello.", max_tokens=12, **kw) -> GenerationRequest:
+    return GenerationRequest((ChatMessage("user", text),), SamplingParams(max_tokens=max_tokens, seed=1), **kw)
+
+
+def test_connect_reports_the_served_model(remote, server):
+    info = remote.connect()
+    assert info.name == ALIAS and info.path == server and info.chat_template_source == "remote"
+    assert remote.model_info == info and info.n_ctx > 0
+
+
+def test_a_streamed_chat_answer_arrives_in_order_with_usage(remote):
+    events = list(remote.submit(chat()).events())
+    assert isinstance(events[0], Started)
+    tokens = events[1:-1]
+    assert tokens and all(isinstance(e, Token) for e in tokens)
+    done = events[-1]
+    assert isinstance(done, Done) and done.text == "".join(e.text for e in tokens) and done.text.strip()
+    st = done.stats
+    assert st.prompt_tokens > 0 and 0 < st.completion_tokens <= 12 and st.finish_reason in ("stop", "length")
+    assert st.time_to_first_token_s is not None and st.model == ALIAS and st.seed == 1
+    assert remote.queue_length == 0
+
+
+def test_the_assistant_answers_through_the_remote_backend_and_saves_it(remote, tmp_path):
+    history = HistoryStore(tmp_path / "locus.sqlite3")
+    assistant = Assistant(remote, history, ChatSettings("You are brief.", SamplingParams(seed=1, max_tokens=16)))
+    try:
+        answer = assistant.ask("What is the capital of France?")
+        done = answer.wait(60)
+        assert isinstance(done, Done) and done.text.strip()
+        saved = history.messages(answer.conversation_id)
+        assert [(m.role, m.status) for m in saved] == [("user", "complete"), ("assistant", "complete")]
+        assert saved[1].content == done.text and saved[1].stats["completion_tokens"] > 0
+    finally:
+        assistant.close()
+        history.close()
+
+
+def test_cancel_closes_the_stream_and_keeps_the_partial_text(remote):
+    tokens: list[str] = []
+    got_three = threading.Event()
+
+    def on_event(event):
+        if isinstance(event, Token):
+            tokens.append(event.text)
+            if len(tokens) >= 3:
+                got_three.set()
+
+    handle = remote.submit(chat("Write a very long story about a dragon.", max_tokens=1500), on_event)
+    assert got_three.wait(30)
+    cancelled_at = time.perf_counter()
+    handle.cancel()
+    done = handle.wait(5)
+    assert time.perf_counter() - cancelled_at < 2
+    assert isinstance(done, Done) and done.stats.finish_reason == "cancelled"
+    assert done.text == "".join(tokens) and len(tokens) < 1500
+    after = remote.submit(chat()).wait(60)  # the server keeps serving
+    assert isinstance(after, Done) and after.stats.finish_reason != "cancelled" and after.text
+
+
+def test_a_prompt_request_uses_text_completion(remote):
+    request = GenerationRequest(prompt="Once upon a time", sampling=SamplingParams(max_tokens=8, seed=2))
+    done = remote.submit(request).wait(60)
+    assert isinstance(done, Done) and done.text and done.stats.completion_tokens > 0
+
+
+def test_requests_run_concurrently(remote):
+    handles = [remote.submit(chat(f"Count to {n}.")) for n in range(3)]
+    assert all(isinstance(h.wait(60), Done) for h in handles)
+
+
+def test_grammar_is_refused_unless_the_server_takes_it(remote, server):
+    failed = remote.submit(chat(grammar='root ::= "yes" | "no"')).wait(30)
+    assert isinstance(failed, Failed) and isinstance(failed.error, InvalidRequestError)
+    rt = RemoteRuntime(server, model=ALIAS, api_key=API_KEY, grammar_field="grammar")
+    try:
+        done = rt.submit(chat("Is the sky blue?", grammar='root ::= "yes" | "no"')).wait(60)
+    finally:
+        rt.shutdown()
+    assert isinstance(done, Done) and done.text in ("yes", "no")
+
+
+def test_a_closed_port_fails_with_cannot_reach():
+    rt = RemoteRuntime(f"http://127.0.0.1:{free_port()}/v1", model="m")
+    try:
+        failed = rt.submit(chat()).wait(10)
+    finally:
+        rt.shutdown()
+    assert isinstance(failed, Failed) and isinstance(failed.error, RemoteBackendError)
+    assert failed.error.message.startswith("Cannot reach the model server at http://127.0.0.1:")
+
+
+def test_an_unknown_model_is_named_with_the_ones_offered(server):
+    # llama.cpp's server answers any model name with its default model, so Locus checks the list itself.
+    rt = RemoteRuntime(server, model="no-such-model", api_key=API_KEY)
+    try:
+        with pytest.raises(RemoteBackendError) as caught:
+            rt.connect()
+        failed = rt.submit(chat()).wait(10)
+    finally:
+        rt.shutdown()
+    assert caught.value.message == "The server has no model 'no-such-model'." and ALIAS in caught.value.hint
+    assert isinstance(failed, Failed) and failed.error.message == caught.value.message
+
+
+@pytest.mark.parametrize("key", [None, "wrong-key-abcdef123456"])
+def test_a_missing_or_wrong_api_key_is_explained_without_the_key(server, key):
+    rt = RemoteRuntime(server, model=ALIAS, api_key=key)
+    try:
+        failed = rt.submit(chat()).wait(10)
+    finally:
+        rt.shutdown()
+    assert isinstance(failed, Failed)
+    text = failed.error.user_text() + (failed.error.detail or "")
+    assert ("refused the API key" if key else "asks for an API key") in text
+    assert (key or API_KEY) not in text
+
+
+def test_a_generation_span_records_the_remote_provider(server, tmp_path):
+    store = TraceStore(tmp_path / "traces.sqlite3")
+    tracing = Tracing(store, schedule_delay_ms=50)
+    rt = RemoteRuntime(server, model=ALIAS, api_key=API_KEY, tracing=tracing)
+    try:
+        assert isinstance(rt.submit(chat()).wait(60), Done)
+        tracing.flush()
+        spans = [s for t in store.list_traces() for s in store.trace(t.trace_id)]
+    finally:
+        rt.shutdown()
+        tracing.shutdown()
+        store.close()
+    span = next(s for s in spans if s.name == f"chat {ALIAS}")
+    a = span.attributes
+    assert a["gen_ai.provider.name"] == "openai_compatible" and a["server.address"] == "127.0.0.1"
+    assert a["gen_ai.usage.input_tokens"] > 0 and a["gen_ai.usage.output_tokens"] > 0
+    assert API_KEY not in json.dumps([s.to_dict() for s in spans])
+
+
+class _Silent:
+    """A port that accepts connections and never answers."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+
+
+def test_a_server_that_stops_answering_times_out():
+    silent = _Silent()
+    rt = RemoteRuntime(silent.url, model="m", timeout_s=0.5)
+    try:
+        failed = rt.submit(chat()).wait(10)
+    finally:
+        rt.shutdown()
+        silent.sock.close()
+    assert isinstance(failed, Failed) and "stopped responding" in failed.error.message
+
+
+def test_a_malformed_stream_is_reported():
+    # llama.cpp's server never sends a broken stream, so a few lines of stdlib server do.
+    class Broken(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # like a gateway that lists no models: the configured name is trusted
+            self.send_error(404)
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            self.wfile.write(b'data: {"choices": [{"delta": {"content": "Hi"}}]}\n\ndata: {not json\n\n')
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    rt = RemoteRuntime(f"http://127.0.0.1:{httpd.server_address[1]}", model="m")
+    try:
+        events = []
+        failed = rt.submit(chat(), events.append).wait(10)
+    finally:
+        rt.shutdown()
+        httpd.shutdown()
+    assert isinstance(failed, Failed) and "cannot read" in failed.error.message
+    assert [type(e) for e in events] == [Started, Token, Failed]
+
+
+def test_shutdown_cancels_what_runs_and_refuses_what_comes(server):
+    rt = RemoteRuntime(server, model=ALIAS, api_key=API_KEY)
+    first_token = threading.Event()
+    handle = rt.submit(chat("Write a very long story about a ship.", max_tokens=1500),
+                       lambda e: isinstance(e, Token) and first_token.set())
+    assert first_token.wait(30)
+    rt.shutdown()
+    done = handle.wait(5)
+    assert isinstance(done, Done) and done.stats.finish_reason == "cancelled"
+    late = rt.submit(chat()).wait(1)
+    assert isinstance(late, Failed) and late.error.code == "runtime_stopped"
