@@ -32,6 +32,7 @@ from engine.models.bundled import (
     bundled_embedder_path,
     bundled_llm_path,
 )
+from engine.models.catalog import ModelCatalog
 from engine.runtime.runtime import Runtime
 from engine.runtime.types import ModelConfig, RuntimeEvent, SamplingParams
 from engine.tasks.templates import TemplateLibrary
@@ -91,7 +92,9 @@ class Services:
     telemetry: Telemetry | None = None
     secrets: Secrets | None = None
     version: str = ""
+    catalog: ModelCatalog | None = None
     recovered_answers: int = 0
+    _hardware: object = field(default=None, repr=False)
     loaded_config: ModelConfig | None = field(default=None)
     library: DocumentLibrary | None = field(default=None)
     _library_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -108,6 +111,43 @@ class Services:
     @property
     def monitor(self):
         return self.telemetry.monitor if self.telemetry else None
+
+    def hardware(self):
+        """This machine's CPU, memory and GPUs (probed once; the probe takes a moment)."""
+        if self._hardware is None:
+            from engine.models.hardware import probe
+
+            self._hardware = probe()
+        return self._hardware
+
+    def describe_local_models(self) -> tuple[list, dict]:
+        """The local models and, for each readable one, how it would run here (an OffloadPlan by path)."""
+        from engine.models.gguf import read_gguf
+        from engine.models.offload import plan_offload
+
+        models = self.catalog.models()
+        hardware, plans = self.hardware(), {}
+        for model in models:
+            if model.problem is None:
+                try:
+                    plans[model.path] = plan_offload(read_gguf(model.path), hardware, self.settings.model.context_size)
+                except EngineError as exc:
+                    log.info("no offload plan for %s: %s", model.path, exc)
+        return models, plans
+
+    def choose_model(self, path: str) -> bool:
+        """Make a model file the default ("" for the bundled one), with the GPU layers its offload plan
+        gives when this machine has a GPU; True when it must be loaded now."""
+        new = self.settings.with_value("model.path", path)
+        hardware = self.hardware()
+        if hardware.gpus:
+            from engine.models.gguf import read_gguf
+            from engine.models.offload import plan_offload
+
+            target = path or str(bundled_llm_path())
+            plan = plan_offload(read_gguf(target), hardware, self.settings.model.context_size)
+            new = new.with_value("model.gpu_layers", plan.n_gpu_layers)
+        return self.apply_settings(new)
 
     def start_telemetry(self) -> None:
         """Sample metrics and apply trace retention in the background while the window runs."""
@@ -236,8 +276,10 @@ def build_services(paths: Paths | None = None) -> Services:
     templates = template_library(paths)
     assistant = Assistant(runtime, history, chat_settings(settings), templates=templates,
                           tracing=telemetry.tracing, monitor=telemetry.monitor)
+    catalog = ModelCatalog(paths.models_dir, bundled_llm_path(), BUNDLED_LLM_NAME)
     return Services(paths, settings, problems, runtime, history, assistant, templates=templates,
-                    telemetry=telemetry, secrets=secrets, version=version, recovered_answers=recovered)
+                    telemetry=telemetry, secrets=secrets, version=version, catalog=catalog,
+                    recovered_answers=recovered)
 
 
 def template_library(paths: Paths) -> TemplateLibrary:

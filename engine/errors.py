@@ -69,3 +69,9 @@ class RuntimeStoppedError(EngineError):
     """The runtime was shut down before the request could run."""
 
     code = "runtime_stopped"
+
+
+class InvalidModelFileError(ModelLoadError):
+    """A model file failed the checks made before loading: not GGUF, truncated, corrupt or unsupported."""
+
+    code = "invalid_model_file"

@@ -157,8 +157,10 @@ class MainWindow(QMainWindow):
         file_menu = self.menuBar().addMenu("&File")
         new = QAction("&New chat", self, shortcut=QKeySequence.StandardKey.New, triggered=self.new_conversation)
         settings = QAction("&Settings…", self, shortcut=QKeySequence("Ctrl+,"), triggered=self.open_settings)
+        models = QAction("&Models…", self, shortcut=QKeySequence("Ctrl+Shift+M"),
+                         triggered=lambda: self.model.open_manager())
         quit_ = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close)
-        for action in (new, settings):
+        for action in (new, models, settings):
             file_menu.addAction(action)
         file_menu.addSeparator()
         file_menu.addAction(quit_)

@@ -6,6 +6,7 @@ from PySide6.QtWidgets import QLabel, QMainWindow, QProgressBar
 
 from engine.runtime.types import LoadProgress, ModelLoaded
 from ui.errors import describe, show_error
+from ui.ops import run_in_background
 
 
 class ModelStatus:
@@ -24,6 +25,7 @@ class ModelStatus:
         self.bar.setRange(0, 100)
         self.bar.setMaximumWidth(180)
         self.bar.hide()
+        self.manager = None  # the model manager window, once opened
         window.statusBar().addWidget(self.label)
         window.statusBar().addWidget(self.bar)
         bridge.loadProgress.connect(self._progress)
@@ -56,3 +58,26 @@ class ModelStatus:
         current = f" Still using {self.info.name}." if self.info else ""
         self.label.setText("Model failed to load" if not self.info else self.info.name)
         show_error(self.window, "Model not loaded", self.error + current)
+
+    def open_manager(self):
+        """Show the model manager (one per window)."""
+        from ui.models.manager import ModelManager
+
+        if self.manager is None:
+            self.manager = ModelManager(self.services, self.window)
+            self.manager.modelChosen.connect(self.use)
+        self.manager.show()
+        self.manager.raise_()
+        return self.manager
+
+    def use(self, path: str) -> None:
+        """Make ``path`` the default model and switch to it now; a running answer is stopped and kept."""
+        def chosen(needs_reload: bool) -> None:
+            if needs_reload:
+                self.window.stop()
+                self.load()
+            if self.manager is not None:
+                self.manager.local.refresh()
+
+        run_in_background(lambda: self.services.choose_model(path), chosen,
+                          lambda exc: show_error(self.window, "Model not changed", exc), owner=self.window)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from engine.errors import EngineError, GenerationError
+from engine.models.gguf import check_gguf
 from engine.runtime.budget import OMISSION, fit_prompt
 from engine.runtime.chat_template import ChatTemplate
 from engine.runtime.constrain import PieceIndex, heal
@@ -43,6 +44,7 @@ class Generator:
     """Owns a NativeModel and NativeContext; not thread-safe (the runtime thread drives it)."""
 
     def __init__(self, config: ModelConfig, progress: Callable[[float], bool] | None = None):
+        check_gguf(config.path)  # a broken file gets a precise message before llama.cpp sees it
         self.config = config
         self.model = NativeModel(config.path, n_gpu_layers=config.n_gpu_layers, progress=progress)
         try:
