@@ -33,8 +33,9 @@ from engine.models.bundled import (
     bundled_llm_path,
 )
 from engine.models.catalog import ModelCatalog
+from engine.runtime.remote import RemoteRuntime
 from engine.runtime.runtime import Runtime
-from engine.runtime.types import ModelConfig, RuntimeEvent, SamplingParams
+from engine.runtime.types import ModelConfig, ModelLoaded, ModelLoadFailed, RuntimeEvent, SamplingParams
 from engine.tasks.templates import TemplateLibrary
 from resources import resource_path
 
@@ -95,6 +96,7 @@ class Services:
     catalog: ModelCatalog | None = None
     recovered_answers: int = 0
     _hardware: object = field(default=None, repr=False)
+    _downloader: object = field(default=None, repr=False)
     loaded_config: ModelConfig | None = field(default=None)
     library: DocumentLibrary | None = field(default=None)
     _library_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -135,6 +137,35 @@ class Services:
                     log.info("no offload plan for %s: %s", model.path, exc)
         return models, plans
 
+    def embedding_device(self) -> tuple[str, str] | None:
+        """(device, dtype) the embedding worker uses (CUDA fp16, MPS or CPU); None before documents are open."""
+        if self.library is None:
+            return None
+        info = self.library.embedder.info
+        return info.device, info.dtype
+
+    def hub_client(self):
+        """A Hugging Face hub client with the user's token from the keyring (if any)."""
+        from engine.models.hub import HubClient
+
+        return HubClient(token=self.secrets.get("hf_token") if self.secrets else None)
+
+    @property
+    def downloader(self):
+        """The one downloader of model files into the models folder."""
+        if self._downloader is None:
+            from engine.models.download import Downloader
+
+            self._downloader = Downloader(self.paths.models_dir)
+        return self._downloader
+
+    def quantization_verdicts(self, quants) -> dict:
+        """How each of a repository's quantizations would run here, from one file's header and every size."""
+        from engine.models.preview import quantization_verdicts
+
+        token = self.secrets.get("hf_token") if self.secrets else None
+        return quantization_verdicts(quants, self.hardware(), self.settings.model.context_size, token)
+
     def choose_model(self, path: str) -> bool:
         """Make a model file the default ("" for the bundled one), with the GPU layers its offload plan
         gives when this machine has a GPU; True when it must be loaded now."""
@@ -152,9 +183,8 @@ class Services:
     def start_telemetry(self) -> None:
         """Sample metrics and apply trace retention in the background while the window runs."""
         if self.telemetry is not None:
-            runtime = self.runtime
-            self.telemetry.start({"runtime.queue_length": lambda: runtime.queue_length,
-                                  "runtime.tokens_per_s": lambda: runtime.last_tokens_per_s})
+            self.telemetry.start({"runtime.queue_length": lambda: self.runtime.queue_length,
+                                  "runtime.tokens_per_s": lambda: self.runtime.last_tokens_per_s})
 
     def open_library(self, on_event: Callable[[IndexEvent], None] | None = None, *,
                      rebuild: bool = False) -> DocumentLibrary:
@@ -178,7 +208,9 @@ class Services:
 
     def load_model(self, on_event: Callable[[RuntimeEvent], None] | None = None,
                    override_path: str | None = None) -> Future:
-        """Start loading the configured model on the runtime thread."""
+        """Start loading the configured model on the runtime thread (or connecting to the configured server)."""
+        if isinstance(self.runtime, RemoteRuntime) and override_path is None:
+            return connect_remote(self.runtime, on_event)
         try:
             config = model_config(self.settings, override_path)
         except ModelLoadError as exc:
@@ -208,9 +240,18 @@ class Services:
         old, self.settings = self.settings, new
         self.problems = []
         self.assistant.settings = chat_settings(new)
+        backend_changed = old.remote != new.remote
+        if backend_changed:
+            self._swap_runtime(make_runtime(new, self.tracing, self.secrets))
         if old.traces != new.traces and self.telemetry is not None:
             self._retrace(new)
-        return old.model != new.model
+        return old.model != new.model or backend_changed
+
+    def _swap_runtime(self, runtime) -> None:
+        """Answer from a new backend from now on; the old one finishes (or cancels) what it runs, then stops."""
+        old, self.runtime = self.runtime, runtime
+        self.assistant.runtime = runtime
+        threading.Thread(target=old.shutdown, name="locus-runtime-swap", daemon=True).start()
 
     def _retrace(self, new: Settings) -> None:
         """Trace settings changed: build the new tracing and hand it to every part that records spans."""
@@ -258,7 +299,40 @@ def open_library(paths: Paths, settings: Settings, on_event: Callable[[IndexEven
                            tracing=tracing)
 
 
-def build_services(paths: Paths | None = None) -> Services:
+def make_runtime(settings: Settings, tracing, secrets: Secrets):
+    """The in-process runtime, or a remote OpenAI-compatible one when the settings choose a server."""
+    remote = settings.remote
+    if not (remote.enabled and remote.url):
+        return Runtime(tracing)
+    try:
+        key = secrets.get("remote_api_key")
+    except EngineError as exc:
+        log.warning("remote API key unavailable: %s", exc.user_text())
+        key = None
+    return RemoteRuntime(remote.url, model=remote.model or None, api_key=key, tracing=tracing,
+                         timeout_s=remote.timeout_s)
+
+
+def connect_remote(runtime: RemoteRuntime, on_event=None) -> Future:
+    """Connect to the server off the caller's thread, telling ``on_event`` as a model load would."""
+    future: Future = Future()
+    notify = on_event or (lambda _event: None)
+
+    def connect() -> None:
+        try:
+            info = runtime.connect()
+        except EngineError as exc:
+            notify(ModelLoadFailed(exc, runtime.base_url))
+            future.set_exception(exc)
+        else:
+            notify(ModelLoaded(info))
+            future.set_result(info)
+
+    threading.Thread(target=connect, name="locus-remote-connect", daemon=True).start()
+    return future
+
+
+def build_services(paths: Paths | None = None, *, secrets: Secrets | None = None) -> Services:
     """Read settings, open the history, start the runtime (the model loads on request)."""
     paths = paths or resolve_paths()
     paths.ensure()
@@ -270,9 +344,9 @@ def build_services(paths: Paths | None = None) -> Services:
     from app.cli import locus_version
 
     version = locus_version()
-    secrets = Secrets()
+    secrets = secrets or Secrets()
     telemetry = open_telemetry(paths, settings.traces, secrets, version, problems)
-    runtime = Runtime(telemetry.tracing)
+    runtime = make_runtime(settings, telemetry.tracing, secrets)
     templates = template_library(paths)
     assistant = Assistant(runtime, history, chat_settings(settings), templates=templates,
                           tracing=telemetry.tracing, monitor=telemetry.monitor)

@@ -90,6 +90,17 @@ class TaskSettings:
 
 
 @dataclass(frozen=True)
+class RemoteSettings:
+    enabled: bool = setting(False, "Generate answers on an OpenAI-compatible server (vLLM, TGI, llama.cpp server, "
+                            "Ollama, a company gateway) instead of this computer. Its API key is kept in the system "
+                            "keyring as 'remote_api_key' (locus secrets set remote_api_key).", label="Use a server")
+    url: str = setting("", "The server's OpenAI-compatible address, e.g. http://gpu-box:8000/v1.", label="Server address")
+    model: str = setting("", "The model the server should use; empty: the first it offers.", label="Server model")
+    timeout_s: float = setting(120.0, "Longest wait for the server to send anything.", minimum=5.0, maximum=3600.0,
+                               label="Server timeout (s)")
+
+
+@dataclass(frozen=True)
 class TraceSettings:
     enabled: bool = setting(True, "Record every request (retrieval, prompt, timings, token counts) in the local trace "
                             "log. Nothing leaves this computer unless an OTLP endpoint is set.", label="Record traces")
@@ -124,6 +135,7 @@ class Settings:
     chat: ChatSection = field(default_factory=ChatSection)
     documents: DocumentSettings = field(default_factory=DocumentSettings)
     tasks: TaskSettings = field(default_factory=TaskSettings)
+    remote: RemoteSettings = field(default_factory=RemoteSettings)
     traces: TraceSettings = field(default_factory=TraceSettings)
     ui: UISettings = field(default_factory=UISettings)
 

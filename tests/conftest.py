@@ -14,7 +14,8 @@ from engine.models.bundled import bundled_llm_path  # noqa: E402
 from engine.runtime.generator import Generator  # noqa: E402
 from engine.runtime.runtime import Runtime  # noqa: E402
 from engine.runtime.types import ModelConfig  # noqa: E402
-from tests.secret_service import secret_service  # noqa: E402,F401 - a fixture for every test folder
+from tests.llama_server import llama_server  # noqa: E402,F401 - fixtures for every test folder
+from tests.secret_service import secret_service  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parents[1]
 # The shared test corpus lives beside the checkout (../shared/corpus); LOCUS_TEST_CORPUS may point elsewhere.

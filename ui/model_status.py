@@ -49,7 +49,9 @@ class ModelStatus:
     def _loaded(self, event: ModelLoaded) -> None:
         self.info = event.info
         self.bar.hide()
-        self.label.setText(f"{event.info.name} · {event.info.n_ctx} ctx · {event.info.n_threads} threads")
+        info = event.info
+        where = f"on {info.path}" if info.chat_template_source == "remote" else f"{info.n_threads} threads"
+        self.label.setText(f"{info.name} · {info.n_ctx} ctx · {where}")
         self.label.setToolTip(event.info.path)
 
     def _failed(self, error: BaseException) -> None:

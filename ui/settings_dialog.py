@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 _SECTION_TITLES = {"model": "Model", "sampling": "Sampling", "chat": "Chat", "documents": "Documents",
-                   "tasks": "Tasks", "traces": "Traces", "ui": "Appearance"}
+                   "tasks": "Tasks", "remote": "Model server", "traces": "Traces", "ui": "Appearance"}
 _INT_LIMIT = 2**31 - 1
 
 

@@ -314,3 +314,19 @@ def check_gguf(path: str | os.PathLike) -> GGUFFile:
 def quick_check(path: str | os.PathLike) -> None:
     """Check only the 24-byte header (magic, version, counts): cheap enough for a file picker."""
     _open(path, lambda file, _path, size: _header(_Reader(file, size)))
+
+
+class NeedMoreBytes(Exception):
+    """The bytes given end inside the header: fetch a longer prefix of the file."""
+
+
+def read_gguf_prefix(data: bytes, name: str, file_size: int) -> GGUFFile:
+    """A GGUF header from the first bytes of a file of ``file_size`` bytes (e.g. a Range request's answer)."""
+    import io
+
+    try:
+        return _read(io.BytesIO(data), name, file_size)
+    except _Refused as exc:
+        if len(data) < file_size and "shrank" in str(exc):
+            raise NeedMoreBytes(str(exc)) from None
+        raise _invalid(name, str(exc)) from None

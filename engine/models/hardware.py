@@ -133,16 +133,28 @@ def _nvml_gpus() -> list[GPU]:
         pynvml.nvmlShutdown()
 
 
-def _torch_gpus() -> list[GPU]:
-    import torch
-
-    if not torch.cuda.is_available():
-        return []
-    gpus = []
+_TORCH_PROBE = """
+import json, torch
+gpus = []
+if torch.cuda.is_available():
     for i in range(torch.cuda.device_count()):
         free, total = torch.cuda.mem_get_info(i)
-        gpus.append(GPU(torch.cuda.get_device_name(i), "cuda", int(total), int(free)))
-    return gpus
+        gpus.append([torch.cuda.get_device_name(i), int(total), int(free)])
+print(json.dumps(gpus))
+"""
+
+
+def _torch_gpus() -> list[GPU]:
+    """CUDA devices as torch sees them, asked in a child process: the app's own process never imports
+    torch (seconds and hundreds of MB; embeddings run in their own worker)."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _TORCH_PROBE], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip()[-300:] or f"exit {done.returncode}")
+    return [GPU(name, "cuda", total, free) for name, total, free in json.loads(done.stdout)]
 
 
 def _gpus(ram_total: int, ram_available: int, cpu: CPU) -> list[GPU]:

@@ -61,3 +61,56 @@ def test_manager_shows_verdicts_imports_and_switches_model(qtbot, loaded_window,
         qtbot.wait(200)
         manager.grab().save(os.path.join(folder, "models.png"))
     manager.close()
+
+
+def test_hub_search_shows_verdicts_and_downloads_into_the_local_list(qtbot, window, services, model_path,
+                                                                    monkeypatch):
+    """The hub cannot be reached here: a hub-shaped server on loopback serves the files, and HfApi answers
+    from hub-shaped JSON (the narrowest seam); everything else is the real window, downloader and planner."""
+    import hashlib
+    import threading
+
+    from engine.models.hub import HubClient
+    from tests.hub_fakes import FakeApi, FakeHub, QuietServer, hub_handler
+
+    model = Path(model_path).read_bytes()
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    hub = FakeHub({f"/org/smol-GGUF/resolve/{commit}/smol-Q4_1.gguf": model})
+    server = QuietServer(("127.0.0.1", 0), hub_handler(hub))
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    sha = hashlib.sha256(model).hexdigest()
+    siblings = [{"rfilename": "smol-Q4_1.gguf", "size": len(model),
+                 "lfs": {"size": len(model), "sha256": sha, "pointerSize": 134}},
+                {"rfilename": "smol-F16.gguf", "size": 100 * len(model),
+                 "lfs": {"size": 100 * len(model), "sha256": sha, "pointerSize": 134}}]
+    api = FakeApi(models=[{"id": "org/smol-GGUF", "downloads": 1234, "likes": 5, "gated": False}],
+                  info={"id": "org/smol-GGUF", "sha": commit, "siblings": siblings})
+    monkeypatch.setattr(services, "hub_client", lambda: HubClient(endpoint=endpoint, api=api))
+    services._hardware = Hardware.from_json((PROFILES / "rtx4060_8gb.json").read_text())
+    try:
+        manager = window.model.open_manager()
+        manager.tabs.setCurrentWidget(manager.hub)
+        with qtbot.waitSignal(manager.hub.searched, timeout=20_000):
+            manager.hub.query.setText("smol")
+            manager.hub.search()
+        assert manager.hub.repo_table.item(0, 0).text() == "org/smol-GGUF"
+        with qtbot.waitSignal(manager.hub.quantsShown, timeout=30_000):
+            manager.hub.repo_table.selectRow(0)
+        table = manager.hub.quant_table
+        verdicts = {table.item(r, 0).text(): table.item(r, 3).text() for r in range(table.rowCount())}
+        assert verdicts["Q4_1"].startswith("Full GPU") and verdicts["F16"].startswith("Partial"), verdicts
+        folder = os.environ.get("LOCUS_SCREENSHOTS")
+        if folder:
+            manager.grab().save(os.path.join(folder, "models-hub.png"))
+
+        table.selectRow([table.item(r, 0).text() for r in range(table.rowCount())].index("Q4_1"))
+        with qtbot.waitSignal(manager.hub.downloaded, timeout=60_000) as arrived:
+            manager.hub.download_button.click()
+        assert Path(arrived.args[0]) == services.paths.models_dir / "smol-Q4_1.gguf"
+        qtbot.waitUntil(lambda: manager.local.table.rowCount() == 2, timeout=20_000)
+        assert rows(manager)[1][:4] == ["smol-Q4_1", "llama", "135 M", "Q4_1"]
+        manager.close()
+    finally:
+        server.shutdown()
+        server.server_close()

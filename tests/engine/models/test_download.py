@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
+
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +25,7 @@ from engine.models.download import (
     InsufficientDiskSpaceError,
 )
 from engine.models.hub import FilePart, HubAuthError, HubNotFoundError, HubUnavailableError, QuantFile
+from tests.hub_fakes import FakeHub, QuietServer, hub_handler
 
 DATA = random.Random(6).randbytes(3 * 1024 * 1024 + 1234)
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -32,70 +33,10 @@ PATH = "/org/tiny-GGUF/resolve/main/tiny-Q4_K_M.gguf"
 CHUNK = 64 * 1024
 
 
-class FakeHub:
-    """What the server does next: files by path, a required token, a dropped connection, Range ignored."""
-
-    def __init__(self):
-        self.files = {PATH: DATA}
-        self.token: str | None = None
-        self.drop_after: int | None = None
-        self.ignore_range = False
-        self.requests: list[tuple[str, dict]] = []
-
-
-def _handler(hub: FakeHub):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args):
-            pass
-
-        def _reply(self, status: int, body: bytes, headers: dict) -> None:
-            self.send_response(status)
-            for name, value in {"Content-Length": str(len(body)), **headers}.items():
-                self.send_header(name, value)
-            self.end_headers()
-            try:
-                if hub.drop_after is not None and status in (200, 206):
-                    # Drop the connection mid-body once, as a flaky network would.
-                    cut, hub.drop_after = hub.drop_after, None
-                    self.wfile.write(body[:cut])
-                    self.wfile.flush()
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    self.close_connection = True
-                else:
-                    self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True  # the client paused or cancelled
-
-        def do_GET(self):
-            hub.requests.append((self.path, dict(self.headers)))
-            if hub.token and self.headers.get("Authorization") != f"Bearer {hub.token}":
-                return self._reply(401, b'{"error":"Invalid credentials in Authorization header"}', {})
-            data = hub.files.get(self.path)
-            if data is None:
-                return self._reply(404, b'{"error":"Entry not found"}', {"X-Error-Code": "EntryNotFound"})
-            etag = f'"{hashlib.sha256(data).hexdigest()}"'
-            headers = {"ETag": etag, "Accept-Ranges": "bytes"}
-            match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
-            if match and not hub.ignore_range and self.headers.get("If-Range", etag) == etag:
-                start = int(match.group(1))
-                headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-                return self._reply(206, data[start:], headers)
-            return self._reply(200, data, headers)
-
-    return Handler
-
-
-class QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request, client_address):
-        pass  # dropped and cancelled connections are what these tests are about
-
-
 @pytest.fixture()
 def hub():
-    fake = FakeHub()
-    server = QuietServer(("127.0.0.1", 0), _handler(fake))
+    fake = FakeHub({PATH: DATA})
+    server = QuietServer(("127.0.0.1", 0), hub_handler(fake))
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     fake.base = f"http://127.0.0.1:{server.server_address[1]}"
@@ -348,3 +289,21 @@ def test_failed_events_carry_the_error(hub, tmp_path):
     handle = _downloader(tmp_path).start(_target(hub, sha="1" * 64), on_event=events.append)
     handle.wait(30)
     assert events[-1] == DownloadFailed(handle.error)
+
+
+def test_a_hub_models_header_gives_verdicts_per_quantization_before_download(hub, model_path):
+    """Only the GGUF header is fetched (Range requests); each quantization gets a plan from its size."""
+    from engine.models.hardware import Hardware
+    from engine.models.preview import quantization_verdicts
+
+    model = Path(model_path).read_bytes()
+    small, big = "/org/smol-GGUF/resolve/main/smol-Q4_1.gguf", "/org/smol-GGUF/resolve/main/smol-F16.gguf"
+    hub.files[small] = model
+    quants = [QuantFile("org/smol-GGUF", "smol-F16.gguf", "F16", 100 * len(model), None, hub.base + big, ()),
+              QuantFile("org/smol-GGUF", "smol-Q4_1.gguf", "Q4_1", len(model), None, hub.base + small, ())]
+    profile = Path(__file__).resolve().parents[2] / "data" / "hardware" / "rtx4060_8gb.json"
+    plans = quantization_verdicts(quants, Hardware.from_json(profile.read_text()), 2048)
+    assert plans["smol-Q4_1.gguf"].verdict == "full_gpu"
+    assert plans["smol-F16.gguf"].verdict == "partial"  # 100 times the weights no longer fit on the 8 GB card
+    assert [h.get("Range") for path, h in hub.requests] == ["bytes=0-4194303"]  # the header only
+    assert big not in [path for path, _ in hub.requests]

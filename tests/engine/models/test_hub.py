@@ -7,10 +7,10 @@ import socket
 import httpx2
 import pytest
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-from huggingface_hub.hf_api import ModelInfo
 from huggingface_hub.utils import hf_raise_for_status
 
 from engine.errors import EngineError
+from tests.hub_fakes import FakeApi
 from engine.models.hub import (
     HubAuthError,
     HubClient,
@@ -31,25 +31,6 @@ def _sibling(name: str, size: int | None = None, lfs: bool = True) -> dict:
         if lfs:
             sibling["lfs"] = {"size": size, "sha256": f"{SHA[:-2]}{size % 100:02d}", "pointerSize": 134}
     return sibling
-
-
-class FakeApi:
-    """Answers like HfApi: real ModelInfo objects built from hub-shaped JSON, or a library exception."""
-
-    def __init__(self, models=(), info=None, error: Exception | None = None):
-        self.models, self.info, self.error, self.calls = models, info, error, []
-
-    def list_models(self, **kwargs):
-        self.calls.append(("list_models", kwargs))
-        if self.error:
-            raise self.error
-        return iter([ModelInfo(**m) for m in self.models])
-
-    def model_info(self, repo_id, **kwargs):
-        self.calls.append(("model_info", {"repo_id": repo_id, **kwargs}))
-        if self.error:
-            raise self.error
-        return ModelInfo(**self.info)
 
 
 def _hub_http_error(status: int, url: str, error_code: str | None = None, message: str | None = None):

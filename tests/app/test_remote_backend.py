@@ -1,0 +1,49 @@
+"""Choosing a model server in the settings: answers come from it, with its key from the real keyring."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import settings as settings_mod
+from app.paths import resolve_paths
+from app.secrets import Secrets
+from app.services import build_services
+from engine.runtime.remote import RemoteRuntime
+from engine.runtime.runtime import Runtime
+from engine.runtime.types import Done
+from tests.llama_server import ALIAS, API_KEY
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_default_backend_can_be_a_server_and_switched_back(llama_server, secret_service, locus_home):
+    secrets = Secrets(backend=secret_service)
+    secrets.set("remote_api_key", API_KEY)
+    settings = settings_mod.Settings().with_value("remote.enabled", True).with_value("remote.url", llama_server) \
+        .with_value("remote.model", ALIAS)
+    settings_mod.save(settings, locus_home / "config.toml")
+    services = build_services(resolve_paths(), secrets=secrets)
+    try:
+        assert isinstance(services.runtime, RemoteRuntime)
+        info = services.load_model().result(timeout=60)
+        assert info.name == ALIAS and info.chat_template_source == "remote"
+        answer = services.assistant.ask("Say hello in three words.")
+        done = answer.wait(60)
+        assert isinstance(done, Done) and done.text.strip()
+        saved = services.history.message(answer.assistant_message_id)
+        assert saved.status == "complete" and saved.content == done.text
+        services.tracing.flush()
+        spans = services.traces.trace(answer.trace_id)
+        generation = next(s for s in spans if s.name.startswith("chat "))
+        assert generation.attributes["gen_ai.provider.name"] == "openai_compatible"
+        assert API_KEY.encode() not in b"".join(p.read_bytes() for p in locus_home.glob("traces.sqlite3*"))
+        assert API_KEY not in (locus_home / "config.toml").read_text()
+
+        # Back to this computer: the next answer comes from the in-process runtime, no restart.
+        assert services.apply_settings(services.settings.with_value("remote.enabled", False)) is True
+        assert isinstance(services.runtime, Runtime) and services.assistant.runtime is services.runtime
+        services.load_model().result(timeout=120)
+        local = services.assistant.ask("Say hi.").wait(120)
+        assert isinstance(local, Done) and "SmolLM2" in local.stats.model
+    finally:
+        services.close()
