@@ -173,7 +173,9 @@ def plan_offload(model: GGUFFile | ModelShape, hardware: Hardware, n_ctx: int, *
         summary = f"Full GPU: all {n} layers on {where} ({_gb(vram_needed)} of {_gb(gpu.total_bytes)} GB)."
     elif k > 0:
         verdict = "partial"
-        summary = (f"Partial offload: {k} of {n} layers on {where} ({_gb(vram_needed)} of "
+        layers = (f"all {n} layers (the output layer stays on the CPU)" if k >= n
+                  else f"{k} of {n} layers")
+        summary = (f"Partial offload: {layers} on {where} ({_gb(vram_needed)} of "
                    f"{_gb(gpu.total_bytes)} GB), the rest in RAM ({_gb(ram_needed)} GB).")
     else:
         verdict = "cpu_only"
