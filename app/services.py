@@ -124,7 +124,6 @@ class Services:
 
     def describe_local_models(self) -> tuple[list, dict]:
         """The local models and, for each readable one, how it would run here (an OffloadPlan by path)."""
-        from engine.models.gguf import read_gguf
         from engine.models.offload import plan_offload
 
         models = self.catalog.models()
@@ -132,7 +131,8 @@ class Services:
         for model in models:
             if model.problem is None:
                 try:
-                    plans[model.path] = plan_offload(read_gguf(model.path), hardware, self.settings.model.context_size)
+                    plans[model.path] = plan_offload(self.catalog.header(model.path), hardware,
+                                                     self.settings.model.context_size)
                 except EngineError as exc:
                     log.info("no offload plan for %s: %s", model.path, exc)
         return models, plans
@@ -172,11 +172,10 @@ class Services:
         new = self.settings.with_value("model.path", path)
         hardware = self.hardware()
         if hardware.gpus:
-            from engine.models.gguf import read_gguf
             from engine.models.offload import plan_offload
 
             target = path or str(bundled_llm_path())
-            plan = plan_offload(read_gguf(target), hardware, self.settings.model.context_size)
+            plan = plan_offload(self.catalog.header(target), hardware, self.settings.model.context_size)
             new = new.with_value("model.gpu_layers", plan.n_gpu_layers)
         return self.apply_settings(new)
 

@@ -52,6 +52,7 @@ class ModelCatalog:
         self.bundled = bundled
         self.bundled_name = bundled_name
         self._cache: dict[tuple[str, int, int], LocalModel] = {}
+        self._headers: dict[tuple[str, int, int], object] = {}  # the GGUFFile read for each listed model
         self._lock = threading.Lock()
 
     def models(self) -> list[LocalModel]:
@@ -76,6 +77,8 @@ class ModelCatalog:
         name = self.bundled_name if bundled and self.bundled_name else path.stem
         try:
             info = check_gguf(path)
+            with self._lock:
+                self._headers[key] = info
         except EngineError as exc:
             model = LocalModel(str(path), name, bundled, stat.st_size, problem=exc.user_text())
         else:
@@ -86,6 +89,14 @@ class ModelCatalog:
         with self._lock:
             self._cache[key] = model
         return model
+
+    def header(self, path: str | Path):
+        """The GGUFFile of a listed model (read once with its listing; read now if it changed since)."""
+        path = Path(path)
+        stat = path.stat()
+        with self._lock:
+            found = self._headers.get((str(path), stat.st_size, stat.st_mtime_ns))
+        return found if found is not None else check_gguf(path)
 
     def import_file(self, source: str | Path, *, on_progress: Callable[[int, int], None] | None = None,
                     cancel: threading.Event | None = None) -> LocalModel:
