@@ -47,7 +47,7 @@ def record_retrieval(tracing: Tracing, parent: Span, retrieval, start_ns: int, c
         "locus.retrieval.sources": [", ".join(x for x in (p.title or p.path, p.location()) if x) for p in passages],
         "locus.retrieval.scores": [round(p.score, 6) for p in passages],
         "locus.retrieval.similarities": [round(p.similarity, 4) for p in passages],
-        "locus.retrieval.top_similarity": getattr(retrieval, "top_similarity", None),
+        "locus.retrieval.top_similarity": retrieval.top_similarity,
     })
     tracing.content(span, "locus.retrieval.query", retrieval.query)
     tracing.content(span, "locus.retrieval.passages", [

@@ -173,11 +173,21 @@ class HubModels(QWidget):
                                          QLineEdit.EchoMode.Password)
         if not ok or not token.strip():
             return False
-        saved, why = self.services.secrets.available()
-        self.services.secrets.set("hf_token", token.strip(), session_only=not saved)
-        self.status.setText("Token saved in the system keyring." if saved else f"{why} The token is kept for this "
-                            "session only.")
+        secrets = self.services.secrets
+
+        def keep() -> str:  # the keyring answers over D-Bus (and may ask to unlock): off the GUI thread
+            saved, why = secrets.available()
+            secrets.set("hf_token", token.strip(), session_only=not saved)
+            return "Token saved in the system keyring." if saved else f"{why} The token is kept for this session only."
+
+        run_in_background(keep, self.status.setText, lambda exc: show_error(self, "Token not kept", exc), owner=self)
         return True
+
+    def _with_token(self, then) -> None:
+        """Read the hub token from the keyring off the GUI thread, then call ``then(token)`` on it."""
+        secrets = self.services.secrets
+        run_in_background(lambda: secrets.get("hf_token"), then,
+                          lambda exc: show_error(self, "Hugging Face token", exc), owner=self)
 
     # Downloading -----------------------------------------------------------------------
 
@@ -189,28 +199,36 @@ class HubModels(QWidget):
         quant = self.selected_quant()
         if quant is None or self.handle is not None:
             return
-        services, relay = self.services, self._relay
-        try:
-            self.handle = services.downloader.start(quant, services.secrets.get("hf_token"), relay.event.emit)
-        except Exception as exc:  # noqa: BLE001 - e.g. not enough disk space: said before any byte
-            show_error(self, "Download not started", exc)
-            return
-        self.status.setText(f"Downloading {quant.filename}…")
-        self._downloading(True)
+        self.download_button.setEnabled(False)
+
+        def start(token: str | None) -> None:
+            try:
+                self.handle = self.services.downloader.start(quant, token, self._relay.event.emit)
+            except Exception as exc:  # noqa: BLE001 - e.g. not enough disk space: said before any byte
+                self._downloading(False)
+                show_error(self, "Download not started", exc)
+                return
+            self.status.setText(f"Downloading {quant.filename}…")
+            self._downloading(True)
+
+        self._with_token(start)
 
     def _pause_or_resume(self) -> None:
-        token = self.services.secrets.get("hf_token")
+        if self.handle is not None and self.pause_button.text() == "Pause":
+            self.handle.pause()
+            return
+        if self.handle is None and not self._pending:
+            return
+        self.pause_button.setEnabled(False)
+        self._with_token(self._resume)
+
+    def _resume(self, token: str | None) -> None:
         if self.handle is None and self._pending:
             self.handle = self.services.downloader.resume_pending(self._pending.pop(0), token, self._relay.event.emit)
-            self._downloading(True)
-            return
-        if self.handle is None:
-            return
-        if self.pause_button.text() == "Pause":
-            self.handle.pause()
-        else:
+        elif self.handle is not None:
             self.handle.resume(token)
-            self.pause_button.setText("Pause")
+        self._downloading(self.handle is not None)
+        self.pause_button.setText("Pause")
 
     def _on_download_event(self, event) -> None:
         if isinstance(event, DownloadProgress):
