@@ -44,7 +44,7 @@ class Secrets:
     Safe to share between threads; ``values()`` is what the trace Redactor calls.
     """
 
-    KNOWN = ("hf_token", "otlp_api_key", "remote_api_key")
+    KNOWN = ("hf_token", "otlp_api_key", "remote_api_key", "server_api_key")
     CACHE_S = 30.0
 
     def __init__(self, backend=None, service: str = "locus"):

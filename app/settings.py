@@ -123,9 +123,28 @@ class TraceSettings:
 
 
 @dataclass(frozen=True)
+class ServerSettings:
+    enabled: bool = setting(False, "Serve the OpenAI-compatible API (/v1/chat/completions, /v1/completions, "
+                            "/v1/embeddings, /v1/models) while the window is open, for editors, scripts and agents.",
+                            label="Local API")
+    host: str = setting("127.0.0.1", "Address the API listens on. Anything but this computer (127.0.0.1, ::1, "
+                        "localhost) needs an API key, kept in the system keyring as 'server_api_key'.",
+                        label="API address")
+    port: int = setting(8765, "Port the API listens on.", minimum=1, maximum=65535, label="API port")
+    max_request_kb: int = setting(1024, "Largest request body the API accepts, in kilobytes.", minimum=1,
+                                  maximum=1048576, label="Largest request (KB)")
+    max_tokens: int = setting(4096, "Most tokens one API request may ask to generate.", minimum=1, maximum=262144,
+                              label="API max tokens")
+
+
+@dataclass(frozen=True)
 class UISettings:
     theme: str = setting("system", "Colour theme of the window.", choices=("system", "light", "dark"),
                          label="Theme")
+    close_to_tray: bool = setting(True, "Closing the window keeps Locus running in the system tray (when the "
+                                  "desktop has one); quit from the tray menu.", label="Close to tray")
+    quick_ask_collection: str = setting("", "Document collection the quick ask answers from; empty: plain chat.",
+                                        label="Quick ask collection")
 
 
 @dataclass(frozen=True)
@@ -137,6 +156,7 @@ class Settings:
     tasks: TaskSettings = field(default_factory=TaskSettings)
     remote: RemoteSettings = field(default_factory=RemoteSettings)
     traces: TraceSettings = field(default_factory=TraceSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
     ui: UISettings = field(default_factory=UISettings)
 
     def get(self, key: str) -> Any:

@@ -29,7 +29,8 @@ from PySide6.QtWidgets import (
 )
 
 _SECTION_TITLES = {"model": "Model", "sampling": "Sampling", "chat": "Chat", "documents": "Documents",
-                   "tasks": "Tasks", "remote": "Model server", "traces": "Traces", "ui": "Appearance"}
+                   "tasks": "Tasks", "remote": "Model server", "traces": "Traces", "server": "Local API",
+                   "ui": "Appearance"}
 _INT_LIMIT = 2**31 - 1
 
 
