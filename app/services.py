@@ -100,6 +100,11 @@ class Services:
     loaded_config: ModelConfig | None = field(default=None)
     library: DocumentLibrary | None = field(default=None)
     _library_lock: threading.Lock = field(default_factory=threading.Lock)
+    # The two backends: the in-process runtime, and the model server's when one is configured.
+    # ``runtime`` is the default of the two; a conversation may choose the other.
+    local_runtime: Runtime | None = None
+    remote_runtime: RemoteRuntime | None = None
+    _readying: dict = field(default_factory=dict, repr=False)  # backend name -> Future of its load/connect
 
     @property
     def traces(self):
@@ -137,11 +142,15 @@ class Services:
                     log.info("no offload plan for %s: %s", model.path, exc)
         return models, plans
 
-    def embedding_device(self) -> tuple[str, str] | None:
-        """(device, dtype) the embedding worker uses (CUDA fp16, MPS or CPU); None before documents are open."""
+    def embedding_device(self, *, start: bool = True) -> tuple[str, str] | None:
+        """(device, dtype) the embedding worker uses (CUDA fp16, MPS or CPU); None before documents are open,
+        or, with ``start=False``, before the worker has started (starting it takes seconds)."""
         if self.library is None:
             return None
-        info = self.library.embedder.info
+        embedder = self.library.embedder
+        if not start and not embedder.started:
+            return None
+        info = embedder.info
         return info.device, info.dtype
 
     def hub_client(self):
@@ -208,8 +217,8 @@ class Services:
     def load_model(self, on_event: Callable[[RuntimeEvent], None] | None = None,
                    override_path: str | None = None) -> Future:
         """Start loading the configured model on the runtime thread (or connecting to the configured server)."""
-        if isinstance(self.runtime, RemoteRuntime) and override_path is None:
-            return connect_remote(self.runtime, on_event)
+        if self.runtime is self.remote_runtime and override_path is None:
+            return self._ready("server", connect_remote(self.remote_runtime, on_event))
         try:
             config = model_config(self.settings, override_path)
         except ModelLoadError as exc:
@@ -217,7 +226,70 @@ class Services:
             future.set_exception(exc)
             return future
         self.loaded_config = config
-        return self.runtime.load(config, on_event)
+        local = self.local_runtime or self.runtime
+        return self._ready("local", local.load(config, on_event))
+
+    # Backends ----------------------------------------------------------------------
+
+    @property
+    def default_backend(self) -> str:
+        """'server' when answers go to the model server by default, else 'local'."""
+        return "server" if self.remote_runtime is not None and self.runtime is self.remote_runtime else "local"
+
+    def backends(self) -> dict[str, object]:
+        """The backends a conversation can choose, by name: 'local' always, 'server' when one is configured."""
+        found = {"local": self.local_runtime or self.runtime}
+        if self.remote_runtime is not None:
+            found["server"] = self.remote_runtime
+        return found
+
+    def backend_label(self, name: str) -> str:
+        """How a backend is named to people."""
+        if name == "server":
+            remote = self.settings.remote
+            return f"Model server ({remote.model or 'its first model'} at {remote.url})"
+        return "This computer"
+
+    def ready_backend(self, name: str, on_event: Callable[[RuntimeEvent], None] | None = None) -> Future:
+        """Make a backend able to answer: load the local model or connect to the server, unless it already
+        can (or is getting there); resolves to its ModelInfo."""
+        runtime = self.backends().get(name)
+        if runtime is None:
+            from engine.errors import BackendUnavailableError
+
+            future: Future = Future()
+            future.set_exception(BackendUnavailableError("No model server is set up.",
+                                                         hint="Set its address in Settings › Model server."))
+            return future
+        pending = self._readying.get(name)
+        if pending is not None and not pending.done():
+            return pending
+        info = runtime.model_info
+        if info is not None and (name == "server" or self.loaded_config == model_config(self.settings)):
+            future = Future()
+            future.set_result(info)
+            return future
+        if name == "server":
+            return self._ready(name, connect_remote(runtime, on_event))
+        return self.load_model(on_event) if self.runtime is runtime else self._load_local(on_event)
+
+    def _load_local(self, on_event) -> Future:
+        try:
+            config = model_config(self.settings)
+        except ModelLoadError as exc:
+            future: Future = Future()
+            future.set_exception(exc)
+            return future
+        self.loaded_config = config
+        return self._ready("local", self.local_runtime.load(config, on_event))
+
+    def _ready(self, name: str, future: Future) -> Future:
+        self._readying[name] = future
+        return future
+
+    def set_conversation_backend(self, conversation_id: int, name: str | None):
+        """Save which backend answers in a conversation (None: the default)."""
+        return self.history.set_backend(conversation_id, name)
 
     @property
     def setting_specs(self) -> tuple[settings_mod.SettingSpec, ...]:
@@ -241,16 +313,25 @@ class Services:
         self.assistant.settings = chat_settings(new)
         backend_changed = old.remote != new.remote
         if backend_changed:
-            self._swap_runtime(make_runtime(new, self.tracing, self.secrets))
+            self._rewire_backends(new)
         if old.traces != new.traces and self.telemetry is not None:
             self._retrace(new)
         return old.model != new.model or backend_changed
 
-    def _swap_runtime(self, runtime) -> None:
-        """Answer from a new backend from now on; the old one finishes (or cancels) what it runs, then stops."""
-        old, self.runtime = self.runtime, runtime
-        self.assistant.runtime = runtime
-        threading.Thread(target=old.shutdown, name="locus-runtime-swap", daemon=True).start()
+    def _rewire_backends(self, new: Settings) -> None:
+        """The server settings changed: a new server runtime (the old one finishes or cancels what it runs,
+        then stops) and the default backend they choose. The local runtime keeps its model."""
+        old_remote = self.remote_runtime
+        self.remote_runtime = make_remote(new, self.tracing, self.secrets)
+        self._readying.pop("server", None)
+        self._wire(use_server=new.remote.enabled)
+        if old_remote is not None:
+            threading.Thread(target=old_remote.shutdown, name="locus-runtime-swap", daemon=True).start()
+
+    def _wire(self, *, use_server: bool) -> None:
+        self.runtime = self.remote_runtime if use_server and self.remote_runtime is not None else self.local_runtime
+        self.assistant.runtime = self.runtime
+        self.assistant.backends = self.backends()
 
     def _retrace(self, new: Settings) -> None:
         """Trace settings changed: build the new tracing and hand it to every part that records spans."""
@@ -258,7 +339,9 @@ class Services:
         old_tracing = telemetry.tracing
         telemetry.settings = new.traces
         telemetry.tracing = make_tracing(telemetry.store, new.traces, self.secrets, self.version)
-        self.runtime.tracing = self.assistant.tracing = telemetry.tracing
+        for runtime in self.backends().values():
+            runtime.tracing = telemetry.tracing
+        self.assistant.tracing = telemetry.tracing
         if self.library is not None:
             self.library.indexer.tracing = telemetry.tracing
         if telemetry.monitor is not None:
@@ -269,7 +352,8 @@ class Services:
 
     def close(self) -> None:
         """Stop generation first (a running answer is saved as partial), then what it depends on."""
-        self.runtime.shutdown()
+        for runtime in self.backends().values():
+            runtime.shutdown()
         self.assistant.close()
         if self.library is not None:
             self.library.close()
@@ -298,11 +382,11 @@ def open_library(paths: Paths, settings: Settings, on_event: Callable[[IndexEven
                            tracing=tracing)
 
 
-def make_runtime(settings: Settings, tracing, secrets: Secrets):
-    """The in-process runtime, or a remote OpenAI-compatible one when the settings choose a server."""
+def make_remote(settings: Settings, tracing, secrets: Secrets) -> RemoteRuntime | None:
+    """A runtime for the OpenAI-compatible server the settings name (None when none is set)."""
     remote = settings.remote
-    if not (remote.enabled and remote.url):
-        return Runtime(tracing)
+    if not remote.url:
+        return None
     try:
         key = secrets.get("remote_api_key")
     except EngineError as exc:
@@ -345,14 +429,17 @@ def build_services(paths: Paths | None = None, *, secrets: Secrets | None = None
     version = locus_version()
     secrets = secrets or Secrets()
     telemetry = open_telemetry(paths, settings.traces, secrets, version, problems)
-    runtime = make_runtime(settings, telemetry.tracing, secrets)
+    local = Runtime(telemetry.tracing)
     templates = template_library(paths)
-    assistant = Assistant(runtime, history, chat_settings(settings), templates=templates,
+    assistant = Assistant(local, history, chat_settings(settings), templates=templates,
                           tracing=telemetry.tracing, monitor=telemetry.monitor)
     catalog = ModelCatalog(paths.models_dir, bundled_llm_path(), BUNDLED_LLM_NAME)
-    return Services(paths, settings, problems, runtime, history, assistant, templates=templates,
-                    telemetry=telemetry, secrets=secrets, version=version, catalog=catalog,
-                    recovered_answers=recovered)
+    services = Services(paths, settings, problems, local, history, assistant, templates=templates,
+                        telemetry=telemetry, secrets=secrets, version=version, catalog=catalog,
+                        recovered_answers=recovered, local_runtime=local,
+                        remote_runtime=make_remote(settings, telemetry.tracing, secrets))
+    services._wire(use_server=settings.remote.enabled)
+    return services
 
 
 def template_library(paths: Paths) -> TemplateLibrary:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from engine.errors import EngineError, InvalidRequestError, NotFoundError
+from engine.errors import BackendUnavailableError, EngineError, InvalidRequestError, NotFoundError
 from engine.history.models import CONTEXT_STATUSES, Message
 from engine.history.store import HistoryStore
 from engine.rag.cite import Citation
@@ -149,7 +149,9 @@ class Assistant:
     def __init__(self, runtime: Runtime, history: HistoryStore, settings: ChatSettings | None = None,
                  *, save_interval_s: float = 0.5, library=None, templates: TemplateLibrary | None = None,
                  tracing: Tracing | None = None, monitor=None):
-        self.runtime = runtime
+        self.runtime = runtime  # the default backend
+        # Backends a conversation may choose instead of the default ("local", "server"), by name.
+        self.backends: dict[str, object] = {}
         self.tracing = tracing or runtime.tracing
         self.monitor = monitor  # engine.trace.monitor.Monitor: drift, relevance and support checks
         self._calibrated_for: int | None = None  # documents in the index when the monitor was calibrated
@@ -168,12 +170,13 @@ class Assistant:
         on_event: Callable[[object], None] | None = None,
         *,
         collections=_UNSET,
+        backend=_UNSET,
         priority: Priority = Priority.INTERACTIVE,
     ) -> AnswerHandle:
         """Save the question (in a new conversation if none is given) and start answering it.
 
-        ``collections`` (None: no documents, []: all, or names) is saved on the conversation;
-        left out, the conversation keeps what it had.
+        ``collections`` (None: no documents, []: all, or names) and ``backend`` (None: the default,
+        "local", "server") are saved on the conversation; left out, it keeps what it had.
         """
         if not text.strip():
             raise InvalidRequestError("The question is empty.")
@@ -185,6 +188,8 @@ class Assistant:
             try:
                 if collections is not _UNSET:
                     self.history.set_collections(conversation_id, collections)
+                if backend is not _UNSET:
+                    self.history.set_backend(conversation_id, backend)
                 span = self._start_span(conversation_id, text)
                 # Everything that can fail (retrieval above all) happens before the question is
                 # saved, so a failed ask never leaves a question without its answer behind.
@@ -257,7 +262,7 @@ class Assistant:
             user = self.history.add_message(conversation_id, "user", request_text)
             placeholder = self.history.add_message(conversation_id, "assistant", "", status="streaming")
         recorder = _AnswerRecorder(self.history, placeholder.id, self.save_interval_s)
-        handle = start_task(fn, self.runtime, self.templates, self.settings.sampling, on_event, tap=recorder,
+        handle = start_task(fn, self.runtime_for(conversation_id), self.templates, self.settings.sampling, on_event, tap=recorder,
                             priority=priority, name=name, token_healing=self.settings.token_healing,
                             tracing=self.tracing, summary=request_text, conversation_id=conversation_id)
         handle.conversation_id = conversation_id
@@ -277,6 +282,19 @@ class Assistant:
                 return message
         raise NotFoundError(f"Conversation {conversation_id} has no {role} message to work from.")
 
+    def runtime_for(self, conversation_id: int | None):
+        """The runtime that answers in a conversation: the backend it chose, else the default."""
+        name = self.history.conversation(conversation_id).backend if conversation_id is not None else None
+        if name is None:
+            return self.runtime
+        runtime = self.backends.get(name)
+        if runtime is None:
+            where = "the model server" if name == "server" else "this computer's model"
+            raise BackendUnavailableError(
+                f"This conversation answers on {where}, which is not set up now.",
+                hint="Set the server in Settings › Model server, or choose another backend for the conversation.")
+        return runtime
+
     def context_for(self, conversation_id: int) -> tuple[ChatMessage, ...]:
         """The conversation as the model will see it: system prompt, then saved turns."""
         context = [ChatMessage("system", self.settings.system_prompt)] if self.settings.system_prompt else []
@@ -289,7 +307,7 @@ class Assistant:
                 if m.status in CONTEXT_STATUSES and m.content.strip()]
 
     def _start_span(self, conversation_id: int, question: str):
-        info = self.runtime.model_info
+        info = self.runtime_for(conversation_id).model_info
         uses_documents = self.history.conversation(conversation_id).uses_documents
         return spans.start_ask(self.tracing, question, conversation_id, info.name if info else None, uses_documents)
 
@@ -305,7 +323,7 @@ class Assistant:
         if self.library is None:
             raise DocumentsUnavailable("The document index is not open yet.",
                                        hint="Wait a moment for it to load, then ask again.")
-        info = self.runtime.model_info
+        info = self.runtime_for(conversation_id).model_info
         n_ctx = info.n_ctx if info else 4096
         budget = min(SOURCE_BUDGET_TOKENS, int(n_ctx * 0.35))
         # The model's own tokenizer lives on the runtime thread; ~3 characters per token
@@ -342,6 +360,7 @@ class Assistant:
                 new_question: bool = True, span=None) -> AnswerHandle:
         span = span if span is not None else self._start_span(conversation_id, user.content)
         try:
+            runtime = self.runtime_for(conversation_id)
             if retrieval is not None:
                 earlier = self._turns([m for m in self.history.messages(conversation_id) if m.id < user.id])
                 context = doc_qa.build_messages(self.settings.system_prompt, earlier, user.content,
@@ -365,7 +384,7 @@ class Assistant:
             recorder.extra_stats["trace_id"] = answer.trace_id
         request = GenerationRequest(context, self.settings.sampling, priority=priority, request_id=request_id,
                                     conversation_key=f"conversation:{conversation_id}")
-        answer.request = self.runtime.submit(request, lambda event: self._deliver(answer, event), tap=recorder,
+        answer.request = runtime.submit(request, lambda event: self._deliver(answer, event), tap=recorder,
                                              trace_parent=context_of(span))
         return answer
 

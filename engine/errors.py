@@ -75,3 +75,9 @@ class InvalidModelFileError(ModelLoadError):
     """A model file failed the checks made before loading: not GGUF, truncated, corrupt or unsupported."""
 
     code = "invalid_model_file"
+
+
+class BackendUnavailableError(EngineError):
+    """A conversation asks for a backend (e.g. the model server) that is not set up now."""
+
+    code = "backend_unavailable"

@@ -25,6 +25,7 @@ from engine.runtime.types import Done, Failed, Started, Token
 from engine.tasks.base import TaskDone, TaskFailed, TaskProgress, TaskText
 from resources import resource_path
 from ui.bridge import EngineBridge
+from ui.chat.backend_selector import BackendSelector
 from ui.chat.composer import Composer
 from ui.chat.documents_selector import DocumentsSelector
 from ui.chat.message import MessageWidget
@@ -103,6 +104,7 @@ class MainWindow(QMainWindow):
         self.regenerate_button = self._button("Regenerate", "regenerateButton", self.regenerate,
                                               "Answer the last question again")
         self.edit_button = self._button("Edit last question", "editButton", self.edit_last_question)
+        self.backend = BackendSelector(self, services, lambda: self.conversation_id)
 
         right = QWidget(self)
         column = QVBoxLayout(right)
@@ -110,6 +112,7 @@ class MainWindow(QMainWindow):
         column.addWidget(self.chat, 1)
         actions = QHBoxLayout()
         actions.addWidget(self.task_bar.mode_row)
+        actions.addWidget(self.backend.button)
         actions.addStretch(1)
         actions.addWidget(self.edit_button)
         actions.addWidget(self.regenerate_button)
@@ -207,6 +210,7 @@ class MainWindow(QMainWindow):
         self.conversation_id = None
         self.pending_collections = None
         self.documents_selector.set_value(None)
+        self.backend.show_for(None)
         self._detach_live_answer()
         self.chat.clear()
         self.sidebar.select(None)
@@ -224,6 +228,7 @@ class MainWindow(QMainWindow):
             if self.conversation_id != conversation_id:
                 return
             self.documents_selector.set_value(conversation.collections)
+            self.backend.show_for(conversation)
             self._detach_live_answer()
             self.chat.show_messages(messages)
             self._reattach_live_answer()
@@ -298,8 +303,9 @@ class MainWindow(QMainWindow):
                 self.chat.remove_from(last_user)
             start = lambda: self.services.assistant.resend_edited(conversation, text, sink)  # noqa: E731
         elif conversation is None:
-            chosen = self.pending_collections
-            start = lambda: self.services.assistant.ask(text, None, sink, collections=chosen)  # noqa: E731
+            chosen, backend = self.pending_collections, self.backend.pending
+            start = lambda: self.services.assistant.ask(text, None, sink, collections=chosen,  # noqa: E731
+                                                        backend=backend)
         else:
             start = lambda: self.services.assistant.ask(text, conversation, sink)  # noqa: E731
         user_widget = self.chat.add_message("user", text)
@@ -472,6 +478,7 @@ class MainWindow(QMainWindow):
 
     def open_settings(self) -> None:
         dialog = SettingsDialog(self.services.setting_specs, self.services.setting_values(), self)
+        dialog.show_embedding_device(self.services.embedding_device(start=False))
         if dialog.exec() != SettingsDialog.DialogCode.Accepted:
             return
         values = dialog.values()
@@ -479,6 +486,7 @@ class MainWindow(QMainWindow):
         def applied(needs_reload: bool) -> None:
             apply_theme(QApplication.instance(), values.get("ui.theme", "system"))
             self.task_bar.set_translate_default(values.get("tasks.translate_to"))
+            self.backend.refresh()
             if needs_reload:
                 self.stop()
                 self.load_model()

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
@@ -27,6 +28,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
 
 _SECTION_TITLES = {"model": "Model", "sampling": "Sampling", "chat": "Chat", "documents": "Documents",
                    "tasks": "Tasks", "remote": "Model server", "traces": "Traces", "server": "Local API",
@@ -91,9 +93,10 @@ class SettingsDialog(QDialog):
         self.resize(560, 640)
         self.specs = list(specs)
         self.editors: dict[str, QWidget] = {}
+        self.notes: dict[str, QLabel] = {}
         content = QWidget(self)
         column = QVBoxLayout(content)
-        forms: dict[str, QFormLayout] = {}
+        self.forms = forms = {}
         for spec in self.specs:
             if spec.section not in forms:
                 box = QGroupBox(_SECTION_TITLES.get(spec.section, spec.section.title()), content)
@@ -117,6 +120,22 @@ class SettingsDialog(QDialog):
         layout.addWidget(scroll, 1)
         layout.addWidget(buttons)
         self.set_values(values)
+
+    def set_note(self, section: str, text: str) -> None:
+        """A line of information (not a setting) at the top of a section, e.g. where embeddings run."""
+        label = self.notes.get(section)
+        if label is None:
+            label = self.notes[section] = QLabel(self)
+            label.setObjectName(f"{section}Note")
+            label.setWordWrap(True)
+            self.forms[section].insertRow(0, label)
+        label.setText(text)
+
+    def show_embedding_device(self, device: tuple[str, str] | None) -> None:
+        """Say in the Documents section where embeddings run: (device, dtype), or None before the model starts."""
+        self.set_note("documents", f"Embeddings run on: {device[0].upper()} ({device[1]})" if device else
+                      "Embeddings run on: CUDA with float16 when torch has CUDA, else Apple MPS, else the CPU "
+                      "(decided when the embedding model first starts)")
 
     def _editor(self, spec: Spec) -> QWidget:
         if spec.widget == "gguf_file":

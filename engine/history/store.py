@@ -20,7 +20,7 @@ from pathlib import Path
 from engine.errors import HistoryError, NotFoundError
 from engine.history.models import Conversation, Message, MessageStatus, SearchHit, auto_title
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_TITLE = "New conversation"
 
 _SCHEMA = """
@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS conversations (
     title_is_auto INTEGER NOT NULL DEFAULT 1,
     created_at    REAL NOT NULL,
     updated_at    REAL NOT NULL,
-    collections   TEXT  -- JSON: null = no documents, [] = all collections, ["a", ...] = these
+    collections   TEXT,  -- JSON: null = no documents, [] = all collections, ["a", ...] = these
+    backend       TEXT   -- null = the default backend; 'local' = this computer; 'server' = the model server
 );
 CREATE TABLE IF NOT EXISTS messages (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -77,19 +78,20 @@ END;
 _MIGRATIONS = {
     # version reached -> statements that bring the previous version there
     2: ["ALTER TABLE conversations ADD COLUMN collections TEXT", "ALTER TABLE messages ADD COLUMN sources TEXT"],
+    3: ["ALTER TABLE conversations ADD COLUMN backend TEXT"],
 }
 
 _CONVERSATION_COLUMNS = (
     "c.id, c.title, c.title_is_auto, c.created_at, c.updated_at, "
-    "(SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id), c.collections"
+    "(SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id), c.collections, c.backend"
 )
-_CONVERSATION_WIDTH = 7
+_CONVERSATION_WIDTH = 8
 _MESSAGE_COLUMNS = "id, conversation_id, role, content, status, created_at, stats, error, sources"
 
 
 def _conversation(row: tuple) -> Conversation:
     return Conversation(row[0], row[1], bool(row[2]), row[3], row[4], row[5],
-                        json.loads(row[6]) if row[6] is not None else None)
+                        json.loads(row[6]) if row[6] is not None else None, row[7])
 
 
 def _message(row: tuple) -> Message:
@@ -201,6 +203,16 @@ class HistoryStore:
         value = None if collections is None else json.dumps(sorted(set(collections)))
         with self._tx() as db:
             cur = db.execute("UPDATE conversations SET collections = ? WHERE id = ?", (value, conversation_id))
+            if cur.rowcount == 0:
+                raise NotFoundError(f"Conversation {conversation_id} does not exist.")
+        return self.conversation(conversation_id)
+
+    def set_backend(self, conversation_id: int, backend: str | None) -> Conversation:
+        """Which backend answers in the conversation: 'local', 'server', or None for the default."""
+        if backend not in (None, "local", "server"):
+            raise ValueError(f"unknown backend {backend!r}")
+        with self._tx() as db:
+            cur = db.execute("UPDATE conversations SET backend = ? WHERE id = ?", (backend, conversation_id))
             if cur.rowcount == 0:
                 raise NotFoundError(f"Conversation {conversation_id} does not exist.")
         return self.conversation(conversation_id)

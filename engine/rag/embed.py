@@ -93,6 +93,11 @@ class Embedder:
         return self.model_path / "tokenizer.json"
 
     @property
+    def started(self) -> bool:
+        """True once the worker has reported what it runs on (``info`` then answers at once)."""
+        return self._info is not None
+
+    @property
     def info(self) -> EmbedderInfo:
         if self._info is None:
             self._info = replace(self._request(("info",)), name=self.name)
@@ -100,6 +105,8 @@ class Embedder:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embeddings of texts, shape (len(texts), dim), L2-normalised float32."""
+        if not texts or self._info is None:  # the first call also learns where the model runs (for settings)
+            _ = self.info
         if not texts:
             return np.zeros((0, self.info.dim), dtype=np.float32)
         return self._request(("embed", list(texts)))

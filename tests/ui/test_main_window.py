@@ -260,3 +260,20 @@ def test_leaving_a_conversation_while_it_streams_keeps_the_window_working(qtbot,
     qtbot.mouseClick(window.sidebar.new_button, Qt.MouseButton.LeftButton)
     window.sidebar.list.setCurrentItem(window.sidebar.item_for(streaming_id))  # the one just left opens again
     qtbot.waitUntil(lambda: window.conversation_id == streaming_id and len(window.chat.messages()) == 2)
+
+
+def test_settings_say_where_embeddings_run(qtbot, loaded_window, services):
+    from app import settings as st
+
+    qtbot.waitUntil(lambda: services.library is not None, timeout=60_000)
+    before = SettingsDialog(st.SPECS, st.to_values(services.settings))
+    qtbot.addWidget(before)
+    before.show_embedding_device(services.embedding_device(start=False))  # the worker has not started
+    assert "decided when the embedding model first starts" in before.notes["documents"].text()
+
+    services.library.embedder.embed_query("start the worker")
+    dialog = SettingsDialog(st.SPECS, st.to_values(services.settings))
+    qtbot.addWidget(dialog)
+    dialog.show_embedding_device(services.embedding_device(start=False))
+    # No GPU here: torch has neither CUDA nor MPS, so the embedding worker runs on the CPU in float32.
+    assert dialog.notes["documents"].text() == "Embeddings run on: CPU (float32)"

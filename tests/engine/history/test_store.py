@@ -126,3 +126,28 @@ def test_a_newer_schema_is_refused(tmp_path):
     db.close()
     with pytest.raises(HistoryError, match="newer Locus"):
         HistoryStore(path)
+
+
+def test_a_version_2_database_gains_the_backend_column_and_keeps_its_conversations(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE conversations (id INTEGER PRIMARY KEY AUTOINCREMENT, title TEXT NOT NULL,
+            title_is_auto INTEGER NOT NULL DEFAULT 1, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+            collections TEXT);
+        INSERT INTO conversations (title, created_at, updated_at, collections) VALUES ('Old one', 1, 2, '[]');
+        PRAGMA user_version=2;
+    """)
+    db.close()
+    store = HistoryStore(path)
+    old = store.conversations()[0]
+    assert (old.title, old.collections, old.backend) == ("Old one", [], None)
+    assert store.set_backend(old.id, "server").backend == "server"
+    assert store.set_backend(old.id, None).backend is None
+    with pytest.raises(ValueError):
+        store.set_backend(old.id, "elsewhere")
+    with pytest.raises(NotFoundError):
+        store.set_backend(999, "local")
+    store.close()

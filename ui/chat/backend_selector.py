@@ -1,0 +1,98 @@
+"""Where a conversation's answers are generated: this computer or the model server.
+
+Shown only when a model server is set up (Settings › Model server); a conversation that
+chooses nothing follows the default. Choosing a backend saves it on the conversation and
+makes the backend ready (loads the local model or connects to the server) in the background.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QAction, QActionGroup
+from PySide6.QtWidgets import QMainWindow, QMenu, QToolButton
+
+from ui.errors import show_error
+from ui.ops import run_in_background
+
+_SHORT = {"local": "this computer", "server": "model server"}
+
+
+class BackendSelector(QObject):
+    """A tool button with a menu: Default, This computer, Model server. ``pending`` is the choice for a
+    conversation not saved yet (None: the default)."""
+
+    chosen = Signal(object)  # the backend name or None, after a person picked it
+
+    def __init__(self, window: QMainWindow, services, current: Callable[[], int | None]):
+        super().__init__(window)
+        self.window = window
+        self.services = services
+        self.current = current  # the conversation the window shows (None: a new one, not saved yet)
+        self.value: str | None = None
+        self.button = QToolButton(window)
+        self.button.setObjectName("backendSelector")
+        self.button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.button.setToolTip("Where this conversation's answers are generated")
+        self.button.setMenu(QMenu(self.button))
+        self.refresh()
+
+    @property
+    def pending(self) -> str | None:
+        """The choice to save on the next new conversation."""
+        return self.value if self.current() is None else None
+
+    def show_for(self, conversation) -> None:
+        """Show a conversation's choice (None: a new conversation, which starts on the default)."""
+        self.value = conversation.backend if conversation is not None else None
+        self.refresh()
+        if self.value is not None and self.value in self.services.backends():
+            self._make_ready(self.value, quiet=True)
+
+    def refresh(self) -> None:
+        """Rebuild the menu for the backends there are now (after the settings changed)."""
+        backends = self.services.backends()
+        self.button.setVisible("server" in backends)
+        default = self.services.default_backend
+        effective = self.value or default
+        missing = self.value is not None and self.value not in backends
+        self.button.setText(f"Answers: {_SHORT.get(effective, effective)}" + (" (not set up)" if missing else ""))
+        menu = self.button.menu()
+        menu.clear()
+        group = QActionGroup(menu)
+        options = [(None, f"Default ({_SHORT.get(default, default)})")]
+        options += [(name, self.services.backend_label(name)) for name in ("local", "server") if name in backends]
+        for name, label in options:
+            action = QAction(label, menu, checkable=True, checked=self.value == name)
+            action.triggered.connect(lambda _checked=False, n=name: self.choose(n))
+            group.addAction(action)
+            menu.addAction(action)
+
+    def choose(self, name: str | None) -> None:
+        """What the menu does: save the choice on the conversation and make the backend ready."""
+        self.value = name
+        self.refresh()
+        conversation = self.current()
+        if conversation is not None:
+            run_in_background(lambda: self.services.set_conversation_backend(conversation, name), None,
+                              lambda exc: show_error(self.window, "Backend", exc), owner=self.window)
+        self._make_ready(name or self.services.default_backend)
+        self.chosen.emit(name)
+
+    def _make_ready(self, name: str, quiet: bool = False) -> None:
+        status = self.window.statusBar()
+        if not quiet:
+            status.showMessage("Connecting to the model server…" if name == "server"
+                               else "Loading the model on this computer…")
+        future = self.services.ready_backend(name)
+
+        def ready(info) -> None:
+            if not quiet:
+                status.showMessage(f"Answers in this conversation come from {info.name}.", 5000)
+
+        def failed(exc: BaseException) -> None:
+            status.clearMessage()
+            show_error(self.window, "Backend not ready", exc)
+
+        run_in_background(lambda: future.result(timeout=600), ready, failed, owner=self.window)
