@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="locus", description="Locus: a private AI assistant that runs on your own machine.")
     parser.add_argument("--version", action="version", version=f"locus {locus_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    parser.add_argument("--quick-ask", action="store_true",
+                        help="open the quick-ask popup (in the running Locus, or start one with it)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     ask = sub.add_parser("ask", help="answer one question, streamed to stdout")
@@ -59,18 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     docs_sub.add_parser("rebuild", help="index every document again (after changing the embedding model)")
 
     # Light imports: the engine loads in run().
-    from app import cli_code, cli_extract, cli_secrets, cli_summarize, cli_traces, cli_translate
+    from app import cli_code, cli_extract, cli_secrets, cli_serve, cli_summarize, cli_traces, cli_translate
 
-    for module in (cli_summarize, cli_translate, cli_code, cli_extract, cli_traces, cli_secrets):
+    for module in (cli_summarize, cli_translate, cli_code, cli_extract, cli_traces, cli_secrets, cli_serve):
         module.add_parser(sub)
     return parser
 
 
 def _task_command(name: str):
-    from app import cli_code, cli_extract, cli_secrets, cli_summarize, cli_traces, cli_translate
+    from app import cli_code, cli_extract, cli_secrets, cli_serve, cli_summarize, cli_traces, cli_translate
 
     return {"summarize": cli_summarize, "translate": cli_translate, "code": cli_code,
-            "extract": cli_extract, "traces": cli_traces, "secrets": cli_secrets}.get(name)
+            "extract": cli_extract, "traces": cli_traces, "secrets": cli_secrets, "serve": cli_serve}.get(name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,13 +87,16 @@ def main(argv: list[str] | None = None) -> int:
 
         serve(argv[1], argv[2], int(argv[3]))
         return EXIT_OK
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.quick_ask and args.command is not None:
+        parser.error("--quick-ask opens the window's quick ask; it takes no command")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.command is None:
         from app.gui import run_gui  # Qt is imported only when the window is wanted
 
-        return run_gui()
+        return run_gui(quick_ask=args.quick_ask)
     try:
         task = _task_command(args.command)
         if task is not None:

@@ -1,0 +1,208 @@
+"""The bodies of /v1/chat/completions, /v1/completions and /v1/embeddings, read into plain calls.
+
+Every field OpenAI defines is either honoured, accepted and documented as
+ignored (frequency/presence penalty, user, metadata), or refused with a 400
+that names it (tools, logprobs, n > 1, images): a client never gets a silently
+different behaviour. llama.cpp's extensions (top_k, min_p, repeat_penalty,
+repeat_last_n, grammar) are honoured too, which is what Locus's own
+RemoteRuntime sends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.errors import EngineError
+from engine.runtime.constrain import grammar_problem, schema_to_grammar
+from engine.runtime.types import ChatMessage
+from engine.server import fields as f
+from engine.server.errors import from_engine, invalid, unsupported
+
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+MAX_EMBEDDING_INPUTS = 2048
+
+
+@dataclass(frozen=True)
+class GenerationCall:
+    """A chat or text completion request, validated; ``max_tokens`` None means "as many as fit"."""
+
+    kind: str  # "chat" or "completion"
+    model: str
+    messages: tuple[ChatMessage, ...] = ()
+    prompt: str | None = None
+    max_tokens: int | None = None
+    max_tokens_param: str = "max_tokens"
+    stream: bool = False
+    include_usage: bool = False
+    grammar: str | None = None
+    sampling: dict = field(default_factory=dict)  # SamplingParams fields the client set (no max_tokens)
+
+    @property
+    def summary(self) -> str:
+        """What the trace list shows for this request: the last user message, or the prompt."""
+        if self.prompt is not None:
+            return self.prompt[-300:]
+        users = [m.content for m in self.messages if m.role == "user"]
+        return (users[-1] if users else self.messages[-1].content)[:300]
+
+
+@dataclass(frozen=True)
+class EmbeddingCall:
+    """An embeddings request: the texts, and how the vectors should come back."""
+
+    model: str
+    inputs: tuple[str, ...]
+    encoding_format: str = "float"
+    dimensions: int | None = None
+
+
+def parse_chat(body: dict) -> GenerationCall:
+    """A /v1/chat/completions body as a GenerationCall (ApiError 400 on any bad field)."""
+    model = f.text(body, "model", required=True)
+    raw = body.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise invalid("'messages' must be a non-empty list of messages.", "messages")
+    messages = tuple(_message(m, i) for i, m in enumerate(raw))
+    if body.get("tools") or body.get("functions"):
+        raise unsupported("Tool and function calling", "tools" if body.get("tools") else "functions")
+    if body.get("tool_choice") not in (None, "none"):
+        raise unsupported("Tool calling", "tool_choice")
+    if body.get("logprobs"):
+        raise unsupported("Log probabilities", "logprobs")
+    if body.get("top_logprobs") is not None:
+        raise unsupported("Log probabilities", "top_logprobs")
+    if body.get("audio") is not None or body.get("modalities") not in (None, ["text"]):
+        raise unsupported("Audio output", "modalities")
+    param = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    grammar = _grammar(body)
+    return GenerationCall("chat", model, messages=messages, max_tokens=f.integer(body, param, 1),
+                          max_tokens_param=param, grammar=grammar, **_common(body))
+
+
+def parse_completion(body: dict) -> GenerationCall:
+    """A /v1/completions body as a GenerationCall (one prompt; OpenAI's default of 16 tokens)."""
+    model = f.text(body, "model", required=True)
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        raise unsupported("More than one prompt per request", "prompt")
+    if not isinstance(prompt, str):
+        raise invalid("'prompt' must be a string (token lists are not supported).", "prompt")
+    if not prompt:
+        raise invalid("'prompt' must not be empty.", "prompt")
+    if body.get("echo"):
+        raise unsupported("Echoing the prompt", "echo")
+    if body.get("suffix"):
+        raise unsupported("Insertion with 'suffix'", "suffix")
+    if body.get("logprobs") is not None:
+        raise unsupported("Log probabilities", "logprobs")
+    if f.integer(body, "best_of", 1, default=1) != 1:
+        raise unsupported("'best_of' above 1", "best_of")
+    return GenerationCall("completion", model, prompt=prompt, max_tokens=f.integer(body, "max_tokens", 1, default=16),
+                          grammar=_grammar(body), **_common(body))
+
+
+def parse_embeddings(body: dict) -> EmbeddingCall:
+    """A /v1/embeddings body: ``input`` is a string or a list of strings."""
+    model = f.text(body, "model", required=True)
+    raw = body.get("input")
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items:
+        raise invalid("'input' must be a string or a non-empty list of strings.", "input")
+    if not all(isinstance(s, str) for s in items):
+        raise invalid("'input' must hold strings only (token lists are not supported).", "input")
+    if any(not s for s in items):
+        raise invalid("'input' must not contain empty strings.", "input")
+    if len(items) > MAX_EMBEDDING_INPUTS:
+        raise invalid(f"'input' has {len(items)} items; at most {MAX_EMBEDDING_INPUTS} are allowed.", "input")
+    encoding = f.text(body, "encoding_format", default="float")
+    if encoding not in ("float", "base64"):
+        raise invalid(f"'encoding_format' must be 'float' or 'base64', not '{encoding}'.", "encoding_format")
+    return EmbeddingCall(model, tuple(items), encoding, f.integer(body, "dimensions", 1))
+
+
+def _common(body: dict) -> dict:
+    """The fields chat and text completions share: streaming, sampling, stop, seed."""
+    if f.integer(body, "n", 1, default=1) != 1:
+        raise unsupported("More than one choice per request ('n' above 1)", "n")
+    if body.get("logit_bias"):
+        raise unsupported("'logit_bias'", "logit_bias")
+    stream = f.boolean(body, "stream")
+    options = f.mapping(body, "stream_options") or {}
+    include_usage = f.boolean(options, "include_usage")
+    # Accepted for compatibility; llama.cpp's penalty is repeat_penalty (which a client may send).
+    f.number(body, "frequency_penalty", -2.0, 2.0)
+    f.number(body, "presence_penalty", -2.0, 2.0)
+    sampling = {"stop": f.stop_strings(body), "seed": f.seed(body)}
+    for name, value in (("temperature", f.number(body, "temperature", 0.0, 2.0)),
+                        ("top_p", f.number(body, "top_p", 0.0, 1.0)),
+                        ("top_k", f.integer(body, "top_k", 0)),
+                        ("min_p", f.number(body, "min_p", 0.0, 1.0)),
+                        ("repeat_penalty", f.number(body, "repeat_penalty", 0.1, 5.0)),
+                        ("repeat_last_n", f.integer(body, "repeat_last_n", 0))):
+        if value is not None:
+            sampling[name] = value
+    return {"stream": stream, "include_usage": stream and include_usage, "sampling": sampling}
+
+
+def _message(raw: object, index: int) -> ChatMessage:
+    where = f"messages[{index}]"
+    if not isinstance(raw, dict):
+        raise invalid(f"'{where}' must be an object with 'role' and 'content'.", where)
+    role = raw.get("role")
+    if role in ("tool", "function"):
+        raise unsupported(f"Messages with role '{role}'", f"{where}.role")
+    if role not in _ROLES:
+        raise invalid(f"'{where}.role' must be one of system, developer, user, assistant; not {role!r}.",
+                      f"{where}.role")
+    if raw.get("tool_calls") or raw.get("function_call"):
+        raise unsupported("Tool calls in messages", f"{where}.tool_calls")
+    content = raw.get("content")
+    if content is None and role == "assistant":
+        content = ""
+    if isinstance(content, list):
+        content = "\n".join(_text_part(p, f"{where}.content[{i}]") for i, p in enumerate(content))
+    if not isinstance(content, str):
+        raise invalid(f"'{where}.content' must be a string or a list of text parts.", f"{where}.content")
+    return ChatMessage(_ROLES[role], content)
+
+
+def _text_part(part: object, where: str) -> str:
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind == "text" and isinstance(part.get("text"), str):
+        return part["text"]
+    if kind in ("image_url", "input_image", "input_audio", "file"):
+        raise unsupported(f"Content of type '{kind}' (this model reads text only)", where)
+    raise invalid(f"'{where}' must be a text part: {{\"type\": \"text\", \"text\": \"...\"}}.", where)
+
+
+def _grammar(body: dict) -> str | None:
+    """The GBNF grammar for ``response_format`` (JSON object or JSON schema) or llama.cpp's ``grammar``."""
+    fmt = f.mapping(body, "response_format")
+    raw = f.text(body, "grammar")
+    kind = (fmt or {}).get("type", "text")
+    if raw is not None and kind != "text":
+        raise invalid("Give either 'response_format' or 'grammar', not both.", "grammar")
+    if raw is not None:
+        problem = grammar_problem(raw) if raw.strip() else "it is empty"
+        if problem:
+            raise invalid(f"The grammar cannot be used: {problem}.", "grammar")
+        return raw
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        schema = {"type": "object"}
+    elif kind == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict) or "schema" not in spec:
+            raise invalid("'response_format.json_schema' must be an object with a 'schema'.",
+                          "response_format.json_schema")
+        schema = spec["schema"]
+    else:
+        raise invalid(f"'response_format.type' must be text, json_object or json_schema; not {kind!r}.",
+                      "response_format.type")
+    try:
+        return schema_to_grammar(schema)
+    except EngineError as exc:
+        raise from_engine(exc, "response_format") from None

@@ -1,0 +1,210 @@
+"""Chat and text completions: fit the request to the context, submit it, answer whole or streamed.
+
+The request goes to the runtime like any other; its events come back through a
+queue that this HTTP thread reads, checking a few times a second whether the
+client is still there: a client that disconnects cancels its generation, so the
+runtime is free for the next request within one token step.
+
+A stream's headers are sent with its first token (or its end), so a request that
+fails before producing anything still gets a proper HTTP status.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable, Iterator
+
+from engine.errors import EngineError
+from engine.runtime.types import Done, Failed, GenerationRequest, SamplingParams, Token
+from engine.server import fields
+from engine.server.calls import GenerationCall
+from engine.server.errors import ApiError, context_exceeded, from_engine, shutting_down
+from engine.server.shapes import CompletionShape, usage
+from engine.server.transport import ClientGone, Exchange
+from engine.trace.tracing import context_of
+
+POLL_S = 0.2  # how often a waiting request checks that its client is still connected
+
+
+class Run:
+    """One submitted generation whose events are read on the HTTP thread."""
+
+    def __init__(self, runtime, request: GenerationRequest, trace_parent=None):
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        # The callback runs on the runtime's thread: it only queues, so it never slows generation down.
+        self.handle = runtime.submit(request, self._events.put, trace_parent=trace_parent)
+
+    def cancel(self) -> None:
+        self.handle.cancel()
+
+    def events(self, gone: Callable[[], bool]) -> Iterator:
+        """Every event up to Done or Failed; cancels the request once ``gone()`` says the client left.
+
+        Tokens that queued up while the reader was busy come as one Token (one write instead of many).
+        """
+        cancelled, checked = False, time.monotonic()
+        held = None  # an event read while merging tokens, yielded next
+        while True:
+            if held is not None:
+                event, held = held, None
+            else:
+                try:
+                    event = self._events.get(timeout=POLL_S)
+                except queue.Empty:
+                    event = None
+            if isinstance(event, Token):
+                event, held = self._merge(event)
+            now = time.monotonic()
+            if not cancelled and (event is None or now - checked >= POLL_S):
+                checked = now
+                if gone():
+                    self.cancel()
+                    cancelled = True
+            if event is None:
+                continue
+            yield event
+            if isinstance(event, (Done, Failed)):
+                return
+
+    def _merge(self, token: Token) -> tuple[Token, object]:
+        """``token`` joined with the Tokens already waiting; and the first other event found (or None)."""
+        texts, count = [token.text], token.n_tokens
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                event = None
+            if not isinstance(event, Token):
+                break
+            texts.append(event.text)
+            count += event.n_tokens
+        if len(texts) > 1:
+            token = Token(token.request_id, "".join(texts), count)
+        return token, event
+
+
+def prompt_tokens(runtime, call: GenerationCall) -> int:
+    """The prompt's tokens as the loaded model counts them (one more for a BOS token the template may add)."""
+    try:
+        if call.prompt is not None:
+            return runtime.count_tokens(call.prompt) + 1
+        return runtime.render_prompt(call.messages)[1] + 1
+    except EngineError as exc:
+        raise from_engine(exc, "messages" if call.prompt is None else "prompt") from None
+
+
+def fit_max_tokens(call: GenerationCall, n_prompt: int, n_ctx: int, limit: int) -> int:
+    """The request's max_tokens, checked against the context and the server's limit; when not given,
+    what is left of the context (at most ``limit``)."""
+    where = "messages" if call.prompt is None else "prompt"
+    if n_prompt >= n_ctx:
+        raise context_exceeded(f"This model's maximum context length is {n_ctx} tokens, but the {where} "
+                               f"{'take' if where == 'messages' else 'takes'} {n_prompt} tokens. Shorten the "
+                               f"{where}.", where)
+    wanted = call.max_tokens
+    if wanted is None:
+        return min(limit, n_ctx - n_prompt)
+    if wanted > limit:
+        raise context_exceeded(f"'{call.max_tokens_param}' is {wanted}, but this server generates at most "
+                               f"{limit} tokens per request.", call.max_tokens_param)
+    if n_prompt + wanted > n_ctx:
+        raise context_exceeded(
+            f"This model's maximum context length is {n_ctx} tokens. However, you requested {n_prompt + wanted} "
+            f"tokens ({n_prompt} in the {where}, {wanted} in the completion). Reduce the length of the {where} "
+            f"or '{call.max_tokens_param}'.", call.max_tokens_param)
+    return wanted
+
+
+def build_request(call: GenerationCall, max_tokens: int, defaults: dict, priority) -> GenerationRequest:
+    """The engine's GenerationRequest for a validated call."""
+    sampling = fields.sampling(SamplingParams, **{**defaults, **call.sampling, "max_tokens": max_tokens})
+    try:
+        return GenerationRequest(messages=call.messages, prompt=call.prompt, sampling=sampling,
+                                 grammar=call.grammar, priority=priority)
+    except EngineError as exc:
+        raise from_engine(exc) from None
+
+
+def generate(api, ex: Exchange, call: GenerationCall, info, span) -> Done | Failed:
+    """Run the call on the runtime and answer it; returns the terminal event (for the root span)."""
+    runtime = api.runtime
+    n_prompt = prompt_tokens(runtime, call)
+    request = build_request(call, fit_max_tokens(call, n_prompt, info.n_ctx, api.max_tokens), api.defaults,
+                            api.priority)
+    shape = CompletionShape(call.kind, info.name)
+    run = Run(runtime, request, context_of(span))
+    with api.tracking(run):
+        if call.stream:
+            return _stream(api, ex, run, shape, call.include_usage)
+        return _whole(api, ex, run, shape)
+
+
+def _finish_reason(api, done: Done) -> str:
+    reason = done.stats.finish_reason
+    if reason == "cancelled" and api.stopping:
+        raise shutting_down()
+    return "length" if reason == "length" else "stop"
+
+
+def _used(done: Done) -> dict:
+    return usage(done.stats.prompt_tokens, done.stats.completion_tokens)
+
+
+def _whole(api, ex: Exchange, run: Run, shape: CompletionShape) -> Done | Failed:
+    terminal = None
+    for terminal in run.events(ex.client_gone):
+        pass
+    if isinstance(terminal, Failed):
+        raise from_engine(terminal.error)
+    if not ex.gone:
+        finish = _finish_reason(api, terminal)
+        ex.send_json(200, shape.whole(terminal.text, finish, _used(terminal)))
+    return terminal
+
+
+def _stream(api, ex: Exchange, run: Run, shape: CompletionShape, include_usage: bool) -> Done | Failed:
+    started = False
+
+    def begin() -> None:
+        nonlocal started
+        if not started:
+            started = True
+            ex.start_stream()
+            opening = shape.opening()
+            if opening is not None:
+                ex.event(opening)
+
+    terminal = None
+    for event in run.events(ex.client_gone):
+        if isinstance(event, (Done, Failed)):
+            terminal = event
+        if ex.gone:
+            continue  # wait for the cancelled request to end, so its trace is complete
+        try:
+            if isinstance(event, Token) and event.text:
+                begin()
+                ex.event(shape.piece(event.text))
+            elif isinstance(event, Done):
+                try:
+                    finish = _finish_reason(api, event)
+                except ApiError as error:  # shutting down: said in the stream once it is open
+                    if not started:
+                        raise
+                    ex.event(error.body())
+                    ex.end_stream()
+                    continue
+                begin()
+                ex.event(shape.closing(finish))
+                if include_usage:
+                    ex.event(shape.usage_chunk(_used(event)))
+                ex.end_stream()
+            elif isinstance(event, Failed):
+                error = from_engine(event.error)
+                if not started:
+                    raise error
+                ex.event(error.body())  # the openai client raises an APIError for an error event
+                ex.end_stream()
+        except ClientGone:
+            run.cancel()
+    return terminal

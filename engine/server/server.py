@@ -1,0 +1,271 @@
+"""ApiServer: the OpenAI-compatible HTTP API over the engine's runtime (``locus serve``, or beside the window).
+
+It binds to 127.0.0.1 unless told otherwise, and anywhere else only with an API key.
+Each request runs on its connection's thread and is submitted to the runtime like
+a chat question (the runtime queues and schedules; nothing here serializes), under
+a root span ``api`` whose child is the generation. Bad requests get OpenAI-style
+error objects with their proper status; an unexpected failure is logged and
+answered with a generic 500, never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import threading
+import time
+from urllib.parse import unquote
+
+from engine.runtime.types import Priority, SamplingParams
+from engine.server import endpoints, spans
+from engine.server.calls import parse_chat, parse_completion, parse_embeddings
+from engine.server.errors import INTERNAL_MESSAGE, ApiError, invalid, shutting_down
+from engine.server.generation import generate
+from engine.server.listener import bind, is_loopback, url_for
+from engine.server.transport import ClientGone, Exchange
+from engine.trace.tracing import Tracing, set_attributes
+
+log = logging.getLogger(__name__)
+
+ROUTES = {  # route -> the methods it answers
+    "/v1/models": ("GET",),
+    "/v1/models/{model}": ("GET",),
+    "/v1/chat/completions": ("POST",),
+    "/v1/completions": ("POST",),
+    "/v1/embeddings": ("POST",),
+}
+_SAMPLING_DEFAULTS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "repeat_last_n")
+
+
+class ApiServer:
+    """An OpenAI-compatible API (/v1/models, chat/completions, completions, embeddings) over a runtime.
+
+    ``runtime`` is a Runtime, or a function returning the current one (an app that swaps backends);
+    ``embed`` turns a list of texts into unit vectors for ``embedding_model``. ``tracing`` defaults
+    to the runtime's own. ``defaults`` gives the sampling a request does not set.
+    """
+
+    def __init__(self, runtime, *, embed=None, embedding_model: str | None = None, embedding_tokens=None,
+                 tracing: Tracing | None = None, host: str = "127.0.0.1", port: int = 8765,
+                 api_key: str | None = None, max_request_bytes: int = 1024 * 1024, max_tokens: int = 4096,
+                 defaults: SamplingParams | None = None, priority: Priority = Priority.INTERACTIVE):
+        self._runtime = runtime
+        self.embed = embed
+        self.embedding_model = embedding_model if embed is not None else None
+        self.embedding_tokens = embedding_tokens
+        self._tracing = tracing
+        self.host, self.port = host, port
+        self.api_key = api_key or None
+        self.max_request_bytes = max_request_bytes
+        self.max_tokens = max_tokens
+        base = defaults or SamplingParams()
+        self.defaults = {name: getattr(base, name) for name in _SAMPLING_DEFAULTS}
+        self.priority = priority
+        self.stopping = False
+        self.started_at = int(time.time())
+        self._httpd = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Condition()
+        self._runs: set = set()
+        self._connections: dict = {}  # handler -> its thread
+        self._active = 0  # requests being answered
+
+    # Lifecycle -------------------------------------------------------------------------
+
+    @property
+    def runtime(self):
+        runtime = self._runtime
+        return runtime() if callable(runtime) and not hasattr(runtime, "submit") else runtime
+
+    @property
+    def tracing(self) -> Tracing:
+        return self._tracing or getattr(self.runtime, "tracing", None) or Tracing.disabled()
+
+    @property
+    def url(self) -> str:
+        """The base URL clients use (with /v1), e.g. http://127.0.0.1:8765/v1."""
+        return url_for(self.host, self.port)
+
+    def start(self) -> "ApiServer":
+        """Bind and serve on a background thread (ApiServerError with words if that is impossible)."""
+        if self._httpd is not None:
+            return self
+        self._httpd = bind(self, self.host, self.port)
+        self.port = self._httpd.server_address[1]
+        self.stopping = False
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name=f"locus-api-{self.port}", daemon=True)
+        self._thread.start()
+        log.info("API listening on %s", self.url)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, cancel running generations, let their answers end, close every connection."""
+        httpd = self._httpd
+        if httpd is None:
+            return
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self.stopping = True
+            runs = list(self._runs)
+        for run in runs:
+            run.cancel()
+        httpd.shutdown()
+        httpd.server_close()
+        with self._lock:
+            self._lock.wait_for(lambda: self._active == 0, max(0.0, deadline - time.monotonic()))
+            connections = dict(self._connections)
+        for handler, thread in connections.items():
+            with contextlib.suppress(OSError):
+                handler.connection.shutdown(2)  # an idle kept-alive connection stops waiting for a request
+        for thread in connections.values():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._httpd = None
+        log.info("API on %s stopped", self.url)
+
+    def __enter__(self) -> "ApiServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def active_requests(self) -> int:
+        """Requests being answered now."""
+        return self._active
+
+    def connection_opened(self, handler) -> None:
+        with self._lock:
+            self._connections[handler] = threading.current_thread()
+
+    def connection_closed(self, handler) -> None:
+        with self._lock:
+            self._connections.pop(handler, None)
+
+    @contextlib.contextmanager
+    def tracking(self, run):
+        """Remember a running generation, so that stop() can cancel it."""
+        with self._lock:
+            self._runs.add(run)
+            if self.stopping:
+                run.cancel()
+        try:
+            yield run
+        finally:
+            with self._lock:
+                self._runs.discard(run)
+
+    # Requests --------------------------------------------------------------------------
+
+    def handle(self, ex: Exchange) -> None:
+        """Answer one request; every failure becomes an OpenAI-style error response."""
+        with self._lock:
+            self._active += 1
+        try:
+            self._dispatch(ex)
+        except ApiError as error:
+            if not ex.headers_sent:
+                ex.send_error(error)
+        except ClientGone:
+            pass
+        except Exception:  # noqa: BLE001 - logged here; the client gets no traceback
+            log.exception("API request %s %s failed", ex.method, ex.path)
+            if not ex.headers_sent:
+                ex.send_error(ApiError(500, INTERNAL_MESSAGE, type="server_error", code="internal_error"))
+        finally:
+            ex.discard_body(self.max_request_bytes)
+            with self._lock:
+                self._active -= 1
+                self._lock.notify_all()
+
+    def _dispatch(self, ex: Exchange) -> None:
+        route = _route(ex.path)
+        if route is None:
+            raise ApiError(404, f"Unknown request URL: {ex.method} {ex.path}. This server offers "
+                           f"{', '.join(r for r in ROUTES if '{' not in r)}.", code="unknown_url")
+        if ex.method not in ROUTES[route]:
+            allowed = ", ".join(ROUTES[route])
+            raise ApiError(405, f"{ex.path} answers {allowed} only, not {ex.method}.", code="method_not_allowed",
+                           headers={"Allow": allowed})
+        self._check_host(ex)
+        self._check_key(ex)
+        if self.stopping:
+            raise shutting_down()
+        tracing = self.tracing
+        span = spans.start_request(tracing, ex.method, route, ex.peer)
+        outcome, error = None, None
+        try:
+            outcome = self._answer(ex, route, span, tracing)
+        except BaseException as exc:  # recorded on the span; handle() answers it
+            error = exc
+            raise
+        finally:
+            status = ex.status or getattr(error, "status", None) or (500 if error else None)
+            spans.finish_request(tracing, span, status, outcome, error)
+
+    def _answer(self, ex: Exchange, route: str, span, tracing):
+        if route == "/v1/models":
+            ex.send_json(200, endpoints.list_models(self, self.started_at))
+            return None
+        if route == "/v1/models/{model}":
+            ex.send_json(200, endpoints.one_model(self, unquote(ex.path[len("/v1/models/"):]), self.started_at))
+            return None
+        body = self._json_body(ex)
+        if route == "/v1/embeddings":
+            call = parse_embeddings(body)
+            spans.describe(tracing, span, operation="embeddings", model=call.model, summary=call.inputs[0])
+            tokens = endpoints.embed(self, ex, call)
+            set_attributes(span, {"gen_ai.usage.input_tokens": tokens, "locus.api.inputs": len(call.inputs)})
+            return None
+        call = (parse_chat if route == "/v1/chat/completions" else parse_completion)(body)
+        spans.describe(tracing, span, operation="chat" if call.kind == "chat" else "text_completion",
+                       model=call.model, stream=call.stream, summary=call.summary)
+        info = endpoints.chat_model(self, call.model)
+        return generate(self, ex, call, info, span)
+
+    def _json_body(self, ex: Exchange) -> dict:
+        raw = ex.read_body(self.max_request_bytes)
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise invalid("We could not parse the JSON body of your request. It must be a JSON object, sent "
+                          "with Content-Type: application/json.", code="invalid_json") from None
+        if not isinstance(body, dict):
+            raise invalid("The JSON body of the request must be an object.", code="invalid_json")
+        try:  # a \ud800-style escape parses into text that cannot be encoded (or tokenized)
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise invalid("The request contains text with an unpaired UTF-16 surrogate escape.",
+                          code="invalid_json") from None
+        return body
+
+    def _check_host(self, ex: Exchange) -> None:
+        """On loopback without a key, only requests addressed to this computer are answered: a web page
+        cannot reach the API by pointing its own domain at 127.0.0.1 (DNS rebinding)."""
+        if self.api_key or not is_loopback(self.host):
+            return
+        host = (ex.header("Host") or "").strip()
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host.rsplit("]", 1)[0]
+        if host and not is_loopback(name):
+            raise ApiError(403, f"This server only answers requests addressed to this computer, not to "
+                           f"'{host[:100]}'.", type="permission_error", code="host_not_allowed")
+
+    def _check_key(self, ex: Exchange) -> None:
+        if self.api_key is None:
+            return
+        scheme, _, token = (ex.header("Authorization") or "").strip().partition(" ")
+        given = token.strip() if scheme.lower() == "bearer" else ""
+        if not hmac.compare_digest(given.encode("utf-8"), self.api_key.encode("utf-8")):
+            said = "Incorrect API key provided." if given else "No API key provided (Authorization: Bearer KEY)."
+            raise ApiError(401, said, code="invalid_api_key", headers={"WWW-Authenticate": 'Bearer realm="locus"'})
+
+
+def _route(path: str) -> str | None:
+    if path in ROUTES:
+        return path
+    if path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
+        return "/v1/models/{model}"
+    return None
