@@ -177,8 +177,9 @@ class DocumentsController(QObject):
             if event.files_total:
                 self.panel.show_progress(event)
                 self.window.statusBar().showMessage(
+                    f"Indexing paused: {event.files_done}/{event.files_total} files" if event.paused else
                     f"Indexing: {event.files_done}/{event.files_total} files, {event.chunks_per_s:.1f} chunks/s",
-                    3000)
+                    0 if event.paused else 3000)
         elif isinstance(event, IndexFinished):
             self.panel.set_busy(False)
             self.refresh()

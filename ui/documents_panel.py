@@ -163,6 +163,10 @@ class DocumentsPanel(QWidget):
         self.set_busy(True)
         self.progress.setRange(0, max(1, progress.files_total))
         self.progress.setValue(progress.files_done)
+        if getattr(progress, "paused", False):
+            self.progress_label.setText(f"Indexing paused — {progress.files_done}/{progress.files_total} files "
+                                        "(resume from the tray menu)")
+            return
         self.progress_label.setText(
             f"{progress.files_done}/{progress.files_total} files · {progress.chunks_done} chunks · "
             f"{progress.files_per_s:.1f} files/s · {progress.chunks_per_s:.1f} chunks/s")

@@ -17,6 +17,8 @@ class Services(Protocol):
     traces: Any  # engine.trace.store.TraceStore | None (None: tracing is off)
     tracing: Any  # engine.trace.tracing.Tracing: .flush() writes pending spans before the viewer reads
     monitor: Any  # engine.trace.monitor.Monitor | None: drift and answer checks for the Monitoring tab
+    paths: Any  # app.paths.Paths: data and config folders
+    library: Any  # engine.rag.library.DocumentLibrary | None, once opened off the GUI thread
 
     def load_model(self, on_event=None, override_path=None): ...
     def setting_values(self) -> dict: ...

@@ -10,6 +10,8 @@ Unchanged files (same size and mtime, or same content hash) are skipped; a
 changed file's chunks are replaced in one commit; files gone from an indexed
 folder are removed. Every file ends with a status: done, failed (with the
 reason), or cancelled. Documents left mid-way by a crash are resumed at start.
+Paused, a job waits before each file and each embedding batch; resumed, it goes
+on where it stopped.
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ from pathlib import Path
 from engine.errors import EngineError
 from engine.rag.chunk import Chunk, Chunker
 from engine.rag.embed import Embedder
+from engine.rag.index_job import (
+    DocumentStatus,
+    IndexEvent,
+    IndexFinished,
+    IndexingCancelled,
+    IndexJob,
+    IndexProgress,
+    PauseGate,
+)
 from engine.rag.isolation import ParsePool
 from engine.rag.loaders import DocumentError, EmptyDocument, LoadedDocument, discover, kind_for
 from engine.rag.store import DEFAULT_COLLECTION, DocumentRecord, DocumentStore, doc_id_for
@@ -38,87 +49,6 @@ log = logging.getLogger(__name__)
 IN_PROGRESS = ("queued", "parsing", "embedding")
 EMBED_BATCH = 64
 _PROGRESS_INTERVAL_S = 0.2
-
-
-class IndexingCancelled(DocumentError):
-    """The job was cancelled before this document was finished."""
-
-    status = "cancelled"
-
-
-@dataclass(frozen=True)
-class DocumentStatus:
-    """A document changed state: queued, parsing, embedding, done, failed, cancelled, removed, unchanged."""
-
-    doc_id: str
-    path: str
-    collection: str
-    status: str
-    reason: str = ""
-    message: str = ""
-    n_chunks: int = 0
-
-
-@dataclass(frozen=True)
-class IndexProgress:
-    files_total: int
-    files_done: int  # finished one way or another (done, failed, unchanged)
-    files_failed: int
-    chunks_done: int
-    pages_done: int
-    elapsed_s: float
-    embed_busy_s: float  # time the embedder spent embedding (for the throughput benchmark)
-
-    @property
-    def files_per_s(self) -> float:
-        return self.files_done / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    @property
-    def chunks_per_s(self) -> float:
-        return self.chunks_done / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class IndexFinished:
-    progress: IndexProgress
-    indexed: int
-    unchanged: int
-    failed: int
-    removed: int
-    cancelled: bool
-
-
-IndexEvent = DocumentStatus | IndexProgress | IndexFinished
-
-
-class IndexJob:
-    """A queued or running job: index paths, re-index documents, or remove documents."""
-
-    def __init__(self, kind: str, *, paths: list[str] = (), collection: str = DEFAULT_COLLECTION,
-                 doc_ids: list[str] | None = None, prune: bool = True, force: bool = False,
-                 on_event: Callable[[IndexEvent], None] | None = None):
-        self.kind = kind  # "index", "reindex" or "remove"
-        self.paths = list(paths)
-        self.collection = collection
-        self.prune = prune
-        self.force = force
-        self.doc_ids = doc_ids
-        self.on_event = on_event
-        self.cancel_event = threading.Event()
-        self.finished = threading.Event()
-        self.result: IndexFinished | None = None
-        self.error: BaseException | None = None
-        self.span = None  # the job's trace: one "index" span with an "index_file" child per file
-        self.trace_id: str | None = None
-
-    def cancel(self) -> None:
-        self.cancel_event.set()
-
-    def wait(self, timeout: float | None = None) -> IndexFinished | None:
-        self.finished.wait(timeout)
-        if self.error is not None:
-            raise self.error
-        return self.result
 
 
 @dataclass
@@ -154,6 +84,7 @@ class Indexer:
         self.on_event = on_event
         self._jobs: queue.Queue[IndexJob | None] = queue.Queue()
         self._current: IndexJob | None = None
+        self.gate = PauseGate()
         self._thread = threading.Thread(target=self._serve, name="locus-indexer", daemon=True)
         self._thread.start()
 
@@ -189,6 +120,25 @@ class Indexer:
         job = self._current
         if job is not None:
             job.cancel()
+
+    @property
+    def paused(self) -> bool:
+        return self.gate.paused
+
+    def pause(self) -> None:
+        """Hold indexing before the next file and batch; the running job waits, nothing is dropped."""
+        self.gate.pause()
+        self._announce_pause(True)
+
+    def resume(self) -> None:
+        """Let indexing go on from where it was paused."""
+        self.gate.resume()
+        self._announce_pause(False)
+
+    def _announce_pause(self, paused: bool) -> None:
+        job = self._current
+        if job is not None and job.last_progress is not None:
+            self._emit(job, replace(job.last_progress, paused=paused))
 
     def busy(self) -> bool:
         """A job is queued or running."""
@@ -321,8 +271,16 @@ class Indexer:
                     removals.append(record)
         return work, removals, unchanged
 
+    def _hold(self, job: IndexJob, progress: Callable[..., IndexProgress]) -> None:
+        """While indexing is paused, say so and wait here (a cancel ends the wait)."""
+        if self.gate.paused:
+            progress(force=True)
+            self.gate.wait(job.cancel_event)
+
     def _run(self, job: IndexJob) -> IndexFinished:
         start = time.perf_counter()
+        job.last_progress = IndexProgress(0, 0, 0, 0, 0, 0.0, 0.0)
+        self._hold(job, lambda force: self._emit(job, replace(job.last_progress, paused=self.gate.paused)))
         work, removals, unchanged = self._plan(job)
         for record in removals:
             self.store.remove_document(record.doc_id)
@@ -344,7 +302,9 @@ class Indexer:
         def progress(force: bool = False) -> IndexProgress:
             now = time.perf_counter()
             p = IndexProgress(total, counters["done"] + counters["failed"] + unchanged, counters["failed"],
-                              counters["chunks"], counters["pages"], now - start, counters["embed_s"])
+                              counters["chunks"], counters["pages"], now - start, counters["embed_s"],
+                              self.gate.paused)
+            job.last_progress = p
             if force or now - last_progress[0] >= _PROGRESS_INTERVAL_S:
                 last_progress[0] = now
                 self._emit(job, p)
@@ -376,6 +336,7 @@ class Indexer:
                         break
             if pending:
                 batch, pending = pending, []
+                self._hold(job, progress)
                 if job.cancel_event.is_set():
                     for item in batch:
                         item.error = IndexingCancelled("Indexing was cancelled before this file was finished.")
@@ -405,6 +366,7 @@ class Indexer:
         by_path = {w.record.path: w for w in work}
         try:
             def started(path: str) -> None:
+                self.gate.wait(job.cancel_event)  # paused: the next file waits (a parser thread blocks here)
                 item = by_path.get(path)
                 if item is not None:
                     item.span.add_event("parsing")

@@ -65,6 +65,19 @@ class DocumentLibrary:
     def cancel(self) -> None:
         self.indexer.cancel_current()
 
+    @property
+    def paused(self) -> bool:
+        """Indexing is paused (jobs wait between files and batches until resumed)."""
+        return self.indexer.paused
+
+    def pause_indexing(self) -> None:
+        """Pause indexing, watched folders included; queued work waits and nothing is dropped."""
+        self.indexer.pause()
+
+    def resume_indexing(self) -> None:
+        """Go on indexing from where it was paused (``resume`` is for work a crash left)."""
+        self.indexer.resume()
+
     def documents(self, collection: str | None = None) -> list[DocumentRecord]:
         return self.store.list_documents(collection)
 

@@ -1,0 +1,328 @@
+"""The quick-ask popup: one line to ask, the answer streams below it, Escape closes.
+
+Every quick ask is saved as a conversation (a follow-up continues it), so
+"Continue in window" only has to open it in the main window. The question is
+saved and the answer streamed through the same Assistant and bridge as the
+window's chat; nothing here blocks the GUI thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QCursor, QGuiApplication, QIcon, QKeyEvent
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+
+from engine.assistant import AnswerHandle, Cited, Retrieved
+from engine.runtime.types import Done, Failed, Started, Token
+from resources import resource_path
+from ui.bridge import EngineBridge
+from ui.errors import describe
+from ui.ops import run_in_background
+from ui.quick_ask_parts import NO_DOCUMENTS, AnswerView, CollectionChooser
+
+__all__ = ["NO_DOCUMENTS", "QuickAsk"]
+
+log = logging.getLogger(__name__)
+
+WIDTH = 640
+
+_STYLE = """
+QFrame#quickAskFrame { background: palette(base); border: 1px solid palette(dark); }
+QLineEdit#quickAskInput { border: none; background: transparent; font-size: 17px; padding: 6px 2px; }
+QComboBox#quickAskCollection { min-width: 150px; padding: 3px 8px; }
+QFrame#quickAskRule { color: palette(midlight); }
+QLabel#quickAskQuestion { font-weight: bold; font-size: 14px; }
+QTextBrowser#quickAskAnswer { border: none; background: palette(base); font-size: 14px; }
+QLabel#quickAskStatus { color: palette(dark); }
+QLabel#quickAskStatus[state="error"] { color: #c62828; }
+QLabel#quickAskSources { color: palette(dark); font-size: 12px; }
+QPushButton#quickAskContinue { font-weight: bold; padding: 4px 14px; }
+QPushButton#quickAskStop { padding: 4px 14px; }
+"""
+
+
+@dataclass
+class _Live:
+    """One question on its way: the handle arrives from a background op, the events from its own bridge."""
+
+    bridge: EngineBridge
+    text: str = ""
+    handle: AnswerHandle | None = None
+    result: Done | Failed | None = None
+    cancel_requested: bool = False
+    citations: tuple = field(default_factory=tuple)
+
+
+class QuickAsk(QWidget):
+    """A small frameless, always-on-top window for one quick question and its streamed answer."""
+
+    continueRequested = Signal(int)  # open this conversation in the main window
+    answered = Signal(int)  # a question of this conversation got its answer (complete, stopped or failed)
+
+    def __init__(self, services, parent: QWidget | None = None):
+        flags = Qt.WindowType.Tool | Qt.WindowType.FramelessWindowHint | Qt.WindowType.WindowStaysOnTopHint
+        super().__init__(parent, flags)
+        self.services = services
+        self.setObjectName("quickAsk")
+        self.setWindowTitle("Locus — Quick ask")
+        self.setStyleSheet(_STYLE)
+        self.setFixedWidth(WIDTH)
+        self.conversation_id: int | None = None
+        self.live: _Live | None = None
+
+        frame = QFrame(self)
+        frame.setObjectName("quickAskFrame")
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(frame)
+        column = QVBoxLayout(frame)
+        column.setContentsMargins(14, 10, 14, 12)
+        column.setSpacing(8)
+
+        top = QHBoxLayout()
+        top.setSpacing(10)
+        logo = QLabel(frame)
+        logo.setPixmap(QIcon(str(resource_path("icons", "locus.svg"))).pixmap(26, 26))
+        self.input = QLineEdit(frame)
+        self.input.setObjectName("quickAskInput")
+        self.input.setPlaceholderText("Ask Locus…")
+        self.input.returnPressed.connect(self.ask)
+        self.collection = CollectionChooser(frame)
+        self.collection.picked.connect(self._collection_chosen)
+        top.addWidget(logo)
+        top.addWidget(self.input, 1)
+        top.addWidget(self.collection)
+        column.addLayout(top)
+
+        self.rule = QFrame(frame)
+        self.rule.setObjectName("quickAskRule")
+        self.rule.setFrameShape(QFrame.Shape.HLine)
+        self.answer = AnswerView(frame)
+        self.answer.grew.connect(self.adjustSize)
+        self.question = QLabel(frame)
+        self.question.setObjectName("quickAskQuestion")
+        self.question.setWordWrap(True)
+        self.question.setTextFormat(Qt.TextFormat.PlainText)
+        self.sources = QLabel(frame)
+        self.sources.setObjectName("quickAskSources")
+        self.sources.setWordWrap(True)
+        column.addWidget(self.rule)
+        column.addWidget(self.question)
+        column.addWidget(self.answer)
+        column.addWidget(self.sources)
+
+        bottom = QHBoxLayout()
+        self.status = QLabel(frame)
+        self.status.setObjectName("quickAskStatus")
+        self.status.setWordWrap(True)
+        self.stop_button = QPushButton("Stop", frame)
+        self.stop_button.setObjectName("quickAskStop")
+        self.stop_button.setToolTip("Stop the answer; what it said so far is kept")
+        self.stop_button.clicked.connect(self.stop)
+        self.continue_button = QPushButton("Continue in window", frame)
+        self.continue_button.setObjectName("quickAskContinue")
+        self.continue_button.setToolTip("Open this conversation in the main window")
+        self.continue_button.clicked.connect(self.continue_in_window)
+        bottom.addWidget(self.status, 1)
+        bottom.addWidget(self.stop_button)
+        bottom.addWidget(self.continue_button)
+        column.addLayout(bottom)
+
+        self.set_collections([])
+        self.reset()
+
+    # Opening and closing -------------------------------------------------------------
+
+    def reset(self) -> None:
+        """A fresh quick ask: empty line, no answer, a new conversation on the next question."""
+        if self.live is not None:
+            self.stop()
+        self.live = None  # a stopped answer still finishing is no longer shown
+        self.conversation_id = None
+        self.input.clear()
+        self.input.setPlaceholderText("Ask Locus…")
+        self.answer.show_text("")
+        for widget in (self.rule, self.question, self.answer, self.sources, self.stop_button, self.continue_button):
+            widget.hide()
+        self._set_status("Enter asks · Esc closes")
+        self.adjustSize()
+
+    def open(self) -> None:
+        """Show a fresh popup near the top of the screen under the mouse, ready to type."""
+        if not self.isVisible() and self.live is None:
+            self.reset()
+        self._refresh_collections()
+        screen = QGuiApplication.screenAt(QCursor.pos()) or QGuiApplication.primaryScreen()
+        area = screen.availableGeometry()
+        self.adjustSize()
+        self.move(area.center().x() - WIDTH // 2, area.top() + area.height() // 5)
+        self.show()
+        self.raise_()
+        self.activateWindow()
+        self.input.setFocus()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt override
+        if event.key() == Qt.Key.Key_Escape:
+            self.close()  # hideEvent stops the answer
+            return
+        super().keyPressEvent(event)
+
+    def hideEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self.stop()  # the partial answer is saved by the assistant
+        super().hideEvent(event)
+
+    @property
+    def text(self) -> str:
+        """The answer shown."""
+        return self.answer.text
+
+    # Documents ------------------------------------------------------------------------
+
+    def chosen_collection(self) -> str:
+        """The collection quick asks answer from; "" for plain chat."""
+        return self.collection.chosen()
+
+    def set_collections(self, names: list[str]) -> None:
+        """The collections to offer."""
+        self.collection.set_collections(names, keep=self.services.settings.ui.quick_ask_collection)
+
+    def choose_collection(self, name: str) -> None:
+        """Answer from this collection ("" for none) from now on, and remember it in the settings."""
+        self.collection.choose(name)
+
+    def _collection_chosen(self, name: str) -> None:
+        if name == self.services.settings.ui.quick_ask_collection:
+            return
+        values = dict(self.services.setting_values(), **{"ui.quick_ask_collection": name})
+        run_in_background(lambda: self.services.apply_setting_values(values), None,
+                          lambda exc: self._set_status(f"The choice was not saved: {describe(exc)}", error=True),
+                          owner=self)
+
+    def _refresh_collections(self) -> None:
+        library = self.services.library
+        if library is not None:
+            run_in_background(library.collections, self.set_collections, lambda exc: log.info(
+                "quick ask: collections unavailable: %s", exc), owner=self)
+
+    # Asking -----------------------------------------------------------------------------
+
+    def ask(self) -> None:
+        """Save the line as a question (a follow-up after an answer) and stream its answer below."""
+        text = self.input.text().strip()
+        if not text or self.live is not None:
+            return
+        name = self.chosen_collection()
+        collections = [name] if name else None
+        live = _Live(EngineBridge(self))
+        live.bridge.answerEvent.connect(lambda event, live=live: self._on_event(live, event))
+        self.live = live
+        conversation, assistant, sink = self.conversation_id, self.services.assistant, live.bridge.answer_sink
+        self.input.clear()
+        self.input.setPlaceholderText("Ask a follow-up…")
+        self.question.setText(text)
+        self.answer.show_text("")
+        self.answer.following = True
+        self.sources.hide()
+        for widget in (self.rule, self.question, self.answer, self.stop_button):
+            widget.show()
+        self.continue_button.hide()
+        waiting = self.services.runtime.model_info is None
+        self._set_status("Waiting for the model to load…" if waiting else "Thinking…")
+        run_in_background(lambda: assistant.ask(text, conversation, sink, collections=collections),
+                          lambda handle: self._started(live, handle), lambda exc: self._not_started(live, exc),
+                          owner=self)
+
+    def stop(self) -> None:
+        """Stop the answer being streamed (it is saved as a partial answer)."""
+        live = self.live
+        if live is None:
+            return
+        live.cancel_requested = True
+        if live.handle is not None:
+            live.handle.cancel()
+
+    def continue_in_window(self) -> None:
+        """Hand the conversation to the main window and close the popup."""
+        if self.conversation_id is None or self.live is not None:
+            return
+        conversation = self.conversation_id
+        self.close()
+        self.continueRequested.emit(conversation)
+
+    def _started(self, live: _Live, handle: AnswerHandle) -> None:
+        live.handle = handle
+        if live.cancel_requested:
+            handle.cancel()
+        if live is self.live:
+            self.conversation_id = handle.conversation_id
+        if live.result is not None:
+            self._finish(live)
+
+    def _not_started(self, live: _Live, exc: BaseException) -> None:
+        live.bridge.deleteLater()
+        if live is not self.live:
+            return
+        self.live = None
+        if not self.input.text():
+            self.input.setText(self.question.text())  # nothing was asked: give the question back
+        for widget in (self.stop_button, self.rule, self.question, self.answer):
+            widget.hide()
+        self.continue_button.setVisible(self.conversation_id is not None)
+        self._set_status(describe(exc), error=True)
+        self.adjustSize()
+
+    def _on_event(self, live: _Live, event) -> None:
+        current = live is self.live
+        if isinstance(event, Token):
+            live.text += event.text
+            if current:
+                self.answer.stream(live.text)
+        elif isinstance(event, Started) and current:
+            self._set_status("Answering…")
+        elif isinstance(event, Retrieved) and current:
+            found = len(event.passages)
+            self._set_status(f"Answering from {found} passage{'s' * (found != 1)}…" if found
+                             else "No passage in the documents matched; answering anyway…")
+        elif isinstance(event, Cited):
+            live.citations = event.citations
+        elif isinstance(event, (Done, Failed)):
+            live.result = event
+            if live.handle is not None:
+                self._finish(live)
+
+    def _finish(self, live: _Live) -> None:
+        live.bridge.deleteLater()
+        result = live.result
+        if live is not self.live:  # stopped by closing the popup; the window may still list it
+            self.answered.emit(live.handle.conversation_id)
+            return
+        self.live = None
+        self.answer.following = False
+        self.stop_button.hide()
+        self.continue_button.show()
+        if isinstance(result, Failed):
+            self.answer.show_text(live.text)
+            self.answer.setVisible(bool(live.text))
+            self._set_status(describe(result.error), error=True)
+        else:
+            self.answer.show_text(result.text)
+            cancelled = result.stats.finish_reason == "cancelled"
+            self._set_status("Stopped — the partial answer is saved." if cancelled
+                             else "Saved as a conversation · Enter asks a follow-up")
+            if live.citations:
+                self.sources.setText("Sources: " + " · ".join(
+                    f"[{c.number}] {c.passage.title or c.passage.path.rsplit('/', 1)[-1]}" for c in live.citations))
+                self.sources.show()
+        self.adjustSize()
+        self.answered.emit(live.handle.conversation_id)
+
+    # Helpers ------------------------------------------------------------------------------
+
+    def _set_status(self, text: str, *, error: bool = False) -> None:
+        self.status.setText(text)
+        self.status.setProperty("state", "error" if error else "")
+        self.status.style().unpolish(self.status)
+        self.status.style().polish(self.status)
