@@ -26,6 +26,7 @@ class Desktop:
     window: Any  # ui.main_window.MainWindow
     tray: Any  # ui.tray.Tray
     api: Any = None  # app.api_service.ApiServer while the local API runs
+    api_settings: Any = None  # the [server] settings the running API (or its absence) follows
 
     def close(self) -> None:
         """Stop what the session started besides the engine (after the event loop ends)."""
@@ -110,6 +111,7 @@ def launch(services, version: str, *, quick_ask: bool = False, instance=None) ->
     window.start()
     tray.announce()
     _start_api(services, desktop)
+    window.settingsApplied.connect(lambda: _restart_api(services, desktop))
     if quick_ask:
         tray.open_quick_ask()
         log.info("started with the quick ask open")
@@ -127,9 +129,29 @@ def _handle_request(desktop: Desktop, command: str) -> None:
              desktop.tray.quick_ask.isVisible())
 
 
+def _restart_api(services, desktop: Desktop) -> None:
+    """Settings › Local API changed: stop the running API (off the GUI thread) and start it as they now say."""
+    if services.settings.server == desktop.api_settings:
+        return
+    from ui.ops import run_in_background
+
+    old, desktop.api = desktop.api, None
+    if old is None:
+        _start_api(services, desktop)
+        return
+
+    def stopped(_none) -> None:
+        if not services.settings.server.enabled:
+            desktop.window.statusBar().showMessage("The local API is off.", 5000)
+        _start_api(services, desktop)
+
+    run_in_background(old.stop, stopped, lambda exc: log.warning("local API did not stop: %s", exc))
+
+
 def _start_api(services, desktop: Desktop) -> None:
     """Serve the OpenAI-compatible local API when the settings ask for it, started off the GUI thread
     (it reads its key from the keyring); a failure is said in the status bar."""
+    desktop.api_settings = services.settings.server
     if not services.settings.server.enabled:
         return
     from app.api_service import start_api

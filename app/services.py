@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from engine.rag.library import DocumentLibrary
 
 from app import settings as settings_mod
+from app.backends import Backends, connect_remote, make_remote
 from app.paths import Paths, resolve_paths
 from app.secrets import Secrets
 from app.settings import Problem, Settings
@@ -35,7 +36,7 @@ from engine.models.bundled import (
 from engine.models.catalog import ModelCatalog
 from engine.runtime.remote import RemoteRuntime
 from engine.runtime.runtime import Runtime
-from engine.runtime.types import ModelConfig, ModelLoaded, ModelLoadFailed, RuntimeEvent, SamplingParams
+from engine.runtime.types import ModelConfig, RuntimeEvent, SamplingParams
 from engine.tasks.templates import TemplateLibrary
 from resources import resource_path
 
@@ -82,7 +83,7 @@ def chat_settings(settings: Settings) -> ChatSettings:
 
 
 @dataclass
-class Services:
+class Services(Backends):
     paths: Paths
     settings: Settings
     problems: list[Problem]
@@ -105,6 +106,8 @@ class Services:
     local_runtime: Runtime | None = None
     remote_runtime: RemoteRuntime | None = None
     _readying: dict = field(default_factory=dict, repr=False)  # backend name -> Future of its load/connect
+    # Called as listener(old, new) on the thread that applied new settings (e.g. the window restarts the API).
+    listeners: list = field(default_factory=list, repr=False)
 
     @property
     def traces(self):
@@ -226,70 +229,10 @@ class Services:
             future.set_exception(exc)
             return future
         self.loaded_config = config
+        if override_path is not None and self.runtime is not self.local_runtime:
+            self._wire(use_server=False)  # a model file given for this run means: answer on this computer
         local = self.local_runtime or self.runtime
         return self._ready("local", local.load(config, on_event))
-
-    # Backends ----------------------------------------------------------------------
-
-    @property
-    def default_backend(self) -> str:
-        """'server' when answers go to the model server by default, else 'local'."""
-        return "server" if self.remote_runtime is not None and self.runtime is self.remote_runtime else "local"
-
-    def backends(self) -> dict[str, object]:
-        """The backends a conversation can choose, by name: 'local' always, 'server' when one is configured."""
-        found = {"local": self.local_runtime or self.runtime}
-        if self.remote_runtime is not None:
-            found["server"] = self.remote_runtime
-        return found
-
-    def backend_label(self, name: str) -> str:
-        """How a backend is named to people."""
-        if name == "server":
-            remote = self.settings.remote
-            return f"Model server ({remote.model or 'its first model'} at {remote.url})"
-        return "This computer"
-
-    def ready_backend(self, name: str, on_event: Callable[[RuntimeEvent], None] | None = None) -> Future:
-        """Make a backend able to answer: load the local model or connect to the server, unless it already
-        can (or is getting there); resolves to its ModelInfo."""
-        runtime = self.backends().get(name)
-        if runtime is None:
-            from engine.errors import BackendUnavailableError
-
-            future: Future = Future()
-            future.set_exception(BackendUnavailableError("No model server is set up.",
-                                                         hint="Set its address in Settings › Model server."))
-            return future
-        pending = self._readying.get(name)
-        if pending is not None and not pending.done():
-            return pending
-        info = runtime.model_info
-        if info is not None and (name == "server" or self.loaded_config == model_config(self.settings)):
-            future = Future()
-            future.set_result(info)
-            return future
-        if name == "server":
-            return self._ready(name, connect_remote(runtime, on_event))
-        return self.load_model(on_event) if self.runtime is runtime else self._load_local(on_event)
-
-    def _load_local(self, on_event) -> Future:
-        try:
-            config = model_config(self.settings)
-        except ModelLoadError as exc:
-            future: Future = Future()
-            future.set_exception(exc)
-            return future
-        self.loaded_config = config
-        return self._ready("local", self.local_runtime.load(config, on_event))
-
-    def _ready(self, name: str, future: Future) -> Future:
-        self._readying[name] = future
-        return future
-
-    def set_conversation_backend(self, conversation_id: int, name: str | None):
-        """Save which backend answers in a conversation (None: the default)."""
-        return self.history.set_backend(conversation_id, name)
 
     @property
     def setting_specs(self) -> tuple[settings_mod.SettingSpec, ...]:
@@ -311,27 +254,20 @@ class Services:
         old, self.settings = self.settings, new
         self.problems = []
         self.assistant.settings = chat_settings(new)
-        backend_changed = old.remote != new.remote
-        if backend_changed:
+        reload = old.model != new.model
+        if old.remote != new.remote:
             self._rewire_backends(new)
+            # The local runtime keeps its model: only a server that is now the default, or a local model
+            # never loaded, needs the window to (re)connect or load.
+            reload = reload or self.default_backend == "server" or self.local_runtime.model_info is None
         if old.traces != new.traces and self.telemetry is not None:
             self._retrace(new)
-        return old.model != new.model or backend_changed
-
-    def _rewire_backends(self, new: Settings) -> None:
-        """The server settings changed: a new server runtime (the old one finishes or cancels what it runs,
-        then stops) and the default backend they choose. The local runtime keeps its model."""
-        old_remote = self.remote_runtime
-        self.remote_runtime = make_remote(new, self.tracing, self.secrets)
-        self._readying.pop("server", None)
-        self._wire(use_server=new.remote.enabled)
-        if old_remote is not None:
-            threading.Thread(target=old_remote.shutdown, name="locus-runtime-swap", daemon=True).start()
-
-    def _wire(self, *, use_server: bool) -> None:
-        self.runtime = self.remote_runtime if use_server and self.remote_runtime is not None else self.local_runtime
-        self.assistant.runtime = self.runtime
-        self.assistant.backends = self.backends()
+        for listener in list(self.listeners):
+            try:
+                listener(old, new)
+            except Exception:  # one listener's bug must not stop the settings from applying
+                log.exception("settings listener failed")
+        return reload
 
     def _retrace(self, new: Settings) -> None:
         """Trace settings changed: build the new tracing and hand it to every part that records spans."""
@@ -380,39 +316,6 @@ def open_library(paths: Paths, settings: Settings, on_event: Callable[[IndexEven
     return DocumentLibrary(paths.index_dir, embedder, name, parse_timeout_s=settings.documents.parse_timeout_s,
                            watch_interval_s=settings.documents.watch_interval_s, on_event=on_event,
                            tracing=tracing)
-
-
-def make_remote(settings: Settings, tracing, secrets: Secrets) -> RemoteRuntime | None:
-    """A runtime for the OpenAI-compatible server the settings name (None when none is set)."""
-    remote = settings.remote
-    if not remote.url:
-        return None
-    try:
-        key = secrets.get("remote_api_key")
-    except EngineError as exc:
-        log.warning("remote API key unavailable: %s", exc.user_text())
-        key = None
-    return RemoteRuntime(remote.url, model=remote.model or None, api_key=key, tracing=tracing,
-                         timeout_s=remote.timeout_s)
-
-
-def connect_remote(runtime: RemoteRuntime, on_event=None) -> Future:
-    """Connect to the server off the caller's thread, telling ``on_event`` as a model load would."""
-    future: Future = Future()
-    notify = on_event or (lambda _event: None)
-
-    def connect() -> None:
-        try:
-            info = runtime.connect()
-        except EngineError as exc:
-            notify(ModelLoadFailed(exc, runtime.base_url))
-            future.set_exception(exc)
-        else:
-            notify(ModelLoaded(info))
-            future.set_result(info)
-
-    threading.Thread(target=connect, name="locus-remote-connect", daemon=True).start()
-    return future
 
 
 def build_services(paths: Paths | None = None, *, secrets: Secrets | None = None) -> Services:

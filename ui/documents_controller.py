@@ -174,13 +174,15 @@ class DocumentsController(QObject):
         if isinstance(event, DocumentStatus):
             self.panel.update_status(event)
         elif isinstance(event, IndexProgress):
-            if event.files_total:
+            if event.files_total or event.paused:  # a job queued while paused has no files counted yet
                 self.panel.show_progress(event)
                 self.window.statusBar().showMessage(
                     f"Indexing paused: {event.files_done}/{event.files_total} files" if event.paused else
                     f"Indexing: {event.files_done}/{event.files_total} files, {event.chunks_per_s:.1f} chunks/s",
                     0 if event.paused else 3000)
         elif isinstance(event, IndexFinished):
+            if self.window.statusBar().currentMessage().startswith("Indexing paused"):
+                self.window.statusBar().clearMessage()
             self.panel.set_busy(False)
             self.refresh()
             self.indexingFinished.emit(event)

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (
-    QApplication,
     QHBoxLayout,
     QLabel,
     QMainWindow,
@@ -34,14 +33,13 @@ from ui.documents_controller import DocumentsController
 from ui.errors import describe, show_error
 from ui.model_status import ModelStatus
 from ui.ops import run_in_background
-from ui.settings_dialog import SettingsDialog
+from ui.settings_flow import edit_settings
 from ui.conversation_list import ConversationList
 from ui.sidebar import ConversationSidebar
 from ui.tasks.bar import TaskBar, TaskProgressRow
 from ui.tasks.modes import MODES, TaskRequest, answer_stats_text, task_stats_text
 from ui.tasks.launcher import TaskLauncher
 from ui.services import Services
-from ui.theme import apply_theme
 from ui.traces.links import link_answer
 from ui.traces.window import TraceWindow
 
@@ -63,6 +61,7 @@ class _LiveAnswer:
 
 class MainWindow(QMainWindow):
     answerFinished = Signal(object)  # Done | Failed | TaskDone | TaskFailed, after the window has shown it
+    settingsApplied = Signal()  # the settings dialog's changes are saved and in effect
 
     def __init__(self, services: Services, version: str = "", parent: QWidget | None = None):
         super().__init__(parent)
@@ -303,11 +302,12 @@ class MainWindow(QMainWindow):
                 self.chat.remove_from(last_user)
             start = lambda: self.services.assistant.resend_edited(conversation, text, sink)  # noqa: E731
         elif conversation is None:
-            chosen, backend = self.pending_collections, self.backend.pending
+            chosen, options = self.pending_collections, self.backend.ask_options()
             start = lambda: self.services.assistant.ask(text, None, sink, collections=chosen,  # noqa: E731
-                                                        backend=backend)
+                                                        **options)
         else:
-            start = lambda: self.services.assistant.ask(text, conversation, sink)  # noqa: E731
+            options = self.backend.ask_options()
+            start = lambda: self.services.assistant.ask(text, conversation, sink, **options)  # noqa: E731
         user_widget = self.chat.add_message("user", text)
         self._begin_answer(user_widget, start)
 
@@ -477,22 +477,7 @@ class MainWindow(QMainWindow):
     # Settings and the rest ---------------------------------------------------------
 
     def open_settings(self) -> None:
-        dialog = SettingsDialog(self.services.setting_specs, self.services.setting_values(), self)
-        dialog.show_embedding_device(self.services.embedding_device(start=False))
-        if dialog.exec() != SettingsDialog.DialogCode.Accepted:
-            return
-        values = dialog.values()
-
-        def applied(needs_reload: bool) -> None:
-            apply_theme(QApplication.instance(), values.get("ui.theme", "system"))
-            self.task_bar.set_translate_default(values.get("tasks.translate_to"))
-            self.backend.refresh()
-            if needs_reload:
-                self.stop()
-                self.load_model()
-
-        run_in_background(lambda: self.services.apply_setting_values(values), applied,
-                          lambda exc: show_error(self, "Settings not saved", exc), owner=self)
+        edit_settings(self)
 
     def open_traces(self, trace_id: str | None = None) -> TraceWindow:
         """Show the trace log window, at ``trace_id`` when given ('Show trace' on an answer)."""

@@ -73,3 +73,29 @@ def test_the_local_api_stays_off_unless_the_settings_turn_it_on(qtbot, services)
     wait_for_background()
     qtbot.wait(100)
     assert desktop.api is None and not services.settings.server.enabled
+
+
+def test_changing_the_local_api_settings_restarts_it_without_a_restart_of_locus(qtbot, services):
+    first, second = free_port(), free_port()
+    services.settings = services.settings.with_value("server.enabled", True).with_value("server.port", first)
+    desktop = started(qtbot, services)
+    try:
+        qtbot.waitUntil(lambda: desktop.api is not None, timeout=30_000)
+        services.apply_settings(services.settings.with_value("server.port", second))
+        desktop.window.settingsApplied.emit()  # what the settings dialog does once the change is saved
+        qtbot.waitUntil(lambda: desktop.api is not None and desktop.api.url.endswith(f":{second}/v1"),
+                        timeout=30_000)
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(f"http://127.0.0.1:{first}/v1/models", timeout=5)
+        with urllib.request.urlopen(f"{desktop.api.url}/models", timeout=30) as reply:
+            assert reply.status == 200
+
+        services.apply_settings(services.settings.with_value("server.enabled", False))
+        desktop.window.settingsApplied.emit()
+        qtbot.waitUntil(lambda: desktop.window.statusBar().currentMessage() == "The local API is off.",
+                        timeout=30_000)
+        assert desktop.api is None
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(f"http://127.0.0.1:{second}/v1/models", timeout=5)
+    finally:
+        desktop.close()

@@ -92,3 +92,18 @@ def test_a_pdf_source_opens_at_its_page(qtbot, window):
     assert viewer.pdf_view is not None and viewer.document.pageCount() >= 2
     missing = window.documents.open_source({"path": "/nowhere/gone.pdf", "kind": "pdf", "page": 1})
     assert "no longer at" in missing.error
+
+
+def test_paused_indexing_says_so_in_the_window_and_goes_on_when_resumed(qtbot, window, tmp_path):
+    window.start()
+    qtbot.waitUntil(lambda: window.documents.library is not None, timeout=60_000)
+    library, panel, status = window.documents.library, window.documents.panel, window.statusBar()
+    note = tmp_path / "tide.md"
+    note.write_text("# Tides\n\nHigh tide at the harbour is at 14:20 today.\n", encoding="utf-8")
+    library.pause_indexing()
+    drop(window, [note])
+    qtbot.waitUntil(lambda: panel.progress_label.text().startswith("Indexing paused"), timeout=60_000)
+    assert status.currentMessage().startswith("Indexing paused")
+    library.resume_indexing()
+    qtbot.waitUntil(lambda: ("tide.md", "default", "done") in panel.rows(), timeout=180_000)
+    qtbot.waitUntil(lambda: not status.currentMessage().startswith("Indexing paused"), timeout=10_000)

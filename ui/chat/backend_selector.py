@@ -13,7 +13,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import QMainWindow, QMenu, QToolButton
 
-from ui.errors import show_error
+from ui.errors import describe, show_error
 from ui.ops import run_in_background
 
 _SHORT = {"local": "this computer", "server": "model server"}
@@ -24,6 +24,7 @@ class BackendSelector(QObject):
     conversation not saved yet (None: the default)."""
 
     chosen = Signal(object)  # the backend name or None, after a person picked it
+    _finished = Signal(object, bool)  # a readiness future is done (from any thread), quiet
 
     def __init__(self, window: QMainWindow, services, current: Callable[[], int | None]):
         super().__init__(window)
@@ -31,6 +32,9 @@ class BackendSelector(QObject):
         self.services = services
         self.current = current  # the conversation the window shows (None: a new one, not saved yet)
         self.value: str | None = None
+        self.picked = False  # a person chose the value since the conversation was shown
+        self._watched: set = set()
+        self._finished.connect(self._report)
         self.button = QToolButton(window)
         self.button.setObjectName("backendSelector")
         self.button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
@@ -38,14 +42,15 @@ class BackendSelector(QObject):
         self.button.setMenu(QMenu(self.button))
         self.refresh()
 
-    @property
-    def pending(self) -> str | None:
-        """The choice to save on the next new conversation."""
-        return self.value if self.current() is None else None
+    def ask_options(self) -> dict:
+        """What to pass to Assistant.ask: the backend a person picked here (saved with the question, so
+        it applies even before the separate save lands), or nothing."""
+        return {"backend": self.value} if self.picked else {}
 
     def show_for(self, conversation) -> None:
         """Show a conversation's choice (None: a new conversation, which starts on the default)."""
         self.value = conversation.backend if conversation is not None else None
+        self.picked = False
         self.refresh()
         if self.value is not None and self.value in self.services.backends():
             self._make_ready(self.value, quiet=True)
@@ -71,7 +76,7 @@ class BackendSelector(QObject):
 
     def choose(self, name: str | None) -> None:
         """What the menu does: save the choice on the conversation and make the backend ready."""
-        self.value = name
+        self.value, self.picked = name, True
         self.refresh()
         conversation = self.current()
         if conversation is not None:
@@ -81,18 +86,26 @@ class BackendSelector(QObject):
         self.chosen.emit(name)
 
     def _make_ready(self, name: str, quiet: bool = False) -> None:
-        status = self.window.statusBar()
+        """Load or connect the backend; its future reports back through a queued signal, so no pool thread
+        waits on a slow server and each future has one watcher."""
         if not quiet:
-            status.showMessage("Connecting to the model server…" if name == "server"
-                               else "Loading the model on this computer…")
+            self.window.statusBar().showMessage("Connecting to the model server…" if name == "server"
+                                                else "Loading the model on this computer…")
         future = self.services.ready_backend(name)
+        if future in self._watched:
+            return
+        self._watched.add(future)
+        future.add_done_callback(lambda f: self._finished.emit(f, quiet))
 
-        def ready(info) -> None:
+    def _report(self, future, quiet: bool) -> None:
+        self._watched.discard(future)
+        status = self.window.statusBar()
+        exc = future.exception()
+        if exc is None:
             if not quiet:
-                status.showMessage(f"Answers in this conversation come from {info.name}.", 5000)
-
-        def failed(exc: BaseException) -> None:
+                status.showMessage(f"Answers in this conversation come from {future.result().name}.", 5000)
+        elif quiet:  # opening a conversation: say it, but no dialog for each click
+            status.showMessage(f"Backend not ready: {describe(exc)}", 15000)
+        else:
             status.clearMessage()
             show_error(self.window, "Backend not ready", exc)
-
-        run_in_background(lambda: future.result(timeout=600), ready, failed, owner=self.window)
