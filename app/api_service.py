@@ -32,7 +32,8 @@ def start_api(services: Services) -> ApiServer | None:
 
 
 def open_api(services: Services, *, host: str, port: int, embedder=None, api_key: str | None = None) -> ApiServer:
-    """A started ApiServer over the services' current runtime (it follows a backend switch).
+    """A started ApiServer over the services' current runtime (it follows a backend switch) and current
+    sampling settings, its requests at Priority.NORMAL (after the window's chat, before background tasks).
 
     ``embedder``: an Embedder of the caller's; without one, the document library's embedder is
     used (opened on the first embeddings request). ``api_key`` defaults to the keyring's.
@@ -42,7 +43,8 @@ def open_api(services: Services, *, host: str, port: int, embedder=None, api_key
     embed, name, tokens = _embedding(services, embedder)
     server = ApiServer(lambda: services.runtime, embed=embed, embedding_model=name, embedding_tokens=tokens,
                        host=host, port=port, api_key=key, max_request_bytes=settings.server.max_request_kb * 1024,
-                       max_tokens=settings.server.max_tokens, defaults=chat_settings(settings).sampling)
+                       max_tokens=settings.server.max_tokens,
+                       defaults=lambda: chat_settings(services.settings).sampling)  # Settings › Sampling, as now
     return server.start()
 
 

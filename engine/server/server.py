@@ -5,25 +5,26 @@ Each request runs on its connection's thread and is submitted to the runtime lik
 a chat question (the runtime queues and schedules; nothing here serializes), under
 a root span ``api`` whose child is the generation. Bad requests get OpenAI-style
 error objects with their proper status; an unexpected failure is logged and
-answered with a generic 500, never a traceback.
+answered with a generic 500, never a traceback. Requests run at Priority.NORMAL:
+after the window's own chat and quick asks, before background tasks.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from urllib.parse import unquote
 
 from engine.runtime.types import Priority, SamplingParams
-from engine.server import endpoints, spans
+from engine.server import endpoints, guards, spans
 from engine.server.calls import parse_chat, parse_completion, parse_embeddings
 from engine.server.errors import INTERNAL_MESSAGE, ApiError, invalid, shutting_down
 from engine.server.generation import generate
-from engine.server.listener import bind, is_loopback, url_for
+from engine.server.listener import bind, url_for
 from engine.server.transport import ClientGone, Exchange
 from engine.trace.tracing import Tracing, set_attributes
 
@@ -44,13 +45,15 @@ class ApiServer:
 
     ``runtime`` is a Runtime, or a function returning the current one (an app that swaps backends);
     ``embed`` turns a list of texts into unit vectors for ``embedding_model``. ``tracing`` defaults
-    to the runtime's own. ``defaults`` gives the sampling a request does not set.
+    to the runtime's own. ``defaults`` gives the sampling a request does not set: SamplingParams, or
+    a function returning the current ones (read for each request, so changed settings apply at once).
     """
 
     def __init__(self, runtime, *, embed=None, embedding_model: str | None = None, embedding_tokens=None,
                  tracing: Tracing | None = None, host: str = "127.0.0.1", port: int = 8765,
                  api_key: str | None = None, max_request_bytes: int = 1024 * 1024, max_tokens: int = 4096,
-                 defaults: SamplingParams | None = None, priority: Priority = Priority.INTERACTIVE):
+                 defaults: SamplingParams | Callable[[], SamplingParams] | None = None,
+                 priority: Priority = Priority.NORMAL):
         self._runtime = runtime
         self.embed = embed
         self.embedding_model = embedding_model if embed is not None else None
@@ -60,8 +63,7 @@ class ApiServer:
         self.api_key = api_key or None
         self.max_request_bytes = max_request_bytes
         self.max_tokens = max_tokens
-        base = defaults or SamplingParams()
-        self.defaults = {name: getattr(base, name) for name in _SAMPLING_DEFAULTS}
+        self._defaults = defaults
         self.priority = priority
         self.stopping = False
         self.started_at = int(time.time())
@@ -78,6 +80,13 @@ class ApiServer:
     def runtime(self):
         runtime = self._runtime
         return runtime() if callable(runtime) and not hasattr(runtime, "submit") else runtime
+
+    @property
+    def defaults(self) -> dict:
+        """The sampling fields a request does not set, as they are now."""
+        source = self._defaults
+        base = (source() if callable(source) else source) or SamplingParams()
+        return {name: getattr(base, name) for name in _SAMPLING_DEFAULTS}
 
     @property
     def tracing(self) -> Tracing:
@@ -176,7 +185,7 @@ class ApiServer:
             if not ex.headers_sent:
                 ex.send_error(ApiError(500, INTERNAL_MESSAGE, type="server_error", code="internal_error"))
         finally:
-            ex.discard_body(self.max_request_bytes)
+            ex.finish(self.max_request_bytes)
             with self._lock:
                 self._active -= 1
                 self._lock.notify_all()
@@ -190,8 +199,11 @@ class ApiServer:
             allowed = ", ".join(ROUTES[route])
             raise ApiError(405, f"{ex.path} answers {allowed} only, not {ex.method}.", code="method_not_allowed",
                            headers={"Allow": allowed})
-        self._check_host(ex)
-        self._check_key(ex)
+        guards.check_host(self, ex)
+        guards.check_origin(self, ex)
+        guards.check_key(self, ex)
+        if ex.method == "POST":  # checked before a span is started: a refused request leaves no trace
+            guards.check_json(ex)
         if self.stopping:
             raise shutting_down()
         tracing = self.tracing
@@ -241,26 +253,6 @@ class ApiServer:
             raise invalid("The request contains text with an unpaired UTF-16 surrogate escape.",
                           code="invalid_json") from None
         return body
-
-    def _check_host(self, ex: Exchange) -> None:
-        """On loopback without a key, only requests addressed to this computer are answered: a web page
-        cannot reach the API by pointing its own domain at 127.0.0.1 (DNS rebinding)."""
-        if self.api_key or not is_loopback(self.host):
-            return
-        host = (ex.header("Host") or "").strip()
-        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host.rsplit("]", 1)[0]
-        if host and not is_loopback(name):
-            raise ApiError(403, f"This server only answers requests addressed to this computer, not to "
-                           f"'{host[:100]}'.", type="permission_error", code="host_not_allowed")
-
-    def _check_key(self, ex: Exchange) -> None:
-        if self.api_key is None:
-            return
-        scheme, _, token = (ex.header("Authorization") or "").strip().partition(" ")
-        given = token.strip() if scheme.lower() == "bearer" else ""
-        if not hmac.compare_digest(given.encode("utf-8"), self.api_key.encode("utf-8")):
-            said = "Incorrect API key provided." if given else "No API key provided (Authorization: Bearer KEY)."
-            raise ApiError(401, said, code="invalid_api_key", headers={"WWW-Authenticate": 'Bearer realm="locus"'})
 
 
 def _route(path: str) -> str | None:

@@ -2,20 +2,27 @@
 
 Every answer is JSON, or server-sent events over chunked transfer encoding, so
 connections are kept alive between requests, streamed or not. Bodies are read
-within the size limit (Content-Length checked before reading, chunked bodies
-counted as they come), and a body left unread is dropped before the next request.
+within the size limit: Content-Length, and each chunk's declared size, are checked
+before anything is read, so an oversized body is refused without being buffered.
+A refused body is dropped after the answer (a lingering close); a body left unread
+by an answer is read and dropped before the next request.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import select
 import socket
+import time
 from urllib.parse import urlsplit
 
 from engine.server.errors import ApiError
 
 DRAIN_LIMIT = 64 * 1024 * 1024  # an oversized body is read and dropped up to this, so the 413 reaches the client
+LINGER_S = 5.0  # ... for at most this long after the answer
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")  # 15 hex digits is already 1 EB: longer is nonsense
+_LINE_MAX = 1024  # a chunk-size line (with extensions), or a trailer line
 _WRITE_ERRORS = (BrokenPipeError, ConnectionError, TimeoutError, socket.timeout, OSError)
 
 
@@ -34,6 +41,7 @@ class Exchange:
         self.gone = False
         self.body_read = False
         self._chunked = False
+        self._linger = False  # the body was refused part-read: drop the rest after the answer, then close
 
     @property
     def headers_sent(self) -> bool:
@@ -54,17 +62,18 @@ class Exchange:
         coding = (self.header("Transfer-Encoding") or "").strip().lower()
         if coding:
             if coding != "chunked":
+                self._refuse()
                 raise ApiError(501, f"Transfer-Encoding '{coding}' is not supported; send a Content-Length.")
             return self._read_chunked(limit)
         length = (self.header("Content-Length") or "").strip()
         if not length:
             return b""
         if not length.isdigit():
-            self._h.close_connection = True
+            self._refuse()
             raise ApiError(400, f"The Content-Length header '{length[:20]}' is not a number.")
         size = int(length)
         if size > limit:
-            self._drain(lambda: self._discard(size))
+            self._refuse()
             raise too_large(size, limit)
         return self._read(size)
 
@@ -77,6 +86,13 @@ class Exchange:
         except (ApiError, ClientGone):
             self._h.close_connection = True
 
+    def finish(self, limit: int) -> None:
+        """After the answer: drop the body it did not read, or what is left of a refused one (then close)."""
+        self.discard_body(limit)
+        if self._linger and not self.gone:
+            self._linger = False
+            self._drop_rest()
+
     def _read(self, size: int) -> bytes:
         try:
             data = self._h.rfile.read(size)
@@ -88,56 +104,71 @@ class Exchange:
         return data
 
     def _read_chunked(self, limit: int) -> bytes:
+        """A chunked body: each chunk's declared size is checked against the limit before it is read."""
         parts, total = [], 0
-        chunks = self._chunks()
-        for data in chunks:
-            total += len(data)
-            if total > limit:
-                self._drain(lambda: sum(len(d) for d in _until(chunks, DRAIN_LIMIT)))
+        while True:
+            size = self._chunk_size(self._line())
+            if size == 0:
+                break
+            if total + size > limit:
+                self._refuse()
                 raise too_large(None, limit)
-            parts.append(data)
+            parts.append(self._read(size))  # at most ``limit`` bytes in all, so bounded
+            total += size
+            if self._line() not in (b"\r\n", b"\n"):
+                raise self._malformed("a chunk is longer than its declared size")
+        while (line := self._line()) not in (b"\r\n", b"\n"):  # the trailers, dropped
+            total += len(line)
+            if total > limit:
+                self._refuse()
+                raise too_large(None, limit)
         return b"".join(parts)
 
-    def _chunks(self):
-        """The data of each chunk of a chunked body (trailers are read and dropped)."""
-        rfile = self._h.rfile
-        while True:
-            line = rfile.readline(1026)
-            if not line:
-                self.gone = True
-                raise ClientGone()
-            try:
-                size = int(line.split(b";")[0].strip(), 16)
-            except ValueError:
-                self._h.close_connection = True
-                raise ApiError(400, "The chunked request body is malformed.") from None
-            if size == 0:
-                while rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                    pass
-                return
-            yield self._read(size)
-            rfile.readline(3)  # the CRLF after the chunk
-
-    def _discard(self, size: int) -> int:
-        left = min(size, DRAIN_LIMIT)
-        while left > 0:
-            data = self._h.rfile.read(min(left, 1 << 16))
-            if not data:
-                break
-            left -= len(data)
-        return size - left
-
-    def _drain(self, read) -> None:
-        """Read and drop what the client is still sending (briefly), then close after the answer.
-
-        Closing with unread bytes would reset the connection, and the client would see that instead of the 413.
-        """
-        self._h.close_connection = True
-        sock = self._h.connection
+    def _line(self) -> bytes:
+        """One CRLF-ended line of the chunked framing (ClientGone at the end of input, 400 if too long)."""
         try:
-            sock.settimeout(5.0)
-            read()
-        except (ClientGone, ApiError, *_WRITE_ERRORS):
+            line = self._h.rfile.readline(_LINE_MAX + 2)
+        except _WRITE_ERRORS:
+            line = b""
+        if not line:
+            self.gone = True
+            raise ClientGone()
+        if not line.endswith(b"\n"):
+            raise self._malformed("a chunk-size or trailer line is too long")
+        return line
+
+    def _chunk_size(self, line: bytes) -> int:
+        text = line.split(b";", 1)[0].strip(b" \t\r\n")
+        if not _CHUNK_SIZE.fullmatch(text):
+            shown = text[:20].decode("ascii", "replace")
+            raise self._malformed(f"'{shown}' is not a chunk size (hexadecimal digits)")
+        return int(text, 16)
+
+    def _malformed(self, why: str) -> ApiError:
+        self._refuse()
+        return ApiError(400, f"The chunked request body is malformed: {why}.", code="invalid_chunked_body")
+
+    def _refuse(self) -> None:
+        """The body will not be read to its end: close after the answer, dropping what still comes."""
+        self._h.close_connection = True
+        self._linger = True
+
+    def _drop_rest(self) -> None:
+        """A lingering close: end our side (the client reads the answer to its end), then read and drop
+        what the client still sends, briefly. Closing with unread bytes would reset the connection, and
+        the client would see that instead of the answer."""
+        sock = self._h.connection
+        deadline = time.monotonic() + LINGER_S
+        left = DRAIN_LIMIT
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            while left > 0 and (wait := deadline - time.monotonic()) > 0:
+                sock.settimeout(wait)
+                data = sock.recv(min(left, 1 << 16))
+                if not data:
+                    break
+                left -= len(data)
+        except _WRITE_ERRORS:
             pass
 
     # Writing ---------------------------------------------------------------------------
@@ -235,11 +266,3 @@ def too_large(size: int | None, limit: int) -> ApiError:
     said = f"The request body is {size / 1024:,.0f} KB" if size is not None else "The request body is too large"
     return ApiError(413, f"{said}; this server accepts at most {limit / 1024:,.0f} KB.", code="request_too_large")
 
-
-def _until(chunks, most: int):
-    seen = 0
-    for data in chunks:
-        seen += len(data)
-        yield data
-        if seen >= most:
-            return

@@ -10,8 +10,12 @@ from urllib.parse import urlsplit
 import openai
 import pytest
 
+from engine.runtime.runtime import Runtime
+from engine.runtime.types import ModelConfig
 from engine.server import ApiServer
 from engine.server.endpoints import token_counter
+from engine.trace.store import TraceFilter, TraceStore
+from engine.trace.tracing import Tracing
 
 
 ENDLESS = 'root ::= "la " root'  # a grammar the model can never finish: only cancelling ends it early
@@ -33,6 +37,25 @@ def api(runtime, embedder):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture()
+def traced(tmp_path, model_path):
+    """A runtime whose spans go to a trace store in tmp_path: (runtime, store, tracing)."""
+    store = TraceStore(tmp_path / "traces.sqlite3")
+    tracing = Tracing(store, schedule_delay_ms=50)
+    runtime = Runtime(tracing)
+    runtime.load(ModelConfig(model_path, n_ctx=2048)).result(timeout=120)
+    yield runtime, store, tracing
+    runtime.shutdown()
+    tracing.shutdown()
+    store.close()
+
+
+def api_traces(store: TraceStore, tracing: Tracing) -> list:
+    """The API requests' traces written so far."""
+    tracing.flush()
+    return store.list_traces(TraceFilter(task="api"))
 
 
 @pytest.fixture()

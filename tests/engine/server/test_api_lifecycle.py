@@ -9,34 +9,13 @@ import threading
 import openai
 import pytest
 
-from engine.runtime.runtime import Runtime
-from engine.runtime.types import ModelConfig
+from engine.runtime.types import SamplingParams
 from engine.server import ApiServer, ApiServerError
-from engine.trace.store import TraceFilter, TraceStore
-from engine.trace.tracing import Tracing
-from tests.engine.server.conftest import ENDLESS, raw, wait_until
+from tests.engine.server.conftest import ENDLESS, api_traces, raw, wait_until
 
 pytestmark = pytest.mark.slow
 
 SONG = [{"role": "user", "content": "Sing."}]
-
-
-@pytest.fixture()
-def traced(tmp_path, model_path):
-    """A runtime whose spans go to a trace store in tmp_path."""
-    store = TraceStore(tmp_path / "traces.sqlite3")
-    tracing = Tracing(store, schedule_delay_ms=50)
-    runtime = Runtime(tracing)
-    runtime.load(ModelConfig(model_path, n_ctx=2048)).result(timeout=120)
-    yield runtime, store, tracing
-    runtime.shutdown()
-    tracing.shutdown()
-    store.close()
-
-
-def api_traces(store: TraceStore, tracing: Tracing) -> list:
-    tracing.flush()
-    return store.list_traces(TraceFilter(task="api"))
 
 
 def send(server: ApiServer, body: dict) -> socket.socket:
@@ -135,3 +114,27 @@ def test_api_requests_are_traced_as_roots_with_the_generation_below(traced):
     [failed_root] = [s for s in store.trace(failed.trace_id) if s.parent_id is None]
     assert failed_root.attributes["http.response.status_code"] == 404
     assert failed_root.attributes["error.type"] == "model_not_found"
+
+
+def test_api_generations_run_at_normal_priority_with_the_current_defaults(traced):
+    """API requests queue behind the window's own (NORMAL, not INTERACTIVE), and the sampling defaults are
+    read for each request, so a settings change reaches API clients without a restart."""
+    runtime, store, tracing = traced
+    name = runtime.model_info.name
+    current = {"defaults": SamplingParams(temperature=0.25, top_k=7)}
+    with ApiServer(runtime, port=0, defaults=lambda: current["defaults"]) as server:
+        client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
+        client.chat.completions.create(model=name, messages=[{"role": "user", "content": "First"}], max_tokens=2)
+        current["defaults"] = SamplingParams(temperature=0.9, top_k=3)
+        client.chat.completions.create(model=name, messages=[{"role": "user", "content": "Second"}], max_tokens=2)
+        client.chat.completions.create(model=name, messages=[{"role": "user", "content": "Third"}], max_tokens=2,
+                                       temperature=0.5)  # what a request sets wins over the defaults
+    generations = {}
+    for trace in api_traces(store, tracing):
+        spans = store.trace(trace.trace_id)
+        [root] = [s for s in spans if s.parent_id is None]
+        [generation] = [s for s in spans if s.parent_id == root.span_id]
+        generations[trace.summary] = generation.attributes
+    assert {summary: (a["gen_ai.request.temperature"], a["gen_ai.request.top_k"])
+            for summary, a in generations.items()} == {"First": (0.25, 7), "Second": (0.9, 3), "Third": (0.5, 3)}
+    assert {a["locus.priority"] for a in generations.values()} == {"normal"}
