@@ -50,6 +50,9 @@ def _rebuild(services) -> int:
 
 
 def index(args: argparse.Namespace) -> int:
+    if any(not p.strip() for p in args.paths):  # "" would mean the current folder, which nobody asked for
+        print("locus: an empty path was given; name the files or folders to index.", file=sys.stderr)
+        return 2
     services = build_services()
     try:
         library = services.open_library()

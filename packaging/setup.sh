@@ -3,7 +3,7 @@
 # environment in .venv, and every Python dependency from pyproject.toml.
 #
 #   packaging/setup.sh          the app
-#   packaging/setup.sh --test   the app plus what the tests need
+#   packaging/setup.sh --test   the app plus what the tests (and the package test) need
 #
 # Environment:
 #   PYTHON=python3.12       interpreter for .venv (3.11 or newer; default python3)
@@ -13,7 +13,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 extras=""
-[ "${1:-}" = "--test" ] && extras="[test]"
+[ "${1:-}" = "--test" ] && extras="[test,package]"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -25,6 +25,10 @@ debs=(build-essential cmake pkg-config git python3-venv python3-dev
       libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-randr0 libxcb-render-util0
       libxcb-image0 libxcb-xinerama0 fonts-dejavu-core
       xvfb xauth trayer dbus dbus-x11 gnome-keyring)
+# The package test (packaging/test_linux_packages.py) builds and installs the .deb and
+# watches the installed app's window: binutils for PyInstaller, zstd for the packages,
+# xdotool to see the window appear, desktop-file-validate for the menu entry.
+if [ -n "$extras" ]; then debs+=(binutils zstd xdotool desktop-file-utils); fi
 if command -v apt-get >/dev/null 2>&1; then
   missing=()
   for pkg in "${debs[@]}"; do

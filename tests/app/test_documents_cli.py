@@ -41,3 +41,10 @@ def test_index_list_ask_with_sources_and_remove(tmp_path):
     assert "ferry.md" not in locus(home, "docs", "list").stdout
     missing = locus(home, "docs", "remove", "/no/such/file.txt")
     assert missing.returncode == 1 and "no indexed document is '/no/such/file.txt'" in missing.stderr
+
+
+def test_an_empty_path_is_refused_instead_of_indexing_the_current_folder(tmp_path):
+    done = locus(tmp_path / "home", "index", "", timeout=60)
+    assert done.returncode == 2
+    assert "empty path" in done.stderr
+    assert not (tmp_path / "home").exists() or not any((tmp_path / "home").rglob("*.lance"))
