@@ -106,8 +106,6 @@ class Services(Backends):
     local_runtime: Runtime | None = None
     remote_runtime: RemoteRuntime | None = None
     _readying: dict = field(default_factory=dict, repr=False)  # backend name -> Future of its load/connect
-    # Called as listener(old, new) on the thread that applied new settings (e.g. the window restarts the API).
-    listeners: list = field(default_factory=list, repr=False)
 
     @property
     def traces(self):
@@ -262,11 +260,6 @@ class Services(Backends):
             reload = reload or self.default_backend == "server" or self.local_runtime.model_info is None
         if old.traces != new.traces and self.telemetry is not None:
             self._retrace(new)
-        for listener in list(self.listeners):
-            try:
-                listener(old, new)
-            except Exception:  # one listener's bug must not stop the settings from applying
-                log.exception("settings listener failed")
         return reload
 
     def _retrace(self, new: Settings) -> None:

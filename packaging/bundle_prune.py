@@ -41,6 +41,7 @@ QT_PLUGINS_DROPPED = [
 ]
 # Provided by every Linux desktop (and declared in the .deb's Depends).
 LINUX_SYSTEM_LIBS = [
+    "libcuda.so*",  # the NVIDIA driver's own library (CI links against a stub): never shipped
     "libX11*", "libX[a-z]*", "libxcb.so*", "libxcb-glx*", "libxcb-render.so*", "libxcb-shm*", "libxcb-sync*",
     "libxcb-xfixes*", "libxcb-randr*", "libxcb-shape*", "libxcb-xkb*", "libxkbcommon.so*",
     "libGL*", "libEGL*", "libOpenGL*", "libdrm*", "libgbm*", "libwayland-*",

@@ -196,8 +196,11 @@ class QuickAsk(QWidget):
     def _collection_chosen(self, name: str) -> None:
         if name == self.services.settings.ui.quick_ask_collection:
             return
-        values = dict(self.services.setting_values(), **{"ui.quick_ask_collection": name})
-        run_in_background(lambda: self.services.apply_setting_values(values), None,
+        # Only this one setting changes, read and saved in the background, so a settings-dialog change
+        # made meanwhile is never undone by a stale copy of all the values.
+        services = self.services
+        run_in_background(lambda: services.apply_settings(services.settings.with_value("ui.quick_ask_collection",
+                                                                                         name)), None,
                           lambda exc: self._set_status(f"The choice was not saved: {describe(exc)}", error=True),
                           owner=self)
 
