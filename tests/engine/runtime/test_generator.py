@@ -163,6 +163,7 @@ def test_regenerating_the_same_prompt_reuses_all_but_the_last_token(generator):
     assert second.stats.reused_prompt_tokens == second.stats.prompt_tokens - 1
 
 
+@pytest.mark.timeout(900)  # 41 generations: slow when other work shares the two cores
 def test_forty_long_turns_never_overflow_the_context(model_path):
     from engine.runtime.generator import Generator
     from engine.runtime.types import ModelConfig
