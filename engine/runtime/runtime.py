@@ -1,23 +1,27 @@
-"""The runtime: one thread that owns the generator and serves queued requests.
+"""The runtime: one thread that owns the generator and serves many requests at once.
 
-Callers never touch llama.cpp. They ``load`` a model and ``submit`` requests;
-events come back through a callback (called on the runtime thread) or, for
-callers that prefer to block, through ``RequestHandle.events()``.
+Callers never touch llama.cpp. They ``load`` a model and ``submit`` requests; events come
+back through a callback (called on the runtime thread) or, for callers that prefer to
+block, through ``RequestHandle.events()``. The thread admits waiting requests by priority
+into the generator's batch between two decode steps, and each leaves the batch the moment
+it is done (see batcher.py and scheduler.py).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import queue
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from engine.errors import EngineError, ModelLoadError, ModelNotLoadedError, RuntimeStoppedError
 from engine.runtime.generator import Generator, wrap_unexpected
+from engine.runtime.handles import ChannelHandle, EventChannel, RequestHandle
+from engine.runtime.scheduler import SCHEDULING, Scheduling, WaitQueue
+from engine.runtime.sequence import Sequence
 from engine.runtime.types import (
     Done,
     Failed,
@@ -35,121 +39,9 @@ from engine.runtime.types import (
 from engine.trace.generation import GenerationSpan
 from engine.trace.tracing import Tracing
 
+__all__ = ["ChannelHandle", "EventChannel", "RequestHandle", "Runtime"]
+
 log = logging.getLogger(__name__)
-
-_LOAD_PRIORITY = -1  # a model switch goes ahead of queued generations
-
-
-class EventChannel:
-    """Delivers a request's events to a callback, or queues them for ``events()``.
-
-    Either way ``wait()`` returns the terminal event (Done or Failed) once it has been
-    delivered. A consumer's exception is logged, never passed back to the sender.
-    """
-
-    terminal: tuple[type, ...] = (Done, Failed)  # the events that end the stream
-
-    def __init__(self, on_event: Callable[[object], None] | None, tap: Callable[[object], None] | None = None):
-        self._on_event = on_event
-        self._tap = tap  # sees every event before the consumer (e.g. to save it)
-        self._queue: queue.SimpleQueue | None = None if on_event else queue.SimpleQueue()
-        self._finished = threading.Event()
-        self.result = None
-
-    def emit(self, event) -> None:
-        final = isinstance(event, self.terminal)
-        if final:
-            self.result = event
-        if self._tap is not None:
-            try:
-                self._tap(event)
-            except Exception:  # saving failed: the consumer still gets the event
-                log.exception("event tap failed on %s", type(event).__name__)
-        try:
-            if self._on_event is not None:
-                self._on_event(event)
-            else:
-                self._queue.put(event)
-        except Exception:  # a consumer's bug must not take the sending thread down
-            log.exception("event consumer failed on %s", type(event).__name__)
-        if final:
-            self._finished.set()
-
-    def wait(self, timeout: float | None = None) -> Done | Failed | None:
-        self._finished.wait(timeout)
-        return self.result
-
-    def events(self) -> Iterator:
-        """Yield events until Done or Failed (only without a callback)."""
-        if self._queue is None:
-            raise RuntimeError("These events go to a callback, not to events().")
-        while True:
-            event = self._queue.get()
-            yield event
-            if isinstance(event, self.terminal):
-                return
-
-
-class ChannelHandle:
-    """Work whose events go through an EventChannel: wait for it, iterate over its events, read its result."""
-
-    channel: EventChannel
-
-    def events(self) -> Iterator:
-        """Every event up to the terminal one (only without a callback)."""
-        return self.channel.events()
-
-    def wait(self, timeout: float | None = None):
-        """The terminal event once it has been delivered (None if ``timeout`` ran out first)."""
-        return self.channel.wait(timeout)
-
-    @property
-    def result(self):
-        return self.channel.result
-
-
-class RequestHandle(ChannelHandle):
-    """A submitted request: cancel it, wait for it, or iterate over its events."""
-
-    def __init__(
-        self,
-        request: GenerationRequest,
-        on_event: Callable[[GenerationEvent], None] | None,
-        tap: Callable[[GenerationEvent], None] | None = None,
-        trace_parent=None,
-    ):
-        self.request = request
-        self.request_id = request.request_id
-        self.submitted_at = time.perf_counter()
-        self.submitted_ns = time.time_ns()
-        self.trace_parent = trace_parent  # an OpenTelemetry context: the generation span's parent
-        self._tap = tap
-        self._cancel = threading.Event()
-        self.channel = EventChannel(on_event)
-
-    def cancel(self) -> None:
-        """Stop the request: before it starts, or within one token step while it runs."""
-        self._cancel.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    def _emit(self, event: GenerationEvent) -> None:
-        if self._tap is not None:
-            try:
-                self._tap(event)
-            except Exception:  # the tap (history) failing must not lose the event for the consumer
-                log.exception("event tap failed on %s", type(event).__name__)
-        self.channel.emit(event)
-
-
-@dataclass(order=True)
-class _Job:
-    priority: int
-    seq: int
-    kind: str = field(compare=False)  # "load", "unload", "generate", "stop"
-    payload: object = field(compare=False, default=None)
 
 
 @dataclass
@@ -159,19 +51,38 @@ class _LoadPayload:
     on_event: Callable[[RuntimeEvent], None] | None
 
 
-class Runtime:
-    """Serves generation requests on its own thread, in priority order."""
+@dataclass(eq=False)
+class _Work:
+    """A submitted request on the runtime thread: waiting, running, or preempted."""
 
-    def __init__(self, tracing: Tracing | None = None) -> None:
+    handle: RequestHandle
+    arrival: int = 0
+    seq: Sequence | None = None  # built when it first reaches the head of the queue
+    span: GenerationSpan | None = None  # opened when it starts
+
+    @property
+    def started(self) -> bool:
+        return self.span is not None
+
+
+class Runtime:
+    """Serves generation requests on its own thread: by priority, several at once (see ``Scheduling``)."""
+
+    def __init__(self, tracing: Tracing | None = None, *, scheduling: Scheduling = "batch") -> None:
+        if scheduling not in SCHEDULING:
+            raise ValueError(f"scheduling must be one of {', '.join(SCHEDULING)}, not {scheduling!r}")
         self.tracing = tracing or Tracing.disabled()
+        self.scheduling = scheduling
         self.last_tokens_per_s: float | None = None  # of the latest finished generation (a metrics gauge)
-        self._jobs: queue.PriorityQueue[_Job] = queue.PriorityQueue()
-        self._seq = itertools.count()
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._waiting = WaitQueue(by_priority=scheduling != "fcfs")
+        self._loads: deque[_LoadPayload] = deque()
+        self._running: dict[int, _Work] = {}  # request id -> work, admitted and not finished (or preempted)
         self._generator: Generator | None = None
         self._load_requested = False
-        self._stopped = False
+        self._stopped = self._stopping = False
         self._lock = threading.Lock()
-        self._current: RequestHandle | None = None
+        self._in_flight = 0  # submitted and not yet finished (a metrics gauge)
         # Held while a generator is swapped out or freed, and while other threads tokenize with it.
         self._model_lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, name="locus-runtime", daemon=True)
@@ -187,7 +98,7 @@ class Runtime:
     @property
     def queue_length(self) -> int:
         """Requests waiting or running (a metrics gauge)."""
-        return self._jobs.qsize() + (1 if self._current is not None else 0)
+        return self._in_flight
 
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes for the loaded model (any thread; tokenizing only reads the vocabulary)."""
@@ -207,14 +118,14 @@ class Runtime:
             return text, len(gen.model.tokenize(text, add_special=False, parse_special=True))
 
     def load(self, config: ModelConfig, on_event: Callable[[RuntimeEvent], None] | None = None) -> Future:
-        """Load a model (replacing the current one once the new one is ready); resolves to ModelInfo."""
+        """Load a model (replacing the current one once running requests are done); resolves to ModelInfo."""
         future: Future = Future()
         with self._lock:
             if self._stopped:
                 future.set_exception(RuntimeStoppedError("The engine is shutting down."))
                 return future
             self._load_requested = True
-            self._put(_LOAD_PRIORITY, "load", _LoadPayload(config, future, on_event))
+            self._inbox.put(("load", _LoadPayload(config, future, on_event)))
         return future
 
     def submit(
@@ -236,14 +147,14 @@ class Runtime:
             if self._stopped:
                 handle._emit(Failed(request.request_id, RuntimeStoppedError("The engine is shutting down.")))
                 return handle
-            self._put(int(request.priority), "generate", handle)
+            self._in_flight += 1
+            self._inbox.put(("generate", handle))
         return handle
 
     def cancel_all(self) -> None:
-        """Cancel the running request (queued ones are left alone)."""
-        current = self._current
-        if current is not None:
-            current.cancel()
+        """Cancel the running requests (queued ones are left alone)."""
+        for work in list(self._running.values()):
+            work.handle.cancel()
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Cancel what runs, fail what waits, free the model, stop the thread."""
@@ -252,39 +163,176 @@ class Runtime:
                 return
             self._stopped = True
         self.cancel_all()
-        self._put(-100, "stop")
+        self._inbox.put(("stop", None))
         self._thread.join(timeout)
 
     # The runtime thread ----------------------------------------------------------
 
-    def _put(self, priority: int, kind: str, payload: object = None) -> None:
-        self._jobs.put(_Job(priority, next(self._seq), kind, payload))
+    def _busy(self) -> bool:
+        gen = self._generator
+        return gen is not None and gen.batcher.busy
 
     def _serve(self) -> None:
         while True:
-            job = self._jobs.get()
-            if job.kind == "stop":
+            self._take_messages(block=not (self._busy() or len(self._waiting)))
+            if self._stopping:
                 break
-            if job.kind == "load":
-                self._do_load(job.payload)
-            elif job.kind == "generate":
-                self._do_generate(job.payload)
+            self._sweep_cancelled()
+            if self._loads and not self._busy() and not self._preempted():
+                self._do_load(self._loads.popleft())
+                continue
+            self._admit(resume_only=bool(self._loads))
+            if self._busy():
+                self._step()
+        for work in list(self._running.values()):  # shutdown cancelled them: let them finish as cancelled
+            work.handle.cancel()
+        while self._busy():
+            self._step()
+        self._sweep_cancelled()
         self._drain()
         with self._model_lock:
             if self._generator is not None:
                 self._generator.close()
                 self._generator = None
 
-    def _drain(self) -> None:
+    def _take_messages(self, block: bool) -> None:
+        try:
+            message = self._inbox.get() if block else self._inbox.get_nowait()
+        except queue.Empty:
+            return
         while True:
+            kind, payload = message
+            if kind == "generate":
+                work = _Work(payload)
+                work.arrival = self._waiting.push(work, int(payload.request.priority))
+            elif kind == "load":
+                self._loads.append(payload)
+            else:
+                self._stopping = True
             try:
-                job = self._jobs.get_nowait()
+                message = self._inbox.get_nowait()
             except queue.Empty:
                 return
-            if job.kind == "generate":
-                job.payload._emit(Failed(job.payload.request_id, RuntimeStoppedError("The engine shut down.")))
-            elif job.kind == "load":
-                job.payload.future.set_exception(RuntimeStoppedError("The engine shut down."))
+
+    def _preempted(self) -> bool:
+        return any(w.seq is not None and w.seq.slot is None and w.started for w in self._running.values())
+
+    def _step(self) -> None:
+        try:
+            self._generator.batcher.step()
+        except Exception as exc:  # noqa: BLE001 - a bug or native failure outside one sequence fails them all
+            log.exception("decode step failed")
+            self._generator.batcher.fail_all(wrap_unexpected(exc))
+
+    def _sweep_cancelled(self) -> None:
+        """Requests cancelled while they wait end at once (preempted ones with what they had said)."""
+        for work in self._waiting.remove_where(lambda w: w.handle.cancelled):
+            if work.started:
+                work.seq.finish("cancelled")
+            else:
+                self._end_unstarted(work, Done(work.handle.request_id, "", GenerationStats(finish_reason="cancelled")))
+
+    def _admit(self, resume_only: bool = False) -> None:
+        """Start waiting requests, best first, while the batch has room; the first that must wait stops it."""
+        gen = self._generator
+        while len(self._waiting):
+            work = self._waiting.peek()
+            if gen is None:
+                self._waiting.pop()
+                message = ("The model failed to load, so there is nothing to answer with."
+                           if self._load_requested else "No model is loaded yet.")
+                self._end_unstarted(work, Failed(work.handle.request_id,
+                                                 ModelNotLoadedError(message, hint="Choose a model in Settings.")))
+                continue
+            if resume_only and not work.started:
+                return
+            if work.seq is None and not self._build(gen, work):
+                self._waiting.pop()
+                continue
+            if not self._place(gen, work):
+                return
+            self._waiting.pop()
+            if not work.started:
+                work.span = GenerationSpan(self.tracing, work.handle, gen.info)
+                work.handle._emit(Started(work.handle.request_id))
+            self._running[work.handle.request_id] = work
+
+    def _build(self, gen: Generator, work: _Work) -> bool:
+        handle = work.handle
+        try:
+            work.seq = gen.sequence(handle.request, handle._cancel, handle._emit, handle.submitted_at,
+                                    on_finish=self._finished)
+        except BaseException as exc:  # noqa: BLE001 - a bad request (template, grammar) fails alone
+            error = wrap_unexpected(exc)
+            work.span = GenerationSpan(self.tracing, handle, gen.info)
+            handle._emit(Started(handle.request_id))
+            self._report_failure(work, error)
+            return False
+        return True
+
+    def _place(self, gen: Generator, work: _Work) -> bool:
+        """Admit the work's sequence, preempting lower-priority ones when that makes room (batch mode)."""
+        batcher, seq = gen.batcher, work.seq
+        if batcher.admit(seq):
+            return True
+        if self.scheduling != "batch":
+            return False
+        victims = batcher.victims(seq)
+        if not victims or not batcher.could_fit(seq, victims):
+            return False
+        for victim in victims:
+            batcher.preempt(victim)
+            victim_work = self._running[victim.request_id]
+            self._waiting.push(victim_work, victim.priority, victim_work.arrival)
+            log.info("request %s preempted for %s", victim.request_id, seq.request_id)
+            if batcher.admit(seq):
+                return True
+        return False
+
+    def _finished(self, seq: Sequence) -> None:
+        """A sequence is done (called by the batcher): trace it and tell the caller."""
+        work = self._running.pop(seq.request_id, None)
+        if work is None:
+            return
+        if seq.error is not None:
+            self._report_failure(work, seq.error)
+            return
+        done = seq.done
+        if done.stats.tokens_per_s:
+            self.last_tokens_per_s = done.stats.tokens_per_s
+        work.span.finish(done, seq)
+        self._emit_final(work.handle, done)
+
+    def _report_failure(self, work: _Work, error: EngineError) -> None:
+        log.warning("generation %s failed: %s (%s)", work.handle.request_id, error, error.detail)
+        work.span.fail(error)
+        self._emit_final(work.handle, Failed(work.handle.request_id, error))
+
+    def _end_unstarted(self, work: _Work, event: Done | Failed) -> None:
+        span = GenerationSpan(self.tracing, work.handle, self._generator.info if self._generator else None)
+        if isinstance(event, Failed):
+            span.fail(event.error)
+        else:
+            span.finish(event, None)
+        self._emit_final(work.handle, event)
+
+    def _emit_final(self, handle: RequestHandle, event: Done | Failed) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        handle._emit(event)
+
+    def _drain(self) -> None:
+        for work in self._waiting.drain():
+            if work.started:
+                work.seq.finish("cancelled")
+            else:
+                self._emit_final(work.handle, Failed(work.handle.request_id,
+                                                     RuntimeStoppedError("The engine shut down.")))
+        while self._loads:
+            self._loads.popleft().future.set_exception(RuntimeStoppedError("The engine shut down."))
+        self._take_messages(block=False)  # anything that arrived while stopping
+        for work in self._waiting.drain():
+            self._emit_final(work.handle, Failed(work.handle.request_id, RuntimeStoppedError("The engine shut down.")))
 
     def _do_load(self, payload: _LoadPayload) -> None:
         config, notify = payload.config, payload.on_event or (lambda _e: None)
@@ -297,7 +345,8 @@ class Runtime:
             return not self._stopped
 
         try:
-            generator = Generator(config, progress=progress)
+            generator = Generator(config, progress=progress,
+                                  max_active=None if self.scheduling == "batch" else 1)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller, runtime keeps its model
             error = exc if isinstance(exc, EngineError) else ModelLoadError(
                 f"The model '{config.path}' could not be loaded.", detail=f"{type(exc).__name__}: {exc}"
@@ -306,45 +355,14 @@ class Runtime:
             notify(ModelLoadFailed(error, config.path))
             payload.future.set_exception(error)
             return
+        for work in self._waiting.drain():  # prompts built for the old model are built again
+            if work.seq is not None:
+                work.seq.sampler.close()
+                work.seq = None
+            self._waiting.push(work, int(work.handle.request.priority), work.arrival)
         with self._model_lock:
             old, self._generator = self._generator, generator
             if old is not None:
                 old.close()
         notify(ModelLoaded(generator.info))
         payload.future.set_result(generator.info)
-
-    def _do_generate(self, handle: RequestHandle) -> None:
-        rid = handle.request_id
-        generator = self._generator
-        span = GenerationSpan(self.tracing, handle, generator.info if generator else None)
-        if handle.cancelled:
-            done = Done(rid, "", GenerationStats(finish_reason="cancelled"))
-            span.finish(done, generator)
-            handle._emit(done)
-            return
-        if generator is None:
-            message = (
-                "The model failed to load, so there is nothing to answer with."
-                if self._load_requested
-                else "No model is loaded yet."
-            )
-            error = ModelNotLoadedError(message, hint="Choose a model in Settings.")
-            span.fail(error)
-            handle._emit(Failed(rid, error))
-            return
-        self._current = handle
-        try:
-            handle._emit(Started(rid))
-            done = generator.generate(handle.request, handle._cancel, handle._emit, handle.submitted_at)
-        except BaseException as exc:  # noqa: BLE001 - every failure becomes an event
-            error = wrap_unexpected(exc)
-            log.warning("generation %s failed: %s (%s)", rid, error, error.detail)
-            span.fail(error)
-            handle._emit(Failed(rid, error))
-        else:
-            if done.stats.tokens_per_s:
-                self.last_tokens_per_s = done.stats.tokens_per_s
-            span.finish(done, generator)
-            handle._emit(done)
-        finally:
-            self._current = None
