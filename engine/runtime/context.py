@@ -115,6 +115,7 @@ class NativeContext:
         self.n_threads = n_threads
         self.batch = Batch(n_batch)
         self._neg_inf = None  # a row of -inf logits, made on first use by restrict_logits
+        self._rows: dict[int, np.ndarray] = {}  # numpy views of logits rows, by address
 
     # Decoding ----------------------------------------------------------------------
 
@@ -140,6 +141,22 @@ class NativeContext:
         row = _logits_ith(self.ctx, index)
         if not row:
             raise GenerationError("There are no logits to sample from.", detail="llama_get_logits_ith failed")
+        return row
+
+    def logits_row(self, index: int = -1) -> np.ndarray:
+        """The logits of batch position ``index`` as a numpy view (writable: changes reach the samplers).
+
+        llama.cpp keeps its output buffer between decodes, so the views are made once per row
+        address and kept: making one costs more than sampling from it.
+        """
+        address = _address(self.logits(index))
+        row = self._rows.get(address)
+        if row is None:
+            if len(self._rows) > 4 * self.n_seq_max + 16:  # the buffer moved (it grew): forget old rows
+                self._rows.clear()
+            n_vocab = self.model.n_vocab
+            row = self._rows[address] = np.frombuffer((ctypes.c_float * n_vocab).from_address(address),
+                                                      dtype=np.float32)
         return row
 
     def restrict_logits(self, allowed: Sequence[int], index: int = -1) -> None:
@@ -198,11 +215,16 @@ class NativeContext:
 
     def close(self) -> None:
         if getattr(self, "ctx", None):
+            self._rows.clear()
             llama_cpp.llama_free(self.ctx)
             self.ctx = None
 
     def __del__(self) -> None:
         self.close()
+
+
+def _address(pointer) -> int:
+    return ctypes.cast(pointer, ctypes.c_void_p).value
 
 
 def _u8(data: bytearray):

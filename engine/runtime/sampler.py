@@ -2,12 +2,18 @@
 
 Sampling runs in llama.cpp (one call per token for the usual chain); only a grammar
 that refuses the freely sampled token makes Python hand it the whole vocabulary.
+Two steps are done here instead, with the same float32 arithmetic, because llama.cpp's
+generic versions cost more than the rest of a small model's token: the repeat penalty
+touches only the (at most repeat_last_n) recent tokens rather than looking up every
+token of the vocabulary, and greedy decoding is an argmax over the logits row rather
+than a copy of the whole vocabulary into a candidate array.
 """
 
 from __future__ import annotations
 
 import ctypes
 import math
+from collections import Counter, deque
 
 import llama_cpp
 import numpy as np
@@ -33,6 +39,11 @@ class SamplerChain:
     def __init__(self, model: NativeModel, params: SamplingParams, seed: int, *, grammar: str | None = None):
         self.chain = self.grammar = None
         self.n_vocab = model.n_vocab
+        self._greedy = params.temperature <= 0.0
+        penalised = params.repeat_penalty != 1.0 and params.repeat_last_n > 0
+        self._penalty = np.float32(params.repeat_penalty) if penalised else None
+        self._recent: deque[int] = deque(maxlen=params.repeat_last_n if penalised else 1)
+        self._counts: Counter[int] = Counter()  # how often each token occurs in _recent
         if grammar is not None:
             clear_recent_log()
             self.grammar = llama_cpp.llama_sampler_init_grammar(model.vocab, grammar.encode("utf-8"), b"root")
@@ -54,22 +65,45 @@ class SamplerChain:
         """Feed a token that is already in the context (the prompt) to the penalties; not with a grammar."""
         if self.grammar is not None:
             raise ValueError("a grammar's state must only see generated tokens")
-        llama_cpp.llama_sampler_accept(self.chain, token)
+        self._remember(token)
+
+    def _remember(self, token: int) -> None:
+        # llama.cpp's penalties sampler: a ring of the last repeat_last_n tokens and their counts.
+        if self._penalty is None:
+            return
+        recent, counts = self._recent, self._counts
+        if len(recent) == recent.maxlen:
+            old = recent[0]
+            counts[old] -= 1
+            if not counts[old]:
+                del counts[old]
+        recent.append(token)
+        counts[token] += 1
 
     def sample(self, ctx: NativeContext, index: int = -1) -> int:
         """Sample the next token from the logits of batch position ``index`` (default: the last one
         decoded) and accept it (into the grammar too)."""
+        logits = None
+        if self._counts:  # penalise in place, as the penalties sampler would on the candidates
+            logits = ctx.logits_row(index)
+            ids = np.fromiter(self._counts, dtype=np.intc, count=len(self._counts))
+            values = logits[ids]
+            logits[ids] = np.where(values <= 0, values * self._penalty, values / self._penalty)
         if self.grammar is None:
-            return _sample(self.chain, ctx.ctx, index)  # accepts it as well
-        ptr = llama_cpp.llama_get_logits_ith(ctx.ctx, index)
-        if not ptr:
-            raise GenerationError("There are no logits to sample from.", detail="llama_get_logits_ith failed")
-        logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
-        token = self._pick(logits, constrained=False)
-        if not self._grammar_allows(token):
-            token = self._pick(logits, constrained=True)
-        llama_cpp.llama_sampler_accept(self.grammar, token)
-        llama_cpp.llama_sampler_accept(self.chain, token)
+            if self._greedy:  # llama.cpp's greedy sampler: the first highest logit
+                if logits is None:
+                    logits = ctx.logits_row(index)
+                token = int(logits.argmax())
+            else:
+                token = _sample(self.chain, ctx.ctx, index)  # reads the penalised logits
+        else:
+            if logits is None:
+                logits = ctx.logits_row(index)
+            token = self._pick(logits, constrained=False)
+            if not self._grammar_allows(token):
+                token = self._pick(logits, constrained=True)
+            llama_cpp.llama_sampler_accept(self.grammar, token)
+        self._remember(token)
         return token
 
     def _pick(self, logits, *, constrained: bool) -> int:
@@ -111,11 +145,9 @@ _TOKEN_DATA = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)]
 
 
 def _samplers(model: NativeModel, params: SamplingParams, seed: int) -> list:
-    """The chain's samplers for these settings, in llama.cpp's usual order."""
+    """The chain's samplers for these settings, in llama.cpp's usual order; the repeat penalty, which
+    comes first there, is applied by SamplerChain.sample before the chain runs."""
     out = []
-    if params.repeat_penalty != 1.0 and params.repeat_last_n != 0:
-        out.append(llama_cpp.llama_sampler_init_penalties(
-            model.n_vocab, params.repeat_last_n, params.repeat_penalty, 0.0, 0.0))
     if params.temperature <= 0.0:
         return out + [llama_cpp.llama_sampler_init_greedy()]
     if params.top_k > 0:
