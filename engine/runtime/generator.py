@@ -57,7 +57,10 @@ class Generator:
         self.template = ChatTemplate(self.model.chat_template(), bos_token=bos, eos_token=eos)
         self.store = KvStateStore(config.kv_ram_mb << 20, config.kv_spill_dir, config.kv_spill_mb << 20)
         self.slots = SlotTable(self.ctx, min(n_slots, self.ctx.n_seq_max), self.store)
-        self.batcher = Batcher(self.ctx, self.slots, max_active=max_active or config.n_parallel)
+        # Prompt chunks of 64 tokens cost a CPU no throughput (it is compute-bound from about 32
+        # rows on) and keep steps short; a GPU is faster per token with bigger chunks.
+        self.batcher = Batcher(self.ctx, self.slots, max_active=max_active or config.n_parallel,
+                               prefill_chunk=64 if config.n_gpu_layers == 0 else 256)
         self._trim_start: OrderedDict[str, int] = OrderedDict()
         self._pieces: PieceIndex | None = None  # the vocabulary by prefix, for token healing
         self._last: Sequence | None = None

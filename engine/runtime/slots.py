@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from engine.runtime.context import NativeContext
 from engine.runtime.kv_states import KvStateStore, SavedState
+from engine.runtime.sequence import TRAILING
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,10 @@ class SlotTable:
         slot or sharing the cells of a running or another conversation's slot.
         """
         idle = [s for s in self.slots if s.owner is None]
-        if not idle:
-            return None
         target, key = seq.target, seq.key
+        if not idle or (key and any(s.key == key and s.owner is not None and s.owner.phase == TRAILING
+                                    for s in self.slots)):
+            return None  # the conversation's previous turn is putting its last token in: a step
         limit = len(target) - (1 if seq.samples_after_prefill else 0)
         prefix = lambda s: common_prefix(s.tokens, target, limit)  # noqa: E731
         state = source = None
