@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from engine.errors import EngineError, ModelLoadError, ModelNotLoadedError, RuntimeStoppedError
 from engine.runtime.generator import Generator, wrap_unexpected
 from engine.runtime.handles import ChannelHandle, EventChannel, RequestHandle
-from engine.runtime.scheduler import SCHEDULING, Scheduling, WaitQueue
+from engine.runtime.scheduler import SCHEDULING, Scheduler, Scheduling, Work
 from engine.runtime.sequence import Sequence
 from engine.runtime.types import (
     Done,
     Failed,
     GenerationEvent,
     GenerationRequest,
-    GenerationStats,
     LoadProgress,
     ModelConfig,
     ModelInfo,
@@ -51,20 +50,6 @@ class _LoadPayload:
     on_event: Callable[[RuntimeEvent], None] | None
 
 
-@dataclass(eq=False)
-class _Work:
-    """A submitted request on the runtime thread: waiting, running, or preempted."""
-
-    handle: RequestHandle
-    arrival: int = 0
-    seq: Sequence | None = None  # built when it first reaches the head of the queue
-    span: GenerationSpan | None = None  # opened when it starts
-
-    @property
-    def started(self) -> bool:
-        return self.span is not None
-
-
 class Runtime:
     """Serves generation requests on its own thread: by priority, several at once (see ``Scheduling``)."""
 
@@ -75,9 +60,9 @@ class Runtime:
         self.scheduling = scheduling
         self.last_tokens_per_s: float | None = None  # of the latest finished generation (a metrics gauge)
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._waiting = WaitQueue(by_priority=scheduling != "fcfs")
+        self._scheduler = Scheduler(scheduling, start=self._start, fail=self._report_failure, end=self._end,
+                                    on_finish=self._finished)
         self._loads: deque[_LoadPayload] = deque()
-        self._running: dict[int, _Work] = {}  # request id -> work, admitted and not finished (or preempted)
         self._generator: Generator | None = None
         self._load_requested = False
         self._stopped = self._stopping = False
@@ -153,7 +138,7 @@ class Runtime:
 
     def cancel_all(self) -> None:
         """Cancel the running requests (queued ones are left alone)."""
-        for work in list(self._running.values()):
+        for work in list(self._scheduler.running.values()):
             work.handle.cancel()
 
     def shutdown(self, timeout: float = 10.0) -> None:
@@ -173,23 +158,31 @@ class Runtime:
         return gen is not None and gen.batcher.busy
 
     def _serve(self) -> None:
+        scheduler = self._scheduler
         while True:
-            self._take_messages(block=not (self._busy() or len(self._waiting)))
+            self._take_messages(block=not (self._busy() or len(scheduler.waiting)))
             if self._stopping:
                 break
-            self._sweep_cancelled()
-            if self._loads and not self._busy() and not self._preempted():
+            scheduler.sweep_cancelled()
+            if self._loads and not self._busy() and not scheduler.preempted:
                 self._do_load(self._loads.popleft())
                 continue
-            self._admit(resume_only=bool(self._loads))
+            no_model = ("The model failed to load, so there is nothing to answer with."
+                        if self._load_requested else "No model is loaded yet.")
+            scheduler.admit(self._generator, no_model, resume_only=bool(self._loads))
             if self._busy():
                 self._step()
-        for work in list(self._running.values()):  # shutdown cancelled them: let them finish as cancelled
-            work.handle.cancel()
+            elif len(scheduler.waiting) and not self._loads:
+                scheduler.unschedulable()
+        self.cancel_all()  # shutdown cancelled them already; let them finish as cancelled
         while self._busy():
             self._step()
-        self._sweep_cancelled()
-        self._drain()
+        scheduler.sweep_cancelled()
+        scheduler.stop(RuntimeStoppedError("The engine shut down."))
+        while self._loads:
+            self._loads.popleft().future.set_exception(RuntimeStoppedError("The engine shut down."))
+        self._take_messages(block=False)  # anything that arrived while stopping
+        scheduler.stop(RuntimeStoppedError("The engine shut down."))
         with self._model_lock:
             if self._generator is not None:
                 self._generator.close()
@@ -203,8 +196,7 @@ class Runtime:
         while True:
             kind, payload = message
             if kind == "generate":
-                work = _Work(payload)
-                work.arrival = self._waiting.push(work, int(payload.request.priority))
+                self._scheduler.add(payload)
             elif kind == "load":
                 self._loads.append(payload)
             else:
@@ -214,9 +206,6 @@ class Runtime:
             except queue.Empty:
                 return
 
-    def _preempted(self) -> bool:
-        return any(w.seq is not None and w.seq.slot is None and w.started for w in self._running.values())
-
     def _step(self) -> None:
         try:
             self._generator.batcher.step()
@@ -224,74 +213,14 @@ class Runtime:
             log.exception("decode step failed")
             self._generator.batcher.fail_all(wrap_unexpected(exc))
 
-    def _sweep_cancelled(self) -> None:
-        """Requests cancelled while they wait end at once (preempted ones with what they had said)."""
-        for work in self._waiting.remove_where(lambda w: w.handle.cancelled):
-            if work.started:
-                work.seq.finish("cancelled")
-            else:
-                self._end_unstarted(work, Done(work.handle.request_id, "", GenerationStats(finish_reason="cancelled")))
-
-    def _admit(self, resume_only: bool = False) -> None:
-        """Start waiting requests, best first, while the batch has room; the first that must wait stops it."""
-        gen = self._generator
-        while len(self._waiting):
-            work = self._waiting.peek()
-            if gen is None:
-                self._waiting.pop()
-                message = ("The model failed to load, so there is nothing to answer with."
-                           if self._load_requested else "No model is loaded yet.")
-                self._end_unstarted(work, Failed(work.handle.request_id,
-                                                 ModelNotLoadedError(message, hint="Choose a model in Settings.")))
-                continue
-            if resume_only and not work.started:
-                return
-            if work.seq is None and not self._build(gen, work):
-                self._waiting.pop()
-                continue
-            if not self._place(gen, work):
-                return
-            self._waiting.pop()
-            if not work.started:
-                work.span = GenerationSpan(self.tracing, work.handle, gen.info)
-                work.handle._emit(Started(work.handle.request_id))
-            self._running[work.handle.request_id] = work
-
-    def _build(self, gen: Generator, work: _Work) -> bool:
-        handle = work.handle
-        try:
-            work.seq = gen.sequence(handle.request, handle._cancel, handle._emit, handle.submitted_at,
-                                    on_finish=self._finished)
-        except BaseException as exc:  # noqa: BLE001 - a bad request (template, grammar) fails alone
-            error = wrap_unexpected(exc)
-            work.span = GenerationSpan(self.tracing, handle, gen.info)
-            handle._emit(Started(handle.request_id))
-            self._report_failure(work, error)
-            return False
-        return True
-
-    def _place(self, gen: Generator, work: _Work) -> bool:
-        """Admit the work's sequence, preempting lower-priority ones when that makes room (batch mode)."""
-        batcher, seq = gen.batcher, work.seq
-        if batcher.admit(seq):
-            return True
-        if self.scheduling != "batch":
-            return False
-        victims = batcher.victims(seq)
-        if not victims or not batcher.could_fit(seq, victims):
-            return False
-        for victim in victims:
-            batcher.preempt(victim)
-            victim_work = self._running[victim.request_id]
-            self._waiting.push(victim_work, victim.priority, victim_work.arrival)
-            log.info("request %s preempted for %s", victim.request_id, seq.request_id)
-            if batcher.admit(seq):
-                return True
-        return False
+    def _start(self, work: Work) -> None:
+        """A request leaves the queue: its span opens and its caller hears it started."""
+        work.span = GenerationSpan(self.tracing, work.handle, self._generator.info)
+        work.handle._emit(Started(work.request_id))
 
     def _finished(self, seq: Sequence) -> None:
         """A sequence is done (called by the batcher): trace it and tell the caller."""
-        work = self._running.pop(seq.request_id, None)
+        work = self._scheduler.running.pop(seq.request_id, None)
         if work is None:
             return
         if seq.error is not None:
@@ -303,12 +232,13 @@ class Runtime:
         work.span.finish(done, seq)
         self._emit_final(work.handle, done)
 
-    def _report_failure(self, work: _Work, error: EngineError) -> None:
+    def _report_failure(self, work: Work, error: EngineError) -> None:
         log.warning("generation %s failed: %s (%s)", work.handle.request_id, error, error.detail)
         work.span.fail(error)
         self._emit_final(work.handle, Failed(work.handle.request_id, error))
 
-    def _end_unstarted(self, work: _Work, event: Done | Failed) -> None:
+    def _end(self, work: Work, event: Done | Failed) -> None:
+        """A request that never started ends (cancelled in the queue, no model, shutdown)."""
         span = GenerationSpan(self.tracing, work.handle, self._generator.info if self._generator else None)
         if isinstance(event, Failed):
             span.fail(event.error)
@@ -320,19 +250,6 @@ class Runtime:
         with self._lock:
             self._in_flight -= 1
         handle._emit(event)
-
-    def _drain(self) -> None:
-        for work in self._waiting.drain():
-            if work.started:
-                work.seq.finish("cancelled")
-            else:
-                self._emit_final(work.handle, Failed(work.handle.request_id,
-                                                     RuntimeStoppedError("The engine shut down.")))
-        while self._loads:
-            self._loads.popleft().future.set_exception(RuntimeStoppedError("The engine shut down."))
-        self._take_messages(block=False)  # anything that arrived while stopping
-        for work in self._waiting.drain():
-            self._emit_final(work.handle, Failed(work.handle.request_id, RuntimeStoppedError("The engine shut down.")))
 
     def _do_load(self, payload: _LoadPayload) -> None:
         config, notify = payload.config, payload.on_event or (lambda _e: None)
@@ -355,11 +272,7 @@ class Runtime:
             notify(ModelLoadFailed(error, config.path))
             payload.future.set_exception(error)
             return
-        for work in self._waiting.drain():  # prompts built for the old model are built again
-            if work.seq is not None:
-                work.seq.sampler.close()
-                work.seq = None
-            self._waiting.push(work, int(work.handle.request.priority), work.arrival)
+        self._scheduler.rebuild()
         with self._model_lock:
             old, self._generator = self._generator, generator
             if old is not None:
