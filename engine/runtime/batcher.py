@@ -77,7 +77,9 @@ class Batcher:
     def fail_all(self, error: EngineError) -> None:
         """Fail every running sequence and forget the cache (after a failure outside any one sequence)."""
         for seq in list(self.active):
-            if seq.phase not in (TRAILING, DONE):
+            if seq.phase == TRAILING:  # its answer is complete: only its cache is lost
+                seq.settled()
+            elif seq.phase != DONE:
                 seq.fail(error)
         self.active.clear()
         self.slots.clear()
@@ -114,7 +116,7 @@ class Batcher:
                 slot.tokens.append(tok)
                 seq.cached(tok)
                 if seq.phase == TRAILING:
-                    seq.phase = DONE
+                    seq.settled()
                     continue
             else:
                 start = len(slot.tokens)
@@ -170,9 +172,9 @@ class Batcher:
             self._fail(seq, GenerationError("Sampling failed.", detail=f"{type(exc).__name__}: {exc}"))
 
     def _fail(self, seq: Sequence, error: EngineError) -> None:
-        if seq.phase in (TRAILING, DONE):  # already answered; only its cache is lost
-            seq.phase = DONE
-        else:
+        if seq.phase == TRAILING:  # already answered; only its cache is lost
+            seq.settled()
+        elif seq.phase != DONE:
             seq.fail(error)
         if seq.slot is not None:
             self.slots.drop(seq.slot)

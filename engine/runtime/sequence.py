@@ -200,6 +200,13 @@ class Sequence:
         self.phase = TRAILING if keeps_token else DONE
         self.saved = None
         self.sampler.close()
+        if not keeps_token:
+            self.settled()
+
+    def settled(self) -> None:
+        """Done with the context too (its last token is in): the owner reports Done now, so a caller
+        that goes on with the conversation finds the cache complete and the slot free."""
+        self.phase = DONE
         if self.on_finish is not None:
             self.on_finish(self)
 
