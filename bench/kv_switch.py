@@ -6,9 +6,11 @@ A has a long history (a document in its first message, an answer, a follow-up qu
 about another document, short (A stays in the context) or long (A must leave the context: n_ctx
 2048 holds one of them). Each case runs on a fresh runtime, several times; the median TTFT of A's
 second turn is printed with its ratio to continuing A directly (the issue's target: within 1.2x).
+Turns are --think seconds apart (a person reads an answer before asking again): the runtime
+copies idle conversations' caches to RAM in such pauses, so making room later costs no save.
 
-    python bench/kv_switch.py                # 5 repetitions
-    python bench/kv_switch.py --reps 3 --threads 4
+    python bench/kv_switch.py                # 5 repetitions, 0.5 s between turns
+    python bench/kv_switch.py --reps 3 --threads 4 --think 0
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,7 +41,8 @@ def conversation(document: str, document_repeats: int, question: str) -> list[Ch
             ChatMessage("user", f"Here is a text:\n\n{text}\n\n{question}")]
 
 
-def ask(rt: Runtime, key: str, messages: list[ChatMessage]):
+def ask(rt: Runtime, key: str, messages: list[ChatMessage], think: float):
+    time.sleep(think)
     done = rt.submit(GenerationRequest(tuple(messages), GREEDY, conversation_key=key)).wait()
     messages.append(ChatMessage("assistant", done.text))
     return done
@@ -62,11 +66,11 @@ def run_case(args, b: int | None, ram_mb: int = 512, spill: bool = False):
         try:
             rt.submit(GenerationRequest((ChatMessage("user", "Hi."),), SamplingParams(max_tokens=2))).wait()
             a = conversation(DOCUMENT, A_REPEATS, "What does the town keep?")
-            ask(rt, "conversation:a", a)
+            ask(rt, "conversation:a", a, args.think)
             if b is not None:
-                ask(rt, "conversation:b", conversation(OTHER, b, "When does the bus come?"))
+                ask(rt, "conversation:b", conversation(OTHER, b, "When does the bus come?"), args.think)
             a.append(ChatMessage("user", "And when do the boats leave?"))
-            return ask(rt, "conversation:a", a).stats
+            return ask(rt, "conversation:a", a, args.think).stats
         finally:
             rt.shutdown()
 
@@ -76,8 +80,10 @@ def main() -> int:
     parser.add_argument("--model", default=str(bundled_llm_path()))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--think", type=float, default=0.5, help="seconds between a turn's answer and the next")
     args = parser.parse_args()
-    print(f"model {Path(args.model).name}, {args.threads} threads, n_ctx 2048, {args.reps} repetitions per case")
+    print(f"model {Path(args.model).name}, {args.threads} threads, n_ctx 2048, {args.reps} repetitions per case, "
+          f"{args.think} s between turns")
     runs = {name: [] for name in CASES}
     for _ in range(args.reps):  # cases interleaved, so a change in the machine's load hits them all
         for name, case in CASES.items():

@@ -188,21 +188,25 @@ class NativeContext:
         """The highest cached position of a sequence, -1 when it holds none."""
         return int(llama_cpp.llama_memory_seq_pos_max(self.memory, seq_id))
 
-    def save_sequence(self, seq_id: int) -> bytearray:
-        """A sequence's cached keys and values (and positions) as bytes, for ``restore_sequence``."""
-        size = llama_cpp.llama_state_seq_get_size(self.ctx, seq_id)
-        data = bytearray(size)
-        if size:
-            view = _u8(data)
-            written = llama_cpp.llama_state_seq_get_data(self.ctx, view, size, seq_id)
-            del view  # a bytearray cannot shrink while ctypes holds a view of it
-            del data[written:]
-        return data
+    def state_size(self, seq_id: int) -> int:
+        """How many bytes ``save_sequence`` would give for this sequence."""
+        return int(llama_cpp.llama_state_seq_get_size(self.ctx, seq_id))
 
-    def restore_sequence(self, seq_id: int, data: bytearray) -> bool:
+    def save_sequence(self, seq_id: int, alloc=None) -> np.ndarray:
+        """A sequence's cached keys and values (and positions) as bytes, for ``restore_sequence``.
+
+        ``alloc(n)`` gives a uint8 array of at least n bytes to write them into (a recycled one
+        costs no page faults, which for tens of megabytes cost more than the copy itself).
+        """
+        size = llama_cpp.llama_state_seq_get_size(self.ctx, seq_id)
+        buffer = alloc(size) if alloc is not None else np.frombuffer(bytearray(size), dtype=np.uint8)
+        written = llama_cpp.llama_state_seq_get_data(self.ctx, _u8(buffer), size, seq_id) if size else 0
+        return buffer[:written]
+
+    def restore_sequence(self, seq_id: int, data: np.ndarray) -> bool:
         """Put saved bytes back as sequence ``seq_id`` (replacing what it held); False if llama.cpp
         refused them (no room, or a state from another model), leaving the sequence empty."""
-        if not data:
+        if data is None or not len(data):
             return False
         read = llama_cpp.llama_state_seq_set_data(self.ctx, _u8(data), len(data), seq_id)
         if read == 0:
@@ -227,9 +231,9 @@ def _address(pointer) -> int:
     return ctypes.cast(pointer, ctypes.c_void_p).value
 
 
-def _u8(data: bytearray):
-    """A ctypes view of a bytearray, with no copy."""
-    return (ctypes.c_uint8 * len(data)).from_buffer(data)
+def _u8(data: np.ndarray):
+    """A uint8 pointer to a contiguous array's bytes, with no copy."""
+    return data.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
 
 
 def decode_error(rc: int) -> GenerationError:

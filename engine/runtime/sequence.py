@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from engine.errors import EngineError
 from engine.runtime.constrain import Healing, PieceIndex
 from engine.runtime.native import NativeModel
@@ -65,7 +67,7 @@ class Sequence:
         self.slot = None  # the Slot (sequence id) it runs in
         self.home = None  # the slot it left its cache in, once done
         self.pending: int | None = None  # sampled, shown, not yet in the cache
-        self.saved: tuple[list[int], bytearray] | None = None  # its KV state while preempted
+        self.saved: tuple[list[int], np.ndarray | None] | None = None  # its KV state while preempted
         self.preemptions = 0
         self.done: Done | None = None
         self.error: EngineError | None = None
@@ -115,7 +117,7 @@ class Sequence:
             self._t_prompt = now
             self._prompt_in_cache = True
 
-    def suspended(self, tokens: list[int], data: bytearray) -> None:
+    def suspended(self, tokens: list[int], data: np.ndarray | None) -> None:
         """Preempted: its cached tokens were saved as ``data``; it waits to resume where it was."""
         if self.phase == DECODE:
             self.target = tokens  # the prompt and the answer so far, restored or recomputed on resume

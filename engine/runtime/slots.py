@@ -14,6 +14,8 @@ import itertools
 import logging
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from engine.runtime.context import NativeContext
 from engine.runtime.kv_states import KvStateStore, SavedState
 from engine.runtime.sequence import TRAILING
@@ -31,6 +33,7 @@ class Slot:
     key: str | None = None  # the conversation they belong to
     owner: object | None = None  # the running Sequence, if any
     last_used: int = 0
+    saved: bool = False  # the store holds a copy of exactly these tokens (made while the runtime was idle)
 
     @property
     def cells(self) -> int:
@@ -82,7 +85,8 @@ class SlotTable:
         prefix = lambda s: common_prefix(s.tokens, target, limit)  # noqa: E731
         state = source = None
         if seq.saved is not None:
-            slot, state = None, SavedState(key or "", seq.saved[0], None, seq.saved[1], len(seq.saved[1]))
+            tokens, data = seq.saved
+            slot, state = None, SavedState(key or "", tokens, None, data, 0 if data is None else len(data))
         else:
             slot = next((s for s in idle if key and s.key == key and s.tokens), None)
             if slot is None and key:
@@ -131,7 +135,9 @@ class SlotTable:
                 self.ctx.remove_sequence(slot.seq_id)
                 n = 0
             del slot.tokens[n:]
-        slot.owner, slot.key, slot.text, slot.last_used = seq, key, None, next(self._tick)
+        if key and slot.saved:
+            self.store.discard(key)  # the copy made while idle: the cache is about to change
+        slot.owner, slot.key, slot.text, slot.last_used, slot.saved = seq, key, None, next(self._tick), False
         seq.slot = slot
         return n
 
@@ -151,7 +157,9 @@ class SlotTable:
         slot.tokens, slot.text = [], None
         if not tokens:
             return
-        if data and self.ctx.restore_sequence(slot.seq_id, data):
+        restored = data is not None and self.ctx.restore_sequence(slot.seq_id, data)
+        self.store.recycle(data)
+        if restored:
             if self.ctx.last_position(slot.seq_id) == len(tokens) - 1:
                 slot.tokens = list(tokens)
                 self.restored += 1
@@ -161,32 +169,49 @@ class SlotTable:
 
     def release(self, slot: Slot, text: str | None) -> None:
         """Its sequence is done: the slot keeps the cache, idle, for the conversation's next turn."""
-        slot.owner, slot.text, slot.last_used = None, text, next(self._tick)
+        slot.owner, slot.text, slot.last_used, slot.saved = None, text, next(self._tick), False
         if slot.key:
             for other in self.slots:
                 if other is not slot and other.key == slot.key and other.owner is None:
                     other.key = None  # an older copy of the conversation: only a prefix cache now
             self.store.discard(slot.key)
 
-    def suspend(self, slot: Slot) -> tuple[list[int], bytearray]:
+    def suspend(self, slot: Slot) -> tuple[list[int], np.ndarray | None]:
         """Save a running sequence's cache and free its slot (preemption)."""
         tokens = list(slot.tokens)
-        data = self.ctx.save_sequence(slot.seq_id) if tokens else bytearray()
+        data = self.ctx.save_sequence(slot.seq_id, self.store.buffer) if tokens else None
         self.drop(slot)
         return tokens, data
 
     def evict(self, slot: Slot) -> None:
         """Give up an idle slot's cells, saving a conversation's state to the store first."""
-        if slot.key and slot.tokens and (self.store.ram_bytes or self.store.spill_bytes):
-            data = self.ctx.save_sequence(slot.seq_id)
-            self.store.put(SavedState(slot.key, list(slot.tokens), slot.text, data, len(data)))
+        already = slot.saved and slot.key in self.store
+        if slot.key and slot.tokens and not already and (self.store.ram_bytes or self.store.spill_bytes):
+            self._save(slot)
         self.evicted += 1
         self.drop(slot)
+
+    def _save(self, slot: Slot) -> None:
+        data = self.ctx.save_sequence(slot.seq_id, self.store.buffer)
+        self.store.put(SavedState(slot.key, list(slot.tokens), slot.text, data, len(data)))
+
+    def save_one_idle(self) -> bool:
+        """While nothing runs: copy one idle conversation's cache to RAM ahead of need, so evicting it
+        later costs nothing on a request's way. Only into free room of the RAM budget; False when
+        there is nothing (more) to do."""
+        pending = [s for s in self.slots if s.owner is None and s.key and s.tokens and not s.saved]
+        for slot in sorted(pending, key=lambda s: s.last_used):  # the next to be evicted first
+            size = self.ctx.state_size(slot.seq_id)
+            if self.store.ram_used + size <= self.store.ram_bytes:
+                self._save(slot)
+                slot.saved = True
+                return True
+        return False
 
     def drop(self, slot: Slot) -> None:
         """Empty a slot without saving anything (after a failure, or when its owner leaves it empty)."""
         self.ctx.remove_sequence(slot.seq_id)
-        slot.tokens, slot.text, slot.key, slot.owner = [], None, None, None
+        slot.tokens, slot.text, slot.key, slot.owner, slot.saved = [], None, None, None, False
 
     def evict_idle(self) -> int:
         """Give up every idle slot's cells (the cache ran out of room after all); returns how many."""
@@ -199,5 +224,5 @@ class SlotTable:
         """Forget everything cached (no sequence may be running)."""
         self.ctx.clear()
         for slot in self.slots:
-            slot.tokens, slot.text, slot.key, slot.owner = [], None, None, None
+            slot.tokens, slot.text, slot.key, slot.owner, slot.saved = [], None, None, None, False
         self.store.clear()

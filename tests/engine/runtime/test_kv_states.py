@@ -103,6 +103,7 @@ def test_a_state_spilled_to_disk_comes_back_with_the_same_answer(model_path, und
         a, second = interleaved(gen, long_turn=True)
         assert gen.store.spilled >= 1 and gen.store.restored_from_disk == 1
         assert gen.slots.restored == 1
+        gen.store.flush()
         folder = next((tmp_path / "spill").iterdir())
         assert len(list(folder.iterdir())) == 1  # b's state is on disk now; a's file went when it came back
     finally:
@@ -133,17 +134,32 @@ def test_the_ram_budget_keeps_the_most_recent_states_and_spills_the_rest(tmp_pat
     store = KvStateStore(ram_bytes=250, spill_dir=tmp_path, spill_bytes=250)
     for key in ("a", "b", "c"):
         store.put(state(key, 100))
+    store.flush()
     assert store.ram_used == 200 and store.disk_used == 100 and store.spilled == 1
     assert "a" in store and store.peek("a").data is None  # the oldest went to disk, its tokens stay known
+    assert len(list(next(tmp_path.iterdir()).iterdir())) == 1
     store.put(state("d", 100))
     assert store.disk_used == 200 and store.dropped == 0  # b followed a to disk
     store.put(state("e", 100))
     assert store.dropped == 1 and "a" not in store and store.disk_used == 200  # c pushed a off the disk
+    store.flush()
     back = store.take("b")
     assert back is not None and bytes(back.data) == b"x" * 100 and store.restored_from_disk == 1
     assert "b" not in store and store.take("b") is None
+    assert len(list(next(tmp_path.iterdir()).iterdir())) == 1  # c's file; a's was dropped, b's read back
     store.close()
     assert not any(tmp_path.iterdir())
+
+
+def test_a_state_taken_back_while_its_file_is_written_comes_from_memory_and_leaves_no_file(tmp_path):
+    store = KvStateStore(ram_bytes=0, spill_dir=tmp_path, spill_bytes=10 ** 9)
+    big = state("big", 50_000_000)  # long enough to write that taking it back races the writer
+    store.put(big)
+    back = store.take("big")
+    assert back is not None and len(back.data) == 50_000_000
+    store.flush()
+    assert not any(next(tmp_path.iterdir()).iterdir())
+    store.close()
 
 
 def test_a_state_larger_than_ram_goes_straight_to_disk_and_stale_ones_are_discarded(tmp_path):
