@@ -70,10 +70,6 @@ class Batcher:
         seq.suspended(tokens, data)
         self.active.remove(seq)
 
-    def cancel_all(self) -> None:
-        for seq in self.active:
-            seq.cancel.set()
-
     def fail_all(self, error: EngineError) -> None:
         """Fail every running sequence and forget the cache (after a failure outside any one sequence)."""
         for seq in list(self.active):

@@ -41,6 +41,7 @@ class Slot:
 
 
 def common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    """How many leading tokens ``a`` and ``b`` share, at most ``limit``."""
     n, limit = 0, min(len(a), len(b), limit)
     while n < limit and a[n] == b[n]:
         n += 1

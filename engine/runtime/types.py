@@ -37,11 +37,13 @@ class ModelConfig:
     kv_spill_mb: int = 2048  # the most the spill folder holds
 
     def __post_init__(self) -> None:
-        for name, low in (("n_ctx", 16), ("n_batch", 1), ("n_parallel", 1), ("kv_ram_mb", 0), ("kv_spill_mb", 0)):
+        limits = (("n_ctx", 16, None), ("n_batch", 1, None), ("n_parallel", 1, 128), ("kv_ram_mb", 0, None),
+                  ("kv_spill_mb", 0, None))
+        for name, low, high in limits:
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise InvalidRequestError(f"Model setting '{name}' is {value!r}; it must be a whole number "
-                                          f"of at least {low}.")
+            if not isinstance(value, int) or isinstance(value, bool) or value < low or (high and value > high):
+                within = f"from {low} to {high}" if high else f"of at least {low}"
+                raise InvalidRequestError(f"Model setting '{name}' is {value!r}; it must be a whole number {within}.")
 
 
 @dataclass(frozen=True)

@@ -257,3 +257,26 @@ def test_a_request_that_does_not_fit_waits_for_room_then_runs(model_path):
     # Each needs its prompt plus 300 cells of the 512: the second starts only when the first is done.
     assert log == [("big", "Started"), ("big", "Done"), ("waiting", "Started"), ("waiting", "Done")]
     assert waiting.result.stats.finish_reason in ("length", "stop") and waiting.result.text
+
+
+@pytest.mark.parametrize("scheduling, expected", [("serial", ["interactive", "background"]),
+                                                  ("fcfs", ["background", "interactive"])])
+def test_the_one_at_a_time_policies_the_benchmarks_compare_against(model_path, scheduling, expected):
+    rt = Runtime(scheduling=scheduling)
+    rt.load(ModelConfig(model_path, n_ctx=2048)).result(timeout=120)
+    try:
+        started = []
+        running = threading.Event()
+        blocker = rt.submit(greedy(story("cat"), 40, priority=Priority.BACKGROUND),
+                            lambda e: isinstance(e, Started) and (started.append("blocker"), running.set()))
+        assert running.wait(60)
+        background = rt.submit(greedy("Say hi.", 8, priority=Priority.BACKGROUND),
+                               lambda e: isinstance(e, Started) and started.append("background"))
+        interactive = rt.submit(greedy("Say hello.", 8),
+                                lambda e: isinstance(e, Started) and started.append("interactive"))
+        for handle in (blocker, background, interactive):
+            assert isinstance(handle.wait(120), Done)
+    finally:
+        rt.shutdown()
+    # One at a time: nothing joins the running one, and neither policy preempts it.
+    assert started == ["blocker"] + expected

@@ -138,3 +138,16 @@ def test_a_broken_consumer_does_not_stop_the_runtime(runtime):
     first = runtime.submit(request(), explode)
     assert isinstance(first.wait(60), Done)
     assert isinstance(runtime.submit(request()).wait(60), Done)
+
+
+@pytest.mark.parametrize("bad", [dict(n_parallel=0), dict(n_parallel=1000), dict(kv_ram_mb=-1), dict(n_ctx=True)])
+def test_bad_model_settings_are_refused_with_their_name(model_path, bad):
+    from engine.errors import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match=next(iter(bad))):
+        ModelConfig(model_path, **bad)
+
+
+def test_an_unknown_scheduling_policy_is_refused():
+    with pytest.raises(ValueError, match="fcfs"):
+        Runtime(scheduling="random")
