@@ -106,7 +106,10 @@ class KvStateStore:
             data, writing, state.gone = state.data, state.writing, True
         try:
             if data is None:
-                data = np.fromfile(state.path, dtype=np.uint8)
+                data = self.buffer(state.nbytes)[:state.nbytes]
+                with open(state.path, "rb") as file:
+                    if file.readinto(memoryview(data)) != state.nbytes:
+                        raise OSError(f"{state.path} is shorter than the state written to it")
         except OSError as exc:
             log.warning("a spilled KV state could not be read back: %s", exc)
             return None
@@ -130,6 +133,12 @@ class KvStateStore:
     def clear(self) -> None:
         for key in list(self._ram) + list(self._disk):
             self.discard(key)
+
+    def has_room(self, size: int) -> bool:
+        """Whether a state of ``size`` bytes can be kept without pushing any other out."""
+        if size <= self.ram_bytes:
+            return self._ram_used + size <= self.ram_bytes
+        return self._folder is not None and self._disk_used + size <= self.spill_bytes
 
     def buffer(self, size: int) -> np.ndarray:
         """A uint8 array of at least ``size`` bytes to save a state into: a spare one when one fits."""

@@ -161,7 +161,7 @@ class Runtime:
         scheduler = self._scheduler
         while True:
             idle = not (self._busy() or len(scheduler.waiting) or self._loads)
-            # Idle time goes into copying idle conversations' caches to RAM, one at a time
+            # Idle time goes into copying idle conversations' caches to the store, one at a time
             # (milliseconds each), so that making room later costs a request nothing.
             working = idle and self._generator is not None and self._generator.slots.save_one_idle()
             self._take_messages(block=idle and not working)

@@ -197,13 +197,12 @@ class SlotTable:
         self.store.put(SavedState(slot.key, list(slot.tokens), slot.text, data, len(data)))
 
     def save_one_idle(self) -> bool:
-        """While nothing runs: copy one idle conversation's cache to RAM ahead of need, so evicting it
-        later costs nothing on a request's way. Only into free room of the RAM budget; False when
-        there is nothing (more) to do."""
+        """While nothing runs: copy one idle conversation's cache to the store ahead of need, so
+        evicting it later costs nothing on a request's way. Only into free room (RAM, or the spill
+        folder for a state larger than the RAM budget); False when there is nothing (more) to do."""
         pending = [s for s in self.slots if s.owner is None and s.key and s.tokens and not s.saved]
         for slot in sorted(pending, key=lambda s: s.last_used):  # the next to be evicted first
-            size = self.ctx.state_size(slot.seq_id)
-            if self.store.ram_used + size <= self.store.ram_bytes:
+            if self.store.has_room(self.ctx.state_size(slot.seq_id)):
                 self._save(slot)
                 slot.saved = True
                 return True
