@@ -97,8 +97,10 @@ class Exports:
 def run_once(runtime: Runtime, tracing: Tracing, exports: Exports, ask) -> tuple[Done, float]:
     """One request with this tracing, from a cold KV cache; its Done and its wall time."""
     runtime.tracing = tracing
-    # The runtime thread is idle between requests, so dropping its cache here is safe;
-    # every request then evaluates its whole prompt, as the first turn of a conversation does.
+    # Once the previous request has left the batch the runtime thread is idle, so dropping its cache
+    # here is safe; every request then evaluates its whole prompt, as a conversation's first turn does.
+    while runtime._generator.batcher.busy:
+        time.sleep(0.001)
     runtime._generator.forget_cache()
     t = time.perf_counter()
     done = ask()

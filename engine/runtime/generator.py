@@ -1,70 +1,69 @@
-"""The generator: one loaded model and its context, driven by one thread.
+"""The generator: one loaded model, its context and the sequences running in it.
 
-It turns a GenerationRequest into streamed text: render with the model's chat
-template (or take a plain completion prompt, token-healed), fit the context
-window, reuse the KV cache of the prefix shared with the previous request,
-evaluate the rest, then sample token by token with llama.cpp's native sampler
-chain (led by a grammar for guided output), checking for cancellation at every step.
+It turns a GenerationRequest into a Sequence ready to run: render with the model's chat
+template (or take a plain completion prompt, token-healed), fit the context window, and
+build llama.cpp's native sampler chain (led by a grammar for guided output). The batcher
+then runs any number of sequences together; ``generate`` runs one to completion for
+callers that drive the generator directly (tests, benchmarks).
 """
 
 from __future__ import annotations
 
-import codecs
 import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence as Seq
 from pathlib import Path
 
 from engine.errors import EngineError, GenerationError
 from engine.models.gguf import check_gguf
+from engine.runtime.batcher import Batcher
 from engine.runtime.budget import OMISSION, fit_prompt
 from engine.runtime.chat_template import ChatTemplate
 from engine.runtime.constrain import PieceIndex, heal
-from engine.runtime.native import NativeContext, NativeModel, SamplerChain, default_threads
-from engine.runtime.stops import StopMatcher
-from engine.runtime.types import (
-    ChatMessage,
-    Done,
-    GenerationEvent,
-    GenerationRequest,
-    GenerationStats,
-    ModelConfig,
-    ModelInfo,
-    Token,
-)
-
-Emit = Callable[[GenerationEvent], None]
+from engine.runtime.context import NativeContext
+from engine.runtime.kv_states import KvStateStore
+from engine.runtime.native import NativeModel, default_threads
+from engine.runtime.sampler import SamplerChain
+from engine.runtime.sequence import Emit, Prompt, Sequence
+from engine.runtime.slots import SlotTable
+from engine.runtime.types import ChatMessage, Done, GenerationRequest, ModelConfig, ModelInfo
 
 _MAX_REMEMBERED_CONVERSATIONS = 64
+# Sequence ids beyond n_parallel: idle conversations stay in the context (while cells allow)
+# in these, so switching between a few of them costs neither a restore nor a recomputation.
+_IDLE_SLOTS = 8
 
 
 class Generator:
-    """Owns a NativeModel and NativeContext; not thread-safe (the runtime thread drives it)."""
+    """Owns a NativeModel, its NativeContext and the batcher over it; not thread-safe (one thread drives it)."""
 
-    def __init__(self, config: ModelConfig, progress: Callable[[float], bool] | None = None):
+    def __init__(self, config: ModelConfig, progress: Callable[[float], bool] | None = None, *,
+                 max_active: int | None = None):
         check_gguf(config.path)  # a broken file gets a precise message before llama.cpp sees it
         self.config = config
         self.model = NativeModel(config.path, n_gpu_layers=config.n_gpu_layers, progress=progress)
+        n_slots = config.n_parallel + _IDLE_SLOTS
         try:
             n_threads = config.n_threads or default_threads()
-            self.ctx = NativeContext(self.model, n_ctx=config.n_ctx, n_threads=n_threads, n_batch=config.n_batch)
+            self.ctx = NativeContext(self.model, n_ctx=config.n_ctx, n_threads=n_threads, n_batch=config.n_batch,
+                                     n_seq_max=n_slots, kv_unified=True)
         except BaseException:
             self.model.close()
             raise
         bos = self.model.token_text(self.model.bos) if self.model.bos >= 0 else ""
         eos = self.model.token_text(self.model.eos) if self.model.eos >= 0 else ""
         self.template = ChatTemplate(self.model.chat_template(), bos_token=bos, eos_token=eos)
-        self._cached: list[int] = []  # tokens whose keys/values are in the KV cache, seq 0
-        # The text those tokens spell (prompt text + generated text), or None when unknown.
-        # A new prompt that extends it reuses the cached tokens verbatim instead of
-        # re-tokenizing the previous answer, which can split differently from how the
-        # model generated it and would cut the reusable prefix short.
-        self._cached_text: str | None = None
+        self.store = KvStateStore(config.kv_ram_mb << 20, config.kv_spill_dir, config.kv_spill_mb << 20)
+        self.slots = SlotTable(self.ctx, min(n_slots, self.ctx.n_seq_max), self.store)
+        # Prompt chunks of 64 tokens cost a CPU no throughput (it is compute-bound from about 32
+        # rows on) and keep steps short; a GPU is faster per token with bigger chunks.
+        self.batcher = Batcher(self.ctx, self.slots, max_active=max_active or config.n_parallel,
+                               prefill_chunk=64 if config.n_gpu_layers == 0 else 256)
         self._trim_start: OrderedDict[str, int] = OrderedDict()
         self._pieces: PieceIndex | None = None  # the vocabulary by prefix, for token healing
-        self.last_prompt: list[int] = []  # the tokens of the latest request's prompt, as evaluated (for traces)
+        self._last: Sequence | None = None
         self.info = ModelInfo(
             path=config.path,
             name=config.display_name or self.model.meta("general.name") or Path(config.path).stem,
@@ -80,13 +79,19 @@ class Generator:
 
     # Prompt ------------------------------------------------------------------------
 
-    def encode(self, messages: Sequence[ChatMessage]) -> list[int]:
-        """Render messages with the chat template and tokenize, ready for the answer."""
+    def encode(self, messages: Seq[ChatMessage], key: str | None = None) -> list[int]:
+        """Render messages with the chat template and tokenize, ready for the answer.
+
+        Where the text extends what a cached sequence spells (the conversation's previous turn),
+        that sequence's tokens are kept verbatim: re-tokenizing an answer can split it differently
+        from how the model generated it, which would cut the reusable prefix short.
+        """
         text = self.template.render(messages)
-        cached_text = self._cached_text
-        if cached_text and text.startswith(cached_text):
-            rest = self.model.tokenize(text[len(cached_text):], add_special=False, parse_special=True)
-            return self._cached + rest
+        best = max(((tokens, cached) for tokens, cached in self.slots.text_caches(key) if text.startswith(cached)),
+                   key=lambda pair: len(pair[1]), default=None)
+        if best is not None:
+            tokens, cached = best
+            return list(tokens) + self.model.tokenize(text[len(cached):], add_special=False, parse_special=True)
         bos_text = self.template.bos_token
         # Templates that write the BOS token themselves must not get a second one.
         add_special = not (bos_text and text.startswith(bos_text))
@@ -105,70 +110,27 @@ class Generator:
         head = room * 2 // 3
         return decode(tokens[:head]) + OMISSION + decode(tokens[len(tokens) - (room - head):])
 
-    # Generation --------------------------------------------------------------------
-
-    def generate(
-        self,
-        request: GenerationRequest,
-        cancel: threading.Event,
-        emit: Emit,
-        submitted_at: float | None = None,
-    ) -> Done:
-        """Run one request to completion, emitting Token events; returns the Done event."""
+    def prepare(self, request: GenerationRequest) -> Prompt:
+        """The request's prompt tokens, fitted to the window (the answer keeps room for max_tokens)."""
         t0 = time.perf_counter()
-        submitted_at = t0 if submitted_at is None else submitted_at
-        sampling = request.sampling
         n_ctx = self.ctx.n_ctx
-        budget = n_ctx - max(1, min(sampling.max_tokens, n_ctx // 2))
+        budget = n_ctx - max(1, min(request.sampling.max_tokens, n_ctx // 2))
         healing = None
         if request.prompt is not None:
-            prompt, truncated = self._plain_prompt(request.prompt, budget)
+            tokens, truncated = self._plain_prompt(request.prompt, budget)
             dropped, text = 0, None  # plain prompts are tokenized whole: no text cache to keep
             if request.token_healing and request.grammar is None:  # a grammar already shapes the start
-                prompt, healing = heal(prompt, self._piece_index())
+                tokens, healing = heal(tokens, self._piece_index())
         else:
             fitted = self._fit_conversation(request, budget)
-            prompt, truncated, dropped = fitted.tokens, fitted.truncated, fitted.dropped
+            tokens, truncated, dropped = fitted.tokens, fitted.truncated, fitted.dropped
             text = self.template.render(fitted.messages) if fitted.messages is not None else None
-
-        self.last_prompt = prompt
-        t_built = time.perf_counter()
-        seed = sampling.seed if sampling.seed >= 0 else secrets.randbits(32)
-        # Built before the prompt is evaluated so that a grammar that does not parse fails at once.
-        sampler = SamplerChain(self.model, sampling, seed, grammar=request.grammar)
-        try:
-            reused = self._evaluate_prompt(prompt, cancel)
-            self._cached_text = text if not cancel.is_set() else None
-            t_prompt = time.perf_counter()
-            stats = dict(
-                prompt_tokens=len(prompt),
-                reused_prompt_tokens=reused,
-                queue_s=t0 - submitted_at,
-                prompt_build_s=t_built - t0,
-                prompt_eval_s=t_prompt - t0,
-                dropped_messages=dropped,
-                truncated_input=truncated,
-                healed_text=healing.removed.decode("utf-8", "replace") if healing else "",
-                seed=seed,
-            )
-            if cancel.is_set():
-                return self._done(request, "", stats, 0, None, None, t0, submitted_at, "cancelled")
-            # The penalties should see the prompt's tail, but a grammar sampler must only see
-            # generated tokens, so with a grammar the penalties start empty.
-            if request.grammar is None and sampling.repeat_last_n:
-                for tok in prompt[-sampling.repeat_last_n:]:
-                    sampler.accept(tok)
-            return self._sample_loop(request, sampler, cancel, emit, stats, t0, submitted_at, healing)
-        except BaseException:
-            self._reset_cache()
-            raise
-        finally:
-            sampler.close()
+        return Prompt(list(tokens), text, truncated, dropped, healing, time.perf_counter() - t0)
 
     def _fit_conversation(self, request: GenerationRequest, budget: int):
         key = request.conversation_key
-        fitted = fit_prompt(request.messages, encode=self.encode, shorten=self._shorten, budget=budget,
-                            start=self._trim_start.get(key, 0) if key else 0)
+        fitted = fit_prompt(request.messages, encode=lambda m: self.encode(m, key), shorten=self._shorten,
+                            budget=budget, start=self._trim_start.get(key, 0) if key else 0)
         if key:
             self._trim_start[key] = fitted.start
             self._trim_start.move_to_end(key)
@@ -192,118 +154,57 @@ class Generator:
             self._pieces = PieceIndex(self.model.all_pieces())
         return self._pieces
 
+    # Sequences ---------------------------------------------------------------------
+
+    def sequence(self, request: GenerationRequest, cancel: threading.Event, emit: Emit,
+                 submitted_at: float | None = None, on_finish: Callable[[Sequence], None] | None = None) -> Sequence:
+        """A Sequence for the request, prompt built and sampler ready (a bad grammar fails here, at once)."""
+        submitted_at = time.perf_counter() if submitted_at is None else submitted_at
+        prompt = self.prepare(request)
+        sampling = request.sampling
+        seed = sampling.seed if sampling.seed >= 0 else secrets.randbits(32)
+        sampler = SamplerChain(self.model, sampling, seed, grammar=request.grammar)
+        seq = Sequence(request, prompt, model=self.model, sampler=sampler, seed=seed, n_ctx=self.ctx.n_ctx,
+                       model_name=self.info.name, cancel=cancel, emit=emit, submitted_at=submitted_at,
+                       pieces=self._pieces if prompt.healing else None, on_finish=on_finish)
+        self._last = seq
+        return seq
+
+    def generate(self, request: GenerationRequest, cancel: threading.Event, emit: Emit,
+                 submitted_at: float | None = None) -> Done:
+        """Run one request to completion on the calling thread, emitting Token events; returns Done."""
+        seq = self.sequence(request, cancel, emit, submitted_at)
+        if not self.batcher.admit(seq):  # only when sequences from elsewhere still run in this context
+            raise GenerationError("The generator is busy with other requests.")
+        try:
+            while self.batcher.busy:
+                self.batcher.step()
+        except BaseException:
+            self.batcher.fail_all(GenerationError("Generation was interrupted."))
+            raise
+        if seq.error is not None:
+            raise seq.error
+        return seq.done
+
+    @property
+    def last_prompt(self) -> list[int]:
+        """The tokens of the latest request's prompt, as evaluated."""
+        return self._last.last_prompt if self._last is not None else []
+
     @property
     def cached_tokens(self) -> tuple[int, ...]:
-        """The tokens now in the KV cache: the last prompt as evaluated, then what was generated."""
-        return tuple(self._cached)
-
-    def _sample_loop(self, request, sampler, cancel, emit, stats, t0, submitted_at, healing=None) -> Done:
-        model, ctx = self.model, self.ctx
-        max_new = min(request.sampling.max_tokens, ctx.n_ctx - len(self._cached))
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stopper = StopMatcher(request.sampling.stop)
-        pieces: list[str] = []
-        n_gen = 0
-        t_first = t_last = None
-        generated = b""  # bytes of the generated tokens now in the cache
-        text_matches_tokens = True
-        reason = "length"
-        rid = request.request_id
-        while n_gen < max_new:
-            if cancel.is_set():
-                reason = "cancelled"
-                break
-            healing_now = healing is not None and healing.active
-            if healing_now:  # only tokens that spell the taken-back text (or start it) may come next
-                ctx.restrict_logits(healing.allowed(self._pieces))
-            tok = sampler.sample(ctx)
-            if model.is_eog(tok):
-                reason = "stop"
-                break
-            n_gen += 1
-            piece = model.piece(tok)
-            shown = healing.consume(piece) if healing_now else piece  # the prompt already holds the rest
-            text, hit = stopper.feed(decoder.decode(shown))
-            t_last = time.perf_counter()
-            if t_first is None:
-                t_first = t_last
-            if text:
-                pieces.append(text)
-                emit(Token(rid, text, 1))
-            if hit:
-                reason = "stop"
-                break
-            ctx.decode((tok,), len(self._cached))
-            self._cached.append(tok)
-            generated += piece
-            if not piece:  # a control token: its text is not in the answer, so text and tokens part ways
-                text_matches_tokens = False
-        if self._cached_text is not None and text_matches_tokens:
-            try:
-                self._cached_text += generated.decode("utf-8")
-            except UnicodeDecodeError:  # a token split a character: fall back to re-tokenizing
-                self._cached_text = None
-        else:
-            self._cached_text = None
-        tail = stopper.flush() + decoder.decode(b"", final=True)  # empty after a stop string
-        if tail:
-            pieces.append(tail)
-            emit(Token(rid, tail, 0))
-        return self._done(request, "".join(pieces), stats, n_gen, t_first, t_last, t0, submitted_at, reason)
-
-    def _done(self, request, text, stats, n_gen, t_first, t_last, t0, submitted_at, reason) -> Done:
-        end = time.perf_counter()
-        gen_s = (t_last - t_first) if (t_first is not None and t_last is not None) else 0.0
-        return Done(
-            request.request_id,
-            text,
-            GenerationStats(
-                **stats,
-                completion_tokens=n_gen,
-                time_to_first_token_s=(t_first - submitted_at) if t_first is not None else None,
-                generation_s=gen_s,
-                tokens_per_s=((n_gen - 1) / gen_s) if n_gen > 1 and gen_s > 0 else None,
-                total_s=end - submitted_at,
-                finish_reason=reason,
-                model=self.info.name,
-            ),
-        )
-
-    def _evaluate_prompt(self, prompt: list[int], cancel: threading.Event) -> int:
-        """Bring the KV cache to hold ``prompt``, reusing the shared prefix; returns tokens reused."""
-        cached = self._cached
-        n = 0
-        limit = min(len(cached), len(prompt) - 1)  # the last prompt token is always evaluated for logits
-        while n < limit and cached[n] == prompt[n]:
-            n += 1
-        if n < len(cached) and not self.ctx.remove_from(n):
-            self.ctx.clear()
-            n = 0
-        del cached[n:]
-        reused = n
-        step = self.ctx.n_batch
-        while n < len(prompt):
-            if cancel.is_set():
-                break
-            chunk = prompt[n : n + step]
-            self.ctx.decode(chunk, n)
-            cached.extend(chunk)
-            n += len(chunk)
-        return reused
-
-    def _reset_cache(self) -> None:
-        self._cached.clear()
-        self._cached_text = None
-        try:
-            self.ctx.clear()
-        except Exception:  # noqa: BLE001 - best effort after a native failure
-            pass
+        """The tokens the latest request left in the cache: its prompt as evaluated, then what it generated."""
+        home = self._last.home if self._last is not None else None
+        return tuple(home.tokens) if home is not None else ()
 
     def forget_cache(self) -> None:
-        """Drop the KV cache so the next request evaluates its whole prompt (benchmarks, tests)."""
-        self._reset_cache()
+        """Drop every cached sequence and saved state, so the next request evaluates its whole prompt."""
+        if self.batcher.busy:
+            raise GenerationError("The cache cannot be dropped while requests run.")
+        self.slots.clear()
 
     def close(self) -> None:
+        self.store.close()
         self.ctx.close()
         self.model.close()
 

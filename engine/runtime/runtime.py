@@ -1,29 +1,32 @@
-"""The runtime: one thread that owns the generator and serves queued requests.
+"""The runtime: one thread that owns the generator and serves many requests at once.
 
-Callers never touch llama.cpp. They ``load`` a model and ``submit`` requests;
-events come back through a callback (called on the runtime thread) or, for
-callers that prefer to block, through ``RequestHandle.events()``.
+Callers never touch llama.cpp. They ``load`` a model and ``submit`` requests; events come
+back through a callback (called on the runtime thread) or, for callers that prefer to
+block, through ``RequestHandle.events()``. The thread admits waiting requests by priority
+into the generator's batch between two decode steps, and each leaves the batch the moment
+it is done (see batcher.py and scheduler.py).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import queue
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from engine.errors import EngineError, ModelLoadError, ModelNotLoadedError, RuntimeStoppedError
 from engine.runtime.generator import Generator, wrap_unexpected
+from engine.runtime.handles import ChannelHandle, EventChannel, RequestHandle
+from engine.runtime.scheduler import SCHEDULING, Scheduler, Scheduling, Work
+from engine.runtime.sequence import Sequence
 from engine.runtime.types import (
     Done,
     Failed,
     GenerationEvent,
     GenerationRequest,
-    GenerationStats,
     LoadProgress,
     ModelConfig,
     ModelInfo,
@@ -35,121 +38,9 @@ from engine.runtime.types import (
 from engine.trace.generation import GenerationSpan
 from engine.trace.tracing import Tracing
 
+__all__ = ["ChannelHandle", "EventChannel", "RequestHandle", "Runtime"]
+
 log = logging.getLogger(__name__)
-
-_LOAD_PRIORITY = -1  # a model switch goes ahead of queued generations
-
-
-class EventChannel:
-    """Delivers a request's events to a callback, or queues them for ``events()``.
-
-    Either way ``wait()`` returns the terminal event (Done or Failed) once it has been
-    delivered. A consumer's exception is logged, never passed back to the sender.
-    """
-
-    terminal: tuple[type, ...] = (Done, Failed)  # the events that end the stream
-
-    def __init__(self, on_event: Callable[[object], None] | None, tap: Callable[[object], None] | None = None):
-        self._on_event = on_event
-        self._tap = tap  # sees every event before the consumer (e.g. to save it)
-        self._queue: queue.SimpleQueue | None = None if on_event else queue.SimpleQueue()
-        self._finished = threading.Event()
-        self.result = None
-
-    def emit(self, event) -> None:
-        final = isinstance(event, self.terminal)
-        if final:
-            self.result = event
-        if self._tap is not None:
-            try:
-                self._tap(event)
-            except Exception:  # saving failed: the consumer still gets the event
-                log.exception("event tap failed on %s", type(event).__name__)
-        try:
-            if self._on_event is not None:
-                self._on_event(event)
-            else:
-                self._queue.put(event)
-        except Exception:  # a consumer's bug must not take the sending thread down
-            log.exception("event consumer failed on %s", type(event).__name__)
-        if final:
-            self._finished.set()
-
-    def wait(self, timeout: float | None = None) -> Done | Failed | None:
-        self._finished.wait(timeout)
-        return self.result
-
-    def events(self) -> Iterator:
-        """Yield events until Done or Failed (only without a callback)."""
-        if self._queue is None:
-            raise RuntimeError("These events go to a callback, not to events().")
-        while True:
-            event = self._queue.get()
-            yield event
-            if isinstance(event, self.terminal):
-                return
-
-
-class ChannelHandle:
-    """Work whose events go through an EventChannel: wait for it, iterate over its events, read its result."""
-
-    channel: EventChannel
-
-    def events(self) -> Iterator:
-        """Every event up to the terminal one (only without a callback)."""
-        return self.channel.events()
-
-    def wait(self, timeout: float | None = None):
-        """The terminal event once it has been delivered (None if ``timeout`` ran out first)."""
-        return self.channel.wait(timeout)
-
-    @property
-    def result(self):
-        return self.channel.result
-
-
-class RequestHandle(ChannelHandle):
-    """A submitted request: cancel it, wait for it, or iterate over its events."""
-
-    def __init__(
-        self,
-        request: GenerationRequest,
-        on_event: Callable[[GenerationEvent], None] | None,
-        tap: Callable[[GenerationEvent], None] | None = None,
-        trace_parent=None,
-    ):
-        self.request = request
-        self.request_id = request.request_id
-        self.submitted_at = time.perf_counter()
-        self.submitted_ns = time.time_ns()
-        self.trace_parent = trace_parent  # an OpenTelemetry context: the generation span's parent
-        self._tap = tap
-        self._cancel = threading.Event()
-        self.channel = EventChannel(on_event)
-
-    def cancel(self) -> None:
-        """Stop the request: before it starts, or within one token step while it runs."""
-        self._cancel.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    def _emit(self, event: GenerationEvent) -> None:
-        if self._tap is not None:
-            try:
-                self._tap(event)
-            except Exception:  # the tap (history) failing must not lose the event for the consumer
-                log.exception("event tap failed on %s", type(event).__name__)
-        self.channel.emit(event)
-
-
-@dataclass(order=True)
-class _Job:
-    priority: int
-    seq: int
-    kind: str = field(compare=False)  # "load", "unload", "generate", "stop"
-    payload: object = field(compare=False, default=None)
 
 
 @dataclass
@@ -160,18 +51,23 @@ class _LoadPayload:
 
 
 class Runtime:
-    """Serves generation requests on its own thread, in priority order."""
+    """Serves generation requests on its own thread: by priority, several at once (see ``Scheduling``)."""
 
-    def __init__(self, tracing: Tracing | None = None) -> None:
+    def __init__(self, tracing: Tracing | None = None, *, scheduling: Scheduling = "batch") -> None:
+        if scheduling not in SCHEDULING:
+            raise ValueError(f"scheduling must be one of {', '.join(SCHEDULING)}, not {scheduling!r}")
         self.tracing = tracing or Tracing.disabled()
+        self.scheduling = scheduling
         self.last_tokens_per_s: float | None = None  # of the latest finished generation (a metrics gauge)
-        self._jobs: queue.PriorityQueue[_Job] = queue.PriorityQueue()
-        self._seq = itertools.count()
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._scheduler = Scheduler(scheduling, start=self._start, fail=self._report_failure, end=self._end,
+                                    on_finish=self._finished)
+        self._loads: deque[_LoadPayload] = deque()
         self._generator: Generator | None = None
         self._load_requested = False
-        self._stopped = False
+        self._stopped = self._stopping = False
         self._lock = threading.Lock()
-        self._current: RequestHandle | None = None
+        self._in_flight = 0  # submitted and not yet finished (a metrics gauge)
         # Held while a generator is swapped out or freed, and while other threads tokenize with it.
         self._model_lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, name="locus-runtime", daemon=True)
@@ -187,7 +83,7 @@ class Runtime:
     @property
     def queue_length(self) -> int:
         """Requests waiting or running (a metrics gauge)."""
-        return self._jobs.qsize() + (1 if self._current is not None else 0)
+        return self._in_flight
 
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes for the loaded model (any thread; tokenizing only reads the vocabulary)."""
@@ -207,14 +103,14 @@ class Runtime:
             return text, len(gen.model.tokenize(text, add_special=False, parse_special=True))
 
     def load(self, config: ModelConfig, on_event: Callable[[RuntimeEvent], None] | None = None) -> Future:
-        """Load a model (replacing the current one once the new one is ready); resolves to ModelInfo."""
+        """Load a model (replacing the current one once running requests are done); resolves to ModelInfo."""
         future: Future = Future()
         with self._lock:
             if self._stopped:
                 future.set_exception(RuntimeStoppedError("The engine is shutting down."))
                 return future
             self._load_requested = True
-            self._put(_LOAD_PRIORITY, "load", _LoadPayload(config, future, on_event))
+            self._inbox.put(("load", _LoadPayload(config, future, on_event)))
         return future
 
     def submit(
@@ -236,14 +132,14 @@ class Runtime:
             if self._stopped:
                 handle._emit(Failed(request.request_id, RuntimeStoppedError("The engine is shutting down.")))
                 return handle
-            self._put(int(request.priority), "generate", handle)
+            self._in_flight += 1
+            self._inbox.put(("generate", handle))
         return handle
 
     def cancel_all(self) -> None:
-        """Cancel the running request (queued ones are left alone)."""
-        current = self._current
-        if current is not None:
-            current.cancel()
+        """Cancel the running requests (queued ones are left alone)."""
+        for work in list(self._scheduler.running.values()):
+            work.handle.cancel()
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Cancel what runs, fail what waits, free the model, stop the thread."""
@@ -252,39 +148,112 @@ class Runtime:
                 return
             self._stopped = True
         self.cancel_all()
-        self._put(-100, "stop")
+        self._inbox.put(("stop", None))
         self._thread.join(timeout)
 
     # The runtime thread ----------------------------------------------------------
 
-    def _put(self, priority: int, kind: str, payload: object = None) -> None:
-        self._jobs.put(_Job(priority, next(self._seq), kind, payload))
+    def _busy(self) -> bool:
+        gen = self._generator
+        return gen is not None and gen.batcher.busy
 
     def _serve(self) -> None:
+        scheduler = self._scheduler
         while True:
-            job = self._jobs.get()
-            if job.kind == "stop":
+            idle = not (self._busy() or len(scheduler.waiting) or self._loads)
+            # Idle time goes into copying idle conversations' caches to the store, one at a time
+            # (milliseconds each), so that making room later costs a request nothing.
+            working = idle and self._generator is not None and self._generator.slots.save_one_idle()
+            self._take_messages(block=idle and not working)
+            if self._stopping:
                 break
-            if job.kind == "load":
-                self._do_load(job.payload)
-            elif job.kind == "generate":
-                self._do_generate(job.payload)
-        self._drain()
+            scheduler.sweep_cancelled()
+            if self._loads and not self._busy() and not scheduler.preempted:
+                self._do_load(self._loads.popleft())
+                continue
+            no_model = ("The model failed to load, so there is nothing to answer with."
+                        if self._load_requested else "No model is loaded yet.")
+            scheduler.admit(self._generator, no_model, resume_only=bool(self._loads))
+            if self._busy():
+                self._step()
+            elif len(scheduler.waiting) and not self._loads:
+                scheduler.unschedulable()
+        self.cancel_all()  # shutdown cancelled them already; let them finish as cancelled
+        while self._busy():
+            self._step()
+        scheduler.sweep_cancelled()
+        scheduler.stop(RuntimeStoppedError("The engine shut down."))
+        while self._loads:
+            self._loads.popleft().future.set_exception(RuntimeStoppedError("The engine shut down."))
+        self._take_messages(block=False)  # anything that arrived while stopping
+        scheduler.stop(RuntimeStoppedError("The engine shut down."))
         with self._model_lock:
             if self._generator is not None:
                 self._generator.close()
                 self._generator = None
 
-    def _drain(self) -> None:
+    def _take_messages(self, block: bool) -> None:
+        try:
+            message = self._inbox.get() if block else self._inbox.get_nowait()
+        except queue.Empty:
+            return
         while True:
+            kind, payload = message
+            if kind == "generate":
+                self._scheduler.add(payload)
+            elif kind == "load":
+                self._loads.append(payload)
+            else:
+                self._stopping = True
             try:
-                job = self._jobs.get_nowait()
+                message = self._inbox.get_nowait()
             except queue.Empty:
                 return
-            if job.kind == "generate":
-                job.payload._emit(Failed(job.payload.request_id, RuntimeStoppedError("The engine shut down.")))
-            elif job.kind == "load":
-                job.payload.future.set_exception(RuntimeStoppedError("The engine shut down."))
+
+    def _step(self) -> None:
+        try:
+            self._generator.batcher.step()
+        except Exception as exc:  # noqa: BLE001 - a bug or native failure outside one sequence fails them all
+            log.exception("decode step failed")
+            self._generator.batcher.fail_all(wrap_unexpected(exc))
+
+    def _start(self, work: Work) -> None:
+        """A request leaves the queue: its span opens and its caller hears it started."""
+        work.span = GenerationSpan(self.tracing, work.handle, self._generator.info)
+        work.handle._emit(Started(work.request_id))
+
+    def _finished(self, seq: Sequence) -> None:
+        """A sequence is done (called by the batcher): trace it and tell the caller."""
+        work = self._scheduler.running.pop(seq.request_id, None)
+        if work is None:
+            return
+        if seq.error is not None:
+            self._report_failure(work, seq.error)
+            return
+        done = seq.done
+        if done.stats.tokens_per_s:
+            self.last_tokens_per_s = done.stats.tokens_per_s
+        work.span.finish(done, seq)
+        self._emit_final(work.handle, done)
+
+    def _report_failure(self, work: Work, error: EngineError) -> None:
+        log.warning("generation %s failed: %s (%s)", work.handle.request_id, error, error.detail)
+        work.span.fail(error)
+        self._emit_final(work.handle, Failed(work.handle.request_id, error))
+
+    def _end(self, work: Work, event: Done | Failed) -> None:
+        """A request that never started ends (cancelled in the queue, no model, shutdown)."""
+        span = GenerationSpan(self.tracing, work.handle, self._generator.info if self._generator else None)
+        if isinstance(event, Failed):
+            span.fail(event.error)
+        else:
+            span.finish(event, None)
+        self._emit_final(work.handle, event)
+
+    def _emit_final(self, handle: RequestHandle, event: Done | Failed) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        handle._emit(event)
 
     def _do_load(self, payload: _LoadPayload) -> None:
         config, notify = payload.config, payload.on_event or (lambda _e: None)
@@ -297,7 +266,8 @@ class Runtime:
             return not self._stopped
 
         try:
-            generator = Generator(config, progress=progress)
+            generator = Generator(config, progress=progress,
+                                  max_active=None if self.scheduling == "batch" else 1)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller, runtime keeps its model
             error = exc if isinstance(exc, EngineError) else ModelLoadError(
                 f"The model '{config.path}' could not be loaded.", detail=f"{type(exc).__name__}: {exc}"
@@ -306,45 +276,10 @@ class Runtime:
             notify(ModelLoadFailed(error, config.path))
             payload.future.set_exception(error)
             return
+        self._scheduler.rebuild()
         with self._model_lock:
             old, self._generator = self._generator, generator
             if old is not None:
                 old.close()
         notify(ModelLoaded(generator.info))
         payload.future.set_result(generator.info)
-
-    def _do_generate(self, handle: RequestHandle) -> None:
-        rid = handle.request_id
-        generator = self._generator
-        span = GenerationSpan(self.tracing, handle, generator.info if generator else None)
-        if handle.cancelled:
-            done = Done(rid, "", GenerationStats(finish_reason="cancelled"))
-            span.finish(done, generator)
-            handle._emit(done)
-            return
-        if generator is None:
-            message = (
-                "The model failed to load, so there is nothing to answer with."
-                if self._load_requested
-                else "No model is loaded yet."
-            )
-            error = ModelNotLoadedError(message, hint="Choose a model in Settings.")
-            span.fail(error)
-            handle._emit(Failed(rid, error))
-            return
-        self._current = handle
-        try:
-            handle._emit(Started(rid))
-            done = generator.generate(handle.request, handle._cancel, handle._emit, handle.submitted_at)
-        except BaseException as exc:  # noqa: BLE001 - every failure becomes an event
-            error = wrap_unexpected(exc)
-            log.warning("generation %s failed: %s (%s)", rid, error, error.detail)
-            span.fail(error)
-            handle._emit(Failed(rid, error))
-        else:
-            if done.stats.tokens_per_s:
-                self.last_tokens_per_s = done.stats.tokens_per_s
-            span.finish(done, generator)
-            handle._emit(done)
-        finally:
-            self._current = None

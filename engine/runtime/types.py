@@ -31,6 +31,19 @@ class ModelConfig:
     n_gpu_layers: int = 0  # -1: all layers
     n_batch: int = 512
     display_name: str | None = None  # shown instead of the GGUF's general.name
+    n_parallel: int = 4  # requests decoded together in one batch (continuous batching)
+    kv_ram_mb: int = 512  # saved KV states of idle conversations kept in RAM
+    kv_spill_dir: str | None = None  # where states pushed out of RAM go (None: they are dropped)
+    kv_spill_mb: int = 2048  # the most the spill folder holds
+
+    def __post_init__(self) -> None:
+        limits = (("n_ctx", 16, None), ("n_batch", 1, None), ("n_parallel", 1, 128), ("kv_ram_mb", 0, None),
+                  ("kv_spill_mb", 0, None))
+        for name, low, high in limits:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low or (high and value > high):
+                within = f"from {low} to {high}" if high else f"of at least {low}"
+                raise InvalidRequestError(f"Model setting '{name}' is {value!r}; it must be a whole number {within}.")
 
 
 @dataclass(frozen=True)

@@ -140,18 +140,26 @@ def test_the_reused_cache_is_exactly_what_recomputing_it_gives(generator):
     generator.forget_cache()
     first, _, _ = run(generator, history, temperature=0.0, max_tokens=12)
     first_prompt = generator.encode(history)
-    generated = list(generator._cached[len(first_prompt):])
+    generated = list(generator.cached_tokens[len(first_prompt):])
     history += [ChatMessage("assistant", first.text), ChatMessage("user", "How long is it?")]
     prompt = generator.encode(history)
-    reused = generator._evaluate_prompt(prompt, threading.Event())
-    assert reused > len(first_prompt)
+    seq = generator.sequence(GenerationRequest(tuple(history), SamplingParams(temperature=0.0)),
+                             threading.Event(), lambda event: None)
+    assert generator.batcher.admit(seq)  # takes the previous turn's slot, trimmed to the shared prefix
+    slot = seq.slot
+    reused = len(slot.tokens)
+    assert seq.target == prompt and reused > len(first_prompt)
+    generator.ctx.decode(prompt[reused:], reused, slot.seq_id)
     with_reuse = last_logits(generator)
+    seq.cancel.set()
+    generator.batcher.step()  # the cancelled sequence leaves
+    assert not generator.batcher.busy
 
     generator.forget_cache()
-    generator.ctx.decode(first_prompt, 0)
+    generator.ctx.decode(first_prompt, 0, slot.seq_id)
     for i, tok in enumerate(generated[: reused - len(first_prompt)]):
-        generator.ctx.decode([tok], len(first_prompt) + i)
-    generator.ctx.decode(prompt[reused:], reused)
+        generator.ctx.decode([tok], len(first_prompt) + i, slot.seq_id)
+    generator.ctx.decode(prompt[reused:], reused, slot.seq_id)
     assert (last_logits(generator) == with_reuse).all()
     generator.forget_cache()
 

@@ -29,6 +29,15 @@ def request(text="Say hello.", max_tokens=16, **kw) -> GenerationRequest:
     return GenerationRequest((ChatMessage("user", text),), SamplingParams(max_tokens=max_tokens, seed=1), **kw)
 
 
+@pytest.fixture()
+def one_slot(model_path):
+    """A runtime that runs one request at a time, so the next ones really wait in the queue."""
+    rt = Runtime()
+    rt.load(ModelConfig(model_path, n_ctx=2048, n_parallel=1)).result(timeout=120)
+    yield rt
+    rt.shutdown()
+
+
 def test_load_reports_progress_then_the_model(model_path):
     rt = Runtime()
     events = []
@@ -58,22 +67,22 @@ def test_callback_mode_runs_on_the_runtime_thread(runtime):
     assert threads == {"locus-runtime"}
 
 
-def test_requests_queue_and_a_queued_one_can_be_cancelled_before_it_starts(runtime):
-    first = runtime.submit(request("Write a long story.", max_tokens=60))
-    second = runtime.submit(request())
+def test_requests_queue_and_a_queued_one_can_be_cancelled_before_it_starts(one_slot):
+    first = one_slot.submit(request("Write a long story.", max_tokens=60))
+    second = one_slot.submit(request())
     second.cancel()
     assert isinstance(first.wait(60), Done)
     result = second.wait(60)
     assert isinstance(result, Done) and result.stats.finish_reason == "cancelled" and result.text == ""
 
 
-def test_interactive_requests_overtake_background_ones(runtime):
+def test_interactive_requests_overtake_background_ones(one_slot):
     order = []
-    blocker = runtime.submit(request("Write a long story.", max_tokens=40))
-    background = runtime.submit(request(priority=Priority.BACKGROUND),
-                                lambda e: isinstance(e, Started) and order.append("background"))
-    interactive = runtime.submit(request(priority=Priority.INTERACTIVE),
-                                 lambda e: isinstance(e, Started) and order.append("interactive"))
+    blocker = one_slot.submit(request("Write a long story.", max_tokens=40))
+    background = one_slot.submit(request(priority=Priority.BACKGROUND),
+                                 lambda e: isinstance(e, Started) and order.append("background"))
+    interactive = one_slot.submit(request(priority=Priority.INTERACTIVE),
+                                  lambda e: isinstance(e, Started) and order.append("interactive"))
     for h in (blocker, background, interactive):
         h.wait(60)
     assert order == ["interactive", "background"]
@@ -108,7 +117,7 @@ def test_a_missing_model_file_is_named(runtime, tmp_path):
 
 def test_shutdown_cancels_the_running_request_and_fails_the_waiting_ones(model_path):
     rt = Runtime()
-    rt.load(ModelConfig(model_path, n_ctx=1024)).result(timeout=120)
+    rt.load(ModelConfig(model_path, n_ctx=1024, n_parallel=1)).result(timeout=120)  # the second one waits
     first_token = threading.Event()
     running = rt.submit(request("Write a very long story.", max_tokens=500),
                         lambda e: isinstance(e, Token) and first_token.set())
@@ -129,3 +138,16 @@ def test_a_broken_consumer_does_not_stop_the_runtime(runtime):
     first = runtime.submit(request(), explode)
     assert isinstance(first.wait(60), Done)
     assert isinstance(runtime.submit(request()).wait(60), Done)
+
+
+@pytest.mark.parametrize("bad", [dict(n_parallel=0), dict(n_parallel=1000), dict(kv_ram_mb=-1), dict(n_ctx=True)])
+def test_bad_model_settings_are_refused_with_their_name(model_path, bad):
+    from engine.errors import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match=next(iter(bad))):
+        ModelConfig(model_path, **bad)
+
+
+def test_an_unknown_scheduling_policy_is_refused():
+    with pytest.raises(ValueError, match="fcfs"):
+        Runtime(scheduling="random")

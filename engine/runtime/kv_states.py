@@ -1,0 +1,246 @@
+"""Saved KV states of idle conversations: in RAM within a byte budget, least recently used first
+out, optionally spilled to files in a folder of their own (also within a byte budget).
+
+A state is the bytes llama.cpp gives for one sequence (``llama_state_seq_get_data``) plus the
+tokens (and the text they spell) it holds, so a returning conversation can put it back into a
+free slot and reuse as much of it as its new prompt shares. Files are written by a thread of
+the store's own, so pushing a state out never makes the runtime thread wait for the disk; a
+state taken back before its file is written comes straight from memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import mmap
+import os
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_SPARE_BUFFERS = 2  # switching back and forth needs one: the state restored is the buffer of the next save
+
+
+@dataclass
+class SavedState:
+    """One conversation's cached tokens and llama.cpp's bytes for them (in RAM, or in ``path``)."""
+
+    key: str
+    tokens: list[int]
+    text: str | None  # what the tokens spell, when known (so the next prompt can extend it verbatim)
+    data: np.ndarray | None  # uint8 (a view of a possibly larger buffer)
+    nbytes: int
+    path: Path | None = None
+    writing: bool = False  # its file is being written
+    gone: bool = False  # taken back or dropped: a file written for it is removed
+
+
+class KvStateStore:
+    """Saved states by conversation key: RAM first, then disk, dropping the least recently used."""
+
+    def __init__(self, ram_bytes: int, spill_dir: str | Path | None = None, spill_bytes: int = 0):
+        self.ram_bytes = max(0, ram_bytes)
+        self.spill_bytes = max(0, spill_bytes) if spill_dir else 0
+        self._ram: OrderedDict[str, SavedState] = OrderedDict()
+        self._disk: OrderedDict[str, SavedState] = OrderedDict()
+        self._ram_used = self._disk_used = 0
+        self._folder: Path | None = None
+        self._lock = threading.Lock()  # between the runtime thread and the writer, over writing/gone/data
+        self._writer: ThreadPoolExecutor | None = None
+        self._names = itertools.count()
+        self._spare: list[np.ndarray] = []  # buffers of states put back into the context, for the next save
+        if spill_dir and self.spill_bytes:
+            Path(spill_dir).mkdir(parents=True, exist_ok=True)
+            # A folder of this store's own: two processes spilling to one place never mix states.
+            self._folder = Path(tempfile.mkdtemp(prefix="kv-", dir=spill_dir))
+        self.spilled = self.restored_from_disk = self.dropped = 0  # counters, for tests and benchmarks
+
+    @property
+    def ram_used(self) -> int:
+        return self._ram_used
+
+    @property
+    def disk_used(self) -> int:
+        return self._disk_used
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._ram or key in self._disk
+
+    def peek(self, key: str) -> SavedState | None:
+        """The saved state of a conversation without loading its bytes (to match prompts against)."""
+        return self._ram.get(key) or self._disk.get(key)
+
+    def put(self, state: SavedState) -> None:
+        """Keep a state (replacing the key's older one), pushing the least recently used out."""
+        self.discard(state.key)
+        if state.nbytes > self.ram_bytes:
+            self._spill(state)
+            return
+        self._ram[state.key] = state
+        self._ram_used += state.nbytes
+        while self._ram_used > self.ram_bytes:
+            _, oldest = self._ram.popitem(last=False)
+            self._ram_used -= oldest.nbytes
+            self._spill(oldest)
+
+    def take(self, key: str) -> SavedState | None:
+        """Remove and return a conversation's state with its bytes in RAM (read back from disk if spilled)."""
+        state = self._ram.pop(key, None)
+        if state is not None:
+            self._ram_used -= state.nbytes
+            return state
+        state = self._disk.pop(key, None)
+        if state is None:
+            return None
+        self._disk_used -= state.nbytes
+        with self._lock:
+            data, writing, state.gone = state.data, state.writing, True
+        try:
+            if data is None:
+                data = self.buffer(state.nbytes)[:state.nbytes]
+                with open(state.path, "rb") as file:
+                    if file.readinto(memoryview(data)) != state.nbytes:
+                        raise OSError(f"{state.path} is shorter than the state written to it")
+        except OSError as exc:
+            log.warning("a spilled KV state could not be read back: %s", exc)
+            return None
+        finally:
+            if not writing:  # else the writer removes the file once written
+                _unlink(state.path)
+        state.data, state.path = data, None
+        self.restored_from_disk += 1
+        return state
+
+    def discard(self, key: str) -> None:
+        """Forget a conversation's state (it is stale: the conversation is in the context again)."""
+        state = self._ram.pop(key, None)
+        if state is not None:
+            self._ram_used -= state.nbytes
+        state = self._disk.pop(key, None)
+        if state is not None:
+            self._disk_used -= state.nbytes
+            self._forget_file(state)
+
+    def clear(self) -> None:
+        for key in list(self._ram) + list(self._disk):
+            self.discard(key)
+
+    def has_room(self, size: int) -> bool:
+        """Whether a state of ``size`` bytes can be kept without pushing any other out."""
+        if size <= self.ram_bytes:
+            return self._ram_used + size <= self.ram_bytes
+        return self._folder is not None and self._disk_used + size <= self.spill_bytes
+
+    def buffer(self, size: int) -> np.ndarray:
+        """A uint8 array of at least ``size`` bytes to save a state into: a spare one when one fits."""
+        fits = [b for b in self._spare if size <= len(b) <= size * 3 // 2 + 4096]
+        if fits:
+            best = min(fits, key=len)
+            self._spare.remove(best)
+            return best
+        return _allocate(size)
+
+    def recycle(self, data: np.ndarray | None) -> None:
+        """A state's bytes went back into the context: keep its buffer (its pages are mapped) for a save."""
+        if not isinstance(data, np.ndarray):
+            return
+        whole = data
+        while isinstance(whole.base, np.ndarray):  # the whole buffer the state was saved into
+            whole = whole.base
+        self._spare.append(whole)
+        if len(self._spare) > _SPARE_BUFFERS:
+            self._spare.sort(key=len)
+            self._spare.pop(0)
+
+    def flush(self) -> None:
+        """Wait until every spilled state is on disk."""
+        if self._writer is not None:
+            self._writer.submit(lambda: None).result()
+
+    def close(self) -> None:
+        """Forget every state and remove the spill folder."""
+        self.clear()
+        self._spare.clear()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+    def _spill(self, state: SavedState) -> None:
+        if self._folder is None or state.nbytes > self.spill_bytes:
+            self.dropped += 1
+            return
+        while self._disk and self._disk_used + state.nbytes > self.spill_bytes:
+            _, oldest = self._disk.popitem(last=False)
+            self._disk_used -= oldest.nbytes
+            self._forget_file(oldest)
+            self.dropped += 1
+        name = f"{hashlib.sha256(state.key.encode()).hexdigest()[:24]}-{next(self._names)}.kv"
+        state.path, state.writing, state.gone = self._folder / name, True, False
+        self._disk[state.key] = state
+        self._disk_used += state.nbytes
+        self.spilled += 1
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="locus-kv-spill")
+        self._writer.submit(self._write, state)
+
+    def _write(self, state: SavedState) -> None:
+        """On the writer thread: the state's bytes to its file, then out of memory."""
+        with self._lock:
+            data, path = (None if state.gone else state.data), state.path
+            if data is None:  # taken back or dropped before its turn came
+                state.writing = False
+                return
+        try:
+            path.write_bytes(data)
+            written = True
+        except OSError as exc:  # a full disk: the state stays in memory until it is taken or dropped
+            log.warning("a KV state could not be spilled to %s: %s", path, exc)
+            written = False
+        with self._lock:
+            state.writing = False
+            if state.gone or not written:
+                _unlink(path)
+            else:
+                state.data = None
+
+    def _forget_file(self, state: SavedState) -> None:
+        with self._lock:
+            state.gone = True
+            writing = state.writing
+        if not writing:  # else the writer removes it
+            state.data = None
+            _unlink(state.path)
+
+
+def _allocate(size: int) -> np.ndarray:
+    """Fresh memory for a state, its pages mapped up front: faulting them in one by one during the
+    copy costs more than the copy (and numpy's own large arrays ask for huge pages, whose
+    faults stall on compaction here)."""
+    populate = getattr(mmap, "MAP_POPULATE", 0)
+    if size and populate:
+        try:
+            return np.frombuffer(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate),
+                                 dtype=np.uint8)
+        except OSError:
+            pass
+    return np.frombuffer(bytearray(size), dtype=np.uint8)
+
+
+def _unlink(path: Path | None) -> None:
+    if path is not None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass

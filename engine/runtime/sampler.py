@@ -1,0 +1,161 @@
+"""llama.cpp's native sampler chain, built from SamplingParams and optionally led by a GBNF grammar.
+
+Sampling runs in llama.cpp (one call per token for the usual chain); only a grammar
+that refuses the freely sampled token makes Python hand it the whole vocabulary.
+Two steps are done here instead, with the same float32 arithmetic, because llama.cpp's
+generic versions cost more than the rest of a small model's token: the repeat penalty
+touches only the (at most repeat_last_n) recent tokens rather than looking up every
+token of the vocabulary, and greedy decoding is an argmax over the logits row rather
+than a copy of the whole vocabulary into a candidate array.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from collections import Counter, deque
+
+import llama_cpp
+import numpy as np
+
+from engine.errors import GenerationError, InvalidRequestError
+from engine.runtime.constrain import grammar_problem
+from engine.runtime.context import NativeContext
+from engine.runtime.native import NativeModel, clear_recent_log, recent_errors
+from engine.runtime.types import SamplingParams
+
+_sample = llama_cpp.llama_sampler_sample  # looked up once: it runs for every token
+
+
+class SamplerChain:
+    """llama.cpp's native sampler chain built from SamplingParams, optionally checked by a GBNF grammar.
+
+    The grammar is kept out of the chain, as llama.cpp's own common sampler does: the chain
+    samples freely, the grammar checks just that token, and only when it refuses is the
+    whole vocabulary filtered (which costs tens of milliseconds a token). Its state only
+    ever sees generated tokens: llama.cpp aborts on one the grammar does not allow.
+    """
+
+    def __init__(self, model: NativeModel, params: SamplingParams, seed: int, *, grammar: str | None = None):
+        self.chain = self.grammar = None
+        self.n_vocab = model.n_vocab
+        self._greedy = params.temperature <= 0.0
+        penalised = params.repeat_penalty != 1.0 and params.repeat_last_n > 0
+        self._penalty = np.float32(params.repeat_penalty) if penalised else None
+        self._recent: deque[int] = deque(maxlen=params.repeat_last_n if penalised else 1)
+        self._counts: Counter[int] = Counter()  # how often each token occurs in _recent
+        if grammar is not None:
+            clear_recent_log()
+            self.grammar = llama_cpp.llama_sampler_init_grammar(model.vocab, grammar.encode("utf-8"), b"root")
+            if not self.grammar:
+                problem = grammar_problem(grammar)
+                raise InvalidRequestError(f"The grammar could not be parsed{': ' + problem if problem else ''}.",
+                                          hint="Check it against llama.cpp's GBNF syntax; it needs a 'root' rule.",
+                                          detail=recent_errors())
+            self._cur = np.zeros(self.n_vocab, dtype=_TOKEN_DATA)
+            self._ids = np.arange(self.n_vocab, dtype=np.intc)
+            self._one = (llama_cpp.llama_token_data * 1)()
+        chain_params = llama_cpp.llama_sampler_chain_default_params()
+        chain_params.no_perf = True
+        self.chain = llama_cpp.llama_sampler_chain_init(chain_params)
+        for sampler in _samplers(model, params, seed):
+            llama_cpp.llama_sampler_chain_add(self.chain, sampler)
+
+    def accept(self, token: int) -> None:
+        """Feed a token that is already in the context (the prompt) to the penalties; not with a grammar."""
+        if self.grammar is not None:
+            raise ValueError("a grammar's state must only see generated tokens")
+        self._remember(token)
+
+    def _remember(self, token: int) -> None:
+        # llama.cpp's penalties sampler: a ring of the last repeat_last_n tokens and their counts.
+        if self._penalty is None:
+            return
+        recent, counts = self._recent, self._counts
+        if len(recent) == recent.maxlen:
+            old = recent[0]
+            counts[old] -= 1
+            if not counts[old]:
+                del counts[old]
+        recent.append(token)
+        counts[token] += 1
+
+    def sample(self, ctx: NativeContext, index: int = -1) -> int:
+        """Sample the next token from the logits of batch position ``index`` (default: the last one
+        decoded) and accept it (into the grammar too)."""
+        logits = None
+        if self._counts:  # penalise in place, as the penalties sampler would on the candidates
+            logits = ctx.logits_row(index)
+            ids = np.fromiter(self._counts, dtype=np.intc, count=len(self._counts))
+            values = logits[ids]
+            logits[ids] = np.where(values <= 0, values * self._penalty, values / self._penalty)
+        if self.grammar is None:
+            if self._greedy:  # llama.cpp's greedy sampler: the first highest logit
+                if logits is None:
+                    logits = ctx.logits_row(index)
+                token = int(logits.argmax())
+            else:
+                token = _sample(self.chain, ctx.ctx, index)  # reads the penalised logits
+        else:
+            if logits is None:
+                logits = ctx.logits_row(index)
+            token = self._pick(logits, constrained=False)
+            if not self._grammar_allows(token):
+                token = self._pick(logits, constrained=True)
+            llama_cpp.llama_sampler_accept(self.grammar, token)
+        self._remember(token)
+        return token
+
+    def _pick(self, logits, *, constrained: bool) -> int:
+        cur = self._cur
+        cur["id"] = self._ids
+        cur["logit"] = logits
+        cur["p"] = 0.0
+        array = llama_cpp.llama_token_data_array(
+            data=cur.ctypes.data_as(llama_cpp.llama_token_data_p), size=self.n_vocab, selected=-1, sorted=False)
+        if constrained:
+            llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(array))
+        llama_cpp.llama_sampler_apply(self.chain, ctypes.byref(array))
+        if not 0 <= array.selected < array.size:
+            raise GenerationError("No token could be sampled.", detail=f"selected index {array.selected}")
+        return int(array.data[array.selected].id)
+
+    def _grammar_allows(self, token: int) -> bool:
+        one = self._one
+        one[0].id, one[0].logit, one[0].p = token, 0.0, 0.0
+        array = llama_cpp.llama_token_data_array(
+            data=ctypes.cast(one, llama_cpp.llama_token_data_p), size=1, selected=-1, sorted=False)
+        llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(array))
+        return math.isfinite(one[0].logit)
+
+    def close(self) -> None:
+        if getattr(self, "chain", None):
+            llama_cpp.llama_sampler_free(self.chain)
+            self.chain = None
+        if getattr(self, "grammar", None):
+            llama_cpp.llama_sampler_free(self.grammar)
+            self.grammar = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+# llama_token_data as numpy sees it (int32 id, float logit, float p), to hand llama.cpp a whole vocabulary.
+_TOKEN_DATA = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
+
+
+def _samplers(model: NativeModel, params: SamplingParams, seed: int) -> list:
+    """The chain's samplers for these settings, in llama.cpp's usual order; the repeat penalty, which
+    comes first there, is applied by SamplerChain.sample before the chain runs."""
+    out = []
+    if params.temperature <= 0.0:
+        return out + [llama_cpp.llama_sampler_init_greedy()]
+    if params.top_k > 0:
+        out.append(llama_cpp.llama_sampler_init_top_k(params.top_k))
+    if params.top_p < 1.0:
+        out.append(llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+    if params.min_p > 0.0:
+        out.append(llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
+    out.append(llama_cpp.llama_sampler_init_temp(params.temperature))
+    out.append(llama_cpp.llama_sampler_init_dist(seed))
+    return out

@@ -1,0 +1,228 @@
+"""Where sequences live in the shared KV cache: one slot per llama.cpp sequence id.
+
+A slot is free (empty), idle (holding the cache of a finished request: a conversation's
+history, or an anonymous prefix) or owned by a running sequence. The cells of the cache are
+accounted for conservatively: a running sequence reserves its prompt plus its max_tokens,
+an idle slot holds its tokens, and cells shared between sequences count once for each.
+Idle slots are given up least recently used first when a sequence needs room; a keyed one
+is saved to the KvStateStore on the way out, so its conversation can come back.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.runtime.context import NativeContext
+from engine.runtime.kv_states import KvStateStore, SavedState
+from engine.runtime.sequence import TRAILING
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Slot:
+    """One sequence id of the context and what it holds."""
+
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)  # cached at positions 0..len-1
+    text: str | None = None  # what the tokens spell, when known
+    key: str | None = None  # the conversation they belong to
+    owner: object | None = None  # the running Sequence, if any
+    last_used: int = 0
+    saved: bool = False  # the store holds a copy of exactly these tokens (made while the runtime was idle)
+
+    @property
+    def cells(self) -> int:
+        return self.owner.cells if self.owner is not None else len(self.tokens)
+
+
+def common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    """How many leading tokens ``a`` and ``b`` share, at most ``limit``."""
+    n, limit = 0, min(len(a), len(b), limit)
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
+
+
+class SlotTable:
+    """The context's sequence ids and the cells they use; places sequences, evicts idle ones."""
+
+    def __init__(self, ctx: NativeContext, n_slots: int, store: KvStateStore):
+        self.ctx = ctx
+        self.store = store
+        self.slots = [Slot(i) for i in range(n_slots)]
+        self._tick = itertools.count(1)
+        self.evicted = self.restored = 0  # counters, for tests and benchmarks
+
+    def used_cells(self) -> int:
+        return sum(s.cells for s in self.slots)
+
+    def text_caches(self, key: str | None) -> list[tuple[list[int], str]]:
+        """(tokens, text) pairs a new prompt may extend verbatim: idle slots and the key's saved state."""
+        out = [(s.tokens, s.text) for s in self.slots if s.owner is None and s.text and s.tokens]
+        saved = self.store.peek(key) if key else None
+        if saved is not None and saved.text:
+            out.append((saved.tokens, saved.text))
+        return out
+
+    def place(self, seq) -> int | None:
+        """Give ``seq`` a slot holding as much of its target as can be reused; returns how many tokens
+        that is, or None (changing nothing) when no slot or not enough cells are free.
+
+        Reuse, best first: the conversation's own idle slot; its saved state (or, resuming after
+        preemption, the sequence's own); the longest shared prefix, taking over an anonymous idle
+        slot or sharing the cells of a running or another conversation's slot.
+        """
+        idle = [s for s in self.slots if s.owner is None]
+        target, key = seq.target, seq.key
+        if not idle or (key and any(s.key == key and s.owner is not None and s.owner.phase == TRAILING
+                                    for s in self.slots)):
+            return None  # the conversation's previous turn is putting its last token in: a step
+        limit = len(target) - (1 if seq.samples_after_prefill else 0)
+        prefix = lambda s: common_prefix(s.tokens, target, limit)  # noqa: E731
+        state = source = None
+        if seq.saved is not None:
+            tokens, data = seq.saved
+            slot, state = None, SavedState(key or "", tokens, None, data, 0 if data is None else len(data))
+        else:
+            slot = next((s for s in idle if key and s.key == key and s.tokens), None)
+            if slot is None and key:
+                state = self.store.peek(key)
+        if slot is None and state is None:
+            anon_n, anon = max(((prefix(s), s) for s in idle if s.key is None and s.tokens),
+                               key=lambda p: p[0], default=(0, None))
+            copy_n, source = max(((prefix(s), s) for s in self.slots
+                                  if s.tokens and (s.owner is not None or s.key is not None)),
+                                 key=lambda p: p[0], default=(0, None))
+            if copy_n <= anon_n:
+                source = None
+                slot = anon if anon_n > 0 else None
+        takes_over = slot is not None  # its own tokens are the start of the new cache
+        if slot is None:
+            choices = [s for s in idle if s is not source]
+            if not choices:  # the only idle slot is the one to copy from: evaluate instead
+                choices, source = idle, None
+            empty = [s for s in choices if not s.tokens]
+            slot = empty[0] if empty else min(choices, key=lambda s: s.last_used)
+
+        need = max(seq.cells, len(state.tokens)) if state is not None else seq.cells
+        free = self.ctx.n_ctx - self.used_cells() + len(slot.tokens)
+        evictable = [s for s in idle if s is not slot and s.tokens]
+        if need > free + sum(len(s.tokens) for s in evictable):
+            return None
+
+        if not takes_over and slot.tokens:
+            self.evict(slot)
+        for victim in sorted(evictable, key=lambda s: (s is source, s.last_used)):
+            if free >= need:
+                break
+            if victim is source:  # share its prefix before it goes
+                self._copy(source, slot, copy_n)
+                source = None
+            free += len(victim.tokens)
+            self.evict(victim)
+        if state is not None:
+            self._restore(slot, seq, state)
+        elif source is not None:
+            self._copy(source, slot, copy_n)
+
+        n = prefix(slot)
+        if n < len(slot.tokens):
+            if not self.ctx.remove_from(n, slot.seq_id):
+                self.ctx.remove_sequence(slot.seq_id)
+                n = 0
+            del slot.tokens[n:]
+        if key and slot.saved:
+            self.store.discard(key)  # the copy made while idle: the cache is about to change
+        slot.owner, slot.key, slot.text, slot.last_used, slot.saved = seq, key, None, next(self._tick), False
+        seq.slot = slot
+        return n
+
+    def _copy(self, source: Slot, slot: Slot, n: int) -> None:
+        self.ctx.remove_sequence(slot.seq_id)
+        self.ctx.copy_prefix(source.seq_id, slot.seq_id, n)
+        slot.tokens, slot.text = source.tokens[:n], None
+
+    def _restore(self, slot: Slot, seq, state: SavedState) -> None:
+        if seq.saved is not None:
+            tokens, data = seq.saved
+            seq.saved = None
+        else:
+            taken = self.store.take(state.key)
+            tokens, data = (taken.tokens, taken.data) if taken is not None else ([], None)
+        self.ctx.remove_sequence(slot.seq_id)
+        slot.tokens, slot.text = [], None
+        if not tokens:
+            return
+        restored = data is not None and self.ctx.restore_sequence(slot.seq_id, data)
+        self.store.recycle(data)
+        if restored:
+            if self.ctx.last_position(slot.seq_id) == len(tokens) - 1:
+                slot.tokens = list(tokens)
+                self.restored += 1
+                return
+            self.ctx.remove_sequence(slot.seq_id)
+        log.warning("a saved KV state could not be restored; its tokens are evaluated again")
+
+    def release(self, slot: Slot, text: str | None) -> None:
+        """Its sequence is done: the slot keeps the cache, idle, for the conversation's next turn."""
+        slot.owner, slot.text, slot.last_used, slot.saved = None, text, next(self._tick), False
+        if slot.key:
+            for other in self.slots:
+                if other is not slot and other.key == slot.key and other.owner is None:
+                    other.key = None  # an older copy of the conversation: only a prefix cache now
+            self.store.discard(slot.key)
+
+    def suspend(self, slot: Slot) -> tuple[list[int], np.ndarray | None]:
+        """Save a running sequence's cache and free its slot (preemption)."""
+        tokens = list(slot.tokens)
+        data = self.ctx.save_sequence(slot.seq_id, self.store.buffer) if tokens else None
+        self.drop(slot)
+        return tokens, data
+
+    def evict(self, slot: Slot) -> None:
+        """Give up an idle slot's cells, saving a conversation's state to the store first."""
+        already = slot.saved and slot.key in self.store
+        if slot.key and slot.tokens and not already and (self.store.ram_bytes or self.store.spill_bytes):
+            self._save(slot)
+        self.evicted += 1
+        self.drop(slot)
+
+    def _save(self, slot: Slot) -> None:
+        data = self.ctx.save_sequence(slot.seq_id, self.store.buffer)
+        self.store.put(SavedState(slot.key, list(slot.tokens), slot.text, data, len(data)))
+
+    def save_one_idle(self) -> bool:
+        """While nothing runs: copy one idle conversation's cache to the store ahead of need, so
+        evicting it later costs nothing on a request's way. Only into free room (RAM, or the spill
+        folder for a state larger than the RAM budget); False when there is nothing (more) to do."""
+        pending = [s for s in self.slots if s.owner is None and s.key and s.tokens and not s.saved]
+        for slot in sorted(pending, key=lambda s: s.last_used):  # the next to be evicted first
+            if self.store.has_room(self.ctx.state_size(slot.seq_id)):
+                self._save(slot)
+                slot.saved = True
+                return True
+        return False
+
+    def drop(self, slot: Slot) -> None:
+        """Empty a slot without saving anything (after a failure, or when its owner leaves it empty)."""
+        self.ctx.remove_sequence(slot.seq_id)
+        slot.tokens, slot.text, slot.key, slot.owner, slot.saved = [], None, None, None, False
+
+    def evict_idle(self) -> int:
+        """Give up every idle slot's cells (the cache ran out of room after all); returns how many."""
+        idle = [s for s in self.slots if s.owner is None and s.tokens]
+        for slot in idle:
+            self.evict(slot)
+        return len(idle)
+
+    def clear(self) -> None:
+        """Forget everything cached (no sequence may be running)."""
+        self.ctx.clear()
+        for slot in self.slots:
+            slot.tokens, slot.text, slot.key, slot.owner, slot.saved = [], None, None, None, False
+        self.store.clear()

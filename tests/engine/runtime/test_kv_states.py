@@ -1,0 +1,192 @@
+"""KV states across conversations: kept in the context, saved to RAM within a budget, spilled to
+disk, and put back so a returning conversation does not evaluate its history again."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from engine.runtime.generator import Generator
+from engine.runtime.kv_states import KvStateStore, SavedState
+from engine.runtime.runtime import Runtime
+from engine.runtime.types import ChatMessage, Done, GenerationRequest, ModelConfig, SamplingParams
+
+SYSTEM = ChatMessage("system", "You are a helpful assistant.")
+
+
+class Conversation:
+    """A conversation's messages and its turns through a generator or a runtime (greedy)."""
+
+    def __init__(self, key: str, first: str):
+        self.key = key
+        self.messages = [SYSTEM, ChatMessage("user", first)]
+        self.turns: list[Done] = []
+
+    def request(self, max_tokens: int) -> GenerationRequest:
+        return GenerationRequest(tuple(self.messages), SamplingParams(temperature=0.0, max_tokens=max_tokens),
+                                 conversation_key=self.key)
+
+    def answered(self, done: Done, follow_up: str | None) -> Done:
+        self.turns.append(done)
+        self.messages.append(ChatMessage("assistant", done.text))
+        if follow_up:
+            self.messages.append(ChatMessage("user", follow_up))
+        return done
+
+    def turn(self, gen: Generator, follow_up: str | None = None, max_tokens: int = 40) -> Done:
+        return self.answered(gen.generate(self.request(max_tokens), threading.Event(), lambda e: None), follow_up)
+
+    def previous_length(self) -> int:
+        """What the last turn left in the cache: its prompt and its answer."""
+        last = self.turns[-1].stats
+        return last.prompt_tokens + last.completion_tokens
+
+
+def test_switching_back_to_a_conversation_reuses_its_whole_history(runtime):
+    a = Conversation("conversation:1", "Name a large river.")
+    b = Conversation("conversation:2", "Name a tall mountain.")
+    for conv, follow_up in ((a, "How long is it?"), (b, "How high is it?")):
+        conv.answered(runtime.submit(conv.request(30)).wait(60), follow_up)
+    for conv in (a, b):  # back to a after b ran, then back to b
+        expected = conv.previous_length()
+        done = conv.answered(runtime.submit(conv.request(30)).wait(60), None)
+        assert done.stats.reused_prompt_tokens == expected
+        assert done.stats.prompt_tokens > expected
+
+
+def pressure(model_path, **config) -> Generator:
+    """A generator whose cache holds about one conversation: the next one pushes the idle one out."""
+    return Generator(ModelConfig(model_path, n_ctx=256, n_parallel=1, **config))
+
+
+def interleaved(gen: Generator, long_turn: bool) -> tuple[Conversation, Done]:
+    """Conversation a's first turn, then (if long_turn) another conversation that needs the whole
+    cache, then a's second turn; returns a and its second turn."""
+    a = Conversation("conversation:a", "Name a large river.")
+    a.turn(gen, "How long is it?")
+    if long_turn:
+        b = Conversation("conversation:b", "Write a long story about the sea.")
+        b.turn(gen, None, max_tokens=200)  # its prompt plus 200 cells leave no room for a's
+    return a, a.turn(gen, None)
+
+
+@pytest.fixture(scope="module")
+def undisturbed(model_path):
+    """Conversation a's second turn with its history resident all along."""
+    gen = pressure(model_path)
+    try:
+        a, second = interleaved(gen, long_turn=False)
+        return a.turns[0], second
+    finally:
+        gen.close()
+
+
+def test_a_state_evicted_to_ram_comes_back_with_the_same_answer(model_path, undisturbed):
+    first, expected = undisturbed
+    gen = pressure(model_path)
+    try:
+        a, second = interleaved(gen, long_turn=True)
+        assert gen.slots.evicted >= 1 and gen.slots.restored == 1
+        assert gen.store.restored_from_disk == 0
+    finally:
+        gen.close()
+    assert a.turns[0].text == first.text
+    assert second.stats.reused_prompt_tokens == first.stats.prompt_tokens + first.stats.completion_tokens
+    assert second.text == expected.text  # the restored cache is the cache it was
+
+
+def test_a_state_spilled_to_disk_comes_back_with_the_same_answer(model_path, undisturbed, tmp_path):
+    first, expected = undisturbed
+    gen = pressure(model_path, kv_ram_mb=0, kv_spill_dir=str(tmp_path / "spill"))
+    try:
+        a, second = interleaved(gen, long_turn=True)
+        assert gen.store.spilled >= 1 and gen.store.restored_from_disk == 1
+        assert gen.slots.restored == 1
+        gen.store.flush()
+        folder = next((tmp_path / "spill").iterdir())
+        assert len(list(folder.iterdir())) == 1  # b's state is on disk now; a's file went when it came back
+    finally:
+        gen.close()
+    assert not any((tmp_path / "spill").iterdir())  # closing removes the spill folder
+    assert second.stats.reused_prompt_tokens == first.stats.prompt_tokens + first.stats.completion_tokens
+    assert second.text == expected.text
+
+
+def test_without_a_saved_state_the_history_is_evaluated_again_and_says_so(model_path, undisturbed):
+    first, _ = undisturbed
+    gen = pressure(model_path, kv_ram_mb=0)  # no RAM, no spill folder: evicted states are dropped
+    try:
+        a, second = interleaved(gen, long_turn=True)
+        assert gen.slots.evicted >= 1 and gen.slots.restored == 0 and "conversation:a" not in gen.store
+    finally:
+        gen.close()
+    # Only the system prompt it shares with the other conversation is reused.
+    assert second.stats.reused_prompt_tokens < first.stats.prompt_tokens
+    assert second.stats.finish_reason in ("stop", "length") and second.text
+
+
+def state(key: str, nbytes: int) -> SavedState:
+    return SavedState(key, [1, 2, 3], "abc", bytearray(b"x" * nbytes), nbytes)
+
+
+def test_the_ram_budget_keeps_the_most_recent_states_and_spills_the_rest(tmp_path):
+    store = KvStateStore(ram_bytes=250, spill_dir=tmp_path, spill_bytes=250)
+    for key in ("a", "b", "c"):
+        store.put(state(key, 100))
+    store.flush()
+    assert store.ram_used == 200 and store.disk_used == 100 and store.spilled == 1
+    assert "a" in store and store.peek("a").data is None  # the oldest went to disk, its tokens stay known
+    assert len(list(next(tmp_path.iterdir()).iterdir())) == 1
+    store.put(state("d", 100))
+    assert store.disk_used == 200 and store.dropped == 0  # b followed a to disk
+    store.put(state("e", 100))
+    assert store.dropped == 1 and "a" not in store and store.disk_used == 200  # c pushed a off the disk
+    store.flush()
+    back = store.take("b")
+    assert back is not None and bytes(back.data) == b"x" * 100 and store.restored_from_disk == 1
+    assert "b" not in store and store.take("b") is None
+    assert len(list(next(tmp_path.iterdir()).iterdir())) == 1  # c's file; a's was dropped, b's read back
+    store.close()
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_state_taken_back_while_its_file_is_written_comes_from_memory_and_leaves_no_file(tmp_path):
+    store = KvStateStore(ram_bytes=0, spill_dir=tmp_path, spill_bytes=10 ** 9)
+    big = state("big", 50_000_000)  # long enough to write that taking it back races the writer
+    store.put(big)
+    back = store.take("big")
+    assert back is not None and len(back.data) == 50_000_000
+    store.flush()
+    assert not any(next(tmp_path.iterdir()).iterdir())
+    store.close()
+
+
+def test_a_state_larger_than_ram_goes_straight_to_disk_and_stale_ones_are_discarded(tmp_path):
+    store = KvStateStore(ram_bytes=50, spill_dir=tmp_path, spill_bytes=1000)
+    store.put(state("big", 100))
+    assert store.ram_used == 0 and store.disk_used == 100
+    store.put(state("big", 40))  # a newer turn of the same conversation replaces it
+    assert store.ram_used == 40 and store.disk_used == 0
+    store.discard("big")
+    assert "big" not in store and store.ram_used == 0
+    store.close()
+
+
+def test_a_runtime_serves_many_conversations_with_a_small_cache(model_path, tmp_path):
+    """Eight conversations take turns in a cache that holds a few of them: states go to RAM (room for
+    about one) and to disk and come back, and every second turn reuses its whole first turn."""
+    rt = Runtime()
+    rt.load(ModelConfig(model_path, n_ctx=256, n_parallel=2, kv_ram_mb=2, kv_spill_dir=str(tmp_path))).result(60)
+    try:
+        convs = [Conversation(f"conversation:{i}", f"Name a city in country number {i}.") for i in range(8)]
+        for conv in convs:
+            conv.answered(rt.submit(conv.request(24)).wait(60), "Why is it known?")
+        for conv in convs:
+            expected = conv.previous_length()
+            done = conv.answered(rt.submit(conv.request(24)).wait(60), None)
+            assert done.stats.reused_prompt_tokens == expected, conv.key
+        store = rt._generator.store
+        assert store.spilled > 0 and store.restored_from_disk > 0
+    finally:
+        rt.shutdown()
