@@ -58,7 +58,7 @@ class Backends:
         from app.services import model_config
 
         info = runtime.model_info
-        if info is not None and (name == "server" or self.loaded_config == model_config(self.settings)):
+        if info is not None and (name == "server" or self.loaded_config == model_config(self.settings, kv_dir=self.paths.kv_cache_dir)):
             future = Future()
             future.set_result(info)
             return future
@@ -70,7 +70,7 @@ class Backends:
         from app.services import model_config
 
         try:
-            config = model_config(self.settings)
+            config = model_config(self.settings, kv_dir=self.paths.kv_cache_dir)
         except ModelLoadError as exc:
             future: Future = Future()
             future.set_exception(exc)

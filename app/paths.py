@@ -38,6 +38,11 @@ class Paths:
         return self.data_dir / "traces.sqlite3"
 
     @property
+    def kv_cache_dir(self) -> Path:
+        """Where conversation KV states pushed out of RAM are spilled (a folder per running engine)."""
+        return self.data_dir / "kv-cache"
+
+    @property
     def log_file(self) -> Path:
         return self.data_dir / "locus.log"
 

@@ -49,8 +49,11 @@ class SettingsError(EngineError):
     code = "invalid_settings"
 
 
-def model_config(settings: Settings, override_path: str | None = None) -> ModelConfig:
-    """The runtime's ModelConfig for these settings; the bundled model when none is set."""
+def model_config(settings: Settings, override_path: str | None = None, kv_dir: Path | None = None) -> ModelConfig:
+    """The runtime's ModelConfig for these settings; the bundled model when none is set.
+
+    ``kv_dir``: where conversation states that do not fit the RAM budget are spilled (none: dropped).
+    """
     path = override_path or settings.model.path
     display_name = None
     if not path:
@@ -67,6 +70,10 @@ def model_config(settings: Settings, override_path: str | None = None) -> ModelC
         n_threads=settings.model.threads,
         n_gpu_layers=settings.model.gpu_layers,
         display_name=display_name,
+        n_parallel=settings.model.parallel_requests,
+        kv_ram_mb=settings.model.conversation_cache_mb,
+        kv_spill_dir=str(kv_dir) if kv_dir is not None and settings.model.conversation_cache_disk_mb else None,
+        kv_spill_mb=settings.model.conversation_cache_disk_mb,
     )
 
 
@@ -221,7 +228,7 @@ class Services(Backends):
         if self.runtime is self.remote_runtime and override_path is None:
             return self._ready("server", connect_remote(self.remote_runtime, on_event))
         try:
-            config = model_config(self.settings, override_path)
+            config = model_config(self.settings, override_path, self.paths.kv_cache_dir)
         except ModelLoadError as exc:
             future: Future = Future()
             future.set_exception(exc)

@@ -39,6 +39,16 @@ class ModelSettings:
                            label="Threads")
     gpu_layers: int = setting(0, "Layers offloaded to the GPU; -1 offloads all, 0 runs on the CPU.",
                               minimum=-1, maximum=10000, label="GPU layers")
+    parallel_requests: int = setting(4, "Requests answered together (continuous batching): a quick ask, the local "
+                                        "API and a running summary share the model instead of waiting in turn; "
+                                        "1 answers one at a time.", minimum=1, maximum=32,
+                                     label="Parallel requests")
+    conversation_cache_mb: int = setting(512, "Memory kept for the model's state of recent conversations, so "
+                                              "going back to one does not read its history again; 0 keeps none.",
+                                         minimum=0, maximum=65536, label="Conversation cache (MB)")
+    conversation_cache_disk_mb: int = setting(2048, "Disk space for conversation states pushed out of memory "
+                                                    "(in the data folder, removed on exit); 0 keeps none on disk.",
+                                              minimum=0, maximum=1048576, label="Conversation cache on disk (MB)")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,9 @@ class KvStateStore:
         self._spare: list[np.ndarray] = []  # buffers of states put back into the context, for the next save
         if spill_dir and self.spill_bytes:
             Path(spill_dir).mkdir(parents=True, exist_ok=True)
+            remove_orphans(Path(spill_dir))
             # A folder of this store's own: two processes spilling to one place never mix states.
-            self._folder = Path(tempfile.mkdtemp(prefix="kv-", dir=spill_dir))
+            self._folder = Path(tempfile.mkdtemp(prefix=f"kv-{os.getpid()}-", dir=spill_dir))
         self.spilled = self.restored_from_disk = self.dropped = 0  # counters, for tests and benchmarks
 
     @property
@@ -222,6 +224,18 @@ class KvStateStore:
         if not writing:  # else the writer removes it
             state.data = None
             _unlink(state.path)
+
+
+def remove_orphans(spill_dir: Path) -> int:
+    """Remove the spill folders of processes that ended without closing their store (a crash, a kill)."""
+    removed = 0
+    for folder in spill_dir.glob("kv-*-*"):
+        pid = folder.name.split("-")[1]
+        if not pid.isdigit() or int(pid) == os.getpid() or psutil.pid_exists(int(pid)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 def _allocate(size: int) -> np.ndarray:

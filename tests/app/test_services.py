@@ -59,3 +59,36 @@ def test_a_model_file_given_for_one_run_answers_on_this_computer_even_with_a_ser
         assert done.stats.model.lower().startswith("smollm2")  # the file's own name: given by path, not bundled
     finally:
         services.close()
+
+
+def test_model_settings_set_parallel_requests_and_the_conversation_cache(locus_home, model_path):
+    """Parallel requests and the conversation cache budgets go from the settings to the loaded engine;
+    states pushed out of RAM are spilled under the data folder and removed when Locus closes."""
+    from app import settings as settings_mod
+    from engine.runtime.types import Done, GenerationRequest, ChatMessage, SamplingParams, Started
+
+    settings = (settings_mod.Settings().with_value("model.path", model_path)
+                .with_value("model.parallel_requests", 2).with_value("model.conversation_cache_mb", 0)
+                .with_value("model.conversation_cache_disk_mb", 64))
+    settings_mod.save(settings, locus_home / "config.toml")
+    paths = resolve_paths()
+    services = build_services(paths)
+    try:
+        services.load_model().result(timeout=120)
+        config = services.loaded_config
+        assert (config.n_parallel, config.kv_ram_mb, config.kv_spill_mb) == (2, 0, 64)
+        assert config.kv_spill_dir == str(paths.kv_cache_dir)
+        generator = services.local_runtime._generator
+        assert generator.batcher.max_active == 2 and generator.store.spill_bytes == 64 << 20
+        assert [p.parent for p in paths.kv_cache_dir.iterdir()] == [paths.kv_cache_dir]  # this engine's folder
+        order: list[tuple[int, str]] = []
+        handles = [services.local_runtime.submit(
+            GenerationRequest((ChatMessage("user", f"Count to {n}."),), SamplingParams(temperature=0.0, max_tokens=24)),
+            lambda e, n=n: order.append((n, type(e).__name__))) for n in (3, 4, 5)]
+        assert all(isinstance(h.wait(120), Done) for h in handles)
+        # Two answer together: the second starts before the first is done, the third waits for a place.
+        assert order.index((4, Started.__name__)) < order.index((3, Done.__name__))
+        assert order.index((5, Started.__name__)) > min(order.index((3, Done.__name__)), order.index((4, Done.__name__)))
+    finally:
+        services.close()
+    assert not any(paths.kv_cache_dir.iterdir())

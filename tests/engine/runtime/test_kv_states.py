@@ -190,3 +190,25 @@ def test_a_runtime_serves_many_conversations_with_a_small_cache(model_path, tmp_
         assert store.spilled > 0 and store.restored_from_disk > 0
     finally:
         rt.shutdown()
+
+
+def test_spill_folders_left_by_ended_processes_are_removed_and_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                           text=True, check=True)
+    orphan = tmp_path / f"kv-{ended.stdout.strip()}-abc"  # a process that crashed with states on disk
+    orphan.mkdir()
+    (orphan / "0.kv").write_bytes(b"x" * 10)
+    live = tmp_path / f"kv-{os.getppid()}-def"  # another running engine's folder (our parent is alive)
+    live.mkdir()
+    store = KvStateStore(ram_bytes=0, spill_dir=tmp_path, spill_bytes=1000)
+    try:
+        assert not orphan.exists() and live.exists()
+        own = [p for p in tmp_path.iterdir() if p.name.startswith(f"kv-{os.getpid()}-")]
+        assert len(own) == 1
+    finally:
+        store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]
