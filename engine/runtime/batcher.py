@@ -71,14 +71,15 @@ class Batcher:
         self.active.remove(seq)
 
     def fail_all(self, error: EngineError) -> None:
-        """Fail every running sequence and forget the cache (after a failure outside any one sequence)."""
+        """Fail every running sequence and forget the context's cache (after a failure outside any one
+        sequence); conversations' states already saved to RAM or disk stay."""
         for seq in list(self.active):
             if seq.phase == TRAILING:  # its answer is complete: only its cache is lost
                 seq.settled()
             elif seq.phase != DONE:
                 seq.fail(error)
         self.active.clear()
-        self.slots.clear()
+        self.slots.clear(keep_saved=True)
 
     # One step ----------------------------------------------------------------------
 

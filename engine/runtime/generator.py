@@ -56,7 +56,8 @@ class Generator:
         eos = self.model.token_text(self.model.eos) if self.model.eos >= 0 else ""
         self.template = ChatTemplate(self.model.chat_template(), bos_token=bos, eos_token=eos)
         self.store = KvStateStore(config.kv_ram_mb << 20, config.kv_spill_dir, config.kv_spill_mb << 20)
-        self.slots = SlotTable(self.ctx, min(n_slots, self.ctx.n_seq_max), self.store)
+        self.slots = SlotTable(self.ctx, min(n_slots, self.ctx.n_seq_max), self.store,
+                               share_prefixes=not self.model.one_state_per_sequence)
         # Prompt chunks of 64 tokens cost a CPU no throughput (it is compute-bound from about 32
         # rows on) and keep steps short; a GPU is faster per token with bigger chunks.
         self.batcher = Batcher(self.ctx, self.slots, max_active=max_active or config.n_parallel,

@@ -142,6 +142,10 @@ class KvStateStore:
             return self._ram_used + size <= self.ram_bytes
         return self._folder is not None and self._disk_used + size <= self.spill_bytes
 
+    def has_ram_room(self, size: int) -> bool:
+        """Whether a state of ``size`` bytes fits in the RAM budget beside the states kept there."""
+        return self._ram_used + size <= self.ram_bytes
+
     def buffer(self, size: int) -> np.ndarray:
         """A uint8 array of at least ``size`` bytes to save a state into: a spare one when one fits."""
         fits = [b for b in self._spare if size <= len(b) <= size * 3 // 2 + 4096]
@@ -159,8 +163,10 @@ class KvStateStore:
         while isinstance(whole.base, np.ndarray):  # the whole buffer the state was saved into
             whole = whole.base
         self._spare.append(whole)
-        if len(self._spare) > _SPARE_BUFFERS:
-            self._spare.sort(key=len)
+        self._spare.sort(key=len)
+        # Spare buffers count against the RAM budget too: keep the largest that fit beside the states.
+        while self._spare and (len(self._spare) > _SPARE_BUFFERS
+                               or self._ram_used + sum(len(b) for b in self._spare) > self.ram_bytes):
             self._spare.pop(0)
 
     def flush(self) -> None:

@@ -105,6 +105,9 @@ class NativeModel:
                 detail=recent_errors(),
             )
         self.model = model
+        # Recurrent or hybrid (Mamba, RWKV, LFM2, ...): a sequence's memory is one state, not cells per position.
+        self.one_state_per_sequence = bool(llama_cpp.llama_model_is_recurrent(model)
+                                           or llama_cpp.llama_model_is_hybrid(model))
         self.vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self._pieces: dict[int, bytes] = {}

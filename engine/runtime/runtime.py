@@ -167,17 +167,11 @@ class Runtime:
             self._take_messages(block=idle and not working)
             if self._stopping:
                 break
-            scheduler.sweep_cancelled()
-            if self._loads and not self._busy() and not scheduler.preempted:
-                self._do_load(self._loads.popleft())
-                continue
-            no_model = ("The model failed to load, so there is nothing to answer with."
-                        if self._load_requested else "No model is loaded yet.")
-            scheduler.admit(self._generator, no_model, resume_only=bool(self._loads))
-            if self._busy():
-                self._step()
-            elif len(scheduler.waiting) and not self._loads:
-                scheduler.unschedulable()
+            try:
+                self._turn(scheduler)
+            except Exception as exc:  # noqa: BLE001 - a bug here must not stop the thread every request waits on
+                log.exception("the runtime's scheduling failed")
+                self._recover(wrap_unexpected(exc))
         self.cancel_all()  # shutdown cancelled them already; let them finish as cancelled
         while self._busy():
             self._step()
@@ -191,6 +185,28 @@ class Runtime:
             if self._generator is not None:
                 self._generator.close()
                 self._generator = None
+
+    def _turn(self, scheduler: Scheduler) -> None:
+        """Between two decode steps: drop what was cancelled, load a model, admit waiting requests, step."""
+        scheduler.sweep_cancelled()
+        if self._loads and not self._busy() and not scheduler.preempted:
+            self._do_load(self._loads.popleft())
+            return
+        no_model = ("The model failed to load, so there is nothing to answer with."
+                    if self._load_requested else "No model is loaded yet.")
+        scheduler.admit(self._generator, no_model, resume_only=bool(self._loads))
+        if self._busy():
+            self._step()
+        elif len(scheduler.waiting) and not self._loads:
+            scheduler.unschedulable()
+
+    def _recover(self, error: EngineError) -> None:
+        """After an unexpected failure between steps: fail what runs and the request at the head of the
+        queue (the likeliest cause), so the thread goes on serving the rest instead of failing forever."""
+        if self._generator is not None and self._generator.batcher.busy:
+            self._generator.batcher.fail_all(error)
+        if len(self._scheduler.waiting):
+            self._scheduler.fail_head(error)
 
     def _take_messages(self, block: bool) -> None:
         try:

@@ -132,7 +132,8 @@ class Scheduler:
                 self._end(work, Failed(work.request_id, ModelNotLoadedError(no_model,
                                                                            hint="Choose a model in Settings.")))
                 continue
-            if resume_only and not work.started:
+            if resume_only:
+                self._resume_preempted(gen)
                 return
             if work.seq is None and not self._build(gen, work):
                 self.waiting.pop()
@@ -143,6 +144,15 @@ class Scheduler:
             if not work.started:
                 self._start(work)
             self.running[work.request_id] = work
+
+    def _resume_preempted(self, gen: Generator) -> None:
+        """While a new model waits to load, only preempted requests go on (best first, as room allows),
+        whatever waits ahead of them: the load waits for them, so they must not wait for the load."""
+        for work in self.waiting.remove_where(lambda w: w.started):
+            if gen.batcher.admit(work.seq):
+                self.running[work.request_id] = work
+            else:
+                self.waiting.push(work, work.seq.priority, work.arrival)
 
     def _build(self, gen: Generator, work: Work) -> bool:
         handle = work.handle
@@ -160,8 +170,8 @@ class Scheduler:
         batcher, seq = gen.batcher, work.seq
         if batcher.admit(seq):
             return True
-        if self.scheduling != "batch":
-            return False
+        if self.scheduling != "batch" or gen.slots.waits_for_own_turn(seq):
+            return False  # (its conversation's previous turn needs one more step: preempting would not help)
         victims = batcher.victims(seq)
         if not victims or not batcher.could_fit(seq, victims):
             return False
@@ -177,9 +187,13 @@ class Scheduler:
     def unschedulable(self) -> None:
         """Nothing runs, yet the head of the queue could not start: it never will. (Cannot happen while
         the cache accounting holds; this keeps a bug from spinning the runtime thread forever.)"""
+        work = self.waiting.peek()
+        self.fail_head(GenerationError("The request could not be scheduled.",
+                                       detail=f"request {work.request_id} did not fit an empty context"))
+
+    def fail_head(self, error: EngineError) -> None:
+        """End the request at the head of the queue with ``error``."""
         work = self.waiting.pop()
-        error = GenerationError("The request could not be scheduled.",
-                                detail=f"request {work.request_id} did not fit an empty context")
         if work.started:
             work.seq.fail(error)
         else:

@@ -51,12 +51,21 @@ def common_prefix(a: list[int], b: list[int], limit: int) -> int:
 class SlotTable:
     """The context's sequence ids and the cells they use; places sequences, evicts idle ones."""
 
-    def __init__(self, ctx: NativeContext, n_slots: int, store: KvStateStore):
+    def __init__(self, ctx: NativeContext, n_slots: int, store: KvStateStore, *, share_prefixes: bool = True):
         self.ctx = ctx
         self.store = store
         self.slots = [Slot(i) for i in range(n_slots)]
+        # Recurrent and hybrid models (Mamba, LFM2, ...) keep one state per sequence, not one per
+        # position: a copy would hand over the source's whole state, so prefixes are not shared there.
+        self.share_prefixes = share_prefixes
         self._tick = itertools.count(1)
-        self.evicted = self.restored = 0  # counters, for tests and benchmarks
+        self.evicted = self.restored = self.recomputed = 0  # counters, for tests and benchmarks
+
+    def waits_for_own_turn(self, seq) -> bool:
+        """Whether ``seq``'s conversation is still putting its previous turn's last token in (a step)."""
+        key = seq.key
+        return bool(key) and any(s.key == key and s.owner is not None and s.owner.phase == TRAILING
+                                 for s in self.slots)
 
     def used_cells(self) -> int:
         return sum(s.cells for s in self.slots)
@@ -79,9 +88,8 @@ class SlotTable:
         """
         idle = [s for s in self.slots if s.owner is None]
         target, key = seq.target, seq.key
-        if not idle or (key and any(s.key == key and s.owner is not None and s.owner.phase == TRAILING
-                                    for s in self.slots)):
-            return None  # the conversation's previous turn is putting its last token in: a step
+        if not idle or self.waits_for_own_turn(seq):
+            return None
         limit = len(target) - (1 if seq.samples_after_prefill else 0)
         prefix = lambda s: common_prefix(s.tokens, target, limit)  # noqa: E731
         state = source = None
@@ -95,8 +103,8 @@ class SlotTable:
         if slot is None and state is None:
             anon_n, anon = max(((prefix(s), s) for s in idle if s.key is None and s.tokens),
                                key=lambda p: p[0], default=(0, None))
-            copy_n, source = max(((prefix(s), s) for s in self.slots
-                                  if s.tokens and (s.owner is not None or s.key is not None)),
+            copy_n, source = max(((prefix(s), s) for s in self.slots if self.share_prefixes
+                                  and s.tokens and (s.owner is not None or s.key is not None)),
                                  key=lambda p: p[0], default=(0, None))
             if copy_n <= anon_n:
                 source = None
@@ -115,6 +123,10 @@ class SlotTable:
         if need > free + sum(len(s.tokens) for s in evictable):
             return None
 
+        saved = None
+        if state is not None:  # taken out of the store now: the evictions below may push others out
+            saved = seq.saved if seq.saved is not None else self._take(state.key)
+            seq.saved = None
         if not takes_over and slot.tokens:
             self.evict(slot)
         for victim in sorted(evictable, key=lambda s: (s is source, s.last_used)):
@@ -126,7 +138,7 @@ class SlotTable:
             free += len(victim.tokens)
             self.evict(victim)
         if state is not None:
-            self._restore(slot, seq, state)
+            self._restore(slot, *saved)
         elif source is not None:
             self._copy(source, slot, copy_n)
 
@@ -147,26 +159,37 @@ class SlotTable:
         self.ctx.copy_prefix(source.seq_id, slot.seq_id, n)
         slot.tokens, slot.text = source.tokens[:n], None
 
-    def _restore(self, slot: Slot, seq, state: SavedState) -> None:
-        if seq.saved is not None:
-            tokens, data = seq.saved
-            seq.saved = None
-        else:
-            taken = self.store.take(state.key)
-            tokens, data = (taken.tokens, taken.data) if taken is not None else ([], None)
+    def _take(self, key: str) -> tuple[list[int], np.ndarray | None]:
+        taken = self.store.take(key)
+        return (taken.tokens, taken.data) if taken is not None else ([], None)
+
+    def _restore(self, slot: Slot, tokens: list[int], data: np.ndarray | None) -> None:
         self.ctx.remove_sequence(slot.seq_id)
         slot.tokens, slot.text = [], None
         if not tokens:
             return
-        restored = data is not None and self.ctx.restore_sequence(slot.seq_id, data)
+        restored = self._put_back(slot, tokens, data)
+        if not restored and data is not None:
+            # llama.cpp puts a state back into one run of free cells; streams decoding together leave
+            # the free cells scattered, so give up the idle caches (saved first) and try once more.
+            for other in [s for s in self.slots if s is not slot and s.owner is None and s.tokens]:
+                self.evict(other)
+            restored = self._put_back(slot, tokens, data)
         self.store.recycle(data)
         if restored:
-            if self.ctx.last_position(slot.seq_id) == len(tokens) - 1:
-                slot.tokens = list(tokens)
-                self.restored += 1
-                return
-            self.ctx.remove_sequence(slot.seq_id)
+            slot.tokens = list(tokens)
+            self.restored += 1
+            return
+        self.recomputed += 1
         log.warning("a saved KV state could not be restored; its tokens are evaluated again")
+
+    def _put_back(self, slot: Slot, tokens: list[int], data: np.ndarray | None) -> bool:
+        if data is None or not self.ctx.restore_sequence(slot.seq_id, data):
+            return False
+        if self.ctx.last_position(slot.seq_id) == len(tokens) - 1:
+            return True
+        self.ctx.remove_sequence(slot.seq_id)
+        return False
 
     def release(self, slot: Slot, text: str | None) -> None:
         """Its sequence is done: the slot keeps the cache, idle, for the conversation's next turn."""
@@ -198,11 +221,11 @@ class SlotTable:
 
     def save_one_idle(self) -> bool:
         """While nothing runs: copy one idle conversation's cache to the store ahead of need, so
-        evicting it later costs nothing on a request's way. Only into free room (RAM, or the spill
-        folder for a state larger than the RAM budget); False when there is nothing (more) to do."""
+        evicting it later costs nothing on a request's way. Only into free RAM within the budget
+        (never to disk: the next turn would make that copy stale); False when there is nothing to do."""
         pending = [s for s in self.slots if s.owner is None and s.key and s.tokens and not s.saved]
         for slot in sorted(pending, key=lambda s: s.last_used):  # the next to be evicted first
-            if self.store.has_room(self.ctx.state_size(slot.seq_id)):
+            if self.store.has_ram_room(self.ctx.state_size(slot.seq_id)):
                 self._save(slot)
                 slot.saved = True
                 return True
@@ -220,9 +243,10 @@ class SlotTable:
             self.evict(slot)
         return len(idle)
 
-    def clear(self) -> None:
-        """Forget everything cached (no sequence may be running)."""
+    def clear(self, keep_saved: bool = False) -> None:
+        """Forget everything cached (no sequence may be running); the saved states too unless ``keep_saved``."""
         self.ctx.clear()
         for slot in self.slots:
             slot.tokens, slot.text, slot.key, slot.owner, slot.saved = [], None, None, None, False
-        self.store.clear()
+        if not keep_saved:
+            self.store.clear()

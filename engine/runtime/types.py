@@ -44,6 +44,9 @@ class ModelConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < low or (high and value > high):
                 within = f"from {low} to {high}" if high else f"of at least {low}"
                 raise InvalidRequestError(f"Model setting '{name}' is {value!r}; it must be a whole number {within}.")
+        if self.n_batch < self.n_parallel:  # every running request puts at least one token in each batch
+            raise InvalidRequestError(f"Model setting 'n_batch' ({self.n_batch}) must be at least 'n_parallel' "
+                                      f"({self.n_parallel}).")
 
 
 @dataclass(frozen=True)

@@ -166,14 +166,6 @@ def events_of(handle_events: list, kind) -> list:
     return [e for e in handle_events if isinstance(e, kind)]
 
 
-@pytest.fixture()
-def two_slots(model_path):
-    rt = Runtime()
-    rt.load(ModelConfig(model_path, n_ctx=2048, n_parallel=2)).result(timeout=120)
-    yield rt
-    rt.shutdown()
-
-
 def test_requests_join_the_running_batch_and_leave_it_at_once(two_slots):
     """A second request starts while the first is still generating, and a short one that started
     later finishes first."""
@@ -233,6 +225,8 @@ def test_an_interactive_request_preempts_a_background_one_which_resumes_where_it
                                 lambda e: isinstance(e, (Started, Done)) and order.append(
                                     ("interactive", type(e).__name__)))
         assert isinstance(interactive.wait(120), Done) and isinstance(background.wait(120), Done)
+        slots = rt._generator.slots
+        assert slots.restored >= 1 and slots.recomputed == 0  # its saved state was put back, not recomputed
     finally:
         rt.shutdown()
     assert order == [("background", "Started"), ("interactive", "Started"), ("interactive", "Done"),
@@ -280,3 +274,50 @@ def test_the_one_at_a_time_policies_the_benchmarks_compare_against(model_path, s
         rt.shutdown()
     # One at a time: nothing joins the running one, and neither policy preempts it.
     assert started == ["blocker"] + expected
+
+
+def test_a_model_reload_waits_for_a_preempted_request_even_behind_a_queued_one(model_path):
+    """A background answer preempted by a question, another question queued behind, then a new model
+    asked for: the preempted answer resumes and ends on the old model, then the model loads, then the
+    queued question is answered on the new one (nothing is left waiting for another)."""
+    rt = Runtime()
+    config = ModelConfig(model_path, n_ctx=1024, n_parallel=1)
+    rt.load(config).result(timeout=120)
+    try:
+        first_token, first_started = threading.Event(), threading.Event()
+        background = rt.submit(greedy(story("fox"), 200, priority=Priority.BACKGROUND),
+                               lambda e: isinstance(e, Token) and first_token.set())
+        assert first_token.wait(60)
+        question = rt.submit(greedy(story("cat"), 40), lambda e: isinstance(e, Started) and first_started.set())
+        assert first_started.wait(60)  # it took the only place: the background answer is preempted
+        queued = rt.submit(greedy("Say hi.", 8))
+        loaded = rt.load(config)
+        for handle in (question, background, queued):
+            assert isinstance(handle.wait(120), Done), handle
+        assert loaded.result(timeout=120).path == model_path
+        assert background.result.stats.finish_reason == "length"
+    finally:
+        rt.shutdown()
+
+
+def test_without_shared_prefixes_each_stream_evaluates_its_own_prompt(model_path):
+    """Recurrent and hybrid models cannot share a prefix between sequences (a copy would hand over the
+    whole state); with sharing off, a second conversation with the same opening evaluates its whole
+    prompt and still answers as it would alone."""
+    gen = Generator(ModelConfig(model_path, n_ctx=1024, n_parallel=2))
+    try:
+        assert gen.model.one_state_per_sequence is False  # the bundled model is a transformer
+        gen.slots.share_prefixes = False
+        events = threading.Event()
+        first = gen.sequence(greedy(story("cat"), 60, conversation_key="conversation:1"), events, lambda e: None)
+        assert gen.batcher.admit(first)
+        for _ in range(5):
+            gen.batcher.step()
+        second = gen.sequence(greedy(story("cat"), 20, conversation_key="conversation:2"), events, lambda e: None)
+        assert gen.batcher.admit(second)
+        while gen.batcher.busy:
+            gen.batcher.step()
+        assert second.done.stats.reused_prompt_tokens == 0
+        assert first.done.text.startswith(second.done.text)  # the same prompt, greedy: the same opening
+    finally:
+        gen.close()

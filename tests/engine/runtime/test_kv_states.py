@@ -4,6 +4,7 @@ disk, and put back so a returning conversation does not evaluate its history aga
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -212,3 +213,53 @@ def test_spill_folders_left_by_ended_processes_are_removed_and_live_ones_kept(tm
     finally:
         store.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]
+
+
+def test_spare_buffers_stay_within_the_ram_budget():
+    import numpy as np
+
+    store = KvStateStore(ram_bytes=1000)
+    store.recycle(np.zeros(600, dtype=np.uint8))
+    store.recycle(np.zeros(300, dtype=np.uint8))
+    assert sorted(len(b) for b in store._spare) == [300, 600]
+    store.put(state("a", 200))  # states come first: the smaller spare goes
+    store.recycle(np.zeros(100, dtype=np.uint8))
+    assert sum(len(b) for b in store._spare) + store.ram_used <= 1000
+    none = KvStateStore(ram_bytes=0)  # no conversation cache: no buffers kept either
+    none.recycle(np.zeros(10, dtype=np.uint8))
+    assert none._spare == []
+
+
+def test_idle_conversations_are_copied_ahead_into_ram_only_never_to_disk(model_path, tmp_path):
+    """With no RAM budget, idle time copies nothing (a copy on disk would be stale after the next turn);
+    with one, the idle conversation is in RAM before anything needs its cells."""
+    for ram_mb, expected in ((0, False), (64, True)):
+        rt = Runtime()
+        rt.load(ModelConfig(model_path, n_ctx=1024, n_parallel=1, kv_ram_mb=ram_mb,
+                            kv_spill_dir=str(tmp_path / str(ram_mb)))).result(60)
+        try:
+            conv = Conversation("conversation:idle", "Name a colour.")
+            conv.answered(rt.submit(conv.request(16)).wait(60), None)
+            store = rt._generator.store
+            deadline = time.monotonic() + 10
+            while expected and "conversation:idle" not in store and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)  # the runtime is idle: it would have copied by now
+            assert ("conversation:idle" in store) is expected
+            assert store.spilled == 0 and store.disk_used == 0
+        finally:
+            rt.shutdown()
+
+
+def test_a_failed_step_keeps_the_conversations_already_saved(model_path):
+    from engine.errors import GenerationError
+
+    gen = Generator(ModelConfig(model_path, n_ctx=512, n_parallel=1))
+    try:
+        conv = Conversation("conversation:kept", "Name a colour.")
+        conv.turn(gen, None, max_tokens=8)
+        assert gen.slots.save_one_idle() and "conversation:kept" in gen.store
+        gen.batcher.fail_all(GenerationError("decode failed"))
+        assert "conversation:kept" in gen.store and gen.slots.used_cells() == 0
+    finally:
+        gen.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -27,15 +26,6 @@ from engine.runtime.types import (
 
 def request(text="Say hello.", max_tokens=16, **kw) -> GenerationRequest:
     return GenerationRequest((ChatMessage("user", text),), SamplingParams(max_tokens=max_tokens, seed=1), **kw)
-
-
-@pytest.fixture()
-def one_slot(model_path):
-    """A runtime that runs one request at a time, so the next ones really wait in the queue."""
-    rt = Runtime()
-    rt.load(ModelConfig(model_path, n_ctx=2048, n_parallel=1)).result(timeout=120)
-    yield rt
-    rt.shutdown()
 
 
 def test_load_reports_progress_then_the_model(model_path):
@@ -123,9 +113,7 @@ def test_shutdown_cancels_the_running_request_and_fails_the_waiting_ones(model_p
                         lambda e: isinstance(e, Token) and first_token.set())
     waiting = rt.submit(request())
     assert first_token.wait(30)
-    t0 = time.monotonic()
     rt.shutdown()
-    assert time.monotonic() - t0 < 5
     assert running.result.stats.finish_reason == "cancelled"
     assert isinstance(waiting.result, Failed) and isinstance(waiting.result.error, RuntimeStoppedError)
     assert isinstance(rt.submit(request()).wait(1), Failed)
@@ -140,7 +128,8 @@ def test_a_broken_consumer_does_not_stop_the_runtime(runtime):
     assert isinstance(runtime.submit(request()).wait(60), Done)
 
 
-@pytest.mark.parametrize("bad", [dict(n_parallel=0), dict(n_parallel=1000), dict(kv_ram_mb=-1), dict(n_ctx=True)])
+@pytest.mark.parametrize("bad", [dict(n_parallel=0), dict(n_parallel=1000), dict(kv_ram_mb=-1), dict(n_ctx=True),
+                                 dict(n_batch=4, n_parallel=8)])
 def test_bad_model_settings_are_refused_with_their_name(model_path, bad):
     from engine.errors import InvalidRequestError
 
@@ -151,3 +140,21 @@ def test_bad_model_settings_are_refused_with_their_name(model_path, bad):
 def test_an_unknown_scheduling_policy_is_refused():
     with pytest.raises(ValueError, match="fcfs"):
         Runtime(scheduling="random")
+
+
+def test_a_failure_between_steps_fails_one_request_and_the_runtime_goes_on(runtime, monkeypatch):
+    """A bug in scheduling (forced here: nothing real raises there) fails the request it hit, not the thread."""
+    from engine.errors import GenerationError
+
+    real_admit, calls = runtime._scheduler.admit, []
+
+    def admit_once_broken(*args, **kwargs):
+        if not calls:
+            calls.append(1)
+            raise RuntimeError("scheduling bug")
+        return real_admit(*args, **kwargs)
+
+    monkeypatch.setattr(runtime._scheduler, "admit", admit_once_broken)
+    hit = runtime.submit(request()).wait(60)
+    assert isinstance(hit, Failed) and isinstance(hit.error, GenerationError)
+    assert isinstance(runtime.submit(request()).wait(60), Done)
