@@ -221,11 +221,15 @@ class SlotTable:
 
     def save_one_idle(self) -> bool:
         """While nothing runs: copy one idle conversation's cache to the store ahead of need, so
-        evicting it later costs nothing on a request's way. Only into free RAM within the budget
-        (never to disk: the next turn would make that copy stale); False when there is nothing to do."""
+        evicting it later costs nothing on a request's way. Into free RAM within the budget; to the
+        spill folder only when the context could not hold another conversation as long beside it
+        (an eviction is likely), since the conversation's next turn makes the copy stale. False when
+        there is nothing to do."""
         pending = [s for s in self.slots if s.owner is None and s.key and s.tokens and not s.saved]
+        free = self.ctx.n_ctx - self.used_cells()
         for slot in sorted(pending, key=lambda s: s.last_used):  # the next to be evicted first
-            if self.store.has_ram_room(self.ctx.state_size(slot.seq_id)):
+            size = self.ctx.state_size(slot.seq_id)
+            if self.store.has_ram_room(size) or (len(slot.tokens) > free and self.store.has_room(size)):
                 self._save(slot)
                 slot.saved = True
                 return True

@@ -155,3 +155,25 @@ def test_errors_are_shown_in_the_popup_in_words(qtbot, window, services):
         assert popup.stop_button.isHidden()  # ready for another question
     finally:
         window.removeEventFilter(tray)
+
+
+def test_a_quick_ask_is_answered_while_the_window_is_still_answering(qtbot, tray, loaded_window, services):
+    """The engine answers both at once (continuous batching): a short quick ask asked while the window
+    writes a long answer ends before that answer does, and both are saved whole."""
+    window = loaded_window
+    set_sampling(services, max_tokens=300, seed=4, temperature=0.0)
+    qtbot.keyClicks(window.composer, "Write a long story about a lighthouse keeper and a storm.")
+    qtbot.keyClick(window.composer, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: window.live is not None and len(window.live.text) > 5, timeout=60_000)
+    long_answer = window.live
+    set_sampling(services, max_tokens=12)  # the quick ask's request only: the window's keeps its own
+    popup = tray.open_quick_ask()
+    conversation = ask(qtbot, popup, "Name one colour.")
+    assert long_answer.result is None and window.live is long_answer  # still writing its story
+    with qtbot.waitSignal(window.answerFinished, timeout=120_000):
+        pass
+    wait_for_background()
+    quick = services.history.messages(conversation)[1]
+    story = services.history.messages(long_answer.handle.conversation_id)[1]
+    assert quick.status == "complete" and quick.content.strip()
+    assert story.status == "complete" and len(story.content) > 200

@@ -230,23 +230,28 @@ def test_spare_buffers_stay_within_the_ram_budget():
     assert none._spare == []
 
 
-def test_idle_conversations_are_copied_ahead_into_ram_only_never_to_disk(model_path, tmp_path):
-    """With no RAM budget, idle time copies nothing (a copy on disk would be stale after the next turn);
-    with one, the idle conversation is in RAM before anything needs its cells."""
-    for ram_mb, expected in ((0, False), (64, True)):
+def test_idle_conversations_are_copied_ahead_to_disk_only_when_an_eviction_is_likely(model_path, tmp_path):
+    """Without a RAM budget, idle time copies a short conversation nowhere (a copy on disk would be
+    stale after its next turn), but spills one that leaves no room for another as long; with a RAM
+    budget the idle conversation is in RAM before anything needs its cells."""
+    cases = (("Name a colour.", 16, 0, None), ("Write a long story about the sea.", 120, 0, "disk"),
+             ("Name a colour.", 16, 64, "ram"))
+    for i, (question, tokens, ram_mb, expected) in enumerate(cases):
         rt = Runtime()
-        rt.load(ModelConfig(model_path, n_ctx=1024, n_parallel=1, kv_ram_mb=ram_mb,
-                            kv_spill_dir=str(tmp_path / str(ram_mb)))).result(60)
+        rt.load(ModelConfig(model_path, n_ctx=256, n_parallel=1, kv_ram_mb=ram_mb,
+                            kv_spill_dir=str(tmp_path / str(i)))).result(60)
         try:
-            conv = Conversation("conversation:idle", "Name a colour.")
-            conv.answered(rt.submit(conv.request(16)).wait(60), None)
+            conv = Conversation("conversation:idle", question)
+            done = conv.answered(rt.submit(conv.request(tokens)).wait(60), None)
+            assert done.stats.completion_tokens == tokens or expected is None
             store = rt._generator.store
             deadline = time.monotonic() + 10
             while expected and "conversation:idle" not in store and time.monotonic() < deadline:
                 time.sleep(0.05)
             time.sleep(0.3)  # the runtime is idle: it would have copied by now
-            assert ("conversation:idle" in store) is expected
-            assert store.spilled == 0 and store.disk_used == 0
+            store.flush()
+            where = None if "conversation:idle" not in store else "disk" if store.spilled else "ram"
+            assert where == expected, (question, ram_mb)
         finally:
             rt.shutdown()
 
