@@ -198,7 +198,7 @@ class NativeContext:
         ``alloc(n)`` gives a uint8 array of at least n bytes to write them into (a recycled one
         costs no page faults, which for tens of megabytes cost more than the copy itself).
         """
-        size = llama_cpp.llama_state_seq_get_size(self.ctx, seq_id)
+        size = self.state_size(seq_id)
         buffer = alloc(size) if alloc is not None else np.frombuffer(bytearray(size), dtype=np.uint8)
         written = llama_cpp.llama_state_seq_get_data(self.ctx, _u8(buffer), size, seq_id) if size else 0
         return buffer[:written]

@@ -96,9 +96,8 @@ class RequestHandle(ChannelHandle):
         self.submitted_at = time.perf_counter()
         self.submitted_ns = time.time_ns()
         self.trace_parent = trace_parent  # an OpenTelemetry context: the generation span's parent
-        self._tap = tap
         self._cancel = threading.Event()
-        self.channel = EventChannel(on_event)
+        self.channel = EventChannel(on_event, tap)  # the tap (history) sees each event before the consumer
 
     def cancel(self) -> None:
         """Stop the request: before it starts, or within one token step while it runs."""
@@ -109,9 +108,4 @@ class RequestHandle(ChannelHandle):
         return self._cancel.is_set()
 
     def _emit(self, event: GenerationEvent) -> None:
-        if self._tap is not None:
-            try:
-                self._tap(event)
-            except Exception:  # the tap (history) failing must not lose the event for the consumer
-                log.exception("event tap failed on %s", type(event).__name__)
         self.channel.emit(event)
