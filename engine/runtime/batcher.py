@@ -62,7 +62,7 @@ class Batcher:
     def could_fit(self, seq: Sequence, victims: list[Sequence]) -> bool:
         """Whether ``seq`` would fit in the cache once ``victims`` gave up their cells and idle slots were evicted."""
         held = sum(s.cells for s in self.slots.slots if s.owner is not None and s.owner not in victims)
-        return held + seq.cells <= self.ctx.n_ctx
+        return held + self.slots.cells_needed(seq) <= self.ctx.n_ctx
 
     def preempt(self, seq: Sequence) -> None:
         """Save a running sequence's cache and take it out of the batch; it resumes where it was."""

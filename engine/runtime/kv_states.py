@@ -44,6 +44,11 @@ class SavedState:
     writing: bool = False  # its file is being written
     gone: bool = False  # taken back or dropped: a file written for it is removed
 
+    @property
+    def held(self) -> int:
+        """Bytes of RAM its data keeps alive: a view of a recycled, larger buffer keeps all of it."""
+        return len(_whole(self.data)) if isinstance(self.data, np.ndarray) else self.nbytes
+
 
 class KvStateStore:
     """Saved states by conversation key: RAM first, then disk, dropping the least recently used."""
@@ -84,21 +89,22 @@ class KvStateStore:
     def put(self, state: SavedState) -> None:
         """Keep a state (replacing the key's older one), pushing the least recently used out."""
         self.discard(state.key)
-        if state.nbytes > self.ram_bytes:
+        if state.held > self.ram_bytes:
             self._spill(state)
             return
         self._ram[state.key] = state
-        self._ram_used += state.nbytes
+        self._ram_used += state.held
         while self._ram_used > self.ram_bytes:
             _, oldest = self._ram.popitem(last=False)
-            self._ram_used -= oldest.nbytes
+            self._ram_used -= oldest.held
             self._spill(oldest)
+        self._trim_spares()
 
     def take(self, key: str) -> SavedState | None:
         """Remove and return a conversation's state with its bytes in RAM (read back from disk if spilled)."""
         state = self._ram.pop(key, None)
         if state is not None:
-            self._ram_used -= state.nbytes
+            self._ram_used -= state.held
             return state
         state = self._disk.pop(key, None)
         if state is None:
@@ -106,6 +112,8 @@ class KvStateStore:
         self._disk_used -= state.nbytes
         with self._lock:
             data, writing, state.gone = state.data, state.writing, True
+        if data is None and state.path is None:  # its file could not be written: the state is lost
+            return None
         try:
             if data is None:
                 data = self.buffer(state.nbytes)[:state.nbytes]
@@ -126,7 +134,7 @@ class KvStateStore:
         """Forget a conversation's state (it is stale: the conversation is in the context again)."""
         state = self._ram.pop(key, None)
         if state is not None:
-            self._ram_used -= state.nbytes
+            self._ram_used -= state.held
         state = self._disk.pop(key, None)
         if state is not None:
             self._disk_used -= state.nbytes
@@ -148,23 +156,21 @@ class KvStateStore:
 
     def buffer(self, size: int) -> np.ndarray:
         """A uint8 array of at least ``size`` bytes to save a state into: a spare one when one fits."""
-        fits = [b for b in self._spare if size <= len(b) <= size * 3 // 2 + 4096]
-        if fits:
-            best = min(fits, key=len)
-            self._spare.remove(best)
-            return best
+        fits = [i for i, b in enumerate(self._spare) if size <= len(b) <= size * 3 // 2 + 4096]
+        if fits:  # by index: ``list.remove`` would compare arrays element by element
+            return self._spare.pop(min(fits, key=lambda i: len(self._spare[i])))
         return _allocate(size)
 
     def recycle(self, data: np.ndarray | None) -> None:
         """A state's bytes went back into the context: keep its buffer (its pages are mapped) for a save."""
         if not isinstance(data, np.ndarray):
             return
-        whole = data
-        while isinstance(whole.base, np.ndarray):  # the whole buffer the state was saved into
-            whole = whole.base
-        self._spare.append(whole)
+        self._spare.append(_whole(data))
         self._spare.sort(key=len)
-        # Spare buffers count against the RAM budget too: keep the largest that fit beside the states.
+        self._trim_spares()
+
+    def _trim_spares(self) -> None:
+        """Spare buffers count against the RAM budget too: keep the largest that fit beside the states."""
         while self._spare and (len(self._spare) > _SPARE_BUFFERS
                                or self._ram_used + sum(len(b) for b in self._spare) > self.ram_bytes):
             self._spare.pop(0)
@@ -213,15 +219,16 @@ class KvStateStore:
         try:
             path.write_bytes(data)
             written = True
-        except OSError as exc:  # a full disk: the state stays in memory until it is taken or dropped
+        except OSError as exc:  # a full disk: the state is given up (its conversation is evaluated again)
             log.warning("a KV state could not be spilled to %s: %s", path, exc)
             written = False
         with self._lock:
             state.writing = False
             if state.gone or not written:
                 _unlink(path)
-            else:
+            if not state.gone:  # (a state taken back while written keeps its bytes for the taker)
                 state.data = None
+                state.path = path if written else None
 
     def _forget_file(self, state: SavedState) -> None:
         with self._lock:
@@ -242,6 +249,13 @@ def remove_orphans(spill_dir: Path) -> int:
         shutil.rmtree(folder, ignore_errors=True)
         removed += 1
     return removed
+
+
+def _whole(data: np.ndarray) -> np.ndarray:
+    """The whole buffer a state's bytes were saved into (they may be a view of its start)."""
+    while isinstance(data.base, np.ndarray):
+        data = data.base
+    return data
 
 
 def _allocate(size: int) -> np.ndarray:

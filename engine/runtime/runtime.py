@@ -163,7 +163,7 @@ class Runtime:
             idle = not (self._busy() or len(scheduler.waiting) or self._loads)
             # Idle time goes into copying idle conversations' caches to the store, one at a time
             # (milliseconds each), so that making room later costs a request nothing.
-            working = idle and self._generator is not None and self._generator.slots.save_one_idle()
+            working = idle and self._save_one_idle()
             self._take_messages(block=idle and not working)
             if self._stopping:
                 break
@@ -199,6 +199,15 @@ class Runtime:
             self._step()
         elif len(scheduler.waiting) and not self._loads:
             scheduler.unschedulable()
+
+    def _save_one_idle(self) -> bool:
+        if self._generator is None:
+            return False
+        try:
+            return self._generator.slots.save_one_idle()
+        except Exception:  # noqa: BLE001 - only a copy ahead of need: the conversation stays in the context
+            log.exception("copying an idle conversation's cache failed")
+            return False
 
     def _recover(self, error: EngineError) -> None:
         """After an unexpected failure between steps: fail what runs and the request at the head of the
@@ -254,7 +263,8 @@ class Runtime:
 
     def _report_failure(self, work: Work, error: EngineError) -> None:
         log.warning("generation %s failed: %s (%s)", work.handle.request_id, error, error.detail)
-        work.span.fail(error)
+        if work.span is not None:  # (None when opening it was what failed)
+            work.span.fail(error)
         self._emit_final(work.handle, Failed(work.handle.request_id, error))
 
     def _end(self, work: Work, event: Done | Failed) -> None:
@@ -272,7 +282,16 @@ class Runtime:
         handle._emit(event)
 
     def _do_load(self, payload: _LoadPayload) -> None:
-        config, notify = payload.config, payload.on_event or (lambda _e: None)
+        config, on_event = payload.config, payload.on_event
+
+        def notify(event: RuntimeEvent) -> None:
+            if on_event is None:
+                return
+            try:
+                on_event(event)
+            except Exception:  # noqa: BLE001 - a consumer's bug must not leave the load's future unresolved
+                log.exception("load event consumer failed on %s", type(event).__name__)
+
         last = [-1.0]
 
         def progress(fraction: float) -> bool:

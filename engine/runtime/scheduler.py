@@ -141,15 +141,22 @@ class Scheduler:
             if not self._place(gen, work):
                 return
             self.waiting.pop()
+            self.running[work.request_id] = work  # first, so that however it ends its caller hears
             if not work.started:
                 self._start(work)
-            self.running[work.request_id] = work
 
     def _resume_preempted(self, gen: Generator) -> None:
         """While a new model waits to load, only preempted requests go on (best first, as room allows),
         whatever waits ahead of them: the load waits for them, so they must not wait for the load."""
-        for work in self.waiting.remove_where(lambda w: w.started):
-            if gen.batcher.admit(work.seq):
+        preempted = self.waiting.remove_where(lambda w: w.started)
+        for i, work in enumerate(preempted):
+            try:
+                admitted = gen.batcher.admit(work.seq)
+            except BaseException:
+                for rest in preempted[i:]:  # none is lost: the failure handling finds them queued
+                    self.waiting.push(rest, rest.seq.priority, rest.arrival)
+                raise
+            if admitted:
                 self.running[work.request_id] = work
             else:
                 self.waiting.push(work, work.seq.priority, work.arrival)

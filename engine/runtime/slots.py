@@ -40,6 +40,11 @@ class Slot:
         return self.owner.cells if self.owner is not None else len(self.tokens)
 
 
+def _cells_needed(seq, state: SavedState | None) -> int:
+    # A saved state goes back whole before the part the new prompt does not share is removed.
+    return max(seq.cells, len(state.tokens)) if state is not None else seq.cells
+
+
 def common_prefix(a: list[int], b: list[int], limit: int) -> int:
     """How many leading tokens ``a`` and ``b`` share, at most ``limit``."""
     n, limit = 0, min(len(a), len(b), limit)
@@ -92,14 +97,8 @@ class SlotTable:
             return None
         limit = len(target) - (1 if seq.samples_after_prefill else 0)
         prefix = lambda s: common_prefix(s.tokens, target, limit)  # noqa: E731
-        state = source = None
-        if seq.saved is not None:
-            tokens, data = seq.saved
-            slot, state = None, SavedState(key or "", tokens, None, data, 0 if data is None else len(data))
-        else:
-            slot = next((s for s in idle if key and s.key == key and s.tokens), None)
-            if slot is None and key:
-                state = self.store.peek(key)
+        source = None
+        slot, state = self._own_cache(seq)
         if slot is None and state is None:
             anon_n, anon = max(((prefix(s), s) for s in idle if s.key is None and s.tokens),
                                key=lambda p: p[0], default=(0, None))
@@ -117,7 +116,7 @@ class SlotTable:
             empty = [s for s in choices if not s.tokens]
             slot = empty[0] if empty else min(choices, key=lambda s: s.last_used)
 
-        need = max(seq.cells, len(state.tokens)) if state is not None else seq.cells
+        need = _cells_needed(seq, state)
         free = self.ctx.n_ctx - self.used_cells() + len(slot.tokens)
         evictable = [s for s in idle if s is not slot and s.tokens]
         if need > free + sum(len(s.tokens) for s in evictable):
@@ -153,6 +152,20 @@ class SlotTable:
         slot.owner, slot.key, slot.text, slot.last_used, slot.saved = seq, key, None, next(self._tick), False
         seq.slot = slot
         return n
+
+    def _own_cache(self, seq) -> tuple[Slot | None, SavedState | None]:
+        """Where ``seq``'s own cache is: its conversation's idle slot, or a saved state (its own after
+        preemption, else its conversation's in the store); (None, None) when it has none."""
+        if seq.saved is not None:
+            tokens, data = seq.saved
+            return None, SavedState(seq.key or "", tokens, None, data, 0 if data is None else len(data))
+        key = seq.key
+        slot = next((s for s in self.slots if s.owner is None and key and s.key == key and s.tokens), None)
+        return slot, (self.store.peek(key) if slot is None and key else None)
+
+    def cells_needed(self, seq) -> int:
+        """Cells ``seq`` takes once placed: its reservation, or more where it comes back with a longer state."""
+        return _cells_needed(seq, self._own_cache(seq)[1])
 
     def _copy(self, source: Slot, slot: Slot, n: int) -> None:
         self.ctx.remove_sequence(slot.seq_id)

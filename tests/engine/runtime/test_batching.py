@@ -321,3 +321,39 @@ def test_without_shared_prefixes_each_stream_evaluates_its_own_prompt(model_path
         assert first.done.text.startswith(second.done.text)  # the same prompt, greedy: the same opening
     finally:
         gen.close()
+
+
+def test_a_failure_while_preempted_requests_resume_loses_none_of_them(model_path):
+    """A bug (forced here) as a preempted answer is let back in while a new model waits to load: every
+    request still ends, the model loads, and the next question is answered on it."""
+    from engine.runtime.types import Failed
+
+    rt = Runtime()
+    config = ModelConfig(model_path, n_ctx=1024, n_parallel=1)
+    rt.load(config).result(timeout=120)
+    try:
+        first_token, first_started = threading.Event(), threading.Event()
+        background = rt.submit(greedy(story("fox"), 200, priority=Priority.BACKGROUND),
+                               lambda e: isinstance(e, Token) and first_token.set())
+        assert first_token.wait(60)
+        batcher, broken = rt._generator.batcher, []
+        real_admit = batcher.admit
+
+        def admit(seq):
+            if rt._loads and not broken:
+                broken.append(seq.request_id)
+                raise RuntimeError("scheduling bug")
+            return real_admit(seq)
+
+        batcher.admit = admit
+        question = rt.submit(greedy(story("cat"), 40), lambda e: isinstance(e, Started) and first_started.set())
+        assert first_started.wait(60)  # the background answer is preempted
+        queued = rt.submit(greedy("Say hi.", 8))
+        loaded = rt.load(config)
+        for handle in (question, background, queued):
+            assert isinstance(handle.wait(120), (Done, Failed)), handle
+        assert broken == [background.request_id]
+        assert loaded.result(timeout=120).path == model_path
+        assert isinstance(rt.submit(greedy("Say hello.", 8)).wait(60), Done)
+    finally:
+        rt.shutdown()

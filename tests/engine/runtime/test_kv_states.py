@@ -230,6 +230,61 @@ def test_spare_buffers_stay_within_the_ram_budget():
     assert none._spare == []
 
 
+def test_a_save_takes_whichever_spare_buffer_fits_and_counts_all_of_it():
+    import numpy as np
+
+    store = KvStateStore(ram_bytes=2000)
+    small, large = np.zeros(100, dtype=np.uint8), np.zeros(1400, dtype=np.uint8)
+    store.recycle(small)
+    store.recycle(large)
+    got = store.buffer(1000)  # the larger spare, behind the smaller one in the list
+    assert got is large and [id(b) for b in store._spare] == [id(small)]
+    store.put(SavedState("a", [1, 2], None, got[:1000], 1000))
+    assert store.ram_used == 1400  # the view keeps the whole buffer alive: all of it counts
+    assert store.ram_used + sum(len(b) for b in store._spare) <= 2000
+    store.put(SavedState("b", [3], None, np.zeros(550, dtype=np.uint8), 550))
+    assert store._spare == []  # a new state comes before a spare buffer
+    assert store.take("a").nbytes == 1000 and store.ram_used == 550
+
+
+def test_a_runtime_saves_into_a_spare_buffer_of_any_place_and_keeps_serving(model_path):
+    """Restores of different sizes leave spare buffers [small, fitting]: the next save takes the
+    second (an element-wise comparison of arrays once broke that and stopped the runtime thread)."""
+    import numpy as np
+
+    rt = Runtime()
+    rt.load(ModelConfig(model_path, n_ctx=1024, n_parallel=1, kv_ram_mb=64)).result(60)
+    try:
+        first = Conversation("conversation:a", "Say hi.")
+        first.answered(rt.submit(first.request(8)).wait(60), None)
+        store = rt._generator.store
+        deadline = time.monotonic() + 10
+        while "conversation:a" not in store and time.monotonic() < deadline:
+            time.sleep(0.05)  # the idle runtime copies it to RAM, then waits for work
+        size = store.peek("conversation:a").nbytes
+        store.recycle(np.zeros(16, dtype=np.uint8))
+        store.recycle(np.zeros(size + 64, dtype=np.uint8))
+        for key in ("conversation:b", "conversation:c"):
+            conv = Conversation(key, "Say hi.")
+            assert isinstance(conv.answered(rt.submit(conv.request(8)).wait(60), None), Done)
+        assert rt._thread.is_alive()
+    finally:
+        rt.shutdown()
+
+
+def test_a_state_whose_file_cannot_be_written_is_given_up_and_holds_no_memory(tmp_path):
+    import shutil
+
+    store = KvStateStore(ram_bytes=0, spill_dir=tmp_path, spill_bytes=1000)
+    shutil.rmtree(store._folder)  # the spill folder is gone (removed by a cleaner, a disk unmounted)
+    store.put(state("a", 100))
+    store.flush()
+    lost = store.peek("a")
+    assert lost.data is None and lost.path is None
+    assert store.take("a") is None and "a" not in store and store.disk_used == 0
+    store.close()
+
+
 def test_idle_conversations_are_copied_ahead_to_disk_only_when_an_eviction_is_likely(model_path, tmp_path):
     """Without a RAM budget, idle time copies a short conversation nowhere (a copy on disk would be
     stale after its next turn), but spills one that leaves no room for another as long; with a RAM
