@@ -6,6 +6,10 @@ tokens (and the text they spell) it holds, so a returning conversation can put i
 free slot and reuse as much of it as its new prompt shares. Files are written by a thread of
 the store's own, so pushing a state out never makes the runtime thread wait for the disk; a
 state taken back before its file is written comes straight from memory.
+
+The RAM budget covers the states kept in RAM and the spare buffers kept for the next save,
+each counted by the whole buffer it keeps alive; a state on its way to disk leaves RAM as
+soon as the writer has written it.
 """
 
 from __future__ import annotations

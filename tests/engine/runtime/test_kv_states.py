@@ -323,3 +323,65 @@ def test_a_failed_step_keeps_the_conversations_already_saved(model_path):
         assert "conversation:kept" in gen.store and gen.slots.used_cells() == 0
     finally:
         gen.close()
+
+
+def _held_in_ram(store: KvStateStore) -> int:
+    """What the store's states in RAM and its spare buffers really keep alive, counted from the arrays
+    themselves (states on their way to disk are not counted: they leave RAM once written)."""
+    import numpy as np
+
+    def whole(data):
+        while isinstance(data.base, np.ndarray):
+            data = data.base
+        return len(data)
+
+    return sum(whole(s.data) for s in list(store._ram.values())) + sum(len(b) for b in store._spare)
+
+
+def test_a_mixed_load_ends_every_request_within_the_budgets_and_leaves_the_cache_consistent(model_path, tmp_path):
+    """Forty requests over six conversations at every priority, of random lengths, a fifth of them
+    cancelled at random moments, on three places with small RAM and disk budgets (fixed seed)."""
+    import random
+
+    from engine.runtime.types import Failed, Priority
+
+    rng = random.Random(11)
+    rt = Runtime()
+    rt.load(ModelConfig(model_path, n_ctx=1024, n_parallel=3, kv_ram_mb=12, kv_spill_dir=str(tmp_path),
+                        kv_spill_mb=4)).result(60)
+    gen = rt._generator
+    try:
+        histories = {k: [ChatMessage("system", "You are terse.")] for k in range(6)}
+        handles, timers, peak = [], [], [0]
+        for i in range(40):
+            k = rng.randrange(6)
+            question = ChatMessage("user", f"Tell me about number {i} " + "and more " * rng.randrange(60))
+            request = GenerationRequest(tuple(histories[k] + [question]),
+                                        SamplingParams(max_tokens=rng.choice([8, 32, 96, 200]), temperature=0.7,
+                                                       seed=i),
+                                        conversation_key=f"conversation:{k}" if rng.random() < 0.8 else None,
+                                        priority=rng.choice(list(Priority)))
+            handle = rt.submit(request, lambda e: peak.__setitem__(0, max(peak[0], _held_in_ram(gen.store))))
+            handles.append(handle)
+            if rng.random() < 0.2:
+                timers.append(threading.Timer(rng.random() * 0.5, handle.cancel))
+                timers[-1].start()
+            time.sleep(rng.random() * 0.05)
+        results = [h.wait(120) for h in handles]
+        assert all(isinstance(r, Done) for r in results), [r for r in results if not isinstance(r, Done)]
+        assert any(r.stats.finish_reason == "cancelled" for r in results)
+        assert not any(isinstance(r, Failed) for r in results)
+        time.sleep(0.5)  # the idle runtime copies conversations ahead
+        store, slots = gen.store, gen.slots
+        store.flush()
+        assert slots.evicted > 0 and slots.restored > 0 and slots.recomputed == 0
+        assert peak[0] <= store.ram_bytes and _held_in_ram(store) <= store.ram_bytes
+        assert store.ram_used <= store.ram_bytes and store.disk_used <= store.spill_bytes
+        for slot in slots.slots:  # each slot's tokens are exactly what llama.cpp holds for its sequence
+            assert gen.ctx.last_position(slot.seq_id) == len(slot.tokens) - 1
+        assert slots.used_cells() <= gen.ctx.n_ctx and rt.queue_length == 0
+    finally:
+        for timer in timers:
+            timer.cancel()
+        rt.shutdown()
+    assert not any(tmp_path.iterdir())  # the spill folder is gone with the runtime
