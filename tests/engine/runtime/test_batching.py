@@ -276,6 +276,18 @@ def test_the_one_at_a_time_policies_the_benchmarks_compare_against(model_path, s
     assert started == ["blocker"] + expected
 
 
+def preempted_then_reloaded(rt: Runtime, config: ModelConfig):
+    """A background answer preempted by a question on the only place, another question queued
+    behind, then a new model asked for: returns (background, question, queued, the load's future)."""
+    first_token, first_started = threading.Event(), threading.Event()
+    background = rt.submit(greedy(story("fox"), 200, priority=Priority.BACKGROUND),
+                           lambda e: isinstance(e, Token) and first_token.set())
+    assert first_token.wait(60)
+    question = rt.submit(greedy(story("cat"), 40), lambda e: isinstance(e, Started) and first_started.set())
+    assert first_started.wait(60)  # it took the only place: the background answer is preempted
+    return background, question, rt.submit(greedy("Say hi.", 8)), rt.load(config)
+
+
 def test_a_model_reload_waits_for_a_preempted_request_even_behind_a_queued_one(model_path):
     """A background answer preempted by a question, another question queued behind, then a new model
     asked for: the preempted answer resumes and ends on the old model, then the model loads, then the
@@ -284,14 +296,7 @@ def test_a_model_reload_waits_for_a_preempted_request_even_behind_a_queued_one(m
     config = ModelConfig(model_path, n_ctx=1024, n_parallel=1)
     rt.load(config).result(timeout=120)
     try:
-        first_token, first_started = threading.Event(), threading.Event()
-        background = rt.submit(greedy(story("fox"), 200, priority=Priority.BACKGROUND),
-                               lambda e: isinstance(e, Token) and first_token.set())
-        assert first_token.wait(60)
-        question = rt.submit(greedy(story("cat"), 40), lambda e: isinstance(e, Started) and first_started.set())
-        assert first_started.wait(60)  # it took the only place: the background answer is preempted
-        queued = rt.submit(greedy("Say hi.", 8))
-        loaded = rt.load(config)
+        background, question, queued, loaded = preempted_then_reloaded(rt, config)
         for handle in (question, background, queued):
             assert isinstance(handle.wait(120), Done), handle
         assert loaded.result(timeout=120).path == model_path
@@ -332,10 +337,6 @@ def test_a_failure_while_preempted_requests_resume_loses_none_of_them(model_path
     config = ModelConfig(model_path, n_ctx=1024, n_parallel=1)
     rt.load(config).result(timeout=120)
     try:
-        first_token, first_started = threading.Event(), threading.Event()
-        background = rt.submit(greedy(story("fox"), 200, priority=Priority.BACKGROUND),
-                               lambda e: isinstance(e, Token) and first_token.set())
-        assert first_token.wait(60)
         batcher, broken = rt._generator.batcher, []
         real_admit = batcher.admit
 
@@ -346,10 +347,7 @@ def test_a_failure_while_preempted_requests_resume_loses_none_of_them(model_path
             return real_admit(seq)
 
         batcher.admit = admit
-        question = rt.submit(greedy(story("cat"), 40), lambda e: isinstance(e, Started) and first_started.set())
-        assert first_started.wait(60)  # the background answer is preempted
-        queued = rt.submit(greedy("Say hi.", 8))
-        loaded = rt.load(config)
+        background, question, queued, loaded = preempted_then_reloaded(rt, config)
         for handle in (question, background, queued):
             assert isinstance(handle.wait(120), (Done, Failed)), handle
         assert broken == [background.request_id]
