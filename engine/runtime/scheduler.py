@@ -156,9 +156,7 @@ class Scheduler:
                 for rest in preempted[i:]:  # none is lost: the failure handling finds them queued
                     self.waiting.push(rest, rest.seq.priority, rest.arrival)
                 raise
-            if admitted:
-                self.running[work.request_id] = work
-            else:
+            if not admitted:  # (a preempted request never left ``running``)
                 self.waiting.push(work, work.seq.priority, work.arrival)
 
     def _build(self, gen: Generator, work: Work) -> bool:
