@@ -8,6 +8,7 @@ import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
+from app.paths import keep_private
 from engine.errors import EngineError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--quick-ask opens the window's quick ask; it takes no command")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    keep_private()  # before anything is written: Locus's folders and files are for this user only
     if args.command is None:
         from app.gui import run_gui  # Qt is imported only when the window is wanted
 

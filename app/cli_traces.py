@@ -286,14 +286,12 @@ def _export(store, args: argparse.Namespace, paths) -> int:
         sys.stdout.write(text)
         return 0
     target = Path(args.output).expanduser()
-    # Written beside the target and renamed over it, so a reader never sees half a file.
+    # Written beside the target and renamed over it, so a reader never sees half a file. mkstemp makes
+    # it 0600: the export holds prompts, passages and answers, as private as Locus's own files.
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; an export is an ordinary file
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
