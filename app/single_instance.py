@@ -2,10 +2,20 @@
 
 The first process holds a lock file in the data folder for its whole life (a
 crashed one's lock is recognised as stale by its dead process id) and listens on
-a local socket named from the user and the data folder, so two LOCUS_HOMEs
-never meet. A later launch finds the lock taken, connects, sends one line
-("show" or "quick-ask"), waits for "ok" and exits. Nothing here needs a
-QApplication: the second process never opens a window.
+a local socket named from the data folder, so two LOCUS_HOMEs never meet. A
+later launch finds the lock taken, connects, sends one line ("show" or
+"quick-ask"), waits for "ok" and exits. Nothing here needs a QApplication: the
+second process never opens a window.
+
+Another user must not be able to answer in Locus's place. The socket lives in a
+folder only this user can enter: $XDG_RUNTIME_DIR/locus, else the data folder,
+else a per-user folder in the temp folder, each used only when it is a real
+folder owned by this user, closed to everyone else, inside a parent no one else
+can rename it out of. On Linux a later launch also asks the kernel who is at the
+other end (SO_PEERCRED) and hands its request only to the process that holds
+the lock. (Windows: the name is a named pipe, which Qt restricts to this user
+with UserAccessOption; pipe names are machine-wide, so the peer check is the
+part still missing there.)
 """
 
 from __future__ import annotations
@@ -14,12 +24,18 @@ import getpass
 import hashlib
 import logging
 import os
+import socket as pysocket
+import stat
+import struct
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 from PySide6.QtCore import QLockFile, QObject, Signal
 from PySide6.QtNetwork import QLocalServer, QLocalSocket
 
+from app.paths import make_private_dir
 from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -27,6 +43,7 @@ log = logging.getLogger(__name__)
 COMMANDS = ("show", "quick-ask")
 REPLY_TIMEOUT_S = 20.0  # the first process may still be starting (imports, opening its stores)
 _LINE_LIMIT = 64
+_SUN_PATH_MAX = 104  # bytes in a Unix socket's path, with its NUL (macOS: 104, Linux: 108)
 
 
 class InstanceUnreachable(EngineError):
@@ -36,7 +53,8 @@ class InstanceUnreachable(EngineError):
 
 
 def server_name(data_dir: Path) -> str:
-    """The local socket's name: per user and per data folder, short enough for any platform."""
+    """The local socket's name: per user and per data folder, short enough for any platform (on Windows,
+    the named pipe's name; elsewhere the socket file's name inside a private folder)."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no name for this uid (containers)
@@ -44,6 +62,73 @@ def server_name(data_dir: Path) -> str:
     digest = hashlib.sha256(f"{user}\0{Path(data_dir).resolve()}".encode()).hexdigest()[:16]
     safe_user = "".join(c for c in user if c.isalnum())[:16] or "user"
     return f"locus-{safe_user}-{digest}"
+
+
+def socket_folders(data_dir: Path, env=os.environ) -> list[Path]:
+    """Where the socket may live, best first (each is still checked by ``untrusted_because``)."""
+    folders = []
+    runtime = env.get("XDG_RUNTIME_DIR", "")
+    if runtime and Path(runtime).is_absolute():
+        folders.append(Path(runtime) / "locus")
+    folders.append(Path(data_dir))
+    folders.append(Path(tempfile.gettempdir()) / f"locus-{os.getuid()}")
+    return folders
+
+
+def untrusted_because(folder: Path, uid: int | None = None) -> str | None:
+    """Why another user could reach or replace a socket in ``folder``; None when only ``uid`` can."""
+    uid = os.getuid() if uid is None else uid
+    try:
+        info = os.lstat(folder)
+        parent = os.lstat(folder.parent)
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror})"
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        return "it is not a folder"
+    if info.st_uid != uid:
+        return f"it belongs to user {info.st_uid}"
+    if info.st_mode & 0o077:
+        return f"others may enter it (mode {stat.S_IMODE(info.st_mode):o})"
+    if parent.st_uid not in (uid, 0) or (parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX):
+        return "the folder above it lets others rename it"
+    return None
+
+
+def socket_paths(data_dir: Path, *, create: bool = False, env=os.environ) -> list[str]:
+    """The socket paths this user can trust for ``data_dir``, best first (``create``, for the listener:
+    make a missing folder of Locus's own, 0700, and log the folders passed over). Windows: the pipe's name."""
+    name = server_name(data_dir)
+    if os.name == "nt":
+        return [name]
+    paths = []
+    for folder in socket_folders(data_dir, env):
+        if create and folder != Path(data_dir) and not folder.exists() and folder.parent.is_dir():
+            try:
+                folder.mkdir(mode=0o700)
+            except OSError:
+                pass
+        why = untrusted_because(folder)
+        path = str(folder / f"{name}.sock")
+        if why is not None:
+            if create and folder.exists():
+                log.warning("single instance: not using %s: %s", folder, why)
+        elif len(os.fsencode(path)) < _SUN_PATH_MAX:
+            paths.append(path)
+    return paths
+
+
+def peer_credentials(socket: QLocalSocket) -> tuple[int, int] | None:
+    """(process id, user id) of the process at the other end of a connected socket, from the kernel
+    (Linux); None where the system cannot say."""
+    if not sys.platform.startswith("linux"):
+        return None
+    descriptor = int(socket.socketDescriptor())
+    if descriptor < 0:
+        return None
+    with pysocket.socket(fileno=os.dup(descriptor)) as other:
+        size = struct.calcsize("3i")
+        pid, uid, _gid = struct.unpack("3i", other.getsockopt(pysocket.SOL_SOCKET, pysocket.SO_PEERCRED, size))
+    return pid, uid
 
 
 class SingleInstance(QObject):
@@ -62,7 +147,7 @@ class SingleInstance(QObject):
     def claim(self) -> bool:
         """True: this process is the first (then ``listen`` once the QApplication exists).
         False: another process holds the folder; ``send`` it the request."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.data_dir)
         if not self.lock.tryLock(0):
             if self.lock.error() != QLockFile.LockError.LockFailedError:
                 raise EngineError(f"Locus could not create its lock file in {self.data_dir}.",
@@ -72,45 +157,88 @@ class SingleInstance(QObject):
 
     def listen(self) -> None:
         """Take requests from later launches (needs the QApplication's event loop to deliver them)."""
-        QLocalServer.removeServer(self.name)  # a socket file a crashed run left behind
         self.server = QLocalServer(self)
         self.server.setSocketOptions(QLocalServer.SocketOption.UserAccessOption)
         self.server.newConnection.connect(self._accept)
-        if not self.server.listen(self.name):
-            # Another launch can still not reach us; this one works on regardless.
-            log.warning("single instance: cannot listen as %s: %s", self.name, self.server.errorString())
-        else:
-            log.info("single instance: listening as %s", self.name)
+        problems = []
+        for path in socket_paths(self.data_dir, create=True):
+            QLocalServer.removeServer(path)  # a socket file a crashed run left behind (in a folder of ours)
+            if self.server.listen(path):
+                log.info("single instance: listening at %s", path)
+                return
+            problems.append(f"{path}: {self.server.errorString()}")
+        # Another launch can still not reach us; this one works on regardless.
+        log.warning("single instance: cannot listen (%s)", "; ".join(problems) or "no private folder for a socket")
 
     def send(self, command: str, timeout_s: float = REPLY_TIMEOUT_S) -> None:
-        """Hand ``command`` to the first process; raises InstanceUnreachable when it does not answer."""
+        """Hand ``command`` to the first process; raises InstanceUnreachable when it does not answer
+        (or when what answers is not the process that holds the folder)."""
         if command not in COMMANDS:
             raise ValueError(f"unknown command {command!r}")
         deadline = time.monotonic() + timeout_s
-        last_error = ""
+        last_error = "it is not listening"
         while time.monotonic() < deadline:
-            socket = QLocalSocket()
-            socket.connectToServer(self.name)
-            if socket.waitForConnected(1000):
-                socket.write(f"{command}\n".encode())
-                socket.waitForBytesWritten(1000)
-                reply = b""
-                while b"\n" not in reply and time.monotonic() < deadline:
-                    arrived = socket.waitForReadyRead(250)
-                    reply += bytes(socket.readAll().data())
-                    if not arrived and socket.state() != QLocalSocket.LocalSocketState.ConnectedState:
-                        break
-                socket.abort()
-                if reply.strip() == b"ok":
+            for path in socket_paths(self.data_dir):
+                problem, posing = self._try(path, command, deadline)
+                if problem is None:
                     return
-                last_error = f"it answered {reply.strip()[:40]!r}" if reply else "it closed the connection"
-            else:
-                last_error = socket.errorString()
+                if posing:  # someone is answering in Locus's place: waiting longer would not help
+                    holder = self._holder()
+                    raise InstanceUnreachable(
+                        f"Another Locus{f' (process {holder})' if holder else ''} is using {self.data_dir}, "
+                        f"but {problem}; Locus did not hand it the request.",
+                        hint="Another program may be posing as Locus: end it, then end Locus and start it again.")
+                last_error = problem
             time.sleep(0.2)  # it holds the lock but is not listening yet: still starting
-        pid = self.lock.getLockInfo()
-        who = f" (process {pid[0]})" if pid else ""
+        holder = self._holder()
+        who = f" (process {holder})" if holder else ""
         raise InstanceUnreachable(f"Another Locus{who} is using {self.data_dir} but does not answer: {last_error}.",
                                   hint="Wait for it to finish starting, or end that process and start Locus again.")
+
+    def _try(self, path: str, command: str, deadline: float) -> tuple[str | None, bool]:
+        """Hand ``command`` over at ``path``: (None, False) when the holder said ok, else (what went
+        wrong, whether a process other than the holder answered)."""
+        socket = QLocalSocket()
+        socket.connectToServer(path)
+        if not socket.waitForConnected(1000):
+            return socket.errorString(), False
+        try:
+            refused = self._not_the_holder(socket)
+            if refused:
+                log.warning("single instance: %s at %s", refused, path)
+                return refused, True
+            socket.write(f"{command}\n".encode())
+            socket.waitForBytesWritten(1000)
+            reply = b""
+            while b"\n" not in reply and time.monotonic() < deadline:
+                arrived = socket.waitForReadyRead(250)
+                reply += bytes(socket.readAll().data())
+                if not arrived and socket.state() != QLocalSocket.LocalSocketState.ConnectedState:
+                    break
+        finally:
+            socket.abort()
+        if reply.strip() == b"ok":
+            return None, False
+        return (f"it answered {reply.strip()[:40]!r}" if reply else "it closed the connection"), False
+
+    def _not_the_holder(self, socket: QLocalSocket) -> str | None:
+        """Why the process at the other end is not the Locus that holds the lock; None when it is (or when
+        the system cannot say: then the private folder is the only guard)."""
+        peer = peer_credentials(socket)
+        if peer is None:
+            return None
+        pid, uid = peer
+        if uid != os.getuid():
+            return f"process {pid} of user {uid} answered in its place"
+        holder = self._holder()
+        if holder and pid != holder:
+            return f"process {pid} answered in its place"
+        return None
+
+    def _holder(self) -> int:
+        """The process id in the lock file (0 when it cannot be read)."""
+        info = self.lock.getLockInfo()
+        return int(info[0]) if info and info[0] else 0
 
     def close(self) -> None:
         """Stop listening and release the folder (at quit)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from app.single_instance import InstanceUnreachable, SingleInstance, server_name
+from app.single_instance import InstanceUnreachable, SingleInstance, server_name, socket_paths, untrusted_because
 from tests.app.helpers import LOCUS, locus
 
 STARTED = "app.gui: Locus"
@@ -28,8 +29,8 @@ def home(tmp_path) -> Path:
     return path
 
 
-def start_first(home: Path, *args: str) -> subprocess.Popen:
-    env = dict(os.environ, LOCUS_HOME=str(home), QT_QPA_PLATFORM="offscreen")
+def start_first(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = dict(os.environ, **(env or {}), LOCUS_HOME=str(home), QT_QPA_PLATFORM="offscreen")
     with open(home.parent / "first.out", "ab") as out:
         return subprocess.Popen([LOCUS, *args], env=env, stdout=out, stderr=subprocess.STDOUT)
 
@@ -126,3 +127,145 @@ def test_a_holder_that_does_not_answer_is_reported_in_words(home):
 def test_the_socket_name_is_per_data_folder(tmp_path):
     a, b = server_name(tmp_path / "a"), server_name(tmp_path / "b")
     assert a != b and a == server_name(tmp_path / "a") and a.startswith("locus-") and len(a) < 60
+    run = private_folder(tmp_path / "run")
+    env = {"XDG_RUNTIME_DIR": str(run)}
+    assert socket_paths(tmp_path / "a", create=True, env=env)[0] != socket_paths(tmp_path / "b", env=env)[0]
+
+
+# Someone else's socket ------------------------------------------------------------------------------
+
+SQUATTER = """
+import sys
+from PySide6.QtCore import QCoreApplication
+from PySide6.QtNetwork import QLocalServer
+
+app = QCoreApplication([])
+where, record = sys.argv[1], sys.argv[2]
+QLocalServer.removeServer(where)  # takes the name over, as another user could before Locus starts
+server = QLocalServer()
+assert server.listen(where), server.errorString()
+
+def note(text):
+    with open(record, "a") as f:
+        f.write(text + "\\n")
+
+def accept():
+    while server.hasPendingConnections():
+        peer = server.nextPendingConnection()
+        note("connected")
+        peer.readyRead.connect(lambda p=peer: note(f"got {bytes(p.readAll().data())!r}"))
+        peer.write(b"ok\\n")  # says yes at once, as an impostor would
+        peer.flush()
+
+server.newConnection.connect(accept)
+print("listening", server.fullServerName(), flush=True)
+app.exec()
+"""
+
+
+def private_folder(path: Path) -> Path:
+    path.mkdir()
+    path.chmod(0o700)
+    return path
+
+
+def start_squatter(where: str, record: Path) -> subprocess.Popen:
+    squatter = subprocess.Popen([sys.executable, "-c", SQUATTER, where, str(record)], stdout=subprocess.PIPE,
+                                text=True)
+    assert squatter.stdout.readline().startswith("listening"), "the squatter did not start"
+    return squatter
+
+
+def listening_at(folder: Path, home: Path) -> Path:
+    """The first Locus's socket in ``folder``, proven to be a listening socket of this user's."""
+    socket = folder / f"{server_name(home)}.sock"
+    info = os.lstat(socket)
+    assert stat.S_ISSOCK(info.st_mode) and info.st_uid == os.getuid()
+    return socket
+
+
+def second_launch(home: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([LOCUS], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, **env, LOCUS_HOME=str(home)))
+
+
+@pytest.mark.parametrize("runtime_dir", [True, False], ids=["xdg-runtime-dir", "no-runtime-dir"])
+def test_a_squatter_on_the_old_socket_name_never_answers_a_launch(home, tmp_path, runtime_dir):
+    """Another process listens where Locus used to put its socket (/tmp/locus-<user>-<hash>): the
+    second launch still reaches only the first Locus, whose socket is in a folder only this user can enter."""
+    env = {"XDG_RUNTIME_DIR": str(private_folder(tmp_path / "run")) if runtime_dir else ""}
+    record = tmp_path / "squatter.txt"
+    first = start_first(home, env=env)
+    squatter = None
+    try:
+        wait_for_log(home, STARTED, first)
+        squatter = start_squatter(server_name(home), record)
+
+        shown = second_launch(home, env)
+        assert not record.exists(), record.read_text()  # the impostor was never even asked
+        assert (shown.returncode, shown.stdout.strip()) == (0, "Locus is already running; its window is shown.")
+        wait_for_log(home, "handled 'show': window visible=True", first)
+
+        folder = tmp_path / "run" / "locus" if runtime_dir else home
+        listening_at(folder, home)
+        info = os.lstat(folder)
+        assert stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) == 0o700
+        assert untrusted_because(folder) is None
+    finally:
+        if squatter is not None:
+            squatter.kill()
+            squatter.wait()
+        assert stop(first) == 0
+
+
+def test_a_process_posing_at_the_real_socket_is_not_handed_the_request(home, tmp_path):
+    """Even a process that gets into the private folder and takes the socket over (here the same user: the
+    test cannot be another) is refused: the kernel says it is not the process that holds the folder's lock."""
+    env = {"XDG_RUNTIME_DIR": str(private_folder(tmp_path / "run"))}
+    record = tmp_path / "squatter.txt"
+    first = start_first(home, env=env)
+    squatter = None
+    try:
+        wait_for_log(home, STARTED, first)
+        squatter = start_squatter(str(listening_at(tmp_path / "run" / "locus", home)), record)
+
+        refused = second_launch(home, env)
+        assert refused.returncode == 1, refused.stdout
+        assert f"Another Locus (process {first.pid}) is using {home}" in refused.stderr
+        assert f"process {squatter.pid} answered in its place" in refused.stderr
+        assert "got " not in record.read_text()  # it was told nothing
+        assert "handled" not in log_text(home)
+    finally:
+        if squatter is not None:
+            squatter.kill()
+            squatter.wait()
+        assert stop(first) == 0
+
+
+def test_only_a_private_folder_of_this_user_is_trusted_with_the_socket(tmp_path):
+    run = private_folder(tmp_path / "run")
+    data = private_folder(tmp_path / "data")
+    env = {"XDG_RUNTIME_DIR": str(run)}
+    best = socket_paths(data, create=True, env=env)
+    assert Path(best[0]).parent == run / "locus" and Path(best[1]).parent == data
+    assert stat.S_IMODE(os.stat(run / "locus").st_mode) == 0o700
+
+    (run / "locus").chmod(0o755)  # others may enter: a socket planted there could be anyone's
+    assert "others may enter it (mode 755)" == untrusted_because(run / "locus")
+    assert [Path(p).parent for p in socket_paths(data, env=env)][0] == data
+
+    (run / "locus").chmod(0o700)
+    assert untrusted_because(run / "locus", uid=os.getuid() + 1) == f"it belongs to user {os.getuid()}"
+
+    (run / "locus").rmdir()
+    (tmp_path / "theirs").mkdir(mode=0o700)
+    (run / "locus").symlink_to(tmp_path / "theirs")  # a link to a folder is not the folder
+    assert untrusted_because(run / "locus") == "it is not a folder"
+    assert all(Path(p).parent != run / "locus" for p in socket_paths(data, create=True, env=env))
+
+    open_parent = tmp_path / "open"
+    open_parent.mkdir()
+    open_parent.chmod(0o777)  # anyone may rename what is in it (no sticky bit)
+    assert untrusted_because(private_folder(open_parent / "locus")) == "the folder above it lets others rename it"
+    data.chmod(0o755)  # the data folder as an old Locus left it: not used until it is private again
+    assert all(Path(p).parent != data for p in socket_paths(data, env=env))
