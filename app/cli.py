@@ -88,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
 
         serve(argv[1], argv[2], int(argv[3]))
         return EXIT_OK
+    if argv[:1] == ["--grammar-check-worker"]:  # ... or the process that tries a grammar before it is used
+        from engine.runtime.grammar_check import worker_main
+
+        return worker_main()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.quick_ask and args.command is not None:

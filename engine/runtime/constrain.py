@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.errors import InvalidRequestError
+from engine.runtime.grammar_check import limits_problem
 
 # Keywords that do not constrain values, and those the converter turns into grammar.
 _ANNOTATIONS = {"title", "description", "$schema", "$id", "$comment", "default", "examples", "deprecated",
@@ -49,11 +50,13 @@ def check_schema(schema: object) -> dict:
         raise InvalidRequestError("A JSON schema must be a JSON object, like {\"type\": \"object\", ...}.")
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
+        _check_supported(schema, "")
     except jsonschema.SchemaError as exc:
         where = "/".join(str(p) for p in exc.absolute_path)
         raise InvalidRequestError(f"The JSON schema is not valid{f' at /{where}' if where else ''}: "
                                   f"{exc.message}.") from exc
-    _check_supported(schema, "")
+    except RecursionError:
+        raise InvalidRequestError("The JSON schema is nested too deeply to be used.") from None
     return schema
 
 
@@ -103,6 +106,11 @@ def schema_to_grammar(schema: dict) -> str:
         grammar = json_schema_to_gbnf(json.dumps(schema))
     except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise InvalidRequestError(f"The JSON schema cannot be used to guide generation: {exc}.") from exc
+    problem = limits_problem(grammar)
+    if problem:  # each place a maxLength or maxItems allows nests one level; each enum value adds text
+        raise InvalidRequestError(f"The JSON schema makes a grammar too large to guide generation: {problem}.",
+                                  hint="Use smaller 'maxLength' and 'maxItems' limits, shorter enums, or fewer "
+                                       "properties.")
     return grammar.replace(_LOOSE_CHAR, _STRICT_CHAR)
 
 

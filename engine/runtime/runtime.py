@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from engine.errors import EngineError, ModelLoadError, ModelNotLoadedError, RuntimeStoppedError
 from engine.runtime.generator import Generator, wrap_unexpected
+from engine.runtime.grammar_check import GrammarChecker, Verdict, model_key, start_grammar_thread
 from engine.runtime.handles import ChannelHandle, EventChannel, RequestHandle
 from engine.runtime.scheduler import SCHEDULING, Scheduler, Scheduling, Work
 from engine.runtime.sequence import Sequence
@@ -51,17 +52,23 @@ class _LoadPayload:
 
 
 class Runtime:
-    """Serves generation requests on its own thread: by priority, several at once (see ``Scheduling``)."""
+    """Serves generation requests on its own thread: by priority, several at once (see ``Scheduling``).
 
-    def __init__(self, tracing: Tracing | None = None, *, scheduling: Scheduling = "batch") -> None:
+    A request's grammar is checked (grammar_check.py) before its sampler is built; while the check
+    runs in a worker process the request is out of the queue and the others go on.
+    """
+
+    def __init__(self, tracing: Tracing | None = None, *, scheduling: Scheduling = "batch",
+                 grammar_checker: GrammarChecker | None = None) -> None:
         if scheduling not in SCHEDULING:
             raise ValueError(f"scheduling must be one of {', '.join(SCHEDULING)}, not {scheduling!r}")
         self.tracing = tracing or Tracing.disabled()
         self.scheduling = scheduling
         self.last_tokens_per_s: float | None = None  # of the latest finished generation (a metrics gauge)
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._grammars = grammar_checker or GrammarChecker()
         self._scheduler = Scheduler(scheduling, start=self._start, fail=self._report_failure, end=self._end,
-                                    on_finish=self._finished)
+                                    on_finish=self._finished, vet=self._vet)
         self._loads: deque[_LoadPayload] = deque()
         self._generator: Generator | None = None
         self._load_requested = False
@@ -70,8 +77,7 @@ class Runtime:
         self._in_flight = 0  # submitted and not yet finished (a metrics gauge)
         # Held while a generator is swapped out or freed, and while other threads tokenize with it.
         self._model_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._serve, name="locus-runtime", daemon=True)
-        self._thread.start()
+        self._thread = start_grammar_thread(self._serve, "locus-runtime")  # it parses grammars
 
     # Public API ------------------------------------------------------------------
 
@@ -179,6 +185,7 @@ class Runtime:
         scheduler.stop(RuntimeStoppedError("The engine shut down."))
         while self._loads:
             self._loads.popleft().future.set_exception(RuntimeStoppedError("The engine shut down."))
+        self._grammars.close()  # requests whose grammar was being checked come back as messages
         self._take_messages(block=False)  # anything that arrived while stopping
         scheduler.stop(RuntimeStoppedError("The engine shut down."))
         with self._model_lock:
@@ -228,12 +235,38 @@ class Runtime:
                 self._scheduler.add(payload)
             elif kind == "load":
                 self._loads.append(payload)
+            elif kind == "checked":
+                self._checked(*payload)
             else:
                 self._stopping = True
             try:
                 message = self._inbox.get_nowait()
             except queue.Empty:
                 return
+
+    def _vet(self, work: Work, gen: Generator) -> bool:
+        """Whether the request's grammar may be built for this model: True once its check passed, False
+        while it is being checked (the request leaves the queue, and comes back as a "checked" message);
+        raises the check's error when it failed."""
+        grammar = work.handle.request.grammar
+        if grammar is None:
+            return True
+        model = model_key(gen.config.path)
+        if work.vetted == model:
+            return True
+        verdict = self._grammars.known(grammar, gen.config.path)
+        if verdict is None:
+            self._grammars.submit(grammar, gen.config.path,
+                                  lambda v: self._inbox.put(("checked", (work, model, v))))
+            return False
+        verdict.raise_if_bad()
+        work.vetted = model
+        return True
+
+    def _checked(self, work: Work, model: str, verdict: Verdict) -> None:
+        if verdict.ok:
+            work.vetted = model
+        self._scheduler.requeue(work, None if verdict.ok else verdict.error())
 
     def _step(self) -> None:
         try:

@@ -21,6 +21,7 @@ import numpy as np
 from engine.errors import GenerationError, InvalidRequestError
 from engine.runtime.constrain import grammar_problem
 from engine.runtime.context import NativeContext
+from engine.runtime.grammar_check import check_limits
 from engine.runtime.native import NativeModel, clear_recent_log, recent_errors
 from engine.runtime.types import SamplingParams
 
@@ -33,7 +34,8 @@ class SamplerChain:
     The grammar is kept out of the chain, as llama.cpp's own common sampler does: the chain
     samples freely, the grammar checks just that token, and only when it refuses is the
     whole vocabulary filtered (which costs tens of milliseconds a token). Its state only
-    ever sees generated tokens: llama.cpp aborts on one the grammar does not allow.
+    ever sees generated tokens the grammar allows: llama.cpp aborts the process on any other
+    (an end-of-generation token it does not allow, or any token once it allows none).
     """
 
     def __init__(self, model: NativeModel, params: SamplingParams, seed: int, *, grammar: str | None = None):
@@ -45,6 +47,7 @@ class SamplerChain:
         self._recent: deque[int] = deque(maxlen=params.repeat_last_n if penalised else 1)
         self._counts: Counter[int] = Counter()  # how often each token occurs in _recent
         if grammar is not None:
+            check_limits(grammar)  # llama.cpp's parser recurses per group: a deep one overflows the stack
             clear_recent_log()
             self.grammar = llama_cpp.llama_sampler_init_grammar(model.vocab, grammar.encode("utf-8"), b"root")
             if not self.grammar:
@@ -102,7 +105,7 @@ class SamplerChain:
             token = self._pick(logits, constrained=False)
             if not self._grammar_allows(token):
                 token = self._pick(logits, constrained=True)
-            llama_cpp.llama_sampler_accept(self.grammar, token)
+            llama_cpp.llama_sampler_accept(self.grammar, token)  # allowed: _grammar_allows or _pick checked it
         self._remember(token)
         return token
 
@@ -115,10 +118,15 @@ class SamplerChain:
             data=cur.ctypes.data_as(llama_cpp.llama_token_data_p), size=self.n_vocab, selected=-1, sorted=False)
         if constrained:
             llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(array))
+            if not np.isfinite(cur["logit"]).any():
+                raise _dead_end()
         llama_cpp.llama_sampler_apply(self.chain, ctypes.byref(array))
         if not 0 <= array.selected < array.size:
             raise GenerationError("No token could be sampled.", detail=f"selected index {array.selected}")
-        return int(array.data[array.selected].id)
+        chosen = array.data[array.selected]
+        if constrained and not math.isfinite(chosen.logit):  # the chain fell back on a refused token
+            raise _dead_end()
+        return int(chosen.id)
 
     def _grammar_allows(self, token: int) -> bool:
         one = self._one
@@ -138,6 +146,13 @@ class SamplerChain:
 
     def __del__(self) -> None:
         self.close()
+
+
+def _dead_end() -> InvalidRequestError:
+    """The grammar allows no token (accepting one anyway would abort the process)."""
+    return InvalidRequestError("The grammar allows nothing here: after what the model has written so far, it "
+                               "accepts neither more text nor the end of the answer.",
+                               hint="Check the grammar: every way through its rules must be able to end.")
 
 
 # llama_token_data as numpy sees it (int32 id, float logit, float p), to hand llama.cpp a whole vocabulary.

@@ -81,6 +81,7 @@ class Work:
     arrival: int = 0
     seq: Sequence | None = None  # built when it first reaches the head of the queue
     span: object | None = None  # its generation span, opened when it starts
+    vetted: str | None = None  # the model its grammar was checked against
 
     @property
     def request_id(self) -> int:
@@ -95,20 +96,30 @@ class Scheduler:
     """Which waiting request starts next, and when one must make room for another.
 
     The runtime thread calls it between decode steps; ``start``, ``fail`` and ``end`` (the
-    runtime's) open a request's span and tell its caller how it went.
+    runtime's) open a request's span and tell its caller how it went. ``vet`` (the runtime's) says
+    whether a request's grammar may be built for the model: True, False when it has gone to be
+    checked (it comes back through ``requeue``), or raises the check's error.
     """
 
     def __init__(self, scheduling: Scheduling, *, start: Callable[[Work], None],
                  fail: Callable[[Work, EngineError], None], end: Callable[[Work, Done | Failed], None],
-                 on_finish: Callable[[Sequence], None]):
+                 on_finish: Callable[[Sequence], None], vet: Callable[[Work, Generator], bool] | None = None):
         self.scheduling = scheduling
         self.waiting = WaitQueue(by_priority=scheduling != "fcfs")
         self.running: dict[int, Work] = {}  # started and not finished, preempted ones included
         self._start, self._fail, self._end, self._on_finish = start, fail, end, on_finish
+        self._vet = vet
 
     def add(self, handle: RequestHandle) -> None:
         work = Work(handle)
         work.arrival = self.waiting.push(work, int(handle.request.priority))
+
+    def requeue(self, work: Work, error: EngineError | None) -> None:
+        """A request whose grammar was being checked comes back: in its old place, or failed with ``error``."""
+        if error is not None:
+            self._end(work, Failed(work.request_id, error))
+        else:
+            self.waiting.push(work, int(work.handle.request.priority), work.arrival)
 
     @property
     def preempted(self) -> bool:
@@ -162,6 +173,8 @@ class Scheduler:
     def _build(self, gen: Generator, work: Work) -> bool:
         handle = work.handle
         try:
+            if self._vet is not None and not self._vet(work, gen):
+                return False  # its grammar is being checked elsewhere; requeue() brings it back
             work.seq = gen.sequence(handle.request, handle._cancel, handle._emit, handle.submitted_at,
                                     on_finish=self._on_finish)
         except BaseException as exc:  # noqa: BLE001 - a bad request (template, grammar) fails alone

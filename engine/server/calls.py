@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from engine.errors import EngineError
 from engine.runtime.constrain import grammar_problem, schema_to_grammar
+from engine.runtime.grammar_check import limits_problem
 from engine.runtime.types import ChatMessage
 from engine.server import fields as f
 from engine.server.errors import from_engine, invalid, unsupported
@@ -185,7 +186,7 @@ def _grammar(body: dict) -> str | None:
     if raw is not None and kind != "text":
         raise invalid("Give either 'response_format' or 'grammar', not both.", "grammar")
     if raw is not None:
-        problem = grammar_problem(raw) if raw.strip() else "it is empty"
+        problem = (limits_problem(raw) or grammar_problem(raw)) if raw.strip() else "it is empty"
         if problem:
             raise invalid(f"The grammar cannot be used: {problem}.", "grammar")
         return raw
