@@ -61,3 +61,20 @@ def test_every_example_schema_is_usable_and_empty_input_is_refused():
         parse_schema("  ")
     with pytest.raises(InvalidRequestError, match="JSON object"):
         parse_schema("[1]")
+
+
+@pytest.mark.slow
+def test_a_schema_llama_cpp_cannot_follow_fails_only_its_task(runtime, templates):
+    """Schemas whose grammar would take the process down (a string no character can fill, nesting that
+    overflows llama.cpp's parser) fail their own task in words; the next extraction works."""
+    nothing = {"type": "object", "properties": {"code": {"type": "string", "pattern": r"^[^\x00-\U0010FFFF]$"}},
+               "required": ["code"]}
+    failed = run(runtime, templates, CONTACT_TEXT, nothing)[-1]
+    assert isinstance(failed, TaskFailed) and isinstance(failed.error, InvalidRequestError)
+    assert "grammar allows nothing here" in failed.error.message
+    deep = {"type": "object", "properties": {"note": {"type": "string", "maxLength": 20_000}}}
+    failed = run(runtime, templates, CONTACT_TEXT, deep)[-1]
+    assert isinstance(failed, TaskFailed) and "20,000 deep" in failed.error.message
+    assert "maxLength" in failed.error.hint
+    done = run(runtime, templates, CONTACT_TEXT, SCHEMA_EXAMPLES["Contact"])[-1]
+    assert isinstance(done, TaskDone) and "Maria" in json.loads(done.text)["name"]
