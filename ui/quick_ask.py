@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QCursor, QGuiApplication, QIcon, QKeyEvent
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
 from engine.assistant import AnswerHandle, Cited, Retrieved
 from engine.runtime.types import Done, Failed, Started, Token
@@ -21,6 +21,7 @@ from resources import resource_path
 from ui.bridge import EngineBridge
 from ui.errors import describe
 from ui.ops import run_in_background
+from ui.plain import plain_label
 from ui.quick_ask_parts import NO_DOCUMENTS, AnswerView, CollectionChooser
 
 __all__ = ["NO_DOCUMENTS", "QuickAsk"]
@@ -84,7 +85,7 @@ class QuickAsk(QWidget):
 
         top = QHBoxLayout()
         top.setSpacing(10)
-        logo = QLabel(frame)
+        logo = plain_label("", frame)
         logo.setPixmap(QIcon(str(resource_path("icons", "locus.svg"))).pixmap(26, 26))
         self.input = QLineEdit(frame)
         self.input.setObjectName("quickAskInput")
@@ -102,22 +103,15 @@ class QuickAsk(QWidget):
         self.rule.setFrameShape(QFrame.Shape.HLine)
         self.answer = AnswerView(frame)
         self.answer.grew.connect(self.adjustSize)
-        self.question = QLabel(frame)
-        self.question.setObjectName("quickAskQuestion")
-        self.question.setWordWrap(True)
-        self.question.setTextFormat(Qt.TextFormat.PlainText)
-        self.sources = QLabel(frame)
-        self.sources.setObjectName("quickAskSources")
-        self.sources.setWordWrap(True)
+        self.question = plain_label("", frame, name="quickAskQuestion", wrap=True)
+        self.sources = plain_label("", frame, name="quickAskSources", wrap=True)
         column.addWidget(self.rule)
         column.addWidget(self.question)
         column.addWidget(self.answer)
         column.addWidget(self.sources)
 
         bottom = QHBoxLayout()
-        self.status = QLabel(frame)
-        self.status.setObjectName("quickAskStatus")
-        self.status.setWordWrap(True)
+        self.status = plain_label("", frame, name="quickAskStatus", wrap=True)
         self.stop_button = QPushButton("Stop", frame)
         self.stop_button.setObjectName("quickAskStop")
         self.stop_button.setToolTip("Stop the answer; what it said so far is kept")

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import QComboBox, QTextBrowser, QWidget
+from PySide6.QtWidgets import QComboBox, QWidget
+
+from ui.safe_text import SafeTextBrowser
 
 MAX_ANSWER_HEIGHT = 360  # then the answer scrolls
 _RENDER_INTERVAL_MS = 50  # streamed text is painted at most 20 times a second
 NO_DOCUMENTS = "No documents"
 
 
-class AnswerView(QTextBrowser):
-    """Markdown that grows with the answer up to MAX_ANSWER_HEIGHT, then scrolls and follows the end."""
+class AnswerView(SafeTextBrowser):
+    """Markdown that grows with the answer up to MAX_ANSWER_HEIGHT, then scrolls and follows the end; like
+    the window's answers it loads nothing the answer names and asks before opening a web link."""
 
     grew = Signal()  # its height changed: the popup fits itself around it
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("quickAskAnswer")
-        self.setOpenExternalLinks(True)
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         self.document().setDocumentMargin(0)  # lines up with the question above it
         self.document().documentLayout().documentSizeChanged.connect(self._fit)
@@ -49,7 +51,7 @@ class AnswerView(QTextBrowser):
         self._pending = None
         if text != self.text:
             self.text = text
-            self.setMarkdown(text)
+            self.set_markdown(text)
         self._fit()
 
     def _fit(self, *_args) -> None:

@@ -8,8 +8,9 @@ from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFontDatabase, QTextCharFormat, QTextCursor, QTextFormat
 from PySide6.QtPdf import QPdfDocument
 from PySide6.QtPdfWidgets import QPdfView
-from PySide6.QtWidgets import QDialog, QLabel, QMenu, QPlainTextEdit, QTextEdit, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDialog, QMenu, QPlainTextEdit, QTextEdit, QVBoxLayout, QWidget
 
+from ui.plain import plain_label
 from ui.tasks.selection import add_selection_actions, selected_text
 
 MAX_TEXT_BYTES = 20 * 2**20
@@ -29,9 +30,15 @@ class SourceViewer(QDialog):
         self.setWindowTitle(f"{path.name} — {where}" if where else path.name)
         self.resize(900, 760)
         layout = QVBoxLayout(self)
-        self.header = QLabel(f"<b>{path.name}</b> · {where}<br><small>{path}</small>", self)
-        self.header.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # The name, the place and the path come from the document and its index: shown as plain text.
+        self.header = plain_label(f"{path.name} · {where}" if where else path.name, self, name="sourceName",
+                                  selectable=True, bold=True)
+        self.path_label = plain_label(str(path), self, name="sourcePath", selectable=True)
+        small = self.path_label.font()
+        small.setPointSizeF(small.pointSizeF() * 0.85)
+        self.path_label.setFont(small)
         layout.addWidget(self.header)
+        layout.addWidget(self.path_label)
         self.pdf_view: QPdfView | None = None
         self.text_view: QPlainTextEdit | None = None
         self.error = ""
@@ -45,9 +52,7 @@ class SourceViewer(QDialog):
 
     def _show_error(self, text: str) -> None:
         self.error = text
-        label = QLabel(text, self)
-        label.setObjectName("sourceError")
-        label.setWordWrap(True)
+        label = plain_label(text, self, name="sourceError", wrap=True)
         self.layout().addWidget(label, 1)
 
     def _open_pdf(self, path: Path, page: int) -> None:

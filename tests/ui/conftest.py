@@ -71,3 +71,36 @@ def heartbeat():
     beat = Heartbeat()
     yield beat
     beat.timer.stop()
+
+
+class FifoTrap:
+    """A named pipe with a writer waiting on it in another process: every time anything opens the pipe
+    to read it, the writer wakes and notes it, so a test can prove a view never tried to read a file."""
+
+    def __init__(self, folder):
+        import os
+        import subprocess
+
+        self.path = folder / "trap.png"
+        self.marker = folder / "trap-opened"
+        os.mkfifo(self.path)
+        # One writer after another: a reader that opens the pipe again (Qt's image fallback does) gets one
+        # too, so reading code on the GUI thread ends (and the test fails) instead of hanging.
+        self.writer = subprocess.Popen(["sh", "-c", 'while :; do exec 3>"$0"; echo opened >> "$1"; exec 3>&-; done',
+                                        str(self.path), str(self.marker)])
+
+    @property
+    def opened(self) -> int:
+        """How many times the pipe was opened for reading."""
+        return len(self.marker.read_text().split()) if self.marker.exists() else 0
+
+    def close(self) -> None:
+        self.writer.kill()
+        self.writer.wait()
+
+
+@pytest.fixture()
+def fifo_trap(tmp_path):
+    trap = FifoTrap(tmp_path)
+    yield trap
+    trap.close()

@@ -6,16 +6,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QFontDatabase, QGuiApplication, QPalette, QTextOption
+from PySide6.QtGui import QFontDatabase, QGuiApplication, QPalette, QTextOption
 from PySide6.QtWidgets import (
     QFileDialog,
     QFrame,
     QHBoxLayout,
-    QLabel,
     QMenu,
     QPushButton,
     QSizePolicy,
-    QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
@@ -32,6 +30,8 @@ from ui.chat.markdown import (
 )
 from ui.errors import show_error
 from ui.ops import run_in_background
+from ui.plain import literal, mnemonic_safe, plain_label
+from ui.safe_text import SafeTextBrowser
 from ui.tasks.selection import add_selection_actions, selected_text
 
 
@@ -39,21 +39,20 @@ def _is_dark(widget: QWidget) -> bool:
     return widget.palette().color(QPalette.ColorRole.Window).lightness() < 128
 
 
-class _AutoHeightBrowser(QTextBrowser):
-    """A read-only text view as tall as its content (the chat view scrolls, not it)."""
+class _AutoHeightBrowser(SafeTextBrowser):
+    """A read-only text view as tall as its content (the chat view scrolls, not it); it loads nothing the
+    text names and asks before opening a web link (ui/safe_text.py)."""
 
     selectionTask = Signal(str, str)  # (task mode, selected text): run a task on the selection
 
-    def __init__(self, parent: QWidget | None = None, *, wrap: bool = True):
-        super().__init__(parent)
-        self.setReadOnly(True)
-        self.setOpenExternalLinks(True)
+    def __init__(self, parent: QWidget | None = None, *, wrap: bool = True, internal_schemes: tuple[str, ...] = ()):
+        super().__init__(parent, internal_schemes)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setHorizontalScrollBarPolicy(
             Qt.ScrollBarPolicy.ScrollBarAlwaysOff if wrap else Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         if not wrap:
-            self.setLineWrapMode(QTextBrowser.LineWrapMode.NoWrap)
+            self.setLineWrapMode(SafeTextBrowser.LineWrapMode.NoWrap)
             self.setWordWrapMode(QTextOption.WrapMode.NoWrap)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.viewport().setAutoFillBackground(False)
@@ -87,15 +86,15 @@ class _AutoHeightBrowser(QTextBrowser):
 
 
 class ProseView(_AutoHeightBrowser):
-    """Markdown prose, rendered by Qt's own CommonMark support; [n] citations become links."""
+    """Markdown prose, rendered by Qt's own CommonMark support (raw HTML shows as text, images as their
+    description); [n] citations become ``source:n`` links that open the source."""
 
     sourceClicked = Signal(int)
 
     def __init__(self, text: str, parent: QWidget | None = None, citations: frozenset[int] = frozenset()):
-        super().__init__(parent)
+        super().__init__(parent, internal_schemes=("source",))
         self.setObjectName("prose")
-        self.setOpenLinks(False)
-        self.anchorClicked.connect(self._open_link)
+        self.internalLink.connect(self._open_source)
         self.text = ""
         self.citations: frozenset[int] = frozenset()
         self.set_text(text, citations)
@@ -103,13 +102,11 @@ class ProseView(_AutoHeightBrowser):
     def set_text(self, text: str, citations: frozenset[int] = frozenset()) -> None:
         if text != self.text or citations != self.citations:
             self.text, self.citations = text, citations
-            self.setMarkdown(link_citations(text, set(citations)) if citations else text)
+            self.set_markdown(link_citations(text, set(citations)) if citations else text)
 
-    def _open_link(self, url: QUrl) -> None:
-        if url.scheme() == "source":
+    def _open_source(self, url: QUrl) -> None:
+        if url.path().isdigit():
             self.sourceClicked.emit(int(url.path()))
-        else:
-            QDesktopServices.openUrl(url)
 
 
 class CodeBlock(QFrame):
@@ -132,8 +129,7 @@ class CodeBlock(QFrame):
         header.setObjectName("codeHeader")
         row = QHBoxLayout(header)
         row.setContentsMargins(8, 2, 4, 2)
-        self.language_label = QLabel(header)
-        self.language_label.setObjectName("codeLanguage")
+        self.language_label = plain_label("", header, name="codeLanguage")
         self.copy_button = QPushButton("Copy", header)
         self.copy_button.setObjectName("copyButton")
         self.copy_button.setToolTip("Copy this code to the clipboard")
@@ -162,7 +158,7 @@ class CodeBlock(QFrame):
         self.code, self.language, self.closed = segment.code, segment.language, segment.closed
         self.language_label.setText(language_label(segment.language))
         if segment.closed:
-            self.view.setHtml(code_html(segment.code, segment.language, _is_dark(self)))
+            self.view.set_html(code_html(segment.code, segment.language, _is_dark(self)))
         else:
             # Still streaming: re-highlighting a growing block on every repaint costs more and
             # more; plain text is cheap, and colour arrives when the fence closes.
@@ -224,25 +220,23 @@ class SourceList(QFrame):
         if not sources:
             self.hide()
             return
-        title = QLabel("Sources", self)
-        title.setObjectName("sourcesTitle")
+        title = plain_label("Sources", self, name="sourcesTitle")
         self._layout.addWidget(title)
         for source in sources:
             file_name = source["path"].rsplit("/", 1)[-1]
             title = source.get("title") or file_name
             name = title if title == file_name else f"{title} ({file_name})"
             where = source.get("location") or ""
-            button = QPushButton(f"[{source['number']}]  {name}" + (f" · {where}" if where else ""), self)
+            button = QPushButton(mnemonic_safe(f"[{source['number']}]  {name}" + (f" · {where}" if where else "")),
+                                 self)
             button.setObjectName("sourceButton")
             button.setFlat(True)
             button.setCursor(Qt.CursorShape.PointingHandCursor)
-            button.setToolTip(f"{source['path']}\nClick to open it at {where or 'the start'}."
-                              + ("" if source.get("explicit", True) else "\n(matched by similarity: the answer "
-                                                                         "did not cite it by number)"))
+            button.setToolTip(literal(f"{source['path']}\nClick to open it at {where or 'the start'}."
+                                      + ("" if source.get("explicit", True) else
+                                         "\n(matched by similarity: the answer did not cite it by number)")))
             button.clicked.connect(lambda _=False, s=source: self.sourceClicked.emit(s))
-            quote = QLabel(f"\u201c{source.get('quote', '')}\u201d", self)
-            quote.setObjectName("sourceQuote")
-            quote.setWordWrap(True)
+            quote = plain_label(f"\u201c{source.get('quote', '')}\u201d", self, name="sourceQuote", wrap=True)
             self._layout.addWidget(button, 0, Qt.AlignmentFlag.AlignLeft)
             self._layout.addWidget(quote)
         self.show()
@@ -273,10 +267,8 @@ class MessageWidget(QFrame):
         layout.setContentsMargins(14, 10, 14, 10)
         layout.setSpacing(6)
         header = QHBoxLayout()
-        self.author = QLabel("You" if role == "user" else "Locus", self)
-        self.author.setObjectName("author")
-        self.status_label = QLabel(self)
-        self.status_label.setObjectName("messageStatus")
+        self.author = plain_label("You" if role == "user" else "Locus", self, name="author")
+        self.status_label = plain_label("", self, name="messageStatus")
         header.addWidget(self.author)
         header.addStretch(1)
         header.addWidget(self.status_label)
@@ -293,10 +285,7 @@ class MessageWidget(QFrame):
         self.body = QVBoxLayout()
         self.body.setSpacing(8)
         layout.addLayout(self.body)
-        self.error_label = QLabel(self)
-        self.error_label.setObjectName("messageError")
-        self.error_label.setWordWrap(True)
-        self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error_label = plain_label("", self, name="messageError", wrap=True, selectable=True)
         self.error_label.hide()
         layout.addWidget(self.error_label)
         self.sources = SourceList(self)
