@@ -7,6 +7,7 @@ import logging
 from PySide6.QtWidgets import QMessageBox, QWidget
 
 from engine.errors import EngineError
+from ui.plain import message_box
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +29,10 @@ def details(exc: BaseException) -> str | None:
 
 
 def show_error(parent: QWidget | None, title: str, exc: BaseException | str) -> QMessageBox:
-    """A non-blocking message box for a failure; returns it (tests look at its text)."""
-    box = QMessageBox(parent)
-    box.setIcon(QMessageBox.Icon.Warning)
-    box.setWindowTitle(title)
-    box.setText(exc if isinstance(exc, str) else describe(exc))
-    if not isinstance(exc, str) and (extra := details(exc)):
-        box.setDetailedText(extra)
-    box.setObjectName("errorBox")
+    """A non-blocking message box for a failure, in plain text (an error may quote a file name or a model's
+    words); returns it (tests look at its text)."""
+    box = message_box(parent, title, exc if isinstance(exc, str) else describe(exc),
+                      detail=(not isinstance(exc, str) and details(exc)) or "", icon=QMessageBox.Icon.Warning,
+                      name="errorBox")
     box.open()
     return box

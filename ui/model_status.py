@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QLabel, QMainWindow, QProgressBar
+from PySide6.QtWidgets import QMainWindow, QProgressBar
 
 from engine.runtime.types import LoadProgress, ModelLoaded
 from ui.errors import describe, show_error
 from ui.ops import run_in_background
+from ui.plain import literal, plain_label
 
 
 class ModelStatus:
@@ -18,8 +19,7 @@ class ModelStatus:
         self.bridge = bridge
         self.info = None  # the loaded model's ModelInfo
         self.error: str | None = None  # why the last load failed, for people
-        self.label = QLabel("No model", window)
-        self.label.setObjectName("modelLabel")
+        self.label = plain_label("No model", window, name="modelLabel")
         self.bar = QProgressBar(window)
         self.bar.setObjectName("loadProgress")
         self.bar.setRange(0, 100)
@@ -52,7 +52,7 @@ class ModelStatus:
         info = event.info
         where = f"on {info.path}" if info.chat_template_source == "remote" else f"{info.n_threads} threads"
         self.label.setText(f"{info.name} · {info.n_ctx} ctx · {where}")
-        self.label.setToolTip(event.info.path)
+        self.label.setToolTip(literal(event.info.path))
 
     def _failed(self, error: BaseException) -> None:
         self.bar.hide()

@@ -29,6 +29,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ui.plain import literal, plain_label
+
 
 _SECTION_TITLES = {"model": "Model", "sampling": "Sampling", "chat": "Chat", "documents": "Documents",
                    "tasks": "Tasks", "remote": "Model server", "traces": "Traces", "server": "Local API",
@@ -103,10 +105,10 @@ class SettingsDialog(QDialog):
                 forms[spec.section] = QFormLayout(box)
                 column.addWidget(box)
             editor = self._editor(spec)
-            editor.setToolTip(f"{spec.description}\n({spec.key})")
+            editor.setToolTip(literal(f"{spec.description}\n({spec.key})"))
             editor.setObjectName(spec.key)
             self.editors[spec.key] = editor
-            forms[spec.section].addRow(spec.label, editor)
+            forms[spec.section].addRow(plain_label(spec.label, content), editor)
         column.addStretch(1)
         scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
@@ -125,9 +127,7 @@ class SettingsDialog(QDialog):
         """A line of information (not a setting) at the top of a section, e.g. where embeddings run."""
         label = self.notes.get(section)
         if label is None:
-            label = self.notes[section] = QLabel(self)
-            label.setObjectName(f"{section}Note")
-            label.setWordWrap(True)
+            label = self.notes[section] = plain_label("", self, name=f"{section}Note", wrap=True)
             self.forms[section].insertRow(0, label)
         label.setText(text)
 

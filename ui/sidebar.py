@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.history.models import Conversation, SearchHit
+from ui.plain import literal
 
 ID_ROLE = Qt.ItemDataRole.UserRole
 
@@ -84,7 +85,7 @@ class ConversationSidebar(QWidget):
                 item = QListWidgetItem(title)
                 item.setData(ID_ROLE, conversation.id)
                 item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
-                item.setToolTip(snippet.replace("[", "").replace("]", "") if snippet else title)
+                item.setToolTip(literal(snippet.replace("[", "").replace("]", "") if snippet else title))
                 self.list.addItem(item)
                 if conversation.id == current:
                     self.list.setCurrentItem(item)

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QApplication, QMainWindow, QMenu, QSystemTrayIcon
 
 from engine.rag.indexer import IndexProgress
 from resources import resource_path
+from ui.plain import mnemonic_safe
 from ui.quick_ask import QuickAsk
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ class Tray(QObject):
     # State shown in the menu ----------------------------------------------------------
 
     def _show_model(self, name: str | None) -> None:
-        self.model_action.setText(f"Model: {name}" if name else "Model: none loaded")
+        self.model_action.setText(mnemonic_safe(f"Model: {name}") if name else "Model: none loaded")
 
     def _sync_indexing(self) -> None:
         library = self.window.documents.library

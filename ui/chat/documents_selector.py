@@ -6,6 +6,8 @@ from PySide6.QtCore import Signal
 from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import QMenu, QToolButton, QWidget
 
+from ui.plain import mnemonic_safe
+
 
 def describe(value: list[str] | None) -> str:
     if value is None:
@@ -59,10 +61,10 @@ class DocumentsSelector(QToolButton):
             menu.addSeparator()
         for name in self.collections:
             chosen = bool(self.value) and name in self.value
-            action = QAction(f"Collection: {name}", menu, checkable=True, checked=chosen)
+            action = QAction(mnemonic_safe(f"Collection: {name}"), menu, checkable=True, checked=chosen)
             action.triggered.connect(lambda checked, n=name: self._toggle(n, checked))
             menu.addAction(action)
-        self.setText(describe(self.value))
+        self.setText(mnemonic_safe(describe(self.value)))
 
     def _toggle(self, name: str, checked: bool) -> None:
         current = set(self.value or [])

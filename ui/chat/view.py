@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
 from engine.history.models import Message
 from ui.chat.message import MessageWidget
+from ui.plain import plain_label
 from ui.traces.links import stats_trace_id
 
 _RENDER_INTERVAL_MS = 50  # streamed tokens are painted at most 20 times a second
@@ -32,10 +33,9 @@ class ChatView(QScrollArea):
         self._layout = QVBoxLayout(self._column)
         self._layout.setContentsMargins(24, 16, 24, 16)
         self._layout.setSpacing(12)
-        self._empty = QLabel("Ask anything. Your questions and answers stay on this computer.", self._column)
-        self._empty.setObjectName("emptyHint")
+        self._empty = plain_label("Ask anything. Your questions and answers stay on this computer.", self._column,
+                                  name="emptyHint", wrap=True)
         self._empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self._empty.setWordWrap(True)
         self._layout.addWidget(self._empty)
         self._layout.addStretch(1)
         self.setWidget(self._column)

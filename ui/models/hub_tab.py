@@ -8,7 +8,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QInputDialog,
-    QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
@@ -26,6 +25,7 @@ from engine.models.hub import HubAuthError
 from ui.errors import describe, show_error
 from ui.models.local import human_bytes
 from ui.ops import run_in_background
+from ui.plain import plain_label
 
 
 class _Relay(QObject):
@@ -72,8 +72,7 @@ class HubModels(QWidget):
         self.cancel_button = QPushButton("Cancel", self)
         self.cancel_button.clicked.connect(lambda: self.handle and self.handle.cancel())
         self.progress = QProgressBar(self)
-        self.status = QLabel("", self)
-        self.status.setWordWrap(True)
+        self.status = plain_label("", self, name="hubStatus", wrap=True)
         self._relay = _Relay(self)
         self._relay.event.connect(self._on_download_event)
         top = QHBoxLayout()

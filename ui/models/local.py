@@ -8,7 +8,6 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QHeaderView,
-    QLabel,
     QProgressBar,
     QPushButton,
     QTableWidget,
@@ -19,6 +18,7 @@ from PySide6.QtWidgets import (
 
 from ui.errors import show_error
 from ui.ops import run_in_background
+from ui.plain import literal, plain_label
 
 COLUMNS = ("Model", "Architecture", "Parameters", "Quantization", "Context", "Size", "Chat template", "On this machine")
 
@@ -60,8 +60,7 @@ class LocalModels(QWidget):
         self.default_button.clicked.connect(self.use_selected)
         self.progress = QProgressBar(self)
         self.progress.hide()
-        self.note = QLabel("Drop a .gguf file here to import it.", self)
-        self.note.setWordWrap(True)
+        self.note = plain_label("Drop a .gguf file here to import it.", self, name="localNote", wrap=True)
         buttons = QHBoxLayout()
         for widget in (self.import_button, self.delete_button, self.progress):
             buttons.addWidget(widget)
@@ -95,7 +94,7 @@ class LocalModels(QWidget):
                      m.problem or (plan.summary if plan is not None else ""))
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                item.setToolTip(m.path if column == 0 else text)
+                item.setToolTip(literal(m.path if column == 0 else text))
                 if m.problem and column == len(COLUMNS) - 1:
                     item.setForeground(Qt.GlobalColor.red)
                 self.table.setItem(row, column, item)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QDialog, QLabel, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDialog, QTabWidget, QVBoxLayout, QWidget
 
 from ui.errors import show_error
 from ui.models.hub_tab import HubModels
 from ui.models.local import LocalModels
 from ui.ops import run_in_background
+from ui.plain import plain_label
 
 
 def hardware_text(hw, embedding_device: tuple[str, str] | None = None) -> str:
@@ -33,9 +34,7 @@ class ModelManager(QDialog):
         self.setWindowTitle("Models")
         self.resize(1000, 520)
         self.services = services
-        self.hardware_label = QLabel("Looking at this machine…", self)
-        self.hardware_label.setObjectName("hardwareLabel")
-        self.hardware_label.setWordWrap(True)
+        self.hardware_label = plain_label("Looking at this machine…", self, name="hardwareLabel", wrap=True)
         self.local = LocalModels(services, self)
         self.local.chooseRequested.connect(self.modelChosen)
         self.tabs = QTabWidget(self)

@@ -15,7 +15,6 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QPlainTextEdit,
     QProgressBar,
@@ -30,6 +29,7 @@ from engine.tasks.extract import SCHEMA_EXAMPLES
 from engine.tasks.summarize import LENGTHS
 from engine.tasks.translate import LANGUAGES, detect_language
 from ui.ops import run_in_background
+from ui.plain import literal, plain_label
 from ui.tasks.modes import (
     MODES,
     PLACEHOLDERS,
@@ -48,7 +48,7 @@ AUTO = "Detect automatically"
 def _combo(parent: QWidget, name: str, items: dict[str, str] | tuple[str, ...], tip: str) -> QComboBox:
     combo = QComboBox(parent)
     combo.setObjectName(name)
-    combo.setToolTip(tip)
+    combo.setToolTip(literal(tip))
     for key, label in (items.items() if isinstance(items, dict) else ((i, i) for i in items)):
         combo.addItem(label, key)
     return combo
@@ -105,7 +105,7 @@ class TaskBar(QWidget):
         page, row = _page(self, "summarizeOptions")
         self.length = _combo(page, "summaryLength", LENGTHS, "How long the summary should be")
         self.length.setCurrentIndex(max(0, self.length.findData("short")))
-        row.addWidget(QLabel("Length:", page))
+        row.addWidget(plain_label("Length:", page))
         row.addWidget(self.length)
         row.addStretch(1)
         self.pages["summarize"] = page
@@ -115,10 +115,10 @@ class TaskBar(QWidget):
         self.target = _combo(page, "targetLanguage", LANGUAGES, "The language to translate into")
         self.translate_default = translate_to
         self.target.setCurrentIndex(max(0, self.target.findData(translate_to)))
-        self.detected_label = QLabel(page)
-        self.detected_label.setObjectName("detectedLanguage")
+        self.detected_label = plain_label("", page, name="detectedLanguage")
         self.source.currentIndexChanged.connect(lambda _i: self._schedule_detect())
-        for widget in (QLabel("From:", page), self.source, QLabel("To:", page), self.target, self.detected_label):
+        for widget in (plain_label("From:", page), self.source, plain_label("To:", page), self.target,
+                       self.detected_label):
             row.addWidget(widget)
         row.addStretch(1)
         self.pages["translate"] = page
@@ -133,7 +133,7 @@ class TaskBar(QWidget):
         self.use_files.setToolTip("Look up related code in your indexed documents")
         self.action.currentIndexChanged.connect(lambda _i: self.error.setVisible(self.action.currentData() == "fix"))
         self.error.setVisible(self.action.currentData() == "fix")
-        row.addWidget(QLabel("Action:", page))
+        row.addWidget(plain_label("Action:", page))
         row.addWidget(self.action)
         row.addWidget(self.error, 1)
         row.addWidget(self.use_files)
@@ -245,8 +245,7 @@ class TaskProgressRow(QWidget):
         self.setObjectName("taskProgress")
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
-        self.label = QLabel(self)
-        self.label.setObjectName("taskProgressLabel")
+        self.label = plain_label("", self, name="taskProgressLabel")
         self.bar = QProgressBar(self)
         self.bar.setObjectName("taskProgressBar")
         self.bar.setMaximumWidth(240)

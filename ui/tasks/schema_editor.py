@@ -6,10 +6,11 @@ import json
 
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtGui import QFontDatabase
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPlainTextEdit, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QPlainTextEdit, QVBoxLayout, QWidget
 
 from ui.errors import describe
 from ui.ops import run_in_background
+from ui.plain import plain_label
 from ui.tasks.modes import parse_schema
 
 _CHECK_DELAY_MS = 250
@@ -36,7 +37,7 @@ class SchemaEditor(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(4)
         row = QHBoxLayout()
-        row.addWidget(QLabel("Schema:", self))
+        row.addWidget(plain_label("Schema:", self))
         self.example = QComboBox(self)
         self.example.setObjectName("schemaExample")
         self.example.setToolTip("Start from an example schema, then edit it below")
@@ -44,9 +45,7 @@ class SchemaEditor(QWidget):
             self.example.addItem(example_title(name), name)
         self.example.addItem(CUSTOM, None)
         self.example.activated.connect(self._pick)
-        self.status = QLabel(self)
-        self.status.setObjectName("schemaStatus")
-        self.status.setWordWrap(True)
+        self.status = plain_label("", self, name="schemaStatus", wrap=True)
         row.addWidget(self.example)
         row.addWidget(self.status, 1)
         self.text = QPlainTextEdit(self)

@@ -15,10 +15,8 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QListWidget,
     QListWidgetItem,
-    QMessageBox,
     QPlainTextEdit,
     QPushButton,
     QScrollArea,
@@ -31,6 +29,7 @@ from engine.errors import EngineError
 from engine.tasks.templates import PromptTemplate, TemplateLibrary, parse_template
 from ui.errors import describe, show_error
 from ui.ops import run_in_background
+from ui.plain import confirm, literal, plain_label
 
 _CHECK_DELAY_MS = 300
 SAMPLE_VALUES = {
@@ -83,19 +82,14 @@ class TemplateEditor(QDialog):
         self.list.setMinimumWidth(150)
         self.list.setMaximumWidth(260)
         self.list.currentItemChanged.connect(self._selected)
-        self.heading = QLabel(self)
-        self.heading.setObjectName("templateHeading")
-        self.heading.setWordWrap(True)
+        self.heading = plain_label("", self, name="templateHeading", wrap=True, bold=True)
         self.editor = _mono(QPlainTextEdit(self))
         self.editor.setObjectName("templateText")
         self.editor.setTabChangesFocus(False)
         self.editor.setMinimumWidth(380)
         self.editor.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)  # TOML reads by its lines
         self.editor.textChanged.connect(self._edited)
-        self.error_label = QLabel(self)
-        self.error_label.setObjectName("templateError")
-        self.error_label.setWordWrap(True)
-        self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error_label = plain_label("", self, name="templateError", wrap=True, selectable=True)
         self.error_label.hide()
 
         self.sample_form = QFormLayout()
@@ -109,9 +103,7 @@ class TemplateEditor(QDialog):
         self.preview = _mono(QPlainTextEdit(self))
         self.preview.setObjectName("templatePreview")
         self.preview.setReadOnly(True)
-        self.token_label = QLabel(self)
-        self.token_label.setObjectName("templateTokens")
-        self.token_label.setWordWrap(True)
+        self.token_label = plain_label("", self, name="templateTokens", wrap=True)
 
         self.save_button = QPushButton("Save", self)
         self.save_button.setObjectName("saveTemplate")
@@ -120,8 +112,7 @@ class TemplateEditor(QDialog):
         self.reset_button = QPushButton("Reset to built-in", self)
         self.reset_button.setObjectName("resetTemplate")
         self.reset_button.clicked.connect(self.reset)
-        self.status = QLabel(self)
-        self.status.setObjectName("templateStatus")
+        self.status = plain_label("", self, name="templateStatus")
         close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
         close.rejected.connect(self.reject)
 
@@ -134,9 +125,9 @@ class TemplateEditor(QDialog):
         preview_column = QWidget(self)
         right = QVBoxLayout(preview_column)
         right.setContentsMargins(0, 0, 0, 0)
-        right.addWidget(QLabel("<b>Sample values</b>", self))
+        right.addWidget(plain_label("Sample values", self, bold=True))
         right.addWidget(sample_scroll, 1)
-        right.addWidget(QLabel("<b>Preview</b> (the messages the model gets)", self))
+        right.addWidget(plain_label("Preview (the messages the model gets)", self, bold=True))
         right.addWidget(self.preview, 2)
         right.addWidget(self.token_label)
         splitter = QSplitter(self)
@@ -176,8 +167,8 @@ class TemplateEditor(QDialog):
             for name, customised in rows:
                 item = QListWidgetItem(f"{name}  (edited)" if customised else name)
                 item.setData(Qt.ItemDataRole.UserRole, name)
-                item.setToolTip("Your version, in " + str(library.user_path(name)) if customised
-                                else "The built-in template")
+                item.setToolTip(literal("Your version, in " + str(library.user_path(name)) if customised
+                                        else "The built-in template"))
                 self.list.addItem(item)
             self.list.blockSignals(False)
             names = [n for n, _ in rows]
@@ -204,9 +195,7 @@ class TemplateEditor(QDialog):
         self.open_template(name)
 
     def _discard_ok(self) -> bool:
-        answer = QMessageBox.question(self, "Unsaved changes",
-                                      f"Discard your changes to '{self.name}'?")
-        return answer == QMessageBox.StandardButton.Yes
+        return confirm(self, "Unsaved changes", f"Discard your changes to '{self.name}'?")
 
     def open_template(self, name: str) -> None:
         library = self.library
@@ -241,8 +230,8 @@ class TemplateEditor(QDialog):
             self._show_error(describe(exc))
             return
         template = self.template
-        self.heading.setText(f"<b>{template.title}</b> — {template.description}" if template.description
-                             else f"<b>{template.title}</b>")
+        self.heading.setText(f"{template.title} — {template.description}" if template.description
+                             else template.title)
         self._sync_samples(template.variables)
         self.render_preview()
 
@@ -261,7 +250,7 @@ class TemplateEditor(QDialog):
             box.setPlainText(kept.get(name, SAMPLE_VALUES.get(name, f"<{name}>")))
             box.setFixedHeight(54)
             box.textChanged.connect(self._check_timer.start)
-            self.sample_form.addRow(name, box)
+            self.sample_form.addRow(plain_label(name, self), box)
             self.samples[name] = box
 
     def sample_values(self) -> dict[str, str]:
@@ -331,9 +320,8 @@ class TemplateEditor(QDialog):
         name, library = self.name, self.library
         if name is None:
             return
-        if name in self.customised and QMessageBox.question(
-                self, "Reset template", f"Delete your version of '{name}' and use the built-in one?"
-        ) != QMessageBox.StandardButton.Yes:
+        if name in self.customised and not confirm(
+                self, "Reset template", f"Delete your version of '{name}' and use the built-in one?"):
             return
 
         def done(text: str) -> None:

@@ -10,7 +10,6 @@ from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
-    QLabel,
     QPlainTextEdit,
     QSplitter,
     QTableWidget,
@@ -22,6 +21,7 @@ from PySide6.QtWidgets import (
 
 from engine.trace.store import SpanRecord
 from engine.trace.reading import TraceContent, format_duration, format_value, span_state, trace_content
+from ui.plain import literal, rich_label
 
 NOT_CAPTURED = ("Not recorded for this trace. Prompts, answers and passage texts are kept only while "
                 "content capture is on (Settings › Traces).")
@@ -54,7 +54,7 @@ def make_table(parent: QWidget, name: str, headers: Sequence[str]) -> QTableWidg
 def make_cell(text: str, tip: str | None = None) -> QTableWidgetItem:
     item = QTableWidgetItem(text)
     if tip:
-        item.setToolTip(tip[:2000])
+        item.setToolTip(literal(tip[:2000]))
     return item
 
 
@@ -68,10 +68,9 @@ class SpanDetail(QWidget):
         self.content = TraceContent()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.header = QLabel("Choose a trace to see its spans.", self)
-        self.header.setObjectName("spanHeader")
-        self.header.setWordWrap(True)
-        self.header.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # Rich text for the layout; every value in it is escaped (span names and errors come from requests).
+        self.header = rich_label("Choose a trace to see its spans.", self, name="spanHeader", wrap=True,
+                                 selectable=True)
         layout.addWidget(self.header)
         self.tabs = QTabWidget(self)
         self.tabs.setObjectName("detailTabs")
@@ -129,7 +128,7 @@ class SpanDetail(QWidget):
                 f"{format_duration(span.duration_s)} &nbsp;·&nbsp; "
                 + (f"starts at +{format_duration((span.start_ns - start) / 1e9)}" if span.start_ns > start
                    else "starts the trace") + "<br>"
-                f"<small>span {span.span_id} · trace {span.trace_id}</small>")
+                f"<small>span {html.escape(span.span_id)} · trace {html.escape(span.trace_id)}</small>")
         state = span_state(span)
         if state == "error":
             message = html.escape(span.status_message or "no message")
@@ -137,6 +136,10 @@ class SpanDetail(QWidget):
         elif state == "cancelled":
             text += "<br><span style='color:#ef6c00'><b>Cancelled</b> by the user</span>"
         return text
+
+    def show_message(self, text: str) -> None:
+        """Say something (a failure to read the trace) where the span header goes."""
+        self.header.setText(html.escape(text))
 
     def _fill_attributes(self, span: SpanRecord | None) -> None:
         items = sorted((span.attributes or {}).items()) if span else []

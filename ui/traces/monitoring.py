@@ -11,7 +11,6 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
-    QLabel,
     QPushButton,
     QTableWidget,
     QVBoxLayout,
@@ -19,6 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.trace.monitor import DEFAULT_RELEVANCE_LEVEL
+from ui.plain import plain_label, rich_label
 from ui.traces.charts import HistogramChart, TimeChart
 from engine.trace.reading import histogram
 from ui.traces.detail import make_cell, make_table
@@ -74,8 +74,7 @@ class MonitoringPanel(QWidget):
         self.report = None
         layout = QVBoxLayout(self)
         top = QHBoxLayout()
-        self.computed = QLabel("<b>Monitoring</b>", self)
-        self.computed.setObjectName("monitorComputed")
+        self.computed = plain_label("Monitoring", self, name="monitorComputed", bold=True)
         self.refresh_button = QPushButton("Recompute", self)
         self.refresh_button.setObjectName("monitorRefresh")
         self.refresh_button.setToolTip("Run the drift test and the checks again on what is stored now")
@@ -83,10 +82,9 @@ class MonitoringPanel(QWidget):
         top.addWidget(self.computed, 1)
         top.addWidget(self.refresh_button)
         layout.addLayout(top)
-        self.summary = QLabel("Monitoring has not run yet.", self)
-        self.summary.setObjectName("driftSummary")
-        self.summary.setWordWrap(True)
-        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # Rich text for the verdict's colour; drift_text escapes every value it shows.
+        self.summary = rich_label("Monitoring has not run yet.", self, name="driftSummary", wrap=True,
+                                  selectable=True)
         layout.addWidget(self.summary)
         grid = QGridLayout()
         self.scores_chart = TimeChart("Top retrieval score per question", "similarity", self, dots=True)
@@ -111,7 +109,7 @@ class MonitoringPanel(QWidget):
         box = QWidget(self)
         column = QVBoxLayout(box)
         column.setContentsMargins(0, 0, 0, 0)
-        label = QLabel(f"<b>{title}</b>", box)
+        label = plain_label(title, box, bold=True)
         column.addWidget(label)
         column.addWidget(table, 1)
         return box
@@ -128,7 +126,7 @@ class MonitoringPanel(QWidget):
     def show_report(self, report) -> None:
         """Fill the tab from a MonitoringReport (engine/trace/monitor.py)."""
         self.report = report
-        self.computed.setText(f"<b>Monitoring</b> &nbsp;·&nbsp; computed at {datetime.now():%H:%M:%S}")
+        self.computed.setText(f"Monitoring  ·  computed at {datetime.now():%H:%M:%S}")
         self.summary.setText(drift_text(report))
         scores = [(t, v) for t, v in report.top_scores if v is not None and math.isfinite(v)]
         calibration = getattr(report, "calibration", None)

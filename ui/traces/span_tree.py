@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 
 from engine.trace.store import SpanRecord
 from engine.trace.reading import SpanNode, build_tree, format_duration, span_state, walk
+from ui.plain import literal
 
 SPAN_ROLE = Qt.ItemDataRole.UserRole
 BAR_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -125,7 +126,7 @@ class SpanTree(QTreeWidget):
         if s.status_message:
             tip += f": {s.status_message}"
         for column in range(3):
-            item.setToolTip(column, tip)
+            item.setToolTip(column, literal(tip))
         for child in node.children:
             item.addChild(self._item(child))
         return item

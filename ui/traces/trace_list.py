@@ -13,7 +13,6 @@ from PySide6.QtWidgets import (
     QDateTimeEdit,
     QHBoxLayout,
     QHeaderView,
-    QLabel,
     QLineEdit,
     QTableView,
     QWidget,
@@ -21,6 +20,7 @@ from PySide6.QtWidgets import (
 
 from engine.trace.store import TraceFilter, TraceSummary
 from engine.trace.reading import format_duration
+from ui.plain import literal, plain_label
 
 STATE_COLOURS = {"error": QColor("#c62828"), "cancelled": QColor("#ef6c00"), "running": QColor("#757575")}
 TIME_RANGES = (("Last hour", 3600.0), ("Last 24 hours", 86400.0), ("Last 7 days", 7 * 86400.0),
@@ -63,7 +63,7 @@ class FilterBar(QWidget):
         for label, widget in (("Time", self.time_range), (None, self.since_edit), (None, self.until_edit),
                               ("Task", self.task), ("Model", self.model), ("Status", self.status)):
             if label:
-                row.addWidget(QLabel(label, self))
+                row.addWidget(plain_label(label, self))
             row.addWidget(widget)
         row.addWidget(self.text, 1)
         self._range_chosen()
@@ -191,7 +191,7 @@ class TraceListModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return self._text(t, column)
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"Trace {t.trace_id}\n{t.n_spans} spans" + (f"\n{t.summary}" if t.summary else "")
+            return literal(f"Trace {t.trace_id}\n{t.n_spans} spans" + (f"\n{t.summary}" if t.summary else ""))
         if role == Qt.ItemDataRole.ForegroundRole and column == 4:
             return STATE_COLOURS.get(t.status)
         if role == Qt.ItemDataRole.TextAlignmentRole and column >= 5:

@@ -16,7 +16,6 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
-    QLabel,
     QMainWindow,
     QPushButton,
     QSplitter,
@@ -28,6 +27,7 @@ from PySide6.QtWidgets import (
 from engine.trace.store import SpanRecord
 from ui.errors import describe, show_error
 from ui.ops import run_in_background
+from ui.plain import plain_label
 from ui.traces.detail import SpanDetail
 from ui.traces.monitoring import MonitoringPanel
 from ui.traces.performance import PerformancePanel, load_performance
@@ -101,7 +101,7 @@ class TraceWindow(QMainWindow):
         self.tabs.addTab(self.monitoring, "Monitoring")
         self.tabs.currentChanged.connect(lambda _i: self._refresh_visible_tab(force=False))
         self.setCentralWidget(self.tabs)
-        self.count_label = QLabel(self)
+        self.count_label = plain_label("", self, name="traceCount")
         self.statusBar().addPermanentWidget(self.count_label)
         self.timer = QTimer(self, interval=REFRESH_MS)
         self.timer.timeout.connect(self._tick)
@@ -128,10 +128,8 @@ class TraceWindow(QMainWindow):
         return button
 
     def _disable(self, text: str) -> None:
-        label = QLabel(text, self)
-        label.setObjectName("tracesOff")
+        label = plain_label(text, self, name="tracesOff", wrap=True)
         label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        label.setWordWrap(True)
         self.setCentralWidget(label)
 
     @classmethod
@@ -286,7 +284,7 @@ class TraceWindow(QMainWindow):
             if self.trace_id == trace_id:
                 self.spans = []
                 self.tree.show_spans([])
-                self.detail.header.setText(describe(exc))
+                self.detail.show_message(describe(exc))
                 self.export_button.setEnabled(False)
 
         run_in_background(work, lambda spans: self._spans_loaded(trace_id, spans), failed, owner=self)
