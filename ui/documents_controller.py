@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QMainWindow, QMessageBox
+from PySide6.QtWidgets import QDockWidget, QMainWindow
 
 from engine.rag.indexer import DocumentStatus, IndexFinished, IndexProgress
 from engine.rag.store import EmbeddingModelMismatch
@@ -15,7 +15,9 @@ from engine.tasks.summarize import join_documents
 from ui.bridge import EngineBridge
 from ui.documents_panel import DocumentsPanel
 from ui.errors import describe, show_error
+from ui.library_watch import IndexWatch
 from ui.ops import run_in_background
+from ui.plain import confirm
 from ui.source_viewer import SourceViewer
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,9 @@ class DocumentsController(QObject):
         self.open_error: str | None = None
         self._pending_adds: list[tuple[list[str], str, bool]] = []
         self.viewers: list[SourceViewer] = []
+        self.watch: IndexWatch | None = None  # notices what other Locus processes change in the index
+        self._refreshing = False
+        self._refresh_again = False
         self.panel = DocumentsPanel(window)
         self.dock = QDockWidget("Documents", window)
         self.dock.setObjectName("documentsDock")
@@ -62,6 +67,8 @@ class DocumentsController(QObject):
             self.library = library
             library.resume()
             library.start_watching()
+            self.watch = IndexWatch(str(library.store.directory), library.store.change_stamp, self)
+            self.watch.changed.connect(lambda: self.refresh(quiet=True))
             self.libraryReady.emit(library)
             self.refresh()
             for paths, collection, watch in self._pending_adds:
@@ -81,22 +88,47 @@ class DocumentsController(QObject):
         run_in_background(lambda: self.services.open_library(self.bridge.index_sink), opened, failed, owner=self.window)
 
     def _confirm_rebuild(self, exc: EmbeddingModelMismatch) -> bool:
-        answer = QMessageBox.question(
-            self.window, "Re-index documents?",
-            f"{exc.message}\n\nRe-index every document with the new model now? The old index is kept "
-            "aside, and your files are not touched.")
-        return answer == QMessageBox.StandardButton.Yes
+        return confirm(self.window, "Re-index documents?",
+                       f"{exc.message}\n\nRe-index every document with the new model now? The old index is kept "
+                       "aside, and your files are not touched.")
 
-    def refresh(self) -> None:
+    def refresh(self, quiet: bool = False) -> None:
+        """List the documents again (off the GUI thread) and show them; one listing at a time, the newest
+        wins. ``quiet``: asked by the index watch, so a failure is logged rather than shown in a box."""
         if self.library is None:
             return
+        if self._refreshing:
+            self._refresh_again = True
+            return
+        self._refreshing = True
+        library = self.library
 
-        def show(records) -> None:
+        def read():
+            stamp = library.store.change_stamp()  # first: a change made during the listing is noticed after
+            return stamp, library.documents()
+
+        def show(result) -> None:
+            stamp, records = result
+            if self.watch is not None:
+                self.watch.seen = stamp
             self.panel.set_documents(records)
             self.collectionsChanged.emit(sorted({r.collection for r in records}))
+            self._refreshed()
 
-        run_in_background(self.library.documents, show, lambda exc: show_error(self.window, "Documents", exc),
-                          owner=self.window)
+        def failed(exc: BaseException) -> None:
+            if quiet:
+                log.warning("the document list could not be read again: %s", describe(exc))
+            else:
+                show_error(self.window, "Documents", exc)
+            self._refreshed()
+
+        run_in_background(read, show, failed, owner=self.window)
+
+    def _refreshed(self) -> None:
+        self._refreshing = False
+        if self._refresh_again:
+            self._refresh_again = False
+            self.refresh(quiet=True)
 
     # Actions -----------------------------------------------------------------------
 
@@ -173,6 +205,8 @@ class DocumentsController(QObject):
     def _on_index_event(self, event) -> None:
         if isinstance(event, DocumentStatus):
             self.panel.update_status(event)
+            if event.status == "removed" and event.message:  # says what went with it (its traces)
+                self.window.statusBar().showMessage(event.message, 8000)
         elif isinstance(event, IndexProgress):
             if event.files_total or event.paused:  # a job queued while paused has no files counted yet
                 self.panel.show_progress(event)

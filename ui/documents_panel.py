@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QItemSelectionModel, Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFileDialog,
     QHBoxLayout,
     QHeaderView,
-    QLabel,
     QMenu,
     QProgressBar,
     QPushButton,
@@ -24,6 +23,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from ui.plain import literal, mnemonic_safe, plain_label
 
 DOC_ROLE = Qt.ItemDataRole.UserRole
 COLUMNS = ("Document", "Collection", "Status", "Chunks")
@@ -51,9 +52,7 @@ class DocumentsPanel(QWidget):
         self.setAcceptDrops(True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
-        hint = QLabel("Drop files or folders here or anywhere on the window.", self)
-        hint.setObjectName("dropHint")
-        hint.setWordWrap(True)
+        hint = plain_label("Drop files or folders here or anywhere on the window.", self, name="dropHint", wrap=True)
         row = QHBoxLayout()
         self.collection = QComboBox(self)
         self.collection.setObjectName("addCollection")
@@ -64,7 +63,7 @@ class DocumentsPanel(QWidget):
         add_files.clicked.connect(self._choose_files)
         add_folder = QPushButton("Add folder…", self)
         add_folder.clicked.connect(self._choose_folder)
-        row.addWidget(QLabel("Into:", self))
+        row.addWidget(plain_label("Into:", self))
         row.addWidget(self.collection, 1)
         row.addWidget(add_files)
         row.addWidget(add_folder)
@@ -73,8 +72,7 @@ class DocumentsPanel(QWidget):
         self.watch.setChecked(True)
         self.progress = QProgressBar(self)
         self.progress.setObjectName("indexProgress")
-        self.progress_label = QLabel(self)
-        self.progress_label.setObjectName("indexRate")
+        self.progress_label = plain_label("", self, name="indexRate", wrap=True)
         self.cancel = QPushButton("Cancel", self)
         self.cancel.setObjectName("cancelIndexing")
         self.cancel.clicked.connect(self.cancelRequested)
@@ -106,25 +104,37 @@ class DocumentsPanel(QWidget):
     # Content -----------------------------------------------------------------------
 
     def set_documents(self, records: Sequence) -> None:
-        """Replace the list with these DocumentRecords."""
+        """Replace the list with these DocumentRecords, keeping the selection and the scroll position (the list
+        is read again whenever any Locus process changes the index)."""
+        selected = set(self._selected_ids())
+        current = self.tree.currentItem()
+        current_id = current.data(0, DOC_ROLE)["doc_id"] if current is not None else None
+        scrolled = self.tree.verticalScrollBar().value()
+        self.tree.setUpdatesEnabled(False)
         self.tree.clear()
         for record in records:
-            self.tree.addTopLevelItem(self._item(record.doc_id, record.path, record.collection, record.status,
-                                                 record.reason, record.message, record.n_chunks, record.kind,
-                                                 record.title))
+            item = self._item(record.doc_id, record.path, record.collection, record.status, record.reason,
+                              record.message, record.n_chunks, record.kind, record.title)
+            self.tree.addTopLevelItem(item)
+            if record.doc_id == current_id:
+                self.tree.setCurrentItem(item, 0, QItemSelectionModel.SelectionFlag.NoUpdate)
+            item.setSelected(record.doc_id in selected)
+        self.tree.verticalScrollBar().setValue(scrolled)
+        self.tree.setUpdatesEnabled(True)
         names = sorted({r.collection for r in records} | {"default"})
-        current = self.collection.currentText()
-        self.collection.clear()
-        self.collection.addItems(names)
-        self.collection.setCurrentText(current or "default")
+        if [self.collection.itemText(i) for i in range(self.collection.count())] != names:
+            current_text = self.collection.currentText()  # what the user chose or is typing stays
+            self.collection.clear()
+            self.collection.addItems(names)
+            self.collection.setCurrentText(current_text or "default")
 
     def _item(self, doc_id, path, collection, status, reason, message, n_chunks, kind="", title="") -> QTreeWidgetItem:
         name = path.rsplit("/", 1)[-1]
         item = QTreeWidgetItem([name, collection, status_text(status, reason), str(n_chunks) if n_chunks else ""])
         item.setData(0, DOC_ROLE, {"doc_id": doc_id, "path": path, "kind": kind, "title": title or name})
-        item.setToolTip(0, path)
+        item.setToolTip(0, literal(path))
         if message:
-            item.setToolTip(2, message)
+            item.setToolTip(2, literal(message))
         return item
 
     def update_status(self, event) -> None:
@@ -141,7 +151,7 @@ class DocumentsPanel(QWidget):
         item.setText(1, event.collection)
         item.setText(2, status_text(event.status, event.reason))
         item.setText(3, str(event.n_chunks) if event.n_chunks else "")
-        item.setToolTip(2, event.message or "")
+        item.setToolTip(2, literal(event.message or ""))
 
     def item_for(self, doc_id: str) -> QTreeWidgetItem | None:
         for i in range(self.tree.topLevelItemCount()):
@@ -194,7 +204,9 @@ class DocumentsPanel(QWidget):
         return [item.data(0, DOC_ROLE)["doc_id"] for item in self.tree.selectedItems()]
 
     def _open(self, item: QTreeWidgetItem) -> None:
-        data = item.data(0, DOC_ROLE)
+        self._open_document(item.data(0, DOC_ROLE))
+
+    def _open_document(self, data: dict) -> None:
         self.openRequested.emit({"path": data["path"], "kind": data.get("kind"), "title": data.get("title"),
                                  "page": 1, "line_start": 1, "location": ""})
 
@@ -206,15 +218,17 @@ class DocumentsPanel(QWidget):
     def menu_for(self, item: QTreeWidgetItem) -> QMenu:
         """The context menu of a row (its actions act on the selection, or on the row itself)."""
         ids = self._selected_ids() or [item.data(0, DOC_ROLE)["doc_id"]]
-        doc_id, collection = item.data(0, DOC_ROLE)["doc_id"], item.text(1)
+        data, collection = item.data(0, DOC_ROLE), item.text(1)
+        doc_id = data["doc_id"]
         menu = QMenu(self)
-        menu.addAction("Open", lambda: self._open(item))
+        # Values, not the item: the list may be read again (another process indexed) while the menu is open.
+        menu.addAction("Open", lambda: self._open_document(data))
         summarize = menu.addMenu("Summarize")
         summarize.setObjectName("summarizeMenu")
         summarize.addAction("This document, in a new chat", lambda: self.summarizeRequested.emit(doc_id, True))
         summarize.addAction("This document, in the current chat",
                             lambda: self.summarizeRequested.emit(doc_id, False))
-        summarize.addAction(f"Collection \u201c{collection}\u201d, in a new chat",
+        summarize.addAction(mnemonic_safe(f"Collection \u201c{collection}\u201d, in a new chat"),
                             lambda: self.summarizeCollectionRequested.emit(collection, True))
         menu.addAction("Re-index", lambda: self.reindexRequested.emit(ids))
         menu.addAction("Remove from index", lambda: self.removeRequested.emit(ids))

@@ -11,6 +11,7 @@ vectors from two models.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 ANN_MIN_ROWS = 30_000  # below this a flat scan is fast enough (see bench/search_latency.py)
 ANN_NPROBES = 24  # partitions searched per query; recall@10 >= 0.95 in bench/search_latency.py
 DEFAULT_COLLECTION = "default"
+# Rewritten (atomically) after every change to the documents table by any process, so that a window open on
+# the same data folder notices documents that `locus index` or `locus docs remove` added or removed.
+CHANGES_FILE = "changes"
 
 
 class EmbeddingModelMismatch(EngineError):
@@ -131,6 +135,7 @@ class DocumentStore:
         # Always read the latest committed version: the CLI may index while the window searches.
         self.db = lancedb.connect(str(self.directory), read_consistency_interval=timedelta(0))
         self._lock = threading.RLock()
+        self._changes = itertools.count(1)
         self.documents = self._open("documents", _documents_schema())
         self.chunks = self._open("chunks", _chunks_schema(dim))
         self._fts_ready = any(i.index_type == "FTS" for i in self.chunks.list_indices())
@@ -177,6 +182,7 @@ class DocumentStore:
         with self._lock:
             (self.documents.merge_insert("doc_id").when_matched_update_all().when_not_matched_insert_all()
              .execute(rows))
+        self._note_change()
 
     def document(self, doc_id: str) -> DocumentRecord | None:
         rows = self.documents.search().where(f"doc_id = {sql_str(doc_id)}").limit(1).to_list()
@@ -230,6 +236,30 @@ class DocumentStore:
             self.upsert_document(replace(record, status="removing", updated_at=time.time()))
             self.chunks.delete(f"doc_id = {sql_str(doc_id)}")
             self.documents.delete(f"doc_id = {sql_str(doc_id)}")
+        self._note_change()
+
+    # Telling other processes ----------------------------------------------------------
+
+    def change_stamp(self) -> str:
+        """Differs after every change any process made to the documents ("" before the first one). Cheap:
+        one small file read, for a watcher that then lists the documents again only when it changed."""
+        try:
+            return (self.directory / CHANGES_FILE).read_text(encoding="ascii")
+        except (OSError, ValueError):
+            return ""
+
+    def _note_change(self) -> None:
+        """Write a new change stamp: a small file replaced in one step, so a watcher of this folder wakes and a
+        reader never sees half of it. A stamp that cannot be written is logged: the change itself is done."""
+        target = self.directory / CHANGES_FILE
+        tmp = target.with_name(f".{CHANGES_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="ascii") as out:
+                out.write(f"{time.time_ns()} {os.getpid()} {next(self._changes)}\n")
+            os.replace(tmp, target)
+        except OSError as exc:
+            log.warning("could not note a change of the document index for other windows: %s", exc)
 
     def finish_interrupted_removals(self) -> int:
         pending = [r for r in self.list_documents() if r.status == "removing"]

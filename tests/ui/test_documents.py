@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
+import subprocess
 
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
@@ -11,6 +13,7 @@ from PySide6.QtWidgets import QApplication
 
 from engine.runtime.types import Done
 from ui.ops import wait_for_background
+from tests.app.helpers import LOCUS
 from tests.conftest import PDF_ODDITIES
 
 CORPUS = PDF_ODDITIES
@@ -107,3 +110,31 @@ def test_paused_indexing_says_so_in_the_window_and_goes_on_when_resumed(qtbot, w
     library.resume_indexing()
     qtbot.waitUntil(lambda: ("tide.md", "default", "done") in panel.rows(), timeout=180_000)
     qtbot.waitUntil(lambda: not status.currentMessage().startswith("Indexing paused"), timeout=10_000)
+
+
+def test_documents_indexed_and_removed_by_another_process_show_without_a_restart(qtbot, window, locus_home,
+                                                                                 tmp_path):
+    """`locus index` and `locus docs remove` run as their own processes on the same data folder while the
+    window is open: the panel and the Documents selector follow, with nothing clicked."""
+    window.documents.open()
+    qtbot.waitUntil(lambda: window.documents.library is not None, timeout=60_000)
+    panel, selector = window.documents.panel, window.documents_selector
+    note = tmp_path / "harbour.md"
+    note.write_text("# Harbour\n\nThe harbour master's office opens at 07:30.\n", encoding="utf-8")
+    env = dict(os.environ, LOCUS_HOME=str(locus_home))
+
+    def run_locus(*args: str) -> subprocess.Popen:
+        return subprocess.Popen([LOCUS, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    indexing = run_locus("index", str(note), "--collection", "harbour")
+    qtbot.waitUntil(lambda: indexing.poll() is not None, timeout=240_000)  # the window keeps running meanwhile
+    assert indexing.returncode == 0, indexing.stdout.read()
+    qtbot.waitUntil(lambda: ("harbour.md", "harbour", "done") in panel.rows(), timeout=30_000)
+    qtbot.waitUntil(lambda: "Collection: harbour" in [a.text() for a in selector.menu().actions()], timeout=10_000)
+
+    removing = run_locus("docs", "remove", str(note))
+    qtbot.waitUntil(lambda: removing.poll() is not None, timeout=120_000)
+    assert removing.returncode == 0, removing.stdout.read()
+    qtbot.waitUntil(lambda: all(row[0] != "harbour.md" for row in panel.rows()), timeout=30_000)
+    qtbot.waitUntil(lambda: "Collection: harbour" not in [a.text() for a in selector.menu().actions()],
+                    timeout=10_000)

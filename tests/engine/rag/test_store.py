@@ -92,3 +92,21 @@ def test_the_ann_index_keeps_answers(store):
     assert store.has_ann_index()
     approx = [h.chunk_id for h in store.vector_search(query, 5, nprobes=1000)]
     assert approx == exact
+
+
+def test_every_change_to_the_documents_leaves_a_new_stamp_for_other_processes(tmp_path):
+    """A window watching the index folder learns of changes another process (`locus index`) makes there:
+    each add, update and removal writes a new stamp, private to the user, that any store on the folder reads."""
+    writer = DocumentStore(tmp_path / "index", "test-embedder", DIM)
+    reader = DocumentStore(tmp_path / "index", "test-embedder", DIM)
+    stamps = [reader.change_stamp()]
+    writer.upsert_document(record("a"))
+    stamps.append(reader.change_stamp())
+    writer.upsert_document(record("a", status="failed"))
+    stamps.append(reader.change_stamp())
+    writer.remove_document("a")
+    stamps.append(reader.change_stamp())
+    assert stamps[0] == "" and len(set(stamps)) == 4
+    changes = tmp_path / "index" / "changes"
+    assert changes.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in (tmp_path / "index").iterdir() if p.name.startswith(".changes")) == []
