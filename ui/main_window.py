@@ -9,7 +9,6 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QHBoxLayout,
-    QLabel,
     QMainWindow,
     QMessageBox,
     QPushButton,
@@ -33,6 +32,7 @@ from ui.documents_controller import DocumentsController
 from ui.errors import describe, show_error
 from ui.model_status import ModelStatus
 from ui.ops import run_in_background
+from ui.plain import literal, message_box, plain_label
 from ui.settings_flow import edit_settings
 from ui.conversation_list import ConversationList
 from ui.sidebar import ConversationSidebar
@@ -88,8 +88,8 @@ class MainWindow(QMainWindow):
         self.chat = ChatView(self)
         self.documents_selector = DocumentsSelector(self)
         self.documents_selector.valueChanged.connect(self._documents_chosen)
-        self.edit_banner = QLabel("Editing your last question: Enter sends it again, Esc cancels.", self)
-        self.edit_banner.setObjectName("editBanner")
+        self.edit_banner = plain_label("Editing your last question: Enter sends it again, Esc cancels.", self,
+                                       name="editBanner")
         self.edit_banner.hide()
         self.composer = Composer(self)
         self.composer.submitted.connect(self.send)
@@ -132,8 +132,7 @@ class MainWindow(QMainWindow):
 
         self.model = ModelStatus(self, services, self.bridge)
         self.model_label, self.load_bar = self.model.label, self.model.bar
-        self.stats_label = QLabel("", self)
-        self.stats_label.setObjectName("statsLabel")
+        self.stats_label = plain_label("", self, name="statsLabel")
         self.statusBar().addPermanentWidget(self.stats_label)
         self.documents = DocumentsController(self, services, self.bridge)
         self.documents.collectionsChanged.connect(self.documents_selector.set_collections)
@@ -151,7 +150,7 @@ class MainWindow(QMainWindow):
     def _button(self, text: str, name: str, slot, tip: str = "") -> QPushButton:
         button = QPushButton(text, self)
         button.setObjectName(name)
-        button.setToolTip(tip)
+        button.setToolTip(literal(tip))
         button.clicked.connect(slot)
         return button
 
@@ -484,9 +483,9 @@ class MainWindow(QMainWindow):
         return TraceWindow.open_for(self, self.services, trace_id)
 
     def _about(self) -> None:
-        QMessageBox.about(self, "About Locus",
-                          f"<b>Locus</b> {self.version}<br>A private AI assistant that runs entirely on "
-                          "this computer.")
+        message_box(self, "About Locus", f"Locus {self.version}".strip(),
+                    informative="A private AI assistant that runs entirely on this computer.",
+                    name="aboutBox").open()
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
         if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
