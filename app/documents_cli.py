@@ -16,10 +16,13 @@ class _ProgressLine:
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
         self.failures: list[DocumentStatus] = []
+        self.skipped: list[DocumentStatus] = []  # links in the folders that were not followed
 
     def __call__(self, event) -> None:
         if isinstance(event, DocumentStatus) and event.status == "failed":
             self.failures.append(event)
+        elif isinstance(event, DocumentStatus) and event.status == "skipped":
+            self.skipped.append(event)
         elif isinstance(event, IndexProgress) and self.tty:
             width = 24
             filled = int(width * event.files_done / event.files_total) if event.files_total else width
@@ -33,9 +36,12 @@ class _ProgressLine:
         p = result.progress
         print(f"Indexed {result.indexed} file(s), {p.chunks_done} chunks in {p.elapsed_s:.1f} s; "
               f"{result.unchanged} unchanged, {result.failed} failed, {result.removed} removed"
+              + (f", {result.skipped} link(s) not followed" if result.skipped else "")
               + (" (cancelled)" if result.cancelled else "") + ".", file=sys.stderr)
         for failure in self.failures:
             print(f"  failed: {failure.path}: {failure.reason}: {failure.message}", file=sys.stderr)
+        for link in self.skipped:
+            print(f"  skipped: {link.path}: {link.reason}: {link.message}", file=sys.stderr)
 
 
 def _rebuild(services) -> int:

@@ -22,7 +22,8 @@ class IndexingCancelled(DocumentError):
 
 @dataclass(frozen=True)
 class DocumentStatus:
-    """A document changed state: queued, parsing, embedding, done, failed, cancelled, removed, unchanged."""
+    """A document changed state: queued, parsing, embedding, done, failed, cancelled, removed, unchanged;
+    or "skipped": a link in an added folder that was not followed (``path`` is the link, ``reason`` says why)."""
 
     doc_id: str
     path: str
@@ -57,7 +58,8 @@ class IndexProgress:
 
 @dataclass(frozen=True)
 class IndexFinished:
-    """A job ended: how many documents were indexed, unchanged, failed and removed."""
+    """A job ended: how many documents were indexed, unchanged, failed and removed, and how many links
+    in its folders were not followed."""
 
     progress: IndexProgress
     indexed: int
@@ -65,6 +67,7 @@ class IndexFinished:
     failed: int
     removed: int
     cancelled: bool
+    skipped: int = 0
 
 
 IndexEvent = DocumentStatus | IndexProgress | IndexFinished

@@ -8,8 +8,10 @@ never waits for the parser:
 
 Unchanged files (same size and mtime, or same content hash) are skipped; a
 changed file's chunks are replaced in one commit; files gone from an indexed
-folder are removed. Every file ends with a status: done, failed (with the
-reason), or cancelled. Documents left mid-way by a crash are resumed at start.
+folder are removed. Links that lead out of an added folder, into a hidden one
+or round in a loop are not followed, and each is reported as "skipped". Every
+file ends with a status: done, failed (with the reason), or cancelled.
+Documents left mid-way by a crash are resumed at start.
 Paused, a job waits before each file and each embedding batch; resumed, it goes
 on where it stopped.
 """
@@ -39,7 +41,7 @@ from engine.rag.index_job import (
     PauseGate,
 )
 from engine.rag.isolation import ParsePool
-from engine.rag.loaders import DocumentError, EmptyDocument, LoadedDocument, discover, kind_for
+from engine.rag.loaders import DocumentError, EmptyDocument, LoadedDocument, SkippedLink, discover, kind_for
 from engine.rag.store import DEFAULT_COLLECTION, DocumentRecord, DocumentStore, doc_id_for
 from engine.trace import spans
 from engine.trace.tracing import Tracing, trace_id_of
@@ -223,14 +225,15 @@ class Indexer:
         self._emit(job, DocumentStatus(record.doc_id, record.path, record.collection, record.status, record.reason,
                                        record.message, record.n_chunks))
 
-    def _plan(self, job: IndexJob) -> tuple[list[_Work], list[DocumentRecord], int]:
-        """What to (re)index, what to remove, and how many files are unchanged."""
+    def _plan(self, job: IndexJob, skipped: list[SkippedLink]) -> tuple[list[_Work], list[DocumentRecord], int]:
+        """What to (re)index, what to remove, and how many files are unchanged; links not followed go
+        into ``skipped``."""
         existing = {r.doc_id: r for r in self.store.list_documents()}
         if job.doc_ids is not None:
             files = [Path(existing[d].path) for d in job.doc_ids if d in existing]
             collections = {str(p): existing[doc_id_for(p)].collection for p in files}
         else:
-            files = list(discover(job.paths))
+            files = list(discover(job.paths, on_skip=skipped.append))
             collections = {str(p): job.collection for p in files}
         work, unchanged, seen = [], 0, set()
         for path in files:
@@ -281,10 +284,16 @@ class Indexer:
         start = time.perf_counter()
         job.last_progress = IndexProgress(0, 0, 0, 0, 0, 0.0, 0.0)
         self._hold(job, lambda force: self._emit(job, replace(job.last_progress, paused=self.gate.paused)))
-        work, removals, unchanged = self._plan(job)
+        skipped: list[SkippedLink] = []
+        work, removals, unchanged = self._plan(job, skipped)
         for record in removals:
             self.store.remove_document(record.doc_id)
             self._emit(job, DocumentStatus(record.doc_id, record.path, record.collection, "removed"))
+        for link in skipped:
+            # Not a document: an id of the link's own (its target may be a document elsewhere).
+            link_id = hashlib.sha1(f"link:{link.path}".encode()).hexdigest()[:20]
+            self._emit(job, DocumentStatus(link_id, str(link.path), job.collection, "skipped", link.reason,
+                                           link.message))
         # Every write is a new version of a LanceDB table, so states are written in batches: all
         # "queued" now, "done" and "failed" per embedding batch. Passing states (parsing, embedding)
         # are only announced; after a crash "queued" is what is left to resume.
@@ -352,7 +361,7 @@ class Indexer:
             self._maintain()
         final = progress(force=True)
         return IndexFinished(final, counters["done"], unchanged, counters["failed"], len(removals),
-                             job.cancel_event.is_set())
+                             job.cancel_event.is_set(), len(skipped))
 
     def _maintain(self) -> None:
         """After a job that wrote: fold new rows into the indexes, compact, build the ANN index once it pays."""

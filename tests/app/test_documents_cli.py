@@ -48,3 +48,19 @@ def test_an_empty_path_is_refused_instead_of_indexing_the_current_folder(tmp_pat
     assert done.returncode == 2
     assert "empty path" in done.stderr
     assert not (tmp_path / "home").exists() or not any((tmp_path / "home").rglob("*.lance"))
+
+
+
+def test_locus_index_names_the_links_it_did_not_follow(tmp_path):
+    from tests.engine.rag.test_loaders import link_tree
+
+    root = link_tree(tmp_path / "tree")
+    indexed = locus(tmp_path / "home", "index", str(root))
+    assert indexed.returncode == 0, indexed.stderr
+    assert "Indexed 1 file(s)" in indexed.stderr and "8 link(s) not followed" in indexed.stderr, indexed.stderr
+    lines = indexed.stderr.splitlines()
+    assert f"  skipped: {root / 'cfg'}: link leaves the folder: '{root / 'cfg'}' was not followed: it leads to " \
+           f"'{(tmp_path / 'tree' / '.docker').resolve()}', outside '{root.resolve()}'." in " ".join(lines)
+    assert any(line.startswith(f"  skipped: {root / 'private'}: link into a hidden folder:") for line in lines)
+    listed = locus(tmp_path / "home", "docs", "list").stdout
+    assert "real.md" in listed and "config.json" not in listed and "keys.md" not in listed

@@ -11,7 +11,10 @@ in a sentence naming the file.
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterable, Iterator
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from engine.rag.loaders.base import (  # noqa: F401 - the package's public names
@@ -37,8 +40,10 @@ from engine.rag.loaders.text import code_sections, first_heading, prose_sections
 
 __all__ = [
     "MAX_FILE_BYTES", "CorruptDocument", "DocumentError", "EmptyDocument", "LoadedDocument", "ParserCrashed",
-    "ParseTimeout", "PasswordProtected", "Section", "TooLarge", "UnreadableFile", "UnsupportedFile", "WrongFormat",
-    "SUPPORTED_SUFFIXES", "CODE_LANGUAGES", "SKIPPED_DIRS", "kind_for", "discover", "load", "decode_text",
+    "ParseTimeout", "PasswordProtected", "Section", "TooLarge", "UnreadableFile", "UnsupportedFile",
+    "WrongFormat",
+    "SUPPORTED_SUFFIXES", "CODE_LANGUAGES", "SKIPPED_DIRS", "SkippedLink", "kind_for", "discover", "load",
+    "decode_text",
 ]
 
 CODE_LANGUAGES = {
@@ -58,6 +63,7 @@ _KINDS = {".pdf": "pdf", ".md": "markdown", ".markdown": "markdown", ".mdx": "ma
           ".org": "text", ".adoc": "text", ".html": "html", ".htm": "html", ".xhtml": "html", ".docx": "docx"}
 _CODE_NAMES = {"makefile": "make", "dockerfile": "dockerfile", "cmakelists.txt": "cmake"}
 SUPPORTED_SUFFIXES = frozenset(_KINDS) | frozenset(CODE_LANGUAGES)
+_IO_REPARSE_TAG_MOUNT_POINT = 0xA0000003  # a Windows junction
 SKIPPED_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", "build", "dist", "target", ".venv",
                           "venv", ".tox", ".mypy_cache", ".pytest_cache", "site-packages", ".idea", ".vscode"})
 
@@ -71,13 +77,26 @@ def kind_for(path: str | Path) -> str | None:
     return _KINDS.get(suffix) or ("code" if suffix in CODE_LANGUAGES else None)
 
 
-def discover(paths: Iterable[str | Path]) -> Iterator[Path]:
+@dataclass(frozen=True)
+class SkippedLink:
+    """A link inside an added folder that the walk did not follow, and why."""
+
+    path: Path  # the link itself, where it sits in the folder (not resolved)
+    target: Path  # where it leads, resolved (the link itself for a loop that never resolves)
+    reason: str  # a few words: "link leaves the folder", "link into a hidden folder", …
+    message: str  # a sentence naming the link and where it leads
+
+
+def discover(paths: Iterable[str | Path], on_skip: Callable[[SkippedLink], None] | None = None) -> Iterator[Path]:
     """Every indexable file under the given files and folders, resolved, in a stable order.
 
     Folders recurse in name order, skipping hidden entries, version-control, build and dependency
-    folders, symlink loops and files of kinds Locus does not read. A file named directly is yielded
-    whenever it exists, supported or not, so that the caller reports it as "unsupported" instead of
-    dropping what the user explicitly asked for; paths that do not exist are skipped.
+    folders and files of kinds Locus does not read. A link (or Windows junction) inside a folder is
+    followed only to where the walk itself would go: never out of the added folder, into a hidden or
+    excluded folder, to a hidden file, or back up its own path (a loop); each of those is passed to
+    ``on_skip``. A file named directly is yielded whenever it exists, supported or not, so that the
+    caller reports it as "unsupported" instead of dropping what the user explicitly asked for; paths
+    that do not exist are skipped.
     """
     seen: set[Path] = set()
     for given in paths:
@@ -87,11 +106,12 @@ def discover(paths: Iterable[str | Path]) -> Iterator[Path]:
                 seen.add(root.resolve())
                 yield root.resolve()
             continue
+        top = root.resolve() if root.is_dir() else None
         visited: set[Path] = set()
-        stack = [root.resolve()] if root.is_dir() else []
+        stack = [top] if top is not None else []
         while stack:
             folder = stack.pop()
-            if folder in visited:  # a symlink back up the tree
+            if folder in visited:  # reached again through a link inside the folder
                 continue
             visited.add(folder)
             try:
@@ -103,15 +123,60 @@ def discover(paths: Iterable[str | Path]) -> Iterator[Path]:
                 if entry.name.startswith("."):
                     continue
                 try:
-                    if entry.is_dir():
+                    target = _followed(top, folder, entry, on_skip)
+                    if target is None:
+                        continue
+                    if target.is_dir():
                         if entry.name not in SKIPPED_DIRS:
-                            subfolders.append(entry.resolve())
-                    elif entry.is_file() and kind_for(entry) is not None and entry.resolve() not in seen:
-                        seen.add(entry.resolve())
-                        yield entry.resolve()
+                            subfolders.append(target)
+                    elif target.is_file() and kind_for(target) is not None and target not in seen:
+                        seen.add(target)
+                        yield target
                 except OSError:
                     continue
             stack.extend(reversed(subfolders))
+
+
+def _followed(top: Path, folder: Path, entry: Path, on_skip: Callable[[SkippedLink], None] | None) -> Path | None:
+    """Where a folder entry leads if the walk may go there, else None (a link refused is reported)."""
+    if not _is_link(entry):
+        return folder / entry.name
+    try:
+        target = entry.resolve(strict=True)
+    except FileNotFoundError:
+        return None  # a broken link: nothing there to index
+    except (OSError, RuntimeError):  # ELOOP (or, before Python 3.13, RuntimeError): links in a circle
+        target = None
+    if target is None:
+        reason, where = "link loop", "in a circle of links"
+    elif not target.is_relative_to(top):
+        reason, where = "link leaves the folder", f"to '{target}', outside '{top}'"
+    elif target.is_dir() and folder.is_relative_to(target):
+        reason, where = "link loop", f"back up to '{target}', a folder it is inside"
+    else:
+        inside = target.relative_to(top).parts
+        if any(part.startswith(".") for part in inside[:-1]) or (target.is_dir() and inside[-1].startswith(".")):
+            reason, where = "link into a hidden folder", f"into a hidden folder ('{target}')"
+        elif inside[-1].startswith("."):
+            reason, where = "link to a hidden file", f"to a hidden file ('{target}')"
+        elif any(part in SKIPPED_DIRS for part in inside[:-1]) or (target.is_dir() and inside[-1] in SKIPPED_DIRS):
+            reason, where = "link into an excluded folder", f"into a folder that is never indexed ('{target}')"
+        else:
+            return target  # a link to somewhere the walk goes anyway
+    if on_skip is not None:
+        rule = "" if reason == "link loop" else (" Indexing follows links only to places inside the added folder "
+                                                 "that are neither hidden nor excluded.")
+        on_skip(SkippedLink(entry, target or entry, reason, f"'{entry}' was not followed: it leads {where}.{rule}"))
+    return None
+
+
+def _is_link(entry: Path) -> bool:
+    """A symbolic link, or on Windows a junction (a folder link that is not a symlink)."""
+    if entry.is_symlink():
+        return True
+    if sys.platform == "win32":
+        return getattr(os.lstat(entry), "st_reparse_tag", 0) == _IO_REPARSE_TAG_MOUNT_POINT
+    return False
 
 
 def load(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> LoadedDocument:

@@ -194,3 +194,53 @@ def test_watched_folder_reindexes_on_change(tmp_path):
         assert lib.watched() == {str(docs.resolve()): "default"}
     finally:
         lib.close()
+
+
+# Links (issue 16, item 8) ------------------------------------------------------------------
+
+
+def test_links_out_of_the_folder_or_into_hidden_ones_are_not_followed_and_are_reported(lib, tmp_path):
+    from tests.engine.rag.test_loaders import link_tree
+
+    root = link_tree(tmp_path)
+    events = []
+    result = lib.index([root], on_event=events.append).wait(300)
+    assert {Path(r.path).name: r.status for r in lib.documents()} == {"real.md": "done"}
+    assert lib.store.text_search("auths registry", 5) == [] and lib.store.text_search("diary", 5) == []
+    assert lib.store.text_search("private keys", 5) == [] and lib.store.text_search("API_KEY", 5) == []
+    skipped = {Path(e.path).relative_to(root).as_posix(): e for e in events
+               if isinstance(e, DocumentStatus) and e.status == "skipped"}
+    assert {name: e.reason for name, e in skipped.items()} == {
+        "cfg": "link leaves the folder", "config.json": "link leaves the folder", "diaries": "link leaves the folder",
+        "private": "link into a hidden folder", "env.md": "link to a hidden file",
+        "deps": "link into an excluded folder", "docs/up": "link loop", "spin": "link loop",
+    }
+    assert str(tmp_path / ".docker") in skipped["cfg"].message
+    assert result.indexed == 1 and result.skipped == 8 and result.failed == 0
+
+
+def test_the_watcher_follows_the_same_rule(tmp_path):
+    events = []
+    lib = library(tmp_path, watch_interval_s=0.3, on_event=events.append)
+    try:
+        write(tmp_path, ".ssh/notes.md", "Never index the ssh notes.")
+        write(tmp_path, "elsewhere/plans.md", "Plans kept elsewhere.")
+        docs = tmp_path / "watched"
+        write(docs, "a.md", "Alpha centauri is a star system.")
+        lib.index([docs]).wait(120)
+        lib.watch(docs)
+        os.symlink(tmp_path / ".ssh", docs / "ssh")
+        os.symlink(tmp_path / "elsewhere" / "plans.md", docs / "plans.md")
+        write(docs, "b.md", "Betelgeuse is a red supergiant.")  # a change the watcher re-indexes for
+        deadline = time.time() + 120
+        while time.time() < deadline and not lib.store.text_search("Betelgeuse", 5):
+            time.sleep(0.2)
+        assert lib.store.text_search("Betelgeuse", 5)
+        lib.indexer.wait_idle(60)
+        assert {Path(r.path).name for r in lib.documents()} == {"a.md", "b.md"}
+        skipped = {Path(e.path).name: e.reason for e in events if isinstance(e, DocumentStatus)
+                   and e.status == "skipped"}
+        assert skipped == {"ssh": "link leaves the folder", "plans.md": "link leaves the folder"}
+    finally:
+        lib.close()
+

@@ -314,3 +314,58 @@ def test_kinds_by_extension():
     assert kind_for("main.rs") == "code" and kind_for("Dockerfile") == "code"
     assert kind_for("x.unknown") is None and kind_for("photo.jpg") is None and kind_for("old.doc") is None
     assert {".py", ".md", ".pdf", ".docx", ".html", ".yaml"} <= SUPPORTED_SUFFIXES
+
+
+def link_tree(base: Path) -> Path:
+    """A folder to index whose links lead out of it, into hidden places, round in loops, and to its own files.
+
+    base/.docker/config.json        credentials beside the folder
+    base/outside/diary.md           another folder of the user's
+    base/root/docs/real.md          the one file to index
+    base/root/.private/keys.md      a hidden folder inside the added one
+    base/root/.env.md               a hidden file inside it
+    """
+    write(base, ".docker/config.json", '{"auths": {"registry": {"auth": "c2VjcmV0"}}}')
+    write(base, "outside/diary.md", "Dear diary.")
+    root = base / "root"
+    write(root, "docs/real.md", "# Real\n\nA document that belongs here.")
+    write(root, ".private/keys.md", "private keys")
+    write(root, ".env.md", "API_KEY=secret")
+    write(root, "node_modules/pkg/readme.md", "a dependency")
+    links = {
+        "cfg": "../.docker",  # a folder outside (the issue's example)
+        "config.json": "../.docker/config.json",  # a file outside
+        "diaries": "../outside",  # a folder outside
+        "private": ".private",  # a hidden folder inside
+        "env.md": ".env.md",  # a hidden file inside
+        "deps": "node_modules/pkg",  # an excluded folder inside
+        "docs/up": "..",  # back up the tree: a loop
+        "spin": "spin",  # a link to itself
+        "alias.md": "docs/real.md",  # a file inside: followed
+        "shortcut": "docs",  # a folder inside: followed
+    }
+    for name, target in links.items():
+        os.symlink(target, root / name)
+    return root
+
+
+def test_discover_follows_links_only_within_the_folder_and_says_what_it_skipped(tmp_path):
+    root = link_tree(tmp_path)
+    skipped = []
+    found = list(discover([root], on_skip=skipped.append))
+    assert found == [root.resolve() / "docs" / "real.md"]  # the link to it and into its folder add no copy
+    why = {link.path.relative_to(root).as_posix(): link.reason for link in skipped}
+    assert why == {
+        "cfg": "link leaves the folder", "config.json": "link leaves the folder", "diaries": "link leaves the folder",
+        "private": "link into a hidden folder", "env.md": "link to a hidden file",
+        "deps": "link into an excluded folder", "docs/up": "link loop", "spin": "link loop",
+    }
+    cfg = next(link for link in skipped if link.path.name == "cfg")
+    assert cfg.target == (tmp_path / ".docker").resolve()
+    assert cfg.message.startswith(f"'{root / 'cfg'}' was not followed: it leads to '{cfg.target}', outside")
+    assert list(discover([root])) == found  # on_skip is optional
+
+
+def test_a_file_named_directly_is_the_users_choice_even_through_a_link(tmp_path):
+    root = link_tree(tmp_path)
+    assert list(discover([root / "config.json"])) == [(tmp_path / ".docker" / "config.json").resolve()]
