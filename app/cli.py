@@ -78,10 +78,14 @@ def _task_command(name: str):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["--parse-worker"], ["--embed-worker"], ["--grammar-check-worker"]):
+        # The frozen app's bootloader puts only the bundle on sys.path and its workers start in the
+        # app's folder (engine/rag/ipc.py says why); "" (the working directory) must never be there.
+        sys.path[:] = [p for p in sys.path if p]
     if argv[:1] == ["--parse-worker"]:  # a frozen app starting its own document-parser worker
         from engine.rag.isolation import worker_main
 
-        worker_main(argv[1], int(argv[2]))
+        worker_main(argv[1], int(argv[2]), int(argv[3]) if len(argv) > 3 else 0)
         return EXIT_OK
     if argv[:1] == ["--embed-worker"]:  # ... or its embedding worker
         from engine.rag.embed import serve

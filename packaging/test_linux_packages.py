@@ -135,9 +135,16 @@ def check_commands(version: str, work: Path) -> dict:
 
     note = work / "varnholm.pdf"  # a real PDF: pypdf and its crypto run frozen in the parse worker
     make_pdf(note, "The lighthouse keeper of Varnholm is named Edda Quist. She has kept the light since 1998.")
-    indexed = run([COMMAND, "index", str(note)], env=env, cwd=work, timeout=300).stderr  # its report
+    # Run from a folder of modules named like what the workers import: the frozen workers must run none.
+    planted, marker = work / "planted", work / "planted-module-ran.txt"
+    for name in ("engine/__init__.py", "numpy.py", "pypdf.py", "torch.py"):
+        (planted / name).parent.mkdir(parents=True, exist_ok=True)
+        (planted / name).write_text(f"open({str(marker)!r}, 'a').write(__name__ + '\\n')\n", encoding="utf-8")
+    indexed = run([COMMAND, "index", str(note)], env=env, cwd=planted, timeout=300).stderr  # its report
     if "Indexed 1 file" not in indexed or "0 failed" not in indexed:
         raise Failed(f"`locus index` did not index the file (frozen parse/embed workers?):\n{indexed}")
+    if marker.exists():
+        raise Failed(f"a frozen worker imported from the working directory: {marker.read_text().split()}")
     cited = run([COMMAND, "ask", "--docs", "Who is the lighthouse keeper of Varnholm?", "--max-tokens", "32",
                  "--seed", "1"], env=env, cwd=work, timeout=300).stdout
     if "Sources:" not in cited or str(note) not in cited:

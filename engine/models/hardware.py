@@ -151,7 +151,9 @@ def _torch_gpus() -> list[GPU]:
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", _TORCH_PROBE], capture_output=True, text=True, timeout=120)
+    # -I: `-c` would put the working directory first on sys.path, and a torch.py there would run
+    # (engine/rag/ipc.py starts the workers the same way).
+    done = subprocess.run([sys.executable, "-I", "-c", _TORCH_PROBE], capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip()[-300:] or f"exit {done.returncode}")
     return [GPU(name, "cuda", total, free) for name, total, free in json.loads(done.stdout)]

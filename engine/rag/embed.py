@@ -5,6 +5,14 @@ sentence-transformers takes seconds and holds the interpreter lock in long
 stretches, which in the app's own process would freeze the window. The worker
 starts on first use; one lock serialises requests, so the indexer and a question
 can share it safely.
+
+Unlike the parsers, this worker has no memory ceiling. Torch reserves address
+space far beyond what it uses (CUDA maps device and host memory into one
+address space; its allocator and OpenMP threads reserve more), so an
+address-space limit would break it at any size one could choose, and its memory
+does not grow with what a document holds: it sees passages of a few hundred
+tokens, at most a batch at a time. It is only told to be, after the parsers,
+the kernel's next choice should memory run out, ahead of the window.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from engine.errors import EngineError
 from engine.rag.ipc import EOF_MARK, WorkerProcess, command_for, read_message, reply_safely, worker_streams
 
 log = logging.getLogger(__name__)
+
+OOM_SCORE_ADJ = 500  # Linux: killed before the window (0) if memory runs out, after a parser (1000)
 
 
 class EmbeddingError(EngineError):
@@ -118,7 +128,8 @@ class Embedder:
         with self._lock:
             if self._worker is None or self._worker.process.poll() is not None:
                 command = command_for("engine.rag.embed", "--embed-worker")
-                self._worker = WorkerProcess([*command, str(self.model_path), self.device, str(self.batch_size)])
+                self._worker = WorkerProcess([*command, str(self.model_path.absolute()), self.device,
+                                              str(self.batch_size)], oom_score_adj=OOM_SCORE_ADJ)
             worker = self._worker
             try:
                 worker.send(message)

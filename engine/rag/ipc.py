@@ -1,16 +1,26 @@
 """Worker processes spoken to over pipes: length-prefixed pickles on stdin and stdout.
 
-The parser and the embedder run in such workers. A worker is a fresh
-``python -m <module>`` interpreter (the frozen app runs itself with a flag):
-unlike multiprocessing's "spawn" it never re-runs the parent's main script, and
-unlike "fork" it does not inherit a parent full of threads, Qt and torch. Heavy
-native libraries (torch above all) load there, where holding the interpreter
-lock for a while cannot freeze the window. A worker exits when its stdin closes
-or its parent dies, even in the middle of a request.
+The parser and the embedder run in such workers. A worker is a fresh Python
+interpreter running one module as ``__main__`` (the frozen app runs itself with
+a flag): unlike multiprocessing's "spawn" it never re-runs the parent's main
+script, and unlike "fork" it does not inherit a parent full of threads, Qt and
+torch. Heavy native libraries (torch above all) load there, where holding the
+interpreter lock for a while cannot freeze the window. A worker exits when its
+stdin closes or its parent dies, even in the middle of a request.
+
+A worker imports only from where its parent does. ``python -m module`` would put
+the working directory first on sys.path, so ``locus index .`` inside a folder
+holding ``engine/__init__.py`` or ``numpy.py`` would run that folder's code.
+Workers therefore run in isolated mode (``-I``: no working directory or script
+folder on the path, no PYTHON* variables, no user site-packages), are handed
+the parent's own absolute sys.path, and start in the interpreter's folder rather
+than the user's. The frozen app is isolated by its bootloader (PyInstaller 6
+starts Python from an isolated config whose only paths are inside the bundle).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import queue
@@ -25,12 +35,15 @@ from typing import BinaryIO
 _HEADER = struct.Struct("!Q")
 _PARENT_ENV = "LOCUS_WORKER_PARENT_PID"
 _NICE_ENV = "LOCUS_WORKER_NICE"
+_OOM_ENV = "LOCUS_WORKER_OOM_SCORE_ADJ"
+_PATH_ENV = "LOCUS_WORKER_SYS_PATH"
 EOF_MARK = object()  # what a WorkerProcess's reply queue yields once the worker is gone
 
 
 def write_message(stream: BinaryIO, value) -> None:
     data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_HEADER.pack(len(data)) + data)
+    stream.write(_HEADER.pack(len(data)))
+    stream.write(data)  # not header + data: that would copy a document's worth of bytes once more
     stream.flush()
 
 
@@ -45,11 +58,36 @@ def read_message(stream: BinaryIO):
     return pickle.loads(data)
 
 
+# What `python -I -c` runs: the parent's path (from WorkerProcess), then the module as __main__,
+# as `-m` would, but without the working directory in front.
+_BOOTSTRAP = """\
+import json, os, runpy, sys
+parent = json.loads(os.environ.pop(%r, "[]"))
+sys.path[:] = parent + [p for p in sys.path if p not in parent]
+runpy.run_module(sys.argv.pop(1), run_name="__main__", alter_sys=True)
+""" % _PATH_ENV
+
+
 def command_for(module: str, frozen_flag: str) -> list[str]:
-    """How to start a worker: ``python -m module``, or the frozen app with a flag."""
+    """How to start a worker: an isolated interpreter running ``module``, or the frozen app with a flag."""
     if getattr(sys, "frozen", False):
         return [sys.executable, frozen_flag]
-    return [sys.executable, "-m", module]
+    return [sys.executable, "-I", "-c", _BOOTSTRAP, module]
+
+
+def import_path() -> list[str]:
+    """The parent's sys.path as a worker gets it: absolute entries only ('' means "the working directory")."""
+    return [p for p in sys.path if p and os.path.isabs(p)]
+
+
+def worker_folder() -> str | None:
+    """Where workers start: the interpreter's (or frozen app's) own folder, never the user's.
+
+    Besides sys.path, a working directory is searched for DLLs loaded by bare name on Windows, and
+    is where a library may leave files; the app's folder is as trusted as the interpreter itself.
+    """
+    folder = os.path.dirname(os.path.abspath(sys.executable))
+    return folder if os.path.isdir(folder) else None
 
 
 # In the worker ---------------------------------------------------------------------------
@@ -81,14 +119,28 @@ def worker_streams() -> tuple[BinaryIO, BinaryIO]:
             os.nice(int(nice))
         except (AttributeError, OSError, ValueError):  # no nice() on Windows: best effort
             pass
+    oom = os.environ.pop(_OOM_ENV, "")
+    if oom:
+        _prefer_for_oom_killer(int(oom))
     return requests, replies
 
 
+def _prefer_for_oom_killer(adjustment: int) -> None:
+    """Linux: make this worker the kernel's first choice if memory runs out, rather than the window
+    that holds the model (any process may raise its own score; only lowering it needs privileges)."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as fh:
+            fh.write(str(adjustment))
+    except OSError:  # not Linux, or no /proc: best effort
+        pass
+
+
 def reply_safely(replies: BinaryIO, reply, fallback) -> bool:
-    """Send a reply, or ``fallback(exc)`` if the reply cannot be pickled; False once the parent is gone."""
+    """Send a reply, or ``fallback(exc)`` if the reply cannot be pickled (or its pickle does not fit in
+    memory); False once the parent is gone."""
     try:
         write_message(replies, reply)
-    except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
+    except (pickle.PicklingError, TypeError, AttributeError, RecursionError, MemoryError) as exc:
         try:
             write_message(replies, fallback(exc))
         except OSError:
@@ -104,14 +156,18 @@ def reply_safely(replies: BinaryIO, reply, fallback) -> bool:
 class WorkerProcess:
     """A worker subprocess and a thread that turns its replies into queue items."""
 
-    def __init__(self, command: list[str], *, nice: int = 0):
-        # The worker must import what we import (the source tree, a test's helper module),
-        # whatever its working directory.
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    def __init__(self, command: list[str], *, nice: int = 0, oom_score_adj: int = 0):
+        # The worker must import what we import (the source tree, a test's helper module), and
+        # nothing from the folder the user happens to be in (see the module's docstring).
+        env = dict(os.environ)
+        env[_PATH_ENV] = json.dumps(import_path())
         env[_PARENT_ENV] = str(os.getpid())
         if nice:
             env[_NICE_ENV] = str(nice)
+        if oom_score_adj:
+            env[_OOM_ENV] = str(oom_score_adj)
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                                        cwd=worker_folder(),
                                         start_new_session=True)  # the terminal's Ctrl-C is for the parent
         self.replies: queue.Queue = queue.Queue()
         self._reader = threading.Thread(target=self._read_replies, name="locus-worker-reply", daemon=True)

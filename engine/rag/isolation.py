@@ -1,25 +1,30 @@
-"""Parse files in worker processes, one file at a time each, with a time limit per file.
+"""Parse files in worker processes, one file at a time each, with a time and a memory limit per file.
 
-A file that hangs its parser, or crashes it outright (a segfault in a native
-library, an abort, running out of memory), costs only that worker: the
-supervisor kills or buries it, reports "timed out" or "parser crashed" for that
-file alone, and starts a fresh worker for the rest.
+A file that hangs its parser, crashes it outright (a segfault in a native
+library, an abort) or needs more memory than a parser may have costs only that
+worker: the supervisor kills or buries it, reports "timed out", "parser crashed"
+or "needs too much memory" for that file alone, and starts a fresh worker for
+the rest.
 
-Workers are fresh interpreters (``python -m engine.rag.isolation``; the frozen
-app runs itself with ``--parse-worker``) speaking length-prefixed pickles over
+Workers are fresh interpreters running this module (isolated from the user's
+working directory, see ipc.py; the frozen app runs itself with
+``--parse-worker``) speaking length-prefixed pickles over
 their stdin and stdout. This is multiprocessing's "spawn" without its one
 drawback here: spawn re-runs the parent's main script in every child, which for
 the GUI or a benchmark means importing Qt or torch again; and unlike "fork" the
 child does not inherit a parent full of threads. Workers import only what
 loading needs, run at a lower CPU priority so the window and the embedder stay
 responsive, and exit when the parent goes away (stdin closes or the parent
-process changes).
+process changes). Each lives under a memory ceiling (memory_limit.py), and
+should the machine run out of memory anyway, the kernel is told to kill a
+parser before anything else.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -28,11 +33,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.rag.ipc import EOF_MARK, WorkerProcess, command_for, read_message, reply_safely, worker_streams
-from engine.rag.loaders import CorruptDocument, DocumentError, LoadedDocument, ParserCrashed, ParseTimeout
+from engine.rag.loaders import (
+    CorruptDocument,
+    DocumentError,
+    LoadedDocument,
+    ParserCrashed,
+    ParseTimeout,
+    TooMuchMemory,
+)
+from engine.rag.memory_limit import limit_memory
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LOADER = "engine.rag.loaders:load"
+# The most memory (address space) one parser process may use. Measured (Linux, Python 3.11): a
+# worker with the loaders imported holds about 90 MB of it (150 MB at its start-up peak); the
+# largest PDFs of the test corpus peak at about 150 MB; a 175 MB file near the 200 MB size limit
+# peaks at 0.93 GB as text, 1.07 GB as code and 1.48 GB as HTML (its bytes, its text, the sections
+# and the pickled reply). 2 GB covers a legitimate file of any kind at the size limit; a .docx of
+# a few hundred kB whose XML unpacks to a tree of gigabytes fails here instead.
+DEFAULT_MEMORY_LIMIT_MB = 2048
+OOM_SCORE_ADJ = 1000  # Linux: the out-of-memory killer's first choice, far ahead of the window
 
 
 @dataclass(frozen=True)
@@ -50,11 +71,25 @@ def worker_command() -> list[str]:
     return command_for("engine.rag.isolation", "--parse-worker")
 
 
-def worker_main(loader_spec: str, max_bytes: int) -> None:
+def too_much_memory(name: str, limit_mb: int, detail: str, *, killed: bool = False) -> TooMuchMemory:
+    """The error for a file whose reading outgrew the parser's memory limit (``killed``: or the memory the
+    system had left, when its out-of-memory killer stopped the parser first)."""
+    message = (f"Reading '{name}' was stopped by the system, most likely because the computer ran out of memory; "
+               "it was given up." if killed else
+               f"Reading '{name}' needed more than {limit_mb} MB of memory, the most one file may use, so it was "
+               "given up.")
+    return TooMuchMemory(message, detail=detail,
+                         hint="The file is far larger inside than on disk (a decompression bomb, or an enormous "
+                              "document); split it, or save it as plain text and index that.")
+
+
+def worker_main(loader_spec: str, max_bytes: int, memory_limit_mb: int = 0) -> None:
     """The worker process: read a path, answer ("ok", document) or ("error", DocumentError); repeat."""
     requests, replies = worker_streams()
     module, _, name = loader_spec.partition(":")
     loader = getattr(importlib.import_module(module), name)
+    how = limit_memory(memory_limit_mb * 2**20)  # imports done, no file read yet
+    limit_detail = f"MemoryError under a {memory_limit_mb} MB limit ({how or 'not enforced here'})"
     while True:
         try:
             path = read_message(requests)
@@ -63,24 +98,33 @@ def worker_main(loader_spec: str, max_bytes: int) -> None:
         if path is None:
             return
         label = Path(path).name
+        out_of_memory = False
         try:
             reply = ("ok", loader(path, max_bytes=max_bytes))
         except DocumentError as exc:
             reply = ("error", exc)
         except MemoryError:
-            reply = ("error", ParserCrashed(f"Reading '{label}' needed more memory than the parser could get.",
-                                            detail="MemoryError"))
+            # Answered below, once this block has let go of the traceback and with it the
+            # parser's frames, which hold whatever filled the memory.
+            out_of_memory = True
         except Exception as exc:  # noqa: BLE001 - any parser failure is this file's problem only
             reply = ("error", CorruptDocument(f"'{label}' could not be read.",
                                               detail=f"{type(exc).__name__}: {exc}"[:300]))
-        unpicklable = lambda exc: ("error", CorruptDocument(  # noqa: E731
-            f"'{label}' could not be read.", detail=repr(exc)[:300]))
-        if not reply_safely(replies, reply, unpicklable):
+        if out_of_memory:
+            reply = ("error", too_much_memory(label, memory_limit_mb, limit_detail))
+
+        def unsendable(exc: BaseException):
+            if isinstance(exc, MemoryError):  # a document under the limit whose pickled copy is not
+                return "error", too_much_memory(label, memory_limit_mb, limit_detail + ", sending the text")
+            return "error", CorruptDocument(f"'{label}' could not be read.", detail=repr(exc)[:300])
+
+        if not reply_safely(replies, reply, unsendable):
             return
 
 
-def _start_worker(loader_spec: str, max_bytes: int) -> WorkerProcess:
-    return WorkerProcess([*worker_command(), loader_spec, str(max_bytes)], nice=5)
+def _start_worker(loader_spec: str, max_bytes: int, memory_limit_mb: int) -> WorkerProcess:
+    return WorkerProcess([*worker_command(), loader_spec, str(max_bytes), str(memory_limit_mb)], nice=5,
+                         oom_score_adj=OOM_SCORE_ADJ)
 
 
 class _Stopped(Exception):
@@ -88,18 +132,20 @@ class _Stopped(Exception):
 
 
 class ParsePool:
-    """Parses files in up to ``workers`` processes, each file within ``timeout_s`` seconds.
+    """Parses files in up to ``workers`` processes, each file within ``timeout_s`` seconds and
+    ``memory_limit_mb`` of memory.
 
     ``loader`` is the "module:function" the workers call as ``fn(path, max_bytes=...)``; tests point
     it at loaders that hang or crash on purpose. Use as a context manager, or call close().
     """
 
     def __init__(self, workers: int = 1, timeout_s: float = 60.0, max_bytes: int = 200 * 2**20,
-                 loader: str = DEFAULT_LOADER):
+                 loader: str = DEFAULT_LOADER, memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB):
         self.workers = max(1, workers)
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
         self.loader = loader
+        self.memory_limit_mb = memory_limit_mb
         self._idle: list[WorkerProcess] = []
         self._all: set[WorkerProcess] = set()
         self._lock = threading.Lock()
@@ -122,7 +168,8 @@ class ParsePool:
                 raise _Stopped
             if self._idle:
                 return self._idle.pop()
-            worker = _start_worker(self.loader, self.max_bytes)  # started lazily, reused until it fails
+            # Started lazily, reused until it fails.
+            worker = _start_worker(self.loader, self.max_bytes, self.memory_limit_mb)
             self._all.add(worker)
             return worker
 
@@ -153,13 +200,14 @@ class ParsePool:
 
     def _parse(self, path: str, start: float, cancelled: Callable[[], bool]) -> ParseOutcome:
         name = Path(path).name
+        absolute = os.path.abspath(path)  # workers run in a folder of their own
         worker = self._take()
         try:
-            worker.send(path)
+            worker.send(absolute)
         except (OSError, ValueError):  # an idle worker that died since its last file: use a fresh one
             self._bury(worker)
             worker = self._take()
-            worker.send(path)
+            worker.send(absolute)
         deadline = time.perf_counter() + self.timeout_s  # start-up of a fresh worker counts too
         while True:
             remaining = deadline - time.perf_counter()
@@ -180,11 +228,18 @@ class ParsePool:
                     raise _Stopped
                 how = worker.exit_status()
                 self._bury(worker)
-                error = ParserCrashed(f"Reading '{name}' crashed the document parser; the file is probably "
-                                      "malformed.", detail=f"the parser process ended with {how}")
+                if "SIGKILL" in how:  # not ours (we stop reading first): the kernel's out-of-memory killer
+                    error = too_much_memory(name, self.memory_limit_mb, f"the parser process ended with {how}",
+                                            killed=True)
+                else:
+                    error = ParserCrashed(f"Reading '{name}' crashed the document parser; the file is probably "
+                                          "malformed.", detail=f"the parser process ended with {how}")
                 return ParseOutcome(path, None, error, time.perf_counter() - start)
-            self._give_back(worker)
             kind, value = reply
+            if isinstance(value, TooMuchMemory):
+                self._bury(worker)  # its heap is as large as the limit now; the next file gets a fresh one
+            else:
+                self._give_back(worker)
             elapsed = time.perf_counter() - start
             if kind == "ok":
                 return ParseOutcome(path, value, None, elapsed)
@@ -259,4 +314,4 @@ if __name__ == "__main__":
     # Run the module proper rather than this __main__ copy, so pickled classes name engine.rag.*.
     from engine.rag.isolation import worker_main as _worker_main
 
-    _worker_main(sys.argv[1], int(sys.argv[2]))
+    _worker_main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 0)

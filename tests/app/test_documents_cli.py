@@ -50,6 +50,19 @@ def test_an_empty_path_is_refused_instead_of_indexing_the_current_folder(tmp_pat
     assert not (tmp_path / "home").exists() or not any((tmp_path / "home").rglob("*.lance"))
 
 
+def test_locus_index_dot_in_a_folder_of_planted_modules_runs_none_of_them(tmp_path):
+    from tests.engine.rag.test_isolation import hostile_folder
+
+    marker = tmp_path / "pwned.txt"
+    folder = hostile_folder(tmp_path / "downloaded", marker)
+    (folder / "ferry.md").write_text("# Ferry\n\nThe island ferry leaves the pier at 08:15.\n", encoding="utf-8")
+    indexed = locus(tmp_path / "home", "index", ".", cwd=folder)
+    assert not marker.exists(), marker.read_text()
+    assert indexed.returncode == 0, indexed.stderr
+    assert "0 failed" in indexed.stderr, indexed.stderr
+    listed = locus(tmp_path / "home", "docs", "list").stdout
+    assert any("ferry.md" in line and " done " in line for line in listed.splitlines()), listed
+
 
 def test_locus_index_names_the_links_it_did_not_follow(tmp_path):
     from tests.engine.rag.test_loaders import link_tree

@@ -28,6 +28,7 @@ from engine.rag.loaders.base import (  # noqa: F401 - the package's public names
     PasswordProtected,
     Section,
     TooLarge,
+    TooMuchMemory,
     UnreadableFile,
     UnsupportedFile,
     WrongFormat,
@@ -40,7 +41,7 @@ from engine.rag.loaders.text import code_sections, first_heading, prose_sections
 
 __all__ = [
     "MAX_FILE_BYTES", "CorruptDocument", "DocumentError", "EmptyDocument", "LoadedDocument", "ParserCrashed",
-    "ParseTimeout", "PasswordProtected", "Section", "TooLarge", "UnreadableFile", "UnsupportedFile",
+    "ParseTimeout", "PasswordProtected", "Section", "TooLarge", "TooMuchMemory", "UnreadableFile", "UnsupportedFile",
     "WrongFormat",
     "SUPPORTED_SUFFIXES", "CODE_LANGUAGES", "SKIPPED_DIRS", "SkippedLink", "kind_for", "discover", "load",
     "decode_text",

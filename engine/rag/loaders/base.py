@@ -100,6 +100,12 @@ class ParserCrashed(DocumentError):
     status = "parser crashed"
 
 
+class TooMuchMemory(DocumentError):
+    """Reading the file needed more memory than a parser may use (reported by the parse pool)."""
+
+    status = "needs too much memory"
+
+
 def split_long(text: str) -> list[str]:
     """Text cut at paragraph breaks into parts of about SECTION_CHARS."""
     parts, current = [], ""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,37 @@ def test_the_watcher_follows_the_same_rule(tmp_path):
     finally:
         lib.close()
 
+
+# Memory (issue 16, item 10) ----------------------------------------------------------------
+
+
+def docx_bomb(path: Path, xml_mb: int = 180) -> Path:
+    """A .docx of a few hundred kB whose word/document.xml, under the 200 MB size limit, holds ~30 million
+    empty paragraphs: parsed, a tree of about 2.7 GB."""
+    unit = b"<w:p/>" * 100_000
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("word/document.xml", "w") as xml:
+            xml.write(b'<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="http://schemas.openxmlformats.'
+                      b'org/wordprocessingml/2006/main"><w:body>')
+            for _ in range(xml_mb * 2**20 // len(unit)):
+                xml.write(unit)
+            xml.write(b"<w:p><w:r><w:t>Boom.</w:t></w:r></w:p></w:body></w:document>")
+    return path
+
+
+def test_a_docx_that_unpacks_to_gigabytes_fails_for_memory_and_the_rest_is_indexed(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    docx_bomb(docs / "bomb.docx")
+    write(docs, "notes.md", "# Notes\n\nThe ferry leaves the pier at 08:15.")
+    assert (docs / "bomb.docx").stat().st_size < 2**20
+    lib = library(tmp_path, parse_timeout_s=600)  # memory, not time, must be what stops it
+    try:
+        result = lib.index([docs]).wait(900)
+        records = {Path(r.path).name: r for r in lib.documents()}
+    finally:
+        lib.close()
+    bomb = records["bomb.docx"]
+    assert (bomb.status, bomb.reason) == ("failed", "needs too much memory"), (bomb.reason, bomb.message)
+    assert "'bomb.docx' needed more than 2048 MB of memory" in bomb.message
+    assert records["notes.md"].status == "done" and result.indexed == 1 and result.failed == 1

@@ -65,7 +65,7 @@ def test_hangs_and_crashes_cost_only_their_own_file(tmp_path):
         assert "'segfault.txt'" in by_name["segfault.txt"].error.message
         exited = by_name["exit.txt"].error
         assert exited.status == "parser crashed" and "exit code 3" in exited.detail
-        assert by_name["memory.txt"].error.status == "parser crashed"
+        assert by_name["memory.txt"].error.status == "needs too much memory"
         assert by_name["boom.txt"].error.status == "damaged" and "RuntimeError" in by_name["boom.txt"].error.detail
         for name in ("a.txt", "noisy.txt", "z.md"):
             assert by_name[name].error is None and by_name[name].document.sections[0].text.startswith("Some text")
@@ -197,3 +197,86 @@ def test_whole_corpus_gives_the_same_statuses_as_loading_directly():
         except DocumentError as exc:
             direct[path.name] = exc.status
     assert isolated == direct and len(isolated) == len(paths)
+
+
+# The working directory (issue 16, item 5) ------------------------------------------------
+
+
+def hostile_folder(folder: Path, marker: Path) -> Path:
+    """A folder holding modules named like what the workers import, each leaving a mark when imported."""
+    plant = f"open({str(marker)!r}, 'a').write(__name__ + ' ran from the working directory\\n')\n"
+    for name in ("engine/__init__.py", "numpy.py", "pypdf.py", "torch.py", "json.py", "runpy.py"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(plant, encoding="utf-8")
+    return folder
+
+
+def test_parse_workers_never_import_from_the_working_directory(tmp_path, monkeypatch):
+    marker = tmp_path / "pwned.txt"
+    hostile = hostile_folder(tmp_path / "hostile", marker)
+    notes = good(hostile, "notes.txt", "Worth reading.")
+    monkeypatch.chdir(hostile)
+    with ParsePool(timeout_s=30) as pool:
+        outcome = pool.parse("notes.txt")  # relative to the user's folder, as `locus index .` starts from
+        (pid,) = pool.worker_pids()
+        worker_cwd = os.readlink(f"/proc/{pid}/cwd") if sys.platform.startswith("linux") else None
+    assert not marker.exists(), marker.read_text()
+    assert outcome.error is None and outcome.document.sections[0].text == "Worth reading."
+    assert outcome.path == "notes.txt" and outcome.document.path == notes
+    assert worker_cwd is None or Path(worker_cwd) != hostile
+
+
+def test_the_embedding_worker_never_imports_from_the_working_directory(tmp_path, monkeypatch):
+    from engine.models.bundled import BUNDLED_EMBEDDER_NAME, bundled_embedder_path
+    from engine.rag.embed import Embedder
+
+    marker = tmp_path / "pwned.txt"
+    monkeypatch.chdir(hostile_folder(tmp_path / "hostile", marker))
+    embedder = Embedder(bundled_embedder_path(), BUNDLED_EMBEDDER_NAME)
+    try:
+        vectors = embedder.embed(["The ferry leaves at noon."])
+        pid = embedder._worker.process.pid
+        if sys.platform.startswith("linux"):  # the kernel's out-of-memory killer takes it before the window
+            assert int(Path(f"/proc/{pid}/oom_score_adj").read_text()) == 500
+    finally:
+        embedder.close()
+    assert not marker.exists(), marker.read_text()
+    assert vectors.shape == (1, embedder.info.dim)
+
+
+# Memory (issue 16, item 10) ----------------------------------------------------------------
+
+
+def test_running_out_of_memory_fails_only_that_file_and_the_next_gets_a_fresh_worker(tmp_path):
+    paths = [good(tmp_path, "a.txt"), good(tmp_path, "memory.txt"), good(tmp_path, "b.txt"),
+             good(tmp_path, "oomkilled.txt"), good(tmp_path, "c.txt")]
+    with ParsePool(workers=1, timeout_s=20, loader=CRASHY, memory_limit_mb=700) as pool:
+        pids = []
+        outcomes = {}
+        for path in paths:
+            outcomes[Path(path).name] = pool.parse(path)
+            pids.append(pool.worker_pids())
+    memory, killed = outcomes["memory.txt"].error, outcomes["oomkilled.txt"].error
+    assert memory.status == killed.status == "needs too much memory"
+    assert memory.message == "Reading 'memory.txt' needed more than 700 MB of memory, the most one file may use, " \
+                             "so it was given up."
+    assert "MemoryError under a 700 MB limit (address space)" in memory.detail
+    assert killed.message == "Reading 'oomkilled.txt' was stopped by the system, most likely because the " \
+                             "computer ran out of memory; it was given up."
+    assert "signal 9 (SIGKILL)" in killed.detail
+    assert all(outcomes[n].document is not None for n in ("a.txt", "b.txt", "c.txt"))
+    # A worker that ran out of memory is not used again: the next file gets a fresh one.
+    assert pids[1] == [] and pids[2] and pids[2] != pids[0]
+    assert pids[3] == [] and pids[4] and pids[4] != pids[2]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the limits from /proc")
+def test_parse_workers_run_under_an_address_space_limit_and_go_first_when_memory_runs_out(tmp_path):
+    with ParsePool(timeout_s=20, memory_limit_mb=900) as pool:
+        assert pool.parse(good(tmp_path, "a.txt")).document is not None
+        (pid,) = pool.worker_pids()
+        limits = Path(f"/proc/{pid}/limits").read_text()
+        oom_score_adj = int(Path(f"/proc/{pid}/oom_score_adj").read_text())
+    line = next(ln for ln in limits.splitlines() if ln.startswith("Max address space"))
+    assert line.split()[3:5] == [str(900 * 2**20)] * 2  # soft and hard: the worker cannot lift it again
+    assert oom_score_adj == 1000
