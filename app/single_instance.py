@@ -30,6 +30,7 @@ import struct
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from PySide6.QtCore import QLockFile, QObject, Signal
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 COMMANDS = ("show", "quick-ask")
 REPLY_TIMEOUT_S = 20.0  # the first process may still be starting (imports, opening its stores)
 _LINE_LIMIT = 64
-_SUN_PATH_MAX = 104  # bytes in a Unix socket's path, with its NUL (macOS: 104, Linux: 108)
+_SUN_PATH_MAX = 108 if sys.platform.startswith("linux") else 104  # bytes in a socket's path, with its NUL
 
 
 class InstanceUnreachable(EngineError):
@@ -94,13 +95,14 @@ def untrusted_because(folder: Path, uid: int | None = None) -> str | None:
     return None
 
 
-def socket_paths(data_dir: Path, *, create: bool = False, env=os.environ) -> list[str]:
-    """The socket paths this user can trust for ``data_dir``, best first (``create``, for the listener:
-    make a missing folder of Locus's own, 0700, and log the folders passed over). Windows: the pipe's name."""
+def socket_paths(data_dir: Path, *, create: bool = False, env=os.environ) -> Iterator[str]:
+    """The socket paths this user can trust for ``data_dir``, best first, found as they are asked for
+    (``create``, for the listener: make a missing folder of Locus's own, 0700, and log the folders passed
+    over). Windows: the named pipe's name."""
     name = server_name(data_dir)
     if os.name == "nt":
-        return [name]
-    paths = []
+        yield name
+        return
     for folder in socket_folders(data_dir, env):
         if create and folder != Path(data_dir) and not folder.exists() and folder.parent.is_dir():
             try:
@@ -113,8 +115,7 @@ def socket_paths(data_dir: Path, *, create: bool = False, env=os.environ) -> lis
             if create and folder.exists():
                 log.warning("single instance: not using %s: %s", folder, why)
         elif len(os.fsencode(path)) < _SUN_PATH_MAX:
-            paths.append(path)
-    return paths
+            yield path
 
 
 def peer_credentials(socket: QLocalSocket) -> tuple[int, int] | None:

@@ -3,15 +3,20 @@ whatever the user's umask, and what an earlier version left open is closed at th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
 import shutil
 import stat
 import subprocess
+import sys
+import threading
 from pathlib import Path
 
 from tests.app.helpers import LOCUS
 from tests.conftest import PDF_ODDITIES
+from tests.hub_fakes import FakeHub, QuietServer, hub_handler
 
 
 def run_locus(env_home: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -121,3 +126,40 @@ def test_a_locus_home_that_is_the_users_home_keeps_the_users_own_files_as_they_a
     assert stat.S_IMODE((home / "projects" / "a.py").stat().st_mode) == 0o644
     assert stat.S_IMODE((home / "locus.sqlite3").stat().st_mode) == 0o600
     assert stat.S_IMODE((home / "models").stat().st_mode) == 0o700
+
+
+DOWNLOAD = """
+import sys
+from app.paths import keep_private, resolve_paths
+
+keep_private()  # what `locus` does first, before the window offers the model manager
+paths = resolve_paths()
+paths.ensure()
+from engine.models.download import Downloader
+
+url, size, sha = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+handle = Downloader(paths.models_dir, margin_bytes=0).start((url, "org/tiny-GGUF/tiny-Q4_K_M.gguf", size, sha))
+print(handle.wait(120))
+"""
+
+
+def test_a_downloaded_model_is_private_too(tmp_path):
+    """The window's model downloads run in the process Locus started: its umask covers them."""
+    data = random.Random(7).randbytes(300_000)
+    path = "/org/tiny-GGUF/resolve/main/tiny-Q4_K_M.gguf"
+    fake = FakeHub({path: data})
+    server = QuietServer(("127.0.0.1", 0), hub_handler(fake))
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    home = tmp_path / "home"
+    try:
+        env = dict(os.environ, LOCUS_HOME=str(home))
+        done = subprocess.run(
+            [sys.executable, "-c", DOWNLOAD, f"http://127.0.0.1:{server.server_address[1]}{path}", str(len(data)),
+             hashlib.sha256(data).hexdigest()],
+            capture_output=True, text=True, env=env, timeout=180, preexec_fn=lambda: os.umask(0o022))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (done.returncode, done.stdout.strip()) == (0, "done"), done.stderr
+    assert (home / "models" / "org" / "tiny-GGUF" / "tiny-Q4_K_M.gguf").read_bytes() == data
+    assert open_entries(home) == []

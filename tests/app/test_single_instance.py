@@ -6,11 +6,14 @@ received in its log file, which says what it did and the state of its windows.
 
 from __future__ import annotations
 
+import itertools
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +23,15 @@ from app.single_instance import InstanceUnreachable, SingleInstance, server_name
 from tests.app.helpers import LOCUS, locus
 
 STARTED = "app.gui: Locus"
+
+
+@pytest.fixture()
+def run() -> Path:
+    """A runtime folder as a desktop session has one (short, like /run/user/<uid>: a socket's path has a
+    limit that pytest's own folders come close to)."""
+    path = Path(tempfile.mkdtemp(prefix="xdg-"))  # 0700, this user's
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture()
@@ -124,12 +136,11 @@ def test_a_holder_that_does_not_answer_is_reported_in_words(home):
         holder.wait()
 
 
-def test_the_socket_name_is_per_data_folder(tmp_path):
+def test_the_socket_name_is_per_data_folder(tmp_path, run):
     a, b = server_name(tmp_path / "a"), server_name(tmp_path / "b")
     assert a != b and a == server_name(tmp_path / "a") and a.startswith("locus-") and len(a) < 60
-    run = private_folder(tmp_path / "run")
     env = {"XDG_RUNTIME_DIR": str(run)}
-    assert socket_paths(tmp_path / "a", create=True, env=env)[0] != socket_paths(tmp_path / "b", env=env)[0]
+    assert next(socket_paths(tmp_path / "a", create=True, env=env)) != next(socket_paths(tmp_path / "b", env=env))
 
 
 # Someone else's socket ------------------------------------------------------------------------------
@@ -172,8 +183,17 @@ def private_folder(path: Path) -> Path:
 def start_squatter(where: str, record: Path) -> subprocess.Popen:
     squatter = subprocess.Popen([sys.executable, "-c", SQUATTER, where, str(record)], stdout=subprocess.PIPE,
                                 text=True)
-    assert squatter.stdout.readline().startswith("listening"), "the squatter did not start"
+    said = squatter.stdout.readline()
+    assert said.startswith("listening "), "the squatter did not start"
+    squatter.socket_file = Path(said.split(" ", 1)[1].strip())
     return squatter
+
+
+def end_squatter(squatter: subprocess.Popen | None) -> None:
+    if squatter is not None:
+        squatter.kill()
+        squatter.wait()
+        squatter.socket_file.unlink(missing_ok=True)  # killed, it cannot remove its socket itself
 
 
 def listening_at(folder: Path, home: Path) -> Path:
@@ -190,10 +210,10 @@ def second_launch(home: Path, env: dict[str, str]) -> subprocess.CompletedProces
 
 
 @pytest.mark.parametrize("runtime_dir", [True, False], ids=["xdg-runtime-dir", "no-runtime-dir"])
-def test_a_squatter_on_the_old_socket_name_never_answers_a_launch(home, tmp_path, runtime_dir):
+def test_a_squatter_on_the_old_socket_name_never_answers_a_launch(home, tmp_path, run, runtime_dir):
     """Another process listens where Locus used to put its socket (/tmp/locus-<user>-<hash>): the
     second launch still reaches only the first Locus, whose socket is in a folder only this user can enter."""
-    env = {"XDG_RUNTIME_DIR": str(private_folder(tmp_path / "run")) if runtime_dir else ""}
+    env = {"XDG_RUNTIME_DIR": str(run) if runtime_dir else ""}
     record = tmp_path / "squatter.txt"
     first = start_first(home, env=env)
     squatter = None
@@ -206,28 +226,26 @@ def test_a_squatter_on_the_old_socket_name_never_answers_a_launch(home, tmp_path
         assert (shown.returncode, shown.stdout.strip()) == (0, "Locus is already running; its window is shown.")
         wait_for_log(home, "handled 'show': window visible=True", first)
 
-        folder = tmp_path / "run" / "locus" if runtime_dir else home
+        folder = run / "locus" if runtime_dir else home
         listening_at(folder, home)
         info = os.lstat(folder)
         assert stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) == 0o700
         assert untrusted_because(folder) is None
     finally:
-        if squatter is not None:
-            squatter.kill()
-            squatter.wait()
+        end_squatter(squatter)
         assert stop(first) == 0
 
 
-def test_a_process_posing_at_the_real_socket_is_not_handed_the_request(home, tmp_path):
+def test_a_process_posing_at_the_real_socket_is_not_handed_the_request(home, tmp_path, run):
     """Even a process that gets into the private folder and takes the socket over (here the same user: the
     test cannot be another) is refused: the kernel says it is not the process that holds the folder's lock."""
-    env = {"XDG_RUNTIME_DIR": str(private_folder(tmp_path / "run"))}
+    env = {"XDG_RUNTIME_DIR": str(run)}
     record = tmp_path / "squatter.txt"
     first = start_first(home, env=env)
     squatter = None
     try:
         wait_for_log(home, STARTED, first)
-        squatter = start_squatter(str(listening_at(tmp_path / "run" / "locus", home)), record)
+        squatter = start_squatter(str(listening_at(run / "locus", home)), record)
 
         refused = second_launch(home, env)
         assert refused.returncode == 1, refused.stdout
@@ -236,17 +254,14 @@ def test_a_process_posing_at_the_real_socket_is_not_handed_the_request(home, tmp
         assert "got " not in record.read_text()  # it was told nothing
         assert "handled" not in log_text(home)
     finally:
-        if squatter is not None:
-            squatter.kill()
-            squatter.wait()
+        end_squatter(squatter)
         assert stop(first) == 0
 
 
-def test_only_a_private_folder_of_this_user_is_trusted_with_the_socket(tmp_path):
-    run = private_folder(tmp_path / "run")
+def test_only_a_private_folder_of_this_user_is_trusted_with_the_socket(tmp_path, run):
     data = private_folder(tmp_path / "data")
     env = {"XDG_RUNTIME_DIR": str(run)}
-    best = socket_paths(data, create=True, env=env)
+    best = list(itertools.islice(socket_paths(data, create=True, env=env), 2))
     assert Path(best[0]).parent == run / "locus" and Path(best[1]).parent == data
     assert stat.S_IMODE(os.stat(run / "locus").st_mode) == 0o700
 
@@ -261,7 +276,7 @@ def test_only_a_private_folder_of_this_user_is_trusted_with_the_socket(tmp_path)
     (tmp_path / "theirs").mkdir(mode=0o700)
     (run / "locus").symlink_to(tmp_path / "theirs")  # a link to a folder is not the folder
     assert untrusted_because(run / "locus") == "it is not a folder"
-    assert all(Path(p).parent != run / "locus" for p in socket_paths(data, create=True, env=env))
+    assert all(Path(p).parent != run / "locus" for p in socket_paths(data, env=env))
 
     open_parent = tmp_path / "open"
     open_parent.mkdir()
