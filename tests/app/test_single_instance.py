@@ -21,6 +21,7 @@ import pytest
 
 from app.single_instance import InstanceUnreachable, SingleInstance, server_name, socket_paths, untrusted_because
 from tests.app.helpers import LOCUS, locus
+from tests.app.test_permissions import open_entries
 
 STARTED = "app.gui: Locus"
 
@@ -95,6 +96,8 @@ def test_a_second_launch_hands_over_show_and_quick_ask_then_exits(home):
     assert code == 0  # SIGTERM quits as the tray's Quit does
     assert "quitting" in log_text(home)
     assert not (home / "locus.lock").exists()  # the folder is free again
+    assert {"locus.log", "locus.sqlite3", "ui-state.ini"} <= {p.name for p in home.iterdir()}
+    assert open_entries(home) == []  # what the window wrote is private (folders 0700, files 0600)
 
 
 def test_quick_ask_starts_locus_when_none_runs_and_a_crash_leaves_nothing_in_the_way(home):
