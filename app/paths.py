@@ -19,10 +19,12 @@ APP_NAME = "locus"
 PRIVATE_UMASK = 0o077  # what Locus creates: folders 0700, files 0600
 _OPEN_BITS = 0o077  # group and other access
 # What Locus puts in its folders (the walk that closes old files touches nothing else, so a LOCUS_HOME
-# that also holds the user's own files keeps them as they are): stores, logs, lock, settings, prompts.
-_OWN_FOLDERS = ("models", "index", "kv-cache", "prompts")
-_OWN_PREFIXES = ("locus.", "traces.sqlite3", "ui-state.ini", "config.toml", ".config-", "stored-secrets.",
-                 "index.old-")  # an index set aside for a new embedding model
+# that also holds the user's own files keeps them as they are): stores, logs, lock, settings, prompts,
+# each with the files SQLite, Qt and atomic saves put beside it.
+_OWN_NAMES = frozenset({"models", "index", "kv-cache", "prompts", "locus.sqlite3", "traces.sqlite3", "locus.log",
+                        "locus.lock", "ui-state.ini", "config.toml", "stored-secrets.json"})
+_BESIDE = ("-wal", "-shm", "-journal", ".lock", ".tmp")
+_OWN_PREFIXES = (".config-", "index.old-")  # a settings save in progress; an index set aside for a new embedder
 _user_umask: int | None = None  # the umask Locus started with, for folders above its own that it creates
 
 
@@ -127,7 +129,7 @@ def tighten(root: Path) -> int:
     except OSError:
         return 0
     for name in names:
-        if name not in _OWN_FOLDERS and not name.startswith(_OWN_PREFIXES):
+        if not _is_own(name):
             continue
         path = root / name
         try:
@@ -139,6 +141,12 @@ def tighten(root: Path) -> int:
         elif stat.S_ISDIR(info.st_mode):
             changed += _tighten_tree(path)
     return changed
+
+
+def _is_own(name: str) -> bool:
+    for suffix in _BESIDE:
+        name = name.removesuffix(suffix)
+    return name in _OWN_NAMES or name.startswith(_OWN_PREFIXES)
 
 
 def _tighten_all(roots: list[Path]) -> None:

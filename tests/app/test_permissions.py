@@ -116,6 +116,8 @@ def test_a_locus_home_that_is_the_users_home_keeps_the_users_own_files_as_they_a
     (home / "projects").mkdir()
     (home / "projects" / "a.py").write_text("print(1)\n", encoding="utf-8")
     (home / "locus.sqlite3").write_bytes(b"")  # an earlier run's database, left 0644
+    (home / "locus.egg-info").mkdir()  # a name like Locus's own, but the user's
+    (home / "locus.egg-info" / "PKG-INFO").write_text("Name: locus\n", encoding="utf-8")
     make_open(home)
 
     done = run_locus({"LOCUS_HOME": str(home), "HOME": str(home)}, "docs", "list")
@@ -124,6 +126,8 @@ def test_a_locus_home_that_is_the_users_home_keeps_the_users_own_files_as_they_a
     assert stat.S_IMODE((home / "notes.txt").stat().st_mode) == 0o644
     assert stat.S_IMODE((home / "projects").stat().st_mode) == 0o755
     assert stat.S_IMODE((home / "projects" / "a.py").stat().st_mode) == 0o644
+    assert stat.S_IMODE((home / "locus.egg-info").stat().st_mode) == 0o755
+    assert stat.S_IMODE((home / "locus.egg-info" / "PKG-INFO").stat().st_mode) == 0o644
     assert stat.S_IMODE((home / "locus.sqlite3").stat().st_mode) == 0o600
     assert stat.S_IMODE((home / "models").stat().st_mode) == 0o700
 
