@@ -46,11 +46,7 @@ def image_text(fmt: QTextFormat) -> str:
 
 
 class ImagePlaceholder(QPyTextObject):
-    """Lays out and draws every image of a document as its description (``image_text``), in italics."""
-
-    def __init__(self, parent: QTextDocument, colour: QColor | None = None):
-        super().__init__(parent)
-        self.colour = colour
+    """Lays out and draws every image of a document as its description (``image_text``), in faded italics."""
 
     @staticmethod
     def _font(fmt: QTextFormat) -> QFont:
@@ -66,8 +62,9 @@ class ImagePlaceholder(QPyTextObject):
     def drawObject(self, painter, rect, doc, pos_in_document, fmt) -> None:  # noqa: N802 - Qt override
         painter.save()
         painter.setFont(self._font(fmt))
-        if self.colour is not None:
-            painter.setPen(self.colour)
+        faded = QColor(painter.pen().color())  # the text's own colour, in the light or the dark theme
+        faded.setAlpha(150)
+        painter.setPen(faded)
         painter.drawText(QPointF(rect.left(), rect.bottom()), image_text(fmt))
         painter.restore()
 
@@ -75,10 +72,10 @@ class ImagePlaceholder(QPyTextObject):
 class SafeDocument(QTextDocument):
     """A text document that loads nothing: every resource it names (image, style sheet, page) is absent."""
 
-    def __init__(self, parent=None, colour: QColor | None = None):
+    def __init__(self, parent=None):
         super().__init__(parent)
         self.setUndoRedoEnabled(False)  # read-only text, replaced as an answer streams
-        self.placeholder = ImagePlaceholder(self, colour)
+        self.placeholder = ImagePlaceholder(self)
         self.documentLayout().registerHandler(QTextFormat.ObjectTypes.ImageObject.value, self.placeholder)
 
     def loadResource(self, kind: int, name: QUrl):  # noqa: N802 - Qt override
@@ -125,8 +122,7 @@ class SafeTextBrowser(QTextBrowser):
         self.setReadOnly(True)
         self.setOpenLinks(False)  # QTextBrowser would load a clicked file into itself
         self.setOpenExternalLinks(False)  # ... or hand any URL to the desktop
-        colour = self.palette().color(self.palette().ColorRole.PlaceholderText)
-        super().setDocument(SafeDocument(self, colour))
+        super().setDocument(SafeDocument(self))
         self.anchorClicked.connect(self._anchor_clicked)
         self.highlighted.connect(self._hovered)
         self._status_shown = ""

@@ -12,18 +12,18 @@ import resource
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QEvent, QPoint, Qt
 from PySide6 import QtGui
-from PySide6.QtGui import QDesktopServices, QHelpEvent, QTextCursor, QTextDocumentFragment
+from PySide6.QtCore import QEvent, QPoint, Qt, QUrl
+from PySide6.QtGui import QDesktopServices, QHelpEvent, QTextCursor, QTextDocument, QTextDocumentFragment
 from PySide6.QtWidgets import QApplication, QLabel, QPlainTextEdit, QPushButton, QToolTip
 
 from engine.rag.store import DocumentRecord
+from engine.trace.records import SpanRecord
 from ui.chat.message import ProseView
 from ui.errors import show_error
 from ui.quick_ask import QuickAsk
-
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-
+from ui.traces.detail import SpanDetail
+from ui.traces.span_tree import SpanTree
 
 def hostile_answer(pipe: Path) -> str:
     return (f"Here is the chart: ![a chart of sales]({pipe}) and again <img src=\"{pipe}\"> and "
@@ -116,6 +116,26 @@ def test_a_saved_answer_with_images_reopens_without_reading_any_file(qtbot, wind
     copied = QApplication.clipboard().mimeData()
     assert "[image: a chart of sales]" in copied.text() and "<img" not in copied.html()
     picture.save(str(tmp_path / "refused-image.png"))
+
+
+@pytest.mark.timeout(120, method="thread")
+def test_the_answer_views_own_resource_lookup_fetches_nothing(qtbot, window, services, fifo_trap, tmp_path):
+    """Qt's documents look resources up themselves (resolving names against a base URL) and fall back to
+    opening the path: asked directly, the views of an answer and of the quick ask return nothing."""
+    prose = window.chat.add_message("assistant", "Some words.").segment_widgets()[0]
+    popup = QuickAsk(services)
+    qtbot.addWidget(popup)
+    for view in (prose, popup.answer):
+        document = view.document()
+        base = QUrl.fromLocalFile(f"{tmp_path}/")
+        document.setMetaInformation(QTextDocument.MetaInformation.DocumentUrl, base.toString())
+        document.setBaseUrl(base)
+        for name in (QUrl.fromLocalFile(str(fifo_trap.path)), QUrl("trap.png"), QUrl("file://host/share/x.png")):
+            for kind in (QTextDocument.ResourceType.ImageResource, QTextDocument.ResourceType.StyleSheetResource,
+                         QTextDocument.ResourceType.HtmlResource):
+                assert document.resource(kind, name) is None
+                assert view.loadResource(kind, name) is None
+    assert fifo_trap.opened == 0
 
 
 @pytest.mark.timeout(120, method="thread")
@@ -212,6 +232,27 @@ def test_names_and_messages_from_data_show_as_plain_text(qtbot, window, services
     box.grab()
     assert box.textFormat() == Qt.TextFormat.PlainText and markup in box.text()
     box.close()
+    assert fifo_trap.opened == 0
+
+
+@pytest.mark.timeout(120, method="thread")
+def test_a_span_named_with_markup_shows_its_words_in_the_trace_viewer(qtbot, fifo_trap):
+    """Span names, errors and attributes come from requests (the local API takes any model name)."""
+    markup = f'<img src="{fifo_trap.path}">'
+    span = SpanRecord("a" * 32, "b" * 16, None, markup, "internal", 0, 2_000_000, "error", f"failed on {markup}",
+                      {"gen_ai.request.model": markup}, [])
+    tree, detail = SpanTree(), SpanDetail()
+    for widget in (tree, detail):
+        qtbot.addWidget(widget)
+        widget.show()
+    tree.show_spans([span])
+    detail.show_span(span, [span])
+    detail.grab()
+    tree.grab()
+    header = QTextDocumentFragment.fromHtml(detail.header.text()).toPlainText()
+    assert markup in header and f"failed on {markup}" in header
+    item = tree.items()[0]
+    assert markup in shown(hover(qtbot, tree.viewport(), tree.visualItemRect(item).center()))
     assert fifo_trap.opened == 0
 
 
