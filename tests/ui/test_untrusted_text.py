@@ -18,7 +18,7 @@ from PySide6.QtGui import QDesktopServices, QHelpEvent, QTextCursor, QTextDocume
 from PySide6.QtWidgets import QApplication, QLabel, QPlainTextEdit, QPushButton, QToolTip
 
 from engine.rag.store import DocumentRecord
-from engine.trace.records import SpanRecord
+from engine.trace.store import SpanRecord
 from ui.chat.message import ProseView
 from ui.errors import show_error
 from ui.quick_ask import QuickAsk
@@ -144,7 +144,7 @@ def test_an_answer_pointing_at_dev_zero_renders_at_once(qtbot, window, services)
     of this test instead of the machine's memory; the fixed view never reads it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     in_use = int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmSize:"))) * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (in_use + 3 * 2**30, hard))
+    resource.setrlimit(resource.RLIMIT_AS, (in_use + 2**30, hard))
     try:
         widget = window.chat.add_message("assistant", "Look: ![zeros](/dev/zero) ![more](file:///dev/zero)")
         widget.grab()
