@@ -60,6 +60,7 @@ def run_gui(argv: list[str] | None = None, *, quick_ask: bool = False) -> int:
     from PySide6.QtWidgets import QApplication, QMessageBox
 
     from resources import resource_path
+    from ui.plain import literal
     from ui.theme import apply_theme
 
     app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv)
@@ -72,11 +73,12 @@ def run_gui(argv: list[str] | None = None, *, quick_ask: bool = False) -> int:
     try:
         services = build_services(paths)
     except EngineError as exc:
-        QMessageBox.critical(None, "Locus cannot start", exc.user_text())
+        QMessageBox.critical(None, "Locus cannot start", literal(exc.user_text()))  # it may quote a path
         return 1
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
-        QMessageBox.critical(None, "Locus cannot start", f"Locus could not set up its files: {exc.strerror}{where}.")
+        QMessageBox.critical(None, "Locus cannot start",
+                             literal(f"Locus could not set up its files: {exc.strerror}{where}."))
         return 1
     _log_to_file(services.paths.log_file)
     services.start_telemetry()
