@@ -99,28 +99,37 @@ class DocumentsPanel(QWidget):
         layout.addLayout(progress_row)
         layout.addWidget(self.progress_label)
         layout.addWidget(self.tree, 1)
+        self._shown: dict = {}  # doc id -> the DocumentRecord its row shows (rows equal to it are skipped)
         self.set_busy(False)
 
     # Content -----------------------------------------------------------------------
 
     def set_documents(self, records: Sequence) -> None:
-        """Replace the list with these DocumentRecords, keeping the selection and the scroll position (the list
-        is read again whenever any Locus process changes the index)."""
-        selected = set(self._selected_ids())
-        current = self.tree.currentItem()
-        current_id = current.data(0, DOC_ROLE)["doc_id"] if current is not None else None
-        scrolled = self.tree.verticalScrollBar().value()
-        self.tree.setUpdatesEnabled(False)
-        self.tree.clear()
-        for record in records:
-            item = self._item(record.doc_id, record.path, record.collection, record.status, record.reason,
-                              record.message, record.n_chunks, record.kind, record.title)
-            self.tree.addTopLevelItem(item)
-            if record.doc_id == current_id:
-                self.tree.setCurrentItem(item, 0, QItemSelectionModel.SelectionFlag.NoUpdate)
-            item.setSelected(record.doc_id in selected)
-        self.tree.verticalScrollBar().setValue(scrolled)
-        self.tree.setUpdatesEnabled(True)
+        """Show these DocumentRecords (sorted as given). The list is read again whenever any Locus process
+        changes the index, so rows are updated in place: only what changed is touched, and the selection,
+        the current row and the scroll position stay."""
+        wanted = {r.doc_id for r in records}
+        for i in reversed(range(self.tree.topLevelItemCount())):
+            if self.tree.topLevelItem(i).data(0, DOC_ROLE)["doc_id"] not in wanted:
+                self.tree.takeTopLevelItem(i)
+        rows = {self.tree.topLevelItem(i).data(0, DOC_ROLE)["doc_id"]: self.tree.topLevelItem(i)
+                for i in range(self.tree.topLevelItemCount())}
+        for index, record in enumerate(records):
+            item = rows.get(record.doc_id)
+            if item is None:
+                item = QTreeWidgetItem()
+                self.tree.insertTopLevelItem(index, item)
+            elif self.tree.indexOfTopLevelItem(item) != index:  # moved (another collection): keep the order
+                selected, current = item.isSelected(), self.tree.currentItem() is item
+                self.tree.insertTopLevelItem(index, self.tree.takeTopLevelItem(self.tree.indexOfTopLevelItem(item)))
+                item.setSelected(selected)
+                if current:
+                    self.tree.setCurrentItem(item, 0, QItemSelectionModel.SelectionFlag.NoUpdate)
+            if self._shown.get(record.doc_id) != record:  # most rows are as they were: nothing to do
+                self._fill(item, record.doc_id, record.path, record.collection, record.status, record.reason,
+                           record.message, record.n_chunks, record.kind, record.title)
+                self._shown[record.doc_id] = record
+        self._shown = {doc_id: r for doc_id, r in self._shown.items() if doc_id in wanted}
         names = sorted({r.collection for r in records} | {"default"})
         if [self.collection.itemText(i) for i in range(self.collection.count())] != names:
             current_text = self.collection.currentText()  # what the user chose or is typing stays
@@ -128,17 +137,30 @@ class DocumentsPanel(QWidget):
             self.collection.addItems(names)
             self.collection.setCurrentText(current_text or "default")
 
-    def _item(self, doc_id, path, collection, status, reason, message, n_chunks, kind="", title="") -> QTreeWidgetItem:
+    @staticmethod
+    def _fill(item: QTreeWidgetItem, doc_id, path, collection, status, reason, message, n_chunks, kind="",
+              title="") -> QTreeWidgetItem:
+        """Make a row show this document; a value already shown is left alone (no repaint for it)."""
         name = path.rsplit("/", 1)[-1]
-        item = QTreeWidgetItem([name, collection, status_text(status, reason), str(n_chunks) if n_chunks else ""])
-        item.setData(0, DOC_ROLE, {"doc_id": doc_id, "path": path, "kind": kind, "title": title or name})
-        item.setToolTip(0, literal(path))
-        if message:
-            item.setToolTip(2, literal(message))
+        texts = (name, collection, status_text(status, reason), str(n_chunks) if n_chunks else "")
+        tips = (literal(path), "", literal(message or ""), "")
+        for column, (text, tip) in enumerate(zip(texts, tips)):
+            if item.text(column) != text:
+                item.setText(column, text)
+            if item.toolTip(column) != tip:
+                item.setToolTip(column, tip)
+        data = {"doc_id": doc_id, "path": path, "kind": kind, "title": title or name}
+        if item.data(0, DOC_ROLE) != data:
+            item.setData(0, DOC_ROLE, data)
         return item
+
+    def _item(self, doc_id, path, collection, status, reason, message, n_chunks, kind="", title="") -> QTreeWidgetItem:
+        return self._fill(QTreeWidgetItem(), doc_id, path, collection, status, reason, message, n_chunks, kind,
+                          title)
 
     def update_status(self, event) -> None:
         """Apply one DocumentStatus event to its row (adding or removing rows as needed)."""
+        self._shown.pop(event.doc_id, None)  # the row no longer shows the record last listed
         item = self.item_for(event.doc_id)
         if event.status == "removed":
             if item is not None:

@@ -18,7 +18,7 @@ from ui.ops import run_in_background
 
 log = logging.getLogger(__name__)
 
-SETTLE_MS = 250  # a burst of changes (a folder being indexed) is read at most this often
+SETTLE_MS = 500  # a burst of changes (a folder being indexed) is read at most this often
 POLL_MS = 5000  # only where the folder cannot be watched (no inotify watches left, say)
 
 

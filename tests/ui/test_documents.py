@@ -11,6 +11,7 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
+from engine.rag.store import DocumentRecord
 from engine.runtime.types import Done
 from ui.ops import wait_for_background
 from tests.app.helpers import LOCUS
@@ -138,3 +139,24 @@ def test_documents_indexed_and_removed_by_another_process_show_without_a_restart
     qtbot.waitUntil(lambda: all(row[0] != "harbour.md" for row in panel.rows()), timeout=30_000)
     qtbot.waitUntil(lambda: "Collection: harbour" not in [a.text() for a in selector.menu().actions()],
                     timeout=10_000)
+
+
+def record(doc_id: str, status: str = "done", collection: str = "default") -> DocumentRecord:
+    return DocumentRecord(doc_id=doc_id, path=f"/docs/{doc_id}.md", collection=collection, title="", kind="markdown",
+                          status=status, reason="", message="", content_hash="", size=1, mtime=0.0, n_chunks=2,
+                          pages=0, updated_at=0.0)
+
+
+def test_the_list_read_again_keeps_the_selection_and_changes_only_rows_that_changed(qtbot, window):
+    """The list is read again whenever any process changes the index, even while the user works in it."""
+    panel = window.documents.panel
+    panel.set_documents([record("a"), record("b")])
+    chosen = panel.item_for("b")
+    panel.tree.setCurrentItem(chosen)
+    unchanged = panel.item_for("a")
+    panel.set_documents([record("a"), record("b", status="failed"), record("c")])
+    assert panel.item_for("b") is chosen and chosen.isSelected() and panel.tree.currentItem() is chosen
+    assert panel.item_for("a") is unchanged
+    assert panel.rows() == [("a.md", "default", "done"), ("b.md", "default", "failed"), ("c.md", "default", "done")]
+    panel.set_documents([record("b", status="failed"), record("c")])  # "a" removed by another process
+    assert [row[0] for row in panel.rows()] == ["b.md", "c.md"] and chosen.isSelected()
