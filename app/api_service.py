@@ -43,7 +43,9 @@ def open_api(services: Services, *, host: str, port: int, embedder=None, api_key
     embed, name, tokens = _embedding(services, embedder)
     server = ApiServer(lambda: services.runtime, embed=embed, embedding_model=name, embedding_tokens=tokens,
                        host=host, port=port, api_key=key, max_request_bytes=settings.server.max_request_kb * 1024,
-                       max_tokens=settings.server.max_tokens,
+                       max_tokens=settings.server.max_tokens, max_connections=settings.server.max_connections,
+                       max_queued=settings.server.max_queued_requests,
+                       read_timeout_s=settings.server.request_timeout_s,
                        defaults=lambda: chat_settings(services.settings).sampling)  # Settings › Sampling, as now
     return server.start()
 

@@ -145,6 +145,14 @@ class ServerSettings:
                                   maximum=1048576, label="Largest request (KB)")
     max_tokens: int = setting(4096, "Most tokens one API request may ask to generate.", minimum=1, maximum=262144,
                               label="API max tokens")
+    max_connections: int = setting(32, "Most connections the API keeps open at once; more are answered 503 "
+                                       "(busy) and closed.", minimum=1, maximum=1024, label="API connections")
+    max_queued_requests: int = setting(16, "Most API generations running or waiting at once; more are answered "
+                                           "503 (busy, try again).", minimum=1, maximum=1024,
+                                       label="API queued requests")
+    request_timeout_s: float = setting(30.0, "Seconds a client may take to send a request's headers, and again "
+                                             "its body; slower connections are closed.", minimum=1.0,
+                                       maximum=3600.0, label="API request timeout (s)")
 
 
 @dataclass(frozen=True)

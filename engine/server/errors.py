@@ -64,6 +64,15 @@ def context_exceeded(message: str, param: str) -> ApiError:
     return ApiError(400, message, param=param, code="context_length_exceeded")
 
 
+RETRY_AFTER_S = 2  # what a 503 "busy" asks clients to wait (OpenAI's clients honour Retry-After)
+
+
+def busy(why: str) -> ApiError:
+    """A 503 for a server at one of its limits, with Retry-After: the client may try again shortly."""
+    return ApiError(503, f"{why} Try again in a moment.", type="server_error", code="server_busy",
+                    headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 def shutting_down() -> ApiError:
     return ApiError(503, "The server is shutting down.", type="server_error", code="server_shutting_down")
 

@@ -133,11 +133,12 @@ def generate(api, ex: Exchange, call: GenerationCall, info, span) -> Done | Fail
     request = build_request(call, fit_max_tokens(call, n_prompt, info.n_ctx, api.max_tokens), api.defaults,
                             api.priority)
     shape = CompletionShape(call.kind, info.name)
-    run = Run(runtime, request, context_of(span))
-    with api.tracking(run):
-        if call.stream:
-            return _stream(api, ex, run, shape, call.include_usage)
-        return _whole(api, ex, run, shape)
+    with api.queue_place():  # held until the runtime is done with it: its last event has been read
+        run = Run(runtime, request, context_of(span))
+        with api.tracking(run):
+            if call.stream:
+                return _stream(api, ex, run, shape, call.include_usage)
+            return _whole(api, ex, run, shape)
 
 
 def _finish_reason(api, done: Done) -> str:

@@ -1,27 +1,39 @@
 """The listening socket and its request handler: where the API may bind, and failures to bind in words.
 
 The standard library's ThreadingHTTPServer gives each connection a thread (the
-runtime queues the generations, so nothing here serializes requests). The
-standard handler's own errors (a broken request line, an unknown method) are
-answered as JSON error objects too.
+runtime queues the generations, so nothing here serializes requests), here up to
+``max_connections`` of them: a connection beyond that is answered 503 "busy" by
+one of a few responders, or closed at once when they are busy too, so no client
+can make the server start threads without bound. A request's line and headers
+must arrive within ``read_timeout_s`` of the server starting to wait for them
+(a total deadline, not a timeout per read: a client that trickles a byte at a
+time is cut off just the same). The standard handler's own errors (a broken
+request line, an unknown method) are answered as JSON error objects too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import ipaddress
+import json
 import logging
 import os
 import socket
 import socketserver
+import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from engine.server.errors import ApiError, ApiServerError
-from engine.server.transport import Exchange, too_large
+from engine.server.errors import ApiError, ApiServerError, busy
+from engine.server.transport import DeadlineReader, Exchange, too_large
 
 log = logging.getLogger(__name__)
+
+BUSY_RESPONDERS = 4  # threads that answer connections beyond the cap with 503; beyond them, closed at once
+BUSY_LINGER_S = 1.0  # a refused client's request is read and dropped this long, so it sees the 503
 
 
 def is_loopback(host: str) -> bool:
@@ -46,7 +58,7 @@ class ApiHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "Locus"
-    timeout = 120  # an idle kept-alive connection, or a client that stops sending, frees its thread
+    timeout = 120  # a client that stops reading the answer frees its thread (reading has deadlines)
 
     def version_string(self) -> str:
         return self.server_version
@@ -55,7 +67,15 @@ class ApiHandler(BaseHTTPRequestHandler):
         super().setup()
         with contextlib.suppress(OSError):  # each streamed token goes out at once, not held for the next
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader = DeadlineReader(self.connection, self.timeout)
+        self.rfile = io.BufferedReader(self.reader)
         self.server.api.connection_opened(self)
+
+    def handle_one_request(self) -> None:
+        """One request, whose line and headers must arrive within the read deadline (counted from now:
+        an idle kept-alive connection is closed after it too)."""
+        self.reader.deadline = time.monotonic() + self.server.api.read_timeout_s
+        super().handle_one_request()
 
     def finish(self) -> None:
         try:
@@ -73,7 +93,7 @@ class ApiHandler(BaseHTTPRequestHandler):
         return super().handle_expect_100()
 
     def _serve(self) -> None:
-        self.server.api.handle(Exchange(self))
+        self.server.api.handle(Exchange(self, self.server.api.read_timeout_s))
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 
@@ -94,7 +114,8 @@ class ApiHandler(BaseHTTPRequestHandler):
 
 
 class HttpServer(ThreadingHTTPServer):
-    """A thread per connection; ``api`` is the ApiServer its handlers answer for."""
+    """A thread per connection, at most ``api.max_connections`` of them; ``api`` is the ApiServer its
+    handlers answer for."""
 
     daemon_threads = True
     block_on_close = False  # ApiServer.stop() ends and joins the connections itself
@@ -104,7 +125,55 @@ class HttpServer(ThreadingHTTPServer):
     def __init__(self, api, address: tuple, family: int):
         self.address_family = family
         self.api = api
+        self._slots = threading.BoundedSemaphore(api.max_connections)
+        self._responders = threading.BoundedSemaphore(BUSY_RESPONDERS)
         super().__init__(address, ApiHandler)
+
+    def process_request(self, request, client_address) -> None:
+        """A thread for the connection while there is room; else a 503, or a close when even that has none."""
+        if self._slots.acquire(blocking=False):
+            target, release = self.process_request_thread, self._slots.release
+        elif self._responders.acquire(blocking=False):
+            target, release = self._refuse, self._responders.release
+        else:
+            log.debug("connection from %s closed: %d connections and %d refusals in progress", client_address[0],
+                      self.api.max_connections, BUSY_RESPONDERS)
+            self.shutdown_request(request)
+            return
+
+        def run() -> None:
+            try:
+                target(request, client_address)
+            finally:
+                release()
+
+        try:
+            threading.Thread(target=run, name="locus-api-connection", daemon=True).start()
+        except RuntimeError:  # no thread could be started (the system's limit)
+            release()
+            self.shutdown_request(request)
+
+    def _refuse(self, request, client_address) -> None:
+        """Answer 503 "busy" without reading the request, then read and drop it briefly (a lingering close:
+        closing on unread bytes would reset the connection, and the client would not see the answer)."""
+        try:
+            error = busy(f"The server has {self.api.max_connections} connections open, as many as it takes.")
+            body = json.dumps(error.body()).encode("utf-8")
+            head = "".join(f"{k}: {v}\r\n" for k, v in {
+                "Content-Type": "application/json", "Content-Length": str(len(body)), **error.headers,
+                "Connection": "close"}.items())
+            request.settimeout(BUSY_LINGER_S)
+            request.sendall(f"HTTP/1.1 503 Service Unavailable\r\n{head}\r\n".encode("ascii") + body)
+            request.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + BUSY_LINGER_S
+            while (left := deadline - time.monotonic()) > 0:
+                request.settimeout(left)
+                if not request.recv(65536):
+                    break
+        except OSError:
+            pass
+        finally:
+            self.shutdown_request(request)
 
     def server_bind(self) -> None:
         socketserver.TCPServer.server_bind(self)  # HTTPServer's own would look the host name up in DNS

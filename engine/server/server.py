@@ -7,6 +7,12 @@ a root span ``api`` whose child is the generation. Bad requests get OpenAI-style
 error objects with their proper status; an unexpected failure is logged and
 answered with a generic 500, never a traceback. Requests run at Priority.NORMAL:
 after the window's own chat and quick asks, before background tasks.
+
+What a client can hold is bounded: connections (``max_connections``), the time to
+send a request (``read_timeout_s`` for the line and headers, again for the body),
+its size (``max_request_bytes``) and the generations waiting or running in the
+runtime (``max_queued``); beyond them a client gets 503 with Retry-After (or 408,
+413), never another thread or a longer queue.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from urllib.parse import unquote
 from engine.runtime.types import Priority, SamplingParams
 from engine.server import endpoints, guards, spans
 from engine.server.calls import parse_chat, parse_completion, parse_embeddings
-from engine.server.errors import INTERNAL_MESSAGE, ApiError, invalid, shutting_down
+from engine.server.errors import INTERNAL_MESSAGE, ApiError, busy, invalid, shutting_down
 from engine.server.generation import generate
 from engine.server.listener import bind, url_for
 from engine.server.transport import ClientGone, Exchange
@@ -38,6 +44,11 @@ ROUTES = {  # route -> the methods it answers
     "/v1/embeddings": ("POST",),
 }
 _SAMPLING_DEFAULTS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "repeat_last_n")
+# Defaults of the limits (the app passes its settings, server.* in config.toml). A desktop model
+# answers a few requests at once (n_parallel); more than this many waiting would wait minutes.
+MAX_CONNECTIONS = 32
+MAX_QUEUED = 16
+READ_TIMEOUT_S = 30.0
 
 
 class ApiServer:
@@ -47,13 +58,15 @@ class ApiServer:
     ``embed`` turns a list of texts into unit vectors for ``embedding_model``. ``tracing`` defaults
     to the runtime's own. ``defaults`` gives the sampling a request does not set: SamplingParams, or
     a function returning the current ones (read for each request, so changed settings apply at once).
+    ``max_connections``, ``max_queued`` and ``read_timeout_s`` bound what clients can hold (see above).
     """
 
     def __init__(self, runtime, *, embed=None, embedding_model: str | None = None, embedding_tokens=None,
                  tracing: Tracing | None = None, host: str = "127.0.0.1", port: int = 8765,
                  api_key: str | None = None, max_request_bytes: int = 1024 * 1024, max_tokens: int = 4096,
                  defaults: SamplingParams | Callable[[], SamplingParams] | None = None,
-                 priority: Priority = Priority.NORMAL):
+                 priority: Priority = Priority.NORMAL, max_connections: int = MAX_CONNECTIONS,
+                 max_queued: int = MAX_QUEUED, read_timeout_s: float = READ_TIMEOUT_S):
         self._runtime = runtime
         self.embed = embed
         self.embedding_model = embedding_model if embed is not None else None
@@ -65,6 +78,9 @@ class ApiServer:
         self.max_tokens = max_tokens
         self._defaults = defaults
         self.priority = priority
+        self.max_connections = max(1, int(max_connections))
+        self.max_queued = max(1, int(max_queued))
+        self.read_timeout_s = float(read_timeout_s)
         self.stopping = False
         self.started_at = int(time.time())
         self._httpd = None
@@ -73,6 +89,7 @@ class ApiServer:
         self._runs: set = set()
         self._connections: dict = {}  # handler -> its thread
         self._active = 0  # requests being answered
+        self._queued = 0  # generations submitted to the runtime and not yet ended
 
     # Lifecycle -------------------------------------------------------------------------
 
@@ -155,6 +172,19 @@ class ApiServer:
             self._connections.pop(handler, None)
 
     @contextlib.contextmanager
+    def queue_place(self):
+        """A place for one generation in the runtime, while there are fewer than ``max_queued``; 503 if not."""
+        with self._lock:
+            if self._queued >= self.max_queued:
+                raise busy(f"The server is answering or has queued {self._queued} requests, as many as it takes.")
+            self._queued += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._queued -= 1
+
+    @contextlib.contextmanager
     def tracking(self, run):
         """Remember a running generation, so that stop() can cancel it."""
         with self._lock:
@@ -164,6 +194,8 @@ class ApiServer:
         try:
             yield run
         finally:
+            if run.handle.result is None:  # left before its end (a bug): it must not run on unseen
+                run.cancel()
             with self._lock:
                 self._runs.discard(run)
 

@@ -5,11 +5,13 @@ connections are kept alive between requests, streamed or not. Bodies are read
 within the size limit: Content-Length, and each chunk's declared size, are checked
 before anything is read, so an oversized body is refused without being buffered.
 A refused body is dropped after the answer (a lingering close); a body left unread
-by an answer is read and dropped before the next request.
+by an answer is read and dropped before the next request. A body must arrive
+within the read deadline (408 otherwise), however slowly its bytes trickle in.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import select
@@ -30,11 +32,40 @@ class ClientGone(Exception):
     """The client closed the connection (or stopped reading) before the answer was written."""
 
 
+class DeadlineReader(io.RawIOBase):
+    """A socket's bytes, read within a total deadline when one is set (TimeoutError past it), so a client
+    that sends one byte at a time cannot hold the connection longer than that; ``timeout`` applies to
+    each read when no deadline is set (and to writes, always)."""
+
+    def __init__(self, sock: socket.socket, timeout: float | None):
+        self._sock = sock
+        self._timeout = timeout
+        self.deadline: float | None = None  # time.monotonic() by which reading must be done
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        deadline = self.deadline
+        if deadline is None:
+            return self._sock.recv_into(buffer)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self._sock.settimeout(left if self._timeout is None else min(left, self._timeout))
+        try:
+            return self._sock.recv_into(buffer)
+        finally:
+            self._sock.settimeout(self._timeout)
+
+
 class Exchange:
     """One request and its response, as an endpoint sees them."""
 
-    def __init__(self, handler):  # the BaseHTTPRequestHandler of the connection
+    def __init__(self, handler, read_timeout_s: float | None = None):  # the connection's BaseHTTPRequestHandler
         self._h = handler
+        self._read_timeout_s = read_timeout_s  # the body must arrive within this
+        self._timed_out = False
         self.method = handler.command or ""
         self.path = urlsplit(getattr(handler, "path", "") or "/").path.rstrip("/") or "/"
         self.status: int | None = None  # the status sent, once headers are out
@@ -57,8 +88,22 @@ class Exchange:
     # Reading ---------------------------------------------------------------------------
 
     def read_body(self, limit: int) -> bytes:
-        """The request body, at most ``limit`` bytes (413 beyond it, from Content-Length before reading)."""
+        """The request body, at most ``limit`` bytes (413 beyond it, from Content-Length before reading;
+        408 when it does not arrive within the read deadline)."""
         self.body_read = True
+        reader = getattr(self._h, "reader", None)
+        if reader is not None and self._read_timeout_s is not None:
+            reader.deadline = time.monotonic() + self._read_timeout_s
+        try:
+            return self._read_body(limit)
+        except ClientGone:
+            if self._timed_out:
+                self.gone = False  # still there, only slow: it is told why it is cut off
+                raise ApiError(408, f"The request body did not arrive within {self._read_timeout_s:g} seconds.",
+                               code="request_timeout") from None
+            raise
+
+    def _read_body(self, limit: int) -> bytes:
         coding = (self.header("Transfer-Encoding") or "").strip().lower()
         if coding:
             if coding != "chunked":
@@ -96,12 +141,19 @@ class Exchange:
     def _read(self, size: int) -> bytes:
         try:
             data = self._h.rfile.read(size)
-        except _WRITE_ERRORS:
-            data = b""
+        except _WRITE_ERRORS as exc:
+            self._lost_reading(exc)
         if len(data) < size:
             self.gone = True
             raise ClientGone()
         return data
+
+    def _lost_reading(self, exc: BaseException):
+        """Reading failed: the client left, or its body was too slow (then the connection is closed too)."""
+        self._timed_out = isinstance(exc, TimeoutError)
+        self.gone = True
+        self._h.close_connection = True
+        raise ClientGone()
 
     def _read_chunked(self, limit: int) -> bytes:
         """A chunked body: each chunk's declared size is checked against the limit before it is read."""
@@ -128,8 +180,8 @@ class Exchange:
         """One CRLF-ended line of the chunked framing (ClientGone at the end of input, 400 if too long)."""
         try:
             line = self._h.rfile.readline(_LINE_MAX + 2)
-        except _WRITE_ERRORS:
-            line = b""
+        except _WRITE_ERRORS as exc:
+            self._lost_reading(exc)
         if not line:
             self.gone = True
             raise ClientGone()
