@@ -8,6 +8,8 @@ import signal
 import socket
 import subprocess
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
@@ -126,3 +128,141 @@ def test_start_api_follows_the_settings_and_the_current_runtime(locus_home):
             server.stop()
     finally:
         services.close()
+
+
+# What a hostile client cannot do ------------------------------------------------------------------
+
+NOTHING = r"root ::= [^\x00-\U0010FFFF]"  # allows no token: llama.cpp aborts on the first one it accepts
+DEAD_END = r'root ::= "a" [^\x00-\U0010FFFF]'  # 'a' may start, then nothing may follow, not even the end
+DEEP_400_KB = "root ::= " + "(" * 200_000 + '"a"' + ")" * 200_000  # overflows llama.cpp's parser stack
+DEEP_100_KB = "root ::= " + "(" * 50_000 + '"a"' + ")" * 50_000
+
+
+def threads_of(process: subprocess.Popen) -> int:
+    """The process's thread count, as the kernel sees it."""
+    status = Path(f"/proc/{process.pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+
+
+def test_serve_refuses_grammars_that_would_crash_it_and_goes_on_serving(tmp_path):
+    served = Served(tmp_path, "--port", "0")
+    try:
+        client = openai.OpenAI(base_url=served.url, api_key="unused", max_retries=0, timeout=120)
+        model = client.models.list().data[0].id
+        chat = dict(model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=8)
+        cases = [(NOTHING, "allows no output"), (DEEP_400_KB, "391 KB long; at most 256 KB"),
+                 (DEEP_100_KB, "nests groups 50,000 deep; at most 2,000"), (DEAD_END, "allows nothing here")]
+        for grammar, words in cases:
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.chat.completions.create(**chat, extra_body={"grammar": grammar})
+            assert words in caught.value.message
+            assert served.process.poll() is None, "the server died"
+            assert client.chat.completions.create(**chat).choices[0].message.content is not None
+        with pytest.raises(openai.BadRequestError, match="allows no output"):  # text completions too
+            client.completions.create(model=model, prompt="Say", max_tokens=4, extra_body={"grammar": NOTHING})
+        deep_schema = {"type": "object", "properties": {"note": {"type": "string", "maxLength": 20_000}}}
+        with pytest.raises(openai.BadRequestError, match="20,000 deep"):
+            client.chat.completions.create(**chat, response_format={
+                "type": "json_schema", "json_schema": {"name": "note", "schema": deep_schema}})
+        assert client.completions.create(model=model, prompt="Say", max_tokens=4).choices[0].text is not None
+    finally:
+        code, stderr = served.stop()
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+
+
+def trickle_until_closed(sock: socket.socket, data: bytes, stop: threading.Event) -> bool:
+    """Send ``data`` a byte at a time, then spaces, a byte every 0.2 s; True once the server has closed."""
+    sock.settimeout(0.2)
+    sent = 0
+    while not stop.is_set():
+        try:
+            if sock.recv(1024) == b"":
+                return True
+        except TimeoutError:
+            pass
+        except OSError:
+            return True
+        try:
+            sock.send(data[sent:sent + 1] if sent < len(data) else b" ")
+        except OSError:
+            return True
+        sent += 1
+    return False
+
+
+def answer_or_close(port: int) -> bytes:
+    """A request on a fresh connection: the server's whole answer, or b"" when it only closed the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        try:
+            sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        except OSError:  # reset: refused at once
+            return b""
+    return data
+
+
+def test_serve_bounds_slow_and_surplus_connections_and_queued_requests(tmp_path):
+    from engine.server.listener import BUSY_RESPONDERS
+
+    (tmp_path / "config.toml").write_text("[server]\nmax_connections = 4\nrequest_timeout_s = 10.0\n"
+                                          "max_queued_requests = 2\n")
+    served = Served(tmp_path, "--port", "0")
+    try:
+        port = int(served.url.rsplit(":", 1)[1].split("/")[0])
+        with openai.OpenAI(base_url=served.url, api_key="unused", max_retries=0, timeout=120) as warm_up:
+            model = warm_up.models.list().data[0].id  # (and its connection closed: it holds no place below)
+            assert warm_up.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}],
+                                                   max_tokens=4).choices
+        baseline = threads_of(served.process)
+        # As many trickling clients as the cap: their headers never end.
+        stop = threading.Event()
+        outcomes: list[bool] = []
+        tricklers = []
+        for _ in range(4):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+            worker = threading.Thread(target=lambda s=sock: outcomes.append(
+                trickle_until_closed(s, b"POST /v1/chat/completions HTTP/1.1\r\nX-Slow: ", stop)))
+            worker.start()
+            tricklers.append((sock, worker))
+        # Twenty more at once: each is answered 503 with Retry-After, or closed at once.
+        with ThreadPoolExecutor(20) as pool:
+            futures = [pool.submit(answer_or_close, port) for _ in range(20)]
+            while not all(f.done() for f in futures):
+                assert threads_of(served.process) <= baseline + 4 + BUSY_RESPONDERS
+                time.sleep(0.05)
+            answers = [f.result() for f in futures]
+        busy = [a for a in answers if a]
+        assert busy and all(a.startswith(b"HTTP/1.1 503") and b"Retry-After: 2" in a and b'"server_busy"' in a
+                            for a in busy), answers
+        # The tricklers are cut off at the deadline, however steadily they send.
+        for sock, worker in tricklers:
+            worker.join(60)
+        stop.set()
+        for sock, _ in tricklers:
+            sock.close()
+        assert outcomes == [True] * 4
+        assert threads_of(served.process) <= baseline + 4 + BUSY_RESPONDERS
+        client = openai.OpenAI(base_url=served.url, api_key="unused", max_retries=0, timeout=120)
+        assert client.models.list().data  # the next client is served
+        # Two generations may wait or run at once: a third is told to come back.
+        song = [{"role": "user", "content": "Sing."}]
+        streams = [client.chat.completions.create(model=model, messages=song, max_tokens=900, stream=True,
+                                                  extra_body={"grammar": 'root ::= "la " root'}) for _ in range(2)]
+        for stream in streams:
+            chunks = iter(stream)
+            assert next(chunks).choices[0].delta.role == "assistant" and next(chunks).choices[0].delta.content
+        with pytest.raises(openai.InternalServerError) as caught:
+            client.chat.completions.create(model=model, messages=song, max_tokens=4)
+        assert caught.value.status_code == 503 and caught.value.response.headers["Retry-After"] == "2"
+        for stream in streams:
+            stream.close()
+        retrying = openai.OpenAI(base_url=served.url, api_key="unused", max_retries=10, timeout=120)
+        assert retrying.chat.completions.create(model=model, messages=song, max_tokens=4).choices  # after Retry-After
+        assert served.process.poll() is None
+    finally:
+        code, stderr = served.stop()
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
