@@ -27,7 +27,8 @@ from ui.traces.span_tree import SpanTree
 
 def hostile_answer(pipe: Path) -> str:
     return (f"Here is the chart: ![a chart of sales]({pipe}) and again <img src=\"{pipe}\"> and "
-            "![from a share](file://host/share/x.png) and ![relative](trap.png) [and a link](trap.png). Done.")
+            "![from a share](file://host/share/x.png) and ![relative](trap.png) [and a link](trap.png). "
+            f"See [the source](https://example.org/a \"<img src='{pipe}'>\"). Done.")
 
 
 def save_and_reopen(qtbot, window, services, answer: str, sources: list[dict] | None = None):
@@ -111,6 +112,8 @@ def test_a_saved_answer_with_images_reopens_without_reading_any_file(qtbot, wind
     text = prose.shown_text()
     assert f'<img src="{fifo_trap.path}">' in text  # raw HTML in an answer is shown as the words it is
     assert "[image: a chart of sales]" in text and "[image: from a share]" in text and "[image: relative]" in text
+    tip = hover(qtbot, prose.viewport(), anchor_pos(qtbot, prose, "https://example.org/a"))  # a title with markup
+    assert "https://example.org/a" in shown(tip) and "<img" not in tip
     prose.selectAll()
     prose.copy()  # what is copied loads nothing where it is pasted either
     copied = QApplication.clipboard().mimeData()
