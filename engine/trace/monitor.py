@@ -249,9 +249,10 @@ class Monitor:
         return top_similarity is None or top_similarity < self._levels()[0]
 
     def record_answer(self, answer: str, passages: Sequence[str], embed: Embed,
-                      trace_id: str | None = None) -> SupportResult:
+                      trace_id: str | None = None, *, keep_text: bool = True) -> SupportResult:
         """Judge each sentence of an answer against the passages it was given, and keep the verdict.
-        With no passages nothing supports the answer, so every judged sentence is unsupported."""
+        With no passages nothing supports the answer, so every judged sentence is unsupported.
+        ``keep_text`` False (content capture off): the unsupported sentences are counted, not kept."""
         texts = _clean_sentences(answer)
         level = self._levels()[1]
         best = np.zeros(len(texts))
@@ -262,7 +263,8 @@ class Monitor:
         missing = [s.text for s in judged if not s.supported]
         result = SupportResult(judged, len(missing), bool(missing))
         self.store.add_observation("answer_support", trace_id=trace_id, value=result.support,
-                                   detail={"unsupported": missing, "flagged": result.flagged})
+                                   detail={"unsupported": missing if keep_text else [],
+                                           "unsupported_count": len(missing), "flagged": result.flagged})
         return result
 
     # Reading -------------------------------------------------------------------------

@@ -14,12 +14,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from engine.errors import EngineError, NotFoundError
+from engine.trace.records import Observation, SpanRecord, TraceFilter, TraceSummary
+
+__all__ = ["Observation", "SpanRecord", "TraceFilter", "TraceStore", "TraceStoreError", "TraceSummary"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spans (
@@ -70,7 +72,18 @@ CREATE TABLE IF NOT EXISTS observations (
     detail   TEXT NOT NULL DEFAULT '{}'    -- JSON
 );
 CREATE INDEX IF NOT EXISTS observations_by_kind ON observations(kind, ts);
+CREATE INDEX IF NOT EXISTS traces_by_conversation ON traces(conversation_id);
+CREATE INDEX IF NOT EXISTS observations_by_trace ON observations(trace_id);
+CREATE TABLE IF NOT EXISTS forgotten (     -- what a delete removed (ids only), so spans still on their way are
+    kind TEXT NOT NULL,                    -- dropped when they arrive: 'conversation' or 'trace'
+    key  TEXT NOT NULL,
+    ts   REAL NOT NULL,
+    PRIMARY KEY (kind, key)
+);
 """
+SCHEMA_VERSION = 2  # 1: before deletes (no forgotten table, no conversation index); the upgrade only adds
+CONVERSATION = "gen_ai.conversation.id"
+FORGOTTEN_KEEP_S = 86400.0  # a request still running a day after its conversation was deleted is not expected
 
 # Root-span attributes copied into the traces row.
 _SUMMARY_ATTRIBUTES = {
@@ -80,7 +93,7 @@ _SUMMARY_ATTRIBUTES = {
     "locus.tokens_per_s": "tokens_per_s",
     "gen_ai.usage.input_tokens": "input_tokens",
     "gen_ai.usage.output_tokens": "output_tokens",
-    "gen_ai.conversation.id": "conversation_id",
+    CONVERSATION: "conversation_id",
     "locus.summary": "summary",
 }
 
@@ -91,79 +104,12 @@ class TraceStoreError(EngineError):
     code = "trace_store_error"
 
 
-@dataclass(frozen=True)
-class SpanRecord:
-    """One stored span, as the viewer and the CLI see it."""
-
-    trace_id: str
-    span_id: str
-    parent_id: str | None
-    name: str
-    kind: str
-    start_ns: int
-    end_ns: int
-    status: str
-    status_message: str
-    attributes: dict
-    events: list
-
-    @property
-    def duration_s(self) -> float:
-        return max(0, self.end_ns - self.start_ns) / 1e9
-
-    def to_dict(self) -> dict:
-        return {"trace_id": self.trace_id, "span_id": self.span_id, "parent_span_id": self.parent_id,
-                "name": self.name, "kind": self.kind, "start_time_unix_nano": self.start_ns,
-                "end_time_unix_nano": self.end_ns, "duration_s": round(self.duration_s, 6),
-                "status": {"code": self.status, "message": self.status_message},
-                "attributes": self.attributes, "events": self.events}
-
-
-@dataclass(frozen=True)
-class TraceSummary:
-    """One row of the trace list."""
-
-    trace_id: str
-    name: str
-    task: str
-    model: str
-    status: str
-    start: float  # seconds since the epoch
-    duration_s: float
-    ttft_s: float | None
-    tokens_per_s: float | None
-    input_tokens: int | None
-    output_tokens: int | None
-    conversation_id: int | None
-    summary: str
-    n_spans: int
-
-
-@dataclass(frozen=True)
-class TraceFilter:
-    """What the trace list shows: a time range, exact task/model/status, free text, newest first."""
-
-    since: float | None = None
-    until: float | None = None
-    task: str | None = None
-    model: str | None = None
-    status: str | None = None
-    text: str | None = None
-    limit: int = 500
-
-
-@dataclass(frozen=True)
-class Observation:
-    ts: float
-    kind: str
-    trace_id: str | None
-    value: float | None
-    vector: np.ndarray | None
-    detail: dict = field(default_factory=dict)
-
-
 class TraceStore:
-    """Spans, metrics and observations in one SQLite file; safe to share between threads."""
+    """Spans, metrics and observations in one SQLite file; safe to share between threads.
+
+    Deleted rows are overwritten with zeros (``secure_delete``) and a delete ends with a checkpoint that
+    empties the write-ahead log, so what a delete removed does not linger in the files.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -173,7 +119,14 @@ class TraceStore:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            self._db.execute("PRAGMA secure_delete=ON")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise TraceStoreError(f"The trace store {self.path} was written by a newer Locus "
+                                      f"(schema {version}); this version reads schema {SCHEMA_VERSION}.",
+                                      hint="Update Locus, or move the file aside to start a new one.")
+            self._db.executescript(_SCHEMA)  # every change so far only adds tables and indexes
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise TraceStoreError(f"The trace store {self.path} could not be opened.", detail=str(exc)) from exc
 
@@ -194,9 +147,31 @@ class TraceStore:
             rows.append((s.trace_id, s.span_id, s.parent_id, s.name, s.kind, s.start_ns, s.end_ns, s.status,
                          s.status_message, attributes, events, len(attributes) + len(events) + 200))
         with self._write() as db:
-            db.executemany("INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-            for s, row in zip(spans, rows):
+            dropped = self._forgotten_among(db, spans)
+            kept = [(s, row) for s, row in zip(spans, rows) if s.trace_id not in dropped]
+            db.executemany("INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", [r for _, r in kept])
+            for s, row in kept:
                 self._fold(db, s, row[-1])
+        if dropped:
+            self._checkpoint()
+
+    def _forgotten_among(self, db: sqlite3.Connection, spans: Sequence[SpanRecord]) -> set[str]:
+        """Trace ids among ``spans`` that a delete removed (or whose conversation it removed): those
+        spans are dropped, and what their traces had already stored goes too."""
+        if db.execute("SELECT 1 FROM forgotten LIMIT 1").fetchone() is None:
+            return set()
+        traces = {s.trace_id for s in spans}
+        conversations = {s.trace_id: c for s in spans if (c := _conversation_of(s.attributes)) is not None}
+        dropped = {r[0] for r in _select_in(db, "SELECT key FROM forgotten WHERE kind = 'trace' AND key IN ({})",
+                                            sorted(traces))}
+        gone = {int(r[0]) for r in _select_in(
+            db, "SELECT key FROM forgotten WHERE kind = 'conversation' AND key IN ({})",
+            sorted({str(c) for c in conversations.values()}))}
+        late = {t for t, c in conversations.items() if c in gone} - dropped
+        if late:
+            self._delete(db, sorted(late), observations=True)
+            self._remember(db, "trace", late)
+        return dropped | late
 
     @staticmethod
     def _fold(db: sqlite3.Connection, span: SpanRecord, size: int) -> None:
@@ -207,15 +182,19 @@ class TraceStore:
             (span.trace_id, "running", span.start_ns, span.end_ns, size))
         if span.status == "error":
             db.execute("UPDATE traces SET status = 'error' WHERE trace_id = ?", (span.trace_id,))
+        conversation = _conversation_of(span.attributes)
+        if conversation is not None:  # any span of a conversation links its trace (the root may never come)
+            db.execute("UPDATE traces SET conversation_id = ? WHERE trace_id = ?", (conversation, span.trace_id))
         if span.parent_id is None:  # the root span ends last and carries the summary
             values = {column: span.attributes.get(key) for key, column in _SUMMARY_ATTRIBUTES.items()}
+            values["conversation_id"] = conversation
             values["summary"] = str(values["summary"] or "")[:300]
             status = "error" if span.status == "error" else (
                 "cancelled" if span.attributes.get("locus.cancelled") else "ok")
             db.execute(
                 "UPDATE traces SET name = :name, task = :task, model = :model, ttft_s = :ttft_s, "
                 "tokens_per_s = :tokens_per_s, input_tokens = :input_tokens, output_tokens = :output_tokens, "
-                "conversation_id = :conversation_id, summary = :summary, "
+                "conversation_id = coalesce(:conversation_id, conversation_id), summary = :summary, "
                 "status = CASE WHEN status = 'error' THEN 'error' ELSE :status END WHERE trace_id = :trace_id",
                 dict(values, name=span.name, status=status, trace_id=span.trace_id))
 
@@ -231,6 +210,9 @@ class TraceStore:
                         ts: float | None = None) -> None:
         blob = None if vector is None else np.asarray(vector, dtype=np.float32).tobytes()
         with self._write() as db:
+            if trace_id is not None and db.execute("SELECT 1 FROM forgotten WHERE kind = 'trace' AND key = ?",
+                                                   (trace_id,)).fetchone():
+                return  # its request was deleted while it was being answered
             db.execute("INSERT INTO observations VALUES (?,?,?,?,?,?)",
                        (time.time() if ts is None else ts, kind, trace_id, value, blob,
                         json.dumps(detail or {}, ensure_ascii=False, default=str)))
@@ -248,6 +230,7 @@ class TraceStore:
                 deleted += self._delete(db, ids)
                 db.execute("DELETE FROM metrics WHERE ts < ?", (cutoff_s,))
                 db.execute("DELETE FROM observations WHERE ts < ?", (cutoff_s,))
+            db.execute("DELETE FROM forgotten WHERE ts < ?", (time.time() - FORGOTTEN_KEEP_S,))
             if max_bytes is not None:
                 total = db.execute("SELECT coalesce(sum(size_bytes), 0) FROM traces").fetchone()[0]
                 if total > max_bytes:
@@ -259,18 +242,79 @@ class TraceStore:
                         freed += size
                     deleted += self._delete(db, ids)
         if deleted:
-            with self._lock:
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._checkpoint()
         return deleted
 
+    # Deleting what a user deleted ---------------------------------------------------
+
+    def forget_conversation(self, conversation_id: int) -> int:
+        """Delete every trace of a conversation (its spans, summary row and monitoring observations),
+        and drop its spans that arrive later (an answer still running). Returns how many traces went."""
+        with self._write() as db:
+            ids = [r[0] for r in db.execute("SELECT trace_id FROM traces WHERE conversation_id = ?",
+                                            (int(conversation_id),))]
+            self._remember(db, "conversation", [str(int(conversation_id))])
+            self._remember(db, "trace", ids)
+            self._delete(db, ids, observations=True)
+        self._checkpoint()
+        return len(ids)
+
+    def forget_documents(self, doc_ids: Iterable[str]) -> int:
+        """Delete what the traces hold of removed documents; returns how many traces were deleted.
+
+        A request that retrieved a passage of one of them (its chunk ids start with the document id) is
+        deleted whole: the passage's text is in its retrieval span, in the prompt and input messages of
+        its generation, and may be in its answer. An indexing run keeps its other files: only the
+        document's own ``index_file`` span goes.
+        """
+        patterns = ["%" + _like_escape(d) + "%" for d in dict.fromkeys(doc_ids) if d]
+        if not patterns:
+            return 0
+        where = " OR ".join("s.attributes LIKE ? ESCAPE '\\'" for _ in patterns)
+        with self._write() as db:
+            hits = db.execute(f"SELECT s.trace_id, s.span_id, s.name, s.size_bytes FROM spans s WHERE {where}",
+                              patterns).fetchall()
+            whole = sorted({t for t, _, name, _ in hits if name != "index_file"})
+            for trace_id, span_id, name, size in hits:
+                if name == "index_file" and trace_id not in whole:
+                    db.execute("DELETE FROM spans WHERE trace_id = ? AND span_id = ?", (trace_id, span_id))
+                    db.execute("UPDATE traces SET n_spans = n_spans - 1, size_bytes = size_bytes - ? "
+                               "WHERE trace_id = ?", (size, trace_id))
+            self._remember(db, "trace", whole)
+            self._delete(db, whole, observations=True)
+        if hits:
+            self._checkpoint()
+        return len(whole)
+
     @staticmethod
-    def _delete(db: sqlite3.Connection, trace_ids: list[str]) -> int:
+    def _remember(db: sqlite3.Connection, kind: str, keys: Iterable[str]) -> None:
+        now = time.time()
+        db.executemany("INSERT OR REPLACE INTO forgotten VALUES (?,?,?)", [(kind, k, now) for k in keys])
+        db.execute("DELETE FROM forgotten WHERE ts < ?", (now - FORGOTTEN_KEEP_S,))
+
+    @staticmethod
+    def _delete(db: sqlite3.Connection, trace_ids: list[str], *, observations: bool = False) -> int:
         for start in range(0, len(trace_ids), 500):
             part = trace_ids[start:start + 500]
             marks = ",".join("?" * len(part))
             db.execute(f"DELETE FROM spans WHERE trace_id IN ({marks})", part)
             db.execute(f"DELETE FROM traces WHERE trace_id IN ({marks})", part)
+            if observations:
+                db.execute(f"DELETE FROM observations WHERE trace_id IN ({marks})", part)
         return len(trace_ids)
+
+    def _checkpoint(self) -> bool:
+        """Copy the log into the database and empty it, so deleted text is left in neither file.
+
+        Another process reading at this moment (the window beside the CLI) can keep the log from being
+        emptied; the next delete or retention run, or closing, empties it then. False in that case.
+        """
+        try:
+            with self._lock:
+                busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise TraceStoreError("The trace store could not be written.", detail=str(exc)) from exc
+        return busy == 0
 
     # Reading ------------------------------------------------------------------------
 
@@ -399,6 +443,27 @@ class TraceStore:
 
     def _write(self):
         return _Transaction(self)
+
+
+def _conversation_of(attributes: dict) -> int | None:
+    value = attributes.get(CONVERSATION)
+    try:
+        return int(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _select_in(db: sqlite3.Connection, sql: str, keys: list[str]) -> list[tuple]:
+    """``sql`` with its ``IN ({})`` filled with one mark per key (nothing to select: no rows)."""
+    out: list[tuple] = []
+    for start in range(0, len(keys), 500):
+        part = keys[start:start + 500]
+        out += db.execute(sql.format(",".join("?" * len(part))), part).fetchall()
+    return out
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 class _Transaction:

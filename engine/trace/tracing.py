@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterable, Sequence
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Span, Status, StatusCode
 
-from engine.trace.store import SpanRecord, TraceStore
+from engine.trace.store import CONVERSATION, SpanRecord, TraceStore
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,29 @@ def span_record(span: ReadableSpan, redactor: Redactor) -> SpanRecord:
 
 def _plain(value):
     return list(value) if isinstance(value, tuple) else value
+
+
+class ConversationTagger(SpanProcessor):
+    """Gives each span its parent's conversation id, so that every span of a conversation's requests
+    (the generation's prompt above all) can be found and deleted with it, even when the request's
+    root span never arrives (a process killed mid-answer)."""
+
+    def on_start(self, span, parent_context: Context | None = None) -> None:
+        if parent_context is None:
+            return
+        parent = trace.get_current_span(parent_context)
+        value = (getattr(parent, "attributes", None) or {}).get(CONVERSATION)
+        if value is not None and CONVERSATION not in (span.attributes or {}):
+            span.set_attribute(CONVERSATION, value)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
 
 
 class StoreExporter(SpanExporter):
@@ -187,6 +210,7 @@ class Tracing:
             return
         resource = Resource.create({"service.name": "locus", "service.version": service_version or "0"})
         self._provider = TracerProvider(resource=resource)
+        self._provider.add_span_processor(ConversationTagger())
         if store is not None:
             self._local = BatchSpanProcessor(StoreExporter(store, self.redactor),
                                              schedule_delay_millis=schedule_delay_ms)

@@ -180,3 +180,130 @@ def test_retention_by_size_deletes_oldest_first(tracing, store):
     for gone in ids[:2]:
         with pytest.raises(NotFoundError):
             store.trace(gone)
+
+
+# Deleting what a user deleted ------------------------------------------------------------------
+
+def raw_bytes(store: TraceStore) -> bytes:
+    """The database, its write-ahead log and shared memory, as they are on disk."""
+    return b"".join(p.read_bytes() for p in store.path.parent.glob(store.path.name + "*"))
+
+
+def test_forgetting_a_conversation_deletes_its_traces_and_leaves_no_text_in_the_files(tracing, store):
+    mine = [record(tracing, attributes={"gen_ai.conversation.id": 7, "locus.question": f"walrus-{n} secret plan"})
+            for n in range(3)]
+    other = record(tracing, attributes={"gen_ai.conversation.id": 8, "locus.question": "an unrelated question"})
+    store.add_observation("question", trace_id=mine[0], detail={"question": "walrus-0 secret plan"})
+    assert tracing.flush()
+    assert b"walrus-" in raw_bytes(store)
+
+    assert store.forget_conversation(7) == 3
+    assert [t.trace_id for t in store.list_traces()] == [other]
+    assert store.observations("question") == []
+    assert b"walrus-" not in raw_bytes(store)  # not in the database, its free pages nor its log
+    assert store.forget_conversation(7) == 0
+
+
+def test_spans_of_a_deleted_conversation_that_arrive_late_are_dropped(tracing, store):
+    # An answer is still running when its conversation is deleted: its root (and the spans under it, and
+    # its monitoring observation) end afterwards, and must not bring its text back.
+    root = tracing.start("ask", attributes={"gen_ai.conversation.id": 9, "locus.question": "late narwhal"})
+    trace_id = trace_id_of(root)
+    early = tracing.start("retrieve", root, {"locus.retrieval.query": "late narwhal"})
+    early.end()
+    assert tracing.flush()
+    assert store.list_traces()[0].conversation_id == 9  # linked by a child span: the root is not there yet
+
+    assert store.forget_conversation(9) == 1
+    generation = tracing.start("chat smollm2", root)
+    assert generation.attributes["gen_ai.conversation.id"] == 9  # every span carries its conversation
+    tracing.content(generation, "locus.response", "the late narwhal answer")
+    generation.end()
+    root.end()
+    store.add_observation("answer_support", trace_id=trace_id, detail={"unsupported": ["late narwhal"]})
+    # A new request of the same (deleted) conversation, whose root comes last: dropped as it arrives.
+    again = tracing.start("ask", attributes={"gen_ai.conversation.id": 9, "locus.question": "narwhal again"})
+    tracing.start("retrieve", again).end()
+    again.end()
+    other = record(tracing, attributes={"gen_ai.conversation.id": 10})
+    assert tracing.flush()
+    assert [t.trace_id for t in store.list_traces()] == [other]
+    assert store.observations("answer_support") == []
+    assert b"narwhal" not in raw_bytes(store)
+
+
+def test_forgetting_documents_deletes_the_requests_that_quoted_them(tracing, store):
+    gone, kept = "a1b2c3d4e5f6a7b8c9d0", "ffffeeeeddddccccbbbb"
+    quoted = record(tracing, attributes={"gen_ai.conversation.id": 3})
+    # A request that retrieved a chunk of the removed document: its passage text is in several spans.
+    root = tracing.start("ask", attributes={"gen_ai.conversation.id": 4, "locus.question": "the kiwi?"})
+    asked = trace_id_of(root)
+    retrieve = tracing.start("retrieve", root, {"locus.retrieval.chunk_ids": [f"{gone}-0a1b2c3d4e-0"]})
+    tracing.content(retrieve, "locus.retrieval.passages", [{"text": "the kiwi orchard ledger", "number": 1}])
+    retrieve.end()
+    root.end()
+    unrelated = record(tracing, attributes={"locus.retrieval.chunk_ids": [f"{kept}-0a1b2c3d4e-0"]})
+    # An indexing run of both documents: only the removed one's file span goes.
+    index = tracing.start("index", attributes={"locus.task": "index", "locus.index.paths": ["/docs"]})
+    indexed = trace_id_of(index)
+    for doc in (gone, kept):
+        tracing.start("index_file", index, {"locus.document.id": doc, "locus.document.path": f"/docs/{doc}.md",
+                                            "locus.document.title": "kiwi orchard" if doc == gone else "x"}).end()
+    index.end()
+    assert tracing.flush()
+    assert b"kiwi orchard" in raw_bytes(store)
+
+    assert store.forget_documents([gone]) == 1
+    assert {t.trace_id for t in store.list_traces()} == {quoted, unrelated, indexed}
+    files = [s for s in store.trace(indexed) if s.name == "index_file"]
+    assert [s.attributes["locus.document.id"] for s in files] == [kept]
+    assert next(t for t in store.list_traces() if t.trace_id == indexed).n_spans == 2
+    assert asked not in {t.trace_id for t in store.list_traces()}
+    assert b"kiwi orchard" not in raw_bytes(store)
+
+
+def test_a_store_from_before_deletes_opens_with_everything_kept(tmp_path):
+    """The upgrade adds the tables and indexes deletes need; every trace, span and observation stays."""
+    import sqlite3
+
+    path = tmp_path / "traces.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(OLD_SCHEMA)
+    db.execute("INSERT INTO spans VALUES ('00c1','51',NULL,'ask','internal',1,2,'ok','',?,'[]',10)",
+               (json.dumps({"gen_ai.conversation.id": 5, "locus.question": "old question"}),))
+    db.execute("INSERT INTO traces(trace_id, name, status, start_ns, end_ns, conversation_id, n_spans) "
+               "VALUES ('00c1','ask','ok',1,2,5,1)")
+    db.execute("INSERT INTO observations VALUES (1.0,'question','00c1',0.5,NULL,'{}')")
+    db.commit()
+    db.close()
+
+    store = TraceStore(path)
+    try:
+        assert [t.trace_id for t in store.list_traces()] == ["00c1"]
+        assert store.trace("00c1")[0].attributes["locus.question"] == "old question"
+        assert len(store.observations("question")) == 1
+        assert store.forget_conversation(5) == 1 and store.count() == 0
+    finally:
+        store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    db.close()
+
+
+# The schema as it was before deletes reached the trace store (user_version 0).
+OLD_SCHEMA = """
+CREATE TABLE spans (trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_id TEXT, name TEXT NOT NULL,
+    kind TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, status TEXT NOT NULL,
+    status_message TEXT, attributes TEXT NOT NULL, events TEXT NOT NULL, size_bytes INTEGER NOT NULL,
+    PRIMARY KEY (trace_id, span_id));
+CREATE TABLE traces (trace_id TEXT PRIMARY KEY, name TEXT, task TEXT, model TEXT, status TEXT NOT NULL,
+    start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, ttft_s REAL, tokens_per_s REAL, input_tokens INTEGER,
+    output_tokens INTEGER, conversation_id INTEGER, summary TEXT NOT NULL DEFAULT '',
+    n_spans INTEGER NOT NULL DEFAULT 0, size_bytes INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX traces_by_start ON traces(start_ns);
+CREATE TABLE metrics (ts REAL NOT NULL, name TEXT NOT NULL, value REAL NOT NULL);
+CREATE INDEX metrics_by_name ON metrics(name, ts);
+CREATE TABLE observations (ts REAL NOT NULL, kind TEXT NOT NULL, trace_id TEXT, value REAL, vector BLOB,
+    detail TEXT NOT NULL DEFAULT '{}');
+CREATE INDEX observations_by_kind ON observations(kind, ts);
+"""
