@@ -35,13 +35,16 @@ from ui.web_links import describe_link, open_link
 # Raw HTML in Markdown is shown as the words it is: no <img>, <link>, style or hidden text from a model.
 MARKDOWN_FEATURES = QTextDocument.MarkdownFeature(QTextDocument.MarkdownFeature.MarkdownDialectGitHub.value
                                                   | QTextDocument.MarkdownFeature.MarkdownNoHTML.value)
+MAX_ALT = 80  # characters of an image's description shown in its place
 
 
 def image_text(fmt: QTextFormat) -> str:
     """What an image in the text shows instead of itself: its description, never its source."""
     image = fmt.toImageFormat()
-    alt = (image.stringProperty(QTextFormat.Property.ImageAltText)
-           or image.stringProperty(QTextFormat.Property.ImageTitle)).strip()
+    alt = " ".join((image.stringProperty(QTextFormat.Property.ImageAltText)
+                    or image.stringProperty(QTextFormat.Property.ImageTitle)).split())
+    if len(alt) > MAX_ALT:  # drawn as one unbreakable piece: a long one would run off the view
+        alt = alt[:MAX_ALT] + "…"
     return f"[image: {alt}]" if alt else "[image]"
 
 
