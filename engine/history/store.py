@@ -118,6 +118,7 @@ class HistoryStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA secure_delete=ON")  # deleted text is overwritten, not left in free pages
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise HistoryError(
@@ -217,9 +218,27 @@ class HistoryStore:
                 raise NotFoundError(f"Conversation {conversation_id} does not exist.")
         return self.conversation(conversation_id)
 
-    def delete_conversation(self, conversation_id: int) -> None:
+    def delete_conversation(self, conversation_id: int) -> int:
+        """Delete a conversation and its messages, leaving no trace of their text in the files (the
+        search index and the write-ahead log included); returns how many messages went."""
         with self._tx() as db:
+            messages = db.execute("SELECT COUNT(*) FROM messages WHERE conversation_id = ?",
+                                  (conversation_id,)).fetchone()[0]
             db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+            # The search index only marks rows deleted until its segments are merged: merge them now.
+            db.execute("INSERT INTO messages_fts(messages_fts) VALUES ('optimize')")
+            db.execute("INSERT INTO conversations_fts(conversations_fts) VALUES ('optimize')")
+        self.checkpoint()
+        return messages
+
+    def checkpoint(self) -> bool:
+        """Copy the write-ahead log into the database and empty it (after a delete); False when another
+        process reading at that moment kept it from being emptied (its next checkpoint will)."""
+        with self._lock:
+            try:
+                return self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+            except sqlite3.Error as exc:
+                raise HistoryError(f"The conversation database could not be written: {exc}.") from exc
 
     # Messages --------------------------------------------------------------------
 

@@ -151,3 +151,22 @@ def test_a_version_2_database_gains_the_backend_column_and_keeps_its_conversatio
     with pytest.raises(NotFoundError):
         store.set_backend(999, "local")
     store.close()
+
+
+def test_a_deleted_conversation_leaves_no_text_in_the_files(store, tmp_path):
+    """Its title, messages and search index entries are gone from the database, its free pages and its log."""
+    keep = store.create_conversation()
+    store.add_message(keep.id, "user", "Tell me about otters.")
+    gone = store.create_conversation()
+    store.add_message(gone.id, "user", "What did quagga9 say about the quarterly figures?")
+    answer = store.add_message(gone.id, "assistant", "", status="streaming")
+    for n in range(1, 40):  # an answer saved as it grows, as the assistant does
+        store.update_message(answer.id, content="quagga9 " * n)
+    files = lambda: b"".join(p.read_bytes() for p in tmp_path.glob("locus.sqlite3*"))  # noqa: E731
+    assert b"quagga9" in files()
+
+    deleted = store.delete_conversation(gone.id)
+    assert b"quagga9" not in files()
+    assert deleted == 2
+    assert store.search("quagga9") == [] and [h.conversation.id for h in store.search("otters")] == [keep.id]
+    assert store._db.execute("PRAGMA secure_delete").fetchone()[0] == 1
