@@ -7,7 +7,7 @@ import getpass
 import sys
 
 from app.cli import EXIT_ERROR, EXIT_OK
-from app.secrets import Secrets
+from app.secrets import Secrets, stored_names_file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    secrets = Secrets()
+    from app.paths import resolve_paths
+
+    secrets = Secrets(index_path=stored_names_file(resolve_paths()))
     if args.secrets_command == "status":
         ok, message = secrets.available()
         print(message)

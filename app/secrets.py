@@ -6,13 +6,25 @@ exists (a bare server, a locked-down desktop), ``set`` refuses with
 ``KeyringUnavailableError`` and the caller may keep the token for this session
 only with ``set(name, value, session_only=True)``: it lives in this process's
 memory and is gone at exit. Nothing is ever stored in plain text on disk.
+
+The keyring is touched only when a token is needed, or known to be stored: a
+keyring with no default collection (or a locked one) answers a read with a
+password dialog, which a plain question must never open. Which names are
+stored, and which are known not to be (never a value), is kept in a small file
+beside the settings, written when a token is set, looked up or removed (a new
+install starts it with every name absent). The redactor reads only the stored
+names, once per process, and again only after that file changes; ``get`` does
+not ask the keyring about a name known to be absent.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
-import time
+import uuid
+from pathlib import Path
 
 from keyring.errors import KeyringLocked, NoKeyringError, PasswordDeleteError
 
@@ -24,6 +36,12 @@ _NO_KEYRING = ("No system keyring is available (install and unlock GNOME Keyring
                "so Locus cannot save tokens between sessions.")
 _LOCKED = "The system keyring is locked."
 _LOCKED_HINT = "Unlock it (log in again, or open your keyring manager) and try again."
+STORED_NAMES_FILE = "stored-secrets.json"
+
+
+def stored_names_file(paths) -> Path:
+    """Where the names of the stored tokens are listed (beside config.toml; no value is ever written)."""
+    return Path(paths.config_dir) / STORED_NAMES_FILE
 
 
 class SecretsError(EngineError):
@@ -41,26 +59,32 @@ class KeyringUnavailableError(SecretsError):
 class Secrets:
     """The tokens Locus uses (Hugging Face, OTLP collector, remote API), kept in the OS keyring.
 
-    Safe to share between threads; ``values()`` is what the trace Redactor calls.
+    Safe to share between threads; ``values()`` is what the trace Redactor calls. ``index_path`` is the
+    file that lists which names are stored (see the module's notes); without it only the names this
+    instance set or found are known.
     """
 
     KNOWN = ("hf_token", "otlp_api_key", "remote_api_key", "server_api_key")
-    CACHE_S = 30.0
 
-    def __init__(self, backend=None, service: str = "locus"):
-        if backend is None:
-            import keyring
-
-            backend = keyring.get_keyring()
-        self.backend = backend
+    def __init__(self, backend=None, service: str = "locus", *, index_path: str | Path | None = None):
+        self._backend = backend  # resolved on first use: finding the keyring talks to D-Bus
         self.service = service
+        self.index_path = Path(index_path) if index_path is not None else None
         self._lock = threading.Lock()
         self._session: dict[str, str] = {}
-        self._stored: dict[str, str] = {}  # the keyring's values as last read or written
-        self._cached: list[str] | None = None
-        self._cached_at = 0.0
-        self._generation = 0  # bumped by every change, so a read that raced one is not cached
-        self._locked = False  # a locked keyring is not asked again (and again prompts) until the user acts
+        self._listed: dict[str, str] = {}  # name -> stamp of its last change, as the index (or this instance) says
+        self._absent: set[str] = set()  # names known not to be stored
+        self._index_seen: tuple | None = None  # the index file's (mtime, size) when last read
+        self._stored: dict[str, tuple[str, str | None]] = {}  # name -> (stamp read at, value) from the keyring
+        self._locked = False  # a locked keyring is not asked again (and again prompts) until something changes
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            import keyring
+
+            self._backend = keyring.get_keyring()
+        return self._backend
 
     # Status --------------------------------------------------------------------------
 
@@ -83,11 +107,17 @@ class Secrets:
     # Reading and writing -------------------------------------------------------------
 
     def get(self, name: str) -> str | None:
-        """The token stored under ``name`` (a session-only one first), or None when there is none."""
+        """The token stored under ``name`` (a session-only one first), or None when there is none.
+
+        Asks the keyring unless the name is known not to be stored, and notes in the index whether it is.
+        """
         _check(name)
         with self._lock:
             if name in self._session:
                 return self._session[name]
+            self._refresh_index()
+            if name in self._absent and name not in self._listed:
+                return None
         if _is_placeholder(self.backend):
             return None
         try:
@@ -98,10 +128,13 @@ class Secrets:
             raise _error(exc, f"The token '{name}' could not be read from the system keyring.") from exc
         with self._lock:
             self._locked = False
+            self._refresh_index()
             if value is None:
                 self._stored.pop(name, None)
+                self._list(name, None)
             else:
-                self._stored[name] = value
+                stamp = self._listed.get(name) or self._list(name, _stamp())
+                self._stored[name] = (stamp, value)
         return value
 
     def set(self, name: str, value: str, *, session_only: bool = False) -> None:
@@ -116,7 +149,6 @@ class Secrets:
         if session_only:
             with self._lock:
                 self._session[name] = value
-                self._invalidate()
             log.info("secret %s kept for this session only", name)
             return
         if _is_placeholder(self.backend):
@@ -128,9 +160,9 @@ class Secrets:
                          scrub=value) from exc
         with self._lock:
             self._session.pop(name, None)
-            self._stored[name] = value
+            self._refresh_index()
+            self._stored[name] = (self._list(name, _stamp()), value)
             self._locked = False
-            self._invalidate()
         log.info("secret %s saved in the system keyring", name)
 
     def delete(self, name: str) -> None:
@@ -138,7 +170,6 @@ class Secrets:
         _check(name)
         with self._lock:
             self._session.pop(name, None)
-            self._invalidate()
         if _is_placeholder(self.backend):
             return
         try:
@@ -148,46 +179,115 @@ class Secrets:
         except Exception as exc:  # noqa: BLE001
             raise _error(exc, f"The token '{name}' could not be removed from the system keyring.") from exc
         with self._lock:
+            self._refresh_index()
             self._stored.pop(name, None)
+            self._list(name, None)
             self._locked = False
-            self._invalidate()
         log.info("secret %s deleted", name)
 
     def values(self) -> list[str]:
-        """Every token currently stored (keyring and session), for the trace redactor; never raises.
+        """Every token currently stored (session, and keyring names known to be stored), for the trace
+        redactor; never raises, and never asks the keyring about a name not known to be stored.
 
-        Cached for ``CACHE_S`` seconds (the redactor calls this on each export batch and a keyring read is a
-        D-Bus round trip); set and delete invalidate it. A failing read keeps the last values it knew.
+        Each known name is read once; again only when the index says it changed (set or removed, here
+        or in another Locus process). A failing read keeps the last value known.
         """
         with self._lock:
-            if self._cached is not None and time.monotonic() - self._cached_at < self.CACHE_S:
-                return list(self._cached)
-            generation, stored, skip = self._generation, dict(self._stored), self._locked
+            self._refresh_index()
+            due = {n: stamp for n, stamp in self._listed.items()
+                   if self._stored.get(n, (None,))[0] != stamp}
+            skip = self._locked or not due or _is_placeholder(self.backend)
+        read: dict[str, tuple[str, str | None]] = {}
         locked = False
-        if not skip and not _is_placeholder(self.backend):
-            for name in self.KNOWN:
+        if not skip:
+            for name, stamp in due.items():
                 try:
-                    value = self.backend.get_password(self.service, name)
+                    read[name] = (stamp, self.backend.get_password(self.service, name) or None)
                 except KeyringLocked:
                     locked = True  # asking again would show another unlock prompt on every batch
                     break
                 except Exception as exc:  # noqa: BLE001 - keep redacting with what was known
                     log.debug("could not read secret %s for redaction (%s)", name, type(exc).__name__)
-                    continue
-                if value:
-                    stored[name] = value
-                else:
-                    stored.pop(name, None)
         with self._lock:
-            found = list(dict.fromkeys([*self._session.values(), *stored.values()]))
-            if self._generation == generation:
-                self._stored, self._locked = stored, self._locked or locked
-                self._cached, self._cached_at = found, time.monotonic()
-            return list(found)
+            for name, (stamp, value) in read.items():
+                if self._listed.get(name) == stamp:  # not changed meanwhile
+                    self._stored[name] = (stamp, value)
+            self._locked = self._locked or locked
+            stored = [v for n, (_, v) in self._stored.items() if v and n in self._listed]
+            return list(dict.fromkeys([*self._session.values(), *stored]))
 
-    def _invalidate(self) -> None:
-        self._generation += 1
-        self._cached = None
+    def note_new_install(self) -> None:
+        """A new data folder: no token can be stored yet, so every name is known absent (unless a
+        token was set before the first start, which wrote the index already)."""
+        with self._lock:
+            if self.index_path is None or self.index_path.exists():
+                return
+            self._absent = set(self.KNOWN)
+            self._write_index()
+
+    # The index of stored names -------------------------------------------------------
+
+    def _refresh_index(self) -> None:
+        """Read the index file again if it changed since it was last read (under the lock)."""
+        if self.index_path is None:
+            return
+        try:
+            st = self.index_path.stat()
+            seen = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            seen = None
+        if seen == self._index_seen:
+            return
+        self._index_seen = seen
+        listed, absent = {}, set()
+        if seen is not None:
+            try:
+                index = json.loads(self.index_path.read_text(encoding="utf-8"))
+                listed = {n: str(s) for n, s in index.get("stored", {}).items() if n in self.KNOWN}
+                absent = {n for n in index.get("absent", []) if n in self.KNOWN} - set(listed)
+            except (OSError, ValueError, AttributeError, TypeError) as exc:
+                log.warning("the list of stored tokens %s could not be read (%s)", self.index_path, exc)
+        self._listed, self._absent = listed, absent
+        self._locked = False  # something changed: a locked keyring may be asked once more
+
+    def _list(self, name: str, stamp: str | None) -> str | None:
+        """Note ``name`` as stored (with the stamp of this change) or not stored, in memory and in the index."""
+        if stamp is None:
+            known = name in self._absent and name not in self._listed
+            self._listed.pop(name, None)
+            self._absent.add(name)
+            if known:
+                return None
+        else:
+            self._listed[name] = stamp
+            self._absent.discard(name)
+        self._write_index()
+        return stamp
+
+    def _write_index(self) -> None:
+        if self.index_path is None:
+            return
+        try:
+            _write_private(self.index_path, json.dumps({"stored": self._listed, "absent": sorted(self._absent)},
+                                                       indent=1))
+            st = self.index_path.stat()
+            self._index_seen = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError as exc:
+            log.warning("the list of stored tokens %s could not be written (%s)", self.index_path, exc)
+
+
+def _stamp() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file atomically, readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
 
 
 def _check(name: str) -> None:

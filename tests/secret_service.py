@@ -39,6 +39,18 @@ def secret_service(monkeypatch):
 
     Nothing touches the user's keyring: the daemon's data, runtime and config folders are a temp dir.
     """
+    yield from _secret_service(monkeypatch, unlock=True)
+
+
+@pytest.fixture()
+def secret_service_without_default_collection(monkeypatch):
+    """A gnome-keyring as a new user's desktop has it before anything was stored: no login keyring, so no
+    default collection. A read through keyring's backend would ask to create one, which opens a
+    "Choose password for new keyring" dialog. Yields the backend; ``.bus_address`` is the bus it serves."""
+    yield from _secret_service(monkeypatch, unlock=False)
+
+
+def _secret_service(monkeypatch, *, unlock: bool):
     from keyring.backends import SecretService
 
     missing = [tool for tool in ("dbus-daemon", "gnome-keyring-daemon") if shutil.which(tool) is None]
@@ -66,15 +78,18 @@ def secret_service(monkeypatch):
         with open(log_path, "wb") as log:
             # --unlock reads the login keyring's password from stdin; a fresh data folder creates it with that.
             keyring_daemon = subprocess.Popen(
-                ["gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets"],
+                ["gnome-keyring-daemon", "--foreground", *(["--unlock"] if unlock else []), "--components=secrets"],
                 stdin=subprocess.PIPE, stdout=log, stderr=log, env=env, start_new_session=True)
-        keyring_daemon.stdin.write(b"locus-test")
+        if unlock:
+            keyring_daemon.stdin.write(b"locus-test")
         keyring_daemon.stdin.close()
-        error = _wait_until_unlocked(keyring_daemon)
+        error = _wait_until_unlocked(keyring_daemon, need_default=unlock)
         if error is not None:
             pytest.fail(f"gnome-keyring-daemon did not serve an unlocked keyring ({error}): "
                         f"{log_path.read_text(errors='replace')[-500:]}")
-        yield SecretService.Keyring()
+        backend = SecretService.Keyring()
+        backend.bus_address = address
+        yield backend
     finally:
         for process in (keyring_daemon, bus):
             if process is not None:
@@ -84,10 +99,10 @@ def secret_service(monkeypatch):
         shutil.rmtree(home, ignore_errors=True)
 
 
-def _wait_until_unlocked(daemon: subprocess.Popen, timeout_s: float = 10.0) -> str | None:
-    """None once the Secret Service owns its name and its default collection is unlocked; else why not.
-
-    Asks the bus (NameHasOwner) and then the collection directly, neither of which starts a prompt.
+def _wait_until_unlocked(daemon: subprocess.Popen, timeout_s: float = 10.0, need_default: bool = True) -> str | None:
+    """None once the Secret Service owns its name and (``need_default``) its default collection is
+    unlocked; else why not. Asks the bus (NameHasOwner) and then the collection directly, neither of
+    which starts a prompt.
     """
     import secretstorage
     from jeepney.bus_messages import message_bus
@@ -98,6 +113,8 @@ def _wait_until_unlocked(daemon: subprocess.Popen, timeout_s: float = 10.0) -> s
             with closing(secretstorage.dbus_init()) as bus:
                 if not bus.send_and_get_reply(message_bus.NameHasOwner("org.freedesktop.secrets")).body[0]:
                     why = "org.freedesktop.secrets has no owner"
+                elif not need_default:
+                    return None
                 elif secretstorage.Collection(bus).is_locked():
                     why = "the default collection is locked"
                 else:

@@ -41,19 +41,53 @@ def test_only_known_names_can_be_stored(secret_service):
         Secrets(backend=secret_service).set("my_password", "x" * 12)
 
 
-def test_values_are_cached_until_set_or_delete(secret_service):
-    secrets = Secrets(backend=secret_service)
-    secrets.set("otlp_api_key", OTLP_TOKEN)
-    assert secrets.values() == [OTLP_TOKEN]
+class CountingKeyring:
+    """The real backend, with every call to it counted (the seam where Locus touches the keyring)."""
 
-    # Written behind its back (the CLI in another process): not seen while the cache is fresh ...
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+        self.name = getattr(inner, "name", type(inner).__name__)
+
+    def get_password(self, service, name):
+        self.calls.append(("get", name))
+        return self.inner.get_password(service, name)
+
+    def set_password(self, service, name, value):
+        self.calls.append(("set", name))
+        return self.inner.set_password(service, name, value)
+
+    def delete_password(self, service, name):
+        self.calls.append(("delete", name))
+        return self.inner.delete_password(service, name)
+
+
+def test_values_reads_only_names_known_to_be_stored_once_each(secret_service, tmp_path):
+    index = tmp_path / "stored-secrets.json"
+    backend = CountingKeyring(secret_service)
+    secrets = Secrets(backend=backend, index_path=index)
+    assert secrets.values() == [] and backend.calls == []  # nothing stored: the keyring is not asked
+    secrets.set("otlp_api_key", OTLP_TOKEN)
+    assert secrets.values() == [OTLP_TOKEN] and backend.calls == [("set", "otlp_api_key")]
+    assert OTLP_TOKEN not in index.read_text() and "otlp_api_key" in index.read_text()  # names, never values
+
+    # Written behind Locus's back: not known, so never read (the keyring may prompt for every read).
     secret_service.set_password("locus", "remote_api_key", "remote-key-123456")
-    assert secrets.values() == [OTLP_TOKEN]
-    # ... and seen once a change of its own invalidates the cache.
-    secrets.set("hf_token", HF_TOKEN)
-    assert sorted(secrets.values()) == sorted([OTLP_TOKEN, HF_TOKEN, "remote-key-123456"])
-    secrets.delete("otlp_api_key")
-    assert sorted(secrets.values()) == sorted([HF_TOKEN, "remote-key-123456"])
+    # Another Locus process stores a token: the shared index says so, and only that name is read, once.
+    Secrets(backend=secret_service, index_path=index).set("hf_token", HF_TOKEN)
+    backend.calls.clear()
+    assert sorted(secrets.values()) == sorted([OTLP_TOKEN, HF_TOKEN])
+    assert sorted(secrets.values()) == sorted([OTLP_TOKEN, HF_TOKEN])
+    assert backend.calls == [("get", "hf_token")]
+    # A new process starts with what the index lists: each name read once, then never again.
+    later = CountingKeyring(secret_service)
+    fresh = Secrets(backend=later, index_path=index)
+    for _ in range(3):
+        assert sorted(fresh.values()) == sorted([OTLP_TOKEN, HF_TOKEN])
+    assert sorted(later.calls) == [("get", "hf_token"), ("get", "otlp_api_key")]
+    # Removed in one process, gone from the other's redaction without asking the keyring.
+    fresh.delete("otlp_api_key")
+    backend.calls.clear()
+    assert secrets.values() == [HF_TOKEN] and backend.calls == []
 
 
 def test_no_token_reaches_the_trace_files(secret_service, tmp_path):
@@ -135,3 +169,25 @@ def test_an_unreachable_keyring_becomes_a_secrets_error(monkeypatch):
         secrets.set("hf_token", HF_TOKEN)
     # The redactor's call never raises: it redacts what it knows (here, nothing from the keyring).
     assert secrets.values() == []
+
+
+def test_lookups_remember_what_is_stored_and_what_is_not(secret_service, tmp_path):
+    """Tokens stored before the index existed are found when first needed and listed from then on; a
+    name found absent (or absent on a new install) is not asked about again."""
+    secret_service.set_password("locus", "hf_token", HF_TOKEN)  # stored by an earlier Locus
+    index = tmp_path / "stored-secrets.json"
+    backend = CountingKeyring(secret_service)
+    secrets = Secrets(backend=backend, index_path=index)
+    assert secrets.values() == [] and backend.calls == []  # not known yet: the redactor does not go looking
+    assert secrets.get("hf_token") == HF_TOKEN and secrets.get("remote_api_key") is None
+    assert secrets.get("remote_api_key") is None and secrets.values() == [HF_TOKEN]
+    assert backend.calls == [("get", "hf_token"), ("get", "remote_api_key")]
+    assert Secrets(backend=secret_service, index_path=index).values() == [HF_TOKEN]  # the next process knows
+
+    new = CountingKeyring(secret_service)
+    fresh = Secrets(backend=new, index_path=tmp_path / "new-install" / "stored-secrets.json")
+    fresh.note_new_install()
+    assert [fresh.get(name) for name in Secrets.KNOWN] == [None] * 4 and fresh.values() == []
+    assert new.calls == []
+    fresh.set("otlp_api_key", OTLP_TOKEN)
+    assert fresh.get("otlp_api_key") == OTLP_TOKEN and fresh.values() == [OTLP_TOKEN]
