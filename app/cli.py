@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("question", help="the question; '-' reads it from stdin")
     ask.add_argument("--model", metavar="PATH", help="use this GGUF file for this question only")
     ask.add_argument("--conversation", type=int, metavar="ID", help="continue a saved conversation")
-    ask.add_argument("--no-history", action="store_true", help="do not save the question and answer")
+    ask.add_argument("--no-history", action="store_true",
+                     help="do not save the question and answer (its trace keeps timings and token counts only)")
     ask.add_argument("--max-tokens", type=int, metavar="N", help="longest answer, in tokens")
     ask.add_argument("--temperature", type=float, metavar="T")
     ask.add_argument("--seed", type=int, metavar="N")

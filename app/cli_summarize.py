@@ -45,22 +45,40 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidRequestError("Give one thing to summarize: a FILE ('-' for stdin), --doc or --collection.")
     services = build_services()
     try:
-        task = summary_task(_source_text(services, args), args.length)
+        text, doc_ids = _source_text(services, args)
+        task = summary_task(text, args.length)
         _load(services, args.model)
-        return _stream(services, task)
+        return _stream(services, _naming_documents(task, doc_ids))
     finally:
         services.close()
 
 
-def _source_text(services, args: argparse.Namespace) -> str:
+def _source_text(services, args: argparse.Namespace) -> tuple[str, list[str]]:
+    """The text to summarize, and the ids of the indexed documents it comes from."""
     if args.file is not None:
-        return read_file(args.file, services.settings.documents.parse_timeout_s)
+        return read_file(args.file, services.settings.documents.parse_timeout_s), []
     from engine.tasks.summarize import join_documents
 
     library = services.open_library()
     if args.doc is not None:
-        return library.document_text(args.doc)[1]
-    return join_documents(library.collection_text(args.collection))
+        record, text = library.document_text(args.doc)
+        return text, [record.doc_id]
+    documents = library.collection_text(args.collection)
+    return join_documents(documents), [record.doc_id for record, _ in documents]
+
+
+def _naming_documents(task, doc_ids: list[str]):
+    """The task, its trace naming the indexed documents it reads, so that removing one deletes the trace."""
+    if not doc_ids:
+        return task
+
+    def named(ctx):
+        from engine.trace.tracing import set_attributes
+
+        set_attributes(ctx.span, {"locus.document.ids": doc_ids})
+        return task(ctx)
+
+    return named
 
 
 def read_file(name: str, parse_timeout_s: float = 60.0) -> str:

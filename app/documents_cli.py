@@ -104,7 +104,9 @@ def docs(args: argparse.Namespace) -> int:
             (ids if record else missing).append(record.doc_id if record else target)
         if ids:
             library.remove(ids).wait()
-            print(f"Removed {len(ids)} document(s).", file=sys.stderr)
+            traces = library.traces_removed(ids)
+            print(f"Removed {len(ids)} document(s) and {traces} trace{'' if traces == 1 else 's'} that quoted "
+                  f"{'it' if len(ids) == 1 else 'them'}.", file=sys.stderr)
         for target in missing:
             print(f"locus: no indexed document is '{target}'.", file=sys.stderr)
         return EXIT_ERROR if missing else EXIT_OK

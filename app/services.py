@@ -6,6 +6,7 @@ same settings, the same conversation store and the same runtime behaviour.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from pathlib import Path
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 from app import settings as settings_mod
 from app.backends import Backends, connect_remote, make_remote
 from app.paths import Paths, resolve_paths
-from app.secrets import Secrets
+from app.secrets import Secrets, stored_names_file
 from app.settings import Problem, Settings
 from app.telemetry import Telemetry, make_tracing, open_telemetry
 from engine.assistant import Assistant, ChatSettings
@@ -216,7 +217,8 @@ class Services(Backends):
                     from engine.rag.store import set_aside_for_new_model
 
                     again = set_aside_for_new_model(self.paths.index_dir)
-                self.library = open_library(self.paths, self.settings, on_event, tracing=self.tracing)
+                self.library = open_library(self.paths, self.settings, on_event, tracing=self.tracing,
+                                            traces=self.traces)
                 self.assistant.library = self.library
                 for collection in sorted({c for _, c in again}):
                     self.library.index([p for p, c in again if c == collection and Path(p).exists()], collection)
@@ -299,7 +301,7 @@ class Services(Backends):
 
 
 def open_library(paths: Paths, settings: Settings, on_event: Callable[[IndexEvent], None] | None = None,
-                 *, tracing=None) -> DocumentLibrary:
+                 *, tracing=None, traces=None) -> DocumentLibrary:
     """The document library for these settings (the bundled embedder unless one is set)."""
     from engine.rag.library import DocumentLibrary
 
@@ -315,27 +317,38 @@ def open_library(paths: Paths, settings: Settings, on_event: Callable[[IndexEven
         embedder, name = str(bundled), BUNDLED_EMBEDDER_NAME
     return DocumentLibrary(paths.index_dir, embedder, name, parse_timeout_s=settings.documents.parse_timeout_s,
                            watch_interval_s=settings.documents.watch_interval_s, on_event=on_event,
-                           tracing=tracing)
+                           tracing=tracing, traces=traces)
 
 
-def build_services(paths: Paths | None = None, *, secrets: Secrets | None = None) -> Services:
-    """Read settings, open the history, start the runtime (the model loads on request)."""
+def build_services(paths: Paths | None = None, *, secrets: Secrets | None = None,
+                   record_content: bool = True) -> Services:
+    """Read settings, open the history, start the runtime (the model loads on request).
+
+    ``record_content`` False (``--no-history``): traces keep timings and counts only, whatever the settings say.
+    """
     paths = paths or resolve_paths()
     paths.ensure()
     settings, problems = settings_mod.load(paths.config_file)
+    if not record_content:
+        settings = dataclasses.replace(settings, traces=dataclasses.replace(settings.traces, capture_content=False))
     for problem in problems:
         log.warning("config: %s", problem)
+    new_install = not paths.history_db.exists()
     history = HistoryStore(paths.history_db)
     recovered = history.mark_interrupted()
     from app.cli import locus_version
 
     version = locus_version()
-    secrets = secrets or Secrets()
+    if secrets is None:
+        secrets = Secrets(index_path=stored_names_file(paths))
+        if new_install:
+            secrets.note_new_install()  # nothing can be in the keyring for it: never ask (it may prompt)
     telemetry = open_telemetry(paths, settings.traces, secrets, version, problems)
     local = Runtime(telemetry.tracing)
     templates = template_library(paths)
     assistant = Assistant(local, history, chat_settings(settings), templates=templates,
-                          tracing=telemetry.tracing, monitor=telemetry.monitor)
+                          tracing=telemetry.tracing, monitor=telemetry.monitor, traces=telemetry.store,
+                          kv_spill_dir=paths.kv_cache_dir)
     catalog = ModelCatalog(paths.models_dir, bundled_llm_path(), BUNDLED_LLM_NAME)
     services = Services(paths, settings, problems, local, history, assistant, templates=templates,
                         telemetry=telemetry, secrets=secrets, version=version, catalog=catalog,

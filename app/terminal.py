@@ -115,7 +115,8 @@ def ask(args: argparse.Namespace) -> int:
     if args.no_history and (args.docs or args.collection or args.conversation is not None):
         raise InvalidRequestError("--no-history cannot be combined with --docs, --collection or --conversation.",
                                   hint="Those answer inside a saved conversation; leave out --no-history.")
-    services = build_services()
+    # "Not saved" holds for the traces too: they keep this answer's timings and token counts, no text.
+    services = build_services(record_content=not args.no_history)
     try:
         overrides = {k: v for k, v in (("max_tokens", args.max_tokens), ("temperature", args.temperature),
                                        ("seed", args.seed)) if v is not None}
@@ -153,6 +154,7 @@ HELP = """Commands:
   /open ID        continue conversation ID
   /search WORDS   find conversations
   /title TEXT     rename this conversation
+  /delete [ID]    delete this (or that) conversation, its traces and cached states
   /regenerate     answer the last question again
   /exit           leave (Ctrl-D works too)
 Ctrl-C while an answer streams stops it; the partial answer is kept."""
@@ -237,6 +239,13 @@ def _command(services: Services, conversation: int | None, command: str, rest: s
             print("Usage: /title TEXT (in a conversation that has started)")
         else:
             history.rename_conversation(conversation, rest)
+    elif command == "/delete":
+        target = int(rest) if rest.isdigit() else conversation if not rest else None
+        if target is None:
+            print("Usage: /delete [ID] (this conversation when no ID is given)")
+            return conversation
+        print(services.assistant.delete_conversation(target).describe())
+        return None if target == conversation else conversation
     elif command == "/regenerate":
         if conversation is None:
             print("Nothing to regenerate yet.")

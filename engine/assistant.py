@@ -65,6 +65,22 @@ class Cited:
     citations: tuple[Citation, ...]
 
 
+@dataclass(frozen=True)
+class ConversationDeleted:
+    """What deleting a conversation removed: its messages, traces and cached model states."""
+
+    conversation_id: int
+    title: str
+    messages: int
+    traces: int
+    cached_states: int
+
+    def describe(self) -> str:
+        """One sentence for people: 'Deleted conversation “Trip” and 3 traces.'"""
+        traces = f"{self.traces} trace{'' if self.traces == 1 else 's'}"
+        return f"Deleted conversation \u201c{self.title}\u201d and {traces}."
+
+
 class DocumentsUnavailable(EngineError):
     """A conversation asked for documents but the document index is not open."""
 
@@ -148,12 +164,16 @@ class Assistant:
 
     def __init__(self, runtime: Runtime, history: HistoryStore, settings: ChatSettings | None = None,
                  *, save_interval_s: float = 0.5, library=None, templates: TemplateLibrary | None = None,
-                 tracing: Tracing | None = None, monitor=None):
+                 tracing: Tracing | None = None, monitor=None, traces=None, kv_spill_dir=None):
         self.runtime = runtime  # the default backend
         # Backends a conversation may choose instead of the default ("local", "server"), by name.
         self.backends: dict[str, object] = {}
         self.tracing = tracing or runtime.tracing
         self.monitor = monitor  # engine.trace.monitor.Monitor: drift, relevance and support checks
+        # The local trace store, also when recording is off (what was kept still goes with a delete),
+        # and the folder conversation states spill to: a delete cleans both.
+        self.traces = traces if traces is not None else self.tracing.store
+        self.kv_spill_dir = kv_spill_dir
         self._calibrated_for: int | None = None  # documents in the index when the monitor was calibrated
         self.templates = templates
         self.history = history
@@ -234,6 +254,35 @@ class Assistant:
             self.history.delete_messages_from(conversation_id, last_user.id)
             user = self.history.add_message(conversation_id, "user", text)
             return self._answer(conversation_id, user, retrieval, on_event, Priority.INTERACTIVE, span=span)
+
+    def delete_conversation(self, conversation_id: int) -> ConversationDeleted:
+        """Delete a conversation and everything derived from it: its messages (and their search index
+        entries), its traces, and its cached model states in RAM and spill files.
+
+        Stop its running answer first; spans of it still on their way are dropped when they arrive.
+        Traces already sent to an OTLP collector are beyond reach.
+        """
+        title = self.history.conversation(conversation_id).title  # NotFoundError for an unknown id
+        key = f"conversation:{conversation_id}"
+        states = 0
+        for runtime in {id(r): r for r in (self.runtime, *self.backends.values())}.values():
+            forget = getattr(runtime, "forget", None)  # the model server keeps no state of ours
+            if forget is not None:
+                try:
+                    states += forget(key).result(timeout=30)
+                except Exception:  # noqa: BLE001 - a runtime that is gone holds nothing any more
+                    log.warning("a runtime could not drop the cache of conversation %s", conversation_id,
+                                exc_info=True)
+        if self.kv_spill_dir is not None:
+            from engine.runtime.kv_states import remove_spilled
+
+            states += remove_spilled(self.kv_spill_dir, key)
+        messages = self.history.delete_conversation(conversation_id)
+        traces = 0
+        if self.traces is not None:
+            self.tracing.flush()  # spans already ended are stored now, so the delete finds them
+            traces = self.traces.forget_conversation(conversation_id)
+        return ConversationDeleted(conversation_id, title, messages, traces, states)
 
     def start_task(self, fn: Callable[[TaskContext], str], on_event: Callable[[object], None] | None = None,
                    *, name: str = "task", priority: Priority = Priority.NORMAL) -> TaskHandle:
@@ -425,7 +474,8 @@ class Assistant:
         passages = [c.passage.text for c in citations] or [p.text for p in answer.retrieval.passages]
         try:
             self._calibrate_if_needed()
-            return self.monitor.record_answer(done.text, passages, self.library.embedder.embed, answer.trace_id)
+            return self.monitor.record_answer(done.text, passages, self.library.embedder.embed, answer.trace_id,
+                                              keep_text=self.tracing.capture_content)
         except Exception:  # noqa: BLE001 - monitoring must never cost the user their answer
             log.exception("monitor could not check an answer's support")
             return None

@@ -258,7 +258,7 @@ class MainWindow(QMainWindow):
 
     def delete_conversation(self, conversation_id: int) -> None:
         answer = QMessageBox.question(self, "Delete conversation",
-                                      "Delete this conversation and all its messages? This cannot be undone.")
+                                      "Delete this conversation, its messages and its traces? This cannot be undone.")
         if answer != QMessageBox.StandardButton.Yes:
             return
         live = self.live
@@ -266,8 +266,12 @@ class MainWindow(QMainWindow):
             self.stop()
         if conversation_id == self.conversation_id:
             self.new_conversation()
-        run_in_background(lambda: self.services.history.delete_conversation(conversation_id),
-                          lambda _r: self.refresh_conversations(),
+
+        def deleted(result) -> None:
+            self.refresh_conversations()
+            self.statusBar().showMessage(result.describe(), 8000)
+
+        run_in_background(lambda: self.services.assistant.delete_conversation(conversation_id), deleted,
                           lambda exc: show_error(self, "Delete", exc), owner=self)
 
     # Asking ------------------------------------------------------------------------

@@ -12,13 +12,14 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from engine.errors import EngineError, InvalidRequestError, NotFoundError
 from engine.rag.chunk import Chunker
 from engine.rag.cite import Citation, cite
 from engine.rag.embed import Embedder, declared_dim
-from engine.rag.indexer import IndexEvent, Indexer, IndexJob, default_parse_workers
+from engine.rag.indexer import DocumentStatus, IndexEvent, Indexer, IndexJob, default_parse_workers
 from engine.rag.retrieve import Retrieval, _join_overlapping, retrieve
 from engine.rag.store import DEFAULT_COLLECTION, DocumentRecord, DocumentStore
 
@@ -31,8 +32,13 @@ class DocumentLibrary:
     def __init__(self, index_dir: str | Path, embedder_path: str | Path, embedder_name: str, *,
                  parse_workers: int | None = None, parse_timeout_s: float = 60.0,
                  watch_interval_s: float = 30.0, on_event: Callable[[IndexEvent], None] | None = None,
-                 tracing=None):
+                 tracing=None, traces=None):
         self.index_dir = Path(index_dir)
+        # The local trace store: a removed document's passages go from it too (see _on_index_event).
+        self.traces = traces
+        self._on_event = on_event
+        self._traces_removed: dict[str, int] = {}
+        self._traces_lock = threading.Lock()
         self.embedder = Embedder(embedder_path, embedder_name)
         dim = declared_dim(embedder_path)
         if dim is None:
@@ -42,7 +48,7 @@ class DocumentLibrary:
         self.chunker = Chunker(self.embedder.tokenizer_file, max_tokens=200, overlap_tokens=32)
         self.indexer = Indexer(self.store, self.embedder, self.chunker,
                                parse_workers=parse_workers or default_parse_workers(),
-                               parse_timeout_s=parse_timeout_s, on_event=on_event, tracing=tracing)
+                               parse_timeout_s=parse_timeout_s, on_event=self._on_index_event, tracing=tracing)
         self.watch_interval_s = watch_interval_s
         self._watch_stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -58,6 +64,28 @@ class DocumentLibrary:
 
     def remove(self, doc_ids: Iterable[str], on_event=None) -> IndexJob:
         return self.indexer.remove(doc_ids, on_event)
+
+    def traces_removed(self, doc_ids: Iterable[str]) -> int:
+        """How many traces went with these documents' removal (counted once: read after the job ends)."""
+        with self._traces_lock:
+            return sum(self._traces_removed.pop(d, 0) for d in doc_ids)
+
+    def _on_index_event(self, event: IndexEvent) -> None:
+        """Every document removed (asked for, or its file gone from a watched folder) takes with it the
+        traces that quote it; then the caller's listener hears of the event."""
+        if isinstance(event, DocumentStatus) and event.status == "removed" and self.traces is not None:
+            try:
+                self.indexer.tracing.flush()
+                removed = self.traces.forget_documents([event.doc_id])
+            except EngineError as exc:
+                log.warning("the traces of a removed document could not be deleted: %s (%s)", exc, exc.detail)
+            else:
+                with self._traces_lock:
+                    self._traces_removed[event.doc_id] = self._traces_removed.get(event.doc_id, 0) + removed
+                event = replace(event, message=f"Removed {Path(event.path).name} and {removed} "
+                                               f"trace{'' if removed == 1 else 's'} that quoted it.")
+        if self._on_event is not None:
+            self._on_event(event)
 
     def resume(self, on_event=None) -> IndexJob | None:
         return self.indexer.resume_interrupted(on_event)

@@ -144,6 +144,14 @@ class KvStateStore:
             self._disk_used -= state.nbytes
             self._forget_file(state)
 
+    def forget(self, key: str) -> bool:
+        """Drop a deleted conversation's state from RAM and disk; True when there was one."""
+        held = key in self
+        self.discard(key)
+        if held:
+            self.flush()  # a file being written when it was dropped is removed by the writer: wait for that
+        return held
+
     def clear(self) -> None:
         for key in list(self._ram) + list(self._disk):
             self.discard(key)
@@ -204,7 +212,7 @@ class KvStateStore:
             self._disk_used -= oldest.nbytes
             self._forget_file(oldest)
             self.dropped += 1
-        name = f"{hashlib.sha256(state.key.encode()).hexdigest()[:24]}-{next(self._names)}.kv"
+        name = f"{_file_stem(state.key)}-{next(self._names)}.kv"
         state.path, state.writing, state.gone = self._folder / name, True, False
         self._disk[state.key] = state
         self._disk_used += state.nbytes
@@ -253,6 +261,24 @@ def remove_orphans(spill_dir: Path) -> int:
         shutil.rmtree(folder, ignore_errors=True)
         removed += 1
     return removed
+
+
+def remove_spilled(spill_dir: Path, key: str) -> int:
+    """Remove a deleted conversation's spilled state files from every store's folder under ``spill_dir``
+    (other Locus processes' too: a store that later looks for one finds it gone and evaluates again)."""
+    removed = 0
+    for path in Path(spill_dir).glob(f"kv-*-*/{_file_stem(key)}-*.kv"):
+        try:
+            os.unlink(path)
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def _file_stem(key: str) -> str:
+    """A conversation's spill files are named after a hash of its key (never the key itself)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 def _whole(data: np.ndarray) -> np.ndarray:

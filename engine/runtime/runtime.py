@@ -142,6 +142,17 @@ class Runtime:
             self._inbox.put(("generate", handle))
         return handle
 
+    def forget(self, conversation_key: str) -> Future:
+        """Drop a deleted conversation's cached state (its idle slot, RAM and spill file) on the runtime
+        thread; resolves to how many caches were dropped."""
+        future: Future = Future()
+        with self._lock:
+            if self._stopped:
+                future.set_result(0)
+                return future
+            self._inbox.put(("forget", (conversation_key, future)))
+        return future
+
     def cancel_all(self) -> None:
         """Cancel the running requests (queued ones are left alone)."""
         for work in list(self._scheduler.running.values()):
@@ -237,12 +248,21 @@ class Runtime:
                 self._loads.append(payload)
             elif kind == "checked":
                 self._checked(*payload)
+            elif kind == "forget":
+                self._forget(*payload)
             else:
                 self._stopping = True
             try:
                 message = self._inbox.get_nowait()
             except queue.Empty:
                 return
+
+    def _forget(self, key: str, future: Future) -> None:
+        try:
+            future.set_result(self._generator.slots.forget(key) if self._generator is not None else 0)
+        except Exception as exc:  # noqa: BLE001 - the caller hears of it; the thread goes on
+            log.exception("forgetting a conversation's cache failed")
+            future.set_exception(wrap_unexpected(exc))
 
     def _vet(self, work: Work, gen: Generator) -> bool:
         """Whether the request's grammar may be built for this model: True once its check passed, False

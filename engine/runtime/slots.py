@@ -248,6 +248,20 @@ class SlotTable:
                 return True
         return False
 
+    def forget(self, key: str) -> int:
+        """A conversation was deleted: empty its idle slots, keep a running one's cache under no key (it is
+        never saved or spilled), and drop its saved state. Returns how many caches were dropped."""
+        dropped = 0
+        for slot in self.slots:
+            if slot.key != key:
+                continue
+            if slot.owner is None:
+                self.drop(slot)
+                dropped += 1
+            else:
+                slot.key = slot.owner.key = None
+        return dropped + self.store.forget(key)
+
     def drop(self, slot: Slot) -> None:
         """Empty a slot without saving anything (after a failure, or when its owner leaves it empty)."""
         self.ctx.remove_sequence(slot.seq_id)

@@ -128,3 +128,39 @@ def test_locus_home_that_is_a_file_gets_a_message(tmp_path):
     not_a_folder.write_text("x")
     result = locus(not_a_folder, "ask", "hello")
     assert result.returncode == 1 and "Traceback" not in result.stderr and "locus:" in result.stderr
+
+
+def files_holding(folder: Path, marker: str) -> list[str]:
+    """Every file under the data folder whose raw bytes hold ``marker`` (databases, logs, caches, all)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
+                  and marker.encode() in p.read_bytes())
+
+
+def test_no_history_leaves_nothing_of_the_question_or_answer_on_disk(tmp_path):
+    from engine.trace.store import TraceStore
+
+    result = locus(tmp_path, "ask", "--no-history", "Repeat after me: snorkelwhale77 likes toast.",
+                   "--max-tokens", "16", "--temperature", "0")
+    assert result.returncode == 0, result.stderr
+    assert files_holding(tmp_path, "snorkelwhale77") == []
+    answer = result.stdout.strip()
+    assert answer and files_holding(tmp_path, answer[:24]) == []
+    assert conversations(tmp_path) == []
+    # What was recorded is its timings and token counts: a trace with no text in it.
+    store = TraceStore(tmp_path / "traces.sqlite3")
+    try:
+        (trace,) = store.list_traces()
+        assert trace.output_tokens and trace.summary == ""
+        for span in store.trace(trace.trace_id):
+            assert not {"locus.prompt", "locus.response", "gen_ai.input.messages", "gen_ai.output.messages"} & \
+                set(span.attributes), span.name
+    finally:
+        store.close()
+
+
+def test_chat_delete_removes_the_conversation_and_its_traces_and_says_so(tmp_path):
+    result = locus(tmp_path, "chat", stdin="Tell me about the platypus9 of Nowhere.\n/delete\n/list\n/exit\n")
+    assert result.returncode == 0, result.stderr
+    assert "Deleted conversation \u201cTell me about the platypus9 of Nowhere.\u201d and 1 trace." in result.stdout
+    assert conversations(tmp_path) == []
+    assert files_holding(tmp_path, "platypus9") == []

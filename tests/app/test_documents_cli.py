@@ -37,7 +37,7 @@ def test_index_list_ask_with_sources_and_remove(tmp_path):
     assert f"[1] {docs / 'ferry.md'}, line" in sources
 
     removed = locus(home, "docs", "remove", str(docs / "ferry.md"))
-    assert removed.returncode == 0 and "Removed 1 document(s)." in removed.stderr
+    assert removed.returncode == 0 and "Removed 1 document(s) and " in removed.stderr
     assert "ferry.md" not in locus(home, "docs", "list").stdout
     missing = locus(home, "docs", "remove", "/no/such/file.txt")
     assert missing.returncode == 1 and "no indexed document is '/no/such/file.txt'" in missing.stderr
