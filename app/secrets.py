@@ -11,10 +11,11 @@ The keyring is touched only when a token is needed, or known to be stored: a
 keyring with no default collection (or a locked one) answers a read with a
 password dialog, which a plain question must never open. Which names are
 stored, and which are known not to be (never a value), is kept in a small file
-beside the settings, written when a token is set, looked up or removed (a new
-install starts it with every name absent). The redactor reads only the stored
-names, once per process, and again only after that file changes; ``get`` does
-not ask the keyring about a name known to be absent.
+beside the settings, written when a token is set, looked up or removed. The
+redactor reads only the stored names, once per process, and again only after
+that file changes; ``get`` does not ask the keyring about a name known to be
+absent, nor read from a Secret Service that has no default collection (nothing
+can be stored there, and keyring's read would ask to create one).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import logging
 import os
 import threading
 import uuid
+from contextlib import closing
 from pathlib import Path
 
 from keyring.errors import KeyringLocked, NoKeyringError, PasswordDeleteError
@@ -118,7 +120,7 @@ class Secrets:
             self._refresh_index()
             if name in self._absent and name not in self._listed:
                 return None
-        if _is_placeholder(self.backend):
+        if _is_placeholder(self.backend) or _no_default_collection(self.backend):
             return None
         try:
             value = self.backend.get_password(self.service, name) or None
@@ -216,15 +218,6 @@ class Secrets:
             stored = [v for n, (_, v) in self._stored.items() if v and n in self._listed]
             return list(dict.fromkeys([*self._session.values(), *stored]))
 
-    def note_new_install(self) -> None:
-        """A new data folder: no token can be stored yet, so every name is known absent (unless a
-        token was set before the first start, which wrote the index already)."""
-        with self._lock:
-            if self.index_path is None or self.index_path.exists():
-                return
-            self._absent = set(self.KNOWN)
-            self._write_index()
-
     # The index of stored names -------------------------------------------------------
 
     def _refresh_index(self) -> None:
@@ -302,6 +295,30 @@ def _is_placeholder(backend) -> bool:
     if isinstance(backend, (fail.Keyring, null.Keyring)):
         return True
     return isinstance(backend, chainer.ChainerBackend) and not backend.backends
+
+
+def _no_default_collection(backend) -> bool:
+    """Whether ``backend`` is the Secret Service and has no default collection. Nothing is stored there
+    then, and keyring's read would ask the service to create one: on a desktop, a "Choose password for new
+    keyring" dialog. Asking whether the collection exists opens nothing."""
+    from keyring.backends import SecretService, chainer
+
+    members = backend.backends if isinstance(backend, chainer.ChainerBackend) else [backend]
+    if not members or not all(isinstance(b, SecretService.Keyring) and not hasattr(b, "preferred_collection")
+                              for b in members):
+        return False
+    try:
+        import secretstorage
+    except ImportError:
+        return False
+    try:
+        with closing(secretstorage.dbus_init()) as bus:
+            secretstorage.Collection(bus)  # the "default" alias; raises when there is none
+    except secretstorage.exceptions.ItemNotFoundException:
+        return True
+    except Exception:  # noqa: BLE001 - not sure: let the read itself report what is wrong
+        return False
+    return False
 
 
 def _error(exc: Exception, message: str, scrub: str = "") -> SecretsError:

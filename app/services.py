@@ -333,16 +333,12 @@ def build_services(paths: Paths | None = None, *, secrets: Secrets | None = None
         settings = dataclasses.replace(settings, traces=dataclasses.replace(settings.traces, capture_content=False))
     for problem in problems:
         log.warning("config: %s", problem)
-    new_install = not paths.history_db.exists()
     history = HistoryStore(paths.history_db)
     recovered = history.mark_interrupted()
     from app.cli import locus_version
 
     version = locus_version()
-    if secrets is None:
-        secrets = Secrets(index_path=stored_names_file(paths))
-        if new_install:
-            secrets.note_new_install()  # nothing can be in the keyring for it: never ask (it may prompt)
+    secrets = secrets or Secrets(index_path=stored_names_file(paths))
     telemetry = open_telemetry(paths, settings.traces, secrets, version, problems)
     local = Runtime(telemetry.tracing)
     templates = template_library(paths)

@@ -7,6 +7,7 @@ from keyring.backends import SecretService, fail, null
 from opentelemetry.trace import Status, StatusCode
 
 from app.secrets import KeyringUnavailableError, Secrets, SecretsError
+from tests.secret_service import secret_service_without_default_collection  # noqa: F401
 from engine.trace.store import TraceStore
 from engine.trace.tracing import REDACTED, Redactor, Tracing
 
@@ -41,24 +42,27 @@ def test_only_known_names_can_be_stored(secret_service):
         Secrets(backend=secret_service).set("my_password", "x" * 12)
 
 
-class CountingKeyring:
-    """The real backend, with every call to it counted (the seam where Locus touches the keyring)."""
+def CountingKeyring(backend):  # noqa: N802 - reads as the wrapper it is
+    """The real backend (same class, same state), with every call to it counted: the seam where Locus
+    touches the keyring."""
 
-    def __init__(self, inner):
-        self.inner, self.calls = inner, []
-        self.name = getattr(inner, "name", type(inner).__name__)
+    class Counting(type(backend)):
+        def get_password(self, service, name):
+            self.calls.append(("get", name))
+            return super().get_password(service, name)
 
-    def get_password(self, service, name):
-        self.calls.append(("get", name))
-        return self.inner.get_password(service, name)
+        def set_password(self, service, name, value):
+            self.calls.append(("set", name))
+            return super().set_password(service, name, value)
 
-    def set_password(self, service, name, value):
-        self.calls.append(("set", name))
-        return self.inner.set_password(service, name, value)
+        def delete_password(self, service, name):
+            self.calls.append(("delete", name))
+            return super().delete_password(service, name)
 
-    def delete_password(self, service, name):
-        self.calls.append(("delete", name))
-        return self.inner.delete_password(service, name)
+    counting = Counting.__new__(Counting)
+    counting.__dict__.update(vars(backend))
+    counting.calls = []
+    return counting
 
 
 def test_values_reads_only_names_known_to_be_stored_once_each(secret_service, tmp_path):
@@ -184,10 +188,11 @@ def test_lookups_remember_what_is_stored_and_what_is_not(secret_service, tmp_pat
     assert backend.calls == [("get", "hf_token"), ("get", "remote_api_key")]
     assert Secrets(backend=secret_service, index_path=index).values() == [HF_TOKEN]  # the next process knows
 
-    new = CountingKeyring(secret_service)
-    fresh = Secrets(backend=new, index_path=tmp_path / "new-install" / "stored-secrets.json")
-    fresh.note_new_install()
-    assert [fresh.get(name) for name in Secrets.KNOWN] == [None] * 4 and fresh.values() == []
-    assert new.calls == []
-    fresh.set("otlp_api_key", OTLP_TOKEN)
-    assert fresh.get("otlp_api_key") == OTLP_TOKEN and fresh.values() == [OTLP_TOKEN]
+
+def test_a_keyring_with_no_default_collection_is_not_read(secret_service_without_default_collection, tmp_path):
+    """Nothing can be stored in it, and a read would ask to create it (a password dialog on a desktop):
+    looking a token up (the hub's, say) gives None and sends the Secret Service no read."""
+    backend = CountingKeyring(secret_service_without_default_collection)
+    secrets = Secrets(backend=backend, index_path=tmp_path / "stored-secrets.json")
+    assert [secrets.get(name) for name in Secrets.KNOWN] == [None] * 4 and secrets.values() == []
+    assert backend.calls == []
