@@ -143,12 +143,11 @@ class DocumentsPanel(QWidget):
         """Make a row show this document; a value already shown is left alone (no repaint for it)."""
         name = path.rsplit("/", 1)[-1]
         texts = (name, collection, status_text(status, reason), str(n_chunks) if n_chunks else "")
-        tips = (literal(path), "", literal(message or ""), "")
-        for column, (text, tip) in enumerate(zip(texts, tips)):
+        for column, text in enumerate(texts):
             if item.text(column) != text:
                 item.setText(column, text)
-            if item.toolTip(column) != tip:
-                item.setToolTip(column, tip)
+        item.setToolTip(0, literal(path))
+        item.setToolTip(2, literal(message or ""))
         data = {"doc_id": doc_id, "path": path, "kind": kind, "title": title or name}
         if item.data(0, DOC_ROLE) != data:
             item.setData(0, DOC_ROLE, data)
