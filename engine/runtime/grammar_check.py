@@ -23,6 +23,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 
 from engine.errors import EngineError, GenerationError, InvalidRequestError
@@ -46,9 +47,10 @@ GRAMMAR_STACK_BYTES = 16 * 1024 * 1024
 WORKER_FLAG = "--grammar-check-worker"  # how the frozen app starts itself as the checker (app/cli.py)
 _REMEMBERED = 1024  # verdicts kept
 
-# Comments, "literals", [classes] (unterminated ones run to the end), groups, rule definitions, the rest.
-_PART = re.compile(r'#[^\n]*|"(?:\\.|[^"\\\n])*"?|\[(?:\\.|[^\]\\])*\]?|[()]|[A-Za-z0-9-]+[ \t]*::=|[^#"\[()A-Za-z0-9-]+|.',
-                   re.S)
+# What llama.cpp reads as text, not structure: comments, "literals" and [classes] (an unterminated one
+# runs to the end, as llama.cpp reads it before it fails).
+_OPAQUE = re.compile(r'#[^\r\n]*|"(?:\\.|[^"\\])*"?|\[(?:\\.|[^\]\\])*\]?')
+_STEP = {"(": 1, ")": -1}
 
 
 @dataclass(frozen=True)
@@ -63,18 +65,11 @@ class GrammarShape:
 def measure(grammar: str) -> GrammarShape:
     """The grammar's size, nesting and rule count, read as llama.cpp reads GBNF (parentheses inside
     literals, character classes and comments do not count)."""
-    depth = deepest = rules = 0
-    for match in _PART.finditer(grammar):
-        text = match.group()
-        if text == "(":
-            depth += 1
-            rules += 1
-            deepest = max(deepest, depth)
-        elif text == ")":
-            depth = max(0, depth - 1)
-        elif text.endswith("::=") and text[0] not in '"[#':
-            rules += 1
-    return GrammarShape(len(grammar.encode("utf-8")), deepest, rules)
+    structure = _OPAQUE.sub(" ", grammar)
+    parens = re.sub(r"[^()]+", "", structure)
+    # (A stray ")" lowers the count after it; llama.cpp stops parsing at it, before any nesting beyond.)
+    deepest = max(accumulate(map(_STEP.__getitem__, parens)), default=0)
+    return GrammarShape(len(grammar.encode("utf-8")), max(0, deepest), structure.count("::=") + parens.count("("))
 
 
 def limits_problem(grammar: str) -> str | None:
@@ -160,14 +155,18 @@ class GrammarChecker:
         self._closed = False
 
     def known(self, grammar: str, model_path: str) -> Verdict | None:
-        """The remembered verdict for this grammar and model (the limits are checked here too); None if unknown."""
+        """The remembered verdict for this grammar and model, or the limit it passes; None if unknown."""
+        key = _key(grammar, model_path)
+        with self._lock:
+            verdict = self._verdicts.get(key)
+            if verdict is not None:
+                self._verdicts.move_to_end(key)
+                return verdict
         problem = limits_problem(grammar)
         if problem:
-            return Verdict(f"The grammar cannot be used: {problem}.",
-                           hint="Simplify the grammar (or the JSON schema it was made from).")
-        with self._lock:
-            verdict = self._verdicts.get(_key(grammar, model_path))
-            return verdict
+            return self._remember(key, Verdict(f"The grammar cannot be used: {problem}.",
+                                               hint="Simplify the grammar (or the JSON schema it was made from)."))
+        return None
 
     def check(self, grammar: str, model_path: str) -> Verdict:
         """The verdict for this grammar and model: remembered, or found now in a worker process (blocks)."""
@@ -186,7 +185,8 @@ class GrammarChecker:
         if verdict is None:
             key = _key(grammar, model_path)
             with self._lock:
-                if not self._closed:
+                verdict = self._verdicts.get(key)  # (a check that ended just now)
+                if verdict is None and not self._closed:
                     if key not in self._waiters:
                         self._waiters[key] = []
                         self._queue.append((grammar, model_path, key))
@@ -194,7 +194,7 @@ class GrammarChecker:
                     self._start_thread()
                     self._lock.notify_all()
                     return
-            verdict = _STOPPED
+            verdict = verdict or _STOPPED
         done(verdict)
 
     def close(self) -> None:
