@@ -7,7 +7,7 @@ one of a few responders, or closed at once when they are busy too, so no client
 can make the server start threads without bound. A request's line and headers
 must arrive within ``read_timeout_s`` of the server starting to wait for them
 (a total deadline, not a timeout per read: a client that trickles a byte at a
-time is cut off just the same). The standard handler's own errors (a broken
+time is cut off just the same), and be at most MAX_HEAD_BYTES long. The standard handler's own errors (a broken
 request line, an unknown method) are answered as JSON error objects too.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import http.client
 import io
 import ipaddress
 import json
@@ -28,11 +29,16 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from engine.server.errors import ApiError, ApiServerError, busy
-from engine.server.transport import DeadlineReader, Exchange, too_large
+from engine.server.transport import MAX_HEAD_BYTES, DeadlineReader, Exchange, too_large
 
 log = logging.getLogger(__name__)
 
 BUSY_RESPONDERS = 4  # threads that answer connections beyond the cap with 503; beyond them, closed at once
+_TOO_LONG = {
+    HTTPStatus.REQUEST_URI_TOO_LONG: "The request line is too long.",
+    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: f"The request's headers are too large: at most {MAX_HEAD_BYTES // 1024} "
+                                                "KB and 100 headers are accepted.",
+}
 BUSY_LINGER_S = 1.0  # a refused client's request is read and dropped this long, so it sees the 503
 
 
@@ -75,7 +81,12 @@ class ApiHandler(BaseHTTPRequestHandler):
         """One request, whose line and headers must arrive within the read deadline (counted from now:
         an idle kept-alive connection is closed after it too)."""
         self.reader.deadline = time.monotonic() + self.server.api.read_timeout_s
-        super().handle_one_request()
+        self.reader.budget = MAX_HEAD_BYTES
+        try:
+            super().handle_one_request()
+        except http.client.LineTooLong:  # the request line alone is beyond the budget (headers: parse_request)
+            self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""
+            self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
 
     def finish(self) -> None:
         try:
@@ -93,6 +104,7 @@ class ApiHandler(BaseHTTPRequestHandler):
         return super().handle_expect_100()
 
     def _serve(self) -> None:
+        self.reader.budget = None  # the head is read; the body has its own limit
         self.server.api.handle(Exchange(self, self.server.api.read_timeout_s))
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
@@ -107,7 +119,8 @@ class ApiHandler(BaseHTTPRequestHandler):
         except ValueError:
             phrase = "Error"
         kind = "server_error" if code >= 500 else "invalid_request_error"
-        Exchange(self).send_error(ApiError(code, message or phrase, type=kind))
+        message = _TOO_LONG.get(code, message or phrase)
+        Exchange(self).send_error(ApiError(code, message, type=kind))
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's signature
         log.debug("%s %s", self.client_address[0], format % args)

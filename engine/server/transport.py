@@ -11,6 +11,7 @@ within the read deadline (408 otherwise), however slowly its bytes trickle in.
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import re
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 
 from engine.server.errors import ApiError
 
+MAX_HEAD_BYTES = 64 * 1024  # a request line and its headers (a real client's are a few hundred bytes)
 DRAIN_LIMIT = 64 * 1024 * 1024  # an oversized body is read and dropped up to this, so the 413 reaches the client
 LINGER_S = 5.0  # ... for at most this long after the answer
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")  # 15 hex digits is already 1 EB: longer is nonsense
@@ -35,28 +37,38 @@ class ClientGone(Exception):
 class DeadlineReader(io.RawIOBase):
     """A socket's bytes, read within a total deadline when one is set (TimeoutError past it), so a client
     that sends one byte at a time cannot hold the connection longer than that; ``timeout`` applies to
-    each read when no deadline is set (and to writes, always)."""
+    each read when no deadline is set (and to writes, always). While ``budget`` is set (the request's
+    head), reading more than that many bytes fails as a header line too long (431)."""
 
     def __init__(self, sock: socket.socket, timeout: float | None):
         self._sock = sock
         self._timeout = timeout
         self.deadline: float | None = None  # time.monotonic() by which reading must be done
+        self.budget: int | None = None  # bytes that may still be read
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
+        if self.budget is not None:
+            if self.budget <= 0:
+                raise http.client.LineTooLong(f"request head beyond {MAX_HEAD_BYTES // 1024} KB")
+            buffer = memoryview(buffer)[:self.budget]
         deadline = self.deadline
         if deadline is None:
-            return self._sock.recv_into(buffer)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the request did not arrive in time")
-        self._sock.settimeout(left if self._timeout is None else min(left, self._timeout))
-        try:
-            return self._sock.recv_into(buffer)
-        finally:
-            self._sock.settimeout(self._timeout)
+            n = self._sock.recv_into(buffer)
+        else:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request did not arrive in time")
+            self._sock.settimeout(left if self._timeout is None else min(left, self._timeout))
+            try:
+                n = self._sock.recv_into(buffer)
+            finally:
+                self._sock.settimeout(self._timeout)
+        if self.budget is not None:
+            self.budget -= n
+        return n
 
 
 class Exchange:

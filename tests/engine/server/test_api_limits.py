@@ -82,6 +82,17 @@ def test_a_body_that_does_not_arrive_in_time_is_answered_408(no_model):
         assert body["error"]["code"] == "request_timeout" and "1 seconds" in body["error"]["message"]
 
 
+def test_a_request_head_beyond_64_kb_is_refused_unread(no_model):
+    headers = "".join(f"X-Filler-{i}: {'x' * 1000}\r\n" for i in range(90)).encode()  # 90 KB, 90 headers
+    with ApiServer(no_model, port=0) as server, connect(server) as sock:
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers + b"\r\n")
+        head, body = read_answer(sock)
+        assert head.startswith(b"HTTP/1.1 431") and "at most 64 KB" in body["error"]["message"]
+    with ApiServer(no_model, port=0) as server, connect(server) as sock:
+        sock.sendall(b"GET /" + b"x" * 70_000 + b" HTTP/1.1\r\n\r\n")
+        assert read_answer(sock)[0].startswith(b"HTTP/1.1 414")
+
+
 def test_connections_beyond_the_cap_get_503_and_no_thread_of_their_own(no_model):
     before = threading.active_count()
     with ApiServer(no_model, port=0, max_connections=2) as server:
