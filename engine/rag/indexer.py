@@ -208,7 +208,7 @@ class Indexer:
             removed += 1
             self._emit(job, DocumentStatus(doc_id, record.path, record.collection, "removed"))
         if removed:
-            self._maintain()
+            self._maintain(purge=True)
         progress = IndexProgress(0, 0, 0, 0, 0, time.perf_counter() - start, 0.0)
         return IndexFinished(progress, 0, 0, 0, removed, False)
 
@@ -358,15 +358,16 @@ class Indexer:
             progress()
         producer.join()
         if counters["done"] or removals:
-            self._maintain()
+            self._maintain(purge=bool(removals))
         final = progress(force=True)
         return IndexFinished(final, counters["done"], unchanged, counters["failed"], len(removals),
                              job.cancel_event.is_set(), len(skipped))
 
-    def _maintain(self) -> None:
-        """After a job that wrote: fold new rows into the indexes, compact, build the ANN index once it pays."""
+    def _maintain(self, *, purge: bool = False) -> None:
+        """After a job that wrote: fold new rows into the indexes, compact, build the ANN index once it pays;
+        after one that removed documents, also rewrite the tables so nothing of them stays on disk."""
         try:
-            self.store.optimize()
+            self.store.purge() if purge else self.store.optimize()
         except Exception:  # noqa: BLE001 - searches still work on an unoptimised table
             log.exception("optimising the document index failed")
 
