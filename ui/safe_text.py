@@ -15,11 +15,15 @@ its view returns nothing, and the image handler falls back to QImage::load(name)
 
 from __future__ import annotations
 
+import atexit
+
 from PySide6.QtCore import QEvent, QMimeData, QPointF, QSizeF, QUrl, Signal
 from PySide6.QtGui import (
+    QClipboard,
     QColor,
     QFont,
     QFontMetricsF,
+    QGuiApplication,
     QPyTextObject,
     QTextCharFormat,
     QTextCursor,
@@ -36,6 +40,26 @@ from ui.web_links import describe_link, open_link
 MARKDOWN_FEATURES = QTextDocument.MarkdownFeature(QTextDocument.MarkdownFeature.MarkdownDialectGitHub.value
                                                   | QTextDocument.MarkdownFeature.MarkdownNoHTML.value)
 MAX_ALT = 80  # characters of an image's description shown in its place
+_SAFE_COPY = "locusSafeCopy"  # a property marking the clipboard data our views made
+
+
+def release_clipboard() -> None:
+    """Hand the clipboard a copy Qt made itself of what our views put there.
+
+    The clipboard owns the QMimeData a copy gave it, and Qt deletes it from its own exit handlers, after
+    Python has shut down; deleting an object Python made then crashes the process. So at exit (and at
+    quit) the text is put back by QClipboard.setText, which deletes ours while Python still runs.
+    """
+    if QGuiApplication.instance() is None:
+        return
+    clipboard = QGuiApplication.clipboard()
+    for mode in (QClipboard.Mode.Clipboard, QClipboard.Mode.Selection):
+        data = clipboard.mimeData(mode)
+        if data is not None and data.property(_SAFE_COPY):
+            clipboard.setText(data.text(), mode)
+
+
+atexit.register(release_clipboard)  # runs before the interpreter shuts down, unlike Qt's own exit handlers
 
 
 def image_text(fmt: QTextFormat) -> str:
@@ -154,6 +178,7 @@ class SafeTextBrowser(QTextBrowser):
         """Copied text carries images as their description, so pasting it elsewhere loads nothing either."""
         copy = _safe_copy(QTextDocumentFragment(self.textCursor()))
         data = QMimeData()
+        data.setProperty(_SAFE_COPY, True)  # see release_clipboard
         data.setText(copy.toPlainText())
         data.setHtml(copy.toHtml())
         return data

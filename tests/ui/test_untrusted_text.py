@@ -8,7 +8,10 @@ resolves to the pipe from the working folder.
 
 from __future__ import annotations
 
+import os
 import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,8 @@ from ui.errors import show_error
 from ui.quick_ask import QuickAsk
 from ui.traces.detail import SpanDetail
 from ui.traces.span_tree import SpanTree
+
+REPO = Path(__file__).resolve().parents[2]
 
 def hostile_answer(pipe: Path) -> str:
     return (f"Here is the chart: ![a chart of sales]({pipe}) and again <img src=\"{pipe}\"> and "
@@ -342,3 +347,23 @@ def test_screenshots(qtbot, window, opened_urls, fifo_trap, tmp_path):
     visible("linkDialog").close()
     assert fifo_trap.opened == 0 and opened_urls == []
     print("screenshots in", tmp_path)
+
+
+def test_copying_from_an_answer_then_quitting_exits_cleanly(tmp_path):
+    """The clipboard owns what a copy gave it and Qt frees it after Python has stopped: the process must
+    still exit cleanly (it used to die of a segmentation fault at exit, after any copy from an answer)."""
+    script = tmp_path / "copy_then_quit.py"
+    script.write_text(
+        "import sys\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "from ui.safe_text import SafeTextBrowser\n"
+        "app = QApplication(sys.argv)\n"
+        "view = SafeTextBrowser()\n"
+        "view.set_markdown('Some *answer* with ![a picture](/dev/zero) in it.')\n"
+        "view.selectAll()\n"
+        "view.copy()\n"
+        "assert QApplication.clipboard().text().startswith('Some answer with [image: a picture]')\n"
+        "print('copied')\n", encoding="utf-8")
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "copied"), done.stderr[-2000:]
