@@ -45,12 +45,13 @@ def run(args: argparse.Namespace) -> int:
     from app.services import build_services
     from app.terminal import _ctrl_c_cancels, _load
     from engine.errors import EngineError
-    from engine.runtime.constrain import check_schema
+    from engine.runtime.constrain import schema_to_grammar
     from engine.tasks.base import TaskDone, TaskFailed, TaskText, start_task
     from engine.tasks.extract import extract_json, parse_schema
 
     try:
-        schema = check_schema(parse_schema(schema_source(args.schema)))  # refuse a bad schema before loading
+        schema = parse_schema(schema_source(args.schema))
+        schema_to_grammar(schema)  # refuse a bad schema (or one whose grammar is too big) before loading
         services = build_services()
     except EngineError as exc:
         print(f"locus: {exc.user_text()}", file=sys.stderr)

@@ -80,6 +80,9 @@ def test_each_mode_shows_its_own_options_and_placeholder(qtbot, window, services
     qtbot.waitUntil(lambda: schema.error is not None and "/properties/name/type" in schema.error, timeout=10_000)
     schema.text.setPlainText('{"type": "object", "properties": {"n": {"type": "number", "minimum": 1}}}')
     qtbot.waitUntil(lambda: schema.error is not None and "'minimum'" in schema.error, timeout=10_000)
+    # Valid JSON schema, but its grammar would nest past what llama.cpp's parser can take: said here, not at run.
+    schema.text.setPlainText('{"type": "object", "properties": {"n": {"type": "string", "maxLength": 20000}}}')
+    qtbot.waitUntil(lambda: schema.error is not None and "maxLength" in schema.error, timeout=10_000)
     first = schema.example.itemData(0)
     schema.example.setCurrentIndex(0)
     schema.example.activated.emit(0)

@@ -124,12 +124,15 @@ def extract_request(text: str, schema: dict, schema_title: str = "") -> TaskRequ
 
 
 def parse_schema(text: str) -> dict:
-    """The JSON schema typed in the schema editor, if guided output can honour it; else an
-    InvalidRequestError naming the problem and where it is."""
-    from engine.runtime.constrain import check_schema
+    """The JSON schema typed in the schema editor, if guided output can honour it (its keywords, and the
+    grammar it becomes within the limits every grammar is held to); else an InvalidRequestError naming
+    the problem and where it is."""
+    from engine.runtime.constrain import schema_to_grammar
     from engine.tasks.extract import parse_schema as parse
 
-    return check_schema(parse(text))
+    schema = parse(text)
+    schema_to_grammar(schema)  # checks the schema, then the grammar's size and nesting
+    return schema
 
 
 def answer_stats_text(stats) -> str:
