@@ -22,7 +22,7 @@ class Conversation:
     updated_at: float
     message_count: int = 0
     collections: list[str] | None = None  # None: plain chat; []: all documents; else these collections
-    backend: str | None = None  # None: the default backend; "local": this computer; "server": the model server
+    backend: str | None = None  # None: the default backend; "local": this computer; "remote": the model server
 
     @property
     def uses_documents(self) -> bool:

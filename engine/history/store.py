@@ -19,8 +19,9 @@ from pathlib import Path
 
 from engine.errors import HistoryError, NotFoundError
 from engine.history.models import Conversation, Message, MessageStatus, SearchHit, auto_title
+from engine.runtime.backend import BACKEND_NAMES
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_TITLE = "New conversation"
 
 _SCHEMA = """
@@ -31,7 +32,7 @@ CREATE TABLE IF NOT EXISTS conversations (
     created_at    REAL NOT NULL,
     updated_at    REAL NOT NULL,
     collections   TEXT,  -- JSON: null = no documents, [] = all collections, ["a", ...] = these
-    backend       TEXT   -- null = the default backend; 'local' = this computer; 'server' = the model server
+    backend       TEXT   -- null = the default backend; 'local' = this computer; 'remote' = the model server
 );
 CREATE TABLE IF NOT EXISTS messages (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -79,6 +80,7 @@ _MIGRATIONS = {
     # version reached -> statements that bring the previous version there
     2: ["ALTER TABLE conversations ADD COLUMN collections TEXT", "ALTER TABLE messages ADD COLUMN sources TEXT"],
     3: ["ALTER TABLE conversations ADD COLUMN backend TEXT"],
+    4: ["UPDATE conversations SET backend = 'remote' WHERE backend = 'server'"],  # the model server's new name
 }
 
 _CONVERSATION_COLUMNS = (
@@ -209,8 +211,8 @@ class HistoryStore:
         return self.conversation(conversation_id)
 
     def set_backend(self, conversation_id: int, backend: str | None) -> Conversation:
-        """Which backend answers in the conversation: 'local', 'server', or None for the default."""
-        if backend not in (None, "local", "server"):
+        """Which backend answers in the conversation: 'local', 'remote', or None for the default."""
+        if backend is not None and backend not in BACKEND_NAMES:
             raise ValueError(f"unknown backend {backend!r}")
         with self._tx() as db:
             cur = db.execute("UPDATE conversations SET backend = ? WHERE id = ?", (backend, conversation_id))

@@ -144,13 +144,35 @@ def test_a_version_2_database_gains_the_backend_column_and_keeps_its_conversatio
     store = HistoryStore(path)
     old = store.conversations()[0]
     assert (old.title, old.collections, old.backend) == ("Old one", [], None)
-    assert store.set_backend(old.id, "server").backend == "server"
+    assert store.set_backend(old.id, "remote").backend == "remote"
     assert store.set_backend(old.id, None).backend is None
     with pytest.raises(ValueError):
         store.set_backend(old.id, "elsewhere")
     with pytest.raises(NotFoundError):
         store.set_backend(999, "local")
     store.close()
+
+
+def test_a_database_of_schema_3_names_the_model_server_remote(tmp_path):
+    """data/schema3.sqlite3 was written by the Locus of schema 3, which called the model server "server"."""
+    import shutil
+    from pathlib import Path
+
+    path = tmp_path / "locus.sqlite3"
+    shutil.copy(Path(__file__).parent / "data" / "schema3.sqlite3", path)
+    store = HistoryStore(path)
+    backends = {c.title: c.backend for c in store.conversations()}
+    assert backends == {"On the model server": "remote", "On this computer": "local", "On the default": None}
+    server = next(c for c in store.conversations() if c.backend == "remote")
+    assert [m.content for m in store.messages(server.id)] == ["What is an otter?", "A river mammal."]
+    assert [h.conversation.id for h in store.search("otter")] == [server.id]
+    with pytest.raises(ValueError):
+        store.set_backend(server.id, "server")  # the old name is not written any more
+    store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert db.execute("SELECT COUNT(*) FROM conversations WHERE backend = 'server'").fetchone()[0] == 0
+    db.close()
 
 
 def test_a_deleted_conversation_leaves_no_text_in_the_files(store, tmp_path):
