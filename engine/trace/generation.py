@@ -39,6 +39,8 @@ class GenerationSpan:
             "locus.request.min_p": s.min_p,
             "locus.request.repeat_penalty": s.repeat_penalty,
             "locus.request.grammar": request.grammar is not None,
+            # Asked for; applied to plain prompts only (a chat template or a grammar already shapes the start).
+            "locus.request.token_healing": request.token_healing,
             "locus.request_id": request.request_id,
             "locus.priority": request.priority.name.lower(),
             "locus.model.path": info.path if info else None,
