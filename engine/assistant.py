@@ -192,11 +192,13 @@ class Assistant:
         collections=_UNSET,
         backend=_UNSET,
         priority: Priority = Priority.INTERACTIVE,
+        sampling: SamplingParams | None = None,
     ) -> AnswerHandle:
         """Save the question (in a new conversation if none is given) and start answering it.
 
         ``collections`` (None: no documents, []: all, or names) and ``backend`` (None: the default,
         "local", "server") are saved on the conversation; left out, it keeps what it had.
+        ``sampling``: this question's own (`locus ask --temperature` ...); None: the settings'.
         """
         if not text.strip():
             raise InvalidRequestError("The question is empty.")
@@ -220,7 +222,7 @@ class Assistant:
                 self._span_failed(span, exc)
                 raise
             user = self.history.add_message(conversation_id, "user", text)
-            return self._answer(conversation_id, user, retrieval, on_event, priority, span=span)
+            return self._answer(conversation_id, user, retrieval, on_event, priority, span=span, sampling=sampling)
 
     def regenerate(self, conversation_id: int, on_event: Callable[[object], None] | None = None) -> AnswerHandle:
         """Drop the last answer and answer the last question again."""
@@ -406,7 +408,7 @@ class Assistant:
 
     def _answer(self, conversation_id: int, user: Message, retrieval: Retrieval | None,
                 on_event: Callable[[object], None] | None, priority: Priority,
-                new_question: bool = True, span=None) -> AnswerHandle:
+                new_question: bool = True, span=None, sampling: SamplingParams | None = None) -> AnswerHandle:
         span = span if span is not None else self._start_span(conversation_id, user.content)
         try:
             runtime = self.runtime_for(conversation_id)
@@ -431,7 +433,8 @@ class Assistant:
         recorder = _AnswerRecorder(self.history, placeholder.id, self.save_interval_s)
         if answer.trace_id:
             recorder.extra_stats["trace_id"] = answer.trace_id
-        request = GenerationRequest(context, self.settings.sampling, priority=priority, request_id=request_id,
+        request = GenerationRequest(context, sampling or self.settings.sampling, priority=priority,
+                                    request_id=request_id,
                                     conversation_key=f"conversation:{conversation_id}")
         answer.request = runtime.submit(request, lambda event: self._deliver(answer, event), tap=recorder,
                                              trace_parent=context_of(span))
