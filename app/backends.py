@@ -15,6 +15,7 @@ from concurrent.futures import Future
 from app.secrets import Secrets
 from app.settings import Settings
 from engine.errors import BackendUnavailableError, EngineError, ModelLoadError
+from engine.runtime.backend import LOCAL, REMOTE, BackendSet
 from engine.runtime.remote import RemoteRuntime
 from engine.runtime.types import ModelLoaded, ModelLoadFailed, RuntimeEvent
 
@@ -26,19 +27,12 @@ class Backends:
 
     @property
     def default_backend(self) -> str:
-        """'server' when answers go to the model server by default, else 'local'."""
-        return "server" if self.remote_runtime is not None and self.runtime is self.remote_runtime else "local"
-
-    def backends(self) -> dict[str, object]:
-        """The backends a conversation can choose, by name: 'local' always, 'server' when one is configured."""
-        found = {"local": self.local_runtime or self.runtime}
-        if self.remote_runtime is not None:
-            found["server"] = self.remote_runtime
-        return found
+        """REMOTE when answers go to the model server by default, else LOCAL."""
+        return self.backends.current().default
 
     def backend_label(self, name: str) -> str:
         """How a backend is named to people."""
-        if name == "server":
+        if name == REMOTE:
             remote = self.settings.remote
             return f"Model server ({remote.model or 'its first model'} at {remote.url})"
         return "This computer"
@@ -46,7 +40,7 @@ class Backends:
     def ready_backend(self, name: str, on_event: Callable[[RuntimeEvent], None] | None = None) -> Future:
         """Make a backend able to answer: load the local model or connect to the server, unless it already
         can (or is getting there); resolves to its ModelInfo."""
-        runtime = self.backends().get(name)
+        runtime = self.backends.current().available.get(name)
         if runtime is None:
             future: Future = Future()
             future.set_exception(BackendUnavailableError("No model server is set up.",
@@ -58,11 +52,11 @@ class Backends:
         from app.services import model_config
 
         info = runtime.model_info
-        if info is not None and (name == "server" or self.loaded_config == model_config(self.settings, kv_dir=self.paths.kv_cache_dir)):
+        if info is not None and (name == REMOTE or self.loaded_config == model_config(self.settings, kv_dir=self.paths.kv_cache_dir)):
             future = Future()
             future.set_result(info)
             return future
-        if name == "server":
+        if name == REMOTE:
             return self._ready(name, connect_remote(runtime, on_event))
         return self.load_model(on_event) if self.runtime is runtime else self._load_local(on_event)
 
@@ -76,7 +70,7 @@ class Backends:
             future.set_exception(exc)
             return future
         self.loaded_config = config
-        return self._ready("local", self.local_runtime.load(config, on_event))
+        return self._ready(LOCAL, self.local_runtime.load(config, on_event))
 
     def _ready(self, name: str, future: Future) -> Future:
         self._readying[name] = future
@@ -91,15 +85,18 @@ class Backends:
         then stops) and the default backend they choose. The local runtime keeps its model."""
         old_remote = self.remote_runtime
         self.remote_runtime = make_remote(new, self.tracing, self.secrets)
-        self._readying.pop("server", None)
+        self._readying.pop(REMOTE, None)
         self._wire(use_server=new.remote.enabled)
         if old_remote is not None:
             threading.Thread(target=old_remote.shutdown, name="locus-runtime-swap", daemon=True).start()
 
     def _wire(self, *, use_server: bool) -> None:
-        self.runtime = self.remote_runtime if use_server and self.remote_runtime is not None else self.local_runtime
-        self.assistant.runtime = self.runtime
-        self.assistant.backends = self.backends()
+        available = {LOCAL: self.local_runtime}
+        if self.remote_runtime is not None:
+            available[REMOTE] = self.remote_runtime
+        default = REMOTE if use_server and REMOTE in available else LOCAL
+        self.backends.swap(lambda _old: BackendSet(default, available))
+        self.runtime = available[default]
 
 
 def make_remote(settings: Settings, tracing, secrets: Secrets) -> RemoteRuntime | None:

@@ -35,6 +35,7 @@ from engine.models.bundled import (
     bundled_llm_path,
 )
 from engine.models.catalog import ModelCatalog
+from engine.runtime.backend import LOCAL, REMOTE, BackendRegistry
 from engine.runtime.remote import RemoteRuntime
 from engine.runtime.runtime import Runtime
 from engine.runtime.types import ModelConfig, RuntimeEvent, SamplingParams
@@ -113,6 +114,7 @@ class Services(Backends):
     # ``runtime`` is the default of the two; a conversation may choose the other.
     local_runtime: Runtime | None = None
     remote_runtime: RemoteRuntime | None = None
+    backends: BackendRegistry | None = None  # the backends a conversation can answer on now, and the default
     _readying: dict = field(default_factory=dict, repr=False)  # backend name -> Future of its load/connect
 
     @property
@@ -228,7 +230,7 @@ class Services(Backends):
                    override_path: str | None = None) -> Future:
         """Start loading the configured model on the runtime thread (or connecting to the configured server)."""
         if self.runtime is self.remote_runtime and override_path is None:
-            return self._ready("server", connect_remote(self.remote_runtime, on_event))
+            return self._ready(REMOTE, connect_remote(self.remote_runtime, on_event))
         try:
             config = model_config(self.settings, override_path, self.paths.kv_cache_dir)
         except ModelLoadError as exc:
@@ -239,7 +241,7 @@ class Services(Backends):
         if override_path is not None and self.runtime is not self.local_runtime:
             self._wire(use_server=False)  # a model file given for this run means: answer on this computer
         local = self.local_runtime or self.runtime
-        return self._ready("local", local.load(config, on_event))
+        return self._ready(LOCAL, local.load(config, on_event))
 
     @property
     def setting_specs(self) -> tuple[settings_mod.SettingSpec, ...]:
@@ -266,7 +268,7 @@ class Services(Backends):
             self._rewire_backends(new)
             # The local runtime keeps its model: only a server that is now the default, or a local model
             # never loaded, needs the window to (re)connect or load.
-            reload = reload or self.default_backend == "server" or self.local_runtime.model_info is None
+            reload = reload or self.default_backend == REMOTE or self.local_runtime.model_info is None
         if old.traces != new.traces and self.telemetry is not None:
             self._retrace(new)
         return reload
@@ -277,7 +279,7 @@ class Services(Backends):
         old_tracing = telemetry.tracing
         telemetry.settings = new.traces
         telemetry.tracing = make_tracing(telemetry.store, new.traces, self.secrets, self.version)
-        for runtime in self.backends().values():
+        for runtime in self.backends.current().available.values():
             runtime.tracing = telemetry.tracing
         self.assistant.tracing = telemetry.tracing
         if self.library is not None:
@@ -290,7 +292,7 @@ class Services(Backends):
 
     def close(self) -> None:
         """Stop generation first (a running answer is saved as partial), then what it depends on."""
-        for runtime in self.backends().values():
+        for runtime in self.backends.current().available.values():
             runtime.shutdown()
         self.assistant.close()
         if self.library is not None:
@@ -341,14 +343,15 @@ def build_services(paths: Paths | None = None, *, secrets: Secrets | None = None
     secrets = secrets or Secrets(index_path=stored_names_file(paths))
     telemetry = open_telemetry(paths, settings.traces, secrets, version, problems)
     local = Runtime(telemetry.tracing)
+    backends = BackendRegistry.of(local)
     templates = template_library(paths)
-    assistant = Assistant(local, history, chat_settings(settings), templates=templates,
+    assistant = Assistant(backends, history, chat_settings(settings), templates=templates,
                           tracing=telemetry.tracing, monitor=telemetry.monitor, traces=telemetry.store,
                           kv_spill_dir=paths.kv_cache_dir)
     catalog = ModelCatalog(paths.models_dir, bundled_llm_path(), BUNDLED_LLM_NAME)
     services = Services(paths, settings, problems, local, history, assistant, templates=templates,
                         telemetry=telemetry, secrets=secrets, version=version, catalog=catalog,
-                        recovered_answers=recovered, local_runtime=local,
+                        recovered_answers=recovered, local_runtime=local, backends=backends,
                         remote_runtime=make_remote(settings, telemetry.tracing, secrets))
     services._wire(use_server=settings.remote.enabled)
     return services

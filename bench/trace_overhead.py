@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.assistant import Assistant, ChatSettings  # noqa: E402
 from engine.history.store import HistoryStore  # noqa: E402
+from engine.runtime.backend import BackendRegistry  # noqa: E402
 from engine.models.bundled import bundled_llm_path  # noqa: E402
 from engine.runtime.native import default_threads  # noqa: E402
 from engine.runtime.runtime import Runtime  # noqa: E402
@@ -158,7 +159,7 @@ def main() -> None:
         runtime = Runtime(off)
         info = runtime.load(ModelConfig(args.model, n_ctx=args.n_ctx, n_threads=args.threads)).result()
         history = HistoryStore(Path(tmp) / "locus.sqlite3")
-        assistant = Assistant(runtime, history, ChatSettings(system_prompt=SYSTEM, sampling=sampling))
+        assistant = Assistant(BackendRegistry.of(runtime), history, ChatSettings(system_prompt=SYSTEM, sampling=sampling))
         try:
             print(f"model: {info.name}, n_ctx {info.n_ctx}, threads {args.threads}; {args.rounds} rounds of "
                   f"{args.tokens}-token greedy answers, tracing on (content captured) vs off")

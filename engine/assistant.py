@@ -19,13 +19,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from engine.errors import BackendUnavailableError, EngineError, InvalidRequestError, NotFoundError
+from engine.errors import EngineError, InvalidRequestError, NotFoundError
 from engine.history.models import CONTEXT_STATUSES, Message
 from engine.history.store import HistoryStore
 from engine.rag.cite import Citation
 from engine.rag.retrieve import Passage, Retrieval
+from engine.runtime.backend import Backend, BackendRegistry
 from engine.runtime.generator import wrap_unexpected
-from engine.runtime.runtime import ChannelHandle, EventChannel, RequestHandle, Runtime
+from engine.runtime.runtime import ChannelHandle, EventChannel, RequestHandle
 from engine.tasks import doc_qa
 from engine.tasks.base import TaskContext, TaskDone, TaskFailed, TaskHandle, TaskText, start_task
 from engine.tasks.templates import TemplateLibrary
@@ -160,15 +161,13 @@ class _AnswerRecorder:
 
 
 class Assistant:
-    """Chat over saved conversations, on one runtime and one history store (and documents, when open)."""
+    """Chat over saved conversations, on the registry's backends and one history store (and documents, when open)."""
 
-    def __init__(self, runtime: Runtime, history: HistoryStore, settings: ChatSettings | None = None,
+    def __init__(self, backends: BackendRegistry, history: HistoryStore, settings: ChatSettings | None = None,
                  *, save_interval_s: float = 0.5, library=None, templates: TemplateLibrary | None = None,
                  tracing: Tracing | None = None, monitor=None, traces=None, kv_spill_dir=None):
-        self.runtime = runtime  # the default backend
-        # Backends a conversation may choose instead of the default ("local", "server"), by name.
-        self.backends: dict[str, object] = {}
-        self.tracing = tracing or runtime.tracing
+        self.backends = backends  # which backends exist now and the default; swapped whole on a settings change
+        self.tracing = tracing or backends.resolve(None)[1].tracing
         self.monitor = monitor  # engine.trace.monitor.Monitor: drift, relevance and support checks
         # The local trace store, also when recording is off (what was kept still goes with a delete),
         # and the folder conversation states spill to: a delete cleans both.
@@ -197,7 +196,7 @@ class Assistant:
         """Save the question (in a new conversation if none is given) and start answering it.
 
         ``collections`` (None: no documents, []: all, or names) and ``backend`` (None: the default,
-        "local", "server") are saved on the conversation; left out, it keeps what it had.
+        "local", "remote") are saved on the conversation; left out, it keeps what it had.
         ``sampling``: this question's own (`locus ask --temperature` ...); None: the settings'.
         """
         if not text.strip():
@@ -267,14 +266,12 @@ class Assistant:
         title = self.history.conversation(conversation_id).title  # NotFoundError for an unknown id
         key = f"conversation:{conversation_id}"
         states = 0
-        for runtime in {id(r): r for r in (self.runtime, *self.backends.values())}.values():
-            forget = getattr(runtime, "forget", None)  # the model server keeps no state of ours
-            if forget is not None:
-                try:
-                    states += forget(key).result(timeout=30)
-                except Exception:  # noqa: BLE001 - a runtime that is gone holds nothing any more
-                    log.warning("a runtime could not drop the cache of conversation %s", conversation_id,
-                                exc_info=True)
+        for backend in self.backends.current().available.values():
+            try:
+                states += backend.forget(key).result(timeout=30)
+            except Exception:  # noqa: BLE001 - a runtime that is gone holds nothing any more
+                log.warning("a runtime could not drop the cache of conversation %s", conversation_id,
+                            exc_info=True)
         if self.kv_spill_dir is not None:
             from engine.runtime.kv_states import remove_spilled
 
@@ -291,7 +288,7 @@ class Assistant:
         """Run a task function (summarize, translate, ...) on its own thread; nothing is saved."""
         if self.templates is None:
             raise InvalidRequestError("No prompt templates are available.")
-        return start_task(fn, self.runtime, self.templates, self.settings.sampling, on_event,
+        return start_task(fn, self.runtime_for(None), self.templates, self.settings.sampling, on_event,
                           priority=priority, name=name, token_healing=self.settings.token_healing,
                           tracing=self.tracing)
 
@@ -333,18 +330,11 @@ class Assistant:
                 return message
         raise NotFoundError(f"Conversation {conversation_id} has no {role} message to work from.")
 
-    def runtime_for(self, conversation_id: int | None):
-        """The runtime that answers in a conversation: the backend it chose, else the default."""
+    def runtime_for(self, conversation_id: int | None) -> Backend:
+        """The backend that answers in a conversation: the one it chose, else the default
+        (BackendUnavailableError when the one it chose is not set up)."""
         name = self.history.conversation(conversation_id).backend if conversation_id is not None else None
-        if name is None:
-            return self.runtime
-        runtime = self.backends.get(name)
-        if runtime is None:
-            where = "the model server" if name == "server" else "this computer's model"
-            raise BackendUnavailableError(
-                f"This conversation answers on {where}, which is not set up now.",
-                hint="Set the server in Settings › Model server, or choose another backend for the conversation.")
-        return runtime
+        return self.backends.resolve(name)[1]
 
     def context_for(self, conversation_id: int) -> tuple[ChatMessage, ...]:
         """The conversation as the model will see it: system prompt, then saved turns."""

@@ -106,6 +106,11 @@ class BackendRegistry:
         self._current = backends
         self._lock = threading.Lock()  # orders swaps; readers never wait
 
+    @classmethod
+    def of(cls, backend: Backend) -> BackendRegistry:
+        """A registry of one backend, which is the default (a terminal command, a test)."""
+        return cls(BackendSet(backend.kind, {backend.kind: backend}))
+
     def current(self) -> BackendSet:
         return self._current
 

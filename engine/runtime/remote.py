@@ -1,7 +1,7 @@
 """Generation on a remote OpenAI-compatible server (vLLM, TGI, llama.cpp server, Ollama, a company gateway).
 
-``RemoteRuntime`` offers what the Assistant and the tasks use of ``Runtime``: ``submit`` with the same
-events, cancellation and generation span. HTTP is the standard library's ``http.client`` (httpx is not
+``RemoteRuntime`` is the REMOTE ``Backend`` (engine/runtime/backend.py): ``submit`` with the same events,
+cancellation and generation span as the in-process ``Runtime``. HTTP is the standard library's ``http.client`` (httpx is not
 installed): one connection per request, streamed as server-sent events on a few worker threads, since
 remote servers batch concurrent requests themselves.
 """
@@ -17,9 +17,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from urllib.parse import urlsplit
 
 from engine.errors import EngineError, InvalidRequestError, RuntimeStoppedError
+from engine.runtime.backend import REMOTE
 from engine.runtime.remote_http import RemoteBackendError, broken, decode, http_error, said, sse
 from engine.runtime.runtime import RequestHandle
 from engine.runtime.types import (
@@ -93,6 +95,11 @@ class RemoteRuntime:
     # Public API ------------------------------------------------------------------
 
     @property
+    def kind(self) -> str:
+        """REMOTE: an OpenAI-compatible model server answers."""
+        return REMOTE
+
+    @property
     def model_info(self) -> ModelInfo | None:
         return self._info
 
@@ -130,7 +137,7 @@ class RemoteRuntime:
         """An estimate, about four characters a token: the server's tokenizer is not available here."""
         return (len(text) + 3) // 4
 
-    def render_prompt(self, messages) -> tuple[str, int]:
+    def render_prompt(self, messages: tuple[ChatMessage, ...]) -> tuple[str, int]:
         """A readable rendering of ``messages`` and its estimated tokens; the server applies its own template."""
         text = "".join(f"{m.role}:\n{m.content}\n\n" for m in messages) + "assistant:\n"
         return text, self.count_tokens(text)
@@ -145,6 +152,12 @@ class RemoteRuntime:
             else:
                 self._jobs.put((int(request.priority), next(self._seq), handle))
         return handle
+
+    def forget(self, conversation_key: str) -> Future:
+        """Nothing to drop: the model server keeps no state of ours (resolves to 0 caches)."""
+        done: Future = Future()
+        done.set_result(0)
+        return done
 
     def cancel_all(self) -> None:
         """Cancel the running requests (queued ones are left alone)."""

@@ -18,12 +18,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from engine.errors import EngineError, ModelLoadError, ModelNotLoadedError, RuntimeStoppedError
+from engine.runtime.backend import LOCAL
 from engine.runtime.generator import Generator, wrap_unexpected
 from engine.runtime.grammar_check import GrammarChecker, Verdict, model_key, start_grammar_thread
 from engine.runtime.handles import ChannelHandle, EventChannel, RequestHandle
 from engine.runtime.scheduler import SCHEDULING, Scheduler, Scheduling, Work
 from engine.runtime.sequence import Sequence
 from engine.runtime.types import (
+    ChatMessage,
     Done,
     Failed,
     GenerationEvent,
@@ -54,6 +56,8 @@ class _LoadPayload:
 class Runtime:
     """Serves generation requests on its own thread: by priority, several at once (see ``Scheduling``).
 
+    The local ``Backend`` (engine/runtime/backend.py): the model runs in this process.
+
     A request's grammar is checked (grammar_check.py) before its sampler is built; while the check
     runs in a worker process the request is out of the queue and the others go on.
     """
@@ -82,6 +86,11 @@ class Runtime:
     # Public API ------------------------------------------------------------------
 
     @property
+    def kind(self) -> str:
+        """LOCAL: the model runs in this process."""
+        return LOCAL
+
+    @property
     def model_info(self) -> ModelInfo | None:
         gen = self._generator
         return gen.info if gen else None
@@ -99,7 +108,7 @@ class Runtime:
                 raise ModelNotLoadedError("No model is loaded yet.", hint="Wait for the model to load.")
             return len(gen.model.tokenize(text, add_special=False, parse_special=False))
 
-    def render_prompt(self, messages) -> tuple[str, int]:
+    def render_prompt(self, messages: tuple[ChatMessage, ...]) -> tuple[str, int]:
         """The exact prompt the loaded model's chat template makes of ``messages``, and its token count."""
         with self._model_lock:
             gen = self._generator

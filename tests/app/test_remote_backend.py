@@ -41,7 +41,7 @@ def test_the_default_backend_can_be_a_server_and_switched_back(llama_server, sec
 
         # Back to this computer: the next answer comes from the in-process runtime, no restart.
         assert services.apply_settings(services.settings.with_value("remote.enabled", False)) is True
-        assert isinstance(services.runtime, Runtime) and services.assistant.runtime is services.runtime
+        assert isinstance(services.runtime, Runtime) and services.assistant.runtime_for(None) is services.runtime
         services.load_model().result(timeout=120)
         local = services.assistant.ask("Say hi.").wait(120)
         assert isinstance(local, Done) and "SmolLM2" in local.stats.model
@@ -58,15 +58,15 @@ def test_each_conversation_answers_on_the_backend_it_chose(llama_server, secret_
     settings_mod.save(settings, locus_home / "config.toml")
     services = build_services(resolve_paths(), secrets=secrets)
     try:
-        assert services.default_backend == "local" and set(services.backends()) == {"local", "server"}
+        assert services.default_backend == "local" and set(services.backends.current().available) == {"local", "remote"}
         services.load_model().result(timeout=120)
-        assert services.ready_backend("server").result(timeout=60).name == ALIAS
+        assert services.ready_backend("remote").result(timeout=60).name == ALIAS
 
-        on_server = services.assistant.ask("Say hello in three words.", backend="server")
+        on_server = services.assistant.ask("Say hello in three words.", backend="remote")
         done = on_server.wait(180)
         assert isinstance(done, Done) and done.stats.model == ALIAS
         chosen = on_server.conversation_id
-        assert services.history.conversation(chosen).backend == "server"
+        assert services.history.conversation(chosen).backend == "remote"
         plain = services.assistant.ask("Say hi.").wait(120)
         assert isinstance(plain, Done) and "SmolLM2" in plain.stats.model
 
@@ -78,21 +78,21 @@ def test_each_conversation_answers_on_the_backend_it_chose(llama_server, secret_
 
         # The server becomes the default: conversations that chose this computer stay on it.
         services.apply_settings(services.settings.with_value("remote.enabled", True))
-        assert services.default_backend == "server" and services.runtime is services.remote_runtime
-        assert services.ready_backend("server").result(timeout=60).name == ALIAS
+        assert services.default_backend == "remote" and services.runtime is services.remote_runtime
+        assert services.ready_backend("remote").result(timeout=60).name == ALIAS
         local = services.assistant.ask("Still here?", chosen).wait(120)
         assert isinstance(local, Done) and "SmolLM2" in local.stats.model
         remote = services.assistant.ask("Say bye.").wait(180)
         assert isinstance(remote, Done) and remote.stats.model == ALIAS
 
         # No server any more: a conversation that chose it says so, and nothing is saved for the failed ask.
-        services.set_conversation_backend(chosen, "server")
+        services.set_conversation_backend(chosen, "remote")
         services.apply_settings(services.settings.with_value("remote.url", "").with_value("remote.enabled", False))
-        assert set(services.backends()) == {"local"}
+        assert set(services.backends.current().available) == {"local"}
         with pytest.raises(BackendUnavailableError, match="model server, which is not set up"):
             services.assistant.ask("Anyone there?", chosen)
         assert len(services.history.messages(chosen)) == 6
         with pytest.raises(BackendUnavailableError):
-            services.ready_backend("server").result(timeout=5)
+            services.ready_backend("remote").result(timeout=5)
     finally:
         services.close()

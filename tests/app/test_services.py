@@ -51,9 +51,9 @@ def test_a_model_file_given_for_one_run_answers_on_this_computer_even_with_a_ser
     settings_mod.save(settings, locus_home / "config.toml")
     services = build_services(resolve_paths())
     try:
-        assert services.default_backend == "server"
+        assert services.default_backend == "remote"
         services.load_model(override_path=model_path).result(timeout=120)
-        assert services.runtime is services.local_runtime is services.assistant.runtime
+        assert services.runtime is services.local_runtime is services.assistant.runtime_for(None)
         done = services.assistant.ask("Say hi.").wait(120)
         assert isinstance(done, Done) and done.stats.model == services.local_runtime.model_info.name
         assert done.stats.model.lower().startswith("smollm2")  # the file's own name: given by path, not bundled

@@ -15,6 +15,7 @@ import pytest
 from engine.assistant import Assistant, ChatSettings
 from engine.errors import InvalidRequestError, NotFoundError
 from engine.history.store import HistoryStore
+from engine.runtime.backend import BackendRegistry
 from engine.runtime.types import Done, Failed, SamplingParams, Started, Token
 
 
@@ -27,7 +28,7 @@ def history(tmp_path):
 
 @pytest.fixture()
 def assistant(runtime, history):
-    return Assistant(runtime, history, ChatSettings("You are brief.", SamplingParams(seed=1, max_tokens=40)),
+    return Assistant(BackendRegistry.of(runtime), history, ChatSettings("You are brief.", SamplingParams(seed=1, max_tokens=40)),
                      save_interval_s=0.05)
 
 
@@ -60,7 +61,7 @@ def test_follow_up_sees_the_conversation_and_reuses_its_cache(assistant, history
 
 
 def test_cancelled_answer_is_kept_as_partial(runtime, history):
-    assistant = Assistant(runtime, history, ChatSettings("", SamplingParams(seed=3, max_tokens=400)),
+    assistant = Assistant(BackendRegistry.of(runtime), history, ChatSettings("", SamplingParams(seed=3, max_tokens=400)),
                           save_interval_s=0.05)
     tokens = []
     answer = assistant.ask("Write a long essay about rivers.",
@@ -109,7 +110,7 @@ def test_failures_are_saved_with_their_reason(history):
 
     rt = Runtime()  # no model loaded
     try:
-        answer = Assistant(rt, history).ask("Anyone there?")
+        answer = Assistant(BackendRegistry.of(rt), history).ask("Anyone there?")
         result = answer.wait(10)
     finally:
         rt.shutdown()
@@ -131,6 +132,7 @@ CHILD = textwrap.dedent("""
     import sys, time
     from engine.assistant import Assistant, ChatSettings
     from engine.history.store import HistoryStore
+    from engine.runtime.backend import BackendRegistry
     from engine.runtime.runtime import Runtime
     from engine.runtime.types import ModelConfig, SamplingParams
     db, model = sys.argv[1], sys.argv[2]
@@ -140,7 +142,7 @@ CHILD = textwrap.dedent("""
     history.add_message(earlier.id, "assistant", "an earlier answer")
     runtime = Runtime()
     runtime.load(ModelConfig(model, n_ctx=4096)).result()
-    assistant = Assistant(runtime, history, ChatSettings("", SamplingParams(seed=1, max_tokens=3000,
+    assistant = Assistant(BackendRegistry.of(runtime), history, ChatSettings("", SamplingParams(seed=1, max_tokens=3000,
                           temperature=1.0)), save_interval_s=0.05)
     answer = assistant.ask("Write a very long story about a lighthouse keeper.")
     while len(history.message(answer.assistant_message_id).content) < 80:

@@ -8,6 +8,7 @@ import pytest
 
 from engine.assistant import Assistant, ChatSettings, Cited, Retrieved
 from engine.history.store import HistoryStore
+from engine.runtime.backend import BackendRegistry
 from engine.models.bundled import BUNDLED_EMBEDDER_NAME, bundled_embedder_path
 from engine.rag.library import DocumentLibrary
 from engine.runtime.types import Done, SamplingParams
@@ -31,7 +32,7 @@ def setup(tmp_path, runtime):
     library = DocumentLibrary(tmp_path / "index", bundled_embedder_path(), BUNDLED_EMBEDDER_NAME)
     assert library.index([docs]).wait(300).indexed == 3
     history = HistoryStore(tmp_path / "locus.sqlite3")
-    assistant = Assistant(runtime, history, ChatSettings("You are a helpful assistant.",
+    assistant = Assistant(BackendRegistry.of(runtime), history, ChatSettings("You are a helpful assistant.",
                                                          SamplingParams(temperature=0.0, max_tokens=80)),
                           library=library)
     yield assistant, history, docs

@@ -52,7 +52,7 @@ def test_a_new_conversation_answers_on_the_server_and_another_on_this_computer(
         on_server = _ask(qtbot, window, "Say hello in three words.")
         assert on_server.stats.model == ALIAS
         first = window.conversation_id
-        qtbot.waitUntil(lambda: services.history.conversation(first).backend == "server", timeout=10_000)
+        qtbot.waitUntil(lambda: services.history.conversation(first).backend == "remote", timeout=10_000)
         window.grab().save(str(tmp_path / "backend.png"))
 
         window.new_conversation()

@@ -13,10 +13,11 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import QMainWindow, QMenu, QToolButton
 
+from engine.runtime.backend import BACKEND_NAMES, REMOTE
 from ui.errors import describe, show_error
 from ui.ops import run_in_background
 
-_SHORT = {"local": "this computer", "server": "model server"}
+_SHORT = {"local": "this computer", "remote": "model server"}
 
 
 class BackendSelector(QObject):
@@ -52,13 +53,13 @@ class BackendSelector(QObject):
         self.value = conversation.backend if conversation is not None else None
         self.picked = False
         self.refresh()
-        if self.value is not None and self.value in self.services.backends():
+        if self.value is not None and self.value in self.services.backends.current().available:
             self._make_ready(self.value, quiet=True)
 
     def refresh(self) -> None:
         """Rebuild the menu for the backends there are now (after the settings changed)."""
-        backends = self.services.backends()
-        self.button.setVisible("server" in backends)
+        backends = self.services.backends.current().available
+        self.button.setVisible(REMOTE in backends)
         default = self.services.default_backend
         effective = self.value or default
         missing = self.value is not None and self.value not in backends
@@ -67,7 +68,7 @@ class BackendSelector(QObject):
         menu.clear()
         group = QActionGroup(menu)
         options = [(None, f"Default ({_SHORT.get(default, default)})")]
-        options += [(name, self.services.backend_label(name)) for name in ("local", "server") if name in backends]
+        options += [(name, self.services.backend_label(name)) for name in BACKEND_NAMES if name in backends]
         for name, label in options:
             action = QAction(label, menu, checkable=True, checked=self.value == name)
             action.triggered.connect(lambda _checked=False, n=name: self.choose(n))
@@ -89,7 +90,7 @@ class BackendSelector(QObject):
         """Load or connect the backend; its future reports back through a queued signal, so no pool thread
         waits on a slow server and each future has one watcher."""
         if not quiet:
-            self.window.statusBar().showMessage("Connecting to the model server…" if name == "server"
+            self.window.statusBar().showMessage("Connecting to the model server…" if name == REMOTE
                                                 else "Loading the model on this computer…")
         future = self.services.ready_backend(name)
         if future in self._watched:

@@ -13,6 +13,7 @@ import pytest
 from engine.assistant import Assistant, ChatSettings
 from engine.errors import InvalidRequestError
 from engine.history.store import HistoryStore
+from engine.runtime.backend import BackendRegistry
 from engine.runtime.remote import RemoteBackendError, RemoteRuntime
 from engine.runtime.types import ChatMessage, Done, Failed, GenerationRequest, SamplingParams, Started, Token
 from engine.trace.store import TraceStore
@@ -58,7 +59,7 @@ def test_a_streamed_chat_answer_arrives_in_order_with_usage(remote):
 
 def test_the_assistant_answers_through_the_remote_backend_and_saves_it(remote, tmp_path):
     history = HistoryStore(tmp_path / "locus.sqlite3")
-    assistant = Assistant(remote, history, ChatSettings("You are brief.", SamplingParams(seed=1, max_tokens=16)))
+    assistant = Assistant(BackendRegistry.of(remote), history, ChatSettings("You are brief.", SamplingParams(seed=1, max_tokens=16)))
     try:
         answer = assistant.ask("What is the capital of France?")
         done = answer.wait(60)

@@ -9,6 +9,7 @@ import pytest
 from engine.assistant import Assistant
 from engine.errors import InvalidRequestError
 from engine.history.store import HistoryStore
+from engine.runtime.backend import BackendRegistry
 from engine.runtime.types import ChatMessage, SamplingParams
 from engine.tasks.base import TaskDone, TaskFailed, TaskProgress, TaskText, start_task
 
@@ -85,7 +86,7 @@ def test_an_unexpected_exception_becomes_a_readable_failure(runtime, templates):
 @pytest.mark.slow
 def test_run_task_saves_the_request_and_its_output_in_a_conversation(runtime, templates, tmp_path):
     history = HistoryStore(tmp_path / "h.sqlite3")
-    assistant = Assistant(runtime, history, templates=templates)
+    assistant = Assistant(BackendRegistry.of(runtime), history, templates=templates)
     try:
         handle = assistant.run_task(two_steps, "Colours, please.")
         result = handle.wait(120)
@@ -103,7 +104,7 @@ def test_run_task_saves_the_request_and_its_output_in_a_conversation(runtime, te
 @pytest.mark.slow
 def test_a_cancelled_task_is_saved_as_partial(runtime, templates, tmp_path):
     history = HistoryStore(tmp_path / "h.sqlite3")
-    assistant = Assistant(runtime, history, templates=templates)
+    assistant = Assistant(BackendRegistry.of(runtime), history, templates=templates)
 
     def story(ctx):
         ctx.generate([ChatMessage("user", "Tell a long story about a lighthouse.")], stream=True, max_tokens=400)
@@ -129,7 +130,7 @@ def test_run_task_refuses_an_empty_request(runtime, templates, tmp_path):
     history = HistoryStore(tmp_path / "h.sqlite3")
     try:
         with pytest.raises(InvalidRequestError):
-            Assistant(runtime, history, templates=templates).run_task(two_steps, "   ")
+            Assistant(BackendRegistry.of(runtime), history, templates=templates).run_task(two_steps, "   ")
         assert history.conversations() == []
     finally:
         history.close()

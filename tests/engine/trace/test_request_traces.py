@@ -10,6 +10,7 @@ import pytest
 
 from engine.assistant import Assistant, ChatSettings, Retrieved
 from engine.history.store import HistoryStore
+from engine.runtime.backend import BackendRegistry
 from engine.models.bundled import BUNDLED_EMBEDDER_NAME, bundled_embedder_path
 from engine.rag.library import DocumentLibrary
 from engine.runtime.runtime import Runtime
@@ -53,7 +54,7 @@ class Engine:
         self.library = DocumentLibrary(root / "index", bundled_embedder_path(), BUNDLED_EMBEDDER_NAME,
                                        tracing=self.tracing) if library else None
         self.monitor = Monitor(self.store)
-        self.assistant = Assistant(self.runtime, self.history, ChatSettings("You are a helpful assistant.", GREEDY),
+        self.assistant = Assistant(BackendRegistry.of(self.runtime), self.history, ChatSettings("You are a helpful assistant.", GREEDY),
                                    library=self.library, tracing=self.tracing, monitor=self.monitor)
 
     def traces(self, **where):
