@@ -13,9 +13,9 @@ from pathlib import Path
 from app.services import Services, chat_settings
 from engine.errors import EngineError
 from engine.models.bundled import BUNDLED_EMBEDDER_NAME, bundled_embedder_path
-from engine.server import ApiServer, ApiServerError
-from engine.server.endpoints import token_counter
-from engine.server.listener import is_loopback
+from engine.api import ApiServer, ApiServerError
+from engine.api.endpoints import token_counter
+from engine.api.listener import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,9 @@ def start_api(services: Services) -> ApiServer | None:
 
 
 def open_api(services: Services, *, host: str, port: int, embedder=None, api_key: str | None = None) -> ApiServer:
-    """A started ApiServer over the services' current runtime (it follows a backend switch) and current
-    sampling settings, its requests at Priority.NORMAL (after the window's chat, before background tasks).
+    """A started ApiServer over the services' backends (each request goes to the default one as it arrives,
+    so the API follows a backend switch) and current sampling settings, its requests at Priority.NORMAL
+    (after the window's chat, before background tasks).
 
     ``embedder``: an Embedder of the caller's; without one, the document library's embedder is
     used (opened on the first embeddings request). ``api_key`` defaults to the keyring's.
@@ -41,7 +42,7 @@ def open_api(services: Services, *, host: str, port: int, embedder=None, api_key
     settings = services.settings
     key = api_key if api_key is not None else read_api_key(services, host)
     embed, name, tokens = _embedding(services, embedder)
-    server = ApiServer(lambda: services.runtime, embed=embed, embedding_model=name, embedding_tokens=tokens,
+    server = ApiServer(services.backends, embed=embed, embedding_model=name, embedding_tokens=tokens,
                        host=host, port=port, api_key=key, max_request_bytes=settings.server.max_request_kb * 1024,
                        max_tokens=settings.server.max_tokens, max_connections=settings.server.max_connections,
                        max_queued=settings.server.max_queued_requests,

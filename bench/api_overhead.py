@@ -31,7 +31,8 @@ from engine.runtime.runtime import Runtime  # noqa: E402
 from engine.runtime.types import (  # noqa: E402
     ChatMessage, Done, Failed, GenerationRequest, ModelConfig, SamplingParams, Token,
 )
-from engine.server import ApiServer  # noqa: E402
+from engine.api import ApiServer  # noqa: E402
+from engine.runtime.backend import BackendRegistry  # noqa: E402
 
 SYSTEM = "You are a helpful assistant."
 QUESTION = "Explain in a few paragraphs how a lighthouse warns ships at night."
@@ -93,7 +94,7 @@ def main() -> None:
 
     runtime = Runtime()
     info = runtime.load(ModelConfig(args.model, n_ctx=args.n_ctx, n_threads=args.threads)).result()
-    server = ApiServer(runtime, port=0, max_tokens=args.tokens).start()
+    server = ApiServer(BackendRegistry.of(runtime), port=0, max_tokens=args.tokens).start()
     client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=600)
     paths = {"in-process": lambda: in_process(runtime, args.tokens),
              "API": lambda: through_api(client, info.name, args.tokens)}

@@ -11,7 +11,7 @@ import pytest
 
 from engine.runtime.remote import RemoteRuntime
 from engine.runtime.types import ChatMessage, Done, GenerationRequest, SamplingParams
-from tests.engine.server.conftest import ENDLESS, wait_until
+from tests.engine.api.conftest import ENDLESS, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -16,12 +16,13 @@ import time
 from collections.abc import Callable, Iterator
 
 from engine.errors import EngineError
-from engine.runtime.types import Done, Failed, GenerationRequest, SamplingParams, Token
-from engine.server import fields
-from engine.server.calls import GenerationCall
-from engine.server.errors import ApiError, context_exceeded, from_engine, shutting_down
-from engine.server.shapes import CompletionShape, usage
-from engine.server.transport import ClientGone, Exchange
+from engine.runtime.backend import Backend
+from engine.runtime.types import Done, Failed, GenerationRequest, ModelInfo, SamplingParams, Token
+from engine.api import fields
+from engine.api.calls import GenerationCall
+from engine.api.errors import ApiError, context_exceeded, from_engine, shutting_down
+from engine.api.shapes import CompletionShape, usage
+from engine.api.transport import ClientGone, Exchange
 from engine.trace.tracing import context_of
 
 POLL_S = 0.2  # how often a waiting request checks that its client is still connected
@@ -30,7 +31,7 @@ POLL_S = 0.2  # how often a waiting request checks that its client is still conn
 class Run:
     """One submitted generation whose events are read on the HTTP thread."""
 
-    def __init__(self, runtime, request: GenerationRequest, trace_parent=None):
+    def __init__(self, runtime: Backend, request: GenerationRequest, trace_parent=None):
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         # The callback runs on the runtime's thread: it only queues, so it never slows generation down.
         self.handle = runtime.submit(request, self._events.put, trace_parent=trace_parent)
@@ -84,7 +85,7 @@ class Run:
         return token, event
 
 
-def prompt_tokens(runtime, call: GenerationCall) -> int:
+def prompt_tokens(runtime: Backend, call: GenerationCall) -> int:
     """The prompt's tokens as the loaded model counts them (one more for a BOS token the template may add)."""
     try:
         if call.prompt is not None:
@@ -126,9 +127,9 @@ def build_request(call: GenerationCall, max_tokens: int, defaults: dict, priorit
         raise from_engine(exc) from None
 
 
-def generate(api, ex: Exchange, call: GenerationCall, info, span) -> Done | Failed:
-    """Run the call on the runtime and answer it; returns the terminal event (for the root span)."""
-    runtime = api.runtime
+def generate(api, ex: Exchange, call: GenerationCall, runtime: Backend, info: ModelInfo, span) -> Done | Failed:
+    """Run the call on the request's backend (``info``: its model) and answer it; returns the terminal event
+    (for the root span)."""
     n_prompt = prompt_tokens(runtime, call)
     request = build_request(call, fit_max_tokens(call, n_prompt, info.n_ctx, api.max_tokens), api.defaults,
                             api.priority)

@@ -14,9 +14,10 @@ import openai
 import pytest
 
 from engine.runtime.runtime import Runtime
-from engine.server import ApiServer
-from engine.server.listener import BUSY_RESPONDERS
-from tests.engine.server.conftest import ENDLESS, raw, wait_until
+from engine.api import ApiServer
+from engine.runtime.backend import BackendRegistry
+from engine.api.listener import BUSY_RESPONDERS
+from tests.engine.api.conftest import ENDLESS, raw, wait_until
 
 MODELS = b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
@@ -64,7 +65,7 @@ def read_answer(sock: socket.socket) -> tuple[bytes, dict]:
 
 
 def test_a_client_that_trickles_its_headers_is_cut_off_at_the_deadline(no_model):
-    with ApiServer(no_model, port=0, read_timeout_s=1.0) as server:
+    with ApiServer(BackendRegistry.of(no_model), port=0, read_timeout_s=1.0) as server:
         stop = threading.Event()
         with connect(server) as sock:
             # The headers never end: one byte every 0.2 s, each well inside any per-read timeout.
@@ -74,7 +75,7 @@ def test_a_client_that_trickles_its_headers_is_cut_off_at_the_deadline(no_model)
 
 
 def test_a_body_that_does_not_arrive_in_time_is_answered_408(no_model):
-    with ApiServer(no_model, port=0, read_timeout_s=1.0) as server, connect(server) as sock:
+    with ApiServer(BackendRegistry.of(no_model), port=0, read_timeout_s=1.0) as server, connect(server) as sock:
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 100\r\n\r\n{")
         head, body = read_answer(sock)  # the rest of the body never comes
@@ -84,18 +85,18 @@ def test_a_body_that_does_not_arrive_in_time_is_answered_408(no_model):
 
 def test_a_request_head_beyond_64_kb_is_refused_unread(no_model):
     headers = "".join(f"X-Filler-{i}: {'x' * 1000}\r\n" for i in range(90)).encode()  # 90 KB, 90 headers
-    with ApiServer(no_model, port=0) as server, connect(server) as sock:
+    with ApiServer(BackendRegistry.of(no_model), port=0) as server, connect(server) as sock:
         sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers + b"\r\n")
         head, body = read_answer(sock)
         assert head.startswith(b"HTTP/1.1 431") and "at most 64 KB" in body["error"]["message"]
-    with ApiServer(no_model, port=0) as server, connect(server) as sock:
+    with ApiServer(BackendRegistry.of(no_model), port=0) as server, connect(server) as sock:
         sock.sendall(b"GET /" + b"x" * 70_000 + b" HTTP/1.1\r\n\r\n")
         assert read_answer(sock)[0].startswith(b"HTTP/1.1 414")
 
 
 def test_connections_beyond_the_cap_get_503_and_no_thread_of_their_own(no_model):
     before = threading.active_count()
-    with ApiServer(no_model, port=0, max_connections=2) as server:
+    with ApiServer(BackendRegistry.of(no_model), port=0, max_connections=2) as server:
         idle = [connect(server) for _ in range(2)]
         wait_until(lambda: len(server._connections) == 2)
         extra = connect(server)
@@ -115,7 +116,7 @@ def test_connections_beyond_the_cap_get_503_and_no_thread_of_their_own(no_model)
 
 @pytest.mark.slow
 def test_generations_beyond_the_queue_bound_get_503_and_the_others_are_answered(runtime):
-    with ApiServer(runtime, port=0, max_queued=2) as server:
+    with ApiServer(BackendRegistry.of(runtime), port=0, max_queued=2) as server:
         client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0, timeout=120)
         model = runtime.model_info.name
         song = [{"role": "user", "content": "Sing."}]

@@ -10,26 +10,25 @@ import numpy as np
 
 from engine.errors import EngineError
 from engine.runtime.types import ModelInfo
-from engine.server.calls import EmbeddingCall
-from engine.server.errors import ApiError, from_engine, invalid, model_not_found
-from engine.server.shapes import embeddings, model_entry
-from engine.server.transport import Exchange
+from engine.api.calls import EmbeddingCall
+from engine.api.errors import ApiError, from_engine, invalid, model_not_found
+from engine.api.shapes import embeddings, model_entry
+from engine.api.transport import Exchange
 
 log = logging.getLogger(__name__)
 
 
-def offered(api) -> list[str]:
-    """The ids a client can use: the loaded model's name, then the embedding model's."""
-    info = api.runtime.model_info
+def offered(api, info: ModelInfo | None) -> list[str]:
+    """The ids a client can use: the loaded model's name (``info``: the request's backend's), then the
+    embedding model's."""
     ids = [info.name] if info is not None else []
     if api.embed is not None and api.embedding_model:
         ids.append(api.embedding_model)
     return ids
 
 
-def chat_model(api, requested: str) -> ModelInfo:
-    """The loaded model, if ``requested`` names it (its name, or its GGUF file's stem)."""
-    info = api.runtime.model_info
+def chat_model(api, info: ModelInfo | None, requested: str) -> ModelInfo:
+    """The loaded model ``info``, if ``requested`` names it (its name, or its GGUF file's stem)."""
     if info is None:
         raise ApiError(503, "No model is loaded yet; try again when it has loaded.", type="server_error",
                        code="model_not_loaded")
@@ -38,12 +37,11 @@ def chat_model(api, requested: str) -> ModelInfo:
     if api.embed is not None and requested == api.embedding_model:
         raise invalid(f"'{requested}' is an embedding model; use '{info.name}' for completions.", "model",
                       "model_not_supported")
-    raise model_not_found(requested, offered(api))
+    raise model_not_found(requested, offered(api, info))
 
 
-def list_models(api, created: int) -> dict:
+def list_models(api, info: ModelInfo | None, created: int) -> dict:
     """The /v1/models response."""
-    info = api.runtime.model_info
     data = []
     if info is not None:
         data.append(model_entry(info.name, created, context_length=info.n_ctx))
@@ -52,23 +50,22 @@ def list_models(api, created: int) -> dict:
     return {"object": "list", "data": data}
 
 
-def one_model(api, model_id: str, created: int) -> dict:
+def one_model(api, info: ModelInfo | None, model_id: str, created: int) -> dict:
     """GET /v1/models/{model}."""
-    for entry in list_models(api, created)["data"]:
+    for entry in list_models(api, info, created)["data"]:
         if entry["id"] == model_id:
             return entry
-    raise model_not_found(model_id, offered(api))
+    raise model_not_found(model_id, offered(api, info))
 
 
-def embed(api, ex: Exchange, call: EmbeddingCall) -> int:
+def embed(api, info: ModelInfo | None, ex: Exchange, call: EmbeddingCall) -> int:
     """Answer an embeddings call; returns the number of prompt tokens (for the trace)."""
     if api.embed is None or call.model != api.embedding_model:
-        info = api.runtime.model_info
         if info is not None and call.model in (info.name, Path(info.path).stem):
             hint = f"use '{api.embedding_model}'" if api.embed is not None else "this server has no embedding model"
             raise invalid(f"'{call.model}' is a chat model and cannot make embeddings; {hint}.", "model",
                           "model_not_supported")
-        raise model_not_found(call.model, offered(api))
+        raise model_not_found(call.model, offered(api, info))
     try:
         vectors = np.asarray(api.embed(list(call.inputs)), dtype=np.float32)
     except EngineError as exc:

@@ -20,7 +20,7 @@ import socket
 import time
 from urllib.parse import urlsplit
 
-from engine.server.errors import ApiError
+from engine.api.errors import ApiError
 
 MAX_HEAD_BYTES = 64 * 1024  # a request line and its headers (a real client's are a few hundred bytes)
 DRAIN_LIMIT = 64 * 1024 * 1024  # an oversized body is read and dropped up to this, so the 413 reaches the client

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from engine.errors import EngineError
-from engine.server.errors import invalid
+from engine.api.errors import invalid
 
 _MISSING = object()
 

@@ -10,8 +10,9 @@ import socket
 import openai
 import pytest
 
-from engine.server import ApiServer
-from tests.engine.server.conftest import api_traces, raw
+from engine.api import ApiServer
+from engine.runtime.backend import BackendRegistry
+from tests.engine.api.conftest import api_traces, raw
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +69,7 @@ def test_web_pages_of_other_sites_cannot_use_the_keyless_api(traced):
     runtime, store, tracing = traced
     body = json.dumps({"model": runtime.model_info.name, "messages": [{"role": "user", "content": "Hi"}],
                        "max_tokens": 2}).encode()
-    with ApiServer(runtime, port=0) as server:
+    with ApiServer(BackendRegistry.of(runtime), port=0) as server:
         for origin in ("https://evil.example", "http://evil.example:8765", "null", "http://127.0.0.1.evil.example",
                        "file://", "http://localhost@evil.example", "http://[::1"):
             for kind in ("text/plain", "application/json"):
@@ -84,7 +85,7 @@ def test_web_pages_of_other_sites_cannot_use_the_keyless_api(traced):
 
 def test_with_an_api_key_the_key_decides_whatever_the_origin(runtime):
     key = "sk-locus-origin-test-123456"
-    with ApiServer(runtime, port=0, api_key=key) as server:
+    with ApiServer(BackendRegistry.of(runtime), port=0, api_key=key) as server:
         evil = {"Origin": "https://evil.example"}
         assert raw(server, "GET", "/v1/models", headers={**evil, "Authorization": f"Bearer {key}"})[0] == 200
         status, _, reply = raw(server, "GET", "/v1/models", headers=evil)

@@ -10,8 +10,9 @@ import openai
 import pytest
 
 from engine.runtime.types import SamplingParams
-from engine.server import ApiServer, ApiServerError
-from tests.engine.server.conftest import ENDLESS, api_traces, raw, wait_until
+from engine.api import ApiServer, ApiServerError
+from engine.runtime.backend import BackendRegistry
+from tests.engine.api.conftest import ENDLESS, api_traces, raw, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +31,7 @@ def send(server: ApiServer, body: dict) -> socket.socket:
 @pytest.mark.parametrize("stream", [True, False])
 def test_a_client_that_hangs_up_cancels_its_generation(traced, stream):
     runtime, store, tracing = traced
-    with ApiServer(runtime, port=0) as server:
+    with ApiServer(BackendRegistry.of(runtime), port=0) as server:
         sock = send(server, {"model": runtime.model_info.name, "messages": SONG, "max_tokens": 1500,
                              "grammar": ENDLESS, "stream": stream})
         if stream:
@@ -50,7 +51,7 @@ def test_a_client_that_hangs_up_cancels_its_generation(traced, stream):
 
 def test_stop_ends_running_streams_and_closes(traced):
     runtime, _, _ = traced
-    server = ApiServer(runtime, port=0).start()
+    server = ApiServer(BackendRegistry.of(runtime), port=0).start()
     client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
     stream = iter(client.chat.completions.create(model=runtime.model_info.name, messages=SONG, max_tokens=1500,
                                                  stream=True, extra_body={"grammar": ENDLESS}))
@@ -69,8 +70,8 @@ def test_stop_ends_running_streams_and_closes(traced):
 
 def test_listening_beyond_loopback_needs_a_key(runtime):
     with pytest.raises(ApiServerError, match="API key"):
-        ApiServer(runtime, host="0.0.0.0", port=0).start()
-    with ApiServer(runtime, host="0.0.0.0", port=0, api_key="sk-locus-0123456789abcdef") as server:
+        ApiServer(BackendRegistry.of(runtime), host="0.0.0.0", port=0).start()
+    with ApiServer(BackendRegistry.of(runtime), host="0.0.0.0", port=0, api_key="sk-locus-0123456789abcdef") as server:
         assert server.url == f"http://0.0.0.0:{server.port}/v1"
         local = f"http://127.0.0.1:{server.port}"
         assert raw(local, "GET", "/v1/models")[0] == 401
@@ -79,19 +80,19 @@ def test_listening_beyond_loopback_needs_a_key(runtime):
 
 
 def test_a_port_in_use_or_a_foreign_address_is_said_in_words(runtime):
-    with ApiServer(runtime, port=0) as first:
+    with ApiServer(BackendRegistry.of(runtime), port=0) as first:
         with pytest.raises(ApiServerError, match=f"Port {first.port} .* already in use"):
-            ApiServer(runtime, port=first.port).start()
+            ApiServer(BackendRegistry.of(runtime), port=first.port).start()
     with pytest.raises(ApiServerError, match="not an address"):
-        ApiServer(runtime, host="203.0.113.7", port=0, api_key="sk-locus-0123456789abcdef").start()
+        ApiServer(BackendRegistry.of(runtime), host="203.0.113.7", port=0, api_key="sk-locus-0123456789abcdef").start()
     with pytest.raises(ApiServerError, match="not an address"):
-        ApiServer(runtime, host="no-such-host.invalid", port=0, api_key="sk-locus-0123456789abcdef").start()
+        ApiServer(BackendRegistry.of(runtime), host="no-such-host.invalid", port=0, api_key="sk-locus-0123456789abcdef").start()
 
 
 def test_api_requests_are_traced_as_roots_with_the_generation_below(traced):
     runtime, store, tracing = traced
     name = runtime.model_info.name
-    with ApiServer(runtime, port=0) as server:
+    with ApiServer(BackendRegistry.of(runtime), port=0) as server:
         client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
         reply = client.chat.completions.create(model=name, messages=[{"role": "user", "content": "Hello there"}],
                                                temperature=0, max_tokens=8)
@@ -122,7 +123,7 @@ def test_api_generations_run_at_normal_priority_with_the_current_defaults(traced
     runtime, store, tracing = traced
     name = runtime.model_info.name
     current = {"defaults": SamplingParams(temperature=0.25, top_k=7)}
-    with ApiServer(runtime, port=0, defaults=lambda: current["defaults"]) as server:
+    with ApiServer(BackendRegistry.of(runtime), port=0, defaults=lambda: current["defaults"]) as server:
         client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
         client.chat.completions.create(model=name, messages=[{"role": "user", "content": "First"}], max_tokens=2)
         current["defaults"] = SamplingParams(temperature=0.9, top_k=3)

@@ -11,8 +11,9 @@ import openai
 import pytest
 
 from engine.runtime.runtime import Runtime
-from engine.server import ApiServer
-from tests.engine.server.conftest import raw
+from engine.api import ApiServer
+from engine.runtime.backend import BackendRegistry
+from tests.engine.api.conftest import raw
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +56,7 @@ def test_a_body_over_the_limit_is_a_413(api, client, model_id):
 
 
 def test_wrong_or_missing_api_key_is_a_401(runtime):
-    with ApiServer(runtime, port=0, api_key="sk-locus-test-key-123456") as server:
+    with ApiServer(BackendRegistry.of(runtime), port=0, api_key="sk-locus-test-key-123456") as server:
         for key in ("sk-wrong-key", "sk-locus-test-key-1234567", "x"):
             client = openai.OpenAI(base_url=server.url, api_key=key, max_retries=0)
             with pytest.raises(openai.AuthenticationError) as caught:
@@ -159,7 +160,7 @@ def test_requests_addressed_to_another_host_are_refused_on_loopback(api):
 def test_no_model_loaded_is_a_503(model_path):
     runtime = Runtime()
     try:
-        with ApiServer(runtime, port=0) as server:
+        with ApiServer(BackendRegistry.of(runtime), port=0) as server:
             client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
             assert client.models.list().data == []
             with pytest.raises(openai.InternalServerError) as caught:
@@ -173,7 +174,7 @@ def test_an_unexpected_failure_is_a_generic_500_without_a_traceback(runtime, cap
     def broken_embedder(texts):  # the narrowest seam: a bug in what the server calls
         raise ZeroDivisionError("division by zero in a helper")
 
-    with ApiServer(runtime, embed=broken_embedder, embedding_model="broken", port=0) as server:
+    with ApiServer(BackendRegistry.of(runtime), embed=broken_embedder, embedding_model="broken", port=0) as server:
         status, _, reply = raw(server, "POST", "/v1/embeddings", b'{"model": "broken", "input": "hi"}', JSON)
         assert status == 500 and reply["error"]["type"] == "server_error"
         assert "ZeroDivision" not in reply["error"]["message"] and "Traceback" not in json.dumps(reply)

@@ -28,8 +28,8 @@ import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from engine.server.errors import ApiError, ApiServerError, busy
-from engine.server.transport import MAX_HEAD_BYTES, DeadlineReader, Exchange, too_large
+from engine.api.errors import ApiError, ApiServerError, busy
+from engine.api.transport import MAX_HEAD_BYTES, DeadlineReader, Exchange, too_large
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,9 @@ import pytest
 
 from engine.runtime.runtime import Runtime
 from engine.runtime.types import ModelConfig
-from engine.server import ApiServer
-from engine.server.endpoints import token_counter
+from engine.api import ApiServer
+from engine.runtime.backend import BackendRegistry
+from engine.api.endpoints import token_counter
 from engine.trace.store import TraceFilter, TraceStore
 from engine.trace.tracing import Tracing
 
@@ -32,7 +33,7 @@ def wait_until(condition, timeout: float = 60.0) -> None:
 @pytest.fixture()
 def api(runtime, embedder):
     """The API over the `runtime` fixture (bundled model, n_ctx 2048) and the bundled embedder."""
-    server = ApiServer(runtime, embed=embedder.embed, embedding_model=embedder.name,
+    server = ApiServer(BackendRegistry.of(runtime), embed=embedder.embed, embedding_model=embedder.name,
                        embedding_tokens=token_counter(embedder.tokenizer_file), port=0, max_tokens=8192)
     server.start()
     yield server

@@ -16,8 +16,8 @@ from engine.errors import EngineError
 from engine.runtime.constrain import grammar_problem, schema_to_grammar
 from engine.runtime.grammar_check import limits_problem
 from engine.runtime.types import ChatMessage
-from engine.server import fields as f
-from engine.server.errors import from_engine, invalid, unsupported
+from engine.api import fields as f
+from engine.api.errors import from_engine, invalid, unsupported
 
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 MAX_EMBEDDING_INPUTS = 2048

@@ -1,8 +1,9 @@
-"""ApiServer: the OpenAI-compatible HTTP API over the engine's runtime (``locus serve``, or beside the window).
+"""ApiServer: the OpenAI-compatible HTTP API over the engine's backends (``locus serve``, or beside the window).
 
 It binds to 127.0.0.1 unless told otherwise, and anywhere else only with an API key.
 Each request runs on its connection's thread and is submitted to the runtime like
-a chat question (the runtime queues and schedules; nothing here serializes), under
+a chat question (the runtime queues and schedules; nothing here serializes), on the
+backend that is the default when the request arrives (resolved once per request), under
 a root span ``api`` whose child is the generation. Bad requests get OpenAI-style
 error objects with their proper status; an unexpected failure is logged and
 answered with a generic 500, never a traceback. Requests run at Priority.NORMAL:
@@ -25,13 +26,14 @@ import time
 from collections.abc import Callable
 from urllib.parse import unquote
 
+from engine.runtime.backend import Backend, BackendRegistry
 from engine.runtime.types import Priority, SamplingParams
-from engine.server import endpoints, guards, spans
-from engine.server.calls import parse_chat, parse_completion, parse_embeddings
-from engine.server.errors import INTERNAL_MESSAGE, ApiError, busy, invalid, shutting_down
-from engine.server.generation import generate
-from engine.server.listener import bind, url_for
-from engine.server.transport import ClientGone, Exchange
+from engine.api import endpoints, guards, spans
+from engine.api.calls import parse_chat, parse_completion, parse_embeddings
+from engine.api.errors import INTERNAL_MESSAGE, ApiError, busy, invalid, shutting_down
+from engine.api.generation import generate
+from engine.api.listener import bind, url_for
+from engine.api.transport import ClientGone, Exchange
 from engine.trace.tracing import Tracing, set_attributes
 
 log = logging.getLogger(__name__)
@@ -52,22 +54,21 @@ READ_TIMEOUT_S = 30.0
 
 
 class ApiServer:
-    """An OpenAI-compatible API (/v1/models, chat/completions, completions, embeddings) over a runtime.
-
-    ``runtime`` is a Runtime, or a function returning the current one (an app that swaps backends);
-    ``embed`` turns a list of texts into unit vectors for ``embedding_model``. ``tracing`` defaults
-    to the runtime's own. ``defaults`` gives the sampling a request does not set: SamplingParams, or
+    """An OpenAI-compatible API (/v1/models, chat/completions, completions, embeddings) over the default
+    backend of ``backends`` (an app that swaps backends swaps them there; ``BackendRegistry.of(runtime)``
+    for one runtime). ``embed`` turns a list of texts into unit vectors for ``embedding_model``.
+    ``tracing`` defaults to the request's backend's own. ``defaults`` gives the sampling a request does not set: SamplingParams, or
     a function returning the current ones (read for each request, so changed settings apply at once).
     ``max_connections``, ``max_queued`` and ``read_timeout_s`` bound what clients can hold (see above).
     """
 
-    def __init__(self, runtime, *, embed=None, embedding_model: str | None = None, embedding_tokens=None,
+    def __init__(self, backends: BackendRegistry, *, embed=None, embedding_model: str | None = None, embedding_tokens=None,
                  tracing: Tracing | None = None, host: str = "127.0.0.1", port: int = 8765,
                  api_key: str | None = None, max_request_bytes: int = 1024 * 1024, max_tokens: int = 4096,
                  defaults: SamplingParams | Callable[[], SamplingParams] | None = None,
                  priority: Priority = Priority.NORMAL, max_connections: int = MAX_CONNECTIONS,
                  max_queued: int = MAX_QUEUED, read_timeout_s: float = READ_TIMEOUT_S):
-        self._runtime = runtime
+        self._backends = backends
         self.embed = embed
         self.embedding_model = embedding_model if embed is not None else None
         self.embedding_tokens = embedding_tokens
@@ -93,10 +94,9 @@ class ApiServer:
 
     # Lifecycle -------------------------------------------------------------------------
 
-    @property
-    def runtime(self):
-        runtime = self._runtime
-        return runtime() if callable(runtime) and not hasattr(runtime, "submit") else runtime
+    def backend(self) -> Backend:
+        """The backend that answers a request arriving now (the default one): resolve once per request."""
+        return self._backends.resolve(None)[1]
 
     @property
     def defaults(self) -> dict:
@@ -107,7 +107,8 @@ class ApiServer:
 
     @property
     def tracing(self) -> Tracing:
-        return self._tracing or getattr(self.runtime, "tracing", None) or Tracing.disabled()
+        """The tracing a request arriving now is recorded with."""
+        return self._tracing or self.backend().tracing
 
     @property
     def url(self) -> str:
@@ -238,11 +239,12 @@ class ApiServer:
             guards.check_json(ex)
         if self.stopping:
             raise shutting_down()
-        tracing = self.tracing
+        backend = self.backend()  # this request's, for its span, its model and its generation
+        tracing = self._tracing or backend.tracing
         span = spans.start_request(tracing, ex.method, route, ex.peer)
         outcome, error = None, None
         try:
-            outcome = self._answer(ex, route, span, tracing)
+            outcome = self._answer(ex, route, span, tracing, backend)
         except BaseException as exc:  # recorded on the span; handle() answers it
             error = exc
             raise
@@ -250,25 +252,26 @@ class ApiServer:
             status = ex.status or getattr(error, "status", None) or (500 if error else None)
             spans.finish_request(tracing, span, status, outcome, error)
 
-    def _answer(self, ex: Exchange, route: str, span, tracing):
+    def _answer(self, ex: Exchange, route: str, span, tracing: Tracing, backend: Backend):
+        info = backend.model_info  # read once: a reload in between does not mix two models in one answer
         if route == "/v1/models":
-            ex.send_json(200, endpoints.list_models(self, self.started_at))
+            ex.send_json(200, endpoints.list_models(self, info, self.started_at))
             return None
         if route == "/v1/models/{model}":
-            ex.send_json(200, endpoints.one_model(self, unquote(ex.path[len("/v1/models/"):]), self.started_at))
+            model_id = unquote(ex.path[len("/v1/models/"):])
+            ex.send_json(200, endpoints.one_model(self, info, model_id, self.started_at))
             return None
         body = self._json_body(ex)
         if route == "/v1/embeddings":
             call = parse_embeddings(body)
             spans.describe(tracing, span, operation="embeddings", model=call.model, summary=call.inputs[0])
-            tokens = endpoints.embed(self, ex, call)
+            tokens = endpoints.embed(self, info, ex, call)
             set_attributes(span, {"gen_ai.usage.input_tokens": tokens, "locus.api.inputs": len(call.inputs)})
             return None
         call = (parse_chat if route == "/v1/chat/completions" else parse_completion)(body)
         spans.describe(tracing, span, operation="chat" if call.kind == "chat" else "text_completion",
                        model=call.model, stream=call.stream, summary=call.summary)
-        info = endpoints.chat_model(self, call.model)
-        return generate(self, ex, call, info, span)
+        return generate(self, ex, call, backend, endpoints.chat_model(self, info, call.model), span)
 
     def _json_body(self, ex: Exchange) -> dict:
         raw = ex.read_body(self.max_request_bytes)

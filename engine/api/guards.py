@@ -12,8 +12,8 @@ from __future__ import annotations
 import hmac
 from urllib.parse import urlsplit
 
-from engine.server.errors import ApiError
-from engine.server.listener import is_loopback
+from engine.api.errors import ApiError
+from engine.api.listener import is_loopback
 
 
 def check_host(api, ex) -> None:
