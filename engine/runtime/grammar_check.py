@@ -44,7 +44,7 @@ CHECK_TIMEOUT_S = 30.0  # starting Python, loading a vocabulary and one pass ove
 # llama.cpp parses the grammar on the thread that builds the sampler; the runtime's thread and the
 # checker's both get this stack, whatever the platform's default for threads.
 GRAMMAR_STACK_BYTES = 16 * 1024 * 1024
-WORKER_FLAG = "--grammar-check-worker"  # how the frozen app starts itself as the checker (app/cli.py)
+WORKER_FLAG = "--grammar-check-worker"  # how the frozen app starts itself as the checker (app/cli/__init__.py)
 _REMEMBERED = 1024  # verdicts kept
 
 # What llama.cpp reads as text, not structure: comments, "literals" and [classes] (an unterminated one

@@ -8,6 +8,7 @@ import pytest
 from tests.app.helpers import locus
 
 from engine.history.store import HistoryStore
+from engine.trace.store import TraceStore
 
 
 def conversations(home: Path):
@@ -164,3 +165,76 @@ def test_chat_delete_removes_the_conversation_and_its_traces_and_says_so(tmp_pat
     assert "Deleted conversation \u201cTell me about the platypus9 of Nowhere.\u201d and 1 trace." in result.stdout
     assert conversations(tmp_path) == []
     assert files_holding(tmp_path, "platypus9") == []
+
+
+SAMPLING = "[sampling]\nmax_tokens = 9\ntemperature = 0.5\nseed = 3\n"
+
+
+def requested_sampling(home: Path) -> list[tuple]:
+    """(max_tokens, temperature, seed) of every generation the home's traces recorded, oldest first."""
+    store = TraceStore(home / "traces.sqlite3")
+    try:
+        return [(a["gen_ai.request.max_tokens"], a["gen_ai.request.temperature"], a["gen_ai.request.seed"])
+                for trace in sorted(store.list_traces(), key=lambda t: t.start)
+                for a in (span.attributes for span in store.trace(trace.trace_id))
+                if "gen_ai.request.max_tokens" in a]  # the generation's span (not the question's)
+    finally:
+        store.close()
+
+
+def test_ask_options_hold_for_that_question_only(tmp_path):
+    (tmp_path / "config.toml").write_text(SAMPLING, encoding="utf-8")
+    first = locus(tmp_path, "ask", "Count to ten.", "--temperature", "0", "--max-tokens", "5", "--seed", "7")
+    assert first.returncode == 0, first.stderr
+    second = locus(tmp_path, "ask", "Count to ten.")
+    assert second.returncode == 0, second.stderr
+    assert (tmp_path / "config.toml").read_text(encoding="utf-8") == SAMPLING
+    assert requested_sampling(tmp_path) == [(5, 0.0, 7), (9, 0.5, 3)]
+
+
+def test_ask_options_do_not_reach_the_next_question_in_the_same_process(locus_home, capsys):
+    from app.cli import build_parser
+    from app.cli.chat import ask
+    from app.cli.common import load_model
+    from app.services import build_services
+
+    (locus_home / "config.toml").write_text(SAMPLING, encoding="utf-8")
+    parser = build_parser()
+    services = build_services()
+    try:
+        load_model(services, None)
+        settings = services.assistant.settings
+        for argv in (["ask", "Count to ten.", "--max-tokens", "5", "--temperature", "0", "--seed", "7"],
+                     ["ask", "Count to ten."],
+                     ["ask", "Count to ten.", "--no-history", "--max-tokens", "4"],
+                     ["ask", "Count to ten.", "--no-history"]):
+            args = parser.parse_args(argv)
+            assert ask(services, args, args.question) == 0, capsys.readouterr().err
+        assert services.assistant.settings is settings
+    finally:
+        services.close()
+    assert requested_sampling(locus_home) == [(5, 0.0, 7), (9, 0.5, 3), (4, 0.5, 3), (9, 0.5, 3)]
+
+
+def test_python_m_app_cli_is_the_locus_command(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "app.cli", "--version"], capture_output=True, text=True,
+                            env=dict(os.environ, LOCUS_HOME=str(tmp_path)), timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "locus 0.1.0"
+
+
+def test_the_frozen_apps_worker_flag_starts_its_worker(model_path):
+    """The frozen app starts its helpers as `locus --grammar-check-worker` (and --parse-worker, --embed-worker)."""
+    import json
+    import subprocess
+
+    from tests.app.helpers import LOCUS
+
+    request = json.dumps({"model": model_path, "grammar": 'root ::= "yes" | "no"', "limit_s": 60})
+    result = subprocess.run([LOCUS, "--grammar-check-worker"], input=request, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["stage"] for line in result.stdout.splitlines()] == ["loaded", "checked"]

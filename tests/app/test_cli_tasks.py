@@ -62,3 +62,54 @@ def test_extract_prints_json_that_validates_against_the_schema(tmp_path):
     jsonschema.validate(json.loads(result.stdout), schema)
     refused = locus(tmp_path, "extract", "-", "--schema", '{"type": "integer", "minimum": 3}', stdin="Five.\n")
     assert refused.returncode == 1 and "minimum" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def generation_spans(home):
+    """Every generation span in the home's trace store (the runtime's request, as it was submitted)."""
+    from engine.trace.store import TraceStore
+
+    store = TraceStore(home / "traces.sqlite3")
+    try:
+        return [(t.task, span) for t in store.list_traces() for span in store.trace(t.trace_id)
+                if "gen_ai.request.max_tokens" in span.attributes]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("healing", [False, True])
+def test_task_commands_follow_the_token_healing_setting(tmp_path, healing):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text(f"[tasks]\ntoken_healing = {str(healing).lower()}\n\n"
+                                      "[sampling]\ntemperature = 0.0\nmax_tokens = 8\n", encoding="utf-8")
+    code = tmp_path / "add.py"
+    code.write_text("def add(a, b):\n    return a + b\n", encoding="utf-8")
+    runs = [("summarize", "-"), ("code", "explain", str(code)), ("translate", "--to", "fr", "--from", "en", "-")]
+    for args in runs:
+        result = locus(home, *args, stdin="The ferry leaves the pier at eight every weekday morning.\n")
+        assert result.returncode == 0, result.stderr
+    spans = generation_spans(home)
+    assert {task for task, _ in spans} == {"summarize", "code-explain", "translate"}
+    assert [span.attributes.get("locus.request.token_healing") for _, span in spans] == [healing] * len(spans)
+
+
+def test_code_max_tokens_holds_for_that_answer_only(locus_home, tmp_path, capsys):
+    from app.cli import build_parser
+    from app.cli.code import answer
+    from app.cli.common import load_model
+    from app.services import build_services
+
+    (locus_home / "config.toml").write_text("[sampling]\nmax_tokens = 9\ntemperature = 0.0\n", encoding="utf-8")
+    source = "def add(a, b):\n    return a + b\n"
+    parser = build_parser()
+    services = build_services()
+    try:
+        load_model(services, None)
+        settings = services.assistant.settings
+        for argv in (["code", "explain", "add.py", "--max-tokens", "5"], ["code", "explain", "add.py"]):
+            assert answer(services, parser.parse_args(argv), source) == 0, capsys.readouterr().err
+        assert services.assistant.settings is settings
+    finally:
+        services.close()
+    requested = [span.attributes["gen_ai.request.max_tokens"] for _, span in generation_spans(locus_home)]
+    assert sorted(requested) == [5, 9]

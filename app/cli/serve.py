@@ -6,7 +6,6 @@ Only this module's parser is imported for every `locus` command; the engine load
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import threading
@@ -18,8 +17,8 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    """Add the `serve` subcommand to the `locus` parser's subparsers."""
+def add_parsers(sub) -> None:
+    """Add the `serve` command to the `locus` parser's subparsers."""
     parser = sub.add_parser(
         "serve", help="serve an OpenAI-compatible API (/v1/chat/completions, ...) over the local model",
         description="Answer OpenAI-compatible requests (/v1/models, /v1/chat/completions, /v1/completions, "
@@ -29,15 +28,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
     parser.add_argument("--host", metavar="HOST", help="address to listen on (default: the setting, 127.0.0.1)")
     parser.add_argument("--port", type=_port, metavar="PORT", help="port to listen on (default: the setting, 8765)")
     parser.add_argument("--model", metavar="PATH", help="serve this GGUF file instead of the configured model")
-    return parser
+    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, serve until a signal, shut down cleanly (app.cli reports EngineErrors)."""
     from app.api_service import embedding_model, open_api, read_api_key
     from app.cli import EXIT_OK
+    from app.cli.common import load_model
     from app.services import build_services
-    from app.terminal import _load
     from engine.rag.embed import Embedder
 
     services = build_services()
@@ -47,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         host = args.host or settings.host
         port = settings.port if args.port is None else args.port
         key = read_api_key(services, host)  # before the model loads: a missing key fails at once
-        _load(services, args.model)
+        load_model(services, args.model)
         source = embedding_model(services.settings)
         if source is not None:
             embedder = Embedder(*source)  # its worker process starts on the first embeddings request
@@ -78,25 +77,3 @@ def _wait_for_signal() -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m app.cli_serve [-v] [--host H] [--port P] [--model PATH]`: the command without the `locus` entry point."""
-    from app.cli import EXIT_ERROR
-    from engine.errors import EngineError
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    verbose = any(a in ("-v", "--verbose") for a in argv)
-    parser = argparse.ArgumentParser(prog="locus")
-    add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["serve", *(a for a in argv if a not in ("-v", "--verbose"))])
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except EngineError as exc:
-        print(f"locus: {exc.user_text()}", file=sys.stderr)
-        return EXIT_ERROR
-
-
-if __name__ == "__main__":
-    sys.exit(main())

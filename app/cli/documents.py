@@ -4,10 +4,30 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from app.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
-from app.services import build_services
-from engine.rag.indexer import DocumentStatus, IndexFinished, IndexProgress
+from app.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from engine.rag.indexer import DocumentStatus, IndexFinished
+
+
+def add_parsers(sub) -> None:
+    """Add the `index` and `docs` commands to the `locus` parser's subparsers."""
+    index_p = sub.add_parser("index", help="add files and folders to the document index")
+    index_p.add_argument("paths", nargs="+", metavar="PATH")
+    index_p.add_argument("--collection", default="default", help="collection to add them to (default: default)")
+    index_p.add_argument("--watch", action="store_true", help="keep watching these folders for changes")
+    index_p.set_defaults(run=index)
+
+    docs_p = sub.add_parser("docs", help="list or remove indexed documents")
+    docs_sub = docs_p.add_subparsers(dest="docs_command", metavar="ACTION", required=True)
+    list_p = docs_sub.add_parser("list", help="list indexed documents and their status")
+    list_p.add_argument("--collection")
+    remove_p = docs_sub.add_parser("remove", help="remove documents from the index (files are kept)")
+    remove_p.add_argument("targets", nargs="+", metavar="PATH|ID")
+    docs_sub.add_parser("rebuild", help="index every document again (after changing the embedding model)")
+    docs_p.set_defaults(run=docs)
 
 
 class _ProgressLine:
@@ -19,6 +39,8 @@ class _ProgressLine:
         self.skipped: list[DocumentStatus] = []  # links in the folders that were not followed
 
     def __call__(self, event) -> None:
+        from engine.rag.indexer import DocumentStatus, IndexProgress
+
         if isinstance(event, DocumentStatus) and event.status == "failed":
             self.failures.append(event)
         elif isinstance(event, DocumentStatus) and event.status == "skipped":
@@ -56,9 +78,12 @@ def _rebuild(services) -> int:
 
 
 def index(args: argparse.Namespace) -> int:
+    """`locus index`: index files and folders (and keep watching them with --watch)."""
+    from app.services import build_services
+
     if any(not p.strip() for p in args.paths):  # "" would mean the current folder, which nobody asked for
         print("locus: an empty path was given; name the files or folders to index.", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     services = build_services()
     try:
         library = services.open_library()
@@ -84,6 +109,9 @@ def index(args: argparse.Namespace) -> int:
 
 
 def docs(args: argparse.Namespace) -> int:
+    """`locus docs list|remove|rebuild`: the indexed documents."""
+    from app.services import build_services
+
     services = build_services()
     try:
         if args.docs_command == "rebuild":

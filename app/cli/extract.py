@@ -14,8 +14,8 @@ from pathlib import Path
 from engine.tasks.extract import SCHEMA_EXAMPLES
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    """Add the `extract` subcommand to the `locus` parser's subparsers."""
+def add_parsers(sub) -> None:
+    """Add the `extract` command to the `locus` parser's subparsers."""
     parser = sub.add_parser("extract", help="extract the facts of a file or stdin as JSON following a schema",
                             description="Extract facts with the local model as JSON that always follows the "
                                         "given JSON schema; the JSON goes to stdout.")
@@ -25,7 +25,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         help="a JSON schema file, JSON text, or an example: " + ", ".join(SCHEMA_EXAMPLES))
     parser.add_argument("--max-tokens", type=int, metavar="N", help="the most tokens the JSON may take")
     parser.add_argument("--model", metavar="PATH", help="use this GGUF file for this command only")
-    return parser
+    parser.set_defaults(run=run)
 
 
 def schema_source(value: str) -> dict | str:
@@ -40,13 +40,11 @@ def schema_source(value: str) -> dict | str:
 
 def run(args: argparse.Namespace) -> int:
     """Extract; errors are printed as `locus: message` (exit 1)."""
-    from app.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
-    from app.cli_summarize import read_file
+    from app.cli import EXIT_ERROR, EXIT_OK
+    from app.cli.common import exit_code, follow_answer, load_model, read_file, start_task
     from app.services import build_services
-    from app.terminal import _ctrl_c_cancels, _load
     from engine.errors import EngineError
     from engine.runtime.constrain import schema_to_grammar
-    from engine.tasks.base import TaskDone, TaskFailed, TaskText, start_task
     from engine.tasks.extract import extract_json, parse_schema
 
     try:
@@ -58,18 +56,16 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     try:
         text = read_file(args.file, services.settings.documents.parse_timeout_s)
-        _load(services, args.model)
-        handle = start_task(lambda ctx: extract_json(ctx, text, schema, max_tokens=args.max_tokens),
-                            services.runtime, services.templates, services.assistant.settings.sampling,
-                            name="extract")
+        load_model(services, args.model)
+        handle = start_task(services, lambda ctx: extract_json(ctx, text, schema, max_tokens=args.max_tokens),
+                            "extract")
         live = sys.stderr.isatty()
-        result = None
-        with _ctrl_c_cancels(handle.cancel):
-            for event in handle.events():
-                if isinstance(event, TaskText) and live:
-                    print(event.text, end="", file=sys.stderr, flush=True)
-                elif isinstance(event, (TaskDone, TaskFailed)):
-                    result = event
+
+        def show(part: str) -> None:  # the raw JSON as the model writes it, on a terminal only
+            if live:
+                print(part, end="", file=sys.stderr, flush=True)
+
+        ended = follow_answer(handle, show)
         if live:
             print(file=sys.stderr)
     except EngineError as exc:
@@ -77,11 +73,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     finally:
         services.close()
-    if isinstance(result, TaskFailed):
-        print(f"locus: {result.error.user_text()}", file=sys.stderr)
-        return EXIT_ERROR
-    if result is None or result.cancelled:
-        print("[stopped]", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    print(result.text)
+    if not ended.complete:
+        return exit_code(ended)
+    print(ended.text)
     return EXIT_OK

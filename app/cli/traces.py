@@ -36,8 +36,8 @@ def _count(text: str) -> int:
     return int(text)
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    """Add the `traces` subcommand to the `locus` parser's subparsers."""
+def add_parsers(sub) -> None:
+    """Add the `traces` command to the `locus` parser's subparsers."""
     parser = sub.add_parser("traces", help="list, show, export or prune the traces of past requests",
                             description="Every question, task and indexing job leaves a trace in traces.sqlite3: "
                                         "its spans with timings and token counts, and the prompt and answer "
@@ -60,7 +60,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     export.add_argument("trace_id", metavar="ID", help="a trace id, or enough of its start to be unique")
     export.add_argument("-o", "--output", metavar="FILE", help="write it to FILE instead of stdout")
     actions.add_parser("prune", help="delete the traces beyond the configured retention now")
-    return parser
+    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

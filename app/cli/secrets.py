@@ -10,7 +10,8 @@ from app.cli import EXIT_ERROR, EXIT_OK
 from app.secrets import Secrets, stored_names_file
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub) -> None:
+    """Add the `secrets` command to the `locus` parser's subparsers."""
     p = sub.add_parser("secrets", help="store or remove tokens in the system keyring (hub token, OTLP API key)")
     actions = p.add_subparsers(dest="secrets_command", metavar="ACTION", required=True)
     actions.add_parser("status", help="whether a keyring is available and which tokens are stored")
@@ -18,9 +19,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     set_p.add_argument("name", choices=Secrets.KNOWN)
     delete_p = actions.add_parser("delete", help="remove a stored token")
     delete_p.add_argument("name", choices=Secrets.KNOWN)
+    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Carry out one `locus secrets` action."""
     from app.paths import resolve_paths
 
     secrets = Secrets(index_path=stored_names_file(resolve_paths()))

@@ -1,0 +1,245 @@
+"""What the terminal commands share: loading the model, Ctrl-C, reading input, printing an answer.
+
+An answer (chat, an answer from documents, a task's output) is printed the same way by every
+command: its text streams to stdout, progress goes to stderr, Ctrl-C stops it (what was said is
+kept) and its end (``engine.answer.AnswerEnded``) gives the exit code. ``follow_answer`` is the one
+place that reads an answer's events.
+
+Per-call options (``--max-tokens``, ``--temperature``, ``--seed``) become a ``SamplingParams`` for
+that call (``sampling_for``); they never change the settings a process shares.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from app.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
+from engine.answer import AnswerEnded, AnswerStats, Progress
+
+if TYPE_CHECKING:
+    from app.services import Services
+    from engine.runtime.types import SamplingParams
+
+# Kinds that are plain text on disk; PDF, DOCX and HTML go through their loaders instead.
+_PLAIN_KINDS = (None, "text", "markdown", "rst", "code")
+
+
+# Input ------------------------------------------------------------------------------
+
+
+def read_text(arg: str) -> str:
+    """The argument as given, or stdin when it is '-' (decoded as UTF-8 whatever the terminal's encoding)."""
+    if arg != "-":
+        return arg
+    return sys.stdin.buffer.read().decode("utf-8", errors="replace")
+
+
+def read_file(name: str, parse_timeout_s: float = 60.0) -> str:
+    """A file's text ('-': stdin). Plain text is read here; PDF, DOCX and HTML are parsed in a worker
+    process with a time limit, as the indexer does, so a broken file cannot hang the command."""
+    from engine.errors import NotFoundError
+    from engine.rag.loaders import decode_text, kind_for
+
+    if name == "-":
+        return read_text("-")
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise NotFoundError(f"There is no file '{name}'.")
+    if kind_for(path) in _PLAIN_KINDS:
+        return decode_text(path.read_bytes(), path.name)
+    from engine.rag.isolation import ParsePool
+
+    with ParsePool(1, timeout_s=parse_timeout_s) as pool:
+        outcome = pool.parse(path)
+    if outcome.error is not None:
+        raise outcome.error
+    return "\n\n".join(section.text for section in outcome.document.sections)
+
+
+def sampling_for(services: Services, *, max_tokens: int | None = None, temperature: float | None = None,
+                 seed: int | None = None) -> SamplingParams | None:
+    """The settings' sampling with this call's options in it; None when no option was given."""
+    options = {k: v for k, v in (("max_tokens", max_tokens), ("temperature", temperature), ("seed", seed))
+               if v is not None}
+    if not options:
+        return None
+    return dataclasses.replace(services.assistant.settings.sampling, **options)
+
+
+# The model and the documents -----------------------------------------------------------
+
+
+def load_model(services: Services, model: str | None) -> None:
+    """Load the model (``model``: a GGUF file for this command only), drawing a progress line on
+    stderr when it is a terminal."""
+    from engine.runtime.types import LoadProgress
+
+    show = sys.stderr.isatty()
+
+    def on_event(event) -> None:
+        if show and isinstance(event, LoadProgress):
+            print(f"\rLoading model… {event.fraction:4.0%}", end="", file=sys.stderr, flush=True)
+
+    try:
+        services.load_model(on_event, override_path=model).result()
+    finally:
+        if show:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+
+
+def open_documents_if_used(services: Services, conversation_id: int | None) -> None:
+    """A conversation that answers from documents needs the index open before its next question."""
+    if conversation_id is not None and services.history.conversation(conversation_id).uses_documents:
+        services.open_library()
+
+
+# Running an answer -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def ctrl_c_cancels(cancel: Callable[[], None]) -> Iterator[None]:
+    """While an answer streams, Ctrl-C stops the answer (which then ends as usual), not the program."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def write_out(text: str) -> None:
+    """Some of an answer, on stdout at once."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def follow_answer(handle, on_text: Callable[[str], None] = write_out, *,
+                  on_progress: Callable[[Progress], None] | None = None,
+                  citations: list | None = None) -> AnswerEnded:
+    """Follow one answer to its end: its text to ``on_text`` as it comes, its progress to
+    ``on_progress``, its sources into ``citations``; Ctrl-C cancels it (what was said is kept).
+
+    The one place that reads an answer's events. Today chat answers end with the runtime's
+    Done/Failed and tasks with TaskDone/TaskFailed; both are read here as the answer protocol
+    (engine/answer.py) until the Assistant emits it itself, and then only that is read.
+    """
+    from engine.assistant import Cited
+    from engine.runtime.types import Done, Failed, Token
+    from engine.tasks.base import TaskDone, TaskFailed, TaskProgress, TaskText
+
+    answer_id = getattr(handle, "request_id", None) or getattr(handle, "task_id", 0)
+    trace_id = getattr(handle, "trace_id", None)
+    parts: list[str] = []
+    ended = None
+    with ctrl_c_cancels(handle.cancel):
+        for event in handle.events():
+            if isinstance(event, (Token, TaskText)):
+                parts.append(event.text)
+                on_text(event.text)
+            elif isinstance(event, TaskProgress) and on_progress is not None:
+                on_progress(Progress(answer_id, event.stage, event.done, event.total))
+            elif isinstance(event, Cited) and citations is not None:
+                citations.extend(event.citations)
+            elif isinstance(event, Done):
+                outcome = "cancelled" if event.stats.finish_reason == "cancelled" else "complete"
+                ended = AnswerEnded(answer_id, outcome, event.text, AnswerStats().plus(event.stats), trace_id)
+            elif isinstance(event, TaskDone):
+                stats = dict(event.stats, generations=event.stats.get("requests", 0))
+                ended = AnswerEnded(answer_id, "cancelled" if event.cancelled else "complete", event.text,
+                                    AnswerStats.from_dict(stats), trace_id)
+            elif isinstance(event, (Failed, TaskFailed)):
+                ended = AnswerEnded(answer_id, "failed", "".join(parts), AnswerStats(), trace_id, event.error)
+    if ended is None:
+        raise RuntimeError("an answer's events ended without its last event")
+    return ended
+
+
+def exit_code(ended: AnswerEnded, *, show_stats: bool = False) -> int:
+    """Say how a finished answer ended (on stderr) and return the command's exit code for it."""
+    if ended.failed:
+        print(f"locus: {ended.error.user_text()}", file=sys.stderr)
+        return EXIT_ERROR
+    if show_stats:
+        for key, value in ended.stats.to_dict().items():
+            print(f"{key}: {value}", file=sys.stderr)
+    if ended.cancelled:
+        print("[stopped]", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def print_sources(citations: list, retrieval) -> None:
+    """The sources an answer from documents cites, or a word that no passage matched its question."""
+    if citations:
+        print("\nSources:")
+        for c in citations:
+            where = ", ".join(x for x in (c.passage.path, c.passage.location()) if x)
+            print(f"[{c.number}] {where}")
+            print(f"    \u201c{c.quote}\u201d")
+    elif retrieval is not None and not retrieval.passages:
+        print("\n(No passage in the documents matched this question.)")
+
+
+# Tasks -------------------------------------------------------------------------------
+
+
+class ProgressLine:
+    """A task's progress on stderr: one line redrawn in place on a terminal, a line per step otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.drawn = False
+
+    def show(self, event: Progress) -> None:
+        if event.done == 0 and not self.tty:
+            return  # a stage starting: its first step says as much
+        line = f"{event.stage} {event.done}/{event.total}"
+        if self.tty:
+            print(f"\r\033[K{line}…", end="", file=sys.stderr, flush=True)
+            self.drawn = True
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def clear(self) -> None:
+        if self.drawn:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+            self.drawn = False
+
+
+def start_task(services: Services, fn, name: str, *, sampling: SamplingParams | None = None):
+    """Start a task function (``fn(ctx) -> str``) on the loaded model, nothing saved; the settings'
+    sampling unless ``sampling`` is given, and the tasks.token_healing setting."""
+    from engine.tasks.base import start_task as start
+
+    chat = services.assistant.settings
+    return start(fn, services.runtime, services.templates, sampling or chat.sampling, name=name,
+                 token_healing=chat.token_healing)
+
+
+def stream_task(services: Services, fn, name: str, *, sampling: SamplingParams | None = None,
+                ends_line: bool = False) -> tuple[AnswerEnded, int]:
+    """Run a task with its output to stdout and its progress to stderr until it ends; Ctrl-C cancels.
+
+    Returns how it ended and the exit code. ``ends_line``: the output already ends its last line.
+    """
+    progress = ProgressLine()
+
+    def on_text(text: str) -> None:
+        progress.clear()
+        write_out(text)
+
+    ended = follow_answer(start_task(services, fn, name, sampling=sampling), on_text, on_progress=progress.show)
+    progress.clear()
+    if not (ends_line and ended.complete and ended.text.endswith("\n")):
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+    return ended, exit_code(ended)
