@@ -1,6 +1,6 @@
 """The local API wired to the app's services: its settings, its API key from the keyring, its embedder.
 
-``start_api`` is what the window calls when ``server.enabled`` is on; ``locus serve``
+``start_api`` is what the window calls when ``api.enabled`` is on; ``locus serve``
 uses ``open_api`` with its own address and embedder. Reading the keyring may wait
 on D-Bus, so call these off the GUI thread.
 """
@@ -23,10 +23,10 @@ KEY_NAME = "server_api_key"
 
 
 def start_api(services: Services) -> ApiServer | None:
-    """Start the API the settings describe (None when ``server.enabled`` is off); EngineError if it cannot."""
-    s = services.settings.server
+    """Start the API the settings describe (None when ``api.enabled`` is off); EngineError if it cannot."""
+    s = services.settings.api
     if not s.enabled:
-        log.info("the local API is off (settings: server.enabled)")
+        log.info("the local API is off (settings: api.enabled)")
         return None
     return open_api(services, host=s.host, port=s.port)
 
@@ -43,10 +43,10 @@ def open_api(services: Services, *, host: str, port: int, embedder=None, api_key
     key = api_key if api_key is not None else read_api_key(services, host)
     embed, name, tokens = _embedding(services, embedder)
     server = ApiServer(services.backends, embed=embed, embedding_model=name, embedding_tokens=tokens,
-                       host=host, port=port, api_key=key, max_request_bytes=settings.server.max_request_kb * 1024,
-                       max_tokens=settings.server.max_tokens, max_connections=settings.server.max_connections,
-                       max_queued=settings.server.max_queued_requests,
-                       read_timeout_s=settings.server.request_timeout_s,
+                       host=host, port=port, api_key=key, max_request_bytes=settings.api.max_request_kb * 1024,
+                       max_tokens=settings.api.max_tokens, max_connections=settings.api.max_connections,
+                       max_queued=settings.api.max_queued_requests,
+                       read_timeout_s=settings.api.request_timeout_s,
                        defaults=lambda: chat_settings(services.settings).sampling)  # Settings › Sampling, as now
     return server.start()
 

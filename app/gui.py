@@ -26,7 +26,7 @@ class Desktop:
     window: Any  # ui.main_window.MainWindow
     tray: Any  # ui.tray.Tray
     api: Any = None  # app.api_service.ApiServer while the local API runs
-    api_settings: Any = None  # the [server] settings the running API (or its absence) follows
+    api_settings: Any = None  # the [api] settings the running API (or its absence) follows
 
     def close(self) -> None:
         """Stop what the session started besides the engine (after the event loop ends)."""
@@ -133,7 +133,7 @@ def _handle_request(desktop: Desktop, command: str) -> None:
 
 def _restart_api(services, desktop: Desktop) -> None:
     """Settings › Local API changed: stop the running API (off the GUI thread) and start it as they now say."""
-    if services.settings.server == desktop.api_settings:
+    if services.settings.api == desktop.api_settings:
         return
     from ui.ops import run_in_background
 
@@ -143,7 +143,7 @@ def _restart_api(services, desktop: Desktop) -> None:
         return
 
     def stopped(_none) -> None:
-        if not services.settings.server.enabled:
+        if not services.settings.api.enabled:
             desktop.window.statusBar().showMessage("The local API is off.", 5000)
         _start_api(services, desktop)
 
@@ -153,8 +153,8 @@ def _restart_api(services, desktop: Desktop) -> None:
 def _start_api(services, desktop: Desktop) -> None:
     """Serve the OpenAI-compatible local API when the settings ask for it, started off the GUI thread
     (it reads its key from the keyring); a failure is said in the status bar."""
-    desktop.api_settings = services.settings.server
-    if not services.settings.server.enabled:
+    desktop.api_settings = services.settings.api
+    if not services.settings.api.enabled:
         return
     from app.api_service import start_api
     from ui.errors import describe

@@ -101,6 +101,8 @@ class TaskSettings:
 
 @dataclass(frozen=True)
 class RemoteSettings:
+    """The OpenAI-compatible model server Locus sends questions to (``[remote]``; the "remote" backend)."""
+
     enabled: bool = setting(False, "Generate answers on an OpenAI-compatible server (vLLM, TGI, llama.cpp server, "
                             "Ollama, a company gateway) instead of this computer. Its API key is kept in the system "
                             "keyring as 'remote_api_key' (locus secrets set remote_api_key).", label="Use a server")
@@ -133,7 +135,10 @@ class TraceSettings:
 
 
 @dataclass(frozen=True)
-class ServerSettings:
+class ApiSettings:
+    """Locus's own OpenAI-compatible API, which editors and scripts call (``[api]``; the model server Locus
+    calls is ``[remote]``)."""
+
     enabled: bool = setting(False, "Serve the OpenAI-compatible API (/v1/chat/completions, /v1/completions, "
                             "/v1/embeddings, /v1/models) while the window is open, for editors, scripts and agents.",
                             label="Local API")
@@ -174,7 +179,7 @@ class Settings:
     tasks: TaskSettings = field(default_factory=TaskSettings)
     remote: RemoteSettings = field(default_factory=RemoteSettings)
     traces: TraceSettings = field(default_factory=TraceSettings)
-    server: ServerSettings = field(default_factory=ServerSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
     ui: UISettings = field(default_factory=UISettings)
 
     def get(self, key: str) -> Any:
@@ -264,18 +269,26 @@ def validate(spec: SettingSpec, value: Any) -> tuple[Any, str | None]:
     return value, None
 
 
+# Sections read under an older name: [server] was Locus's own API before it became [api].
+FORMER_SECTIONS = {"server": "api"}
+
+
 def from_mapping(data: dict) -> tuple[Settings, list[Problem]]:
-    """Settings from a parsed TOML document; unknown or invalid entries become Problems."""
+    """Settings from a parsed TOML document; unknown or invalid entries become Problems.
+
+    A section under its former name (FORMER_SECTIONS) is read as the new one, which wins where both are set.
+    """
     settings, problems = Settings(), []
-    for section_name, section in data.items():
+    for section_name, section in sorted(data.items(), key=lambda item: item[0] not in FORMER_SECTIONS):
         if not isinstance(section, dict):
             problems.append(_unknown(section_name, "section"))
             continue
+        target = FORMER_SECTIONS.get(section_name, section_name)
         for name, value in section.items():
-            key = f"{section_name}.{name}"
+            key = f"{target}.{name}"
             spec = SPEC_BY_KEY.get(key)
             if spec is None:
-                problems.append(_unknown(key, "setting"))
+                problems.append(_unknown(key, "setting", written=f"{section_name}.{name}"))
                 continue
             value, error = validate(spec, value)
             if error:
@@ -284,11 +297,13 @@ def from_mapping(data: dict) -> tuple[Settings, list[Problem]]:
     return settings, problems
 
 
-def _unknown(key: str, kind: str) -> Problem:
+def _unknown(key: str, kind: str, *, written: str | None = None) -> Problem:
+    """``key`` as looked up; ``written`` as the file has it (a former section name), when different."""
     candidates = [s.key for s in SPECS] if kind == "setting" else [f.name for f in fields(Settings)]
     close = difflib.get_close_matches(key, candidates, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else f" Known {kind}s: {', '.join(candidates)}."
-    return Problem(key, f"Unknown {kind} '{key}' in config.toml; it is ignored.{hint}")
+    written = written or key
+    return Problem(written, f"Unknown {kind} '{written}' in config.toml; it is ignored.{hint}")
 
 
 def load(path: Path) -> tuple[Settings, list[Problem]]:

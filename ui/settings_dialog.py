@@ -33,7 +33,7 @@ from ui.plain import literal, plain_label
 
 
 _SECTION_TITLES = {"model": "Model", "sampling": "Sampling", "chat": "Chat", "documents": "Documents",
-                   "tasks": "Tasks", "remote": "Model server", "traces": "Traces", "server": "Local API",
+                   "tasks": "Tasks", "remote": "Model server", "traces": "Traces", "api": "Local API",
                    "ui": "Appearance"}
 _INT_LIMIT = 2**31 - 1
 

@@ -46,7 +46,7 @@ ROUTES = {  # route -> the methods it answers
     "/v1/embeddings": ("POST",),
 }
 _SAMPLING_DEFAULTS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "repeat_last_n")
-# Defaults of the limits (the app passes its settings, server.* in config.toml). A desktop model
+# Defaults of the limits (the app passes its settings, api.* in config.toml). A desktop model
 # answers a few requests at once (n_parallel); more than this many waiting would wait minutes.
 MAX_CONNECTIONS = 32
 MAX_QUEUED = 16

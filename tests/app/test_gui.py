@@ -40,7 +40,7 @@ def started(qtbot, services):
 
 def test_the_local_api_serves_while_the_window_runs_and_stops_with_it(qtbot, services):
     port = free_port()
-    services.settings = services.settings.with_value("server.enabled", True).with_value("server.port", port)
+    services.apply_settings(services.settings.with_value("api.enabled", True).with_value("api.port", port))
     desktop = started(qtbot, services)
     try:
         qtbot.waitUntil(lambda: desktop.api is not None, timeout=30_000)
@@ -60,7 +60,7 @@ def test_a_local_api_that_cannot_start_says_why_in_the_status_bar(qtbot, service
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        services.settings = services.settings.with_value("server.enabled", True).with_value("server.port", port)
+        services.apply_settings(services.settings.with_value("api.enabled", True).with_value("api.port", port))
         desktop = started(qtbot, services)
         qtbot.waitUntil(lambda: desktop.window.statusBar().currentMessage().startswith(
             "The local API did not start: "), timeout=30_000)
@@ -72,16 +72,16 @@ def test_the_local_api_stays_off_unless_the_settings_turn_it_on(qtbot, services)
     desktop = started(qtbot, services)
     wait_for_background()
     qtbot.wait(100)
-    assert desktop.api is None and not services.settings.server.enabled
+    assert desktop.api is None and not services.settings.api.enabled
 
 
 def test_changing_the_local_api_settings_restarts_it_without_a_restart_of_locus(qtbot, services):
     first, second = free_port(), free_port()
-    services.settings = services.settings.with_value("server.enabled", True).with_value("server.port", first)
+    services.apply_settings(services.settings.with_value("api.enabled", True).with_value("api.port", first))
     desktop = started(qtbot, services)
     try:
         qtbot.waitUntil(lambda: desktop.api is not None, timeout=30_000)
-        services.apply_settings(services.settings.with_value("server.port", second))
+        services.apply_settings(services.settings.with_value("api.port", second))
         desktop.window.settingsApplied.emit()  # what the settings dialog does once the change is saved
         qtbot.waitUntil(lambda: desktop.api is not None and desktop.api.url.endswith(f":{second}/v1"),
                         timeout=30_000)
@@ -90,7 +90,7 @@ def test_changing_the_local_api_settings_restarts_it_without_a_restart_of_locus(
         with urllib.request.urlopen(f"{desktop.api.url}/models", timeout=30) as reply:
             assert reply.status == 200
 
-        services.apply_settings(services.settings.with_value("server.enabled", False))
+        services.apply_settings(services.settings.with_value("api.enabled", False))
         desktop.window.settingsApplied.emit()
         qtbot.waitUntil(lambda: desktop.window.statusBar().currentMessage() == "The local API is off.",
                         timeout=30_000)

@@ -106,3 +106,25 @@ def test_token_healing_setting_reaches_the_engine(tmp_path):
     off = st.Settings().with_value("tasks.token_healing", False)
     assert chat_settings(off).token_healing is False
     assert chat_settings(st.Settings()).token_healing is True
+
+
+def test_the_local_api_section_is_api_and_a_server_section_of_an_older_config_still_counts(tmp_path):
+    """Locus's own API is [api]; a config.toml written before the rename (with [server]) keeps its values."""
+    older = write(tmp_path, "[server]\nenabled = true\nport = 9100\nmax_tokens = 64\n[remote]\nurl = \"http://gpu:8000/v1\"\n")
+    settings, problems = st.load(older)
+    assert problems == []
+    assert (settings.api.enabled, settings.api.port, settings.api.max_tokens) == (True, 9100, 64)
+    assert settings.remote.url == "http://gpu:8000/v1"  # the model server's section is another one
+    assert "api.port" in {s.key for s in st.SPECS} and not any(s.section == "server" for s in st.SPECS)
+
+    st.save(settings, older)
+    text = older.read_text(encoding="utf-8")
+    assert "[api]" in text and "[server]" not in text
+    assert st.load(older) == (settings, [])
+
+
+def test_an_api_section_wins_over_a_leftover_server_section(tmp_path):
+    settings, problems = st.load(write(tmp_path, "[server]\nport = 9100\nhost = \"::1\"\n[api]\nport = 9200\n"))
+    assert (settings.api.port, settings.api.host, problems) == (9200, "::1", [])
+    _, problems = st.load(write(tmp_path, "[server]\nprot = 9100\n"))
+    assert [p.key for p in problems] == ["server.prot"] and "Did you mean 'api.port'" in problems[0].message
