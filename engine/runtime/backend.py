@@ -32,6 +32,7 @@ class Backend(Protocol):
     """Generates answers: what the Assistant, the tasks and the local API need of a model."""
 
     tracing: Tracing
+    last_tokens_per_s: float | None  # decoding speed of the latest finished generation (a metrics gauge)
 
     @property
     def kind(self) -> str:
