@@ -1,6 +1,7 @@
-"""Fit a conversation into the context window.
+"""How much of the context window a prompt may take, and fitting a conversation into it.
 
-Oldest turns go first, whole exchanges at a time, and the system prompt always
+``context_window`` and ``prompt_budget`` are the one source of those numbers for every backend, the
+Assistant and the tasks. Oldest turns go first, whole exchanges at a time, and the system prompt always
 stays. When trimming is needed it trims down to a low-water mark rather than to
 the edge, and the caller remembers the starting turn: the next few turns then
 start at the same place, so their prompt prefix (and its KV cache) is unchanged.
@@ -11,12 +12,24 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from engine.runtime.types import ChatMessage
+from engine.runtime.types import ChatMessage, ModelInfo
 
+DEFAULT_N_CTX = 4096  # the window assumed when a backend does not say (before a load, a server that reports none)
 OMISSION = "\n[…part of this message was left out to fit the context window…]\n"
 
 Encode = Callable[[Sequence[ChatMessage]], list[int]]
 Shorten = Callable[[str, int], str]
+
+
+def context_window(info: ModelInfo | None) -> int:
+    """The context window of the model that answers (DEFAULT_N_CTX when it is not known)."""
+    return info.n_ctx if info is not None and info.n_ctx else DEFAULT_N_CTX
+
+
+def prompt_budget(n_ctx: int, max_tokens: int) -> int:
+    """Tokens a prompt may take in a window of ``n_ctx``: the answer keeps room for ``max_tokens``, but never
+    more than half the window (a long answer cut short beats a question left out)."""
+    return n_ctx - max(1, min(max_tokens, n_ctx // 2))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from engine.errors import EngineError, GenerationError
 from engine.models.gguf import check_gguf
 from engine.runtime.batcher import Batcher
-from engine.runtime.budget import OMISSION, fit_prompt
+from engine.runtime.budget import OMISSION, fit_prompt, prompt_budget
 from engine.runtime.chat_template import ChatTemplate
 from engine.runtime.constrain import PieceIndex, heal
 from engine.runtime.context import NativeContext
@@ -114,8 +114,7 @@ class Generator:
     def prepare(self, request: GenerationRequest) -> Prompt:
         """The request's prompt tokens, fitted to the window (the answer keeps room for max_tokens)."""
         t0 = time.perf_counter()
-        n_ctx = self.ctx.n_ctx
-        budget = n_ctx - max(1, min(request.sampling.max_tokens, n_ctx // 2))
+        budget = prompt_budget(self.ctx.n_ctx, request.sampling.max_tokens)
         healing = None
         if request.prompt is not None:
             tokens, truncated = self._plain_prompt(request.prompt, budget)

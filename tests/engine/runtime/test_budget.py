@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.runtime.budget import OMISSION, fit_prompt
+from engine.runtime.budget import DEFAULT_N_CTX, OMISSION, context_window, fit_prompt, prompt_budget
 from engine.runtime.types import ChatMessage
 
 SYSTEM = ChatMessage("system", "You are a careful assistant. Keep this instruction.")
@@ -68,3 +68,11 @@ def test_a_huge_system_prompt_is_shortened_too(generator):
     fitted = fit(generator, messages, budget=200)
     assert fitted.truncated and len(fitted.tokens) <= 200
     assert text_of(generator, fitted.tokens).rstrip().endswith("assistant")
+
+
+def test_one_prompt_budget_for_every_backend_and_task(generator):
+    """The window a prompt may fill keeps room for the answer, at most half the window; an unknown window is
+    DEFAULT_N_CTX (for the generator, the Assistant's sources and the tasks alike)."""
+    assert prompt_budget(4096, 512) == 3584 and prompt_budget(1000, 900) == 500 and prompt_budget(100, 0) == 99
+    assert context_window(None) == DEFAULT_N_CTX == 4096
+    assert context_window(generator.info) == generator.ctx.n_ctx == 2048
