@@ -21,7 +21,8 @@ from engine.errors import HistoryError, NotFoundError
 from engine.history.models import Conversation, Message, MessageStatus, SearchHit, auto_title
 from engine.runtime.backend import BACKEND_NAMES
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+UNSET = object()  # an option left out of set_options: it keeps its value
 DEFAULT_TITLE = "New conversation"
 
 _SCHEMA = """
@@ -51,15 +52,18 @@ CREATE INDEX IF NOT EXISTS conversations_by_update ON conversations(updated_at D
 
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
     content, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2');
-CREATE TRIGGER IF NOT EXISTS messages_ai AFTER INSERT ON messages BEGIN
+-- The search index follows a message's final text only: an answer still streaming is saved again and
+-- again as it grows, and re-indexing all of it on every save would cost more each time.
+CREATE TRIGGER IF NOT EXISTS messages_ai AFTER INSERT ON messages WHEN new.status != 'streaming' BEGIN
     INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
 END;
-CREATE TRIGGER IF NOT EXISTS messages_ad AFTER DELETE ON messages BEGIN
+CREATE TRIGGER IF NOT EXISTS messages_ad AFTER DELETE ON messages WHEN old.status != 'streaming' BEGIN
     INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
 END;
-CREATE TRIGGER IF NOT EXISTS messages_au AFTER UPDATE OF content ON messages BEGIN
-    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
-    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+CREATE TRIGGER IF NOT EXISTS messages_au AFTER UPDATE OF content, status ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, content) SELECT 'delete', old.id, old.content
+        WHERE old.status != 'streaming';
+    INSERT INTO messages_fts(rowid, content) SELECT new.id, new.content WHERE new.status != 'streaming';
 END;
 
 CREATE VIRTUAL TABLE IF NOT EXISTS conversations_fts USING fts5(
@@ -76,12 +80,23 @@ CREATE TRIGGER IF NOT EXISTS conversations_au AFTER UPDATE OF title ON conversat
 END;
 """
 
+def _unindex_streaming(db: sqlite3.Connection) -> None:
+    """Take the answers still streaming out of the search index (schema 4 indexed every partial save)."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'messages_fts'").fetchone():
+        db.execute("INSERT INTO messages_fts(messages_fts, rowid, content) SELECT 'delete', id, content "
+                   "FROM messages WHERE status = 'streaming'")
+
+
 _MIGRATIONS = {
     # version reached -> statements that bring the previous version there
     2: ["ALTER TABLE conversations ADD COLUMN collections TEXT", "ALTER TABLE messages ADD COLUMN sources TEXT"],
     3: ["ALTER TABLE conversations ADD COLUMN backend TEXT"],
     4: ["UPDATE conversations SET backend = 'remote' WHERE backend = 'server'"],  # the model server's new name
+    # The search index leaves answers that are still streaming out (the schema's triggers, made anew).
+    5: [_unindex_streaming,
+        "DROP TRIGGER IF EXISTS messages_ai", "DROP TRIGGER IF EXISTS messages_ad", "DROP TRIGGER IF EXISTS messages_au"],
 }
+
 
 _CONVERSATION_COLUMNS = (
     "c.id, c.title, c.title_is_auto, c.created_at, c.updated_at, "
@@ -131,7 +146,10 @@ class HistoryStore:
             if version:
                 for target in range(version + 1, SCHEMA_VERSION + 1):
                     for statement in _MIGRATIONS.get(target, []):
-                        self._db.execute(statement)
+                        if callable(statement):
+                            statement(self._db)
+                        else:
+                            self._db.execute(statement)
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
@@ -201,23 +219,24 @@ class HistoryStore:
                 raise NotFoundError(f"Conversation {conversation_id} does not exist.")
         return self.conversation(conversation_id)
 
-    def set_collections(self, conversation_id: int, collections: list[str] | None) -> Conversation:
-        """Which document collections the conversation answers from (None: none, []: all)."""
-        value = None if collections is None else json.dumps(sorted(set(collections)))
+    def set_options(self, conversation_id: int, *, collections=UNSET, backend=UNSET) -> Conversation:
+        """Save how a conversation answers (what is left out stays as it was): ``collections``, the document
+        collections it answers from (None: none, []: all, or names); ``backend``, where its answers are
+        generated ('local', 'remote', or None for the default). The one writer of both."""
+        sets, args = [], []
+        if collections is not UNSET:
+            sets.append("collections = ?")
+            args.append(None if collections is None else json.dumps(sorted(set(collections))))
+        if backend is not UNSET:
+            if backend is not None and backend not in BACKEND_NAMES:
+                raise ValueError(f"unknown backend {backend!r}")
+            sets.append("backend = ?")
+            args.append(backend)
         with self._tx() as db:
-            cur = db.execute("UPDATE conversations SET collections = ? WHERE id = ?", (value, conversation_id))
-            if cur.rowcount == 0:
-                raise NotFoundError(f"Conversation {conversation_id} does not exist.")
-        return self.conversation(conversation_id)
-
-    def set_backend(self, conversation_id: int, backend: str | None) -> Conversation:
-        """Which backend answers in the conversation: 'local', 'remote', or None for the default."""
-        if backend is not None and backend not in BACKEND_NAMES:
-            raise ValueError(f"unknown backend {backend!r}")
-        with self._tx() as db:
-            cur = db.execute("UPDATE conversations SET backend = ? WHERE id = ?", (backend, conversation_id))
-            if cur.rowcount == 0:
-                raise NotFoundError(f"Conversation {conversation_id} does not exist.")
+            if db.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone() is None:
+                raise NotFoundError(f"Conversation {conversation_id} does not exist (it may have been deleted).")
+            if sets:
+                db.execute(f"UPDATE conversations SET {', '.join(sets)} WHERE id = ?", (*args, conversation_id))
         return self.conversation(conversation_id)
 
     def delete_conversation(self, conversation_id: int) -> int:

@@ -8,7 +8,7 @@ import pytest
 
 from engine.errors import HistoryError, NotFoundError
 from engine.history.models import auto_title
-from engine.history.store import HistoryStore
+from engine.history.store import SCHEMA_VERSION, HistoryStore
 
 
 @pytest.fixture()
@@ -144,12 +144,12 @@ def test_a_version_2_database_gains_the_backend_column_and_keeps_its_conversatio
     store = HistoryStore(path)
     old = store.conversations()[0]
     assert (old.title, old.collections, old.backend) == ("Old one", [], None)
-    assert store.set_backend(old.id, "remote").backend == "remote"
-    assert store.set_backend(old.id, None).backend is None
+    assert store.set_options(old.id, backend="remote").backend == "remote"
+    assert store.set_options(old.id, backend=None).backend is None
     with pytest.raises(ValueError):
-        store.set_backend(old.id, "elsewhere")
+        store.set_options(old.id, backend="elsewhere")
     with pytest.raises(NotFoundError):
-        store.set_backend(999, "local")
+        store.set_options(999, backend="local")
     store.close()
 
 
@@ -167,10 +167,10 @@ def test_a_database_of_schema_3_names_the_model_server_remote(tmp_path):
     assert [m.content for m in store.messages(server.id)] == ["What is an otter?", "A river mammal."]
     assert [h.conversation.id for h in store.search("otter")] == [server.id]
     with pytest.raises(ValueError):
-        store.set_backend(server.id, "server")  # the old name is not written any more
+        store.set_options(server.id, backend="server")  # the old name is not written any more
     store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert db.execute("SELECT COUNT(*) FROM conversations WHERE backend = 'server'").fetchone()[0] == 0
     db.close()
 
@@ -192,3 +192,75 @@ def test_a_deleted_conversation_leaves_no_text_in_the_files(store, tmp_path):
     assert deleted == 2
     assert store.search("quagga9") == [] and [h.conversation.id for h in store.search("otters")] == [keep.id]
     assert store._db.execute("PRAGMA secure_delete").fetchone()[0] == 1
+
+
+def test_options_are_saved_together_or_one_at_a_time(store):
+    c = store.create_conversation()
+    both = store.set_options(c.id, collections=["b", "a", "a"], backend="local")
+    assert (both.collections, both.backend) == (["a", "b"], "local")
+    only_documents = store.set_options(c.id, collections=None)
+    assert (only_documents.collections, only_documents.backend) == (None, "local")  # the backend stays
+    assert store.set_options(c.id, backend=None).collections is None
+    assert store.set_options(c.id).id == c.id
+    with pytest.raises(NotFoundError):
+        store.set_options(999)
+
+
+def test_the_search_index_follows_an_answer_once_it_has_ended(store):
+    """Saving a growing answer does not index it again each time: the index takes its final text."""
+    c = store.create_conversation()
+    answer = store.add_message(c.id, "assistant", "", status="streaming")
+    store.update_message(answer.id, content="herons wade")
+    assert store.search("herons") == []  # still streaming: not indexed
+    store.update_message(answer.id, content="herons wade at dawn")
+    store.update_message(answer.id, content="herons wade at dawn by the sluice", status="complete")
+    assert [h.message_id for h in store.search("sluice")] == [answer.id]
+    assert [h.message_id for h in store.search("herons")] == [answer.id]
+    stopped = store.add_message(c.id, "assistant", "", status="streaming")
+    store.update_message(stopped.id, content="otters play")
+    assert store.mark_interrupted() == 1  # a process that died mid-answer: what was saved becomes searchable
+    assert [h.message_id for h in store.search("otters")] == [stopped.id]
+    store.delete_messages_from(c.id, answer.id)
+    assert store.search("herons") == [] and store.search("otters") == []
+    dropped = store.add_message(c.id, "assistant", "", status="streaming")
+    store.update_message(dropped.id, content="stoats")
+    store.delete_message(dropped.id)  # deleting an unindexed row leaves the index whole
+    assert store.search("stoats") == []
+    store._db.execute("INSERT INTO messages_fts(messages_fts) VALUES ('integrity-check')")
+
+
+def test_a_schema_4_database_takes_streaming_answers_out_of_the_index(tmp_path):
+    """Under schema 4 every partial save was indexed; the upgrade leaves only finished text in the index."""
+    path = tmp_path / "locus.sqlite3"
+    store = HistoryStore(path)
+    c = store.create_conversation()
+    store.add_message(c.id, "user", "Tell me about newts")
+    store.close()
+    db = sqlite3.connect(path)  # what schema 4's triggers left: a streaming answer in the index
+    db.executescript("""
+        DROP TRIGGER messages_ai; DROP TRIGGER messages_ad; DROP TRIGGER messages_au;
+        CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN
+            INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+        END;
+        CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN
+            INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+        END;
+        CREATE TRIGGER messages_au AFTER UPDATE OF content ON messages BEGIN
+            INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+            INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+        END;
+        PRAGMA user_version=4;
+    """)
+    db.execute("INSERT INTO messages(conversation_id, role, content, status, created_at) "
+               "VALUES (?, 'assistant', 'newts swim', 'streaming', 0)", (c.id,))
+    db.commit()
+    db.close()
+    store = HistoryStore(path)
+    try:
+        assert store.search("swim") == []
+        assert store.mark_interrupted() == 1
+        assert len(store.search("swim")) == 1 and len(store.search("newts")) == 1
+        store.delete_conversation(c.id)
+        assert store.search("newts") == []
+    finally:
+        store.close()
