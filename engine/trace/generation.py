@@ -20,7 +20,7 @@ class GenerationSpan:
     """The span of one request's generation, started when it leaves the queue."""
 
     def __init__(self, tracing: Tracing, handle, info: ModelInfo | None):
-        self.tracing = tracing
+        tracing = self.tracing = tracing.for_request(handle.trace_parent)  # an unsaved answer's: no text
         self.handle = handle
         self.started_ns = time.time_ns()
         request = handle.request

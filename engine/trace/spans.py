@@ -1,42 +1,143 @@
-"""The spans of a question: its root (``ask``), retrieval and its stages, and the root's outcome.
+"""The spans of an answer and of an indexing job, each stage traced by one wrapper beside the work.
 
-Retrieval times its own stages (embed, vector search, text search, fuse) one
-after another, so its spans are laid out from those timings once it returns:
-engine/rag stays free of tracing, and a failed retrieval still gets its span.
+An answer is one trace: ``answer`` opens its root (``ask`` for a question, the task's name for a task)
+and ends it with the outcome; ``retrieving`` and ``citing`` wrap those stages. The generation's own span
+is the runtime's (engine/trace/generation.py), a child of the root through ``AnswerSpan.context``.
+
+Retrieval times its own stages (embed, vector search, text search, fuse) one after another, so its
+spans are laid out from those timings once it returns: engine/rag stays free of tracing, and a failed
+retrieval still gets its span.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
+from engine.answer import AnswerEnded, AnswerStats
 from engine.runtime.types import Done, Failed
-from engine.trace.tracing import Tracing, fail, set_attributes
+from engine.trace.tracing import Tracing, context_of, fail, set_attributes, trace_id_of
+
+log = logging.getLogger(__name__)
 
 _STAGES = (("embed", "embed_query"), ("vector_search", "vector_search"), ("text_search", "text_search"),
            ("fuse", "fuse"))
 
 
-def start_ask(tracing: Tracing, question: str, conversation_id: int | None, model: str | None,
-              uses_documents: bool) -> Span:
-    """The root span of one question (chat or from documents)."""
-    span = tracing.start("ask", attributes={
-        "locus.task": "doc_qa" if uses_documents else "chat",
-        "gen_ai.operation.name": "chat",
-        "gen_ai.conversation.id": conversation_id,
-        "gen_ai.request.model": model,
-    })
-    tracing.content(span, "locus.summary", question[:300])
-    tracing.content(span, "locus.question", question)
-    return span
+class AnswerSpan:
+    """The root span of one answer: what its stages hang from, ended once with the answer's outcome."""
+
+    def __init__(self, tracing: Tracing, span: Span):
+        self.tracing = tracing
+        self.span = span
+        self.trace_id: str | None = trace_id_of(span)
+        # Handed to the backend: the generation becomes a child, and records no text when this answer does not.
+        self.context: Context | None = context_of(span, content=tracing.capture_content)
+        self.ended = False
+
+    def flag(self, key: str, value) -> None:
+        set_attributes(self.span, {key: value})
+
+    def finish(self, ended: AnswerEnded) -> None:
+        """End the root with the answer's outcome, token counts and timings (once)."""
+        if self.ended:
+            return
+        self.ended = True
+        st = ended.stats
+        set_attributes(self.span, {
+            "gen_ai.response.finish_reasons": [st.finish_reason] if st.finish_reason else
+            ["cancelled"] if ended.cancelled else None,
+            "gen_ai.usage.input_tokens": st.prompt_tokens,
+            "gen_ai.usage.output_tokens": st.completion_tokens,
+            "locus.time_to_first_token_s": st.time_to_first_token_s,
+            "locus.tokens_per_s": st.tokens_per_s,
+            "locus.prompt.reused_tokens": st.reused_prompt_tokens,
+            "locus.generations": st.generations,
+            "locus.cancelled": ended.cancelled,
+        })
+        if ended.error is not None:
+            fail(self.span, ended.error)
+        elif ended.text:
+            self.tracing.content(self.span, "locus.response", ended.text)
+        self.span.end()
+
+    def abandon(self, error: BaseException) -> None:
+        """End the root as failed when the answer could not end normally."""
+        if not self.ended:
+            self.ended = True
+            fail(self.span, error)
+            self.span.end()
 
 
-def record_retrieval(tracing: Tracing, parent: Span, retrieval, start_ns: int, collections) -> Span:
+@contextmanager
+def answer(tracing: Tracing, name: str, *, task: str, conversation_id: int | None, model: str | None,
+           summary: str, question: str | None = None, task_id: int | None = None) -> Iterator[AnswerSpan]:
+    """The root span of one answer (``name`` "ask" for a question, else the task's name), around all of it.
+
+    End it with ``finish(ended)``; an exception that leaves the block fails it."""
+    attributes = {"locus.task": task, "gen_ai.conversation.id": conversation_id, "gen_ai.request.model": model}
+    if question is not None:
+        attributes["gen_ai.operation.name"] = "chat"
+    if task_id is not None:
+        attributes["locus.task_id"] = task_id
+    span = tracing.start(name, attributes=attributes)
+    if summary:
+        tracing.content(span, "locus.summary", summary[:300])
+    if question is not None:
+        tracing.content(span, "locus.question", question)
+    root = AnswerSpan(tracing, span)
+    try:
+        yield root
+    except BaseException as exc:
+        root.abandon(exc)
+        raise
+    finally:
+        root.abandon(RuntimeError("the answer ended without an outcome"))
+
+
+def finish_root(tracing: Tracing, span: Span, event: Done | Failed) -> None:
+    """End a root span whose one generation ended with this runtime event (a local API request's root)."""
+    if isinstance(event, Done):
+        outcome = "cancelled" if event.stats.finish_reason == "cancelled" else "complete"
+        ended = AnswerEnded(0, outcome, event.text, AnswerStats().plus(event.stats), None)
+    else:
+        ended = AnswerEnded(0, "failed", "", AnswerStats(), None, event.error)
+    AnswerSpan(tracing, span).finish(ended)
+
+
+class Stage:
+    """What a stage found: set ``result`` inside the ``with`` block; its wrapper records it on the way out."""
+
+    result = None
+
+
+@contextmanager
+def retrieving(tracing: Tracing, root: AnswerSpan, collections, *, question: str, monitor=None) -> Iterator[Stage]:
+    """The ``retrieve`` span and its stages around finding a question's passages; the monitor also gets
+    the question (drift, and whether any document is relevant to it)."""
+    start_ns = time.time_ns()
+    stage = Stage()
+    try:
+        yield stage
+    except BaseException as exc:
+        span = tracing.start("retrieve", root.span, start_time_ns=start_ns)
+        fail(span, exc)
+        span.end()
+        raise
+    _record_retrieval(tracing, root.span, stage.result, start_ns, collections)
+    _observe_question(tracing, root, monitor, question, stage.result)
+
+
+def _record_retrieval(tracing: Tracing, parent: Span, retrieval, start_ns: int, collections) -> None:
     """The ``retrieve`` span and its stages, placed from the retrieval's own timings."""
     span = tracing.start("retrieve", parent, start_time_ns=start_ns)
     if not span.is_recording():
-        return span
+        return
     passages = retrieval.passages
     set_attributes(span, {
         "locus.retrieval.collections": [str(c) for c in collections] if collections else ["(all)"],
@@ -63,53 +164,56 @@ def record_retrieval(tracing: Tracing, parent: Span, retrieval, start_ns: int, c
         at += int(seconds * 1e9)
         child.end(end_time=at)
     span.end(end_time=max(at, time.time_ns()))
-    return span
 
 
-def retrieval_failed(tracing: Tracing, parent: Span, start_ns: int, error: BaseException) -> None:
-    span = tracing.start("retrieve", parent, start_time_ns=start_ns)
-    fail(span, error)
-    span.end()
-
-
-def finish_root(tracing: Tracing, span: Span, event) -> None:
-    """End a question's root span with its answer's outcome (Done or Failed)."""
-    if not span.is_recording():
+def _observe_question(tracing: Tracing, root: AnswerSpan, monitor, question: str, retrieval) -> None:
+    """Give the monitor the question's embedding and nearest-chunk similarity (drift, relevance)."""
+    if monitor is None or retrieval.query_vector is None:
         return
-    if isinstance(event, Done):
-        st = event.stats
+    try:
+        flagged = monitor.record_question(question if tracing.capture_content else None, retrieval.query_vector,
+                                          retrieval.top_similarity, root.trace_id)
+    except Exception:  # noqa: BLE001 - monitoring must never cost the user their answer
+        log.exception("monitor could not record a question")
+        return
+    root.flag("locus.monitor.no_relevant_documents", bool(flagged))
+
+
+class CiteStage(Stage):
+    """What citing found: the citations (``result``) and how well the answer rests on them (``support``)."""
+
+    support = None
+
+
+@contextmanager
+def citing(tracing: Tracing, root: AnswerSpan) -> Iterator[CiteStage]:
+    """The ``cite`` span around working out an answer's sources (and checking its support)."""
+    span = tracing.start("cite", root.span)
+    stage = CiteStage()
+    try:
+        yield stage
+    except BaseException as exc:
+        fail(span, exc)
+        raise
+    else:
+        citations = stage.result or ()
         set_attributes(span, {
-            "gen_ai.response.finish_reasons": [st.finish_reason],
-            "gen_ai.usage.input_tokens": st.prompt_tokens,
-            "gen_ai.usage.output_tokens": st.completion_tokens,
-            "locus.time_to_first_token_s": st.time_to_first_token_s,
-            "locus.tokens_per_s": st.tokens_per_s,
-            "locus.prompt.reused_tokens": st.reused_prompt_tokens,
-            "locus.cancelled": st.finish_reason == "cancelled",
+            "locus.citations.numbers": [c.number for c in citations],
+            "locus.citations.explicit": [c.explicit for c in citations],
+            "locus.citations.sources": [c.passage.title or c.passage.path for c in citations],
         })
-        tracing.content(span, "locus.response", event.text)
-    elif isinstance(event, Failed):
-        fail(span, event.error)
-    span.end()
-
-
-def record_citations(tracing: Tracing, span: Span, citations, support) -> None:
-    """What the ``cite`` span found: the sources used and how well the answer rests on them."""
-    set_attributes(span, {
-        "locus.citations.numbers": [c.number for c in citations],
-        "locus.citations.explicit": [c.explicit for c in citations],
-        "locus.citations.sources": [c.passage.title or c.passage.path for c in citations],
-    })
-    if support is not None:
-        set_attributes(span, {
-            "locus.monitor.support": support.support,
-            "locus.monitor.unsupported_sentences": support.unsupported,
-            "locus.monitor.flagged": support.flagged,
-        })
-        tracing.content(span, "locus.monitor.sentences", [
-            {"text": s.text, "similarity": round(s.similarity, 4), "supported": s.supported}
-            for s in support.sentences])
-
+        support = stage.support
+        if support is not None:
+            set_attributes(span, {
+                "locus.monitor.support": support.support,
+                "locus.monitor.unsupported_sentences": support.unsupported,
+                "locus.monitor.flagged": support.flagged,
+            })
+            tracing.content(span, "locus.monitor.sentences", [
+                {"text": s.text, "similarity": round(s.similarity, 4), "supported": s.supported}
+                for s in support.sentences])
+    finally:
+        span.end()
 
 
 # Indexing ---------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ of API keys and tokens).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -18,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 
 from opentelemetry import trace
-from opentelemetry.context import Context
+from opentelemetry.context import Context, create_key, get_value, set_value
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -225,6 +226,18 @@ class Tracing:
     def disabled(cls) -> "Tracing":
         return cls(None, enabled=False)
 
+    def without_content(self) -> "Tracing":
+        """This tracer, recording timings and counts only (an answer that is not saved: no text in its trace)."""
+        if not self.capture_content:
+            return self
+        quiet = copy.copy(self)  # same provider, store and exporters
+        quiet.capture_content = False
+        return quiet
+
+    def for_request(self, parent: Context | None) -> "Tracing":
+        """The tracer for spans under ``parent``: without content when the request asked for none."""
+        return self if parent is None or get_value(_NO_CONTENT, parent) is None else self.without_content()
+
     # Spans ---------------------------------------------------------------------------
 
     def start(self, name: str, parent: Context | Span | None = None, attributes: dict | None = None,
@@ -259,9 +272,16 @@ class Tracing:
         closing.join(otlp_wait_s)
 
 
-def context_of(span: Span | None) -> Context | None:
-    """The context to hand to another thread so that its spans become children of ``span``."""
-    return trace.set_span_in_context(span) if span is not None else None
+_NO_CONTENT = create_key("locus.no_content")
+
+
+def context_of(span: Span | None, *, content: bool = True) -> Context | None:
+    """The context to hand to another thread so that its spans become children of ``span``; with
+    ``content`` False, those spans record no prompt or response either (see ``Tracing.for_request``)."""
+    if span is None:
+        return None
+    context = trace.set_span_in_context(span)
+    return context if content else set_value(_NO_CONTENT, True, context)
 
 
 def trace_id_of(span: Span | None) -> str | None:
