@@ -13,7 +13,7 @@ generation; an answer may hold several generations (a long summary) or none (it 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Literal
 
 from engine.errors import EngineError
@@ -49,6 +49,7 @@ class AnswerStats:
     finish_reason: str = ""
     seed: int | None = None
     healed_text: str = ""
+    details: dict = field(default_factory=dict)  # a task's own figures (translate: languages, paragraphs kept)
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -74,11 +75,14 @@ class AnswerStats:
             finish_reason=stats.finish_reason,
             seed=stats.seed,
             healed_text=self.healed_text or stats.healed_text,
+            details=self.details,
         )
 
-    def with_total(self, total_s: float) -> AnswerStats:
-        """These stats with the answer's own wall-clock time (which includes retrieval and waiting)."""
-        return AnswerStats(**{**asdict(self), "total_s": total_s})
+    def with_total(self, total_s: float, details: dict | None = None) -> AnswerStats:
+        """These stats with the answer's own wall-clock time (which includes retrieval and waiting), and
+        the task's own figures when given."""
+        return AnswerStats(**{**asdict(self), "total_s": total_s,
+                              "details": dict(details) if details is not None else self.details})
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (saved with the message), ``tokens_per_s`` included."""

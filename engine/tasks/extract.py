@@ -81,13 +81,13 @@ def extract_json(ctx: TaskContext, text: str, schema: dict | str, max_tokens: in
     sampling = replace(ctx.sampling, temperature=min(ctx.sampling.temperature, _MAX_TEMPERATURE),
                        max_tokens=max_tokens, stop=())
     messages = ctx.render(TEMPLATE, text=text, schema=json.dumps(schema, ensure_ascii=False))
-    used_before = ctx.stats["completion_tokens"]
+    used_before = ctx.stats.completion_tokens
     raw = ctx.generate(messages, stream=True, grammar=grammar, sampling=sampling, token_healing=False)
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
         # The grammar only lets complete JSON end the answer, so broken JSON means it was cut short.
-        if ctx.stats["completion_tokens"] - used_before >= max_tokens:
+        if ctx.stats.completion_tokens - used_before >= max_tokens:
             raise GenerationError(
                 f"The model used all {max_tokens} tokens it may write before the JSON was complete.",
                 hint="Raise the maximum answer length (max tokens), or use a schema with fewer or shorter fields.",

@@ -72,7 +72,7 @@ def check_length(length: str) -> str:
 
 
 def summary_task(text: str, length: str = "short") -> Callable[[TaskContext], str]:
-    """A task function for start_task / Assistant.run_task; bad input is refused now, not in the task."""
+    """A task function for Assistant.run_task; bad input is refused now, not in the task."""
     check_text(text)
     check_length(length)
     return lambda ctx: summarize(ctx, text, length)
@@ -96,7 +96,7 @@ def summarize(ctx: TaskContext, text: str, length: str = "short") -> str:
     merged = _JOIN.join(summaries)
     if count(merged) > budget.final_input:  # one summary longer than a tiny window's final prompt
         merged = split_text(merged, budget.final_input, count)[0]
-    ctx.progress(FINAL_STAGE, 0, 1)  # what streams next is the summary; TaskDone ends the stage
+    ctx.progress(FINAL_STAGE, 0, 1)  # what streams next is the summary; the answer's end ends the stage
     return _final(ctx, merged, length, budget)
 
 

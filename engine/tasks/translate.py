@@ -163,7 +163,7 @@ def translate(ctx: TaskContext, text: str, target: str, source: str | None = Non
     translator = _Translator(ctx, target, language)
     by_unit = {i: translator.jobs(i, masks[i].text) for i in units}
     jobs = [job for i in units for job in by_unit[i]]
-    ctx.stats.update(source_language=language, source_detected=not source, target_language=target,
+    ctx.details.update(source_language=language, source_detected=not source, target_language=target,
                      units=len(units), kept_original=0)
     parts: list[str] = []
     emitted = 0
@@ -254,7 +254,7 @@ class _Translator:
         if not jobs:
             return piece.text
         if any(j.result is None for j in jobs):
-            self.ctx.stats["kept_original"] += 1
+            self.ctx.details["kept_original"] += 1
             return piece.text
         # Lay out the masked text first: whitespace inside code spans and URLs must not be touched.
         text = " ".join(j.result for j in jobs)

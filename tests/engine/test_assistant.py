@@ -1,4 +1,4 @@
-"""Chat over saved conversations: what is saved when, on the real model and a real SQLite file."""
+"""Answers over saved conversations: what is saved when, on the real model and a real SQLite file."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import threading
 
 import pytest
 
+from engine.answer import AnswerEnded, AnswerStarted, Generating, TextDelta
 from engine.assistant import Assistant, ChatSettings
 from engine.errors import InvalidRequestError, NotFoundError
 from engine.history.store import HistoryStore
 from engine.runtime.backend import BackendRegistry
-from engine.runtime.types import Done, Failed, SamplingParams, Started, Token
+from engine.runtime.types import SamplingParams
 
 
 @pytest.fixture()
@@ -34,29 +35,35 @@ def assistant(runtime, history):
 
 def test_question_is_saved_before_generation_starts(assistant, history):
     seen_at_start = []
+    events = []
 
     def on_event(event):
-        if isinstance(event, Started):
-            seen_at_start.extend((m.role, m.content, m.status) for m in history.messages(answer.conversation_id))
+        events.append(event)
+        if isinstance(event, Generating):
+            seen_at_start.extend((m.role, m.content, m.status) for m in history.messages(events[0].conversation_id))
 
-    gate = threading.Lock()
-    with gate:  # hold events until `answer` exists
-        answer = assistant.ask("What is a haiku?", on_event=lambda e: (gate.acquire(), gate.release(), on_event(e)))
-    assert isinstance(answer.wait(60), Done)
+    answer = assistant.ask("What is a haiku?", on_event=on_event)
+    ended = answer.wait(60)
+    assert ended.complete and isinstance(events[0], AnswerStarted) and events[-1] is ended
+    assert sum(isinstance(e, AnswerEnded) for e in events) == 1
+    started = answer.started
     assert seen_at_start == [("user", "What is a haiku?", "complete"), ("assistant", "", "streaming")]
-    saved = history.messages(answer.conversation_id)
-    assert saved[1].status == "complete" and saved[1].content == answer.request.result.text
+    assert [m.id for m in history.messages(started.conversation_id)] == [started.user_message_id,
+                                                                         started.assistant_message_id]
+    saved = history.messages(started.conversation_id)
+    assert saved[1].status == "complete" and saved[1].content == ended.text
+    assert ended.text == "".join(e.text for e in events if isinstance(e, TextDelta))
     assert saved[1].stats["completion_tokens"] > 0 and saved[1].stats["model"]
-    assert history.conversation(answer.conversation_id).title == "What is a haiku?"
+    assert history.conversation(started.conversation_id).title == "What is a haiku?"
 
 
 def test_follow_up_sees_the_conversation_and_reuses_its_cache(assistant, history):
     first = assistant.ask("My name is Ada. Remember it.")
     first.wait(60)
-    second = assistant.ask("What is my name?", first.conversation_id)
+    second = assistant.ask("What is my name?", first.started.conversation_id)
     done = second.wait(60)
     assert done.stats.reused_prompt_tokens > 20
-    context = assistant.context_for(first.conversation_id)
+    context = assistant.context_for(first.started.conversation_id)
     assert [m.role for m in context] == ["system", "user", "assistant", "user", "assistant"]
 
 
@@ -65,42 +72,45 @@ def test_cancelled_answer_is_kept_as_partial(runtime, history):
                           save_interval_s=0.05)
     tokens = []
     answer = assistant.ask("Write a long essay about rivers.",
-                           on_event=lambda e: isinstance(e, Token) and (tokens.append(e), len(tokens) == 8
-                                                                        and answer.cancel()))
+                           on_event=lambda e: isinstance(e, TextDelta) and (tokens.append(e), len(tokens) == 8
+                                                                            and answer.cancel()))
     done = answer.wait(60)
-    assert done.stats.finish_reason == "cancelled"
-    saved = history.message(answer.assistant_message_id)
+    assert done.cancelled and done.stats.finish_reason == "cancelled"
+    saved = history.message(answer.started.assistant_message_id)
     assert saved.status == "cancelled" and saved.is_partial
     assert saved.content == done.text and saved.content.strip()
     # The partial answer stays part of the conversation the model sees next time.
-    assert assistant.context_for(answer.conversation_id)[-1].content == saved.content
+    assert assistant.context_for(answer.started.conversation_id)[-1].content == saved.content
 
 
 def test_cancel_before_any_text_leaves_no_empty_answer(assistant, runtime, history):
     blocker = assistant.ask("Write a long essay about mountains.")
     queued = assistant.ask("Hello?")
-    queued.cancel()
+    queued.cancel()  # before anything of it was saved: it still ends as asked, and stopped
     blocker.wait(60)
-    assert queued.wait(60).stats.finish_reason == "cancelled"
-    assert [m.role for m in history.messages(queued.conversation_id)] == ["user"]
+    ended = queued.wait(60)
+    assert ended.cancelled and ended.text == ""
+    assert [m.role for m in history.messages(queued.started.conversation_id)] == ["user"]
 
 
 def test_regenerate_replaces_the_last_answer(assistant, history):
     first = assistant.ask("Name a fruit.")
     first.wait(60)
-    again = assistant.regenerate(first.conversation_id)
-    assert isinstance(again.wait(60), Done)
-    messages = history.messages(first.conversation_id)
+    conversation = first.started.conversation_id
+    again = assistant.regenerate(conversation)
+    assert again.wait(60).complete
+    messages = history.messages(conversation)
     assert [m.role for m in messages] == ["user", "assistant"]
-    assert messages[1].id == again.assistant_message_id != first.assistant_message_id
+    assert messages[0].id == again.started.user_message_id == first.started.user_message_id
+    assert messages[1].id == again.started.assistant_message_id != first.started.assistant_message_id
 
 
 def test_edit_and_resend_replaces_the_last_exchange(assistant, history):
     first = assistant.ask("Name a colour.")
     first.wait(60)
-    edited = assistant.resend_edited(first.conversation_id, "Name an animal.")
+    edited = assistant.resend_edited(first.started.conversation_id, "Name an animal.")
     edited.wait(60)
-    messages = history.messages(first.conversation_id)
+    messages = history.messages(first.started.conversation_id)
     assert [(m.role, m.content) for m in messages][0] == ("user", "Name an animal.")
     assert len(messages) == 2 and messages[1].status == "complete"
 
@@ -114,18 +124,20 @@ def test_failures_are_saved_with_their_reason(history):
         result = answer.wait(10)
     finally:
         rt.shutdown()
-    assert isinstance(result, Failed)
-    saved = history.message(answer.assistant_message_id)
+    assert result.failed and "No model is loaded" in result.error.user_text()
+    saved = history.message(answer.started.assistant_message_id)
     assert saved.status == "failed" and "No model is loaded" in saved.error
 
 
 def test_bad_requests_are_refused(assistant):
-    with pytest.raises(InvalidRequestError):
+    with pytest.raises(InvalidRequestError):  # checked at once, on the caller's thread
         assistant.ask("   ")
-    with pytest.raises(NotFoundError):
-        assistant.ask("hello", conversation_id=999)
-    with pytest.raises(NotFoundError):
-        assistant.regenerate(assistant.history.create_conversation().id)
+    unknown = assistant.ask("hello", conversation_id=999).wait(10)
+    assert unknown.failed and isinstance(unknown.error, NotFoundError)
+    empty = assistant.history.create_conversation().id
+    nothing_to_redo = assistant.regenerate(empty)
+    assert isinstance(nothing_to_redo.wait(10).error, NotFoundError)
+    assert (nothing_to_redo.started.user_message_id, nothing_to_redo.started.assistant_message_id) == (None, None)
 
 
 CHILD = textwrap.dedent("""
@@ -144,10 +156,11 @@ CHILD = textwrap.dedent("""
     runtime.load(ModelConfig(model, n_ctx=4096)).result()
     assistant = Assistant(BackendRegistry.of(runtime), history, ChatSettings("", SamplingParams(seed=1, max_tokens=3000,
                           temperature=1.0)), save_interval_s=0.05)
-    answer = assistant.ask("Write a very long story about a lighthouse keeper.")
-    while len(history.message(answer.assistant_message_id).content) < 80:
+    events = assistant.ask("Write a very long story about a lighthouse keeper.").events()
+    started = next(events)
+    while len(history.message(started.assistant_message_id).content) < 80:
         time.sleep(0.02)
-    print("SAVED", answer.conversation_id, answer.assistant_message_id, flush=True)
+    print("SAVED", started.conversation_id, started.assistant_message_id, flush=True)
     time.sleep(60)
 """)
 
@@ -185,11 +198,88 @@ def test_a_question_that_cannot_be_answered_is_not_left_behind(assistant, histor
     from engine.assistant import DocumentsUnavailable
 
     conversation = history.create_conversation()
-    history.set_collections(conversation.id, [])  # answers from documents, but no index is open
+    history.set_options(conversation.id, collections=[])  # answers from documents, but no index is open
     for _ in range(2):
-        with pytest.raises(DocumentsUnavailable):
-            assistant.ask("Anything in my files?", conversation.id)
+        answer = assistant.ask("Anything in my files?", conversation.id)
+        assert isinstance(answer.wait(10).error, DocumentsUnavailable)
+        assert answer.started.conversation_id == conversation.id and answer.started.user_message_id is None
     assert history.messages(conversation.id) == []
-    with pytest.raises(DocumentsUnavailable):
-        assistant.ask("A new conversation that fails", collections=[])
+    new = assistant.ask("A new conversation that fails", collections=[])
+    assert isinstance(new.wait(10).error, DocumentsUnavailable) and new.started.conversation_id is None
     assert [c.id for c in history.conversations()] == [conversation.id]  # the failed new one is gone
+
+
+class WatchedHistory(HistoryStore):
+    """The real store, noting which thread made each call that reads or writes it."""
+
+    WRITES = ("create_conversation", "set_options", "add_message", "update_message", "delete_message",
+              "delete_messages_from", "delete_conversation")
+    READS = ("conversation", "conversations", "messages", "message")
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.calls: list[tuple[str, str]] = []  # (method, thread name)
+
+
+def _watched(name):
+    def call(self, *args, **kwargs):
+        self.calls.append((name, threading.current_thread().name))
+        return getattr(HistoryStore, name)(self, *args, **kwargs)
+    return call
+
+
+for _name in WatchedHistory.WRITES + WatchedHistory.READS:
+    setattr(WatchedHistory, _name, _watched(_name))
+
+
+def test_the_runtime_thread_and_the_callers_never_touch_the_history(runtime, tmp_path, templates):
+    """Answers that stream and finish, stop mid-way, stop before any text, fail on the runtime thread, and a
+    task: every history call happens on an answer's thread or the history writer's, none on the thread that
+    decodes (locus-runtime) and none on the thread that asked."""
+    from engine.runtime.backend import LOCAL, REMOTE, BackendSet
+    from engine.runtime.runtime import Runtime
+    from engine.runtime.types import ChatMessage
+
+    unloaded = Runtime()  # its requests fail on its own runtime thread
+    history = WatchedHistory(tmp_path / "h.sqlite3")
+    registry = BackendRegistry(BackendSet(LOCAL, {LOCAL: runtime, REMOTE: unloaded}))
+    assistant = Assistant(registry, history, ChatSettings("", SamplingParams(seed=2, max_tokens=120)),
+                          templates=templates, save_interval_s=0.01)
+    caller = threading.current_thread().name
+    try:
+        finished = assistant.ask("Write a short poem about the sea.")
+        pieces = []
+        stopped = assistant.ask("Write a long essay about rivers.", on_event=lambda e: isinstance(e, TextDelta) and (
+            pieces.append(e), len(pieces) == 6 and stopped.cancel()))
+        early = assistant.ask("Hello?")
+        early.cancel()
+        failed = assistant.ask("Anyone there?", backend=REMOTE)
+        task = assistant.run_task(lambda ctx: ctx.generate([ChatMessage("user", "Name three birds.")], stream=True),
+                                  "Birds, please.", name="birds")
+        outcomes = [h.wait(120) for h in (finished, stopped, early, failed, task)]
+        calls = list(history.calls)  # before this test reads the history itself
+        assert [e.outcome for e in outcomes] == ["complete", "cancelled", "cancelled", "failed", "complete"]
+        assert outcomes[1].text.strip() and outcomes[3].error is not None
+        threads = {thread for _, thread in calls}
+        assert not [c for c in calls if c[1].startswith("locus-runtime") or c[1] == caller], calls
+        # The growing answers were saved as they grew, by the writer.
+        partial_saves = [c for c in calls if c == ("update_message", "locus-history-writer")]
+        assert len(partial_saves) > 5 and "locus-history-writer" in threads
+        assert history.message(outcomes[3] and failed.started.assistant_message_id).status == "failed"
+        assert [m.role for m in history.messages(early.started.conversation_id)] == ["user"]
+    finally:
+        assistant.close()
+        unloaded.shutdown()
+        history.close()
+
+
+def test_an_answer_that_is_not_saved_leaves_no_conversation(assistant, history):
+    answer = assistant.ask("Say hello.", save=False, sampling=SamplingParams(seed=1, max_tokens=6))
+    ended = answer.wait(60)
+    assert ended.complete and ended.text.strip() and ended.stats.completion_tokens <= 6
+    started = answer.started
+    assert (started.conversation_id, started.user_message_id, started.assistant_message_id) == (None, None, None)
+    assert history.conversations() == []
+    assert assistant.settings.sampling.max_tokens == 40  # the call's sampling changed nothing shared
+    with pytest.raises(InvalidRequestError):
+        assistant.ask("Continue, unsaved?", history.create_conversation().id, save=False)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 
-from engine.assistant import Assistant, ChatSettings, Cited, Retrieved
+from engine.answer import AnswerStarted, Cited, Retrieved
+from engine.assistant import Assistant, ChatSettings
 from engine.history.store import HistoryStore
 from engine.runtime.backend import BackendRegistry
 from engine.models.bundled import BUNDLED_EMBEDDER_NAME, bundled_embedder_path
 from engine.rag.library import DocumentLibrary
-from engine.runtime.types import Done, SamplingParams
+from engine.runtime.types import SamplingParams
 
 FACTS = {
     "lighthouse.md": "# The Skerry Light\n\nThe Skerry lighthouse keeper is named Morag Finlay. She has kept the light "
@@ -47,15 +49,16 @@ def test_answer_cites_the_one_document_that_holds_it(setup):
     events = list(answer.events())
     retrieved = [e for e in events if isinstance(e, Retrieved)]
     cited = [e for e in events if isinstance(e, Cited)]
-    assert isinstance(events[-1], Done) and isinstance(events[0], Retrieved)
+    assert events[-1].complete and isinstance(events[0], AnswerStarted) and isinstance(events[1], Retrieved)
+    assert events[0].kind == "doc_qa" and isinstance(events[-2], Cited)  # the sources come just before the end
     assert retrieved[0].passages[0].path == str(docs / "lighthouse.md")
     assert cited and cited[0].citations, f"no citation for: {events[-1].text!r}"
     assert {Path(c.passage.path).name for c in cited[0].citations} == {"lighthouse.md"}
-    saved = history.message(answer.assistant_message_id)
+    saved = history.message(answer.started.assistant_message_id)
     assert saved.status == "complete" and saved.sources[0]["path"].endswith("lighthouse.md")
     assert (saved.sources[0]["line_start"], saved.sources[0]["line_end"]) == (1, 3) and saved.sources[0]["quote"]
     # The saved question is the question, not the prompt with sources pasted in.
-    assert history.message(answer.user_message.id).content == "Who is the keeper of the Skerry lighthouse?"
+    assert history.message(answer.started.user_message_id).content == "Who is the keeper of the Skerry lighthouse?"
 
 
 def test_collections_restrict_what_is_searched(setup):
@@ -63,10 +66,35 @@ def test_collections_restrict_what_is_searched(setup):
     answer = assistant.ask("When does the ferry leave?", collections=["other"])
     events = list(answer.events())
     assert [e for e in events if isinstance(e, Retrieved)][0].passages == ()
-    assert history.conversation(answer.conversation_id).collections == ["other"]
+    assert history.conversation(answer.started.conversation_id).collections == ["other"]
 
 
 def test_plain_chat_does_not_search(setup):
     assistant, _, _ = setup
     events = list(assistant.ask("Hello!").events())
     assert not any(isinstance(e, (Retrieved, Cited)) for e in events)
+
+
+def test_a_question_elsewhere_is_not_held_up_by_a_retrieval(setup):
+    """While one conversation's question waits in retrieval, ``ask`` returns at once and a question in
+    another conversation is answered to its end."""
+    assistant, history, _ = setup
+    library = assistant.library
+    entered, release = threading.Event(), threading.Event()
+
+    def held(*args, **kwargs):  # the real retrieval, once the test lets it go on
+        entered.set()
+        assert release.wait(120)
+        return type(library).retrieve(library, *args, **kwargs)
+
+    library.retrieve = held
+    try:
+        from_documents = assistant.ask("Who is the keeper of the Skerry lighthouse?", collections=[])
+        assert entered.wait(60)
+        plain = assistant.ask("Say hello.")
+        assert plain.wait(120).complete  # answered while the other is still in retrieval
+        assert from_documents.result is None and from_documents.started is None
+    finally:
+        release.set()
+    assert from_documents.wait(120).complete
+    assert history.message(from_documents.started.assistant_message_id).sources

@@ -1,4 +1,4 @@
-"""The task runner on the real model: events in order, cancel, failures, and saving as a conversation turn."""
+"""Tasks on the real model: events in order, cancel, failures, and saving as a conversation turn."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import time
 
 import pytest
 
+from engine.answer import AnswerEnded, AnswerStarted, Progress, TextDelta
 from engine.assistant import Assistant
 from engine.errors import InvalidRequestError
 from engine.history.store import HistoryStore
 from engine.runtime.backend import BackendRegistry
 from engine.runtime.types import ChatMessage, SamplingParams
-from engine.tasks.base import TaskDone, TaskFailed, TaskProgress, TaskText, start_task
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=24, seed=1)
 
@@ -23,63 +23,64 @@ def two_steps(ctx):
     ctx.progress("Thinking", 1, 2)
     ctx.generate([ChatMessage("user", f"Write a sentence about the colour {first.strip()}.")], stream=True)
     ctx.progress("Thinking", 2, 2)
-    return "".join(ctx.output)
+    return ctx.output
 
 
 @pytest.mark.slow
-def test_events_arrive_in_order_and_done_carries_the_streamed_text(runtime, templates):
-    handle = start_task(two_steps, runtime, templates, GREEDY)
+def test_events_arrive_in_order_and_done_carries_the_streamed_text(runtime, templates, start):
+    handle = start(two_steps, runtime, templates, GREEDY)
     events = list(handle.events())
     kinds = [type(e) for e in events]
-    assert kinds[0] is TaskProgress and kinds[-1] is TaskDone
-    progress = [(e.done, e.total) for e in events if isinstance(e, TaskProgress)]
+    assert kinds[0] is AnswerStarted and kinds[1] is Progress and kinds[-1] is AnswerEnded
+    assert kinds.count(AnswerEnded) == 1
+    progress = [(e.done, e.total) for e in events if isinstance(e, Progress)]
     assert progress == [(0, 2), (1, 2), (2, 2)]
-    streamed = "".join(e.text for e in events if isinstance(e, TaskText))
+    streamed = "".join(e.text for e in events if isinstance(e, TextDelta))
     done = events[-1]
-    assert streamed.strip() and done.text == streamed and not done.cancelled
-    assert done.stats["requests"] == 2 and done.stats["completion_tokens"] > 0
-    assert all(e.task_id == handle.task_id for e in events)
+    assert streamed.strip() and done.text == streamed and done.complete
+    assert done.stats.generations == 2 and done.stats.completion_tokens > 0
+    assert all(e.answer_id == handle.answer_id for e in events)
 
 
 @pytest.mark.slow
-def test_cancel_stops_the_running_generation_and_keeps_what_was_streamed(runtime, templates):
+def test_cancel_stops_the_running_generation_and_keeps_what_was_streamed(runtime, templates, start):
     def long_task(ctx):
         for i in range(50):
             ctx.progress("Writing", i, 50)
             ctx.generate([ChatMessage("user", "Tell a long story about a lighthouse.")], stream=True,
                          max_tokens=400)
-        return "".join(ctx.output)
+        return ctx.output
 
     seen = []
-    handle = start_task(long_task, runtime, templates, SamplingParams(temperature=0.8, max_tokens=400),
-                        on_event=seen.append)
+    handle = start(long_task, runtime, templates, SamplingParams(temperature=0.8, max_tokens=400),
+                   on_event=seen.append)
     deadline = time.monotonic() + 60
-    while not any(isinstance(e, TaskText) for e in seen) and time.monotonic() < deadline:
+    while not any(isinstance(e, TextDelta) for e in seen) and time.monotonic() < deadline:
         time.sleep(0.01)
     handle.cancel()
-    streamed_at_cancel = sum(isinstance(e, TaskText) for e in seen)
+    streamed_at_cancel = sum(isinstance(e, TextDelta) for e in seen)
     result = handle.wait(30)
-    assert isinstance(result, TaskDone) and result.cancelled
+    assert result.cancelled
     # Within one token step: at most the token being sampled when cancel came (and a flushed tail).
-    assert sum(isinstance(e, TaskText) for e in seen) - streamed_at_cancel <= 2
-    assert result.text == "".join(e.text for e in seen if isinstance(e, TaskText))
-    assert max(e.done for e in seen if isinstance(e, TaskProgress)) == 0  # it never went on to part 2
+    assert sum(isinstance(e, TextDelta) for e in seen) - streamed_at_cancel <= 2
+    assert result.text == "".join(e.text for e in seen if isinstance(e, TextDelta))
+    assert max(e.done for e in seen if isinstance(e, Progress)) == 0  # it never went on to part 2
 
 
-def test_a_failing_task_reports_the_engine_error(runtime, templates):
+def test_a_failing_task_reports_the_engine_error(runtime, templates, start):
     def bad(ctx):
         raise InvalidRequestError("There is no text to work on.")
 
-    result = start_task(bad, runtime, templates, GREEDY).wait(10)
-    assert isinstance(result, TaskFailed) and "no text" in result.error.user_text()
+    result = start(bad, runtime, templates, GREEDY).wait(10)
+    assert result.failed and "no text" in result.error.user_text()
 
 
-def test_an_unexpected_exception_becomes_a_readable_failure(runtime, templates):
+def test_an_unexpected_exception_becomes_a_readable_failure(runtime, templates, start):
     def buggy(ctx):
         return {}["missing"]
 
-    result = start_task(buggy, runtime, templates, GREEDY).wait(10)
-    assert isinstance(result, TaskFailed) and "unexpectedly" in result.error.user_text()
+    result = start(buggy, runtime, templates, GREEDY).wait(10)
+    assert result.failed and "unexpectedly" in result.error.user_text()
     assert "KeyError" in result.error.detail
 
 
@@ -90,12 +91,12 @@ def test_run_task_saves_the_request_and_its_output_in_a_conversation(runtime, te
     try:
         handle = assistant.run_task(two_steps, "Colours, please.")
         result = handle.wait(120)
-        assert isinstance(result, TaskDone)
-        messages = history.messages(handle.conversation_id)
+        assert result.complete and handle.started.kind == "task"
+        messages = history.messages(handle.started.conversation_id)
         assert [(m.role, m.status) for m in messages] == [("user", "complete"), ("assistant", "complete")]
-        assert messages[0].content == "Colours, please."
-        assert messages[1].content == result.text and messages[1].id == handle.assistant_message_id
-        assert messages[1].stats["requests"] == 2
+        assert messages[0].content == "Colours, please." and messages[0].id == handle.started.user_message_id
+        assert messages[1].content == result.text and messages[1].id == handle.started.assistant_message_id
+        assert messages[1].stats["generations"] == 2
     finally:
         assistant.close()
         history.close()
@@ -108,18 +109,18 @@ def test_a_cancelled_task_is_saved_as_partial(runtime, templates, tmp_path):
 
     def story(ctx):
         ctx.generate([ChatMessage("user", "Tell a long story about a lighthouse.")], stream=True, max_tokens=400)
-        return "".join(ctx.output)
+        return ctx.output
 
     try:
         seen = []
         handle = assistant.run_task(story, "A story.", on_event=seen.append)
         deadline = time.monotonic() + 60
-        while sum(isinstance(e, TaskText) for e in seen) < 3 and time.monotonic() < deadline:
+        while sum(isinstance(e, TextDelta) for e in seen) < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
         handle.cancel()
         result = handle.wait(30)
-        assert isinstance(result, TaskDone) and result.cancelled and result.text
-        answer = history.messages(handle.conversation_id)[-1]
+        assert result.cancelled and result.text
+        answer = history.messages(handle.started.conversation_id)[-1]
         assert answer.status == "cancelled" and answer.is_partial and answer.content == result.text
     finally:
         assistant.close()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from engine.answer import Progress, TextDelta
 from engine.errors import InvalidRequestError, NotFoundError
 from engine.models.bundled import BUNDLED_EMBEDDER_NAME, bundled_embedder_path
 from engine.rag.library import DocumentLibrary
 from engine.runtime.types import SamplingParams
-from engine.tasks.base import TaskContext, TaskDone, TaskFailed, TaskProgress, TaskText, start_task
 from engine.tasks.code import (
     ACTIONS,
     code_help,
@@ -77,9 +77,9 @@ def test_language_is_guessed_from_the_extension_or_the_code(path, code, language
     assert guess_language(path, code) == language
 
 
-def run(runtime, templates, task, max_tokens=24):
-    handle = start_task(task, runtime, templates, SamplingParams(seed=3, temperature=0.0, max_tokens=max_tokens),
-                        name="code")
+def run(start, runtime, templates, task, max_tokens=24):
+    handle = start(task, runtime, templates, SamplingParams(seed=3, temperature=0.0, max_tokens=max_tokens),
+                   name="code")
     events = list(handle.events())
     return events, events[-1]
 
@@ -90,28 +90,28 @@ def test_every_action_has_a_template_asking_for_tagged_code_blocks(templates):
         assert "language tag" in template.system and "```python" in template.examples[0][1]
 
 
-def test_a_real_explanation_streams_over_numbered_lines(runtime, templates, tmp_path):
+def test_a_real_explanation_streams_over_numbered_lines(runtime, templates, tmp_path, start, context):
     path = tmp_path / "stats.py"
     path.write_text("import math\n\n\n" + MEAN, encoding="utf-8")
     code = load_code_range(path, "4-5")
-    events, done = run(runtime, templates, lambda ctx: code_help(ctx, "explain", code))
-    assert isinstance(done, TaskDone) and done.text.strip(), done
-    assert "".join(e.text for e in events if isinstance(e, TaskText)) == done.text
-    assert 0 < done.stats["completion_tokens"] <= 24
-    ctx = TaskContext(runtime, templates, SamplingParams(), lambda e: None, 0)
+    events, done = run(start, runtime, templates, lambda ctx: code_help(ctx, "explain", code))
+    assert done.complete and done.text.strip(), done
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == done.text
+    assert 0 < done.stats.completion_tokens <= 24
+    ctx = context(runtime, templates, SamplingParams())
     messages, _ = code_messages(ctx, "explain", code)
     assert f"Explain this python from {path}:4-5:\n\n```python\n4 | def mean(values):\n5 |     return" \
         in messages[-1].content
 
 
-def test_unknown_actions_and_empty_code_are_refused(runtime, templates):
+def test_unknown_actions_and_empty_code_are_refused(runtime, templates, start):
     for action, code, message in (("refactor", MEAN, "Choose one of: explain, review, tests, fix"),
                                   ("explain", "  \n", "no code")):
-        _, failed = run(runtime, templates, lambda ctx: code_help(ctx, action, code))
-        assert isinstance(failed, TaskFailed) and message in failed.error.user_text()
+        _, failed = run(start, runtime, templates, lambda ctx: code_help(ctx, action, code))
+        assert failed.failed and message in failed.error.user_text()
 
 
-def test_a_real_review_gets_related_code_from_the_index(runtime, templates, tmp_path):
+def test_a_real_review_gets_related_code_from_the_index(runtime, templates, tmp_path, start, context):
     project = tmp_path / "project"
     project.mkdir()
     (project / "prices.py").write_text(
@@ -124,15 +124,16 @@ def test_a_real_review_gets_related_code_from_the_index(runtime, templates, tmp_
     try:
         assert library.index([project]).wait(300).indexed == 2
         code = load_code_range(project / "cart.py", "4-5")
-        ctx = TaskContext(runtime, templates, SamplingParams(max_tokens=32), lambda e: None, 0)
+        ctx = context(runtime, templates, SamplingParams(max_tokens=32))
         messages, _ = code_messages(ctx, "review", code, library=library)
         prompt = messages[-1].content
         assert f"From {project / 'prices.py'}, lines 1–4:\n```python\n1 | def parse_price(text):" in prompt
         assert "4 |     return round(float(amount) * 100)\n```" in prompt
         assert f"From {project / 'cart.py'}" not in prompt  # the code under review is not repeated as context
-        events, done = run(runtime, templates, lambda ctx: code_help(ctx, "review", code, library=library), 32)
-        assert isinstance(done, TaskDone) and done.text.strip(), done
-        stages = [(e.stage, e.done) for e in events if isinstance(e, TaskProgress)]
+        events, done = run(start, runtime, templates, lambda ctx: code_help(ctx, "review", code, library=library),
+                           32)
+        assert done.complete and done.text.strip(), done
+        stages = [(e.stage, e.done) for e in events if isinstance(e, Progress)]
         assert stages == [("Searching the index", 0), ("Searching the index", 1)]
     finally:
         library.close()

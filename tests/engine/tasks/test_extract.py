@@ -6,50 +6,50 @@ import json
 
 import pytest
 
+from engine.answer import TextDelta
 from engine.errors import GenerationError, InvalidRequestError
 from engine.runtime.constrain import schema_to_grammar, validation_error
 from engine.runtime.types import SamplingParams
-from engine.tasks.base import TaskDone, TaskFailed, TaskText, start_task
 from engine.tasks.extract import SCHEMA_EXAMPLES, extract_json, parse_schema
 
 CONTACT_TEXT = "Hi, I'm Maria Lopez from Acme Corp. Write to maria@acme.com or call +1 555 0100."
 GREEDY = SamplingParams(temperature=0.0, seed=1, max_tokens=256)
 
 
-def run(runtime, templates, text, schema, **kwargs):
-    handle = start_task(lambda ctx: extract_json(ctx, text, schema, **kwargs), runtime, templates, GREEDY)
+def run(start, runtime, templates, text, schema, **kwargs):
+    handle = start(lambda ctx: extract_json(ctx, text, schema, **kwargs), runtime, templates, GREEDY)
     return list(handle.events())
 
 
 @pytest.mark.slow
-def test_extracts_valid_pretty_json_and_streams_it_as_it_comes(runtime, templates):
+def test_extracts_valid_pretty_json_and_streams_it_as_it_comes(runtime, templates, start):
     schema = SCHEMA_EXAMPLES["Contact"]
-    events = run(runtime, templates, CONTACT_TEXT, json.dumps(schema))  # as the schema editor sends it
+    events = run(start, runtime, templates, CONTACT_TEXT, json.dumps(schema))  # as the schema editor sends it
     done = events[-1]
-    assert isinstance(done, TaskDone), getattr(done, "error", None)
+    assert done.complete, done.error
     value = json.loads(done.text)
     assert validation_error(schema, value) is None
     assert "Maria" in value["name"]
     assert done.text == json.dumps(value, indent=2, ensure_ascii=False)
-    streamed = "".join(e.text for e in events if isinstance(e, TaskText))
-    assert len([e for e in events if isinstance(e, TaskText)]) > 3 and json.loads(streamed) == value
+    streamed = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert len([e for e in events if isinstance(e, TextDelta)]) > 3 and json.loads(streamed) == value
 
 
 @pytest.mark.slow
-def test_schema_problems_and_running_out_of_tokens_are_reported_in_words(runtime, templates):
+def test_schema_problems_and_running_out_of_tokens_are_reported_in_words(runtime, templates, start):
     cases = [
         ('{"type": "object", "properties": {', "not valid JSON: "),
         ({"type": "objekt"}, "not valid"),
         ({"type": "object", "properties": {"age": {"type": "integer", "maximum": 120}}}, "'maximum'"),
     ]
     for schema, words in cases:
-        failed = run(runtime, templates, CONTACT_TEXT, schema)[-1]
-        assert isinstance(failed, TaskFailed) and isinstance(failed.error, InvalidRequestError)
+        failed = run(start, runtime, templates, CONTACT_TEXT, schema)[-1]
+        assert failed.failed and isinstance(failed.error, InvalidRequestError)
         assert words in failed.error.message, failed.error.message
-    failed = run(runtime, templates, " \n", SCHEMA_EXAMPLES["Contact"])[-1]
-    assert isinstance(failed, TaskFailed) and "no text" in failed.error.message
-    failed = run(runtime, templates, CONTACT_TEXT, SCHEMA_EXAMPLES["Contact"], max_tokens=5)[-1]
-    assert isinstance(failed, TaskFailed) and isinstance(failed.error, GenerationError)
+    failed = run(start, runtime, templates, " \n", SCHEMA_EXAMPLES["Contact"])[-1]
+    assert failed.failed and "no text" in failed.error.message
+    failed = run(start, runtime, templates, CONTACT_TEXT, SCHEMA_EXAMPLES["Contact"], max_tokens=5)[-1]
+    assert failed.failed and isinstance(failed.error, GenerationError)
     assert "all 5 tokens" in failed.error.message and "max tokens" in failed.error.hint
 
 
@@ -64,17 +64,17 @@ def test_every_example_schema_is_usable_and_empty_input_is_refused():
 
 
 @pytest.mark.slow
-def test_a_schema_llama_cpp_cannot_follow_fails_only_its_task(runtime, templates):
+def test_a_schema_llama_cpp_cannot_follow_fails_only_its_task(runtime, templates, start):
     """Schemas whose grammar would take the process down (a string no character can fill, nesting that
     overflows llama.cpp's parser) fail their own task in words; the next extraction works."""
     nothing = {"type": "object", "properties": {"code": {"type": "string", "pattern": r"^[^\x00-\U0010FFFF]$"}},
                "required": ["code"]}
-    failed = run(runtime, templates, CONTACT_TEXT, nothing)[-1]
-    assert isinstance(failed, TaskFailed) and isinstance(failed.error, InvalidRequestError)
+    failed = run(start, runtime, templates, CONTACT_TEXT, nothing)[-1]
+    assert failed.failed and isinstance(failed.error, InvalidRequestError)
     assert "grammar allows nothing here" in failed.error.message
     deep = {"type": "object", "properties": {"note": {"type": "string", "maxLength": 20_000}}}
-    failed = run(runtime, templates, CONTACT_TEXT, deep)[-1]
-    assert isinstance(failed, TaskFailed) and "20,000 deep" in failed.error.message
+    failed = run(start, runtime, templates, CONTACT_TEXT, deep)[-1]
+    assert failed.failed and "20,000 deep" in failed.error.message
     assert "maxLength" in failed.error.hint
-    done = run(runtime, templates, CONTACT_TEXT, SCHEMA_EXAMPLES["Contact"])[-1]
-    assert isinstance(done, TaskDone) and "Maria" in json.loads(done.text)["name"]
+    done = run(start, runtime, templates, CONTACT_TEXT, SCHEMA_EXAMPLES["Contact"])[-1]
+    assert done.complete and "Maria" in json.loads(done.text)["name"]

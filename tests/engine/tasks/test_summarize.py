@@ -8,11 +8,11 @@ import time
 
 import pytest
 
+from engine.answer import Progress, TextDelta
 from engine.errors import InvalidRequestError
 from engine.rag.store import DocumentRecord
 from engine.runtime.runtime import Runtime
 from engine.runtime.types import Done, ModelConfig, SamplingParams
-from engine.tasks.base import TaskDone, TaskFailed, TaskProgress, TaskText, start_task
 from engine.tasks.summarize import (
     FINAL_STAGE,
     LENGTHS,
@@ -80,23 +80,23 @@ def prompts():
     return TemplateLibrary(resource_path("prompts"))
 
 
-def run(small, prompts, text, length="short", on_event=None):
+def run(start, small, prompts, text, length="short", on_event=None):
     small.finished.clear()
-    return start_task(lambda ctx: summarize(ctx, text, length), small, prompts, GREEDY, on_event, name="summarize")
+    return start(lambda ctx: summarize(ctx, text, length), small, prompts, GREEDY, on_event, name="summarize")
 
 
 def stage_steps(events, stage):
-    return [(e.done, e.total) for e in events if isinstance(e, TaskProgress) and e.stage == stage]
+    return [(e.done, e.total) for e in events if isinstance(e, Progress) and e.stage == stage]
 
 
 @pytest.mark.slow
-def test_text_five_times_the_window_is_summarized_part_by_part_and_merged(small, prompts):
+def test_text_five_times_the_window_is_summarized_part_by_part_and_merged(small, prompts, start):
     text = gazetteer(28)
     assert small.count_tokens(text) >= 5 * N_CTX
-    handle = run(small, prompts, text)
+    handle = run(start, small, prompts, text)
     events = list(handle.events())
     done = events[-1]
-    assert isinstance(done, TaskDone) and not done.cancelled, done
+    assert done.complete, done
     parts = stage_steps(events, PART_STAGE)
     n = parts[-1][1]
     assert n >= 6 and parts == [(i, n) for i in range(n + 1)]
@@ -110,62 +110,62 @@ def test_text_five_times_the_window_is_summarized_part_by_part_and_merged(small,
         assert merges[start:end] == [(i, total) for i in range(total + 1)]
     assert stage_steps(events, FINAL_STAGE) == [(0, 1)]
     # Only the final pass streams, and it is the summary.
-    streamed = "".join(e.text for e in events if isinstance(e, TaskText))
+    streamed = "".join(e.text for e in events if isinstance(e, TextDelta))
     assert streamed.strip() and done.text == streamed
-    assert done.stats["requests"] == n + sum(total for _, total in (merges[i] for i in rounds)) + 1
+    assert done.stats.generations == n + sum(total for _, total in (merges[i] for i in rounds)) + 1
     # Every prompt fitted the window whole: nothing cut, and answer included within n_ctx.
-    assert len(small.finished) == done.stats["requests"]
+    assert len(small.finished) == done.stats.generations
     for request in small.finished:
         assert not request.stats.truncated_input and request.stats.dropped_messages == 0
         assert request.stats.prompt_tokens + request.stats.completion_tokens <= N_CTX
 
 
 @pytest.mark.slow
-def test_cancel_mid_way_ends_promptly_with_no_further_progress(small, prompts):
+def test_cancel_mid_way_ends_promptly_with_no_further_progress(small, prompts, start):
     events: list[tuple[float, object]] = []
     first_part = threading.Event()
 
     def on_event(event):
         events.append((time.monotonic(), event))
-        if isinstance(event, TaskProgress) and event.stage == PART_STAGE and event.done == 1:
+        if isinstance(event, Progress) and event.stage == PART_STAGE and event.done == 1:
             first_part.set()
 
-    handle = run(small, prompts, gazetteer(28), on_event=on_event)
+    handle = run(start, small, prompts, gazetteer(28), on_event=on_event)
     assert first_part.wait(60)
     time.sleep(0.3)  # into the second part's generation
     cancelled_at = time.monotonic()
     handle.cancel()
     result = handle.wait(10)
     elapsed = time.monotonic() - cancelled_at
-    assert isinstance(result, TaskDone) and result.cancelled
+    assert result.cancelled
     assert elapsed < 2.0, f"cancel took {elapsed:.2f} s"
-    assert not [e for t, e in events if t > cancelled_at and isinstance(e, TaskProgress)]
-    total = [e for _, e in events if isinstance(e, TaskProgress)][0].total
-    assert result.stats["requests"] < total
+    assert not [e for t, e in events if t > cancelled_at and isinstance(e, Progress)]
+    total = [e for _, e in events if isinstance(e, Progress)][0].total
+    assert result.stats.generations < total
     assert result.text == ""  # cancelled during the map: nothing was streamed yet
 
 
 @pytest.mark.slow
-def test_short_text_is_one_streamed_pass(small, prompts):
+def test_short_text_is_one_streamed_pass(small, prompts, start):
     text = gazetteer(2)
-    handle = run(small, prompts, text, "one_line")
+    handle = run(start, small, prompts, text, "one_line")
     events = list(handle.events())
     done = events[-1]
-    assert isinstance(done, TaskDone) and not done.cancelled
-    assert not [e for e in events if isinstance(e, TaskProgress)]
-    streamed = "".join(e.text for e in events if isinstance(e, TaskText))
+    assert done.complete
+    assert not [e for e in events if isinstance(e, Progress)]
+    streamed = "".join(e.text for e in events if isinstance(e, TextDelta))
     assert streamed.strip() and done.text == streamed
-    assert done.stats["requests"] == 1 and done.stats["completion_tokens"] <= 64
+    assert done.stats.generations == 1 and done.stats.completion_tokens <= 64
 
 
-def test_empty_text_and_unknown_length_are_refused(small, prompts):
+def test_empty_text_and_unknown_length_are_refused(small, prompts, start):
     with pytest.raises(InvalidRequestError, match="no text to summarize"):
         summary_task(" \n\t ")
     with pytest.raises(InvalidRequestError) as refused:
         summary_task("Some text.", "huge")
     assert "'huge'" in str(refused.value) and all(name in refused.value.hint for name in LENGTHS)
-    failed = run(small, prompts, "").wait(10)
-    assert isinstance(failed, TaskFailed) and isinstance(failed.error, InvalidRequestError)
+    failed = run(start, small, prompts, "").wait(10)
+    assert failed.failed and isinstance(failed.error, InvalidRequestError)
     assert small.finished == []  # refused before any generation
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from engine.answer import Progress, TextDelta
 from engine.errors import InvalidRequestError
 from engine.runtime.types import SamplingParams
-from engine.tasks.base import TaskContext, TaskDone, TaskFailed, TaskProgress, TaskText, start_task
 from engine.tasks import translate as translate_module
 from engine.tasks.translate import LANGUAGES, check_languages, detect_language, language_name, translate
 from engine.tasks.translate_segment import checked, mask, segment
@@ -155,9 +155,9 @@ def test_language_names_and_their_errors():
     assert check_languages("```\ncode only\n```\nThe dog is in the garden.", "fr") == ("French", "English")
 
 
-def run_translation(runtime, templates, text, target, source=None, seed=7):
-    handle = start_task(lambda ctx: translate(ctx, text, target, source), runtime, templates,
-                        SamplingParams(seed=seed), name="translate")
+def run_translation(start, runtime, templates, text, target, source=None, seed=7):
+    handle = start(lambda ctx: translate(ctx, text, target, source), runtime, templates,
+                   SamplingParams(seed=seed), name="translate")
     events = list(handle.events())
     return events, events[-1]
 
@@ -174,42 +174,42 @@ The cat sleeps. See {URLS[1]} for more.
 """
 
 
-def test_a_real_translation_keeps_every_code_block_and_url_byte_identical(runtime, templates, monkeypatch):
+def test_a_real_translation_keeps_every_code_block_and_url_byte_identical(runtime, templates, monkeypatch, start):
     # Two units a request, so that these four come back in two batches, streamed one after the other.
     monkeypatch.setattr(translate_module, "MAX_BATCH_UNITS", 2)
-    events, done = run_translation(runtime, templates, SHORT_DOCUMENT, "French")
-    assert isinstance(done, TaskDone) and not done.cancelled, done
+    events, done = run_translation(start, runtime, templates, SHORT_DOCUMENT, "French")
+    assert done.complete, done
     out = done.text
     for kept in (FENCED_PY, FENCED_SH, URLS[0], URLS[1], URLS[3], "`brew --strong`"):
         assert out.count(kept) == SHORT_DOCUMENT.count(kept), kept
     assert out.startswith("# ") and "\n- " in out and out.endswith("\n")
-    assert done.stats["source_language"] == "English" and done.stats["units"] == 4
-    assert done.stats["kept_original"] < 4, "the model's every translation was refused"
+    assert done.stats.details["source_language"] == "English" and done.stats.details["units"] == 4
+    assert done.stats.details["kept_original"] < 4, "the model's every translation was refused"
     # Streamed in order: the pieces add up to the result, and the first came before the last progress step.
-    texts = [e.text for e in events if isinstance(e, TaskText)]
+    texts = [e.text for e in events if isinstance(e, TextDelta)]
     assert "".join(texts) == out
-    progress = [(e.done, e.total) for e in events if isinstance(e, TaskProgress)]
+    progress = [(e.done, e.total) for e in events if isinstance(e, Progress)]
     assert progress == [(0, 4), (2, 4), (4, 4)]
-    first_text = next(i for i, e in enumerate(events) if isinstance(e, TaskText))
-    assert first_text < max(i for i, e in enumerate(events) if isinstance(e, TaskProgress))
+    first_text = next(i for i, e in enumerate(events) if isinstance(e, TextDelta))
+    assert first_text < max(i for i, e in enumerate(events) if isinstance(e, Progress))
 
 
-def test_paragraphs_whose_placeholders_the_model_loses_are_kept_as_written(runtime, templates):
+def test_paragraphs_whose_placeholders_the_model_loses_are_kept_as_written(runtime, templates, start):
     # A prompt that never shows the model the text: any placeholder it was to keep is lost.
     templates.save("translate", 'variables = ["text", "source", "target"]\nuser = "Reply with one word: hello."\n')
     text = (f"Run `make test` before [the release]({URLS[0]}).\n\nThe sky is blue.\n\n{FENCED_PY}\n"
             f"Mail tea@example.com today.\n")
-    events, done = run_translation(runtime, templates, text, "Spanish", source="English")
-    assert isinstance(done, TaskDone), done
+    events, done = run_translation(start, runtime, templates, text, "Spanish", source="English")
+    assert done.complete, done
     paragraphs = done.text.split("\n\n")
     assert paragraphs[0] == f"Run `make test` before [the release]({URLS[0]})."
     assert paragraphs[1] != "The sky is blue." and paragraphs[1].strip()
     assert FENCED_PY in done.text and done.text.endswith("Mail tea@example.com today.\n")
-    assert done.stats["kept_original"] == 2 and done.stats["units"] == 3
+    assert done.stats.details["kept_original"] == 2 and done.stats.details["units"] == 3
 
 
-def test_a_paragraph_over_the_budget_goes_in_runs_of_whole_sentences(runtime, templates):
-    ctx = TaskContext(runtime, templates, SamplingParams(), lambda e: None, 0)
+def test_a_paragraph_over_the_budget_goes_in_runs_of_whole_sentences(runtime, templates, context):
+    ctx = context(runtime, templates, SamplingParams())
     translator = translate_module._Translator(ctx, "French", "English")
     sentences = [f"Sentence {n} tells of the {n} cats that sleep in the warm kitchen." for n in range(200)]
     jobs = translator.jobs(3, " ".join(sentences))
@@ -218,7 +218,7 @@ def test_a_paragraph_over_the_budget_goes_in_runs_of_whole_sentences(runtime, te
     assert all(j.text.endswith("kitchen.") for j in jobs)
 
 
-def test_a_bad_request_fails_the_task_with_the_allowed_languages(runtime, templates):
-    _, failed = run_translation(runtime, templates, "Hello there, my friend.", "Elvish")
-    assert isinstance(failed, TaskFailed) and isinstance(failed.error, InvalidRequestError)
+def test_a_bad_request_fails_the_task_with_the_allowed_languages(runtime, templates, start):
+    _, failed = run_translation(start, runtime, templates, "Hello there, my friend.", "Elvish")
+    assert failed.failed and isinstance(failed.error, InvalidRequestError)
     assert "Choose one of: English, Arabic" in failed.error.hint

@@ -8,14 +8,14 @@ import threading
 import llama_cpp
 import pytest
 
-from engine.assistant import Assistant, ChatSettings, Retrieved
+from engine.answer import Retrieved, TextDelta
+from engine.assistant import Assistant, ChatSettings
 from engine.history.store import HistoryStore
 from engine.runtime.backend import BackendRegistry
 from engine.models.bundled import BUNDLED_EMBEDDER_NAME, bundled_embedder_path
 from engine.rag.library import DocumentLibrary
 from engine.runtime.runtime import Runtime
-from engine.runtime.types import Done, Failed, ModelConfig, SamplingParams, Token
-from engine.tasks.base import TaskDone
+from engine.runtime.types import ModelConfig, SamplingParams
 from engine.trace.monitor import Monitor
 from engine.trace.store import TraceFilter, TraceStore
 from engine.trace.tracing import Tracing
@@ -95,19 +95,19 @@ def test_document_question_is_one_trace_with_the_expected_tree(engine, tmp_path)
     answer = engine.assistant.ask("Who is the keeper of the Skerry lighthouse?", collections=[])
     events = list(answer.events())
     done = events[-1]
-    assert isinstance(done, Done), done
+    assert done.complete, done
     perf = llama_cpp.llama_perf_context(ctx)
 
     traces = engine.traces(task="doc_qa")
-    assert len(traces) == 1 and traces[0].trace_id == answer.trace_id
+    assert len(traces) == 1 and traces[0].trace_id == answer.started.trace_id == done.trace_id
     assert traces[0].status == "ok" and traces[0].summary == "Who is the keeper of the Skerry lighthouse?"
-    spans = engine.store.trace(answer.trace_id)
+    spans = engine.store.trace(done.trace_id)
     shape = tree(spans)
     generation = f"chat {engine.runtime.model_info.name}"
     assert shape["ask"] == ["retrieve", generation, "cite"]
     assert shape["retrieve"] == ["embed_query", "vector_search", "text_search", "fuse"]
     assert shape[generation] == ["queue", "build_prompt", "prompt_eval", "decode"]
-    assert {s.trace_id for s in spans} == {answer.trace_id}
+    assert {s.trace_id for s in spans} == {done.trace_id}
 
     by_name = {s.name: s for s in spans}
     gen, retrieve = by_name[generation].attributes, by_name["retrieve"].attributes
@@ -133,7 +133,7 @@ def test_document_question_is_one_trace_with_the_expected_tree(engine, tmp_path)
     assert root["locus.task"] == "doc_qa" and root["locus.monitor.no_relevant_documents"] is False
     assert root["gen_ai.usage.output_tokens"] == done.stats.completion_tokens
     # The saved answer knows its trace, for "Show trace".
-    assert engine.history.message(answer.assistant_message_id).stats["trace_id"] == answer.trace_id
+    assert engine.history.message(answer.started.assistant_message_id).stats["trace_id"] == done.trace_id
     # Children sit inside their parents in time.
     for s in spans:
         if s.parent_id:
@@ -187,10 +187,11 @@ def test_cancelled_failed_and_task_requests_are_traced(tmp_path, model_path, tem
     try:
         started = threading.Event()
         answer = engine.assistant.ask("Write a long story about a dragon.",
-                                      on_event=lambda e: started.set() if isinstance(e, Token) else None)
+                                      on_event=lambda e: started.set() if isinstance(e, TextDelta) else None)
         assert started.wait(60)
         answer.cancel()
-        assert answer.wait(60).stats.finish_reason == "cancelled"
+        stopped = answer.wait(60)
+        assert stopped.cancelled and stopped.stats.finish_reason == "cancelled"
 
         def two_steps(ctx):
             ctx.progress("Step", 1, 2)
@@ -202,11 +203,12 @@ def test_cancelled_failed_and_task_requests_are_traced(tmp_path, model_path, tem
         engine.assistant.templates = templates
         task = engine.assistant.run_task(two_steps, "Summarize the tides", name="summarize")
         done = task.wait(120)
-        assert isinstance(done, TaskDone) and done.stats["trace_id"] == task.trace_id
+        assert done.complete and done.trace_id == task.started.trace_id
+        assert engine.history.message(task.started.assistant_message_id).stats["trace_id"] == done.trace_id
 
         engine.runtime.shutdown()  # nothing can answer now: the request fails and its trace says why
         failed = engine.assistant.ask("Anyone there?").wait(30)
-        assert isinstance(failed, Failed)
+        assert failed.failed
 
         traces = {t.summary: t for t in engine.traces()}
         assert traces["Write a long story about a dragon."].status == "cancelled"
@@ -219,5 +221,30 @@ def test_cancelled_failed_and_task_requests_are_traced(tmp_path, model_path, tem
         assert traces["Anyone there?"].status == "error"
         root = engine.store.trace(traces["Anyone there?"].trace_id)[0]
         assert root.status == "error" and "shut" in root.status_message.lower()
+    finally:
+        engine.close()
+
+
+def test_an_answer_that_is_not_saved_keeps_no_text_in_its_trace(tmp_path, model_path, templates):
+    """``save=False`` (``locus ask --no-history``, the terminal's tasks): timings and counts are traced, no text,
+    while the answers saved beside them keep theirs."""
+    engine = Engine(tmp_path, model_path, library=False)
+    engine.assistant.templates = templates
+    try:
+        quiet = engine.assistant.ask("Say something about the marsh.", save=False).wait(120)
+        task = engine.assistant.run_task(lambda ctx: ctx.generate(prompt="Herons are", max_tokens=6, stream=True),
+                                         "Complete: herons", name="summarize", save=False).wait(120)
+        saved = engine.assistant.ask("Say something about the moor.").wait(120)
+        assert quiet.complete and task.complete and saved.complete and engine.history.conversations()
+        content = {"locus.prompt", "locus.response", "gen_ai.input.messages", "gen_ai.output.messages",
+                   "locus.summary", "locus.question"}
+        for ended in (quiet, task):
+            spans = engine.store.trace(ended.trace_id) if engine.traces() else []
+            assert len(spans) >= 2 and any(s.attributes.get("gen_ai.usage.output_tokens") for s in spans)
+            assert not [(s.name, k) for s in spans for k in s.attributes if k in content]
+        kept = {k for s in engine.store.trace(saved.trace_id) for k in s.attributes}
+        assert {"locus.prompt", "locus.response", "locus.question"} <= kept
+        raw = b"".join(p.read_bytes() for p in tmp_path.glob("traces.sqlite3*"))
+        assert b"about the marsh" not in raw and b"Complete: herons" not in raw and b"about the moor" in raw
     finally:
         engine.close()

@@ -1,0 +1,154 @@
+"""How an answer is held and sent: the handle a caller gets back at once, and the stream its producer
+writes to (engine/answer.py says what flows through it).
+
+``AnswerHandle`` is the caller's side: cancel at any point, read the events (``events()`` or a callback),
+wait for the end. ``AnswerStream`` is the producer's side: it keeps the protocol's order (AnswerStarted
+first, exactly one AnswerEnded last, nothing after it) and the text said so far, whichever thread emits.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from engine.answer import AnswerEnded, AnswerEvent, AnswerStarted, TextDelta
+from engine.runtime.handles import EventChannel
+
+if TYPE_CHECKING:
+    from engine.rag.retrieve import Retrieval
+
+_answer_ids = itertools.count(1)
+
+
+class Cancellation:
+    """A stop request that reaches whatever the answer waits on now: a generation, or nothing yet (then the
+    answer stops at its next step)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._current = None  # the running generation's RequestHandle
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._event.set()
+            current = self._current
+        if current is not None:
+            current.cancel()
+
+    def attach(self, request) -> None:
+        """The generation now running (cancelled at once when a stop came first)."""
+        with self._lock:
+            self._current = request
+            stopped = self._event.is_set()
+        if stopped:
+            request.cancel()
+
+    def detach(self) -> None:
+        with self._lock:
+            self._current = None
+
+
+class _AnswerChannel(EventChannel):
+    terminal = (AnswerEnded,)
+
+
+class AnswerHandle:
+    """One answer on its way. Returned at once; everything else arrives as events.
+
+    ``started`` is the AnswerStarted once it was sent (which conversation, which messages, which trace);
+    ``retrieval`` the passages found for a question from documents (None otherwise); ``result`` the
+    AnswerEnded once it was sent.
+    """
+
+    def __init__(self, on_event: Callable[[AnswerEvent], None] | None = None):
+        self.answer_id = next(_answer_ids)
+        self.started: AnswerStarted | None = None
+        self.retrieval: Retrieval | None = None
+        self.cancellation = Cancellation()
+        self.channel = _AnswerChannel(on_event)
+
+    def cancel(self) -> None:
+        """Stop the answer, whatever it is doing: what was said so far is kept (nothing, if nothing was)."""
+        self.cancellation.cancel()
+
+    def events(self) -> Iterator[AnswerEvent]:
+        """Every event up to AnswerEnded (only when no callback was given)."""
+        return self.channel.events()
+
+    def wait(self, timeout: float | None = None) -> AnswerEnded | None:
+        """The AnswerEnded once it was sent (None when ``timeout`` ran out first)."""
+        return self.channel.wait(timeout)
+
+    @property
+    def result(self) -> AnswerEnded | None:
+        return self.channel.result
+
+
+class AnswerStream:
+    """The producer's side of one answer: sends its events in the protocol's order.
+
+    ``on_text`` sees each piece of text before the consumer does (the history writer's hand-over: a queue
+    put, so the thread that emits text, often the runtime's, never waits on it).
+    """
+
+    def __init__(self, handle: AnswerHandle, on_text: Callable[[str], None] | None = None):
+        self.handle = handle
+        self.answer_id = handle.answer_id
+        self.on_text = on_text
+        self._parts: list[str] = []
+        self._lock = threading.Lock()
+        self._ended = False
+
+    @property
+    def started(self) -> bool:
+        return self.handle.started is not None
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    @property
+    def said(self) -> str:
+        """All the text sent so far."""
+        return "".join(self._parts)
+
+    def start(self, started: AnswerStarted) -> None:
+        """Send AnswerStarted (once, and first)."""
+        with self._lock:
+            if self.handle.started is not None or self._ended:
+                raise RuntimeError("an answer starts once, before anything else")
+            self.handle.started = started
+        self.handle.channel.emit(started)
+
+    def emit(self, event: AnswerEvent) -> None:
+        """Send an event between the start and the end (dropped once the answer has ended)."""
+        if self._ended:
+            return
+        if self.handle.started is None:
+            raise RuntimeError(f"{type(event).__name__} before AnswerStarted")
+        self.handle.channel.emit(event)
+
+    def text(self, piece: str) -> None:
+        """More of the answer's text."""
+        if not piece or self._ended:
+            return
+        self._parts.append(piece)
+        if self.on_text is not None:
+            self.on_text(piece)
+        self.emit(TextDelta(self.answer_id, piece))
+
+    def end(self, ended: AnswerEnded) -> AnswerEnded:
+        """Send AnswerEnded (exactly once: a second one is dropped, and the first returned)."""
+        with self._lock:
+            if self._ended:
+                return self.handle.result
+            self._ended = True
+        self.handle.channel.emit(ended)
+        return ended

@@ -1,0 +1,165 @@
+"""One turn of a conversation, prepared the same way for every kind of answer (a question, a question
+asked again, an edited question, a task).
+
+``prepare`` finds where the turn goes and what answers it (the conversation, created when new, with the
+options it was asked with; its backend, resolved once); ``record`` saves the question and the answer's
+placeholder, under the conversation's own lock and only around those writes; ``forget`` takes back what
+a turn saved when it cannot go on. All of it runs on the answer's thread, never the caller's.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from engine.errors import NotFoundError
+from engine.history.models import CONTEXT_STATUSES, Message
+from engine.history.store import UNSET, HistoryStore
+from engine.rag.retrieve import Retrieval
+from engine.runtime.backend import Backend, BackendRegistry
+from engine.runtime.types import ChatMessage
+from engine.tasks import doc_qa
+
+Replace = Literal["nothing", "answer", "exchange"]
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    """What a caller asked for, as given (nothing looked up yet).
+
+    ``replace``: "nothing" adds a question; "answer" drops the last answer and answers the last question
+    again (``text`` None); "exchange" replaces the last question and its answer with ``text``.
+    ``collections``/``backend``: saved on the conversation when given (UNSET: it keeps its own).
+    """
+
+    kind: str  # "chat", or a task's name
+    text: str | None
+    conversation_id: int | None
+    replace: Replace = "nothing"
+    collections: object = UNSET
+    backend: object = UNSET
+    save: bool = True
+
+
+@dataclass
+class Turn:
+    """A prepared turn: where it is saved, what it asks, and the backend that answers it."""
+
+    request: TurnRequest
+    conversation_id: int | None
+    created: bool  # the conversation was made for this turn
+    question: str
+    backend_name: str
+    backend: Backend
+    collections: list[str] | None  # None: not from documents; []: all of them
+    user_message_id: int | None = None
+    assistant_message_id: int | None = None
+    earlier: tuple[ChatMessage, ...] = ()  # the saved turns before the question, as the model sees them
+
+    @property
+    def kind(self) -> str:
+        """What the answer is: a task's name, "doc_qa" for a question from documents, else "chat"."""
+        if self.request.kind != "chat":
+            return self.request.kind
+        return "doc_qa" if self.collections is not None else "chat"
+
+    @property
+    def conversation_key(self) -> str | None:
+        """The runtime's key for the conversation's cached prompt (None for an answer not saved)."""
+        return f"conversation:{self.conversation_id}" if self.conversation_id is not None else None
+
+    def context(self, system_prompt: str, retrieval: Retrieval | None) -> tuple[ChatMessage, ...]:
+        """The messages the model answers: system prompt, earlier turns, the question (with its sources)."""
+        if retrieval is not None:
+            return doc_qa.build_messages(system_prompt, self.earlier, self.question, retrieval.passages)
+        system = (ChatMessage("system", system_prompt),) if system_prompt else ()
+        return (*system, *self.earlier, ChatMessage("user", self.question))
+
+
+def model_turns(messages: Iterable[Message]) -> tuple[ChatMessage, ...]:
+    """Saved messages as the model sees them: finished (or partial) ones with text."""
+    return tuple(ChatMessage(m.role, m.content) for m in messages
+                 if m.status in CONTEXT_STATUSES and m.content.strip())
+
+
+def last_of(messages: list[Message], role: str, conversation_id: int) -> Message:
+    for message in reversed(messages):
+        if message.role == role:
+            return message
+    raise NotFoundError(f"Conversation {conversation_id} has no {role} message to work from.")
+
+
+class Turns:
+    """Prepares and records turns over one history store and one backend registry."""
+
+    def __init__(self, history: HistoryStore, backends: BackendRegistry):
+        self.history = history
+        self.backends = backends
+        self._locks: dict[int, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def lock(self, conversation_id: int) -> threading.Lock:
+        """The lock held around one conversation's turn writes."""
+        with self._locks_guard:
+            return self._locks.setdefault(conversation_id, threading.Lock())
+
+    def prepare(self, request: TurnRequest) -> Turn:
+        """Where the turn goes and what answers it; a conversation made for it goes again if this fails."""
+        history, conversation_id = self.history, request.conversation_id
+        created = request.save and conversation_id is None
+        if created:
+            conversation_id = history.create_conversation().id
+        try:
+            if conversation_id is None:  # an answer that is not saved
+                collections = None if request.collections is UNSET else request.collections
+                chosen = None if request.backend is UNSET else request.backend
+            else:
+                given = {k: v for k, v in (("collections", request.collections), ("backend", request.backend))
+                         if v is not UNSET}
+                conversation = (history.set_options(conversation_id, **given) if given
+                                else history.conversation(conversation_id))
+                collections, chosen = conversation.collections, conversation.backend
+            name, backend = self.backends.resolve(chosen)
+            question = request.text
+            if request.replace != "nothing":
+                last_user = last_of(history.messages(conversation_id), "user", conversation_id)
+                question = question if request.replace == "exchange" else last_user.content
+        except BaseException:
+            if created:
+                history.delete_conversation(conversation_id)
+            raise
+        return Turn(request, conversation_id, created, question, name, backend,
+                    list(collections) if collections is not None else None)
+
+    def record(self, turn: Turn) -> None:
+        """Save the question and the answer's placeholder (an answer not saved: nothing)."""
+        if turn.conversation_id is None:
+            return
+        history, conversation_id, replace = self.history, turn.conversation_id, turn.request.replace
+        with self.lock(conversation_id):
+            messages = history.messages(conversation_id)
+            if replace == "nothing":
+                earlier = messages
+            else:
+                last_user = last_of(messages, "user", conversation_id)
+                earlier = [m for m in messages if m.id < last_user.id]
+                history.delete_messages_from(conversation_id, last_user.id + 1 if replace == "answer" else last_user.id)
+                if replace == "answer":
+                    turn.user_message_id = last_user.id
+            if turn.user_message_id is None:
+                turn.user_message_id = history.add_message(conversation_id, "user", turn.question).id
+            try:
+                turn.assistant_message_id = history.add_message(conversation_id, "assistant", "",
+                                                                status="streaming").id
+            except BaseException:
+                if replace != "answer":  # a question is never left without its answer
+                    history.delete_message(turn.user_message_id)
+                raise
+        turn.earlier = model_turns(earlier)
+
+    def forget(self, turn: Turn) -> None:
+        """Take back a conversation made for a turn that could not go on."""
+        if turn.created:
+            self.history.delete_conversation(turn.conversation_id)
