@@ -9,22 +9,16 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Signal
 
-from engine.runtime.types import (
-    GenerationEvent,
-    LoadProgress,
-    ModelLoaded,
-    ModelLoadFailed,
-    RuntimeEvent,
-)
+from engine.answer import AnswerEvent
+from engine.runtime.types import LoadProgress, ModelLoaded, ModelLoadFailed, RuntimeEvent
 
 
 class EngineBridge(QObject):
     loadProgress = Signal(object)  # LoadProgress
     modelLoaded = Signal(object)  # ModelLoaded
     modelLoadFailed = Signal(object)  # ModelLoadFailed
-    answerEvent = Signal(object)  # Retrieved | Started | Token | Cited | Done | Failed
+    answerEvent = Signal(object)  # engine.answer.AnswerEvent: every answer's events (chat, documents, tasks)
     indexEvent = Signal(object)  # DocumentStatus | IndexProgress | IndexFinished
-    taskEvent = Signal(object)  # TaskProgress | TaskText | TaskDone | TaskFailed
 
     def runtime_sink(self, event: RuntimeEvent) -> None:
         """Pass to Runtime.load; safe to call from any thread."""
@@ -35,13 +29,9 @@ class EngineBridge(QObject):
         elif isinstance(event, ModelLoadFailed):
             self.modelLoadFailed.emit(event)
 
-    def answer_sink(self, event: GenerationEvent) -> None:
-        """Pass to Assistant.ask; safe to call from any thread."""
+    def answer_sink(self, event: AnswerEvent) -> None:
+        """Pass to Assistant.ask, regenerate, resend_edited or run_task; safe to call from any thread."""
         self.answerEvent.emit(event)
-
-    def task_sink(self, event) -> None:
-        """Pass to Assistant.run_task; safe to call from any thread (tasks run on their own)."""
-        self.taskEvent.emit(event)
 
     def index_sink(self, event) -> None:
         """Pass to the document library; safe to call from any thread."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
@@ -17,15 +16,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.assistant import AnswerHandle, Cited, Retrieved
+from engine.answer import AnswerEnded, AnswerStarted
 from engine.errors import EngineError
-from engine.runtime.types import Done, Failed, Started, Token
-from engine.tasks.base import TaskDone, TaskFailed, TaskProgress, TaskText
+from engine.history.writer import answer_is_kept
 from resources import resource_path
 from ui.bridge import EngineBridge
 from ui.chat.backend_selector import BackendSelector
 from ui.chat.composer import Composer
 from ui.chat.documents_selector import DocumentsSelector
+from ui.chat.live_answer import LiveAnswer, waiting_words
 from ui.chat.message import MessageWidget
 from ui.chat.view import ChatView
 from ui.documents_controller import DocumentsController
@@ -37,7 +36,7 @@ from ui.settings_flow import edit_settings
 from ui.conversation_list import ConversationList
 from ui.sidebar import ConversationSidebar
 from ui.tasks.bar import TaskBar, TaskProgressRow
-from ui.tasks.modes import MODES, TaskRequest, answer_stats_text, task_stats_text
+from ui.tasks.modes import MODES, TaskRequest, answer_stats_text
 from ui.tasks.launcher import TaskLauncher
 from ui.services import Services
 from ui.traces.links import link_answer
@@ -46,21 +45,8 @@ from ui.traces.window import TraceWindow
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class _LiveAnswer:
-    """The answer being streamed; its handle arrives from a background op, its events from the bridge."""
-
-    widget: MessageWidget | None
-    user_widget: MessageWidget | None
-    text: str = ""
-    handle: AnswerHandle | None = None
-    result: Done | Failed | None = None
-    cancel_requested: bool = False
-    citations: tuple = ()
-
-
 class MainWindow(QMainWindow):
-    answerFinished = Signal(object)  # Done | Failed | TaskDone | TaskFailed, after the window has shown it
+    answerFinished = Signal(object)  # AnswerEnded, after the window has shown it
     settingsApplied = Signal()  # the settings dialog's changes are saved and in effect
 
     def __init__(self, services: Services, version: str = "", parent: QWidget | None = None):
@@ -71,13 +57,14 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(QIcon(str(resource_path("icons", "locus.svg"))))
         self.resize(1100, 760)
         self.conversation_id: int | None = None
-        self.live: _LiveAnswer | None = None
+        self.live: LiveAnswer | None = None  # the answer being written (one at a time)
+        # The widgets it paints into; None while another conversation is shown (it goes on being saved).
+        self.answer_widget: MessageWidget | None = None
+        self.question_widget: MessageWidget | None = None
         self.editing = False
         self.pending_collections: list[str] | None = None  # documents choice for a conversation not yet saved
 
         self.bridge = EngineBridge(self)
-        self.bridge.answerEvent.connect(self._on_answer_event)
-        self.bridge.taskEvent.connect(self._on_answer_event)  # a task's output streams like an answer
 
         self.sidebar = ConversationSidebar(self)
         self.sidebar.newRequested.connect(self.new_conversation)
@@ -200,8 +187,7 @@ class MainWindow(QMainWindow):
     def _detach_live_answer(self) -> None:
         """The view is about to show something else: the streaming answer keeps going (and being
         saved) but no longer paints into widgets that are about to be deleted."""
-        if self.live is not None:
-            self.live.widget = self.live.user_widget = None
+        self.answer_widget = self.question_widget = None
 
     def new_conversation(self) -> None:
         self._set_editing(False)
@@ -239,13 +225,14 @@ class MainWindow(QMainWindow):
     def _reattach_live_answer(self) -> None:
         """Back in the conversation whose answer is still streaming: follow it again."""
         live = self.live
-        if live is None or live.handle is None or live.handle.conversation_id != self.conversation_id:
+        if live is None or live.started is None or live.conversation_id != self.conversation_id:
             return
         for widget in self.chat.messages():
-            if widget.message_id == live.handle.assistant_message_id:
-                live.widget = widget
+            if widget.message_id == live.started.assistant_message_id:
+                self.answer_widget = widget
                 widget.set_text(live.text)
                 widget.set_status("streaming")
+                self._show_live_status(live.status)
 
     def _documents_chosen(self, value: list[str] | None) -> None:
         """The documents selector changed: save it on the conversation (or keep it for the first question)."""
@@ -253,7 +240,7 @@ class MainWindow(QMainWindow):
             self.pending_collections = value
             return
         conversation = self.conversation_id
-        run_in_background(lambda: self.services.history.set_collections(conversation, value), None,
+        run_in_background(lambda: self.services.history.set_options(conversation, collections=value), None,
                           lambda exc: show_error(self, "Documents", exc), owner=self)
 
     def delete_conversation(self, conversation_id: int) -> None:
@@ -261,8 +248,7 @@ class MainWindow(QMainWindow):
                                       "Delete this conversation, its messages and its traces? This cannot be undone.")
         if answer != QMessageBox.StandardButton.Yes:
             return
-        live = self.live
-        if live and live.handle and live.handle.conversation_id == conversation_id:
+        if self.live is not None and self.live.conversation_id == conversation_id:
             self.stop()
         if conversation_id == self.conversation_id:
             self.new_conversation()
@@ -283,7 +269,7 @@ class MainWindow(QMainWindow):
             self.send(self.composer.toPlainText())
 
     def send(self, text: str) -> None:
-        """Show the question, save it and stream the answer (the saving happens off the GUI thread)."""
+        """Show the question and stream its answer (the Assistant saves it, off the GUI thread)."""
         if self.live is not None or not text.strip():
             return
         if self.task_bar.mode != "chat":
@@ -295,24 +281,22 @@ class MainWindow(QMainWindow):
             self.composer.clear()
             self.run_task(request)
             return
-        editing, conversation = self.editing, self.conversation_id
+        editing, conversation, assistant = self.editing, self.conversation_id, self.services.assistant
         self._set_editing(False)
         self.composer.clear()
-        sink = self.bridge.answer_sink
         if editing and conversation is not None:
             last_user = self._last_widget("user")
             if last_user is not None:
                 self.chat.remove_from(last_user)
-            start = lambda: self.services.assistant.resend_edited(conversation, text, sink)  # noqa: E731
+            start = lambda sink: assistant.resend_edited(conversation, text, sink)  # noqa: E731
         elif conversation is None:
             chosen, options = self.pending_collections, self.backend.ask_options()
-            start = lambda: self.services.assistant.ask(text, None, sink, collections=chosen,  # noqa: E731
-                                                        **options)
+            start = lambda sink: assistant.ask(text, None, sink, collections=chosen, **options)  # noqa: E731
         else:
             options = self.backend.ask_options()
-            start = lambda: self.services.assistant.ask(text, conversation, sink, **options)  # noqa: E731
+            start = lambda sink: assistant.ask(text, conversation, sink, **options)  # noqa: E731
         user_widget = self.chat.add_message("user", text)
-        self._begin_answer(user_widget, start)
+        self._begin_answer(user_widget, start, waiting_words(self.services.backends.resolve(None)[1].model_info))
 
     def refuse_if_busy(self) -> bool:
         """True (and says so in the status bar) while an answer or task is still running."""
@@ -325,22 +309,22 @@ class MainWindow(QMainWindow):
         (a new one when none is open); False when an answer is still running."""
         if self.refuse_if_busy():
             return False
-        conversation, sink, assistant = self.conversation_id, self.bridge.task_sink, self.services.assistant
+        conversation, assistant = self.conversation_id, self.services.assistant
         user_widget = self.chat.add_message("user", request.request_text)
         self.task_progress.start(request.working)
-        self._begin_answer(user_widget, lambda: assistant.run_task(request.run, request.request_text, conversation,
-                                                                   sink, name=request.name))
+        self._begin_answer(user_widget, lambda sink: assistant.run_task(request.run, request.request_text, conversation,
+                                                                        sink, name=request.name), request.working)
         return True
 
     def regenerate(self) -> None:
         if self.live is not None or self.conversation_id is None:
             return
-        conversation = self.conversation_id
+        conversation, assistant = self.conversation_id, self.services.assistant
         last = self.chat.messages()[-1] if self.chat.messages() else None
         if last is not None and last.role == "assistant":
             self.chat.remove_from(last)
-        self._begin_answer(self._last_widget("user"),
-                           lambda: self.services.assistant.regenerate(conversation, self.bridge.answer_sink))
+        self._begin_answer(self._last_widget("user"), lambda sink: assistant.regenerate(conversation, sink),
+                           waiting_words(self.services.backends.resolve(None)[1].model_info))
 
     def edit_last_question(self) -> None:
         last_user = self._last_widget("user")
@@ -351,12 +335,8 @@ class MainWindow(QMainWindow):
         self.composer.setFocus()
 
     def stop(self) -> None:
-        live = self.live
-        if live is None:
-            return
-        live.cancel_requested = True
-        if live.handle is not None:
-            live.handle.cancel()
+        if self.live is not None:
+            self.live.cancel()
 
     def _escape(self) -> None:
         if self.live is not None:
@@ -365,97 +345,64 @@ class MainWindow(QMainWindow):
             self._set_editing(False)
             self.composer.clear()
 
-    def _begin_answer(self, user_widget: MessageWidget | None, start) -> None:
+    def _begin_answer(self, user_widget: MessageWidget | None, start, status: str) -> None:
+        """Start an answer (the Assistant returns at once) and paint it as it comes."""
         widget = self.chat.add_message("assistant", "", "streaming")
-        self.live = _LiveAnswer(widget, user_widget)
+        live = LiveAnswer(self.bridge, status, self)
+        try:
+            live.start(start)
+        except EngineError as exc:  # refused at once (an empty question)
+            live.deleteLater()
+            self.task_progress.hide()
+            widget.set_status("failed", describe(exc))
+            return
+        self.live, self.answer_widget, self.question_widget = live, widget, user_widget
+        live.answerStarted.connect(self._on_answer_started)
+        live.textChanged.connect(lambda text: self.answer_widget is not None and self.answer_widget.set_text(text))
+        live.statusChanged.connect(self._show_live_status)
+        live.progressed.connect(self.task_progress.show_progress)
+        live.answerEnded.connect(self._finish_answer)
+        self._show_live_status(status)
         self.chat.scroll_to_bottom()
         self._update_buttons()
-        run_in_background(start, self._on_answer_started, self._on_answer_not_started, owner=self)
 
-    def _on_answer_started(self, handle: AnswerHandle) -> None:
-        live = self.live
-        if live is None:
-            return
-        live.handle = handle
-        if live.cancel_requested:
-            handle.cancel()
-        if live.widget is not None:
-            live.widget.message_id = handle.assistant_message_id
-        if live.user_widget is not None:
-            live.user_widget.message_id = handle.user_message.id
-        if self.conversation_id is None and live.widget is not None:
-            self.conversation_id = handle.conversation_id
+    def _show_live_status(self, text: str) -> None:
+        widget = self.answer_widget
+        if widget is not None:
+            widget.status_label.setText(text)
+            widget.status_label.setVisible(bool(text))
+
+    def _on_answer_started(self, started: AnswerStarted) -> None:
+        """The answer's question and placeholder are saved (or, when it could not start, nothing was)."""
+        if self.answer_widget is not None:
+            self.answer_widget.message_id = started.assistant_message_id
+            if self.question_widget is not None:
+                self.question_widget.message_id = started.user_message_id
+            if self.conversation_id is None:
+                self.conversation_id = started.conversation_id
         self.refresh_conversations()
-        if live.result is not None:
-            self._finish_answer()
 
-    def _on_answer_not_started(self, exc: BaseException) -> None:
-        live, self.live = self.live, None
+    def _finish_answer(self, ended: AnswerEnded) -> None:
+        live, widget = self.live, self.answer_widget
+        self.live = self.answer_widget = self.question_widget = None
         self.task_progress.hide()
-        if live is not None and live.widget is not None:
-            live.widget.set_status("failed", describe(exc))
-        self._update_buttons()
-
-    def _on_answer_event(self, event) -> None:
-        live = self.live
-        if live is None:
-            return
-        if isinstance(event, (Token, TaskText)):
-            live.text += event.text
-            if live.widget is not None:
-                self.chat.update_streaming(live.widget, live.text)
-        elif isinstance(event, TaskProgress):
-            self.task_progress.show_progress(event)
-            if live.widget is not None:  # the answer says what its task is doing until it ends
-                live.widget.status_label.setText(self.task_progress.label.text())
-                live.widget.status_label.show()
-        elif isinstance(event, (Done, Failed, TaskDone, TaskFailed)):
-            live.result = event
-            if live.handle is not None:
-                self._finish_answer()
-        elif isinstance(event, Started) and live.widget is not None:
-            live.widget.set_status("streaming")
-        elif isinstance(event, Retrieved) and live.widget is not None:
-            found = len(event.passages)
-            live.widget.status_label.setText(f"Answering from {found} passage{'s' * (found != 1)}" if found
-                                             else "No passage in the documents matched")
-            live.widget.status_label.show()
-        elif isinstance(event, Cited):
-            live.citations = event.citations
-
-    def _finish_answer(self) -> None:
-        live, self.live = self.live, None
-        result = live.result
-        self.chat.flush()
-        self.task_progress.hide()
-        widget = live.widget
-        if isinstance(result, (Done, TaskDone)):
-            cancelled = result.cancelled if isinstance(result, TaskDone) else result.stats.finish_reason == "cancelled"
-            if widget is not None:
-                if cancelled and not result.text.strip():
-                    self.chat.remove_from(widget)  # stopped before it said anything: nothing was kept
-                else:
-                    widget.set_text(result.text)
-                    widget.set_status("cancelled" if cancelled else "complete")
-                    if live.citations:
-                        widget.set_sources([c.to_dict() for c in live.citations])
-                    link_answer(widget, live.handle, result, self.services.history, self)
-            if isinstance(result, TaskDone):
-                self.stats_label.setText(task_stats_text(result.stats))
+        if widget is not None:
+            if not answer_is_kept(ended.outcome, ended.text):
+                self.chat.remove_from(widget)  # stopped before it said anything: nothing was kept
             else:
-                self._show_stats(result.stats)
-        elif isinstance(result, (Failed, TaskFailed)):
-            if widget is not None:
-                widget.set_text(live.text)
-                widget.set_status("failed", describe(result.error))
-                link_answer(widget, live.handle, result, self.services.history, self)
-            self.statusBar().showMessage(describe(result.error), 10000)
+                widget.set_text(ended.text)
+                widget.set_status(ended.outcome, describe(ended.error) if ended.failed else None)
+                if live.citations:
+                    widget.set_sources([c.to_dict() for c in live.citations])
+                link_answer(widget, ended.trace_id)
+        if ended.failed:
+            self.statusBar().showMessage(describe(ended.error), 10000)
+        else:
+            self.stats_label.setText(answer_stats_text(ended.stats))
+        live.deleteLater()
         self._update_buttons()
         self.refresh_conversations()
-        self.answerFinished.emit(result)
-
-    def _show_stats(self, stats) -> None:
-        self.stats_label.setText(answer_stats_text(stats))
+        self.answerFinished.emit(ended)
 
     # Helpers -----------------------------------------------------------------------
 

@@ -9,16 +9,16 @@ window's chat; nothing here blocks the GUI thread.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QCursor, QGuiApplication, QIcon, QKeyEvent
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
-from engine.assistant import AnswerHandle, Cited, Retrieved
-from engine.runtime.types import Done, Failed, Started, Token
+from engine.answer import AnswerEnded, AnswerStarted
+from engine.errors import EngineError
 from resources import resource_path
 from ui.bridge import EngineBridge
+from ui.chat.live_answer import LiveAnswer, waiting_words
 from ui.errors import describe
 from ui.ops import run_in_background
 from ui.plain import plain_label
@@ -45,18 +45,6 @@ QPushButton#quickAskStop { padding: 4px 14px; }
 """
 
 
-@dataclass
-class _Live:
-    """One question on its way: the handle arrives from a background op, the events from its own bridge."""
-
-    bridge: EngineBridge
-    text: str = ""
-    handle: AnswerHandle | None = None
-    result: Done | Failed | None = None
-    cancel_requested: bool = False
-    citations: tuple = field(default_factory=tuple)
-
-
 class QuickAsk(QWidget):
     """A small frameless, always-on-top window for one quick question and its streamed answer."""
 
@@ -72,7 +60,8 @@ class QuickAsk(QWidget):
         self.setStyleSheet(_STYLE)
         self.setFixedWidth(WIDTH)
         self.conversation_id: int | None = None
-        self.live: _Live | None = None
+        self.live: LiveAnswer | None = None  # the answer shown; one stopped by closing may still be finishing
+        self.bridge = EngineBridge(self)
 
         frame = QFrame(self)
         frame.setObjectName("quickAskFrame")
@@ -134,7 +123,7 @@ class QuickAsk(QWidget):
         """A fresh quick ask: empty line, no answer, a new conversation on the next question."""
         if self.live is not None:
             self.stop()
-        self.live = None  # a stopped answer still finishing is no longer shown
+        self.live = None  # a stopped answer still finishing is no longer shown (it still says when it ended)
         self.conversation_id = None
         self.input.clear()
         self.input.setPlaceholderText("Ask Locus…")
@@ -213,10 +202,19 @@ class QuickAsk(QWidget):
             return
         name = self.chosen_collection()
         collections = [name] if name else None
-        live = _Live(EngineBridge(self))
-        live.bridge.answerEvent.connect(lambda event, live=live: self._on_event(live, event))
+        conversation, assistant = self.conversation_id, self.services.assistant
+        live = LiveAnswer(self.bridge, waiting_words(self.services.backends.resolve(None)[1].model_info), self)
+        try:
+            live.start(lambda sink: assistant.ask(text, conversation, sink, collections=collections))
+        except EngineError as exc:  # refused at once
+            live.deleteLater()
+            self._set_status(describe(exc), error=True)
+            return
         self.live = live
-        conversation, assistant, sink = self.conversation_id, self.services.assistant, live.bridge.answer_sink
+        live.answerStarted.connect(lambda started: self._started(live, started))
+        live.textChanged.connect(lambda shown: live is self.live and self.answer.show_text(shown))
+        live.statusChanged.connect(lambda status: live is self.live and self._set_status(status))
+        live.answerEnded.connect(lambda ended: self._finish(live, ended))
         self.input.clear()
         self.input.setPlaceholderText("Ask a follow-up…")
         self.question.setText(text)
@@ -226,20 +224,12 @@ class QuickAsk(QWidget):
         for widget in (self.rule, self.question, self.answer, self.stop_button):
             widget.show()
         self.continue_button.hide()
-        waiting = self.services.runtime.model_info is None
-        self._set_status("Waiting for the model to load…" if waiting else "Thinking…")
-        run_in_background(lambda: assistant.ask(text, conversation, sink, collections=collections),
-                          lambda handle: self._started(live, handle), lambda exc: self._not_started(live, exc),
-                          owner=self)
+        self._set_status(live.status)
 
     def stop(self) -> None:
         """Stop the answer being streamed (it is saved as a partial answer)."""
-        live = self.live
-        if live is None:
-            return
-        live.cancel_requested = True
-        if live.handle is not None:
-            live.handle.cancel()
+        if self.live is not None:
+            self.live.cancel()
 
     def continue_in_window(self) -> None:
         """Hand the conversation to the main window and close the popup."""
@@ -249,72 +239,43 @@ class QuickAsk(QWidget):
         self.close()
         self.continueRequested.emit(conversation)
 
-    def _started(self, live: _Live, handle: AnswerHandle) -> None:
-        live.handle = handle
-        if live.cancel_requested:
-            handle.cancel()
+    def _started(self, live: LiveAnswer, started: AnswerStarted) -> None:
         if live is self.live:
-            self.conversation_id = handle.conversation_id
-        if live.result is not None:
-            self._finish(live)
+            self.conversation_id = started.conversation_id
 
-    def _not_started(self, live: _Live, exc: BaseException) -> None:
-        live.bridge.deleteLater()
-        if live is not self.live:
-            return
-        self.live = None
-        if not self.input.text():
-            self.input.setText(self.question.text())  # nothing was asked: give the question back
-        for widget in (self.stop_button, self.rule, self.question, self.answer):
-            widget.hide()
-        self.continue_button.setVisible(self.conversation_id is not None)
-        self._set_status(describe(exc), error=True)
-        self.adjustSize()
-
-    def _on_event(self, live: _Live, event) -> None:
-        current = live is self.live
-        if isinstance(event, Token):
-            live.text += event.text
-            if current:
-                self.answer.stream(live.text)
-        elif isinstance(event, Started) and current:
-            self._set_status("Answering…")
-        elif isinstance(event, Retrieved) and current:
-            found = len(event.passages)
-            self._set_status(f"Answering from {found} passage{'s' * (found != 1)}…" if found
-                             else "No passage in the documents matched; answering anyway…")
-        elif isinstance(event, Cited):
-            live.citations = event.citations
-        elif isinstance(event, (Done, Failed)):
-            live.result = event
-            if live.handle is not None:
-                self._finish(live)
-
-    def _finish(self, live: _Live) -> None:
-        live.bridge.deleteLater()
-        result = live.result
+    def _finish(self, live: LiveAnswer, ended: AnswerEnded) -> None:
+        live.deleteLater()
+        saved = live.started is not None and live.started.user_message_id is not None
         if live is not self.live:  # stopped by closing the popup; the window may still list it
-            self.answered.emit(live.handle.conversation_id)
+            if saved:
+                self.answered.emit(live.conversation_id)
             return
         self.live = None
         self.answer.following = False
         self.stop_button.hide()
+        if not saved:  # refused before anything was saved: give the question back
+            if not self.input.text():
+                self.input.setText(self.question.text())
+            for widget in (self.rule, self.question, self.answer):
+                widget.hide()
+            self.continue_button.setVisible(self.conversation_id is not None)
+            self._set_status(describe(ended.error), error=True)
+            self.adjustSize()
+            return
         self.continue_button.show()
-        if isinstance(result, Failed):
-            self.answer.show_text(live.text)
-            self.answer.setVisible(bool(live.text))
-            self._set_status(describe(result.error), error=True)
+        self.answer.show_text(ended.text)
+        if ended.failed:
+            self.answer.setVisible(bool(ended.text))
+            self._set_status(describe(ended.error), error=True)
         else:
-            self.answer.show_text(result.text)
-            cancelled = result.stats.finish_reason == "cancelled"
-            self._set_status("Stopped — the partial answer is saved." if cancelled
+            self._set_status("Stopped — the partial answer is saved." if ended.cancelled
                              else "Saved as a conversation · Enter asks a follow-up")
             if live.citations:
                 self.sources.setText("Sources: " + " · ".join(
                     f"[{c.number}] {c.passage.title or c.passage.path.rsplit('/', 1)[-1]}" for c in live.citations))
                 self.sources.show()
         self.adjustSize()
-        self.answered.emit(live.handle.conversation_id)
+        self.answered.emit(live.conversation_id)
 
     # Helpers ------------------------------------------------------------------------------
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QWidget
 
 from ui.safe_text import SafeTextBrowser
 
 MAX_ANSWER_HEIGHT = 360  # then the answer scrolls
-_RENDER_INTERVAL_MS = 50  # streamed text is painted at most 20 times a second
 NO_DOCUMENTS = "No documents"
 
 
@@ -26,29 +25,9 @@ class AnswerView(SafeTextBrowser):
         self.document().documentLayout().documentSizeChanged.connect(self._fit)
         self.text = ""
         self.following = False  # streaming: keep the newest text in view
-        self._pending: str | None = None
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(_RENDER_INTERVAL_MS)
-        self._timer.timeout.connect(self.flush)
-
-    def stream(self, text: str) -> None:
-        """Show the answer so far, coalescing repaints while tokens arrive."""
-        self._pending = text
-        if not self._timer.isActive():
-            self._timer.start()
-
-    def flush(self) -> None:
-        """Paint text still waiting for the timer."""
-        self._timer.stop()
-        if self._pending is not None:
-            text, self._pending = self._pending, None
-            self.show_text(text)
 
     def show_text(self, text: str) -> None:
-        """Show this text now (a pending streamed text is dropped)."""
-        self._timer.stop()
-        self._pending = None
+        """Show this text (while an answer streams, ui/chat/live_answer.py hands it over coalesced)."""
         if text != self.text:
             self.text = text
             self.set_markdown(text)

@@ -7,7 +7,6 @@ import dataclasses
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from engine.runtime.types import Done, Failed
 from ui.chat.message import CodeBlock, ProseView
 from ui.ops import wait_for_background
 from ui.settings_dialog import SettingsDialog
@@ -52,7 +51,7 @@ def test_type_enter_stream_then_stop_and_the_gui_never_stalls(qtbot, window, ser
         qtbot.mouseClick(window.send_button, Qt.MouseButton.LeftButton)
     heartbeat.stop()
     done = blocker.args[0]
-    assert isinstance(done, Done) and done.stats.finish_reason == "cancelled"
+    assert done.cancelled and done.stats.finish_reason == "cancelled"
     assert done.stats.completion_tokens < 600
     widget = window.chat.messages()[-1]
     assert widget.status == "cancelled" and widget.status_label.text() == "Stopped — partial answer"
@@ -161,7 +160,7 @@ def test_streaming_markdown_reuses_widgets_and_shows_open_fences_as_code(qtbot, 
 
 def test_a_model_that_will_not_load_gives_a_message_and_questions_fail_politely(qtbot, window, services,
                                                                                 corrupt_model):
-    services.settings = services.settings.with_value("model.path", str(corrupt_model))
+    services.update_settings(lambda settings: settings.with_value("model.path", str(corrupt_model)))
     with qtbot.waitSignal(window.bridge.modelLoadFailed, timeout=60_000):
         window.start()
     qtbot.waitUntil(lambda: window.findChild(QMessageBox, "errorBox") is not None)
@@ -170,7 +169,7 @@ def test_a_model_that_will_not_load_gives_a_message_and_questions_fail_politely(
     assert window.model_label.text() == "Model failed to load"
     box.close()
     failed = ask(qtbot, window, "Hello?")
-    assert isinstance(failed, Failed)
+    assert failed.failed
     widget = window.chat.messages()[-1]
     assert widget.status == "failed" and "failed to load" in widget.error_label.text()
     assert "Traceback" not in widget.error_label.text()
@@ -191,7 +190,7 @@ def test_settings_problems_are_shown_at_start(qtbot, locus_home):
         texts = lambda: [b.text() for b in window.findChildren(QMessageBox, "errorBox")]  # noqa: E731
         qtbot.waitUntil(lambda: any("model.context_size" in t for t in texts()), timeout=10_000)
         assert any("256 to 262144" in t for t in texts()), texts()
-        assert services.runtime.model_info.n_ctx == 4096  # started on the default
+        assert services.backends.resolve("local")[1].model_info.n_ctx == 4096  # started on the default
     finally:
         wait_for_background()
         services.close()
@@ -246,9 +245,9 @@ def test_leaving_a_conversation_while_it_streams_keeps_the_window_working(qtbot,
     set_sampling(services, max_tokens=300, seed=4)
     qtbot.keyClicks(window.composer, "Write a long story about a lighthouse.")
     qtbot.keyClick(window.composer, Qt.Key.Key_Return)
-    qtbot.waitUntil(lambda: window.live is not None and window.live.handle is not None and len(window.live.text) > 5,
+    qtbot.waitUntil(lambda: window.live is not None and window.live.started is not None and len(window.live.text) > 5,
                     timeout=30_000)
-    streaming_id = window.live.handle.conversation_id
+    streaming_id = window.live.conversation_id
     qtbot.mouseClick(window.sidebar.new_button, Qt.MouseButton.LeftButton)  # leave while it streams
     assert window.conversation_id is None and window.chat.messages() == []
     with qtbot.waitSignal(window.answerFinished, timeout=60_000):

@@ -174,6 +174,6 @@ def test_a_quick_ask_is_answered_while_the_window_is_still_answering(qtbot, tray
         pass
     wait_for_background()
     quick = services.history.messages(conversation)[1]
-    story = services.history.messages(long_answer.handle.conversation_id)[1]
+    story = services.history.messages(long_answer.conversation_id)[1]
     assert quick.status == "complete" and quick.content.strip()
     assert story.status == "complete" and len(story.content) > 200

@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from engine.errors import InvalidRequestError
-from engine.tasks.base import TaskDone, TaskText
+from engine.answer import TextDelta
 from ui.ops import wait_for_background
 from ui.tasks.modes import PLACEHOLDERS
 
@@ -96,7 +96,7 @@ def test_summarize_a_pasted_paragraph_streams_and_is_saved(qtbot, loaded_window,
     # for a few hundred ms; that is start-up's business, not the task's: let it finish first.
     qtbot.waitUntil(lambda: window.documents.library is not None, timeout=60_000)
     events = []
-    window.bridge.taskEvent.connect(events.append)
+    window.bridge.answerEvent.connect(events.append)
     click(qtbot, window.task_bar.buttons["summarize"])
     length = window.task_bar.length
     length.setCurrentIndex(length.findData("one_line"))  # the shortest answer: the quickest test
@@ -108,8 +108,8 @@ def test_summarize_a_pasted_paragraph_streams_and_is_saved(qtbot, loaded_window,
         assert window.task_progress.label.text() == "Summarizing…"
     heartbeat.stop()
     done = blocker.args[0]
-    assert isinstance(done, TaskDone) and not done.cancelled and done.text.strip()
-    streamed = [e.text for e in events if isinstance(e, TaskText)]
+    assert done.complete and done.text.strip()
+    streamed = [e.text for e in events if isinstance(e, TextDelta)]
     assert len(streamed) > 3 and "".join(streamed) == done.text  # it arrived piece by piece
     user, answer = window.chat.messages()
     assert user.text.startswith("Summarize (one line):") and PARAGRAPH in user.text
@@ -131,7 +131,7 @@ def test_translate_markdown_keeps_the_code_block(qtbot, loaded_window, services)
     target.setCurrentIndex(target.findData("French"))
     paste(window, "# Greeting\n\nHello, my friend. How are you today?\n\n```python\nprint('hello world')\n```\n")
     done = run_task(qtbot, window)
-    assert isinstance(done, TaskDone) and not done.cancelled
+    assert done.complete
     user, answer = window.chat.messages()
     assert user.text.startswith("Translate") and " to French:" in user.text.split("\n")[0]
     assert [b.code for b in answer.code_blocks()] == ["print('hello world')"]
@@ -153,7 +153,7 @@ def test_stop_cancels_a_long_summary_while_it_shows_progress(qtbot, loaded_windo
     with qtbot.waitSignal(window.answerFinished, timeout=60_000) as blocker:
         click(qtbot, window.send_button)
     done = blocker.args[0]
-    assert isinstance(done, TaskDone) and done.cancelled
+    assert done.cancelled
     assert window.send_button.text() == "Send" and window.task_progress.isHidden()
     # Nothing had been written yet (the parts come first): only the request is left, as saved.
     assert [w.role for w in window.chat.messages()] == ["user"]
@@ -227,7 +227,7 @@ def test_extract_json_follows_the_schema_and_shows_as_json(qtbot, loaded_window)
     qtbot.waitUntil(lambda: schema.status.text() == "Valid schema", timeout=10_000)
     paste(window, "Please write to Dana Ortiz at dana@example.com; she runs Lyon Bikes.")
     done = run_task(qtbot, window)
-    assert isinstance(done, TaskDone) and not done.cancelled
+    assert done.complete
     value = json.loads(done.text)
     assert {"name", "email"} <= set(value)
     user, answer = window.chat.messages()
@@ -252,7 +252,7 @@ def test_summarize_a_document_from_the_documents_panel(qtbot, loaded_window, ser
     with qtbot.waitSignal(window.answerFinished, timeout=120_000) as blocker:
         actions["This document, in a new chat"].trigger()
     done = blocker.args[0]
-    assert isinstance(done, TaskDone) and not done.cancelled and done.text.strip()
+    assert done.complete and done.text.strip()
     user, answer = window.chat.messages()
     assert user.text == "Summarize (one line): Harrow Bay lighthouse" and answer.text == done.text
     wait_for_background()
@@ -290,7 +290,7 @@ def test_selected_text_in_an_answer_can_be_summarized_from_its_context_menu(qtbo
         actions["selection_summarize"].trigger()
     assert window.task_bar.mode == "summarize"
     done = blocker.args[0]
-    assert isinstance(done, TaskDone) and done.text.strip()
+    assert done.complete and done.text.strip()
     user = window.chat.messages()[-2]
     assert user.role == "user" and user.text.startswith("Summarize (") and PARAGRAPH in user.text
     assert "Some history." not in user.text  # only the selection was sent
@@ -315,7 +315,7 @@ def test_text_selected_in_a_source_viewer_can_be_translated(qtbot, loaded_window
         actions["selection_translate"].trigger()
     assert window.task_bar.mode == "translate"
     done = blocker.args[0]
-    assert isinstance(done, TaskDone) and done.text.strip()
+    assert done.complete and done.text.strip()
     user = window.chat.messages()[-2]
     assert wanted in user.text and "example.com" not in user.text  # just the selection
     viewer.close()

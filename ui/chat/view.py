@@ -1,18 +1,17 @@
-"""The conversation: a scrolling column of messages that follows a streaming answer."""
+"""The conversation: a scrolling column of messages that follows a streaming answer (whose text arrives
+already coalesced, from ui/chat/live_answer.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
 from engine.history.models import Message
 from ui.chat.message import MessageWidget
 from ui.plain import plain_label
 from ui.traces.links import stats_trace_id
-
-_RENDER_INTERVAL_MS = 50  # streamed tokens are painted at most 20 times a second
 
 
 class ChatView(QScrollArea):
@@ -40,11 +39,6 @@ class ChatView(QScrollArea):
         self._layout.addStretch(1)
         self.setWidget(self._column)
         self._follow = True
-        self._pending: tuple[MessageWidget, str] | None = None
-        self._render_timer = QTimer(self)
-        self._render_timer.setSingleShot(True)
-        self._render_timer.setInterval(_RENDER_INTERVAL_MS)
-        self._render_timer.timeout.connect(self._render_pending)
         bar = self.verticalScrollBar()
         bar.valueChanged.connect(self._note_position)
         bar.rangeChanged.connect(self._keep_following)
@@ -56,8 +50,6 @@ class ChatView(QScrollArea):
         return [w for w in items if isinstance(w, MessageWidget)]
 
     def clear(self) -> None:
-        self._render_timer.stop()
-        self._pending = None
         for widget in self.messages():
             self._layout.removeWidget(widget)
             widget.deleteLater()
@@ -95,23 +87,6 @@ class ChatView(QScrollArea):
                 w.deleteLater()
         if not self.messages():
             self._empty.show()
-
-    def update_streaming(self, widget: MessageWidget, text: str) -> None:
-        """Show new text of a streaming answer, coalescing repaints."""
-        self._pending = (widget, text)
-        if not self._render_timer.isActive():
-            self._render_timer.start()
-
-    def flush(self) -> None:
-        """Paint any text still waiting for the render timer."""
-        self._render_timer.stop()
-        self._render_pending()
-
-    def _render_pending(self) -> None:
-        if self._pending is not None:
-            widget, text = self._pending
-            self._pending = None
-            widget.set_text(text)
 
     # Scrolling -------------------------------------------------------------------
 

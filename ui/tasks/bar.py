@@ -23,11 +23,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.answer import Progress
 from engine.errors import InvalidRequestError
 from engine.tasks.code import ACTIONS
 from engine.tasks.extract import SCHEMA_EXAMPLES
 from engine.tasks.summarize import LENGTHS
 from engine.tasks.translate import LANGUAGES, detect_language
+from ui.chat.live_answer import progress_words
 from ui.ops import run_in_background
 from ui.plain import literal, plain_label
 from ui.tasks.modes import (
@@ -260,11 +262,9 @@ class TaskProgressRow(QWidget):
         self.bar.setRange(0, 0)  # busy until the task says how far it is
         self.show()
 
-    def show_progress(self, event) -> None:
-        """Apply a TaskProgress event."""
-        # Events come at the start (0 done) and after each step: the step under way is done + 1.
-        step = min(event.done + 1, event.total)
-        self.label.setText(f"{event.stage} {step} of {event.total}" if event.total > 1 else event.stage)
+    def show_progress(self, event: Progress) -> None:
+        """Show how far a task is."""
+        self.label.setText(progress_words(event))
         self.bar.setRange(0, max(1, event.total))
         self.bar.setValue(min(event.done, event.total))
         self.show()

@@ -55,7 +55,8 @@ class TaskLauncher(QObject):
             show_error(self.window, "Prompt templates", "No prompt templates are available.")
             return None
         if self.template_editor is None:
-            self.template_editor = TemplateEditor(self.services.templates, self.services.runtime, self.window)
+            default = self.services.backends.resolve(None)[1]
+            self.template_editor = TemplateEditor(self.services.templates, default, self.window)
         self.template_editor.show()
         self.template_editor.raise_()
         self.template_editor.activateWindow()

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from engine.answer import AnswerStats
 from engine.errors import InvalidRequestError
 from engine.tasks.base import TaskContext
 from ui.chat.markdown import language_label
@@ -135,26 +136,18 @@ def parse_schema(text: str) -> dict:
     return schema
 
 
-def answer_stats_text(stats) -> str:
-    """The status bar's summary of a finished chat answer (GenerationStats)."""
+def answer_stats_text(stats: AnswerStats) -> str:
+    """The status bar's summary of a finished answer: speed, first token, tokens, and for a task with
+    several model calls how many and how long it took."""
     parts = []
     if stats.tokens_per_s:
         parts.append(f"{stats.tokens_per_s:.1f} tokens/s")
-    if stats.time_to_first_token_s is not None:
+    if stats.time_to_first_token_s is not None and stats.generations == 1:
         parts.append(f"first token {stats.time_to_first_token_s:.2f} s")
     parts.append(f"{stats.completion_tokens} tokens")
+    if stats.generations > 1:
+        parts.append(f"{stats.generations} model calls")
+        parts.append(f"{stats.total_s:.1f} s")
     if stats.dropped_messages:
         parts.append(f"{stats.dropped_messages} oldest messages left out of context")
-    return " · ".join(parts)
-
-
-def task_stats_text(stats: dict) -> str:
-    """The status bar's summary of a finished task."""
-    parts = []
-    if stats.get("completion_tokens"):
-        parts.append(f"{stats['completion_tokens']} tokens")
-    if stats.get("requests", 0) > 1:
-        parts.append(f"{stats['requests']} model calls")
-    if stats.get("total_s"):
-        parts.append(f"{stats['total_s']:.1f} s")
     return " · ".join(parts)
