@@ -68,7 +68,7 @@ def ask(services, args: argparse.Namespace, question: str) -> int:
     """
     sampling = sampling_for(services, max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed)
     if args.no_history:
-        ended = follow_answer(_submit_unsaved(services, question, sampling))
+        ended = follow_answer(services.assistant.ask(question, sampling=sampling, save=False))
         _end_line()
         return exit_code(ended, show_stats=args.stats)
     if args.docs or args.collection:
@@ -85,16 +85,6 @@ def ask(services, args: argparse.Namespace, question: str) -> int:
     ended = follow_answer(services.assistant.ask(question, args.conversation, sampling=sampling))
     _end_line()
     return exit_code(ended, show_stats=args.stats)
-
-
-def _submit_unsaved(services, question: str, sampling):
-    """The question straight to the model with the system prompt, saved nowhere."""
-    from engine.runtime.types import ChatMessage, GenerationRequest
-
-    chat = services.assistant.settings
-    messages = ((ChatMessage("system", chat.system_prompt),) if chat.system_prompt else ()) + (
-        ChatMessage("user", question),)
-    return services.runtime.submit(GenerationRequest(messages, sampling or chat.sampling))
 
 
 def _end_line() -> None:
@@ -127,7 +117,8 @@ def run_chat(args: argparse.Namespace) -> int:
         if conversation is not None:
             services.history.conversation(conversation)  # fail early on a bad id
         load_model(services, args.model)
-        print(f"Locus chat on {services.runtime.model_info.name}. /help for commands.", file=sys.stderr)
+        model = services.backends.resolve(None)[1].model_info
+        print(f"Locus chat on {model.name}. /help for commands.", file=sys.stderr)
         if conversation is not None:
             _print_transcript(services, conversation)
         return _repl(services, conversation)
@@ -166,8 +157,9 @@ def _repl(services, conversation: int | None) -> int:
                 continue
             open_documents_if_used(services, conversation)
             answer = services.assistant.ask(text, conversation)
-            conversation = answer.conversation_id
             _print_reply(answer)
+            if answer.started is not None and answer.started.conversation_id is not None:
+                conversation = answer.started.conversation_id
         except EngineError as exc:
             print(f"locus: {exc.user_text()}", file=sys.stderr)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
-from engine.answer import AnswerEnded, AnswerStats, Progress
+from engine.answer import AnswerEnded, Cited, Progress, TextDelta
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -125,42 +125,20 @@ def write_out(text: str) -> None:
 def follow_answer(handle, on_text: Callable[[str], None] = write_out, *,
                   on_progress: Callable[[Progress], None] | None = None,
                   citations: list | None = None) -> AnswerEnded:
-    """Follow one answer to its end: its text to ``on_text`` as it comes, its progress to
-    ``on_progress``, its sources into ``citations``; Ctrl-C cancels it (what was said is kept).
-
-    The one place that reads an answer's events. Today chat answers end with the runtime's
-    Done/Failed and tasks with TaskDone/TaskFailed; both are read here as the answer protocol
-    (engine/answer.py) until the Assistant emits it itself, and then only that is read.
-    """
-    from engine.assistant import Cited
-    from engine.runtime.types import Done, Failed, Token
-    from engine.tasks.base import TaskDone, TaskFailed, TaskProgress, TaskText
-
-    answer_id = getattr(handle, "request_id", None) or getattr(handle, "task_id", 0)
-    trace_id = getattr(handle, "trace_id", None)
-    parts: list[str] = []
-    ended = None
+    """Follow one answer (an ``engine.answering.AnswerHandle``) to its end: its text to ``on_text`` as it
+    comes, its progress to ``on_progress``, its sources into ``citations``; Ctrl-C cancels it (what was
+    said is kept). The one place the terminal reads an answer's events (engine/answer.py)."""
     with ctrl_c_cancels(handle.cancel):
         for event in handle.events():
-            if isinstance(event, (Token, TaskText)):
-                parts.append(event.text)
+            if isinstance(event, TextDelta):
                 on_text(event.text)
-            elif isinstance(event, TaskProgress) and on_progress is not None:
-                on_progress(Progress(answer_id, event.stage, event.done, event.total))
+            elif isinstance(event, Progress) and on_progress is not None:
+                on_progress(event)
             elif isinstance(event, Cited) and citations is not None:
                 citations.extend(event.citations)
-            elif isinstance(event, Done):
-                outcome = "cancelled" if event.stats.finish_reason == "cancelled" else "complete"
-                ended = AnswerEnded(answer_id, outcome, event.text, AnswerStats().plus(event.stats), trace_id)
-            elif isinstance(event, TaskDone):
-                stats = dict(event.stats, generations=event.stats.get("requests", 0))
-                ended = AnswerEnded(answer_id, "cancelled" if event.cancelled else "complete", event.text,
-                                    AnswerStats.from_dict(stats), trace_id)
-            elif isinstance(event, (Failed, TaskFailed)):
-                ended = AnswerEnded(answer_id, "failed", "".join(parts), AnswerStats(), trace_id, event.error)
-    if ended is None:
-        raise RuntimeError("an answer's events ended without its last event")
-    return ended
+            elif isinstance(event, AnswerEnded):
+                return event
+    raise RuntimeError("an answer's events ended without its last event")
 
 
 def exit_code(ended: AnswerEnded, *, show_stats: bool = False) -> int:
@@ -216,13 +194,9 @@ class ProgressLine:
 
 
 def start_task(services: Services, fn, name: str, *, sampling: SamplingParams | None = None):
-    """Start a task function (``fn(ctx) -> str``) on the loaded model, nothing saved; the settings'
-    sampling unless ``sampling`` is given, and the tasks.token_healing setting."""
-    from engine.tasks.base import start_task as start
-
-    chat = services.assistant.settings
-    return start(fn, services.runtime, services.templates, sampling or chat.sampling, name=name,
-                 token_healing=chat.token_healing)
+    """Start a task function (``fn(ctx) -> str``) as an answer that is not saved (no history, no text in
+    its trace); the settings' sampling unless ``sampling`` is given, and the tasks.token_healing setting."""
+    return services.assistant.run_task(fn, name, name=name, save=False, sampling=sampling)
 
 
 def stream_task(services: Services, fn, name: str, *, sampling: SamplingParams | None = None,

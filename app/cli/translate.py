@@ -43,15 +43,9 @@ def run(args: argparse.Namespace) -> int:
         # Refuse an empty text, an unknown language or a text already in the target before loading.
         target = check_languages(text, args.target or services.settings.tasks.translate_to, source)[0]
         load_model(services, args.model)
-        figures: dict = {}  # the task's own figures (paragraphs, languages), read from its context
-
-        def task(ctx):
-            try:
-                return translate(ctx, text, target, source)
-            finally:
-                figures.update(ctx.stats)
-
-        ended, code = stream_task(services, task, "translate", ends_line=text.endswith("\n"))
+        ended, code = stream_task(services, lambda ctx: translate(ctx, text, target, source), "translate",
+                                  ends_line=text.endswith("\n"))
+        figures = ended.stats.details  # the task's own: paragraphs, languages, paragraphs kept as written
         if ended.complete and figures.get("units"):
             _report(figures)
         return code

@@ -11,7 +11,6 @@ import pytest
 from app import settings as settings_mod
 from app.paths import resolve_paths
 from app.services import build_services
-from engine.runtime.types import Done
 from engine.trace.store import TraceFilter
 
 pytestmark = pytest.mark.slow
@@ -65,14 +64,14 @@ def services(locus_home, model_path, tmp_path):
 def test_deleting_a_conversation_leaves_none_of_it_on_disk(services, locus_home):
     paths = services.paths
     answer = services.assistant.ask(f"What does the {QUESTION_MARK} ledger say about the harbour?", collections=[])
-    assert isinstance(answer.wait(120), Done)
+    assert answer.wait(120).complete
     spilled = wait_for(lambda: list(paths.kv_cache_dir.rglob("*.kv")), "the conversation's state to be spilled")
     services.tracing.flush()
-    title = services.history.conversation(answer.conversation_id).title
+    title = services.history.conversation(answer.started.conversation_id).title
     assert {"locus.sqlite3", "traces.sqlite3"} <= {Path(p).name.split("-")[0] for p in holding(locus_home, QUESTION_MARK)}
     assert services.traces.list_traces(TraceFilter(text=QUESTION_MARK))
 
-    deleted = services.assistant.delete_conversation(answer.conversation_id)
+    deleted = services.assistant.delete_conversation(answer.started.conversation_id)
 
     assert deleted.describe() == f"Deleted conversation \u201c{title}\u201d and 1 trace."
     assert deleted.messages == 2 and deleted.cached_states >= 1
@@ -80,15 +79,15 @@ def test_deleting_a_conversation_leaves_none_of_it_on_disk(services, locus_home)
     assert not any(p.exists() for p in spilled) and not list(paths.kv_cache_dir.rglob("*.kv"))
     # The engine goes on: the next question is answered and traced as usual.
     again = services.assistant.ask("Who keeps the harbour ledger?", collections=[])
-    assert isinstance(again.wait(120), Done)
+    assert again.wait(120).complete
     services.tracing.flush()
-    assert services.traces.list_traces(TraceFilter(task="doc_qa"))[0].trace_id == again.trace_id
+    assert services.traces.list_traces(TraceFilter(task="doc_qa"))[0].trace_id == again.started.trace_id
 
 
 def test_removing_a_document_deletes_the_traces_that_quote_it(services, locus_home):
     library = services.library
     answer = services.assistant.ask("Who keeps the harbour ledger of Porthleven?", collections=[])
-    assert isinstance(answer.wait(120), Done)
+    assert answer.wait(120).complete
     assert any(DOC_MARK in p.text for p in answer.retrieval.passages)
     services.tracing.flush()
     assert any(name.startswith("traces.sqlite3") for name in holding(locus_home, DOC_MARK))
@@ -100,11 +99,11 @@ def test_removing_a_document_deletes_the_traces_that_quote_it(services, locus_ho
     assert library.traces_removed([ledger.doc_id]) == 1
     # Nothing of it anywhere: not in traces, nor in the index's data files, deletion files or full-text index.
     assert holding(locus_home, DOC_MARK) == []
-    assert answer.trace_id not in {t.trace_id for t in services.traces.list_traces()}
+    assert answer.started.trace_id not in {t.trace_id for t in services.traces.list_traces()}
     # The indexing run keeps its other file; the conversation itself is the user's and stays.
     files = [s for s in services.traces.trace(index_trace.trace_id) if s.name == "index_file"]
     assert [Path(s.attributes["locus.document.path"]).name for s in files] == ["bakery.txt"]
-    assert len(services.history.messages(answer.conversation_id)) == 2
+    assert len(services.history.messages(answer.started.conversation_id)) == 2
     # The index rewritten without it still answers, by vector and by word.
     found = library.retrieve("When does the bakery open and what is in its rye loaf?", None, lambda t: len(t) // 3, 400)
     assert [Path(p.path).name for p in found.passages] == ["bakery.txt"]

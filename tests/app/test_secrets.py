@@ -56,7 +56,6 @@ from tests.engine.trace.test_redaction import CountingKeyring  # noqa: E402
 from tests.secret_service import secret_service_without_default_collection  # noqa: E402,F401
 
 from app.secrets import stored_names_file  # noqa: E402
-from engine.runtime.types import Done  # noqa: E402
 from engine.trace.tracing import REDACTED  # noqa: E402
 
 SECRETS_BUS_NAME = "org.freedesktop.secrets"
@@ -111,7 +110,7 @@ def test_a_question_opens_no_keyring_prompt_when_the_keyring_has_no_default_coll
     try:
         services.load_model().result(timeout=120)
         for question in ("Name a colour.", "Name a fruit."):
-            assert isinstance(services.assistant.ask(question).wait(120), Done)
+            assert services.assistant.ask(question).wait(120).complete
         assert services.tracing.flush() and services.traces.count() == 3
     finally:
         services.close()
@@ -132,7 +131,7 @@ def test_a_stored_token_is_read_once_and_still_scrubbed_from_traces(secret_servi
     try:
         services.load_model().result(timeout=120)
         for question in (f"My collector key is {COLLECTOR_KEY}.", f"Is {COLLECTOR_KEY} a good key?"):
-            assert isinstance(services.assistant.ask(question).wait(120), Done)
+            assert services.assistant.ask(question).wait(120).complete
         assert services.tracing.flush() and services.traces.count() == 3
     finally:
         services.close()
