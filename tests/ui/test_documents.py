@@ -12,7 +12,6 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
 from engine.rag.store import DocumentRecord
-from engine.runtime.types import Done
 from ui.ops import wait_for_background
 from tests.app.helpers import LOCUS
 from tests.conftest import PDF_ODDITIES
@@ -64,7 +63,7 @@ def test_drop_index_ask_and_open_the_cited_page(qtbot, loaded_window, services, 
     with qtbot.waitSignal(window.answerFinished, timeout=120_000) as blocker:
         qtbot.keyClicks(window.composer, "What time does the island ferry leave the pier?")
         qtbot.keyClick(window.composer, Qt.Key.Key_Return)
-    assert isinstance(blocker.args[0], Done)
+    assert blocker.args[0].complete
     answer = window.chat.messages()[-1]
     buttons = answer.sources.buttons()
     assert buttons, f"no sources under: {answer.text!r}"
