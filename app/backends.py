@@ -1,121 +1,150 @@
-"""The two backends a conversation can answer on: the in-process runtime and a model server.
+"""The backends a conversation can answer on, built from the settings, and the one path that makes each ready.
 
-``Services`` keeps both (``local_runtime`` always, ``remote_runtime`` when Settings › Model server
-names one); ``runtime`` is the default of the two. A conversation may choose the other; the
-assistant finds its runtime by name (``Assistant.backends``).
+LOCAL is the in-process runtime (always there); REMOTE is the model server that Settings › Model server
+names (there when it has an address). ``backend_set`` makes the immutable BackendSet the registry holds;
+a settings change builds a new one and swaps it in whole (app/services.py). ``Readiness`` loads the local
+model (nothing else does) or connects to a model server, one load or connection per backend at a time.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 
 from app.secrets import Secrets
-from app.settings import Settings
-from engine.errors import BackendUnavailableError, EngineError, ModelLoadError
-from engine.runtime.backend import LOCAL, REMOTE, BackendSet
+from app.settings import RemoteSettings, Settings
+from engine.errors import EngineError
+from engine.runtime.backend import LOCAL, REMOTE, Backend, BackendSet
 from engine.runtime.remote import RemoteRuntime
-from engine.runtime.types import ModelLoaded, ModelLoadFailed, RuntimeEvent
+from engine.runtime.runtime import Runtime
+from engine.runtime.types import ModelConfig, ModelInfo, ModelLoaded, ModelLoadFailed, RuntimeEvent
+from engine.trace.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
-
-class Backends:
-    """Backend methods of ``app.services.Services`` (which holds the fields they use)."""
-
-    @property
-    def default_backend(self) -> str:
-        """REMOTE when answers go to the model server by default, else LOCAL."""
-        return self.backends.current().default
-
-    def backend_label(self, name: str) -> str:
-        """How a backend is named to people."""
-        if name == REMOTE:
-            remote = self.settings.remote
-            return f"Model server ({remote.model or 'its first model'} at {remote.url})"
-        return "This computer"
-
-    def ready_backend(self, name: str, on_event: Callable[[RuntimeEvent], None] | None = None) -> Future:
-        """Make a backend able to answer: load the local model or connect to the server, unless it already
-        can (or is getting there); resolves to its ModelInfo."""
-        runtime = self.backends.current().available.get(name)
-        if runtime is None:
-            future: Future = Future()
-            future.set_exception(BackendUnavailableError("No model server is set up.",
-                                                         hint="Set its address in Settings › Model server."))
-            return future
-        pending = self._readying.get(name)
-        if pending is not None and not pending.done():
-            return pending
-        from app.services import model_config
-
-        info = runtime.model_info
-        if info is not None and (name == REMOTE or self.loaded_config == model_config(self.settings, kv_dir=self.paths.kv_cache_dir)):
-            future = Future()
-            future.set_result(info)
-            return future
-        if name == REMOTE:
-            return self._ready(name, connect_remote(runtime, on_event))
-        return self.load_model(on_event) if self.runtime is runtime else self._load_local(on_event)
-
-    def _load_local(self, on_event) -> Future:
-        from app.services import model_config
-
-        try:
-            config = model_config(self.settings, kv_dir=self.paths.kv_cache_dir)
-        except ModelLoadError as exc:
-            future: Future = Future()
-            future.set_exception(exc)
-            return future
-        self.loaded_config = config
-        return self._ready(LOCAL, self.local_runtime.load(config, on_event))
-
-    def _ready(self, name: str, future: Future) -> Future:
-        self._readying[name] = future
-        return future
-
-    def set_conversation_backend(self, conversation_id: int, name: str | None):
-        """Save which backend answers in a conversation (None: the default)."""
-        return self.history.set_backend(conversation_id, name)
-
-    def _rewire_backends(self, new: Settings) -> None:
-        """The server settings changed: a new server runtime (the old one finishes or cancels what it runs,
-        then stops) and the default backend they choose. The local runtime keeps its model."""
-        old_remote = self.remote_runtime
-        self.remote_runtime = make_remote(new, self.tracing, self.secrets)
-        self._readying.pop(REMOTE, None)
-        self._wire(use_server=new.remote.enabled)
-        if old_remote is not None:
-            threading.Thread(target=old_remote.shutdown, name="locus-runtime-swap", daemon=True).start()
-
-    def _wire(self, *, use_server: bool) -> None:
-        available = {LOCAL: self.local_runtime}
-        if self.remote_runtime is not None:
-            available[REMOTE] = self.remote_runtime
-        default = REMOTE if use_server and REMOTE in available else LOCAL
-        self.backends.swap(lambda _old: BackendSet(default, available))
-        self.runtime = available[default]
+OnEvent = Callable[[RuntimeEvent], None]
 
 
-def make_remote(settings: Settings, tracing, secrets: Secrets) -> RemoteRuntime | None:
-    """A runtime for the OpenAI-compatible server the settings name (None when none is set)."""
-    remote = settings.remote
-    if not remote.url:
+def backend_set(local: Backend, remote: Backend | None, *, remote_default: bool) -> BackendSet:
+    """The backends there are: LOCAL always, REMOTE when a server is set; the default is REMOTE only when
+    asked for and there."""
+    available: dict[str, Backend] = {LOCAL: local}
+    if remote is not None:
+        available[REMOTE] = remote
+    return BackendSet(REMOTE if remote_default and remote is not None else LOCAL, available)
+
+
+def make_remote(settings: RemoteSettings, tracing: Tracing, secrets: Secrets | None) -> RemoteRuntime | None:
+    """The backend for the model server the settings name (None when none is set)."""
+    if not settings.url:
         return None
     try:
-        key = secrets.get("remote_api_key")
+        key = secrets.get("remote_api_key") if secrets is not None else None
     except EngineError as exc:
         log.warning("remote API key unavailable: %s", exc.user_text())
         key = None
-    return RemoteRuntime(remote.url, model=remote.model or None, api_key=key, tracing=tracing,
-                         timeout_s=remote.timeout_s)
+    return RemoteRuntime(settings.url, model=settings.model or None, api_key=key, tracing=tracing,
+                         timeout_s=settings.timeout_s)
 
 
-def connect_remote(runtime: RemoteRuntime, on_event=None) -> Future:
-    """Connect to the server off the caller's thread, telling ``on_event`` as a model load would."""
+def same_server(old: RemoteSettings, new: RemoteSettings) -> bool:
+    """Whether both settings reach the same server the same way (``enabled`` only chooses the default)."""
+    return (old.url, old.model, old.timeout_s) == (new.url, new.model, new.timeout_s)
+
+
+def backend_label(name: str, settings: Settings) -> str:
+    """How a backend is named to people."""
+    if name == REMOTE:
+        remote = settings.remote
+        return f"Model server ({remote.model or 'its first model'} at {remote.url})"
+    return "This computer"
+
+
+class Readiness:
+    """Makes a backend able to answer: loads the local model or connects to a model server.
+
+    A backend that is already ready, or getting there (the same model, for the local one), is not asked
+    again: the caller gets that load's future, and ``on_event`` hears how it ended.
+    """
+
+    def __init__(self, local: Runtime):
+        self._local = local
+        self._lock = threading.Lock()
+        self._pending: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # backend -> Future[ModelInfo]
+        self._local_config: ModelConfig | None = None  # the model the local runtime was last asked to load
+
+    @property
+    def loaded_config(self) -> ModelConfig | None:
+        """The ModelConfig of the local model last asked for (loaded or loading)."""
+        return self._local_config
+
+    def ready(self, backend: Backend, config: Callable[[], ModelConfig], on_event: OnEvent | None = None) -> Future:
+        """Resolves to the backend's ModelInfo once it can answer; ``config`` gives the local model's
+        ModelConfig (it may raise ModelLoadError: the future then fails with it)."""
+        with self._lock:
+            if isinstance(backend, RemoteRuntime):
+                return self._connect(backend, on_event)
+            if backend is self._local:
+                try:
+                    wanted = config()
+                except EngineError as exc:
+                    return _failed(exc)
+                return self._load(wanted, on_event)
+        return _failed(TypeError(f"unknown backend {backend!r}"))
+
+    def load_local(self, config: ModelConfig, on_event: OnEvent | None = None) -> Future:
+        """Load ``config`` on the local runtime unless it is loaded or loading already."""
+        with self._lock:
+            return self._load(config, on_event)
+
+    def _load(self, config: ModelConfig, on_event: OnEvent | None) -> Future:
+        pending = self._pending.get(self._local)
+        if pending is not None and config == self._local_config and _usable(pending):
+            return _told(pending, on_event, config.path)
+        self._local_config = config
+        future = self._local.load(config, on_event)
+        self._pending[self._local] = future
+        return future
+
+    def _connect(self, remote: RemoteRuntime, on_event: OnEvent | None) -> Future:
+        pending = self._pending.get(remote)
+        if pending is not None and _usable(pending):
+            return _told(pending, on_event, remote.base_url)
+        future = connect_remote(remote, on_event)
+        self._pending[remote] = future
+        return future
+
+
+def _usable(future: Future) -> bool:
+    """Still running, or done well."""
+    return not future.done() or future.exception() is None
+
+
+def _told(future: Future, on_event: OnEvent | None, where: str) -> Future:
+    """``future``, with ``on_event`` told how it ends (as a load of its own would have told it)."""
+    if on_event is not None:
+        def tell(done: Future) -> None:
+            error = done.exception()
+            if error is None:
+                on_event(ModelLoaded(done.result()))
+            elif isinstance(error, EngineError):
+                on_event(ModelLoadFailed(error, where))
+        future.add_done_callback(tell)
+    return future
+
+
+def _failed(error: BaseException) -> Future:
     future: Future = Future()
+    future.set_exception(error)
+    return future
+
+
+def connect_remote(runtime: RemoteRuntime, on_event: OnEvent | None = None) -> Future:
+    """Connect to the server off the caller's thread, telling ``on_event`` as a model load would."""
+    future: Future[ModelInfo] = Future()
     notify = on_event or (lambda _event: None)
 
     def connect() -> None:

@@ -9,10 +9,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from pathlib import Path
-from concurrent.futures import Future
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import Future
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,13 +19,13 @@ if TYPE_CHECKING:
     from engine.rag.library import DocumentLibrary
 
 from app import settings as settings_mod
-from app.backends import Backends, connect_remote, make_remote
+from app.backends import Readiness, backend_label, backend_set, make_remote, same_server
 from app.paths import Paths, resolve_paths
 from app.secrets import Secrets, stored_names_file
-from app.settings import Problem, Settings
+from app.settings import Problem, RemoteSettings, Settings, TraceSettings
 from app.telemetry import Telemetry, make_tracing, open_telemetry
 from engine.assistant import Assistant, ChatSettings
-from engine.errors import EngineError, ModelLoadError
+from engine.errors import BackendUnavailableError, EngineError, ModelLoadError
 from engine.history.store import HistoryStore
 from engine.models.bundled import (
     BUNDLED_EMBEDDER_NAME,
@@ -35,11 +34,12 @@ from engine.models.bundled import (
     bundled_llm_path,
 )
 from engine.models.catalog import ModelCatalog
-from engine.runtime.backend import LOCAL, REMOTE, BackendRegistry
-from engine.runtime.remote import RemoteRuntime
+from engine.runtime.backend import LOCAL, REMOTE, Backend, BackendRegistry, BackendSet
 from engine.runtime.runtime import Runtime
 from engine.runtime.types import ModelConfig, RuntimeEvent, SamplingParams
 from engine.tasks.templates import TemplateLibrary
+from engine.trace.monitor import Monitor
+from engine.trace.tracing import Tracing
 from resources import resource_path
 
 log = logging.getLogger(__name__)
@@ -91,44 +91,221 @@ def chat_settings(settings: Settings) -> ChatSettings:
     )
 
 
-@dataclass
-class Services(Backends):
-    paths: Paths
-    settings: Settings
-    problems: list[Problem]
-    runtime: Runtime
-    history: HistoryStore
-    assistant: Assistant
-    templates: TemplateLibrary | None = None
-    telemetry: Telemetry | None = None
-    secrets: Secrets | None = None
-    version: str = ""
-    catalog: ModelCatalog | None = None
-    recovered_answers: int = 0
-    _hardware: object = field(default=None, repr=False)
-    _downloader: object = field(default=None, repr=False)
-    loaded_config: ModelConfig | None = field(default=None)
-    library: DocumentLibrary | None = field(default=None)
-    _library_lock: threading.Lock = field(default_factory=threading.Lock)
-    # The two backends: the in-process runtime, and the model server's when one is configured.
-    # ``runtime`` is the default of the two; a conversation may choose the other.
-    local_runtime: Runtime | None = None
-    remote_runtime: RemoteRuntime | None = None
-    backends: BackendRegistry | None = None  # the backends a conversation can answer on now, and the default
-    _readying: dict = field(default_factory=dict, repr=False)  # backend name -> Future of its load/connect
+class Services:
+    """What the window and every command run on: settings, history, the backends, the assistant, documents,
+    telemetry. Built once by ``build_services``; nothing outside assigns its parts.
+
+    Settings change only through ``update_settings`` (or ``apply_settings``), one change at a time under one
+    lock: the new Settings, ChatSettings and Tracing are built first and then assigned whole, and the
+    backends change by swapping a new BackendSet into ``backends``. A request that resolved its backend
+    keeps it; a model server that is replaced finishes what it runs and is stopped when Locus closes.
+    """
+
+    def __init__(self, *, paths: Paths, settings: Settings, problems: list[Problem], history: HistoryStore,
+                 assistant: Assistant, backends: BackendRegistry, local: Runtime, telemetry: Telemetry,
+                 secrets: Secrets, catalog: ModelCatalog, templates: TemplateLibrary | None = None,
+                 version: str = "", recovered_answers: int = 0):
+        self.paths = paths
+        self.history = history
+        self.assistant = assistant
+        self.backends = backends  # the backends a conversation can answer on now, and the default
+        self.telemetry = telemetry
+        self.secrets = secrets
+        self.templates = templates
+        self.version = version
+        self.catalog = catalog
+        self.recovered_answers = recovered_answers  # answers marked interrupted at start
+        self._settings = settings
+        self._problems = tuple(problems)
+        self._local = local
+        self._readiness = Readiness(local)
+        self._retired: list[Backend] = []  # replaced model servers: they finish what they run, stop at close
+        self._settings_lock = threading.Lock()  # one settings change at a time
+        self._library: DocumentLibrary | None = None
+        self._library_lock = threading.Lock()
+        self._hardware = None
+        self._downloader = None
+
+    # What is current (each an atomic read; a settings change replaces it whole) -------------------
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        """What was wrong in config.toml when it was read (cleared once settings are applied)."""
+        return self._problems
+
+    @property
+    def library(self) -> DocumentLibrary | None:
+        """The document library, once ``open_library`` opened it."""
+        return self._library
+
+    @property
+    def tracing(self) -> Tracing:
+        return self.telemetry.tracing
 
     @property
     def traces(self):
         """The local trace store (None when it could not be opened)."""
-        return self.telemetry.store if self.telemetry else None
-
-    @property
-    def tracing(self):
-        return self.telemetry.tracing if self.telemetry else self.runtime.tracing
+        return self.telemetry.store
 
     @property
     def monitor(self):
-        return self.telemetry.monitor if self.telemetry else None
+        return self.telemetry.monitor
+
+    @property
+    def loaded_config(self) -> ModelConfig | None:
+        """The local model last asked for (loaded or loading)."""
+        return self._readiness.loaded_config
+
+    # The backends ------------------------------------------------------------------------------
+
+    def backend_label(self, name: str) -> str:
+        """How a backend is named to people."""
+        return backend_label(name, self._settings)
+
+    def ready_backend(self, name: str | None = None, on_event: Callable[[RuntimeEvent], None] | None = None) -> Future:
+        """Make a backend (None: the default) able to answer: load the local model or connect to the server,
+        unless it can already (or is getting there); resolves to its ModelInfo."""
+        try:
+            _, backend = self.backends.resolve(name)
+        except BackendUnavailableError as exc:
+            future: Future = Future()
+            future.set_exception(exc)
+            return future
+        return self._readiness.ready(backend, self._model_config, on_event)
+
+    def load_model(self, on_event: Callable[[RuntimeEvent], None] | None = None,
+                   override_path: str | None = None) -> Future:
+        """Make the default backend ready; ``override_path``: load that model file on this computer and answer
+        there for this run (``locus --model``)."""
+        if override_path is None:
+            return self.ready_backend(None, on_event)
+        with self._settings_lock:
+            self.backends.swap(lambda current: BackendSet(LOCAL, current.available))
+        try:
+            config = model_config(self._settings, override_path, self.paths.kv_cache_dir)
+        except ModelLoadError as exc:
+            future: Future = Future()
+            future.set_exception(exc)
+            return future
+        return self._readiness.load_local(config, on_event)
+
+    def _model_config(self) -> ModelConfig:
+        return model_config(self._settings, kv_dir=self.paths.kv_cache_dir)
+
+    # Settings ----------------------------------------------------------------------------------
+
+    @property
+    def setting_specs(self) -> tuple[settings_mod.SettingSpec, ...]:
+        return settings_mod.SPECS
+
+    def setting_values(self) -> dict:
+        return settings_mod.to_values(self._settings)
+
+    def apply_setting_values(self, values: dict) -> bool:
+        """Validate, save and apply ``{"section.name": value}`` pairs (the settings dialog's, all of them or the
+        changed ones) onto the current settings; True when the model must reload."""
+        parsed, problems = settings_mod.from_values(values)
+        if problems:
+            raise SettingsError(" ".join(p.message for p in problems))
+
+        def change(current: Settings) -> Settings:
+            for key in values:
+                current = current.with_value(key, parsed.get(key))
+            return current
+
+        return self.update_settings(change)
+
+    def apply_settings(self, new: Settings) -> bool:
+        """Save and apply new settings; True when the model must be (re)loaded or (re)connected for them."""
+        return self.update_settings(lambda _current: new)
+
+    def update_settings(self, change: Callable[[Settings], Settings]) -> bool:
+        """Save and apply ``change(current settings)`` with no other change in between (so two changes of
+        different settings both land); True when the model must be (re)loaded or (re)connected for them.
+
+        Everything new is built first (a bad server address fails here, with nothing saved or changed), then
+        saved, then put in place: each part is one assignment of a whole object, the backends one swap.
+        """
+        with self._settings_lock:
+            old = self._settings
+            new = change(old)
+            telemetry = self.telemetry
+            tracing, monitor = self._tracing_for(old.traces, new.traces)
+            current = self.backends.current()
+            backends, retired = self._backends_for(current, old.remote, new.remote, tracing)
+            settings_mod.save(new, self.paths.config_file)
+            old_tracing = telemetry.tracing
+            telemetry.settings, telemetry.tracing, telemetry.monitor = new.traces, tracing, monitor
+            for backend in backends.available.values():
+                backend.tracing = tracing
+            self.backends.swap(lambda _current: backends)
+            self.assistant.settings = chat_settings(new)
+            self.assistant.tracing = tracing
+            self.assistant.monitor = monitor
+            if self._library is not None:
+                self._library.indexer.tracing = tracing
+            self._settings, self._problems = new, ()
+            self._retired.extend(retired)
+        if retired or (REMOTE in backends.available and REMOTE not in current.available):
+            self.ready_backend(REMOTE)  # connect the new server's backend now (in the background)
+        if tracing is not old_tracing:
+            # Ending the old provider writes out its pending spans; that may wait on a network export.
+            threading.Thread(target=old_tracing.shutdown, name="locus-trace-swap", daemon=True).start()
+        reload = old.model != new.model
+        if old.remote != new.remote:
+            # The local runtime keeps its model: only a server that is now the default, or a local model
+            # never loaded, needs the window to (re)connect or load.
+            reload = reload or backends.default == REMOTE or self._local.model_info is None
+        return reload
+
+    def _backends_for(self, current: BackendSet, old: RemoteSettings, new: RemoteSettings,
+                      tracing: Tracing) -> tuple[BackendSet, list[Backend]]:
+        """The backends for ``new`` model server settings, and the ones they replace (to stop at close)."""
+        remote = current.available.get(REMOTE)
+        if same_server(old, new):
+            if old.enabled == new.enabled:
+                return current, []  # the same backends and the same default
+            return backend_set(self._local, remote, remote_default=new.enabled), []
+        # Another server (or none): a backend of its own; the old one finishes what it runs.
+        replacement = make_remote(new, tracing, self.secrets)
+        return backend_set(self._local, replacement, remote_default=new.enabled), [remote] if remote else []
+
+    def _tracing_for(self, old: TraceSettings, new: TraceSettings) -> tuple[Tracing, Monitor | None]:
+        """The tracing and monitor for ``new`` trace settings: the current ones when they did not change, else
+        a new Tracing (and a new Monitor when the drift test changed)."""
+        telemetry = self.telemetry
+        if old == new:
+            return telemetry.tracing, telemetry.monitor
+        tracing = make_tracing(telemetry.store, new, self.secrets, self.version)
+        monitor = telemetry.monitor
+        drift_changed = (old.drift_window, old.drift_alpha) != (new.drift_window, new.drift_alpha)
+        if monitor is not None and telemetry.store is not None and drift_changed:
+            monitor = Monitor(telemetry.store, baseline_size=new.drift_window, recent_size=new.drift_window,
+                              alpha=new.drift_alpha)
+        return tracing, monitor
+
+    def choose_model(self, path: str) -> bool:
+        """Make a model file the default ("" for the bundled one), with the GPU layers its offload plan
+        gives when this machine has a GPU; True when it must be loaded now."""
+        hardware = self.hardware()
+
+        def change(current: Settings) -> Settings:
+            new = current.with_value("model.path", path)
+            if hardware.gpus:
+                from engine.models.offload import plan_offload
+
+                target = path or str(bundled_llm_path())
+                plan = plan_offload(self.catalog.header(target), hardware, current.model.context_size)
+                new = new.with_value("model.gpu_layers", plan.n_gpu_layers)
+            return new
+
+        return self.update_settings(change)
+
+    # Documents, models, telemetry ---------------------------------------------------------------
 
     def hardware(self):
         """This machine's CPU, memory and GPUs (probed once; the probe takes a moment)."""
@@ -148,7 +325,7 @@ class Services(Backends):
             if model.problem is None:
                 try:
                     plans[model.path] = plan_offload(self.catalog.header(model.path), hardware,
-                                                     self.settings.model.context_size)
+                                                     self._settings.model.context_size)
                 except EngineError as exc:
                     log.info("no offload plan for %s: %s", model.path, exc)
         return models, plans
@@ -156,9 +333,10 @@ class Services(Backends):
     def embedding_device(self, *, start: bool = True) -> tuple[str, str] | None:
         """(device, dtype) the embedding worker uses (CUDA fp16, MPS or CPU); None before documents are open,
         or, with ``start=False``, before the worker has started (starting it takes seconds)."""
-        if self.library is None:
+        library = self._library
+        if library is None:
             return None
-        embedder = self.library.embedder
+        embedder = library.embedder
         if not start and not embedder.started:
             return None
         info = embedder.info
@@ -168,7 +346,7 @@ class Services(Backends):
         """A Hugging Face hub client with the user's token from the keyring (if any)."""
         from engine.models.hub import HubClient
 
-        return HubClient(token=self.secrets.get("hf_token") if self.secrets else None)
+        return HubClient(token=self.secrets.get("hf_token"))
 
     @property
     def downloader(self):
@@ -183,27 +361,16 @@ class Services(Backends):
         """How each of a repository's quantizations would run here, from one file's header and every size."""
         from engine.models.preview import quantization_verdicts
 
-        token = self.secrets.get("hf_token") if self.secrets else None
-        return quantization_verdicts(quants, self.hardware(), self.settings.model.context_size, token)
-
-    def choose_model(self, path: str) -> bool:
-        """Make a model file the default ("" for the bundled one), with the GPU layers its offload plan
-        gives when this machine has a GPU; True when it must be loaded now."""
-        new = self.settings.with_value("model.path", path)
-        hardware = self.hardware()
-        if hardware.gpus:
-            from engine.models.offload import plan_offload
-
-            target = path or str(bundled_llm_path())
-            plan = plan_offload(self.catalog.header(target), hardware, self.settings.model.context_size)
-            new = new.with_value("model.gpu_layers", plan.n_gpu_layers)
-        return self.apply_settings(new)
+        token = self.secrets.get("hf_token")
+        return quantization_verdicts(quants, self.hardware(), self._settings.model.context_size, token)
 
     def start_telemetry(self) -> None:
         """Sample metrics and apply trace retention in the background while the window runs."""
-        if self.telemetry is not None:
-            self.telemetry.start({"runtime.queue_length": lambda: self.runtime.queue_length,
-                                  "runtime.tokens_per_s": lambda: self.runtime.last_tokens_per_s})
+        def default_backend() -> Backend:
+            return self.backends.resolve(None)[1]
+
+        self.telemetry.start({"runtime.queue_length": lambda: default_backend().queue_length,
+                              "runtime.tokens_per_s": lambda: default_backend().last_tokens_per_s})
 
     def open_library(self, on_event: Callable[[IndexEvent], None] | None = None, *,
                      rebuild: bool = False) -> DocumentLibrary:
@@ -213,92 +380,28 @@ class Services(Backends):
         the same documents again with the current one.
         """
         with self._library_lock:
-            if self.library is None:
+            if self._library is None:
                 again = []
                 if rebuild:
                     from engine.rag.store import set_aside_for_new_model
 
                     again = set_aside_for_new_model(self.paths.index_dir)
-                self.library = open_library(self.paths, self.settings, on_event, tracing=self.tracing,
-                                            traces=self.traces)
-                self.assistant.library = self.library
+                library = open_library(self.paths, self._settings, on_event, tracing=self.tracing,
+                                       traces=self.traces)
+                self._library = library
+                self.assistant.library = library
                 for collection in sorted({c for _, c in again}):
-                    self.library.index([p for p, c in again if c == collection and Path(p).exists()], collection)
-            return self.library
-
-    def load_model(self, on_event: Callable[[RuntimeEvent], None] | None = None,
-                   override_path: str | None = None) -> Future:
-        """Start loading the configured model on the runtime thread (or connecting to the configured server)."""
-        if self.runtime is self.remote_runtime and override_path is None:
-            return self._ready(REMOTE, connect_remote(self.remote_runtime, on_event))
-        try:
-            config = model_config(self.settings, override_path, self.paths.kv_cache_dir)
-        except ModelLoadError as exc:
-            future: Future = Future()
-            future.set_exception(exc)
-            return future
-        self.loaded_config = config
-        if override_path is not None and self.runtime is not self.local_runtime:
-            self._wire(use_server=False)  # a model file given for this run means: answer on this computer
-        local = self.local_runtime or self.runtime
-        return self._ready(LOCAL, local.load(config, on_event))
-
-    @property
-    def setting_specs(self) -> tuple[settings_mod.SettingSpec, ...]:
-        return settings_mod.SPECS
-
-    def setting_values(self) -> dict:
-        return settings_mod.to_values(self.settings)
-
-    def apply_setting_values(self, values: dict) -> bool:
-        """Validate, save and apply the settings dialog's values; True when the model must reload."""
-        new, problems = settings_mod.from_values(values)
-        if problems:
-            raise SettingsError(" ".join(p.message for p in problems))
-        return self.apply_settings(new)
-
-    def apply_settings(self, new: Settings) -> bool:
-        """Save and apply new settings; True when the model must be reloaded for them."""
-        settings_mod.save(new, self.paths.config_file)
-        old, self.settings = self.settings, new
-        self.problems = []
-        self.assistant.settings = chat_settings(new)
-        reload = old.model != new.model
-        if old.remote != new.remote:
-            self._rewire_backends(new)
-            # The local runtime keeps its model: only a server that is now the default, or a local model
-            # never loaded, needs the window to (re)connect or load.
-            reload = reload or self.default_backend == REMOTE or self.local_runtime.model_info is None
-        if old.traces != new.traces and self.telemetry is not None:
-            self._retrace(new)
-        return reload
-
-    def _retrace(self, new: Settings) -> None:
-        """Trace settings changed: build the new tracing and hand it to every part that records spans."""
-        telemetry = self.telemetry
-        old_tracing = telemetry.tracing
-        telemetry.settings = new.traces
-        telemetry.tracing = make_tracing(telemetry.store, new.traces, self.secrets, self.version)
-        for runtime in self.backends.current().available.values():
-            runtime.tracing = telemetry.tracing
-        self.assistant.tracing = telemetry.tracing
-        if self.library is not None:
-            self.library.indexer.tracing = telemetry.tracing
-        if telemetry.monitor is not None:
-            telemetry.monitor.alpha = new.traces.drift_alpha
-            telemetry.monitor.baseline_size = telemetry.monitor.recent_size = new.traces.drift_window
-        # Ending the old provider writes out its pending spans; that may wait on a network export.
-        threading.Thread(target=old_tracing.shutdown, name="locus-trace-swap", daemon=True).start()
+                    library.index([p for p, c in again if c == collection and Path(p).exists()], collection)
+            return self._library
 
     def close(self) -> None:
         """Stop generation first (a running answer is saved as partial), then what it depends on."""
-        for runtime in self.backends.current().available.values():
-            runtime.shutdown()
+        for backend in {id(b): b for b in (*self.backends.current().available.values(), *self._retired)}.values():
+            backend.shutdown()
         self.assistant.close()
-        if self.library is not None:
-            self.library.close()
-        if self.telemetry is not None:
-            self.telemetry.close()
+        if self._library is not None:
+            self._library.close()
+        self.telemetry.close()
         self.history.close()
 
 
@@ -343,18 +446,16 @@ def build_services(paths: Paths | None = None, *, secrets: Secrets | None = None
     secrets = secrets or Secrets(index_path=stored_names_file(paths))
     telemetry = open_telemetry(paths, settings.traces, secrets, version, problems)
     local = Runtime(telemetry.tracing)
-    backends = BackendRegistry.of(local)
+    remote = make_remote(settings.remote, telemetry.tracing, secrets)
+    backends = BackendRegistry(backend_set(local, remote, remote_default=settings.remote.enabled))
     templates = template_library(paths)
     assistant = Assistant(backends, history, chat_settings(settings), templates=templates,
                           tracing=telemetry.tracing, monitor=telemetry.monitor, traces=telemetry.store,
                           kv_spill_dir=paths.kv_cache_dir)
     catalog = ModelCatalog(paths.models_dir, bundled_llm_path(), BUNDLED_LLM_NAME)
-    services = Services(paths, settings, problems, local, history, assistant, templates=templates,
-                        telemetry=telemetry, secrets=secrets, version=version, catalog=catalog,
-                        recovered_answers=recovered, local_runtime=local, backends=backends,
-                        remote_runtime=make_remote(settings, telemetry.tracing, secrets))
-    services._wire(use_server=settings.remote.enabled)
-    return services
+    return Services(paths=paths, settings=settings, problems=problems, history=history, assistant=assistant,
+                    backends=backends, local=local, telemetry=telemetry, secrets=secrets, templates=templates,
+                    version=version, catalog=catalog, recovered_answers=recovered)
 
 
 def template_library(paths: Paths) -> TemplateLibrary:

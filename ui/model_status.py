@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QMainWindow, QProgressBar
 
+from engine.runtime.backend import REMOTE
 from engine.runtime.types import LoadProgress, ModelLoaded
 from ui.errors import describe, show_error
 from ui.ops import run_in_background
@@ -11,13 +12,15 @@ from ui.plain import literal, plain_label
 
 
 class ModelStatus:
-    """Loads the configured model through the services and shows how that goes in the window's status bar."""
+    """Makes the default backend ready through the services (loads the local model, or connects to the model
+    server) and shows how that goes in the window's status bar."""
 
     def __init__(self, window: QMainWindow, services, bridge):
         self.window = window
         self.services = services
         self.bridge = bridge
         self.info = None  # the loaded model's ModelInfo
+        self.backend: str | None = None  # the name of the backend loaded last (LOCAL or REMOTE)
         self.error: str | None = None  # why the last load failed, for people
         self.label = plain_label("No model", window, name="modelLabel")
         self.bar = QProgressBar(window)
@@ -33,12 +36,13 @@ class ModelStatus:
         bridge.modelLoadFailed.connect(lambda event: self._failed(event.error))
 
     def load(self) -> None:
-        """Start loading the configured model (off the GUI thread)."""
+        """Start making the default backend ready (off the GUI thread)."""
         self.error = None
         self.label.setText("Loading model…")
         self.bar.setValue(0)
         self.bar.show()
-        future = self.services.load_model(self.bridge.runtime_sink)
+        self.backend = self.services.backends.current().default
+        future = self.services.ready_backend(self.backend, self.bridge.runtime_sink)
         if future.done() and future.exception() is not None:  # refused before reaching the runtime
             self._failed(future.exception())
 
@@ -50,7 +54,7 @@ class ModelStatus:
         self.info = event.info
         self.bar.hide()
         info = event.info
-        where = f"on {info.path}" if info.chat_template_source == "remote" else f"{info.n_threads} threads"
+        where = f"on {info.path}" if self.backend == REMOTE else f"{info.n_threads} threads"
         self.label.setText(f"{info.name} · {info.n_ctx} ctx · {where}")
         self.label.setToolTip(literal(event.info.path))
 

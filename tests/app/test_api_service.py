@@ -23,16 +23,16 @@ def test_open_api_follows_sampling_settings_changed_after_it_started(locus_home)
 
     services = build_services(resolve_paths(), secrets=Secrets(backend=fail.Keyring()))
     try:
-        services.settings = services.settings.with_value("sampling.temperature", 0.2)
+        services.apply_settings(services.settings.with_value("sampling.temperature", 0.2))
         services.load_model().result(timeout=120)
         server = open_api(services, host="127.0.0.1", port=0, api_key="")
         try:
             client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
-            model = services.runtime.model_info.name
+            model = services.backends.resolve(None)[1].model_info.name
             client.chat.completions.create(model=model, messages=[{"role": "user", "content": "One"}], max_tokens=2)
             # The user edits Settings › Sampling while the API runs (as the window applies settings).
-            services.settings = (services.settings.with_value("sampling.temperature", 1.3)
-                                 .with_value("sampling.top_p", 0.5).with_value("sampling.top_k", 9))
+            services.apply_settings(services.settings.with_value("sampling.temperature", 1.3)
+                                    .with_value("sampling.top_p", 0.5).with_value("sampling.top_k", 9))
             client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Two"}], max_tokens=2)
         finally:
             server.stop()

@@ -24,7 +24,7 @@ def test_the_default_backend_can_be_a_server_and_switched_back(llama_server, sec
     settings_mod.save(settings, locus_home / "config.toml")
     services = build_services(resolve_paths(), secrets=secrets)
     try:
-        assert isinstance(services.runtime, RemoteRuntime)
+        assert isinstance(services.backends.resolve(None)[1], RemoteRuntime)
         info = services.load_model().result(timeout=60)
         assert info.name == ALIAS and info.chat_template_source == "remote"
         answer = services.assistant.ask("Say hello in three words.")
@@ -41,7 +41,7 @@ def test_the_default_backend_can_be_a_server_and_switched_back(llama_server, sec
 
         # Back to this computer: the next answer comes from the in-process runtime, no restart.
         assert services.apply_settings(services.settings.with_value("remote.enabled", False)) is True
-        assert isinstance(services.runtime, Runtime) and services.assistant.runtime_for(None) is services.runtime
+        assert isinstance(services.backends.resolve(None)[1], Runtime) and services.assistant.backends is services.backends
         services.load_model().result(timeout=120)
         local = services.assistant.ask("Say hi.").wait(120)
         assert isinstance(local, Done) and "SmolLM2" in local.stats.model
@@ -58,7 +58,8 @@ def test_each_conversation_answers_on_the_backend_it_chose(llama_server, secret_
     settings_mod.save(settings, locus_home / "config.toml")
     services = build_services(resolve_paths(), secrets=secrets)
     try:
-        assert services.default_backend == "local" and set(services.backends.current().available) == {"local", "remote"}
+        assert services.backends.current().default == "local"
+        assert set(services.backends.current().available) == {"local", "remote"}
         services.load_model().result(timeout=120)
         assert services.ready_backend("remote").result(timeout=60).name == ALIAS
 
@@ -71,14 +72,14 @@ def test_each_conversation_answers_on_the_backend_it_chose(llama_server, secret_
         assert isinstance(plain, Done) and "SmolLM2" in plain.stats.model
 
         # The same conversation moves to this computer: its next answer is local, its history kept.
-        services.set_conversation_backend(chosen, "local")
+        services.history.set_backend(chosen, "local")
         again = services.assistant.ask("And once more?", chosen).wait(120)
         assert isinstance(again, Done) and "SmolLM2" in again.stats.model
         assert len(services.history.messages(chosen)) == 4
 
         # The server becomes the default: conversations that chose this computer stay on it.
         services.apply_settings(services.settings.with_value("remote.enabled", True))
-        assert services.default_backend == "remote" and services.runtime is services.remote_runtime
+        assert services.backends.current().default == "remote"
         assert services.ready_backend("remote").result(timeout=60).name == ALIAS
         local = services.assistant.ask("Still here?", chosen).wait(120)
         assert isinstance(local, Done) and "SmolLM2" in local.stats.model
@@ -86,7 +87,7 @@ def test_each_conversation_answers_on_the_backend_it_chose(llama_server, secret_
         assert isinstance(remote, Done) and remote.stats.model == ALIAS
 
         # No server any more: a conversation that chose it says so, and nothing is saved for the failed ask.
-        services.set_conversation_backend(chosen, "remote")
+        services.history.set_backend(chosen, "remote")
         services.apply_settings(services.settings.with_value("remote.url", "").with_value("remote.enabled", False))
         assert set(services.backends.current().available) == {"local"}
         with pytest.raises(BackendUnavailableError, match="model server, which is not set up"):

@@ -51,11 +51,12 @@ def test_a_model_file_given_for_one_run_answers_on_this_computer_even_with_a_ser
     settings_mod.save(settings, locus_home / "config.toml")
     services = build_services(resolve_paths())
     try:
-        assert services.default_backend == "remote"
+        assert services.backends.current().default == "remote"
         services.load_model(override_path=model_path).result(timeout=120)
-        assert services.runtime is services.local_runtime is services.assistant.runtime_for(None)
+        name, local = services.backends.resolve(None)
+        assert name == "local" and local.kind == "local"
         done = services.assistant.ask("Say hi.").wait(120)
-        assert isinstance(done, Done) and done.stats.model == services.local_runtime.model_info.name
+        assert isinstance(done, Done) and done.stats.model == local.model_info.name
         assert done.stats.model.lower().startswith("smollm2")  # the file's own name: given by path, not bundled
     finally:
         services.close()
@@ -78,11 +79,12 @@ def test_model_settings_set_parallel_requests_and_the_conversation_cache(locus_h
         config = services.loaded_config
         assert (config.n_parallel, config.kv_ram_mb, config.kv_spill_mb) == (2, 0, 64)
         assert config.kv_spill_dir == str(paths.kv_cache_dir)
-        generator = services.local_runtime._generator
+        local = services.backends.current().available["local"]
+        generator = local._generator
         assert generator.batcher.max_active == 2 and generator.store.spill_bytes == 64 << 20
         assert [p.parent for p in paths.kv_cache_dir.iterdir()] == [paths.kv_cache_dir]  # this engine's folder
         order: list[tuple[int, str]] = []
-        handles = [services.local_runtime.submit(
+        handles = [local.submit(
             GenerationRequest((ChatMessage("user", f"Count to {n}."),), SamplingParams(temperature=0.0, max_tokens=24)),
             lambda e, n=n: order.append((n, type(e).__name__))) for n in (3, 4, 5)]
         assert all(isinstance(h.wait(120), Done) for h in handles)
@@ -92,3 +94,41 @@ def test_model_settings_set_parallel_requests_and_the_conversation_cache(locus_h
     finally:
         services.close()
     assert not any(paths.kv_cache_dir.iterdir())
+
+
+def test_settings_that_cannot_be_applied_change_nothing_not_even_the_file(locus_home):
+    """A model server address with a password in it is refused before anything is saved or swapped."""
+    from app import settings as settings_mod
+    from engine.errors import InvalidRequestError
+
+    services = build_services(resolve_paths())
+    try:
+        before, backends = services.settings, services.backends.current()
+        saved = (locus_home / "config.toml").read_bytes() if (locus_home / "config.toml").exists() else None
+        with pytest.raises(InvalidRequestError, match="user name or password"):
+            services.apply_settings(before.with_value("remote.url", "http://me:secret@gpu-box:8000/v1")
+                                    .with_value("sampling.temperature", 0.1))
+        assert services.settings is before and services.backends.current() is backends
+        assert services.assistant.settings.sampling.temperature == before.sampling.temperature
+        now = (locus_home / "config.toml").read_bytes() if (locus_home / "config.toml").exists() else None
+        assert now == saved
+
+        # Changes of different settings from two threads both land (each applied to what the other left).
+        import threading
+
+        start = threading.Barrier(2)
+
+        def change(key, value):
+            start.wait()
+            services.update_settings(lambda s: s.with_value(key, value))
+
+        threads = [threading.Thread(target=change, args=("sampling.top_k", 7)),
+                   threading.Thread(target=change, args=("ui.quick_ask_collection", "notes"))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert (services.settings.sampling.top_k, services.settings.ui.quick_ask_collection) == (7, "notes")
+        assert settings_mod.load(locus_home / "config.toml")[0] == services.settings
+    finally:
+        services.close()

@@ -69,7 +69,9 @@ def test_turning_traces_off_and_content_capture_apply_at_once(services_for):
     assert sorted(t.summary for t in services.traces.list_traces()) == ["", "First question?"]
 
     services.apply_settings(services.settings.with_value("traces.enabled", False))
-    assert not services.runtime.tracing.enabled and services.assistant.tracing is services.runtime.tracing
+    backends = services.backends.current().available.values()
+    assert not services.tracing.enabled and all(b.tracing is services.tracing for b in backends)
+    assert services.assistant.tracing is services.tracing
     services.assistant.ask("Third question?").wait(120)
     time.sleep(0.3)
     assert services.traces.count() == 2

@@ -48,7 +48,8 @@ def test_a_new_conversation_answers_on_the_server_and_another_on_this_computer(
 
         selector.button.menu().actions()[2].trigger()  # what a click on "Model server" does
         assert selector.button.text() == "Answers: model server"
-        qtbot.waitUntil(lambda: services.remote_runtime.model_info is not None, timeout=60_000)
+        qtbot.waitUntil(lambda: services.backends.current().available["remote"].model_info is not None,
+                        timeout=60_000)
         on_server = _ask(qtbot, window, "Say hello in three words.")
         assert on_server.stats.model == ALIAS
         first = window.conversation_id

@@ -40,7 +40,7 @@ def test_manager_shows_verdicts_imports_and_switches_model(qtbot, loaded_window,
     box.close()
 
     copy = tmp_path / "smol-copy.gguf"
-    shutil.copy(services.runtime.model_info.path, copy)
+    shutil.copy(services.backends.resolve(None)[1].model_info.path, copy)
     with qtbot.waitSignal(manager.local.listed, timeout=60_000):
         manager.local.import_file(str(copy))
     qtbot.waitUntil(lambda: manager.local.table.rowCount() == 2, timeout=20_000)

@@ -58,9 +58,9 @@ class BackendSelector(QObject):
 
     def refresh(self) -> None:
         """Rebuild the menu for the backends there are now (after the settings changed)."""
-        backends = self.services.backends.current().available
+        current = self.services.backends.current()  # one read: the names and the default agree
+        backends, default = current.available, current.default
         self.button.setVisible(REMOTE in backends)
-        default = self.services.default_backend
         effective = self.value or default
         missing = self.value is not None and self.value not in backends
         self.button.setText(f"Answers: {_SHORT.get(effective, effective)}" + (" (not set up)" if missing else ""))
@@ -81,16 +81,17 @@ class BackendSelector(QObject):
         self.refresh()
         conversation = self.current()
         if conversation is not None:
-            run_in_background(lambda: self.services.set_conversation_backend(conversation, name), None,
+            run_in_background(lambda: self.services.history.set_backend(conversation, name), None,
                               lambda exc: show_error(self.window, "Backend", exc), owner=self.window)
-        self._make_ready(name or self.services.default_backend)
+        self._make_ready(name)
         self.chosen.emit(name)
 
-    def _make_ready(self, name: str, quiet: bool = False) -> None:
-        """Load or connect the backend; its future reports back through a queued signal, so no pool thread
-        waits on a slow server and each future has one watcher."""
+    def _make_ready(self, name: str | None, quiet: bool = False) -> None:
+        """Load or connect the backend (None: the default); its future reports back through a queued signal,
+        so no pool thread waits on a slow server and each future has one watcher."""
         if not quiet:
-            self.window.statusBar().showMessage("Connecting to the model server…" if name == REMOTE
+            remote = (name or self.services.backends.current().default) == REMOTE
+            self.window.statusBar().showMessage("Connecting to the model server…" if remote
                                                 else "Loading the model on this computer…")
         future = self.services.ready_backend(name)
         if future in self._watched:
