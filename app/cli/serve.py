@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     services = build_services()
     server = embedder = None
     try:
-        settings = services.settings.server
+        settings = services.settings.api
         host = args.host or settings.host
         port = settings.port if args.port is None else args.port
         key = read_api_key(services, host)  # before the model loads: a missing key fails at once
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         if source is not None:
             embedder = Embedder(*source)  # its worker process starts on the first embeddings request
         server = open_api(services, host=host, port=port, embedder=embedder, api_key=key or "")
-        info = services.runtime.model_info
+        info = services.backends.resolve(None)[1].model_info
         print(f"Locus API on {server.url} serving '{info.name}'"
               + (" (API key required)" if key else "") + ". Press Ctrl+C to stop.", flush=True)
         _wait_for_signal()

@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from app.secrets import Secrets
-from engine.server import ApiServerError
+from engine.api import ApiServerError
 from tests.app.helpers import LOCUS
 
 pytestmark = pytest.mark.slow
@@ -109,14 +109,14 @@ def test_start_api_follows_the_settings_and_the_current_runtime(locus_home):
     try:
         assert start_api(services) is None
         port = free_port()
-        services.settings = (services.settings.with_value("server.enabled", True).with_value("server.port", port)
-                             .with_value("server.max_tokens", 16))
+        services.apply_settings(services.settings.with_value("api.enabled", True).with_value("api.port", port)
+                                .with_value("api.max_tokens", 16))
         services.load_model().result(timeout=120)
         server = start_api(services)
         try:
             assert server.url == f"http://127.0.0.1:{port}/v1" and server.api_key is None
             client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
-            model = services.runtime.model_info.name
+            model = services.backends.resolve(None)[1].model_info.name
             reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}])
             assert reply.usage.completion_tokens <= 16  # no max_tokens given: the server's limit
             with pytest.raises(openai.BadRequestError):
@@ -205,9 +205,9 @@ def answer_or_close(port: int) -> bytes:
 
 
 def test_serve_bounds_slow_and_surplus_connections_and_queued_requests(tmp_path):
-    from engine.server.listener import BUSY_RESPONDERS
+    from engine.api.listener import BUSY_RESPONDERS
 
-    (tmp_path / "config.toml").write_text("[server]\nmax_connections = 4\nrequest_timeout_s = 10.0\n"
+    (tmp_path / "config.toml").write_text("[api]\nmax_connections = 4\nrequest_timeout_s = 10.0\n"
                                           "max_queued_requests = 2\n")
     served = Served(tmp_path, "--port", "0")
     try:
