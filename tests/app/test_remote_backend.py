@@ -10,7 +10,6 @@ from app.secrets import Secrets
 from app.services import build_services
 from engine.runtime.remote import RemoteRuntime
 from engine.runtime.runtime import Runtime
-from engine.runtime.types import Done
 from tests.llama_server import ALIAS, API_KEY
 
 pytestmark = pytest.mark.slow
@@ -29,11 +28,11 @@ def test_the_default_backend_can_be_a_server_and_switched_back(llama_server, sec
         assert info.name == ALIAS and info.chat_template_source == "remote"
         answer = services.assistant.ask("Say hello in three words.")
         done = answer.wait(60)
-        assert isinstance(done, Done) and done.text.strip()
-        saved = services.history.message(answer.assistant_message_id)
+        assert done.complete and done.text.strip()
+        saved = services.history.message(answer.started.assistant_message_id)
         assert saved.status == "complete" and saved.content == done.text
         services.tracing.flush()
-        spans = services.traces.trace(answer.trace_id)
+        spans = services.traces.trace(done.trace_id)
         generation = next(s for s in spans if s.name.startswith("chat "))
         assert generation.attributes["gen_ai.provider.name"] == "openai_compatible"
         assert API_KEY.encode() not in b"".join(p.read_bytes() for p in locus_home.glob("traces.sqlite3*"))
@@ -44,7 +43,7 @@ def test_the_default_backend_can_be_a_server_and_switched_back(llama_server, sec
         assert isinstance(services.backends.resolve(None)[1], Runtime) and services.assistant.backends is services.backends
         services.load_model().result(timeout=120)
         local = services.assistant.ask("Say hi.").wait(120)
-        assert isinstance(local, Done) and "SmolLM2" in local.stats.model
+        assert local.complete and "SmolLM2" in local.stats.model
     finally:
         services.close()
 
@@ -65,16 +64,16 @@ def test_each_conversation_answers_on_the_backend_it_chose(llama_server, secret_
 
         on_server = services.assistant.ask("Say hello in three words.", backend="remote")
         done = on_server.wait(180)
-        assert isinstance(done, Done) and done.stats.model == ALIAS
-        chosen = on_server.conversation_id
+        assert done.complete and done.stats.model == ALIAS
+        chosen = on_server.started.conversation_id
         assert services.history.conversation(chosen).backend == "remote"
         plain = services.assistant.ask("Say hi.").wait(120)
-        assert isinstance(plain, Done) and "SmolLM2" in plain.stats.model
+        assert plain.complete and "SmolLM2" in plain.stats.model
 
         # The same conversation moves to this computer: its next answer is local, its history kept.
-        services.history.set_backend(chosen, "local")
+        services.history.set_options(chosen, backend="local")
         again = services.assistant.ask("And once more?", chosen).wait(120)
-        assert isinstance(again, Done) and "SmolLM2" in again.stats.model
+        assert again.complete and "SmolLM2" in again.stats.model
         assert len(services.history.messages(chosen)) == 4
 
         # The server becomes the default: conversations that chose this computer stay on it.
@@ -82,16 +81,17 @@ def test_each_conversation_answers_on_the_backend_it_chose(llama_server, secret_
         assert services.backends.current().default == "remote"
         assert services.ready_backend("remote").result(timeout=60).name == ALIAS
         local = services.assistant.ask("Still here?", chosen).wait(120)
-        assert isinstance(local, Done) and "SmolLM2" in local.stats.model
+        assert local.complete and "SmolLM2" in local.stats.model
         remote = services.assistant.ask("Say bye.").wait(180)
-        assert isinstance(remote, Done) and remote.stats.model == ALIAS
+        assert remote.complete and remote.stats.model == ALIAS
 
         # No server any more: a conversation that chose it says so, and nothing is saved for the failed ask.
-        services.history.set_backend(chosen, "remote")
+        services.history.set_options(chosen, backend="remote")
         services.apply_settings(services.settings.with_value("remote.url", "").with_value("remote.enabled", False))
         assert set(services.backends.current().available) == {"local"}
-        with pytest.raises(BackendUnavailableError, match="model server, which is not set up"):
-            services.assistant.ask("Anyone there?", chosen)
+        refused = services.assistant.ask("Anyone there?", chosen).wait(60)
+        assert refused.failed and isinstance(refused.error, BackendUnavailableError)
+        assert "model server, which is not set up" in refused.error.user_text()
         assert len(services.history.messages(chosen)) == 6
         with pytest.raises(BackendUnavailableError):
             services.ready_backend("remote").result(timeout=5)

@@ -44,7 +44,6 @@ def test_a_new_embedding_model_sets_the_old_index_aside_and_reindexes(locus_home
 def test_a_model_file_given_for_one_run_answers_on_this_computer_even_with_a_server_default(locus_home,
                                                                                              model_path):
     from app import settings as settings_mod
-    from engine.runtime.types import Done
 
     settings = settings_mod.Settings().with_value("remote.enabled", True) \
         .with_value("remote.url", "http://127.0.0.1:9/v1")  # nothing listens there: it must not be asked
@@ -56,7 +55,7 @@ def test_a_model_file_given_for_one_run_answers_on_this_computer_even_with_a_ser
         name, local = services.backends.resolve(None)
         assert name == "local" and local.kind == "local"
         done = services.assistant.ask("Say hi.").wait(120)
-        assert isinstance(done, Done) and done.stats.model == local.model_info.name
+        assert done.complete and done.stats.model == local.model_info.name
         assert done.stats.model.lower().startswith("smollm2")  # the file's own name: given by path, not bundled
     finally:
         services.close()

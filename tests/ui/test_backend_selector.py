@@ -8,7 +8,7 @@ from app import settings as settings_mod
 from app.paths import resolve_paths
 from app.secrets import Secrets
 from app.services import build_services
-from engine.runtime.types import Done
+from engine.answer import AnswerEnded
 from tests.llama_server import ALIAS, API_KEY
 from ui.main_window import MainWindow
 from ui.ops import wait_for_background
@@ -16,11 +16,12 @@ from ui.ops import wait_for_background
 pytestmark = pytest.mark.slow
 
 
-def _ask(qtbot, window, text: str) -> Done:
+def _ask(qtbot, window, text: str) -> AnswerEnded:
     with qtbot.waitSignal(window.answerFinished, timeout=120_000) as blocker:
         window.send(text)
-    assert isinstance(blocker.args[0], Done), blocker.args[0]
-    return blocker.args[0]
+    ended = blocker.args[0]
+    assert isinstance(ended, AnswerEnded) and ended.complete, ended
+    return ended
 
 
 def test_without_a_server_there_is_nothing_to_choose(window):

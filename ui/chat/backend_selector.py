@@ -81,7 +81,7 @@ class BackendSelector(QObject):
         self.refresh()
         conversation = self.current()
         if conversation is not None:
-            run_in_background(lambda: self.services.history.set_backend(conversation, name), None,
+            run_in_background(lambda: self.services.history.set_options(conversation, backend=name), None,
                               lambda exc: show_error(self.window, "Backend", exc), owner=self.window)
         self._make_ready(name)
         self.chosen.emit(name)
