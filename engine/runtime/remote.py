@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from engine.errors import EngineError, InvalidRequestError, RuntimeStoppedError
 from engine.runtime.backend import REMOTE
+from engine.runtime.budget import DEFAULT_N_CTX, context_window, prompt_budget
 from engine.runtime.remote_http import RemoteBackendError, broken, decode, http_error, said, sse
 from engine.runtime.runtime import RequestHandle
 from engine.runtime.types import (
@@ -33,7 +34,6 @@ from engine.trace.tracing import Tracing, set_attributes
 log = logging.getLogger(__name__)
 
 PROVIDER = "openai_compatible"
-DEFAULT_N_CTX = 4096  # assumed when the server does not report its context size
 _STOP = -100  # a worker's stop signal goes ahead of every queued request
 
 
@@ -251,8 +251,9 @@ class RemoteRuntime:
         return "/v1/chat/completions", body, dropped
 
     def _fit(self, messages: list[ChatMessage], max_tokens: int) -> tuple[list[ChatMessage], int]:
-        """Leave out the oldest turns (never the system prompt or the question) until the estimate fits."""
-        budget = (self._info.n_ctx if self._info else DEFAULT_N_CTX) - max_tokens
+        """Leave out the oldest turns (never the system prompt or the question) until the estimate fits the
+        prompt budget every backend uses (engine/runtime/budget.py)."""
+        budget = prompt_budget(context_window(self._info), max_tokens)
         dropped = 0
         while sum(self.count_tokens(m.content) + 4 for m in messages) > budget:
             first = 1 if messages and messages[0].role == "system" else 0

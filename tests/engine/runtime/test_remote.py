@@ -59,12 +59,13 @@ def test_a_streamed_chat_answer_arrives_in_order_with_usage(remote):
 
 def test_the_assistant_answers_through_the_remote_backend_and_saves_it(remote, tmp_path):
     history = HistoryStore(tmp_path / "locus.sqlite3")
-    assistant = Assistant(BackendRegistry.of(remote), history, ChatSettings("You are brief.", SamplingParams(seed=1, max_tokens=16)))
+    assistant = Assistant(BackendRegistry.of(remote), history,
+                          ChatSettings("You are brief.", SamplingParams(seed=1, max_tokens=16)))
     try:
         answer = assistant.ask("What is the capital of France?")
         done = answer.wait(60)
-        assert isinstance(done, Done) and done.text.strip()
-        saved = history.messages(answer.conversation_id)
+        assert done.complete and done.text.strip() and answer.started.backend == "remote"
+        saved = history.messages(answer.started.conversation_id)
         assert [(m.role, m.status) for m in saved] == [("user", "complete"), ("assistant", "complete")]
         assert saved[1].content == done.text and saved[1].stats["completion_tokens"] > 0
     finally:
@@ -232,3 +233,44 @@ def test_shutdown_cancels_what_runs_and_refuses_what_comes(server):
     assert isinstance(done, Done) and done.stats.finish_reason == "cancelled"
     late = rt.submit(chat()).wait(1)
     assert isinstance(late, Failed) and late.error.code == "runtime_stopped"
+
+
+def test_a_long_conversation_is_fitted_with_the_shared_prompt_budget():
+    """The model server's prompt leaves the answer the room engine/runtime/budget.py gives it (at most half
+    the window), as the local runtime does: old turns go, the system prompt and the question stay."""
+    from engine.runtime.budget import prompt_budget
+
+    received = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # lists no models: the configured name and n_ctx are trusted
+            self.send_error(404)
+
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            self.wfile.write(b'data: {"choices": [{"delta": {"content": "ok"}, "finish_reason": null}]}\n\n'
+                             b'data: {"choices": [{"delta": {}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n')
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    rt = RemoteRuntime(f"http://127.0.0.1:{httpd.server_address[1]}/v1", model="m", n_ctx=1000)
+    turns = [ChatMessage("user" if i % 2 == 0 else "assistant", f"Turn {i}: " + "words " * 30) for i in range(10)]
+    messages = (ChatMessage("system", "Be brief."), *turns, ChatMessage("user", "And the question?"))
+    try:
+        rt.connect()
+        done = rt.submit(GenerationRequest(messages, SamplingParams(max_tokens=900))).wait(10)
+    finally:
+        rt.shutdown()
+        httpd.shutdown()
+    assert isinstance(done, Done) and done.text == "ok"
+    kept = received[0]["messages"]
+    assert kept[0]["content"] == "Be brief." and kept[-1]["content"] == "And the question?"
+    assert sum(rt.count_tokens(m["content"]) + 4 for m in kept) <= prompt_budget(1000, 900) == 500
+    assert len(kept) > 4  # a budget of 1000 - 900 = 100 tokens keeps only these two and one turn
+    assert done.stats.dropped_messages == len(messages) - len(kept)
