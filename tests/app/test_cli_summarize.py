@@ -63,3 +63,26 @@ def test_an_indexed_document_and_a_collection(tmp_path):
     assert collection.stdout.strip()
     unknown = locus(home, "summarize", "--collection", "nope")
     assert unknown.returncode == 1 and "locus: There is no document collection 'nope'." in unknown.stderr
+
+
+def test_removing_a_summarized_document_deletes_the_summarys_trace(tmp_path):
+    import json
+
+    home = home_with_config(tmp_path)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "ferry.md").write_text("# Ferry\n\nThe island ferry leaves the pier at 08:15 every weekday.\n",
+                                   encoding="utf-8")
+    assert locus(home, "index", str(docs)).returncode == 0
+
+    def summaries() -> list:
+        listed = locus(home, "traces", "list", "--task", "summarize", "--json")
+        assert listed.returncode == 0, listed.stderr
+        return json.loads(listed.stdout)
+
+    summary = locus(home, "summarize", "--doc", str(docs / "ferry.md"), "--length", "one_line")
+    assert summary.returncode == 0, summary.stderr
+    assert len(summaries()) == 1
+    removed = locus(home, "docs", "remove", str(docs / "ferry.md"))
+    assert removed.returncode == 0 and "Removed 1 document(s) and 1 trace" in removed.stderr
+    assert summaries() == []
