@@ -54,21 +54,23 @@ if [ ! -x .venv/bin/python ]; then
 fi
 pip=(.venv/bin/python -m pip --disable-pip-version-check)
 "${pip[@]}" install -q --upgrade pip setuptools wheel
+# Every package at the version the project was tested with (see the file's header).
+constraints=(-c packaging/constraints.txt)
 
 # torch first, pinned: left to itself a dependency resolver may pick a multi-GB CUDA
 # build. The CPU build is enough for embeddings; see README for CUDA.
 if [ "${LOCUS_TORCH:-}" != "skip" ]; then
   say "Installing torch 2.13.0"
-  "${pip[@]}" install -q "torch==2.13.0"
+  "${pip[@]}" install -q "${constraints[@]}" "torch==2.13.0"
 fi
 
 # llama-cpp-python compiles llama.cpp (about 10 minutes on two cores the first time;
 # pip caches the wheel afterwards).
 if ! .venv/bin/python -c 'import llama_cpp, sys; sys.exit(llama_cpp.__version__ != "0.3.36")' 2>/dev/null; then
   say "Building llama-cpp-python 0.3.36 (llama.cpp from source${CMAKE_ARGS:+, CMAKE_ARGS=$CMAKE_ARGS})"
-  "${pip[@]}" install -q "llama-cpp-python==0.3.36"
+  "${pip[@]}" install -q "${constraints[@]}" "llama-cpp-python==0.3.36"
 fi
 
 say "Installing Locus${extras:+ with test tools}"
-"${pip[@]}" install -q -e ".${extras}"
+"${pip[@]}" install -q "${constraints[@]}" -e ".${extras}"
 say "Done. Start Locus with: .venv/bin/locus"
