@@ -15,18 +15,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from engine.answer import AnswerEnded  # noqa: E402
+from engine.assistant import Assistant  # noqa: E402
+from engine.history.store import HistoryStore  # noqa: E402
 from engine.models.bundled import BUNDLED_LLM_NAME, bundled_llm_path  # noqa: E402
 from engine.rag.loaders import DocumentError, load  # noqa: E402
+from engine.runtime.backend import BackendRegistry  # noqa: E402
 from engine.runtime.native import default_threads  # noqa: E402
 from engine.runtime.runtime import Runtime  # noqa: E402
 from engine.runtime.types import ModelConfig, SamplingParams  # noqa: E402
-from engine.tasks.base import TaskDone, start_task  # noqa: E402
 from engine.tasks.summarize import LENGTHS, plan_budget, split_text, summarize  # noqa: E402
 from engine.tasks.templates import TemplateLibrary  # noqa: E402
 from resources import resource_path  # noqa: E402
@@ -51,12 +55,14 @@ def long_document(folder: Path) -> tuple[str, int]:
     return "\n\n".join(kept), len(kept)
 
 
-def run(runtime: Runtime, templates: TemplateLibrary, fn) -> tuple[TaskDone, float]:
+def run(assistant: Assistant, fn) -> tuple[AnswerEnded, float]:
+    """The task run as the terminal runs it (an answer that is not saved); how it ended and its wall time."""
     t = time.perf_counter()
-    done = start_task(fn, runtime, templates, SamplingParams(temperature=0.0, seed=1), name="bench").wait()
+    done = assistant.run_task(fn, "bench", name="bench", save=False,
+                              sampling=SamplingParams(temperature=0.0, seed=1)).wait()
     elapsed = time.perf_counter() - t
-    if not isinstance(done, TaskDone):
-        raise SystemExit(f"summarizing failed: {done.error.user_text()}")
+    if not done.complete:
+        raise SystemExit(f"summarizing failed: {done.error.user_text() if done.error else done.outcome}")
     return done, elapsed
 
 
@@ -72,6 +78,9 @@ def main() -> None:
     runtime = Runtime()
     runtime.load(ModelConfig(str(bundled_llm_path()), n_ctx=args.n_ctx, n_threads=args.threads)).result()
     templates = TemplateLibrary(resource_path("prompts"))
+    scratch = tempfile.TemporaryDirectory(prefix="locus-bench-")
+    history = HistoryStore(Path(scratch.name) / "unused.sqlite3")  # nothing is saved in it
+    assistant = Assistant(BackendRegistry.of(runtime), history, templates=templates)
     doc_tokens = runtime.count_tokens(text)
     head: list[str] = []
 
@@ -81,12 +90,14 @@ def main() -> None:
         return summarize(ctx, cut, args.length)
 
     try:
-        single = ("single truncated pass", *run(runtime, templates, truncated), None)
-        results = [("map-reduce", *run(runtime, templates, lambda ctx: summarize(ctx, text, args.length)), 1.0),
-                   single]
+        single = ("single truncated pass", *run(assistant, truncated), None)
+        results = [("map-reduce", *run(assistant, lambda ctx: summarize(ctx, text, args.length)), 1.0), single]
         read_head = runtime.count_tokens(head[0]) / doc_tokens
     finally:
+        assistant.close()
         runtime.shutdown()
+        history.close()
+        scratch.cleanup()
 
     print(f"document: {n_docs} distinct PDF texts from {args.folder.name}, {len(text):,} characters, "
           f"{doc_tokens:,} tokens ({doc_tokens / args.n_ctx:.1f}x the window)")
@@ -96,9 +107,9 @@ def main() -> None:
           f"{'tok/s':>7} {'read':>6}")
     for name, done, elapsed, read in results:
         s = done.stats
-        total = s["prompt_tokens"] + s["completion_tokens"]
+        total = s.prompt_tokens + s.completion_tokens
         read = read_head if read is None else read
-        print(f"{name:<22} {elapsed:7.1f} {s['requests']:6d} {s['prompt_tokens']:11,} {s['completion_tokens']:10,} "
+        print(f"{name:<22} {elapsed:7.1f} {s.generations:6d} {s.prompt_tokens:11,} {s.completion_tokens:10,} "
               f"{total:10,} {total / elapsed:7.0f} {read:6.0%}")
     for name, done, _, _ in results:
         summary = " ".join(done.text.split())

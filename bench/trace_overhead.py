@@ -30,7 +30,7 @@ from engine.runtime.backend import BackendRegistry  # noqa: E402
 from engine.models.bundled import bundled_llm_path  # noqa: E402
 from engine.runtime.native import default_threads  # noqa: E402
 from engine.runtime.runtime import Runtime  # noqa: E402
-from engine.runtime.types import ChatMessage, Done, GenerationRequest, ModelConfig, SamplingParams  # noqa: E402
+from engine.runtime.types import ChatMessage, GenerationRequest, ModelConfig, SamplingParams  # noqa: E402
 from engine.trace.store import TraceStore  # noqa: E402
 from engine.trace.tracing import Redactor, Tracing  # noqa: E402
 
@@ -95,8 +95,9 @@ class Exports:
         return self.store.spans / n, self.redactor.scrub_s / n, self.store.write_s / n, self.flush_s / n
 
 
-def run_once(runtime: Runtime, tracing: Tracing, exports: Exports, ask) -> tuple[Done, float]:
-    """One request with this tracing, from a cold KV cache; its Done and its wall time."""
+def run_once(runtime: Runtime, tracing: Tracing, exports: Exports, ask):
+    """One request with this tracing, from a cold KV cache; its end (Done, or the answer's AnswerEnded) and its
+    wall time."""
     runtime.tracing = tracing
     # Once the previous request has left the batch the runtime thread is idle, so dropping its cache
     # here is safe; every request then evaluates its whole prompt, as a conversation's first turn does.
@@ -106,7 +107,7 @@ def run_once(runtime: Runtime, tracing: Tracing, exports: Exports, ask) -> tuple
     t = time.perf_counter()
     done = ask()
     wall = time.perf_counter() - t
-    if not isinstance(done, Done):
+    if getattr(done, "error", None) is not None:  # a runtime Failed, or an AnswerEnded that failed
         raise SystemExit(f"request failed: {done.error.user_text()}")
     if tracing.enabled:
         t = time.perf_counter()
