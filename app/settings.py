@@ -18,6 +18,8 @@ from typing import Any
 
 import tomli_w
 
+from engine.chat_settings import DEFAULT_SYSTEM_PROMPT
+
 
 def setting(default: Any, description: str, *, minimum: float | None = None, maximum: float | None = None,
             choices: tuple[str, ...] | None = None, label: str | None = None, widget: str | None = None) -> Any:
@@ -74,8 +76,7 @@ class SamplingSettings:
 @dataclass(frozen=True)
 class ChatSection:
     system_prompt: str = setting(
-        "You are Locus, a helpful assistant running privately on the user's computer. "
-        "Answer clearly and concisely.",
+        DEFAULT_SYSTEM_PROMPT,
         "Instructions the model gets at the start of every conversation.", label="System prompt",
         widget="multiline")
 

@@ -21,10 +21,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from engine.answer import AnswerEnded, AnswerStarted, AnswerStats, Cited, Retrieved
 from engine.answering import AnswerHandle, AnswerStream
+from engine.chat_settings import ChatSettings
 from engine.errors import EngineError, InvalidRequestError
 from engine.history.store import UNSET, HistoryStore
 from engine.history.writer import HistoryWriter
@@ -41,8 +42,6 @@ from engine.turns import Turn, TurnRequest, Turns, model_turns
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SYSTEM_PROMPT = ("You are Locus, a helpful assistant running privately on the user's computer. "
-                         "Answer clearly and concisely.")
 SOURCE_BUDGET_TOKENS = 1500  # at most this much of the prompt goes to sources (less on small contexts)
 
 Steps = Callable[[TaskContext], str]
@@ -68,15 +67,6 @@ class DocumentsUnavailable(EngineError):
     """A conversation asked for documents but the document index is not open."""
 
     code = "documents_unavailable"
-
-
-@dataclass(frozen=True)
-class ChatSettings:
-    """What every request gets unless it says otherwise."""
-
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    token_healing: bool = True  # for completion-style prompts (tasks, the local API)
 
 
 @dataclass(frozen=True)
@@ -112,6 +102,8 @@ class Assistant:
         self.kv_spill_dir = kv_spill_dir
         self.writer = writer or HistoryWriter(history, save_interval_s=save_interval_s)
         self.turns = Turns(history, backends)
+        self._running: set[threading.Thread] = set()  # answers on their way (close waits for them)
+        self._running_lock = threading.Lock()
         self._calibrated_for: int | None = None  # documents in the index when the monitor was calibrated
 
     # Asking (each returns at once; what follows comes as events) ------------------------------
@@ -195,7 +187,14 @@ class Assistant:
         return (*((ChatMessage("system", system),) if system else ()),
                 *model_turns(self.history.messages(conversation_id)))
 
-    def close(self) -> None:
+    def close(self, timeout: float = 30.0) -> None:
+        """Wait for the answers on their way to end (stop the backends first: a running answer then ends
+        stopped and is saved as partial), then for the history writer to save what it holds."""
+        with self._running_lock:
+            running = list(self._running)
+        deadline = time.monotonic() + timeout
+        for thread in running:
+            thread.join(max(0.0, deadline - time.monotonic()))
         self.writer.close()
 
     # One answer, on its own thread -------------------------------------------------------------
@@ -207,8 +206,11 @@ class Assistant:
                    sampling or settings.sampling, priority,
                    settings.token_healing if token_healing is None else token_healing)
         handle = AnswerHandle(on_event)
-        threading.Thread(target=self._run, args=(handle, job), name=f"locus-answer-{handle.answer_id}",
-                         daemon=True).start()
+        thread = threading.Thread(target=self._run, args=(handle, job), name=f"locus-answer-{handle.answer_id}",
+                                  daemon=True)
+        with self._running_lock:
+            self._running.add(thread)
+        thread.start()
         return handle
 
     def _run(self, handle: AnswerHandle, job: _Job) -> None:
@@ -220,6 +222,9 @@ class Assistant:
             if not stream.started:
                 stream.start(AnswerStarted(handle.answer_id, job.turn.kind, None, None, None, "", None))
             stream.end(AnswerEnded(handle.answer_id, "failed", stream.said, AnswerStats(), None, wrap_unexpected(exc)))
+        finally:
+            with self._running_lock:
+                self._running.discard(threading.current_thread())
 
     def _answer(self, stream: AnswerStream, job: _Job) -> None:
         """prepare → retrieve → record → generate → cite → save, then the end."""
@@ -231,7 +236,8 @@ class Assistant:
             return
         info = turn.backend.model_info
         with spans.answer(job.tracing, "ask" if job.turn.kind == "chat" else turn.kind, task=turn.kind,
-                          conversation_id=turn.conversation_id, model=info.name if info else None,
+                          conversation_id=turn.conversation_id, backend=turn.backend_name,
+                          model=info.name if info else None,
                           summary=turn.question, question=turn.question if job.turn.kind == "chat" else None,
                           task_id=None if job.turn.kind == "chat" else handle.answer_id) as root:
             try:

@@ -128,3 +128,11 @@ def test_an_api_section_wins_over_a_leftover_server_section(tmp_path):
     assert (settings.api.port, settings.api.host, problems) == (9200, "::1", [])
     _, problems = st.load(write(tmp_path, "[server]\nprot = 9100\n"))
     assert [p.key for p in problems] == ["server.prot"] and "Did you mean 'api.port'" in problems[0].message
+
+
+def test_the_default_system_prompt_is_one_text():
+    """The settings file's default and what the engine uses when no settings are given are the same words."""
+    from engine.assistant import ChatSettings
+    from engine.chat_settings import DEFAULT_SYSTEM_PROMPT
+
+    assert st.Settings().chat.system_prompt == ChatSettings().system_prompt == DEFAULT_SYSTEM_PROMPT
