@@ -75,12 +75,14 @@ class AnswerSpan:
 
 
 @contextmanager
-def answer(tracing: Tracing, name: str, *, task: str, conversation_id: int | None, model: str | None,
+def answer(tracing: Tracing, name: str, *, task: str, conversation_id: int | None, backend: str, model: str | None,
            summary: str, question: str | None = None, task_id: int | None = None) -> Iterator[AnswerSpan]:
-    """The root span of one answer (``name`` "ask" for a question, else the task's name), around all of it.
+    """The root span of one answer (``name`` "ask" for a question, else the task's name), around all of it;
+    ``backend`` is the name of the one that answers ("local", "remote").
 
     End it with ``finish(ended)``; an exception that leaves the block fails it."""
-    attributes = {"locus.task": task, "gen_ai.conversation.id": conversation_id, "gen_ai.request.model": model}
+    attributes = {"locus.task": task, "gen_ai.conversation.id": conversation_id, "locus.backend": backend,
+                  "gen_ai.request.model": model}
     if question is not None:
         attributes["gen_ai.operation.name"] = "chat"
     if task_id is not None:

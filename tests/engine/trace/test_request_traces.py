@@ -131,6 +131,7 @@ def test_document_question_is_one_trace_with_the_expected_tree(engine, tmp_path)
     assert 0.3 < retrieve["locus.retrieval.top_similarity"] <= 1.0
     root = by_name["ask"].attributes
     assert root["locus.task"] == "doc_qa" and root["locus.monitor.no_relevant_documents"] is False
+    assert root["locus.backend"] == answer.started.backend == "local"
     assert root["gen_ai.usage.output_tokens"] == done.stats.completion_tokens
     # The saved answer knows its trace, for "Show trace".
     assert engine.history.message(answer.started.assistant_message_id).stats["trace_id"] == done.trace_id
