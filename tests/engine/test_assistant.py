@@ -283,3 +283,21 @@ def test_an_answer_that_is_not_saved_leaves_no_conversation(assistant, history):
     assert assistant.settings.sampling.max_tokens == 40  # the call's sampling changed nothing shared
     with pytest.raises(InvalidRequestError):
         assistant.ask("Continue, unsaved?", history.create_conversation().id, save=False)
+
+
+def test_closing_while_an_answer_streams_saves_it_as_partial(model_path, history):
+    """What Locus does at exit: the backends stop first (the answer ends stopped), then close() waits for the
+    answer and its last save."""
+    from engine.runtime.runtime import Runtime
+    from engine.runtime.types import ModelConfig
+
+    runtime = Runtime()
+    runtime.load(ModelConfig(model_path, n_ctx=2048)).result(timeout=120)
+    assistant = Assistant(BackendRegistry.of(runtime), history, ChatSettings("", SamplingParams(seed=3, max_tokens=400)))
+    said = threading.Event()
+    answer = assistant.ask("Write a long essay about rivers.", on_event=lambda e: isinstance(e, TextDelta) and said.set())
+    assert said.wait(60)
+    runtime.shutdown()
+    assistant.close()
+    saved = history.message(answer.started.assistant_message_id)
+    assert saved.status == "cancelled" and saved.content.strip() and saved.content == answer.result.text
