@@ -179,11 +179,14 @@ class QuickAsk(QWidget):
     def _collection_chosen(self, name: str) -> None:
         if name == self.services.settings.ui.quick_ask_collection:
             return
-        # Only this one setting changes, read and saved in the background, so a settings-dialog change
-        # made meanwhile is never undone by a stale copy of all the values.
+        # Only this one setting changes, read and saved in the background and applied to the settings as they
+        # are then, so a settings-dialog change made meanwhile is never undone by a stale copy of all the values.
         services = self.services
-        run_in_background(lambda: services.apply_settings(services.settings.with_value("ui.quick_ask_collection",
-                                                                                         name)), None,
+
+        def save() -> bool:
+            return services.update_settings(lambda current: current.with_value("ui.quick_ask_collection", name))
+
+        run_in_background(save, None,
                           lambda exc: self._set_status(f"The choice was not saved: {describe(exc)}", error=True),
                           owner=self)
 
