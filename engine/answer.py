@@ -5,7 +5,8 @@ conversation and the saved messages, so a consumer never has to wait for a handl
 them) and always ends with exactly one ``AnswerEnded`` (outcome, whole text, stats, trace id).
 In between, any of: ``Retrieved`` (passages found for a question from documents), ``Generating``
 (the model began evaluating a prompt), ``TextDelta`` (more text, in order), ``Progress`` (a step
-of a multi-step task), ``Cited`` (the sources the answer rests on, just before the end).
+of a multi-step task), ``Cited`` (the sources the answer rests on, just before the end), and for an
+answer that uses tools, per call: ``ToolCallStarted``, maybe ``ApprovalNeeded``, then ``ToolCallEnded``.
 
 The runtime's own events (``engine.runtime.types``: Started, Token, Done, Failed) describe one
 generation; an answer may hold several generations (a long summary) or none (it failed first).
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Literal
 
 from engine.errors import EngineError
+from engine.tools.base import ToolCall, ToolResult
 
 if TYPE_CHECKING:
     from engine.rag.cite import Citation
@@ -155,6 +157,32 @@ class Cited:
 
 
 @dataclass(frozen=True)
+class ToolCallStarted:
+    """The model asked for a tool call (an agent answer); the call runs next, or waits for approval."""
+
+    answer_id: int
+    call: ToolCall
+    step: int  # which model turn of the answer asked for it (1, 2, ...)
+
+
+@dataclass(frozen=True)
+class ApprovalNeeded:
+    """A tool call waits for the user: answer with ``handle.approve(call_id, "once" | "conversation" |
+    "deny")``. Nothing a tool or a model says can answer it."""
+
+    answer_id: int
+    call: ToolCall
+
+
+@dataclass(frozen=True)
+class ToolCallEnded:
+    """A tool call ended (ran, failed, timed out, was denied or cancelled); ``result.text`` is untrusted."""
+
+    answer_id: int
+    result: ToolResult
+
+
+@dataclass(frozen=True)
 class AnswerEnded:
     """Always the last event, exactly once.
 
@@ -182,4 +210,5 @@ class AnswerEnded:
         return self.outcome == "failed"
 
 
-AnswerEvent = AnswerStarted | Retrieved | Generating | TextDelta | Progress | Cited | AnswerEnded
+AnswerEvent = (AnswerStarted | Retrieved | Generating | TextDelta | Progress | ToolCallStarted | ApprovalNeeded
+               | ToolCallEnded | Cited | AnswerEnded)
