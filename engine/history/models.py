@@ -23,6 +23,8 @@ class Conversation:
     message_count: int = 0
     collections: list[str] | None = None  # None: plain chat; []: all documents; else these collections
     backend: str | None = None  # None: the default backend; "local": this computer; "remote": the model server
+    tools: list[str] | None = None  # the tools its answers may call (None or []: none), by name
+    approved_tools: tuple[str, ...] = ()  # tools the user allowed for the whole conversation ("conversation")
 
     @property
     def uses_documents(self) -> bool:

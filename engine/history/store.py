@@ -21,7 +21,7 @@ from engine.errors import HistoryError, NotFoundError
 from engine.history.models import Conversation, Message, MessageStatus, SearchHit, auto_title
 from engine.runtime.backend import BACKEND_NAMES
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 UNSET = object()  # an option left out of set_options: it keeps its value
 DEFAULT_TITLE = "New conversation"
 
@@ -33,7 +33,9 @@ CREATE TABLE IF NOT EXISTS conversations (
     created_at    REAL NOT NULL,
     updated_at    REAL NOT NULL,
     collections   TEXT,  -- JSON: null = no documents, [] = all collections, ["a", ...] = these
-    backend       TEXT   -- null = the default backend; 'local' = this computer; 'remote' = the model server
+    backend       TEXT,  -- null = the default backend; 'local' = this computer; 'remote' = the model server
+    tools         TEXT,  -- JSON: null = no tools, ["calculator", "server/tool", ...] = the tools its answers may call
+    approved_tools TEXT  -- JSON: tools the user allowed for this conversation (asked no more in it)
 );
 CREATE TABLE IF NOT EXISTS messages (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -87,6 +89,14 @@ def _unindex_streaming(db: sqlite3.Connection) -> None:
                    "FROM messages WHERE status = 'streaming'")
 
 
+def _add_columns(db: sqlite3.Connection, table: str, columns: tuple[str, ...]) -> None:
+    """Add the columns a table lacks (a database marked older than its tables are is upgraded all the same)."""
+    have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    for column in columns:
+        if column.split()[0] not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+
+
 _MIGRATIONS = {
     # version reached -> statements that bring the previous version there
     2: ["ALTER TABLE conversations ADD COLUMN collections TEXT", "ALTER TABLE messages ADD COLUMN sources TEXT"],
@@ -95,20 +105,24 @@ _MIGRATIONS = {
     # The search index leaves answers that are still streaming out (the schema's triggers, made anew).
     5: [_unindex_streaming,
         "DROP TRIGGER IF EXISTS messages_ai", "DROP TRIGGER IF EXISTS messages_ad", "DROP TRIGGER IF EXISTS messages_au"],
+    6: [lambda db: _add_columns(db, "conversations", ("tools TEXT", "approved_tools TEXT"))],  # tools and approvals
 }
 
 
 _CONVERSATION_COLUMNS = (
     "c.id, c.title, c.title_is_auto, c.created_at, c.updated_at, "
-    "(SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id), c.collections, c.backend"
+    "(SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id), c.collections, c.backend, c.tools, "
+    "c.approved_tools"
 )
-_CONVERSATION_WIDTH = 8
+_CONVERSATION_WIDTH = 10
 _MESSAGE_COLUMNS = "id, conversation_id, role, content, status, created_at, stats, error, sources"
 
 
 def _conversation(row: tuple) -> Conversation:
     return Conversation(row[0], row[1], bool(row[2]), row[3], row[4], row[5],
-                        json.loads(row[6]) if row[6] is not None else None, row[7])
+                        json.loads(row[6]) if row[6] is not None else None, row[7],
+                        json.loads(row[8]) if row[8] is not None else None,
+                        tuple(json.loads(row[9])) if row[9] else ())
 
 
 def _message(row: tuple) -> Message:
@@ -219,11 +233,18 @@ class HistoryStore:
                 raise NotFoundError(f"Conversation {conversation_id} does not exist.")
         return self.conversation(conversation_id)
 
-    def set_options(self, conversation_id: int, *, collections=UNSET, backend=UNSET) -> Conversation:
+    def set_options(self, conversation_id: int, *, collections=UNSET, backend=UNSET, tools=UNSET) -> Conversation:
         """Save how a conversation answers (what is left out stays as it was): ``collections``, the document
         collections it answers from (None: none, []: all, or names); ``backend``, where its answers are
-        generated ('local', 'remote', or None for the default). The one writer of both."""
+        generated ('local', 'remote', or None for the default); ``tools``, the tools its answers may call
+        (None or []: none, or names, in the order given). The one writer of all three."""
         sets, args = [], []
+        if tools is not UNSET:
+            names = list(dict.fromkeys(tools or ()))
+            if any(not isinstance(n, str) or not n for n in names):
+                raise ValueError(f"tool names must be non-empty text, not {tools!r}")
+            sets.append("tools = ?")
+            args.append(json.dumps(names) if names else None)
         if collections is not UNSET:
             sets.append("collections = ?")
             args.append(None if collections is None else json.dumps(sorted(set(collections))))
@@ -237,6 +258,26 @@ class HistoryStore:
                 raise NotFoundError(f"Conversation {conversation_id} does not exist (it may have been deleted).")
             if sets:
                 db.execute(f"UPDATE conversations SET {', '.join(sets)} WHERE id = ?", (*args, conversation_id))
+        return self.conversation(conversation_id)
+
+    def approve_tool(self, conversation_id: int, name: str) -> Conversation:
+        """Remember that the user allowed tool ``name`` for the whole conversation (its calls are asked no more)."""
+        with self._tx() as db:
+            row = db.execute("SELECT approved_tools FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"Conversation {conversation_id} does not exist (it may have been deleted).")
+            approved = json.loads(row[0]) if row[0] else []
+            if name not in approved:
+                db.execute("UPDATE conversations SET approved_tools = ? WHERE id = ?",
+                           (json.dumps([*approved, name]), conversation_id))
+        return self.conversation(conversation_id)
+
+    def forget_tool_approvals(self, conversation_id: int) -> Conversation:
+        """Ask again before every call in this conversation (the approvals it remembered are dropped)."""
+        with self._tx() as db:
+            if db.execute("UPDATE conversations SET approved_tools = NULL WHERE id = ?",
+                          (conversation_id,)).rowcount == 0:
+                raise NotFoundError(f"Conversation {conversation_id} does not exist (it may have been deleted).")
         return self.conversation(conversation_id)
 
     def delete_conversation(self, conversation_id: int) -> int:

@@ -264,3 +264,51 @@ def test_a_schema_4_database_takes_streaming_answers_out_of_the_index(tmp_path):
         assert store.search("newts") == []
     finally:
         store.close()
+
+
+def test_a_conversations_tools_and_approvals_are_saved_with_its_options(store):
+    c = store.create_conversation()
+    assert (c.tools, c.approved_tools) == (None, ())
+    chosen = store.set_options(c.id, tools=["calculator", "notes/search", "calculator"])
+    assert chosen.tools == ["calculator", "notes/search"]  # in the order given, once each
+    assert store.set_options(c.id, backend="local").tools == ["calculator", "notes/search"]  # the tools stay
+    assert store.set_options(c.id, tools=()).tools is None  # no tools
+    store.set_options(c.id, tools=["calculator"])
+    assert store.approve_tool(c.id, "calculator").approved_tools == ("calculator",)
+    assert store.approve_tool(c.id, "calculator").approved_tools == ("calculator",)
+    assert store.approve_tool(c.id, "notes/search").approved_tools == ("calculator", "notes/search")
+    assert store.conversations()[0].approved_tools == ("calculator", "notes/search")
+    assert store.forget_tool_approvals(c.id).approved_tools == ()
+    with pytest.raises(ValueError):
+        store.set_options(c.id, tools=["", "x"])
+    with pytest.raises(NotFoundError):
+        store.approve_tool(999, "calculator")
+    with pytest.raises(NotFoundError):
+        store.forget_tool_approvals(999)
+
+
+def test_a_database_of_schema_5_gains_tools_and_approvals(tmp_path):
+    """data/schema5.sqlite3 was written by the Locus of schema 5 (before tools): its conversations keep what
+    they had and choose no tools; choosing some and remembering approvals works on it."""
+    import shutil
+    from pathlib import Path
+
+    path = tmp_path / "locus.sqlite3"
+    shutil.copy(Path(__file__).parent / "data" / "schema5.sqlite3", path)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 5
+    db.close()
+    store = HistoryStore(path)
+    moon = next(c for c in store.conversations() if c.title == "How far is the moon?")
+    assert (moon.collections, moon.backend, moon.tools, moon.approved_tools) == (["notes"], "local", None, ())
+    assert [m.content for m in store.messages(moon.id)] == ["How far is the moon?", "About 384,400 km."]
+    assert store.set_options(moon.id, tools=["calculator"]).tools == ["calculator"]
+    assert store.approve_tool(moon.id, "calculator").approved_tools == ("calculator",)
+    assert [h.conversation.tools for h in store.search("moon")] == [["calculator"]]
+    store.close()
+    store = HistoryStore(path)  # opened again: nothing to migrate, everything kept
+    assert store.conversation(moon.id).approved_tools == ("calculator",)
+    store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+    db.close()
