@@ -9,9 +9,12 @@ from enum import IntEnum
 from typing import Literal
 
 from engine.errors import EngineError, InvalidRequestError
+from engine.tools.base import ToolCall, ToolSpec
 
-Role = Literal["system", "user", "assistant"]
-FinishReason = Literal["stop", "length", "cancelled", "error"]
+Role = Literal["system", "user", "assistant", "tool"]
+# "tool_calls": the answer is one or more tool calls (Done.tool_calls), for the caller to run.
+FinishReason = Literal["stop", "length", "cancelled", "error", "tool_calls"]
+TOOL_CHOICES = ("auto", "none", "required")  # or the name of one of the request's tools
 
 _request_ids = itertools.count(1)
 
@@ -103,10 +106,18 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class ChatMessage:
-    """One turn of a conversation as the model sees it."""
+    """One turn of a conversation as the model sees it.
+
+    An assistant turn that called tools carries them in ``tool_calls`` (its ``content`` may be empty);
+    each result comes back as a ``tool`` message whose ``content`` is the result text, ``tool_call_id``
+    the call it answers and ``name`` the tool's name.
+    """
 
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
 
 
 class Priority(IntEnum):
@@ -123,6 +134,11 @@ class GenerationRequest:
 
     ``grammar`` (GBNF, see constrain.schema_to_grammar for JSON schemas) restricts the output;
     ``token_healing`` applies to plain prompts that may end in the middle of a token.
+
+    ``tools`` are offered to the model (a chat request only); ``tool_choice`` is "auto" (the model
+    decides), "none" (no tool is offered), "required" (at least one call) or one tool's name (a call
+    of that tool). A backend answers calls with ``Done.tool_calls`` and finish reason "tool_calls";
+    it never runs them.
     """
 
     messages: tuple[ChatMessage, ...] = ()
@@ -135,8 +151,11 @@ class GenerationRequest:
     prompt: str | None = None
     grammar: str | None = None
     token_healing: bool = True
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: str = "auto"
 
     def __post_init__(self) -> None:
+        self._check_tools()
         if self.prompt is not None:
             if self.messages:
                 raise InvalidRequestError("A request has either messages or a prompt, not both.")
@@ -149,12 +168,45 @@ class GenerationRequest:
         if not self.messages:
             raise InvalidRequestError("A request needs at least one message.")
         for m in self.messages:
-            if m.role not in ("system", "user", "assistant"):
+            if m.role not in ("system", "user", "assistant", "tool"):
                 raise InvalidRequestError(
-                    f"Message role '{m.role}' is not one of: system, user, assistant."
+                    f"Message role '{m.role}' is not one of: system, user, assistant, tool."
                 )
             if not isinstance(m.content, str):
                 raise InvalidRequestError("Message content must be text.")
+            if m.tool_calls and (m.role != "assistant" or not all(isinstance(c, ToolCall) for c in m.tool_calls)):
+                raise InvalidRequestError("Only an assistant message carries tool calls.")
+            for text in (m.tool_call_id, m.name):
+                if text is not None and (not isinstance(text, str) or not text):
+                    raise InvalidRequestError("A tool message's call id and name must be non-empty text.")
+
+    def _check_tools(self) -> None:
+        if not isinstance(self.tool_choice, str) or not self.tool_choice:
+            raise InvalidRequestError("The tool choice must be auto, none, required or a tool's name.")
+        if not self.tools:
+            if self.tool_choice not in ("auto", "none"):
+                raise InvalidRequestError(f"The tool choice '{self.tool_choice}' needs tools, and none were given.")
+            return
+        if self.prompt is not None:
+            raise InvalidRequestError("Tools are offered in a chat, not with a plain completion prompt.")
+        if not all(isinstance(t, ToolSpec) for t in self.tools):
+            raise InvalidRequestError("Each tool must be a ToolSpec.")
+        names = [t.name for t in self.tools]
+        if len(set(names)) != len(names):
+            raise InvalidRequestError("Two tools have the same name.")
+        if self.tool_choice not in TOOL_CHOICES and self.tool_choice not in names:
+            raise InvalidRequestError(f"The tool choice '{self.tool_choice}' is not one of the request's tools.")
+        if self.grammar is not None and self.tool_choice != "none":
+            raise InvalidRequestError("A request cannot offer tools and a grammar of its own together.")
+
+    @property
+    def offered_tools(self) -> tuple[ToolSpec, ...]:
+        """The tools the model is told about: none for tool_choice "none", only the named one for a name."""
+        if self.tool_choice == "none":
+            return ()
+        if self.tool_choice in TOOL_CHOICES:
+            return self.tools
+        return tuple(t for t in self.tools if t.name == self.tool_choice)
 
 
 @dataclass(frozen=True)
@@ -219,11 +271,16 @@ class Token:
 
 @dataclass(frozen=True)
 class Done:
-    """The request finished: normally, at max tokens, or cancelled (see stats.finish_reason)."""
+    """The request finished: normally, at max tokens, cancelled, or with tool calls (see stats.finish_reason).
+
+    With tool calls, ``text`` is what the model said beside them (often nothing) and ``tool_calls`` the
+    calls, parsed and checked against their tools' schemas (finish reason "tool_calls").
+    """
 
     request_id: int
     text: str
     stats: GenerationStats
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,9 @@ class ToolCall:
     name: str
     arguments: dict  # parsed JSON, validated against the tool's schema before it runs
     raw: str = ""  # the call as the model wrote it (for traces and errors)
+    # Set when the call does not parse, names no offered tool, or its arguments break the tool's schema:
+    # why, in words. Such a call is never run; the agent loop gives the model this error as the result.
+    error: str | None = None
 
 
 @dataclass(frozen=True)
