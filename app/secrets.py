@@ -1,6 +1,7 @@
 """Locus's tokens in the OS keyring (service "locus"), never in settings files or logs.
 
-Only the names in ``Secrets.KNOWN`` can be stored, so ``values()`` covers every
+Only the names in ``Secrets.KNOWN``, and MCP servers' secrets named ``mcp.NAME``
+(mcp.json's ``${keyring:NAME}``), can be stored, so ``values()`` covers every
 token Locus holds and the trace redactor can scrub them all. Where no keyring
 exists (a bare server, a locked-down desktop), ``set`` refuses with
 ``KeyringUnavailableError`` and the caller may keep the token for this session
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import uuid
 from contextlib import closing
@@ -39,6 +41,7 @@ _NO_KEYRING = ("No system keyring is available (install and unlock GNOME Keyring
 _LOCKED = "The system keyring is locked."
 _LOCKED_HINT = "Unlock it (log in again, or open your keyring manager) and try again."
 STORED_NAMES_FILE = "stored-secrets.json"
+_MCP_NAME = re.compile(r"^mcp\.[A-Za-z0-9_.-]{1,64}$")
 
 
 def stored_names_file(paths) -> Path:
@@ -67,6 +70,12 @@ class Secrets:
     """
 
     KNOWN = ("hf_token", "otlp_api_key", "remote_api_key", "server_api_key")
+    MCP_PREFIX = "mcp."  # an MCP server's secret: "mcp.NAME", read for mcp.json's ${keyring:NAME}
+
+    @classmethod
+    def is_known(cls, name: str) -> bool:
+        """Whether Locus may store a token under ``name``: one of KNOWN, or an MCP secret "mcp.NAME"."""
+        return name in cls.KNOWN or bool(_MCP_NAME.match(name))
 
     def __init__(self, backend=None, service: str = "locus", *, index_path: str | Path | None = None):
         self._backend = backend  # resolved on first use: finding the keyring talks to D-Bus
@@ -236,8 +245,8 @@ class Secrets:
         if seen is not None:
             try:
                 index = json.loads(self.index_path.read_text(encoding="utf-8"))
-                listed = {n: str(s) for n, s in index.get("stored", {}).items() if n in self.KNOWN}
-                absent = {n for n in index.get("absent", []) if n in self.KNOWN} - set(listed)
+                listed = {n: str(s) for n, s in index.get("stored", {}).items() if self.is_known(n)}
+                absent = {n for n in index.get("absent", []) if self.is_known(n)} - set(listed)
             except (OSError, ValueError, AttributeError, TypeError) as exc:
                 log.warning("the list of stored tokens %s could not be read (%s)", self.index_path, exc)
         self._listed, self._absent = listed, absent
@@ -284,8 +293,8 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _check(name: str) -> None:
-    if name not in Secrets.KNOWN:
-        raise ValueError(f"unknown secret {name!r}; Locus stores only {', '.join(Secrets.KNOWN)}")
+    if not Secrets.is_known(name):
+        raise ValueError(f"unknown secret {name!r}; Locus stores only {', '.join(Secrets.KNOWN)} and mcp.NAME")
 
 
 def _is_placeholder(backend) -> bool:

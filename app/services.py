@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from engine.rag.indexer import IndexEvent
     from engine.rag.library import DocumentLibrary
+    from engine.tools.registry import ToolRegistry
 
 from app import settings as settings_mod
 from app.backends import Readiness, backend_label, backend_set, make_remote, same_server
@@ -38,6 +39,8 @@ from engine.runtime.backend import LOCAL, REMOTE, Backend, BackendRegistry, Back
 from engine.runtime.runtime import Runtime
 from engine.runtime.types import ModelConfig, RuntimeEvent, SamplingParams
 from engine.tasks.templates import TemplateLibrary
+from engine.tools.config import ToolsConfig
+from engine.tools.mcp_config import MCP_FILE
 from engine.trace.monitor import Monitor
 from engine.trace.tracing import Tracing
 from resources import resource_path
@@ -77,6 +80,14 @@ def model_config(settings: Settings, override_path: str | None = None, kv_dir: P
         kv_spill_dir=str(kv_dir) if kv_dir is not None and settings.model.conversation_cache_disk_mb else None,
         kv_spill_mb=settings.model.conversation_cache_disk_mb,
     )
+
+
+def tools_config(settings: Settings) -> ToolsConfig:
+    """The engine's ToolsConfig for the [tools] settings."""
+    t = settings.tools
+    return ToolsConfig(disabled=tuple(t.disabled), allowed_folders=tuple(t.allowed_folders),
+                       fetch_enabled=t.fetch_enabled, fetch_private=t.fetch_private, trusted=tuple(t.trusted),
+                       call_timeout_s=t.call_timeout_s, result_max_chars=t.result_max_chars)
 
 
 def chat_settings(settings: Settings) -> ChatSettings:
@@ -125,6 +136,8 @@ class Services:
         self._library_lock = threading.Lock()
         self._hardware = None
         self._downloader = None
+        self._tools: ToolRegistry | None = None
+        self._tools_lock = threading.Lock()
 
     # What is current (each an atomic read; a settings change replaces it whole) -------------------
 
@@ -248,6 +261,8 @@ class Services:
             self.assistant.monitor = monitor
             if self._library is not None:
                 self._library.indexer.tracing = tracing
+            if self._tools is not None and old.tools != new.tools:
+                self._tools.configure(tools_config(new))
             self._settings, self._problems = new, ()
             self._retired.extend(retired)
         if retired or (REMOTE in backends.available and REMOTE not in current.available):
@@ -394,10 +409,30 @@ class Services:
                     library.index([p for p, c in again if c == collection and Path(p).exists()], collection)
             return self._library
 
+    @property
+    def tools(self) -> ToolRegistry:
+        """The tools (built-ins and mcp.json's MCP servers), made on first use; no server starts until one of
+        its tools is wanted."""
+        with self._tools_lock:
+            if self._tools is None:
+                from engine.tools.registry import ToolRegistry
+
+                self._tools = ToolRegistry(tools_config(self._settings), library=self.open_library,
+                                           mcp_file=self.paths.config_dir / MCP_FILE, secret=self._mcp_secret)
+            return self._tools
+
+    def _mcp_secret(self, name: str) -> str | None:
+        return self.secrets.get(name) if self.secrets.is_known(name) else None
+
     def close(self) -> None:
-        """Stop generation first (a running answer is saved as partial), then what it depends on."""
+        """Stop generation first (a running answer is saved as partial), then what it depends on: the tools'
+        servers (a call in progress ends at once), the answers, documents, telemetry, history."""
         for backend in {id(b): b for b in (*self.backends.current().available.values(), *self._retired)}.values():
             backend.shutdown()
+        with self._tools_lock:
+            tools, self._tools = self._tools, None
+        if tools is not None:
+            tools.close()
         self.assistant.close()
         if self._library is not None:
             self._library.close()

@@ -162,6 +162,41 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
+class ToolSettings:
+    """What tools may do (``[tools]``): the built-ins, the MCP servers of mcp.json, and an agent's budgets."""
+
+    disabled: list = setting([], "Tools switched off, one per line: built-ins by name (search_documents, read_file, "
+                             "fetch_page, calculator, current_time), MCP tools as server/tool, a whole MCP server "
+                             "as server/*.", label="Tools switched off", widget="lines")
+    allowed_folders: list = setting([], "Folders read_file may read from, one per line (with everything inside them "
+                                    "except hidden files). None: read_file is off.", label="Allowed folders",
+                                    widget="lines")
+    fetch_enabled: bool = setting(False, "Let the fetch_page tool read web pages. It is the only thing in Locus that "
+                                  "goes to the internet; off, nothing does.", label="Fetch web pages")
+    fetch_private: bool = setting(False, "Let fetch_page also read addresses on this computer and the local network "
+                                  "(127.0.0.1, 192.168.x.x, …); off, it reads only public web pages.",
+                                  label="Fetch from the local network")
+    trusted: list = setting(["calculator", "current_time"], "Tools that run without asking first, one per line "
+                            "(names as in 'Tools switched off'); every other call waits for Allow or Deny.",
+                            label="Trusted tools", widget="lines")
+    trust_read_only: bool = setting(False, "Tools that say they only read (the built-ins that read, and MCP tools "
+                                    "their server marks read-only) also run without asking. The mark comes from "
+                                    "the server: turn this on only for servers you trust.",
+                                    label="Trust read-only tools")
+    max_steps: int = setting(6, "Most rounds of tool calls in one answer before the model must answer.", minimum=1,
+                             maximum=100, label="Agent steps")
+    max_tokens: int = setting(4096, "Most tokens the model may generate over all the rounds of one answer.",
+                              minimum=64, maximum=262144, label="Agent tokens")
+    max_seconds: float = setting(120.0, "Longest time one answer with tools may take, calls included.", minimum=5.0,
+                                 maximum=3600.0, label="Agent time limit (s)")
+    call_timeout_s: float = setting(30.0, "Longest time one tool call may take before it is given up.", minimum=1.0,
+                                    maximum=3600.0, label="Tool call time limit (s)")
+    result_max_chars: int = setting(8000, "Longest tool result given to the model, in characters; longer ones are "
+                                    "cut, with a note saying so.", minimum=200, maximum=1000000,
+                                    label="Tool result limit (characters)")
+
+
+@dataclass(frozen=True)
 class UISettings:
     theme: str = setting("system", "Colour theme of the window.", choices=("system", "light", "dark"),
                          label="Theme")
@@ -181,6 +216,7 @@ class Settings:
     remote: RemoteSettings = field(default_factory=RemoteSettings)
     traces: TraceSettings = field(default_factory=TraceSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    tools: ToolSettings = field(default_factory=ToolSettings)
     ui: UISettings = field(default_factory=UISettings)
 
     def get(self, key: str) -> Any:
