@@ -2,8 +2,9 @@
 writes to (engine/answer.py says what flows through it).
 
 ``AnswerHandle`` is the caller's side: cancel at any point, read the events (``events()`` or a callback),
-wait for the end. ``AnswerStream`` is the producer's side: it keeps the protocol's order (AnswerStarted
-first, exactly one AnswerEnded last, nothing after it) and the text said so far, whichever thread emits.
+answer a tool call's ``ApprovalNeeded`` (``approve``: nothing else can), wait for the end. ``AnswerStream``
+is the producer's side: it keeps the protocol's order (AnswerStarted first, exactly one AnswerEnded last,
+nothing after it) and the text said so far, whichever thread emits.
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from engine.answer import AnswerEnded, AnswerEvent, AnswerStarted, TextDelta
+from engine.errors import InvalidRequestError
 from engine.runtime.handles import EventChannel
+from engine.tools.base import Approval
+
+APPROVALS: tuple[Approval, ...] = ("once", "conversation", "deny")
 
 if TYPE_CHECKING:
     from engine.rag.retrieve import Retrieval
@@ -55,6 +60,49 @@ class Cancellation:
             self._current = None
 
 
+class _Approvals:
+    """The tool calls of one answer waiting for the user, and the answers given (only ``approve`` gives one)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._waiting: dict[str, Approval | None] = {}
+        self._woken = False
+
+    def give(self, call_id: str, approval: Approval) -> bool:
+        with self._cond:
+            if call_id not in self._waiting or self._waiting[call_id] is not None:
+                return False
+            self._waiting[call_id] = approval
+            self._cond.notify_all()
+            return True
+
+    def expect(self, call_id: str) -> None:
+        with self._cond:
+            self._waiting[call_id] = None
+
+    def wait(self, call_id: str, cancellation: Cancellation) -> Approval | None:
+        """The user's answer for a call (None when the answer was cancelled first)."""
+        cancellation.attach(self)  # a stop wakes the wait
+        try:
+            with self._cond:
+                while self._waiting.get(call_id) is None and not cancellation.cancelled:
+                    self._cond.wait()
+                return None if cancellation.cancelled else self._waiting[call_id]
+        finally:
+            cancellation.detach()
+            with self._cond:
+                self._waiting.pop(call_id, None)
+
+    def cancel(self) -> None:  # Cancellation's hook: wake every wait
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        with self._cond:
+            return tuple(k for k, v in self._waiting.items() if v is None)
+
+
 class _AnswerChannel(EventChannel):
     terminal = (AnswerEnded,)
 
@@ -73,10 +121,23 @@ class AnswerHandle:
         self.retrieval: Retrieval | None = None
         self.cancellation = Cancellation()
         self.channel = _AnswerChannel(on_event)
+        self.approvals = _Approvals()
 
     def cancel(self) -> None:
         """Stop the answer, whatever it is doing: what was said so far is kept (nothing, if nothing was)."""
         self.cancellation.cancel()
+
+    def approve(self, call_id: str, approval: Approval) -> bool:
+        """Answer a tool call's ApprovalNeeded: "once" (this call), "conversation" (this tool, for the rest of
+        the conversation) or "deny". False when no call of that id waits (it ended, or the answer did)."""
+        if approval not in APPROVALS:
+            raise InvalidRequestError(f"An approval is one of {', '.join(APPROVALS)}, not {approval!r}.")
+        return self.approvals.give(call_id, approval)
+
+    @property
+    def waiting_for_approval(self) -> tuple[str, ...]:
+        """The ids of the tool calls that wait for the user now."""
+        return self.approvals.pending
 
     def events(self) -> Iterator[AnswerEvent]:
         """Every event up to AnswerEnded (only when no callback was given)."""

@@ -7,7 +7,8 @@ once:
     prepare   the conversation (made when new, its options saved) and the backend that answers (resolved once)
     retrieve  the question's passages, when the conversation answers from documents
     record    the question and the answer's placeholder: AnswerStarted names them
-    generate  the answer's generations (engine/tasks/base.py), its text streamed as it comes
+    generate  the answer's generations (engine/tasks/base.py), its text streamed as it comes; with tools, the
+              agent loop (engine/agent.py): model -> tool calls -> approval -> run -> results -> model
     cite      the sources the answer rests on (answers from documents)
     save      the final state; then AnswerEnded
 
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from engine.agent import Agent, ApprovalPolicy
 from engine.answer import AnswerEnded, AnswerStarted, AnswerStats, Cited, Retrieved
 from engine.answering import AnswerHandle, AnswerStream
 from engine.chat_settings import ChatSettings
@@ -36,6 +38,7 @@ from engine.runtime.generator import wrap_unexpected
 from engine.runtime.types import ChatMessage, Priority, SamplingParams
 from engine.tasks.base import TaskContext, run_steps
 from engine.tasks.templates import TemplateLibrary
+from engine.tools.base import TOOL_NAME, Tool
 from engine.trace import spans
 from engine.trace.tracing import Tracing
 from engine.turns import Turn, TurnRequest, Turns, model_turns
@@ -44,7 +47,7 @@ log = logging.getLogger(__name__)
 
 SOURCE_BUDGET_TOKENS = 1500  # at most this much of the prompt goes to sources (less on small contexts)
 
-Steps = Callable[[TaskContext], str]
+Steps = Callable[[TaskContext], str | None]
 
 
 @dataclass(frozen=True)
@@ -69,17 +72,27 @@ class DocumentsUnavailable(EngineError):
     code = "documents_unavailable"
 
 
+class ToolsUnavailable(EngineError):
+    """A conversation asked for tools but no tools are set up in this process."""
+
+    code = "tools_unavailable"
+
+
+TOOL_CHOICES = ("auto", "none", "required")  # or one of the answer's tools, by name
+
+
 @dataclass(frozen=True)
 class _Job:
     """One answer's request with what was in force when it was asked (read once, on the caller's thread)."""
 
     turn: TurnRequest
-    steps: Callable[[Turn, Retrieval | None, ChatSettings], Steps]  # the answer's generations
+    steps: Callable[[Turn, Retrieval | None, _Job, list[Tool]], Steps]  # the answer's generations
     settings: ChatSettings
     tracing: Tracing
     sampling: SamplingParams
     priority: Priority
     token_healing: bool
+    tool_choice: str = "auto"
 
 
 class Assistant:
@@ -88,12 +101,14 @@ class Assistant:
     def __init__(self, backends: BackendRegistry, history: HistoryStore, settings: ChatSettings | None = None,
                  *, tracing: Tracing | None = None, library=None, templates: TemplateLibrary | None = None,
                  monitor=None, traces=None, kv_spill_dir=None, writer: HistoryWriter | None = None,
-                 save_interval_s: float = 0.5):
+                 save_interval_s: float = 0.5, tools=None):
         self.backends = backends  # which backends exist now and the default; swapped whole on a settings change
         self.history = history
         self.settings = settings or ChatSettings()  # replaced whole; read once per request
         self.tracing = tracing or backends.resolve(None)[1].tracing  # idem
         self.library = library  # engine.rag.library.DocumentLibrary, set once the index is open
+        # engine.tools.registry.ToolRegistry (anything with resolve(names) -> list[Tool]): the tools answers may call
+        self.tools = tools
         self.templates = templates
         self.monitor = monitor  # engine.trace.monitor.Monitor: drift, relevance and support checks
         # The local trace store, also when recording is off (what was kept still goes with a delete),
@@ -109,21 +124,29 @@ class Assistant:
     # Asking (each returns at once; what follows comes as events) ------------------------------
 
     def ask(self, text: str, conversation_id: int | None = None, on_event=None, *, collections=UNSET,
-            backend=UNSET, priority: Priority = Priority.INTERACTIVE, sampling: SamplingParams | None = None,
+            backend=UNSET, tools: tuple[str, ...] | list[str] | None = None, tool_choice: str = "auto",
+            priority: Priority = Priority.INTERACTIVE, sampling: SamplingParams | None = None,
             save: bool = True) -> AnswerHandle:
         """Answer a question, in a conversation (a new one when none is given).
 
-        ``collections`` (None: no documents, []: all, or names) and ``backend`` (None: the default, "local",
-        "remote") are saved on the conversation; left out, it keeps what it had. ``sampling``: this
-        question's own; None: the settings'. ``save`` False: nothing goes to history (no conversation)
-        and the trace keeps timings and counts only.
+        ``collections`` (None: no documents, []: all, or names), ``backend`` (None: the default, "local",
+        "remote") and ``tools`` (names of the tools its answers may call; () for none) are saved on the
+        conversation; left out (``tools`` None), it keeps what it had. With tools the answer runs the agent
+        loop (engine/agent.py): each call waits for ``handle.approve`` unless its tool is trusted or allowed
+        for the conversation. ``tool_choice`` (this question's only): "auto" (the model decides), "none",
+        "required" (a call first) or a tool's name (that call first). ``sampling``: this question's own;
+        None: the settings'. ``save`` False: nothing goes to history (no conversation) and the trace keeps
+        timings and counts only.
         """
         if not text.strip():
             raise InvalidRequestError("The question is empty.")
         if not save and conversation_id is not None:
             raise InvalidRequestError("An answer that is not saved cannot continue a saved conversation.")
+        chosen = UNSET if tools is None else _tool_names(tools)
+        _check_tool_choice(tool_choice)
         return self._start(TurnRequest("chat", text, conversation_id, collections=collections, backend=backend,
-                                       save=save), self._chat_steps, on_event, priority, sampling)
+                                       tools=chosen, save=save), self._chat_steps, on_event, priority, sampling,
+                           tool_choice=tool_choice)
 
     def regenerate(self, conversation_id: int, on_event=None, *,
                    sampling: SamplingParams | None = None) -> AnswerHandle:
@@ -153,7 +176,7 @@ class Assistant:
         if not save and conversation_id is not None:
             raise InvalidRequestError("A task that is not saved cannot run in a saved conversation.")
         return self._start(TurnRequest(name, request_text, conversation_id, backend=backend, save=save),
-                           lambda _turn, _retrieval, _settings: fn, on_event, priority, sampling, token_healing)
+                           lambda _turn, _retrieval, _job, _tools: fn, on_event, priority, sampling, token_healing)
 
     def delete_conversation(self, conversation_id: int) -> ConversationDeleted:
         """Delete a conversation and everything derived from it: its messages (and their search index
@@ -168,7 +191,7 @@ class Assistant:
         for backend in self.backends.current().available.values():
             try:
                 states += backend.forget(key).result(timeout=30)
-            except Exception:  # noqa: BLE001 - a runtime that is gone holds nothing any more
+            except Exception:  # a runtime that is gone holds nothing any more
                 log.warning("a backend could not drop the cache of conversation %s", conversation_id, exc_info=True)
         if self.kv_spill_dir is not None:
             from engine.runtime.kv_states import remove_spilled
@@ -200,11 +223,11 @@ class Assistant:
     # One answer, on its own thread -------------------------------------------------------------
 
     def _start(self, turn: TurnRequest, steps, on_event, priority: Priority, sampling: SamplingParams | None,
-               token_healing: bool | None = None) -> AnswerHandle:
+               token_healing: bool | None = None, *, tool_choice: str = "auto") -> AnswerHandle:
         settings, tracing = self.settings, self.tracing  # what is in force now, whatever changes later
         job = _Job(turn, steps, settings, tracing if turn.save else tracing.without_content(),
                    sampling or settings.sampling, priority,
-                   settings.token_healing if token_healing is None else token_healing)
+                   settings.token_healing if token_healing is None else token_healing, tool_choice)
         handle = AnswerHandle(on_event)
         thread = threading.Thread(target=self._run, args=(handle, job), name=f"locus-answer-{handle.answer_id}",
                                   daemon=True)
@@ -217,7 +240,7 @@ class Assistant:
         stream = AnswerStream(handle)
         try:
             self._answer(stream, job)
-        except BaseException as exc:  # noqa: BLE001 - a bug ends this answer, in words, and nothing else
+        except BaseException as exc:
             log.exception("answer %s failed unexpectedly", handle.answer_id)
             if not stream.started:
                 stream.start(AnswerStarted(handle.answer_id, job.turn.kind, None, None, None, "", None))
@@ -242,6 +265,7 @@ class Assistant:
                           task_id=None if job.turn.kind == "chat" else handle.answer_id) as root:
             try:
                 retrieval = self._retrieve(turn, job, root, handle)
+                tools = self._tools_for(turn, job)
                 self.turns.record(turn)
             except BaseException as exc:  # noqa: BLE001 - nothing is left behind of a turn that cannot go on
                 self.turns.forget(turn)
@@ -258,8 +282,9 @@ class Assistant:
             ctx = TaskContext(turn.backend, self.templates, job.sampling, stream, handle.cancellation,
                               priority=job.priority, token_healing=job.token_healing, span=root.span,
                               trace_parent=root.context, conversation_key=turn.conversation_key)
-            outcome, text, error = run_steps(job.steps(turn, retrieval, job.settings), ctx)
-            citations = self._cite(job.tracing, root, retrieval, outcome, text)
+            steps = job.steps(turn, retrieval, job, tools)
+            outcome, text, error = run_steps(steps, ctx)
+            citations = (*self._cite(job.tracing, root, retrieval, outcome, text), *ctx.citations)
             stats = ctx.stats.with_total(time.perf_counter() - began, ctx.details)
             if saving:
                 self._save(turn, outcome, text, stats, error, citations, root.trace_id)
@@ -280,11 +305,39 @@ class Assistant:
                                    turn.backend_name if turn else "", trace_id))
         return stream.end(AnswerEnded(stream.answer_id, "failed", "", AnswerStats(), trace_id, error))
 
-    @staticmethod
-    def _chat_steps(turn: Turn, retrieval: Retrieval | None, settings: ChatSettings) -> Steps:
-        """A question's generation: one, streamed, over the conversation (with sources, from documents)."""
-        context = turn.context(settings.system_prompt, retrieval)
-        return lambda ctx: ctx.generate(context, stream=True)
+    def _chat_steps(self, turn: Turn, retrieval: Retrieval | None, job: _Job, tools: list[Tool]) -> Steps:
+        """A question's generations over the conversation (with sources, from documents): one, streamed; or,
+        with tools, the agent loop's steps."""
+        context = turn.context(job.settings.system_prompt, retrieval)
+        if not tools:
+            return lambda ctx: ctx.generate(context, stream=True)
+        conversation_id = turn.conversation_id
+        policy = ApprovalPolicy(job.settings.agent, turn.approved_tools,
+                                self._remember_approval(conversation_id) if conversation_id is not None else None)
+        return Agent(context, tools, job.tool_choice, job.settings.agent, policy, job.tracing).run
+
+    def _remember_approval(self, conversation_id: int) -> Callable[[str], None]:
+        """Saves a tool the user allowed for the whole conversation with it (reopening it keeps the approval)."""
+        def remember(name: str) -> None:
+            self.history.approve_tool(conversation_id, name)
+
+        return remember
+
+    def _tools_for(self, turn: Turn, job: _Job) -> list[Tool]:
+        """The tools this answer may call (none for a task, or with tool_choice "none"); an unknown or
+        unavailable tool, or a named choice that is not among them, refuses the answer."""
+        if job.turn.kind != "chat" or not turn.tools or job.tool_choice == "none":
+            if job.tool_choice not in ("auto", "none"):
+                raise InvalidRequestError(f"The tool choice '{job.tool_choice}' needs tools, and this "
+                                          "conversation has none.", hint="Choose its tools first.")
+            return []
+        if self.tools is None:
+            raise ToolsUnavailable("Tools are not available here.", hint="Ask without tools.")
+        tools = list(self.tools.resolve(list(turn.tools)))
+        if job.tool_choice not in TOOL_CHOICES and job.tool_choice not in {t.spec.name for t in tools}:
+            raise InvalidRequestError(f"The tool choice '{job.tool_choice}' is not one of this conversation's "
+                                      f"tools ({', '.join(turn.tools)}).")
+        return tools
 
     def _retrieve(self, turn: Turn, job: _Job, root: spans.AnswerSpan, handle: AnswerHandle) -> Retrieval | None:
         """The question's passages when the conversation answers from documents, else None."""
@@ -314,7 +367,7 @@ class Assistant:
                 if outcome == "complete":
                     stage.support = self._check_support(tracing, root, retrieval, text, stage.result)
             return stage.result
-        except Exception:  # noqa: BLE001 - an answer without sources beats a lost answer
+        except Exception:  # an answer without sources beats a lost answer
             log.exception("citations failed")
             return ()
 
@@ -326,7 +379,7 @@ class Assistant:
             self.writer.finish(turn.assistant_message_id, outcome, text, stats=saved,
                                error=error.user_text() if error is not None else None,
                                sources=[c.to_dict() for c in citations] or None).result()
-        except Exception:  # noqa: BLE001 - the answer still reaches its reader
+        except Exception:  # the answer still reaches its reader
             log.exception("could not save answer %s", turn.assistant_message_id)
 
     def _check_support(self, tracing: Tracing, root: spans.AnswerSpan, retrieval: Retrieval, text: str, citations):
@@ -338,7 +391,7 @@ class Assistant:
             self._calibrate_if_needed()
             return self.monitor.record_answer(text, passages, self.library.embedder.embed, root.trace_id,
                                               keep_text=tracing.capture_content)
-        except Exception:  # noqa: BLE001 - monitoring must never cost the user their answer
+        except Exception:  # monitoring must never cost the user their answer
             log.exception("monitor could not check an answer's support")
             return None
 
@@ -354,3 +407,18 @@ class Assistant:
                 return
         self.monitor.calibrate(self.library.store.sample_chunks(200), self.library.embedder.embed)
         self._calibrated_for = count
+
+
+def _tool_names(tools) -> tuple[str, ...]:
+    """Tool names as given to ``ask`` (a lone string is one name), checked for shape."""
+    names = (tools,) if isinstance(tools, str) else tuple(tools)
+    for name in names:
+        if not isinstance(name, str) or not TOOL_NAME.match(name):
+            raise InvalidRequestError(f"'{name}' is not a tool's name.",
+                                      hint="Tools are named like calculator or server/tool.")
+    return names
+
+
+def _check_tool_choice(choice: str) -> None:
+    if not isinstance(choice, str) or not (choice in TOOL_CHOICES or TOOL_NAME.match(choice)):
+        raise InvalidRequestError(f"The tool choice must be auto, none, required or a tool's name, not {choice!r}.")

@@ -31,7 +31,7 @@ class TurnRequest:
 
     ``replace``: "nothing" adds a question; "answer" drops the last answer and answers the last question
     again (``text`` None); "exchange" replaces the last question and its answer with ``text``.
-    ``collections``/``backend``: saved on the conversation when given (UNSET: it keeps its own).
+    ``collections``/``backend``/``tools``: saved on the conversation when given (UNSET: it keeps its own).
     """
 
     kind: str  # "chat", or a task's name
@@ -40,6 +40,7 @@ class TurnRequest:
     replace: Replace = "nothing"
     collections: object = UNSET
     backend: object = UNSET
+    tools: object = UNSET  # the tools its answers may call (names; () for none)
     save: bool = True
 
 
@@ -54,6 +55,8 @@ class Turn:
     backend_name: str
     backend: Backend
     collections: list[str] | None  # None: not from documents; []: all of them
+    tools: list[str] | None = None  # the tools the answer may call (None: none)
+    approved_tools: tuple[str, ...] = ()  # tools the user allowed for the conversation
     user_message_id: int | None = None
     assistant_message_id: int | None = None
     earlier: tuple[ChatMessage, ...] = ()  # the saved turns before the question, as the model sees them
@@ -112,15 +115,18 @@ class Turns:
         if created:
             conversation_id = history.create_conversation().id
         try:
+            approved: tuple[str, ...] = ()
             if conversation_id is None:  # an answer that is not saved
                 collections = None if request.collections is UNSET else request.collections
                 chosen = None if request.backend is UNSET else request.backend
+                tools = None if request.tools is UNSET else list(dict.fromkeys(request.tools or ())) or None
             else:
-                given = {k: v for k, v in (("collections", request.collections), ("backend", request.backend))
-                         if v is not UNSET}
+                given = {k: v for k, v in (("collections", request.collections), ("backend", request.backend),
+                                           ("tools", request.tools)) if v is not UNSET}
                 conversation = (history.set_options(conversation_id, **given) if given
                                 else history.conversation(conversation_id))
                 collections, chosen = conversation.collections, conversation.backend
+                tools, approved = conversation.tools, conversation.approved_tools
             name, backend = self.backends.resolve(chosen)
             question = request.text
             if request.replace != "nothing":
@@ -131,7 +137,7 @@ class Turns:
                 history.delete_conversation(conversation_id)
             raise
         return Turn(request, conversation_id, created, question, name, backend,
-                    list(collections) if collections is not None else None)
+                    list(collections) if collections is not None else None, tools or None, approved)
 
     def record(self, turn: Turn) -> None:
         """Save the question and the answer's placeholder (an answer not saved: nothing)."""

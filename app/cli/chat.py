@@ -7,6 +7,7 @@ import sys
 
 from app.cli import EXIT_OK
 from app.cli.common import (
+    TerminalApprovals,
     exit_code,
     follow_answer,
     load_model,
@@ -32,6 +33,14 @@ def add_parsers(sub) -> None:
     ask_p.add_argument("--docs", action="store_true", help="answer from the indexed documents, with sources")
     ask_p.add_argument("--collection", action="append", metavar="NAME",
                        help="answer from this document collection only (repeatable; implies --docs)")
+    ask_p.add_argument("--tools", metavar="NAME[,NAME...]", type=_tool_list,
+                       help="tools the answer may call: built-ins by name (calculator, current_time, "
+                            "search_documents, read_file, fetch_page), MCP tools as server/tool; saved with "
+                            "the conversation; each call is asked for on the terminal unless trusted")
+    ask_p.add_argument("--tool-choice", default="auto", metavar="auto|required|none|NAME",
+                       help="auto: the model decides (default); required: it calls a tool first; none: no "
+                            "tool; or a tool's name: it calls that tool first")
+    ask_p.add_argument("--yes", action="store_true", help="allow every tool call of this run without asking")
     ask_p.set_defaults(run=run_ask)
 
     chat_p = sub.add_parser("chat", help="interactive chat in the terminal (shares saved conversations)")
@@ -39,6 +48,14 @@ def add_parsers(sub) -> None:
     chat_p.add_argument("--last", action="store_true", help="resume the most recent conversation")
     chat_p.add_argument("--model", metavar="PATH", help="use this GGUF file for this session")
     chat_p.set_defaults(run=run_chat)
+
+
+def _tool_list(text: str) -> tuple[str, ...]:
+    """--tools calculator,notes/search -> ("calculator", "notes/search")."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one tool")
+    return names
 
 
 def run_ask(args: argparse.Namespace) -> int:
@@ -58,7 +75,7 @@ def run_ask(args: argparse.Namespace) -> int:
         load_model(services, args.model)
         return ask(services, args, question)
     finally:
-        services.close()
+        services.close()  # stops the MCP servers this command started, too
 
 
 def ask(services, args: argparse.Namespace, question: str) -> int:
@@ -67,22 +84,28 @@ def ask(services, args: argparse.Namespace, question: str) -> int:
     ``--max-tokens``, ``--temperature`` and ``--seed`` hold for this question only.
     """
     sampling = sampling_for(services, max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed)
+    tools = {"tools": args.tools, "tool_choice": args.tool_choice}
+    approvals = TerminalApprovals(yes=args.yes)
+    if tools["tools"] and "search_documents" in tools["tools"]:
+        services.open_library()
     if args.no_history:
-        ended = follow_answer(services.assistant.ask(question, sampling=sampling, save=False))
+        ended = follow_answer(services.assistant.ask(question, sampling=sampling, save=False, **tools),
+                              approvals=approvals)
         _end_line()
         return exit_code(ended, show_stats=args.stats)
     if args.docs or args.collection:
         services.open_library()
         citations: list = []
         answer = services.assistant.ask(question, args.conversation, collections=list(args.collection or []),
-                                        sampling=sampling)
-        ended = follow_answer(answer, citations=citations)
+                                        sampling=sampling, **tools)
+        ended = follow_answer(answer, citations=citations, approvals=approvals)
         _end_line()
         code = exit_code(ended, show_stats=args.stats)
         print_sources(citations, answer.retrieval)
         return code
     open_documents_if_used(services, args.conversation)
-    ended = follow_answer(services.assistant.ask(question, args.conversation, sampling=sampling))
+    ended = follow_answer(services.assistant.ask(question, args.conversation, sampling=sampling, **tools),
+                          approvals=approvals)
     _end_line()
     return exit_code(ended, show_stats=args.stats)
 
@@ -208,8 +231,9 @@ def _command(services, conversation: int | None, command: str, rest: str) -> int
 
 
 def _print_reply(answer) -> None:
-    """One answer in the conversation, after its prompt; how it ended on stderr."""
+    """One answer in the conversation, after its prompt; how it ended on stderr (a conversation with tools
+    asks for each call's approval at the terminal)."""
     sys.stdout.write("locus> ")
-    ended = follow_answer(answer)
+    ended = follow_answer(answer, approvals=TerminalApprovals())
     _end_line()
     exit_code(ended)

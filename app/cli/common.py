@@ -3,7 +3,9 @@
 An answer (chat, an answer from documents, a task's output) is printed the same way by every
 command: its text streams to stdout, progress goes to stderr, Ctrl-C stops it (what was said is
 kept) and its end (``engine.answer.AnswerEnded``) gives the exit code. ``follow_answer`` is the one
-place that reads an answer's events.
+place that reads an answer's events. An answer that uses tools prints each call and its result on
+stderr as plain text (``ToolLines``: control characters shown as escapes, so a tool cannot drive the
+terminal) and asks for each approval there (``TerminalApprovals``: [o]nce / [c]onversation / [d]eny).
 
 Per-call options (``--max-tokens``, ``--temperature``, ``--seed``) become a ``SamplingParams`` for
 that call (``sampling_for``); they never change the settings a process shares.
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import re
 import signal
 import sys
 import threading
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
-from engine.answer import AnswerEnded, Cited, Progress, TextDelta
+from engine.answer import AnswerEnded, ApprovalNeeded, Cited, Progress, TextDelta, ToolCallEnded, ToolCallStarted
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -124,21 +128,138 @@ def write_out(text: str) -> None:
 
 def follow_answer(handle, on_text: Callable[[str], None] = write_out, *,
                   on_progress: Callable[[Progress], None] | None = None,
-                  citations: list | None = None) -> AnswerEnded:
+                  citations: list | None = None, approvals: TerminalApprovals | None = None,
+                  tool_lines: ToolLines | None = None) -> AnswerEnded:
     """Follow one answer (an ``engine.answering.AnswerHandle``) to its end: its text to ``on_text`` as it
-    comes, its progress to ``on_progress``, its sources into ``citations``; Ctrl-C cancels it (what was
-    said is kept). The one place the terminal reads an answer's events (engine/answer.py)."""
+    comes, its progress to ``on_progress``, its sources into ``citations``, its tool calls and results to
+    ``tool_lines`` (stderr by default), each approval it waits for to ``approvals`` (none: every call that
+    needs one is denied); Ctrl-C cancels it (what was said is kept). The one place the terminal reads an
+    answer's events (engine/answer.py)."""
+    lines = tool_lines or ToolLines()
     with ctrl_c_cancels(handle.cancel):
         for event in handle.events():
             if isinstance(event, TextDelta):
+                lines.text_resumes()
                 on_text(event.text)
             elif isinstance(event, Progress) and on_progress is not None:
                 on_progress(event)
+            elif isinstance(event, ToolCallStarted):
+                lines.started(event)
+            elif isinstance(event, ApprovalNeeded):
+                approval = approvals.ask(event, handle) if approvals is not None else "deny"
+                if approval is not None:
+                    handle.approve(event.call.id, approval)
+            elif isinstance(event, ToolCallEnded):
+                lines.ended(event)
             elif isinstance(event, Cited) and citations is not None:
                 citations.extend(event.citations)
             elif isinstance(event, AnswerEnded):
                 return event
     raise RuntimeError("an answer's events ended without its last event")
+
+
+# Tools -------------------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def plain(text: str, limit: int | None = None) -> str:
+    """Untrusted text (a tool's arguments or result) made safe for a terminal: control characters, escape
+    sequences and bidirectional overrides shown as escapes; cut at ``limit`` characters."""
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + f"… [{len(text) - limit:,} more characters]"
+    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
+
+
+def describe_call(call) -> str:
+    """A call as one line: name and arguments (as JSON)."""
+    try:
+        arguments = json.dumps(call.arguments, ensure_ascii=False, sort_keys=True)
+    except (TypeError, ValueError):
+        arguments = call.raw or "?"
+    return f"{plain(call.name)} {plain(arguments, 400)}"
+
+
+class ToolLines:
+    """Each tool call and its result, on stderr as they happen (plain text only)."""
+
+    RESULT_CHARS = 600  # the most of a result shown (the model gets more: the settings' result_max_chars)
+
+    def __init__(self, out=None):
+        self.out = out
+        self._mid_line = False  # answer text was written since the last tool line
+
+    def _print(self, text: str) -> None:
+        out = self.out or sys.stderr
+        if self._mid_line:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            self._mid_line = False
+        print(text, file=out, flush=True)
+
+    def text_resumes(self) -> None:
+        self._mid_line = sys.stdout.isatty()  # on a terminal, a tool line starts on a line of its own
+
+    def started(self, event: ToolCallStarted) -> None:
+        self._print(f"[tool {event.call.id}] {describe_call(event.call)}")
+
+    def ended(self, event: ToolCallEnded) -> None:
+        r = event.result
+        cut = " (truncated)" if r.truncated else ""
+        self._print(f"[tool {plain(r.call_id)}] {r.status} in {r.duration_s:.2f} s{cut}:\n"
+                    f"{plain(r.text, self.RESULT_CHARS)}")
+
+
+_APPROVAL_WORDS = {"o": "once", "once": "once", "c": "conversation", "conversation": "conversation",
+                   "d": "deny", "deny": "deny", "n": "deny", "no": "deny"}
+
+
+class TerminalApprovals:
+    """Asks on the terminal whether a tool call may run: [o]nce / [c]onversation / [d]eny. ``yes``: every call
+    of this run is allowed once without asking (``--yes``). End of input denies; Ctrl-C stops the answer."""
+
+    def __init__(self, *, yes: bool = False, read_line: Callable[[], str] | None = None):
+        self.yes = yes
+        self._read_line = read_line or _read_stdin_line
+
+    def ask(self, event: ApprovalNeeded, handle) -> str | None:
+        """The approval for one call (None: the answer was stopped instead)."""
+        if self.yes:
+            print(f"[tool {event.call.id}] allowed by --yes", file=sys.stderr, flush=True)
+            return "once"
+        while True:
+            print(f"Allow {describe_call(event.call)}? [o]nce / [c]onversation / [d]eny: ", end="",
+                  file=sys.stderr, flush=True)
+            try:
+                with _interruptible():
+                    line = self._read_line()
+            except KeyboardInterrupt:
+                print(file=sys.stderr)
+                handle.cancel()
+                return None
+            if not line:  # end of input: nobody to ask
+                print("\n(no answer: denied)", file=sys.stderr, flush=True)
+                return "deny"
+            choice = _APPROVAL_WORDS.get(line.strip().lower())
+            if choice is not None:
+                return choice
+
+
+def _read_stdin_line() -> str:
+    return sys.stdin.readline()
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C interrupts a prompt (which ``ctrl_c_cancels`` would otherwise leave waiting on its read)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def exit_code(ended: AnswerEnded, *, show_stats: bool = False) -> int:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from engine.answer import AnswerStats, Generating, Outcome, Progress
+from engine.answer import AnswerEvent, AnswerStats, ApprovalNeeded, Generating, Outcome, Progress
 from engine.answering import AnswerStream, Cancellation
 from engine.errors import EngineError, InvalidRequestError
 from engine.runtime.backend import Backend
@@ -22,6 +22,7 @@ from engine.runtime.budget import context_window
 from engine.runtime.generator import wrap_unexpected
 from engine.runtime.types import ChatMessage, Done, Failed, GenerationRequest, Priority, SamplingParams, Started, Token
 from engine.tasks.templates import TemplateLibrary
+from engine.tools.base import Approval, ToolCall, ToolSpec
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ class TaskContext:
     """What a task function may use: the backend that answers, the templates, sampling, progress and cancel.
 
     ``stats`` adds up the task's generations (an AnswerStats); ``details`` holds the task's own figures
-    (translate: the languages and paragraphs), sent with the answer's stats.
+    (translate: the languages and paragraphs), sent with the answer's stats; ``citations``, sources the
+    steps found themselves (a document search tool's), cited with the answer.
     """
 
     def __init__(self, backend: Backend, templates: TemplateLibrary | None, sampling: SamplingParams,
@@ -50,6 +52,7 @@ class TaskContext:
         self.conversation_key = conversation_key  # turns of one conversation reuse its cached prompt
         self.stats = AnswerStats()
         self.details: dict = {}
+        self.citations: list = []
         self.answer_id = stream.answer_id
         self._stream = stream
         self._cancellation = cancellation
@@ -101,13 +104,23 @@ class TaskContext:
         Raises TaskCancelled when the answer is cancelled (the partial text streamed so far
         stays in the output), or the generation's EngineError when it fails.
         """
+        healing = self.token_healing if token_healing is None else token_healing
+        return self._generate(dict(messages=tuple(messages or ()), prompt=prompt, grammar=grammar,
+                                   token_healing=healing), stream, max_tokens, sampling).text
+
+    def generate_step(self, messages: Sequence[ChatMessage], *, tools: Sequence[ToolSpec] = (),
+                      tool_choice: str = "auto", stream: bool = False, max_tokens: int | None = None) -> Done:
+        """One model turn of an answer that may call tools: the whole Done (its text and its tool calls)."""
+        return self._generate(dict(messages=tuple(messages), tools=tuple(tools), tool_choice=tool_choice),
+                              stream, max_tokens, None)
+
+    def _generate(self, fields: dict, stream: bool, max_tokens: int | None, sampling: SamplingParams | None) -> Done:
         self.check_cancel()
         params = sampling or self.sampling
         if max_tokens is not None:
             params = replace(params, max_tokens=max(1, max_tokens))
-        healing = self.token_healing if token_healing is None else token_healing
-        request = GenerationRequest(tuple(messages or ()), params, priority=self.priority, prompt=prompt,
-                                    grammar=grammar, token_healing=healing, conversation_key=self.conversation_key)
+        request = GenerationRequest(sampling=params, priority=self.priority, conversation_key=self.conversation_key,
+                                    **fields)
 
         def on_event(event) -> None:  # on the backend's thread: hand over, never wait
             if isinstance(event, Token) and stream:
@@ -127,7 +140,29 @@ class TaskContext:
         self.stats = self.stats.plus(result.stats)
         if result.stats.finish_reason == "cancelled" or self._cancellation.cancelled:
             raise TaskCancelled()
-        return result.text
+        return result
+
+    # Tools (an agent's answer: engine/agent.py) -------------------------------------------
+
+    def emit(self, event: AnswerEvent) -> None:
+        """Send one of the answer's events (a tool call's start or end)."""
+        self._stream.emit(event)
+
+    def wait_for_approval(self, call: ToolCall) -> Approval:
+        """Ask the user about a tool call (ApprovalNeeded) and wait for ``AnswerHandle.approve``: nothing
+        else can answer it. Raises TaskCancelled when the answer is stopped first."""
+        approvals = self._stream.handle.approvals
+        approvals.expect(call.id)  # before the event: a consumer may answer from its callback
+        self._stream.emit(ApprovalNeeded(self._stream.answer_id, call))
+        approval = approvals.wait(call.id, self._cancellation)
+        if approval is None:
+            raise TaskCancelled()
+        return approval
+
+    @property
+    def cancellation(self) -> Cancellation:
+        """The answer's stop request (a running tool attaches to it, as a generation does)."""
+        return self._cancellation
 
 
 def run_steps(fn: Callable[[TaskContext], str | None], ctx: TaskContext) -> tuple[Outcome, str, EngineError | None]:

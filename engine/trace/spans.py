@@ -15,12 +15,14 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, Status, StatusCode
 
 from engine.answer import AnswerEnded, AnswerStats
 from engine.runtime.types import Done, Failed
+from engine.tools.base import ToolResult
 from engine.trace.tracing import Tracing, context_of, fail, set_attributes, trace_id_of
 
 log = logging.getLogger(__name__)
@@ -115,7 +117,7 @@ def finish_root(tracing: Tracing, span: Span, event: Done | Failed) -> None:
 class Stage:
     """What a stage found: set ``result`` inside the ``with`` block; its wrapper records it on the way out."""
 
-    result = None
+    result: Any = None
 
 
 @contextmanager
@@ -175,7 +177,7 @@ def _observe_question(tracing: Tracing, root: AnswerSpan, monitor, question: str
     try:
         flagged = monitor.record_question(question if tracing.capture_content else None, retrieval.query_vector,
                                           retrieval.top_similarity, root.trace_id)
-    except Exception:  # noqa: BLE001 - monitoring must never cost the user their answer
+    except Exception:  # monitoring must never cost the user their answer
         log.exception("monitor could not record a question")
         return
     root.flag("locus.monitor.no_relevant_documents", bool(flagged))
@@ -216,6 +218,69 @@ def citing(tracing: Tracing, root: AnswerSpan) -> Iterator[CiteStage]:
                 for s in support.sentences])
     finally:
         span.end()
+
+
+# Tools ------------------------------------------------------------------------------------
+
+def _tool_type(name: str, source: str) -> str:
+    """GenAI's gen_ai.tool.type: "datastore" for document search, "extension" for an MCP server's tools
+    (they call out of the agent), "function" for the rest."""
+    if name == "search_documents":
+        return "datastore"
+    return "extension" if source.startswith("mcp") else "function"
+
+
+class ToolStage(Stage):
+    """What a tool call came to: its ToolResult (``result``), how it was approved (``approval``: "trusted",
+    "read_only", "conversation" remembered, or the user's "once" / "conversation" / "deny")."""
+
+    result: ToolResult | None = None
+    approval: str | None = None
+
+
+@contextmanager
+def executing_tool(tracing: Tracing, root: Span | None, call, spec, step: int) -> Iterator[ToolStage]:
+    """The ``execute_tool`` span of one tool call (OpenTelemetry GenAI conventions), under the answer's root:
+    from the model's asking to the result, approval included. Arguments and result only with content
+    capture; a call that did not end "ok" is an error span (error.type its status)."""
+    span = tracing.start(f"execute_tool {call.name}", root, {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": call.name,
+        "gen_ai.tool.call.id": call.id,
+        "gen_ai.tool.type": _tool_type(call.name, spec.source if spec is not None else ""),
+        "gen_ai.tool.description": spec.description[:300] if spec is not None and spec.description else None,
+        "locus.tool.source": spec.source if spec is not None else None,
+        "locus.tool.read_only": spec.read_only if spec is not None else None,
+        "locus.agent.step": step,
+    })
+    tracing.content(span, "gen_ai.tool.call.arguments", call.arguments if call.arguments or not call.raw
+                    else call.raw)
+    stage = ToolStage()
+    began = time.perf_counter()
+    try:
+        yield stage
+    except BaseException as exc:
+        fail(span, exc)
+        span.end()
+        raise
+    result = stage.result
+    set_attributes(span, {
+        "locus.tool.status": result.status if result else None,
+        "locus.tool.approval": stage.approval,
+        "locus.tool.duration_s": round(result.duration_s, 6) if result else None,
+        "locus.tool.elapsed_s": round(time.perf_counter() - began, 6),
+        "locus.tool.truncated": result.truncated if result else None,
+        "locus.tool.result_chars": len(result.text) if result else None,
+        "locus.cancelled": bool(result and result.status == "cancelled"),
+    })
+    if result is not None:
+        tracing.content(span, "gen_ai.tool.call.result", result.text)
+        if result.status != "ok":
+            # The error's words may quote the tool's output: kept only where content is.
+            words = result.text[:300] if tracing.capture_content else f"the call ended: {result.status}"
+            span.set_status(Status(StatusCode.ERROR, words))
+            span.set_attribute("error.type", result.status)
+    span.end()
 
 
 # Indexing ---------------------------------------------------------------------------------
