@@ -58,8 +58,9 @@ class ApprovalPolicy:
     saves it with the conversation); an answer that is not saved remembers it for itself only.
     """
 
-    def __init__(self, settings: AgentSettings, remembered: Iterable[str] = (),
-                 remember: Callable[[str], None] | None = None):
+    def __init__(
+        self, settings: AgentSettings, remembered: Iterable[str] = (), remember: Callable[[str], None] | None = None
+    ):
         self.trusted = frozenset(settings.trusted)
         self.trust_read_only = settings.trust_read_only
         self.allowed = set(remembered)
@@ -111,8 +112,15 @@ class Agent:
     (saved with the answer: name, arguments, status, result, duration) and their sources in ``ctx.citations``.
     """
 
-    def __init__(self, messages: Sequence[ChatMessage], tools: Sequence[Tool], tool_choice: str,
-                 settings: AgentSettings, policy: ApprovalPolicy, tracing: Tracing):
+    def __init__(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[Tool],
+        tool_choice: str,
+        settings: AgentSettings,
+        policy: ApprovalPolicy,
+        tracing: Tracing,
+    ):
         self.messages = tuple(messages)
         self.tools = {tool.spec.name: tool for tool in tools}
         self.specs = tuple(tool.spec for tool in tools)
@@ -137,8 +145,9 @@ class Agent:
                 self.steps = step
                 self._check_budgets(ctx)
                 forced = choice != "auto"
-                done = ctx.generate_step(messages, tools=self.specs, tool_choice=choice, stream=not forced,
-                                         max_tokens=self._tokens_left(ctx))
+                done = ctx.generate_step(
+                    messages, tools=self.specs, tool_choice=choice, stream=not forced, max_tokens=self._tokens_left(ctx)
+                )
                 if forced and done.text.strip():
                     ctx.emit_text(done.text)  # what the model said beside a forced call (not streamed)
                 if not done.tool_calls:
@@ -152,7 +161,8 @@ class Agent:
             raise AgentStopped(
                 f"The model was still calling tools after {self.settings.max_steps} steps, the most one answer "
                 "may take, so it was stopped.",
-                hint="Ask a narrower question, or allow more steps in Settings → Tools.")
+                hint="Ask a narrower question, or allow more steps in Settings → Tools.",
+            )
         finally:
             if ctx.span is not None:
                 set_attributes(ctx.span, {"locus.agent.steps": self.steps, "locus.agent.tool_calls": len(calls)})
@@ -166,13 +176,17 @@ class Agent:
     def _check_budgets(self, ctx: TaskContext) -> None:
         s = self.settings
         if ctx.stats.completion_tokens >= s.max_tokens:
-            raise AgentStopped(f"The model wrote {ctx.stats.completion_tokens} tokens over its steps without "
-                               f"an answer, the most one answer may ({s.max_tokens}), so it was stopped.",
-                               hint="Ask a narrower question, or allow more tokens in Settings → Tools.")
+            raise AgentStopped(
+                f"The model wrote {ctx.stats.completion_tokens} tokens over its steps without "
+                f"an answer, the most one answer may ({s.max_tokens}), so it was stopped.",
+                hint="Ask a narrower question, or allow more tokens in Settings → Tools.",
+            )
         if self._seconds_left() <= 0:
-            raise AgentStopped(f"The answer took more than {s.max_seconds:g} seconds with its tools, the most "
-                               "one answer may, so it was stopped.",
-                               hint="Ask a narrower question, or allow more time in Settings → Tools.")
+            raise AgentStopped(
+                f"The answer took more than {s.max_seconds:g} seconds with its tools, the most "
+                "one answer may, so it was stopped.",
+                hint="Ask a narrower question, or allow more time in Settings → Tools.",
+            )
 
     # One call -----------------------------------------------------------------------------
 
@@ -190,9 +204,19 @@ class Agent:
                 result = ToolResult(call.id, "cancelled", "The call was stopped: the answer was cancelled.")
             result = self._capped(ctx, result)
             stage.result = result
-        calls.append({"id": call.id, "name": call.name, "arguments": call.arguments, "step": step,
-                      "status": result.status, "approval": stage.approval, "result": result.text,
-                      "truncated": result.truncated, "duration_s": round(result.duration_s, 6)})
+        calls.append(
+            {
+                "id": call.id,
+                "name": call.name,
+                "arguments": call.arguments,
+                "step": step,
+                "status": result.status,
+                "approval": stage.approval,
+                "result": result.text,
+                "truncated": result.truncated,
+                "duration_s": round(result.duration_s, 6),
+            }
+        )
         ctx.citations.extend(result.citations)
         ctx.emit(ToolCallEnded(ctx.answer_id, result))
         if cancelled:
@@ -214,9 +238,13 @@ class Agent:
             stage.approval = approval
             self.policy.record(call.name, approval)
             if approval == "deny":
-                return ToolResult(call.id, "denied", f"The user did not allow this call of {call.name}. Do not "
-                                                     "call it again for this question: answer without it, or "
-                                                     "say what you would need.")
+                return ToolResult(
+                    call.id,
+                    "denied",
+                    f"The user did not allow this call of {call.name}. Do not "
+                    "call it again for this question: answer without it, or "
+                    "say what you would need.",
+                )
         ctx.check_cancel()
         return self._run(ctx, call, tool)
 
@@ -232,8 +260,9 @@ class Agent:
             return f"The arguments for {call.name} must be a JSON object. Call it again with an object."
         invalid = schema_problem(tool.spec.parameters, call.arguments)
         if invalid is not None:
-            return (f"The arguments for {call.name} do not fit its schema: {invalid}. Call it again with "
-                    "arguments that do.")
+            return (
+                f"The arguments for {call.name} do not fit its schema: {invalid}. Call it again with arguments that do."
+            )
         return None
 
     def _run(self, ctx: TaskContext, call: ToolCall, tool: Tool) -> ToolResult:
@@ -266,8 +295,12 @@ class Agent:
             raise TaskCancelled()
         if not running.finished.is_set():
             running.stop.set()
-            return ToolResult(call.id, "timeout", f"{call.name} did not finish within {timeout:g} seconds and "
-                                                  "was stopped.", duration_s=elapsed)
+            return ToolResult(
+                call.id,
+                "timeout",
+                f"{call.name} did not finish within {timeout:g} seconds and was stopped.",
+                duration_s=elapsed,
+            )
         if running.error is not None:
             error = running.error
             words = error.user_text() if isinstance(error, EngineError) else f"{type(error).__name__}: {error}"
@@ -276,8 +309,7 @@ class Agent:
         result = running.result
         if not isinstance(result, ToolResult):
             return ToolResult(call.id, "error", f"{call.name} returned no result.", duration_s=elapsed)
-        return ToolResult(call.id, result.status, str(result.text), result.truncated, elapsed,
-                          tuple(result.citations))
+        return ToolResult(call.id, result.status, str(result.text), result.truncated, elapsed, tuple(result.citations))
 
     def _capped(self, ctx: TaskContext, result: ToolResult) -> ToolResult:
         """The result cut to the settings' size, and to a quarter of the model's window at most."""
@@ -298,7 +330,7 @@ def schema_problem(schema: dict, arguments: dict) -> str | None:
         error = jsonschema.exceptions.best_match(cls(schema).iter_errors(arguments))
     except jsonschema.SchemaError as exc:
         return f"the tool's own schema is broken ({exc.message})"
-    except Exception as exc:  # a server's schema is untrusted: whatever it breaks fails this call only
+    except Exception as exc:  # noqa: BLE001 - a server's schema is untrusted: whatever it breaks fails this call only
         return f"the tool's own schema could not be applied ({type(exc).__name__})"
     if error is None:
         return None

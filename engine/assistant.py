@@ -98,10 +98,22 @@ class _Job:
 class Assistant:
     """Answers over saved conversations, on the registry's backends and one history store (and documents)."""
 
-    def __init__(self, backends: BackendRegistry, history: HistoryStore, settings: ChatSettings | None = None,
-                 *, tracing: Tracing | None = None, library=None, templates: TemplateLibrary | None = None,
-                 monitor=None, traces=None, kv_spill_dir=None, writer: HistoryWriter | None = None,
-                 save_interval_s: float = 0.5, tools=None):
+    def __init__(
+        self,
+        backends: BackendRegistry,
+        history: HistoryStore,
+        settings: ChatSettings | None = None,
+        *,
+        tracing: Tracing | None = None,
+        library=None,
+        templates: TemplateLibrary | None = None,
+        monitor=None,
+        traces=None,
+        kv_spill_dir=None,
+        writer: HistoryWriter | None = None,
+        save_interval_s: float = 0.5,
+        tools=None,
+    ):
         self.backends = backends  # which backends exist now and the default; swapped whole on a settings change
         self.history = history
         self.settings = settings or ChatSettings()  # replaced whole; read once per request
@@ -123,10 +135,20 @@ class Assistant:
 
     # Asking (each returns at once; what follows comes as events) ------------------------------
 
-    def ask(self, text: str, conversation_id: int | None = None, on_event=None, *, collections=UNSET,
-            backend=UNSET, tools: tuple[str, ...] | list[str] | None = None, tool_choice: str = "auto",
-            priority: Priority = Priority.INTERACTIVE, sampling: SamplingParams | None = None,
-            save: bool = True) -> AnswerHandle:
+    def ask(
+        self,
+        text: str,
+        conversation_id: int | None = None,
+        on_event=None,
+        *,
+        collections=UNSET,
+        backend=UNSET,
+        tools: tuple[str, ...] | list[str] | None = None,
+        tool_choice: str = "auto",
+        priority: Priority = Priority.INTERACTIVE,
+        sampling: SamplingParams | None = None,
+        save: bool = True,
+    ) -> AnswerHandle:
         """Answer a question, in a conversation (a new one when none is given).
 
         ``collections`` (None: no documents, []: all, or names), ``backend`` (None: the default, "local",
@@ -144,27 +166,57 @@ class Assistant:
             raise InvalidRequestError("An answer that is not saved cannot continue a saved conversation.")
         chosen = UNSET if tools is None else _tool_names(tools)
         _check_tool_choice(tool_choice)
-        return self._start(TurnRequest("chat", text, conversation_id, collections=collections, backend=backend,
-                                       tools=chosen, save=save), self._chat_steps, on_event, priority, sampling,
-                           tool_choice=tool_choice)
+        return self._start(
+            TurnRequest(
+                "chat", text, conversation_id, collections=collections, backend=backend, tools=chosen, save=save
+            ),
+            self._chat_steps,
+            on_event,
+            priority,
+            sampling,
+            tool_choice=tool_choice,
+        )
 
-    def regenerate(self, conversation_id: int, on_event=None, *,
-                   sampling: SamplingParams | None = None) -> AnswerHandle:
+    def regenerate(
+        self, conversation_id: int, on_event=None, *, sampling: SamplingParams | None = None
+    ) -> AnswerHandle:
         """Drop the last answer and answer the last question again."""
-        return self._start(TurnRequest("chat", None, conversation_id, replace="answer"), self._chat_steps,
-                           on_event, Priority.INTERACTIVE, sampling)
+        return self._start(
+            TurnRequest("chat", None, conversation_id, replace="answer"),
+            self._chat_steps,
+            on_event,
+            Priority.INTERACTIVE,
+            sampling,
+        )
 
-    def resend_edited(self, conversation_id: int, text: str, on_event=None, *,
-                      sampling: SamplingParams | None = None) -> AnswerHandle:
+    def resend_edited(
+        self, conversation_id: int, text: str, on_event=None, *, sampling: SamplingParams | None = None
+    ) -> AnswerHandle:
         """Replace the last question (and its answer) with an edited one and answer it."""
         if not text.strip():
             raise InvalidRequestError("The question is empty.")
-        return self._start(TurnRequest("chat", text, conversation_id, replace="exchange"), self._chat_steps,
-                           on_event, Priority.INTERACTIVE, sampling)
+        return self._start(
+            TurnRequest("chat", text, conversation_id, replace="exchange"),
+            self._chat_steps,
+            on_event,
+            Priority.INTERACTIVE,
+            sampling,
+        )
 
-    def run_task(self, fn: Steps, request_text: str, conversation_id: int | None = None, on_event=None, *,
-                 name: str = "task", priority: Priority = Priority.INTERACTIVE, save: bool = True, backend=UNSET,
-                 sampling: SamplingParams | None = None, token_healing: bool | None = None) -> AnswerHandle:
+    def run_task(
+        self,
+        fn: Steps,
+        request_text: str,
+        conversation_id: int | None = None,
+        on_event=None,
+        *,
+        name: str = "task",
+        priority: Priority = Priority.INTERACTIVE,
+        save: bool = True,
+        backend=UNSET,
+        sampling: SamplingParams | None = None,
+        token_healing: bool | None = None,
+    ) -> AnswerHandle:
         """Run a task (summarize, translate, ...) as a turn: ``request_text`` is saved as the question and
         the task's output streams into the answer. ``save`` False: nothing is saved (the terminal's task
         commands), and the trace keeps no text. ``sampling``/``token_healing``: this task's own; None: the
@@ -175,8 +227,14 @@ class Assistant:
             raise InvalidRequestError("No prompt templates are available.")
         if not save and conversation_id is not None:
             raise InvalidRequestError("A task that is not saved cannot run in a saved conversation.")
-        return self._start(TurnRequest(name, request_text, conversation_id, backend=backend, save=save),
-                           lambda _turn, _retrieval, _job, _tools: fn, on_event, priority, sampling, token_healing)
+        return self._start(
+            TurnRequest(name, request_text, conversation_id, backend=backend, save=save),
+            lambda _turn, _retrieval, _job, _tools: fn,
+            on_event,
+            priority,
+            sampling,
+            token_healing,
+        )
 
     def delete_conversation(self, conversation_id: int) -> ConversationDeleted:
         """Delete a conversation and everything derived from it: its messages (and their search index
@@ -207,8 +265,10 @@ class Assistant:
     def context_for(self, conversation_id: int) -> tuple[ChatMessage, ...]:
         """The conversation as the model will see it next: system prompt, then saved turns."""
         system = self.settings.system_prompt
-        return (*((ChatMessage("system", system),) if system else ()),
-                *model_turns(self.history.messages(conversation_id)))
+        return (
+            *((ChatMessage("system", system),) if system else ()),
+            *model_turns(self.history.messages(conversation_id)),
+        )
 
     def close(self, timeout: float = 30.0) -> None:
         """Wait for the answers on their way to end (stop the backends first: a running answer then ends
@@ -222,15 +282,32 @@ class Assistant:
 
     # One answer, on its own thread -------------------------------------------------------------
 
-    def _start(self, turn: TurnRequest, steps, on_event, priority: Priority, sampling: SamplingParams | None,
-               token_healing: bool | None = None, *, tool_choice: str = "auto") -> AnswerHandle:
+    def _start(
+        self,
+        turn: TurnRequest,
+        steps,
+        on_event,
+        priority: Priority,
+        sampling: SamplingParams | None,
+        token_healing: bool | None = None,
+        *,
+        tool_choice: str = "auto",
+    ) -> AnswerHandle:
         settings, tracing = self.settings, self.tracing  # what is in force now, whatever changes later
-        job = _Job(turn, steps, settings, tracing if turn.save else tracing.without_content(),
-                   sampling or settings.sampling, priority,
-                   settings.token_healing if token_healing is None else token_healing, tool_choice)
+        job = _Job(
+            turn,
+            steps,
+            settings,
+            tracing if turn.save else tracing.without_content(),
+            sampling or settings.sampling,
+            priority,
+            settings.token_healing if token_healing is None else token_healing,
+            tool_choice,
+        )
         handle = AnswerHandle(on_event)
-        thread = threading.Thread(target=self._run, args=(handle, job), name=f"locus-answer-{handle.answer_id}",
-                                  daemon=True)
+        thread = threading.Thread(
+            target=self._run, args=(handle, job), name=f"locus-answer-{handle.answer_id}", daemon=True
+        )
         with self._running_lock:
             self._running.add(thread)
         thread.start()
@@ -258,11 +335,17 @@ class Assistant:
             self._refuse(stream, job.turn, exc, None)
             return
         info = turn.backend.model_info
-        with spans.answer(job.tracing, "ask" if job.turn.kind == "chat" else turn.kind, task=turn.kind,
-                          conversation_id=turn.conversation_id, backend=turn.backend_name,
-                          model=info.name if info else None,
-                          summary=turn.question, question=turn.question if job.turn.kind == "chat" else None,
-                          task_id=None if job.turn.kind == "chat" else handle.answer_id) as root:
+        with spans.answer(
+            job.tracing,
+            "ask" if job.turn.kind == "chat" else turn.kind,
+            task=turn.kind,
+            conversation_id=turn.conversation_id,
+            backend=turn.backend_name,
+            model=info.name if info else None,
+            summary=turn.question,
+            question=turn.question if job.turn.kind == "chat" else None,
+            task_id=None if job.turn.kind == "chat" else handle.answer_id,
+        ) as root:
             try:
                 retrieval = self._retrieve(turn, job, root, handle)
                 tools = self._tools_for(turn, job)
@@ -275,13 +358,31 @@ class Assistant:
             saving = turn.assistant_message_id is not None
             if saving:
                 stream.on_text = lambda piece, m=turn.assistant_message_id: self.writer.grow(m, piece)
-            stream.start(AnswerStarted(handle.answer_id, turn.kind, turn.conversation_id, turn.user_message_id,
-                                       turn.assistant_message_id, turn.backend_name, root.trace_id))
+            stream.start(
+                AnswerStarted(
+                    handle.answer_id,
+                    turn.kind,
+                    turn.conversation_id,
+                    turn.user_message_id,
+                    turn.assistant_message_id,
+                    turn.backend_name,
+                    root.trace_id,
+                )
+            )
             if retrieval is not None:
                 stream.emit(Retrieved(handle.answer_id, retrieval.passages, tuple(turn.collections or ())))
-            ctx = TaskContext(turn.backend, self.templates, job.sampling, stream, handle.cancellation,
-                              priority=job.priority, token_healing=job.token_healing, span=root.span,
-                              trace_parent=root.context, conversation_key=turn.conversation_key)
+            ctx = TaskContext(
+                turn.backend,
+                self.templates,
+                job.sampling,
+                stream,
+                handle.cancellation,
+                priority=job.priority,
+                token_healing=job.token_healing,
+                span=root.span,
+                trace_parent=root.context,
+                conversation_key=turn.conversation_key,
+            )
             steps = job.steps(turn, retrieval, job, tools)
             outcome, text, error = run_steps(steps, ctx)
             citations = (*self._cite(job.tracing, root, retrieval, outcome, text), *ctx.citations)
@@ -294,15 +395,30 @@ class Assistant:
             root.finish(ended)  # before the consumer hears of the end: its trace is complete by then
             stream.end(ended)
 
-    def _refuse(self, stream: AnswerStream, request: TurnRequest, exc: BaseException, trace_id: str | None,
-                turn: Turn | None = None) -> AnswerEnded:
+    def _refuse(
+        self,
+        stream: AnswerStream,
+        request: TurnRequest,
+        exc: BaseException,
+        trace_id: str | None,
+        turn: Turn | None = None,
+    ) -> AnswerEnded:
         """End an answer that could not start: nothing of it is saved (AnswerStarted names no message)."""
         error = exc if isinstance(exc, EngineError) else wrap_unexpected(exc)
         if not isinstance(exc, EngineError):
             log.error("answer %s could not start", stream.answer_id, exc_info=exc)
         kept = None if turn is not None and turn.created else request.conversation_id
-        stream.start(AnswerStarted(stream.answer_id, turn.kind if turn else request.kind, kept, None, None,
-                                   turn.backend_name if turn else "", trace_id))
+        stream.start(
+            AnswerStarted(
+                stream.answer_id,
+                turn.kind if turn else request.kind,
+                kept,
+                None,
+                None,
+                turn.backend_name if turn else "",
+                trace_id,
+            )
+        )
         return stream.end(AnswerEnded(stream.answer_id, "failed", "", AnswerStats(), trace_id, error))
 
     def _chat_steps(self, turn: Turn, retrieval: Retrieval | None, job: _Job, tools: list[Tool]) -> Steps:
@@ -312,12 +428,16 @@ class Assistant:
         if not tools:
             return lambda ctx: ctx.generate(context, stream=True)
         conversation_id = turn.conversation_id
-        policy = ApprovalPolicy(job.settings.agent, turn.approved_tools,
-                                self._remember_approval(conversation_id) if conversation_id is not None else None)
+        policy = ApprovalPolicy(
+            job.settings.agent,
+            turn.approved_tools,
+            self._remember_approval(conversation_id) if conversation_id is not None else None,
+        )
         return Agent(context, tools, job.tool_choice, job.settings.agent, policy, job.tracing).run
 
     def _remember_approval(self, conversation_id: int) -> Callable[[str], None]:
         """Saves a tool the user allowed for the whole conversation with it (reopening it keeps the approval)."""
+
         def remember(name: str) -> None:
             self.history.approve_tool(conversation_id, name)
 
@@ -328,15 +448,19 @@ class Assistant:
         unavailable tool, or a named choice that is not among them, refuses the answer."""
         if job.turn.kind != "chat" or not turn.tools or job.tool_choice == "none":
             if job.tool_choice not in ("auto", "none"):
-                raise InvalidRequestError(f"The tool choice '{job.tool_choice}' needs tools, and this "
-                                          "conversation has none.", hint="Choose its tools first.")
+                raise InvalidRequestError(
+                    f"The tool choice '{job.tool_choice}' needs tools, and this conversation has none.",
+                    hint="Choose its tools first.",
+                )
             return []
         if self.tools is None:
             raise ToolsUnavailable("Tools are not available here.", hint="Ask without tools.")
         tools = list(self.tools.resolve(list(turn.tools)))
         if job.tool_choice not in TOOL_CHOICES and job.tool_choice not in {t.spec.name for t in tools}:
-            raise InvalidRequestError(f"The tool choice '{job.tool_choice}' is not one of this conversation's "
-                                      f"tools ({', '.join(turn.tools)}).")
+            raise InvalidRequestError(
+                f"The tool choice '{job.tool_choice}' is not one of this conversation's "
+                f"tools ({', '.join(turn.tools)})."
+            )
         return tools
 
     def _retrieve(self, turn: Turn, job: _Job, root: spans.AnswerSpan, handle: AnswerHandle) -> Retrieval | None:
@@ -345,19 +469,21 @@ class Assistant:
             return None
         library = self.library
         if library is None:
-            raise DocumentsUnavailable("The document index is not open yet.",
-                                       hint="Wait a moment for it to load, then ask again.")
+            raise DocumentsUnavailable(
+                "The document index is not open yet.", hint="Wait a moment for it to load, then ask again."
+            )
         budget = min(SOURCE_BUDGET_TOKENS, int(context_window(turn.backend.model_info) * 0.35))
-        with spans.retrieving(job.tracing, root, turn.collections, question=turn.question,
-                              monitor=self.monitor) as stage:
+        with spans.retrieving(
+            job.tracing, root, turn.collections, question=turn.question, monitor=self.monitor
+        ) as stage:
             # The model's own tokenizer lives on the runtime thread; ~3 characters per token
             # is a safe over-estimate, and the runtime's context fitting is the backstop.
-            stage.result = library.retrieve(turn.question, turn.collections or None, lambda t: len(t) // 3 + 1,
-                                            budget)
+            stage.result = library.retrieve(turn.question, turn.collections or None, lambda t: len(t) // 3 + 1, budget)
         return stage.result
 
-    def _cite(self, tracing: Tracing, root: spans.AnswerSpan, retrieval: Retrieval | None, outcome: str,
-              text: str) -> tuple:
+    def _cite(
+        self, tracing: Tracing, root: spans.AnswerSpan, retrieval: Retrieval | None, outcome: str, text: str
+    ) -> tuple:
         """The sources an answer from documents rests on (and, for the monitor, how well it rests on them)."""
         if retrieval is None or not retrieval.passages or outcome == "failed":
             return ()
@@ -371,14 +497,27 @@ class Assistant:
             log.exception("citations failed")
             return ()
 
-    def _save(self, turn: Turn, outcome: str, text: str, stats: AnswerStats, error: EngineError | None,
-              citations, trace_id: str | None) -> None:
+    def _save(
+        self,
+        turn: Turn,
+        outcome: str,
+        text: str,
+        stats: AnswerStats,
+        error: EngineError | None,
+        citations,
+        trace_id: str | None,
+    ) -> None:
         """The answer's final state, through the writer (after the text it still holds); waits until written."""
         saved = {**stats.to_dict(), "trace_id": trace_id} if trace_id else stats.to_dict()
         try:
-            self.writer.finish(turn.assistant_message_id, outcome, text, stats=saved,
-                               error=error.user_text() if error is not None else None,
-                               sources=[c.to_dict() for c in citations] or None).result()
+            self.writer.finish(
+                turn.assistant_message_id,
+                outcome,
+                text,
+                stats=saved,
+                error=error.user_text() if error is not None else None,
+                sources=[c.to_dict() for c in citations] or None,
+            ).result()
         except Exception:  # the answer still reaches its reader
             log.exception("could not save answer %s", turn.assistant_message_id)
 
@@ -389,8 +528,9 @@ class Assistant:
         passages = [c.passage.text for c in citations] or [p.text for p in retrieval.passages]
         try:
             self._calibrate_if_needed()
-            return self.monitor.record_answer(text, passages, self.library.embedder.embed, root.trace_id,
-                                              keep_text=tracing.capture_content)
+            return self.monitor.record_answer(
+                text, passages, self.library.embedder.embed, root.trace_id, keep_text=tracing.capture_content
+            )
         except Exception:  # monitoring must never cost the user their answer
             log.exception("monitor could not check an answer's support")
             return None
@@ -414,8 +554,9 @@ def _tool_names(tools) -> tuple[str, ...]:
     names = (tools,) if isinstance(tools, str) else tuple(tools)
     for name in names:
         if not isinstance(name, str) or not TOOL_NAME.match(name):
-            raise InvalidRequestError(f"'{name}' is not a tool's name.",
-                                      hint="Tools are named like calculator or server/tool.")
+            raise InvalidRequestError(
+                f"'{name}' is not a tool's name.", hint="Tools are named like calculator or server/tool."
+            )
     return names
 
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from engine.errors import InvalidRequestError
 from engine.runtime.types import SamplingParams
 
-DEFAULT_SYSTEM_PROMPT = ("You are Locus, a helpful assistant running privately on the user's computer. "
-                         "Answer clearly and concisely.")
+DEFAULT_SYSTEM_PROMPT = (
+    "You are Locus, a helpful assistant running privately on the user's computer. Answer clearly and concisely."
+)
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,13 @@ class AgentSettings:
     reset_tool_choice: bool = True
 
     def __post_init__(self) -> None:
-        for name, low in (("max_steps", 1), ("max_tokens", 1), ("max_seconds", 0.001), ("call_timeout_s", 0.001),
-                          ("result_max_chars", 100)):
+        for name, low in (
+            ("max_steps", 1),
+            ("max_tokens", 1),
+            ("max_seconds", 0.001),
+            ("call_timeout_s", 0.001),
+            ("result_max_chars", 100),
+        ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= low:
                 raise InvalidRequestError(f"Tool setting '{name}' is {value!r}; it must be at least {low}.")

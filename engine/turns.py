@@ -83,8 +83,7 @@ class Turn:
 
 def model_turns(messages: Iterable[Message]) -> tuple[ChatMessage, ...]:
     """Saved messages as the model sees them: finished (or partial) ones with text."""
-    return tuple(ChatMessage(m.role, m.content) for m in messages
-                 if m.status in CONTEXT_STATUSES and m.content.strip())
+    return tuple(ChatMessage(m.role, m.content) for m in messages if m.status in CONTEXT_STATUSES and m.content.strip())
 
 
 def last_of(messages: list[Message], role: str, conversation_id: int) -> Message:
@@ -121,10 +120,18 @@ class Turns:
                 chosen = None if request.backend is UNSET else request.backend
                 tools = None if request.tools is UNSET else list(dict.fromkeys(request.tools or ())) or None
             else:
-                given = {k: v for k, v in (("collections", request.collections), ("backend", request.backend),
-                                           ("tools", request.tools)) if v is not UNSET}
-                conversation = (history.set_options(conversation_id, **given) if given
-                                else history.conversation(conversation_id))
+                given = {
+                    k: v
+                    for k, v in (
+                        ("collections", request.collections),
+                        ("backend", request.backend),
+                        ("tools", request.tools),
+                    )
+                    if v is not UNSET
+                }
+                conversation = (
+                    history.set_options(conversation_id, **given) if given else history.conversation(conversation_id)
+                )
                 collections, chosen = conversation.collections, conversation.backend
                 tools, approved = conversation.tools, conversation.approved_tools
             name, backend = self.backends.resolve(chosen)
@@ -136,8 +143,17 @@ class Turns:
             if created:
                 history.delete_conversation(conversation_id)
             raise
-        return Turn(request, conversation_id, created, question, name, backend,
-                    list(collections) if collections is not None else None, tools or None, approved)
+        return Turn(
+            request,
+            conversation_id,
+            created,
+            question,
+            name,
+            backend,
+            list(collections) if collections is not None else None,
+            tools or None,
+            approved,
+        )
 
     def record(self, turn: Turn) -> None:
         """Save the question and the answer's placeholder (an answer not saved: nothing)."""
@@ -157,8 +173,7 @@ class Turns:
             if turn.user_message_id is None:
                 turn.user_message_id = history.add_message(conversation_id, "user", turn.question).id
             try:
-                turn.assistant_message_id = history.add_message(conversation_id, "assistant", "",
-                                                                status="streaming").id
+                turn.assistant_message_id = history.add_message(conversation_id, "assistant", "", status="streaming").id
             except BaseException:
                 if replace != "answer":  # a question is never left without its answer
                     history.delete_message(turn.user_message_id)

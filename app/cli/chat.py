@@ -24,22 +24,37 @@ def add_parsers(sub) -> None:
     ask_p.add_argument("question", help="the question; '-' reads it from stdin")
     ask_p.add_argument("--model", metavar="PATH", help="use this GGUF file for this question only")
     ask_p.add_argument("--conversation", type=int, metavar="ID", help="continue a saved conversation")
-    ask_p.add_argument("--no-history", action="store_true",
-                       help="do not save the question and answer (its trace keeps timings and token counts only)")
+    ask_p.add_argument(
+        "--no-history",
+        action="store_true",
+        help="do not save the question and answer (its trace keeps timings and token counts only)",
+    )
     ask_p.add_argument("--max-tokens", type=int, metavar="N", help="longest answer, in tokens")
     ask_p.add_argument("--temperature", type=float, metavar="T")
     ask_p.add_argument("--seed", type=int, metavar="N")
     ask_p.add_argument("--stats", action="store_true", help="print timings and token counts to stderr")
     ask_p.add_argument("--docs", action="store_true", help="answer from the indexed documents, with sources")
-    ask_p.add_argument("--collection", action="append", metavar="NAME",
-                       help="answer from this document collection only (repeatable; implies --docs)")
-    ask_p.add_argument("--tools", metavar="NAME[,NAME...]", type=_tool_list,
-                       help="tools the answer may call: built-ins by name (calculator, current_time, "
-                            "search_documents, read_file, fetch_page), MCP tools as server/tool; saved with "
-                            "the conversation; each call is asked for on the terminal unless trusted")
-    ask_p.add_argument("--tool-choice", default="auto", metavar="auto|required|none|NAME",
-                       help="auto: the model decides (default); required: it calls a tool first; none: no "
-                            "tool; or a tool's name: it calls that tool first")
+    ask_p.add_argument(
+        "--collection",
+        action="append",
+        metavar="NAME",
+        help="answer from this document collection only (repeatable; implies --docs)",
+    )
+    ask_p.add_argument(
+        "--tools",
+        metavar="NAME[,NAME...]",
+        type=_tool_list,
+        help="tools the answer may call: built-ins by name (calculator, current_time, "
+        "search_documents, read_file, fetch_page), MCP tools as server/tool; saved with "
+        "the conversation; each call is asked for on the terminal unless trusted",
+    )
+    ask_p.add_argument(
+        "--tool-choice",
+        default="auto",
+        metavar="auto|required|none|NAME",
+        help="auto: the model decides (default); required: it calls a tool first; none: no "
+        "tool; or a tool's name: it calls that tool first",
+    )
     ask_p.add_argument("--yes", action="store_true", help="allow every tool call of this run without asking")
     ask_p.set_defaults(run=run_ask)
 
@@ -67,8 +82,10 @@ def run_ask(args: argparse.Namespace) -> int:
     if not question.strip():
         raise InvalidRequestError("The question is empty.")
     if args.no_history and (args.docs or args.collection or args.conversation is not None):
-        raise InvalidRequestError("--no-history cannot be combined with --docs, --collection or --conversation.",
-                                  hint="Those answer inside a saved conversation; leave out --no-history.")
+        raise InvalidRequestError(
+            "--no-history cannot be combined with --docs, --collection or --conversation.",
+            hint="Those answer inside a saved conversation; leave out --no-history.",
+        )
     # "Not saved" holds for the traces too: they keep this answer's timings and token counts, no text.
     services = build_services(record_content=not args.no_history)
     try:
@@ -89,23 +106,26 @@ def ask(services, args: argparse.Namespace, question: str) -> int:
     if tools["tools"] and "search_documents" in tools["tools"]:
         services.open_library()
     if args.no_history:
-        ended = follow_answer(services.assistant.ask(question, sampling=sampling, save=False, **tools),
-                              approvals=approvals)
+        ended = follow_answer(
+            services.assistant.ask(question, sampling=sampling, save=False, **tools), approvals=approvals
+        )
         _end_line()
         return exit_code(ended, show_stats=args.stats)
     if args.docs or args.collection:
         services.open_library()
         citations: list = []
-        answer = services.assistant.ask(question, args.conversation, collections=list(args.collection or []),
-                                        sampling=sampling, **tools)
+        answer = services.assistant.ask(
+            question, args.conversation, collections=list(args.collection or []), sampling=sampling, **tools
+        )
         ended = follow_answer(answer, citations=citations, approvals=approvals)
         _end_line()
         code = exit_code(ended, show_stats=args.stats)
         print_sources(citations, answer.retrieval)
         return code
     open_documents_if_used(services, args.conversation)
-    ended = follow_answer(services.assistant.ask(question, args.conversation, sampling=sampling, **tools),
-                          approvals=approvals)
+    ended = follow_answer(
+        services.assistant.ask(question, args.conversation, sampling=sampling, **tools), approvals=approvals
+    )
     _end_line()
     return exit_code(ended, show_stats=args.stats)
 

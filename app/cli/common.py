@@ -67,11 +67,13 @@ def read_file(name: str, parse_timeout_s: float = 60.0) -> str:
     return "\n\n".join(section.text for section in outcome.document.sections)
 
 
-def sampling_for(services: Services, *, max_tokens: int | None = None, temperature: float | None = None,
-                 seed: int | None = None) -> SamplingParams | None:
+def sampling_for(
+    services: Services, *, max_tokens: int | None = None, temperature: float | None = None, seed: int | None = None
+) -> SamplingParams | None:
     """The settings' sampling with this call's options in it; None when no option was given."""
-    options = {k: v for k, v in (("max_tokens", max_tokens), ("temperature", temperature), ("seed", seed))
-               if v is not None}
+    options = {
+        k: v for k, v in (("max_tokens", max_tokens), ("temperature", temperature), ("seed", seed)) if v is not None
+    }
     if not options:
         return None
     return dataclasses.replace(services.assistant.settings.sampling, **options)
@@ -126,10 +128,15 @@ def write_out(text: str) -> None:
     sys.stdout.flush()
 
 
-def follow_answer(handle, on_text: Callable[[str], None] = write_out, *,
-                  on_progress: Callable[[Progress], None] | None = None,
-                  citations: list | None = None, approvals: TerminalApprovals | None = None,
-                  tool_lines: ToolLines | None = None) -> AnswerEnded:
+def follow_answer(
+    handle,
+    on_text: Callable[[str], None] = write_out,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    citations: list | None = None,
+    approvals: TerminalApprovals | None = None,
+    tool_lines: ToolLines | None = None,
+) -> AnswerEnded:
     """Follow one answer (an ``engine.answering.AnswerHandle``) to its end: its text to ``on_text`` as it
     comes, its progress to ``on_progress``, its sources into ``citations``, its tool calls and results to
     ``tool_lines`` (stderr by default), each approval it waits for to ``approvals`` (none: every call that
@@ -206,12 +213,21 @@ class ToolLines:
     def ended(self, event: ToolCallEnded) -> None:
         r = event.result
         cut = " (truncated)" if r.truncated else ""
-        self._print(f"[tool {plain(r.call_id)}] {r.status} in {r.duration_s:.2f} s{cut}:\n"
-                    f"{plain(r.text, self.RESULT_CHARS)}")
+        self._print(
+            f"[tool {plain(r.call_id)}] {r.status} in {r.duration_s:.2f} s{cut}:\n{plain(r.text, self.RESULT_CHARS)}"
+        )
 
 
-_APPROVAL_WORDS = {"o": "once", "once": "once", "c": "conversation", "conversation": "conversation",
-                   "d": "deny", "deny": "deny", "n": "deny", "no": "deny"}
+_APPROVAL_WORDS = {
+    "o": "once",
+    "once": "once",
+    "c": "conversation",
+    "conversation": "conversation",
+    "d": "deny",
+    "deny": "deny",
+    "n": "deny",
+    "no": "deny",
+}
 
 
 class TerminalApprovals:
@@ -228,8 +244,12 @@ class TerminalApprovals:
             print(f"[tool {event.call.id}] allowed by --yes", file=sys.stderr, flush=True)
             return "once"
         while True:
-            print(f"Allow {describe_call(event.call)}? [o]nce / [c]onversation / [d]eny: ", end="",
-                  file=sys.stderr, flush=True)
+            print(
+                f"Allow {describe_call(event.call)}? [o]nce / [c]onversation / [d]eny: ",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
             try:
                 with _interruptible():
                     line = self._read_line()
@@ -320,8 +340,9 @@ def start_task(services: Services, fn, name: str, *, sampling: SamplingParams | 
     return services.assistant.run_task(fn, name, name=name, save=False, sampling=sampling)
 
 
-def stream_task(services: Services, fn, name: str, *, sampling: SamplingParams | None = None,
-                ends_line: bool = False) -> tuple[AnswerEnded, int]:
+def stream_task(
+    services: Services, fn, name: str, *, sampling: SamplingParams | None = None, ends_line: bool = False
+) -> tuple[AnswerEnded, int]:
     """Run a task with its output to stdout and its progress to stderr until it ends; Ctrl-C cancels.
 
     Returns how it ended and the exit code. ``ends_line``: the output already ends its last line.

@@ -82,11 +82,14 @@ CREATE TRIGGER IF NOT EXISTS conversations_au AFTER UPDATE OF title ON conversat
 END;
 """
 
+
 def _unindex_streaming(db: sqlite3.Connection) -> None:
     """Take the answers still streaming out of the search index (schema 4 indexed every partial save)."""
     if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'messages_fts'").fetchone():
-        db.execute("INSERT INTO messages_fts(messages_fts, rowid, content) SELECT 'delete', id, content "
-                   "FROM messages WHERE status = 'streaming'")
+        db.execute(
+            "INSERT INTO messages_fts(messages_fts, rowid, content) SELECT 'delete', id, content "
+            "FROM messages WHERE status = 'streaming'"
+        )
 
 
 def _add_columns(db: sqlite3.Connection, table: str, columns: tuple[str, ...]) -> None:
@@ -103,8 +106,12 @@ _MIGRATIONS = {
     3: ["ALTER TABLE conversations ADD COLUMN backend TEXT"],
     4: ["UPDATE conversations SET backend = 'remote' WHERE backend = 'server'"],  # the model server's new name
     # The search index leaves answers that are still streaming out (the schema's triggers, made anew).
-    5: [_unindex_streaming,
-        "DROP TRIGGER IF EXISTS messages_ai", "DROP TRIGGER IF EXISTS messages_ad", "DROP TRIGGER IF EXISTS messages_au"],
+    5: [
+        _unindex_streaming,
+        "DROP TRIGGER IF EXISTS messages_ai",
+        "DROP TRIGGER IF EXISTS messages_ad",
+        "DROP TRIGGER IF EXISTS messages_au",
+    ],
     6: [lambda db: _add_columns(db, "conversations", ("tools TEXT", "approved_tools TEXT"))],  # tools and approvals
 }
 
@@ -119,15 +126,32 @@ _MESSAGE_COLUMNS = "id, conversation_id, role, content, status, created_at, stat
 
 
 def _conversation(row: tuple) -> Conversation:
-    return Conversation(row[0], row[1], bool(row[2]), row[3], row[4], row[5],
-                        json.loads(row[6]) if row[6] is not None else None, row[7],
-                        json.loads(row[8]) if row[8] is not None else None,
-                        tuple(json.loads(row[9])) if row[9] else ())
+    return Conversation(
+        row[0],
+        row[1],
+        bool(row[2]),
+        row[3],
+        row[4],
+        row[5],
+        json.loads(row[6]) if row[6] is not None else None,
+        row[7],
+        json.loads(row[8]) if row[8] is not None else None,
+        tuple(json.loads(row[9])) if row[9] else (),
+    )
 
 
 def _message(row: tuple) -> Message:
-    return Message(row[0], row[1], row[2], row[3], row[4], row[5],
-                   json.loads(row[6]) if row[6] else None, row[7], json.loads(row[8]) if row[8] else None)
+    return Message(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        json.loads(row[6]) if row[6] else None,
+        row[7],
+        json.loads(row[8]) if row[8] else None,
+    )
 
 
 def fts_query(text: str) -> str | None:
@@ -144,8 +168,7 @@ class HistoryStore:
         self._lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0,
-                                       isolation_level=None)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
@@ -210,8 +233,7 @@ class HistoryStore:
         return self.conversation(new_id)
 
     def conversation(self, conversation_id: int) -> Conversation:
-        rows = self._read(f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c WHERE c.id = ?",
-                          (conversation_id,))
+        rows = self._read(f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c WHERE c.id = ?", (conversation_id,))
         if not rows:
             raise NotFoundError(f"Conversation {conversation_id} does not exist (it may have been deleted).")
         return _conversation(rows[0])
@@ -227,8 +249,9 @@ class HistoryStore:
         if not title:
             raise HistoryError("A conversation title cannot be empty.")
         with self._tx() as db:
-            cur = db.execute("UPDATE conversations SET title = ?, title_is_auto = 0 WHERE id = ?",
-                             (title, conversation_id))
+            cur = db.execute(
+                "UPDATE conversations SET title = ?, title_is_auto = 0 WHERE id = ?", (title, conversation_id)
+            )
             if cur.rowcount == 0:
                 raise NotFoundError(f"Conversation {conversation_id} does not exist.")
         return self.conversation(conversation_id)
@@ -268,15 +291,19 @@ class HistoryStore:
                 raise NotFoundError(f"Conversation {conversation_id} does not exist (it may have been deleted).")
             approved = json.loads(row[0]) if row[0] else []
             if name not in approved:
-                db.execute("UPDATE conversations SET approved_tools = ? WHERE id = ?",
-                           (json.dumps([*approved, name]), conversation_id))
+                db.execute(
+                    "UPDATE conversations SET approved_tools = ? WHERE id = ?",
+                    (json.dumps([*approved, name]), conversation_id),
+                )
         return self.conversation(conversation_id)
 
     def forget_tool_approvals(self, conversation_id: int) -> Conversation:
         """Ask again before every call in this conversation (the approvals it remembered are dropped)."""
         with self._tx() as db:
-            if db.execute("UPDATE conversations SET approved_tools = NULL WHERE id = ?",
-                          (conversation_id,)).rowcount == 0:
+            if (
+                db.execute("UPDATE conversations SET approved_tools = NULL WHERE id = ?", (conversation_id,)).rowcount
+                == 0
+            ):
                 raise NotFoundError(f"Conversation {conversation_id} does not exist (it may have been deleted).")
         return self.conversation(conversation_id)
 
@@ -284,8 +311,9 @@ class HistoryStore:
         """Delete a conversation and its messages, leaving no trace of their text in the files (the
         search index and the write-ahead log included); returns how many messages went."""
         with self._tx() as db:
-            messages = db.execute("SELECT COUNT(*) FROM messages WHERE conversation_id = ?",
-                                  (conversation_id,)).fetchone()[0]
+            messages = db.execute(
+                "SELECT COUNT(*) FROM messages WHERE conversation_id = ?", (conversation_id,)
+            ).fetchone()[0]
             db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
             # The search index only marks rows deleted until its segments are merged: merge them now.
             db.execute("INSERT INTO messages_fts(messages_fts) VALUES ('optimize')")
@@ -304,14 +332,13 @@ class HistoryStore:
 
     # Messages --------------------------------------------------------------------
 
-    def add_message(
-        self, conversation_id: int, role: str, content: str, status: MessageStatus = "complete"
-    ) -> Message:
+    def add_message(self, conversation_id: int, role: str, content: str, status: MessageStatus = "complete") -> Message:
         """Append a message; the first user message titles an untitled conversation."""
         now = time.time()
         with self._tx() as db:
-            row = db.execute("SELECT title_is_auto, title FROM conversations WHERE id = ?",
-                             (conversation_id,)).fetchone()
+            row = db.execute(
+                "SELECT title_is_auto, title FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
             if row is None:
                 raise NotFoundError(f"Conversation {conversation_id} does not exist (it may have been deleted).")
             cur = db.execute(
@@ -363,8 +390,9 @@ class HistoryStore:
     def delete_messages_from(self, conversation_id: int, message_id: int) -> int:
         """Delete a message and every later one in its conversation (for regenerate and edit)."""
         with self._tx() as db:
-            cur = db.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ?",
-                             (conversation_id, message_id))
+            cur = db.execute(
+                "DELETE FROM messages WHERE conversation_id = ? AND id >= ?", (conversation_id, message_id)
+            )
             return cur.rowcount
 
     def delete_message(self, message_id: int) -> None:

@@ -39,9 +39,20 @@ class TaskContext:
     steps found themselves (a document search tool's), cited with the answer.
     """
 
-    def __init__(self, backend: Backend, templates: TemplateLibrary | None, sampling: SamplingParams,
-                 stream: AnswerStream, cancellation: Cancellation, *, priority: Priority = Priority.NORMAL,
-                 token_healing: bool = True, span=None, trace_parent=None, conversation_key: str | None = None):
+    def __init__(
+        self,
+        backend: Backend,
+        templates: TemplateLibrary | None,
+        sampling: SamplingParams,
+        stream: AnswerStream,
+        cancellation: Cancellation,
+        *,
+        priority: Priority = Priority.NORMAL,
+        token_healing: bool = True,
+        span=None,
+        trace_parent=None,
+        conversation_key: str | None = None,
+    ):
         self.backend = backend
         self.templates = templates
         self.sampling = sampling
@@ -96,31 +107,52 @@ class TaskContext:
             raise InvalidRequestError("No prompt templates are available.")
         return self.templates.get(template).render(**values)
 
-    def generate(self, messages: Sequence[ChatMessage] | None = None, *, prompt: str | None = None,
-                 stream: bool = False, grammar: str | None = None, max_tokens: int | None = None,
-                 sampling: SamplingParams | None = None, token_healing: bool | None = None) -> str:
+    def generate(
+        self,
+        messages: Sequence[ChatMessage] | None = None,
+        *,
+        prompt: str | None = None,
+        stream: bool = False,
+        grammar: str | None = None,
+        max_tokens: int | None = None,
+        sampling: SamplingParams | None = None,
+        token_healing: bool | None = None,
+    ) -> str:
         """Run one generation to its end and return its text; ``stream`` also emits it as output.
 
         Raises TaskCancelled when the answer is cancelled (the partial text streamed so far
         stays in the output), or the generation's EngineError when it fails.
         """
         healing = self.token_healing if token_healing is None else token_healing
-        return self._generate(dict(messages=tuple(messages or ()), prompt=prompt, grammar=grammar,
-                                   token_healing=healing), stream, max_tokens, sampling).text
+        return self._generate(
+            dict(messages=tuple(messages or ()), prompt=prompt, grammar=grammar, token_healing=healing),
+            stream,
+            max_tokens,
+            sampling,
+        ).text
 
-    def generate_step(self, messages: Sequence[ChatMessage], *, tools: Sequence[ToolSpec] = (),
-                      tool_choice: str = "auto", stream: bool = False, max_tokens: int | None = None) -> Done:
+    def generate_step(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[ToolSpec] = (),
+        tool_choice: str = "auto",
+        stream: bool = False,
+        max_tokens: int | None = None,
+    ) -> Done:
         """One model turn of an answer that may call tools: the whole Done (its text and its tool calls)."""
-        return self._generate(dict(messages=tuple(messages), tools=tuple(tools), tool_choice=tool_choice),
-                              stream, max_tokens, None)
+        return self._generate(
+            dict(messages=tuple(messages), tools=tuple(tools), tool_choice=tool_choice), stream, max_tokens, None
+        )
 
     def _generate(self, fields: dict, stream: bool, max_tokens: int | None, sampling: SamplingParams | None) -> Done:
         self.check_cancel()
         params = sampling or self.sampling
         if max_tokens is not None:
             params = replace(params, max_tokens=max(1, max_tokens))
-        request = GenerationRequest(sampling=params, priority=self.priority, conversation_key=self.conversation_key,
-                                    **fields)
+        request = GenerationRequest(
+            sampling=params, priority=self.priority, conversation_key=self.conversation_key, **fields
+        )
 
         def on_event(event) -> None:  # on the backend's thread: hand over, never wait
             if isinstance(event, Token) and stream:

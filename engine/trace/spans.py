@@ -27,8 +27,12 @@ from engine.trace.tracing import Tracing, context_of, fail, set_attributes, trac
 
 log = logging.getLogger(__name__)
 
-_STAGES = (("embed", "embed_query"), ("vector_search", "vector_search"), ("text_search", "text_search"),
-           ("fuse", "fuse"))
+_STAGES = (
+    ("embed", "embed_query"),
+    ("vector_search", "vector_search"),
+    ("text_search", "text_search"),
+    ("fuse", "fuse"),
+)
 
 
 class AnswerSpan:
@@ -51,17 +55,23 @@ class AnswerSpan:
             return
         self.ended = True
         st = ended.stats
-        set_attributes(self.span, {
-            "gen_ai.response.finish_reasons": [st.finish_reason] if st.finish_reason else
-            ["cancelled"] if ended.cancelled else None,
-            "gen_ai.usage.input_tokens": st.prompt_tokens,
-            "gen_ai.usage.output_tokens": st.completion_tokens,
-            "locus.time_to_first_token_s": st.time_to_first_token_s,
-            "locus.tokens_per_s": st.tokens_per_s,
-            "locus.prompt.reused_tokens": st.reused_prompt_tokens,
-            "locus.generations": st.generations,
-            "locus.cancelled": ended.cancelled,
-        })
+        set_attributes(
+            self.span,
+            {
+                "gen_ai.response.finish_reasons": [st.finish_reason]
+                if st.finish_reason
+                else ["cancelled"]
+                if ended.cancelled
+                else None,
+                "gen_ai.usage.input_tokens": st.prompt_tokens,
+                "gen_ai.usage.output_tokens": st.completion_tokens,
+                "locus.time_to_first_token_s": st.time_to_first_token_s,
+                "locus.tokens_per_s": st.tokens_per_s,
+                "locus.prompt.reused_tokens": st.reused_prompt_tokens,
+                "locus.generations": st.generations,
+                "locus.cancelled": ended.cancelled,
+            },
+        )
         if ended.error is not None:
             fail(self.span, ended.error)
         elif ended.text:
@@ -77,14 +87,28 @@ class AnswerSpan:
 
 
 @contextmanager
-def answer(tracing: Tracing, name: str, *, task: str, conversation_id: int | None, backend: str, model: str | None,
-           summary: str, question: str | None = None, task_id: int | None = None) -> Iterator[AnswerSpan]:
+def answer(
+    tracing: Tracing,
+    name: str,
+    *,
+    task: str,
+    conversation_id: int | None,
+    backend: str,
+    model: str | None,
+    summary: str,
+    question: str | None = None,
+    task_id: int | None = None,
+) -> Iterator[AnswerSpan]:
     """The root span of one answer (``name`` "ask" for a question, else the task's name), around all of it;
     ``backend`` is the name of the one that answers ("local", "remote").
 
     End it with ``finish(ended)``; an exception that leaves the block fails it."""
-    attributes = {"locus.task": task, "gen_ai.conversation.id": conversation_id, "locus.backend": backend,
-                  "gen_ai.request.model": model}
+    attributes = {
+        "locus.task": task,
+        "gen_ai.conversation.id": conversation_id,
+        "locus.backend": backend,
+        "gen_ai.request.model": model,
+    }
     if question is not None:
         attributes["gen_ai.operation.name"] = "chat"
     if task_id is not None:
@@ -143,22 +167,39 @@ def _record_retrieval(tracing: Tracing, parent: Span, retrieval, start_ns: int, 
     if not span.is_recording():
         return
     passages = retrieval.passages
-    set_attributes(span, {
-        "locus.retrieval.collections": [str(c) for c in collections] if collections else ["(all)"],
-        "locus.retrieval.vector_hits": retrieval.vector_hits,
-        "locus.retrieval.text_hits": retrieval.text_hits,
-        "locus.retrieval.passages_count": len(passages),
-        "locus.retrieval.chunk_ids": [c for p in passages for c in p.chunk_ids],
-        "locus.retrieval.sources": [", ".join(x for x in (p.title or p.path, p.location()) if x) for p in passages],
-        "locus.retrieval.scores": [round(p.score, 6) for p in passages],
-        "locus.retrieval.similarities": [round(p.similarity, 4) for p in passages],
-        "locus.retrieval.top_similarity": retrieval.top_similarity,
-    })
+    set_attributes(
+        span,
+        {
+            "locus.retrieval.collections": [str(c) for c in collections] if collections else ["(all)"],
+            "locus.retrieval.vector_hits": retrieval.vector_hits,
+            "locus.retrieval.text_hits": retrieval.text_hits,
+            "locus.retrieval.passages_count": len(passages),
+            "locus.retrieval.chunk_ids": [c for p in passages for c in p.chunk_ids],
+            "locus.retrieval.sources": [", ".join(x for x in (p.title or p.path, p.location()) if x) for p in passages],
+            "locus.retrieval.scores": [round(p.score, 6) for p in passages],
+            "locus.retrieval.similarities": [round(p.similarity, 4) for p in passages],
+            "locus.retrieval.top_similarity": retrieval.top_similarity,
+        },
+    )
     tracing.content(span, "locus.retrieval.query", retrieval.query)
-    tracing.content(span, "locus.retrieval.passages", [
-        {"number": n, "title": p.title, "path": p.path, "location": p.location(), "collection": p.collection,
-         "score": p.score, "similarity": p.similarity, "chunk_ids": list(p.chunk_ids), "text": p.text}
-        for n, p in enumerate(passages, start=1)])
+    tracing.content(
+        span,
+        "locus.retrieval.passages",
+        [
+            {
+                "number": n,
+                "title": p.title,
+                "path": p.path,
+                "location": p.location(),
+                "collection": p.collection,
+                "score": p.score,
+                "similarity": p.similarity,
+                "chunk_ids": list(p.chunk_ids),
+                "text": p.text,
+            }
+            for n, p in enumerate(passages, start=1)
+        ],
+    )
     at = start_ns
     for key, name in _STAGES:
         seconds = retrieval.timings.get(key)
@@ -175,8 +216,12 @@ def _observe_question(tracing: Tracing, root: AnswerSpan, monitor, question: str
     if monitor is None or retrieval.query_vector is None:
         return
     try:
-        flagged = monitor.record_question(question if tracing.capture_content else None, retrieval.query_vector,
-                                          retrieval.top_similarity, root.trace_id)
+        flagged = monitor.record_question(
+            question if tracing.capture_content else None,
+            retrieval.query_vector,
+            retrieval.top_similarity,
+            root.trace_id,
+        )
     except Exception:  # monitoring must never cost the user their answer
         log.exception("monitor could not record a question")
         return
@@ -201,26 +246,38 @@ def citing(tracing: Tracing, root: AnswerSpan) -> Iterator[CiteStage]:
         raise
     else:
         citations = stage.result or ()
-        set_attributes(span, {
-            "locus.citations.numbers": [c.number for c in citations],
-            "locus.citations.explicit": [c.explicit for c in citations],
-            "locus.citations.sources": [c.passage.title or c.passage.path for c in citations],
-        })
+        set_attributes(
+            span,
+            {
+                "locus.citations.numbers": [c.number for c in citations],
+                "locus.citations.explicit": [c.explicit for c in citations],
+                "locus.citations.sources": [c.passage.title or c.passage.path for c in citations],
+            },
+        )
         support = stage.support
         if support is not None:
-            set_attributes(span, {
-                "locus.monitor.support": support.support,
-                "locus.monitor.unsupported_sentences": support.unsupported,
-                "locus.monitor.flagged": support.flagged,
-            })
-            tracing.content(span, "locus.monitor.sentences", [
-                {"text": s.text, "similarity": round(s.similarity, 4), "supported": s.supported}
-                for s in support.sentences])
+            set_attributes(
+                span,
+                {
+                    "locus.monitor.support": support.support,
+                    "locus.monitor.unsupported_sentences": support.unsupported,
+                    "locus.monitor.flagged": support.flagged,
+                },
+            )
+            tracing.content(
+                span,
+                "locus.monitor.sentences",
+                [
+                    {"text": s.text, "similarity": round(s.similarity, 4), "supported": s.supported}
+                    for s in support.sentences
+                ],
+            )
     finally:
         span.end()
 
 
 # Tools ------------------------------------------------------------------------------------
+
 
 def _tool_type(name: str, source: str) -> str:
     """GenAI's gen_ai.tool.type: "datastore" for document search, "extension" for an MCP server's tools
@@ -243,18 +300,21 @@ def executing_tool(tracing: Tracing, root: Span | None, call, spec, step: int) -
     """The ``execute_tool`` span of one tool call (OpenTelemetry GenAI conventions), under the answer's root:
     from the model's asking to the result, approval included. Arguments and result only with content
     capture; a call that did not end "ok" is an error span (error.type its status)."""
-    span = tracing.start(f"execute_tool {call.name}", root, {
-        "gen_ai.operation.name": "execute_tool",
-        "gen_ai.tool.name": call.name,
-        "gen_ai.tool.call.id": call.id,
-        "gen_ai.tool.type": _tool_type(call.name, spec.source if spec is not None else ""),
-        "gen_ai.tool.description": spec.description[:300] if spec is not None and spec.description else None,
-        "locus.tool.source": spec.source if spec is not None else None,
-        "locus.tool.read_only": spec.read_only if spec is not None else None,
-        "locus.agent.step": step,
-    })
-    tracing.content(span, "gen_ai.tool.call.arguments", call.arguments if call.arguments or not call.raw
-                    else call.raw)
+    span = tracing.start(
+        f"execute_tool {call.name}",
+        root,
+        {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": call.name,
+            "gen_ai.tool.call.id": call.id,
+            "gen_ai.tool.type": _tool_type(call.name, spec.source if spec is not None else ""),
+            "gen_ai.tool.description": spec.description[:300] if spec is not None and spec.description else None,
+            "locus.tool.source": spec.source if spec is not None else None,
+            "locus.tool.read_only": spec.read_only if spec is not None else None,
+            "locus.agent.step": step,
+        },
+    )
+    tracing.content(span, "gen_ai.tool.call.arguments", call.arguments if call.arguments or not call.raw else call.raw)
     stage = ToolStage()
     began = time.perf_counter()
     try:
@@ -264,15 +324,18 @@ def executing_tool(tracing: Tracing, root: Span | None, call, spec, step: int) -
         span.end()
         raise
     result = stage.result
-    set_attributes(span, {
-        "locus.tool.status": result.status if result else None,
-        "locus.tool.approval": stage.approval,
-        "locus.tool.duration_s": round(result.duration_s, 6) if result else None,
-        "locus.tool.elapsed_s": round(time.perf_counter() - began, 6),
-        "locus.tool.truncated": result.truncated if result else None,
-        "locus.tool.result_chars": len(result.text) if result else None,
-        "locus.cancelled": bool(result and result.status == "cancelled"),
-    })
+    set_attributes(
+        span,
+        {
+            "locus.tool.status": result.status if result else None,
+            "locus.tool.approval": stage.approval,
+            "locus.tool.duration_s": round(result.duration_s, 6) if result else None,
+            "locus.tool.elapsed_s": round(time.perf_counter() - began, 6),
+            "locus.tool.truncated": result.truncated if result else None,
+            "locus.tool.result_chars": len(result.text) if result else None,
+            "locus.cancelled": bool(result and result.status == "cancelled"),
+        },
+    )
     if result is not None:
         tracing.content(span, "gen_ai.tool.call.result", result.text)
         if result.status != "ok":
@@ -285,21 +348,38 @@ def executing_tool(tracing: Tracing, root: Span | None, call, spec, step: int) -
 
 # Indexing ---------------------------------------------------------------------------------
 
+
 def start_index_job(tracing: Tracing, job) -> Span:
     """The root span of an indexing job (its files become ``index_file`` children)."""
-    return tracing.start("index", attributes={
-        "locus.task": "index", "locus.index.kind": job.kind, "locus.index.collection": job.collection,
-        "locus.index.paths": job.paths[:100], "locus.summary": f"{job.kind} {', '.join(job.paths[:3])}"[:300]})
+    return tracing.start(
+        "index",
+        attributes={
+            "locus.task": "index",
+            "locus.index.kind": job.kind,
+            "locus.index.collection": job.collection,
+            "locus.index.paths": job.paths[:100],
+            "locus.summary": f"{job.kind} {', '.join(job.paths[:3])}"[:300],
+        },
+    )
 
 
 def finish_index_job(span: Span, result=None, error: BaseException | None = None) -> None:
     """End a job's span with what it did (an IndexFinished), or the error that stopped it."""
     if result is not None:
         p = result.progress
-        set_attributes(span, {"locus.index.files": p.files_total, "locus.index.indexed": result.indexed,
-                              "locus.index.unchanged": result.unchanged, "locus.index.failed": result.failed,
-                              "locus.index.removed": result.removed, "locus.cancelled": result.cancelled,
-                              "locus.index.chunks": p.chunks_done, "locus.index.pages": p.pages_done})
+        set_attributes(
+            span,
+            {
+                "locus.index.files": p.files_total,
+                "locus.index.indexed": result.indexed,
+                "locus.index.unchanged": result.unchanged,
+                "locus.index.failed": result.failed,
+                "locus.index.removed": result.removed,
+                "locus.cancelled": result.cancelled,
+                "locus.index.chunks": p.chunks_done,
+                "locus.index.pages": p.pages_done,
+            },
+        )
     if error is not None:
         fail(span, error)
     span.end()
@@ -307,18 +387,34 @@ def finish_index_job(span: Span, result=None, error: BaseException | None = None
 
 def start_index_file(tracing: Tracing, parent: Span, record) -> Span:
     """One file's span in an indexing job, from the moment it is queued."""
-    return tracing.start("index_file", parent, {
-        "locus.document.path": record.path, "locus.document.id": record.doc_id,
-        "locus.document.collection": record.collection, "locus.document.size_bytes": record.size})
+    return tracing.start(
+        "index_file",
+        parent,
+        {
+            "locus.document.path": record.path,
+            "locus.document.id": record.doc_id,
+            "locus.document.collection": record.collection,
+            "locus.document.size_bytes": record.size,
+        },
+    )
 
 
-def finish_index_file(span: Span, record, *, chunks: int = 0, pages: int = 0,
-                      error: BaseException | None = None) -> None:
+def finish_index_file(
+    span: Span, record, *, chunks: int = 0, pages: int = 0, error: BaseException | None = None
+) -> None:
     """End a file's span with its final status (done, failed with the reason, or cancelled)."""
-    set_attributes(span, {"locus.document.status": record.status, "locus.document.reason": record.reason or None,
-                          "locus.document.kind": record.kind, "locus.document.title": record.title or None,
-                          "locus.document.chunks": chunks, "locus.document.pages": pages,
-                          "locus.cancelled": record.status == "cancelled"})
+    set_attributes(
+        span,
+        {
+            "locus.document.status": record.status,
+            "locus.document.reason": record.reason or None,
+            "locus.document.kind": record.kind,
+            "locus.document.title": record.title or None,
+            "locus.document.chunks": chunks,
+            "locus.document.pages": pages,
+            "locus.cancelled": record.status == "cancelled",
+        },
+    )
     if record.status == "failed" and error is not None:
         fail(span, error)
     span.end()

@@ -12,13 +12,18 @@ from engine.chat_settings import AgentSettings
 from engine.errors import InvalidRequestError
 from engine.tools.base import ToolSpec
 
-OBJECT = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-          "required": ["a", "b"], "additionalProperties": False}
+OBJECT = {
+    "type": "object",
+    "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+    "required": ["a", "b"],
+    "additionalProperties": False,
+}
 
 
 def spec(name: str, *, read_only: bool = False) -> ToolSpec:
-    return ToolSpec(name, "a tool", OBJECT, read_only=read_only, source="mcp:" + name.split("/")[0]
-                    if "/" in name else "builtin")
+    return ToolSpec(
+        name, "a tool", OBJECT, read_only=read_only, source="mcp:" + name.split("/")[0] if "/" in name else "builtin"
+    )
 
 
 def test_only_a_call_that_waits_can_be_approved_and_only_with_a_known_answer():

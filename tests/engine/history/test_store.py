@@ -43,7 +43,9 @@ def test_create_list_rename_delete(store):
 
 def test_first_question_titles_the_conversation_once(store):
     c = store.create_conversation()
-    store.add_message(c.id, "user", "How do I bake sourdough bread at home with a cast iron pot and no scale?\nMore detail")
+    store.add_message(
+        c.id, "user", "How do I bake sourdough bread at home with a cast iron pot and no scale?\nMore detail"
+    )
     store.add_message(c.id, "user", "A second question")
     title = store.conversation(c.id).title
     assert title == auto_title("How do I bake sourdough bread at home with a cast iron pot and no scale?")
@@ -68,8 +70,10 @@ def test_messages_keep_order_status_and_stats(store):
 
 def test_delete_from_removes_the_message_and_everything_after(store):
     c = store.create_conversation()
-    ids = [store.add_message(c.id, r, t).id for r, t in
-           [("user", "1"), ("assistant", "2"), ("user", "3"), ("assistant", "4")]]
+    ids = [
+        store.add_message(c.id, r, t).id
+        for r, t in [("user", "1"), ("assistant", "2"), ("user", "3"), ("assistant", "4")]
+    ]
     assert store.delete_messages_from(c.id, ids[2]) == 2
     assert [m.content for m in store.messages(c.id)] == ["1", "2"]
 
@@ -251,8 +255,11 @@ def test_a_schema_4_database_takes_streaming_answers_out_of_the_index(tmp_path):
         END;
         PRAGMA user_version=4;
     """)
-    db.execute("INSERT INTO messages(conversation_id, role, content, status, created_at) "
-               "VALUES (?, 'assistant', 'newts swim', 'streaming', 0)", (c.id,))
+    db.execute(
+        "INSERT INTO messages(conversation_id, role, content, status, created_at) "
+        "VALUES (?, 'assistant', 'newts swim', 'streaming', 0)",
+        (c.id,),
+    )
     db.commit()
     db.close()
     store = HistoryStore(path)
