@@ -31,9 +31,12 @@ class ConversationList(QObject):
         if self.search_text:
             self.search(self.search_text)
             return
-        run_in_background(self.history.conversations,
-                          lambda rows: self.sidebar.set_conversations(rows, self.current()),
-                          lambda exc: show_error(self.window, "Conversations", exc), owner=self)
+        run_in_background(
+            self.history.conversations,
+            lambda rows: self.sidebar.set_conversations(rows, self.current()),
+            lambda exc: show_error(self.window, "Conversations", exc),
+            owner=self,
+        )
 
     def search(self, text: str) -> None:
         self.search_text = text
@@ -47,10 +50,14 @@ class ConversationList(QObject):
             if generation == self._generation:  # a later search supersedes this one
                 self.sidebar.set_search_results(hits, self.current())
 
-        run_in_background(lambda: self.history.search(text), show,
-                          lambda exc: show_error(self.window, "Search", exc), owner=self)
+        run_in_background(
+            lambda: self.history.search(text), show, lambda exc: show_error(self.window, "Search", exc), owner=self
+        )
 
     def rename(self, conversation_id: int, title: str) -> None:
-        run_in_background(lambda: self.history.rename_conversation(conversation_id, title),
-                          lambda _c: self.refresh(),
-                          lambda exc: (show_error(self.window, "Rename", exc), self.refresh()), owner=self)
+        run_in_background(
+            lambda: self.history.rename_conversation(conversation_id, title),
+            lambda _c: self.refresh(),
+            lambda exc: (show_error(self.window, "Rename", exc), self.refresh()),
+            owner=self,
+        )

@@ -112,8 +112,10 @@ class DocumentsPanel(QWidget):
         for i in reversed(range(self.tree.topLevelItemCount())):
             if self.tree.topLevelItem(i).data(0, DOC_ROLE)["doc_id"] not in wanted:
                 self.tree.takeTopLevelItem(i)
-        rows = {self.tree.topLevelItem(i).data(0, DOC_ROLE)["doc_id"]: self.tree.topLevelItem(i)
-                for i in range(self.tree.topLevelItemCount())}
+        rows = {
+            self.tree.topLevelItem(i).data(0, DOC_ROLE)["doc_id"]: self.tree.topLevelItem(i)
+            for i in range(self.tree.topLevelItemCount())
+        }
         for index, record in enumerate(records):
             item = rows.get(record.doc_id)
             if item is None:
@@ -126,8 +128,18 @@ class DocumentsPanel(QWidget):
                 if current:
                     self.tree.setCurrentItem(item, 0, QItemSelectionModel.SelectionFlag.NoUpdate)
             if self._shown.get(record.doc_id) != record:  # most rows are as they were: nothing to do
-                self._fill(item, record.doc_id, record.path, record.collection, record.status, record.reason,
-                           record.message, record.n_chunks, record.kind, record.title)
+                self._fill(
+                    item,
+                    record.doc_id,
+                    record.path,
+                    record.collection,
+                    record.status,
+                    record.reason,
+                    record.message,
+                    record.n_chunks,
+                    record.kind,
+                    record.title,
+                )
                 self._shown[record.doc_id] = record
         self._shown = {doc_id: r for doc_id, r in self._shown.items() if doc_id in wanted}
         names = sorted({r.collection for r in records} | {"default"})
@@ -138,8 +150,9 @@ class DocumentsPanel(QWidget):
             self.collection.setCurrentText(current_text or "default")
 
     @staticmethod
-    def _fill(item: QTreeWidgetItem, doc_id, path, collection, status, reason, message, n_chunks, kind="",
-              title="") -> QTreeWidgetItem:
+    def _fill(
+        item: QTreeWidgetItem, doc_id, path, collection, status, reason, message, n_chunks, kind="", title=""
+    ) -> QTreeWidgetItem:
         """Make a row show this document; a value already shown is left alone (no repaint for it)."""
         name = path.rsplit("/", 1)[-1]
         texts = (name, collection, status_text(status, reason), str(n_chunks) if n_chunks else "")
@@ -154,8 +167,7 @@ class DocumentsPanel(QWidget):
         return item
 
     def _item(self, doc_id, path, collection, status, reason, message, n_chunks, kind="", title="") -> QTreeWidgetItem:
-        return self._fill(QTreeWidgetItem(), doc_id, path, collection, status, reason, message, n_chunks, kind,
-                          title)
+        return self._fill(QTreeWidgetItem(), doc_id, path, collection, status, reason, message, n_chunks, kind, title)
 
     def update_status(self, event) -> None:
         """Apply one DocumentStatus event to its row (adding or removing rows as needed)."""
@@ -166,8 +178,17 @@ class DocumentsPanel(QWidget):
                 self.tree.takeTopLevelItem(self.tree.indexOfTopLevelItem(item))
             return
         if item is None:
-            self.tree.addTopLevelItem(self._item(event.doc_id, event.path, event.collection, event.status,
-                                                 event.reason, event.message, event.n_chunks))
+            self.tree.addTopLevelItem(
+                self._item(
+                    event.doc_id,
+                    event.path,
+                    event.collection,
+                    event.status,
+                    event.reason,
+                    event.message,
+                    event.n_chunks,
+                )
+            )
             return
         item.setText(1, event.collection)
         item.setText(2, status_text(event.status, event.reason))
@@ -183,8 +204,10 @@ class DocumentsPanel(QWidget):
 
     def rows(self) -> list[tuple[str, str, str]]:
         """(name, collection, status) of every row, for tests and screenshots."""
-        return [(self.tree.topLevelItem(i).text(0), self.tree.topLevelItem(i).text(1),
-                 self.tree.topLevelItem(i).text(2)) for i in range(self.tree.topLevelItemCount())]
+        return [
+            (self.tree.topLevelItem(i).text(0), self.tree.topLevelItem(i).text(1), self.tree.topLevelItem(i).text(2))
+            for i in range(self.tree.topLevelItemCount())
+        ]
 
     def set_busy(self, busy: bool) -> None:
         for widget in (self.progress, self.cancel, self.progress_label):
@@ -195,12 +218,14 @@ class DocumentsPanel(QWidget):
         self.progress.setRange(0, max(1, progress.files_total))
         self.progress.setValue(progress.files_done)
         if getattr(progress, "paused", False):
-            self.progress_label.setText(f"Indexing paused — {progress.files_done}/{progress.files_total} files "
-                                        "(resume from the tray menu)")
+            self.progress_label.setText(
+                f"Indexing paused — {progress.files_done}/{progress.files_total} files (resume from the tray menu)"
+            )
             return
         self.progress_label.setText(
             f"{progress.files_done}/{progress.files_total} files · {progress.chunks_done} chunks · "
-            f"{progress.files_per_s:.1f} files/s · {progress.chunks_per_s:.1f} chunks/s")
+            f"{progress.files_per_s:.1f} files/s · {progress.chunks_per_s:.1f} chunks/s"
+        )
 
     # Actions -----------------------------------------------------------------------
 
@@ -228,8 +253,16 @@ class DocumentsPanel(QWidget):
         self._open_document(item.data(0, DOC_ROLE))
 
     def _open_document(self, data: dict) -> None:
-        self.openRequested.emit({"path": data["path"], "kind": data.get("kind"), "title": data.get("title"),
-                                 "page": 1, "line_start": 1, "location": ""})
+        self.openRequested.emit(
+            {
+                "path": data["path"],
+                "kind": data.get("kind"),
+                "title": data.get("title"),
+                "page": 1,
+                "line_start": 1,
+                "location": "",
+            }
+        )
 
     def _context_menu(self, pos) -> None:
         item = self.tree.itemAt(pos)
@@ -247,21 +280,22 @@ class DocumentsPanel(QWidget):
         summarize = menu.addMenu("Summarize")
         summarize.setObjectName("summarizeMenu")
         summarize.addAction("This document, in a new chat", lambda: self.summarizeRequested.emit(doc_id, True))
-        summarize.addAction("This document, in the current chat",
-                            lambda: self.summarizeRequested.emit(doc_id, False))
-        summarize.addAction(mnemonic_safe(f"Collection \u201c{collection}\u201d, in a new chat"),
-                            lambda: self.summarizeCollectionRequested.emit(collection, True))
+        summarize.addAction("This document, in the current chat", lambda: self.summarizeRequested.emit(doc_id, False))
+        summarize.addAction(
+            mnemonic_safe(f"Collection \u201c{collection}\u201d, in a new chat"),
+            lambda: self.summarizeCollectionRequested.emit(collection, True),
+        )
         menu.addAction("Re-index", lambda: self.reindexRequested.emit(ids))
         menu.addAction("Remove from index", lambda: self.removeRequested.emit(ids))
         return menu
 
     # Drops on the panel itself go the same way as drops on the window.
 
-    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def dragEnterEvent(self, event) -> None:
         if event.mimeData().hasUrls():
             event.acceptProposedAction()
 
-    def dropEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def dropEvent(self, event) -> None:
         paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         if paths:
             self.add_paths(paths)

@@ -31,8 +31,13 @@ def details(exc: BaseException) -> str | None:
 def show_error(parent: QWidget | None, title: str, exc: BaseException | str) -> QMessageBox:
     """A non-blocking message box for a failure, in plain text (an error may quote a file name or a model's
     words); returns it (tests look at its text)."""
-    box = message_box(parent, title, exc if isinstance(exc, str) else describe(exc),
-                      detail=(not isinstance(exc, str) and details(exc)) or "", icon=QMessageBox.Icon.Warning,
-                      name="errorBox")
+    box = message_box(
+        parent,
+        title,
+        exc if isinstance(exc, str) else describe(exc),
+        detail=(not isinstance(exc, str) and details(exc)) or "",
+        icon=QMessageBox.Icon.Warning,
+        name="errorBox",
+    )
     box.open()
     return box

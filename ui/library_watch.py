@@ -44,8 +44,7 @@ class IndexWatch(QObject):
         self.poll.setInterval(POLL_MS)
         self.poll.timeout.connect(self.check)
         if not self.watcher.addPath(folder):
-            log.info("the index folder %s cannot be watched; looking for changes every %d s", folder,
-                     POLL_MS // 1000)
+            log.info("the index folder %s cannot be watched; looking for changes every %d s", folder, POLL_MS // 1000)
             self.poll.start()
 
     def _poked(self, _path: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
@@ -27,18 +28,18 @@ from ui.chat.documents_selector import DocumentsSelector
 from ui.chat.live_answer import LiveAnswer, waiting_words
 from ui.chat.message import MessageWidget
 from ui.chat.view import ChatView
+from ui.conversation_list import ConversationList
 from ui.documents_controller import DocumentsController
 from ui.errors import describe, show_error
 from ui.model_status import ModelStatus
 from ui.ops import run_in_background
 from ui.plain import literal, message_box, plain_label
+from ui.services import Services
 from ui.settings_flow import edit_settings
-from ui.conversation_list import ConversationList
 from ui.sidebar import ConversationSidebar
 from ui.tasks.bar import TaskBar, TaskProgressRow
-from ui.tasks.modes import MODES, TaskRequest, answer_stats_text
 from ui.tasks.launcher import TaskLauncher
-from ui.services import Services
+from ui.tasks.modes import MODES, TaskRequest, answer_stats_text
 from ui.traces.links import link_answer
 from ui.traces.window import TraceWindow
 
@@ -75,20 +76,23 @@ class MainWindow(QMainWindow):
         self.chat = ChatView(self)
         self.documents_selector = DocumentsSelector(self)
         self.documents_selector.valueChanged.connect(self._documents_chosen)
-        self.edit_banner = plain_label("Editing your last question: Enter sends it again, Esc cancels.", self,
-                                       name="editBanner")
+        self.edit_banner = plain_label(
+            "Editing your last question: Enter sends it again, Esc cancels.", self, name="editBanner"
+        )
         self.edit_banner.hide()
         self.composer = Composer(self)
         self.composer.submitted.connect(self.send)
         self.composer.escaped.connect(self._escape)
-        self.task_bar = TaskBar(self.documents_selector, services.settings.tasks.translate_to,
-                                lambda: self.documents.library, self)
+        self.task_bar = TaskBar(
+            self.documents_selector, services.settings.tasks.translate_to, lambda: self.documents.library, self
+        )
         self.task_bar.bind_composer(self.composer)
         self.task_bar.modeChanged.connect(lambda _mode: self._set_editing(False))  # editing is for chat
         self.task_progress = TaskProgressRow(self)
         self.send_button = self._button("Send", "sendButton", self._send_or_stop)
-        self.regenerate_button = self._button("Regenerate", "regenerateButton", self.regenerate,
-                                              "Answer the last question again")
+        self.regenerate_button = self._button(
+            "Regenerate", "regenerateButton", self.regenerate, "Answer the last question again"
+        )
         self.edit_button = self._button("Edit last question", "editButton", self.edit_last_question)
         self.backend = BackendSelector(self, services, lambda: self.conversation_id)
 
@@ -145,8 +149,9 @@ class MainWindow(QMainWindow):
         file_menu = self.menuBar().addMenu("&File")
         new = QAction("&New chat", self, shortcut=QKeySequence.StandardKey.New, triggered=self.new_conversation)
         settings = QAction("&Settings…", self, shortcut=QKeySequence("Ctrl+,"), triggered=self.open_settings)
-        models = QAction("&Models…", self, shortcut=QKeySequence("Ctrl+Shift+M"),
-                         triggered=lambda: self.model.open_manager())
+        models = QAction(
+            "&Models…", self, shortcut=QKeySequence("Ctrl+Shift+M"), triggered=lambda: self.model.open_manager()
+        )
         quit_ = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close)
         for action in (new, models, settings):
             file_menu.addAction(action)
@@ -154,8 +159,9 @@ class MainWindow(QMainWindow):
         file_menu.addAction(quit_)
         view_menu = self.menuBar().addMenu("&View")
         view_menu.addAction(self.documents.toggle_action)
-        view_menu.addAction(QAction("&Trace log…", self, shortcut=QKeySequence("Ctrl+Shift+T"),
-                                    triggered=lambda: self.open_traces()))
+        view_menu.addAction(
+            QAction("&Trace log…", self, shortcut=QKeySequence("Ctrl+Shift+T"), triggered=lambda: self.open_traces())
+        )
         tools_menu = self.menuBar().addMenu("&Tools")
         tools_menu.addAction(QAction("&Prompt templates…", self, triggered=self.tasks.open_template_editor))
         help_menu = self.menuBar().addMenu("&Help")
@@ -173,8 +179,11 @@ class MainWindow(QMainWindow):
 
     def _report_setting_problems(self) -> None:
         text = "\n\n".join(str(p) for p in self.services.problems)
-        show_error(self, "Settings problems", "Some settings in config.toml were not valid; defaults are used "
-                   "for them:\n\n" + text)
+        show_error(
+            self,
+            "Settings problems",
+            "Some settings in config.toml were not valid; defaults are used for them:\n\n" + text,
+        )
 
     def load_model(self) -> None:
         self.model.load()
@@ -219,8 +228,12 @@ class MainWindow(QMainWindow):
             self._update_buttons()
 
         history = self.services.history
-        run_in_background(lambda: (history.conversation(conversation_id), history.messages(conversation_id)), show,
-                          lambda exc: show_error(self, "Open conversation", exc), owner=self)
+        run_in_background(
+            lambda: (history.conversation(conversation_id), history.messages(conversation_id)),
+            show,
+            lambda exc: show_error(self, "Open conversation", exc),
+            owner=self,
+        )
 
     def _reattach_live_answer(self) -> None:
         """Back in the conversation whose answer is still streaming: follow it again."""
@@ -240,12 +253,17 @@ class MainWindow(QMainWindow):
             self.pending_collections = value
             return
         conversation = self.conversation_id
-        run_in_background(lambda: self.services.history.set_options(conversation, collections=value), None,
-                          lambda exc: show_error(self, "Documents", exc), owner=self)
+        run_in_background(
+            lambda: self.services.history.set_options(conversation, collections=value),
+            None,
+            lambda exc: show_error(self, "Documents", exc),
+            owner=self,
+        )
 
     def delete_conversation(self, conversation_id: int) -> None:
-        answer = QMessageBox.question(self, "Delete conversation",
-                                      "Delete this conversation, its messages and its traces? This cannot be undone.")
+        answer = QMessageBox.question(
+            self, "Delete conversation", "Delete this conversation, its messages and its traces? This cannot be undone."
+        )
         if answer != QMessageBox.StandardButton.Yes:
             return
         if self.live is not None and self.live.conversation_id == conversation_id:
@@ -257,8 +275,12 @@ class MainWindow(QMainWindow):
             self.refresh_conversations()
             self.statusBar().showMessage(result.describe(), 8000)
 
-        run_in_background(lambda: self.services.assistant.delete_conversation(conversation_id), deleted,
-                          lambda exc: show_error(self, "Delete", exc), owner=self)
+        run_in_background(
+            lambda: self.services.assistant.delete_conversation(conversation_id),
+            deleted,
+            lambda exc: show_error(self, "Delete", exc),
+            owner=self,
+        )
 
     # Asking ------------------------------------------------------------------------
 
@@ -288,13 +310,13 @@ class MainWindow(QMainWindow):
             last_user = self._last_widget("user")
             if last_user is not None:
                 self.chat.remove_from(last_user)
-            start = lambda sink: assistant.resend_edited(conversation, text, sink)  # noqa: E731
+            start = partial(assistant.resend_edited, conversation, text)
         elif conversation is None:
             chosen, options = self.pending_collections, self.backend.ask_options()
-            start = lambda sink: assistant.ask(text, None, sink, collections=chosen, **options)  # noqa: E731
+            start = partial(assistant.ask, text, None, collections=chosen, **options)
         else:
             options = self.backend.ask_options()
-            start = lambda sink: assistant.ask(text, conversation, sink, **options)  # noqa: E731
+            start = partial(assistant.ask, text, conversation, **options)
         user_widget = self.chat.add_message("user", text)
         self._begin_answer(user_widget, start, waiting_words(self.services.backends.resolve(None)[1].model_info))
 
@@ -312,8 +334,11 @@ class MainWindow(QMainWindow):
         conversation, assistant = self.conversation_id, self.services.assistant
         user_widget = self.chat.add_message("user", request.request_text)
         self.task_progress.start(request.working)
-        self._begin_answer(user_widget, lambda sink: assistant.run_task(request.run, request.request_text, conversation,
-                                                                        sink, name=request.name), request.working)
+        self._begin_answer(
+            user_widget,
+            lambda sink: assistant.run_task(request.run, request.request_text, conversation, sink, name=request.name),
+            request.working,
+        )
         return True
 
     def regenerate(self) -> None:
@@ -323,8 +348,11 @@ class MainWindow(QMainWindow):
         last = self.chat.messages()[-1] if self.chat.messages() else None
         if last is not None and last.role == "assistant":
             self.chat.remove_from(last)
-        self._begin_answer(self._last_widget("user"), lambda sink: assistant.regenerate(conversation, sink),
-                           waiting_words(self.services.backends.resolve(None)[1].model_info))
+        self._begin_answer(
+            self._last_widget("user"),
+            lambda sink: assistant.regenerate(conversation, sink),
+            waiting_words(self.services.backends.resolve(None)[1].model_info),
+        )
 
     def edit_last_question(self) -> None:
         last_user = self._last_widget("user")
@@ -434,21 +462,25 @@ class MainWindow(QMainWindow):
         return TraceWindow.open_for(self, self.services, trace_id)
 
     def _about(self) -> None:
-        message_box(self, "About Locus", f"Locus {self.version}".strip(),
-                    informative="A private AI assistant that runs entirely on this computer.",
-                    name="aboutBox").open()
+        message_box(
+            self,
+            "About Locus",
+            f"Locus {self.version}".strip(),
+            informative="A private AI assistant that runs entirely on this computer.",
+            name="aboutBox",
+        ).open()
 
-    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def dragEnterEvent(self, event) -> None:
         if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
             event.acceptProposedAction()
 
-    def dropEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def dropEvent(self, event) -> None:
         """Files or folders dropped anywhere on the window are indexed."""
         paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         if paths:
             self.documents.handle_drop(paths)
             event.acceptProposedAction()
 
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+    def closeEvent(self, event: QCloseEvent) -> None:
         self.stop()  # the runtime saves the partial answer while shutting down
         super().closeEvent(event)

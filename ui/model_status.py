@@ -78,6 +78,7 @@ class ModelStatus:
 
     def use(self, path: str) -> None:
         """Make ``path`` the default model and switch to it now; a running answer is stopped and kept."""
+
         def chosen(needs_reload: bool) -> None:
             if needs_reload:
                 self.window.stop()
@@ -85,5 +86,9 @@ class ModelStatus:
             if self.manager is not None:
                 self.manager.local.refresh()
 
-        run_in_background(lambda: self.services.choose_model(path), chosen,
-                          lambda exc: show_error(self.window, "Model not changed", exc), owner=self.window)
+        run_in_background(
+            lambda: self.services.choose_model(path),
+            chosen,
+            lambda exc: show_error(self.window, "Model not changed", exc),
+            owner=self.window,
+        )

@@ -15,7 +15,7 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 log = logging.getLogger(__name__)
 
-_in_flight: set["_Relay"] = set()
+_in_flight: set[_Relay] = set()
 
 
 class _Relay(QObject):

@@ -26,8 +26,15 @@ def mnemonic_safe(text: str) -> str:
     return text.replace("&", "&&")
 
 
-def plain_label(text: str = "", parent: QWidget | None = None, *, name: str = "", wrap: bool = False,
-                selectable: bool = False, bold: bool = False) -> QLabel:
+def plain_label(
+    text: str = "",
+    parent: QWidget | None = None,
+    *,
+    name: str = "",
+    wrap: bool = False,
+    selectable: bool = False,
+    bold: bool = False,
+) -> QLabel:
     """A QLabel that shows its text as plain text, whatever it holds (now and after any setText)."""
     label = QLabel(parent)
     label.setTextFormat(Qt.TextFormat.PlainText)
@@ -44,8 +51,9 @@ def plain_label(text: str = "", parent: QWidget | None = None, *, name: str = ""
     return label
 
 
-def rich_label(html: str = "", parent: QWidget | None = None, *, name: str = "", wrap: bool = False,
-               selectable: bool = False) -> QLabel:
+def rich_label(
+    html: str = "", parent: QWidget | None = None, *, name: str = "", wrap: bool = False, selectable: bool = False
+) -> QLabel:
     """A QLabel that renders rich text: only for fixed markup whose every value went through
     html.escape (the trace header, the monitoring summary). Anything else takes ``plain_label``."""
     label = QLabel(parent)
@@ -59,8 +67,16 @@ def rich_label(html: str = "", parent: QWidget | None = None, *, name: str = "",
     return label
 
 
-def message_box(parent: QWidget | None, title: str, text: str, *, informative: str = "", detail: str = "",
-                icon: QMessageBox.Icon = QMessageBox.Icon.Information, name: str = "") -> QMessageBox:
+def message_box(
+    parent: QWidget | None,
+    title: str,
+    text: str,
+    *,
+    informative: str = "",
+    detail: str = "",
+    icon: QMessageBox.Icon = QMessageBox.Icon.Information,
+    name: str = "",
+) -> QMessageBox:
     """A message box whose texts are all plain text (an error may quote a file name or a model's words);
     its links, if any, are not followed. Show it with ``open()`` (or ``exec()``)."""
     box = QMessageBox(parent)

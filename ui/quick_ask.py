@@ -147,13 +147,13 @@ class QuickAsk(QWidget):
         self.activateWindow()
         self.input.setFocus()
 
-    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt override
+    def keyPressEvent(self, event: QKeyEvent) -> None:
         if event.key() == Qt.Key.Key_Escape:
             self.close()  # hideEvent stops the answer
             return
         super().keyPressEvent(event)
 
-    def hideEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def hideEvent(self, event) -> None:
         self.stop()  # the partial answer is saved by the assistant
         super().hideEvent(event)
 
@@ -186,15 +186,22 @@ class QuickAsk(QWidget):
         def save() -> bool:
             return services.update_settings(lambda current: current.with_value("ui.quick_ask_collection", name))
 
-        run_in_background(save, None,
-                          lambda exc: self._set_status(f"The choice was not saved: {describe(exc)}", error=True),
-                          owner=self)
+        run_in_background(
+            save,
+            None,
+            lambda exc: self._set_status(f"The choice was not saved: {describe(exc)}", error=True),
+            owner=self,
+        )
 
     def _refresh_collections(self) -> None:
         library = self.services.library
         if library is not None:
-            run_in_background(library.collections, self.set_collections, lambda exc: log.info(
-                "quick ask: collections unavailable: %s", exc), owner=self)
+            run_in_background(
+                library.collections,
+                self.set_collections,
+                lambda exc: log.info("quick ask: collections unavailable: %s", exc),
+                owner=self,
+            )
 
     # Asking -----------------------------------------------------------------------------
 
@@ -271,11 +278,18 @@ class QuickAsk(QWidget):
             self.answer.setVisible(bool(ended.text))
             self._set_status(describe(ended.error), error=True)
         else:
-            self._set_status("Stopped — the partial answer is saved." if ended.cancelled
-                             else "Saved as a conversation · Enter asks a follow-up")
+            self._set_status(
+                "Stopped — the partial answer is saved."
+                if ended.cancelled
+                else "Saved as a conversation · Enter asks a follow-up"
+            )
             if live.citations:
-                self.sources.setText("Sources: " + " · ".join(
-                    f"[{c.number}] {c.passage.title or c.passage.path.rsplit('/', 1)[-1]}" for c in live.citations))
+                self.sources.setText(
+                    "Sources: "
+                    + " · ".join(
+                        f"[{c.number}] {c.passage.title or c.passage.path.rsplit('/', 1)[-1]}" for c in live.citations
+                    )
+                )
                 self.sources.show()
         self.adjustSize()
         self.answered.emit(live.conversation_id)

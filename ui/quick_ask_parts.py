@@ -45,7 +45,7 @@ class AnswerView(SafeTextBrowser):
 
 
 class CollectionChooser(QComboBox):
-    """"No documents" or one collection; ``chosen`` is "" for plain chat."""
+    """ "No documents" or one collection; ``chosen`` is "" for plain chat."""
 
     picked = Signal(str)  # the user picked a collection ("" for none)
 

@@ -37,8 +37,9 @@ from ui.plain import literal
 from ui.web_links import describe_link, open_link
 
 # Raw HTML in Markdown is shown as the words it is: no <img>, <link>, style or hidden text from a model.
-MARKDOWN_FEATURES = QTextDocument.MarkdownFeature(QTextDocument.MarkdownFeature.MarkdownDialectGitHub.value
-                                                  | QTextDocument.MarkdownFeature.MarkdownNoHTML.value)
+MARKDOWN_FEATURES = QTextDocument.MarkdownFeature(
+    QTextDocument.MarkdownFeature.MarkdownDialectGitHub.value | QTextDocument.MarkdownFeature.MarkdownNoHTML.value
+)
 MAX_ALT = 80  # characters of an image's description shown in its place
 _SAFE_COPY = "locusSafeCopy"  # a property marking the clipboard data our views made
 
@@ -65,8 +66,12 @@ atexit.register(release_clipboard)  # runs before the interpreter shuts down, un
 def image_text(fmt: QTextFormat) -> str:
     """What an image in the text shows instead of itself: its description, never its source."""
     image = fmt.toImageFormat()
-    alt = " ".join((image.stringProperty(QTextFormat.Property.ImageAltText)
-                    or image.stringProperty(QTextFormat.Property.ImageTitle)).split())
+    alt = " ".join(
+        (
+            image.stringProperty(QTextFormat.Property.ImageAltText)
+            or image.stringProperty(QTextFormat.Property.ImageTitle)
+        ).split()
+    )
     if len(alt) > MAX_ALT:  # drawn as one unbreakable piece: a long one would run off the view
         alt = alt[:MAX_ALT] + "…"
     return f"[image: {alt}]" if alt else "[image]"
@@ -81,12 +86,12 @@ class ImagePlaceholder(QPyTextObject):
         font.setItalic(True)
         return font
 
-    def intrinsicSize(self, doc, pos_in_document, fmt) -> QSizeF:  # noqa: N802 - Qt override
+    def intrinsicSize(self, doc, pos_in_document, fmt) -> QSizeF:
         metrics = QFontMetricsF(self._font(fmt))
         # The object sits on the baseline: as tall as the text above it, so the line keeps its height.
         return QSizeF(metrics.horizontalAdvance(image_text(fmt)), metrics.ascent())
 
-    def drawObject(self, painter, rect, doc, pos_in_document, fmt) -> None:  # noqa: N802 - Qt override
+    def drawObject(self, painter, rect, doc, pos_in_document, fmt) -> None:
         painter.save()
         painter.setFont(self._font(fmt))
         faded = QColor(painter.pen().color())  # the text's own colour, in the light or the dark theme
@@ -105,7 +110,7 @@ class SafeDocument(QTextDocument):
         self.placeholder = ImagePlaceholder(self)
         self.documentLayout().registerHandler(QTextFormat.ObjectTypes.ImageObject.value, self.placeholder)
 
-    def loadResource(self, kind: int, name: QUrl):  # noqa: N802 - Qt override
+    def loadResource(self, kind: int, name: QUrl):
         # Never the base class: it opens the path when nothing else supplied the resource.
         return None
 
@@ -154,12 +159,12 @@ class SafeTextBrowser(QTextBrowser):
         self.highlighted.connect(self._hovered)
         self._status_shown = ""
 
-    def setDocument(self, document) -> None:  # noqa: N802 - Qt override
+    def setDocument(self, document) -> None:
         if not isinstance(document, SafeDocument):
             raise TypeError("a SafeTextBrowser shows only a SafeDocument")
         super().setDocument(document)
 
-    def loadResource(self, kind: int, name: QUrl):  # noqa: N802 - Qt override
+    def loadResource(self, kind: int, name: QUrl):
         return None
 
     def set_html(self, html: str) -> None:
@@ -174,7 +179,7 @@ class SafeTextBrowser(QTextBrowser):
         """The text as it reads on screen: images as their description."""
         return _safe_copy(QTextDocumentFragment(self.document())).toPlainText()
 
-    def createMimeDataFromSelection(self) -> QMimeData:  # noqa: N802 - Qt override
+    def createMimeDataFromSelection(self) -> QMimeData:
         """Copied text carries images as their description, so pasting it elsewhere loads nothing either."""
         copy = _safe_copy(QTextDocumentFragment(self.textCursor()))
         data = QMimeData()
@@ -228,8 +233,7 @@ class SafeTextBrowser(QTextBrowser):
             return self._tooltip(event, self.viewport().mapFrom(self, event.pos()))
         return super().event(event)
 
-    def viewportEvent(self, event) -> bool:  # noqa: N802 - Qt override
+    def viewportEvent(self, event) -> bool:
         if event.type() == QEvent.Type.ToolTip:
             return self._tooltip(event, event.pos())
         return super().viewportEvent(event)
-

@@ -31,10 +31,17 @@ from PySide6.QtWidgets import (
 
 from ui.plain import literal, plain_label
 
-
-_SECTION_TITLES = {"model": "Model", "sampling": "Sampling", "chat": "Chat", "documents": "Documents",
-                   "tasks": "Tasks", "remote": "Model server", "traces": "Traces", "api": "Local API",
-                   "ui": "Appearance"}
+_SECTION_TITLES = {
+    "model": "Model",
+    "sampling": "Sampling",
+    "chat": "Chat",
+    "documents": "Documents",
+    "tasks": "Tasks",
+    "remote": "Model server",
+    "traces": "Traces",
+    "api": "Local API",
+    "ui": "Appearance",
+}
 _INT_LIMIT = 2**31 - 1
 
 
@@ -81,8 +88,9 @@ class _FileField(QWidget):
         row.addWidget(browse)
 
     def _browse(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a GGUF model", self.edit.text(),
-                                              "GGUF models (*.gguf);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Choose a GGUF model", self.edit.text(), "GGUF models (*.gguf);;All files (*)"
+        )
         if path:
             self.edit.setText(path)
 
@@ -113,8 +121,12 @@ class SettingsDialog(QDialog):
         scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
         scroll.setWidget(content)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
-                                   | QDialogButtonBox.StandardButton.RestoreDefaults, self)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok
+            | QDialogButtonBox.StandardButton.Cancel
+            | QDialogButtonBox.StandardButton.RestoreDefaults,
+            self,
+        )
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         buttons.button(QDialogButtonBox.StandardButton.RestoreDefaults).clicked.connect(self.restore_defaults)
@@ -133,9 +145,13 @@ class SettingsDialog(QDialog):
 
     def show_embedding_device(self, device: tuple[str, str] | None) -> None:
         """Say in the Documents section where embeddings run: (device, dtype), or None before the model starts."""
-        self.set_note("documents", f"Embeddings run on: {device[0].upper()} ({device[1]})" if device else
-                      "Embeddings run on: CUDA with float16 when torch has CUDA, else Apple MPS, else the CPU "
-                      "(decided when the embedding model first starts)")
+        self.set_note(
+            "documents",
+            f"Embeddings run on: {device[0].upper()} ({device[1]})"
+            if device
+            else "Embeddings run on: CUDA with float16 when torch has CUDA, else Apple MPS, else the CPU "
+            "(decided when the embedding model first starts)",
+        )
 
     def _editor(self, spec: Spec) -> QWidget:
         if spec.widget == "gguf_file":
@@ -186,8 +202,9 @@ class SettingsDialog(QDialog):
                 result[spec.key] = editor.edit.text().strip()
             elif isinstance(editor, QPlainTextEdit):
                 text = editor.toPlainText()
-                result[spec.key] = [unescape_line(ln) for ln in text.split("\n") if ln] \
-                    if spec.widget == "lines" else text
+                result[spec.key] = (
+                    [unescape_line(ln) for ln in text.split("\n") if ln] if spec.widget == "lines" else text
+                )
             elif isinstance(editor, QCheckBox):
                 result[spec.key] = editor.isChecked()
             elif isinstance(editor, QComboBox):

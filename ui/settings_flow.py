@@ -34,5 +34,9 @@ def edit_settings(window) -> None:
             window.load_model()
         window.settingsApplied.emit()
 
-    run_in_background(lambda: services.apply_setting_values(changed), applied,
-                      lambda exc: show_error(window, "Settings not saved", exc), owner=window)
+    run_in_background(
+        lambda: services.apply_setting_values(changed),
+        applied,
+        lambda exc: show_error(window, "Settings not saved", exc),
+        owner=window,
+    )

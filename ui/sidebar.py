@@ -49,8 +49,9 @@ class ConversationSidebar(QWidget):
         self.search.textChanged.connect(lambda _t: self._search_timer.start())
         self.list = QListWidget(self)
         self.list.setObjectName("conversationList")
-        self.list.setEditTriggers(QAbstractItemView.EditTrigger.EditKeyPressed
-                                  | QAbstractItemView.EditTrigger.DoubleClicked)
+        self.list.setEditTriggers(
+            QAbstractItemView.EditTrigger.EditKeyPressed | QAbstractItemView.EditTrigger.DoubleClicked
+        )
         self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.list.customContextMenuRequested.connect(self._context_menu)
         self.list.currentItemChanged.connect(self._selection_changed)

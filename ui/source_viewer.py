@@ -31,8 +31,9 @@ class SourceViewer(QDialog):
         self.resize(900, 760)
         layout = QVBoxLayout(self)
         # The name, the place and the path come from the document and its index: shown as plain text.
-        self.header = plain_label(f"{path.name} · {where}" if where else path.name, self, name="sourceName",
-                                  selectable=True, bold=True)
+        self.header = plain_label(
+            f"{path.name} · {where}" if where else path.name, self, name="sourceName", selectable=True, bold=True
+        )
         self.path_label = plain_label(str(path), self, name="sourcePath", selectable=True)
         small = self.path_label.font()
         small.setPointSizeF(small.pointSizeF() * 0.85)
@@ -43,8 +44,10 @@ class SourceViewer(QDialog):
         self.text_view: QPlainTextEdit | None = None
         self.error = ""
         if not path.is_file():
-            self._show_error(f"The file is no longer at {path}. It may have been moved or deleted; "
-                             "re-index its folder to update the sources.")
+            self._show_error(
+                f"The file is no longer at {path}. It may have been moved or deleted; "
+                "re-index its folder to update the sources."
+            )
         elif source.get("kind") == "pdf" or path.suffix.lower() == ".pdf":
             self._open_pdf(path, source.get("page") or 1)
         else:
@@ -59,9 +62,11 @@ class SourceViewer(QDialog):
         self.document = QPdfDocument(self)
         status = self.document.load(str(path))
         if status != QPdfDocument.Error.None_:
-            reason = {QPdfDocument.Error.IncorrectPassword: "it is password protected",
-                      QPdfDocument.Error.FileNotFound: "it was not found",
-                      QPdfDocument.Error.InvalidFileFormat: "it is not a valid PDF"}.get(status, "it could not be read")
+            reason = {
+                QPdfDocument.Error.IncorrectPassword: "it is password protected",
+                QPdfDocument.Error.FileNotFound: "it was not found",
+                QPdfDocument.Error.InvalidFileFormat: "it is not a valid PDF",
+            }.get(status, "it could not be read")
             self._show_error(f"{path.name} cannot be shown: {reason}.")
             return
         self.pdf_view = QPdfView(self)
@@ -76,7 +81,7 @@ class SourceViewer(QDialog):
     def _jump_to_initial_page(self) -> None:
         self.pdf_view.pageNavigator().jump(self._initial_page, QPointF(), 0)
 
-    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def showEvent(self, event) -> None:
         super().showEvent(event)
         if self.pdf_view is not None:
             # The view scrolls back to the top when it is first laid out; jump once that is done.

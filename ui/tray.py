@@ -22,8 +22,10 @@ from ui.quick_ask import QuickAsk
 
 log = logging.getLogger(__name__)
 
-NO_TRAY_NOTICE = ("This desktop has no system tray: Locus works without its tray icon, and closing the window "
-                  "quits it. The quick ask still opens with 'locus --quick-ask'.")
+NO_TRAY_NOTICE = (
+    "This desktop has no system tray: Locus works without its tray icon, and closing the window "
+    "quits it. The quick ask still opens with 'locus --quick-ask'."
+)
 _NOTICE_NO_TRAY = "notices/no_tray"
 _NOTICE_HIDDEN = "notices/closed_to_tray"
 
@@ -31,14 +33,21 @@ _NOTICE_HIDDEN = "notices/closed_to_tray"
 class Tray(QObject):
     """The tray icon and its menu, the quick-ask popup, and closing the window to the tray."""
 
-    def __init__(self, window: QMainWindow, services, *, quit_app: Callable[[], None] | None = None,
-                 state_file: Path | None = None):
+    def __init__(
+        self,
+        window: QMainWindow,
+        services,
+        *,
+        quit_app: Callable[[], None] | None = None,
+        state_file: Path | None = None,
+    ):
         super().__init__(window)
         self.window = window
         self.services = services
         self.quit_app = quit_app or QApplication.quit
-        self.state = QSettings(str(state_file or Path(services.paths.data_dir) / "ui-state.ini"),
-                               QSettings.Format.IniFormat)
+        self.state = QSettings(
+            str(state_file or Path(services.paths.data_dir) / "ui-state.ini"), QSettings.Format.IniFormat
+        )
         self.quitting = False
         self.icon: QSystemTrayIcon | None = None
         self.quick_ask = QuickAsk(services)
@@ -179,7 +188,7 @@ class Tray(QObject):
         elif reason == QSystemTrayIcon.ActivationReason.MiddleClick:
             self.open_quick_ask()
 
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         if watched is not self.window or event.type() != QEvent.Type.Close or self.quitting:
             return False
         tray_shown = self.icon is not None and self.icon.isVisible()
@@ -195,8 +204,11 @@ class Tray(QObject):
     def _tell_still_running(self) -> None:
         if self.state.value(_NOTICE_HIDDEN, False, bool):
             return
-        self.icon.showMessage("Locus is still running", "It stays here in the tray: click the icon to bring the "
-                              "window back, or choose Quit from its menu.", QSystemTrayIcon.MessageIcon.Information,
-                              8000)
+        self.icon.showMessage(
+            "Locus is still running",
+            "It stays here in the tray: click the icon to bring the window back, or choose Quit from its menu.",
+            QSystemTrayIcon.MessageIcon.Information,
+            8000,
+        )
         self.state.setValue(_NOTICE_HIDDEN, True)
         self.state.sync()

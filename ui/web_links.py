@@ -51,8 +51,11 @@ class LinkDialog(QDialog):
         target = link_target(url)
         layout = QVBoxLayout(self)
         layout.addWidget(plain_label("Open this link in your web browser?", self, bold=True))
-        layout.addWidget(plain_label(f"Site: {url.host(QUrl.ComponentFormattingOption.FullyEncoded)}", self,
-                                     name="linkSite", selectable=True))
+        layout.addWidget(
+            plain_label(
+                f"Site: {url.host(QUrl.ComponentFormattingOption.FullyEncoded)}", self, name="linkSite", selectable=True
+            )
+        )
         self.target = QPlainTextEdit(self)
         self.target.setObjectName("linkTarget")
         self.target.setReadOnly(True)
@@ -64,10 +67,16 @@ class LinkDialog(QDialog):
         self.target.setFixedHeight(self.target.fontMetrics().lineSpacing() * 3 + 12)
         layout.addWidget(self.target)
         if len(target) > MAX_SHOWN:
-            layout.addWidget(plain_label(f"The link is {len(target):,} characters long; only the start is shown.",
-                                         self, wrap=True))
-        layout.addWidget(plain_label("Links in answers and documents can lead anywhere: open it only if you "
-                                     "trust this site.", self, wrap=True))
+            layout.addWidget(
+                plain_label(f"The link is {len(target):,} characters long; only the start is shown.", self, wrap=True)
+            )
+        layout.addWidget(
+            plain_label(
+                "Links in answers and documents can lead anywhere: open it only if you trust this site.",
+                self,
+                wrap=True,
+            )
+        )
         buttons = QHBoxLayout()
         buttons.addStretch(1)
         self.cancel_button = QPushButton("Cancel", self)
@@ -92,10 +101,14 @@ def open_link(parent: QWidget | None, url: QUrl) -> QDialog:
     if is_web_link(url):
         dialog: QDialog = LinkDialog(url, parent)
     else:
-        dialog = message_box(parent, "Link not opened", "Locus opens only web links (http and https) from "
-                             "answers and documents. This link was not opened:",
-                             informative=link_target(url)[:MAX_SHOWN], icon=QMessageBox.Icon.Warning,
-                             name="linkRefused")
+        dialog = message_box(
+            parent,
+            "Link not opened",
+            "Locus opens only web links (http and https) from answers and documents. This link was not opened:",
+            informative=link_target(url)[:MAX_SHOWN],
+            icon=QMessageBox.Icon.Warning,
+            name="linkRefused",
+        )
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
     dialog.open()
     return dialog

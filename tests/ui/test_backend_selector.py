@@ -29,7 +29,8 @@ def test_without_a_server_there_is_nothing_to_choose(window):
 
 
 def test_a_new_conversation_answers_on_the_server_and_another_on_this_computer(
-        qtbot, llama_server, secret_service, locus_home, tmp_path):
+    qtbot, llama_server, secret_service, locus_home, tmp_path
+):
     secrets = Secrets(backend=secret_service)
     secrets.set("remote_api_key", API_KEY)
     settings = settings_mod.Settings().with_value("remote.url", llama_server).with_value("remote.model", ALIAS)
@@ -49,8 +50,7 @@ def test_a_new_conversation_answers_on_the_server_and_another_on_this_computer(
 
         selector.button.menu().actions()[2].trigger()  # what a click on "Model server" does
         assert selector.button.text() == "Answers: model server"
-        qtbot.waitUntil(lambda: services.backends.current().available["remote"].model_info is not None,
-                        timeout=60_000)
+        qtbot.waitUntil(lambda: services.backends.current().available["remote"].model_info is not None, timeout=60_000)
         on_server = _ask(qtbot, window, "Say hello in three words.")
         assert on_server.stats.model == ALIAS
         first = window.conversation_id

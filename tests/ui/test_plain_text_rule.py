@@ -20,8 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXEMPT = {"ui/plain.py", "ui/safe_text.py", "ui/web_links.py"}
 TIP_SETTERS = {"setToolTip", "setStatusTip", "setWhatsThis"}
 RICH_SETTERS = {"setHtml", "setMarkdown", "insertHtml", "fromHtml", "fromMarkdown"}
-RICH_VIEWS = {"QTextBrowser", "QTextEdit", "QTextDocument", "QLabel", "QMessageBox", "QProgressDialog",
-              "QErrorMessage"}
+RICH_VIEWS = {"QTextBrowser", "QTextEdit", "QTextDocument", "QLabel", "QMessageBox", "QProgressDialog", "QErrorMessage"}
 BOX_STATICS = {"question", "information", "warning", "critical", "about"}
 ESCAPERS = {"literal", "plain_label", "rich_label", "mnemonic_safe"}
 
@@ -80,8 +79,9 @@ def problems_in(path: Path, relative: str) -> list[str]:
             report(node, "addRow with a label that is not fixed (Qt makes it an automatic-format QLabel)")
         elif name == "setTextFormat" and not (node.args and _name(node.args[0]) == "PlainText"):
             report(node, "a text format other than PlainText")
-        elif name == "setOpenExternalLinks" and not (node.args and isinstance(node.args[0], ast.Constant)
-                                                     and node.args[0].value is False):
+        elif name == "setOpenExternalLinks" and not (
+            node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value is False
+        ):
             report(node, "opens links by itself")
         elif name == "openUrl":
             report(node, "opens a URL outside ui/web_links.py")
@@ -109,23 +109,25 @@ def test_the_scan_sees_each_risky_call(tmp_path, monkeypatch):
     fake = tmp_path / "ui"
     fake.mkdir()
     (fake / "bad.py").write_text(
-        "label = QLabel(name)\n"                                     # 1 a label in automatic format
-        "button.setToolTip(path)\n"                                  # 2 a tooltip of data
-        "item.setToolTip(0, f'{path}')\n"                            # 3 an item's tooltip of data
-        "view.setHtml(answer)\n"                                     # 4 rich text outside the safe view
+        "label = QLabel(name)\n"  # 1 a label in automatic format
+        "button.setToolTip(path)\n"  # 2 a tooltip of data
+        "item.setToolTip(0, f'{path}')\n"  # 3 an item's tooltip of data
+        "view.setHtml(answer)\n"  # 4 rich text outside the safe view
         "QMessageBox.question(self, 'Delete', f'Delete {name}?')\n"  # 5 a message box guessing the format
-        "box = QMessageBox(self)\n"                                  # 6 a message box of one's own
-        "form.addRow(name, editor)\n"                                # 7 an automatic label made by the form
-        "label.setTextFormat(Qt.TextFormat.RichText)\n"              # 8 rich text switched on
-        "view.setOpenExternalLinks(True)\n"                          # 9 links opened by Qt
-        "QDesktopServices.openUrl(url)\n"                            # 10 a URL opened directly
-        "class View(QTextBrowser):\n    pass\n"                      # 11 a rich view of one's own
+        "box = QMessageBox(self)\n"  # 6 a message box of one's own
+        "form.addRow(name, editor)\n"  # 7 an automatic label made by the form
+        "label.setTextFormat(Qt.TextFormat.RichText)\n"  # 8 rich text switched on
+        "view.setOpenExternalLinks(True)\n"  # 9 links opened by Qt
+        "QDesktopServices.openUrl(url)\n"  # 10 a URL opened directly
+        "class View(QTextBrowser):\n    pass\n"  # 11 a rich view of one's own
         "def data(index, role):\n"
         "    if role == Qt.ItemDataRole.ToolTipRole:\n"
-        "        return row.summary\n"                               # 12 a model's tooltip of data
-        "QToolTip.showText(pos, text)\n"                             # 13 a tooltip shown directly
-        "ok = button.setToolTip(literal(path))\n"                    # fine
-        "label = plain_label(name)\n", encoding="utf-8")             # fine
+        "        return row.summary\n"  # 12 a model's tooltip of data
+        "QToolTip.showText(pos, text)\n"  # 13 a tooltip shown directly
+        "ok = button.setToolTip(literal(path))\n"  # fine
+        "label = plain_label(name)\n",
+        encoding="utf-8",
+    )  # fine
     assert len(violations(tmp_path)) == 13, violations(tmp_path)
     monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
     assert len(violations()) == 13

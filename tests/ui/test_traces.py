@@ -18,24 +18,51 @@ from PySide6.QtCore import Qt
 
 from engine.errors import GenerationError
 from engine.trace.monitor import Monitor
+from engine.trace.reading import build_tree, downsample, histogram, passages_of, trace_content
 from engine.trace.store import TraceStore
 from engine.trace.tracing import Tracing, fail
 from ui.ops import wait_for_background
-from engine.trace.reading import build_tree, downsample, histogram, passages_of, trace_content
 from ui.traces.span_tree import BAR_ROLE
 from ui.traces.window import TraceWindow
 
 MS = 1_000_000
 PROMPT = "<|im_start|>system\nAnswer from the passages.\n[1] Water boils at 100 °C at sea level.<|im_end|>"
 PASSAGES = [
-    {"number": 1, "title": "Physics notes", "path": "/docs/physics.md", "location": "lines 3–9", "score": 0.0328,
-     "similarity": 0.71, "chunk_ids": ["c1"], "text": "Water boils at 100 °C at sea level."},
-    {"number": 2, "title": "Cooking", "path": "/docs/cooking.pdf", "location": "page 2", "score": 0.0161,
-     "similarity": 0.42, "chunk_ids": ["c7", "c8"], "text": "Pasta goes into boiling water."},
+    {
+        "number": 1,
+        "title": "Physics notes",
+        "path": "/docs/physics.md",
+        "location": "lines 3–9",
+        "score": 0.0328,
+        "similarity": 0.71,
+        "chunk_ids": ["c1"],
+        "text": "Water boils at 100 °C at sea level.",
+    },
+    {
+        "number": 2,
+        "title": "Cooking",
+        "path": "/docs/cooking.pdf",
+        "location": "page 2",
+        "score": 0.0161,
+        "similarity": 0.42,
+        "chunk_ids": ["c7", "c8"],
+        "text": "Pasta goes into boiling water.",
+    },
 ]
-DOC_QA_OUTLINE = [(0, "ask"), (1, "retrieve"), (2, "embed_query"), (2, "vector_search"), (2, "text_search"),
-                  (2, "fuse"), (1, "chat SmolLM2"), (2, "queue"), (2, "build_prompt"), (2, "prompt_eval"),
-                  (2, "decode"), (1, "cite")]
+DOC_QA_OUTLINE = [
+    (0, "ask"),
+    (1, "retrieve"),
+    (2, "embed_query"),
+    (2, "vector_search"),
+    (2, "text_search"),
+    (2, "fuse"),
+    (1, "chat SmolLM2"),
+    (2, "queue"),
+    (2, "build_prompt"),
+    (2, "prompt_eval"),
+    (2, "decode"),
+    (1, "cite"),
+]
 
 
 @dataclass
@@ -59,23 +86,43 @@ def _span(tracing, name, parent, start, end, attributes=None):
 
 def record_doc_question(tracing: Tracing, t0: int) -> str:
     """A document question as the engine traces it: ask > retrieve (4 stages), generation (4 stages), cite."""
-    root = tracing.start("ask", None, {"locus.task": "doc_qa", "gen_ai.operation.name": "chat",
-                                       "gen_ai.request.model": "SmolLM2", "locus.summary": "What is the boiling "
-                                       "point of water?", "locus.time_to_first_token_s": 0.12,
-                                       "locus.tokens_per_s": 42.5, "gen_ai.usage.input_tokens": 180,
-                                       "gen_ai.usage.output_tokens": 24}, start_time_ns=t0)
-    retrieve = tracing.start("retrieve", root, {"locus.retrieval.sources": ["Physics notes", "Cooking"],
-                                                "locus.retrieval.scores": [0.0328, 0.0161]}, start_time_ns=t0 + MS)
+    root = tracing.start(
+        "ask",
+        None,
+        {
+            "locus.task": "doc_qa",
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "SmolLM2",
+            "locus.summary": "What is the boiling point of water?",
+            "locus.time_to_first_token_s": 0.12,
+            "locus.tokens_per_s": 42.5,
+            "gen_ai.usage.input_tokens": 180,
+            "gen_ai.usage.output_tokens": 24,
+        },
+        start_time_ns=t0,
+    )
+    retrieve = tracing.start(
+        "retrieve",
+        root,
+        {"locus.retrieval.sources": ["Physics notes", "Cooking"], "locus.retrieval.scores": [0.0328, 0.0161]},
+        start_time_ns=t0 + MS,
+    )
     tracing.content(retrieve, "locus.retrieval.passages", PASSAGES)
     for i, stage in enumerate(("embed_query", "vector_search", "text_search", "fuse")):
         _span(tracing, stage, retrieve, t0 + (1 + 10 * i) * MS, t0 + (10 + 10 * i) * MS)
     retrieve.end(end_time=t0 + 41 * MS)
-    generation = tracing.start("chat SmolLM2", root, {"gen_ai.operation.name": "chat",
-                                                      "gen_ai.provider.name": "llama.cpp",
-                                                      "gen_ai.request.model": "SmolLM2",
-                                                      "gen_ai.request.temperature": 0.7,
-                                                      "gen_ai.response.finish_reasons": ["stop"]},
-                               start_time_ns=t0 + 42 * MS)
+    generation = tracing.start(
+        "chat SmolLM2",
+        root,
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "llama.cpp",
+            "gen_ai.request.model": "SmolLM2",
+            "gen_ai.request.temperature": 0.7,
+            "gen_ai.response.finish_reasons": ["stop"],
+        },
+        start_time_ns=t0 + 42 * MS,
+    )
     tracing.content(generation, "locus.prompt", PROMPT)
     tracing.content(generation, "locus.response", "Water boils at 100 °C at sea level [1].")
     for name, a, b in (("queue", 42, 45), ("build_prompt", 45, 50), ("prompt_eval", 50, 160), ("decode", 160, 700)):
@@ -87,8 +134,12 @@ def record_doc_question(tracing: Tracing, t0: int) -> str:
 
 
 def record_failed_chat(tracing: Tracing, t0: int) -> str:
-    root = tracing.start("ask", None, {"locus.task": "chat", "gen_ai.request.model": "SmolLM2",
-                                       "locus.summary": "Tell me a joke"}, start_time_ns=t0)
+    root = tracing.start(
+        "ask",
+        None,
+        {"locus.task": "chat", "gen_ai.request.model": "SmolLM2", "locus.summary": "Tell me a joke"},
+        start_time_ns=t0,
+    )
     generation = tracing.start("chat SmolLM2", root, {"gen_ai.provider.name": "llama.cpp"}, start_time_ns=t0 + MS)
     generation.add_event("exception", {"exception.message": "context overflow"})
     fail(generation, GenerationError("The model stopped with an error."))
@@ -99,10 +150,20 @@ def record_failed_chat(tracing: Tracing, t0: int) -> str:
 
 
 def record_cancelled_summary(tracing: Tracing, t0: int) -> str:
-    root = tracing.start("summarize", None, {"locus.task": "summarize", "gen_ai.request.model": "Qwen",
-                                             "locus.summary": "Summarize the report"}, start_time_ns=t0)
-    _span(tracing, "chat Qwen", root, t0 + MS, t0 + 300 * MS, {"gen_ai.provider.name": "llama.cpp",
-                                                               "locus.cancelled": True})
+    root = tracing.start(
+        "summarize",
+        None,
+        {"locus.task": "summarize", "gen_ai.request.model": "Qwen", "locus.summary": "Summarize the report"},
+        start_time_ns=t0,
+    )
+    _span(
+        tracing,
+        "chat Qwen",
+        root,
+        t0 + MS,
+        t0 + 300 * MS,
+        {"gen_ai.provider.name": "llama.cpp", "locus.cancelled": True},
+    )
     root.set_attribute("locus.cancelled", True)
     root.end(end_time=t0 + 310 * MS)
     return trace_id_of(root)
@@ -122,23 +183,46 @@ def filled(tmp_path):
     store = TraceStore(tmp_path / "traces.sqlite3")
     tracing = Tracing(store, schedule_delay_ms=50)
     now = time.time_ns()
-    ids = {"doc": record_doc_question(tracing, now - 600_000 * MS),
-           "failed": record_failed_chat(tracing, now - 300_000 * MS),
-           "cancelled": record_cancelled_summary(tracing, now - 60_000 * MS)}
+    ids = {
+        "doc": record_doc_question(tracing, now - 600_000 * MS),
+        "failed": record_failed_chat(tracing, now - 300_000 * MS),
+        "cancelled": record_cancelled_summary(tracing, now - 60_000 * MS),
+    }
     assert tracing.flush()
     t = time.time()
-    store.add_metrics([(t - 60 + i, name, v) for i in range(60) for name, v in (
-        ("process.cpu_percent", 10 + i % 7), ("system.cpu_percent", 30.0), ("process.rss_bytes", 400 * 2**20),
-        ("system.memory_percent", 55.0), ("gpu.0.utilization_percent", 80.0),
-        ("gpu.0.memory_used_bytes", 3 * 2**30), ("runtime.queue_length", i % 3))])
+    store.add_metrics(
+        [
+            (t - 60 + i, name, v)
+            for i in range(60)
+            for name, v in (
+                ("process.cpu_percent", 10 + i % 7),
+                ("system.cpu_percent", 30.0),
+                ("process.rss_bytes", 400 * 2**20),
+                ("system.memory_percent", 55.0),
+                ("gpu.0.utilization_percent", 80.0),
+                ("gpu.0.memory_used_bytes", 3 * 2**30),
+                ("runtime.queue_length", i % 3),
+            )
+        ]
+    )
     rng = np.random.default_rng(0)
     for i in range(80):  # the newest 40 questions are about something else: drift
         vector = rng.normal(0, 1, 16) + (4.0 if i >= 40 else 0.0)
-        store.add_observation("question", trace_id=ids["doc"], value=0.1 if i % 10 == 0 else 0.6 + 0.002 * i,
-                              vector=vector, detail={"question": question(i)}, ts=t - 80 + i)
-    store.add_observation("answer_support", trace_id=ids["doc"], value=0.5, ts=t,
-                          detail={"unsupported": ["The ferry also stops at the lighthouse on Sundays."],
-                                  "flagged": True})
+        store.add_observation(
+            "question",
+            trace_id=ids["doc"],
+            value=0.1 if i % 10 == 0 else 0.6 + 0.002 * i,
+            vector=vector,
+            detail={"question": question(i)},
+            ts=t - 80 + i,
+        )
+    store.add_observation(
+        "answer_support",
+        trace_id=ids["doc"],
+        value=0.5,
+        ts=t,
+        detail={"unsupported": ["The ferry also stops at the lighthouse on Sundays."], "flagged": True},
+    )
     yield TraceServices(store, tracing, Monitor(store, permutations=200)), ids
     tracing.shutdown()
     store.close()
@@ -188,7 +272,11 @@ def test_tree_content_and_helpers_from_stored_spans(filled):
     assert [p["title"] for p in content.passages] == ["Physics notes", "Cooking"]
     # Without the captured JSON, the id/source/score lists still give the passages.
     assert passages_of({"locus.retrieval.sources": ["a", "b"], "locus.retrieval.scores": [0.5, 0.25]})[1] == {
-        "number": 2, "title": "b", "score": 0.25, "chunk_ids": []}
+        "number": 2,
+        "title": "b",
+        "score": 0.25,
+        "chunk_ids": [],
+    }
     assert passages_of({"locus.retrieval.passages": "not json"}) == []
     assert len(downsample([(float(i), 1.0) for i in range(5000)], 100)) == 100
     assert histogram([0.05, 0.55, 0.56, 0.6, 1.5, -2], bins=10) == [2, 0, 0, 0, 0, 2, 1, 0, 0, 1]
@@ -237,8 +325,10 @@ def test_selecting_a_trace_shows_its_span_tree_waterfall_and_details(qtbot, view
     assert detail.prompt.toPlainText() == PROMPT  # found on the generation span while the root is chosen
     assert detail.response.toPlainText().startswith("Water boils")
     rows = detail.passage_rows()
-    assert [r[:5] for r in rows] == [("1", "Physics notes", "lines 3–9", "0.033", "0.710"),
-                                     ("2", "Cooking", "page 2", "0.016", "0.420")]
+    assert [r[:5] for r in rows] == [
+        ("1", "Physics notes", "lines 3–9", "0.033", "0.710"),
+        ("2", "Cooking", "page 2", "0.016", "0.420"),
+    ]
     assert "Water boils at 100" in detail.passage_text.toPlainText()  # the best passage is open at once
     detail.passages.selectRow(1)
     assert "Pasta goes into boiling water." in detail.passage_text.toPlainText()
@@ -340,14 +430,16 @@ def test_without_traces_the_window_says_why(qtbot):
 def test_show_trace_on_an_answer_opens_the_viewer_at_its_span_tree(qtbot, loaded_window, services, tmp_path):
     window = loaded_window
     qtbot.waitUntil(lambda: window.documents.library is not None, timeout=60_000)
-    (tmp_path / "ferry.md").write_text("# Ferry\n\nThe island ferry leaves the pier at 08:15 every weekday.\n",
-                                       encoding="utf-8")
+    (tmp_path / "ferry.md").write_text(
+        "# Ferry\n\nThe island ferry leaves the pier at 08:15 every weekday.\n", encoding="utf-8"
+    )
     window.documents.handle_drop([str(tmp_path / "ferry.md")])
     qtbot.waitUntil(lambda: ("ferry.md", "default", "done") in window.documents.panel.rows(), timeout=120_000)
     window.documents_selector.choose([])  # answer from all documents
     chat = services.assistant.settings
-    services.assistant.settings = dataclasses.replace(chat, sampling=dataclasses.replace(
-        chat.sampling, temperature=0.0, max_tokens=40))
+    services.assistant.settings = dataclasses.replace(
+        chat, sampling=dataclasses.replace(chat.sampling, temperature=0.0, max_tokens=40)
+    )
     with qtbot.waitSignal(window.answerFinished, timeout=120_000):
         qtbot.keyClicks(window.composer, "What time does the island ferry leave the pier?")
         qtbot.keyClick(window.composer, Qt.Key.Key_Return)
@@ -362,8 +454,11 @@ def test_show_trace_on_an_answer_opens_the_viewer_at_its_span_tree(qtbot, loaded
 
     def shows_the_answer() -> bool:
         outline = viewer.tree.outline()
-        return viewer.trace_id == answer.trace_id and (0, "ask") in outline and any(
-            depth == 1 and name.startswith("chat ") for depth, name in outline)
+        return (
+            viewer.trace_id == answer.trace_id
+            and (0, "ask") in outline
+            and any(depth == 1 and name.startswith("chat ") for depth, name in outline)
+        )
 
     qtbot.waitUntil(shows_the_answer, timeout=15_000)
     outline = viewer.tree.outline()

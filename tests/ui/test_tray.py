@@ -27,8 +27,9 @@ def drive(server: XServer, mode: str, home: Path, report: Path) -> dict:
     if os.environ.get("LOCUS_SCREENSHOTS"):
         args.append(os.environ["LOCUS_SCREENSHOTS"])
     report.unlink(missing_ok=True)
-    done = subprocess.run(args, env=server.env(LOCUS_HOME=str(home)), cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        args, env=server.env(LOCUS_HOME=str(home)), cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     if not report.exists():
         pytest.fail(f"the driver wrote no report (exit {done.returncode}):\n{done.stdout}\n{done.stderr[-4000:]}")
     seen = json.loads(report.read_text(encoding="utf-8"))

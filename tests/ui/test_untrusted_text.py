@@ -30,10 +30,13 @@ from ui.traces.span_tree import SpanTree
 
 REPO = Path(__file__).resolve().parents[2]
 
+
 def hostile_answer(pipe: Path) -> str:
-    return (f"Here is the chart: ![a chart of sales]({pipe}) and again <img src=\"{pipe}\"> and "
-            "![from a share](file://host/share/x.png) and ![relative](trap.png) [and a link](trap.png). "
-            f"See [the source](https://example.org/a \"<img src='{pipe}'>\"). Done.")
+    return (
+        f'Here is the chart: ![a chart of sales]({pipe}) and again <img src="{pipe}"> and '
+        "![from a share](file://host/share/x.png) and ![relative](trap.png) [and a link](trap.png). "
+        f"See [the source](https://example.org/a \"<img src='{pipe}'>\"). Done."
+    )
 
 
 def save_and_reopen(qtbot, window, services, answer: str, sources: list[dict] | None = None):
@@ -105,8 +108,9 @@ def opened_urls(monkeypatch):
 
 
 @pytest.mark.timeout(120, method="thread")
-def test_a_saved_answer_with_images_reopens_without_reading_any_file(qtbot, window, services, fifo_trap,
-                                                                     monkeypatch, tmp_path):
+def test_a_saved_answer_with_images_reopens_without_reading_any_file(
+    qtbot, window, services, fifo_trap, monkeypatch, tmp_path
+):
     monkeypatch.chdir(tmp_path)  # "trap.png" in the answer now names the pipe
     answer = hostile_answer(fifo_trap.path)
     widget = save_and_reopen(qtbot, window, services, answer)
@@ -139,8 +143,11 @@ def test_the_answer_views_own_resource_lookup_fetches_nothing(qtbot, window, ser
         document.setMetaInformation(QTextDocument.MetaInformation.DocumentUrl, base.toString())
         document.setBaseUrl(base)
         for name in (QUrl.fromLocalFile(str(fifo_trap.path)), QUrl("trap.png"), QUrl("file://host/share/x.png")):
-            for kind in (QTextDocument.ResourceType.ImageResource, QTextDocument.ResourceType.StyleSheetResource,
-                         QTextDocument.ResourceType.HtmlResource):
+            for kind in (
+                QTextDocument.ResourceType.ImageResource,
+                QTextDocument.ResourceType.StyleSheetResource,
+                QTextDocument.ResourceType.HtmlResource,
+            ):
                 assert document.resource(kind, name) is None
                 assert view.loadResource(kind, name) is None
     assert fifo_trap.opened == 0
@@ -184,15 +191,26 @@ def test_the_quick_ask_answer_reads_no_file_either(qtbot, services, fifo_trap, m
 
 
 @pytest.mark.timeout(120, method="thread")
-def test_a_citation_quoting_markup_shows_the_words_and_opens_its_source(qtbot, window, services, fifo_trap,
-                                                                        monkeypatch, tmp_path):
+def test_a_citation_quoting_markup_shows_the_words_and_opens_its_source(
+    qtbot, window, services, fifo_trap, monkeypatch, tmp_path
+):
     monkeypatch.chdir(tmp_path)
     document = tmp_path / "<img src=trap.png> notes.md"  # a legal file name that is also markup
     document.write_text("# Notes\n\nSee the chart here.\n", encoding="utf-8")
     quote = f'See <img src="{fifo_trap.path}"> here.'
     title = f'<img src="{fifo_trap.path}"> Annual report'
-    source = {"number": 1, "path": str(document), "title": title, "kind": "markdown", "page": None,
-              "line_start": 3, "line_end": 3, "location": "line 3", "quote": quote, "explicit": True}
+    source = {
+        "number": 1,
+        "path": str(document),
+        "title": title,
+        "kind": "markdown",
+        "page": None,
+        "line_start": 3,
+        "line_end": 3,
+        "location": "line 3",
+        "quote": quote,
+        "explicit": True,
+    }
     widget = save_and_reopen(qtbot, window, services, "The notes say so [1].", [source])
     widget.grab()
     quotes = [label for label in widget.sources.findChildren(QLabel) if label.objectName() == "sourceQuote"]
@@ -207,8 +225,9 @@ def test_a_citation_quoting_markup_shows_the_words_and_opens_its_source(qtbot, w
     viewer = window.documents.viewers[-1]
     viewer.grab()
     labels = " ".join(label.text() for label in viewer.findChildren(QLabel))
-    assert document.name in labels and all(label.textFormat() == Qt.TextFormat.PlainText
-                                           for label in viewer.findChildren(QLabel))
+    assert document.name in labels and all(
+        label.textFormat() == Qt.TextFormat.PlainText for label in viewer.findChildren(QLabel)
+    )
     assert fifo_trap.opened == 0
 
 
@@ -216,10 +235,22 @@ def test_a_citation_quoting_markup_shows_the_words_and_opens_its_source(qtbot, w
 def test_names_and_messages_from_data_show_as_plain_text(qtbot, window, services, fifo_trap):
     markup = f'<img src="{fifo_trap.path}">'
     # A document whose name and failure message hold markup, in the Documents panel.
-    record = DocumentRecord(doc_id="d1", path=f"/docs/{markup}.md", collection="default",
-                            title="", kind="markdown", status="failed", reason="unreadable",
-                            message=f"Could not read {markup}", content_hash="", size=1, mtime=0.0, n_chunks=0,
-                            pages=0, updated_at=0.0)
+    record = DocumentRecord(
+        doc_id="d1",
+        path=f"/docs/{markup}.md",
+        collection="default",
+        title="",
+        kind="markdown",
+        status="failed",
+        reason="unreadable",
+        message=f"Could not read {markup}",
+        content_hash="",
+        size=1,
+        mtime=0.0,
+        n_chunks=0,
+        pages=0,
+        updated_at=0.0,
+    )
     panel = window.documents.panel
     window.documents.dock.show()
     panel.set_documents([record])
@@ -247,8 +278,19 @@ def test_names_and_messages_from_data_show_as_plain_text(qtbot, window, services
 def test_a_span_named_with_markup_shows_its_words_in_the_trace_viewer(qtbot, fifo_trap):
     """Span names, errors and attributes come from requests (the local API takes any model name)."""
     markup = f'<img src="{fifo_trap.path}">'
-    span = SpanRecord("a" * 32, "b" * 16, None, markup, "internal", 0, 2_000_000, "error", f"failed on {markup}",
-                      {"gen_ai.request.model": markup}, [])
+    span = SpanRecord(
+        "a" * 32,
+        "b" * 16,
+        None,
+        markup,
+        "internal",
+        0,
+        2_000_000,
+        "error",
+        f"failed on {markup}",
+        {"gen_ai.request.model": markup},
+        [],
+    )
     tree, detail = SpanTree(), SpanDetail()
     for widget in (tree, detail):
         qtbot.addWidget(widget)
@@ -308,8 +350,21 @@ def test_source_links_still_open_their_source(qtbot, window, tmp_path, opened_ur
     note = tmp_path / "ferry.md"
     note.write_text("# Ferry\n\nIt leaves at 08:15.\n", encoding="utf-8")
     widget = window.chat.add_message("assistant", "It leaves at 08:15 [1].")
-    widget.set_sources([{"number": 1, "path": str(note), "title": "Ferry", "kind": "markdown", "line_start": 3,
-                         "line_end": 3, "location": "line 3", "quote": "It leaves at 08:15.", "explicit": True}])
+    widget.set_sources(
+        [
+            {
+                "number": 1,
+                "path": str(note),
+                "title": "Ferry",
+                "kind": "markdown",
+                "line_start": 3,
+                "line_end": 3,
+                "location": "line 3",
+                "quote": "It leaves at 08:15.",
+                "explicit": True,
+            }
+        ]
+    )
     with qtbot.waitSignal(window.chat.sourceClicked):
         click_link(qtbot, widget.segment_widgets()[0], "source:1")
     assert window.documents.viewers and opened_urls == []
@@ -337,8 +392,10 @@ def test_screenshots(qtbot, window, opened_urls, fifo_trap, tmp_path):
     """Not a check: pictures of the refused image and the link question for the docs (kept by hand)."""
     window.resize(900, 560)
     widget = window.chat.add_message(
-        "assistant", f"The report's chart: ![quarterly sales chart]({fifo_trap.path})\n\n"
-                     "Details are on [the vendor's site](https://vendor.example/q3-report?ref=locus).")
+        "assistant",
+        f"The report's chart: ![quarterly sales chart]({fifo_trap.path})\n\n"
+        "Details are on [the vendor's site](https://vendor.example/q3-report?ref=locus).",
+    )
     qtbot.waitUntil(lambda: widget.segment_widgets()[0].isVisible())
     window.grab().save(str(tmp_path / "answer-with-refused-image.png"))
     click_link(qtbot, widget.segment_widgets()[0], "https://vendor.example/q3-report?ref=locus")
@@ -363,7 +420,9 @@ def test_copying_from_an_answer_then_quitting_exits_cleanly(tmp_path):
         "view.selectAll()\n"
         "view.copy()\n"
         "assert QApplication.clipboard().text().startswith('Some answer with [image: a picture]')\n"
-        "print('copied')\n", encoding="utf-8")
+        "print('copied')\n",
+        encoding="utf-8",
+    )
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(REPO))
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stdout.strip()) == (0, "copied"), done.stderr[-2000:]

@@ -36,8 +36,9 @@ class Driver:
         self.services = build_services()
         apply_theme(self.app, "light")
         chat = self.services.assistant.settings
-        self.services.assistant.settings = dataclasses.replace(chat, sampling=dataclasses.replace(
-            chat.sampling, temperature=0.0, max_tokens=70))
+        self.services.assistant.settings = dataclasses.replace(
+            chat, sampling=dataclasses.replace(chat.sampling, temperature=0.0, max_tokens=70)
+        )
         self.desktop = launch(self.services, "test")
         self.window, self.tray = self.desktop.window, self.desktop.tray
         self.window.setGeometry(40, 40, 900, 600)  # no window manager: keep clear of the tray panel
@@ -121,8 +122,11 @@ class Driver:
         self.choose_from_menu(tray.show_action)
         self.wait(window.isVisible, "Show window brings it back")
 
-        self.wait(lambda: window.documents.library is not None and tray.pause_action.isEnabled(),
-                  "the document index is open", 120)
+        self.wait(
+            lambda: window.documents.library is not None and tray.pause_action.isEnabled(),
+            "the document index is open",
+            120,
+        )
         self.choose_from_menu(tray.pause_action)
         r["paused"] = [window.documents.library.paused, tray.pause_action.text()]
         self.choose_from_menu(tray.pause_action)
@@ -133,8 +137,9 @@ class Driver:
         popup.input.setText("Write a very long story about the sea.")
         popup.answered.disconnect()
         chat = self.services.assistant.settings
-        self.services.assistant.settings = dataclasses.replace(chat, sampling=dataclasses.replace(
-            chat.sampling, max_tokens=2000))
+        self.services.assistant.settings = dataclasses.replace(
+            chat, sampling=dataclasses.replace(chat.sampling, max_tokens=2000)
+        )
         QTest.keyClick(popup.input, Qt.Key.Key_Return)
         self.wait(lambda: len(popup.answer.toPlainText()) > 10, "a long answer streams")
         r["quit_conversation"] = popup.conversation_id
@@ -171,8 +176,7 @@ def main(argv: list[str]) -> int:
     QTimer.singleShot(0, driver.run)
     code = app.exec()
     driver.report["quit"] = True
-    driver.report["windows_open"] = [w.objectName() or type(w).__name__ for w in app.topLevelWidgets()
-                                     if w.isVisible()]
+    driver.report["windows_open"] = [w.objectName() or type(w).__name__ for w in app.topLevelWidgets() if w.isVisible()]
     driver.desktop.close()
     driver.services.close()
     conversation = driver.report.get("quit_conversation")

@@ -81,8 +81,12 @@ class BackendSelector(QObject):
         self.refresh()
         conversation = self.current()
         if conversation is not None:
-            run_in_background(lambda: self.services.history.set_options(conversation, backend=name), None,
-                              lambda exc: show_error(self.window, "Backend", exc), owner=self.window)
+            run_in_background(
+                lambda: self.services.history.set_options(conversation, backend=name),
+                None,
+                lambda exc: show_error(self.window, "Backend", exc),
+                owner=self.window,
+            )
         self._make_ready(name)
         self.chosen.emit(name)
 
@@ -91,8 +95,9 @@ class BackendSelector(QObject):
         so no pool thread waits on a slow server and each future has one watcher."""
         if not quiet:
             remote = (name or self.services.backends.current().default) == REMOTE
-            self.window.statusBar().showMessage("Connecting to the model server…" if remote
-                                                else "Loading the model on this computer…")
+            self.window.statusBar().showMessage(
+                "Connecting to the model server…" if remote else "Loading the model on this computer…"
+            )
         future = self.services.ready_backend(name)
         if future in self._watched:
             return

@@ -21,17 +21,17 @@ class Composer(QPlainTextEdit):
         self.document().contentsChanged.connect(self._fit)
         self._fit()
 
-    def canInsertFromMimeData(self, source) -> bool:  # noqa: N802 - Qt override
+    def canInsertFromMimeData(self, source) -> bool:
         # Dropped files are for indexing (the window takes them), not text to paste.
         return not source.hasUrls() and super().canInsertFromMimeData(source)
 
-    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def dragEnterEvent(self, event) -> None:
         if event.mimeData().hasUrls():
             event.ignore()  # let the window index them
             return
         super().dragEnterEvent(event)
 
-    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt override
+    def keyPressEvent(self, event: QKeyEvent) -> None:
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
             if event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
                 self.insertPlainText("\n")
@@ -50,5 +50,6 @@ class Composer(QPlainTextEdit):
         line = self.fontMetrics().lineSpacing()
         lines = min(max(self.document().blockCount(), 2), _MAX_VISIBLE_LINES)
         margins = self.contentsMargins()
-        self.setFixedHeight(int(lines * line + 2 * self.document().documentMargin()
-                                + margins.top() + margins.bottom() + 4))
+        self.setFixedHeight(
+            int(lines * line + 2 * self.document().documentMargin() + margins.top() + margins.bottom() + 4)
+        )

@@ -102,8 +102,11 @@ class LiveAnswer(QObject):
             self.answerStarted.emit(event)
         elif isinstance(event, Retrieved):
             found = len(event.passages)
-            self._set_status(f"Answering from {found} passage{'s' * (found != 1)}…" if found
-                             else "No passage in the documents matched; answering anyway…")
+            self._set_status(
+                f"Answering from {found} passage{'s' * (found != 1)}…"
+                if found
+                else "No passage in the documents matched; answering anyway…"
+            )
         elif isinstance(event, Generating):
             if self.progress is None:  # a task's steps say more than this
                 self._set_status("Answering…")

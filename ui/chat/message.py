@@ -50,7 +50,8 @@ class _AutoHeightBrowser(SafeTextBrowser):
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setHorizontalScrollBarPolicy(
-            Qt.ScrollBarPolicy.ScrollBarAlwaysOff if wrap else Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+            Qt.ScrollBarPolicy.ScrollBarAlwaysOff if wrap else Qt.ScrollBarPolicy.ScrollBarAsNeeded
+        )
         if not wrap:
             self.setLineWrapMode(SafeTextBrowser.LineWrapMode.NoWrap)
             self.setWordWrapMode(QTextOption.WrapMode.NoWrap)
@@ -66,7 +67,7 @@ class _AutoHeightBrowser(SafeTextBrowser):
         if self.height() != height:
             self.setFixedHeight(height)
 
-    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         self._fit()
 
@@ -76,12 +77,12 @@ class _AutoHeightBrowser(SafeTextBrowser):
         add_selection_actions(menu, selected_text(self), self.selectionTask.emit)
         return menu
 
-    def contextMenuEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def contextMenuEvent(self, event) -> None:
         menu = self.context_menu(event.pos())
         menu.exec(event.globalPos())
         menu.deleteLater()
 
-    def sizeHint(self) -> QSize:  # noqa: N802 - Qt override
+    def sizeHint(self) -> QSize:
         return QSize(super().sizeHint().width(), self.height())
 
 
@@ -185,8 +186,12 @@ class CodeBlock(QFrame):
             QTimer.singleShot(1500, self.save_button, lambda: self.save_button.setText("Save…"))
             self.saved.emit(path)
 
-        run_in_background(lambda: Path(path).write_text(code, encoding="utf-8"), written,
-                          lambda exc: show_error(self.window(), "Code not saved", exc), owner=self)
+        run_in_background(
+            lambda: Path(path).write_text(code, encoding="utf-8"),
+            written,
+            lambda exc: show_error(self.window(), "Code not saved", exc),
+            owner=self,
+        )
 
 
 _STATUS_TEXT = {
@@ -227,14 +232,22 @@ class SourceList(QFrame):
             title = source.get("title") or file_name
             name = title if title == file_name else f"{title} ({file_name})"
             where = source.get("location") or ""
-            button = QPushButton(mnemonic_safe(f"[{source['number']}]  {name}" + (f" · {where}" if where else "")),
-                                 self)
+            button = QPushButton(
+                mnemonic_safe(f"[{source['number']}]  {name}" + (f" · {where}" if where else "")), self
+            )
             button.setObjectName("sourceButton")
             button.setFlat(True)
             button.setCursor(Qt.CursorShape.PointingHandCursor)
-            button.setToolTip(literal(f"{source['path']}\nClick to open it at {where or 'the start'}."
-                                      + ("" if source.get("explicit", True) else
-                                         "\n(matched by similarity: the answer did not cite it by number)")))
+            button.setToolTip(
+                literal(
+                    f"{source['path']}\nClick to open it at {where or 'the start'}."
+                    + (
+                        ""
+                        if source.get("explicit", True)
+                        else "\n(matched by similarity: the answer did not cite it by number)"
+                    )
+                )
+            )
             button.clicked.connect(lambda _=False, s=source: self.sourceClicked.emit(s))
             quote = plain_label(f"\u201c{source.get('quote', '')}\u201d", self, name="sourceQuote", wrap=True)
             self._layout.addWidget(button, 0, Qt.AlignmentFlag.AlignLeft)
@@ -252,8 +265,14 @@ class MessageWidget(QFrame):
     sourceClicked = Signal(dict)
     traceRequested = Signal(str)  # the trace id of this answer: open the trace log at it
 
-    def __init__(self, role: str, text: str = "", status: str = "complete", message_id: int | None = None,
-                 parent: QWidget | None = None):
+    def __init__(
+        self,
+        role: str,
+        text: str = "",
+        status: str = "complete",
+        message_id: int | None = None,
+        parent: QWidget | None = None,
+    ):
         super().__init__(parent)
         self.role = role
         self.message_id = message_id
@@ -353,7 +372,7 @@ class MessageWidget(QFrame):
                     widget.selectionTask.connect(self.selectionTask)
                 self.body.addWidget(widget)
                 widgets.append(widget)
-        for stale in widgets[len(segments):]:
+        for stale in widgets[len(segments) :]:
             self.body.removeWidget(stale)
             stale.deleteLater()
 

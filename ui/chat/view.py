@@ -32,8 +32,9 @@ class ChatView(QScrollArea):
         self._layout = QVBoxLayout(self._column)
         self._layout.setContentsMargins(24, 16, 24, 16)
         self._layout.setSpacing(12)
-        self._empty = plain_label("Ask anything. Your questions and answers stay on this computer.", self._column,
-                                  name="emptyHint", wrap=True)
+        self._empty = plain_label(
+            "Ask anything. Your questions and answers stay on this computer.", self._column, name="emptyHint", wrap=True
+        )
         self._empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self._layout.addWidget(self._empty)
         self._layout.addStretch(1)
@@ -67,8 +68,9 @@ class ChatView(QScrollArea):
                 widget.set_trace_id(stats_trace_id(m.stats))
         self.scroll_to_bottom()
 
-    def add_message(self, role: str, text: str = "", status: str = "complete",
-                    message_id: int | None = None) -> MessageWidget:
+    def add_message(
+        self, role: str, text: str = "", status: str = "complete", message_id: int | None = None
+    ) -> MessageWidget:
         self._empty.hide()
         widget = MessageWidget(role, text, status, message_id, self._column)
         widget.sourceClicked.connect(self.sourceClicked)

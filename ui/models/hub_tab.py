@@ -19,7 +19,11 @@ from PySide6.QtWidgets import (
 )
 
 from engine.models.download_events import (
-    DownloadCancelled, DownloadDone, DownloadFailed, DownloadPaused, DownloadProgress,
+    DownloadCancelled,
+    DownloadDone,
+    DownloadFailed,
+    DownloadPaused,
+    DownloadProgress,
 )
 from engine.models.hub import HubAuthError
 from ui.errors import describe, show_error
@@ -103,8 +107,10 @@ class HubModels(QWidget):
         self._pending = list(pending)
         if self._pending and self.handle is None:
             p = self._pending[0]
-            self.status.setText(f"Unfinished download: {p.filename} ({human_bytes(p.done_bytes)} of "
-                                f"{human_bytes(p.size) if p.size else '?'}). Resume continues it.")
+            self.status.setText(
+                f"Unfinished download: {p.filename} ({human_bytes(p.done_bytes)} of "
+                f"{human_bytes(p.size) if p.size else '?'}). Resume continues it."
+            )
             self.pause_button.setText("Resume")
             self.pause_button.setEnabled(True)
 
@@ -120,8 +126,9 @@ class HubModels(QWidget):
         self.repos = repos
         self.repo_table.setRowCount(len(repos))
         for row, r in enumerate(repos):
-            for column, text in enumerate((r.repo_id, f"{r.downloads:,}", f"{r.likes:,}",
-                                           "gated: needs a token" if r.gated else "open")):
+            for column, text in enumerate(
+                (r.repo_id, f"{r.downloads:,}", f"{r.likes:,}", "gated: needs a token" if r.gated else "open")
+            ):
                 self.repo_table.setItem(row, column, QTableWidgetItem(text))
         self.repo_table.resizeColumnsToContents()
         self.status.setText(f"{len(repos)} repositories." if repos else "No GGUF repositories found.")
@@ -167,9 +174,12 @@ class HubModels(QWidget):
 
     def _ask_token(self) -> bool:
         """Ask for a hub token; keep it in the keyring, or for this session when there is none."""
-        token, ok = QInputDialog.getText(self, "Hugging Face token", "This repository needs a token with access "
-                                         "to it (huggingface.co › Settings › Access Tokens):",
-                                         QLineEdit.EchoMode.Password)
+        token, ok = QInputDialog.getText(
+            self,
+            "Hugging Face token",
+            "This repository needs a token with access to it (huggingface.co › Settings › Access Tokens):",
+            QLineEdit.EchoMode.Password,
+        )
         if not ok or not token.strip():
             return False
         secrets = self.services.secrets
@@ -185,8 +195,9 @@ class HubModels(QWidget):
     def _with_token(self, then) -> None:
         """Read the hub token from the keyring off the GUI thread, then call ``then(token)`` on it."""
         secrets = self.services.secrets
-        run_in_background(lambda: secrets.get("hf_token"), then,
-                          lambda exc: show_error(self, "Hugging Face token", exc), owner=self)
+        run_in_background(
+            lambda: secrets.get("hf_token"), then, lambda exc: show_error(self, "Hugging Face token", exc), owner=self
+        )
 
     # Downloading -----------------------------------------------------------------------
 
@@ -236,8 +247,9 @@ class HubModels(QWidget):
             if total:
                 self.progress.setValue(int(event.done * 1000 / total))
             eta = f", {event.eta_s:.0f} s left" if event.eta_s else ""
-            self.status.setText(f"{human_bytes(event.done)} of {human_bytes(total)} at "
-                                f"{event.bytes_per_s / 2**20:.1f} MB/s{eta}")
+            self.status.setText(
+                f"{human_bytes(event.done)} of {human_bytes(total)} at {event.bytes_per_s / 2**20:.1f} MB/s{eta}"
+            )
         elif isinstance(event, DownloadPaused):
             self.pause_button.setText("Resume")
             self.status.setText("Paused; Resume continues where it stopped (also after a restart).")

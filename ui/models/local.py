@@ -78,8 +78,12 @@ class LocalModels(QWidget):
     def refresh(self) -> None:
         """Read the models and their offload verdicts off the GUI thread."""
         services = self.services
-        run_in_background(lambda: services.describe_local_models(), self._fill,
-                          lambda exc: show_error(self, "Models", exc), owner=self)
+        run_in_background(
+            lambda: services.describe_local_models(),
+            self._fill,
+            lambda exc: show_error(self, "Models", exc),
+            owner=self,
+        )
 
     def _fill(self, listing) -> None:
         self.models, self.plans = listing
@@ -88,10 +92,16 @@ class LocalModels(QWidget):
         for row, m in enumerate(self.models):
             plan = self.plans.get(m.path)
             active = (m.bundled and not current) or m.path == current
-            cells = (m.name + ("  (in use)" if active else ""), m.architecture, human_params(m.n_params),
-                     m.quantization, f"{m.context_length:,}" if m.context_length else "",
-                     human_bytes(m.size_bytes), "yes" if m.has_chat_template else ("no" if not m.problem else ""),
-                     m.problem or (plan.summary if plan is not None else ""))
+            cells = (
+                m.name + ("  (in use)" if active else ""),
+                m.architecture,
+                human_params(m.n_params),
+                m.quantization,
+                f"{m.context_length:,}" if m.context_length else "",
+                human_bytes(m.size_bytes),
+                "yes" if m.has_chat_template else ("no" if not m.problem else ""),
+                m.problem or (plan.summary if plan is not None else ""),
+            )
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setToolTip(literal(m.path if column == 0 else text))
@@ -138,8 +148,9 @@ class LocalModels(QWidget):
 
         def progress(done: int, total: int) -> None:
             # Called on the worker thread: hand the value to the bar through a queued call.
-            QMetaObject.invokeMethod(relay, "setValue", Qt.ConnectionType.QueuedConnection,
-                                     Q_ARG(int, int(done * 1000 / max(total, 1))))
+            QMetaObject.invokeMethod(
+                relay, "setValue", Qt.ConnectionType.QueuedConnection, Q_ARG(int, int(done * 1000 / max(total, 1)))
+            )
 
         def imported(model) -> None:
             self._import_ended()
@@ -166,14 +177,18 @@ class LocalModels(QWidget):
             show_error(self, "Model in use", "This is the model in use; choose another one first.")
             return
         catalog = self.services.catalog
-        run_in_background(lambda: catalog.delete(model.path), lambda _r: self.refresh(),
-                          lambda exc: show_error(self, "Model not deleted", exc), owner=self)
+        run_in_background(
+            lambda: catalog.delete(model.path),
+            lambda _r: self.refresh(),
+            lambda exc: show_error(self, "Model not deleted", exc),
+            owner=self,
+        )
 
-    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def dragEnterEvent(self, event) -> None:
         if any(u.toLocalFile().lower().endswith(".gguf") for u in event.mimeData().urls()):
             event.acceptProposedAction()
 
-    def dropEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def dropEvent(self, event) -> None:
         for url in event.mimeData().urls():
             if url.toLocalFile().lower().endswith(".gguf"):
                 self.import_file(url.toLocalFile())

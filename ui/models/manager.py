@@ -16,12 +16,19 @@ def hardware_text(hw, embedding_device: tuple[str, str] | None = None) -> str:
     """One line about this machine (and where embeddings run) for the top of the window."""
     cpu = hw.cpu
     flags = ", ".join(f for f in ("avx2", "avx512f", "neon") if f in cpu.flags) or "no vector extensions found"
-    gpus = "; ".join(f"{g.name} ({g.free_bytes / 2**30:.1f} of {g.total_bytes / 2**30:.1f} GB free)"
-                     for g in hw.gpus) or "no GPU found (models run on the CPU)"
-    return (f"CPU: {cpu.cores_logical} threads ({flags}) · RAM: {hw.ram_available / 2**30:.1f} of "
-            f"{hw.ram_total / 2**30:.1f} GB free · GPU: {gpus} · Embeddings: "
-            + (f"{embedding_device[0].upper()} ({embedding_device[1]})" if embedding_device
-               else "start with the first document"))
+    gpus = (
+        "; ".join(f"{g.name} ({g.free_bytes / 2**30:.1f} of {g.total_bytes / 2**30:.1f} GB free)" for g in hw.gpus)
+        or "no GPU found (models run on the CPU)"
+    )
+    return (
+        f"CPU: {cpu.cores_logical} threads ({flags}) · RAM: {hw.ram_available / 2**30:.1f} of "
+        f"{hw.ram_total / 2**30:.1f} GB free · GPU: {gpus} · Embeddings: "
+        + (
+            f"{embedding_device[0].upper()} ({embedding_device[1]})"
+            if embedding_device
+            else "start with the first document"
+        )
+    )
 
 
 class ModelManager(QDialog):
@@ -47,8 +54,12 @@ class ModelManager(QDialog):
         layout.addWidget(self.tabs, 1)
         # One job first, then the lists: imports of torch and the planner from two threads at once can
         # meet a package half-initialised by the other.
-        run_in_background(lambda: (services.hardware(), services.embedding_device()), self._ready,
-                          lambda exc: show_error(self, "Hardware", exc), owner=self)
+        run_in_background(
+            lambda: (services.hardware(), services.embedding_device()),
+            self._ready,
+            lambda exc: show_error(self, "Hardware", exc),
+            owner=self,
+        )
 
     def _ready(self, found) -> None:
         self.hardware_label.setText(hardware_text(*found))

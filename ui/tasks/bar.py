@@ -51,7 +51,7 @@ def _combo(parent: QWidget, name: str, items: dict[str, str] | tuple[str, ...], 
     combo = QComboBox(parent)
     combo.setObjectName(name)
     combo.setToolTip(literal(tip))
-    for key, label in (items.items() if isinstance(items, dict) else ((i, i) for i in items)):
+    for key, label in items.items() if isinstance(items, dict) else ((i, i) for i in items):
         combo.addItem(label, key)
     return combo
 
@@ -69,8 +69,13 @@ class TaskBar(QWidget):
 
     modeChanged = Signal(str)
 
-    def __init__(self, chat_options: QWidget, translate_to: str = "English",
-                 library: Callable[[], object] = lambda: None, parent: QWidget | None = None):
+    def __init__(
+        self,
+        chat_options: QWidget,
+        translate_to: str = "English",
+        library: Callable[[], object] = lambda: None,
+        parent: QWidget | None = None,
+    ):
         super().__init__(parent)
         self.setObjectName("taskBar")
         self.library = library  # the open DocumentLibrary, or None while it opens
@@ -119,8 +124,13 @@ class TaskBar(QWidget):
         self.target.setCurrentIndex(max(0, self.target.findData(translate_to)))
         self.detected_label = plain_label("", page, name="detectedLanguage")
         self.source.currentIndexChanged.connect(lambda _i: self._schedule_detect())
-        for widget in (plain_label("From:", page), self.source, plain_label("To:", page), self.target,
-                       self.detected_label):
+        for widget in (
+            plain_label("From:", page),
+            self.source,
+            plain_label("To:", page),
+            self.target,
+            self.detected_label,
+        ):
             row.addWidget(widget)
         row.addStretch(1)
         self.pages["translate"] = page
@@ -205,8 +215,9 @@ class TaskBar(QWidget):
             if self.use_files.isChecked():
                 library = self.library()
                 if library is None:
-                    raise InvalidRequestError("The document index is not open yet.",
-                                              hint="Wait a moment, or untick “Use indexed files”.")
+                    raise InvalidRequestError(
+                        "The document index is not open yet.", hint="Wait a moment, or untick “Use indexed files”."
+                    )
             return code_request(text, self.action.currentData(), self.error.text(), library)
         if self.mode == "extract":
             return extract_request(text, self.schema.schema(), self.schema.title())

@@ -43,8 +43,12 @@ class TaskRequest:
 
 
 _BLOCK_START = re.compile(r"^(\s|#|```|~~~|[-*+>|]|\d+[.)]\s|<)")
-_CODE_REQUESTS = {"explain": "Explain this {}code", "review": "Review this {}code",
-                  "tests": "Write tests for this {}code", "fix": "Fix the error in this {}code"}
+_CODE_REQUESTS = {
+    "explain": "Explain this {}code",
+    "review": "Review this {}code",
+    "tests": "Write tests for this {}code",
+    "fix": "Fix the error in this {}code",
+}
 
 
 def request_message(heading: str, text: str) -> str:
@@ -66,8 +70,12 @@ def summarize_request(text: str, length: str) -> TaskRequest:
 
     _require(text, "text to summarize")
     label = LENGTHS.get(length, length).lower()
-    return TaskRequest("summarize", request_message(f"Summarize ({label})", text),
-                       lambda ctx: summarize(ctx, text, length), "Summarizing…")
+    return TaskRequest(
+        "summarize",
+        request_message(f"Summarize ({label})", text),
+        lambda ctx: summarize(ctx, text, length),
+        "Summarizing…",
+    )
 
 
 def document_summary_request(title: str, text: str, length: str) -> TaskRequest:
@@ -75,15 +83,16 @@ def document_summary_request(title: str, text: str, length: str) -> TaskRequest:
     from engine.tasks.summarize import LENGTHS, summarize
 
     if not text.strip():
-        raise InvalidRequestError(f"“{title}” has no text to summarize.",
-                                  hint="It may be a scanned document without a text layer.")
+        raise InvalidRequestError(
+            f"“{title}” has no text to summarize.", hint="It may be a scanned document without a text layer."
+        )
     label = LENGTHS.get(length, length).lower()
-    return TaskRequest("summarize", f"Summarize ({label}): {title}",
-                       lambda ctx: summarize(ctx, text, length), f"Summarizing {title}…")
+    return TaskRequest(
+        "summarize", f"Summarize ({label}): {title}", lambda ctx: summarize(ctx, text, length), f"Summarizing {title}…"
+    )
 
 
-def translate_request(text: str, target: str, source: str | None = None,
-                      detected: str | None = None) -> TaskRequest:
+def translate_request(text: str, target: str, source: str | None = None, detected: str | None = None) -> TaskRequest:
     """``source`` None detects the language; ``detected`` (if known) only makes the message read better."""
     from engine.tasks.translate import translate
 
@@ -94,8 +103,12 @@ def translate_request(text: str, target: str, source: str | None = None,
         origin = f" from {detected} (detected)"
     else:
         origin = ""
-    return TaskRequest("translate", request_message(f"Translate{origin} to {target}", text),
-                       lambda ctx: translate(ctx, text, target, source), f"Translating to {target}…")
+    return TaskRequest(
+        "translate",
+        request_message(f"Translate{origin} to {target}", text),
+        lambda ctx: translate(ctx, text, target, source),
+        f"Translating to {target}…",
+    )
 
 
 def code_request(code: str, action: str, error: str = "", library=None) -> TaskRequest:
@@ -110,9 +123,9 @@ def code_request(code: str, action: str, error: str = "", library=None) -> TaskR
     request = _CODE_REQUESTS.get(action, label + " {}code").format(named) + f":\n\n{shown}"
     if error.strip():
         request += f"\n\nError:\n\n```\n{error.strip()}\n```"
-    return TaskRequest("code", request,
-                       lambda ctx: code_help(ctx, action, code, error=error.strip(), library=library),
-                       f"{label}…")
+    return TaskRequest(
+        "code", request, lambda ctx: code_help(ctx, action, code, error=error.strip(), library=library), f"{label}…"
+    )
 
 
 def extract_request(text: str, schema: dict, schema_title: str = "") -> TaskRequest:
@@ -120,8 +133,12 @@ def extract_request(text: str, schema: dict, schema_title: str = "") -> TaskRequ
 
     _require(text, "text to extract from")
     title = f" ({schema_title})" if schema_title else ""
-    return TaskRequest("extract", request_message(f"Extract JSON{title}", text),
-                       lambda ctx: extract_json(ctx, text, schema), "Extracting…")
+    return TaskRequest(
+        "extract",
+        request_message(f"Extract JSON{title}", text),
+        lambda ctx: extract_json(ctx, text, schema),
+        "Extracting…",
+    )
 
 
 def parse_schema(text: str) -> dict:

@@ -106,8 +106,7 @@ class SchemaEditor(QWidget):
             if generation == self._generation:  # a later edit supersedes this check
                 self._show(problem)
 
-        run_in_background(lambda: parse_schema(text) and None, shown,
-                          lambda exc: shown(describe(exc)), owner=self)
+        run_in_background(lambda: parse_schema(text) and None, shown, lambda exc: shown(describe(exc)), owner=self)
 
     def _show(self, problem: str | None) -> None:
         self.error = problem

@@ -34,7 +34,7 @@ from ui.plain import confirm, literal, plain_label
 _CHECK_DELAY_MS = 300
 SAMPLE_VALUES = {
     "text": "Locus runs a language model on your own computer. Your documents and conversations never "
-            "leave it, and it keeps working without a network.",
+    "leave it, and it keeps working without a network.",
     "length": "one short paragraph",
     "target": "French",
     "source": "English",
@@ -167,16 +167,23 @@ class TemplateEditor(QDialog):
             for name, customised in rows:
                 item = QListWidgetItem(f"{name}  (edited)" if customised else name)
                 item.setData(Qt.ItemDataRole.UserRole, name)
-                item.setToolTip(literal("Your version, in " + str(library.user_path(name)) if customised
-                                        else "The built-in template"))
+                item.setToolTip(
+                    literal(
+                        "Your version, in " + str(library.user_path(name)) if customised else "The built-in template"
+                    )
+                )
                 self.list.addItem(item)
             self.list.blockSignals(False)
             names = [n for n, _ in rows]
             if names:
                 self.list.setCurrentRow(names.index(wanted) if wanted in names else 0)
 
-        run_in_background(lambda: [(n, library.is_customised(n)) for n in library.names()], listed,
-                          lambda exc: show_error(self, "Prompt templates", exc), owner=self)
+        run_in_background(
+            lambda: [(n, library.is_customised(n)) for n in library.names()],
+            listed,
+            lambda exc: show_error(self, "Prompt templates", exc),
+            owner=self,
+        )
 
     def names(self) -> list[str]:
         return [self.list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.list.count())]
@@ -206,8 +213,9 @@ class TemplateEditor(QDialog):
             self.editor.setPlainText(text)
             self.check()
 
-        run_in_background(lambda: library.text(name), loaded,
-                          lambda exc: show_error(self, "Prompt templates", exc), owner=self)
+        run_in_background(
+            lambda: library.text(name), loaded, lambda exc: show_error(self, "Prompt templates", exc), owner=self
+        )
 
     def dirty(self) -> bool:
         return self.name is not None and self.editor.toPlainText() != self.loaded_text
@@ -230,8 +238,7 @@ class TemplateEditor(QDialog):
             self._show_error(describe(exc))
             return
         template = self.template
-        self.heading.setText(f"{template.title} — {template.description}" if template.description
-                             else template.title)
+        self.heading.setText(f"{template.title} — {template.description}" if template.description else template.title)
         self._sync_samples(template.variables)
         self.render_preview()
 
@@ -277,8 +284,9 @@ class TemplateEditor(QDialog):
                 text, n = result
                 info = runtime.model_info
                 self.preview.setPlainText(text)
-                self.token_label.setText(f"{n} tokens for {info.name if info else 'the model'}, "
-                                         "as its chat template renders the prompt")
+                self.token_label.setText(
+                    f"{n} tokens for {info.name if info else 'the model'}, as its chat template renders the prompt"
+                )
 
         def failed(exc: BaseException) -> None:
             if generation == self._count_generation:
@@ -312,8 +320,9 @@ class TemplateEditor(QDialog):
             self.refresh_list(name)
             self.saved.emit(name)
 
-        run_in_background(lambda: library.save(name, text), done,
-                          lambda exc: self._show_error(describe(exc)), owner=self)
+        run_in_background(
+            lambda: library.save(name, text), done, lambda exc: self._show_error(describe(exc)), owner=self
+        )
 
     def reset(self) -> None:
         """Drop the user's copy and show the built-in template again."""
@@ -321,7 +330,8 @@ class TemplateEditor(QDialog):
         if name is None:
             return
         if name in self.customised and not confirm(
-                self, "Reset template", f"Delete your version of '{name}' and use the built-in one?"):
+            self, "Reset template", f"Delete your version of '{name}' and use the built-in one?"
+        ):
             return
 
         def done(text: str) -> None:

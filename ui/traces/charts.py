@@ -54,8 +54,13 @@ class TimeChart(QChartView):
         self.series: dict[str, QLineSeries] = {}
         self.set_series({})
 
-    def set_series(self, data: Mapping[str, Sequence[tuple[float, float]]], *, floor: float | None = None,
-                   floor_name: str = "threshold") -> None:
+    def set_series(
+        self,
+        data: Mapping[str, Sequence[tuple[float, float]]],
+        *,
+        floor: float | None = None,
+        floor_name: str = "threshold",
+    ) -> None:
         """Show these series (name -> (time, value) points); names not given disappear.
 
         ``floor`` draws a dashed horizontal line at that value across the chart (a threshold)."""
@@ -83,11 +88,13 @@ class TimeChart(QChartView):
         else:  # a margin, so that the first and last points are not cut by the chart's edge
             pad = (high_x - low_x) * 0.03
             low_x, high_x = low_x - pad, high_x + pad
-        self.x_axis.setRange(QDateTime.fromMSecsSinceEpoch(int(low_x * 1000)),
-                             QDateTime.fromMSecsSinceEpoch(int(high_x * 1000)))
-        self.x_axis.setFormat("HH:mm:ss" if high_x - low_x < 600 else "HH:mm" if high_x - low_x < 86400
-                              else "MMM d HH:mm")
-        low_y, high_y = min(ys + [0.0]), max(ys + [0.0])
+        self.x_axis.setRange(
+            QDateTime.fromMSecsSinceEpoch(int(low_x * 1000)), QDateTime.fromMSecsSinceEpoch(int(high_x * 1000))
+        )
+        self.x_axis.setFormat(
+            "HH:mm:ss" if high_x - low_x < 600 else "HH:mm" if high_x - low_x < 86400 else "MMM d HH:mm"
+        )
+        low_y, high_y = min([*ys, 0.0]), max([*ys, 0.0])
         self.y_axis.setRange(low_y, high_y * 1.1 if high_y > 0 else 1.0)
         self.y_axis.applyNiceNumbers()
         if floor is not None and xs:
@@ -142,7 +149,7 @@ class HistogramChart(QChartView):
         x.setTitleText(x_title)
         y = QValueAxis()
         y.setLabelFormat("%d")
-        y.setRange(0, max(list(counts) + [1]))
+        y.setRange(0, max([*counts, 1]))
         y.applyNiceNumbers()
         self.chart_.addAxis(x, Qt.AlignmentFlag.AlignBottom)
         self.chart_.addAxis(y, Qt.AlignmentFlag.AlignLeft)

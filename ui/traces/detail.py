@@ -19,12 +19,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.trace.store import SpanRecord
 from engine.trace.reading import TraceContent, format_duration, format_value, span_state, trace_content
+from engine.trace.store import SpanRecord
 from ui.plain import literal, rich_label
 
-NOT_CAPTURED = ("Not recorded for this trace. Prompts, answers and passage texts are kept only while "
-                "content capture is on (Settings › Traces).")
+NOT_CAPTURED = (
+    "Not recorded for this trace. Prompts, answers and passage texts are kept only while "
+    "content capture is on (Settings › Traces)."
+)
 PASSAGE_COLUMNS = ("#", "Source", "Location", "Score", "Similarity", "Text")
 
 
@@ -69,8 +71,9 @@ class SpanDetail(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         # Rich text for the layout; every value in it is escaped (span names and errors come from requests).
-        self.header = rich_label("Choose a trace to see its spans.", self, name="spanHeader", wrap=True,
-                                 selectable=True)
+        self.header = rich_label(
+            "Choose a trace to see its spans.", self, name="spanHeader", wrap=True, selectable=True
+        )
         layout.addWidget(self.header)
         self.tabs = QTabWidget(self)
         self.tabs.setObjectName("detailTabs")
@@ -87,11 +90,13 @@ class SpanDetail(QWidget):
         self.prompt = _text_view(self, "promptView", NOT_CAPTURED)
         self.response = _text_view(self, "responseView", NOT_CAPTURED)
         self.events = make_table(self, "eventTable", ("At", "Event", "Attributes"))
-        for title, top, bottom in (("Attributes", self.attributes, self.attribute_value),
-                                   ("Prompt", self.prompt, None),
-                                   ("Retrieved", self.passages, self.passage_text),
-                                   ("Response", self.response, None),
-                                   ("Events", self.events, None)):
+        for title, top, bottom in (
+            ("Attributes", self.attributes, self.attribute_value),
+            ("Prompt", self.prompt, None),
+            ("Retrieved", self.passages, self.passage_text),
+            ("Response", self.response, None),
+            ("Events", self.events, None),
+        ):
             if bottom is None:
                 self.tabs.addTab(top, title)
                 continue
@@ -113,9 +118,13 @@ class SpanDetail(QWidget):
         self._fill_passages(self.content.passages)
         self.prompt.setPlainText(self.content.prompt or "")
         self.response.setPlainText(self.content.response or "")
-        titles = (f"Attributes ({len(span.attributes) if span else 0})", "Prompt",
-                  f"Retrieved ({len(self.content.passages)})", "Response",
-                  f"Events ({len(span.events) if span else 0})")
+        titles = (
+            f"Attributes ({len(span.attributes) if span else 0})",
+            "Prompt",
+            f"Retrieved ({len(self.content.passages)})",
+            "Response",
+            f"Events ({len(span.events) if span else 0})",
+        )
         for i, title in enumerate(titles):
             self.tabs.setTabText(i, title)
 
@@ -124,11 +133,17 @@ class SpanDetail(QWidget):
         if span is None:
             return "Choose a span in the tree."
         start = min((s.start_ns for s in spans), default=span.start_ns)
-        text = (f"<b>{html.escape(span.name)}</b> &nbsp;·&nbsp; {html.escape(span.kind)} &nbsp;·&nbsp; "
-                f"{format_duration(span.duration_s)} &nbsp;·&nbsp; "
-                + (f"starts at +{format_duration((span.start_ns - start) / 1e9)}" if span.start_ns > start
-                   else "starts the trace") + "<br>"
-                f"<small>span {html.escape(span.span_id)} · trace {html.escape(span.trace_id)}</small>")
+        text = (
+            f"<b>{html.escape(span.name)}</b> &nbsp;·&nbsp; {html.escape(span.kind)} &nbsp;·&nbsp; "
+            f"{format_duration(span.duration_s)} &nbsp;·&nbsp; "
+            + (
+                f"starts at +{format_duration((span.start_ns - start) / 1e9)}"
+                if span.start_ns > start
+                else "starts the trace"
+            )
+            + "<br>"
+            f"<small>span {html.escape(span.span_id)} · trace {html.escape(span.trace_id)}</small>"
+        )
         state = span_state(span)
         if state == "error":
             message = html.escape(span.status_message or "no message")
@@ -175,9 +190,14 @@ class SpanDetail(QWidget):
         self.passages.setRowCount(len(passages))
         for row, p in enumerate(passages):
             title = str(p.get("title") or p.get("path") or "")
-            values = (str(p.get("number", row + 1)), title, str(p.get("location") or ""),
-                      _score(p.get("score")), _score(p.get("similarity")),
-                      " ".join(str(p.get("text") or "").split())[:200])
+            values = (
+                str(p.get("number", row + 1)),
+                title,
+                str(p.get("location") or ""),
+                _score(p.get("score")),
+                _score(p.get("similarity")),
+                " ".join(str(p.get("text") or "").split())[:200],
+            )
             for column, value in enumerate(values):
                 self.passages.setItem(row, column, make_cell(value, str(p.get("path") or "") if column == 1 else None))
         self.passage_text.setPlainText("")
@@ -197,12 +217,16 @@ class SpanDetail(QWidget):
 
     def passage_rows(self) -> list[tuple[str, ...]]:
         """What the passages table shows, for tests."""
-        return [tuple(self.passages.item(r, c).text() for c in range(self.passages.columnCount()))
-                for r in range(self.passages.rowCount())]
+        return [
+            tuple(self.passages.item(r, c).text() for c in range(self.passages.columnCount()))
+            for r in range(self.passages.rowCount())
+        ]
 
     def attribute_rows(self) -> dict[str, str]:
-        return {self.attributes.item(r, 0).text(): self.attributes.item(r, 1).text()
-                for r in range(self.attributes.rowCount())}
+        return {
+            self.attributes.item(r, 0).text(): self.attributes.item(r, 1).text()
+            for r in range(self.attributes.rowCount())
+        }
 
 
 def _score(value) -> str:

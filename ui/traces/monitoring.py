@@ -18,9 +18,9 @@ from PySide6.QtWidgets import (
 )
 
 from engine.trace.monitor import DEFAULT_RELEVANCE_LEVEL
+from engine.trace.reading import histogram
 from ui.plain import plain_label, rich_label
 from ui.traces.charts import HistogramChart, TimeChart
-from engine.trace.reading import histogram
 from ui.traces.detail import make_cell, make_table
 from ui.traces.trace_list import format_start
 
@@ -42,22 +42,31 @@ def drift_text(report) -> str:
     if drift is None:
         head = "<b>Question drift:</b> not tested yet"
     else:
-        verdict = ("<span style='color:#c62828'><b>drift detected</b></span>" if drift.drifted
-                   else "<span style='color:#2e7d32'><b>no significant drift</b></span>")
-        head = (f"<b>Question drift:</b> {verdict} &nbsp;·&nbsp; baseline: {drift.n_baseline} questions "
-                f"{_when(drift.baseline_start)} – {_when(drift.baseline_end)}; recent: {drift.n_recent} "
-                f"{_when(drift.recent_start)} – {_when(drift.recent_end)}")
+        verdict = (
+            "<span style='color:#c62828'><b>drift detected</b></span>"
+            if drift.drifted
+            else "<span style='color:#2e7d32'><b>no significant drift</b></span>"
+        )
+        head = (
+            f"<b>Question drift:</b> {verdict} &nbsp;·&nbsp; baseline: {drift.n_baseline} questions "
+            f"{_when(drift.baseline_start)} – {_when(drift.baseline_end)}; recent: {drift.n_recent} "
+            f"{_when(drift.recent_start)} – {_when(drift.recent_end)}"
+        )
     lines = [head]
     if note:
         lines.append(note)
     questions, answers = getattr(report, "questions", 0), getattr(report, "answers_checked", 0)
-    counts = (f"{_n(questions, 'question')} observed · {len(report.no_relevant)} without relevant documents · "
-              f"{_n(answers, 'answer')} checked · {len(report.unsupported)} with unsupported sentences")
+    counts = (
+        f"{_n(questions, 'question')} observed · {len(report.no_relevant)} without relevant documents · "
+        f"{_n(answers, 'answer')} checked · {len(report.unsupported)} with unsupported sentences"
+    )
     calibration = getattr(report, "calibration", None)
     if calibration is not None:
-        counts += (f" · relevance level {calibration.relevance_level:.3f}, support level "
-                   f"{calibration.support_level:.3f} (calibrated on {calibration.n_pairs} pairs from "
-                   f"{calibration.n_chunks} chunks)")
+        counts += (
+            f" · relevance level {calibration.relevance_level:.3f}, support level "
+            f"{calibration.support_level:.3f} (calibrated on {calibration.n_pairs} pairs from "
+            f"{calibration.n_chunks} chunks)"
+        )
     lines.append(f"<small>{counts}</small>")
     return "<br>".join(lines)
 
@@ -83,8 +92,7 @@ class MonitoringPanel(QWidget):
         top.addWidget(self.refresh_button)
         layout.addLayout(top)
         # Rich text for the verdict's colour; drift_text escapes every value it shows.
-        self.summary = rich_label("Monitoring has not run yet.", self, name="driftSummary", wrap=True,
-                                  selectable=True)
+        self.summary = rich_label("Monitoring has not run yet.", self, name="driftSummary", wrap=True, selectable=True)
         layout.addWidget(self.summary)
         grid = QGridLayout()
         self.scores_chart = TimeChart("Top retrieval score per question", "similarity", self, dots=True)
@@ -131,14 +139,16 @@ class MonitoringPanel(QWidget):
         scores = [(t, v) for t, v in report.top_scores if v is not None and math.isfinite(v)]
         calibration = getattr(report, "calibration", None)
         level = calibration.relevance_level if calibration is not None else DEFAULT_RELEVANCE_LEVEL
-        self.scores_chart.set_series({"top score": scores}, floor=level,
-                                     floor_name=f"no-relevant level {level:.2f}")
+        self.scores_chart.set_series({"top score": scores}, floor=level, floor_name=f"no-relevant level {level:.2f}")
         values = [v for _t, v in scores]
         low = min(0.0, math.floor(min(values, default=0.0) * 10) / 10)
         bins = round((1.0 - low) * 10)
         counts = histogram(values, bins=bins, low=low, high=1.0)
-        self.histogram.set_counts(counts, [f"{low + i / 10:.1f}" for i in range(bins)],
-                                  "top similarity (each bar: from its label to the next)")
+        self.histogram.set_counts(
+            counts,
+            [f"{low + i / 10:.1f}" for i in range(bins)],
+            "top similarity (each bar: from its label to the next)",
+        )
         rows = sorted(report.no_relevant, key=lambda q: q.ts, reverse=True)
         self.no_relevant.setRowCount(len(rows))
         for r, q in enumerate(rows):

@@ -7,27 +7,43 @@ from dataclasses import dataclass, field
 
 from PySide6.QtWidgets import QFrame, QGridLayout, QScrollArea, QWidget
 
+from engine.trace.reading import downsample
 from engine.trace.store import TraceStore
 from ui.traces.charts import TimeChart
-from engine.trace.reading import downsample
 
 Points = list[tuple[float, float]]
 MIB, GIB = 2**20, 2**30
 
 # Per-request figures: (chart key, title, unit, store column).
-REQUEST_CHARTS = (("latency", "Latency per request", "s", "duration_s"),
-                  ("ttft", "Time to first token", "s", "ttft_s"),
-                  ("tokens_per_s", "Tokens per second", "tokens/s", "tokens_per_s"))
+REQUEST_CHARTS = (
+    ("latency", "Latency per request", "s", "duration_s"),
+    ("ttft", "Time to first token", "s", "ttft_s"),
+    ("tokens_per_s", "Tokens per second", "tokens/s", "tokens_per_s"),
+)
 # Sampled metrics: (chart key, title, unit, [(metric name, line name)], scale); {i} is a GPU's index.
 METRIC_CHARTS = (
-    ("cpu", "CPU and memory", "%", [("process.cpu_percent", "Locus CPU"), ("system.cpu_percent", "System CPU"),
-                                    ("system.memory_percent", "System memory")], 1.0),
+    (
+        "cpu",
+        "CPU and memory",
+        "%",
+        [
+            ("process.cpu_percent", "Locus CPU"),
+            ("system.cpu_percent", "System CPU"),
+            ("system.memory_percent", "System memory"),
+        ],
+        1.0,
+    ),
     ("rss", "Locus memory", "MiB", [("process.rss_bytes", "Resident")], 1 / MIB),
     ("queue", "Queue length", "requests", [("runtime.queue_length", "Waiting")], 1.0),
     ("speed", "Generation speed", "tokens/s", [("runtime.tokens_per_s", "Runtime")], 1.0),
     ("gpu", "GPU utilization", "%", [("gpu.{i}.utilization_percent", "GPU {i}")], 1.0),
-    ("gpu_memory", "GPU memory", "GiB", [("gpu.{i}.memory_used_bytes", "GPU {i} used"),
-                                         ("gpu.{i}.memory_total_bytes", "GPU {i} total")], 1 / GIB),
+    (
+        "gpu_memory",
+        "GPU memory",
+        "GiB",
+        [("gpu.{i}.memory_used_bytes", "GPU {i} used"), ("gpu.{i}.memory_total_bytes", "GPU {i} total")],
+        1 / GIB,
+    ),
 )
 _GPU = re.compile(r"^gpu\.(\d+)\.")
 
@@ -39,8 +55,9 @@ class PerformanceData:
     charts: dict[str, dict[str, Points]] = field(default_factory=dict)
 
 
-def load_performance(store: TraceStore, since: float | None, task: str | None = None,
-                     most: int = 600) -> PerformanceData:
+def load_performance(
+    store: TraceStore, since: float | None, task: str | None = None, most: int = 600
+) -> PerformanceData:
     """Read the per-request series and every known metric since ``since`` (seconds since the epoch)."""
     charts: dict[str, dict[str, Points]] = {}
     for key, _title, _unit, column in REQUEST_CHARTS:
@@ -50,7 +67,7 @@ def load_performance(store: TraceStore, since: float | None, task: str | None = 
     for key, _title, _unit, lines, scale in METRIC_CHARTS:
         series: dict[str, Points] = {}
         for metric, label in lines:
-            for i in (gpus if "{i}" in metric else [None]):
+            for i in gpus if "{i}" in metric else [None]:
                 name = metric.format(i=i) if i is not None else metric
                 if name in names:
                     points = downsample(store.metrics(name, since), most)
@@ -70,8 +87,9 @@ class PerformancePanel(QScrollArea):
         body = QWidget(self)
         grid = QGridLayout(body)
         self.charts: dict[str, TimeChart] = {}
-        specs = [(k, t, u, True) for k, t, u, _c in REQUEST_CHARTS] + [(k, t, u, False)
-                                                                       for k, t, u, _l, _s in METRIC_CHARTS]
+        specs = [(k, t, u, True) for k, t, u, _c in REQUEST_CHARTS] + [
+            (k, t, u, False) for k, t, u, _l, _s in METRIC_CHARTS
+        ]
         for index, (key, title, unit, dots) in enumerate(specs):
             chart = TimeChart(title, unit, body, dots=dots)
             chart.setObjectName(f"chart_{key}")

@@ -17,14 +17,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.trace.store import SpanRecord
 from engine.trace.reading import SpanNode, build_tree, format_duration, span_state, walk
+from engine.trace.store import SpanRecord
 from ui.plain import literal
 
 SPAN_ROLE = Qt.ItemDataRole.UserRole
 BAR_ROLE = Qt.ItemDataRole.UserRole + 1
-BAR_COLOURS = {"ok": QColor("#4f7fe0"), "generation": QColor("#8e5bd6"), "error": QColor("#d32f2f"),
-               "cancelled": QColor("#ef8c00")}
+BAR_COLOURS = {
+    "ok": QColor("#4f7fe0"),
+    "generation": QColor("#8e5bd6"),
+    "error": QColor("#d32f2f"),
+    "cancelled": QColor("#ef8c00"),
+}
 TEXT_COLOURS = {"error": QColor("#c62828"), "cancelled": QColor("#ef6c00")}
 
 
@@ -55,8 +59,9 @@ class WaterfallDelegate(QStyledItemDelegate):
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.setPen(Qt.PenStyle.NoPen)
         selected = bool(option.state & QStyle.StateFlag.State_Selected)
-        track = QColor(option.palette.color(option.palette.ColorRole.HighlightedText if selected
-                                            else option.palette.ColorRole.Mid))
+        track = QColor(
+            option.palette.color(option.palette.ColorRole.HighlightedText if selected else option.palette.ColorRole.Mid)
+        )
         track.setAlpha(90 if selected else 40)
         painter.setBrush(track)
         painter.drawRect(area)
@@ -115,8 +120,9 @@ class SpanTree(QTreeWidget):
     def _item(self, node: SpanNode) -> QTreeWidgetItem:
         s = node.span
         kind = bar_kind(s)
-        item = QTreeWidgetItem([s.name + ("  (parent not stored yet)" if node.orphan else ""),
-                                format_duration(s.duration_s), ""])
+        item = QTreeWidgetItem(
+            [s.name + ("  (parent not stored yet)" if node.orphan else ""), format_duration(s.duration_s), ""]
+        )
         item.setData(0, SPAN_ROLE, s.span_id)
         item.setData(2, BAR_ROLE, (node.offset, node.width, kind))
         item.setTextAlignment(1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)

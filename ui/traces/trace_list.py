@@ -18,13 +18,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.trace.store import TraceFilter, TraceSummary
 from engine.trace.reading import format_duration
+from engine.trace.store import TraceFilter, TraceSummary
 from ui.plain import literal, plain_label
 
 STATE_COLOURS = {"error": QColor("#c62828"), "cancelled": QColor("#ef6c00"), "running": QColor("#757575")}
-TIME_RANGES = (("Last hour", 3600.0), ("Last 24 hours", 86400.0), ("Last 7 days", 7 * 86400.0),
-               ("All time", None), ("Custom range…", "custom"))
+TIME_RANGES = (
+    ("Last hour", 3600.0),
+    ("Last 24 hours", 86400.0),
+    ("Last 7 days", 7 * 86400.0),
+    ("All time", None),
+    ("Custom range…", "custom"),
+)
 TEXT_DEBOUNCE_MS = 300
 COLUMN_WIDTHS = (80, 120, 320, 150, 70, 70, 80, 70, 90)
 
@@ -60,8 +65,14 @@ class FilterBar(QWidget):
         self.time_range.currentIndexChanged.connect(self._range_chosen)
         for widget in (self.since_edit, self.until_edit):
             widget.dateTimeChanged.connect(lambda _d: self.changed.emit())
-        for label, widget in (("Time", self.time_range), (None, self.since_edit), (None, self.until_edit),
-                              ("Task", self.task), ("Model", self.model), ("Status", self.status)):
+        for label, widget in (
+            ("Time", self.time_range),
+            (None, self.since_edit),
+            (None, self.until_edit),
+            ("Task", self.task),
+            ("Model", self.model),
+            ("Status", self.status),
+        ):
             if label:
                 row.addWidget(plain_label(label, self))
             row.addWidget(widget)
@@ -105,8 +116,15 @@ class FilterBar(QWidget):
             combo.setCurrentIndex(max(0, combo.findData(current)) if current else 0)
             combo.blockSignals(False)
 
-    def choose(self, *, time_range: str | None = None, task: str | None = None, status: str | None = None,
-               model: str | None = None, text: str | None = None) -> None:
+    def choose(
+        self,
+        *,
+        time_range: str | None = None,
+        task: str | None = None,
+        status: str | None = None,
+        model: str | None = None,
+        text: str | None = None,
+    ) -> None:
         """Set filters from code (tests, 'open at this trace'); one ``changed`` follows."""
         self.blockSignals(True)
         if time_range is not None:
@@ -131,9 +149,15 @@ class FilterBar(QWidget):
 
     def current(self, limit: int = 500) -> TraceFilter:
         until = self.until_edit.dateTime().toSecsSinceEpoch() if self.time_range.currentData() == "custom" else None
-        return TraceFilter(since=self.since(), until=until, task=self.task.currentData(),
-                           model=self.model.currentData(), status=self.status.currentData(),
-                           text=self.text.text().strip() or None, limit=limit)
+        return TraceFilter(
+            since=self.since(),
+            until=until,
+            task=self.task.currentData(),
+            model=self.model.currentData(),
+            status=self.status.currentData(),
+            text=self.text.text().strip() or None,
+            limit=limit,
+        )
 
 
 def request_label(t: TraceSummary) -> str:
@@ -151,8 +175,17 @@ def format_start(ts: float) -> str:
 class TraceListModel(QAbstractTableModel):
     """One row per trace, newest first; Qt.UserRole gives the trace id."""
 
-    COLUMNS = ("Started", "Request", "Question / summary", "Model", "Status", "Duration", "First token",
-               "Tokens/s", "Tokens in/out")
+    COLUMNS = (
+        "Started",
+        "Request",
+        "Question / summary",
+        "Model",
+        "Status",
+        "Duration",
+        "First token",
+        "Tokens/s",
+        "Tokens in/out",
+    )
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -170,13 +203,13 @@ class TraceListModel(QAbstractTableModel):
     def row_of(self, trace_id: str) -> int:
         return next((i for i, t in enumerate(self.rows) if t.trace_id == trace_id), -1)
 
-    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802 - Qt override
-        return 0 if parent.isValid() else len(self.rows)
+    def rowCount(self, parent: QModelIndex | None = None) -> int:
+        return 0 if parent is not None and parent.isValid() else len(self.rows)
 
-    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: N802 - Qt override
-        return 0 if parent.isValid() else len(self.COLUMNS)
+    def columnCount(self, parent: QModelIndex | None = None) -> int:
+        return 0 if parent is not None and parent.isValid() else len(self.COLUMNS)
 
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802 - Qt override
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return self.COLUMNS[section]
         return None
@@ -244,8 +277,10 @@ class TraceListView(QTableView):
         selection = self.selectionModel()
         selection.blockSignals(True)
         if row >= 0:
-            selection.setCurrentIndex(model.index(row, 0), QItemSelectionModel.SelectionFlag.ClearAndSelect
-                                      | QItemSelectionModel.SelectionFlag.Rows)
+            selection.setCurrentIndex(
+                model.index(row, 0),
+                QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows,
+            )
         else:
             selection.clearSelection()
         selection.blockSignals(False)

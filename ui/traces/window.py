@@ -133,7 +133,7 @@ class TraceWindow(QMainWindow):
         self.setCentralWidget(label)
 
     @classmethod
-    def open_for(cls, parent: QWidget, services, trace_id: str | None = None) -> "TraceWindow":
+    def open_for(cls, parent: QWidget, services, trace_id: str | None = None) -> TraceWindow:
         """Show the parent's trace window (made on first use), at ``trace_id`` when given."""
         window = parent.findChild(cls)
         if window is None:
@@ -147,13 +147,13 @@ class TraceWindow(QMainWindow):
 
     # Refreshing ----------------------------------------------------------------------
 
-    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def showEvent(self, event) -> None:
         super().showEvent(event)
         if self.store is not None:
             self.timer.start()
             self.refresh_all()
 
-    def hideEvent(self, event) -> None:  # noqa: N802 - Qt override
+    def hideEvent(self, event) -> None:
         self.timer.stop()
         super().hideEvent(event)
 
@@ -172,7 +172,8 @@ class TraceWindow(QMainWindow):
         if self.tabs.currentWidget() is self.performance and (force or now - self._charted_at > chart_stale):
             self.refresh_performance()
         elif self.tabs.currentWidget() is self.monitoring and (
-                not self._monitored_at or now - self._monitored_at > MONITOR_STALE_S):
+            not self._monitored_at or now - self._monitored_at > MONITOR_STALE_S
+        ):
             self.refresh_monitoring()
 
     def _start(self, kind: str, work, done) -> bool:
@@ -201,8 +202,10 @@ class TraceWindow(QMainWindow):
         def work():
             if tracing is not None:
                 tracing.flush()
-            return (store.list_traces(where),
-                    (store.distinct("task"), store.distinct("model"), store.distinct("status")))
+            return (
+                store.list_traces(where),
+                (store.distinct("task"), store.distinct("model"), store.distinct("status")),
+            )
 
         if not self._start("list", work, self._listed):
             self._again = "list" in self._busy
@@ -212,8 +215,9 @@ class TraceWindow(QMainWindow):
         self.filters.set_choices(tasks, models, statuses)
         if self.model.set_rows(rows):
             self.list.select_trace(self.wanted or self.trace_id)
-        self.count_label.setText(f"{len(rows)} trace{'s' * (len(rows) != 1)}"
-                                 + (" (the newest 500)" if len(rows) >= 500 else ""))
+        self.count_label.setText(
+            f"{len(rows)} trace{'s' * (len(rows) != 1)}" + (" (the newest 500)" if len(rows) >= 500 else "")
+        )
         if self.wanted and self.model.row_of(self.wanted) >= 0:
             self.wanted = None
         elif self.wanted and self.spans and self.spans[0].trace_id == self.wanted:
