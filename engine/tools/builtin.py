@@ -152,7 +152,7 @@ class FetchPage(BuiltinTool):
     )
 
     def _run(self, arguments: dict, cancel: threading.Event, timeout_s: float) -> tuple[str, tuple]:
-        from engine.tools.web import fetch
+        from engine.tools.web import FETCH_MAX_BYTES, fetch
 
         config = self._config()
         if not config.fetch_enabled:
@@ -160,8 +160,8 @@ class FetchPage(BuiltinTool):
         page = fetch(
             str(arguments.get("url") or ""), timeout_s=timeout_s, cancel=cancel, allow_private=config.fetch_private
         )
-        note = "\n\n[The page was longer; only its beginning was read.]" if page.truncated else ""
-        return f"{page.title}\n{page.url}\n\n{page.text}{note}", ()
+        note = f"\n[The page is longer than {FETCH_MAX_BYTES // 1024:,} KB; only its beginning was read.]"
+        return f"{page.title}\n{page.url}{note if page.truncated else ''}\n\n{page.text}", ()
 
 
 FETCH_OFF = (

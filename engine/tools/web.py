@@ -134,7 +134,6 @@ def _get(
                 "User-Agent": USER_AGENT,
                 "Accept": "text/html, text/plain;q=0.9, */*;q=0.1",
                 "Accept-Encoding": "identity",
-                "Connection": "close",
             },
         )
         response = connection.getresponse()
@@ -145,7 +144,9 @@ def _get(
         while True:
             if cancel.is_set():
                 raise FetchError("Fetching the page was stopped.")
-            connection.sock.settimeout(_remaining(deadline))
+            left = _remaining(deadline)
+            if connection.sock is not None:  # None once http.client knows the server closes after this response
+                connection.sock.settimeout(left)
             chunk = response.read(min(65536, max_bytes + 1 - total))
             if not chunk:
                 break
@@ -187,7 +188,7 @@ def _resolve(host: str, port: int, allow_private: bool, deadline: float) -> str:
     return addresses[0]
 
 
-def _connection(scheme: str, host: str, port: int, address: str, timeout: float) -> http.client.HTTPConnection:
+def _connection(scheme: str, host: str, port: int, address: str, timeout: float) -> _PinnedHTTP | _PinnedHTTPS:
     """A connection to the checked ``address``, speaking to ``host`` (its certificate, for https)."""
     if scheme == "https":
         return _PinnedHTTPS(host, port, address, timeout=timeout, context=ssl.create_default_context())
@@ -195,6 +196,8 @@ def _connection(scheme: str, host: str, port: int, address: str, timeout: float)
 
 
 class _PinnedHTTP(http.client.HTTPConnection):
+    """A connection to an address checked beforehand."""
+
     def __init__(self, host: str, port: int, address: str, **kwargs):
         super().__init__(host, port, **kwargs)
         self._address = address
@@ -204,6 +207,8 @@ class _PinnedHTTP(http.client.HTTPConnection):
 
 
 class _PinnedHTTPS(http.client.HTTPSConnection):
+    """https to an address checked beforehand; the certificate must still be ``host``'s."""
+
     def __init__(self, host: str, port: int, address: str, *, context: ssl.SSLContext, **kwargs):
         super().__init__(host, port, context=context, **kwargs)
         self._address = address
