@@ -62,10 +62,15 @@ class DocumentsController(QObject):
     # Opening -----------------------------------------------------------------------
 
     def open(self) -> None:
-        """Open the index off the GUI thread, then finish interrupted work and start watching."""
+        """Open the index and finish interrupted work off the GUI thread, then start watching."""
+
+        def open_and_resume(rebuild: bool = False):
+            library = self.services.open_library(self.bridge.index_sink, rebuild=rebuild)
+            library.resume()  # reads the index (LanceDB): not on the GUI thread
+            return library
+
         def opened(library) -> None:
             self.library = library
-            library.resume()
             library.start_watching()
             self.watch = IndexWatch(str(library.store.directory), library.store.change_stamp, self)
             self.watch.changed.connect(lambda: self.refresh(quiet=True))
@@ -77,20 +82,22 @@ class DocumentsController(QObject):
 
         def failed(exc: BaseException) -> None:
             if isinstance(exc, EmbeddingModelMismatch) and self._confirm_rebuild(exc):
-                run_in_background(lambda: self.services.open_library(self.bridge.index_sink, rebuild=True),
-                                  opened, failed, owner=self.window)
+                run_in_background(lambda: open_and_resume(rebuild=True), opened, failed, owner=self.window)
                 return
             self.open_error = describe(exc)
             self.panel.progress_label.setText(self.open_error)
             self.panel.progress_label.show()
             show_error(self.window, "Documents unavailable", exc)
 
-        run_in_background(lambda: self.services.open_library(self.bridge.index_sink), opened, failed, owner=self.window)
+        run_in_background(open_and_resume, opened, failed, owner=self.window)
 
     def _confirm_rebuild(self, exc: EmbeddingModelMismatch) -> bool:
-        return confirm(self.window, "Re-index documents?",
-                       f"{exc.message}\n\nRe-index every document with the new model now? The old index is kept "
-                       "aside, and your files are not touched.")
+        return confirm(
+            self.window,
+            "Re-index documents?",
+            f"{exc.message}\n\nRe-index every document with the new model now? The old index is kept "
+            "aside, and your files are not touched.",
+        )
 
     def refresh(self, quiet: bool = False) -> None:
         """List the documents again (off the GUI thread) and show them; one listing at a time, the newest
@@ -134,11 +141,15 @@ class DocumentsController(QObject):
 
     def _with_library(self, action) -> None:
         if self.library is None:
-            show_error(self.window, "Documents", self.open_error or "The document index is still opening; "
-                       "try again in a moment.")
+            show_error(
+                self.window,
+                "Documents",
+                self.open_error or "The document index is still opening; try again in a moment.",
+            )
             return
-        run_in_background(lambda: action(self.library), None,
-                          lambda exc: show_error(self.window, "Documents", exc), owner=self.window)
+        run_in_background(
+            lambda: action(self.library), None, lambda exc: show_error(self.window, "Documents", exc), owner=self.window
+        )
 
     def add(self, paths: list[str], collection: str = "default", watch: bool = False) -> None:
         """Index files and folders (queued until the index is open)."""
@@ -164,6 +175,7 @@ class DocumentsController(QObject):
 
     def summarize_document(self, path_or_id: str, new_chat: bool = True) -> None:
         """Read a document's text off the GUI thread, then hand it on to be summarized."""
+
         def read(library):
             record, text = library.document_text(path_or_id)
             return record.title or Path(record.path).name, text
@@ -172,6 +184,7 @@ class DocumentsController(QObject):
 
     def summarize_collection(self, name: str, new_chat: bool = True) -> None:
         """Summarize every document of a collection together (each under its own heading)."""
+
         def read(library):
             documents = [(record, body) for record, body in library.collection_text(name) if body.strip()]
             text = join_documents(documents)
@@ -182,13 +195,20 @@ class DocumentsController(QObject):
 
     def _read_for_summary(self, read, new_chat: bool) -> None:
         if self.library is None:
-            show_error(self.window, "Summarize", self.open_error or "The document index is still opening; "
-                       "try again in a moment.")
+            show_error(
+                self.window,
+                "Summarize",
+                self.open_error or "The document index is still opening; try again in a moment.",
+            )
             return
         library = self.library
         self.window.statusBar().showMessage("Reading the document…", 3000)
-        run_in_background(lambda: read(library), lambda found: self.summaryTextReady.emit(*found, new_chat),
-                          lambda exc: show_error(self.window, "Summarize", exc), owner=self.window)
+        run_in_background(
+            lambda: read(library),
+            lambda found: self.summaryTextReady.emit(*found, new_chat),
+            lambda exc: show_error(self.window, "Summarize", exc),
+            owner=self.window,
+        )
 
     def handle_drop(self, paths: list[str]) -> None:
         self.panel.add_paths(paths)
@@ -211,9 +231,11 @@ class DocumentsController(QObject):
             if event.files_total or event.paused:  # a job queued while paused has no files counted yet
                 self.panel.show_progress(event)
                 self.window.statusBar().showMessage(
-                    f"Indexing paused: {event.files_done}/{event.files_total} files" if event.paused else
-                    f"Indexing: {event.files_done}/{event.files_total} files, {event.chunks_per_s:.1f} chunks/s",
-                    0 if event.paused else 3000)
+                    f"Indexing paused: {event.files_done}/{event.files_total} files"
+                    if event.paused
+                    else f"Indexing: {event.files_done}/{event.files_total} files, {event.chunks_per_s:.1f} chunks/s",
+                    0 if event.paused else 3000,
+                )
         elif isinstance(event, IndexFinished):
             if self.window.statusBar().currentMessage().startswith("Indexing paused"):
                 self.window.statusBar().clearMessage()

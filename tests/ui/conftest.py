@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import time
+import importlib.util
+import os
+import sqlite3
+import sys
+import threading
+from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QTimer
 
 from app.paths import resolve_paths
 from app.services import build_services
 from ui.main_window import MainWindow
 from ui.ops import wait_for_background
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
@@ -37,40 +43,84 @@ def loaded_window(qtbot, window):
     return window
 
 
-class Heartbeat:
-    """A 10 ms QTimer on the GUI thread; the longest gap between its ticks is how long the GUI stalled."""
+# Packages whose code is blocking work (disk, native model, parsing): none of it may run on the GUI thread.
+BLOCKING_PACKAGES = {
+    "lancedb": "LanceDB",
+    "llama_cpp": "llama.cpp",
+    "sentence_transformers": "the embedding model",
+    "transformers": "the embedding model",
+    "torch": "the embedding model",
+    "pypdf": "document parsing",
+}
+# The engine's own entry points into such work.
+BLOCKING_ENGINE_PATHS = {
+    "engine/rag/loaders/": "document parsing",
+    "engine/rag/embed.py": "embedding",
+}
+
+
+def _blocking_prefixes() -> tuple[tuple[str, str], ...]:
+    """(path prefix, seam) for each blocking package (found without importing it) and engine module."""
+    prefixes = []
+    for package, seam in BLOCKING_PACKAGES.items():
+        spec = importlib.util.find_spec(package)
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            prefixes.append((os.path.join(folder, ""), seam))
+    prefixes += [(str(REPO / path), seam) for path, seam in BLOCKING_ENGINE_PATHS.items()]
+    return tuple(prefixes)
+
+
+class GuiThreadGuard:
+    """While armed (``with guard:``), records every entry into blocking work on the GUI thread: any call on
+    an SQLite connection or cursor, and any function of LanceDB, llama.cpp, the embedding model or the
+    document parsers. A profile function (``sys.setprofile``, set on the GUI thread only) sees each call
+    that thread makes, C functions included; other threads are not watched. ``entered`` lists
+    "seam: function (called from file:line)" once per place."""
 
     def __init__(self):
-        self.timer = QTimer()
-        self.timer.setInterval(10)
-        self.timer.timeout.connect(self._tick)
-        self.reset()
+        self.entered: list[str] = []
+        self._prefixes = _blocking_prefixes()
+        self._starts = tuple(prefix for prefix, _ in self._prefixes)
+        self._previous = None
 
-    def reset(self):
-        self.last = time.perf_counter()
-        self.max_gap = 0.0
-        self.ticks = 0
+    def __enter__(self):
+        assert threading.current_thread() is threading.main_thread(), "Qt's GUI thread is the main thread"
+        self._previous = sys.getprofile()
+        sys.setprofile(self._profile)
+        return self
 
-    def _tick(self):
-        now = time.perf_counter()
-        self.max_gap = max(self.max_gap, now - self.last)
-        self.last = now
-        self.ticks += 1
+    def __exit__(self, *exc):
+        sys.setprofile(self._previous)
 
-    def start(self):
-        self.reset()
-        self.timer.start()
+    def _profile(self, frame, event, arg):
+        if event == "c_call":
+            owner = getattr(arg, "__self__", None)
+            if isinstance(owner, (sqlite3.Connection, sqlite3.Cursor)) or arg is sqlite3.connect:
+                self._note("SQLite", f"sqlite3.{getattr(arg, '__qualname__', arg)}", frame)
+        elif event == "call" and frame.f_code.co_filename.startswith(self._starts):
+            outer = frame.f_back  # only the way in: the package's own calls below it are not listed again
+            if outer is None or not outer.f_code.co_filename.startswith(self._starts):
+                filename = frame.f_code.co_filename
+                seam = next(seam for prefix, seam in self._prefixes if filename.startswith(prefix))
+                self._note(seam, frame.f_code.co_qualname, frame.f_back)
 
-    def stop(self):
-        self._tick()
-        self.timer.stop()
+    def _note(self, seam: str, function: str, caller) -> None:
+        chain = []  # the project's frames that led there, innermost first
+        while caller is not None and len(chain) < 4:
+            if caller.f_code.co_filename.startswith(str(REPO)):
+                chain.append(f"{os.path.relpath(caller.f_code.co_filename, REPO)}:{caller.f_lineno}")
+            caller = caller.f_back
+        line = f"{seam}: {function} (called from {' < '.join(chain) or '?'})"
+        if line not in self.entered:
+            self.entered.append(line)
 
 
 @pytest.fixture()
-def heartbeat():
-    beat = Heartbeat()
-    yield beat
-    beat.timer.stop()
+def gui_guard():
+    """A GuiThreadGuard to wrap the part of a test that drives the window."""
+    guard = GuiThreadGuard()
+    yield guard
+    guard.__exit__(None, None, None)
 
 
 class FifoTrap:
@@ -86,8 +136,15 @@ class FifoTrap:
         os.mkfifo(self.path)
         # One writer after another: a reader that opens the pipe again (Qt's image fallback does) gets one
         # too, so reading code on the GUI thread ends (and the test fails) instead of hanging.
-        self.writer = subprocess.Popen(["sh", "-c", 'while :; do exec 3>"$0"; echo opened >> "$1"; exec 3>&-; done',
-                                        str(self.path), str(self.marker)])
+        self.writer = subprocess.Popen(
+            [
+                "sh",
+                "-c",
+                'while :; do exec 3>"$0"; echo opened >> "$1"; exec 3>&-; done',
+                str(self.path),
+                str(self.marker),
+            ]
+        )
 
     @property
     def opened(self) -> int:

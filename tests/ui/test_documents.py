@@ -12,9 +12,9 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
 from engine.rag.store import DocumentRecord
-from ui.ops import wait_for_background
 from tests.app.helpers import LOCUS
 from tests.conftest import PDF_ODDITIES
+from ui.ops import wait_for_background
 
 CORPUS = PDF_ODDITIES
 
@@ -22,44 +22,62 @@ CORPUS = PDF_ODDITIES
 def drop(widget, paths):
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    enter = QDragEnterEvent(QPoint(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                            Qt.KeyboardModifier.NoModifier)
+    enter = QDragEnterEvent(
+        QPoint(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    )
     QApplication.sendEvent(widget, enter)
     assert enter.isAccepted()
-    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                       Qt.KeyboardModifier.NoModifier)
+    event = QDropEvent(
+        QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    )
     QApplication.sendEvent(widget, event)
     assert event.isAccepted()
 
 
-def test_drop_index_ask_and_open_the_cited_page(qtbot, loaded_window, services, tmp_path, heartbeat):
+def test_drop_index_ask_and_open_the_cited_page(qtbot, loaded_window, services, tmp_path, gui_guard):
     window = loaded_window
     qtbot.waitUntil(lambda: window.documents.library is not None, timeout=60_000)
     # The embedding model loads on the first document (importing it takes seconds): that too must
-    # not freeze the window, so it is inside the heartbeat's watch below.
+    # not run on the GUI thread, so it is inside the guard's watch below.
     folder = tmp_path / "papers"
     folder.mkdir()
     shutil.copy(CORPUS / "pdflatex-outline.pdf", folder)
-    (folder / "ferry.md").write_text("# Ferry\n\nThe island ferry leaves the pier at 08:15 every weekday.\n",
-                                     encoding="utf-8")
+    (folder / "ferry.md").write_text(
+        "# Ferry\n\nThe island ferry leaves the pier at 08:15 every weekday.\n", encoding="utf-8"
+    )
     shutil.copy(CORPUS / "r4-user-password.pdf", folder)
     shutil.copy(CORPUS / "Seige_of_Vicksburg_Sample_OCR.pdf", folder)
-    heartbeat.start()
-    drop(window, [folder / "pdflatex-outline.pdf", folder / "ferry.md", folder / "r4-user-password.pdf",
-                  folder / "Seige_of_Vicksburg_Sample_OCR.pdf"])
-    panel = window.documents.panel
-    qtbot.waitUntil(lambda: sorted(panel.rows()) == [
-        ("Seige_of_Vicksburg_Sample_OCR.pdf", "default", "done"),
-        ("ferry.md", "default", "done"), ("pdflatex-outline.pdf", "default", "done"),
-        ("r4-user-password.pdf", "default", "failed: password protected")], timeout=180_000)
-    heartbeat.stop()
-    assert heartbeat.max_gap < 0.25, f"GUI stalled {heartbeat.max_gap:.3f}s while indexing"
+    with gui_guard:
+        drop(
+            window,
+            [
+                folder / "pdflatex-outline.pdf",
+                folder / "ferry.md",
+                folder / "r4-user-password.pdf",
+                folder / "Seige_of_Vicksburg_Sample_OCR.pdf",
+            ],
+        )
+        panel = window.documents.panel
+        qtbot.waitUntil(
+            lambda: (
+                sorted(panel.rows())
+                == [
+                    ("Seige_of_Vicksburg_Sample_OCR.pdf", "default", "done"),
+                    ("ferry.md", "default", "done"),
+                    ("pdflatex-outline.pdf", "default", "done"),
+                    ("r4-user-password.pdf", "default", "failed: password protected"),
+                ]
+            ),
+            timeout=180_000,
+        )
+    assert gui_guard.entered == [], "blocking work on the GUI thread:\n" + "\n".join(gui_guard.entered)
     qtbot.waitUntil(lambda: "Collection: default" in [a.text() for a in window.documents_selector.menu().actions()])
 
     window.documents_selector.choose([])  # all documents
     chat = services.assistant.settings
-    services.assistant.settings = dataclasses.replace(chat, sampling=dataclasses.replace(
-        chat.sampling, temperature=0.0, max_tokens=60))
+    services.assistant.settings = dataclasses.replace(
+        chat, sampling=dataclasses.replace(chat.sampling, temperature=0.0, max_tokens=60)
+    )
     with qtbot.waitSignal(window.answerFinished, timeout=120_000) as blocker:
         qtbot.keyClicks(window.composer, "What time does the island ferry leave the pier?")
         qtbot.keyClick(window.composer, Qt.Key.Key_Return)
@@ -89,8 +107,15 @@ def test_drop_index_ask_and_open_the_cited_page(qtbot, loaded_window, services, 
 
 
 def test_a_pdf_source_opens_at_its_page(qtbot, window):
-    viewer = window.documents.open_source({"path": str(CORPUS / "pdflatex-outline.pdf"), "kind": "pdf", "page": 2,
-                                           "location": "page 2", "title": "outline"})
+    viewer = window.documents.open_source(
+        {
+            "path": str(CORPUS / "pdflatex-outline.pdf"),
+            "kind": "pdf",
+            "page": 2,
+            "location": "page 2",
+            "title": "outline",
+        }
+    )
     qtbot.waitUntil(lambda: viewer.current_page == 2)
     assert viewer.pdf_view is not None and viewer.document.pageCount() >= 2
     missing = window.documents.open_source({"path": "/nowhere/gone.pdf", "kind": "pdf", "page": 1})
@@ -112,8 +137,7 @@ def test_paused_indexing_says_so_in_the_window_and_goes_on_when_resumed(qtbot, w
     qtbot.waitUntil(lambda: not status.currentMessage().startswith("Indexing paused"), timeout=10_000)
 
 
-def test_documents_indexed_and_removed_by_another_process_show_without_a_restart(qtbot, window, locus_home,
-                                                                                 tmp_path):
+def test_documents_indexed_and_removed_by_another_process_show_without_a_restart(qtbot, window, locus_home, tmp_path):
     """`locus index` and `locus docs remove` run as their own processes on the same data folder while the
     window is open: the panel and the Documents selector follow, with nothing clicked."""
     window.documents.open()
@@ -136,14 +160,26 @@ def test_documents_indexed_and_removed_by_another_process_show_without_a_restart
     qtbot.waitUntil(lambda: removing.poll() is not None, timeout=120_000)
     assert removing.returncode == 0, removing.stdout.read()
     qtbot.waitUntil(lambda: all(row[0] != "harbour.md" for row in panel.rows()), timeout=30_000)
-    qtbot.waitUntil(lambda: "Collection: harbour" not in [a.text() for a in selector.menu().actions()],
-                    timeout=10_000)
+    qtbot.waitUntil(lambda: "Collection: harbour" not in [a.text() for a in selector.menu().actions()], timeout=10_000)
 
 
 def record(doc_id: str, status: str = "done", collection: str = "default") -> DocumentRecord:
-    return DocumentRecord(doc_id=doc_id, path=f"/docs/{doc_id}.md", collection=collection, title="", kind="markdown",
-                          status=status, reason="", message="", content_hash="", size=1, mtime=0.0, n_chunks=2,
-                          pages=0, updated_at=0.0)
+    return DocumentRecord(
+        doc_id=doc_id,
+        path=f"/docs/{doc_id}.md",
+        collection=collection,
+        title="",
+        kind="markdown",
+        status=status,
+        reason="",
+        message="",
+        content_hash="",
+        size=1,
+        mtime=0.0,
+        n_chunks=2,
+        pages=0,
+        updated_at=0.0,
+    )
 
 
 def test_the_list_read_again_keeps_the_selection_and_changes_only_rows_that_changed(qtbot, window):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from PySide6.QtCore import QCoreApplication, QTimer
 
 from engine.answer import TextDelta
 from engine.assistant import Assistant, ChatSettings
@@ -32,17 +33,23 @@ def test_an_answer_is_followed_from_its_start_to_its_one_end(qtbot, assistant):
     live.statusChanged.connect(statuses.append)
     live.textChanged.connect(texts.append)
     live.answerEnded.connect(ends.append)
-    with qtbot.waitSignals([live.answerStarted, live.statusChanged, live.textChanged, live.answerEnded],
-                           order="simple", timeout=60_000):
+    with qtbot.waitSignals(
+        [live.answerStarted, live.statusChanged, live.textChanged, live.answerEnded], order="simple", timeout=60_000
+    ):
         handle = live.start(lambda sink: assistant.ask("Write a short poem about rain.", None, sink))
         assert live.status == "Thinking…" and live.started is None  # asked, and back at once
-    qtbot.wait(100)  # nothing more arrives after the end
     ended = ends[0]
     assert ends == [ended] and ended.complete and live.result is ended and live.finished
     assert live.started.assistant_message_id is not None and live.conversation_id == handle.started.conversation_id
     assert statuses[0] == "Answering…" and live.trace_id == ended.trace_id
     assert texts[-1] == live.text == ended.text == "".join(d.text for d in deltas)
     assert len(texts) < len(deltas)  # repaints are coalesced, not one per piece
+    # Nothing more after the end: no repaint left pending, and a late piece changes nothing.
+    assert handle.wait(10) is not None and not any(t.isActive() for t in live.findChildren(QTimer))
+    with qtbot.assertNotEmitted(live.textChanged), qtbot.assertNotEmitted(live.answerEnded):
+        bridge.answer_sink(TextDelta(handle.answer_id, " late"))
+        QCoreApplication.processEvents()
+    assert live.text == ended.text and ends == [ended]
 
 
 def test_a_stop_before_the_answer_started_ends_it_stopped(qtbot, assistant):

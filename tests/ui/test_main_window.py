@@ -29,27 +29,28 @@ def ask(qtbot, window, text: str, timeout=60_000):
     return blocker.args[0]
 
 
-def test_type_enter_stream_then_stop_and_the_gui_never_stalls(qtbot, window, services, heartbeat):
-    heartbeat.start()
-    with qtbot.waitSignal(window.bridge.modelLoaded, timeout=120_000):
-        window.start()
-    heartbeat.stop()
-    load_gap, load_ticks = heartbeat.max_gap, heartbeat.ticks
+def test_type_enter_stream_then_stop_and_the_gui_thread_never_blocks(qtbot, window, services, gui_guard):
+    # Loading the model, streaming and stopping: no SQLite, LanceDB, llama.cpp or parsing call is made on
+    # the GUI thread meanwhile (how long the GUI stalls under load is measured by bench/gui_stall.py).
+    with gui_guard:
+        with qtbot.waitSignal(window.bridge.modelLoaded, timeout=120_000):
+            window.start()
+        qtbot.waitUntil(lambda: window.documents.library is not None, timeout=60_000)  # the index opened too
     assert "SmolLM2" in window.model_label.text() and window.load_bar.isHidden()
 
     set_sampling(services, max_tokens=600, seed=11)
-    heartbeat.start()
-    qtbot.keyClicks(window.composer, "Write a long story about a dragon who learns to bake bread.")
-    qtbot.keyClick(window.composer, Qt.Key.Key_Return)
-    assert window.composer.toPlainText() == ""
-    assert window.chat.messages()[0].text.startswith("Write a long story")
-    assert window.send_button.text() == "Stop"
-    qtbot.waitUntil(lambda: len(answer_text(window)) > 10, timeout=30_000)
-    first_seen = answer_text(window)
-    qtbot.waitUntil(lambda: len(answer_text(window)) > len(first_seen) + 10, timeout=30_000)  # still growing
-    with qtbot.waitSignal(window.answerFinished, timeout=10_000) as blocker:
-        qtbot.mouseClick(window.send_button, Qt.MouseButton.LeftButton)
-    heartbeat.stop()
+    with gui_guard:
+        qtbot.keyClicks(window.composer, "Write a long story about a dragon who learns to bake bread.")
+        qtbot.keyClick(window.composer, Qt.Key.Key_Return)
+        assert window.composer.toPlainText() == ""
+        assert window.chat.messages()[0].text.startswith("Write a long story")
+        assert window.send_button.text() == "Stop"
+        qtbot.waitUntil(lambda: len(answer_text(window)) > 10, timeout=30_000)
+        first_seen = answer_text(window)
+        qtbot.waitUntil(lambda: len(answer_text(window)) > len(first_seen) + 10, timeout=30_000)  # still growing
+        with qtbot.waitSignal(window.answerFinished, timeout=10_000) as blocker:
+            qtbot.mouseClick(window.send_button, Qt.MouseButton.LeftButton)
+    assert gui_guard.entered == [], "blocking work on the GUI thread:\n" + "\n".join(gui_guard.entered)
     done = blocker.args[0]
     assert done.cancelled and done.stats.finish_reason == "cancelled"
     assert done.stats.completion_tokens < 600
@@ -60,10 +61,6 @@ def test_type_enter_stream_then_stop_and_the_gui_never_stalls(qtbot, window, ser
     wait_for_background()
     saved = services.history.message(widget.message_id)
     assert saved.status == "cancelled" and saved.content == done.text
-
-    assert load_ticks > 5 and heartbeat.ticks > 10  # the heartbeat really ran through both phases
-    assert load_gap < 0.25, f"GUI stalled {load_gap:.3f}s while the model loaded"
-    assert heartbeat.max_gap < 0.25, f"GUI stalled {heartbeat.max_gap:.3f}s while generating"
 
 
 def test_shift_enter_adds_a_line_and_enter_sends_both(qtbot, loaded_window, services):
@@ -97,12 +94,21 @@ def test_sidebar_new_search_rename_delete(qtbot, loaded_window, services, monkey
 
     window.sidebar.item_for(first_id).setText("Volcano notes")  # what finishing an inline edit does
     qtbot.waitUntil(lambda: services.history.conversation(first_id).title == "Volcano notes")
-    qtbot.waitUntil(lambda: window.sidebar.titles() == ["Volcano notes", "Recipe for pancakes"] or
-                    window.sidebar.titles() == ["Recipe for pancakes", "Volcano notes"])
+    qtbot.waitUntil(
+        lambda: (
+            window.sidebar.titles() == ["Volcano notes", "Recipe for pancakes"]
+            or window.sidebar.titles() == ["Recipe for pancakes", "Volcano notes"]
+        )
+    )
 
     window.sidebar.list.setCurrentItem(window.sidebar.item_for(first_id))
-    qtbot.waitUntil(lambda: window.conversation_id == first_id and len(window.chat.messages()) == 2
-                    and window.chat.messages()[0].text == "Tell me about volcanoes")
+    qtbot.waitUntil(
+        lambda: (
+            window.conversation_id == first_id
+            and len(window.chat.messages()) == 2
+            and window.chat.messages()[0].text == "Tell me about volcanoes"
+        )
+    )
 
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     window.sidebar.deleteRequested.emit(first_id)
@@ -129,13 +135,15 @@ def test_regenerate_and_edit_last_question(qtbot, loaded_window, services):
         qtbot.keyClicks(window.composer, "Name a plant")
         qtbot.keyClick(window.composer, Qt.Key.Key_Return)
     wait_for_background()
-    assert [w.text for w in window.chat.messages()][0] == "Name a plant"
+    assert window.chat.messages()[0].text == "Name a plant"
     assert len(window.chat.messages()) == 2 and not window.edit_banner.isVisible()
-    assert [m.content for m in services.history.messages(window.conversation_id)][0] == "Name a plant"
+    assert services.history.messages(window.conversation_id)[0].content == "Name a plant"
 
 
 def test_code_blocks_are_highlighted_and_copyable(qtbot, window):
-    answer = "Here you go:\n\n```python\ndef add(a, b):\n    return a + b\n```\n\nAnd a shell line:\n\n```bash\nls -la\n```"
+    answer = (
+        "Here you go:\n\n```python\ndef add(a, b):\n    return a + b\n```\n\nAnd a shell line:\n\n```bash\nls -la\n```"
+    )
     widget = window.chat.add_message("assistant", answer)
     blocks = widget.code_blocks()
     assert [b.language_label.text() for b in blocks] == ["Python", "Bash"]
@@ -158,8 +166,7 @@ def test_streaming_markdown_reuses_widgets_and_shows_open_fences_as_code(qtbot, 
     assert code.code == "const x = 1;\nconst y = 2;" and tail.toPlainText() == "Done."
 
 
-def test_a_model_that_will_not_load_gives_a_message_and_questions_fail_politely(qtbot, window, services,
-                                                                                corrupt_model):
+def test_a_model_that_will_not_load_gives_a_message_and_questions_fail_politely(qtbot, window, services, corrupt_model):
     services.update_settings(lambda settings: settings.with_value("model.path", str(corrupt_model)))
     with qtbot.waitSignal(window.bridge.modelLoadFailed, timeout=60_000):
         window.start()
@@ -187,7 +194,10 @@ def test_settings_problems_are_shown_at_start(qtbot, locus_home):
         window.show()
         with qtbot.waitSignal(window.bridge.modelLoaded, timeout=120_000):
             window.start()
-        texts = lambda: [b.text() for b in window.findChildren(QMessageBox, "errorBox")]  # noqa: E731
+
+        def texts():
+            return [b.text() for b in window.findChildren(QMessageBox, "errorBox")]
+
         qtbot.waitUntil(lambda: any("model.context_size" in t for t in texts()), timeout=10_000)
         assert any("256 to 262144" in t for t in texts()), texts()
         assert services.backends.resolve("local")[1].model_info.n_ctx == 4096  # started on the default
@@ -233,8 +243,12 @@ def test_reopening_a_conversation_shows_partial_answers_marked(qtbot, window, se
 def test_settings_dialog_round_trips_every_value_unchanged(qtbot):
     from app import settings as st
 
-    values = st.to_values(st.Settings().with_value("sampling.stop", ["\nUser:", "a\\b", "###"])
-                          .with_value("sampling.seed", 2**31 - 1).with_value("sampling.temperature", 0.125))
+    values = st.to_values(
+        st.Settings()
+        .with_value("sampling.stop", ["\nUser:", "a\\b", "###"])
+        .with_value("sampling.seed", 2**31 - 1)
+        .with_value("sampling.temperature", 0.125)
+    )
     dialog = SettingsDialog(st.SPECS, values)
     qtbot.addWidget(dialog)
     assert dialog.values() == values
@@ -245,8 +259,10 @@ def test_leaving_a_conversation_while_it_streams_keeps_the_window_working(qtbot,
     set_sampling(services, max_tokens=300, seed=4)
     qtbot.keyClicks(window.composer, "Write a long story about a lighthouse.")
     qtbot.keyClick(window.composer, Qt.Key.Key_Return)
-    qtbot.waitUntil(lambda: window.live is not None and window.live.started is not None and len(window.live.text) > 5,
-                    timeout=30_000)
+    qtbot.waitUntil(
+        lambda: window.live is not None and window.live.started is not None and len(window.live.text) > 5,
+        timeout=30_000,
+    )
     streaming_id = window.live.conversation_id
     qtbot.mouseClick(window.sidebar.new_button, Qt.MouseButton.LeftButton)  # leave while it streams
     assert window.conversation_id is None and window.chat.messages() == []

@@ -21,10 +21,18 @@ def rows(manager) -> list[list[str]]:
     return [[table.item(r, c).text() for c in range(table.columnCount())] for r in range(table.rowCount())]
 
 
-def test_manager_shows_verdicts_imports_and_switches_model(qtbot, loaded_window, services, tmp_path, corrupt_model):
+def an_8gb_nvidia_card(monkeypatch) -> None:
+    """A recorded profile of an 8 GB NVIDIA card stands in for the GPU this machine does not have: the
+    hardware probe (the seam the services call) answers it."""
+    profile = Hardware.from_json((PROFILES / "rtx4060_8gb.json").read_text())
+    monkeypatch.setattr("engine.models.hardware.probe", lambda: profile)
+
+
+def test_manager_shows_verdicts_imports_and_switches_model(
+    qtbot, loaded_window, services, tmp_path, corrupt_model, monkeypatch
+):
     window = loaded_window
-    # A recorded profile of an 8 GB NVIDIA card stands in for the GPU this machine does not have.
-    services._hardware = Hardware.from_json((PROFILES / "rtx4060_8gb.json").read_text())
+    an_8gb_nvidia_card(monkeypatch)
     manager = window.model.open_manager()
     qtbot.waitUntil(lambda: manager.local.table.rowCount() == 1, timeout=20_000)
     (bundled,) = rows(manager)
@@ -63,8 +71,7 @@ def test_manager_shows_verdicts_imports_and_switches_model(qtbot, loaded_window,
     manager.close()
 
 
-def test_hub_search_shows_verdicts_and_downloads_into_the_local_list(qtbot, window, services, model_path,
-                                                                    monkeypatch):
+def test_hub_search_shows_verdicts_and_downloads_into_the_local_list(qtbot, window, services, model_path, monkeypatch):
     """The hub cannot be reached here: a hub-shaped server on loopback serves the files, and HfApi answers
     from hub-shaped JSON (the narrowest seam); everything else is the real window, downloader and planner."""
     import hashlib
@@ -80,14 +87,24 @@ def test_hub_search_shows_verdicts_and_downloads_into_the_local_list(qtbot, wind
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     endpoint = f"http://127.0.0.1:{server.server_address[1]}"
     sha = hashlib.sha256(model).hexdigest()
-    siblings = [{"rfilename": "smol-Q4_1.gguf", "size": len(model),
-                 "lfs": {"size": len(model), "sha256": sha, "pointerSize": 134}},
-                {"rfilename": "smol-F16.gguf", "size": 100 * len(model),
-                 "lfs": {"size": 100 * len(model), "sha256": sha, "pointerSize": 134}}]
-    api = FakeApi(models=[{"id": "org/smol-GGUF", "downloads": 1234, "likes": 5, "gated": False}],
-                  info={"id": "org/smol-GGUF", "sha": commit, "siblings": siblings})
+    siblings = [
+        {
+            "rfilename": "smol-Q4_1.gguf",
+            "size": len(model),
+            "lfs": {"size": len(model), "sha256": sha, "pointerSize": 134},
+        },
+        {
+            "rfilename": "smol-F16.gguf",
+            "size": 100 * len(model),
+            "lfs": {"size": 100 * len(model), "sha256": sha, "pointerSize": 134},
+        },
+    ]
+    api = FakeApi(
+        models=[{"id": "org/smol-GGUF", "downloads": 1234, "likes": 5, "gated": False}],
+        info={"id": "org/smol-GGUF", "sha": commit, "siblings": siblings},
+    )
     monkeypatch.setattr(services, "hub_client", lambda: HubClient(endpoint=endpoint, api=api))
-    services._hardware = Hardware.from_json((PROFILES / "rtx4060_8gb.json").read_text())
+    an_8gb_nvidia_card(monkeypatch)
     try:
         manager = window.model.open_manager()
         manager.tabs.setCurrentWidget(manager.hub)
