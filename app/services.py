@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from engine.rag.indexer import IndexEvent
     from engine.rag.library import DocumentLibrary
-    from engine.tools.registry import ToolRegistry
 
 from app import settings as settings_mod
 from app.backends import Readiness, backend_label, backend_set, make_remote, same_server
@@ -26,6 +25,7 @@ from app.secrets import Secrets, stored_names_file
 from app.settings import Problem, RemoteSettings, Settings, TraceSettings
 from app.telemetry import Telemetry, make_tracing, open_telemetry
 from engine.assistant import Assistant, ChatSettings
+from engine.chat_settings import AgentSettings
 from engine.errors import BackendUnavailableError, EngineError, ModelLoadError
 from engine.history.store import HistoryStore
 from engine.models.bundled import (
@@ -41,6 +41,7 @@ from engine.runtime.types import ModelConfig, RuntimeEvent, SamplingParams
 from engine.tasks.templates import TemplateLibrary
 from engine.tools.config import ToolsConfig
 from engine.tools.mcp_config import MCP_FILE
+from engine.tools.registry import ToolRegistry
 from engine.trace.monitor import Monitor
 from engine.trace.tracing import Tracing
 from resources import resource_path
@@ -91,7 +92,7 @@ def tools_config(settings: Settings) -> ToolsConfig:
 
 
 def chat_settings(settings: Settings) -> ChatSettings:
-    s = settings.sampling
+    s, t = settings.sampling, settings.tools
     return ChatSettings(
         system_prompt=settings.chat.system_prompt,
         sampling=SamplingParams(
@@ -99,6 +100,9 @@ def chat_settings(settings: Settings) -> ChatSettings:
             repeat_penalty=s.repeat_penalty, seed=s.seed, max_tokens=s.max_tokens, stop=tuple(s.stop),
         ),
         token_healing=settings.tasks.token_healing,
+        agent=AgentSettings(max_steps=t.max_steps, max_tokens=t.max_tokens, max_seconds=t.max_seconds,
+                            call_timeout_s=t.call_timeout_s, result_max_chars=t.result_max_chars,
+                            trusted=tuple(t.trusted), trust_read_only=t.trust_read_only),
     )
 
 
@@ -136,8 +140,9 @@ class Services:
         self._library_lock = threading.Lock()
         self._hardware = None
         self._downloader = None
-        self._tools: ToolRegistry | None = None
-        self._tools_lock = threading.Lock()
+        self._tools = ToolRegistry(tools_config(settings), library=self.open_library,
+                                   mcp_file=paths.config_dir / MCP_FILE, secret=self._mcp_secret)
+        assistant.tools = self._tools  # made here (no server starts until one of its tools is wanted)
 
     # What is current (each an atomic read; a settings change replaces it whole) -------------------
 
@@ -261,7 +266,7 @@ class Services:
             self.assistant.monitor = monitor
             if self._library is not None:
                 self._library.indexer.tracing = tracing
-            if self._tools is not None and old.tools != new.tools:
+            if old.tools != new.tools:
                 self._tools.configure(tools_config(new))
             self._settings, self._problems = new, ()
             self._retired.extend(retired)
@@ -411,15 +416,9 @@ class Services:
 
     @property
     def tools(self) -> ToolRegistry:
-        """The tools (built-ins and mcp.json's MCP servers), made on first use; no server starts until one of
-        its tools is wanted."""
-        with self._tools_lock:
-            if self._tools is None:
-                from engine.tools.registry import ToolRegistry
-
-                self._tools = ToolRegistry(tools_config(self._settings), library=self.open_library,
-                                           mcp_file=self.paths.config_dir / MCP_FILE, secret=self._mcp_secret)
-            return self._tools
+        """The tools answers may call (built-ins and mcp.json's MCP servers); a server starts the first time
+        one of its tools is wanted."""
+        return self._tools
 
     def _mcp_secret(self, name: str) -> str | None:
         return self.secrets.get(name) if self.secrets.is_known(name) else None
@@ -429,10 +428,7 @@ class Services:
         servers (a call in progress ends at once), the answers, documents, telemetry, history."""
         for backend in {id(b): b for b in (*self.backends.current().available.values(), *self._retired)}.values():
             backend.shutdown()
-        with self._tools_lock:
-            tools, self._tools = self._tools, None
-        if tools is not None:
-            tools.close()
+        self._tools.close()
         self.assistant.close()
         if self._library is not None:
             self._library.close()
