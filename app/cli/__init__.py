@@ -1,7 +1,7 @@
 """The `locus` command: the window by default, and terminal commands beside it.
 
 One module per command group (``chat``: ask and chat; ``documents``: index and docs; ``summarize``,
-``translate``, ``code``, ``extract``, ``traces``, ``secrets``, ``serve``), each with ``add_parsers(sub)``
+``translate``, ``code``, ``extract``, ``traces``, ``secrets``, ``serve``, ``mcp``), each with ``add_parsers(sub)``
 and, per command, a ``run(args)`` it sets as the parser's default; what they share is in ``common``.
 Building the parser imports every command module, so they import nothing heavy at the top: the
 engine loads when a command runs.
@@ -22,7 +22,18 @@ from engine.errors import EngineError
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # The command modules, in the order `locus --help` lists their commands.
-COMMAND_MODULES = ("chat", "documents", "summarize", "translate", "code", "extract", "traces", "secrets", "serve")
+COMMAND_MODULES = (
+    "chat",
+    "documents",
+    "summarize",
+    "translate",
+    "code",
+    "extract",
+    "traces",
+    "secrets",
+    "serve",
+    "mcp",
+)
 
 # Flags the frozen app starts its own helper processes with (it has no Python to run `-m` with).
 WORKER_FLAGS = ("--parse-worker", "--embed-worker", "--grammar-check-worker")

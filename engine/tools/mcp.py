@@ -64,6 +64,17 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _INPUT_VALUE = re.compile(r"input_value='((?:[^'\\]|\\.){0,160})")
 
 
+class _ReportedHere(logging.Filter):
+    """Drops the SDK's traceback for a line that is not JSON-RPC: the server is shown as failed with the reason
+    (and its stderr) instead, which is what a user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to parse JSONRPC message")
+
+
+logging.getLogger("mcp.client.stdio").addFilter(_ReportedHere())
+
+
 @dataclass
 class _Server:
     """One server's live state (changed on the loop thread, under the host's lock)."""
