@@ -20,6 +20,7 @@ from engine.errors import BackendUnavailableError
 if TYPE_CHECKING:
     from engine.runtime.handles import RequestHandle
     from engine.runtime.types import ChatMessage, GenerationEvent, GenerationRequest, ModelInfo
+    from engine.tools.base import ToolSpec
     from engine.trace.tracing import Tracing
 
 LOCAL = "local"  # the model in this process (llama.cpp)
@@ -53,12 +54,18 @@ class Backend(Protocol):
         """Tokens ``text`` takes for this backend's model (an estimate where the server does not say)."""
         ...
 
-    def render_prompt(self, messages: tuple[ChatMessage, ...]) -> tuple[str, int]:
-        """The prompt ``messages`` become for the model, and its token count."""
+    def render_prompt(self, messages: tuple[ChatMessage, ...], tools: tuple[ToolSpec, ...] = ()) -> tuple[str, int]:
+        """The prompt ``messages`` (and ``tools`` offered) become for the model, and its token count."""
         ...
 
-    def submit(self, request: GenerationRequest, on_event: Callable[[GenerationEvent], None] | None = None, *,
-               tap: Callable[[GenerationEvent], None] | None = None, trace_parent=None) -> RequestHandle:
+    def submit(
+        self,
+        request: GenerationRequest,
+        on_event: Callable[[GenerationEvent], None] | None = None,
+        *,
+        tap: Callable[[GenerationEvent], None] | None = None,
+        trace_parent=None,
+    ) -> RequestHandle:
         """Queue a generation; its events go to ``on_event`` (or ``handle.events()``)."""
         ...
 
@@ -96,7 +103,8 @@ class BackendSet:
             where = "the model server" if chosen == REMOTE else "this computer's model"
             raise BackendUnavailableError(
                 f"This conversation answers on {where}, which is not set up now.",
-                hint="Set the server in Settings › Model server, or choose another backend for the conversation.")
+                hint="Set the server in Settings › Model server, or choose another backend for the conversation.",
+            )
         return chosen, backend
 
 

@@ -13,7 +13,8 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence as Seq
+from collections.abc import Callable
+from collections.abc import Sequence as Seq
 from pathlib import Path
 
 from engine.errors import EngineError, GenerationError
@@ -29,26 +30,36 @@ from engine.runtime.sampler import SamplerChain
 from engine.runtime.sequence import Emit, Prompt, Sequence
 from engine.runtime.slots import SlotTable
 from engine.runtime.types import ChatMessage, Done, GenerationRequest, ModelConfig, ModelInfo
+from engine.tools.base import ToolSpec
+from engine.tools.grammar import ToolPlan, plan_tools
 
 _MAX_REMEMBERED_CONVERSATIONS = 64
 # Sequence ids beyond n_parallel: idle conversations stay in the context (while cells allow)
 # in these, so switching between a few of them costs neither a restore nor a recomputation.
 _IDLE_SLOTS = 8
+_REMEMBERED_PLANS = 64  # tool plans by request id: the grammar check and the sequence share one
 
 
 class Generator:
     """Owns a NativeModel, its NativeContext and the batcher over it; not thread-safe (one thread drives it)."""
 
-    def __init__(self, config: ModelConfig, progress: Callable[[float], bool] | None = None, *,
-                 max_active: int | None = None):
+    def __init__(
+        self, config: ModelConfig, progress: Callable[[float], bool] | None = None, *, max_active: int | None = None
+    ):
         check_gguf(config.path)  # a broken file gets a precise message before llama.cpp sees it
         self.config = config
         self.model = NativeModel(config.path, n_gpu_layers=config.n_gpu_layers, progress=progress)
         n_slots = config.n_parallel + _IDLE_SLOTS
         try:
             n_threads = config.n_threads or default_threads()
-            self.ctx = NativeContext(self.model, n_ctx=config.n_ctx, n_threads=n_threads, n_batch=config.n_batch,
-                                     n_seq_max=n_slots, kv_unified=True)
+            self.ctx = NativeContext(
+                self.model,
+                n_ctx=config.n_ctx,
+                n_threads=n_threads,
+                n_batch=config.n_batch,
+                n_seq_max=n_slots,
+                kv_unified=True,
+            )
         except BaseException:
             self.model.close()
             raise
@@ -56,14 +67,20 @@ class Generator:
         eos = self.model.token_text(self.model.eos) if self.model.eos >= 0 else ""
         self.template = ChatTemplate(self.model.chat_template(), bos_token=bos, eos_token=eos)
         self.store = KvStateStore(config.kv_ram_mb << 20, config.kv_spill_dir, config.kv_spill_mb << 20)
-        self.slots = SlotTable(self.ctx, min(n_slots, self.ctx.n_seq_max), self.store,
-                               share_prefixes=not self.model.one_state_per_sequence)
+        self.slots = SlotTable(
+            self.ctx, min(n_slots, self.ctx.n_seq_max), self.store, share_prefixes=not self.model.one_state_per_sequence
+        )
         # Prompt chunks of 64 tokens cost a CPU no throughput (it is compute-bound from about 32
         # rows on) and keep steps short; a GPU is faster per token with bigger chunks.
-        self.batcher = Batcher(self.ctx, self.slots, max_active=max_active or config.n_parallel,
-                               prefill_chunk=64 if config.n_gpu_layers == 0 else 256)
+        self.batcher = Batcher(
+            self.ctx,
+            self.slots,
+            max_active=max_active or config.n_parallel,
+            prefill_chunk=64 if config.n_gpu_layers == 0 else 256,
+        )
         self._trim_start: OrderedDict[str, int] = OrderedDict()
         self._pieces: PieceIndex | None = None  # the vocabulary by prefix, for token healing
+        self._plans: OrderedDict[int, ToolPlan | None] = OrderedDict()
         self._last: Sequence | None = None
         self.info = ModelInfo(
             path=config.path,
@@ -78,21 +95,54 @@ class Generator:
             chat_template_source=self.template.origin,
         )
 
+    # Tools ---------------------------------------------------------------------------
+
+    def tool_plan(self, request: GenerationRequest) -> ToolPlan | None:
+        """How the request's tools are offered to this model (None: no tools); InvalidRequestError when a
+        tool's schema cannot be held to by a grammar that the plan needs."""
+        if not request.offered_tools:
+            return None
+        rid = request.request_id
+        if rid not in self._plans:
+            self._plans[rid] = plan_tools(request.offered_tools, request.tool_choice, self.template.tool_family)
+            while len(self._plans) > _REMEMBERED_PLANS:
+                self._plans.popitem(last=False)
+        return self._plans[rid]
+
+    def grammar_of(self, request: GenerationRequest) -> str | None:
+        """The grammar the request's answer is held to: its own, or its tools' (what the grammar check vets)."""
+        plan = self.tool_plan(request)
+        return plan.grammar if plan is not None else request.grammar
+
+    def _specials(self, plan: ToolPlan | None) -> dict[int, bytes]:
+        """The control tokens of the plan's call syntax, by id, with the text they must be shown as."""
+        found = {}
+        for marker in plan.format.specials if plan is not None else ():
+            tokens = self.model.tokenize(marker, add_special=False, parse_special=True)
+            if len(tokens) == 1 and not self.model.piece(tokens[0]):
+                found[tokens[0]] = marker.encode("utf-8")
+        return found
+
     # Prompt ------------------------------------------------------------------------
 
-    def encode(self, messages: Seq[ChatMessage], key: str | None = None) -> list[int]:
+    def encode(
+        self, messages: Seq[ChatMessage], key: str | None = None, tools: Seq[ToolSpec] = (), tool_choice: str = "auto"
+    ) -> list[int]:
         """Render messages with the chat template and tokenize, ready for the answer.
 
         Where the text extends what a cached sequence spells (the conversation's previous turn),
         that sequence's tokens are kept verbatim: re-tokenizing an answer can split it differently
         from how the model generated it, which would cut the reusable prefix short.
         """
-        text = self.template.render(messages)
-        best = max(((tokens, cached) for tokens, cached in self.slots.text_caches(key) if text.startswith(cached)),
-                   key=lambda pair: len(pair[1]), default=None)
+        text = self.template.render(messages, tools=tools, tool_choice=tool_choice)
+        best = max(
+            ((tokens, cached) for tokens, cached in self.slots.text_caches(key) if text.startswith(cached)),
+            key=lambda pair: len(pair[1]),
+            default=None,
+        )
         if best is not None:
             tokens, cached = best
-            return list(tokens) + self.model.tokenize(text[len(cached):], add_special=False, parse_special=True)
+            return list(tokens) + self.model.tokenize(text[len(cached) :], add_special=False, parse_special=True)
         bos_text = self.template.bos_token
         # Templates that write the BOS token themselves must not get a second one.
         add_special = not (bos_text and text.startswith(bos_text))
@@ -107,9 +157,9 @@ class Generator:
         marker = len(self.model.tokenize(OMISSION, add_special=False, parse_special=False))
         room = max_tokens - marker
         if room < 8:
-            return decode(tokens[:max(0, max_tokens)])
+            return decode(tokens[: max(0, max_tokens)])
         head = room * 2 // 3
-        return decode(tokens[:head]) + OMISSION + decode(tokens[len(tokens) - (room - head):])
+        return decode(tokens[:head]) + OMISSION + decode(tokens[len(tokens) - (room - head) :])
 
     def prepare(self, request: GenerationRequest) -> Prompt:
         """The request's prompt tokens, fitted to the window (the answer keeps room for max_tokens)."""
@@ -122,15 +172,26 @@ class Generator:
             if request.token_healing and request.grammar is None:  # a grammar already shapes the start
                 tokens, healing = heal(tokens, self._piece_index())
         else:
+            tools = request.offered_tools
             fitted = self._fit_conversation(request, budget)
             tokens, truncated, dropped = fitted.tokens, fitted.truncated, fitted.dropped
-            text = self.template.render(fitted.messages) if fitted.messages is not None else None
+            text = (
+                self.template.render(fitted.messages, tools=tools, tool_choice=request.tool_choice)
+                if fitted.messages is not None
+                else None
+            )
         return Prompt(list(tokens), text, truncated, dropped, healing, time.perf_counter() - t0)
 
     def _fit_conversation(self, request: GenerationRequest, budget: int):
         key = request.conversation_key
-        fitted = fit_prompt(request.messages, encode=lambda m: self.encode(m, key), shorten=self._shorten,
-                            budget=budget, start=self._trim_start.get(key, 0) if key else 0)
+        tools, choice = request.offered_tools, request.tool_choice
+        fitted = fit_prompt(
+            request.messages,
+            encode=lambda m: self.encode(m, key, tools, choice),
+            shorten=self._shorten,
+            budget=budget,
+            start=self._trim_start.get(key, 0) if key else 0,
+        )
         if key:
             self._trim_start[key] = fitted.start
             self._trim_start.move_to_end(key)
@@ -147,7 +208,7 @@ class Generator:
         if len(tokens) <= budget:
             return tokens, False
         head = tokens[:1] if tokens[0] == self.model.bos else []
-        return head + tokens[len(tokens) - (budget - len(head)):], True
+        return head + tokens[len(tokens) - (budget - len(head)) :], True
 
     def _piece_index(self) -> PieceIndex:
         if self._pieces is None:
@@ -156,22 +217,43 @@ class Generator:
 
     # Sequences ---------------------------------------------------------------------
 
-    def sequence(self, request: GenerationRequest, cancel: threading.Event, emit: Emit,
-                 submitted_at: float | None = None, on_finish: Callable[[Sequence], None] | None = None) -> Sequence:
+    def sequence(
+        self,
+        request: GenerationRequest,
+        cancel: threading.Event,
+        emit: Emit,
+        submitted_at: float | None = None,
+        on_finish: Callable[[Sequence], None] | None = None,
+    ) -> Sequence:
         """A Sequence for the request, prompt built and sampler ready (a bad grammar fails here, at once)."""
         submitted_at = time.perf_counter() if submitted_at is None else submitted_at
+        plan = self.tool_plan(request)
         prompt = self.prepare(request)
         sampling = request.sampling
         seed = sampling.seed if sampling.seed >= 0 else secrets.randbits(32)
-        sampler = SamplerChain(self.model, sampling, seed, grammar=request.grammar)
-        seq = Sequence(request, prompt, model=self.model, sampler=sampler, seed=seed, n_ctx=self.ctx.n_ctx,
-                       model_name=self.info.name, cancel=cancel, emit=emit, submitted_at=submitted_at,
-                       pieces=self._pieces if prompt.healing else None, on_finish=on_finish)
+        sampler = SamplerChain(self.model, sampling, seed, grammar=self.grammar_of(request))
+        seq = Sequence(
+            request,
+            prompt,
+            model=self.model,
+            sampler=sampler,
+            seed=seed,
+            n_ctx=self.ctx.n_ctx,
+            model_name=self.info.name,
+            cancel=cancel,
+            emit=emit,
+            submitted_at=submitted_at,
+            pieces=self._pieces if prompt.healing else None,
+            on_finish=on_finish,
+            tools=plan,
+            specials=self._specials(plan),
+        )
         self._last = seq
         return seq
 
-    def generate(self, request: GenerationRequest, cancel: threading.Event, emit: Emit,
-                 submitted_at: float | None = None) -> Done:
+    def generate(
+        self, request: GenerationRequest, cancel: threading.Event, emit: Emit, submitted_at: float | None = None
+    ) -> Done:
         """Run one request to completion on the calling thread, emitting Token events; returns Done."""
         seq = self.sequence(request, cancel, emit, submitted_at)
         if not self.batcher.admit(seq):  # only when sequences from elsewhere still run in this context

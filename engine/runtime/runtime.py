@@ -38,6 +38,7 @@ from engine.runtime.types import (
     RuntimeEvent,
     Started,
 )
+from engine.tools.base import ToolSpec
 from engine.trace.generation import GenerationSpan
 from engine.trace.tracing import Tracing
 
@@ -62,8 +63,13 @@ class Runtime:
     runs in a worker process the request is out of the queue and the others go on.
     """
 
-    def __init__(self, tracing: Tracing | None = None, *, scheduling: Scheduling = "batch",
-                 grammar_checker: GrammarChecker | None = None) -> None:
+    def __init__(
+        self,
+        tracing: Tracing | None = None,
+        *,
+        scheduling: Scheduling = "batch",
+        grammar_checker: GrammarChecker | None = None,
+    ) -> None:
         if scheduling not in SCHEDULING:
             raise ValueError(f"scheduling must be one of {', '.join(SCHEDULING)}, not {scheduling!r}")
         self.tracing = tracing or Tracing.disabled()
@@ -71,8 +77,14 @@ class Runtime:
         self.last_tokens_per_s: float | None = None  # of the latest finished generation (a metrics gauge)
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._grammars = grammar_checker or GrammarChecker()
-        self._scheduler = Scheduler(scheduling, start=self._start, fail=self._report_failure, end=self._end,
-                                    on_finish=self._finished, vet=self._vet)
+        self._scheduler = Scheduler(
+            scheduling,
+            start=self._start,
+            fail=self._report_failure,
+            end=self._end,
+            on_finish=self._finished,
+            vet=self._vet,
+        )
         self._loads: deque[_LoadPayload] = deque()
         self._generator: Generator | None = None
         self._load_requested = False
@@ -108,13 +120,14 @@ class Runtime:
                 raise ModelNotLoadedError("No model is loaded yet.", hint="Wait for the model to load.")
             return len(gen.model.tokenize(text, add_special=False, parse_special=False))
 
-    def render_prompt(self, messages: tuple[ChatMessage, ...]) -> tuple[str, int]:
-        """The exact prompt the loaded model's chat template makes of ``messages``, and its token count."""
+    def render_prompt(self, messages: tuple[ChatMessage, ...], tools: tuple[ToolSpec, ...] = ()) -> tuple[str, int]:
+        """The exact prompt the loaded model's chat template makes of ``messages`` (and ``tools`` offered),
+        and its token count."""
         with self._model_lock:
             gen = self._generator
             if gen is None:
                 raise ModelNotLoadedError("No model is loaded yet.", hint="Wait for the model to load.")
-            text = gen.template.render(messages)
+            text = gen.template.render(messages, tools=tools)
             return text, len(gen.model.tokenize(text, add_special=False, parse_special=True))
 
     def load(self, config: ModelConfig, on_event: Callable[[RuntimeEvent], None] | None = None) -> Future:
@@ -195,7 +208,7 @@ class Runtime:
                 break
             try:
                 self._turn(scheduler)
-            except Exception as exc:  # noqa: BLE001 - a bug here must not stop the thread every request waits on
+            except Exception as exc:
                 log.exception("the runtime's scheduling failed")
                 self._recover(wrap_unexpected(exc))
         self.cancel_all()  # shutdown cancelled them already; let them finish as cancelled
@@ -219,8 +232,11 @@ class Runtime:
         if self._loads and not self._busy() and not scheduler.preempted:
             self._do_load(self._loads.popleft())
             return
-        no_model = ("The model failed to load, so there is nothing to answer with."
-                    if self._load_requested else "No model is loaded yet.")
+        no_model = (
+            "The model failed to load, so there is nothing to answer with."
+            if self._load_requested
+            else "No model is loaded yet."
+        )
         scheduler.admit(self._generator, no_model, resume_only=bool(self._loads))
         if self._busy():
             self._step()
@@ -232,7 +248,7 @@ class Runtime:
             return False
         try:
             return self._generator.slots.save_one_idle()
-        except Exception:  # noqa: BLE001 - only a copy ahead of need: the conversation stays in the context
+        except Exception:
             log.exception("copying an idle conversation's cache failed")
             return False
 
@@ -269,7 +285,7 @@ class Runtime:
     def _forget(self, key: str, future: Future) -> None:
         try:
             future.set_result(self._generator.slots.forget(key) if self._generator is not None else 0)
-        except Exception as exc:  # noqa: BLE001 - the caller hears of it; the thread goes on
+        except Exception as exc:
             log.exception("forgetting a conversation's cache failed")
             future.set_exception(wrap_unexpected(exc))
 
@@ -277,7 +293,7 @@ class Runtime:
         """Whether the request's grammar may be built for this model: True once its check passed, False
         while it is being checked (the request leaves the queue, and comes back as a "checked" message);
         raises the check's error when it failed."""
-        grammar = work.handle.request.grammar
+        grammar = gen.grammar_of(work.handle.request)  # a tools request's grammar is built here, once
         if grammar is None:
             return True
         model = model_key(gen.config.path)
@@ -285,8 +301,7 @@ class Runtime:
             return True
         verdict = self._grammars.known(grammar, gen.config.path)
         if verdict is None:
-            self._grammars.submit(grammar, gen.config.path,
-                                  lambda v: self._inbox.put(("checked", (work, model, v))))
+            self._grammars.submit(grammar, gen.config.path, lambda v: self._inbox.put(("checked", (work, model, v))))
             return False
         verdict.raise_if_bad()
         work.vetted = model
@@ -300,7 +315,7 @@ class Runtime:
     def _step(self) -> None:
         try:
             self._generator.batcher.step()
-        except Exception as exc:  # noqa: BLE001 - a bug or native failure outside one sequence fails them all
+        except Exception as exc:
             log.exception("decode step failed")
             self._generator.batcher.fail_all(wrap_unexpected(exc))
 
@@ -351,7 +366,7 @@ class Runtime:
                 return
             try:
                 on_event(event)
-            except Exception:  # noqa: BLE001 - a consumer's bug must not leave the load's future unresolved
+            except Exception:
                 log.exception("load event consumer failed on %s", type(event).__name__)
 
         last = [-1.0]
@@ -363,11 +378,14 @@ class Runtime:
             return not self._stopped
 
         try:
-            generator = Generator(config, progress=progress,
-                                  max_active=None if self.scheduling == "batch" else 1)
+            generator = Generator(config, progress=progress, max_active=None if self.scheduling == "batch" else 1)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller, runtime keeps its model
-            error = exc if isinstance(exc, EngineError) else ModelLoadError(
-                f"The model '{config.path}' could not be loaded.", detail=f"{type(exc).__name__}: {exc}"
+            error = (
+                exc
+                if isinstance(exc, EngineError)
+                else ModelLoadError(
+                    f"The model '{config.path}' could not be loaded.", detail=f"{type(exc).__name__}: {exc}"
+                )
             )
             log.warning("model load failed: %s (%s)", error, error.detail)
             notify(ModelLoadFailed(error, config.path))

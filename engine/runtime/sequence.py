@@ -21,6 +21,8 @@ from engine.runtime.native import NativeModel
 from engine.runtime.sampler import SamplerChain
 from engine.runtime.stops import StopMatcher
 from engine.runtime.types import Done, GenerationEvent, GenerationRequest, GenerationStats, Token
+from engine.tools.formats import CallStream
+from engine.tools.grammar import ToolPlan
 
 Emit = Callable[[GenerationEvent], None]
 
@@ -44,10 +46,24 @@ class Prompt:
 class Sequence:
     """The decoding state of one request; driven by the batcher on the runtime thread."""
 
-    def __init__(self, request: GenerationRequest, prompt: Prompt, *, model: NativeModel, sampler: SamplerChain,
-                 seed: int, n_ctx: int, model_name: str, cancel: threading.Event, emit: Emit,
-                 submitted_at: float, pieces: PieceIndex | None = None,
-                 on_finish: Callable[[Sequence], None] | None = None):
+    def __init__(
+        self,
+        request: GenerationRequest,
+        prompt: Prompt,
+        *,
+        model: NativeModel,
+        sampler: SamplerChain,
+        seed: int,
+        n_ctx: int,
+        model_name: str,
+        cancel: threading.Event,
+        emit: Emit,
+        submitted_at: float,
+        pieces: PieceIndex | None = None,
+        on_finish: Callable[[Sequence], None] | None = None,
+        tools: ToolPlan | None = None,
+        specials: dict[int, bytes] | None = None,
+    ):
         self.request = request
         self.request_id = request.request_id
         self.key = request.conversation_key
@@ -74,7 +90,11 @@ class Sequence:
         self._model_name = model_name
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._stopper = StopMatcher(request.sampling.stop)
-        self._parts: list[str] = []
+        self._parts: list[str] = []  # the text shown
+        # With tools: which text is a call (held back, parsed at the end) and which is shown.
+        self.tools = tools
+        self._calls = CallStream(tools.format) if tools is not None else None
+        self._specials = specials or {}  # control tokens of the call syntax, written out as text
         self._generated = bytearray()  # bytes of the generated tokens now in the cache
         self._text_matches_tokens = True
         self._prompt_in_cache = False
@@ -82,13 +102,18 @@ class Sequence:
         self.submitted_at = submitted_at
         self._t0 = self._t_prompt = None
         self._t_first = self._t_last = None
-        self._stats = dict(prompt_tokens=len(prompt.tokens), dropped_messages=prompt.dropped,
-                           truncated_input=prompt.truncated, prompt_build_s=prompt.build_s, seed=seed,
-                           healed_text=prompt.healing.removed.decode("utf-8", "replace") if prompt.healing else "")
+        self._stats = dict(
+            prompt_tokens=len(prompt.tokens),
+            dropped_messages=prompt.dropped,
+            truncated_input=prompt.truncated,
+            prompt_build_s=prompt.build_s,
+            seed=seed,
+            healed_text=prompt.healing.removed.decode("utf-8", "replace") if prompt.healing else "",
+        )
         # The penalties should see the prompt's tail, but a grammar sampler must only see
         # generated tokens, so with a grammar the penalties start empty.
         last_n = request.sampling.repeat_last_n
-        if request.grammar is None and last_n:
+        if sampler.grammar is None and last_n:
             for tok in prompt.tokens[-last_n:]:
                 sampler.accept(tok)
 
@@ -136,9 +161,11 @@ class Sequence:
             self.finish("stop")
             return True
         self.n_gen += 1
-        piece = self.model.piece(tok)
+        piece = self.model.piece(tok) or self._specials.get(tok, b"")
         shown = self.healing.consume(piece) if self.healing_active else piece  # the prompt holds the rest
         text, hit = self._stopper.feed(self._decoder.decode(shown))
+        if self._calls is not None:
+            text = self._calls.feed(text)
         now = time.perf_counter()
         self._t_last = now
         if self._t_first is None:
@@ -174,6 +201,17 @@ class Sequence:
     def finish(self, reason: str) -> None:
         """End the request: flush held text, build Done, tell the owner."""
         tail = self._stopper.flush() + self._decoder.decode(b"", final=True)  # empty after a stop string
+        calls: tuple = ()
+        if self._calls is not None and self.tools is not None:
+            tail = self._calls.feed(tail)
+            shown = "".join(self._parts) + tail
+            content, calls = self.tools.format.parse(self._calls.text, self.tools.tools)
+            if not calls:  # what was held back was no call after all
+                tail += self._calls.held()
+            elif content.startswith(shown):  # text after the calls
+                tail += content[len(shown) :]
+            if calls and reason == "stop":
+                reason = "tool_calls"
         if tail:
             self._parts.append(tail)
             self.emit(Token(self.request_id, tail, 0))
@@ -183,17 +221,23 @@ class Sequence:
         gen_s = (t_last - t_first) if t_first is not None else 0.0
         stats = dict(reused_prompt_tokens=0, queue_s=t0 - self.submitted_at)
         stats.update(self._stats)
-        self.done = Done(self.request_id, "".join(self._parts), GenerationStats(
-            **stats,
-            prompt_eval_s=((self._t_prompt or end) - t0),
-            completion_tokens=n_gen,
-            time_to_first_token_s=(t_first - self.submitted_at) if t_first is not None else None,
-            generation_s=gen_s,
-            tokens_per_s=((n_gen - 1) / gen_s) if n_gen > 1 and gen_s > 0 else None,
-            total_s=end - self.submitted_at,
-            finish_reason=reason,
-            model=self._model_name,
-        ))
+        text = content if calls else "".join(self._parts)
+        self.done = Done(
+            self.request_id,
+            text,
+            tool_calls=calls,
+            stats=GenerationStats(
+                **stats,
+                prompt_eval_s=((self._t_prompt or end) - t0),
+                completion_tokens=n_gen,
+                time_to_first_token_s=(t_first - self.submitted_at) if t_first is not None else None,
+                generation_s=gen_s,
+                tokens_per_s=((n_gen - 1) / gen_s) if n_gen > 1 and gen_s > 0 else None,
+                total_s=end - self.submitted_at,
+                finish_reason=reason,
+                model=self._model_name,
+            ),
+        )
         # After length or cancel, the shown token still goes into the cache, as it would have if
         # generation had gone on (so the cache holds the whole answer for the next turn).
         keeps_token = self.pending is not None and self.phase == DECODE and reason in ("length", "cancelled")

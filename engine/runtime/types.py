@@ -40,16 +40,22 @@ class ModelConfig:
     kv_spill_mb: int = 2048  # the most the spill folder holds
 
     def __post_init__(self) -> None:
-        limits = (("n_ctx", 16, None), ("n_batch", 1, None), ("n_parallel", 1, 128), ("kv_ram_mb", 0, None),
-                  ("kv_spill_mb", 0, None))
+        limits = (
+            ("n_ctx", 16, None),
+            ("n_batch", 1, None),
+            ("n_parallel", 1, 128),
+            ("kv_ram_mb", 0, None),
+            ("kv_spill_mb", 0, None),
+        )
         for name, low, high in limits:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low or (high and value > high):
                 within = f"from {low} to {high}" if high else f"of at least {low}"
                 raise InvalidRequestError(f"Model setting '{name}' is {value!r}; it must be a whole number {within}.")
         if self.n_batch < self.n_parallel:  # every running request puts at least one token in each batch
-            raise InvalidRequestError(f"Model setting 'n_batch' ({self.n_batch}) must be at least 'n_parallel' "
-                                      f"({self.n_parallel}).")
+            raise InvalidRequestError(
+                f"Model setting 'n_batch' ({self.n_batch}) must be at least 'n_parallel' ({self.n_parallel})."
+            )
 
 
 @dataclass(frozen=True)
@@ -97,9 +103,7 @@ class SamplingParams:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
                 raise InvalidRequestError(f"Sampling setting '{name}' must be a number, not {value!r}.")
             if not low <= value <= high:
-                raise InvalidRequestError(
-                    f"Sampling setting '{name}' is {value}; allowed values are {low} to {high}."
-                )
+                raise InvalidRequestError(f"Sampling setting '{name}' is {value}; allowed values are {low} to {high}.")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise InvalidRequestError("Stop strings must be non-empty text.")
 
@@ -169,9 +173,7 @@ class GenerationRequest:
             raise InvalidRequestError("A request needs at least one message.")
         for m in self.messages:
             if m.role not in ("system", "user", "assistant", "tool"):
-                raise InvalidRequestError(
-                    f"Message role '{m.role}' is not one of: system, user, assistant, tool."
-                )
+                raise InvalidRequestError(f"Message role '{m.role}' is not one of: system, user, assistant, tool.")
             if not isinstance(m.content, str):
                 raise InvalidRequestError("Message content must be text.")
             if m.tool_calls and (m.role != "assistant" or not all(isinstance(c, ToolCall) for c in m.tool_calls)):
