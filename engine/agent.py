@@ -155,7 +155,10 @@ class Agent:
                 messages.append(ChatMessage("assistant", done.text, tool_calls=tuple(done.tool_calls)))
                 for call in done.tool_calls:
                     result = self._call(ctx, call, step, calls)
-                    messages.append(ChatMessage("tool", result.text, tool_call_id=call.id, name=call.name))
+                    # A call the model wrote badly may lack a name (or an id): the result still answers it.
+                    messages.append(
+                        ChatMessage("tool", result.text, tool_call_id=call.id or None, name=call.name or None)
+                    )
                 if self.settings.reset_tool_choice:
                     choice = "auto"
             raise AgentStopped(
