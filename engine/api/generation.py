@@ -15,14 +15,14 @@ import queue
 import time
 from collections.abc import Callable, Iterator
 
-from engine.errors import EngineError
-from engine.runtime.backend import Backend
-from engine.runtime.types import Done, Failed, GenerationRequest, ModelInfo, SamplingParams, Token
 from engine.api import fields
 from engine.api.calls import GenerationCall
 from engine.api.errors import ApiError, context_exceeded, from_engine, shutting_down
 from engine.api.shapes import CompletionShape, usage
 from engine.api.transport import ClientGone, Exchange
+from engine.errors import EngineError
+from engine.runtime.backend import Backend
+from engine.runtime.types import Done, Failed, GenerationRequest, ModelInfo, SamplingParams, Token
 from engine.trace.tracing import context_of
 
 POLL_S = 0.2  # how often a waiting request checks that its client is still connected
@@ -90,7 +90,8 @@ def prompt_tokens(runtime: Backend, call: GenerationCall) -> int:
     try:
         if call.prompt is not None:
             return runtime.count_tokens(call.prompt) + 1
-        return runtime.render_prompt(call.messages)[1] + 1
+        tools = call.tools if call.tool_choice != "none" else ()
+        return runtime.render_prompt(call.messages, tools)[1] + 1
     except EngineError as exc:
         raise from_engine(exc, "messages" if call.prompt is None else "prompt") from None
 
@@ -100,20 +101,27 @@ def fit_max_tokens(call: GenerationCall, n_prompt: int, n_ctx: int, limit: int) 
     what is left of the context (at most ``limit``)."""
     where = "messages" if call.prompt is None else "prompt"
     if n_prompt >= n_ctx:
-        raise context_exceeded(f"This model's maximum context length is {n_ctx} tokens, but the {where} "
-                               f"{'take' if where == 'messages' else 'takes'} {n_prompt} tokens. Shorten the "
-                               f"{where}.", where)
+        raise context_exceeded(
+            f"This model's maximum context length is {n_ctx} tokens, but the {where} "
+            f"{'take' if where == 'messages' else 'takes'} {n_prompt} tokens. Shorten the "
+            f"{where}.",
+            where,
+        )
     wanted = call.max_tokens
     if wanted is None:
         return min(limit, n_ctx - n_prompt)
     if wanted > limit:
-        raise context_exceeded(f"'{call.max_tokens_param}' is {wanted}, but this server generates at most "
-                               f"{limit} tokens per request.", call.max_tokens_param)
+        raise context_exceeded(
+            f"'{call.max_tokens_param}' is {wanted}, but this server generates at most {limit} tokens per request.",
+            call.max_tokens_param,
+        )
     if n_prompt + wanted > n_ctx:
         raise context_exceeded(
             f"This model's maximum context length is {n_ctx} tokens. However, you requested {n_prompt + wanted} "
             f"tokens ({n_prompt} in the {where}, {wanted} in the completion). Reduce the length of the {where} "
-            f"or '{call.max_tokens_param}'.", call.max_tokens_param)
+            f"or '{call.max_tokens_param}'.",
+            call.max_tokens_param,
+        )
     return wanted
 
 
@@ -121,8 +129,15 @@ def build_request(call: GenerationCall, max_tokens: int, defaults: dict, priorit
     """The engine's GenerationRequest for a validated call."""
     sampling = fields.sampling(SamplingParams, **{**defaults, **call.sampling, "max_tokens": max_tokens})
     try:
-        return GenerationRequest(messages=call.messages, prompt=call.prompt, sampling=sampling,
-                                 grammar=call.grammar, priority=priority)
+        return GenerationRequest(
+            messages=call.messages,
+            prompt=call.prompt,
+            sampling=sampling,
+            grammar=call.grammar,
+            priority=priority,
+            tools=call.tools,
+            tool_choice=call.tool_choice,
+        )
     except EngineError as exc:
         raise from_engine(exc) from None
 
@@ -131,41 +146,46 @@ def generate(api, ex: Exchange, call: GenerationCall, runtime: Backend, info: Mo
     """Run the call on the request's backend (``info``: its model) and answer it; returns the terminal event
     (for the root span)."""
     n_prompt = prompt_tokens(runtime, call)
-    request = build_request(call, fit_max_tokens(call, n_prompt, info.n_ctx, api.max_tokens), api.defaults,
-                            api.priority)
+    request = build_request(
+        call, fit_max_tokens(call, n_prompt, info.n_ctx, api.max_tokens), api.defaults, api.priority
+    )
     shape = CompletionShape(call.kind, info.name)
     with api.queue_place():  # held until the runtime is done with it: its last event has been read
         run = Run(runtime, request, context_of(span))
         with api.tracking(run):
+            # A request's tools fail it only when the model cannot be held to one of their schemas: say so.
+            param = "tools" if request.offered_tools else None
             if call.stream:
-                return _stream(api, ex, run, shape, call.include_usage)
-            return _whole(api, ex, run, shape)
+                return _stream(api, ex, run, shape, call.include_usage, param)
+            return _whole(api, ex, run, shape, param)
 
 
 def _finish_reason(api, done: Done) -> str:
     reason = done.stats.finish_reason
     if reason == "cancelled" and api.stopping:
         raise shutting_down()
-    return "length" if reason == "length" else "stop"
+    return reason if reason in ("length", "tool_calls") else "stop"
 
 
 def _used(done: Done) -> dict:
     return usage(done.stats.prompt_tokens, done.stats.completion_tokens)
 
 
-def _whole(api, ex: Exchange, run: Run, shape: CompletionShape) -> Done | Failed:
+def _whole(api, ex: Exchange, run: Run, shape: CompletionShape, param: str | None = None) -> Done | Failed:
     terminal = None
-    for terminal in run.events(ex.client_gone):
+    for terminal in run.events(ex.client_gone):  # noqa: B007 - the last event is the terminal one
         pass
     if isinstance(terminal, Failed):
-        raise from_engine(terminal.error)
+        raise from_engine(terminal.error, param if terminal.error.code == "invalid_request" else None)
     if not ex.gone:
         finish = _finish_reason(api, terminal)
-        ex.send_json(200, shape.whole(terminal.text, finish, _used(terminal)))
+        ex.send_json(200, shape.whole(terminal.text, finish, _used(terminal), terminal.tool_calls))
     return terminal
 
 
-def _stream(api, ex: Exchange, run: Run, shape: CompletionShape, include_usage: bool) -> Done | Failed:
+def _stream(
+    api, ex: Exchange, run: Run, shape: CompletionShape, include_usage: bool, param: str | None = None
+) -> Done | Failed:
     started = False
 
     def begin() -> None:
@@ -197,12 +217,14 @@ def _stream(api, ex: Exchange, run: Run, shape: CompletionShape, include_usage: 
                     ex.end_stream()
                     continue
                 begin()
+                for chunk in shape.call_chunks(event.tool_calls):  # id and name first, then the arguments
+                    ex.event(chunk)
                 ex.event(shape.closing(finish))
                 if include_usage:
                     ex.event(shape.usage_chunk(_used(event)))
                 ex.end_stream()
             elif isinstance(event, Failed):
-                error = from_engine(event.error)
+                error = from_engine(event.error, param if event.error.code == "invalid_request" else None)
                 if not started:
                     raise error
                 ex.event(error.body())  # the openai client raises an APIError for an error event

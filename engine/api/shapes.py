@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
 import uuid
 
 import numpy as np
 
+from engine.tools.base import ToolCall
+
+ARGUMENT_PIECE = 24  # characters of a call's arguments per stream chunk, as OpenAI streams them in pieces
+
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 class CompletionShape:
@@ -24,14 +32,15 @@ class CompletionShape:
         self.created = int(time.time())
 
     def _frame(self, obj: str, choices: list, **extra) -> dict:
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
-                "choices": choices, **extra}
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": choices, **extra}
 
-    def whole(self, text: str, finish: str, used: dict) -> dict:
-        """The non-streamed response."""
+    def whole(self, text: str, finish: str, used: dict, calls: tuple[ToolCall, ...] = ()) -> dict:
+        """The non-streamed response (a chat answer's tool calls in its message)."""
         if self.chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                      "logprobs": None, "finish_reason": finish}
+            message: dict = {"role": "assistant", "content": text or None if calls else text, "refusal": None}
+            if calls:
+                message["tool_calls"] = [_wire_call(c) for c in calls]
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
             return self._frame("chat.completion", [choice], usage=used)
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
         return self._frame("text_completion", [choice], usage=used)
@@ -46,6 +55,20 @@ class CompletionShape:
         """A chunk carrying newly generated text."""
         return self._chunk({"content": text}, None) if self.chat else self._text_chunk(text, None)
 
+    def call_chunks(self, calls: tuple[ToolCall, ...]) -> list[dict]:
+        """A chat stream's tool calls as OpenAI sends them: per call, a chunk with its index, id and name,
+        then its arguments (JSON text) in pieces."""
+        chunks = []
+        for index, call in enumerate(calls):
+            wire = _wire_call(call)
+            arguments = wire["function"]["arguments"]
+            wire["function"]["arguments"] = ""
+            chunks.append(self._chunk({"tool_calls": [{"index": index, **wire}]}, None))
+            for start in range(0, len(arguments), ARGUMENT_PIECE):
+                piece = arguments[start : start + ARGUMENT_PIECE]
+                chunks.append(self._chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}, None))
+        return chunks
+
     def closing(self, finish: str) -> dict:
         """The chunk that ends the choice with its finish reason."""
         return self._chunk({}, finish) if self.chat else self._text_chunk("", finish)
@@ -55,12 +78,18 @@ class CompletionShape:
         return self._frame("chat.completion.chunk" if self.chat else "text_completion", [], usage=used)
 
     def _chunk(self, delta: dict, finish: str | None) -> dict:
-        return self._frame("chat.completion.chunk",
-                           [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}])
+        return self._frame(
+            "chat.completion.chunk", [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        )
 
     def _text_chunk(self, text: str, finish: str | None) -> dict:
-        return self._frame("text_completion", [{"index": 0, "text": text, "logprobs": None,
-                                                "finish_reason": finish}])
+        return self._frame("text_completion", [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}])
+
+
+def _wire_call(call: ToolCall) -> dict:
+    """A call as OpenAI's API returns it: the arguments as JSON text."""
+    arguments = json.dumps(call.arguments, ensure_ascii=False)
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": arguments}}
 
 
 def embeddings(model: str, vectors: np.ndarray, encoding_format: str, prompt_tokens: int) -> dict:
@@ -70,9 +99,12 @@ def embeddings(model: str, vectors: np.ndarray, encoding_format: str, prompt_tok
         data = [base64.b64encode(row.tobytes()).decode("ascii") for row in rows]
     else:
         data = [row.tolist() for row in rows]
-    return {"object": "list", "model": model,
-            "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(data)],
-            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
+    return {
+        "object": "list",
+        "model": model,
+        "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(data)],
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }
 
 
 def model_entry(model_id: str, created: int, **extra) -> dict:
