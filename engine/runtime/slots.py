@@ -69,8 +69,7 @@ class SlotTable:
     def waits_for_own_turn(self, seq) -> bool:
         """Whether ``seq``'s conversation is still putting its previous turn's last token in (a step)."""
         key = seq.key
-        return bool(key) and any(s.key == key and s.owner is not None and s.owner.phase == TRAILING
-                                 for s in self.slots)
+        return bool(key) and any(s.key == key and s.owner is not None and s.owner.phase == TRAILING for s in self.slots)
 
     def used_cells(self) -> int:
         return sum(s.cells for s in self.slots)
@@ -96,15 +95,25 @@ class SlotTable:
         if not idle or self.waits_for_own_turn(seq):
             return None
         limit = len(target) - (1 if seq.samples_after_prefill else 0)
-        prefix = lambda s: common_prefix(s.tokens, target, limit)  # noqa: E731
-        source = None
+
+        def prefix(s: Slot) -> int:
+            return common_prefix(s.tokens, target, limit)
+
+        copy_n, source = 0, None  # the slot whose first copy_n cells are shared into the one taken, if any
         slot, state = self._own_cache(seq)
         if slot is None and state is None:
-            anon_n, anon = max(((prefix(s), s) for s in idle if s.key is None and s.tokens),
-                               key=lambda p: p[0], default=(0, None))
-            copy_n, source = max(((prefix(s), s) for s in self.slots if self.share_prefixes
-                                  and s.tokens and (s.owner is not None or s.key is not None)),
-                                 key=lambda p: p[0], default=(0, None))
+            anon_n, anon = max(
+                ((prefix(s), s) for s in idle if s.key is None and s.tokens), key=lambda p: p[0], default=(0, None)
+            )
+            copy_n, source = max(
+                (
+                    (prefix(s), s)
+                    for s in self.slots
+                    if self.share_prefixes and s.tokens and (s.owner is not None or s.key is not None)
+                ),
+                key=lambda p: p[0],
+                default=(0, None),
+            )
             if copy_n <= anon_n:
                 source = None
                 slot = anon if anon_n > 0 else None
