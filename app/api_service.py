@@ -11,11 +11,11 @@ import logging
 from pathlib import Path
 
 from app.services import Services, chat_settings
-from engine.errors import EngineError
-from engine.models.bundled import BUNDLED_EMBEDDER_NAME, bundled_embedder_path
 from engine.api import ApiServer, ApiServerError
 from engine.api.endpoints import token_counter
 from engine.api.listener import is_loopback
+from engine.errors import EngineError
+from engine.models.bundled import BUNDLED_EMBEDDER_NAME, bundled_embedder_path
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,21 @@ def open_api(services: Services, *, host: str, port: int, embedder=None, api_key
     settings = services.settings
     key = api_key if api_key is not None else read_api_key(services, host)
     embed, name, tokens = _embedding(services, embedder)
-    server = ApiServer(services.backends, embed=embed, embedding_model=name, embedding_tokens=tokens,
-                       host=host, port=port, api_key=key, max_request_bytes=settings.api.max_request_kb * 1024,
-                       max_tokens=settings.api.max_tokens, max_connections=settings.api.max_connections,
-                       max_queued=settings.api.max_queued_requests,
-                       read_timeout_s=settings.api.request_timeout_s,
-                       defaults=lambda: chat_settings(services.settings).sampling)  # Settings › Sampling, as now
+    server = ApiServer(
+        services.backends,
+        embed=embed,
+        embedding_model=name,
+        embedding_tokens=tokens,
+        host=host,
+        port=port,
+        api_key=key,
+        max_request_bytes=settings.api.max_request_kb * 1024,
+        max_tokens=settings.api.max_tokens,
+        max_connections=settings.api.max_connections,
+        max_queued=settings.api.max_queued_requests,
+        read_timeout_s=settings.api.request_timeout_s,
+        defaults=lambda: chat_settings(services.settings).sampling,
+    )  # Settings › Sampling, as now
     return server.start()
 
 
@@ -58,14 +67,16 @@ def read_api_key(services: Services, host: str) -> str | None:
         key = services.secrets.get(KEY_NAME) if services.secrets is not None else None
     except EngineError as exc:
         if not is_loopback(host):
-            raise ApiServerError(f"The API on '{host}' needs its key from the system keyring, which could not "
-                                 f"be read: {exc.user_text()}") from None
+            raise ApiServerError(
+                f"The API on '{host}' needs its key from the system keyring, which could not be read: {exc.user_text()}"
+            ) from None
         log.warning("API key unreadable, serving on %s without one: %s", host, exc.user_text())
         return None
     if not key and not is_loopback(host):
-        raise ApiServerError(f"The API would listen on '{host}', which other computers can reach, but no API key "
-                             "is set.", hint="Store one with 'locus secrets set server_api_key', or listen on "
-                             "127.0.0.1.")
+        raise ApiServerError(
+            f"The API would listen on '{host}', which other computers can reach, but no API key is set.",
+            hint="Store one with 'locus secrets set server_api_key', or listen on 127.0.0.1.",
+        )
     return key or None
 
 

@@ -46,8 +46,9 @@ def make_remote(settings: RemoteSettings, tracing: Tracing, secrets: Secrets | N
     except EngineError as exc:
         log.warning("remote API key unavailable: %s", exc.user_text())
         key = None
-    return RemoteRuntime(settings.url, model=settings.model or None, api_key=key, tracing=tracing,
-                         timeout_s=settings.timeout_s)
+    return RemoteRuntime(
+        settings.url, model=settings.model or None, api_key=key, tracing=tracing, timeout_s=settings.timeout_s
+    )
 
 
 def same_server(old: RemoteSettings, new: RemoteSettings) -> bool:
@@ -126,12 +127,14 @@ def _usable(future: Future) -> bool:
 def _told(future: Future, on_event: OnEvent | None, where: str) -> Future:
     """``future``, with ``on_event`` told how it ends (as a load of its own would have told it)."""
     if on_event is not None:
+
         def tell(done: Future) -> None:
             error = done.exception()
             if error is None:
                 on_event(ModelLoaded(done.result()))
             elif isinstance(error, EngineError):
                 on_event(ModelLoadFailed(error, where))
+
         future.add_done_callback(tell)
     return future
 

@@ -77,8 +77,9 @@ def run_gui(argv: list[str] | None = None, *, quick_ask: bool = False) -> int:
         return 1
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
-        QMessageBox.critical(None, "Locus cannot start",
-                             literal(f"Locus could not set up its files: {exc.strerror}{where}."))
+        QMessageBox.critical(
+            None, "Locus cannot start", literal(f"Locus could not set up its files: {exc.strerror}{where}.")
+        )
         return 1
     _log_to_file(services.paths.log_file)
     services.start_telemetry()
@@ -127,8 +128,12 @@ def _handle_request(desktop: Desktop, command: str) -> None:
         desktop.tray.open_quick_ask()
     else:
         desktop.tray.show_window()
-    log.info("handled '%s': window visible=%s, quick ask visible=%s", command, desktop.window.isVisible(),
-             desktop.tray.quick_ask.isVisible())
+    log.info(
+        "handled '%s': window visible=%s, quick ask visible=%s",
+        command,
+        desktop.window.isVisible(),
+        desktop.tray.quick_ask.isVisible(),
+    )
 
 
 def _restart_api(services, desktop: Desktop) -> None:

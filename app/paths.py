@@ -21,8 +21,21 @@ _OPEN_BITS = 0o077  # group and other access
 # What Locus puts in its folders (the walk that closes old files touches nothing else, so a LOCUS_HOME
 # that also holds the user's own files keeps them as they are): stores, logs, lock, settings, prompts,
 # each with the files SQLite, Qt and atomic saves put beside it.
-_OWN_NAMES = frozenset({"models", "index", "kv-cache", "prompts", "locus.sqlite3", "traces.sqlite3", "locus.log",
-                        "locus.lock", "ui-state.ini", "config.toml", "stored-secrets.json"})
+_OWN_NAMES = frozenset(
+    {
+        "models",
+        "index",
+        "kv-cache",
+        "prompts",
+        "locus.sqlite3",
+        "traces.sqlite3",
+        "locus.log",
+        "locus.lock",
+        "ui-state.ini",
+        "config.toml",
+        "stored-secrets.json",
+    }
+)
 _BESIDE = ("-wal", "-shm", "-journal", ".lock", ".tmp")
 _OWN_PREFIXES = (".config-", "index.old-")  # a settings save in progress; an index set aside for a new embedder
 _user_umask: int | None = None  # the umask Locus started with, for folders above its own that it creates

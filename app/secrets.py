@@ -36,8 +36,10 @@ from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
 
-_NO_KEYRING = ("No system keyring is available (install and unlock GNOME Keyring or KWallet), "
-               "so Locus cannot save tokens between sessions.")
+_NO_KEYRING = (
+    "No system keyring is available (install and unlock GNOME Keyring or KWallet), "
+    "so Locus cannot save tokens between sessions."
+)
 _LOCKED = "The system keyring is locked."
 _LOCKED_HINT = "Unlock it (log in again, or open your keyring manager) and try again."
 STORED_NAMES_FILE = "stored-secrets.json"
@@ -110,8 +112,10 @@ class Secrets:
         except KeyringLocked:
             return False, f"{_LOCKED} {_LOCKED_HINT}"
         except Exception as exc:  # noqa: BLE001 - D-Bus and backend errors all mean "not usable now"
-            return False, (f"The system keyring did not answer ({type(exc).__name__}); install and unlock "
-                           "GNOME Keyring or KWallet, or keep tokens for this session only.")
+            return False, (
+                f"The system keyring did not answer ({type(exc).__name__}); install and unlock "
+                "GNOME Keyring or KWallet, or keep tokens for this session only."
+            )
         name = getattr(self.backend, "name", type(self.backend).__name__)
         return True, f"Tokens are saved in the system keyring ({name})."
 
@@ -135,7 +139,7 @@ class Secrets:
             value = self.backend.get_password(self.service, name) or None
         except NoKeyringError:
             return None
-        except Exception as exc:  # noqa: BLE001 - every backend failure becomes words for people
+        except Exception as exc:
             raise _error(exc, f"The token '{name}' could not be read from the system keyring.") from exc
         with self._lock:
             self._locked = False
@@ -166,9 +170,8 @@ class Secrets:
             raise KeyringUnavailableError(_NO_KEYRING, hint="Keep the token for this session only instead.")
         try:
             self.backend.set_password(self.service, name, value)
-        except Exception as exc:  # noqa: BLE001
-            raise _error(exc, f"The token '{name}' could not be saved in the system keyring.",
-                         scrub=value) from exc
+        except Exception as exc:
+            raise _error(exc, f"The token '{name}' could not be saved in the system keyring.", scrub=value) from exc
         with self._lock:
             self._session.pop(name, None)
             self._refresh_index()
@@ -187,7 +190,7 @@ class Secrets:
             self.backend.delete_password(self.service, name)
         except (PasswordDeleteError, NoKeyringError):
             pass  # not stored (SecretService says so with PasswordDeleteError), or no keyring at all
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise _error(exc, f"The token '{name}' could not be removed from the system keyring.") from exc
         with self._lock:
             self._refresh_index()
@@ -205,8 +208,7 @@ class Secrets:
         """
         with self._lock:
             self._refresh_index()
-            due = {n: stamp for n, stamp in self._listed.items()
-                   if self._stored.get(n, (None,))[0] != stamp}
+            due = {n: stamp for n, stamp in self._listed.items() if self._stored.get(n, (None,))[0] != stamp}
             skip = self._locked or not due or _is_placeholder(self.backend)
         read: dict[str, tuple[str, str | None]] = {}
         locked = False
@@ -270,8 +272,9 @@ class Secrets:
         if self.index_path is None:
             return
         try:
-            _write_private(self.index_path, json.dumps({"stored": self._listed, "absent": sorted(self._absent)},
-                                                       indent=1))
+            _write_private(
+                self.index_path, json.dumps({"stored": self._listed, "absent": sorted(self._absent)}, indent=1)
+            )
             st = self.index_path.stat()
             self._index_seen = (st.st_mtime_ns, st.st_size, st.st_ino)
         except OSError as exc:
@@ -313,8 +316,9 @@ def _no_default_collection(backend) -> bool:
     from keyring.backends import SecretService, chainer
 
     members = backend.backends if isinstance(backend, chainer.ChainerBackend) else [backend]
-    if not members or not all(isinstance(b, SecretService.Keyring) and not hasattr(b, "preferred_collection")
-                              for b in members):
+    if not members or not all(
+        isinstance(b, SecretService.Keyring) and not hasattr(b, "preferred_collection") for b in members
+    ):
         return False
     try:
         import secretstorage
@@ -335,8 +339,7 @@ def _error(exc: Exception, message: str, scrub: str = "") -> SecretsError:
     if scrub:
         detail = detail.replace(scrub, "[redacted]")  # backends rarely echo the value, but logs must never hold it
     if isinstance(exc, NoKeyringError):
-        return KeyringUnavailableError(_NO_KEYRING, hint="Keep the token for this session only instead.",
-                                       detail=detail)
+        return KeyringUnavailableError(_NO_KEYRING, hint="Keep the token for this session only instead.", detail=detail)
     if isinstance(exc, KeyringLocked):
         return SecretsError(f"{message} {_LOCKED}", hint=_LOCKED_HINT, detail=detail)
     return SecretsError(message, hint="Check that GNOME Keyring or KWallet is running and unlocked.", detail=detail)

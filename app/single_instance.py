@@ -151,8 +151,10 @@ class SingleInstance(QObject):
         make_private_dir(self.data_dir)
         if not self.lock.tryLock(0):
             if self.lock.error() != QLockFile.LockError.LockFailedError:
-                raise EngineError(f"Locus could not create its lock file in {self.data_dir}.",
-                                  hint="Check that the folder is writable.")
+                raise EngineError(
+                    f"Locus could not create its lock file in {self.data_dir}.",
+                    hint="Check that the folder is writable.",
+                )
             return False
         return True
 
@@ -188,13 +190,16 @@ class SingleInstance(QObject):
                     raise InstanceUnreachable(
                         f"Another Locus{f' (process {holder})' if holder else ''} is using {self.data_dir}, "
                         f"but {problem}; Locus did not hand it the request.",
-                        hint="Another program may be posing as Locus: end it, then end Locus and start it again.")
+                        hint="Another program may be posing as Locus: end it, then end Locus and start it again.",
+                    )
                 last_error = problem
             time.sleep(0.2)  # it holds the lock but is not listening yet: still starting
         holder = self._holder()
         who = f" (process {holder})" if holder else ""
-        raise InstanceUnreachable(f"Another Locus{who} is using {self.data_dir} but does not answer: {last_error}.",
-                                  hint="Wait for it to finish starting, or end that process and start Locus again.")
+        raise InstanceUnreachable(
+            f"Another Locus{who} is using {self.data_dir} but does not answer: {last_error}.",
+            hint="Wait for it to finish starting, or end that process and start Locus again.",
+        )
 
     def _try(self, path: str, command: str, deadline: float) -> tuple[str | None, bool]:
         """Hand ``command`` over at ``path``: (None, False) when the holder said ok, else (what went

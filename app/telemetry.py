@@ -31,8 +31,10 @@ def endpoint_problem(endpoint: str) -> str | None:
         return None
     url = urlparse(endpoint)
     if url.scheme not in ("http", "https") or not url.hostname:
-        return (f"Setting 'traces.otlp_endpoint' is {endpoint!r}; it must be an http:// or https:// address such "
-                "as http://localhost:4318. Traces stay on this computer until it is fixed.")
+        return (
+            f"Setting 'traces.otlp_endpoint' is {endpoint!r}; it must be an http:// or https:// address such "
+            "as http://localhost:4318. Traces stay on this computer until it is fixed."
+        )
     return None
 
 
@@ -50,8 +52,14 @@ def make_tracing(store: TraceStore | None, settings: TraceSettings, secrets: Sec
             key = None
         if key:
             headers["authorization"] = f"Bearer {key}"
-    return Tracing(store, capture_content=settings.capture_content, redactor=Redactor(secrets.values),
-                   otlp_endpoint=endpoint, otlp_headers=headers, service_version=version)
+    return Tracing(
+        store,
+        capture_content=settings.capture_content,
+        redactor=Redactor(secrets.values),
+        otlp_endpoint=endpoint,
+        otlp_headers=headers,
+        service_version=version,
+    )
 
 
 @dataclass
@@ -82,8 +90,9 @@ class Telemetry:
     def apply_retention(self) -> int:
         if self.store is None:
             return 0
-        return self.store.apply_retention(max_age_days=self.settings.retention_days,
-                                          max_bytes=self.settings.max_size_mb * 1024 * 1024)
+        return self.store.apply_retention(
+            max_age_days=self.settings.retention_days, max_bytes=self.settings.max_size_mb * 1024 * 1024
+        )
 
     def _keep(self) -> None:
         while True:
@@ -108,8 +117,9 @@ class Telemetry:
             self.store.close()
 
 
-def open_telemetry(paths: Paths, settings: TraceSettings, secrets: Secrets, version: str,
-                   problems: list[Problem]) -> Telemetry:
+def open_telemetry(
+    paths: Paths, settings: TraceSettings, secrets: Secrets, version: str, problems: list[Problem]
+) -> Telemetry:
     """Open the trace store and build tracing and the monitor; trouble becomes a Problem, never a failed start."""
     problem = endpoint_problem(settings.otlp_endpoint)
     if problem:
@@ -120,6 +130,7 @@ def open_telemetry(paths: Paths, settings: TraceSettings, secrets: Secrets, vers
         problems.append(Problem(None, f"{exc.message} Requests are not traced this session."))
         log.warning("trace store unavailable: %s (%s)", exc, exc.detail)
         return Telemetry(None, Tracing.disabled(), None, settings)
-    monitor = Monitor(store, baseline_size=settings.drift_window, recent_size=settings.drift_window,
-                      alpha=settings.drift_alpha)
+    monitor = Monitor(
+        store, baseline_size=settings.drift_window, recent_size=settings.drift_window, alpha=settings.drift_alpha
+    )
     return Telemetry(store, make_tracing(store, settings, secrets, version), monitor, settings)

@@ -23,16 +23,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import openai  # noqa: E402
+import openai
 
-from engine.models.bundled import bundled_llm_path  # noqa: E402
-from engine.runtime.native import default_threads  # noqa: E402
-from engine.runtime.runtime import Runtime  # noqa: E402
-from engine.runtime.types import (  # noqa: E402
-    ChatMessage, Done, Failed, GenerationRequest, ModelConfig, SamplingParams, Token,
+from engine.api import ApiServer
+from engine.models.bundled import bundled_llm_path
+from engine.runtime.backend import BackendRegistry
+from engine.runtime.native import default_threads
+from engine.runtime.runtime import Runtime
+from engine.runtime.types import (
+    ChatMessage,
+    Done,
+    Failed,
+    GenerationRequest,
+    ModelConfig,
+    SamplingParams,
+    Token,
 )
-from engine.api import ApiServer  # noqa: E402
-from engine.runtime.backend import BackendRegistry  # noqa: E402
 
 SYSTEM = "You are a helpful assistant."
 QUESTION = "Explain in a few paragraphs how a lighthouse warns ships at night."
@@ -40,8 +46,10 @@ QUESTION = "Explain in a few paragraphs how a lighthouse warns ships at night."
 
 def in_process(runtime: Runtime, tokens: int) -> tuple[float, float, int, str]:
     """(ttft s, tokens/s, completion tokens, text, time to the last text s) of one request through Runtime.submit."""
-    request = GenerationRequest(messages=(ChatMessage("system", SYSTEM), ChatMessage("user", QUESTION)),
-                                sampling=SamplingParams(temperature=0.0, max_tokens=tokens))
+    request = GenerationRequest(
+        messages=(ChatMessage("system", SYSTEM), ChatMessage("user", QUESTION)),
+        sampling=SamplingParams(temperature=0.0, max_tokens=tokens),
+    )
     t0 = time.perf_counter()
     first = last = None
     done = None
@@ -63,8 +71,13 @@ def through_api(client: openai.OpenAI, model: str, tokens: int) -> tuple[float, 
     first = last = None
     parts, n = [], 0
     stream = client.chat.completions.create(
-        model=model, temperature=0, max_tokens=tokens, stream=True, stream_options={"include_usage": True},
-        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}])
+        model=model,
+        temperature=0,
+        max_tokens=tokens,
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}],
+    )
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
             last = time.perf_counter()
@@ -96,16 +109,20 @@ def main() -> None:
     info = runtime.load(ModelConfig(args.model, n_ctx=args.n_ctx, n_threads=args.threads)).result()
     server = ApiServer(BackendRegistry.of(runtime), port=0, max_tokens=args.tokens).start()
     client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=600)
-    paths = {"in-process": lambda: in_process(runtime, args.tokens),
-             "API": lambda: through_api(client, info.name, args.tokens)}
+    paths = {
+        "in-process": lambda: in_process(runtime, args.tokens),
+        "API": lambda: through_api(client, info.name, args.tokens),
+    }
     try:
-        print(f"model: {info.name}, n_ctx {info.n_ctx}, threads {args.threads}; {args.requests} greedy requests "
-              f"of {args.tokens} tokens on each path, alternating; KV cache {'dropped' if args.cold else 'reused'}")
+        print(
+            f"model: {info.name}, n_ctx {info.n_ctx}, threads {args.threads}; {args.requests} greedy requests "
+            f"of {args.tokens} tokens on each path, alternating; KV cache {'dropped' if args.cold else 'reused'}"
+        )
         results: dict[str, list] = {name: [] for name in paths}
-        for name, call in paths.items():  # warm-up: the first request of each path is not counted
+        for call in paths.values():  # warm-up: the first request of each path is not counted
             call()
         for i in range(args.requests):
-            for name in (list(paths) if i % 2 == 0 else list(paths)[::-1]):
+            for name in list(paths) if i % 2 == 0 else list(paths)[::-1]:
                 if args.cold:
                     runtime._generator.forget_cache()  # the runtime thread is idle between requests
                 results[name].append(paths[name]())
@@ -118,20 +135,27 @@ def main() -> None:
 def report(results: dict[str, list]) -> None:
     med = statistics.median
     local, api = results["in-process"], results["API"]
-    same = all(a[3] == b[3] for a, b in zip(local, api))
+    same = all(a[3] == b[3] for a, b in zip(local, api, strict=True))
     print(f"\n{'':<22} {'in-process':>11} {'API':>11} {'API / in-process':>17}")
-    for label, index, scale, unit in (("time to first token", 0, 1000, "ms"), ("tokens/s", 1, 1, ""),
-                                      ("time to last token", 4, 1000, "ms")):
+    for label, index, scale, unit in (
+        ("time to first token", 0, 1000, "ms"),
+        ("tokens/s", 1, 1, ""),
+        ("time to last token", 4, 1000, "ms"),
+    ):
         a, b = med(r[index] for r in local), med(r[index] for r in api)
-        paired = med(y[index] / x[index] for x, y in zip(local, api))  # each pair ran back to back
+        paired = med(y[index] / x[index] for x, y in zip(local, api, strict=True))  # each pair ran back to back
         print(f"{label + (f' ({unit})' if unit else ''):<22} {a * scale:>11.1f} {b * scale:>11.1f} {paired:>16.2f}x")
     print(f"{'completion tokens':<22} {med(r[2] for r in local):>11.0f} {med(r[2] for r in api):>11.0f}")
-    print(f"\nsame answers on both paths: {'yes' if same else 'NO'} (medians; the ratio is the median of "
-          "paired ratios)")
+    print(
+        f"\nsame answers on both paths: {'yes' if same else 'NO'} (medians; the ratio is the median of paired ratios)"
+    )
     print("\nMarkdown rows (path | time to first token ms | tokens/s | time to last token ms):")
     for label, rows in (("in-process Runtime.submit", local), ("API, streamed (openai client)", api)):
-        print(f"| {label} | {med(r[0] for r in rows) * 1000:.1f} | {med(r[1] for r in rows):.1f} | "
-              f"{med(r[4] for r in rows) * 1000:.1f} |")
+        print(
+            f"| {label} | {med(r[0] for r in rows) * 1000:.1f} | {med(r[1] for r in rows):.1f} | "
+            f"{med(r[4] for r in rows) * 1000:.1f} |"
+        )
+
 
 if __name__ == "__main__":
     main()

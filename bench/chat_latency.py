@@ -22,12 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import llama_cpp  # noqa: E402
+import llama_cpp
 
-from engine.models.bundled import bundled_llm_path  # noqa: E402
-from engine.runtime.generator import Generator  # noqa: E402
-from engine.runtime.native import default_threads, ensure_backend  # noqa: E402
-from engine.runtime.types import ChatMessage, GenerationRequest, ModelConfig, SamplingParams  # noqa: E402
+from engine.models.bundled import bundled_llm_path
+from engine.runtime.generator import Generator
+from engine.runtime.native import default_threads, ensure_backend
+from engine.runtime.types import ChatMessage, GenerationRequest, ModelConfig, SamplingParams
 
 QUESTIONS = [
     "I am planning a vegetable garden on a small balcony that gets about five hours of sun. What should I grow?",
@@ -64,8 +64,15 @@ def engine_turns(gen: Generator, fresh: Generator, turns: int, answer_tokens: in
         reuse = gen.generate(request, threading.Event(), lambda e: None)
         fresh.forget_cache()
         full = fresh.generate(request, threading.Event(), lambda e: None)
-        rows.append(dict(turn=turn + 1, prompt=reuse.stats.prompt_tokens, reused=reuse.stats.reused_prompt_tokens,
-                         ttft_reuse=reuse.stats.time_to_first_token_s, ttft_full=full.stats.time_to_first_token_s))
+        rows.append(
+            dict(
+                turn=turn + 1,
+                prompt=reuse.stats.prompt_tokens,
+                reused=reuse.stats.reused_prompt_tokens,
+                ttft_reuse=reuse.stats.time_to_first_token_s,
+                ttft_full=full.stats.time_to_first_token_s,
+            )
+        )
         history.append(ChatMessage("assistant", reuse.text))
     return rows
 
@@ -85,7 +92,7 @@ def raw_decode_loop(model_path: str, prompt: list[int], n_tokens: int, n_ctx: in
     llama_cpp.llama_sampler_chain_add(sampler, llama_cpp.llama_sampler_init_greedy())
     try:
         for start in range(0, len(prompt), 512):
-            chunk = prompt[start:start + 512]
+            chunk = prompt[start : start + 512]
             arr = (llama_cpp.llama_token * len(chunk))(*chunk)
             llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(arr, len(chunk)))
         token = (llama_cpp.llama_token * 1)()
@@ -113,8 +120,11 @@ def decode_speed(gen: Generator, model_path: str, threads: int, repeats: int) ->
         gen.forget_cache()
         done = gen.generate(greedy, threading.Event(), lambda e: None)
         engine_greedy.append(done.stats.tokens_per_s)
-        raw.append(raw_decode_loop(model_path, gen.encode(prompt_messages), done.stats.completion_tokens,
-                                   gen.ctx.n_ctx, threads))
+        raw.append(
+            raw_decode_loop(
+                model_path, gen.encode(prompt_messages), done.stats.completion_tokens, gen.ctx.n_ctx, threads
+            )
+        )
         gen.forget_cache()
         engine_chain.append(gen.generate(chain, threading.Event(), lambda e: None).stats.tokens_per_s)
     return engine_greedy, engine_chain, raw
@@ -131,25 +141,33 @@ def main() -> None:
     args = parser.parse_args()
 
     gen = Generator(ModelConfig(args.model, n_ctx=args.n_ctx, n_threads=args.threads))
-    print(f"model: {gen.info.name} ({gen.info.description}), n_ctx {gen.info.n_ctx}, threads {args.threads}, "
-          f"llama-cpp-python {llama_cpp.__version__}")
+    print(
+        f"model: {gen.info.name} ({gen.info.description}), n_ctx {gen.info.n_ctx}, threads {args.threads}, "
+        f"llama-cpp-python {llama_cpp.__version__}"
+    )
     print(f"\nTime to first token, {args.answer_tokens}-token greedy answers")
     print(f"{'turn':>4} {'prompt':>7} {'reused':>7} {'TTFT reuse ms':>14} {'TTFT recompute ms':>18} {'speed-up':>9}")
     fresh = Generator(ModelConfig(args.model, n_ctx=args.n_ctx, n_threads=args.threads))
     rows = engine_turns(gen, fresh, args.turns, args.answer_tokens)
     fresh.close()
     for r in rows:
-        print(f"{r['turn']:>4} {r['prompt']:>7} {r['reused']:>7} {r['ttft_reuse'] * 1000:>14.1f} "
-              f"{r['ttft_full'] * 1000:>18.1f} {r['ttft_full'] / r['ttft_reuse']:>8.1f}x")
+        print(
+            f"{r['turn']:>4} {r['prompt']:>7} {r['reused']:>7} {r['ttft_reuse'] * 1000:>14.1f} "
+            f"{r['ttft_full'] * 1000:>18.1f} {r['ttft_full'] / r['ttft_reuse']:>8.1f}x"
+        )
 
     engine_greedy, engine_chain, raw = decode_speed(gen, args.model, args.threads, args.repeats)
     med = statistics.median
     print(f"\nGeneration speed (median of {args.repeats}, tokens/s after the first token)")
     print(f"  raw llama-cpp-python low-level loop (greedy) : {med(raw):7.1f}")
-    print(f"  Locus engine, greedy                          : {med(engine_greedy):7.1f}   "
-          f"ratio {med(engine_greedy) / med(raw):.2f}")
-    print(f"  Locus engine, default sampler chain           : {med(engine_chain):7.1f}   "
-          f"ratio {med(engine_chain) / med(raw):.2f}")
+    print(
+        f"  Locus engine, greedy                          : {med(engine_greedy):7.1f}   "
+        f"ratio {med(engine_greedy) / med(raw):.2f}"
+    )
+    print(
+        f"  Locus engine, default sampler chain           : {med(engine_chain):7.1f}   "
+        f"ratio {med(engine_chain) / med(raw):.2f}"
+    )
     gen.close()
 
 

@@ -37,10 +37,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.llama_tools import installed_lib_dir, require_tool  # noqa: E402
-from engine.models.bundled import bundled_llm_path  # noqa: E402
-from engine.runtime.runtime import Runtime  # noqa: E402
-from engine.runtime.types import (  # noqa: E402
+from bench.llama_tools import installed_lib_dir, require_tool
+from engine.models.bundled import bundled_llm_path
+from engine.runtime.runtime import Runtime
+from engine.runtime.types import (
     ChatMessage,
     Done,
     GenerationRequest,
@@ -51,8 +51,10 @@ from engine.runtime.types import (  # noqa: E402
 )
 
 ANIMALS = ("cat", "dog", "fox", "owl", "bee", "pig", "cow", "rat")  # one token each: equal prompt lengths
-SEA = ("The sea covers most of the planet. Tides rise and fall twice a day, pulled by the moon and the sun. "
-       "Fishermen read the water, the sky and the birds before they sail. ")
+SEA = (
+    "The sea covers most of the planet. Tides rise and fall twice a day, pulled by the moon and the sun. "
+    "Fishermen read the water, the sky and the birds before they sail. "
+)
 
 
 def runtime(model: str, threads: int, n_ctx: int, scheduling: str) -> Runtime:
@@ -63,8 +65,10 @@ def runtime(model: str, threads: int, n_ctx: int, scheduling: str) -> Runtime:
 
 
 def story(animal: str, tokens: int) -> GenerationRequest:
-    return GenerationRequest((ChatMessage("user", f"Write a long story about a {animal}."),),
-                             SamplingParams(temperature=0.0, max_tokens=tokens))
+    return GenerationRequest(
+        (ChatMessage("user", f"Write a long story about a {animal}."),),
+        SamplingParams(temperature=0.0, max_tokens=tokens),
+    )
 
 
 def streams(rt: Runtime, n: int, tokens: int) -> dict:
@@ -79,6 +83,7 @@ def streams(rt: Runtime, n: int, tokens: int) -> dict:
                 with lock:
                     firsts.setdefault(i, now)
                     lasts[i] = now
+
         return handle
 
     t0 = time.perf_counter()
@@ -89,17 +94,47 @@ def streams(rt: Runtime, n: int, tokens: int) -> dict:
     prompt = sum(d.stats.prompt_tokens for d in done)
     decode_window = max(lasts.values()) - max(firsts.values())
     after_first = sum(d.stats.completion_tokens - 1 for d in done)
-    return dict(decode=after_first / decode_window if decode_window > 0 else float("nan"),
-                gen=completion / wall, completion=completion, prompt=prompt // n, wall=wall)
+    return dict(
+        decode=after_first / decode_window if decode_window > 0 else float("nan"),
+        gen=completion / wall,
+        completion=completion,
+        prompt=prompt // n,
+        wall=wall,
+    )
 
 
 def batched_bench(tool: Path, model: str, threads: int, pp: int, tg: int, counts: list[int]) -> dict[int, dict]:
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = f"{installed_lib_dir()}:{tool.parent}:{env.get('LD_LIBRARY_PATH', '')}"
     ctx = max(counts) * (pp + tg) + 64
-    out = subprocess.run([str(tool), "-m", model, "-c", str(ctx), "-b", "512", "-ub", "512", "-t", str(threads),
-                          "-npp", str(pp), "-ntg", str(tg), "-npl", ",".join(map(str, counts)), "-kvu",
-                          "--output-format", "jsonl"], env=env, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [
+            str(tool),
+            "-m",
+            model,
+            "-c",
+            str(ctx),
+            "-b",
+            "512",
+            "-ub",
+            "512",
+            "-t",
+            str(threads),
+            "-npp",
+            str(pp),
+            "-ntg",
+            str(tg),
+            "-npl",
+            ",".join(map(str, counts)),
+            "-kvu",
+            "--output-format",
+            "jsonl",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return {r["pl"]: r for r in rows}
 
@@ -116,52 +151,80 @@ def throughput(args, tool: Path | None) -> None:
     pp = results["batch"][1]["prompt"]
     ref = batched_bench(tool, args.model, args.threads, pp, args.tokens, counts) if tool else {}
     print(f"\nAggregate tokens/s, {args.tokens} tokens per stream, prompts of {pp} tokens, {args.threads} threads")
-    print(f"{'streams':>7} | {'llama-batched-bench':^19} | {'engine, continuous batching':^27} | "
-          f"{'engine, one at a time':^21}")
+    print(
+        f"{'streams':>7} | {'llama-batched-bench':^19} | {'engine, continuous batching':^27} | "
+        f"{'engine, one at a time':^21}"
+    )
     print(f"{'':>7} | {'S_TG':>8} {'gen/wall':>10} | {'decode':>12} {'gen/wall':>14} | {'gen/wall':>21}")
     for n in counts:
         b, s, r = results["batch"][n], results["serial"][n], ref.get(n)
         ref_tg, ref_gen = (r["speed_tg"], n * r["tg"] / r["t"]) if r else (float("nan"), float("nan"))
         short = "" if b["completion"] == n * args.tokens else f"  ({b['completion']} of {n * args.tokens} tokens)"
-        print(f"{n:>7} | {ref_tg:>8.1f} {ref_gen:>10.1f} | {b['decode']:>12.1f} {b['gen']:>14.1f} | "
-              f"{s['gen']:>21.1f}{short}")
+        print(
+            f"{n:>7} | {ref_tg:>8.1f} {ref_gen:>10.1f} | {b['decode']:>12.1f} {b['gen']:>14.1f} | "
+            f"{s['gen']:>21.1f}{short}"
+        )
 
 
 def latency(args) -> None:
     rng = random.Random(7)
     gaps = [rng.uniform(0.3, 1.2) for _ in range(args.questions)]
     text = SEA * args.summary_repeats
-    print(f"\nTime to first token of interactive questions (8 tokens each, one every 0.3-1.2 s) while "
-          f"{args.summaries} background summaries run (prompt ~{len(text) // 4} tokens, {args.summary_tokens} "
-          f"tokens each, all submitted first); only questions asked before the last summary ended count")
-    print(f"{'scheduling':>10} | {'questions':>9} {'p50 s':>7} {'p95 s':>7} {'max s':>7} | {'summaries done after s':>22}")
+    print(
+        f"\nTime to first token of interactive questions (8 tokens each, one every 0.3-1.2 s) while "
+        f"{args.summaries} background summaries run (prompt ~{len(text) // 4} tokens, {args.summary_tokens} "
+        f"tokens each, all submitted first); only questions asked before the last summary ended count"
+    )
+    print(
+        f"{'scheduling':>10} | {'questions':>9} {'p50 s':>7} {'p95 s':>7} {'max s':>7} | {'summaries done after s':>22}"
+    )
     for mode in ("batch", "serial", "fcfs"):
         rt = runtime(args.model, args.threads, args.n_ctx, mode)
         try:
             t0 = time.perf_counter()
-            background = [rt.submit(GenerationRequest(
-                (ChatMessage("user", f"Summarise this text in detail:\n\n{text}"),),
-                SamplingParams(temperature=0.0, max_tokens=args.summary_tokens), priority=Priority.BACKGROUND))
-                for _ in range(args.summaries)]
+            background = [
+                rt.submit(
+                    GenerationRequest(
+                        (ChatMessage("user", f"Summarise this text in detail:\n\n{text}"),),
+                        SamplingParams(temperature=0.0, max_tokens=args.summary_tokens),
+                        priority=Priority.BACKGROUND,
+                    )
+                )
+                for _ in range(args.summaries)
+            ]
             time.sleep(0.5)
             questions = []
             for i, gap in enumerate(gaps):
                 asked = time.perf_counter()
-                questions.append((asked, rt.submit(GenerationRequest(
-                    (ChatMessage("user", f"Quick question {i}: what is {i} plus {i}?"),),
-                    SamplingParams(temperature=0.0, max_tokens=8), priority=Priority.INTERACTIVE))))
+                questions.append(
+                    (
+                        asked,
+                        rt.submit(
+                            GenerationRequest(
+                                (ChatMessage("user", f"Quick question {i}: what is {i} plus {i}?"),),
+                                SamplingParams(temperature=0.0, max_tokens=8),
+                                priority=Priority.INTERACTIVE,
+                            )
+                        ),
+                    )
+                )
                 time.sleep(gap)
             ended = max(t0 + b.wait().stats.total_s for b in background)
-            ttft = sorted(handle.wait().stats.time_to_first_token_s for asked, handle in questions
-                          if asked < ended and isinstance(handle.wait(), Done))
+            ttft = sorted(
+                handle.wait().stats.time_to_first_token_s
+                for asked, handle in questions
+                if asked < ended and isinstance(handle.wait(), Done)
+            )
         finally:
             rt.shutdown()
         if not ttft:
             print(f"{mode:>10} | the summaries ended before the first question; raise --summaries")
             continue
         p95 = statistics.quantiles(ttft, n=20, method="inclusive")[-1] if len(ttft) > 1 else ttft[0]
-        print(f"{mode:>10} | {len(ttft):>9} {statistics.median(ttft):>7.3f} {p95:>7.3f} {ttft[-1]:>7.3f} | "
-              f"{ended - t0:>22.1f}")
+        print(
+            f"{mode:>10} | {len(ttft):>9} {statistics.median(ttft):>7.3f} {p95:>7.3f} {ttft[-1]:>7.3f} | "
+            f"{ended - t0:>22.1f}"
+        )
 
 
 def main() -> int:

@@ -29,27 +29,51 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.llama_tools import installed_lib_dir, llama_cpp_version, require_tool  # noqa: E402
-from engine.models.bundled import bundled_llm_path  # noqa: E402
-from engine.runtime.runtime import Runtime  # noqa: E402
-from engine.runtime.types import ChatMessage, Done, GenerationRequest, ModelConfig, SamplingParams  # noqa: E402
+from bench.llama_tools import installed_lib_dir, llama_cpp_version, require_tool
+from engine.models.bundled import bundled_llm_path
+from engine.runtime.runtime import Runtime
+from engine.runtime.types import ChatMessage, Done, GenerationRequest, ModelConfig, SamplingParams
 
-PROMPT = (ChatMessage("system", "You are a helpful assistant."),
-          ChatMessage("user", "Write a long, detailed essay about the history of the Roman Empire, "
-                              "from its founding to its fall."))
+PROMPT = (
+    ChatMessage("system", "You are a helpful assistant."),
+    ChatMessage(
+        "user", "Write a long, detailed essay about the history of the Roman Empire, from its founding to its fall."
+    ),
+)
 GREEDY = dict(temperature=0.0, repeat_penalty=1.0)  # the chain is llama.cpp's greedy sampler alone
 DEFAULT_CHAIN = dict(temperature=0.7, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1, seed=1)
 
 
-def llama_bench(tool: Path, model: str, threads: int, tokens: int, reps: int, depth: int,
-                own_libs: bool) -> tuple[float, float]:
+def llama_bench(
+    tool: Path, model: str, threads: int, tokens: int, reps: int, depth: int, own_libs: bool
+) -> tuple[float, float]:
     """llama-bench's tg tokens/s (mean, stddev) at this depth."""
     env = dict(os.environ)
     if not own_libs:  # the engine's own libllama/libggml, then the tools' common library
         env["LD_LIBRARY_PATH"] = f"{installed_lib_dir()}:{tool.parent}:{env.get('LD_LIBRARY_PATH', '')}"
-    out = subprocess.run([str(tool), "-m", model, "-t", str(threads), "-p", "0", "-n", str(tokens),
-                          "-d", str(depth), "-r", str(reps), "-o", "json"],
-                         env=env, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [
+            str(tool),
+            "-m",
+            model,
+            "-t",
+            str(threads),
+            "-p",
+            "0",
+            "-n",
+            str(tokens),
+            "-d",
+            str(depth),
+            "-r",
+            str(reps),
+            "-o",
+            "json",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     result = json.loads(out)[0]
     return float(result["avg_ts"]), float(result["stddev_ts"])
 
@@ -70,8 +94,9 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=128, help="generated tokens per run (llama-bench -n)")
     parser.add_argument("--pairs", type=int, default=10, help="interleaved runs of each side")
     parser.add_argument("--n-ctx", type=int, default=4096)
-    parser.add_argument("--own-libs", action="store_true",
-                        help="run llama-bench on the libraries built beside it, not the engine's")
+    parser.add_argument(
+        "--own-libs", action="store_true", help="run llama-bench on the libraries built beside it, not the engine's"
+    )
     parser.add_argument("--no-build", action="store_true", help="fail instead of building llama-bench")
     args = parser.parse_args()
 
@@ -81,28 +106,39 @@ def main() -> int:
         info = runtime.load(ModelConfig(args.model, n_ctx=args.n_ctx, n_threads=args.threads)).result()
         warm = engine_run(runtime, 8, GREEDY)  # loads pages, builds the graph once
         depth = warm.stats.prompt_tokens
-        print(f"model {info.name} ({Path(args.model).name}), {args.threads} threads, llama-cpp-python "
-              f"{llama_cpp_version()}, llama-bench {tool}"
-              f"{' (own libraries)' if args.own_libs else ' on the engine libraries ' + str(installed_lib_dir())}")
+        print(
+            f"model {info.name} ({Path(args.model).name}), {args.threads} threads, llama-cpp-python "
+            f"{llama_cpp_version()}, llama-bench {tool}"
+            f"{' (own libraries)' if args.own_libs else ' on the engine libraries ' + str(installed_lib_dir())}"
+        )
         print(f"tg{args.tokens} at depth {depth} (the engine's prompt), {args.pairs} interleaved pairs")
-        print(f"{'pair':>4}  {'llama-bench t/s':>15}  {'engine greedy t/s':>17}  {'ratio':>6}  "
-              f"{'engine default chain t/s':>24}  {'ratio':>6}")
+        print(
+            f"{'pair':>4}  {'llama-bench t/s':>15}  {'engine greedy t/s':>17}  {'ratio':>6}  "
+            f"{'engine default chain t/s':>24}  {'ratio':>6}"
+        )
         rows = []
         for i in range(1, args.pairs + 1):
             ref, _ = llama_bench(tool, args.model, args.threads, args.tokens, 1, depth, args.own_libs)
             greedy = engine_run(runtime, args.tokens, GREEDY).stats
             chain = engine_run(runtime, args.tokens, DEFAULT_CHAIN).stats
             rows.append((ref, greedy.tokens_per_s, chain.tokens_per_s))
-            short = "" if min(greedy.completion_tokens, chain.completion_tokens) > args.tokens else \
-                f"  (an answer stopped at {min(greedy.completion_tokens, chain.completion_tokens)} tokens)"
-            print(f"{i:>4}  {ref:>15.1f}  {greedy.tokens_per_s:>17.1f}  {greedy.tokens_per_s / ref:>6.3f}  "
-                  f"{chain.tokens_per_s:>24.1f}  {chain.tokens_per_s / ref:>6.3f}{short}")
+            short = (
+                ""
+                if min(greedy.completion_tokens, chain.completion_tokens) > args.tokens
+                else f"  (an answer stopped at {min(greedy.completion_tokens, chain.completion_tokens)} tokens)"
+            )
+            print(
+                f"{i:>4}  {ref:>15.1f}  {greedy.tokens_per_s:>17.1f}  {greedy.tokens_per_s / ref:>6.3f}  "
+                f"{chain.tokens_per_s:>24.1f}  {chain.tokens_per_s / ref:>6.3f}{short}"
+            )
         for name, column in (("greedy", 1), ("default sampling chain", 2)):
             ratios = sorted(r[column] / r[0] for r in rows)
             q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
-            print(f"engine/llama-bench, {name}: median {statistics.median(ratios):.3f} "
-                  f"(quartiles {q[0]:.3f}-{q[2]:.3f}; medians of t/s: llama-bench "
-                  f"{statistics.median(r[0] for r in rows):.1f}, engine {statistics.median(r[column] for r in rows):.1f})")
+            print(
+                f"engine/llama-bench, {name}: median {statistics.median(ratios):.3f} "
+                f"(quartiles {q[0]:.3f}-{q[2]:.3f}; medians of t/s: llama-bench "
+                f"{statistics.median(r[0] for r in rows):.1f}, engine {statistics.median(r[column] for r in rows):.1f})"
+            )
     finally:
         runtime.shutdown()
     return 0

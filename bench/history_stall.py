@@ -27,16 +27,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.history.store import HistoryStore  # noqa: E402
-from engine.history.writer import HistoryWriter  # noqa: E402
-from engine.models.bundled import bundled_llm_path  # noqa: E402
-from engine.runtime.native import default_threads  # noqa: E402
-from engine.runtime.runtime import Runtime  # noqa: E402
-from engine.runtime.types import ChatMessage, Done, GenerationRequest, ModelConfig, SamplingParams, Token  # noqa: E402
+from engine.history.store import HistoryStore
+from engine.history.writer import HistoryWriter
+from engine.models.bundled import bundled_llm_path
+from engine.runtime.native import default_threads
+from engine.runtime.runtime import Runtime
+from engine.runtime.types import ChatMessage, Done, GenerationRequest, ModelConfig, SamplingParams, Token
 
 SAVE_INTERVAL_S = 0.5
-TOPICS = ["a lighthouse keeper", "a river barge", "a mountain village", "a lost letter", "a winter market",
-          "a clockmaker", "a ferry crossing", "an old library"]
+TOPICS = [
+    "a lighthouse keeper",
+    "a river barge",
+    "a mountain village",
+    "a lost letter",
+    "a winter market",
+    "a clockmaker",
+    "a ferry crossing",
+    "an old library",
+]
 
 
 class StallingHistory(HistoryStore):
@@ -69,8 +77,9 @@ class DirectTap:
                 self.last = time.monotonic()
 
 
-def batch(runtime: Runtime, history: HistoryStore | None, mode: str, requests: int, tokens: int,
-          seconds: float) -> tuple[float, int, float]:
+def batch(
+    runtime: Runtime, history: HistoryStore | None, mode: str, requests: int, tokens: int, seconds: float
+) -> tuple[float, int, float]:
     """One batch: (tokens/s, completion tokens, wall seconds)."""
     writer = HistoryWriter(history, save_interval_s=SAVE_INTERVAL_S) if mode == "writer" else None
     handles, ends = [], []
@@ -92,8 +101,10 @@ def batch(runtime: Runtime, history: HistoryStore | None, mode: str, requests: i
                 with lock:
                     ends.append((time.perf_counter(), event.stats.completion_tokens))
 
-        request = GenerationRequest((ChatMessage("user", f"Write a long story about {TOPICS[i % len(TOPICS)]}."),),
-                                    SamplingParams(temperature=0.0, seed=1, max_tokens=tokens))
+        request = GenerationRequest(
+            (ChatMessage("user", f"Write a long story about {TOPICS[i % len(TOPICS)]}."),),
+            SamplingParams(temperature=0.0, seed=1, max_tokens=tokens),
+        )
         handles.append(runtime.submit(request, done, tap=tap))
     deadline = started + seconds
     for handle in handles:
@@ -110,7 +121,9 @@ def batch(runtime: Runtime, history: HistoryStore | None, mode: str, requests: i
     return total / (last - started), total, last - started
 
 
-def save_cost(folder: Path, schema4: bool, saves: int = 200, piece: str = "the heron waits by the sluice gate ") -> float:
+def save_cost(
+    folder: Path, schema4: bool, saves: int = 200, piece: str = "the heron waits by the sluice gate "
+) -> float:
     """Milliseconds per partial save of one growing answer."""
     store = HistoryStore(folder / f"fts-{'4' if schema4 else '5'}.sqlite3")
     if schema4:  # schema 4's triggers: every content update re-indexes the whole message
@@ -152,8 +165,9 @@ def main() -> None:
     args = parser.parse_args()
 
     runtime = Runtime()
-    info = runtime.load(ModelConfig(args.model, n_ctx=4096, n_parallel=args.requests,
-                                    n_threads=args.threads or default_threads())).result()
+    info = runtime.load(
+        ModelConfig(args.model, n_ctx=4096, n_parallel=args.requests, n_threads=args.threads or default_threads())
+    ).result()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         batch(runtime, None, "none", args.requests, 16, 60)  # warm-up
@@ -165,14 +179,15 @@ def main() -> None:
                 runs[mode].append((speed, total, wall, history.saves if history is not None else 0))
                 if history is not None:
                     history.close()
-        rows = [(mode, *(statistics.median(x[i] for x in results) for i in range(4)))
-                for mode, results in runs.items()]
+        rows = [(mode, *(statistics.median(x[i] for x in results) for i in range(4))) for mode, results in runs.items()]
         runtime.shutdown()
         old_ms, new_ms = save_cost(folder, True), save_cost(folder, False)
 
-    print(f"model: {info.name}, threads {info.n_threads}, a batch of {args.requests} greedy answers of up to "
-          f"{args.tokens} tokens, each partial save stalled {args.stall:.1f} s, at most {args.seconds:.0f} s; "
-          f"medians of {args.rounds} rounds")
+    print(
+        f"model: {info.name}, threads {info.n_threads}, a batch of {args.requests} greedy answers of up to "
+        f"{args.tokens} tokens, each partial save stalled {args.stall:.1f} s, at most {args.seconds:.0f} s; "
+        f"medians of {args.rounds} rounds"
+    )
     print(f"{'history':<12}{'tokens/s':>10}{'tokens':>8}{'wall s':>9}{'saves':>7}")
     for mode, speed, total, wall, saves in rows:
         print(f"{mode:<12}{speed:>10.1f}{total:>8.0f}{wall:>9.1f}{saves:>7.0f}")

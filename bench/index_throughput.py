@@ -24,10 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from engine.models.bundled import BUNDLED_EMBEDDER_NAME, bundled_embedder_path  # noqa: E402
-from engine.rag.indexer import EMBED_BATCH, embedding_text  # noqa: E402
-from engine.rag.library import DocumentLibrary  # noqa: E402
-from engine.rag.loaders import DocumentError, load  # noqa: E402
+from engine.models.bundled import BUNDLED_EMBEDDER_NAME, bundled_embedder_path
+from engine.rag.indexer import EMBED_BATCH, embedding_text
+from engine.rag.library import DocumentLibrary
+from engine.rag.loaders import DocumentError, load
 
 DEFAULT_FOLDER = REPO.parent / "shared" / "corpus" / "pdf-oddities"
 
@@ -64,19 +64,23 @@ def main() -> None:
             texts += [embedding_text(document.title, chunk) for chunk in library.chunker.chunk(document)]
         t = time.perf_counter()
         for start in range(0, len(texts), EMBED_BATCH):
-            library.embedder.embed(texts[start:start + EMBED_BATCH])
+            library.embedder.embed(texts[start : start + EMBED_BATCH])
         raw_s = time.perf_counter() - t
 
     pipeline_rate = p.chunks_done / elapsed
     raw_rate = len(texts) / raw_s
-    print(f"folder: {args.folder} x{args.copies}: {result.indexed} files indexed, {result.failed} refused, "
-          f"{p.pages_done} pages, {p.chunks_done} chunks; embedder {library.embedder.info.device}, "
-          f"{os.cpu_count()} cores")
+    print(
+        f"folder: {args.folder} x{args.copies}: {result.indexed} files indexed, {result.failed} refused, "
+        f"{p.pages_done} pages, {p.chunks_done} chunks; embedder {library.embedder.info.device}, "
+        f"{os.cpu_count()} cores"
+    )
     print(f"{'':28} {'seconds':>8} {'pages/s':>8} {'chunks/s':>9}")
     print(f"{'pipeline (end to end)':28} {elapsed:>8.1f} {p.pages_done / elapsed:>8.1f} {pipeline_rate:>9.1f}")
     print(f"{'embedder alone, same chunks':28} {raw_s:>8.1f} {'':>8} {raw_rate:>9.1f}")
-    print(f"ratio pipeline/embedder: {pipeline_rate / raw_rate:.2f}   "
-          f"(embedder busy {p.embed_busy_s / elapsed:.0%} of the run; target >= 0.85)")
+    print(
+        f"ratio pipeline/embedder: {pipeline_rate / raw_rate:.2f}   "
+        f"(embedder busy {p.embed_busy_s / elapsed:.0%} of the run; target >= 0.85)"
+    )
 
 
 if __name__ == "__main__":

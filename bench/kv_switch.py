@@ -24,21 +24,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.models.bundled import bundled_llm_path  # noqa: E402
-from engine.runtime.runtime import Runtime  # noqa: E402
-from engine.runtime.types import ChatMessage, GenerationRequest, ModelConfig, SamplingParams  # noqa: E402
+from engine.models.bundled import bundled_llm_path
+from engine.runtime.runtime import Runtime
+from engine.runtime.types import ChatMessage, GenerationRequest, ModelConfig, SamplingParams
 
-DOCUMENT = ("The harbour town keeps a lighthouse, a bakery and a small museum of old maps. Fishing boats "
-            "leave before dawn and come back when the tide turns; the market opens when they are in. ")
-OTHER = ("In the mountain village the school bell rings at eight, the bus climbs the pass twice a day, "
-         "and the shepherds bring the goats down before the first snow falls on the high meadows. ")
+DOCUMENT = (
+    "The harbour town keeps a lighthouse, a bakery and a small museum of old maps. Fishing boats "
+    "leave before dawn and come back when the tide turns; the market opens when they are in. "
+)
+OTHER = (
+    "In the mountain village the school bell rings at eight, the bus climbs the pass twice a day, "
+    "and the shepherds bring the goats down before the first snow falls on the high meadows. "
+)
 GREEDY = SamplingParams(temperature=0.0, max_tokens=32)
 
 
 def conversation(document: str, document_repeats: int, question: str) -> list[ChatMessage]:
     text = document * document_repeats
-    return [ChatMessage("system", "You are a helpful assistant."),
-            ChatMessage("user", f"Here is a text:\n\n{text}\n\n{question}")]
+    return [
+        ChatMessage("system", "You are a helpful assistant."),
+        ChatMessage("user", f"Here is a text:\n\n{text}\n\n{question}"),
+    ]
 
 
 def ask(rt: Runtime, key: str, messages: list[ChatMessage], think: float):
@@ -61,8 +67,11 @@ CASES = {
 def run_case(args, b: int | None, ram_mb: int = 512, spill: bool = False):
     with tempfile.TemporaryDirectory() as folder:
         rt = Runtime()
-        rt.load(ModelConfig(args.model, n_ctx=2048, n_threads=args.threads, kv_ram_mb=ram_mb,
-                            kv_spill_dir=folder if spill else None)).result()
+        rt.load(
+            ModelConfig(
+                args.model, n_ctx=2048, n_threads=args.threads, kv_ram_mb=ram_mb, kv_spill_dir=folder if spill else None
+            )
+        ).result()
         try:
             rt.submit(GenerationRequest((ChatMessage("user", "Hi."),), SamplingParams(max_tokens=2))).wait()
             a = conversation(DOCUMENT, A_REPEATS, "What does the town keep?")
@@ -82,8 +91,10 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--think", type=float, default=0.5, help="seconds between a turn's answer and the next")
     args = parser.parse_args()
-    print(f"model {Path(args.model).name}, {args.threads} threads, n_ctx 2048, {args.reps} repetitions per case, "
-          f"{args.think} s between turns")
+    print(
+        f"model {Path(args.model).name}, {args.threads} threads, n_ctx 2048, {args.reps} repetitions per case, "
+        f"{args.think} s between turns"
+    )
     runs = {name: [] for name in CASES}
     for _ in range(args.reps):  # cases interleaved, so a change in the machine's load hits them all
         for name, case in CASES.items():
@@ -93,8 +104,10 @@ def main() -> int:
     for name, stats in runs.items():
         ttft = statistics.median(s.time_to_first_token_s for s in stats)
         base = base or ttft
-        print(f"{name:<68} {ttft:>7.3f} {ttft / base:>6.2f} {stats[0].prompt_tokens:>7} "
-              f"{stats[0].reused_prompt_tokens:>7}")
+        print(
+            f"{name:<68} {ttft:>7.3f} {ttft / base:>6.2f} {stats[0].prompt_tokens:>7} "
+            f"{stats[0].reused_prompt_tokens:>7}"
+        )
     return 0
 
 

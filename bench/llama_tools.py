@@ -60,8 +60,21 @@ def _source_dir(log) -> Path:
     sdist = sdist_dir / f"llama_cpp_python-{version}.tar.gz"
     if not sdist.is_file():
         log(f"downloading the llama-cpp-python {version} sdist with pip ...")
-        subprocess.run([sys.executable, "-m", "pip", "download", f"llama-cpp-python=={version}", "--no-deps",
-                        "--no-binary", ":all:", "-d", str(sdist_dir)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                f"llama-cpp-python=={version}",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "-d",
+                str(sdist_dir),
+            ],
+            check=True,
+        )
     log(f"unpacking {sdist.name} ...")
     with tarfile.open(sdist) as tar:
         tar.extractall(root, filter="data")
@@ -72,14 +85,34 @@ def build_tools(log=print, jobs: int | None = None) -> Path:
     """Build llama-bench and llama-batched-bench from the matching sources; returns their bin folder."""
     src = _source_dir(log)
     build = cache_dir() / "build"
-    flags = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
-             "-DLLAMA_BUILD_COMMON=ON", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_EXAMPLES=OFF",
-             "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=OFF"]
+    flags = [
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DBUILD_SHARED_LIBS=ON",
+        "-DLLAMA_CURL=OFF",
+        "-DLLAMA_OPENSSL=OFF",
+        "-DLLAMA_BUILD_COMMON=ON",
+        "-DLLAMA_BUILD_TOOLS=ON",
+        "-DLLAMA_BUILD_EXAMPLES=OFF",
+        "-DLLAMA_BUILD_TESTS=OFF",
+        "-DLLAMA_BUILD_SERVER=OFF",
+    ]
     log(f"configuring llama.cpp in {build} ...")
     subprocess.run(["cmake", "-S", str(src), "-B", str(build), *flags], check=True)
     log("building llama-bench and llama-batched-bench (several minutes on 2 cores) ...")
-    subprocess.run(["cmake", "--build", str(build), "--config", "Release", "-j", str(jobs or os.cpu_count() or 2),
-                    "--target", *TOOLS], check=True)
+    subprocess.run(
+        [
+            "cmake",
+            "--build",
+            str(build),
+            "--config",
+            "Release",
+            "-j",
+            str(jobs or os.cpu_count() or 2),
+            "--target",
+            *TOOLS,
+        ],
+        check=True,
+    )
     return build / "bin"
 
 
@@ -90,8 +123,10 @@ def require_tool(name: str, build: bool = True, log=print) -> Path:
         build_tools(log)
         found = find_tool(name)
     if found is None:
-        raise SystemExit(f"{name} not found: set LLAMA_BENCH_DIR, put it on PATH, or run "
-                         f"`python bench/llama_tools.py` to build it into {cache_dir() / 'build' / 'bin'}")
+        raise SystemExit(
+            f"{name} not found: set LLAMA_BENCH_DIR, put it on PATH, or run "
+            f"`python bench/llama_tools.py` to build it into {cache_dir() / 'build' / 'bin'}"
+        )
     return found
 
 

@@ -19,10 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from engine.models.bundled import BUNDLED_EMBEDDER_NAME, bundled_embedder_path  # noqa: E402
-from engine.rag.embed import Embedder  # noqa: E402
-from engine.rag.evaluate import evaluate, index_corpus, load_beir  # noqa: E402
-from engine.rag.store import DocumentStore  # noqa: E402
+from engine.models.bundled import BUNDLED_EMBEDDER_NAME, bundled_embedder_path
+from engine.rag.embed import Embedder
+from engine.rag.evaluate import evaluate, index_corpus, load_beir
+from engine.rag.store import DocumentStore
 
 
 def main() -> None:
@@ -37,8 +37,10 @@ def main() -> None:
             index_corpus(store, embedder, data)
             indexed = time.perf_counter() - t
             results = evaluate(store, embedder, data)
-        print(f"\n{Path(folder).name}: {len(data.corpus)} documents, {len(data.queries)} queries "
-              f"(indexed in {indexed:.1f} s)")
+        print(
+            f"\n{Path(folder).name}: {len(data.corpus)} documents, {len(data.queries)} queries "
+            f"(indexed in {indexed:.1f} s)"
+        )
         print(f"{'method':>8} {'nDCG@10':>8} {'recall@100':>11}")
         for method in ("vector", "text", "hybrid"):
             r = results[method]

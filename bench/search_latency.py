@@ -24,7 +24,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.rag.store import DocumentStore, _chunks_schema  # noqa: E402
+from engine.rag.store import DocumentStore, _chunks_schema
 
 DIM = 384
 
@@ -37,15 +37,20 @@ def clustered_vectors(n: int, rng: np.random.Generator, centers: np.ndarray, spr
 
 def fill(store: DocumentStore, vectors: np.ndarray, batch: int = 20_000) -> None:
     for start in range(0, len(vectors), batch):
-        part = vectors[start:start + batch]
+        part = vectors[start : start + batch]
         rows = {
             "chunk_id": [f"c{start + i}" for i in range(len(part))],
             "doc_id": [f"d{(start + i) // 20}" for i in range(len(part))],
-            "collection": ["default"] * len(part), "path": [f"/docs/{(start + i) // 20}.txt" for i in range(len(part))],
-            "title": ["t"] * len(part), "kind": ["text"] * len(part),
+            "collection": ["default"] * len(part),
+            "path": [f"/docs/{(start + i) // 20}.txt" for i in range(len(part))],
+            "title": ["t"] * len(part),
+            "kind": ["text"] * len(part),
             "chunk_index": [(start + i) % 20 for i in range(len(part))],
-            "text": [f"chunk {start + i}" for i in range(len(part))], "n_tokens": [3] * len(part),
-            "page": [None] * len(part), "line_start": [1] * len(part), "line_end": [1] * len(part),
+            "text": [f"chunk {start + i}" for i in range(len(part))],
+            "n_tokens": [3] * len(part),
+            "page": [None] * len(part),
+            "line_start": [1] * len(part),
+            "line_end": [1] * len(part),
             "heading": [None] * len(part),
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(part.ravel()), DIM),
         }
@@ -94,9 +99,11 @@ def main() -> None:
             store.build_ann_index()
             build_s = time.perf_counter() - t
             ann_lat, approx = time_queries(store, queries, args.k)
-            recall = statistics.mean(len(set(a) & set(e)) / len(e) for a, e in zip(approx, exact))
-            print(f"{size:>8} {'ANN':>6} {pct(ann_lat, 50):>8.1f} {pct(ann_lat, 95):>8.1f} {recall:>10.3f} "
-                  f"{build_s:>8.1f}")
+            recall = statistics.mean(len(set(a) & set(e)) / len(e) for a, e in zip(approx, exact, strict=True))
+            print(
+                f"{size:>8} {'ANN':>6} {pct(ann_lat, 50):>8.1f} {pct(ann_lat, 95):>8.1f} {recall:>10.3f} "
+                f"{build_s:>8.1f}"
+            )
     print("\nTargets: ANN p50 under 25 ms at 100k chunks; ANN recall@10 at least 0.95.")
 
 

@@ -22,18 +22,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine.answer import AnswerEnded  # noqa: E402
-from engine.assistant import Assistant  # noqa: E402
-from engine.history.store import HistoryStore  # noqa: E402
-from engine.models.bundled import BUNDLED_LLM_NAME, bundled_llm_path  # noqa: E402
-from engine.rag.loaders import DocumentError, load  # noqa: E402
-from engine.runtime.backend import BackendRegistry  # noqa: E402
-from engine.runtime.native import default_threads  # noqa: E402
-from engine.runtime.runtime import Runtime  # noqa: E402
-from engine.runtime.types import ModelConfig, SamplingParams  # noqa: E402
-from engine.tasks.summarize import LENGTHS, plan_budget, split_text, summarize  # noqa: E402
-from engine.tasks.templates import TemplateLibrary  # noqa: E402
-from resources import resource_path  # noqa: E402
+from engine.answer import AnswerEnded
+from engine.assistant import Assistant
+from engine.history.store import HistoryStore
+from engine.models.bundled import BUNDLED_LLM_NAME, bundled_llm_path
+from engine.rag.loaders import DocumentError, load
+from engine.runtime.backend import BackendRegistry
+from engine.runtime.native import default_threads
+from engine.runtime.runtime import Runtime
+from engine.runtime.types import ModelConfig, SamplingParams
+from engine.tasks.summarize import LENGTHS, plan_budget, split_text, summarize
+from engine.tasks.templates import TemplateLibrary
+from resources import resource_path
 
 DEFAULT_FOLDER = REPO.parent / "shared" / "corpus" / "pdf-oddities"
 
@@ -58,8 +58,9 @@ def long_document(folder: Path) -> tuple[str, int]:
 def run(assistant: Assistant, fn) -> tuple[AnswerEnded, float]:
     """The task run as the terminal runs it (an answer that is not saved); how it ended and its wall time."""
     t = time.perf_counter()
-    done = assistant.run_task(fn, "bench", name="bench", save=False,
-                              sampling=SamplingParams(temperature=0.0, seed=1)).wait()
+    done = assistant.run_task(
+        fn, "bench", name="bench", save=False, sampling=SamplingParams(temperature=0.0, seed=1)
+    ).wait()
     elapsed = time.perf_counter() - t
     if not done.complete:
         raise SystemExit(f"summarizing failed: {done.error.user_text() if done.error else done.outcome}")
@@ -99,18 +100,24 @@ def main() -> None:
         history.close()
         scratch.cleanup()
 
-    print(f"document: {n_docs} distinct PDF texts from {args.folder.name}, {len(text):,} characters, "
-          f"{doc_tokens:,} tokens ({doc_tokens / args.n_ctx:.1f}x the window)")
+    print(
+        f"document: {n_docs} distinct PDF texts from {args.folder.name}, {len(text):,} characters, "
+        f"{doc_tokens:,} tokens ({doc_tokens / args.n_ctx:.1f}x the window)"
+    )
     print(f"model: {BUNDLED_LLM_NAME}, n_ctx {args.n_ctx}, threads {args.threads}, length {args.length}, greedy")
     print()
-    print(f"{'method':<22} {'wall s':>7} {'calls':>6} {'prompt tok':>11} {'generated':>10} {'total tok':>10} "
-          f"{'tok/s':>7} {'read':>6}")
+    print(
+        f"{'method':<22} {'wall s':>7} {'calls':>6} {'prompt tok':>11} {'generated':>10} {'total tok':>10} "
+        f"{'tok/s':>7} {'read':>6}"
+    )
     for name, done, elapsed, read in results:
         s = done.stats
         total = s.prompt_tokens + s.completion_tokens
         read = read_head if read is None else read
-        print(f"{name:<22} {elapsed:7.1f} {s.generations:6d} {s.prompt_tokens:11,} {s.completion_tokens:10,} "
-              f"{total:10,} {total / elapsed:7.0f} {read:6.0%}")
+        print(
+            f"{name:<22} {elapsed:7.1f} {s.generations:6d} {s.prompt_tokens:11,} {s.completion_tokens:10,} "
+            f"{total:10,} {total / elapsed:7.0f} {read:6.0%}"
+        )
     for name, done, _, _ in results:
         summary = " ".join(done.text.split())
         print(f"\n{name} summary ({len(summary)} characters):\n  {summary[:400]}{'…' if len(summary) > 400 else ''}")

@@ -24,15 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.assistant import Assistant, ChatSettings  # noqa: E402
-from engine.history.store import HistoryStore  # noqa: E402
-from engine.runtime.backend import BackendRegistry  # noqa: E402
-from engine.models.bundled import bundled_llm_path  # noqa: E402
-from engine.runtime.native import default_threads  # noqa: E402
-from engine.runtime.runtime import Runtime  # noqa: E402
-from engine.runtime.types import ChatMessage, GenerationRequest, ModelConfig, SamplingParams  # noqa: E402
-from engine.trace.store import TraceStore  # noqa: E402
-from engine.trace.tracing import Redactor, Tracing  # noqa: E402
+from engine.assistant import Assistant, ChatSettings
+from engine.history.store import HistoryStore
+from engine.models.bundled import bundled_llm_path
+from engine.runtime.backend import BackendRegistry
+from engine.runtime.native import default_threads
+from engine.runtime.runtime import Runtime
+from engine.runtime.types import ChatMessage, GenerationRequest, ModelConfig, SamplingParams
+from engine.trace.store import TraceStore
+from engine.trace.tracing import Redactor, Tracing
 
 SYSTEM = "You are Locus, a helpful assistant running privately on the user's computer."
 QUESTION = "Write a long, detailed story about a lighthouse keeper and a storm."
@@ -58,7 +58,7 @@ class TimedRedactor(Redactor):
 
     scrub_s = 0.0
 
-    def frozen(self) -> "TimedRedactor":
+    def frozen(self) -> TimedRedactor:
         """The exporters scrub with a per-batch copy: time that copy into this redactor's total."""
         secrets, owner = self._current(), self
         copy = TimedRedactor(lambda: secrets)
@@ -124,7 +124,7 @@ def measure(runtime: Runtime, on: Tracing, off: Tracing, exports: Exports, ask, 
     exports.reset()
     results = {"on": [], "off": []}
     for r in range(rounds):
-        for name in (("on", "off") if r % 2 == 0 else ("off", "on")):
+        for name in ("on", "off") if r % 2 == 0 else ("off", "on"):
             done, wall = run_once(runtime, on if name == "on" else off, exports, ask)
             results[name].append((done.stats.tokens_per_s, wall, done.stats.completion_tokens))
     return results
@@ -136,11 +136,13 @@ def row(label: str, results: dict) -> str:
     med = statistics.median
     on, off = results["on"], results["off"]
     tokens = med(x[2] for x in on + off)
-    tps_overhead = med((1 - a[0] / b[0]) * 100 for a, b in zip(on, off))
-    wall_overhead = med((a[1] / b[1] - 1) * 100 for a, b in zip(on, off))
-    return (f"{label:<16} {tokens:>6.0f} {med(x[0] for x in on):>9.1f} {med(x[0] for x in off):>9.1f} "
-            f"{tps_overhead:>+9.2f}% {med(x[1] for x in on) * 1000:>10.1f} {med(x[1] for x in off) * 1000:>10.1f} "
-            f"{wall_overhead:>+9.2f}%")
+    tps_overhead = med((1 - a[0] / b[0]) * 100 for a, b in zip(on, off, strict=True))
+    wall_overhead = med((a[1] / b[1] - 1) * 100 for a, b in zip(on, off, strict=True))
+    return (
+        f"{label:<16} {tokens:>6.0f} {med(x[0] for x in on):>9.1f} {med(x[0] for x in off):>9.1f} "
+        f"{tps_overhead:>+9.2f}% {med(x[1] for x in on) * 1000:>10.1f} {med(x[1] for x in off) * 1000:>10.1f} "
+        f"{wall_overhead:>+9.2f}%"
+    )
 
 
 def main() -> None:
@@ -160,10 +162,14 @@ def main() -> None:
         runtime = Runtime(off)
         info = runtime.load(ModelConfig(args.model, n_ctx=args.n_ctx, n_threads=args.threads)).result()
         history = HistoryStore(Path(tmp) / "locus.sqlite3")
-        assistant = Assistant(BackendRegistry.of(runtime), history, ChatSettings(system_prompt=SYSTEM, sampling=sampling))
+        assistant = Assistant(
+            BackendRegistry.of(runtime), history, ChatSettings(system_prompt=SYSTEM, sampling=sampling)
+        )
         try:
-            print(f"model: {info.name}, n_ctx {info.n_ctx}, threads {args.threads}; {args.rounds} rounds of "
-                  f"{args.tokens}-token greedy answers, tracing on (content captured) vs off")
+            print(
+                f"model: {info.name}, n_ctx {info.n_ctx}, threads {args.threads}; {args.rounds} rounds of "
+                f"{args.tokens}-token greedy answers, tracing on (content captured) vs off"
+            )
             request = (ChatMessage("system", SYSTEM), ChatMessage("user", QUESTION))
 
             def submit():
@@ -173,8 +179,10 @@ def main() -> None:
                 assistant.tracing = runtime.tracing  # what Services._retrace does
                 return assistant.ask(QUESTION).wait()
 
-            print(f"\n{'path':<16} {'tokens':>6} {'tok/s on':>9} {'tok/s off':>9} {'overhead':>10} "
-                  f"{'ms on':>10} {'ms off':>10} {'overhead':>10}")
+            print(
+                f"\n{'path':<16} {'tokens':>6} {'tok/s on':>9} {'tok/s off':>9} {'overhead':>10} "
+                f"{'ms on':>10} {'ms off':>10} {'overhead':>10}"
+            )
             costs = []
             for label, call in (("runtime.submit", submit), ("Assistant.ask", ask)):
                 print(row(label, measure(runtime, on, off, exports, call, args.rounds)), flush=True)
@@ -182,8 +190,10 @@ def main() -> None:
             print("(overhead: tracing on against off, median of the rounds' paired ratios; positive is slower)")
             print("\nSpan export per traced request (on the exporter thread, after the request ended)")
             for label, (spans, scrub, write, flush) in costs:
-                print(f"  {label:<16} {spans:4.1f} spans   scrub {scrub * 1000:6.2f} ms   "
-                      f"store write {write * 1000:6.2f} ms   flush wall {flush * 1000:6.2f} ms")
+                print(
+                    f"  {label:<16} {spans:4.1f} spans   scrub {scrub * 1000:6.2f} ms   "
+                    f"store write {write * 1000:6.2f} ms   flush wall {flush * 1000:6.2f} ms"
+                )
             print(f"  trace store: {store.count()} traces, {store.size_bytes() / 1e3:.0f} kB")
         finally:
             runtime.shutdown()

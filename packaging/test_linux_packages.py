@@ -35,7 +35,7 @@ SCREENSHOT = ROOT / "docs" / "screenshots" / "installed.png"
 ICON_SIZES = (16, 22, 24, 32, 48, 64, 128, 256, 512)
 sys.path.insert(0, str(ROOT / "packaging"))
 
-from x11_session import Xvfb, app_processes, grab_window, visible_window  # noqa: E402
+from x11_session import Xvfb, app_processes, grab_window, visible_window  # noqa: E402 - it sits beside this script (path above)
 
 
 class Failed(Exception):
@@ -46,8 +46,9 @@ def say(text: str) -> None:
     print(f"\033[1m==> {text}\033[0m", flush=True)
 
 
-def run(argv: list[str], *, env: dict | None = None, timeout: float = 600, cwd: Path | None = None,
-        check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    argv: list[str], *, env: dict | None = None, timeout: float = 600, cwd: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run a command, capturing its output; a non-zero exit is a failure that shows stderr."""
     result = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
@@ -63,8 +64,13 @@ def mib(path: Path) -> float:
 
 def clean_env(home: Path, **extra: str) -> dict:
     """The environment of a user with no Python set up: no venv, no PYTHONPATH, a fresh LOCUS_HOME."""
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home / "home"), "LANG": "C.UTF-8",
-           "LOCUS_HOME": str(home / "locus"), "XDG_RUNTIME_DIR": str(home / "run")}
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home / "home"),
+        "LANG": "C.UTF-8",
+        "LOCUS_HOME": str(home / "locus"),
+        "XDG_RUNTIME_DIR": str(home / "run"),
+    }
     for sub in ("home", "locus", "run"):
         (home / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
     env.update(extra)
@@ -79,8 +85,11 @@ def check_files(package: str) -> None:
     if dangling:
         raise Failed(f"the installed bundle has links to files that were left out: {dangling[:5]}")
     files = set(run(["dpkg", "-L", package]).stdout.split())
-    missing = [f"/usr/share/icons/hicolor/{n}x{n}/apps/locus.png" for n in ICON_SIZES
-               if f"/usr/share/icons/hicolor/{n}x{n}/apps/locus.png" not in files]
+    missing = [
+        f"/usr/share/icons/hicolor/{n}x{n}/apps/locus.png"
+        for n in ICON_SIZES
+        if f"/usr/share/icons/hicolor/{n}x{n}/apps/locus.png" not in files
+    ]
     if missing:
         raise Failed(f"icons missing from the package: {missing}")
     desktop = Path("/usr/share/applications/locus.desktop")
@@ -126,8 +135,21 @@ def check_commands(version: str, work: Path) -> dict:
     say(f"locus --version: {got}")
 
     started = time.monotonic()
-    answer = run([COMMAND, "ask", "What is the capital of France? Answer in one sentence.", "--no-history",
-                  "--max-tokens", "48", "--seed", "1"], env=env, cwd=work, timeout=300).stdout.strip()
+    answer = run(
+        [
+            COMMAND,
+            "ask",
+            "What is the capital of France? Answer in one sentence.",
+            "--no-history",
+            "--max-tokens",
+            "48",
+            "--seed",
+            "1",
+        ],
+        env=env,
+        cwd=work,
+        timeout=300,
+    ).stdout.strip()
     figures["ask_seconds"] = round(time.monotonic() - started, 1)
     if not answer:
         raise Failed("`locus ask` exited 0 but printed no answer")
@@ -145,8 +167,12 @@ def check_commands(version: str, work: Path) -> dict:
         raise Failed(f"`locus index` did not index the file (frozen parse/embed workers?):\n{indexed}")
     if marker.exists():
         raise Failed(f"a frozen worker imported from the working directory: {marker.read_text().split()}")
-    cited = run([COMMAND, "ask", "--docs", "Who is the lighthouse keeper of Varnholm?", "--max-tokens", "32",
-                 "--seed", "1"], env=env, cwd=work, timeout=300).stdout
+    cited = run(
+        [COMMAND, "ask", "--docs", "Who is the lighthouse keeper of Varnholm?", "--max-tokens", "32", "--seed", "1"],
+        env=env,
+        cwd=work,
+        timeout=300,
+    ).stdout
     if "Sources:" not in cited or str(note) not in cited:
         raise Failed(f"`locus ask --docs` did not cite {note}:\n{cited}")
     say("locus index + ask --docs: answered with a citation of the indexed file")
@@ -195,8 +221,11 @@ def check_window(work: Path, runs: int, drop_caches: bool) -> dict:
                 stop(app)
                 log.close()
     cache = "file cache dropped" if drop_caches else "file cache warm"
-    return {"cold_start_seconds": [round(t, 2) for t in times],
-            "cold_start_median_seconds": round(statistics.median(times), 2), "cold_start_cache": cache}
+    return {
+        "cold_start_seconds": [round(t, 2) for t in times],
+        "cold_start_median_seconds": round(statistics.median(times), 2),
+        "cold_start_cache": cache,
+    }
 
 
 def check_quick_ask(display: str, app: subprocess.Popen, env: dict, work: Path) -> None:
@@ -213,8 +242,13 @@ def check_no_outside_python(pid: int) -> None:
     """The running app maps no Python library or package from outside /opt/locus."""
     maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
     paths = {line.split(None, 5)[5] for line in maps if len(line.split(None, 5)) == 6}
-    outside = sorted(p for p in paths if p.startswith("/") and not p.startswith("/opt/locus/")
-                     and ("python" in p.lower() or "site-packages" in p or ".venv" in p))
+    outside = sorted(
+        p
+        for p in paths
+        if p.startswith("/")
+        and not p.startswith("/opt/locus/")
+        and ("python" in p.lower() or "site-packages" in p or ".venv" in p)
+    )
     if outside:
         raise Failed(f"the installed app uses Python files from outside the bundle: {outside[:5]}")
 
@@ -242,8 +276,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-build", action="store_true", help="test the packages already in dist/")
     parser.add_argument("--runs", type=int, default=3, help="window starts to time (default 3)")
-    parser.add_argument("--drop-caches", action="store_true",
-                        help="empty the kernel's file cache before each window start (a start as after a boot)")
+    parser.add_argument(
+        "--drop-caches",
+        action="store_true",
+        help="empty the kernel's file cache before each window start (a start as after a boot)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("test_linux_packages: run as root (it installs the .deb with dpkg)", file=sys.stderr)
@@ -256,11 +293,13 @@ def main() -> int:
     arch = run(["dpkg", "--print-architecture"]).stdout.strip()
     deb = ROOT / "dist" / f"locus_{version}_{arch}.deb"
     if run(["dpkg-query", "-W", "-f=${Status}", "locus"], check=False).stdout.startswith("install ok"):
-        print("test_linux_packages: the locus package is already installed here; remove it first "
-              "(dpkg --purge locus)", file=sys.stderr)
+        print(
+            "test_linux_packages: the locus package is already installed here; remove it first (dpkg --purge locus)",
+            file=sys.stderr,
+        )
         return 2
     figures: dict = {"version": version}
-    installed = False
+    installed = left_behind = False
     try:
         if not args.no_build:
             say("Building (packaging/build-linux.sh)")
@@ -277,8 +316,10 @@ def main() -> int:
         installed = True
         if run(["dpkg", "-i", str(deb)], check=False).returncode != 0:
             say("dpkg -i left dependencies missing: apt-get -f install")
-            run(["apt-get", "-f", "install", "-y", "-qq", "--no-install-recommends"],
-                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+            run(
+                ["apt-get", "-f", "install", "-y", "-qq", "--no-install-recommends"],
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            )
         figures["installed_mib"] = round(mib(Path("/opt/locus")))
         check_files("locus")
         with tempfile.TemporaryDirectory(prefix="locus-package-test-") as tmp:
@@ -295,7 +336,9 @@ def main() -> int:
             subprocess.run(["dpkg", "--purge", "locus"], capture_output=True)
             if Path("/opt/locus").exists() or os.path.lexists(COMMAND):
                 print("PACKAGE TEST FAILED: dpkg --purge left /opt/locus or /usr/bin/locus behind", file=sys.stderr)
-                return 1
+                left_behind = True
+    if left_behind:
+        return 1
     (ROOT / "build").mkdir(exist_ok=True)
     (ROOT / "build" / "package-test.json").write_text(json.dumps(figures, indent=2) + "\n")
     say("Package test passed")

@@ -31,7 +31,10 @@ class Xvfb:
         read, write = os.pipe()
         self.process = subprocess.Popen(
             ["Xvfb", "-displayfd", str(write), "-screen", "0", self.size, "-nolisten", "tcp", "-noreset"],
-            pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            pass_fds=(write,),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(write)
         with os.fdopen(read) as pipe:
             number = pipe.readline().strip()  # written once the server accepts connections
@@ -45,8 +48,9 @@ class Xvfb:
             self.process.wait(timeout=10)
 
 
-def visible_window(display: str, app: subprocess.Popen, timeout: float, name: str = "Locus",
-                   min_size: tuple[int, int] = MIN_SIZE) -> str | None:
+def visible_window(
+    display: str, app: subprocess.Popen, timeout: float, name: str = "Locus", min_size: tuple[int, int] = MIN_SIZE
+) -> str | None:
     """Wait until a window of the app whose title has `name` is mapped, viewable and at least
     min_size (by default: the main window); its X id, or None if the app ended first."""
     env = {**os.environ, "DISPLAY": display}
@@ -66,8 +70,13 @@ def visible_window(display: str, app: subprocess.Popen, timeout: float, name: st
 
 def geometry(display: str, window: str) -> tuple[int, int, int, int]:
     """(x, y, width, height) of a window on the root window."""
-    out = subprocess.run(["xdotool", "getwindowgeometry", "--shell", window],
-                         env={**os.environ, "DISPLAY": display}, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["xdotool", "getwindowgeometry", "--shell", window],
+        env={**os.environ, "DISPLAY": display},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     values = dict(line.split("=", 1) for line in out.split())
     return int(values["X"]), int(values["Y"]), int(values["WIDTH"]), int(values["HEIGHT"])
 
@@ -89,8 +98,13 @@ def grab_window(display: str, window: str, out: Path) -> None:
     x, y, width, height = geometry(display, window)
     out.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "DISPLAY": display, "QT_QPA_PLATFORM": "xcb"}
-    result = subprocess.run([sys.executable, "-c", _GRAB, str(x), str(y), str(width), str(height), str(out)],
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", _GRAB, str(x), str(y), str(width), str(height), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"could not capture the screen:\n{result.stderr[-2000:]}")
     colours = int(result.stdout.split()[-1])

@@ -10,12 +10,12 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from engine.models.bundled import bundled_llm_path  # noqa: E402
-from engine.runtime.generator import Generator  # noqa: E402
-from engine.runtime.runtime import Runtime  # noqa: E402
-from engine.runtime.types import ModelConfig  # noqa: E402
-from tests.llama_server import llama_server  # noqa: E402,F401 - fixtures for every test folder
-from tests.secret_service import secret_service  # noqa: E402,F401
+from engine.models.bundled import bundled_llm_path
+from engine.runtime.generator import Generator
+from engine.runtime.runtime import Runtime
+from engine.runtime.types import ModelConfig
+from tests.llama_server import llama_server  # noqa: F401 - fixtures for every test folder
+from tests.secret_service import secret_service, secret_service_without_default_collection  # noqa: F401 - fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 # The shared test corpus lives beside the checkout (../shared/corpus); LOCUS_TEST_CORPUS may point elsewhere.
@@ -23,8 +23,10 @@ CORPUS = Path(os.environ.get("LOCUS_TEST_CORPUS") or REPO.parent / "shared" / "c
 PDF_ODDITIES = CORPUS / "pdf-oddities"
 if not any(PDF_ODDITIES.glob("*.pdf")):
     # Fail loudly rather than let the document tests skip or pass on nothing.
-    raise RuntimeError(f"The test corpus is missing: no PDFs in {PDF_ODDITIES}. Check out ../shared beside "
-                       "this repository, or set LOCUS_TEST_CORPUS to the folder holding pdf-oddities/.")
+    raise RuntimeError(
+        f"The test corpus is missing: no PDFs in {PDF_ODDITIES}. Check out ../shared beside "
+        "this repository, or set LOCUS_TEST_CORPUS to the folder holding pdf-oddities/."
+    )
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from huggingface_hub.hf_api import ModelInfo
 
+
 class FakeHub:
     """What the server does next: files by path, a required token, a dropped connection, Range ignored."""
 
@@ -60,7 +61,7 @@ def hub_handler(hub: FakeHub):
                 start = int(match.group(1))
                 end = min(int(match.group(2) or len(data) - 1), len(data) - 1)
                 headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-                return self._reply(206, data[start:end + 1], headers)
+                return self._reply(206, data[start : end + 1], headers)
             return self._reply(200, data, headers)
 
     return Handler

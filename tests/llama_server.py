@@ -26,10 +26,27 @@ def llama_server(model_path, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "stderr.txt"
     with open(log, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", model_path,
-                                 "--model_alias", ALIAS, "--host", "127.0.0.1", "--port", str(port),
-                                 "--n_ctx", "2048", "--api_key", API_KEY],
-                                stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                model_path,
+                "--model_alias",
+                ALIAS,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "2048",
+                "--api_key",
+                API_KEY,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 60
     try:

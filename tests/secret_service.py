@@ -60,13 +60,23 @@ def _secret_service(monkeypatch, *, unlock: bool):
     for sub in ("data", "config", "run"):
         (home / sub).mkdir(mode=0o700)
     (home / "bus.conf").write_text(_BUS_CONFIG.format(folder=home / "run"), encoding="utf-8")
-    env = dict(os.environ, HOME=str(home), XDG_DATA_HOME=str(home / "data"),
-               XDG_CONFIG_HOME=str(home / "config"), XDG_RUNTIME_DIR=str(home / "run"))
+    env = dict(
+        os.environ,
+        HOME=str(home),
+        XDG_DATA_HOME=str(home / "data"),
+        XDG_CONFIG_HOME=str(home / "config"),
+        XDG_RUNTIME_DIR=str(home / "run"),
+    )
     env.pop("DISPLAY", None)
     env.pop("WAYLAND_DISPLAY", None)
     # Each in its own process group, so that teardown also ends whatever it spawned.
-    bus = subprocess.Popen(["dbus-daemon", f"--config-file={home / 'bus.conf'}", "--nofork", "--print-address=1"],
-                           stdout=subprocess.PIPE, env=env, text=True, start_new_session=True)
+    bus = subprocess.Popen(
+        ["dbus-daemon", f"--config-file={home / 'bus.conf'}", "--nofork", "--print-address=1"],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+        start_new_session=True,
+    )
     keyring_daemon = None
     try:
         address = bus.stdout.readline().strip()
@@ -79,14 +89,21 @@ def _secret_service(monkeypatch, *, unlock: bool):
             # --unlock reads the login keyring's password from stdin; a fresh data folder creates it with that.
             keyring_daemon = subprocess.Popen(
                 ["gnome-keyring-daemon", "--foreground", *(["--unlock"] if unlock else []), "--components=secrets"],
-                stdin=subprocess.PIPE, stdout=log, stderr=log, env=env, start_new_session=True)
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=log,
+                env=env,
+                start_new_session=True,
+            )
         if unlock:
             keyring_daemon.stdin.write(b"locus-test")
         keyring_daemon.stdin.close()
         error = _wait_until_unlocked(keyring_daemon, need_default=unlock)
         if error is not None:
-            pytest.fail(f"gnome-keyring-daemon did not serve an unlocked keyring ({error}): "
-                        f"{log_path.read_text(errors='replace')[-500:]}")
+            pytest.fail(
+                f"gnome-keyring-daemon did not serve an unlocked keyring ({error}): "
+                f"{log_path.read_text(errors='replace')[-500:]}"
+            )
         backend = SecretService.Keyring()
         backend.bus_address = address
         yield backend

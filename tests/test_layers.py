@@ -24,8 +24,12 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.append((node.lineno, node.module))
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
-            "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             found.append((node.lineno, str(node.args[0].value)))
     return found
 
@@ -51,7 +55,9 @@ def test_the_check_sees_a_violation(tmp_path, monkeypatch):
     fake.mkdir()
     (fake / "bad.py").write_text(
         "import PySide6.QtCore\nfrom ui.bridge import EngineBridge\n"
-        "import importlib\nimportlib.import_module('app.cli')\n", encoding="utf-8")
+        "import importlib\nimportlib.import_module('app.cli')\n",
+        encoding="utf-8",
+    )
     monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
     assert len(violations("engine")) == 3
 
@@ -63,8 +69,12 @@ def test_engine_imports_without_qt():
 
     modules = sorted(
         ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
-        for p in (REPO / "engine").rglob("*.py"))
-    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
-            + "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'ui', 'app')]\n"
-            "assert not bad, bad\n")
+        for p in (REPO / "engine").rglob("*.py")
+    )
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in modules)
+        + "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'ui', 'app')]\n"
+        "assert not bad, bad\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -44,10 +44,13 @@ class XServer:
         self.size = (width, height)
         self.process: subprocess.Popen | None = None
 
-    def __enter__(self) -> "XServer":
+    def __enter__(self) -> XServer:
         width, height = self.size
-        self.process = subprocess.Popen(["Xvfb", self.display, "-screen", "0", f"{width}x{height}x24", "-nolisten",
-                                         "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            ["Xvfb", self.display, "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         _wait(lambda: (_X11_SOCKETS / f"X{self.number}").exists(), "Xvfb", 30, self.process)
         return self
 
@@ -68,18 +71,35 @@ class Trayer:
         self.server = server
         self.process: subprocess.Popen | None = None
 
-    def __enter__(self) -> "Trayer":
+    def __enter__(self) -> Trayer:
         self.process = subprocess.Popen(
-            ["trayer", "--edge", "bottom", "--align", "right", "--widthtype", "pixel", "--width", "120",
-             "--height", "32", "--transparent", "false"],
-            env=self.server.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "trayer",
+                "--edge",
+                "bottom",
+                "--align",
+                "right",
+                "--widthtype",
+                "pixel",
+                "--width",
+                "120",
+                "--height",
+                "32",
+                "--transparent",
+                "false",
+            ],
+            env=self.server.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         # It owns the tray selection before it maps its panel: once the panel shows, the tray is there.
         _wait(self._panel_shown, "trayer", 30, self.process)
         return self
 
     def _panel_shown(self) -> bool:
-        tree = subprocess.run(["xwininfo", "-root", "-tree"], env=self.server.env(), capture_output=True,
-                              text=True).stdout
+        tree = subprocess.run(
+            ["xwininfo", "-root", "-tree"], env=self.server.env(), capture_output=True, text=True
+        ).stdout
         return '"panel": ("panel" "trayer")' in tree
 
     def __exit__(self, *_exc) -> None:
@@ -97,9 +117,16 @@ def _stop(process: subprocess.Popen | None) -> None:
 
 
 class _ClientMessage(ctypes.Structure):
-    _fields_ = [("type", ctypes.c_int), ("serial", ctypes.c_ulong), ("send_event", ctypes.c_int),
-                ("display", ctypes.c_void_p), ("window", ctypes.c_ulong), ("message_type", ctypes.c_ulong),
-                ("format", ctypes.c_int), ("data", ctypes.c_long * 5)]
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("serial", ctypes.c_ulong),
+        ("send_event", ctypes.c_int),
+        ("display", ctypes.c_void_p),
+        ("window", ctypes.c_ulong),
+        ("message_type", ctypes.c_ulong),
+        ("format", ctypes.c_int),
+        ("data", ctypes.c_long * 5),
+    ]
 
 
 class _XEvent(ctypes.Union):
@@ -120,11 +147,21 @@ class XInput:
         self.x11.XFlush.argtypes = [ctypes.c_void_p]
         self.x11.XInternAtom.restype = ctypes.c_ulong
         self.x11.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
-        self.x11.XSendEvent.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_long,
-                                        ctypes.POINTER(_XEvent)]
+        self.x11.XSendEvent.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_ulong,
+            ctypes.c_int,
+            ctypes.c_long,
+            ctypes.POINTER(_XEvent),
+        ]
         self.x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
-        self.xtst.XTestFakeMotionEvent.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                                   ctypes.c_ulong]
+        self.xtst.XTestFakeMotionEvent.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_ulong,
+        ]
         self.xtst.XTestFakeButtonEvent.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_ulong]
         self.dpy = self.x11.XOpenDisplay((display or os.environ["DISPLAY"]).encode())
         if not self.dpy:

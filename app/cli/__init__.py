@@ -50,11 +50,13 @@ def locus_version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The `locus` parser: its options and every command's subparser."""
     parser = argparse.ArgumentParser(
-        prog="locus", description="Locus: a private AI assistant that runs on your own machine.")
+        prog="locus", description="Locus: a private AI assistant that runs on your own machine."
+    )
     parser.add_argument("--version", action="version", version=f"locus {locus_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
-    parser.add_argument("--quick-ask", action="store_true",
-                        help="open the quick-ask popup (in the running Locus, or start one with it)")
+    parser.add_argument(
+        "--quick-ask", action="store_true", help="open the quick-ask popup (in the running Locus, or start one with it)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         import_module(f"app.cli.{name}").add_parsers(sub)
@@ -90,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick_ask and args.command is not None:
         parser.error("--quick-ask opens the window's quick ask; it takes no command")
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     keep_private()  # before anything is written: Locus's folders and files are for this user only
     if args.command is None:
         from app.gui import run_gui  # Qt is imported only when the window is wanted

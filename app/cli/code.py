@@ -10,17 +10,25 @@ from __future__ import annotations
 import argparse
 
 # The actions, repeated here rather than imported so that building the parser stays light.
-_ACTIONS = {"explain": "explain what the code does", "review": "review the code for bugs and risks",
-            "tests": "write unit tests for the code", "fix": "find and fix the cause of an error (--error)"}
+_ACTIONS = {
+    "explain": "explain what the code does",
+    "review": "review the code for bugs and risks",
+    "tests": "write unit tests for the code",
+    "fix": "find and fix the cause of an error (--error)",
+}
 
 
 def add_parsers(sub) -> None:
     """Add the `code` command to the `locus` parser's subparsers."""
-    parser = sub.add_parser("code", help="explain, review, write tests for or fix code in a file",
-                            description="Code help from the local model, streamed to stdout. Give a file, "
-                                        "FILE:START-END for some of its lines, or '-' to read code from stdin.")
-    parser.add_argument("action", choices=list(_ACTIONS), metavar="ACTION",
-                        help="; ".join(f"{k}: {v}" for k, v in _ACTIONS.items()))
+    parser = sub.add_parser(
+        "code",
+        help="explain, review, write tests for or fix code in a file",
+        description="Code help from the local model, streamed to stdout. Give a file, "
+        "FILE:START-END for some of its lines, or '-' to read code from stdin.",
+    )
+    parser.add_argument(
+        "action", choices=list(_ACTIONS), metavar="ACTION", help="; ".join(f"{k}: {v}" for k, v in _ACTIONS.items())
+    )
     parser.add_argument("target", metavar="FILE[:LINES]", help="the code: a file, FILE:10-40, or '-' for stdin")
     parser.add_argument("--error", metavar="TEXT", default="", help="the error message to fix ('-' reads stdin)")
     parser.add_argument("--question", metavar="TEXT", default="", help="anything more to ask about the code")
@@ -60,8 +68,9 @@ def answer(services, args: argparse.Namespace, code: str, error: str = "", libra
     from engine.tasks.code import code_help
 
     def task(ctx):
-        return code_help(ctx, args.action, code, language=args.language, error=error, library=library,
-                         question=args.question)
+        return code_help(
+            ctx, args.action, code, language=args.language, error=error, library=library, question=args.question
+        )
 
     sampling = sampling_for(services, max_tokens=args.max_tokens)
     return stream_task(services, task, f"code-{args.action}", sampling=sampling)[1]

@@ -48,18 +48,26 @@ class _ProgressLine:
         elif isinstance(event, IndexProgress) and self.tty:
             width = 24
             filled = int(width * event.files_done / event.files_total) if event.files_total else width
-            print(f"\r[{'#' * filled}{'.' * (width - filled)}] {event.files_done}/{event.files_total} files · "
-                  f"{event.chunks_done} chunks · {event.files_per_s:.1f} files/s · {event.chunks_per_s:.1f} chunks/s",
-                  end="", file=sys.stderr, flush=True)
+            print(
+                f"\r[{'#' * filled}{'.' * (width - filled)}] {event.files_done}/{event.files_total} files · "
+                f"{event.chunks_done} chunks · {event.files_per_s:.1f} files/s · {event.chunks_per_s:.1f} chunks/s",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def finish(self, result: IndexFinished) -> None:
         if self.tty:
             print("\r\033[K", end="", file=sys.stderr)
         p = result.progress
-        print(f"Indexed {result.indexed} file(s), {p.chunks_done} chunks in {p.elapsed_s:.1f} s; "
-              f"{result.unchanged} unchanged, {result.failed} failed, {result.removed} removed"
-              + (f", {result.skipped} link(s) not followed" if result.skipped else "")
-              + (" (cancelled)" if result.cancelled else "") + ".", file=sys.stderr)
+        print(
+            f"Indexed {result.indexed} file(s), {p.chunks_done} chunks in {p.elapsed_s:.1f} s; "
+            f"{result.unchanged} unchanged, {result.failed} failed, {result.removed} removed"
+            + (f", {result.skipped} link(s) not followed" if result.skipped else "")
+            + (" (cancelled)" if result.cancelled else "")
+            + ".",
+            file=sys.stderr,
+        )
         for failure in self.failures:
             print(f"  failed: {failure.path}: {failure.reason}: {failure.message}", file=sys.stderr)
         for link in self.skipped:
@@ -133,8 +141,11 @@ def docs(args: argparse.Namespace) -> int:
         if ids:
             library.remove(ids).wait()
             traces = library.traces_removed(ids)
-            print(f"Removed {len(ids)} document(s) and {traces} trace{'' if traces == 1 else 's'} that quoted "
-                  f"{'it' if len(ids) == 1 else 'them'}.", file=sys.stderr)
+            print(
+                f"Removed {len(ids)} document(s) and {traces} trace{'' if traces == 1 else 's'} that quoted "
+                f"{'it' if len(ids) == 1 else 'them'}.",
+                file=sys.stderr,
+            )
         for target in missing:
             print(f"locus: no indexed document is '{target}'.", file=sys.stderr)
         return EXIT_ERROR if missing else EXIT_OK

@@ -16,13 +16,21 @@ from engine.tasks.extract import SCHEMA_EXAMPLES
 
 def add_parsers(sub) -> None:
     """Add the `extract` command to the `locus` parser's subparsers."""
-    parser = sub.add_parser("extract", help="extract the facts of a file or stdin as JSON following a schema",
-                            description="Extract facts with the local model as JSON that always follows the "
-                                        "given JSON schema; the JSON goes to stdout.")
-    parser.add_argument("file", metavar="FILE", help="the file to read (text, Markdown, PDF, DOCX, HTML); "
-                                                     "'-' reads stdin")
-    parser.add_argument("--schema", required=True, metavar="SCHEMA",
-                        help="a JSON schema file, JSON text, or an example: " + ", ".join(SCHEMA_EXAMPLES))
+    parser = sub.add_parser(
+        "extract",
+        help="extract the facts of a file or stdin as JSON following a schema",
+        description="Extract facts with the local model as JSON that always follows the "
+        "given JSON schema; the JSON goes to stdout.",
+    )
+    parser.add_argument(
+        "file", metavar="FILE", help="the file to read (text, Markdown, PDF, DOCX, HTML); '-' reads stdin"
+    )
+    parser.add_argument(
+        "--schema",
+        required=True,
+        metavar="SCHEMA",
+        help="a JSON schema file, JSON text, or an example: " + ", ".join(SCHEMA_EXAMPLES),
+    )
     parser.add_argument("--max-tokens", type=int, metavar="N", help="the most tokens the JSON may take")
     parser.add_argument("--model", metavar="PATH", help="use this GGUF file for this command only")
     parser.set_defaults(run=run)
@@ -57,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         text = read_file(args.file, services.settings.documents.parse_timeout_s)
         load_model(services, args.model)
-        handle = start_task(services, lambda ctx: extract_json(ctx, text, schema, max_tokens=args.max_tokens),
-                            "extract")
+        handle = start_task(
+            services, lambda ctx: extract_json(ctx, text, schema, max_tokens=args.max_tokens), "extract"
+        )
         live = sys.stderr.isatty()
 
         def show(part: str) -> None:  # the raw JSON as the model writes it, on a terminal only

@@ -16,8 +16,11 @@ def add_parsers(sub) -> None:
     actions = p.add_subparsers(dest="secrets_command", metavar="ACTION", required=True)
     actions.add_parser("status", help="whether a keyring is available and which tokens are stored")
     set_p = actions.add_parser("set", help="store a token (read from the terminal without echo, or from stdin)")
-    set_p.add_argument("name", type=_secret_name, help=f"{', '.join(Secrets.KNOWN)}, or mcp.NAME for an MCP "
-                       "server's ${keyring:NAME} in mcp.json")
+    set_p.add_argument(
+        "name",
+        type=_secret_name,
+        help=f"{', '.join(Secrets.KNOWN)}, or mcp.NAME for an MCP server's ${{keyring:NAME}} in mcp.json",
+    )
     delete_p = actions.add_parser("delete", help="remove a stored token")
     delete_p.add_argument("name", type=_secret_name)
     p.set_defaults(run=run)
@@ -25,8 +28,9 @@ def add_parsers(sub) -> None:
 
 def _secret_name(name: str) -> str:
     if not Secrets.is_known(name):
-        raise argparse.ArgumentTypeError(f"'{name}' is not a token Locus keeps: use one of "
-                                         f"{', '.join(Secrets.KNOWN)}, or mcp.NAME for an MCP server")
+        raise argparse.ArgumentTypeError(
+            f"'{name}' is not a token Locus keeps: use one of {', '.join(Secrets.KNOWN)}, or mcp.NAME for an MCP server"
+        )
     return name
 
 

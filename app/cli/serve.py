@@ -20,11 +20,13 @@ def _port(text: str) -> int:
 def add_parsers(sub) -> None:
     """Add the `serve` command to the `locus` parser's subparsers."""
     parser = sub.add_parser(
-        "serve", help="serve an OpenAI-compatible API (/v1/chat/completions, ...) over the local model",
+        "serve",
+        help="serve an OpenAI-compatible API (/v1/chat/completions, ...) over the local model",
         description="Answer OpenAI-compatible requests (/v1/models, /v1/chat/completions, /v1/completions, "
-                    "/v1/embeddings) with the local model, for editors, scripts and agents. It listens on "
-                    "127.0.0.1 unless told otherwise; any other address needs an API key in the system keyring "
-                    "('locus secrets set server_api_key'), which clients send as 'Authorization: Bearer KEY'.")
+        "/v1/embeddings) with the local model, for editors, scripts and agents. It listens on "
+        "127.0.0.1 unless told otherwise; any other address needs an API key in the system keyring "
+        "('locus secrets set server_api_key'), which clients send as 'Authorization: Bearer KEY'.",
+    )
     parser.add_argument("--host", metavar="HOST", help="address to listen on (default: the setting, 127.0.0.1)")
     parser.add_argument("--port", type=_port, metavar="PORT", help="port to listen on (default: the setting, 8765)")
     parser.add_argument("--model", metavar="PATH", help="serve this GGUF file instead of the configured model")
@@ -52,8 +54,12 @@ def run(args: argparse.Namespace) -> int:
             embedder = Embedder(*source)  # its worker process starts on the first embeddings request
         server = open_api(services, host=host, port=port, embedder=embedder, api_key=key or "")
         info = services.backends.resolve(None)[1].model_info
-        print(f"Locus API on {server.url} serving '{info.name}'"
-              + (" (API key required)" if key else "") + ". Press Ctrl+C to stop.", flush=True)
+        print(
+            f"Locus API on {server.url} serving '{info.name}'"
+            + (" (API key required)" if key else "")
+            + ". Press Ctrl+C to stop.",
+            flush=True,
+        )
         _wait_for_signal()
         print("Stopping…", file=sys.stderr, flush=True)
         return EXIT_OK
@@ -76,4 +82,3 @@ def _wait_for_signal() -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-

@@ -14,14 +14,24 @@ from engine.tasks.summarize import LENGTHS
 
 def add_parsers(sub) -> None:
     """Add the `summarize` command to the `locus` parser's subparsers."""
-    parser = sub.add_parser("summarize", help="summarize a file, stdin, an indexed document or a collection",
-                            description="Summarize text of any length with the local model; the summary "
-                                        "streams to stdout, progress to stderr.")
-    parser.add_argument("file", nargs="?", metavar="FILE",
-                        help="the file to summarize (text, Markdown, code, PDF, DOCX, HTML); '-' reads stdin")
-    parser.add_argument("--length", choices=list(LENGTHS), default="short",
-                        help="how long a summary: " + ", ".join(f"{k} ({v.lower()})" for k, v in LENGTHS.items())
-                             + "; default short")
+    parser = sub.add_parser(
+        "summarize",
+        help="summarize a file, stdin, an indexed document or a collection",
+        description="Summarize text of any length with the local model; the summary "
+        "streams to stdout, progress to stderr.",
+    )
+    parser.add_argument(
+        "file",
+        nargs="?",
+        metavar="FILE",
+        help="the file to summarize (text, Markdown, code, PDF, DOCX, HTML); '-' reads stdin",
+    )
+    parser.add_argument(
+        "--length",
+        choices=list(LENGTHS),
+        default="short",
+        help="how long a summary: " + ", ".join(f"{k} ({v.lower()})" for k, v in LENGTHS.items()) + "; default short",
+    )
     parser.add_argument("--doc", metavar="PATH_OR_ID", help="summarize this indexed document")
     parser.add_argument("--collection", metavar="NAME", help="summarize every document of this collection")
     parser.add_argument("--model", metavar="PATH", help="use this GGUF file for this summary only")

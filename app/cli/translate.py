@@ -17,14 +17,19 @@ from engine.tasks.translate import LANGUAGES
 def add_parsers(sub) -> None:
     """Add the `translate` command to the `locus` parser's subparsers."""
     parser = sub.add_parser(
-        "translate", help="translate a file or stdin; Markdown, code blocks and URLs are kept",
+        "translate",
+        help="translate a file or stdin; Markdown, code blocks and URLs are kept",
         description="Translate text with the local model. Code blocks, inline code, URLs and Markdown "
-                    "structure come through unchanged; the translation streams to stdout paragraph by "
-                    "paragraph, progress to stderr. Languages: " + ", ".join(LANGUAGES) + ".")
+        "structure come through unchanged; the translation streams to stdout paragraph by "
+        "paragraph, progress to stderr. Languages: " + ", ".join(LANGUAGES) + ".",
+    )
     parser.add_argument("file", metavar="FILE", help="the file to translate; '-' reads stdin")
-    parser.add_argument("--to", dest="target", metavar="LANG",
-                        help="language to translate into (name or code, e.g. French or fr); default: the "
-                             "tasks.translate_to setting")
+    parser.add_argument(
+        "--to",
+        dest="target",
+        metavar="LANG",
+        help="language to translate into (name or code, e.g. French or fr); default: the tasks.translate_to setting",
+    )
     parser.add_argument("--from", dest="source", metavar="LANG", help="the text's language (default: detected)")
     parser.add_argument("--model", metavar="PATH", help="use this GGUF file for this translation only")
     parser.set_defaults(run=run)
@@ -43,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
         # Refuse an empty text, an unknown language or a text already in the target before loading.
         target = check_languages(text, args.target or services.settings.tasks.translate_to, source)[0]
         load_model(services, args.model)
-        ended, code = stream_task(services, lambda ctx: translate(ctx, text, target, source), "translate",
-                                  ends_line=text.endswith("\n"))
+        ended, code = stream_task(
+            services, lambda ctx: translate(ctx, text, target, source), "translate", ends_line=text.endswith("\n")
+        )
         figures = ended.stats.details  # the task's own: paragraphs, languages, paragraphs kept as written
         if ended.complete and figures.get("units"):
             _report(figures)

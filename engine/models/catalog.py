@@ -61,8 +61,11 @@ class ModelCatalog:
         if self.bundled is not None and self.bundled.exists():
             out.append(self.describe(self.bundled, bundled=True))
         if self.models_dir.is_dir():
-            files = sorted(p for p in self.models_dir.iterdir()
-                           if p.suffix.lower() == ".gguf" and p.is_file() and not p.name.startswith("."))
+            files = sorted(
+                p
+                for p in self.models_dir.iterdir()
+                if p.suffix.lower() == ".gguf" and p.is_file() and not p.name.startswith(".")
+            )
             out.extend(self.describe(p) for p in files)
         return out
 
@@ -82,10 +85,18 @@ class ModelCatalog:
         except EngineError as exc:
             model = LocalModel(str(path), name, bundled, stat.st_size, problem=exc.user_text())
         else:
-            model = LocalModel(str(path), name, bundled, stat.st_size, architecture=info.architecture or "",
-                               n_params=info.n_params, quantization=info.file_type or "",
-                               context_length=info.context_length or 0, n_layers=info.n_layers or 0,
-                               has_chat_template=info.has_chat_template)
+            model = LocalModel(
+                str(path),
+                name,
+                bundled,
+                stat.st_size,
+                architecture=info.architecture or "",
+                n_params=info.n_params,
+                quantization=info.file_type or "",
+                context_length=info.context_length or 0,
+                n_layers=info.n_layers or 0,
+                has_chat_template=info.has_chat_template,
+            )
         with self._lock:
             self._cache[key] = model
         return model
@@ -98,8 +109,13 @@ class ModelCatalog:
             found = self._headers.get((str(path), stat.st_size, stat.st_mtime_ns))
         return found if found is not None else check_gguf(path)
 
-    def import_file(self, source: str | Path, *, on_progress: Callable[[int, int], None] | None = None,
-                    cancel: threading.Event | None = None) -> LocalModel:
+    def import_file(
+        self,
+        source: str | Path,
+        *,
+        on_progress: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> LocalModel:
         """Check a GGUF file and copy it into the models folder (refused files raise the check's error)."""
         source = Path(source).expanduser()
         if not source.is_file():
@@ -110,13 +126,17 @@ class ModelCatalog:
         if self.bundled is not None and source.resolve() == self.bundled.resolve():
             raise InvalidRequestError("That is the bundled model; it is already in the list.")
         if target.exists():
-            raise InvalidRequestError(f"A model named '{source.name}' is already in the models folder.",
-                                      hint="Rename the file or delete the existing model first.")
+            raise InvalidRequestError(
+                f"A model named '{source.name}' is already in the models folder.",
+                hint="Rename the file or delete the existing model first.",
+            )
         total = source.stat().st_size
         free = shutil.disk_usage(self.models_dir).free
         if free < total + (256 << 20):
-            raise EngineError(f"Not enough disk space to import '{source.name}': it needs {total / 1e9:.1f} GB "
-                              f"and {free / 1e9:.1f} GB are free.")
+            raise EngineError(
+                f"Not enough disk space to import '{source.name}': it needs {total / 1e9:.1f} GB "
+                f"and {free / 1e9:.1f} GB are free."
+            )
         temporary = self.models_dir / f".{source.name}.importing"
         done = 0
         try:
@@ -140,8 +160,9 @@ class ModelCatalog:
         """Remove a model file from the models folder (the bundled model and other folders are refused)."""
         path = Path(path).resolve()
         if path.parent != self.models_dir.resolve():
-            raise InvalidRequestError("Only models in Locus's models folder can be deleted here.",
-                                      hint=f"That folder is {self.models_dir}.")
+            raise InvalidRequestError(
+                "Only models in Locus's models folder can be deleted here.", hint=f"That folder is {self.models_dir}."
+            )
         if not path.exists():
             raise NotFoundError(f"'{path.name}' is not in the models folder any more.")
         path.unlink()

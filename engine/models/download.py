@@ -23,9 +23,16 @@ from typing import Any
 import httpx2
 
 from engine.errors import EngineError, InvalidRequestError
-from engine.models.download_events import (  # noqa: F401 - the events and errors are part of this API
-    ChecksumMismatchError, DownloadCancelled, DownloadDone, DownloadError, DownloadFailed, DownloadPaused,
-    DownloadProgress, InsufficientDiskSpaceError, PendingDownload,
+from engine.models.download_events import (
+    ChecksumMismatchError,
+    DownloadCancelled,
+    DownloadDone,
+    DownloadError,
+    DownloadFailed,
+    DownloadPaused,
+    DownloadProgress,
+    InsufficientDiskSpaceError,
+    PendingDownload,
 )
 from engine.models.hub import TOKEN_HINT, FilePart, HubAuthError, HubNotFoundError, HubUnavailableError, QuantFile
 
@@ -85,7 +92,8 @@ class DownloadHandle:
     def resumable(self) -> bool:
         """Whether a failed download kept bytes that ``resume()`` continues from."""
         return self._state == "failed" and any(
-            _part_path(self._dl.final_path(p.filename)).exists() for p in self._parts)
+            _part_path(self._dl.final_path(p.filename)).exists() for p in self._parts
+        )
 
     def pause(self) -> None:
         """Stop at the next chunk, keeping the part; ``resume()`` continues it."""
@@ -158,8 +166,10 @@ class DownloadHandle:
             self._finish("failed", DownloadFailed(error))
         except Exception as error:
             log.exception("download failed")
-            self.error = DownloadError(f"The download of {self.path.name} failed unexpectedly; try again.",
-                                       detail=self._scrub(f"{type(error).__name__}: {error}"))
+            self.error = DownloadError(
+                f"The download of {self.path.name} failed unexpectedly; try again.",
+                detail=self._scrub(f"{type(error).__name__}: {error}"),
+            )
             self._finish("failed", DownloadFailed(self.error))
         else:
             self._finish("done", DownloadDone(self.path))
@@ -170,11 +180,12 @@ class DownloadHandle:
     def _fetch_all(self) -> None:
         finals = [self._dl.final_path(p.filename) for p in self._parts]
         have = [f.stat().st_size if f.exists() else _size(_part_path(f)) for f in finals]
-        self._dl.check_space(sum(max((p.size or 0) - h, 0) for p, h in zip(self._parts, have)), self.path.name)
+        missing = sum(max((p.size or 0) - h, 0) for p, h in zip(self._parts, have, strict=True))
+        self._dl.check_space(missing, self.path.name)
         self._before = 0
-        for i, (part, final) in enumerate(zip(self._parts, finals)):
+        for i, (part, final) in enumerate(zip(self._parts, finals, strict=True)):
             if not final.exists():
-                self._fetch_part(part, final, self._parts[i + 1:])
+                self._fetch_part(part, final, self._parts[i + 1 :])
             self._before += final.stat().st_size
 
     def _fetch_part(self, part: FilePart, final: Path, following: tuple[FilePart, ...]) -> None:
@@ -215,9 +226,11 @@ class DownloadHandle:
                 if response.status_code == 200 and part.size is not None and length and int(length) != part.size:
                     partial.unlink(missing_ok=True)
                     meta.unlink(missing_ok=True)
-                    raise DownloadError(f"{self.path.name} on the hub is no longer the file that was listed "
-                                        "(its size changed); refresh the list and try again.",
-                                        detail=f"expected {part.size} bytes, the server sends {length}")
+                    raise DownloadError(
+                        f"{self.path.name} on the hub is no longer the file that was listed "
+                        "(its size changed); refresh the list and try again.",
+                        detail=f"expected {part.size} bytes, the server sends {length}",
+                    )
                 if self._offset and response.status_code != 206:
                     # The server ignored the Range (or the file changed): start the file over.
                     self._hasher, self._offset = hashlib.sha256(), 0
@@ -225,8 +238,9 @@ class DownloadHandle:
                     detail = f"asked from byte {self._offset}, got {response.headers.get('Content-Range')!r}"
                     partial.unlink(missing_ok=True)
                     self._hasher, self._offset = hashlib.sha256(), 0
-                    raise DownloadError(f"The server sent the wrong part of {self.path.name}; try again.",
-                                        detail=detail)
+                    raise DownloadError(
+                        f"The server sent the wrong part of {self.path.name}; try again.", detail=detail
+                    )
                 if self._offset == 0:
                     sidecar["etag"] = response.headers.get("ETag")
                     meta.write_text(json.dumps(sidecar))
@@ -247,17 +261,20 @@ class DownloadHandle:
         except (httpx2.ConnectError, httpx2.ConnectTimeout) as error:
             raise HubUnavailableError(
                 "Cannot reach the Hugging Face hub (offline?). Check the network or proxy, then resume.",
-                detail=self._scrub(f"{type(error).__name__}: {error}")) from error
+                detail=self._scrub(f"{type(error).__name__}: {error}"),
+            ) from error
         except httpx2.TransportError as error:
             done = self._before + self._offset
             where = f" at {_gb(done)} of {_gb(self._total)}" if self._total else ""
             raise DownloadError(
                 f"The download of {self.path.name} was interrupted{where} (connection lost or timed out). "
-                "Resume it to continue from there.", detail=self._scrub(f"{type(error).__name__}: {error}"),
+                "Resume it to continue from there.",
+                detail=self._scrub(f"{type(error).__name__}: {error}"),
             ) from error
         if part.size is not None and self._offset != part.size:
-            raise DownloadError(f"The connection closed before {self.path.name} was complete. "
-                                "Resume it to continue from there.")
+            raise DownloadError(
+                f"The connection closed before {self.path.name} was complete. Resume it to continue from there."
+            )
 
     def _check_status(self, status: int, final_name: str) -> None:
         if status in (200, 206):
@@ -266,9 +283,13 @@ class DownloadHandle:
             if self._token:
                 raise HubAuthError(
                     f"The hub refused {final_name}: accept the repository's terms on huggingface.co with the "
-                    "account of your token, or check that the token is valid.", hint=TOKEN_HINT)
-            raise HubAuthError(f"{final_name} needs a token: the repository is gated or private.",
-                               hint="Accept its terms on huggingface.co and add a token (Settings › Models).")
+                    "account of your token, or check that the token is valid.",
+                    hint=TOKEN_HINT,
+                )
+            raise HubAuthError(
+                f"{final_name} needs a token: the repository is gated or private.",
+                hint="Accept its terms on huggingface.co and add a token (Settings › Models).",
+            )
         if status == 404:
             raise HubNotFoundError(f"{final_name} was not found on the hub (moved or deleted?).")
         if status >= 500:
@@ -281,7 +302,8 @@ class DownloadHandle:
             meta.unlink(missing_ok=True)
             raise ChecksumMismatchError(
                 f"The downloaded file does not match the hub's checksum (expected {part.sha256}, got {digest}); "
-                "it was deleted. Try again.")
+                "it was deleted. Try again."
+            )
         os.replace(partial, final)
         meta.unlink(missing_ok=True)
 
@@ -322,15 +344,26 @@ def _range_ok(content_range: str, offset: int, part: FilePart) -> bool:
     unit, _, spec = content_range.partition(" ")
     span, _, total = spec.partition("/")
     start = span.split("-")[0]
-    return (unit == "bytes" and start.isdigit() and int(start) == offset
-            and (part.size is None or total in ("*", str(part.size))))
+    return (
+        unit == "bytes"
+        and start.isdigit()
+        and int(start) == offset
+        and (part.size is None or total in ("*", str(part.size)))
+    )
 
 
 class Downloader:
     """Starts downloads into ``models_dir`` and finds the unfinished ones left from earlier runs."""
 
-    def __init__(self, models_dir: Path | str, *, chunk_bytes: int = 1 << 20, session: httpx2.Client | None = None,
-                 disk_usage: Callable[[Path], Any] = shutil.disk_usage, margin_bytes: int = DISK_MARGIN_BYTES):
+    def __init__(
+        self,
+        models_dir: Path | str,
+        *,
+        chunk_bytes: int = 1 << 20,
+        session: httpx2.Client | None = None,
+        disk_usage: Callable[[Path], Any] = shutil.disk_usage,
+        margin_bytes: int = DISK_MARGIN_BYTES,
+    ):
         self.models_dir = Path(models_dir)
         self.chunk_bytes = chunk_bytes
         self.session = session or httpx2.Client(follow_redirects=True, timeout=httpx2.Timeout(30.0, connect=15.0))
@@ -353,7 +386,9 @@ class Downloader:
         if free < need + self._margin:
             raise InsufficientDiskSpaceError(
                 f"Not enough free disk space for {name}: it needs {_gb(need + self._margin)} "
-                f"and {_gb(free)} are free in {self.models_dir}.", hint="Free some space, then resume.")
+                f"and {_gb(free)} are free in {self.models_dir}.",
+                hint="Free some space, then resume.",
+            )
 
     def start(self, target: QuantFile | tuple, token: str | None = None, on_event=None) -> DownloadHandle:
         """Download a ``QuantFile`` or a ``(url, filename, size, sha256)`` into the models folder."""
@@ -372,14 +407,18 @@ class Downloader:
             try:
                 data = json.loads(meta.read_text())
                 first = FilePart(data["filename"], data["size"], data["sha256"], data["url"])
-                following = tuple(FilePart(p["filename"], p["size"], p["sha256"], p["url"])
-                                  for p in data.get("following", []))
+                following = tuple(
+                    FilePart(p["filename"], p["size"], p["sha256"], p["url"]) for p in data.get("following", [])
+                )
             except (OSError, ValueError, KeyError, TypeError):
                 log.warning("ignoring unreadable download sidecar %s", meta)
                 continue
             partial = meta.with_name(meta.name.removesuffix(".json"))
-            found.append(PendingDownload(first.filename, first.url, first.size, first.sha256,
-                                         _size(partial), (first, *following)))
+            found.append(
+                PendingDownload(
+                    first.filename, first.url, first.size, first.sha256, _size(partial), (first, *following)
+                )
+            )
         return found
 
     def resume_pending(self, pending: PendingDownload, token: str | None = None, on_event=None) -> DownloadHandle:

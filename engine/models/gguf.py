@@ -23,8 +23,19 @@ MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_ARRAY_DEPTH = 2  # llama.cpp reads no nested arrays; one level of nesting is already generous
 
 # GGUF value types: (struct format, size) for the scalars; 8 is a string, 9 an array.
-_SCALARS = {0: ("B", 1), 1: ("b", 1), 2: ("H", 2), 3: ("h", 2), 4: ("I", 4), 5: ("i", 4),
-            6: ("f", 4), 7: ("?", 1), 10: ("Q", 8), 11: ("q", 8), 12: ("d", 8)}
+_SCALARS = {
+    0: ("B", 1),
+    1: ("b", 1),
+    2: ("H", 2),
+    3: ("h", 2),
+    4: ("I", 4),
+    5: ("i", 4),
+    6: ("f", 4),
+    7: ("?", 1),
+    10: ("Q", 8),
+    11: ("q", 8),
+    12: ("d", 8),
+}
 _STRING, _ARRAY = 8, 9
 _LAYER = re.compile(r"^blk\.(\d+)\.")
 
@@ -143,8 +154,10 @@ class _Reader:
 
     def take(self, n: int) -> bytes:
         if n > self.size - self.pos:
-            raise _Refused(f"the file is truncated in {self.where}: it needs bytes up to {self.pos + n:,} "
-                           f"but the file has {self.size:,}")
+            raise _Refused(
+                f"the file is truncated in {self.where}: it needs bytes up to {self.pos + n:,} "
+                f"but the file has {self.size:,}"
+            )
         data = self.file.read(n)
         if len(data) != n:
             raise _Refused(f"the file could not be read in {self.where} (it shrank while being read)")
@@ -160,8 +173,10 @@ class _Reader:
 
     def fits(self, n: int, what: str, min_item_bytes: int) -> int:
         if n * min_item_bytes > self.size - self.pos:
-            raise _Refused(f"the file is truncated or corrupt in {self.where}: it declares {n:,} {what} "
-                           f"but only {self.size - self.pos:,} bytes are left")
+            raise _Refused(
+                f"the file is truncated or corrupt in {self.where}: it declares {n:,} {what} "
+                f"but only {self.size - self.pos:,} bytes are left"
+            )
         return n
 
     def string(self, what: str = "bytes of text") -> str:
@@ -230,8 +245,10 @@ def _tensor(name: str, shape: tuple[int, ...], ggml_type: int, offset: int) -> T
     if kind is None:
         raise _Refused(f"tensor '{name}' has unknown ggml type {ggml_type}")
     if shape[0] % kind.block_size:
-        raise _Refused(f"tensor '{name}' has rows of {shape[0]} values, not a multiple of the "
-                       f"{kind.block_size}-value blocks of {kind.name}")
+        raise _Refused(
+            f"tensor '{name}' has rows of {shape[0]} values, not a multiple of the "
+            f"{kind.block_size}-value blocks of {kind.name}"
+        )
     n_elements = 1
     for dim in shape:
         n_elements *= dim
@@ -251,8 +268,9 @@ def _open(path, action):
         with open(path, "rb") as file:
             return action(file, path, os.fstat(file.fileno()).st_size)
     except OSError as exc:
-        raise ModelLoadError(f"The model file '{path}' cannot be read: {exc.strerror or exc}.",
-                             detail=repr(exc)) from exc
+        raise ModelLoadError(
+            f"The model file '{path}' cannot be read: {exc.strerror or exc}.", detail=repr(exc)
+        ) from exc
     except _Refused as exc:
         raise _invalid(path, str(exc)) from None
 
@@ -260,7 +278,9 @@ def _open(path, action):
 def _invalid(path: str, problem: str) -> InvalidModelFileError:
     return InvalidModelFileError(
         f"Locus could not load '{Path(path).name}' (corrupt or unsupported model file): {problem}.",
-        hint="Download it again or choose another model.", detail=path)
+        hint="Download it again or choose another model.",
+        detail=path,
+    )
 
 
 def _check_layout(gguf: GGUFFile) -> None:
@@ -272,21 +292,29 @@ def _check_layout(gguf: GGUFFile) -> None:
             raise _Refused(f"the tensor '{tensor.name}' appears twice")
         names.add(tensor.name)
         if tensor.offset % gguf.alignment:
-            raise _Refused(f"tensor '{tensor.name}' starts at offset {tensor.offset:,}, "
-                           f"not a multiple of the alignment {gguf.alignment}")
+            raise _Refused(
+                f"tensor '{tensor.name}' starts at offset {tensor.offset:,}, "
+                f"not a multiple of the alignment {gguf.alignment}"
+            )
         if tensor.offset < expected:
-            raise _Refused(f"tensor '{tensor.name}' at offset {tensor.offset:,} overlaps the data of "
-                           f"'{previous.name}', which ends at {previous.offset + previous.n_bytes:,}")
+            raise _Refused(
+                f"tensor '{tensor.name}' at offset {tensor.offset:,} overlaps the data of "
+                f"'{previous.name}', which ends at {previous.offset + previous.n_bytes:,}"
+            )
         if tensor.offset > expected:
-            raise _Refused(f"tensor '{tensor.name}' starts at offset {tensor.offset:,} but the tensor "
-                           f"before it ends at {expected:,} (corrupt tensor table)")
+            raise _Refused(
+                f"tensor '{tensor.name}' starts at offset {tensor.offset:,} but the tensor "
+                f"before it ends at {expected:,} (corrupt tensor table)"
+            )
         expected = tensor.offset + -(-tensor.n_bytes // gguf.alignment) * gguf.alignment
         previous = tensor
     for tensor in gguf.tensors:
         end = gguf.data_offset + tensor.offset + tensor.n_bytes
         if end > gguf.file_size:
-            raise _Refused(f"the file is truncated: tensor '{tensor.name}' needs bytes up to {end:,} "
-                           f"but the file has {gguf.file_size:,} ({end - gguf.file_size:,} bytes missing)")
+            raise _Refused(
+                f"the file is truncated: tensor '{tensor.name}' needs bytes up to {end:,} "
+                f"but the file has {gguf.file_size:,} ({end - gguf.file_size:,} bytes missing)"
+            )
 
 
 def _check_model(gguf: GGUFFile) -> None:

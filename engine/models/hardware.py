@@ -17,8 +17,24 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 # The instruction sets that decide which ggml CPU kernels run fast.
-INTERESTING_FLAGS = ("sse3", "ssse3", "avx", "avx2", "avx512f", "avx512bw", "avx512vnni", "avx512_bf16",
-                     "fma", "f16c", "amx_int8", "neon", "asimd", "asimddp", "sve", "i8mm")
+INTERESTING_FLAGS = (
+    "sse3",
+    "ssse3",
+    "avx",
+    "avx2",
+    "avx512f",
+    "avx512bw",
+    "avx512vnni",
+    "avx512_bf16",
+    "fma",
+    "f16c",
+    "amx_int8",
+    "neon",
+    "asimd",
+    "asimddp",
+    "sve",
+    "i8mm",
+)
 
 
 @dataclass
@@ -59,9 +75,13 @@ class Hardware:
     @classmethod
     def from_json(cls, text: str) -> Hardware:
         data = json.loads(text)
-        return cls(cpu=CPU(**data.get("cpu", {})), ram_total=int(data["ram_total"]),
-                   ram_available=int(data.get("ram_available", data["ram_total"])),
-                   gpus=[GPU(**gpu) for gpu in data.get("gpus", [])], os=data.get("os", ""))
+        return cls(
+            cpu=CPU(**data.get("cpu", {})),
+            ram_total=int(data["ram_total"]),
+            ram_available=int(data.get("ram_available", data["ram_total"])),
+            gpus=[GPU(**gpu) for gpu in data.get("gpus", [])],
+            os=data.get("os", ""),
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Hardware:
@@ -126,8 +146,9 @@ def _nvml_gpus() -> list[GPU]:
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
             name = pynvml.nvmlDeviceGetName(handle)
             memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            gpus.append(GPU(name.decode() if isinstance(name, bytes) else name, "cuda",
-                            int(memory.total), int(memory.free)))
+            gpus.append(
+                GPU(name.decode() if isinstance(name, bytes) else name, "cuda", int(memory.total), int(memory.free))
+            )
         return gpus
     finally:
         pynvml.nvmlShutdown()
@@ -187,5 +208,10 @@ def probe() -> Hardware:
             ram_total = ram_available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         except (ValueError, OSError, AttributeError):
             ram_total = ram_available = 0
-    return Hardware(cpu, ram_total, ram_available, _gpus(ram_total, ram_available, cpu),
-                    os=f"{platform.system()} {platform.release()}".strip())
+    return Hardware(
+        cpu,
+        ram_total,
+        ram_available,
+        _gpus(ram_total, ram_available, cpu),
+        os=f"{platform.system()} {platform.release()}".strip(),
+    )

@@ -98,8 +98,20 @@ _QUANT = re.compile(
     re.IGNORECASE,
 )
 # Rough bits per weight, used only to order files when the hub gave no sizes.
-_BITS = {"IQ1": 1.6, "IQ2": 2.4, "IQ3": 3.3, "IQ4": 4.3, "TQ1": 1.7, "TQ2": 2.1, "MXFP4": 4.3,
-         "BF16": 16, "FP16": 16, "F16": 16, "FP32": 32, "F32": 32}
+_BITS = {
+    "IQ1": 1.6,
+    "IQ2": 2.4,
+    "IQ3": 3.3,
+    "IQ4": 4.3,
+    "TQ1": 1.7,
+    "TQ2": 2.1,
+    "MXFP4": 4.3,
+    "BF16": 16,
+    "FP16": 16,
+    "F16": 16,
+    "FP32": 32,
+    "F32": 32,
+}
 
 
 def parse_quant(filename: str) -> str:
@@ -130,8 +142,11 @@ class HubClient:
     def search(self, query: str, limit: int = 20) -> list[RepoSummary]:
         """GGUF repositories matching ``query``, most downloaded first."""
         with _hub_errors(f'search "{query}"', self._token):
-            found = list(self._api.list_models(
-                search=query or None, filter="gguf", sort="downloads", limit=limit, token=self._token))
+            found = list(
+                self._api.list_models(
+                    search=query or None, filter="gguf", sort="downloads", limit=limit, token=self._token
+                )
+            )
         return [
             RepoSummary(
                 repo_id=info.id,
@@ -200,31 +215,43 @@ def hub_error(error: Exception, what: str, *, has_token: bool) -> HubError:
         return HubAuthError(
             f"{what} is gated: accept its terms on huggingface.co"
             + (" with the account of your token." if has_token else " and add a token (Settings › Models)."),
-            detail=detail)
+            detail=detail,
+        )
     if isinstance(error, RevisionNotFoundError):
         return HubNotFoundError(f"{what}: that revision does not exist on the hub.", detail=detail)
     if isinstance(error, RepositoryNotFoundError):
         if has_token:
             return HubNotFoundError(
-                f"{what} was not found on the Hugging Face hub (or your token cannot see it).", detail=detail)
+                f"{what} was not found on the Hugging Face hub (or your token cannot see it).", detail=detail
+            )
         return HubNotFoundError(
             f"{what} was not found on the Hugging Face hub. If it is private, it needs a token.",
-            hint=TOKEN_HINT, detail=detail)
+            hint=TOKEN_HINT,
+            detail=detail,
+        )
     if isinstance(error, HfHubHTTPError):
         status = error.response.status_code if error.response is not None else None
         if status in (401, 403):
             return HubAuthError(
                 f"The hub refused access to {what}: the token is invalid or lacks permission."
-                if has_token else f"{what} needs a token.", hint=TOKEN_HINT, detail=detail)
+                if has_token
+                else f"{what} needs a token.",
+                hint=TOKEN_HINT,
+                detail=detail,
+            )
         if status is not None and status >= 500:
             return HubUnavailableError(
-                f"The Hugging Face hub is having trouble (error {status}); try again later.", detail=detail)
+                f"The Hugging Face hub is having trouble (error {status}); try again later.", detail=detail
+            )
         return HubError(f"The hub could not answer about {what} (error {status}).", detail=detail)
     if isinstance(error, OfflineModeIsEnabled):
         return HubUnavailableError(
-            "Hub access is switched off (offline mode); models already on disk still work.", detail=detail)
+            "Hub access is switched off (offline mode); models already on disk still work.", detail=detail
+        )
     if isinstance(error, (httpx2.TransportError, OSError)):
         return HubUnavailableError(
             "Cannot reach the Hugging Face hub (offline?). Check the network or proxy and try again; "
-            "models already on disk still work.", detail=detail)
+            "models already on disk still work.",
+            detail=detail,
+        )
     return HubError(f"Unexpected answer from the hub about {what}.", detail=detail)

@@ -66,9 +66,21 @@ class ModelShape:
         arch = gguf.architecture
         head_k = gguf.metadata.get(f"{arch}.attention.key_length") or gguf.embedding_length // max(gguf.n_head, 1)
         head_v = gguf.metadata.get(f"{arch}.attention.value_length") or head_k
-        return cls(str(gguf.metadata.get("general.name") or arch), n, tuple(layers), input_bytes,
-                   output_file + (embd.n_bytes if tied else 0), output_file, gguf.embedding_length,
-                   gguf.n_head, heads, int(head_k), int(head_v), gguf.n_vocab, gguf.file_size)
+        return cls(
+            str(gguf.metadata.get("general.name") or arch),
+            n,
+            tuple(layers),
+            input_bytes,
+            output_file + (embd.n_bytes if tied else 0),
+            output_file,
+            gguf.embedding_length,
+            gguf.n_head,
+            heads,
+            int(head_k),
+            int(head_v),
+            gguf.n_vocab,
+            gguf.file_size,
+        )
 
     def scaled(self, file_size: int) -> ModelShape:
         """The same model in another quantization of this total size: every tensor scaled alike."""
@@ -77,9 +89,14 @@ class ModelShape:
         def scale(n: int) -> int:
             return round(n * ratio)
 
-        return replace(self, layer_bytes=tuple(scale(b) for b in self.layer_bytes),
-                       input_bytes=scale(self.input_bytes), output_bytes=scale(self.output_bytes),
-                       output_file_bytes=scale(self.output_file_bytes), file_size=file_size)
+        return replace(
+            self,
+            layer_bytes=tuple(scale(b) for b in self.layer_bytes),
+            input_bytes=scale(self.input_bytes),
+            output_bytes=scale(self.output_bytes),
+            output_file_bytes=scale(self.output_file_bytes),
+            file_size=file_size,
+        )
 
 
 @dataclass(frozen=True)
@@ -112,8 +129,10 @@ def _row_bytes(kv_type: str, n_values: int) -> int:
 
 def kv_cache_bytes(shape: ModelShape, n_ctx: int, kv_type: str = "f16") -> tuple[int, ...]:
     """The K and V cache of each layer for n_ctx tokens."""
-    return tuple(n_ctx * (_row_bytes(kv_type, heads * shape.head_dim_k) + _row_bytes(kv_type, heads * shape.head_dim_v))
-                 for heads in shape.n_head_kv)
+    return tuple(
+        n_ctx * (_row_bytes(kv_type, heads * shape.head_dim_k) + _row_bytes(kv_type, heads * shape.head_dim_v))
+        for heads in shape.n_head_kv
+    )
 
 
 def compute_buffer_bytes(shape: ModelShape, n_ctx: int) -> int:
@@ -130,9 +149,16 @@ def _gb(n: int) -> str:
     return f"{n / GiB:.1f}"
 
 
-def plan_offload(model: GGUFFile | ModelShape, hardware: Hardware, n_ctx: int, *,
-                 margin_bytes: int = DEFAULT_MARGIN_BYTES, margin_fraction: float = DEFAULT_MARGIN_FRACTION,
-                 ram_reserve: int = DEFAULT_RAM_RESERVE, kv_type: str = "f16") -> OffloadPlan:
+def plan_offload(
+    model: GGUFFile | ModelShape,
+    hardware: Hardware,
+    n_ctx: int,
+    *,
+    margin_bytes: int = DEFAULT_MARGIN_BYTES,
+    margin_fraction: float = DEFAULT_MARGIN_FRACTION,
+    ram_reserve: int = DEFAULT_RAM_RESERVE,
+    kv_type: str = "f16",
+) -> OffloadPlan:
     """Plan the most layers that fit on the GPU with the most free memory, leaving a margin."""
     shape = model if isinstance(model, ModelShape) else ModelShape.from_gguf(model)
     n = shape.n_layers
@@ -147,8 +173,12 @@ def plan_offload(model: GGUFFile | ModelShape, hardware: Hardware, n_ctx: int, *
         if k == 0:
             return 0
         blocks = min(k, n)
-        return (sum(shape.layer_bytes[n - blocks:]) + sum(kv[n - blocks:]) + compute
-                + (shape.output_bytes if k > n else 0))
+        return (
+            sum(shape.layer_bytes[n - blocks :])
+            + sum(kv[n - blocks :])
+            + compute
+            + (shape.output_bytes if k > n else 0)
+        )
 
     k = 0
     while k <= n and on_gpu(k + 1) <= budget:
@@ -159,8 +189,14 @@ def plan_offload(model: GGUFFile | ModelShape, hardware: Hardware, n_ctx: int, *
     else:
         # The CPU keeps the blocks and KV cache not offloaded, and a compute buffer unless nothing is left.
         blocks = min(k, n)
-        ram_needed = (shape.weights_bytes - sum(shape.layer_bytes[n - blocks:]) - sum(kv[n - blocks:])
-                      + sum(kv) - (shape.output_file_bytes if k > n else 0) + (compute if k <= n else 0))
+        ram_needed = (
+            shape.weights_bytes
+            - sum(shape.layer_bytes[n - blocks :])
+            - sum(kv[n - blocks :])
+            + sum(kv)
+            - (shape.output_file_bytes if k > n else 0)
+            + (compute if k <= n else 0)
+        )
     ram_budget = max(0, hardware.ram_available - ram_reserve)
     vram_needed = on_gpu(k)
     where = f"the {gpu.name}" if gpu else ""
@@ -173,20 +209,35 @@ def plan_offload(model: GGUFFile | ModelShape, hardware: Hardware, n_ctx: int, *
         summary = f"Full GPU: all {n} layers on {where} ({_gb(vram_needed)} of {_gb(gpu.total_bytes)} GB)."
     elif k > 0:
         verdict = "partial"
-        layers = (f"all {n} layers (the output layer stays on the CPU)" if k >= n
-                  else f"{k} of {n} layers")
-        summary = (f"Partial offload: {layers} on {where} ({_gb(vram_needed)} of "
-                   f"{_gb(gpu.total_bytes)} GB), the rest in RAM ({_gb(ram_needed)} GB).")
+        layers = f"all {n} layers (the output layer stays on the CPU)" if k >= n else f"{k} of {n} layers"
+        summary = (
+            f"Partial offload: {layers} on {where} ({_gb(vram_needed)} of "
+            f"{_gb(gpu.total_bytes)} GB), the rest in RAM ({_gb(ram_needed)} GB)."
+        )
     else:
         verdict = "cpu_only"
         reason = "no GPU" if gpu is None else f"not one layer fits on {where}"
         summary = f"CPU only ({reason}): {_gb(ram_needed)} GB of RAM."
-    return OffloadPlan(verdict, k, n, gpu.name if gpu else None, shape.layer_bytes, kv, compute,
-                       vram_needed, budget, gpu.total_bytes if gpu else 0, ram_needed, ram_budget, summary)
+    return OffloadPlan(
+        verdict,
+        k,
+        n,
+        gpu.name if gpu else None,
+        shape.layer_bytes,
+        kv,
+        compute,
+        vram_needed,
+        budget,
+        gpu.total_bytes if gpu else 0,
+        ram_needed,
+        ram_budget,
+        summary,
+    )
 
 
-def plan_for_quantizations(shape: GGUFFile | ModelShape, sizes_by_quant: dict[str, int], hardware: Hardware,
-                           n_ctx: int, **options) -> dict[str, OffloadPlan]:
+def plan_for_quantizations(
+    shape: GGUFFile | ModelShape, sizes_by_quant: dict[str, int], hardware: Hardware, n_ctx: int, **options
+) -> dict[str, OffloadPlan]:
     """A plan per quantization before download, when only each file's total size is known.
 
     The shape (read from any one quantization's header) is scaled by the ratio of file
@@ -194,5 +245,6 @@ def plan_for_quantizations(shape: GGUFFile | ModelShape, sizes_by_quant: dict[st
     Norms stay F32 in every quantization, an error well under one percent.
     """
     base = shape if isinstance(shape, ModelShape) else ModelShape.from_gguf(shape)
-    return {quant: plan_offload(base.scaled(size), hardware, n_ctx, **options)
-            for quant, size in sizes_by_quant.items()}
+    return {
+        quant: plan_offload(base.scaled(size), hardware, n_ctx, **options) for quant, size in sizes_by_quant.items()
+    }

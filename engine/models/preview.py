@@ -35,8 +35,9 @@ def remote_header(url: str, token: str | None = None, *, client: httpx2.Client |
             try:
                 response = client.get(url, headers={**headers, "Range": f"bytes=0-{want - 1}"})
             except httpx2.HTTPError as exc:
-                raise PreviewError("Could not read the model's header from the hub.", detail=type(exc).__name__) \
-                    from None
+                raise PreviewError(
+                    "Could not read the model's header from the hub.", detail=type(exc).__name__
+                ) from None
             if response.status_code not in (200, 206):
                 raise PreviewError(f"The hub answered HTTP {response.status_code} for the model's header.")
             total = _total_size(response)
@@ -44,7 +45,9 @@ def remote_header(url: str, token: str | None = None, *, client: httpx2.Client |
                 return read_gguf_prefix(response.content[:want], url.rsplit("/", 1)[-1], total)
             except NeedMoreBytes:
                 if want >= MOST_BYTES:
-                    raise PreviewError("The model's header is longer than any real GGUF header; it is refused.")
+                    raise PreviewError(
+                        "The model's header is longer than any real GGUF header; it is refused."
+                    ) from None
                 want *= 4
     finally:
         if own:
@@ -59,8 +62,9 @@ def _total_size(response) -> int:
     return len(response.content)
 
 
-def quantization_verdicts(quants: list[QuantFile], hardware, n_ctx: int, token: str | None = None, *,
-                          client: httpx2.Client | None = None) -> dict[str, OffloadPlan]:
+def quantization_verdicts(
+    quants: list[QuantFile], hardware, n_ctx: int, token: str | None = None, *, client: httpx2.Client | None = None
+) -> dict[str, OffloadPlan]:
     """A plan per quantization (by file name) from the header of the smallest single-file one and every
     file's size; split models (whose first part holds only some tensors) get none."""
     sized = [q for q in quants if q.size and not q.split]

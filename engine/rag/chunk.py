@@ -51,15 +51,17 @@ class Chunker:
         for section in document.sections:
             for start, end in self._spans(section.text):
                 text = section.text[start:end]
-                chunks.append(Chunk(
-                    index=len(chunks),
-                    text=text,
-                    n_tokens=self.count(text),
-                    page=section.page,
-                    line_start=_line_at(section, start),
-                    line_end=_line_at(section, end - 1),
-                    heading=section.heading,
-                ))
+                chunks.append(
+                    Chunk(
+                        index=len(chunks),
+                        text=text,
+                        n_tokens=self.count(text),
+                        page=section.page,
+                        line_start=_line_at(section, start),
+                        line_end=_line_at(section, end - 1),
+                        heading=section.heading,
+                    )
+                )
         return chunks
 
     # Spans -------------------------------------------------------------------------
@@ -71,11 +73,11 @@ class Chunker:
         current: tuple[int, int] | None = None
         current_tokens = 0
         for unit in self._fit_units(text, units):
-            n = self.count(text[unit[0]:unit[1]])
+            n = self.count(text[unit[0] : unit[1]])
             if current is not None and current_tokens + n > self.max_tokens:
                 spans.append(current)
                 start = self._overlap_start(text, current)
-                current, current_tokens = (start, unit[1]), self.count(text[start:unit[1]])
+                current, current_tokens = (start, unit[1]), self.count(text[start : unit[1]])
                 if current_tokens > self.max_tokens:  # overlap plus a full unit: drop the overlap
                     current, current_tokens = unit, n
             elif current is None:
@@ -105,7 +107,7 @@ class Chunker:
         offsets = self.tokenizer.encode(text[start:end], add_special_tokens=False).offsets
         windows = []
         for i in range(0, len(offsets), size):
-            piece = offsets[i:i + size]
+            piece = offsets[i : i + size]
             windows.append((start + piece[0][0], start + piece[-1][1]))
         return windows
 
@@ -113,7 +115,7 @@ class Chunker:
         """Where the next chunk starts so that it repeats about overlap_tokens of this one."""
         if not self.overlap_tokens:
             return span[1]
-        offsets = self.tokenizer.encode(text[span[0]:span[1]], add_special_tokens=False).offsets
+        offsets = self.tokenizer.encode(text[span[0] : span[1]], add_special_tokens=False).offsets
         if len(offsets) <= self.overlap_tokens:
             return span[0]
         start = span[0] + offsets[-self.overlap_tokens][0]

@@ -34,10 +34,21 @@ class Citation:
 
     def to_dict(self) -> dict:
         p = self.passage
-        return {"number": self.number, "path": p.path, "title": p.title, "kind": p.kind, "page": p.page,
-                "line_start": p.line_start, "line_end": p.line_end, "heading": p.heading, "quote": self.quote,
-                "explicit": self.explicit, "doc_id": p.doc_id, "chunk_ids": list(p.chunk_ids),
-                "location": p.location()}
+        return {
+            "number": self.number,
+            "path": p.path,
+            "title": p.title,
+            "kind": p.kind,
+            "page": p.page,
+            "line_start": p.line_start,
+            "line_end": p.line_end,
+            "heading": p.heading,
+            "quote": self.quote,
+            "explicit": self.explicit,
+            "doc_id": p.doc_id,
+            "chunk_ids": list(p.chunk_ids),
+            "location": p.location(),
+        }
 
 
 def sources_block(passages: Sequence[Passage]) -> str:
@@ -115,5 +126,7 @@ def cite(answer: str, passages: Sequence[Passage], embed=None) -> list[Citation]
             best = int(np.argmax(scores))
             if scores[best] >= INFERRED_MIN_SIMILARITY:
                 chosen.setdefault(best + 1, False)
-    return [Citation(n, passages[n - 1], _quote(passages[n - 1], vectors, embed), explicit)
-            for n, explicit in chosen.items()]
+    return [
+        Citation(n, passages[n - 1], _quote(passages[n - 1], vectors, embed), explicit)
+        for n, explicit in chosen.items()
+    ]

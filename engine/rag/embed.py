@@ -87,8 +87,9 @@ class Embedder:
     asked during indexing waits at most for the batch in progress.
     """
 
-    def __init__(self, model_path: str | Path, name: str, *, device: str = "auto", batch_size: int = 32,
-                 timeout_s: float = 600.0):
+    def __init__(
+        self, model_path: str | Path, name: str, *, device: str = "auto", batch_size: int = 32, timeout_s: float = 600.0
+    ):
         self.model_path = Path(model_path)
         self.name = name
         self.device = device
@@ -128,8 +129,10 @@ class Embedder:
         with self._lock:
             if self._worker is None or self._worker.process.poll() is not None:
                 command = command_for("engine.rag.embed", "--embed-worker")
-                self._worker = WorkerProcess([*command, str(self.model_path.absolute()), self.device,
-                                              str(self.batch_size)], oom_score_adj=OOM_SCORE_ADJ)
+                self._worker = WorkerProcess(
+                    [*command, str(self.model_path.absolute()), self.device, str(self.batch_size)],
+                    oom_score_adj=OOM_SCORE_ADJ,
+                )
             worker = self._worker
             try:
                 worker.send(message)
@@ -142,8 +145,9 @@ class Embedder:
             if reply is EOF_MARK:
                 how = worker.exit_status()
                 self._stop_worker()
-                raise EmbeddingError("The embedding model stopped unexpectedly.",
-                                     detail=f"embedding worker ended with {how}")
+                raise EmbeddingError(
+                    "The embedding model stopped unexpectedly.", detail=f"embedding worker ended with {how}"
+                )
             kind, value = reply
             if kind == "error":
                 raise value
@@ -164,8 +168,10 @@ class Embedder:
 def serve(model_path: str, device: str, batch_size: int) -> None:
     """The embedding worker: load the model on the first request, then answer requests until EOF."""
     requests, replies = worker_streams()
-    failed = lambda exc: ("error", EmbeddingError("The embedding model's answer could not be sent.",  # noqa: E731
-                                                  detail=repr(exc)))
+
+    def failed(exc: BaseException):
+        return "error", EmbeddingError("The embedding model's answer could not be sent.", detail=repr(exc))
+
     model, info = None, None
     while True:
         try:
@@ -180,14 +186,21 @@ def serve(model_path: str, device: str, batch_size: int) -> None:
             if message[0] == "info":
                 reply = ("ok", info)
             else:
-                vectors = model.encode(message[1], batch_size=batch_size, normalize_embeddings=True,
-                                       convert_to_numpy=True, show_progress_bar=False)
+                vectors = model.encode(
+                    message[1],
+                    batch_size=batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
                 reply = ("ok", np.asarray(vectors, dtype=np.float32))
         except EmbeddingError as exc:
             reply = ("error", exc)
         except Exception as exc:  # noqa: BLE001 - reported to the caller, the worker keeps serving
-            reply = ("error", EmbeddingError("The embedding model failed on this text.",
-                                             detail=f"{type(exc).__name__}: {exc}"))
+            reply = (
+                "error",
+                EmbeddingError("The embedding model failed on this text.", detail=f"{type(exc).__name__}: {exc}"),
+            )
         if not reply_safely(replies, reply, failed):
             return
 
@@ -198,14 +211,16 @@ def _load_model(model_path: str, requested: str):
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # no "Loading weights" bars on the terminal
-        device, dtype = choose_device() if requested == "auto" else (
-            requested, "float16" if requested == "cuda" else "float32")
+        device, dtype = (
+            choose_device() if requested == "auto" else (requested, "float16" if requested == "cuda" else "float32")
+        )
         model = SentenceTransformer(model_path, device=device, local_files_only=True)
         if dtype == "float16":
             model.half()
     except Exception as exc:  # noqa: BLE001 - any failure here means no embeddings
-        raise EmbeddingError(f"The embedding model at '{model_path}' could not be loaded.",
-                             detail=f"{type(exc).__name__}: {exc}") from None
+        raise EmbeddingError(
+            f"The embedding model at '{model_path}' could not be loaded.", detail=f"{type(exc).__name__}: {exc}"
+        ) from None
     dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     info = EmbedderInfo(Path(model_path).name, int(dimension()), device, dtype, int(model.max_seq_length))
     log.info("embedder %s on %s (%s)", model_path, device, dtype)

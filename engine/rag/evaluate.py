@@ -56,7 +56,7 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirSet:
 def ndcg_at_k(ranked: list[str], relevant: dict[str, int], k: int = 10) -> float:
     dcg = sum((2 ** relevant.get(d, 0) - 1) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
     ideal = sorted(relevant.values(), reverse=True)[:k]
-    idcg = sum((2 ** r - 1) / math.log2(i + 2) for i, r in enumerate(ideal))
+    idcg = sum((2**r - 1) / math.log2(i + 2) for i, r in enumerate(ideal))
     return dcg / idcg if idcg > 0 else 0.0
 
 
@@ -70,12 +70,28 @@ def index_corpus(store: DocumentStore, embedder: Embedder, data: BeirSet, batch:
 
     ids = list(data.corpus)
     for start in range(0, len(ids), batch):
-        part = ids[start:start + batch]
+        part = ids[start : start + batch]
         texts = [f"{data.corpus[i][0]}\n{data.corpus[i][1]}".strip() for i in part]
         vectors = embedder.embed(texts)
-        rows = [{"chunk_id": i, "doc_id": i, "collection": "beir", "path": i, "title": data.corpus[i][0],
-                 "kind": "text", "chunk_index": 0, "text": text, "n_tokens": 0, "page": None, "line_start": None,
-                 "line_end": None, "heading": None, "vector": v.tolist()} for i, text, v in zip(part, texts, vectors)]
+        rows = [
+            {
+                "chunk_id": i,
+                "doc_id": i,
+                "collection": "beir",
+                "path": i,
+                "title": data.corpus[i][0],
+                "kind": "text",
+                "chunk_index": 0,
+                "text": text,
+                "n_tokens": 0,
+                "page": None,
+                "line_start": None,
+                "line_end": None,
+                "heading": None,
+                "vector": v.tolist(),
+            }
+            for i, text, v in zip(part, texts, vectors, strict=True)
+        ]
         store.chunks.add(pa.Table.from_pylist(rows, schema=_chunks_schema(store.dim)))
     store.ensure_text_index()
 
@@ -85,7 +101,7 @@ def evaluate(store: DocumentStore, embedder: Embedder, data: BeirSet, depth: int
     scores = {m: {"ndcg@10": [], "recall@100": []} for m in ("vector", "text", "hybrid")}
     query_ids = list(data.queries)
     vectors = embedder.embed([data.queries[q] for q in query_ids])
-    for qid, qvec in zip(query_ids, vectors):
+    for qid, qvec in zip(query_ids, vectors, strict=True):
         vector_hits = store.vector_search(np.asarray(qvec), depth)
         text_hits = store.text_search(data.queries[qid], depth)
         rankings = {

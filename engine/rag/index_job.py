@@ -76,9 +76,17 @@ IndexEvent = DocumentStatus | IndexProgress | IndexFinished
 class IndexJob:
     """A queued or running job: index paths, re-index documents, or remove documents."""
 
-    def __init__(self, kind: str, *, paths: list[str] = (), collection: str = DEFAULT_COLLECTION,
-                 doc_ids: list[str] | None = None, prune: bool = True, force: bool = False,
-                 on_event: Callable[[IndexEvent], None] | None = None):
+    def __init__(
+        self,
+        kind: str,
+        *,
+        paths: list[str] = (),
+        collection: str = DEFAULT_COLLECTION,
+        doc_ids: list[str] | None = None,
+        prune: bool = True,
+        force: bool = False,
+        on_event: Callable[[IndexEvent], None] | None = None,
+    ):
         self.kind = kind  # "index", "reindex" or "remove"
         self.paths = list(paths)
         self.collection = collection

@@ -74,9 +74,17 @@ def file_hash(path: str | Path) -> str:
 class Indexer:
     """Runs indexing jobs one at a time on its own thread; the only writer of the store."""
 
-    def __init__(self, store: DocumentStore, embedder: Embedder, chunker: Chunker, *,
-                 parse_workers: int = 1, parse_timeout_s: float = 60.0,
-                 on_event: Callable[[IndexEvent], None] | None = None, tracing: Tracing | None = None):
+    def __init__(
+        self,
+        store: DocumentStore,
+        embedder: Embedder,
+        chunker: Chunker,
+        *,
+        parse_workers: int = 1,
+        parse_timeout_s: float = 60.0,
+        on_event: Callable[[IndexEvent], None] | None = None,
+        tracing: Tracing | None = None,
+    ):
         self.tracing = tracing or Tracing.disabled()
         self.store = store
         self.embedder = embedder
@@ -92,11 +100,22 @@ class Indexer:
 
     # Public API ------------------------------------------------------------------
 
-    def index(self, paths: Iterable[str | Path], collection: str = DEFAULT_COLLECTION, *, prune: bool = True,
-              on_event: Callable[[IndexEvent], None] | None = None) -> IndexJob:
+    def index(
+        self,
+        paths: Iterable[str | Path],
+        collection: str = DEFAULT_COLLECTION,
+        *,
+        prune: bool = True,
+        on_event: Callable[[IndexEvent], None] | None = None,
+    ) -> IndexJob:
         """Queue files and folders for indexing into a collection."""
-        job = IndexJob("index", paths=[str(Path(p).expanduser().resolve()) for p in paths],
-                       collection=collection or DEFAULT_COLLECTION, prune=prune, on_event=on_event)
+        job = IndexJob(
+            "index",
+            paths=[str(Path(p).expanduser().resolve()) for p in paths],
+            collection=collection or DEFAULT_COLLECTION,
+            prune=prune,
+            on_event=on_event,
+        )
         self._jobs.put(job)
         return job
 
@@ -173,7 +192,7 @@ class Indexer:
                 continue
             try:
                 sink(event)
-            except Exception:  # noqa: BLE001 - a consumer bug must not stop indexing
+            except Exception:
                 log.exception("index event consumer failed")
 
     def _serve(self) -> None:
@@ -189,7 +208,7 @@ class Indexer:
                 job.result = self._run_removal(job) if job.kind == "remove" else self._run(job)
                 spans.finish_index_job(job.span, job.result)
                 self._emit(job, job.result)
-            except BaseException as exc:  # noqa: BLE001 - reported to whoever waits on the job
+            except BaseException as exc:
                 log.exception("indexing job failed")
                 spans.finish_index_job(job.span, error=exc)
                 job.error = exc
@@ -212,8 +231,9 @@ class Indexer:
         progress = IndexProgress(0, 0, 0, 0, 0, time.perf_counter() - start, 0.0)
         return IndexFinished(progress, 0, 0, 0, removed, False)
 
-    def _status(self, job: IndexJob, record: DocumentRecord, status: str, *, persist: bool = True,
-                **changes) -> DocumentRecord:
+    def _status(
+        self, job: IndexJob, record: DocumentRecord, status: str, *, persist: bool = True, **changes
+    ) -> DocumentRecord:
         """Tell listeners a document's new state (and record it, unless it is a passing one)."""
         record = replace(record, status=status, updated_at=time.time(), **changes)
         if persist:
@@ -222,8 +242,18 @@ class Indexer:
         return record
 
     def _announce(self, job: IndexJob, record: DocumentRecord) -> None:
-        self._emit(job, DocumentStatus(record.doc_id, record.path, record.collection, record.status, record.reason,
-                                       record.message, record.n_chunks))
+        self._emit(
+            job,
+            DocumentStatus(
+                record.doc_id,
+                record.path,
+                record.collection,
+                record.status,
+                record.reason,
+                record.message,
+                record.n_chunks,
+            ),
+        )
 
     def _plan(self, job: IndexJob, skipped: list[SkippedLink]) -> tuple[list[_Work], list[DocumentRecord], int]:
         """What to (re)index, what to remove, and how many files are unchanged; links not followed go
@@ -248,8 +278,14 @@ class Indexer:
                     work.append(_Work(old, ""))  # vanished since: removed below via prune or fails
                 continue
             force = job.force
-            if (not force and old is not None and old.status == "done" and old.collection == collection
-                    and old.size == stat.st_size and old.mtime == stat.st_mtime):
+            if (
+                not force
+                and old is not None
+                and old.status == "done"
+                and old.collection == collection
+                and old.size == stat.st_size
+                and old.mtime == stat.st_mtime
+            ):
                 unchanged += 1
                 continue
             try:
@@ -257,13 +293,32 @@ class Indexer:
             except OSError as exc:
                 content_hash = ""
                 log.info("cannot read %s: %s", path, exc)
-            if (not force and old is not None and old.status == "done" and old.content_hash == content_hash
-                    and old.collection == collection):
+            if (
+                not force
+                and old is not None
+                and old.status == "done"
+                and old.content_hash == content_hash
+                and old.collection == collection
+            ):
                 self.store.upsert_document(replace(old, size=stat.st_size, mtime=stat.st_mtime))
                 unchanged += 1
                 continue
-            record = old or DocumentRecord(doc_id, str(path), collection, path.name, kind_for(path) or "unknown",
-                                           "queued", "", "", "", 0, 0.0, 0, 0, time.time())
+            record = old or DocumentRecord(
+                doc_id,
+                str(path),
+                collection,
+                path.name,
+                kind_for(path) or "unknown",
+                "queued",
+                "",
+                "",
+                "",
+                0,
+                0.0,
+                0,
+                0,
+                time.time(),
+            )
             record = replace(record, collection=collection, size=stat.st_size, mtime=stat.st_mtime)
             work.append(_Work(record, content_hash))
         removals = []
@@ -292,8 +347,9 @@ class Indexer:
         for link in skipped:
             # Not a document: an id of the link's own (its target may be a document elsewhere).
             link_id = hashlib.sha1(f"link:{link.path}".encode()).hexdigest()[:20]
-            self._emit(job, DocumentStatus(link_id, str(link.path), job.collection, "skipped", link.reason,
-                                           link.message))
+            self._emit(
+                job, DocumentStatus(link_id, str(link.path), job.collection, "skipped", link.reason, link.message)
+            )
         # Every write is a new version of a LanceDB table, so states are written in batches: all
         # "queued" now, "done" and "failed" per embedding batch. Passing states (parsing, embedding)
         # are only announced; after a crash "queued" is what is left to resume.
@@ -310,9 +366,16 @@ class Indexer:
 
         def progress(force: bool = False) -> IndexProgress:
             now = time.perf_counter()
-            p = IndexProgress(total, counters["done"] + counters["failed"] + unchanged, counters["failed"],
-                              counters["chunks"], counters["pages"], now - start, counters["embed_s"],
-                              self.gate.paused)
+            p = IndexProgress(
+                total,
+                counters["done"] + counters["failed"] + unchanged,
+                counters["failed"],
+                counters["chunks"],
+                counters["pages"],
+                now - start,
+                counters["embed_s"],
+                self.gate.paused,
+            )
             job.last_progress = p
             if force or now - last_progress[0] >= _PROGRESS_INTERVAL_S:
                 last_progress[0] = now
@@ -320,8 +383,9 @@ class Indexer:
             return p
 
         ready: queue.Queue[_Work | None] = queue.Queue(maxsize=8)
-        producer = threading.Thread(target=self._produce, args=(job, work, ready), name="locus-index-parse",
-                                    daemon=True)
+        producer = threading.Thread(
+            target=self._produce, args=(job, work, ready), name="locus-index-parse", daemon=True
+        )
         producer.start()
         pending: list[_Work] = []
         finished_producing = False
@@ -360,21 +424,29 @@ class Indexer:
         if counters["done"] or removals:
             self._maintain(purge=bool(removals))
         final = progress(force=True)
-        return IndexFinished(final, counters["done"], unchanged, counters["failed"], len(removals),
-                             job.cancel_event.is_set(), len(skipped))
+        return IndexFinished(
+            final,
+            counters["done"],
+            unchanged,
+            counters["failed"],
+            len(removals),
+            job.cancel_event.is_set(),
+            len(skipped),
+        )
 
     def _maintain(self, *, purge: bool = False) -> None:
         """After a job that wrote: fold new rows into the indexes, compact, build the ANN index once it pays;
         after one that removed documents, also rewrite the tables so nothing of them stays on disk."""
         try:
             self.store.purge() if purge else self.store.optimize()
-        except Exception:  # noqa: BLE001 - searches still work on an unoptimised table
+        except Exception:
             log.exception("optimising the document index failed")
 
     def _produce(self, job: IndexJob, work: list[_Work], ready: queue.Queue) -> None:
         """Parse (in worker processes) and chunk, handing documents to the embedder as they finish."""
         by_path = {w.record.path: w for w in work}
         try:
+
             def started(path: str) -> None:
                 self.gate.wait(job.cancel_event)  # paused: the next file waits (a parser thread blocks here)
                 item = by_path.get(path)
@@ -392,13 +464,14 @@ class Indexer:
                         try:
                             item.chunks = self.chunker.chunk(outcome.document)
                         except Exception as exc:  # noqa: BLE001 - one bad document must not stop the rest
-                            item.error = DocumentError(f"'{Path(item.record.path).name}' could not be split "
-                                                       "into passages.", detail=repr(exc))
+                            item.error = DocumentError(
+                                f"'{Path(item.record.path).name}' could not be split into passages.", detail=repr(exc)
+                            )
                         if not item.chunks and item.error is None:
                             item.error = EmptyDocument(f"'{Path(item.record.path).name}' has no text to index.")
                     item.span.add_event("parsed", {"chunks": len(item.chunks)})
                     ready.put(item)
-        except BaseException as exc:  # noqa: BLE001 - the parse pool itself failed: fail what is left
+        except BaseException as exc:
             log.exception("parse stage failed")
             for item in by_path.values():
                 item.error = DocumentError("The document parser could not run.", detail=repr(exc))
@@ -416,16 +489,32 @@ class Indexer:
         for item in items:
             error = item.error
             if isinstance(error, IndexingCancelled):
-                records.append(replace(item.record, status="cancelled", reason="cancelled", message=error.message,
-                                       updated_at=time.time()))
+                records.append(
+                    replace(
+                        item.record,
+                        status="cancelled",
+                        reason="cancelled",
+                        message=error.message,
+                        updated_at=time.time(),
+                    )
+                )
                 continue
             if item.record.content_hash:
                 stale.append(item.record.doc_id)  # a changed file that now fails has no valid chunks
-            records.append(replace(item.record, status="failed", reason=getattr(error, "status", "") or "failed",
-                                   message=error.user_text(), content_hash="", n_chunks=0, updated_at=time.time()))
+            records.append(
+                replace(
+                    item.record,
+                    status="failed",
+                    reason=getattr(error, "status", "") or "failed",
+                    message=error.user_text(),
+                    content_hash="",
+                    n_chunks=0,
+                    updated_at=time.time(),
+                )
+            )
         self.store.replace_chunks_many(stale, [])
         self.store.upsert_documents(records)
-        for item, record in zip(items, records):
+        for item, record in zip(items, records, strict=True):
             self._announce(job, record)
             spans.finish_index_file(item.span, record, error=item.error)
         return sum(1 for r in records if r.status == "failed")
@@ -448,9 +537,18 @@ class Indexer:
         self.store.replace_chunks_many([item.record.doc_id for item in batch], rows)
         for item in batch:
             doc = item.document
-            item.record = replace(item.record, status="done", title=doc.title or Path(doc.path).name, kind=doc.kind,
-                                  content_hash=item.content_hash, n_chunks=len(item.chunks), pages=doc.pages or 0,
-                                  reason="", message="", updated_at=time.time())
+            item.record = replace(
+                item.record,
+                status="done",
+                title=doc.title or Path(doc.path).name,
+                kind=doc.kind,
+                content_hash=item.content_hash,
+                n_chunks=len(item.chunks),
+                pages=doc.pages or 0,
+                reason="",
+                message="",
+                updated_at=time.time(),
+            )
         self.store.upsert_documents([item.record for item in batch])
         for item in batch:
             self._announce(job, item.record)
@@ -470,10 +568,19 @@ def _row(item: _Work, doc: LoadedDocument, chunk: Chunk, vector) -> dict:
     record = item.record
     return {
         "chunk_id": f"{record.doc_id}-{item.content_hash[:10]}-{chunk.index}",
-        "doc_id": record.doc_id, "collection": record.collection, "path": record.path,
-        "title": doc.title or Path(doc.path).name, "kind": doc.kind, "chunk_index": chunk.index,
-        "text": chunk.text, "n_tokens": chunk.n_tokens, "page": chunk.page, "line_start": chunk.line_start,
-        "line_end": chunk.line_end, "heading": chunk.heading, "vector": vector.tolist(),
+        "doc_id": record.doc_id,
+        "collection": record.collection,
+        "path": record.path,
+        "title": doc.title or Path(doc.path).name,
+        "kind": doc.kind,
+        "chunk_index": chunk.index,
+        "text": chunk.text,
+        "n_tokens": chunk.n_tokens,
+        "page": chunk.page,
+        "line_start": chunk.line_start,
+        "line_end": chunk.line_end,
+        "heading": chunk.heading,
+        "vector": vector.tolist(),
     }
 
 

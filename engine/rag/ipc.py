@@ -60,12 +60,12 @@ def read_message(stream: BinaryIO):
 
 # What `python -I -c` runs: the parent's path (from WorkerProcess), then the module as __main__,
 # as `-m` would, but without the working directory in front.
-_BOOTSTRAP = """\
+_BOOTSTRAP = f"""\
 import json, os, runpy, sys
-parent = json.loads(os.environ.pop(%r, "[]"))
+parent = json.loads(os.environ.pop({_PATH_ENV!r}, "[]"))
 sys.path[:] = parent + [p for p in sys.path if p not in parent]
 runpy.run_module(sys.argv.pop(1), run_name="__main__", alter_sys=True)
-""" % _PATH_ENV
+"""
 
 
 def command_for(module: str, frozen_flag: str) -> list[str]:
@@ -166,9 +166,9 @@ class WorkerProcess:
             env[_NICE_ENV] = str(nice)
         if oom_score_adj:
             env[_OOM_ENV] = str(oom_score_adj)
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-                                        cwd=worker_folder(),
-                                        start_new_session=True)  # the terminal's Ctrl-C is for the parent
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=worker_folder(), start_new_session=True
+        )  # the terminal's Ctrl-C is for the parent
         self.replies: queue.Queue = queue.Queue()
         self._reader = threading.Thread(target=self._read_replies, name="locus-worker-reply", daemon=True)
         self._reader.start()

@@ -74,13 +74,19 @@ def worker_command() -> list[str]:
 def too_much_memory(name: str, limit_mb: int, detail: str, *, killed: bool = False) -> TooMuchMemory:
     """The error for a file whose reading outgrew the parser's memory limit (``killed``: or the memory the
     system had left, when its out-of-memory killer stopped the parser first)."""
-    message = (f"Reading '{name}' was stopped by the system, most likely because the computer ran out of memory; "
-               "it was given up." if killed else
-               f"Reading '{name}' needed more than {limit_mb} MB of memory, the most one file may use, so it was "
-               "given up.")
-    return TooMuchMemory(message, detail=detail,
-                         hint="The file is far larger inside than on disk (a decompression bomb, or an enormous "
-                              "document); split it, or save it as plain text and index that.")
+    message = (
+        f"Reading '{name}' was stopped by the system, most likely because the computer ran out of memory; "
+        "it was given up."
+        if killed
+        else f"Reading '{name}' needed more than {limit_mb} MB of memory, the most one file may use, so it was "
+        "given up."
+    )
+    return TooMuchMemory(
+        message,
+        detail=detail,
+        hint="The file is far larger inside than on disk (a decompression bomb, or an enormous "
+        "document); split it, or save it as plain text and index that.",
+    )
 
 
 def worker_main(loader_spec: str, max_bytes: int, memory_limit_mb: int = 0) -> None:
@@ -108,12 +114,14 @@ def worker_main(loader_spec: str, max_bytes: int, memory_limit_mb: int = 0) -> N
             # parser's frames, which hold whatever filled the memory.
             out_of_memory = True
         except Exception as exc:  # noqa: BLE001 - any parser failure is this file's problem only
-            reply = ("error", CorruptDocument(f"'{label}' could not be read.",
-                                              detail=f"{type(exc).__name__}: {exc}"[:300]))
+            reply = (
+                "error",
+                CorruptDocument(f"'{label}' could not be read.", detail=f"{type(exc).__name__}: {exc}"[:300]),
+            )
         if out_of_memory:
             reply = ("error", too_much_memory(label, memory_limit_mb, limit_detail))
 
-        def unsendable(exc: BaseException):
+        def unsendable(exc: BaseException, label: str = label):
             if isinstance(exc, MemoryError):  # a document under the limit whose pickled copy is not
                 return "error", too_much_memory(label, memory_limit_mb, limit_detail + ", sending the text")
             return "error", CorruptDocument(f"'{label}' could not be read.", detail=repr(exc)[:300])
@@ -123,8 +131,9 @@ def worker_main(loader_spec: str, max_bytes: int, memory_limit_mb: int = 0) -> N
 
 
 def _start_worker(loader_spec: str, max_bytes: int, memory_limit_mb: int) -> WorkerProcess:
-    return WorkerProcess([*worker_command(), loader_spec, str(max_bytes), str(memory_limit_mb)], nice=5,
-                         oom_score_adj=OOM_SCORE_ADJ)
+    return WorkerProcess(
+        [*worker_command(), loader_spec, str(max_bytes), str(memory_limit_mb)], nice=5, oom_score_adj=OOM_SCORE_ADJ
+    )
 
 
 class _Stopped(Exception):
@@ -139,8 +148,14 @@ class ParsePool:
     it at loaders that hang or crash on purpose. Use as a context manager, or call close().
     """
 
-    def __init__(self, workers: int = 1, timeout_s: float = 60.0, max_bytes: int = 200 * 2**20,
-                 loader: str = DEFAULT_LOADER, memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB):
+    def __init__(
+        self,
+        workers: int = 1,
+        timeout_s: float = 60.0,
+        max_bytes: int = 200 * 2**20,
+        loader: str = DEFAULT_LOADER,
+        memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB,
+    ):
         self.workers = max(1, workers)
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
@@ -213,8 +228,10 @@ class ParsePool:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 self._bury(worker)
-                error = ParseTimeout(f"'{name}' took longer than {self.timeout_s:g} s to read and was given up.",
-                                     hint="The file may be malformed, or very large; try it on its own.")
+                error = ParseTimeout(
+                    f"'{name}' took longer than {self.timeout_s:g} s to read and was given up.",
+                    hint="The file may be malformed, or very large; try it on its own.",
+                )
                 return ParseOutcome(path, None, error, time.perf_counter() - start)
             if cancelled() or self._closed:
                 self._bury(worker)
@@ -229,11 +246,14 @@ class ParsePool:
                 how = worker.exit_status()
                 self._bury(worker)
                 if "SIGKILL" in how:  # not ours (we stop reading first): the kernel's out-of-memory killer
-                    error = too_much_memory(name, self.memory_limit_mb, f"the parser process ended with {how}",
-                                            killed=True)
+                    error = too_much_memory(
+                        name, self.memory_limit_mb, f"the parser process ended with {how}", killed=True
+                    )
                 else:
-                    error = ParserCrashed(f"Reading '{name}' crashed the document parser; the file is probably "
-                                          "malformed.", detail=f"the parser process ended with {how}")
+                    error = ParserCrashed(
+                        f"Reading '{name}' crashed the document parser; the file is probably malformed.",
+                        detail=f"the parser process ended with {how}",
+                    )
                 return ParseOutcome(path, None, error, time.perf_counter() - start)
             kind, value = reply
             if isinstance(value, TooMuchMemory):
@@ -245,8 +265,12 @@ class ParsePool:
                 return ParseOutcome(path, value, None, elapsed)
             return ParseOutcome(path, None, value, elapsed)
 
-    def parse_many(self, paths: Iterable[str | Path], cancel: threading.Event | None = None,
-                   on_start: Callable[[str], None] | None = None) -> Iterator[ParseOutcome]:
+    def parse_many(
+        self,
+        paths: Iterable[str | Path],
+        cancel: threading.Event | None = None,
+        on_start: Callable[[str], None] | None = None,
+    ) -> Iterator[ParseOutcome]:
         """Outcomes as files finish, up to ``workers`` at a time; ``on_start(path)`` as each begins.
 
         Every path gets exactly one outcome, unless ``cancel`` is set (or the pool closed, or the
@@ -274,13 +298,15 @@ class ParsePool:
                     results.put(self._parse(path, time.perf_counter(), stopped))
             except _Stopped:
                 pass
-            except Exception:  # noqa: BLE001 - e.g. a worker that cannot start; the caller sees missing outcomes
+            except Exception:
                 log.exception("document parser thread failed")
             finally:
                 results.put(None)
 
-        threads = [threading.Thread(target=run, name="locus-parse", daemon=True)
-                   for _ in range(min(self.workers, max(1, len(pending))))]
+        threads = [
+            threading.Thread(target=run, name="locus-parse", daemon=True)
+            for _ in range(min(self.workers, max(1, len(pending))))
+        ]
         for thread in threads:
             thread.start()
         running = len(threads)

@@ -7,6 +7,7 @@ interactive thread. Call ``open`` from a background thread.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from engine.errors import EngineError, InvalidRequestError, NotFoundError
 from engine.rag.chunk import Chunker
 from engine.rag.cite import Citation, cite
 from engine.rag.embed import Embedder, declared_dim
-from engine.rag.indexer import DocumentStatus, IndexEvent, Indexer, IndexJob, default_parse_workers
+from engine.rag.indexer import DocumentStatus, Indexer, IndexEvent, IndexJob, default_parse_workers
 from engine.rag.retrieve import Retrieval, _join_overlapping, retrieve
 from engine.rag.store import DEFAULT_COLLECTION, DocumentRecord, DocumentStore
 
@@ -29,10 +30,19 @@ log = logging.getLogger(__name__)
 class DocumentLibrary:
     """Indexed documents in collections, searchable for questions."""
 
-    def __init__(self, index_dir: str | Path, embedder_path: str | Path, embedder_name: str, *,
-                 parse_workers: int | None = None, parse_timeout_s: float = 60.0,
-                 watch_interval_s: float = 30.0, on_event: Callable[[IndexEvent], None] | None = None,
-                 tracing=None, traces=None):
+    def __init__(
+        self,
+        index_dir: str | Path,
+        embedder_path: str | Path,
+        embedder_name: str,
+        *,
+        parse_workers: int | None = None,
+        parse_timeout_s: float = 60.0,
+        watch_interval_s: float = 30.0,
+        on_event: Callable[[IndexEvent], None] | None = None,
+        tracing=None,
+        traces=None,
+    ):
         self.index_dir = Path(index_dir)
         # The local trace store: a removed document's passages go from it too (see _on_index_event).
         self.traces = traces
@@ -42,21 +52,33 @@ class DocumentLibrary:
         self.embedder = Embedder(embedder_path, embedder_name)
         dim = declared_dim(embedder_path)
         if dim is None:
-            raise EngineError(f"The embedding model at '{embedder_path}' does not say its dimension.",
-                              hint="Choose a sentence-transformers model folder.")
+            raise EngineError(
+                f"The embedding model at '{embedder_path}' does not say its dimension.",
+                hint="Choose a sentence-transformers model folder.",
+            )
         self.store = DocumentStore(self.index_dir, embedder_name, dim)
         self.chunker = Chunker(self.embedder.tokenizer_file, max_tokens=200, overlap_tokens=32)
-        self.indexer = Indexer(self.store, self.embedder, self.chunker,
-                               parse_workers=parse_workers or default_parse_workers(),
-                               parse_timeout_s=parse_timeout_s, on_event=self._on_index_event, tracing=tracing)
+        self.indexer = Indexer(
+            self.store,
+            self.embedder,
+            self.chunker,
+            parse_workers=parse_workers or default_parse_workers(),
+            parse_timeout_s=parse_timeout_s,
+            on_event=self._on_index_event,
+            tracing=tracing,
+        )
         self.watch_interval_s = watch_interval_s
         self._watch_stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
     # Indexing ----------------------------------------------------------------------
 
-    def index(self, paths: Iterable[str | Path], collection: str = DEFAULT_COLLECTION,
-              on_event: Callable[[IndexEvent], None] | None = None) -> IndexJob:
+    def index(
+        self,
+        paths: Iterable[str | Path],
+        collection: str = DEFAULT_COLLECTION,
+        on_event: Callable[[IndexEvent], None] | None = None,
+    ) -> IndexJob:
         return self.indexer.index(paths, collection, on_event=on_event)
 
     def reindex(self, doc_ids: Iterable[str], on_event=None) -> IndexJob:
@@ -82,8 +104,11 @@ class DocumentLibrary:
             else:
                 with self._traces_lock:
                     self._traces_removed[event.doc_id] = self._traces_removed.get(event.doc_id, 0) + removed
-                event = replace(event, message=f"Removed {Path(event.path).name} and {removed} "
-                                               f"trace{'' if removed == 1 else 's'} that quoted it.")
+                event = replace(
+                    event,
+                    message=f"Removed {Path(event.path).name} and {removed} "
+                    f"trace{'' if removed == 1 else 's'} that quoted it.",
+                )
         if self._on_event is not None:
             self._on_event(event)
 
@@ -123,14 +148,17 @@ class DocumentLibrary:
         """An indexed document's text, rebuilt from its stored chunks in order (their overlap removed)."""
         record = self.find(path_or_id)
         if record is None:
-            raise NotFoundError(f"No indexed document is '{path_or_id}'.",
-                                hint="Give the path or id of a document in the index (the Documents panel "
-                                     "lists them, as does 'locus docs list').")
+            raise NotFoundError(
+                f"No indexed document is '{path_or_id}'.",
+                hint="Give the path or id of a document in the index (the Documents panel "
+                "lists them, as does 'locus docs list').",
+            )
         rows = self.store.chunk_rows(record.doc_id)
         if not rows:
             why = f" ({record.reason or record.status})" if record.status != "done" else ""
-            raise InvalidRequestError(f"'{record.title or record.path}' has no indexed text{why}.",
-                                      hint="Index it again once it can be read.")
+            raise InvalidRequestError(
+                f"'{record.title or record.path}' has no indexed text{why}.", hint="Index it again once it can be read."
+            )
         return record, _rebuild_text(rows)
 
     def collection_text(self, name: str) -> list[tuple[DocumentRecord, str]]:
@@ -138,8 +166,10 @@ class DocumentLibrary:
         records = self.documents(name)
         if not records:
             known = self.collections()
-            raise NotFoundError(f"There is no document collection '{name}'.",
-                                hint=f"Collections: {', '.join(known)}." if known else "Nothing is indexed yet.")
+            raise NotFoundError(
+                f"There is no document collection '{name}'.",
+                hint=f"Collections: {', '.join(known)}." if known else "Nothing is indexed yet.",
+            )
         out = []
         for record in records:
             try:
@@ -182,8 +212,7 @@ class DocumentLibrary:
         """Re-index watched folders whenever their files change (checked every watch_interval_s)."""
         if self._watcher is not None and self._watcher.is_alive():
             return
-        self._watcher = threading.Thread(target=self._watch_loop, args=(on_event,), name="locus-watcher",
-                                         daemon=True)
+        self._watcher = threading.Thread(target=self._watch_loop, args=(on_event,), name="locus-watcher", daemon=True)
         self._watcher.start()
 
     def _watch_loop(self, on_event) -> None:
@@ -202,10 +231,23 @@ class DocumentLibrary:
 
     # Questions ---------------------------------------------------------------------
 
-    def retrieve(self, query: str, collections: list[str] | None, count_tokens: Callable[[str], int],
-                 token_budget: int, **options) -> Retrieval:
-        return retrieve(self.store, self.embedder, query, collections=collections, count_tokens=count_tokens,
-                        token_budget=token_budget, **options)
+    def retrieve(
+        self,
+        query: str,
+        collections: list[str] | None,
+        count_tokens: Callable[[str], int],
+        token_budget: int,
+        **options,
+    ) -> Retrieval:
+        return retrieve(
+            self.store,
+            self.embedder,
+            query,
+            collections=collections,
+            count_tokens=count_tokens,
+            token_budget=token_budget,
+            **options,
+        )
 
     def cite(self, answer: str, retrieval: Retrieval) -> list[Citation]:
         return cite(answer, retrieval.passages, embed=self.embedder.embed)
@@ -222,11 +264,11 @@ def _rebuild_text(rows: list[dict]) -> str:
     overlap, so that a header repeated on every page is not mistaken for it."""
     rows = sorted(rows, key=lambda r: r["chunk_index"])
     pieces = [rows[0]["text"]]
-    for previous, row in zip(rows, rows[1:]):
+    for previous, row in itertools.pairwise(rows):
         if _same_section(previous, row):
             joined = _join_overlapping(previous["text"], row["text"])
             if joined != previous["text"] + "\n" + row["text"]:
-                pieces.append(joined[len(previous["text"]):])
+                pieces.append(joined[len(previous["text"]) :])
                 continue
         pieces.append("\n\n" + row["text"])
     return "".join(pieces)

@@ -58,20 +58,40 @@ def job_limit_structure():
     dword = ctypes.c_uint32
 
     class BasicLimits(ctypes.Structure):  # JOBOBJECT_BASIC_LIMIT_INFORMATION
-        _fields_ = [("PerProcessUserTimeLimit", ctypes.c_int64), ("PerJobUserTimeLimit", ctypes.c_int64),
-                    ("LimitFlags", dword), ("MinimumWorkingSetSize", ctypes.c_size_t),
-                    ("MaximumWorkingSetSize", ctypes.c_size_t), ("ActiveProcessLimit", dword),
-                    ("Affinity", ctypes.c_size_t), ("PriorityClass", dword), ("SchedulingClass", dword)]
+        _fields_ = [
+            ("PerProcessUserTimeLimit", ctypes.c_int64),
+            ("PerJobUserTimeLimit", ctypes.c_int64),
+            ("LimitFlags", dword),
+            ("MinimumWorkingSetSize", ctypes.c_size_t),
+            ("MaximumWorkingSetSize", ctypes.c_size_t),
+            ("ActiveProcessLimit", dword),
+            ("Affinity", ctypes.c_size_t),
+            ("PriorityClass", dword),
+            ("SchedulingClass", dword),
+        ]
 
     class IoCounters(ctypes.Structure):  # IO_COUNTERS
-        _fields_ = [(name, ctypes.c_uint64) for name in ("ReadOperationCount", "WriteOperationCount",
-                                                         "OtherOperationCount", "ReadTransferCount",
-                                                         "WriteTransferCount", "OtherTransferCount")]
+        _fields_ = [
+            (name, ctypes.c_uint64)
+            for name in (
+                "ReadOperationCount",
+                "WriteOperationCount",
+                "OtherOperationCount",
+                "ReadTransferCount",
+                "WriteTransferCount",
+                "OtherTransferCount",
+            )
+        ]
 
     class ExtendedLimits(ctypes.Structure):  # JOBOBJECT_EXTENDED_LIMIT_INFORMATION
-        _fields_ = [("BasicLimitInformation", BasicLimits), ("IoInfo", IoCounters),
-                    ("ProcessMemoryLimit", ctypes.c_size_t), ("JobMemoryLimit", ctypes.c_size_t),
-                    ("PeakProcessMemoryUsed", ctypes.c_size_t), ("PeakJobMemoryUsed", ctypes.c_size_t)]
+        _fields_ = [
+            ("BasicLimitInformation", BasicLimits),
+            ("IoInfo", IoCounters),
+            ("ProcessMemoryLimit", ctypes.c_size_t),
+            ("JobMemoryLimit", ctypes.c_size_t),
+            ("PeakProcessMemoryUsed", ctypes.c_size_t),
+            ("PeakJobMemoryUsed", ctypes.c_size_t),
+        ]
 
     return ExtendedLimits
 
@@ -95,8 +115,9 @@ def _join_limited_job(limit_bytes: int) -> None:
     limits = job_limit_structure()()
     limits.BasicLimitInformation.LimitFlags = job_object_limit_process_memory
     limits.ProcessMemoryLimit = limit_bytes
-    if not kernel32.SetInformationJobObject(job, job_object_extended_limit_information, ctypes.byref(limits),
-                                            ctypes.sizeof(limits)):
+    if not kernel32.SetInformationJobObject(
+        job, job_object_extended_limit_information, ctypes.byref(limits), ctypes.sizeof(limits)
+    ):
         raise ctypes.WinError(ctypes.get_last_error())
     if not kernel32.AssignProcessToJobObject(job, kernel32.GetCurrentProcess()):
         raise ctypes.WinError(ctypes.get_last_error())

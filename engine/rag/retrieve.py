@@ -43,8 +43,11 @@ class Passage:
         if self.page is not None:
             return f"page {self.page}"
         if self.line_start is not None:
-            return f"line {self.line_start}" if self.line_end in (None, self.line_start) else \
-                f"lines {self.line_start}–{self.line_end}"
+            return (
+                f"line {self.line_start}"
+                if self.line_end in (None, self.line_start)
+                else f"lines {self.line_start}–{self.line_end}"
+            )
         return ""
 
 
@@ -101,8 +104,9 @@ def retrieve(
     passages = _fit_budget(passages, count_tokens, token_budget, max_passages)
     timings["fuse"] = time.perf_counter() - t
     top = max((h.score for h in vector_hits), default=None)
-    return Retrieval(query, tuple(passages), len(vector_hits), len(text_hits), timings, qvec,
-                     float(top) if top is not None else None)
+    return Retrieval(
+        query, tuple(passages), len(vector_hits), len(text_hits), timings, qvec, float(top) if top is not None else None
+    )
 
 
 def _merge_adjacent(fused: list[tuple[ChunkHit, float]], similarity: dict[str, float]) -> list[Passage]:
@@ -131,9 +135,17 @@ def _passage(group: list[tuple[ChunkHit, float]], similarity: dict[str, float]) 
         text = _join_overlapping(text, hit.text)
     lines = [h.line_end for h, _ in group if h.line_end is not None]
     return Passage(
-        doc_id=first.doc_id, path=first.path, title=first.title, kind=first.kind, collection=first.collection,
-        page=first.page, line_start=first.line_start, line_end=max(lines) if lines else None,
-        heading=first.heading, text=text, score=max(s for _, s in group),
+        doc_id=first.doc_id,
+        path=first.path,
+        title=first.title,
+        kind=first.kind,
+        collection=first.collection,
+        page=first.page,
+        line_start=first.line_start,
+        line_end=max(lines) if lines else None,
+        heading=first.heading,
+        text=text,
+        score=max(s for _, s in group),
         chunk_ids=tuple(h.chunk_id for h, _ in group),
         similarity=max((similarity.get(h.chunk_id, 0.0) for h, _ in group), default=0.0),
     )
@@ -147,8 +159,9 @@ def _join_overlapping(left: str, right: str) -> str:
     return left + "\n" + right
 
 
-def _fit_budget(passages: list[Passage], count_tokens: Callable[[str], int], budget: int,
-                max_passages: int) -> list[Passage]:
+def _fit_budget(
+    passages: list[Passage], count_tokens: Callable[[str], int], budget: int, max_passages: int
+) -> list[Passage]:
     kept, used = [], 0
     for passage in passages:
         if len(kept) == max_passages:

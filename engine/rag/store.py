@@ -106,21 +106,45 @@ def sql_str(value: str) -> str:
 
 
 def _documents_schema() -> pa.Schema:
-    return pa.schema([
-        ("doc_id", pa.string()), ("path", pa.string()), ("collection", pa.string()), ("title", pa.string()),
-        ("kind", pa.string()), ("status", pa.string()), ("reason", pa.string()), ("message", pa.string()),
-        ("content_hash", pa.string()), ("size", pa.int64()), ("mtime", pa.float64()), ("n_chunks", pa.int32()),
-        ("pages", pa.int32()), ("updated_at", pa.float64()),
-    ])
+    return pa.schema(
+        [
+            ("doc_id", pa.string()),
+            ("path", pa.string()),
+            ("collection", pa.string()),
+            ("title", pa.string()),
+            ("kind", pa.string()),
+            ("status", pa.string()),
+            ("reason", pa.string()),
+            ("message", pa.string()),
+            ("content_hash", pa.string()),
+            ("size", pa.int64()),
+            ("mtime", pa.float64()),
+            ("n_chunks", pa.int32()),
+            ("pages", pa.int32()),
+            ("updated_at", pa.float64()),
+        ]
+    )
 
 
 def _chunks_schema(dim: int) -> pa.Schema:
-    return pa.schema([
-        ("chunk_id", pa.string()), ("doc_id", pa.string()), ("collection", pa.string()), ("path", pa.string()),
-        ("title", pa.string()), ("kind", pa.string()), ("chunk_index", pa.int32()), ("text", pa.string()),
-        ("n_tokens", pa.int32()), ("page", pa.int32()), ("line_start", pa.int32()), ("line_end", pa.int32()),
-        ("heading", pa.string()), ("vector", pa.list_(pa.float32(), dim)),
-    ])
+    return pa.schema(
+        [
+            ("chunk_id", pa.string()),
+            ("doc_id", pa.string()),
+            ("collection", pa.string()),
+            ("path", pa.string()),
+            ("title", pa.string()),
+            ("kind", pa.string()),
+            ("chunk_index", pa.int32()),
+            ("text", pa.string()),
+            ("n_tokens", pa.int32()),
+            ("page", pa.int32()),
+            ("line_start", pa.int32()),
+            ("line_end", pa.int32()),
+            ("heading", pa.string()),
+            ("vector", pa.list_(pa.float32(), dim)),
+        ]
+    )
 
 
 class DocumentStore:
@@ -156,12 +180,13 @@ class DocumentStore:
                     f"({recorded.get('dim')} dimensions), but the embedding model is now {self.embedder_name} "
                     f"({self.dim} dimensions).",
                     hint="Vectors from two models cannot be mixed: re-index (the window offers it, or run "
-                         "'locus docs rebuild').",
+                    "'locus docs rebuild').",
                 )
             return
         tmp = meta.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"embedder": self.embedder_name, "dim": self.dim, "created": time.time()}),
-                       encoding="utf-8")
+        tmp.write_text(
+            json.dumps({"embedder": self.embedder_name, "dim": self.dim, "created": time.time()}), encoding="utf-8"
+        )
         os.replace(tmp, meta)
 
     def _open(self, name: str, schema: pa.Schema):
@@ -181,8 +206,12 @@ class DocumentStore:
             return
         rows = pa.Table.from_pylist([r.__dict__ for r in records], schema=_documents_schema())
         with self._lock:
-            (self.documents.merge_insert("doc_id").when_matched_update_all().when_not_matched_insert_all()
-             .execute(rows))
+            (
+                self.documents.merge_insert("doc_id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute(rows)
+            )
         self._note_change()
 
     def document(self, doc_id: str) -> DocumentRecord | None:
@@ -214,8 +243,13 @@ class DocumentStore:
                 self.chunks.delete(which)
                 return
             table = pa.Table.from_pylist(rows, schema=_chunks_schema(self.dim))
-            (self.chunks.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
-             .when_not_matched_by_source_delete(which).execute(table))
+            (
+                self.chunks.merge_insert("chunk_id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .when_not_matched_by_source_delete(which)
+                .execute(table)
+            )
             self.ensure_text_index()
 
     def ensure_text_index(self) -> None:
@@ -283,15 +317,18 @@ class DocumentStore:
             by_doc.setdefault(row["doc_id"], []).append(row["chunk_id"])
         rng = np.random.default_rng(seed)
         docs = sorted(by_doc)
-        queues = [[by_doc[docs[d]][i] for i in rng.permutation(len(by_doc[docs[d]]))]
-                  for d in rng.permutation(len(docs))]
+        queues = [
+            [by_doc[docs[d]][i] for i in rng.permutation(len(by_doc[docs[d]]))] for d in rng.permutation(len(docs))
+        ]
         # First chunk of every document, then the second of every document, ...
         chosen = [c for _, _, c in sorted((i, d, c) for d, q in enumerate(queues) for i, c in enumerate(q))][:n]
         if not chosen:
             return []
         where = f"chunk_id IN ({', '.join(sql_str(c) for c in chosen)})"
-        texts = {r["chunk_id"]: (r["doc_id"], r["text"]) for r in
-                 self.chunks.search().where(where).select(["chunk_id", "doc_id", "text"]).limit(None).to_list()}
+        texts = {
+            r["chunk_id"]: (r["doc_id"], r["text"])
+            for r in self.chunks.search().where(where).select(["chunk_id", "doc_id", "text"]).limit(None).to_list()
+        }
         return [texts[c] for c in chosen if c in texts]
 
     def neighbours(self, doc_id: str, indices: list[int]) -> list[ChunkHit]:
@@ -308,8 +345,9 @@ class DocumentStore:
             return None
         return f"collection IN ({', '.join(sql_str(c) for c in collections)})"
 
-    def vector_search(self, vector: np.ndarray, k: int, collections: list[str] | None = None,
-                      *, nprobes: int = ANN_NPROBES) -> list[ChunkHit]:
+    def vector_search(
+        self, vector: np.ndarray, k: int, collections: list[str] | None = None, *, nprobes: int = ANN_NPROBES
+    ) -> list[ChunkHit]:
         query = self.chunks.search(vector.astype(np.float32), vector_column_name="vector").distance_type("cosine")
         where = self._collection_filter(collections)
         if where:
@@ -383,15 +421,26 @@ class DocumentStore:
         from lancedb.index import IvfFlat
 
         partitions = max(16, int(self.chunks.count_rows() ** 0.5))
-        self.chunks.create_index("vector", config=IvfFlat(distance_type="cosine", num_partitions=partitions),
-                                 replace=True)
+        self.chunks.create_index(
+            "vector", config=IvfFlat(distance_type="cosine", num_partitions=partitions), replace=True
+        )
 
 
 def _hit(row: dict, score: float) -> ChunkHit:
     vector = row.get("vector")
     return ChunkHit(
-        chunk_id=row["chunk_id"], doc_id=row["doc_id"], path=row["path"], title=row["title"], kind=row["kind"],
-        collection=row["collection"], chunk_index=row["chunk_index"], text=row["text"], page=row["page"],
-        line_start=row["line_start"], line_end=row["line_end"], heading=row["heading"], score=score,
+        chunk_id=row["chunk_id"],
+        doc_id=row["doc_id"],
+        path=row["path"],
+        title=row["title"],
+        kind=row["kind"],
+        collection=row["collection"],
+        chunk_index=row["chunk_index"],
+        text=row["text"],
+        page=row["page"],
+        line_start=row["line_start"],
+        line_end=row["line_end"],
+        heading=row["heading"],
+        score=score,
         vector=np.asarray(vector, dtype=np.float32) if vector is not None else None,
     )

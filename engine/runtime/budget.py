@@ -56,7 +56,7 @@ def fit_prompt(
 ) -> FittedPrompt:
     """Tokens of the longest suffix of the conversation that fits in ``budget`` tokens."""
     system = [messages[0]] if messages and messages[0].role == "system" else []
-    body = list(messages[len(system):])
+    body = list(messages[len(system) :])
     last = len(body) - 1
     start = _turn_start(body, min(max(start, 0), last))
 
@@ -71,7 +71,7 @@ def fit_prompt(
     lo, hi, best = 0, len(starts) - 1, None
     while lo <= hi:
         mid = (lo + hi) // 2
-        candidate = encode(system + body[starts[mid]:])
+        candidate = encode(system + body[starts[mid] :])
         if len(candidate) <= target:
             best, hi = (starts[mid], candidate), mid - 1
         else:

@@ -23,11 +23,38 @@ from engine.errors import InvalidRequestError
 from engine.runtime.grammar_check import limits_problem
 
 # Keywords that do not constrain values, and those the converter turns into grammar.
-_ANNOTATIONS = {"title", "description", "$schema", "$id", "$comment", "default", "examples", "deprecated",
-                "readOnly", "writeOnly", "$defs", "definitions"}
+_ANNOTATIONS = {
+    "title",
+    "description",
+    "$schema",
+    "$id",
+    "$comment",
+    "default",
+    "examples",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "$defs",
+    "definitions",
+}
 _SUPPORTED = _ANNOTATIONS | {
-    "type", "properties", "required", "additionalProperties", "items", "prefixItems", "minItems",
-    "maxItems", "enum", "const", "anyOf", "allOf", "$ref", "pattern", "minLength", "maxLength", "format",
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "prefixItems",
+    "minItems",
+    "maxItems",
+    "enum",
+    "const",
+    "anyOf",
+    "allOf",
+    "$ref",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "format",
 }
 _HINTS = {
     "oneOf": "Use 'anyOf' (guided output cannot make the choices exclusive)",
@@ -47,14 +74,15 @@ def check_schema(schema: object) -> dict:
     import jsonschema
 
     if not isinstance(schema, dict):
-        raise InvalidRequestError("A JSON schema must be a JSON object, like {\"type\": \"object\", ...}.")
+        raise InvalidRequestError('A JSON schema must be a JSON object, like {"type": "object", ...}.')
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
         _check_supported(schema, "")
     except jsonschema.SchemaError as exc:
         where = "/".join(str(p) for p in exc.absolute_path)
-        raise InvalidRequestError(f"The JSON schema is not valid{f' at /{where}' if where else ''}: "
-                                  f"{exc.message}.") from exc
+        raise InvalidRequestError(
+            f"The JSON schema is not valid{f' at /{where}' if where else ''}: {exc.message}."
+        ) from exc
     except RecursionError:
         raise InvalidRequestError("The JSON schema is nested too deeply to be used.") from None
     return schema
@@ -63,29 +91,41 @@ def check_schema(schema: object) -> dict:
 def _check_supported(node: object, where: str) -> None:
     if not isinstance(node, dict):
         if isinstance(node, bool):
-            raise InvalidRequestError(f"The JSON schema uses a true/false schema at {where or '/'}, "
-                                      "which guided output does not support.", hint="Write it as an object schema.")
+            raise InvalidRequestError(
+                f"The JSON schema uses a true/false schema at {where or '/'}, which guided output does not support.",
+                hint="Write it as an object schema.",
+            )
         return
     for key in node:
         if key not in _SUPPORTED:
             raise InvalidRequestError(
                 f"The JSON schema uses '{key}' at {where or '/'}, which guided output does not support.",
-                hint=(_HINTS.get(key) or "Remove it") + ".")
+                hint=(_HINTS.get(key) or "Remove it") + ".",
+            )
     if "pattern" in node and ("minLength" in node or "maxLength" in node):
-        raise InvalidRequestError(f"The JSON schema combines 'pattern' with a length limit at {where or '/'}.",
-                                  hint="Put the length into the pattern, e.g. ^[a-z]{1,8}$.")
-    if "allOf" in node and not all(isinstance(c, dict) and ("properties" in c or "$ref" in c or "anyOf" in c)
-                                   for c in node["allOf"]):
-        raise InvalidRequestError(f"The JSON schema uses 'allOf' at {where or '/'} with a part that is not "
-                                  "an object with 'properties'.", hint="Guided output only merges object schemas.")
+        raise InvalidRequestError(
+            f"The JSON schema combines 'pattern' with a length limit at {where or '/'}.",
+            hint="Put the length into the pattern, e.g. ^[a-z]{1,8}$.",
+        )
+    if "allOf" in node and not all(
+        isinstance(c, dict) and ("properties" in c or "$ref" in c or "anyOf" in c) for c in node["allOf"]
+    ):
+        raise InvalidRequestError(
+            f"The JSON schema uses 'allOf' at {where or '/'} with a part that is not an object with 'properties'.",
+            hint="Guided output only merges object schemas.",
+        )
     if isinstance(node.get("type"), list) and set(node) - _ANNOTATIONS - {"type"}:
-        raise InvalidRequestError(f"The JSON schema lists several types at {where or '/'} together with "
-                                  "other constraints.", hint="Write the choices with 'anyOf'.")
+        raise InvalidRequestError(
+            f"The JSON schema lists several types at {where or '/'} together with other constraints.",
+            hint="Write the choices with 'anyOf'.",
+        )
     described = node.get("properties", {})
     for name in node.get("required", []):
         if name not in described:
-            raise InvalidRequestError(f"The JSON schema requires '{name}' at {where or '/'} but does not "
-                                      "describe it under 'properties'.", hint=f"Add '{name}' to 'properties'.")
+            raise InvalidRequestError(
+                f"The JSON schema requires '{name}' at {where or '/'} but does not describe it under 'properties'.",
+                hint=f"Add '{name}' to 'properties'.",
+            )
     for key in ("properties", "$defs", "definitions"):
         for name, sub in node.get(key, {}).items():
             _check_supported(sub, f"{where}/{key}/{name}")
@@ -108,9 +148,10 @@ def schema_to_grammar(schema: dict) -> str:
         raise InvalidRequestError(f"The JSON schema cannot be used to guide generation: {exc}.") from exc
     problem = limits_problem(grammar)
     if problem:  # each place a maxLength or maxItems allows nests one level; each enum value adds text
-        raise InvalidRequestError(f"The JSON schema makes a grammar too large to guide generation: {problem}.",
-                                  hint="Use smaller 'maxLength' and 'maxItems' limits, shorter enums, or fewer "
-                                       "properties.")
+        raise InvalidRequestError(
+            f"The JSON schema makes a grammar too large to guide generation: {problem}.",
+            hint="Use smaller 'maxLength' and 'maxItems' limits, shorter enums, or fewer properties.",
+        )
     return grammar.replace(_LOOSE_CHAR, _STRICT_CHAR)
 
 
@@ -201,10 +242,10 @@ class Healing:
     def consume(self, piece: bytes) -> bytes:
         """Advance past a generated token; returns the part of it that is new text (not the prompt's)."""
         if piece.startswith(self.remaining):
-            new, self.remaining = piece[len(self.remaining):], b""
+            new, self.remaining = piece[len(self.remaining) :], b""
             return new
         if self.remaining.startswith(piece):
-            self.remaining = self.remaining[len(piece):]
+            self.remaining = self.remaining[len(piece) :]
             return b""
         self.remaining = b""  # unreachable while sampling is restricted to allowed(); stay readable
         return piece

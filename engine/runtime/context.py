@@ -87,8 +87,16 @@ class NativeContext:
     conversation can still use the whole window while several short ones run together.
     """
 
-    def __init__(self, model: NativeModel, *, n_ctx: int, n_threads: int, n_batch: int = 512, n_seq_max: int = 1,
-                 kv_unified: bool = True):
+    def __init__(
+        self,
+        model: NativeModel,
+        *,
+        n_ctx: int,
+        n_threads: int,
+        n_batch: int = 512,
+        n_seq_max: int = 1,
+        kv_unified: bool = True,
+    ):
         self.model = model
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
@@ -103,8 +111,7 @@ class NativeContext:
         ctx = llama_cpp.llama_init_from_model(model.model, params)
         if not ctx:
             raise ModelLoadError(
-                f"llama.cpp could not create a context of {n_ctx} tokens for this model; "
-                "try a smaller context size.",
+                f"llama.cpp could not create a context of {n_ctx} tokens for this model; try a smaller context size.",
                 detail=recent_errors(),
             )
         self.ctx = ctx
@@ -155,8 +162,9 @@ class NativeContext:
             if len(self._rows) > 4 * self.n_seq_max + 16:  # the buffer moved (it grew): forget old rows
                 self._rows.clear()
             n_vocab = self.model.n_vocab
-            row = self._rows[address] = np.frombuffer((ctypes.c_float * n_vocab).from_address(address),
-                                                      dtype=np.float32)
+            row = self._rows[address] = np.frombuffer(
+                (ctypes.c_float * n_vocab).from_address(address), dtype=np.float32
+            )
         return row
 
     def restrict_logits(self, allowed: Sequence[int], index: int = -1) -> None:

@@ -89,8 +89,10 @@ def check_limits(grammar: str) -> None:
     """InvalidRequestError naming the limit when the grammar is too large, too deep or has too many rules."""
     problem = limits_problem(grammar)
     if problem:
-        raise InvalidRequestError(f"The grammar cannot be used: {problem}.",
-                                  hint="Simplify the grammar (or the JSON schema it was made from).")
+        raise InvalidRequestError(
+            f"The grammar cannot be used: {problem}.",
+            hint="Simplify the grammar (or the JSON schema it was made from).",
+        )
 
 
 # Verdicts -------------------------------------------------------------------------------
@@ -164,8 +166,13 @@ class GrammarChecker:
                 return verdict
         problem = limits_problem(grammar)
         if problem:
-            return self._remember(key, Verdict(f"The grammar cannot be used: {problem}.",
-                                               hint="Simplify the grammar (or the JSON schema it was made from)."))
+            return self._remember(
+                key,
+                Verdict(
+                    f"The grammar cannot be used: {problem}.",
+                    hint="Simplify the grammar (or the JSON schema it was made from).",
+                ),
+            )
         return None
 
     def check(self, grammar: str, model_path: str) -> Verdict:
@@ -229,10 +236,11 @@ class GrammarChecker:
                 grammar, model_path, key = self._queue.pop(0)
             try:
                 verdict = self._remember(key, self._probe(grammar, model_path))
-            except Exception as exc:  # noqa: BLE001 - a bug here must fail these requests, not strand them
+            except Exception as exc:
                 log.exception("checking a grammar failed")
-                verdict = Verdict("The grammar could not be checked.", detail=f"{type(exc).__name__}: {exc}",
-                                  grammar_fault=False)
+                verdict = Verdict(
+                    "The grammar could not be checked.", detail=f"{type(exc).__name__}: {exc}", grammar_fault=False
+                )
             with self._lock:
                 callbacks = self._waiters.pop(key, [])
             _call_all(callbacks, verdict)
@@ -251,12 +259,21 @@ class GrammarChecker:
         env = dict(os.environ, CUDA_VISIBLE_DEVICES="", HIP_VISIBLE_DEVICES="")  # a vocabulary needs no GPU
         payload = json.dumps({"model": model_path, "grammar": grammar, "limit_s": self.timeout_s + 5})
         try:
-            process = subprocess.Popen(self._command or worker_command(), stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=_worker_folder(),
-                                       start_new_session=True)  # the terminal's Ctrl-C is for the parent
+            process = subprocess.Popen(
+                self._command or worker_command(),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                cwd=_worker_folder(),
+                start_new_session=True,
+            )  # the terminal's Ctrl-C is for the parent
         except OSError as exc:
-            return Verdict("The grammar could not be checked: the checking process did not start.",
-                           detail=str(exc), grammar_fault=False)
+            return Verdict(
+                "The grammar could not be checked: the checking process did not start.",
+                detail=str(exc),
+                grammar_fault=False,
+            )
         with self._lock:
             self._process = process
             stopped = self._closed
@@ -284,7 +301,7 @@ def _call_all(callbacks, verdict: Verdict) -> None:
     for done in callbacks:
         try:
             done(verdict)
-        except Exception:  # noqa: BLE001 - one waiter's bug must not strand the others
+        except Exception:
             log.exception("a grammar check's consumer failed")
 
 
@@ -317,25 +334,39 @@ def _read_verdict(out: bytes, err: bytes, code: int | None, timed_out: bool, tim
         why = "did not finish in time" if timed_out else f"ended with {_exit_status(code)}"
         if stage.get("stage") == "no_model":
             why = "could not read the model's vocabulary"
-        return Verdict(f"The grammar could not be checked: the checking process {why}.", detail=tail,
-                       grammar_fault=False)
+        return Verdict(
+            f"The grammar could not be checked: the checking process {why}.", detail=tail, grammar_fault=False
+        )
     if stage.get("stage") == "loaded":  # it started on the grammar and never came back
         if timed_out:
-            return Verdict(f"The grammar cannot be used: checking it took longer than {timeout_s:.0f} seconds.",
-                           hint="Simplify the grammar: fewer alternatives and repetitions.", detail=tail)
-        return Verdict("The grammar cannot be used: llama.cpp fails on it (the process trying it ended with "
-                       f"{_exit_status(code)}).", hint="Simplify the grammar.", detail=tail)
+            return Verdict(
+                f"The grammar cannot be used: checking it took longer than {timeout_s:.0f} seconds.",
+                hint="Simplify the grammar: fewer alternatives and repetitions.",
+                detail=tail,
+            )
+        return Verdict(
+            "The grammar cannot be used: llama.cpp fails on it (the process trying it ended with "
+            f"{_exit_status(code)}).",
+            hint="Simplify the grammar.",
+            detail=tail,
+        )
     if stage.get("stage") == "unparsable":
         found = _PARSE_ERROR.search(stderr)
         said = re.sub(r"\s+at$", "", found.group(1).strip()) if found else ""  # "at" + the rest of the grammar
         said = said[:120] + "…" if len(said) > 120 else said
-        reason = said or ("it uses left recursion, which llama.cpp does not support"
-                          if "left recursion" in stderr else "")
-        return Verdict(f"The grammar could not be parsed{': ' + reason if reason else ''}.",
-                       hint="Check it against llama.cpp's GBNF syntax; it needs a 'root' rule.", detail=tail)
+        reason = said or (
+            "it uses left recursion, which llama.cpp does not support" if "left recursion" in stderr else ""
+        )
+        return Verdict(
+            f"The grammar could not be parsed{': ' + reason if reason else ''}.",
+            hint="Check it against llama.cpp's GBNF syntax; it needs a 'root' rule.",
+            detail=tail,
+        )
     if stage.get("stage") == "checked" and not stage.get("allowed"):
-        return Verdict("The grammar allows no output: no token of this model can start an answer it accepts.",
-                       hint="Check the grammar's 'root' rule: it must match some text.")
+        return Verdict(
+            "The grammar allows no output: no token of this model can start an answer it accepts.",
+            hint="Check the grammar's 'root' rule: it must match some text.",
+        )
     return OK
 
 
@@ -358,8 +389,10 @@ def worker_command() -> list[str]:
     if getattr(sys, "frozen", False):
         return [sys.executable, WORKER_FLAG]
     root = str(Path(__file__).resolve().parents[2])  # the folder that holds this ``engine`` package
-    code = (f"import sys; sys.path.insert(0, {root!r}); "
-            "from engine.runtime.grammar_check import worker_main; sys.exit(worker_main())")
+    code = (
+        f"import sys; sys.path.insert(0, {root!r}); "
+        "from engine.runtime.grammar_check import worker_main; sys.exit(worker_main())"
+    )
     return [sys.executable, "-I", "-c", code]
 
 
@@ -389,8 +422,9 @@ def worker_main() -> int:
         replies.flush()
 
     result: list = []
-    thread = start_grammar_thread(lambda: result.append(_try_grammar(request["model"], request["grammar"], reply)),
-                                "grammar-probe")
+    thread = start_grammar_thread(
+        lambda: result.append(_try_grammar(request["model"], request["grammar"], reply)), "grammar-probe"
+    )
     thread.join()
     return 0 if result else 1
 

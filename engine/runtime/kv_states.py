@@ -120,7 +120,7 @@ class KvStateStore:
             return None
         try:
             if data is None:
-                data = self.buffer(state.nbytes)[:state.nbytes]
+                data = self.buffer(state.nbytes)[: state.nbytes]
                 with open(state.path, "rb") as file:
                     if file.readinto(memoryview(data)) != state.nbytes:
                         raise OSError(f"{state.path} is shorter than the state written to it")
@@ -183,8 +183,9 @@ class KvStateStore:
 
     def _trim_spares(self) -> None:
         """Spare buffers count against the RAM budget too: keep the largest that fit beside the states."""
-        while self._spare and (len(self._spare) > _SPARE_BUFFERS
-                               or self._ram_used + sum(len(b) for b in self._spare) > self.ram_bytes):
+        while self._spare and (
+            len(self._spare) > _SPARE_BUFFERS or self._ram_used + sum(len(b) for b in self._spare) > self.ram_bytes
+        ):
             self._spare.pop(0)
 
     def flush(self) -> None:
@@ -295,8 +296,9 @@ def _allocate(size: int) -> np.ndarray:
     populate = getattr(mmap, "MAP_POPULATE", 0)
     if size and populate:
         try:
-            return np.frombuffer(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate),
-                                 dtype=np.uint8)
+            return np.frombuffer(
+                mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate), dtype=np.uint8
+            )
         except OSError:
             pass
     return np.frombuffer(bytearray(size), dtype=np.uint8)

@@ -92,9 +92,7 @@ class NativeModel:
         self._progress_cb = None
         if progress is not None:
             # Kept on self: llama.cpp calls it during load, the ctypes object must outlive that.
-            self._progress_cb = llama_cpp.llama_progress_callback(
-                lambda fraction, _ud: bool(progress(float(fraction)))
-            )
+            self._progress_cb = llama_cpp.llama_progress_callback(lambda fraction, _ud: bool(progress(float(fraction))))
             params.progress_callback = self._progress_cb
         _recent_log.clear()
         model = llama_cpp.llama_model_load_from_file(self.path.encode("utf-8"), params)
@@ -106,8 +104,9 @@ class NativeModel:
             )
         self.model = model
         # Recurrent or hybrid (Mamba, RWKV, LFM2, ...): a sequence's memory is one state, not cells per position.
-        self.one_state_per_sequence = bool(llama_cpp.llama_model_is_recurrent(model)
-                                           or llama_cpp.llama_model_is_hybrid(model))
+        self.one_state_per_sequence = bool(
+            llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model)
+        )
         self.vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self._pieces: dict[int, bytes] = {}

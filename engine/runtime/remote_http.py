@@ -32,8 +32,9 @@ def sse(resp: http.client.HTTPResponse) -> Iterator[dict]:
             try:
                 chunk = json.loads(payload)
             except ValueError:
-                raise RemoteBackendError("The model server sent a reply Locus cannot read.",
-                                         detail=f"not JSON: {payload[:200]!r}") from None
+                raise RemoteBackendError(
+                    "The model server sent a reply Locus cannot read.", detail=f"not JSON: {payload[:200]!r}"
+                ) from None
             if isinstance(chunk, dict):
                 yield chunk
 
@@ -57,8 +58,11 @@ def http_error(status: int, body, rt) -> RemoteBackendError:
     """Words for people for an HTTP error status."""
     words, url = said(body, rt), rt.base_url
     if status in (401, 403):
-        message, hint = ((f"The server at {url} refused the API key.", "Check the key in Settings.") if rt._api_key
-                         else (f"The server at {url} asks for an API key.", "Enter the key in Settings."))
+        message, hint = (
+            (f"The server at {url} refused the API key.", "Check the key in Settings.")
+            if rt._api_key
+            else (f"The server at {url} asks for an API key.", "Enter the key in Settings.")
+        )
     elif status == 404 and "model" in words.lower():
         message, hint = f"The server has no model '{rt.model}'.", "Choose a model it offers in Settings."
     elif status == 404:
@@ -75,8 +79,13 @@ def http_error(status: int, body, rt) -> RemoteBackendError:
 def broken(exc: BaseException, rt) -> RemoteBackendError:
     detail = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError since Python 3.10
-        return RemoteBackendError(f"The model server at {rt.base_url} stopped responding "
-                                  f"(nothing for {rt.timeout_s:g} s).",
-                                  hint="It may be overloaded; try again or raise the timeout.", detail=detail)
-    return RemoteBackendError(f"The connection to the model server at {rt.base_url} broke off.",
-                              hint="Check that the server is still running.", detail=detail)
+        return RemoteBackendError(
+            f"The model server at {rt.base_url} stopped responding (nothing for {rt.timeout_s:g} s).",
+            hint="It may be overloaded; try again or raise the timeout.",
+            detail=detail,
+        )
+    return RemoteBackendError(
+        f"The connection to the model server at {rt.base_url} broke off.",
+        hint="Check that the server is still running.",
+        detail=detail,
+    )

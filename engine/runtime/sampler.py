@@ -52,9 +52,11 @@ class SamplerChain:
             self.grammar = llama_cpp.llama_sampler_init_grammar(model.vocab, grammar.encode("utf-8"), b"root")
             if not self.grammar:
                 problem = grammar_problem(grammar)
-                raise InvalidRequestError(f"The grammar could not be parsed{': ' + problem if problem else ''}.",
-                                          hint="Check it against llama.cpp's GBNF syntax; it needs a 'root' rule.",
-                                          detail=recent_errors())
+                raise InvalidRequestError(
+                    f"The grammar could not be parsed{': ' + problem if problem else ''}.",
+                    hint="Check it against llama.cpp's GBNF syntax; it needs a 'root' rule.",
+                    detail=recent_errors(),
+                )
             self._cur = np.zeros(self.n_vocab, dtype=_TOKEN_DATA)
             self._ids = np.arange(self.n_vocab, dtype=np.intc)
             self._one = (llama_cpp.llama_token_data * 1)()
@@ -115,7 +117,8 @@ class SamplerChain:
         cur["logit"] = logits
         cur["p"] = 0.0
         array = llama_cpp.llama_token_data_array(
-            data=cur.ctypes.data_as(llama_cpp.llama_token_data_p), size=self.n_vocab, selected=-1, sorted=False)
+            data=cur.ctypes.data_as(llama_cpp.llama_token_data_p), size=self.n_vocab, selected=-1, sorted=False
+        )
         if constrained:
             llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(array))
             if not np.isfinite(cur["logit"]).any():
@@ -132,7 +135,8 @@ class SamplerChain:
         one = self._one
         one[0].id, one[0].logit, one[0].p = token, 0.0, 0.0
         array = llama_cpp.llama_token_data_array(
-            data=ctypes.cast(one, llama_cpp.llama_token_data_p), size=1, selected=-1, sorted=False)
+            data=ctypes.cast(one, llama_cpp.llama_token_data_p), size=1, selected=-1, sorted=False
+        )
         llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(array))
         return math.isfinite(one[0].logit)
 
@@ -150,9 +154,11 @@ class SamplerChain:
 
 def _dead_end() -> InvalidRequestError:
     """The grammar allows no token (accepting one anyway would abort the process)."""
-    return InvalidRequestError("The grammar allows nothing here: after what the model has written so far, it "
-                               "accepts neither more text nor the end of the answer.",
-                               hint="Check the grammar: every way through its rules must be able to end.")
+    return InvalidRequestError(
+        "The grammar allows nothing here: after what the model has written so far, it "
+        "accepts neither more text nor the end of the answer.",
+        hint="Check the grammar: every way through its rules must be able to end.",
+    )
 
 
 # llama_token_data as numpy sees it (int32 id, float logit, float p), to hand llama.cpp a whole vocabulary.
@@ -164,7 +170,7 @@ def _samplers(model: NativeModel, params: SamplingParams, seed: int) -> list:
     comes first there, is applied by SamplerChain.sample before the chain runs."""
     out = []
     if params.temperature <= 0.0:
-        return out + [llama_cpp.llama_sampler_init_greedy()]
+        return [llama_cpp.llama_sampler_init_greedy()]
     if params.top_k > 0:
         out.append(llama_cpp.llama_sampler_init_top_k(params.top_k))
     if params.top_p < 1.0:

@@ -101,9 +101,16 @@ class Scheduler:
     checked (it comes back through ``requeue``), or raises the check's error.
     """
 
-    def __init__(self, scheduling: Scheduling, *, start: Callable[[Work], None],
-                 fail: Callable[[Work, EngineError], None], end: Callable[[Work, Done | Failed], None],
-                 on_finish: Callable[[Sequence], None], vet: Callable[[Work, Generator], bool] | None = None):
+    def __init__(
+        self,
+        scheduling: Scheduling,
+        *,
+        start: Callable[[Work], None],
+        fail: Callable[[Work, EngineError], None],
+        end: Callable[[Work, Done | Failed], None],
+        on_finish: Callable[[Sequence], None],
+        vet: Callable[[Work, Generator], bool] | None = None,
+    ):
         self.scheduling = scheduling
         self.waiting = WaitQueue(by_priority=scheduling != "fcfs")
         self.running: dict[int, Work] = {}  # started and not finished, preempted ones included
@@ -140,8 +147,9 @@ class Scheduler:
             work = self.waiting.peek()
             if gen is None:
                 self.waiting.pop()
-                self._end(work, Failed(work.request_id, ModelNotLoadedError(no_model,
-                                                                           hint="Choose a model in Settings.")))
+                self._end(
+                    work, Failed(work.request_id, ModelNotLoadedError(no_model, hint="Choose a model in Settings."))
+                )
                 continue
             if resume_only:
                 self._resume_preempted(gen)
@@ -175,8 +183,9 @@ class Scheduler:
         try:
             if self._vet is not None and not self._vet(work, gen):
                 return False  # its grammar is being checked elsewhere; requeue() brings it back
-            work.seq = gen.sequence(handle.request, handle._cancel, handle._emit, handle.submitted_at,
-                                    on_finish=self._on_finish)
+            work.seq = gen.sequence(
+                handle.request, handle._cancel, handle._emit, handle.submitted_at, on_finish=self._on_finish
+            )
         except BaseException as exc:  # noqa: BLE001 - a bad request (template, grammar) fails alone
             self._start(work)
             self._fail(work, wrap_unexpected(exc))
@@ -206,8 +215,11 @@ class Scheduler:
         """Nothing runs, yet the head of the queue could not start: it never will. (Cannot happen while
         the cache accounting holds; this keeps a bug from spinning the runtime thread forever.)"""
         work = self.waiting.peek()
-        self.fail_head(GenerationError("The request could not be scheduled.",
-                                       detail=f"request {work.request_id} did not fit an empty context"))
+        self.fail_head(
+            GenerationError(
+                "The request could not be scheduled.", detail=f"request {work.request_id} did not fit an empty context"
+            )
+        )
 
     def fail_head(self, error: EngineError) -> None:
         """End the request at the head of the queue with ``error``."""

@@ -59,8 +59,10 @@ def load_code_range(path: str | Path, lines: str | None = None) -> CodeRange:
         if not path.is_file():
             raise InvalidRequestError(f"'{path}' is a folder, not a file of code.")
         if size > MAX_CODE_BYTES:
-            raise InvalidRequestError(f"'{path.name}' is {size / 2**20:.1f} MB, too large to read as code.",
-                                      hint="Choose a range of lines, like FILE:10-60, from a smaller file.")
+            raise InvalidRequestError(
+                f"'{path.name}' is {size / 2**20:.1f} MB, too large to read as code.",
+                hint="Choose a range of lines, like FILE:10-60, from a smaller file.",
+            )
         text = decode_text(path.read_bytes(), path.name)
     except FileNotFoundError:
         raise NotFoundError(f"There is no file '{path}'.") from None
@@ -80,8 +82,9 @@ def load_code_range(path: str | Path, lines: str | None = None) -> CodeRange:
         if first < 1 or first > len(all_lines) or last < first:
             raise InvalidRequestError(f"Lines {lines} are not in '{path.name}', which has {len(all_lines)} lines.")
         last = min(last, len(all_lines))
-    return CodeRange(str(path), "\n".join(all_lines[first - 1:last]), first, last,
-                     guess_language(str(path), text), whole=not lines)
+    return CodeRange(
+        str(path), "\n".join(all_lines[first - 1 : last]), first, last, guess_language(str(path), text), whole=not lines
+    )
 
 
 _CONTENT_HINTS = (
@@ -97,8 +100,15 @@ _CONTENT_HINTS = (
     ("bash", r"^\s*(?:if \[|for \w+ in .*; do|echo |export \w+=)"),
     ("sql", r"(?i)^\s*(?:select .* from|insert into|create table|update \w+ set)"),
 )
-_SHEBANGS = {"python": "python", "node": "javascript", "bash": "bash", "sh": "bash", "zsh": "bash", "ruby": "ruby",
-             "perl": "perl"}
+_SHEBANGS = {
+    "python": "python",
+    "node": "javascript",
+    "bash": "bash",
+    "sh": "bash",
+    "zsh": "bash",
+    "ruby": "ruby",
+    "perl": "perl",
+}
 
 
 def guess_language(path: str | None, code: str) -> str | None:
@@ -143,35 +153,53 @@ def _passage_block(passage: Passage) -> str:
     return f"From {where}:\n{_fenced(passage.text, language, passage.line_start)}"
 
 
-def related_passages(ctx: TaskContext, library: DocumentLibrary, query: str, budget: int,
-                     exclude: CodeRange | None = None) -> list[Passage]:
+def related_passages(
+    ctx: TaskContext, library: DocumentLibrary, query: str, budget: int, exclude: CodeRange | None = None
+) -> list[Passage]:
     """Indexed chunks related to ``query`` within ``budget`` tokens, leaving out the code already given."""
     if budget < 64:
         return []
     retrieval = library.retrieve(query[:2000], None, ctx.count_tokens, budget, max_passages=4)
     kept = []
     for passage in retrieval.passages:
-        if exclude is not None and Path(passage.path).resolve() == Path(exclude.path).resolve() \
-                and (passage.line_start or 0) <= exclude.last_line \
-                and (passage.line_end or 10**9) >= exclude.first_line:
+        if (
+            exclude is not None
+            and Path(passage.path).resolve() == Path(exclude.path).resolve()
+            and (passage.line_start or 0) <= exclude.last_line
+            and (passage.line_end or 10**9) >= exclude.first_line
+        ):
             continue
         kept.append(passage)
     return kept
 
 
-def code_messages(ctx: TaskContext, action: str, code: str | CodeRange, *, language: str | None = None,
-                  location: str = "", error: str = "", library: DocumentLibrary | None = None,
-                  question: str = "") -> tuple[tuple[ChatMessage, ...], int]:
+def code_messages(
+    ctx: TaskContext,
+    action: str,
+    code: str | CodeRange,
+    *,
+    language: str | None = None,
+    location: str = "",
+    error: str = "",
+    library: DocumentLibrary | None = None,
+    question: str = "",
+) -> tuple[tuple[ChatMessage, ...], int]:
     """The prompt for ``action`` over ``code`` (plus related indexed code with a library) and its size in tokens."""
     if action not in ACTIONS:
-        raise InvalidRequestError(f"'{action}' is not a kind of code help.",
-                                  hint=f"Choose one of: {', '.join(ACTIONS)}.")
+        raise InvalidRequestError(
+            f"'{action}' is not a kind of code help.", hint=f"Choose one of: {', '.join(ACTIONS)}."
+        )
     given = code if isinstance(code, CodeRange) else None
     text = require_text(given.text if given else code, "code")
     language = language or (given.language if given else None) or guess_language(None, text)
-    values = {"code": _fenced(text.rstrip("\n"), language, given.first_line if given else 1),
-              "language": language or "", "location": location or (given.location if given else ""),
-              "error": error.strip(), "question": question.strip(), "context": ""}
+    values = {
+        "code": _fenced(text.rstrip("\n"), language, given.first_line if given else 1),
+        "language": language or "",
+        "location": location or (given.location if given else ""),
+        "error": error.strip(),
+        "question": question.strip(),
+        "context": "",
+    }
     template = ctx.templates.get(f"code_{action}")
 
     def render() -> tuple[tuple[ChatMessage, ...], int]:
@@ -182,7 +210,8 @@ def code_messages(ctx: TaskContext, action: str, code: str | CodeRange, *, langu
     if used + 64 > ctx.n_ctx:
         raise InvalidRequestError(
             f"The code takes about {used} tokens; the model's context holds {ctx.n_ctx}.",
-            hint="Choose fewer lines, or a model with a larger context.")
+            hint="Choose fewer lines, or a model with a larger context.",
+        )
     if library is not None and "context" in template.variables:
         ctx.progress("Searching the index", 0, 1)
         answer_room = min(ctx.sampling.max_tokens, ctx.n_ctx // 3)
@@ -195,11 +224,20 @@ def code_messages(ctx: TaskContext, action: str, code: str | CodeRange, *, langu
     return messages, used
 
 
-def code_help(ctx: TaskContext, action: str, code: str | CodeRange, *, language: str | None = None,
-              location: str = "", error: str = "", library: DocumentLibrary | None = None,
-              question: str = "") -> str:
+def code_help(
+    ctx: TaskContext,
+    action: str,
+    code: str | CodeRange,
+    *,
+    language: str | None = None,
+    location: str = "",
+    error: str = "",
+    library: DocumentLibrary | None = None,
+    question: str = "",
+) -> str:
     """Stream the model's answer for ``action`` (a key of ACTIONS) over ``code``; returns the answer."""
-    messages, used = code_messages(ctx, action, code, language=language, location=location, error=error,
-                                   library=library, question=question)
+    messages, used = code_messages(
+        ctx, action, code, language=language, location=location, error=error, library=library, question=question
+    )
     ctx.check_cancel()
     return ctx.generate(messages, stream=True, max_tokens=min(ctx.sampling.max_tokens, ctx.n_ctx - used - 8))

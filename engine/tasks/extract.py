@@ -63,10 +63,11 @@ def parse_schema(schema: dict | str) -> dict:
         try:
             schema = json.loads(schema)
         except json.JSONDecodeError as exc:
-            raise InvalidRequestError(f"The schema is not valid JSON: {exc.msg} at line {exc.lineno}, "
-                                      f"column {exc.colno}.") from exc
+            raise InvalidRequestError(
+                f"The schema is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
+            ) from exc
     if not isinstance(schema, dict):
-        raise InvalidRequestError("A JSON schema must be a JSON object, like {\"type\": \"object\", ...}.")
+        raise InvalidRequestError('A JSON schema must be a JSON object, like {"type": "object", ...}.')
     return schema
 
 
@@ -78,8 +79,9 @@ def extract_json(ctx: TaskContext, text: str, schema: dict | str, max_tokens: in
     grammar = schema_to_grammar(schema)  # refuses invalid schemas and unsupported features, in words
     if max_tokens is None:
         max_tokens = max(ctx.sampling.max_tokens, min(_DEFAULT_MAX_TOKENS, ctx.n_ctx // 2))
-    sampling = replace(ctx.sampling, temperature=min(ctx.sampling.temperature, _MAX_TEMPERATURE),
-                       max_tokens=max_tokens, stop=())
+    sampling = replace(
+        ctx.sampling, temperature=min(ctx.sampling.temperature, _MAX_TEMPERATURE), max_tokens=max_tokens, stop=()
+    )
     messages = ctx.render(TEMPLATE, text=text, schema=json.dumps(schema, ensure_ascii=False))
     used_before = ctx.stats.completion_tokens
     raw = ctx.generate(messages, stream=True, grammar=grammar, sampling=sampling, token_healing=False)
@@ -91,10 +93,13 @@ def extract_json(ctx: TaskContext, text: str, schema: dict | str, max_tokens: in
             raise GenerationError(
                 f"The model used all {max_tokens} tokens it may write before the JSON was complete.",
                 hint="Raise the maximum answer length (max tokens), or use a schema with fewer or shorter fields.",
-                detail=raw[-200:]) from exc
-        raise GenerationError("The context window filled up before the JSON was complete.",
-                              hint="Shorten the text, or load the model with a larger context.",
-                              detail=f"{exc}; {raw[-200:]}") from exc
+                detail=raw[-200:],
+            ) from exc
+        raise GenerationError(
+            "The context window filled up before the JSON was complete.",
+            hint="Shorten the text, or load the model with a larger context.",
+            detail=f"{exc}; {raw[-200:]}",
+        ) from exc
     problem = validation_error(schema, value)
     if problem is not None:
         raise GenerationError(f"The model's JSON does not follow the schema: {problem}.", detail=raw[-200:])

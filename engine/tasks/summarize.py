@@ -20,8 +20,7 @@ from engine.errors import InvalidRequestError
 if TYPE_CHECKING:  # the CLI reads LENGTHS to build its parser; importing the runtime would slow every command
     from engine.tasks.base import TaskContext
 
-LENGTHS: dict[str, str] = {"one_line": "One line", "short": "Short", "detailed": "Detailed",
-                           "bullets": "Bullet points"}
+LENGTHS: dict[str, str] = {"one_line": "One line", "short": "Short", "detailed": "Detailed", "bullets": "Bullet points"}
 
 # How the final prompt asks for each length ("Summarize the text above ..."), and the most
 # tokens that answer may take. Instruction after the text: small models follow it far better there.
@@ -66,8 +65,7 @@ def check_text(text: str) -> str:
 def check_length(length: str) -> str:
     """The length preset, refused with the allowed names when unknown."""
     if length not in LENGTHS:
-        raise InvalidRequestError(f"'{length}' is not a summary length.",
-                                  hint=f"Choose one of: {', '.join(LENGTHS)}.")
+        raise InvalidRequestError(f"'{length}' is not a summary length.", hint=f"Choose one of: {', '.join(LENGTHS)}.")
     return length
 
 
@@ -124,7 +122,8 @@ def plan_budget(ctx: TaskContext, length: str) -> Budget:
     if final_input < 32 or part_input < 2 * (part_answer + 16):
         raise InvalidRequestError(
             f"The model's context window ({n_ctx} tokens) is too small for the summary prompts.",
-            hint="Choose a larger context size in Settings, or shorten the prompt templates.")
+            hint="Choose a larger context size in Settings, or shorten the prompt templates.",
+        )
     return Budget(part_input, part_answer, final_input, final_answer)
 
 
@@ -136,9 +135,11 @@ def _overhead(ctx: TaskContext, template: str, **values: str) -> int:
 
 def _counter(ctx: TaskContext) -> Count:
     """Token counting that also notices a cancel (splitting a book takes a moment)."""
+
     def count(text: str) -> int:
         ctx.check_cancel()
         return ctx.count_tokens(text)
+
     return count
 
 
@@ -206,7 +207,7 @@ def _piece_end(text: str, start: int, budget: int, count: Count) -> int:
 def _window_end(text: str, start: int, budget: int, count: Count) -> int | None:
     """An end past the piece that starts at ``start`` (None when the rest of the text fits), kept small
     so that each trial count tokenizes about a piece's worth of text, not the whole document."""
-    sample = text[start:start + 4000]
+    sample = text[start : start + 4000]
     chars_per_token = len(sample) / max(1, count(sample))
     size = int(budget * chars_per_token * 1.5) + 64
     while True:
@@ -218,13 +219,12 @@ def _window_end(text: str, start: int, budget: int, count: Count) -> int | None:
         size *= 2
 
 
-def _last_fitting(text: str, start: int, cuts: Sequence[int], budget: int,
-                  count: Count) -> tuple[int, int] | None:
+def _last_fitting(text: str, start: int, cuts: Sequence[int], budget: int, count: Count) -> tuple[int, int] | None:
     """The last cut (ascending) whose piece fits, with its token count; binary search."""
     lo, hi, best = 0, len(cuts) - 1, None
     while lo <= hi:
         mid = (lo + hi) // 2
-        tokens = count(text[start:cuts[mid]])
+        tokens = count(text[start : cuts[mid]])
         if tokens <= budget:
             best, lo = (cuts[mid], tokens), mid + 1
         else:

@@ -26,7 +26,8 @@ from engine.errors import NotFoundError, TemplateError
 from engine.runtime.types import ChatMessage
 
 _ENV = jinja2.sandbox.ImmutableSandboxedEnvironment(
-    undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
+    undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False
+)
 _PARTS = ("system", "user")
 _KNOWN_KEYS = {"title", "description", "variables", "system", "user", "examples"}
 
@@ -48,8 +49,10 @@ class PromptTemplate:
         """The messages for these variable values; a missing or unknown value is a TemplateError."""
         unknown = sorted(set(values) - set(self.variables))
         if unknown:
-            raise TemplateError(f"Template '{self.name}' has no variable '{unknown[0]}'.",
-                                hint=f"Its variables are: {', '.join(self.variables) or 'none'}.")
+            raise TemplateError(
+                f"Template '{self.name}' has no variable '{unknown[0]}'.",
+                hint=f"Its variables are: {', '.join(self.variables) or 'none'}.",
+            )
         messages = []
         system = self._render_part("system", self.system, values)
         if system.strip():
@@ -64,15 +67,22 @@ class PromptTemplate:
         try:
             return _ENV.from_string(source).render(**values)
         except jinja2.UndefinedError as exc:
-            raise TemplateError(f"Template '{self.name}' ({part}) needs a value: {exc.message}.",
-                                hint=f"Give every variable: {', '.join(self.variables)}.") from exc
+            raise TemplateError(
+                f"Template '{self.name}' ({part}) needs a value: {exc.message}.",
+                hint=f"Give every variable: {', '.join(self.variables)}.",
+            ) from exc
         except jinja2.TemplateError as exc:
             raise TemplateError(f"Template '{self.name}' ({part}) could not be rendered: {exc}.") from exc
 
     def to_toml(self) -> str:
         """The template as the TOML text it is stored in."""
-        data: dict = {"title": self.title, "description": self.description,
-                      "variables": list(self.variables), "system": self.system, "user": self.user}
+        data: dict = {
+            "title": self.title,
+            "description": self.description,
+            "variables": list(self.variables),
+            "system": self.system,
+            "user": self.user,
+        }
         if self.examples:
             data["examples"] = [{"user": u, "assistant": a} for u, a in self.examples]
         return tomli_w.dumps(data, multiline_strings=True)
@@ -87,9 +97,10 @@ def parse_template(name: str, text: str, origin: str = "user") -> PromptTemplate
     extra = sorted(set(data) - _KNOWN_KEYS)
     if extra:
         close = difflib.get_close_matches(extra[0], sorted(_KNOWN_KEYS), n=1)
-        raise TemplateError(f"Template '{name}' has an unknown key '{extra[0]}'.",
-                            hint=f"Did you mean '{close[0]}'?" if close else
-                            f"Allowed keys: {', '.join(sorted(_KNOWN_KEYS))}.")
+        raise TemplateError(
+            f"Template '{name}' has an unknown key '{extra[0]}'.",
+            hint=f"Did you mean '{close[0]}'?" if close else f"Allowed keys: {', '.join(sorted(_KNOWN_KEYS))}.",
+        )
     if not isinstance(data.get("user"), str) or not data["user"].strip():
         raise TemplateError(f"Template '{name}' needs a non-empty 'user' text.")
     variables = data.get("variables", [])
@@ -101,9 +112,15 @@ def parse_template(name: str, text: str, origin: str = "user") -> PromptTemplate
             raise TemplateError(f"Template '{name}': example {i} needs a 'user' and an 'assistant' text.")
         examples.append((ex["user"], ex["assistant"]))
     template = PromptTemplate(
-        name=name, title=str(data.get("title") or name), description=str(data.get("description", "")),
-        variables=tuple(variables), system=str(data.get("system", "")), user=data["user"],
-        examples=tuple(examples), origin=origin)
+        name=name,
+        title=str(data.get("title") or name),
+        description=str(data.get("description", "")),
+        variables=tuple(variables),
+        system=str(data.get("system", "")),
+        user=data["user"],
+        examples=tuple(examples),
+        origin=origin,
+    )
     sources = [("system", template.system), ("user", template.user)]
     sources += [(f"example {i}", t) for i, pair in enumerate(template.examples, 1) for t in pair]
     for part, source in sources:
@@ -122,8 +139,8 @@ def check_source(name: str, part: str, source: str, variables: tuple[str, ...]) 
         close = difflib.get_close_matches(unknown[0], variables, n=1)
         raise TemplateError(
             f"Template '{name}' ({part}) uses an unknown variable '{unknown[0]}'.",
-            hint=f"Did you mean '{close[0]}'?" if close else
-            f"Declared variables: {', '.join(variables) or 'none'}.")
+            hint=f"Did you mean '{close[0]}'?" if close else f"Declared variables: {', '.join(variables) or 'none'}.",
+        )
 
 
 class TemplateLibrary:
@@ -161,8 +178,9 @@ class TemplateLibrary:
             return self.builtin(name)
         except NotFoundError:
             close = difflib.get_close_matches(name, self.names(), n=1)
-            raise NotFoundError(f"There is no prompt template '{name}'.",
-                                hint=f"Did you mean '{close[0]}'?" if close else None) from None
+            raise NotFoundError(
+                f"There is no prompt template '{name}'.", hint=f"Did you mean '{close[0]}'?" if close else None
+            ) from None
 
     def text(self, name: str) -> str:
         """The TOML text the editor shows: the user's copy, else the built-in file."""

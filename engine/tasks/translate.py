@@ -17,13 +17,12 @@ from engine.errors import InvalidRequestError
 from engine.tasks.base import TaskContext, require_text
 from engine.tasks.translate_segment import PLACEHOLDER, Masked, Piece, checked, mask, segment
 
-LANGUAGES: tuple[str, ...] = (
-    "English", "Arabic", "Chinese", "Czech", "Dutch", "French", "German", "Greek", "Hindi", "Indonesian",
-    "Italian", "Japanese", "Korean", "Polish", "Portuguese", "Russian", "Spanish", "Swedish", "Turkish",
-    "Ukrainian", "Vietnamese",
+LANGUAGES: tuple[str, ...] = tuple(
+    "English Arabic Chinese Czech Dutch French German Greek Hindi Indonesian Italian Japanese Korean Polish "
+    "Portuguese Russian Spanish Swedish Turkish Ukrainian Vietnamese".split()
 )
-_CODES = dict(zip(("en", "ar", "zh", "cs", "nl", "fr", "de", "el", "hi", "id", "it", "ja", "ko", "pl", "pt", "ru",
-                   "es", "sv", "tr", "uk", "vi"), LANGUAGES))
+# ISO 639-1 codes, in LANGUAGES' order.
+_CODES = dict(zip("en ar zh cs nl fr de el hi id it ja ko pl pt ru es sv tr uk vi".split(), LANGUAGES, strict=True))
 MAX_BATCH_UNITS = 8  # more units per request and a small model starts merging or dropping paragraphs
 
 
@@ -36,9 +35,10 @@ def language_name(value: str) -> str:
     if key in _CODES:
         return _CODES[key]
     close = difflib.get_close_matches(key.title(), LANGUAGES, n=1)
-    raise InvalidRequestError(f"'{value}' is not a language Locus translates.",
-                              hint=(f"Did you mean {close[0]}? " if close else "")
-                              + f"Choose one of: {', '.join(LANGUAGES)}.")
+    raise InvalidRequestError(
+        f"'{value}' is not a language Locus translates.",
+        hint=(f"Did you mean {close[0]}? " if close else "") + f"Choose one of: {', '.join(LANGUAGES)}.",
+    )
 
 
 # Language detection ------------------------------------------------------------------------------
@@ -58,9 +58,17 @@ _STOPWORDS = {
     "Indonesian": "yang dan di ini itu dengan untuk tidak dari dalam akan ada adalah ke juga saya kami bisa",
     "Vietnamese": "và của là có không được những các một cho trong này người với đã để",
 }
-_LETTERS = {"Spanish": "ñ¿¡", "Portuguese": "ãõ", "German": "ßäöü", "French": "èêàçœ", "Polish": "ąęłńśźżć",
-            "Czech": "řěůšč", "Turkish": "ğşı", "Swedish": "åäö",
-            "Vietnamese": "ơưđạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹ"}
+_LETTERS = {
+    "Spanish": "ñ¿¡",
+    "Portuguese": "ãõ",
+    "German": "ßäöü",
+    "French": "èêàçœ",
+    "Polish": "ąęłńśźżć",
+    "Czech": "řěůšč",
+    "Turkish": "ğşı",
+    "Swedish": "åäö",
+    "Vietnamese": "ơưđạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹ",
+}
 _WORD_LANGS: dict[str, list[str]] = {}
 for _lang, _words in _STOPWORDS.items():
     for _w in _words.split():
@@ -69,10 +77,19 @@ _CHAR_LANGS: dict[str, list[str]] = {}
 for _lang, _chars in _LETTERS.items():
     for _c in _chars:
         _CHAR_LANGS.setdefault(_c, []).append(_lang)
-_SCRIPTS = ((0x0370, 0x03FF, "Greek"), (0x0400, 0x04FF, "Cyrillic"), (0x0600, 0x06FF, "Arabic"),
-            (0x0750, 0x077F, "Arabic"), (0x0900, 0x097F, "Hindi"), (0x1100, 0x11FF, "Korean"),
-            (0x3040, 0x30FF, "Kana"), (0x3130, 0x318F, "Korean"), (0x3400, 0x4DBF, "Han"),
-            (0x4E00, 0x9FFF, "Han"), (0xAC00, 0xD7AF, "Korean"))
+_SCRIPTS = (
+    (0x0370, 0x03FF, "Greek"),
+    (0x0400, 0x04FF, "Cyrillic"),
+    (0x0600, 0x06FF, "Arabic"),
+    (0x0750, 0x077F, "Arabic"),
+    (0x0900, 0x097F, "Hindi"),
+    (0x1100, 0x11FF, "Korean"),
+    (0x3040, 0x30FF, "Kana"),
+    (0x3130, 0x318F, "Korean"),
+    (0x3400, 0x4DBF, "Han"),
+    (0x4E00, 0x9FFF, "Han"),
+    (0xAC00, 0xD7AF, "Korean"),
+)
 
 
 def _script(c: str) -> str:
@@ -115,6 +132,7 @@ def detect_language(text: str) -> str | None:
 
 # The task ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class _Job:
     """What one unit (or, for a very long one, one run of its sentences) sends to the model."""
@@ -144,14 +162,17 @@ def check_languages(text: str, target: str, source: str | None = None) -> tuple[
     if source:
         source = language_name(source)
         if source == target:
-            raise InvalidRequestError(f"The source and target language are both {target}.",
-                                      hint=f"Choose a target other than {target}.")
+            raise InvalidRequestError(
+                f"The source and target language are both {target}.", hint=f"Choose a target other than {target}."
+            )
         return target, source
     masks, units = _prose_units(segment(text))
     detected = detect_language("\n".join(masks[i].text for i in units))
     if detected == target:
-        raise InvalidRequestError(f"The text already seems to be in {target}.",
-                                  hint="Choose another target language, or name the text's language.")
+        raise InvalidRequestError(
+            f"The text already seems to be in {target}.",
+            hint="Choose another target language, or name the text's language.",
+        )
     return target, detected
 
 
@@ -163,8 +184,9 @@ def translate(ctx: TaskContext, text: str, target: str, source: str | None = Non
     translator = _Translator(ctx, target, language)
     by_unit = {i: translator.jobs(i, masks[i].text) for i in units}
     jobs = [job for i in units for job in by_unit[i]]
-    ctx.details.update(source_language=language, source_detected=not source, target_language=target,
-                     units=len(units), kept_original=0)
+    ctx.details.update(
+        source_language=language, source_detected=not source, target_language=target, units=len(units), kept_original=0
+    )
     parts: list[str] = []
     emitted = 0
 
@@ -213,7 +235,7 @@ class _Translator:
                 jobs.append(_Job(unit, current))
                 joined = piece
             current = joined
-        return jobs + [_Job(unit, current)]
+        return [*jobs, _Job(unit, current)]
 
     def batches(self, jobs: list[_Job]):
         batch, used = [], 0
@@ -231,11 +253,16 @@ class _Translator:
         sampling = self.ctx.sampling
         # Translation wants the likeliest wording, and placeholders and names must repeat unpenalised.
         # One paragraph sent means one paragraph back: a blank line starts chatter, not translation.
-        sampling = replace(sampling, temperature=0.0 if greedy else min(sampling.temperature, 0.3),
-                           repeat_penalty=1.0, stop=("\n\n",) if len(texts) == 1 else ())
+        sampling = replace(
+            sampling,
+            temperature=0.0 if greedy else min(sampling.temperature, 0.3),
+            repeat_penalty=1.0,
+            stop=("\n\n",) if len(texts) == 1 else (),
+        )
         tokens = sum(self.ctx.count_tokens(t) for t in texts)
-        return self.ctx.generate(self.messages("\n\n".join(texts)), sampling=sampling,
-                                 max_tokens=2 * tokens + 16 * len(texts))
+        return self.ctx.generate(
+            self.messages("\n\n".join(texts)), sampling=sampling, max_tokens=2 * tokens + 16 * len(texts)
+        )
 
     def run(self, batch: list[_Job], masks: dict[int, Masked]) -> None:
         """Fill each job's result from the batch's answer, else from a greedy retry alone (else it stays None)."""
@@ -243,7 +270,7 @@ class _Translator:
         answer = self.generate([j.text for j in batch], greedy=False)
         parts = _PARAGRAPH_BREAK.split(answer.strip()) if len(batch) > 1 else [answer]
         if len(parts) == len(batch):
-            for job, part in zip(batch, parts):
+            for job, part in zip(batch, parts, strict=True):
                 job.result = checked(part, job.text, masks[job.unit])
         for job in batch:
             if job.result is None:

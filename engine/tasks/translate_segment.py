@@ -30,18 +30,22 @@ _HTML_BLOCK = re.compile(
     r"^ {0,3}(?:<!--|<\?|<![A-Za-z]|<(?:pre|script|style|textarea)[\s>]|</?(?:address|article|aside|blockquote|"
     r"center|details|dialog|div|dl|dd|dt|fieldset|figcaption|figure|footer|form|h[1-6]|header|hr|li|main|nav|ol|p|"
     r"picture|section|summary|table|tbody|td|tfoot|th|thead|tr|ul)(?:[\s/>]|$)|</?[A-Za-z][\w-]*(?:\s[^<>]*)?/?>"
-    r"[ \t]*$)", re.I)
+    r"[ \t]*$)",
+    re.I,
+)
 _HTML_RAW = re.compile(r"^ {0,3}<(?:(!--)|(pre|script|style|textarea)(?=[\s>]|$))", re.I)  # may hold blank lines
 _TABLE_SEP = re.compile(r"^[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$")
-_PREFIX = re.compile(r"^[ \t]*(?P<quote>(?:>[ \t]?)*)[ \t]*(?:(?P<heading>#{1,6}(?:[ \t]+|$))|"
-                     r"(?P<item>(?:[-*+]|\d{1,9}[.)])(?:[ \t]+|$)(?:\[[ xX]\][ \t]+)?))?")
+_PREFIX = re.compile(
+    r"^[ \t]*(?P<quote>(?:>[ \t]?)*)[ \t]*(?:(?P<heading>#{1,6}(?:[ \t]+|$))|"
+    r"(?P<item>(?:[-*+]|\d{1,9}[.)])(?:[ \t]+|$)(?:\[[ xX]\][ \t]+)?))?"
+)
 _CLOSING_HASHES = re.compile(r"[ \t]+#+[ \t]*$")
 _INDENTED = re.compile(r"^(?: {4}|\t)")
 
 
 def _eol(line: str) -> tuple[str, str]:
     body = line.rstrip("\r\n")
-    return body, line[len(body):]
+    return body, line[len(body) :]
 
 
 def _blank(line: str) -> bool:
@@ -68,8 +72,10 @@ def segment(text: str) -> list[Piece]:
             end = next((j + 1 for j in range(i + 1, len(lines)) if close.match(_eol(lines[j])[0])), len(lines))
         elif start_of_block and _INDENTED.match(line) and not in_list:  # indented code
             end = i + 1
-            while end < len(lines) and (_INDENTED.match(lines[end]) or (
-                    _blank(lines[end]) and end + 1 < len(lines) and _INDENTED.match(lines[end + 1]))):
+            while end < len(lines) and (
+                _INDENTED.match(lines[end])
+                or (_blank(lines[end]) and end + 1 < len(lines) and _INDENTED.match(lines[end + 1]))
+            ):
                 end += 1
         elif start_of_block and _HTML_BLOCK.match(line):
             raw = _HTML_RAW.match(line)
@@ -77,7 +83,7 @@ def segment(text: str) -> list[Piece]:
             end = i
             while end < len(lines) and (closing or not _blank(lines[end])):
                 end += 1
-                if closing and closing in lines[end - 1].lower()[(len(raw.group(0)) if end - 1 == i else 0):]:
+                if closing and closing in lines[end - 1].lower()[(len(raw.group(0)) if end - 1 == i else 0) :]:
                     break
         else:
             end = i + 1
@@ -131,7 +137,7 @@ def _block_pieces(lines: list[str], out: list[Piece], in_list: bool) -> bool:
     for line in lines:
         body, nl = _eol(line)
         m = _PREFIX.match(body)
-        prefix, content = body[: m.end()], body[m.end():]
+        prefix, content = body[: m.end()], body[m.end() :]
         if fence_close is not None:
             fence_close = None if fence_close.match(content) else fence_close
             out.append(Piece(line))
@@ -142,8 +148,12 @@ def _block_pieces(lines: list[str], out: list[Piece], in_list: bool) -> bool:
             out.append(Piece(line))
             continue
         has_item = has_item or bool(m.group("item"))
-        if unit and not (m.group("heading") or m.group("item")) and m.group("quote").strip() == quote \
-                and content.strip():
+        if (
+            unit
+            and not (m.group("heading") or m.group("item"))
+            and m.group("quote").strip() == quote
+            and content.strip()
+        ):
             unit.append((prefix, content, nl))
             continue
         flush()
@@ -162,8 +172,9 @@ def _block_pieces(lines: list[str], out: list[Piece], in_list: bool) -> bool:
 
 
 def _prose(text: str, kind: str, source: str | None = None, continuation: str = "") -> Piece:
-    return Piece(text, prose=True, source=text.strip() if source is None else source,
-                 continuation=continuation, kind=kind)
+    return Piece(
+        text, prose=True, source=text.strip() if source is None else source, continuation=continuation, kind=kind
+    )
 
 
 def _unit_pieces(unit: list[tuple[str, str, str]], out: list[Piece]) -> None:
@@ -178,8 +189,11 @@ def _unit_pieces(unit: list[tuple[str, str, str]], out: list[Piece]) -> None:
         m = _PREFIX.match(first_prefix)
         continuation = first_prefix[: m.end("quote")] + " " * (len(first_prefix) - m.end("quote"))
     source = "\n".join(c.strip() for _, c, _ in unit)
-    out += [Piece(first_prefix), _prose(stripped, "paragraph", source, continuation),
-            Piece(body[len(stripped):] + unit[-1][2])]
+    out += [
+        Piece(first_prefix),
+        _prose(stripped, "paragraph", source, continuation),
+        Piece(body[len(stripped) :] + unit[-1][2]),
+    ]
 
 
 def _row_pieces(line: str, out: list[Piece]) -> None:
@@ -208,7 +222,7 @@ def _row_pieces(line: str, out: list[Piece]) -> None:
         cell = body[a:b]
         lead = len(cell) - len(cell.lstrip())
         content = cell.strip()
-        out.append(Piece(body[pos:a + lead]))
+        out.append(Piece(body[pos : a + lead]))
         if content:
             out.append(_prose(content, "cell"))
         pos = a + lead + len(content)
@@ -284,7 +298,7 @@ class _Masker:
                 i = end
                 continue
             if c == "\\" and i + 1 < n:
-                out.append(text[i:i + 2])
+                out.append(text[i : i + 2])
                 i += 2
                 continue
             if c in "[!" and text.startswith("[", i + (c == "!")):
@@ -323,7 +337,7 @@ class _Masker:
         if end < 0:
             return None
         label = self.run(text[start:close])
-        placeholder = self.hold(text[close + 2:end])
+        placeholder = self.hold(text[close + 2 : end])
         shape = f"]{opener}{placeholder}{text[end]}"
         self.shapes[len(self.spans)] = shape
         return text[i:start] + label + shape, end + 1

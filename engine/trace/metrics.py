@@ -40,8 +40,15 @@ class MetricsSampler:
     ``nvml`` replaces the pynvml module (tests, where no GPU exists); ``gpu=False`` never touches NVML.
     """
 
-    def __init__(self, store: TraceStore, *, interval_s: float = 5.0,
-                 gauges: dict[str, Gauge] | None = None, gpu: bool = True, nvml: ModuleType | None = None):
+    def __init__(
+        self,
+        store: TraceStore,
+        *,
+        interval_s: float = 5.0,
+        gauges: dict[str, Gauge] | None = None,
+        gpu: bool = True,
+        nvml: ModuleType | None = None,
+    ):
         self.store = store
         self.interval_s = interval_s
         self.gauges = dict(gauges or {})
@@ -97,9 +104,8 @@ class MetricsSampler:
                 try:
                     self.sample_once()
                     failing = False
-                except Exception:  # noqa: BLE001 - a full disk or a locked store costs samples, not the thread
-                    log.log(logging.DEBUG if failing else logging.WARNING, "could not store metrics",
-                            exc_info=True)
+                except Exception:
+                    log.log(logging.DEBUG if failing else logging.WARNING, "could not store metrics", exc_info=True)
                     failing = True
                 self._stop.wait(self.interval_s)
         finally:
@@ -113,8 +119,7 @@ class MetricsSampler:
             now = time.time()
             readings = self._system() + self._gpu() + self._extra()
         # SQLite stores NaN as NULL, which the metrics table refuses: one bad value would lose the batch.
-        samples = [(now, name, float(value)) for name, value in readings
-                   if value is not None and math.isfinite(value)]
+        samples = [(now, name, float(value)) for name, value in readings if value is not None and math.isfinite(value)]
         self.store.add_metrics(samples)
         return samples
 
@@ -132,8 +137,14 @@ class MetricsSampler:
         self._open_gpu()
         nvml, out = self._nvml, []
         for i, handle in enumerate(self._gpu_handles):
-            out.append((f"gpu.{i}.utilization_percent", self._try(
-                f"gpu.{i}.utilization_percent", lambda h=handle: nvml.nvmlDeviceGetUtilizationRates(h).gpu)))
+            out.append(
+                (
+                    f"gpu.{i}.utilization_percent",
+                    self._try(
+                        f"gpu.{i}.utilization_percent", lambda h=handle: nvml.nvmlDeviceGetUtilizationRates(h).gpu
+                    ),
+                )
+            )
             memory = self._try(f"gpu.{i}.memory", lambda h=handle: nvml.nvmlDeviceGetMemoryInfo(h))
             if memory is not None:
                 out.append((f"gpu.{i}.memory_used_bytes", memory.used))
@@ -141,14 +152,16 @@ class MetricsSampler:
         return out
 
     def _extra(self) -> list[tuple[str, float | None]]:
-        return [(name, self._try(name, lambda g=gauge: _number(g()), logging.WARNING))
-                for name, gauge in self.gauges.items()]
+        return [
+            (name, self._try(name, lambda g=gauge: _number(g()), logging.WARNING))
+            for name, gauge in self.gauges.items()
+        ]
 
     def _try(self, name: str, read: Callable[[], object], level: int = logging.DEBUG):
         """``read()``, or None when it fails (logged once per name, until it works again)."""
         try:
             value = read()
-        except Exception:  # noqa: BLE001 - one broken gauge or unsupported GPU query must not stop sampling
+        except Exception:
             if name not in self._quiet:
                 self._quiet.add(name)
                 log.log(level, "metric %s could not be read; skipping it", name, exc_info=True)
@@ -175,7 +188,7 @@ class MetricsSampler:
             return
         try:
             self._gpu_handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - NVMLError again: a GPU it cannot list is no GPU to watch
             log.debug("no GPU metrics: NVML could not list the GPUs (%s)", exc)
             self._gpu_handles = []
             _shutdown_quietly(nvml)
@@ -199,5 +212,5 @@ def _number(value) -> float | None:
 def _shutdown_quietly(nvml: ModuleType) -> None:
     try:
         nvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - nothing to do about a driver that will not let go
+    except Exception:
         log.debug("nvmlShutdown failed", exc_info=True)

@@ -114,8 +114,9 @@ class MonitoringReport:
     answers_checked: int
 
 
-def drift_test(baseline: np.ndarray, recent: np.ndarray, *, permutations: int = 500, alpha: float = 0.01,
-               seed: int = 0) -> tuple[float, float]:
+def drift_test(
+    baseline: np.ndarray, recent: np.ndarray, *, permutations: int = 500, alpha: float = 0.01, seed: int = 0
+) -> tuple[float, float]:
     """(unbiased MMD², permutation p-value) between two samples of row vectors; ``alpha`` is not used
     here but kept beside the test's other settings so that callers pass one set."""
     x, y = np.asarray(baseline, dtype=np.float64), np.asarray(recent, dtype=np.float64)
@@ -159,8 +160,16 @@ class Monitor:
     """Records questions and answers into the trace store and reports on them; safe to share between
     the worker thread that records and the thread that reports."""
 
-    def __init__(self, store: TraceStore, *, baseline_size: int = 40, recent_size: int = 40, alpha: float = 0.01,
-                 permutations: int = 500, seed: int = 0):
+    def __init__(
+        self,
+        store: TraceStore,
+        *,
+        baseline_size: int = 40,
+        recent_size: int = 40,
+        alpha: float = 0.01,
+        permutations: int = 500,
+        seed: int = 0,
+    ):
         self.store = store
         self.baseline_size, self.recent_size = baseline_size, recent_size
         self.alpha, self.permutations, self.seed = alpha, permutations, seed
@@ -187,9 +196,16 @@ class Monitor:
         if result is None:
             log.info("calibration needs sentences from two documents or more; using the default levels")
             result = Calibration(DEFAULT_RELEVANCE_LEVEL, DEFAULT_SUPPORT_LEVEL, 0, len(chunks))
-        self.store.add_observation("calibration", value=result.relevance_level, detail={
-            "relevance_level": result.relevance_level, "support_level": result.support_level,
-            "n_pairs": result.n_pairs, "n_chunks": result.n_chunks})
+        self.store.add_observation(
+            "calibration",
+            value=result.relevance_level,
+            detail={
+                "relevance_level": result.relevance_level,
+                "support_level": result.support_level,
+                "n_pairs": result.n_pairs,
+                "n_chunks": result.n_chunks,
+            },
+        )
         with self._lock:
             self._calibration, self._loaded = result, True
         return result
@@ -207,7 +223,7 @@ class Monitor:
         if not texts:  # chunks too short to hold a judged sentence
             return None
         vectors = embed(texts + [text for _, text in chunks])
-        similarity = vectors[:len(texts)] @ vectors[len(texts):].T  # sentences x chunks
+        similarity = vectors[: len(texts)] @ vectors[len(texts) :].T  # sentences x chunks
         sentence_docs, chunk_docs = np.array(sentence_docs), np.array([doc for doc, _ in chunks])
         relevance, support, pairs = [], [], 0
         for doc in np.unique(chunk_docs):
@@ -219,8 +235,12 @@ class Monitor:
                 pairs += others.size
         if not pairs:
             return None
-        return Calibration(float(np.quantile(np.concatenate(relevance), NULL_QUANTILE)),
-                           float(np.quantile(np.concatenate(support), NULL_QUANTILE)), pairs, len(chunks))
+        return Calibration(
+            float(np.quantile(np.concatenate(relevance), NULL_QUANTILE)),
+            float(np.quantile(np.concatenate(support), NULL_QUANTILE)),
+            pairs,
+            len(chunks),
+        )
 
     @property
     def calibration(self) -> Calibration | None:
@@ -230,8 +250,12 @@ class Monitor:
                 latest = self.store.observations("calibration", limit=1)
                 if latest:
                     d = latest[0].detail
-                    self._calibration = Calibration(float(d["relevance_level"]), float(d["support_level"]),
-                                                    int(d.get("n_pairs", 0)), int(d.get("n_chunks", 0)))
+                    self._calibration = Calibration(
+                        float(d["relevance_level"]),
+                        float(d["support_level"]),
+                        int(d.get("n_pairs", 0)),
+                        int(d.get("n_chunks", 0)),
+                    )
                 self._loaded = True
             return self._calibration
 
@@ -241,15 +265,18 @@ class Monitor:
 
     # Recording -----------------------------------------------------------------------
 
-    def record_question(self, question: str | None, vector: np.ndarray, top_similarity: float | None,
-                        trace_id: str | None = None) -> bool:
+    def record_question(
+        self, question: str | None, vector: np.ndarray, top_similarity: float | None, trace_id: str | None = None
+    ) -> bool:
         """Keep a question's embedding and top similarity; True when it has no relevant documents."""
-        self.store.add_observation("question", trace_id=trace_id, value=top_similarity, vector=vector,
-                                   detail={"question": question or ""})
+        self.store.add_observation(
+            "question", trace_id=trace_id, value=top_similarity, vector=vector, detail={"question": question or ""}
+        )
         return top_similarity is None or top_similarity < self._levels()[0]
 
-    def record_answer(self, answer: str, passages: Sequence[str], embed: Embed,
-                      trace_id: str | None = None, *, keep_text: bool = True) -> SupportResult:
+    def record_answer(
+        self, answer: str, passages: Sequence[str], embed: Embed, trace_id: str | None = None, *, keep_text: bool = True
+    ) -> SupportResult:
         """Judge each sentence of an answer against the passages it was given, and keep the verdict.
         With no passages nothing supports the answer, so every judged sentence is unsupported.
         ``keep_text`` False (content capture off): the unsupported sentences are counted, not kept."""
@@ -258,13 +285,20 @@ class Monitor:
         best = np.zeros(len(texts))
         if texts and passages:
             vectors = embed(texts + list(passages))
-            best = (vectors[:len(texts)] @ vectors[len(texts):].T).max(axis=1)
-        judged = tuple(SentenceSupport(t, float(s), bool(s >= level)) for t, s in zip(texts, best))
+            best = (vectors[: len(texts)] @ vectors[len(texts) :].T).max(axis=1)
+        judged = tuple(SentenceSupport(t, float(s), bool(s >= level)) for t, s in zip(texts, best, strict=True))
         missing = [s.text for s in judged if not s.supported]
         result = SupportResult(judged, len(missing), bool(missing))
-        self.store.add_observation("answer_support", trace_id=trace_id, value=result.support,
-                                   detail={"unsupported": missing if keep_text else [],
-                                           "unsupported_count": len(missing), "flagged": result.flagged})
+        self.store.add_observation(
+            "answer_support",
+            trace_id=trace_id,
+            value=result.support,
+            detail={
+                "unsupported": missing if keep_text else [],
+                "unsupported_count": len(missing),
+                "flagged": result.flagged,
+            },
+        )
         return result
 
     # Reading -------------------------------------------------------------------------
@@ -276,11 +310,26 @@ class Monitor:
     def _drift(self, questions: list[Observation]) -> DriftResult | None:
         if len(questions) < self.baseline_size + self.recent_size:
             return None
-        baseline, recent = questions[:self.baseline_size], questions[-self.recent_size:]
-        statistic, p_value = drift_test(np.stack([q.vector for q in baseline]), np.stack([q.vector for q in recent]),
-                                        permutations=self.permutations, alpha=self.alpha, seed=self.seed)
-        return DriftResult(statistic, p_value, p_value < self.alpha, self.alpha, len(baseline), len(recent),
-                           baseline[0].ts, baseline[-1].ts, recent[0].ts, recent[-1].ts)
+        baseline, recent = questions[: self.baseline_size], questions[-self.recent_size :]
+        statistic, p_value = drift_test(
+            np.stack([q.vector for q in baseline]),
+            np.stack([q.vector for q in recent]),
+            permutations=self.permutations,
+            alpha=self.alpha,
+            seed=self.seed,
+        )
+        return DriftResult(
+            statistic,
+            p_value,
+            p_value < self.alpha,
+            self.alpha,
+            len(baseline),
+            len(recent),
+            baseline[0].ts,
+            baseline[-1].ts,
+            recent[0].ts,
+            recent[-1].ts,
+        )
 
     def report(self, since: float | None = None) -> MonitoringReport:
         """The Monitoring tab's figures; ``since`` limits the lists and scores, drift always uses every
@@ -290,23 +339,41 @@ class Monitor:
         drift = self._drift(vectors)
         needed = self.baseline_size + self.recent_size
         if drift is None:
-            note = (f"Drift needs {needed} questions with embeddings, has {len(vectors)}: it compares the oldest "
-                    f"{self.baseline_size} with the newest {self.recent_size}.")
+            note = (
+                f"Drift needs {needed} questions with embeddings, has {len(vectors)}: it compares the oldest "
+                f"{self.baseline_size} with the newest {self.recent_size}."
+            )
         elif drift.drifted:
-            note = (f"The newest {drift.n_recent} questions differ from the oldest {drift.n_baseline} "
-                    f"(MMD² {drift.statistic:.4f}, p = {drift.p_value:.3g} < {drift.alpha:g}): people ask about "
-                    "other things now, so retrieval quality measured earlier may no longer hold.")
+            note = (
+                f"The newest {drift.n_recent} questions differ from the oldest {drift.n_baseline} "
+                f"(MMD² {drift.statistic:.4f}, p = {drift.p_value:.3g} < {drift.alpha:g}): people ask about "
+                "other things now, so retrieval quality measured earlier may no longer hold."
+            )
         else:
-            note = (f"No drift: the newest {drift.n_recent} questions look like the oldest {drift.n_baseline} "
-                    f"(MMD² {drift.statistic:.4f}, p = {drift.p_value:.3g}; drift is called below {drift.alpha:g}).")
+            note = (
+                f"No drift: the newest {drift.n_recent} questions look like the oldest {drift.n_baseline} "
+                f"(MMD² {drift.statistic:.4f}, p = {drift.p_value:.3g}; drift is called below {drift.alpha:g})."
+            )
         relevance_level = self._levels()[0]
         questions = [q for q in kept if since is None or q.ts >= since]
-        no_relevant = tuple(FlaggedQuestion(q.ts, q.trace_id, q.detail.get("question", ""), q.value or 0.0)
-                            for q in questions if q.value is None or q.value < relevance_level)
+        no_relevant = tuple(
+            FlaggedQuestion(q.ts, q.trace_id, q.detail.get("question", ""), q.value or 0.0)
+            for q in questions
+            if q.value is None or q.value < relevance_level
+        )
         answers = self.store.observations("answer_support", since=since)
-        unsupported = tuple(FlaggedAnswer(a.ts, a.trace_id, tuple(a.detail.get("unsupported", ())),
-                                          1.0 if a.value is None else a.value)
-                            for a in answers if a.detail.get("flagged"))
-        return MonitoringReport(drift, note, len(questions), self.calibration, no_relevant,
-                                tuple((q.ts, q.value) for q in questions if q.value is not None),
-                                unsupported, len(answers))
+        unsupported = tuple(
+            FlaggedAnswer(a.ts, a.trace_id, tuple(a.detail.get("unsupported", ())), 1.0 if a.value is None else a.value)
+            for a in answers
+            if a.detail.get("flagged")
+        )
+        return MonitoringReport(
+            drift,
+            note,
+            len(questions),
+            self.calibration,
+            no_relevant,
+            tuple((q.ts, q.value) for q in questions if q.value is not None),
+            unsupported,
+            len(answers),
+        )

@@ -24,7 +24,7 @@ class SpanNode:
     """A span with its children, in start order, and where it sits on the trace's timeline."""
 
     span: SpanRecord
-    children: tuple["SpanNode", ...]
+    children: tuple[SpanNode, ...]
     offset: float  # start, as a fraction of the trace's duration
     width: float  # duration, as a fraction of the trace's duration
     orphan: bool = False  # its parent is not stored (yet): still running, or lost
@@ -56,9 +56,13 @@ def build_tree(spans: Sequence[SpanRecord]) -> list[SpanNode]:
 
     def node(s: SpanRecord, seen: frozenset[str]) -> SpanNode:
         kids = sorted(children.get(s.span_id, []), key=lambda c: (c.start_ns, c.span_id))
-        return SpanNode(s, tuple(node(c, seen | {s.span_id}) for c in kids if c.span_id not in seen),
-                        (s.start_ns - start) / total, max(0, s.end_ns - s.start_ns) / total,
-                        orphan=s.parent_id is not None and s.parent_id not in by_id)
+        return SpanNode(
+            s,
+            tuple(node(c, seen | {s.span_id}) for c in kids if c.span_id not in seen),
+            (s.start_ns - start) / total,
+            max(0, s.end_ns - s.start_ns) / total,
+            orphan=s.parent_id is not None and s.parent_id not in by_id,
+        )
 
     roots = sorted(children.get(None, []), key=lambda s: (s.start_ns, s.span_id))
     return [node(s, frozenset()) for s in roots]
@@ -109,8 +113,7 @@ def _prompt_text(attributes: dict) -> str | None:
             if isinstance(m, dict):
                 content = m.get("content")
                 if isinstance(content, list):  # GenAI "parts": [{"type": "text", "content": ...}]
-                    content = "\n".join(str(p.get("content", "")) if isinstance(p, dict) else str(p)
-                                        for p in content)
+                    content = "\n".join(str(p.get("content", "")) if isinstance(p, dict) else str(p) for p in content)
                 parts.append(f"[{m.get('role', '?')}]\n{content}")
             else:
                 parts.append(str(m))
@@ -127,10 +130,15 @@ def passages_of(attributes: dict) -> list[dict]:
     scores = _as_list(attributes.get("locus.retrieval.scores"))
     chunk_ids = _as_list(attributes.get("locus.retrieval.chunk_ids"))
     n = max(len(sources), len(scores), len(chunk_ids))
-    return [{"number": i + 1,
-             "title": sources[i] if i < len(sources) else "",
-             "score": scores[i] if i < len(scores) else None,
-             "chunk_ids": [chunk_ids[i]] if i < len(chunk_ids) else []} for i in range(n)]
+    return [
+        {
+            "number": i + 1,
+            "title": sources[i] if i < len(sources) else "",
+            "score": scores[i] if i < len(scores) else None,
+            "chunk_ids": [chunk_ids[i]] if i < len(chunk_ids) else [],
+        }
+        for i in range(n)
+    ]
 
 
 def _as_list(value) -> list:
@@ -154,8 +162,11 @@ def format_value(value, limit: int | None = None) -> str:
     """An attribute value as text: JSON strings pretty-printed, lists joined; cut at ``limit`` characters."""
     parsed = parse_json(value)
     if parsed is not None:
-        text = json.dumps(parsed, ensure_ascii=False, indent=2) if limit is None else json.dumps(
-            parsed, ensure_ascii=False)
+        text = (
+            json.dumps(parsed, ensure_ascii=False, indent=2)
+            if limit is None
+            else json.dumps(parsed, ensure_ascii=False)
+        )
     elif isinstance(value, (list, tuple)):
         text = ", ".join(str(v) for v in value)
     elif isinstance(value, float):
@@ -165,7 +176,7 @@ def format_value(value, limit: int | None = None) -> str:
     if limit is not None:
         text = " ".join(text.split())
         if len(text) > limit:
-            text = text[:limit - 1] + "…"
+            text = text[: limit - 1] + "…"
     return text
 
 
@@ -189,7 +200,7 @@ def downsample(points: Sequence[tuple[float, float]], most: int = 600) -> list[t
     step = len(points) / most
     out = []
     for i in range(most):
-        run = points[int(i * step):max(int((i + 1) * step), int(i * step) + 1)]
+        run = points[int(i * step) : max(int((i + 1) * step), int(i * step) + 1)]
         out.append((sum(p[0] for p in run) / len(run), sum(p[1] for p in run) / len(run)))
     return out
 

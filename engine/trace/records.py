@@ -28,11 +28,19 @@ class SpanRecord:
         return max(0, self.end_ns - self.start_ns) / 1e9
 
     def to_dict(self) -> dict:
-        return {"trace_id": self.trace_id, "span_id": self.span_id, "parent_span_id": self.parent_id,
-                "name": self.name, "kind": self.kind, "start_time_unix_nano": self.start_ns,
-                "end_time_unix_nano": self.end_ns, "duration_s": round(self.duration_s, 6),
-                "status": {"code": self.status, "message": self.status_message},
-                "attributes": self.attributes, "events": self.events}
+        return {
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "parent_span_id": self.parent_id,
+            "name": self.name,
+            "kind": self.kind,
+            "start_time_unix_nano": self.start_ns,
+            "end_time_unix_nano": self.end_ns,
+            "duration_s": round(self.duration_s, 6),
+            "status": {"code": self.status, "message": self.status_message},
+            "attributes": self.attributes,
+            "events": self.events,
+        }
 
 
 @dataclass(frozen=True)

@@ -122,9 +122,11 @@ class TraceStore:
             self._db.execute("PRAGMA secure_delete=ON")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise TraceStoreError(f"The trace store {self.path} was written by a newer Locus "
-                                      f"(schema {version}); this version reads schema {SCHEMA_VERSION}.",
-                                      hint="Update Locus, or move the file aside to start a new one.")
+                raise TraceStoreError(
+                    f"The trace store {self.path} was written by a newer Locus "
+                    f"(schema {version}); this version reads schema {SCHEMA_VERSION}.",
+                    hint="Update Locus, or move the file aside to start a new one.",
+                )
             self._db.executescript(_SCHEMA)  # every change so far only adds tables and indexes
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
@@ -144,11 +146,25 @@ class TraceStore:
         for s in spans:
             attributes = json.dumps(s.attributes, ensure_ascii=False, default=str)
             events = json.dumps(s.events, ensure_ascii=False, default=str)
-            rows.append((s.trace_id, s.span_id, s.parent_id, s.name, s.kind, s.start_ns, s.end_ns, s.status,
-                         s.status_message, attributes, events, len(attributes) + len(events) + 200))
+            rows.append(
+                (
+                    s.trace_id,
+                    s.span_id,
+                    s.parent_id,
+                    s.name,
+                    s.kind,
+                    s.start_ns,
+                    s.end_ns,
+                    s.status,
+                    s.status_message,
+                    attributes,
+                    events,
+                    len(attributes) + len(events) + 200,
+                )
+            )
         with self._write() as db:
             dropped = self._forgotten_among(db, spans)
-            kept = [(s, row) for s, row in zip(spans, rows) if s.trace_id not in dropped]
+            kept = [(s, row) for s, row in zip(spans, rows, strict=True) if s.trace_id not in dropped]
             db.executemany("INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", [r for _, r in kept])
             for s, row in kept:
                 self._fold(db, s, row[-1])
@@ -162,11 +178,18 @@ class TraceStore:
             return set()
         traces = {s.trace_id for s in spans}
         conversations = {s.trace_id: c for s in spans if (c := _conversation_of(s.attributes)) is not None}
-        dropped = {r[0] for r in _select_in(db, "SELECT key FROM forgotten WHERE kind = 'trace' AND key IN ({})",
-                                            sorted(traces))}
-        gone = {int(r[0]) for r in _select_in(
-            db, "SELECT key FROM forgotten WHERE kind = 'conversation' AND key IN ({})",
-            sorted({str(c) for c in conversations.values()}))}
+        dropped = {
+            r[0]
+            for r in _select_in(db, "SELECT key FROM forgotten WHERE kind = 'trace' AND key IN ({})", sorted(traces))
+        }
+        gone = {
+            int(r[0])
+            for r in _select_in(
+                db,
+                "SELECT key FROM forgotten WHERE kind = 'conversation' AND key IN ({})",
+                sorted({str(c) for c in conversations.values()}),
+            )
+        }
         late = {t for t, c in conversations.items() if c in gone} - dropped
         if late:
             self._delete(db, sorted(late), observations=True)
@@ -178,8 +201,10 @@ class TraceStore:
         db.execute(
             "INSERT INTO traces(trace_id, status, start_ns, end_ns, n_spans, size_bytes) VALUES (?,?,?,?,1,?) "
             "ON CONFLICT(trace_id) DO UPDATE SET start_ns = min(start_ns, excluded.start_ns), "
-            "end_ns = max(end_ns, excluded.end_ns), n_spans = n_spans + 1, size_bytes = size_bytes + excluded.size_bytes",
-            (span.trace_id, "running", span.start_ns, span.end_ns, size))
+            "end_ns = max(end_ns, excluded.end_ns), n_spans = n_spans + 1, "
+            "size_bytes = size_bytes + excluded.size_bytes",
+            (span.trace_id, "running", span.start_ns, span.end_ns, size),
+        )
         if span.status == "error":
             db.execute("UPDATE traces SET status = 'error' WHERE trace_id = ?", (span.trace_id,))
         conversation = _conversation_of(span.attributes)
@@ -189,14 +214,16 @@ class TraceStore:
             values = {column: span.attributes.get(key) for key, column in _SUMMARY_ATTRIBUTES.items()}
             values["conversation_id"] = conversation
             values["summary"] = str(values["summary"] or "")[:300]
-            status = "error" if span.status == "error" else (
-                "cancelled" if span.attributes.get("locus.cancelled") else "ok")
+            status = (
+                "error" if span.status == "error" else ("cancelled" if span.attributes.get("locus.cancelled") else "ok")
+            )
             db.execute(
                 "UPDATE traces SET name = :name, task = :task, model = :model, ttft_s = :ttft_s, "
                 "tokens_per_s = :tokens_per_s, input_tokens = :input_tokens, output_tokens = :output_tokens, "
                 "conversation_id = coalesce(:conversation_id, conversation_id), summary = :summary, "
                 "status = CASE WHEN status = 'error' THEN 'error' ELSE :status END WHERE trace_id = :trace_id",
-                dict(values, name=span.name, status=status, trace_id=span.trace_id))
+                dict(values, name=span.name, status=status, trace_id=span.trace_id),
+            )
 
     def add_metrics(self, samples: Iterable[tuple[float, str, float]]) -> None:
         """Store (timestamp, name, value) samples."""
@@ -205,17 +232,34 @@ class TraceStore:
             with self._write() as db:
                 db.executemany("INSERT INTO metrics VALUES (?,?,?)", samples)
 
-    def add_observation(self, kind: str, *, trace_id: str | None = None, value: float | None = None,
-                        vector: np.ndarray | None = None, detail: dict | None = None,
-                        ts: float | None = None) -> None:
+    def add_observation(
+        self,
+        kind: str,
+        *,
+        trace_id: str | None = None,
+        value: float | None = None,
+        vector: np.ndarray | None = None,
+        detail: dict | None = None,
+        ts: float | None = None,
+    ) -> None:
         blob = None if vector is None else np.asarray(vector, dtype=np.float32).tobytes()
         with self._write() as db:
-            if trace_id is not None and db.execute("SELECT 1 FROM forgotten WHERE kind = 'trace' AND key = ?",
-                                                   (trace_id,)).fetchone():
+            if (
+                trace_id is not None
+                and db.execute("SELECT 1 FROM forgotten WHERE kind = 'trace' AND key = ?", (trace_id,)).fetchone()
+            ):
                 return  # its request was deleted while it was being answered
-            db.execute("INSERT INTO observations VALUES (?,?,?,?,?,?)",
-                       (time.time() if ts is None else ts, kind, trace_id, value, blob,
-                        json.dumps(detail or {}, ensure_ascii=False, default=str)))
+            db.execute(
+                "INSERT INTO observations VALUES (?,?,?,?,?,?)",
+                (
+                    time.time() if ts is None else ts,
+                    kind,
+                    trace_id,
+                    value,
+                    blob,
+                    json.dumps(detail or {}, ensure_ascii=False, default=str),
+                ),
+            )
 
     def apply_retention(self, *, max_age_days: float | None, max_bytes: int | None) -> int:
         """Delete traces older than ``max_age_days`` and then the oldest until the spans take at most
@@ -225,8 +269,7 @@ class TraceStore:
         with self._write() as db:
             if max_age_days is not None:
                 cutoff_s = time.time() - max_age_days * 86400
-                ids = [r[0] for r in db.execute("SELECT trace_id FROM traces WHERE end_ns < ?",
-                                                (int(cutoff_s * 1e9),))]
+                ids = [r[0] for r in db.execute("SELECT trace_id FROM traces WHERE end_ns < ?", (int(cutoff_s * 1e9),))]
                 deleted += self._delete(db, ids)
                 db.execute("DELETE FROM metrics WHERE ts < ?", (cutoff_s,))
                 db.execute("DELETE FROM observations WHERE ts < ?", (cutoff_s,))
@@ -251,8 +294,10 @@ class TraceStore:
         """Delete every trace of a conversation (its spans, summary row and monitoring observations),
         and drop its spans that arrive later (an answer still running). Returns how many traces went."""
         with self._write() as db:
-            ids = [r[0] for r in db.execute("SELECT trace_id FROM traces WHERE conversation_id = ?",
-                                            (int(conversation_id),))]
+            ids = [
+                r[0]
+                for r in db.execute("SELECT trace_id FROM traces WHERE conversation_id = ?", (int(conversation_id),))
+            ]
             self._remember(db, "conversation", [str(int(conversation_id))])
             self._remember(db, "trace", ids)
             self._delete(db, ids, observations=True)
@@ -272,14 +317,17 @@ class TraceStore:
             return 0
         where = " OR ".join("s.attributes LIKE ? ESCAPE '\\'" for _ in patterns)
         with self._write() as db:
-            hits = db.execute(f"SELECT s.trace_id, s.span_id, s.name, s.size_bytes FROM spans s WHERE {where}",
-                              patterns).fetchall()
+            hits = db.execute(
+                f"SELECT s.trace_id, s.span_id, s.name, s.size_bytes FROM spans s WHERE {where}", patterns
+            ).fetchall()
             whole = sorted({t for t, _, name, _ in hits if name != "index_file"})
             for trace_id, span_id, name, size in hits:
                 if name == "index_file" and trace_id not in whole:
                     db.execute("DELETE FROM spans WHERE trace_id = ? AND span_id = ?", (trace_id, span_id))
-                    db.execute("UPDATE traces SET n_spans = n_spans - 1, size_bytes = size_bytes - ? "
-                               "WHERE trace_id = ?", (size, trace_id))
+                    db.execute(
+                        "UPDATE traces SET n_spans = n_spans - 1, size_bytes = size_bytes - ? WHERE trace_id = ?",
+                        (size, trace_id),
+                    )
             self._remember(db, "trace", whole)
             self._delete(db, whole, observations=True)
         if hits:
@@ -295,7 +343,7 @@ class TraceStore:
     @staticmethod
     def _delete(db: sqlite3.Connection, trace_ids: list[str], *, observations: bool = False) -> int:
         for start in range(0, len(trace_ids), 500):
-            part = trace_ids[start:start + 500]
+            part = trace_ids[start : start + 500]
             marks = ",".join("?" * len(part))
             db.execute(f"DELETE FROM spans WHERE trace_id IN ({marks})", part)
             db.execute(f"DELETE FROM traces WHERE trace_id IN ({marks})", part)
@@ -334,27 +382,52 @@ class TraceStore:
                 params.append(value)
         if f.text:
             pattern = "%" + f.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            clauses.append("(t.trace_id LIKE ? ESCAPE '\\' OR t.summary LIKE ? ESCAPE '\\' OR EXISTS ("
-                           "SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id AND (s.name LIKE ? ESCAPE '\\' "
-                           "OR s.attributes LIKE ? ESCAPE '\\')))")
+            clauses.append(
+                "(t.trace_id LIKE ? ESCAPE '\\' OR t.summary LIKE ? ESCAPE '\\' OR EXISTS ("
+                "SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id AND (s.name LIKE ? ESCAPE '\\' "
+                "OR s.attributes LIKE ? ESCAPE '\\')))"
+            )
             params += [pattern] * 4
-        sql = ("SELECT trace_id, name, task, model, status, start_ns, end_ns, ttft_s, tokens_per_s, input_tokens, "
-               "output_tokens, conversation_id, summary, n_spans FROM traces t"
-               + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY t.start_ns DESC LIMIT ?")
-        rows = self._read(sql, params + [f.limit])
-        return [TraceSummary(r[0], r[1] or "", r[2] or "", r[3] or "", r[4], r[5] / 1e9, max(0, r[6] - r[5]) / 1e9,
-                             r[7], r[8], r[9], r[10], r[11], r[12] or "", r[13]) for r in rows]
+        sql = (
+            "SELECT trace_id, name, task, model, status, start_ns, end_ns, ttft_s, tokens_per_s, input_tokens, "
+            "output_tokens, conversation_id, summary, n_spans FROM traces t"
+            + (" WHERE " + " AND ".join(clauses) if clauses else "")
+            + " ORDER BY t.start_ns DESC LIMIT ?"
+        )
+        rows = self._read(sql, [*params, f.limit])
+        return [
+            TraceSummary(
+                r[0],
+                r[1] or "",
+                r[2] or "",
+                r[3] or "",
+                r[4],
+                r[5] / 1e9,
+                max(0, r[6] - r[5]) / 1e9,
+                r[7],
+                r[8],
+                r[9],
+                r[10],
+                r[11],
+                r[12] or "",
+                r[13],
+            )
+            for r in rows
+        ]
 
     def resolve(self, trace_id: str) -> str:
         """The full id of a trace from its id or a unique prefix of it (as `locus traces show` takes)."""
         prefix = trace_id.strip().lower()
         if not prefix or any(c not in "0123456789abcdef" for c in prefix):
-            raise NotFoundError(f"'{trace_id}' is not a trace id.", hint="Trace ids are hexadecimal; "
-                                "'locus traces list' shows them.")
+            raise NotFoundError(
+                f"'{trace_id}' is not a trace id.", hint="Trace ids are hexadecimal; 'locus traces list' shows them."
+            )
         rows = self._read("SELECT trace_id FROM traces WHERE trace_id LIKE ? LIMIT 2", (prefix + "%",))
         if not rows:
-            raise NotFoundError(f"No trace has the id '{trace_id}'.",
-                                hint="It may have been deleted by retention; 'locus traces list' shows what is kept.")
+            raise NotFoundError(
+                f"No trace has the id '{trace_id}'.",
+                hint="It may have been deleted by retention; 'locus traces list' shows what is kept.",
+            )
         if len(rows) > 1:
             raise NotFoundError(f"More than one trace starts with '{trace_id}'.", hint="Give more of the id.")
         return rows[0][0]
@@ -362,10 +435,15 @@ class TraceStore:
     def trace(self, trace_id: str) -> list[SpanRecord]:
         """Every span of a trace (id or unique prefix), in start order."""
         full = self.resolve(trace_id)
-        rows = self._read("SELECT trace_id, span_id, parent_id, name, kind, start_ns, end_ns, status, status_message, "
-                          "attributes, events FROM spans WHERE trace_id = ? ORDER BY start_ns, span_id", (full,))
-        return [SpanRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8] or "", json.loads(r[9]),
-                           json.loads(r[10])) for r in rows]
+        rows = self._read(
+            "SELECT trace_id, span_id, parent_id, name, kind, start_ns, end_ns, status, status_message, "
+            "attributes, events FROM spans WHERE trace_id = ? ORDER BY start_ns, span_id",
+            (full,),
+        )
+        return [
+            SpanRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8] or "", json.loads(r[9]), json.loads(r[10]))
+            for r in rows
+        ]
 
     def summary(self, trace_id: str) -> TraceSummary:
         full = self.resolve(trace_id)
@@ -375,17 +453,29 @@ class TraceStore:
         """A trace as one JSON-ready document: its summary and its spans (ids in hex, times in ns)."""
         spans = self.trace(trace_id)
         summary = self.summary(spans[0].trace_id)
-        return {"format": "locus-trace/1", "trace_id": summary.trace_id, "name": summary.name,
-                "task": summary.task, "model": summary.model, "status": summary.status,
-                "start": summary.start, "duration_s": summary.duration_s,
-                "spans": [s.to_dict() for s in spans]}
+        return {
+            "format": "locus-trace/1",
+            "trace_id": summary.trace_id,
+            "name": summary.name,
+            "task": summary.task,
+            "model": summary.model,
+            "status": summary.status,
+            "start": summary.start,
+            "duration_s": summary.duration_s,
+            "spans": [s.to_dict() for s in spans],
+        }
 
     def distinct(self, column: str) -> list[str]:
         """The tasks, models or statuses that occur, for the viewer's filters."""
         if column not in ("task", "model", "status", "name"):
             raise ValueError(column)
-        return [r[0] for r in self._read(f"SELECT DISTINCT {column} FROM traces WHERE {column} IS NOT NULL "
-                                         f"AND {column} != '' ORDER BY {column}", ())]
+        return [
+            r[0]
+            for r in self._read(
+                f"SELECT DISTINCT {column} FROM traces WHERE {column} IS NOT NULL AND {column} != '' ORDER BY {column}",
+                (),
+            )
+        ]
 
     def series(self, column: str, since: float | None = None, task: str | None = None) -> list[tuple[float, float]]:
         """(start time, value) of a per-trace figure over time: duration_s, ttft_s or tokens_per_s."""
@@ -422,9 +512,17 @@ class TraceStore:
             params.append(limit)
         else:
             sql += " ORDER BY ts"
-        return [Observation(r[0], r[1], r[2], r[3],
-                            None if r[4] is None else np.frombuffer(r[4], dtype=np.float32),
-                            json.loads(r[5])) for r in self._read(sql, params)]
+        return [
+            Observation(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                None if r[4] is None else np.frombuffer(r[4], dtype=np.float32),
+                json.loads(r[5]),
+            )
+            for r in self._read(sql, params)
+        ]
 
     def count(self) -> int:
         return self._read("SELECT count(*) FROM traces", ())[0][0]
@@ -457,7 +555,7 @@ def _select_in(db: sqlite3.Connection, sql: str, keys: list[str]) -> list[tuple]
     """``sql`` with its ``IN ({})`` filled with one mark per key (nothing to select: no rows)."""
     out: list[tuple] = []
     for start in range(0, len(keys), 500):
-        part = keys[start:start + 500]
+        part = keys[start : start + 500]
         out += db.execute(sql.format(",".join("?" * len(part))), part).fetchall()
     return out
 

@@ -51,7 +51,7 @@ class Redactor:
                 text = text.replace(secret, REDACTED)
         return _SECRET_SHAPES.sub(_keep_label, text)
 
-    def frozen(self) -> "Redactor":
+    def frozen(self) -> Redactor:
         """A redactor with today's secrets fixed: read the keyring once per export batch, not per string."""
         secrets = self._current()
         return Redactor(lambda: secrets)
@@ -59,7 +59,7 @@ class Redactor:
     def _current(self) -> list[str]:
         try:
             return sorted((s for s in self._secrets() if s and len(s) >= 6), key=len, reverse=True)
-        except Exception:  # noqa: BLE001 - a keyring hiccup must not stop tracing (shapes still apply)
+        except Exception:
             log.debug("could not read secrets for redaction", exc_info=True)
             return []
 
@@ -97,9 +97,14 @@ def span_record(span: ReadableSpan, redactor: Redactor) -> SpanRecord:
         status=status,
         status_message=redactor.scrub(span.status.description or ""),
         attributes={k: redactor.value(_plain(v)) for k, v in (span.attributes or {}).items()},
-        events=[{"name": e.name, "time_ns": e.timestamp,
-                 "attributes": {k: redactor.value(_plain(v)) for k, v in (e.attributes or {}).items()}}
-                for e in span.events],
+        events=[
+            {
+                "name": e.name,
+                "time_ns": e.timestamp,
+                "attributes": {k: redactor.value(_plain(v)) for k, v in (e.attributes or {}).items()},
+            }
+            for e in span.events
+        ],
     )
 
 
@@ -141,7 +146,7 @@ class StoreExporter(SpanExporter):
         try:
             redactor = self.redactor.frozen()
             self.store.add_spans([span_record(s, redactor) for s in spans])
-        except Exception:  # noqa: BLE001 - a full disk loses traces, never the app
+        except Exception:
             log.exception("could not store %d spans", len(spans))
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
@@ -164,13 +169,21 @@ class RedactingExporter(SpanExporter):
     @staticmethod
     def _scrubbed(s: ReadableSpan, r: Redactor) -> ReadableSpan:
         return ReadableSpan(
-            name=s.name, context=s.get_span_context(), parent=s.parent, resource=s.resource,
+            name=s.name,
+            context=s.get_span_context(),
+            parent=s.parent,
+            resource=s.resource,
             attributes={k: r.value(v) for k, v in (s.attributes or {}).items()},
-            events=[Event(e.name, {k: r.value(v) for k, v in (e.attributes or {}).items()}, e.timestamp)
-                    for e in s.events],
-            links=s.links, kind=s.kind,
+            events=[
+                Event(e.name, {k: r.value(v) for k, v in (e.attributes or {}).items()}, e.timestamp) for e in s.events
+            ],
+            links=s.links,
+            kind=s.kind,
             status=Status(s.status.status_code, r.scrub(s.status.description) if s.status.description else None),
-            start_time=s.start_time, end_time=s.end_time, instrumentation_scope=s.instrumentation_scope)
+            start_time=s.start_time,
+            end_time=s.end_time,
+            instrumentation_scope=s.instrumentation_scope,
+        )
 
     def shutdown(self) -> None:
         self.inner.shutdown()
@@ -195,10 +208,18 @@ class Tracing:
     ``Tracing.disabled()`` gives a tracer that records nothing (spans cost a few hundred ns).
     """
 
-    def __init__(self, store: TraceStore | None = None, *, capture_content: bool = True,
-                 redactor: Redactor | None = None, otlp_endpoint: str = "",
-                 otlp_headers: dict[str, str] | None = None, schedule_delay_ms: int = 500,
-                 service_version: str = "", enabled: bool = True):
+    def __init__(
+        self,
+        store: TraceStore | None = None,
+        *,
+        capture_content: bool = True,
+        redactor: Redactor | None = None,
+        otlp_endpoint: str = "",
+        otlp_headers: dict[str, str] | None = None,
+        schedule_delay_ms: int = 500,
+        service_version: str = "",
+        enabled: bool = True,
+    ):
         self.store = store
         self.capture_content = capture_content
         self.redactor = redactor or Redactor()
@@ -213,20 +234,24 @@ class Tracing:
         self._provider = TracerProvider(resource=resource)
         self._provider.add_span_processor(ConversationTagger())
         if store is not None:
-            self._local = BatchSpanProcessor(StoreExporter(store, self.redactor),
-                                             schedule_delay_millis=schedule_delay_ms)
+            self._local = BatchSpanProcessor(
+                StoreExporter(store, self.redactor), schedule_delay_millis=schedule_delay_ms
+            )
             self._provider.add_span_processor(self._local)
         if otlp_endpoint:
-            self._provider.add_span_processor(BatchSpanProcessor(
-                RedactingExporter(otlp_exporter(otlp_endpoint, otlp_headers), self.redactor),
-                schedule_delay_millis=max(schedule_delay_ms, 1000)))
+            self._provider.add_span_processor(
+                BatchSpanProcessor(
+                    RedactingExporter(otlp_exporter(otlp_endpoint, otlp_headers), self.redactor),
+                    schedule_delay_millis=max(schedule_delay_ms, 1000),
+                )
+            )
         self.tracer = self._provider.get_tracer("locus.engine", service_version or None)
 
     @classmethod
-    def disabled(cls) -> "Tracing":
+    def disabled(cls) -> Tracing:
         return cls(None, enabled=False)
 
-    def without_content(self) -> "Tracing":
+    def without_content(self) -> Tracing:
         """This tracer, recording timings and counts only (an answer that is not saved: no text in its trace)."""
         if not self.capture_content:
             return self
@@ -234,19 +259,28 @@ class Tracing:
         quiet.capture_content = False
         return quiet
 
-    def for_request(self, parent: Context | None) -> "Tracing":
+    def for_request(self, parent: Context | None) -> Tracing:
         """The tracer for spans under ``parent``: without content when the request asked for none."""
         return self if parent is None or get_value(_NO_CONTENT, parent) is None else self.without_content()
 
     # Spans ---------------------------------------------------------------------------
 
-    def start(self, name: str, parent: Context | Span | None = None, attributes: dict | None = None,
-              start_time_ns: int | None = None) -> Span:
+    def start(
+        self,
+        name: str,
+        parent: Context | Span | None = None,
+        attributes: dict | None = None,
+        start_time_ns: int | None = None,
+    ) -> Span:
         """A span that the caller ends (it may be ended on another thread)."""
         if isinstance(parent, Span):
             parent = trace.set_span_in_context(parent)
-        return self.tracer.start_span(name, context=parent if parent is not None else Context(),
-                                      attributes=_clean(attributes), start_time=start_time_ns)
+        return self.tracer.start_span(
+            name,
+            context=parent if parent is not None else Context(),
+            attributes=_clean(attributes),
+            start_time=start_time_ns,
+        )
 
     def content(self, span: Span, key: str, value) -> None:
         """Set a prompt/response attribute, only when content capture is on (dicts/lists as JSON)."""

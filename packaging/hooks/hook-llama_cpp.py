@@ -8,7 +8,6 @@ same folder and are collected the same way.
 
 from PyInstaller.utils.hooks import PY_DYLIB_PATTERNS, collect_dynamic_libs
 
-binaries = collect_dynamic_libs("llama_cpp",
-                                search_patterns=PY_DYLIB_PATTERNS + ["*.so.*", "*.metal", "*.metallib"])
+binaries = collect_dynamic_libs("llama_cpp", search_patterns=[*PY_DYLIB_PATTERNS, "*.so.*", "*.metal", "*.metallib"])
 # The OpenAI-compatible server is llama.cpp's, used by the tests only; its web stack stays out.
 excludedimports = ["llama_cpp.server"]

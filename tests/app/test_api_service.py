@@ -31,8 +31,11 @@ def test_open_api_follows_sampling_settings_changed_after_it_started(locus_home)
             model = services.backends.resolve(None)[1].model_info.name
             client.chat.completions.create(model=model, messages=[{"role": "user", "content": "One"}], max_tokens=2)
             # The user edits Settings › Sampling while the API runs (as the window applies settings).
-            services.apply_settings(services.settings.with_value("sampling.temperature", 1.3)
-                                    .with_value("sampling.top_p", 0.5).with_value("sampling.top_k", 9))
+            services.apply_settings(
+                services.settings.with_value("sampling.temperature", 1.3)
+                .with_value("sampling.top_p", 0.5)
+                .with_value("sampling.top_k", 9)
+            )
             client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Two"}], max_tokens=2)
         finally:
             server.stop()
@@ -44,8 +47,12 @@ def test_open_api_follows_sampling_settings_changed_after_it_started(locus_home)
             [root] = [s for s in spans if s.parent_id is None]
             [generation] = [s for s in spans if s.parent_id == root.span_id]
             a = generation.attributes
-            seen[trace.summary] = (a["gen_ai.request.temperature"], a["gen_ai.request.top_p"],
-                                   a["gen_ai.request.top_k"], a["locus.priority"])
+            seen[trace.summary] = (
+                a["gen_ai.request.temperature"],
+                a["gen_ai.request.top_p"],
+                a["gen_ai.request.top_k"],
+                a["locus.priority"],
+            )
         assert seen == {"One": (0.2, 0.95, 40, "normal"), "Two": (1.3, 0.5, 9, "normal")}
     finally:
         services.close()

@@ -34,16 +34,25 @@ def other_address(url: str) -> str:
 
 
 def test_every_answer_stays_on_the_backend_it_started_on_while_settings_change(
-        llama_server, secret_service, locus_home, tmp_path):
+    llama_server, secret_service, locus_home, tmp_path
+):
     secrets = Secrets(backend=secret_service)
     secrets.set("remote_api_key", API_KEY)
-    settings = (settings_mod.Settings().with_value("remote.url", llama_server).with_value("remote.model", ALIAS)
-                .with_value("sampling.max_tokens", 12).with_value("sampling.temperature", 0.0))
+    settings = (
+        settings_mod.Settings()
+        .with_value("remote.url", llama_server)
+        .with_value("remote.model", ALIAS)
+        .with_value("sampling.max_tokens", 12)
+        .with_value("sampling.temperature", 0.0)
+    )
     settings_mod.save(settings, locus_home / "config.toml")
     notes = tmp_path / "notes"
     notes.mkdir()
-    (notes / "otters.md").write_text("# Otters\n\nSea otters hold hands while they sleep so they do not drift "
-                                     "apart. They keep a favourite stone in a pouch of skin.\n", encoding="utf-8")
+    (notes / "otters.md").write_text(
+        "# Otters\n\nSea otters hold hands while they sleep so they do not drift "
+        "apart. They keep a favourite stone in a pouch of skin.\n",
+        encoding="utf-8",
+    )
     services = build_services(resolve_paths(), secrets=secrets)
     stop = threading.Event()
     changes = [0]
@@ -53,7 +62,7 @@ def test_every_answer_stays_on_the_backend_it_started_on_while_settings_change(
             changes[0] += 1
             moved = changes[0] % 6 == 0
 
-            def change(current: settings_mod.Settings) -> settings_mod.Settings:
+            def change(current: settings_mod.Settings, moved: bool = moved) -> settings_mod.Settings:
                 new = current.with_value("remote.enabled", not current.remote.enabled)
                 return new.with_value("remote.url", other_address(current.remote.url)) if moved else new
 
@@ -78,8 +87,10 @@ def test_every_answer_stays_on_the_backend_it_started_on_while_settings_change(
         answers = []
         try:
             for n in range(ROUNDS):  # three questions at once (ask returns at once), on both backends
-                handles = {name: services.assistant.ask(f"Question {n}: what do otters hold?", cid)
-                           for name, cid in conversations.items()}
+                handles = {
+                    name: services.assistant.ask(f"Question {n}: what do otters hold?", cid)
+                    for name, cid in conversations.items()
+                }
                 answers += [(name, handle, handle.wait(180)) for name, handle in handles.items()]
         finally:
             stop.set()

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.app.helpers import locus
 
 from engine.history.store import HistoryStore
 from engine.trace.store import TraceStore
+from tests.app.helpers import locus
 
 
 def conversations(home: Path):
@@ -45,8 +45,9 @@ def test_ask_reads_stdin_and_can_skip_history(tmp_path):
 def test_ask_continues_a_conversation(tmp_path):
     locus(tmp_path, "ask", "My cat is called Tom.", "--max-tokens", "8")
     [(conversation, _)] = conversations(tmp_path)
-    result = locus(tmp_path, "ask", "What is my cat called?", "--conversation", str(conversation.id),
-                   "--max-tokens", "8")
+    result = locus(
+        tmp_path, "ask", "What is my cat called?", "--conversation", str(conversation.id), "--max-tokens", "8"
+    )
     assert result.returncode == 0, result.stderr
     [(_, messages)] = conversations(tmp_path)
     assert len(messages) == 4
@@ -58,10 +59,13 @@ def test_ask_with_a_corrupt_model_fails_clearly(tmp_path, corrupt_model):
     assert "could not load 'truncated.gguf'" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (("ask", "hello", "--conversation", "999"), "Conversation 999 does not exist"),
-    (("ask", "   "), "The question is empty."),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("ask", "hello", "--conversation", "999"), "Conversation 999 does not exist"),
+        (("ask", "   "), "The question is empty."),
+    ],
+)
 def test_bad_requests_exit_non_zero_with_a_reason(tmp_path, args, message):
     result = locus(tmp_path, *args)
     assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
@@ -97,12 +101,16 @@ def test_ctrl_c_stops_the_answer_keeps_it_and_exits_130(tmp_path):
     from tests.app.helpers import LOCUS
 
     env = dict(os.environ, LOCUS_HOME=str(tmp_path))
-    child = subprocess.Popen([LOCUS, "ask", "Write a very long story about a lighthouse.", "--max-tokens", "2000",
-                              "--temperature", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    child = subprocess.Popen(
+        [LOCUS, "ask", "Write a very long story about a lighthouse.", "--max-tokens", "2000", "--temperature", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     try:
         assert child.stdout.read(40)  # the answer is streaming
         child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=30)
+        _out, err = child.communicate(timeout=30)
     finally:
         if child.poll() is None:
             child.kill()
@@ -119,8 +127,14 @@ def test_output_cut_short_by_the_reader_is_not_an_error(tmp_path):
     from tests.app.helpers import LOCUS
 
     env = dict(os.environ, LOCUS_HOME=str(tmp_path))
-    pipeline = subprocess.run(f"'{LOCUS}' ask 'Write a long story.' --max-tokens 400 | head -c 10",
-                              shell=True, capture_output=True, text=True, env=env, timeout=120)
+    pipeline = subprocess.run(
+        f"'{LOCUS}' ask 'Write a long story.' --max-tokens 400 | head -c 10",
+        shell=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert "Traceback" not in pipeline.stderr and "BrokenPipe" not in pipeline.stderr
 
 
@@ -133,15 +147,24 @@ def test_locus_home_that_is_a_file_gets_a_message(tmp_path):
 
 def files_holding(folder: Path, marker: str) -> list[str]:
     """Every file under the data folder whose raw bytes hold ``marker`` (databases, logs, caches, all)."""
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
-                  and marker.encode() in p.read_bytes())
+    return sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and marker.encode() in p.read_bytes()
+    )
 
 
 def test_no_history_leaves_nothing_of_the_question_or_answer_on_disk(tmp_path):
     from engine.trace.store import TraceStore
 
-    result = locus(tmp_path, "ask", "--no-history", "Repeat after me: snorkelwhale77 likes toast.",
-                   "--max-tokens", "16", "--temperature", "0")
+    result = locus(
+        tmp_path,
+        "ask",
+        "--no-history",
+        "Repeat after me: snorkelwhale77 likes toast.",
+        "--max-tokens",
+        "16",
+        "--temperature",
+        "0",
+    )
     assert result.returncode == 0, result.stderr
     assert files_holding(tmp_path, "snorkelwhale77") == []
     answer = result.stdout.strip()
@@ -153,8 +176,9 @@ def test_no_history_leaves_nothing_of_the_question_or_answer_on_disk(tmp_path):
         (trace,) = store.list_traces()
         assert trace.output_tokens and trace.summary == ""
         for span in store.trace(trace.trace_id):
-            assert not {"locus.prompt", "locus.response", "gen_ai.input.messages", "gen_ai.output.messages"} & \
-                set(span.attributes), span.name
+            assert not {"locus.prompt", "locus.response", "gen_ai.input.messages", "gen_ai.output.messages"} & set(
+                span.attributes
+            ), span.name
     finally:
         store.close()
 
@@ -174,10 +198,12 @@ def requested_sampling(home: Path) -> list[tuple]:
     """(max_tokens, temperature, seed) of every generation the home's traces recorded, oldest first."""
     store = TraceStore(home / "traces.sqlite3")
     try:
-        return [(a["gen_ai.request.max_tokens"], a["gen_ai.request.temperature"], a["gen_ai.request.seed"])
-                for trace in sorted(store.list_traces(), key=lambda t: t.start)
-                for a in (span.attributes for span in store.trace(trace.trace_id))
-                if "gen_ai.request.max_tokens" in a]  # the generation's span (not the question's)
+        return [
+            (a["gen_ai.request.max_tokens"], a["gen_ai.request.temperature"], a["gen_ai.request.seed"])
+            for trace in sorted(store.list_traces(), key=lambda t: t.start)
+            for a in (span.attributes for span in store.trace(trace.trace_id))
+            if "gen_ai.request.max_tokens" in a
+        ]  # the generation's span (not the question's)
     finally:
         store.close()
 
@@ -204,10 +230,12 @@ def test_ask_options_do_not_reach_the_next_question_in_the_same_process(locus_ho
     try:
         load_model(services, None)
         settings = services.assistant.settings
-        for argv in (["ask", "Count to ten.", "--max-tokens", "5", "--temperature", "0", "--seed", "7"],
-                     ["ask", "Count to ten."],
-                     ["ask", "Count to ten.", "--no-history", "--max-tokens", "4"],
-                     ["ask", "Count to ten.", "--no-history"]):
+        for argv in (
+            ["ask", "Count to ten.", "--max-tokens", "5", "--temperature", "0", "--seed", "7"],
+            ["ask", "Count to ten."],
+            ["ask", "Count to ten.", "--no-history", "--max-tokens", "4"],
+            ["ask", "Count to ten.", "--no-history"],
+        ):
             args = parser.parse_args(argv)
             assert ask(services, args, args.question) == 0, capsys.readouterr().err
         assert services.assistant.settings is settings
@@ -221,8 +249,13 @@ def test_python_m_app_cli_is_the_locus_command(tmp_path):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "app.cli", "--version"], capture_output=True, text=True,
-                            env=dict(os.environ, LOCUS_HOME=str(tmp_path)), timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "--version"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, LOCUS_HOME=str(tmp_path)),
+        timeout=60,
+    )
     assert result.returncode == 0 and result.stdout.strip() == "locus 0.1.0"
 
 
@@ -234,7 +267,8 @@ def test_the_frozen_apps_worker_flag_starts_its_worker(model_path):
     from tests.app.helpers import LOCUS
 
     request = json.dumps({"model": model_path, "grammar": 'root ::= "yes" | "no"', "limit_s": 60})
-    result = subprocess.run([LOCUS, "--grammar-check-worker"], input=request, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [LOCUS, "--grammar-check-worker"], input=request, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert [json.loads(line)["stage"] for line in result.stdout.splitlines()] == ["loaded", "checked"]

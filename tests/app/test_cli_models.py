@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 
-from tests.app.helpers import locus
-
 from engine.models.gguf import read_gguf
+from tests.app.helpers import locus
 
 
 def test_a_truncated_model_is_refused_with_the_missing_tensor(tmp_path, model_path):

@@ -31,8 +31,9 @@ class Served:
 
     def __init__(self, home: Path, *args: str):
         env = dict(os.environ, LOCUS_HOME=str(home))
-        self.process = subprocess.Popen([*SERVE, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [*SERVE, *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line) for line in self.process.stdout], daemon=True).start()
         try:
@@ -60,8 +61,9 @@ def test_serve_answers_a_chat_completion_and_stops_on_sigterm(tmp_path):
         client = openai.OpenAI(base_url=served.url, api_key="unused", max_retries=0, timeout=120)
         [model, embedder] = [m.id for m in client.models.list().data]
         assert model in served.banner and embedder == "sentence-transformers/all-MiniLM-L6-v2"
-        reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hello!"}],
-                                               temperature=0, max_tokens=8)
+        reply = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Hello!"}], temperature=0, max_tokens=8
+        )
         assert reply.choices[0].message.content and reply.usage.completion_tokens <= 8
     finally:
         code, stderr = served.stop()
@@ -71,8 +73,9 @@ def test_serve_answers_a_chat_completion_and_stops_on_sigterm(tmp_path):
 
 def test_serve_beyond_loopback_without_a_key_refuses_to_start(tmp_path):
     env = dict(os.environ, LOCUS_HOME=str(tmp_path))
-    done = subprocess.run([*SERVE, "--host", "0.0.0.0", "--port", "0"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=180)
+    done = subprocess.run(
+        [*SERVE, "--host", "0.0.0.0", "--port", "0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=180
+    )
     assert done.returncode == 1
     assert "API key" in done.stderr and "server_api_key" in done.stderr and "Traceback" not in done.stderr
 
@@ -109,8 +112,11 @@ def test_start_api_follows_the_settings_and_the_current_runtime(locus_home):
     try:
         assert start_api(services) is None
         port = free_port()
-        services.apply_settings(services.settings.with_value("api.enabled", True).with_value("api.port", port)
-                                .with_value("api.max_tokens", 16))
+        services.apply_settings(
+            services.settings.with_value("api.enabled", True)
+            .with_value("api.port", port)
+            .with_value("api.max_tokens", 16)
+        )
         services.load_model().result(timeout=120)
         server = start_api(services)
         try:
@@ -120,8 +126,7 @@ def test_start_api_follows_the_settings_and_the_current_runtime(locus_home):
             reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}])
             assert reply.usage.completion_tokens <= 16  # no max_tokens given: the server's limit
             with pytest.raises(openai.BadRequestError):
-                client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}],
-                                               max_tokens=17)
+                client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=17)
             with pytest.raises(ApiServerError, match="already in use"):
                 start_api(services)
         finally:
@@ -150,8 +155,12 @@ def test_serve_refuses_grammars_that_would_crash_it_and_goes_on_serving(tmp_path
         client = openai.OpenAI(base_url=served.url, api_key="unused", max_retries=0, timeout=120)
         model = client.models.list().data[0].id
         chat = dict(model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=8)
-        cases = [(NOTHING, "allows no output"), (DEEP_400_KB, "391 KB long; at most 256 KB"),
-                 (DEEP_100_KB, "nests groups 50,000 deep; at most 2,000"), (DEAD_END, "allows nothing here")]
+        cases = [
+            (NOTHING, "allows no output"),
+            (DEEP_400_KB, "391 KB long; at most 256 KB"),
+            (DEEP_100_KB, "nests groups 50,000 deep; at most 2,000"),
+            (DEAD_END, "allows nothing here"),
+        ]
         for grammar, words in cases:
             with pytest.raises(openai.BadRequestError) as caught:
                 client.chat.completions.create(**chat, extra_body={"grammar": grammar})
@@ -162,8 +171,9 @@ def test_serve_refuses_grammars_that_would_crash_it_and_goes_on_serving(tmp_path
             client.completions.create(model=model, prompt="Say", max_tokens=4, extra_body={"grammar": NOTHING})
         deep_schema = {"type": "object", "properties": {"note": {"type": "string", "maxLength": 20_000}}}
         with pytest.raises(openai.BadRequestError, match="20,000 deep"):
-            client.chat.completions.create(**chat, response_format={
-                "type": "json_schema", "json_schema": {"name": "note", "schema": deep_schema}})
+            client.chat.completions.create(
+                **chat, response_format={"type": "json_schema", "json_schema": {"name": "note", "schema": deep_schema}}
+            )
         assert client.completions.create(model=model, prompt="Say", max_tokens=4).choices[0].text is not None
     finally:
         code, stderr = served.stop()
@@ -184,7 +194,7 @@ def trickle_until_closed(sock: socket.socket, data: bytes, stop: threading.Event
         except OSError:
             return True
         try:
-            sock.send(data[sent:sent + 1] if sent < len(data) else b" ")
+            sock.send(data[sent : sent + 1] if sent < len(data) else b" ")
         except OSError:
             return True
         sent += 1
@@ -207,15 +217,17 @@ def answer_or_close(port: int) -> bytes:
 def test_serve_bounds_slow_and_surplus_connections_and_queued_requests(tmp_path):
     from engine.api.listener import BUSY_RESPONDERS
 
-    (tmp_path / "config.toml").write_text("[api]\nmax_connections = 4\nrequest_timeout_s = 10.0\n"
-                                          "max_queued_requests = 2\n")
+    (tmp_path / "config.toml").write_text(
+        "[api]\nmax_connections = 4\nrequest_timeout_s = 10.0\nmax_queued_requests = 2\n"
+    )
     served = Served(tmp_path, "--port", "0")
     try:
         port = int(served.url.rsplit(":", 1)[1].split("/")[0])
         with openai.OpenAI(base_url=served.url, api_key="unused", max_retries=0, timeout=120) as warm_up:
             model = warm_up.models.list().data[0].id  # (and its connection closed: it holds no place below)
-            assert warm_up.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}],
-                                                   max_tokens=4).choices
+            assert warm_up.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+            ).choices
         baseline = threads_of(served.process)
         # As many trickling clients as the cap: their headers never end.
         stop = threading.Event()
@@ -223,8 +235,11 @@ def test_serve_bounds_slow_and_surplus_connections_and_queued_requests(tmp_path)
         tricklers = []
         for _ in range(4):
             sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-            worker = threading.Thread(target=lambda s=sock: outcomes.append(
-                trickle_until_closed(s, b"POST /v1/chat/completions HTTP/1.1\r\nX-Slow: ", stop)))
+            worker = threading.Thread(
+                target=lambda s=sock: outcomes.append(
+                    trickle_until_closed(s, b"POST /v1/chat/completions HTTP/1.1\r\nX-Slow: ", stop)
+                )
+            )
             worker.start()
             tricklers.append((sock, worker))
         # Twenty more at once: each is answered 503 with Retry-After, or closed at once.
@@ -235,10 +250,11 @@ def test_serve_bounds_slow_and_surplus_connections_and_queued_requests(tmp_path)
                 time.sleep(0.05)
             answers = [f.result() for f in futures]
         busy = [a for a in answers if a]
-        assert busy and all(a.startswith(b"HTTP/1.1 503") and b"Retry-After: 2" in a and b'"server_busy"' in a
-                            for a in busy), answers
+        assert busy and all(
+            a.startswith(b"HTTP/1.1 503") and b"Retry-After: 2" in a and b'"server_busy"' in a for a in busy
+        ), answers
         # The tricklers are cut off at the deadline, however steadily they send.
-        for sock, worker in tricklers:
+        for _sock, worker in tricklers:
             worker.join(60)
         stop.set()
         for sock, _ in tricklers:
@@ -249,8 +265,12 @@ def test_serve_bounds_slow_and_surplus_connections_and_queued_requests(tmp_path)
         assert client.models.list().data  # the next client is served
         # Two generations may wait or run at once: a third is told to come back.
         song = [{"role": "user", "content": "Sing."}]
-        streams = [client.chat.completions.create(model=model, messages=song, max_tokens=900, stream=True,
-                                                  extra_body={"grammar": 'root ::= "la " root'}) for _ in range(2)]
+        streams = [
+            client.chat.completions.create(
+                model=model, messages=song, max_tokens=900, stream=True, extra_body={"grammar": 'root ::= "la " root'}
+            )
+            for _ in range(2)
+        ]
         for stream in streams:
             chunks = iter(stream)
             assert next(chunks).choices[0].delta.role == "assistant" and next(chunks).choices[0].delta.content

@@ -30,8 +30,14 @@ def test_a_file_longer_than_the_window_is_summarized_with_progress_on_stderr(tmp
 
 def test_stdin_and_mistakes(tmp_path):
     home = home_with_config(tmp_path)
-    short = locus(home, "summarize", "-", "--length", "short",
-                  stdin="The island ferry leaves the pier at 08:15 on weekdays and at noon on Sundays.")
+    short = locus(
+        home,
+        "summarize",
+        "-",
+        "--length",
+        "short",
+        stdin="The island ferry leaves the pier at 08:15 on weekdays and at noon on Sundays.",
+    )
     assert short.returncode == 0, short.stderr
     assert short.stdout.strip() and "Summarizing part" not in short.stderr
 
@@ -49,10 +55,12 @@ def test_an_indexed_document_and_a_collection(tmp_path):
     home = home_with_config(tmp_path)
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "ferry.md").write_text("# Ferry\n\nThe island ferry leaves the pier at 08:15 every weekday.\n",
-                                   encoding="utf-8")
-    (docs / "bakery.txt").write_text("Pellow's Bakery opens at six; its rye loaf uses a forty-year-old starter.\n",
-                                     encoding="utf-8")
+    (docs / "ferry.md").write_text(
+        "# Ferry\n\nThe island ferry leaves the pier at 08:15 every weekday.\n", encoding="utf-8"
+    )
+    (docs / "bakery.txt").write_text(
+        "Pellow's Bakery opens at six; its rye loaf uses a forty-year-old starter.\n", encoding="utf-8"
+    )
     assert locus(home, "index", str(docs), "--collection", "island").returncode == 0
 
     doc = locus(home, "summarize", "--doc", str(docs / "ferry.md"), "--length", "one_line")
@@ -71,8 +79,9 @@ def test_removing_a_summarized_document_deletes_the_summarys_trace(tmp_path):
     home = home_with_config(tmp_path)
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "ferry.md").write_text("# Ferry\n\nThe island ferry leaves the pier at 08:15 every weekday.\n",
-                                   encoding="utf-8")
+    (docs / "ferry.md").write_text(
+        "# Ferry\n\nThe island ferry leaves the pier at 08:15 every weekday.\n", encoding="utf-8"
+    )
     assert locus(home, "index", str(docs)).returncode == 0
 
     def summaries() -> list:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tests.app.helpers import locus
 
 CODE_BLOCK = "```python\nprint('hello')  # keep me\n```\n"
@@ -26,12 +27,19 @@ def test_translate_reads_stdin_and_takes_the_source_language(tmp_path):
     assert result.stdout.strip() and "from English to German" in result.stderr
 
 
-@pytest.mark.parametrize("args, stdin, message", [
-    (("translate", "--to", "Klingon", "-"), "Hello", "'Klingon' is not a language Locus translates."),
-    (("translate", "--to", "English", "-"), "The dog is in the garden with the cat.", "already seems to be in English"),
-    (("translate", "--to", "fr", "-"), "  \n", "There is no text to work on."),
-    (("code", "explain", "missing.py:1-3"), None, "There is no file 'missing.py'."),
-])
+@pytest.mark.parametrize(
+    "args, stdin, message",
+    [
+        (("translate", "--to", "Klingon", "-"), "Hello", "'Klingon' is not a language Locus translates."),
+        (
+            ("translate", "--to", "English", "-"),
+            "The dog is in the garden with the cat.",
+            "already seems to be in English",
+        ),
+        (("translate", "--to", "fr", "-"), "  \n", "There is no text to work on."),
+        (("code", "explain", "missing.py:1-3"), None, "There is no file 'missing.py'."),
+    ],
+)
 def test_bad_task_requests_exit_1_with_a_reason(tmp_path, args, stdin, message):
     result = locus(tmp_path, *args, stdin=stdin)
     assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
@@ -52,12 +60,17 @@ def test_extract_prints_json_that_validates_against_the_schema(tmp_path):
 
     import jsonschema
 
-    schema = {"type": "object", "properties": {"name": {"type": "string"}, "city": {"type": "string"}},
-              "required": ["name", "city"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "city": {"type": "string"}},
+        "required": ["name", "city"],
+        "additionalProperties": False,
+    }
     schema_file = tmp_path / "person.json"
     schema_file.write_text(json.dumps(schema), encoding="utf-8")
-    result = locus(tmp_path, "extract", "-", "--schema", str(schema_file),
-                   stdin="Maria Lopez moved to Lisbon last spring.\n")
+    result = locus(
+        tmp_path, "extract", "-", "--schema", str(schema_file), stdin="Maria Lopez moved to Lisbon last spring.\n"
+    )
     assert result.returncode == 0, result.stderr
     jsonschema.validate(json.loads(result.stdout), schema)
     refused = locus(tmp_path, "extract", "-", "--schema", '{"type": "integer", "minimum": 3}', stdin="Five.\n")
@@ -70,8 +83,12 @@ def generation_spans(home):
 
     store = TraceStore(home / "traces.sqlite3")
     try:
-        return [(t.task, span) for t in store.list_traces() for span in store.trace(t.trace_id)
-                if "gen_ai.request.max_tokens" in span.attributes]
+        return [
+            (t.task, span)
+            for t in store.list_traces()
+            for span in store.trace(t.trace_id)
+            if "gen_ai.request.max_tokens" in span.attributes
+        ]
     finally:
         store.close()
 
@@ -80,8 +97,10 @@ def generation_spans(home):
 def test_task_commands_follow_the_token_healing_setting(tmp_path, healing):
     home = tmp_path / "home"
     home.mkdir()
-    (home / "config.toml").write_text(f"[tasks]\ntoken_healing = {str(healing).lower()}\n\n"
-                                      "[sampling]\ntemperature = 0.0\nmax_tokens = 8\n", encoding="utf-8")
+    (home / "config.toml").write_text(
+        f"[tasks]\ntoken_healing = {str(healing).lower()}\n\n[sampling]\ntemperature = 0.0\nmax_tokens = 8\n",
+        encoding="utf-8",
+    )
     code = tmp_path / "add.py"
     code.write_text("def add(a, b):\n    return a + b\n", encoding="utf-8")
     runs = [("summarize", "-"), ("code", "explain", str(code)), ("translate", "--to", "fr", "--from", "en", "-")]

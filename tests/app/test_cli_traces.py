@@ -7,9 +7,9 @@ import re
 import time
 
 import pytest
-from tests.app.helpers import locus
 
 from engine.trace.store import SpanRecord, TraceStore
+from tests.app.helpers import locus
 
 QUESTION = "What colour is the sky?"
 
@@ -66,7 +66,7 @@ def test_show_content_prints_the_question_and_the_answer(asked):
     assert result.returncode == 0, result.stderr
     question_at = result.stdout.index("── Question ──\n" + QUESTION)
     assert result.stdout.index(QUESTION, result.stdout.index("── Prompt")) > question_at  # the prompt holds it
-    assert answer in result.stdout[result.stdout.index("── Response ──"):]
+    assert answer in result.stdout[result.stdout.index("── Response ──") :]
 
 
 def test_export_writes_the_whole_trace_as_json(asked, tmp_path):
@@ -106,8 +106,23 @@ def test_prune_applies_the_configured_retention(tmp_path):
     store = TraceStore(tmp_path / "traces.sqlite3")
     now = time.time_ns()
     for trace_id, start in (("a" * 32, now - 8 * 86400 * 10**9), ("b" * 32, now)):
-        store.add_spans([SpanRecord(trace_id, "1" * 16, None, "ask", "internal", start, start + 10**6, "unset", "",
-                                    {"locus.task": "chat", "locus.summary": trace_id[0]}, [])])
+        store.add_spans(
+            [
+                SpanRecord(
+                    trace_id,
+                    "1" * 16,
+                    None,
+                    "ask",
+                    "internal",
+                    start,
+                    start + 10**6,
+                    "unset",
+                    "",
+                    {"locus.task": "chat", "locus.summary": trace_id[0]},
+                    [],
+                )
+            ]
+        )
     store.close()
     result = locus(tmp_path, "traces", "prune")
     assert result.returncode == 0 and result.stdout.startswith("Deleted 1 trace ")

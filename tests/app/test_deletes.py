@@ -19,16 +19,17 @@ QUESTION_MARK = "zorbleflux"  # only ever in a question
 DOC_MARK = "quillowisp"  # only ever in a document
 DOCS = {
     "ledger.md": f"# The harbour ledger\n\nThe harbour ledger is kept by {DOC_MARK} Agnes Trelawny, who records "
-                 "every boat that enters Porthleven and the tide it came in on.\n",
+    "every boat that enters Porthleven and the tide it came in on.\n",
     "bakery.txt": "Pellow's Bakery on Harbour Street opens at six in the morning. Its rye loaf uses a starter "
-                  "that is forty years old.\n",
+    "that is forty years old.\n",
 }
 
 
 def holding(folder: Path, marker: str) -> list[str]:
     """The files under ``folder`` whose raw bytes contain ``marker``."""
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
-                  and marker.encode() in p.read_bytes())
+    return sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and marker.encode() in p.read_bytes()
+    )
 
 
 def wait_for(condition, what: str, timeout_s: float = 120.0):
@@ -44,10 +45,16 @@ def wait_for(condition, what: str, timeout_s: float = 120.0):
 def services(locus_home, model_path, tmp_path):
     # A small context with no RAM for idle conversations: the runtime copies a finished conversation's
     # state to a spill file while idle (the context could not hold another like it).
-    settings = (settings_mod.Settings().with_value("model.path", model_path)
-                .with_value("model.context_size", 256).with_value("model.parallel_requests", 1)
-                .with_value("model.conversation_cache_mb", 0).with_value("model.conversation_cache_disk_mb", 64)
-                .with_value("sampling.temperature", 0.0).with_value("sampling.max_tokens", 12))
+    settings = (
+        settings_mod.Settings()
+        .with_value("model.path", model_path)
+        .with_value("model.context_size", 256)
+        .with_value("model.parallel_requests", 1)
+        .with_value("model.conversation_cache_mb", 0)
+        .with_value("model.conversation_cache_disk_mb", 64)
+        .with_value("sampling.temperature", 0.0)
+        .with_value("sampling.max_tokens", 12)
+    )
     settings_mod.save(settings, locus_home / "config.toml")
     services = build_services(resolve_paths())
     services.load_model().result(timeout=120)
@@ -68,7 +75,9 @@ def test_deleting_a_conversation_leaves_none_of_it_on_disk(services, locus_home)
     spilled = wait_for(lambda: list(paths.kv_cache_dir.rglob("*.kv")), "the conversation's state to be spilled")
     services.tracing.flush()
     title = services.history.conversation(answer.started.conversation_id).title
-    assert {"locus.sqlite3", "traces.sqlite3"} <= {Path(p).name.split("-")[0] for p in holding(locus_home, QUESTION_MARK)}
+    assert {"locus.sqlite3", "traces.sqlite3"} <= {
+        Path(p).name.split("-")[0] for p in holding(locus_home, QUESTION_MARK)
+    }
     assert services.traces.list_traces(TraceFilter(text=QUESTION_MARK))
 
     deleted = services.assistant.delete_conversation(answer.started.conversation_id)

@@ -14,8 +14,9 @@ def test_index_list_ask_with_sources_and_remove(tmp_path):
     home = tmp_path / "home"
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "ferry.md").write_text("# Ferry\n\nThe island ferry leaves the pier at 08:15 every weekday.\n",
-                                   encoding="utf-8")
+    (docs / "ferry.md").write_text(
+        "# Ferry\n\nThe island ferry leaves the pier at 08:15 every weekday.\n", encoding="utf-8"
+    )
     shutil.copy(CORPUS / "r4-user-password.pdf", docs)
     indexed = locus(home, "index", str(docs), "--collection", "travel")
     assert indexed.returncode == 0, indexed.stderr
@@ -25,12 +26,23 @@ def test_index_list_ask_with_sources_and_remove(tmp_path):
     listed = locus(home, "docs", "list")
     assert listed.returncode == 0
     lines = listed.stdout.splitlines()
-    assert any("[travel]" in ln and "done" in ln and ln.rstrip().endswith("chunks)") and "ferry.md" in ln
-               for ln in lines)
+    assert any(
+        "[travel]" in ln and "done" in ln and ln.rstrip().endswith("chunks)") and "ferry.md" in ln for ln in lines
+    )
     assert any("failed" in ln and "r4-user-password.pdf" in ln and "password protected" in ln for ln in lines)
 
-    answer = locus(home, "ask", "--docs", "--collection", "travel", "--max-tokens", "60", "--temperature", "0",
-                   "When does the island ferry leave the pier?")
+    answer = locus(
+        home,
+        "ask",
+        "--docs",
+        "--collection",
+        "travel",
+        "--max-tokens",
+        "60",
+        "--temperature",
+        "0",
+        "When does the island ferry leave the pier?",
+    )
     assert answer.returncode == 0, answer.stderr
     body, _, sources = answer.stdout.partition("\nSources:\n")
     assert body.strip() and sources, answer.stdout
@@ -72,8 +84,10 @@ def test_locus_index_names_the_links_it_did_not_follow(tmp_path):
     assert indexed.returncode == 0, indexed.stderr
     assert "Indexed 1 file(s)" in indexed.stderr and "8 link(s) not followed" in indexed.stderr, indexed.stderr
     lines = indexed.stderr.splitlines()
-    assert f"  skipped: {root / 'cfg'}: link leaves the folder: '{root / 'cfg'}' was not followed: it leads to " \
-           f"'{(tmp_path / 'tree' / '.docker').resolve()}', outside '{root.resolve()}'." in " ".join(lines)
+    assert (
+        f"  skipped: {root / 'cfg'}: link leaves the folder: '{root / 'cfg'}' was not followed: it leads to "
+        f"'{(tmp_path / 'tree' / '.docker').resolve()}', outside '{root.resolve()}'." in " ".join(lines)
+    )
     assert any(line.startswith(f"  skipped: {root / 'private'}: link into a hidden folder:") for line in lines)
     listed = locus(tmp_path / "home", "docs", "list").stdout
     assert "real.md" in listed and "config.json" not in listed and "keys.md" not in listed

@@ -62,8 +62,10 @@ def test_a_local_api_that_cannot_start_says_why_in_the_status_bar(qtbot, service
         port = taken.getsockname()[1]
         services.apply_settings(services.settings.with_value("api.enabled", True).with_value("api.port", port))
         desktop = started(qtbot, services)
-        qtbot.waitUntil(lambda: desktop.window.statusBar().currentMessage().startswith(
-            "The local API did not start: "), timeout=30_000)
+        qtbot.waitUntil(
+            lambda: desktop.window.statusBar().currentMessage().startswith("The local API did not start: "),
+            timeout=30_000,
+        )
         assert "already in use" in desktop.window.statusBar().currentMessage()
         assert desktop.api is None
 
@@ -83,8 +85,7 @@ def test_changing_the_local_api_settings_restarts_it_without_a_restart_of_locus(
         qtbot.waitUntil(lambda: desktop.api is not None, timeout=30_000)
         services.apply_settings(services.settings.with_value("api.port", second))
         desktop.window.settingsApplied.emit()  # what the settings dialog does once the change is saved
-        qtbot.waitUntil(lambda: desktop.api is not None and desktop.api.url.endswith(f":{second}/v1"),
-                        timeout=30_000)
+        qtbot.waitUntil(lambda: desktop.api is not None and desktop.api.url.endswith(f":{second}/v1"), timeout=30_000)
         with pytest.raises(urllib.error.URLError):
             urllib.request.urlopen(f"http://127.0.0.1:{first}/v1/models", timeout=5)
         with urllib.request.urlopen(f"{desktop.api.url}/models", timeout=30) as reply:
@@ -92,8 +93,7 @@ def test_changing_the_local_api_settings_restarts_it_without_a_restart_of_locus(
 
         services.apply_settings(services.settings.with_value("api.enabled", False))
         desktop.window.settingsApplied.emit()
-        qtbot.waitUntil(lambda: desktop.window.statusBar().currentMessage() == "The local API is off.",
-                        timeout=30_000)
+        qtbot.waitUntil(lambda: desktop.window.statusBar().currentMessage() == "The local API is off.", timeout=30_000)
         assert desktop.api is None
         with pytest.raises(urllib.error.URLError):
             urllib.request.urlopen(f"http://127.0.0.1:{second}/v1/models", timeout=5)

@@ -23,8 +23,9 @@ def run_locus(env_home: dict[str, str], *args: str, timeout: float = 300) -> sub
     """`locus` as a user with the common umask 022 runs it."""
     env = {k: v for k, v in os.environ.items() if k not in ("LOCUS_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME")}
     env.update(env_home)
-    return subprocess.run([LOCUS, *args], capture_output=True, text=True, env=env, timeout=timeout,
-                          preexec_fn=lambda: os.umask(0o022))
+    return subprocess.run(
+        [LOCUS, *args], capture_output=True, text=True, env=env, timeout=timeout, preexec_fn=lambda: os.umask(0o022)
+    )
 
 
 def open_entries(root: Path) -> list[str]:
@@ -158,9 +159,20 @@ def test_a_downloaded_model_is_private_too(tmp_path):
     try:
         env = dict(os.environ, LOCUS_HOME=str(home))
         done = subprocess.run(
-            [sys.executable, "-c", DOWNLOAD, f"http://127.0.0.1:{server.server_address[1]}{path}", str(len(data)),
-             hashlib.sha256(data).hexdigest()],
-            capture_output=True, text=True, env=env, timeout=180, preexec_fn=lambda: os.umask(0o022))
+            [
+                sys.executable,
+                "-c",
+                DOWNLOAD,
+                f"http://127.0.0.1:{server.server_address[1]}{path}",
+                str(len(data)),
+                hashlib.sha256(data).hexdigest(),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=180,
+            preexec_fn=lambda: os.umask(0o022),
+        )
     finally:
         server.shutdown()
         server.server_close()

@@ -18,8 +18,12 @@ pytestmark = pytest.mark.slow
 def test_the_default_backend_can_be_a_server_and_switched_back(llama_server, secret_service, locus_home):
     secrets = Secrets(backend=secret_service)
     secrets.set("remote_api_key", API_KEY)
-    settings = settings_mod.Settings().with_value("remote.enabled", True).with_value("remote.url", llama_server) \
+    settings = (
+        settings_mod.Settings()
+        .with_value("remote.enabled", True)
+        .with_value("remote.url", llama_server)
         .with_value("remote.model", ALIAS)
+    )
     settings_mod.save(settings, locus_home / "config.toml")
     services = build_services(resolve_paths(), secrets=secrets)
     try:
@@ -40,7 +44,9 @@ def test_the_default_backend_can_be_a_server_and_switched_back(llama_server, sec
 
         # Back to this computer: the next answer comes from the in-process runtime, no restart.
         assert services.apply_settings(services.settings.with_value("remote.enabled", False)) is True
-        assert isinstance(services.backends.resolve(None)[1], Runtime) and services.assistant.backends is services.backends
+        assert (
+            isinstance(services.backends.resolve(None)[1], Runtime) and services.assistant.backends is services.backends
+        )
         services.load_model().result(timeout=120)
         local = services.assistant.ask("Say hi.").wait(120)
         assert local.complete and "SmolLM2" in local.stats.model

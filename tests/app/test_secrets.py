@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+
 from app.paths import resolve_paths
-from app.secrets import KeyringUnavailableError, Secrets
+from app.secrets import KeyringUnavailableError, Secrets, stored_names_file
 from app.services import build_services
+from engine.trace.tracing import REDACTED
+from tests.app.helpers import locus
+from tests.engine.trace.test_redaction import CountingKeyring
 
 TOKEN = "hf_q8Zt3VmK2pLw9RxN4cYb7DsF1gHj6Ua0Ei"
 
@@ -49,14 +54,6 @@ def test_without_a_keyring_the_token_is_kept_for_the_session_only():
 
 # A plain question never touches the keyring --------------------------------------------------------
 
-import subprocess  # noqa: E402
-
-from tests.app.helpers import locus  # noqa: E402
-from tests.engine.trace.test_redaction import CountingKeyring  # noqa: E402
-from tests.secret_service import secret_service_without_default_collection  # noqa: E402,F401
-
-from app.secrets import stored_names_file  # noqa: E402
-from engine.trace.tracing import REDACTED  # noqa: E402
 
 SECRETS_BUS_NAME = "org.freedesktop.secrets"
 COLLECTOR_KEY = "otlp-7f3a9c2e1b5d4f60a8e2c4"  # shaped like nothing the redactor knows: only the keyring catches it
@@ -69,15 +66,29 @@ class SecretServiceTraffic:
         self.address = address
         self.monitor = subprocess.Popen(
             ["dbus-monitor", "--address", address, "--monitor", f"type='method_call',destination='{SECRETS_BUS_NAME}'"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         for line in self.monitor.stdout:  # it says it has become a monitor before it reports anything
             if "member=NameLost" in line:
                 break
 
     def calls(self) -> list[str]:
         """The members called so far (the monitor is stopped): a Ping of our own marks the end of them."""
-        subprocess.run(["dbus-send", f"--bus={self.address}", f"--dest={SECRETS_BUS_NAME}", "--print-reply",
-                        "/", "org.freedesktop.DBus.Peer.Ping"], check=True, capture_output=True, timeout=30)
+        subprocess.run(
+            [
+                "dbus-send",
+                f"--bus={self.address}",
+                f"--dest={SECRETS_BUS_NAME}",
+                "--print-reply",
+                "/",
+                "org.freedesktop.DBus.Peer.Ping",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
         members = []
         try:
             for line in self.monitor.stdout:
@@ -93,7 +104,8 @@ class SecretServiceTraffic:
 
 
 def test_a_question_opens_no_keyring_prompt_when_the_keyring_has_no_default_collection(
-        secret_service_without_default_collection, locus_home):
+    secret_service_without_default_collection, locus_home
+):
     """A new user's desktop: reading any token would ask gnome-keyring to create a collection, which opens
     "Choose password for new keyring". Asking questions, from the CLI and through the window's engine, must
     not send the Secret Service a single call."""

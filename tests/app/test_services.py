@@ -25,8 +25,9 @@ def test_a_new_embedding_model_sets_the_old_index_aside_and_reindexes(locus_home
         services.close()
 
     # The same model files under another name stand in for a different embedding model.
-    st.save(st.Settings().with_value("documents.embedding_model", str(bundled_embedder_path())),
-            locus_home / "config.toml")
+    st.save(
+        st.Settings().with_value("documents.embedding_model", str(bundled_embedder_path())), locus_home / "config.toml"
+    )
     services = build_services(resolve_paths())
     try:
         with pytest.raises(EmbeddingModelMismatch) as info:
@@ -41,12 +42,12 @@ def test_a_new_embedding_model_sets_the_old_index_aside_and_reindexes(locus_home
         services.close()
 
 
-def test_a_model_file_given_for_one_run_answers_on_this_computer_even_with_a_server_default(locus_home,
-                                                                                             model_path):
+def test_a_model_file_given_for_one_run_answers_on_this_computer_even_with_a_server_default(locus_home, model_path):
     from app import settings as settings_mod
 
-    settings = settings_mod.Settings().with_value("remote.enabled", True) \
-        .with_value("remote.url", "http://127.0.0.1:9/v1")  # nothing listens there: it must not be asked
+    settings = (
+        settings_mod.Settings().with_value("remote.enabled", True).with_value("remote.url", "http://127.0.0.1:9/v1")
+    )  # nothing listens there: it must not be asked
     settings_mod.save(settings, locus_home / "config.toml")
     services = build_services(resolve_paths())
     try:
@@ -65,11 +66,15 @@ def test_model_settings_set_parallel_requests_and_the_conversation_cache(locus_h
     """Parallel requests and the conversation cache budgets go from the settings to the loaded engine;
     states pushed out of RAM are spilled under the data folder and removed when Locus closes."""
     from app import settings as settings_mod
-    from engine.runtime.types import Done, GenerationRequest, ChatMessage, SamplingParams, Started
+    from engine.runtime.types import ChatMessage, Done, GenerationRequest, SamplingParams, Started
 
-    settings = (settings_mod.Settings().with_value("model.path", model_path)
-                .with_value("model.parallel_requests", 2).with_value("model.conversation_cache_mb", 0)
-                .with_value("model.conversation_cache_disk_mb", 64))
+    settings = (
+        settings_mod.Settings()
+        .with_value("model.path", model_path)
+        .with_value("model.parallel_requests", 2)
+        .with_value("model.conversation_cache_mb", 0)
+        .with_value("model.conversation_cache_disk_mb", 64)
+    )
     settings_mod.save(settings, locus_home / "config.toml")
     paths = resolve_paths()
     services = build_services(paths)
@@ -83,13 +88,21 @@ def test_model_settings_set_parallel_requests_and_the_conversation_cache(locus_h
         assert generator.batcher.max_active == 2 and generator.store.spill_bytes == 64 << 20
         assert [p.parent for p in paths.kv_cache_dir.iterdir()] == [paths.kv_cache_dir]  # this engine's folder
         order: list[tuple[int, str]] = []
-        handles = [local.submit(
-            GenerationRequest((ChatMessage("user", f"Count to {n}."),), SamplingParams(temperature=0.0, max_tokens=24)),
-            lambda e, n=n: order.append((n, type(e).__name__))) for n in (3, 4, 5)]
+        handles = [
+            local.submit(
+                GenerationRequest(
+                    (ChatMessage("user", f"Count to {n}."),), SamplingParams(temperature=0.0, max_tokens=24)
+                ),
+                lambda e, n=n: order.append((n, type(e).__name__)),
+            )
+            for n in (3, 4, 5)
+        ]
         assert all(isinstance(h.wait(120), Done) for h in handles)
         # Two answer together: the second starts before the first is done, the third waits for a place.
         assert order.index((4, Started.__name__)) < order.index((3, Done.__name__))
-        assert order.index((5, Started.__name__)) > min(order.index((3, Done.__name__)), order.index((4, Done.__name__)))
+        assert order.index((5, Started.__name__)) > min(
+            order.index((3, Done.__name__)), order.index((4, Done.__name__))
+        )
     finally:
         services.close()
     assert not any(paths.kv_cache_dir.iterdir())
@@ -105,8 +118,11 @@ def test_settings_that_cannot_be_applied_change_nothing_not_even_the_file(locus_
         before, backends = services.settings, services.backends.current()
         saved = (locus_home / "config.toml").read_bytes() if (locus_home / "config.toml").exists() else None
         with pytest.raises(InvalidRequestError, match="user name or password"):
-            services.apply_settings(before.with_value("remote.url", "http://me:secret@gpu-box:8000/v1")
-                                    .with_value("sampling.temperature", 0.1))
+            services.apply_settings(
+                before.with_value("remote.url", "http://me:secret@gpu-box:8000/v1").with_value(
+                    "sampling.temperature", 0.1
+                )
+            )
         assert services.settings is before and services.backends.current() is backends
         assert services.assistant.settings.sampling.temperature == before.sampling.temperature
         now = (locus_home / "config.toml").read_bytes() if (locus_home / "config.toml").exists() else None
@@ -121,8 +137,10 @@ def test_settings_that_cannot_be_applied_change_nothing_not_even_the_file(locus_
             start.wait()
             services.update_settings(lambda s: s.with_value(key, value))
 
-        threads = [threading.Thread(target=change, args=("sampling.top_k", 7)),
-                   threading.Thread(target=change, args=("ui.quick_ask_collection", "notes"))]
+        threads = [
+            threading.Thread(target=change, args=("sampling.top_k", 7)),
+            threading.Thread(target=change, args=("ui.quick_ask_collection", "notes")),
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:

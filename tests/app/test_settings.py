@@ -21,17 +21,35 @@ def test_missing_file_gives_defaults(tmp_path):
 
 def test_every_setting_has_a_description_and_a_valid_default():
     keys = {s.key for s in st.SPECS}
-    assert {"model.path", "model.context_size", "model.threads", "model.gpu_layers", "sampling.temperature",
-            "sampling.top_p", "sampling.top_k", "sampling.min_p", "sampling.repeat_penalty", "sampling.seed",
-            "sampling.max_tokens", "sampling.stop", "chat.system_prompt", "ui.theme"} <= keys
+    assert {
+        "model.path",
+        "model.context_size",
+        "model.threads",
+        "model.gpu_layers",
+        "sampling.temperature",
+        "sampling.top_p",
+        "sampling.top_k",
+        "sampling.min_p",
+        "sampling.repeat_penalty",
+        "sampling.seed",
+        "sampling.max_tokens",
+        "sampling.stop",
+        "chat.system_prompt",
+        "ui.theme",
+    } <= keys
     for spec in st.SPECS:
         assert spec.description and st.validate(spec, spec.default) == (spec.default, None)
 
 
 def test_round_trip(tmp_path):
     path = tmp_path / "config.toml"
-    changed = st.Settings().with_value("model.context_size", 8192).with_value("sampling.stop", ["###"]) \
-        .with_value("ui.theme", "dark").with_value("chat.system_prompt", 'Say "hi"\nthen go.')
+    changed = (
+        st.Settings()
+        .with_value("model.context_size", 8192)
+        .with_value("sampling.stop", ["###"])
+        .with_value("ui.theme", "dark")
+        .with_value("chat.system_prompt", 'Say "hi"\nthen go.')
+    )
     st.save(changed, path)
     assert st.load(path) == (changed, [])
 
@@ -44,14 +62,17 @@ def test_invalid_toml_names_the_file_and_uses_defaults(tmp_path):
     assert str(path) in problems[0].message and "not valid TOML" in problems[0].message
 
 
-@pytest.mark.parametrize("toml, key, allowed", [
-    ("[model]\ncontext_size = 10", "model.context_size", "a whole number from 256 to 262144"),
-    ("[model]\ncontext_size = 'big'", "model.context_size", "a whole number from 256 to 262144"),
-    ("[sampling]\ntemperature = 9.5", "sampling.temperature", "a number from 0 to 5"),
-    ("[sampling]\ntop_p = true", "sampling.top_p", "a number from 0 to 1"),
-    ("[ui]\ntheme = 'purple'", "ui.theme", "one of 'system', 'light', 'dark'"),
-    ("[sampling]\nstop = 'END'", "sampling.stop", "a list of text"),
-])
+@pytest.mark.parametrize(
+    "toml, key, allowed",
+    [
+        ("[model]\ncontext_size = 10", "model.context_size", "a whole number from 256 to 262144"),
+        ("[model]\ncontext_size = 'big'", "model.context_size", "a whole number from 256 to 262144"),
+        ("[sampling]\ntemperature = 9.5", "sampling.temperature", "a number from 0 to 5"),
+        ("[sampling]\ntop_p = true", "sampling.top_p", "a number from 0 to 1"),
+        ("[ui]\ntheme = 'purple'", "ui.theme", "one of 'system', 'light', 'dark'"),
+        ("[sampling]\nstop = 'END'", "sampling.stop", "a list of text"),
+    ],
+)
 def test_invalid_value_names_key_and_allowed_values_and_falls_back(tmp_path, toml, key, allowed):
     settings, problems = st.load(write(tmp_path, toml))
     assert [p.key for p in problems] == [key]
@@ -110,7 +131,9 @@ def test_token_healing_setting_reaches_the_engine(tmp_path):
 
 def test_the_local_api_section_is_api_and_a_server_section_of_an_older_config_still_counts(tmp_path):
     """Locus's own API is [api]; a config.toml written before the rename (with [server]) keeps its values."""
-    older = write(tmp_path, "[server]\nenabled = true\nport = 9100\nmax_tokens = 64\n[remote]\nurl = \"http://gpu:8000/v1\"\n")
+    older = write(
+        tmp_path, '[server]\nenabled = true\nport = 9100\nmax_tokens = 64\n[remote]\nurl = "http://gpu:8000/v1"\n'
+    )
     settings, problems = st.load(older)
     assert problems == []
     assert (settings.api.enabled, settings.api.port, settings.api.max_tokens) == (True, 9100, 64)
@@ -124,7 +147,7 @@ def test_the_local_api_section_is_api_and_a_server_section_of_an_older_config_st
 
 
 def test_an_api_section_wins_over_a_leftover_server_section(tmp_path):
-    settings, problems = st.load(write(tmp_path, "[server]\nport = 9100\nhost = \"::1\"\n[api]\nport = 9200\n"))
+    settings, problems = st.load(write(tmp_path, '[server]\nport = 9100\nhost = "::1"\n[api]\nport = 9200\n'))
     assert (settings.api.port, settings.api.host, problems) == (9200, "::1", [])
     _, problems = st.load(write(tmp_path, "[server]\nprot = 9100\n"))
     assert [p.key for p in problems] == ["server.prot"] and "Did you mean 'api.port'" in problems[0].message

@@ -121,12 +121,20 @@ def test_quick_ask_starts_locus_when_none_runs_and_a_crash_leaves_nothing_in_the
 
 def test_a_holder_that_does_not_answer_is_reported_in_words(home):
     """A process holds the folder's lock but never listens (hung while starting)."""
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\n"
-        "from PySide6.QtCore import QLockFile\n"
-        f"lock = QLockFile({str(home / 'locus.lock')!r}); lock.setStaleLockTime(0)\n"
-        "assert lock.tryLock(0); print('locked', flush=True); time.sleep(120)\n")],
-        stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time\n"
+                "from PySide6.QtCore import QLockFile\n"
+                f"lock = QLockFile({str(home / 'locus.lock')!r}); lock.setStaleLockTime(0)\n"
+                "assert lock.tryLock(0); print('locked', flush=True); time.sleep(120)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         instance = SingleInstance(home)
@@ -184,8 +192,7 @@ def private_folder(path: Path) -> Path:
 
 
 def start_squatter(where: str, record: Path) -> subprocess.Popen:
-    squatter = subprocess.Popen([sys.executable, "-c", SQUATTER, where, str(record)], stdout=subprocess.PIPE,
-                                text=True)
+    squatter = subprocess.Popen([sys.executable, "-c", SQUATTER, where, str(record)], stdout=subprocess.PIPE, text=True)
     said = squatter.stdout.readline()
     assert said.startswith("listening "), "the squatter did not start"
     squatter.socket_file = Path(said.split(" ", 1)[1].strip())
@@ -208,8 +215,9 @@ def listening_at(folder: Path, home: Path) -> Path:
 
 
 def second_launch(home: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([LOCUS], capture_output=True, text=True, timeout=60,
-                          env=dict(os.environ, **env, LOCUS_HOME=str(home)))
+    return subprocess.run(
+        [LOCUS], capture_output=True, text=True, timeout=60, env=dict(os.environ, **env, LOCUS_HOME=str(home))
+    )
 
 
 @pytest.mark.parametrize("runtime_dir", [True, False], ids=["xdg-runtime-dir", "no-runtime-dir"])
@@ -270,7 +278,7 @@ def test_only_a_private_folder_of_this_user_is_trusted_with_the_socket(tmp_path,
 
     (run / "locus").chmod(0o755)  # others may enter: a socket planted there could be anyone's
     assert "others may enter it (mode 755)" == untrusted_because(run / "locus")
-    assert [Path(p).parent for p in socket_paths(data, env=env)][0] == data
+    assert Path(next(socket_paths(data, env=env))).parent == data
 
     (run / "locus").chmod(0o700)
     assert untrusted_because(run / "locus", uid=os.getuid() + 1) == f"it belongs to user {os.getuid()}"

@@ -39,8 +39,9 @@ def test_retention_by_age_and_size_applies_to_the_apps_store(services_for):
     now_ns = time.time_ns()
     for days_old in (30, 8, 1, 0):
         start = now_ns - days_old * 86_400 * 10**9
-        span = services.tracing.start("ask", attributes={"locus.task": "chat", "locus.summary": f"{days_old} days"},
-                                      start_time_ns=start)
+        span = services.tracing.start(
+            "ask", attributes={"locus.task": "chat", "locus.summary": f"{days_old} days"}, start_time_ns=start
+        )
         span.end(end_time=start + 10**9)
     services.tracing.flush()
     assert services.traces.count() == 4
@@ -99,11 +100,18 @@ def test_a_keyring_token_never_reaches_the_trace_store(secret_service, locus_hom
     assert stored.returncode == 0, stored.stderr
     status = locus(locus_home, "secrets", "status")
     assert "otlp_api_key: stored" in status.stdout, status.stdout + status.stderr
-    asked = locus(locus_home, "ask", f"My collector key is {token}. Repeat it back to me.", "--max-tokens", "24",
-                  "--seed", "3")
+    asked = locus(
+        locus_home, "ask", f"My collector key is {token}. Repeat it back to me.", "--max-tokens", "24", "--seed", "3"
+    )
     assert asked.returncode == 0, asked.stderr
-    shown = locus(locus_home, "traces", "show", "--content", "--attributes",
-                  locus(locus_home, "traces", "list", "--json").stdout.split('"trace_id": "')[1][:32])
+    shown = locus(
+        locus_home,
+        "traces",
+        "show",
+        "--content",
+        "--attributes",
+        locus(locus_home, "traces", "list", "--json").stdout.split('"trace_id": "')[1][:32],
+    )
     assert "[redacted]" in shown.stdout and token not in shown.stdout
     raw = b"".join(p.read_bytes() for p in locus_home.glob("traces.sqlite3*"))
     assert raw and token.encode() not in raw

@@ -29,8 +29,12 @@ def history(tmp_path):
 
 @pytest.fixture()
 def assistant(runtime, history):
-    return Assistant(BackendRegistry.of(runtime), history, ChatSettings("You are brief.", SamplingParams(seed=1, max_tokens=40)),
-                     save_interval_s=0.05)
+    return Assistant(
+        BackendRegistry.of(runtime),
+        history,
+        ChatSettings("You are brief.", SamplingParams(seed=1, max_tokens=40)),
+        save_interval_s=0.05,
+    )
 
 
 def test_question_is_saved_before_generation_starts(assistant, history):
@@ -48,8 +52,10 @@ def test_question_is_saved_before_generation_starts(assistant, history):
     assert sum(isinstance(e, AnswerEnded) for e in events) == 1
     started = answer.started
     assert seen_at_start == [("user", "What is a haiku?", "complete"), ("assistant", "", "streaming")]
-    assert [m.id for m in history.messages(started.conversation_id)] == [started.user_message_id,
-                                                                         started.assistant_message_id]
+    assert [m.id for m in history.messages(started.conversation_id)] == [
+        started.user_message_id,
+        started.assistant_message_id,
+    ]
     saved = history.messages(started.conversation_id)
     assert saved[1].status == "complete" and saved[1].content == ended.text
     assert ended.text == "".join(e.text for e in events if isinstance(e, TextDelta))
@@ -68,12 +74,17 @@ def test_follow_up_sees_the_conversation_and_reuses_its_cache(assistant, history
 
 
 def test_cancelled_answer_is_kept_as_partial(runtime, history):
-    assistant = Assistant(BackendRegistry.of(runtime), history, ChatSettings("", SamplingParams(seed=3, max_tokens=400)),
-                          save_interval_s=0.05)
+    assistant = Assistant(
+        BackendRegistry.of(runtime),
+        history,
+        ChatSettings("", SamplingParams(seed=3, max_tokens=400)),
+        save_interval_s=0.05,
+    )
     tokens = []
-    answer = assistant.ask("Write a long essay about rivers.",
-                           on_event=lambda e: isinstance(e, TextDelta) and (tokens.append(e), len(tokens) == 8
-                                                                            and answer.cancel()))
+    answer = assistant.ask(
+        "Write a long essay about rivers.",
+        on_event=lambda e: isinstance(e, TextDelta) and (tokens.append(e), len(tokens) == 8 and answer.cancel()),
+    )
     done = answer.wait(60)
     assert done.cancelled and done.stats.finish_reason == "cancelled"
     saved = history.message(answer.started.assistant_message_id)
@@ -111,7 +122,7 @@ def test_edit_and_resend_replaces_the_last_exchange(assistant, history):
     edited = assistant.resend_edited(first.started.conversation_id, "Name an animal.")
     edited.wait(60)
     messages = history.messages(first.started.conversation_id)
-    assert [(m.role, m.content) for m in messages][0] == ("user", "Name an animal.")
+    assert (messages[0].role, messages[0].content) == ("user", "Name an animal.")
     assert len(messages) == 2 and messages[1].status == "complete"
 
 
@@ -167,8 +178,12 @@ CHILD = textwrap.dedent("""
 
 def test_sigkill_mid_answer_loses_nothing_saved(tmp_path, model_path):
     db = tmp_path / "locus.sqlite3"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(db), model_path], stdout=subprocess.PIPE, text=True,
-                             cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(db), model_path],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    )
     try:
         line = child.stdout.readline().split()
         assert line and line[0] == "SAVED", "the child never saved a partial answer"
@@ -183,7 +198,7 @@ def test_sigkill_mid_answer_loses_nothing_saved(tmp_path, model_path):
     raw.close()
     store = HistoryStore(db)
     try:
-        earlier = [c for c in store.conversations() if c.title == "Earlier chat"][0]
+        earlier = next(c for c in store.conversations() if c.title == "Earlier chat")
         assert [m.content for m in store.messages(earlier.id)] == ["an earlier question", "an earlier answer"]
         question, answer = store.messages(conversation_id)
         assert question.content == "Write a very long story about a lighthouse keeper."
@@ -212,8 +227,15 @@ def test_a_question_that_cannot_be_answered_is_not_left_behind(assistant, histor
 class WatchedHistory(HistoryStore):
     """The real store, noting which thread made each call that reads or writes it."""
 
-    WRITES = ("create_conversation", "set_options", "add_message", "update_message", "delete_message",
-              "delete_messages_from", "delete_conversation")
+    WRITES = (
+        "create_conversation",
+        "set_options",
+        "add_message",
+        "update_message",
+        "delete_message",
+        "delete_messages_from",
+        "delete_conversation",
+    )
     READS = ("conversation", "conversations", "messages", "message")
 
     def __init__(self, path):
@@ -225,6 +247,7 @@ def _watched(name):
     def call(self, *args, **kwargs):
         self.calls.append((name, threading.current_thread().name))
         return getattr(HistoryStore, name)(self, *args, **kwargs)
+
     return call
 
 
@@ -243,19 +266,29 @@ def test_the_runtime_thread_and_the_callers_never_touch_the_history(runtime, tmp
     unloaded = Runtime()  # its requests fail on its own runtime thread
     history = WatchedHistory(tmp_path / "h.sqlite3")
     registry = BackendRegistry(BackendSet(LOCAL, {LOCAL: runtime, REMOTE: unloaded}))
-    assistant = Assistant(registry, history, ChatSettings("", SamplingParams(seed=2, max_tokens=120)),
-                          templates=templates, save_interval_s=0.01)
+    assistant = Assistant(
+        registry,
+        history,
+        ChatSettings("", SamplingParams(seed=2, max_tokens=120)),
+        templates=templates,
+        save_interval_s=0.01,
+    )
     caller = threading.current_thread().name
     try:
         finished = assistant.ask("Write a short poem about the sea.")
         pieces = []
-        stopped = assistant.ask("Write a long essay about rivers.", on_event=lambda e: isinstance(e, TextDelta) and (
-            pieces.append(e), len(pieces) == 6 and stopped.cancel()))
+        stopped = assistant.ask(
+            "Write a long essay about rivers.",
+            on_event=lambda e: isinstance(e, TextDelta) and (pieces.append(e), len(pieces) == 6 and stopped.cancel()),
+        )
         early = assistant.ask("Hello?")
         early.cancel()
         failed = assistant.ask("Anyone there?", backend=REMOTE)
-        task = assistant.run_task(lambda ctx: ctx.generate([ChatMessage("user", "Name three birds.")], stream=True),
-                                  "Birds, please.", name="birds")
+        task = assistant.run_task(
+            lambda ctx: ctx.generate([ChatMessage("user", "Name three birds.")], stream=True),
+            "Birds, please.",
+            name="birds",
+        )
         outcomes = [h.wait(120) for h in (finished, stopped, early, failed, task)]
         calls = list(history.calls)  # before this test reads the history itself
         assert [e.outcome for e in outcomes] == ["complete", "cancelled", "cancelled", "failed", "complete"]
@@ -293,9 +326,13 @@ def test_closing_while_an_answer_streams_saves_it_as_partial(model_path, history
 
     runtime = Runtime()
     runtime.load(ModelConfig(model_path, n_ctx=2048)).result(timeout=120)
-    assistant = Assistant(BackendRegistry.of(runtime), history, ChatSettings("", SamplingParams(seed=3, max_tokens=400)))
+    assistant = Assistant(
+        BackendRegistry.of(runtime), history, ChatSettings("", SamplingParams(seed=3, max_tokens=400))
+    )
     said = threading.Event()
-    answer = assistant.ask("Write a long essay about rivers.", on_event=lambda e: isinstance(e, TextDelta) and said.set())
+    answer = assistant.ask(
+        "Write a long essay about rivers.", on_event=lambda e: isinstance(e, TextDelta) and said.set()
+    )
     assert said.wait(60)
     runtime.shutdown()
     assistant.close()

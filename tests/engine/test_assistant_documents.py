@@ -10,18 +10,18 @@ import pytest
 from engine.answer import AnswerStarted, Cited, Retrieved
 from engine.assistant import Assistant, ChatSettings
 from engine.history.store import HistoryStore
-from engine.runtime.backend import BackendRegistry
 from engine.models.bundled import BUNDLED_EMBEDDER_NAME, bundled_embedder_path
 from engine.rag.library import DocumentLibrary
+from engine.runtime.backend import BackendRegistry
 from engine.runtime.types import SamplingParams
 
 FACTS = {
     "lighthouse.md": "# The Skerry Light\n\nThe Skerry lighthouse keeper is named Morag Finlay. She has kept the light "
-                     "since 1987 and winds the clockwork lens every four hours.\n",
+    "since 1987 and winds the clockwork lens every four hours.\n",
     "bakery.txt": "Pellow's Bakery on Harbour Street opens at six in the morning. Its rye loaf uses a starter "
-                  "that is forty years old.\n",
+    "that is forty years old.\n",
     "ferry.md": "# Ferry timetable\n\nThe island ferry leaves the mainland pier at 08:15 and 17:40 on weekdays. "
-                "On Sundays there is a single crossing at noon.\n",
+    "On Sundays there is a single crossing at noon.\n",
 }
 
 
@@ -34,9 +34,12 @@ def setup(tmp_path, runtime):
     library = DocumentLibrary(tmp_path / "index", bundled_embedder_path(), BUNDLED_EMBEDDER_NAME)
     assert library.index([docs]).wait(300).indexed == 3
     history = HistoryStore(tmp_path / "locus.sqlite3")
-    assistant = Assistant(BackendRegistry.of(runtime), history, ChatSettings("You are a helpful assistant.",
-                                                         SamplingParams(temperature=0.0, max_tokens=80)),
-                          library=library)
+    assistant = Assistant(
+        BackendRegistry.of(runtime),
+        history,
+        ChatSettings("You are a helpful assistant.", SamplingParams(temperature=0.0, max_tokens=80)),
+        library=library,
+    )
     yield assistant, history, docs
     assistant.close()
     library.close()
@@ -62,10 +65,10 @@ def test_answer_cites_the_one_document_that_holds_it(setup):
 
 
 def test_collections_restrict_what_is_searched(setup):
-    assistant, history, docs = setup
+    assistant, history, _docs = setup
     answer = assistant.ask("When does the ferry leave?", collections=["other"])
     events = list(answer.events())
-    assert [e for e in events if isinstance(e, Retrieved)][0].passages == ()
+    assert next(e for e in events if isinstance(e, Retrieved)).passages == ()
     assert history.conversation(answer.started.conversation_id).collections == ["other"]
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.rag.loaders.base import (  # noqa: F401 - the package's public names
+from engine.rag.loaders.base import (
     MAX_FILE_BYTES,
     CorruptDocument,
     DocumentError,
@@ -33,40 +33,141 @@ from engine.rag.loaders.base import (  # noqa: F401 - the package's public names
     UnsupportedFile,
     WrongFormat,
 )
-
 from engine.rag.loaders.docx import load_docx
 from engine.rag.loaders.html import load_html
 from engine.rag.loaders.pdf import load_pdf
 from engine.rag.loaders.text import code_sections, first_heading, prose_sections
 
 __all__ = [
-    "MAX_FILE_BYTES", "CorruptDocument", "DocumentError", "EmptyDocument", "LoadedDocument", "ParserCrashed",
-    "ParseTimeout", "PasswordProtected", "Section", "TooLarge", "TooMuchMemory", "UnreadableFile", "UnsupportedFile",
+    "CODE_LANGUAGES",
+    "MAX_FILE_BYTES",
+    "SKIPPED_DIRS",
+    "SUPPORTED_SUFFIXES",
+    "CorruptDocument",
+    "DocumentError",
+    "EmptyDocument",
+    "LoadedDocument",
+    "ParseTimeout",
+    "ParserCrashed",
+    "PasswordProtected",
+    "Section",
+    "SkippedLink",
+    "TooLarge",
+    "TooMuchMemory",
+    "UnreadableFile",
+    "UnsupportedFile",
     "WrongFormat",
-    "SUPPORTED_SUFFIXES", "CODE_LANGUAGES", "SKIPPED_DIRS", "SkippedLink", "kind_for", "discover", "load",
     "decode_text",
+    "discover",
+    "kind_for",
+    "load",
 ]
 
 CODE_LANGUAGES = {
-    ".py": "python", ".pyi": "python", ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript",
-    ".jsx": "javascript", ".ts": "typescript", ".tsx": "typescript", ".java": "java", ".kt": "kotlin",
-    ".kts": "kotlin", ".scala": "scala", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp",
-    ".hpp": "cpp", ".hh": "cpp", ".cs": "csharp", ".go": "go", ".rs": "rust", ".rb": "ruby", ".php": "php",
-    ".swift": "swift", ".m": "objective-c", ".sh": "bash", ".bash": "bash", ".zsh": "bash", ".ps1": "powershell",
-    ".sql": "sql", ".r": "r", ".lua": "lua", ".pl": "perl", ".dart": "dart", ".ex": "elixir", ".exs": "elixir",
-    ".erl": "erlang", ".hs": "haskell", ".ml": "ocaml", ".clj": "clojure", ".vue": "vue", ".svelte": "svelte",
-    ".css": "css", ".scss": "scss", ".less": "less", ".yaml": "yaml", ".yml": "yaml", ".toml": "toml",
-    ".json": "json", ".ini": "ini", ".cfg": "ini", ".xml": "xml", ".gradle": "groovy", ".cmake": "cmake",
-    ".mk": "make", ".tf": "hcl", ".proto": "protobuf", ".graphql": "graphql", ".jl": "julia", ".zig": "zig",
+    ".py": "python",
+    ".pyi": "python",
+    ".js": "javascript",
+    ".mjs": "javascript",
+    ".cjs": "javascript",
+    ".jsx": "javascript",
+    ".ts": "typescript",
+    ".tsx": "typescript",
+    ".java": "java",
+    ".kt": "kotlin",
+    ".kts": "kotlin",
+    ".scala": "scala",
+    ".c": "c",
+    ".h": "c",
+    ".cc": "cpp",
+    ".cpp": "cpp",
+    ".cxx": "cpp",
+    ".hpp": "cpp",
+    ".hh": "cpp",
+    ".cs": "csharp",
+    ".go": "go",
+    ".rs": "rust",
+    ".rb": "ruby",
+    ".php": "php",
+    ".swift": "swift",
+    ".m": "objective-c",
+    ".sh": "bash",
+    ".bash": "bash",
+    ".zsh": "bash",
+    ".ps1": "powershell",
+    ".sql": "sql",
+    ".r": "r",
+    ".lua": "lua",
+    ".pl": "perl",
+    ".dart": "dart",
+    ".ex": "elixir",
+    ".exs": "elixir",
+    ".erl": "erlang",
+    ".hs": "haskell",
+    ".ml": "ocaml",
+    ".clj": "clojure",
+    ".vue": "vue",
+    ".svelte": "svelte",
+    ".css": "css",
+    ".scss": "scss",
+    ".less": "less",
+    ".yaml": "yaml",
+    ".yml": "yaml",
+    ".toml": "toml",
+    ".json": "json",
+    ".ini": "ini",
+    ".cfg": "ini",
+    ".xml": "xml",
+    ".gradle": "groovy",
+    ".cmake": "cmake",
+    ".mk": "make",
+    ".tf": "hcl",
+    ".proto": "protobuf",
+    ".graphql": "graphql",
+    ".jl": "julia",
+    ".zig": "zig",
 }
-_KINDS = {".pdf": "pdf", ".md": "markdown", ".markdown": "markdown", ".mdx": "markdown", ".rst": "rst",
-          ".txt": "text", ".text": "text", ".log": "text", ".csv": "text", ".tsv": "text", ".tex": "text",
-          ".org": "text", ".adoc": "text", ".html": "html", ".htm": "html", ".xhtml": "html", ".docx": "docx"}
+_KINDS = {
+    ".pdf": "pdf",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".mdx": "markdown",
+    ".rst": "rst",
+    ".txt": "text",
+    ".text": "text",
+    ".log": "text",
+    ".csv": "text",
+    ".tsv": "text",
+    ".tex": "text",
+    ".org": "text",
+    ".adoc": "text",
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
+    ".docx": "docx",
+}
 _CODE_NAMES = {"makefile": "make", "dockerfile": "dockerfile", "cmakelists.txt": "cmake"}
 SUPPORTED_SUFFIXES = frozenset(_KINDS) | frozenset(CODE_LANGUAGES)
 _IO_REPARSE_TAG_MOUNT_POINT = 0xA0000003  # a Windows junction
-SKIPPED_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", "build", "dist", "target", ".venv",
-                          "venv", ".tox", ".mypy_cache", ".pytest_cache", "site-packages", ".idea", ".vscode"})
+SKIPPED_DIRS = frozenset(
+    {
+        ".git",
+        ".hg",
+        ".svn",
+        "node_modules",
+        "__pycache__",
+        "build",
+        "dist",
+        "target",
+        ".venv",
+        "venv",
+        ".tox",
+        ".mypy_cache",
+        ".pytest_cache",
+        "site-packages",
+        ".idea",
+        ".vscode",
+    }
+)
 
 
 def kind_for(path: str | Path) -> str | None:
@@ -165,8 +266,13 @@ def _followed(top: Path, folder: Path, entry: Path, on_skip: Callable[[SkippedLi
         else:
             return target  # a link to somewhere the walk goes anyway
     if on_skip is not None:
-        rule = "" if reason == "link loop" else (" Indexing follows links only to places inside the added folder "
-                                                 "that are neither hidden nor excluded.")
+        rule = (
+            ""
+            if reason == "link loop"
+            else (
+                " Indexing follows links only to places inside the added folder that are neither hidden nor excluded."
+            )
+        )
         on_skip(SkippedLink(entry, target or entry, reason, f"'{entry}' was not followed: it leads {where}.{rule}"))
     return None
 
@@ -186,13 +292,16 @@ def load(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> LoadedDocument:
     name = path.name
     kind = kind_for(path)
     if kind is None:
-        raise UnsupportedFile(f"'{name}' is not a kind of file Locus can read.",
-                              hint="Supported: PDF, text, Markdown, reStructuredText, HTML, DOCX and source code.")
+        raise UnsupportedFile(
+            f"'{name}' is not a kind of file Locus can read.",
+            hint="Supported: PDF, text, Markdown, reStructuredText, HTML, DOCX and source code.",
+        )
     try:
         size = path.stat().st_size
         if size > max_bytes:
-            raise TooLarge(f"'{name}' is {size / 2**20:.0f} MB, over the {max_bytes / 2**20:.0f} MB limit "
-                           "for one file.")
+            raise TooLarge(
+                f"'{name}' is {size / 2**20:.0f} MB, over the {max_bytes / 2**20:.0f} MB limit for one file."
+            )
         data = path.read_bytes()
     except OSError as exc:
         raise UnreadableFile(f"'{name}' could not be opened: {exc.strerror or exc}.", detail=repr(exc)) from exc
@@ -210,16 +319,22 @@ def load(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> LoadedDocument:
             language = _CODE_NAMES.get(name.lower()) or CODE_LANGUAGES.get(path.suffix.lower())
             document = LoadedDocument(str(path), "code", name, tuple(code_sections(text)), language=language)
         else:
-            document = LoadedDocument(str(path), kind, first_heading(text, kind) or name,
-                                      tuple(prose_sections(text, kind)))
+            document = LoadedDocument(
+                str(path), kind, first_heading(text, kind) or name, tuple(prose_sections(text, kind))
+            )
     if not any(s.text.strip() for s in document.sections):
         why = " (scanned pages without a text layer, or only images)." if kind == "pdf" else ": it is blank."
         raise EmptyDocument(f"No text could be extracted from '{name}'{why}")
     return document
 
 
-_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8"),
-         (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
 
 
 def decode_text(data: bytes, name: str) -> str:
@@ -229,7 +344,7 @@ def decode_text(data: bytes, name: str) -> str:
     """
     for bom, encoding in _BOMS:  # UTF-32 first: its LE mark begins with UTF-16's
         if data.startswith(bom):
-            return data[len(bom):].decode(encoding, errors="replace")
+            return data[len(bom) :].decode(encoding, errors="replace")
     if b"\x00" in data[:8192]:
         raise UnsupportedFile(f"'{name}' looks like a binary file, not text.")
     try:
@@ -239,7 +354,7 @@ def decode_text(data: bytes, name: str) -> str:
     try:
         from charset_normalizer import from_bytes
 
-        matches = from_bytes(data[:1 << 20])
+        matches = from_bytes(data[: 1 << 20])
         best = matches.best()
         if best is not None and best.encoding:
             # Short texts often fit several code pages equally well; among equally good

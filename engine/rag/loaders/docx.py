@@ -17,7 +17,6 @@ from engine.rag.loaders.base import (
     split_long,
 )
 
-
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the container of encrypted .docx files and of old .doc
 
@@ -25,16 +24,19 @@ _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the container of encrypted .
 def load_docx(path: Path, data: bytes, max_bytes: int) -> LoadedDocument:
     name = path.name
     if data.startswith(_OLE_MAGIC) and "EncryptedPackage".encode("utf-16-le") in data:
-        raise PasswordProtected(f"'{name}' is password protected; Locus cannot read it without the password.",
-                                hint="Save an unprotected copy and index that instead.")
+        raise PasswordProtected(
+            f"'{name}' is password protected; Locus cannot read it without the password.",
+            hint="Save an unprotected copy and index that instead.",
+        )
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             if archive.getinfo("word/document.xml").file_size > max_bytes:  # a zip bomb, or absurdly large
                 raise TooLarge(f"'{name}' unpacks to more than {max_bytes / 2**20:.0f} MB of text markup.")
             xml = archive.read("word/document.xml")
     except (zipfile.BadZipFile, KeyError) as exc:
-        raise WrongFormat(f"'{name}' is not a Word (.docx) document, whatever its name says.", kind="docx",
-                          detail=str(exc)) from exc
+        raise WrongFormat(
+            f"'{name}' is not a Word (.docx) document, whatever its name says.", kind="docx", detail=str(exc)
+        ) from exc
     except (zipfile.LargeZipFile, NotImplementedError, OSError, EOFError, ValueError) as exc:
         raise CorruptDocument(f"'{name}' is a damaged Word document.", detail=repr(exc)) from exc
     try:
@@ -63,8 +65,10 @@ def load_docx(path: Path, data: bytes, max_bytes: int) -> LoadedDocument:
                 paragraphs.append(text)
         elif block.tag == f"{_W}tbl":
             for row in block.iter(f"{_W}tr"):
-                cells = [" ".join(_docx_text(p).strip() for p in cell.iter(f"{_W}p")).strip()
-                         for cell in row.findall(f"{_W}tc")]
+                cells = [
+                    " ".join(_docx_text(p).strip() for p in cell.iter(f"{_W}p")).strip()
+                    for cell in row.findall(f"{_W}tc")
+                ]
                 if any(cells):
                     paragraphs.append(" | ".join(cells))
     flush()

@@ -8,10 +8,35 @@ from pathlib import Path
 
 from engine.rag.loaders.base import LoadedDocument, Section, split_long
 
-
 _INVISIBLE = {"script", "style", "head", "title", "noscript", "template", "svg", "math", "iframe", "object"}
-_BLOCKS = {"p", "div", "br", "li", "tr", "td", "th", "section", "article", "header", "footer", "blockquote", "pre",
-           "table", "ul", "ol", "dl", "dd", "dt", "hr", "main", "nav", "aside", "figure", "figcaption", "form"}
+_BLOCKS = {
+    "p",
+    "div",
+    "br",
+    "li",
+    "tr",
+    "td",
+    "th",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "blockquote",
+    "pre",
+    "table",
+    "ul",
+    "ol",
+    "dl",
+    "dd",
+    "dt",
+    "hr",
+    "main",
+    "nav",
+    "aside",
+    "figure",
+    "figcaption",
+    "form",
+}
 _HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
 
 
@@ -41,7 +66,7 @@ class _VisibleText(html.parser.HTMLParser):
 
     def handle_endtag(self, tag) -> None:
         if tag in self.hidden:
-            del self.hidden[len(self.hidden) - 1 - self.hidden[::-1].index(tag):]
+            del self.hidden[len(self.hidden) - 1 - self.hidden[::-1].index(tag) :]
         elif tag in _HEADINGS and self.heading is not None:
             text = " ".join("".join(self.heading).split())
             self.heading = None

@@ -28,8 +28,10 @@ def load_pdf(path: Path, data: bytes) -> LoadedDocument:
     if b"%PDF-" not in data[:1024]:  # pypdf would "repair" HTML or noise into a blank document
         raise WrongFormat(f"'{name}' is not a PDF file, whatever its name says.", kind="pdf")
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # malformed files log a warning per object
-    protected = PasswordProtected(f"'{name}' is password protected; Locus cannot read it without the password.",
-                                  hint="Save an unprotected copy and index that instead.")
+    protected = PasswordProtected(
+        f"'{name}' is password protected; Locus cannot read it without the password.",
+        hint="Save an unprotected copy and index that instead.",
+    )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -57,14 +59,17 @@ def load_pdf(path: Path, data: bytes) -> LoadedDocument:
     except FileNotDecryptedError as exc:
         raise protected from exc
     except DependencyError as exc:  # AES without the 'cryptography' package
-        raise UnsupportedFile(f"'{name}' uses an encryption this installation cannot read.",
-                              hint="Install pypdf's crypto extra (the 'cryptography' package).",
-                              detail=str(exc)) from exc
+        raise UnsupportedFile(
+            f"'{name}' uses an encryption this installation cannot read.",
+            hint="Install pypdf's crypto extra (the 'cryptography' package).",
+            detail=str(exc),
+        ) from exc
     except (DocumentError, MemoryError):
         raise
-    except Exception as exc:  # noqa: BLE001 - pypdf raises many types on malformed files
-        raise CorruptDocument(f"'{name}' is a damaged PDF that could not be read.",
-                              detail=f"{type(exc).__name__}: {exc}"[:300]) from exc
+    except Exception as exc:
+        raise CorruptDocument(
+            f"'{name}' is a damaged PDF that could not be read.", detail=f"{type(exc).__name__}: {exc}"[:300]
+        ) from exc
     if count and failures == count:
         raise CorruptDocument(f"'{name}' is a damaged PDF: none of its {count} pages could be read.")
     return LoadedDocument(str(path), "pdf", title, tuple(sections), pages=count)

@@ -31,11 +31,19 @@ def _headings(lines: list[str], kind: str) -> dict[int, str]:
             match = _MD_ATX.match(line)
             if match:
                 found[i] = match.group(2).strip()
-            elif (line.strip() and _MD_SETEXT.match(following) and not _MD_SETEXT.match(line)
-                  and not line.lstrip().startswith(("-", "*", ">", "|"))):
+            elif (
+                line.strip()
+                and _MD_SETEXT.match(following)
+                and not _MD_SETEXT.match(line)
+                and not line.lstrip().startswith(("-", "*", ">", "|"))
+            ):
                 found[i] = line.strip()  # a setext heading: text over === or ---
-        elif (line.strip() and _RST_UNDERLINE.match(following) and not _RST_UNDERLINE.match(line)
-              and len(following.rstrip()) >= len(line.rstrip())):
+        elif (
+            line.strip()
+            and _RST_UNDERLINE.match(following)
+            and not _RST_UNDERLINE.match(line)
+            and len(following.rstrip()) >= len(line.rstrip())
+        ):
             start = i - 1 if i > 0 and _RST_UNDERLINE.match(lines[i - 1]) else i  # an overlined title
             found[start] = line.strip()
     return found
@@ -85,7 +93,8 @@ def _section_of(lines: list[str], start: int, end: int, heading: str | None) -> 
 _DEFINITION = re.compile(
     r"^(?:export\s+(?:default\s+)?)?"
     r"(?:(?:public|private|protected|static|async|pub(?:\([a-z]+\))?|abstract|final|inline|unsafe)\s+)*"
-    r"(?:def|class|function|func|fn|interface|struct|enum|impl|trait|module|object|sub|proc)\b")
+    r"(?:def|class|function|func|fn|interface|struct|enum|impl|trait|module|object|sub|proc)\b"
+)
 _LEAD_IN = ("@", "#", "//", "/*", " *", '"""', "///", "--")  # decorators and comments that belong to what follows
 
 
@@ -97,14 +106,15 @@ def code_sections(text: str) -> list[Section]:
         while s > 0 and lines[s - 1].startswith(_LEAD_IN) and not _DEFINITION.match(lines[s - 1]):
             s -= 1
         starts.append(s)
-    boundaries = sorted(set([0] + starts))
+    boundaries = sorted({0, *starts})
     sections = []
     for n, start in enumerate(boundaries):
         end = boundaries[n + 1] if n + 1 < len(boundaries) else len(lines)
         definition = next((lines[i].strip() for i in range(start, end) if _DEFINITION.match(lines[i])), None)
         for window in range(start, end, _CODE_WINDOW):
-            section = _section_of(lines, window, min(end, window + _CODE_WINDOW),
-                                  definition[:80] if definition else None)
+            section = _section_of(
+                lines, window, min(end, window + _CODE_WINDOW), definition[:80] if definition else None
+            )
             if section.text.strip():
                 sections.append(section)
     return sections

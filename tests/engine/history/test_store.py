@@ -188,7 +188,10 @@ def test_a_deleted_conversation_leaves_no_text_in_the_files(store, tmp_path):
     answer = store.add_message(gone.id, "assistant", "", status="streaming")
     for n in range(1, 40):  # an answer saved as it grows, as the assistant does
         store.update_message(answer.id, content="quagga9 " * n)
-    files = lambda: b"".join(p.read_bytes() for p in tmp_path.glob("locus.sqlite3*"))  # noqa: E731
+
+    def files() -> bytes:
+        return b"".join(p.read_bytes() for p in tmp_path.glob("locus.sqlite3*"))
+
     assert b"quagga9" in files()
 
     deleted = store.delete_conversation(gone.id)

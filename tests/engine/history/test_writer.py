@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from engine.errors import HistoryError
 from engine.history.store import HistoryStore
 from engine.history.writer import HistoryWriter, answer_is_kept
 
@@ -98,7 +99,7 @@ def test_a_save_that_fails_is_reported_to_the_one_who_waits(history, tmp_path):
         done = writer.finish(987654, "complete", "text for no message")  # no such row: nothing to update
         assert done.result(10) is None
         history.close()  # the database is gone
-        with pytest.raises(Exception):
+        with pytest.raises(HistoryError):
             writer.finish(1, "complete", "text").result(10)
     finally:
         writer.close()

@@ -7,9 +7,8 @@ import json
 import random
 import socket
 import threading
-from types import SimpleNamespace
-
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -17,11 +16,11 @@ from engine.models.download import (
     ChecksumMismatchError,
     DownloadCancelled,
     DownloadDone,
+    Downloader,
     DownloadError,
     DownloadFailed,
     DownloadPaused,
     DownloadProgress,
-    Downloader,
     InsufficientDiskSpaceError,
 )
 from engine.models.hub import FilePart, HubAuthError, HubNotFoundError, HubUnavailableError, QuantFile
@@ -212,13 +211,14 @@ def test_missing_file_is_not_found(hub, tmp_path):
 
 
 def test_split_quant_downloads_every_part_into_the_models_folder(hub, tmp_path):
-    halves = DATA[: len(DATA) // 2], DATA[len(DATA) // 2:]
+    halves = DATA[: len(DATA) // 2], DATA[len(DATA) // 2 :]
     parts = []
     for i, half in enumerate(halves, 1):
         name = f"Q8_0/big-Q8_0-0000{i}-of-00002.gguf"
         hub.files[f"/org/big-GGUF/resolve/main/{name}"] = half
-        parts.append(FilePart(name, len(half), hashlib.sha256(half).hexdigest(),
-                              f"{hub.base}/org/big-GGUF/resolve/main/{name}"))
+        parts.append(
+            FilePart(name, len(half), hashlib.sha256(half).hexdigest(), f"{hub.base}/org/big-GGUF/resolve/main/{name}")
+        )
     quant = QuantFile("org/big-GGUF", parts[0].filename, "Q8_0", len(DATA), None, parts[0].url, tuple(parts))
     hub.drop_after = 3 * CHUNK
     downloader = _downloader(tmp_path)
@@ -299,8 +299,10 @@ def test_a_hub_models_header_gives_verdicts_per_quantization_before_download(hub
     model = Path(model_path).read_bytes()
     small, big = "/org/smol-GGUF/resolve/main/smol-Q4_1.gguf", "/org/smol-GGUF/resolve/main/smol-F16.gguf"
     hub.files[small] = model
-    quants = [QuantFile("org/smol-GGUF", "smol-F16.gguf", "F16", 100 * len(model), None, hub.base + big, ()),
-              QuantFile("org/smol-GGUF", "smol-Q4_1.gguf", "Q4_1", len(model), None, hub.base + small, ())]
+    quants = [
+        QuantFile("org/smol-GGUF", "smol-F16.gguf", "F16", 100 * len(model), None, hub.base + big, ()),
+        QuantFile("org/smol-GGUF", "smol-Q4_1.gguf", "Q4_1", len(model), None, hub.base + small, ()),
+    ]
     profile = Path(__file__).resolve().parents[2] / "data" / "hardware" / "rtx4060_8gb.json"
     plans = quantization_verdicts(quants, Hardware.from_json(profile.read_text()), 2048)
     assert plans["smol-Q4_1.gguf"].verdict == "full_gpu"

@@ -33,7 +33,7 @@ def patched(tmp_path, header: bytes, size: int, at: int, new: bytes):
     """A copy with the same header but `new` at `at`; the data section is left sparse (zeros)."""
     path = tmp_path / "patched.gguf"
     data = bytearray(header)
-    data[at:at + len(new)] = new
+    data[at : at + len(new)] = new
     path.write_bytes(bytes(data))
     os.truncate(path, size)
     return path
@@ -91,28 +91,33 @@ def test_tensor_sizes_follow_the_ggml_block_sizes(bundled):
     assert {t.layer for t in bundled.tensors} == set(range(30)) | {None}
 
 
-@pytest.mark.parametrize("length, where", [
-    (0, "not a GGUF file"),
-    (3, "not a GGUF file"),
-    (10, "the file is truncated in the header"),
-    (20, "the file is truncated in the header: it needs bytes up to 24 but the file has 20"),
-    (40, "in the metadata at entry 1 of"),
-    (200, "('general."),
-])
+@pytest.mark.parametrize(
+    "length, where",
+    [
+        (0, "not a GGUF file"),
+        (3, "not a GGUF file"),
+        (10, "the file is truncated in the header"),
+        (20, "the file is truncated in the header: it needs bytes up to 24 but the file has 20"),
+        (40, "in the metadata at entry 1 of"),
+        (200, "('general."),
+    ],
+)
 def test_a_file_cut_in_its_header_or_metadata_is_refused(tmp_path, model_path, length, where):
     message = refused(cut(tmp_path, model_path, length), where)
     assert "metadata" in message or "header" in message or "GGUF" in message
 
 
 def test_a_file_cut_in_its_tokenizer_says_which_entry(tmp_path, model_path):
-    refused(cut(tmp_path, model_path, 64 * 1024), "truncated or corrupt in the metadata at entry",
-            "('tokenizer.ggml.")
+    refused(cut(tmp_path, model_path, 64 * 1024), "truncated or corrupt in the metadata at entry", "('tokenizer.ggml.")
 
 
 def test_a_file_cut_in_its_tensor_table_says_which_tensor(tmp_path, model_path, bundled, header):
     type_at, _ = table_entry(header, "blk.3.ffn_up.weight")
-    refused(cut(tmp_path, model_path, type_at + 2), "truncated in the tensor table at entry",
-            f"of {len(bundled.tensors)} ('blk.3.ffn_up.weight')")
+    refused(
+        cut(tmp_path, model_path, type_at + 2),
+        "truncated in the tensor table at entry",
+        f"of {len(bundled.tensors)} ('blk.3.ffn_up.weight')",
+    )
 
 
 @pytest.mark.parametrize("into_data", [1, 30_000_000, 31_200_000, 60_000_000, -1])
@@ -120,9 +125,11 @@ def test_a_file_cut_in_its_data_names_the_first_tensor_that_is_missing(tmp_path,
     length = bundled.data_offset + into_data if into_data > 0 else bundled.file_size - 100
     first = next(t for t in bundled.tensors if bundled.data_offset + t.offset + t.n_bytes > length)
     end = bundled.data_offset + first.offset + first.n_bytes
-    message = refused(cut(tmp_path, model_path, length),
-                      f"the file is truncated: tensor '{first.name}' needs bytes up to {end:,} "
-                      f"but the file has {length:,} ({end - length:,} bytes missing)")
+    message = refused(
+        cut(tmp_path, model_path, length),
+        f"the file is truncated: tensor '{first.name}' needs bytes up to {end:,} "
+        f"but the file has {length:,} ({end - length:,} bytes missing)",
+    )
     assert "Download it again" in InvalidModelFileError(message, hint="Download it again").user_text()
 
 
@@ -133,35 +140,50 @@ def test_a_flipped_magic_or_version_is_refused(tmp_path, header, bundled):
 
 def test_a_huge_length_field_is_refused_without_allocating_it(tmp_path, header, bundled):
     path = patched(tmp_path, header, bundled.file_size, FIRST_KEY_LENGTH_AT, struct.pack("<Q", 1 << 62))
-    refused(path, "truncated or corrupt in the metadata at entry 1 of",
-            f"declares {1 << 62:,} bytes of text but only")
+    refused(path, "truncated or corrupt in the metadata at entry 1 of", f"declares {1 << 62:,} bytes of text but only")
     counts = patched(tmp_path, header, bundled.file_size, 8, struct.pack("<Q", 1 << 40))
     refused(counts, "in the tensor table: it declares", f"{1 << 40:,} tensors")
 
 
 def test_an_unknown_architecture_is_refused(tmp_path, header, bundled):
-    assert header[ARCH_VALUE_AT:ARCH_VALUE_AT + 5] == b"llama"
-    refused(flipped(tmp_path, header, bundled.file_size, ARCH_VALUE_AT + 4, 1),
-            "the architecture 'llamc' is not supported by the bundled llama.cpp")
+    assert header[ARCH_VALUE_AT : ARCH_VALUE_AT + 5] == b"llama"
+    refused(
+        flipped(tmp_path, header, bundled.file_size, ARCH_VALUE_AT + 4, 1),
+        "the architecture 'llamc' is not supported by the bundled llama.cpp",
+    )
 
 
 def test_a_flipped_tensor_type_is_refused(tmp_path, header, bundled):
     type_at, _ = table_entry(header, "blk.0.ffn_down.weight")
-    refused(flipped(tmp_path, header, bundled.file_size, type_at, 6),
-            "tensor 'blk.0.ffn_down.weight' has unknown ggml type 67")
+    refused(
+        flipped(tmp_path, header, bundled.file_size, type_at, 6),
+        "tensor 'blk.0.ffn_down.weight' has unknown ggml type 67",
+    )
     # Q4_1 -> Q4_0 is a known type but a smaller tensor: the next one no longer follows it.
-    refused(flipped(tmp_path, header, bundled.file_size, type_at, 0),
-            "tensor 'blk.0.ffn_gate.weight' starts at offset", "corrupt tensor table")
+    refused(
+        flipped(tmp_path, header, bundled.file_size, type_at, 0),
+        "tensor 'blk.0.ffn_gate.weight' starts at offset",
+        "corrupt tensor table",
+    )
 
 
 def test_a_flipped_tensor_offset_is_refused(tmp_path, header, bundled):
     _, offset_at = table_entry(header, "blk.0.ffn_gate.weight")
-    refused(flipped(tmp_path, header, bundled.file_size, offset_at, 0),
-            "tensor 'blk.0.ffn_gate.weight' starts at offset", "not a multiple of the alignment 32")
-    refused(flipped(tmp_path, header, bundled.file_size, offset_at + 2, 0),
-            "tensor 'blk.0.ffn_gate.weight' at offset", "overlaps the data of 'blk.0.ffn_down.weight'")
-    refused(flipped(tmp_path, header, bundled.file_size, offset_at + 5, 2),
-            "tensor 'blk.0.ffn_gate.weight' starts at offset", "corrupt tensor table")
+    refused(
+        flipped(tmp_path, header, bundled.file_size, offset_at, 0),
+        "tensor 'blk.0.ffn_gate.weight' starts at offset",
+        "not a multiple of the alignment 32",
+    )
+    refused(
+        flipped(tmp_path, header, bundled.file_size, offset_at + 2, 0),
+        "tensor 'blk.0.ffn_gate.weight' at offset",
+        "overlaps the data of 'blk.0.ffn_down.weight'",
+    )
+    refused(
+        flipped(tmp_path, header, bundled.file_size, offset_at + 5, 2),
+        "tensor 'blk.0.ffn_gate.weight' starts at offset",
+        "corrupt tensor table",
+    )
 
 
 def test_every_single_bit_flip_in_the_header_start_is_handled(tmp_path, header, bundled):
@@ -198,13 +220,13 @@ def test_the_known_architectures_come_from_the_bundled_library():
 
 
 def test_the_runtime_refuses_a_truncated_model_and_keeps_serving(runtime, tmp_path, model_path, bundled):
-    from tests.engine.runtime.test_runtime import request
     from engine.runtime.types import Done
+    from tests.engine.runtime.test_runtime import request
 
     before = runtime.model_info
     path = cut(tmp_path, model_path, bundled.data_offset + 50_000_000)
     events = []
-    with pytest.raises(InvalidModelFileError, match="the file is truncated: tensor 'blk.") as info:
+    with pytest.raises(InvalidModelFileError, match=r"the file is truncated: tensor 'blk\.") as info:
         runtime.load(ModelConfig(str(path)), events.append).result(timeout=60)
     assert isinstance(events[-1], ModelLoadFailed) and events[-1].error is info.value
     assert runtime.model_info == before

@@ -55,10 +55,16 @@ def synthetic(n_layers, n_embd, n_ff, n_head, n_head_kv, n_vocab) -> GGUFFile:
         add(f"blk.{i}.ffn_down.weight", (n_ff, n_embd), 14, Q6_K)
     add("output_norm.weight", (n_embd,), 0, 4)
     add("output.weight", (n_embd, n_vocab), 14, Q6_K)
-    metadata = {"general.architecture": "llama", "general.name": f"synthetic {n_layers}-layer",
-                "llama.block_count": n_layers, "llama.embedding_length": n_embd,
-                "llama.attention.head_count": n_head, "llama.attention.head_count_kv": n_head_kv,
-                "llama.vocab_size": n_vocab, "general.file_type": 15}
+    metadata = {
+        "general.architecture": "llama",
+        "general.name": f"synthetic {n_layers}-layer",
+        "llama.block_count": n_layers,
+        "llama.embedding_length": n_embd,
+        "llama.attention.head_count": n_head,
+        "llama.attention.head_count_kv": n_head_kv,
+        "llama.vocab_size": n_vocab,
+        "general.file_type": 15,
+    }
     return GGUFFile("synthetic.gguf", 3, metadata, tensors, 1024 * 1024, 1024 * 1024 + offset)
 
 
@@ -66,8 +72,9 @@ def synthetic(n_layers, n_embd, n_ff, n_head, n_head_kv, n_vocab) -> GGUFFile:
 LAYER_7B = 3 * 4096 * 4096 * Q4_K + 4096 * 4096 * Q6_K + 2 * 4096 * 11008 * Q4_K + 11008 * 4096 * Q6_K + 2 * 4096 * 4
 OUTPUT_7B = 4096 * 32000 * Q6_K + 4096 * 4
 WEIGHTS_7B = 32 * LAYER_7B + 4096 * 32000 * Q4_K + OUTPUT_7B
-LAYER_70B = (2 * 8192 * 8192 * Q4_K + 8192 * 1024 * (Q4_K + Q6_K) + 2 * 8192 * 28672 * Q4_K
-             + 28672 * 8192 * Q6_K + 2 * 8192 * 4)
+LAYER_70B = (
+    2 * 8192 * 8192 * Q4_K + 8192 * 1024 * (Q4_K + Q6_K) + 2 * 8192 * 28672 * Q4_K + 28672 * 8192 * Q6_K + 2 * 8192 * 4
+)
 OUTPUT_70B = 8192 * 32000 * Q6_K + 8192 * 4
 WEIGHTS_70B = 80 * LAYER_70B + 8192 * 32000 * Q4_K + OUTPUT_70B
 

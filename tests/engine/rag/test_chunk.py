@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from engine.models.bundled import bundled_embedder_path
@@ -19,10 +21,13 @@ def doc(*sections, kind="text"):
 
 
 def test_small_sections_become_one_chunk_each_with_their_provenance(chunker):
-    chunks = chunker.chunk(doc(Section("First page text.", page=1, heading="Intro"),
-                               Section("Second page text.", page=2)))
+    chunks = chunker.chunk(
+        doc(Section("First page text.", page=1, heading="Intro"), Section("Second page text.", page=2))
+    )
     assert [(c.text, c.page, c.heading, c.index) for c in chunks] == [
-        ("First page text.", 1, "Intro", 0), ("Second page text.", 2, None, 1)]
+        ("First page text.", 1, "Intro", 0),
+        ("Second page text.", 2, None, 1),
+    ]
     assert all(0 < c.n_tokens <= 64 for c in chunks)
 
 
@@ -36,11 +41,11 @@ def test_long_text_splits_at_paragraphs_with_overlap_and_exact_lines(chunker):
         assert c.n_tokens <= 64
         assert chunker.count(c.text) == c.n_tokens
         # the chunk lies within the file's lines line_start..line_end, starting on the first one
-        span = "\n".join(lines[c.line_start - 10: c.line_end - 10 + 1])
+        span = "\n".join(lines[c.line_start - 10 : c.line_end - 10 + 1])
         assert c.text in span
         assert c.text.split("\n")[0] in lines[c.line_start - 10]
         assert c.text.split("\n")[-1] in lines[c.line_end - 10]
-    for before, after in zip(chunks, chunks[1:]):
+    for before, after in itertools.pairwise(chunks):
         # consecutive chunks share text (the overlap) and never skip any
         assert after.text[:20] in before.text
     covered = " ".join(c.text for c in chunks)

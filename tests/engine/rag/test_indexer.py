@@ -25,8 +25,13 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def library(tmp_path, **options) -> DocumentLibrary:
-    return DocumentLibrary(tmp_path / "index", bundled_embedder_path(), BUNDLED_EMBEDDER_NAME,
-                           parse_timeout_s=options.pop("parse_timeout_s", 30), **options)
+    return DocumentLibrary(
+        tmp_path / "index",
+        bundled_embedder_path(),
+        BUNDLED_EMBEDDER_NAME,
+        parse_timeout_s=options.pop("parse_timeout_s", 30),
+        **options,
+    )
 
 
 @pytest.fixture()
@@ -49,7 +54,9 @@ def statuses(lib) -> dict[str, tuple[str, str]]:
 
 def test_index_a_folder_then_only_what_changed(lib, tmp_path):
     docs = tmp_path / "docs"
-    write(docs, "garden.md", "# Garden\n\nTomatoes need full sun and deep watering.\n\n## Pests\n\nAphids hate garlic.\n")
+    write(
+        docs, "garden.md", "# Garden\n\nTomatoes need full sun and deep watering.\n\n## Pests\n\nAphids hate garlic.\n"
+    )
     write(docs, "notes.txt", "The quarterly meeting moved to Thursday at nine.\n")
     write(docs, "code/util.py", "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n")
     write(docs, ".hidden/secret.txt", "never indexed")
@@ -89,7 +96,7 @@ def test_every_corpus_pdf_ends_with_a_status_and_readable_ones_are_searchable(li
     result = lib.index([CORPUS]).wait(900)
     records = {Path(r.path).name: r for r in lib.documents()}
     pdfs = sorted(p.name for p in CORPUS.glob("*.pdf"))
-    assert sorted(records) == sorted(pdfs + ["README.md"])  # LICENSE.pypdf is not a kind Locus reads
+    assert sorted(records) == sorted([*pdfs, "README.md"])  # LICENSE.pypdf is not a kind Locus reads
     assert result.indexed + result.failed == len(pdfs) + 1
     for name, record in records.items():
         assert record.status in ("done", "failed"), name
@@ -148,8 +155,9 @@ def test_sigkill_halfway_leaves_no_duplicate_or_half_document_and_resumes(tmp_pa
     docs = tmp_path / "folder"
     for i in range(20):
         write(docs, f"doc{i:02}.md", f"# Document {i}\n\n" + f"Paragraph about subject {i}. " * 150)
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path / "index"), str(docs)],
-                             stdout=subprocess.PIPE, text=True, cwd=REPO)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(tmp_path / "index"), str(docs)], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
     try:
         assert child.stdout.readline().strip() == "HALFWAY"
         os.kill(child.pid, signal.SIGKILL)
@@ -159,6 +167,7 @@ def test_sigkill_halfway_leaves_no_duplicate_or_half_document_and_resumes(tmp_pa
             child.kill()
     lib = library(tmp_path)
     try:
+
         def check_consistent():
             ids = [r["chunk_id"] for r in lib.store.chunks.to_arrow().to_pylist()]
             assert len(ids) == len(set(ids)), "duplicate chunks"
@@ -209,12 +218,20 @@ def test_links_out_of_the_folder_or_into_hidden_ones_are_not_followed_and_are_re
     assert {Path(r.path).name: r.status for r in lib.documents()} == {"real.md": "done"}
     assert lib.store.text_search("auths registry", 5) == [] and lib.store.text_search("diary", 5) == []
     assert lib.store.text_search("private keys", 5) == [] and lib.store.text_search("API_KEY", 5) == []
-    skipped = {Path(e.path).relative_to(root).as_posix(): e for e in events
-               if isinstance(e, DocumentStatus) and e.status == "skipped"}
+    skipped = {
+        Path(e.path).relative_to(root).as_posix(): e
+        for e in events
+        if isinstance(e, DocumentStatus) and e.status == "skipped"
+    }
     assert {name: e.reason for name, e in skipped.items()} == {
-        "cfg": "link leaves the folder", "config.json": "link leaves the folder", "diaries": "link leaves the folder",
-        "private": "link into a hidden folder", "env.md": "link to a hidden file",
-        "deps": "link into an excluded folder", "docs/up": "link loop", "spin": "link loop",
+        "cfg": "link leaves the folder",
+        "config.json": "link leaves the folder",
+        "diaries": "link leaves the folder",
+        "private": "link into a hidden folder",
+        "env.md": "link to a hidden file",
+        "deps": "link into an excluded folder",
+        "docs/up": "link loop",
+        "spin": "link loop",
     }
     assert str(tmp_path / ".docker") in skipped["cfg"].message
     assert result.indexed == 1 and result.skipped == 8 and result.failed == 0
@@ -239,8 +256,9 @@ def test_the_watcher_follows_the_same_rule(tmp_path):
         assert lib.store.text_search("Betelgeuse", 5)
         lib.indexer.wait_idle(60)
         assert {Path(r.path).name for r in lib.documents()} == {"a.md", "b.md"}
-        skipped = {Path(e.path).name: e.reason for e in events if isinstance(e, DocumentStatus)
-                   and e.status == "skipped"}
+        skipped = {
+            Path(e.path).name: e.reason for e in events if isinstance(e, DocumentStatus) and e.status == "skipped"
+        }
         assert skipped == {"ssh": "link leaves the folder", "plans.md": "link leaves the folder"}
     finally:
         lib.close()
@@ -255,8 +273,10 @@ def docx_bomb(path: Path, xml_mb: int = 180) -> Path:
     unit = b"<w:p/>" * 100_000
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         with archive.open("word/document.xml", "w") as xml:
-            xml.write(b'<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="http://schemas.openxmlformats.'
-                      b'org/wordprocessingml/2006/main"><w:body>')
+            xml.write(
+                b'<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="http://schemas.openxmlformats.'
+                b'org/wordprocessingml/2006/main"><w:body>'
+            )
             for _ in range(xml_mb * 2**20 // len(unit)):
                 xml.write(unit)
             xml.write(b"<w:p><w:r><w:t>Boom.</w:t></w:r></w:p></w:body></w:document>")

@@ -76,16 +76,31 @@ def test_hangs_and_crashes_cost_only_their_own_file(tmp_path):
 
 
 def test_errors_survive_pickling_with_their_words():
-    errors = [cls(f"'x.pdf' {cls.__name__}", hint="a hint", detail="a detail")
-              for cls in (loaders.PasswordProtected, loaders.EmptyDocument, loaders.WrongFormat,
-                          loaders.CorruptDocument, loaders.UnsupportedFile, loaders.UnreadableFile,
-                          loaders.TooLarge, loaders.ParseTimeout, loaders.ParserCrashed)]
+    errors = [
+        cls(f"'x.pdf' {cls.__name__}", hint="a hint", detail="a detail")
+        for cls in (
+            loaders.PasswordProtected,
+            loaders.EmptyDocument,
+            loaders.WrongFormat,
+            loaders.CorruptDocument,
+            loaders.UnsupportedFile,
+            loaders.UnreadableFile,
+            loaders.TooLarge,
+            loaders.ParseTimeout,
+            loaders.ParserCrashed,
+        )
+    ]
     errors.append(loaders.WrongFormat("'x.pdf' is not a PDF", kind="pdf"))
     for error in errors:
         copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is type(error) and isinstance(copy, DocumentError)
-        assert (copy.message, copy.hint, copy.detail, copy.status, str(copy)) == \
-               (error.message, error.hint, error.detail, error.status, str(error))
+        assert (copy.message, copy.hint, copy.detail, copy.status, str(copy)) == (
+            error.message,
+            error.hint,
+            error.detail,
+            error.status,
+            str(error),
+        )
     assert errors[-1].status == "not a pdf file"
 
 
@@ -95,8 +110,9 @@ def test_errors_keep_their_words_across_the_process_boundary(tmp_path):
         fake = pool.parse(good(tmp_path, "fake.pdf", "<html>not a pdf</html>"))
         assert len(pool.worker_pids()) == 1  # one worker, reused
     assert protected.error.status == "password protected" and protected.document is None
-    assert protected.error.message == ("'r4-user-password.pdf' is password protected; Locus cannot read it "
-                                       "without the password.")
+    assert protected.error.message == (
+        "'r4-user-password.pdf' is password protected; Locus cannot read it without the password."
+    )
     assert protected.error.hint and "unprotected copy" in protected.error.hint
     assert isinstance(fake.error, loaders.WrongFormat) and fake.error.status == "not a pdf file"
 
@@ -123,8 +139,7 @@ def test_cancel_stops_promptly_and_kills_busy_workers(tmp_path):
 
 
 def test_close_from_another_thread_does_not_hang_or_blame_the_file(tmp_path):
-    paths = [good(tmp_path, "a.txt"), good(tmp_path, "hang1.txt"), good(tmp_path, "hang2.txt"),
-             good(tmp_path, "b.txt")]
+    paths = [good(tmp_path, "a.txt"), good(tmp_path, "hang1.txt"), good(tmp_path, "hang2.txt"), good(tmp_path, "b.txt")]
     pool = ParsePool(workers=2, timeout_s=60, loader=CRASHY)
     outcomes, pids = [], []
 
@@ -248,8 +263,13 @@ def test_the_embedding_worker_never_imports_from_the_working_directory(tmp_path,
 
 
 def test_running_out_of_memory_fails_only_that_file_and_the_next_gets_a_fresh_worker(tmp_path):
-    paths = [good(tmp_path, "a.txt"), good(tmp_path, "memory.txt"), good(tmp_path, "b.txt"),
-             good(tmp_path, "oomkilled.txt"), good(tmp_path, "c.txt")]
+    paths = [
+        good(tmp_path, "a.txt"),
+        good(tmp_path, "memory.txt"),
+        good(tmp_path, "b.txt"),
+        good(tmp_path, "oomkilled.txt"),
+        good(tmp_path, "c.txt"),
+    ]
     with ParsePool(workers=1, timeout_s=20, loader=CRASHY, memory_limit_mb=700) as pool:
         pids = []
         outcomes = {}
@@ -258,11 +278,15 @@ def test_running_out_of_memory_fails_only_that_file_and_the_next_gets_a_fresh_wo
             pids.append(pool.worker_pids())
     memory, killed = outcomes["memory.txt"].error, outcomes["oomkilled.txt"].error
     assert memory.status == killed.status == "needs too much memory"
-    assert memory.message == "Reading 'memory.txt' needed more than 700 MB of memory, the most one file may use, " \
-                             "so it was given up."
+    assert (
+        memory.message == "Reading 'memory.txt' needed more than 700 MB of memory, the most one file may use, "
+        "so it was given up."
+    )
     assert "MemoryError under a 700 MB limit (address space)" in memory.detail
-    assert killed.message == "Reading 'oomkilled.txt' was stopped by the system, most likely because the " \
-                             "computer ran out of memory; it was given up."
+    assert (
+        killed.message == "Reading 'oomkilled.txt' was stopped by the system, most likely because the "
+        "computer ran out of memory; it was given up."
+    )
     assert "signal 9 (SIGKILL)" in killed.detail
     assert all(outcomes[n].document is not None for n in ("a.txt", "b.txt", "c.txt"))
     # A worker that ran out of memory is not used again: the next file gets a fresh one.

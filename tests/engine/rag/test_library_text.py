@@ -19,7 +19,8 @@ def essay(paragraphs: int) -> str:
     return "\n\n".join(
         f"Paragraph {i}. The keeper of light number {i} climbs {40 + i} steps each evening, trims the wick, "
         f"and writes the weather in a log that has been kept since {1800 + i}. Ships pass at dusk on day {i}."
-        for i in range(paragraphs))
+        for i in range(paragraphs)
+    )
 
 
 def words(text: str) -> list[str]:
@@ -69,7 +70,7 @@ def test_collection_text_is_each_document_in_path_order(indexed):
 
 def test_unknown_document_or_collection_says_so(indexed):
     library, docs = indexed
-    with pytest.raises(NotFoundError, match="No indexed document is '/no/such.txt'"):
+    with pytest.raises(NotFoundError, match=r"No indexed document is '/no/such\.txt'"):
         library.document_text("/no/such.txt")
     with pytest.raises(NotFoundError, match="No indexed document"):
         library.document_text(doc_id_for(docs / "never-indexed.txt"))

@@ -41,17 +41,40 @@ from engine.rag.loaders import (
 from tests.conftest import CORPUS as SHARED_CORPUS
 
 CORPUS = SHARED_CORPUS / "pdf-oddities"
-PROTECTED = {"crazyones-encrypted-256", "encrypted-file", "libreoffice-writer-password", "r2-user-password",
-             "r3-user-password", "r4-aes-user-password", "r4-user-password", "r6-both-passwords"}
-NO_TEXT = {"box", "encrypted_doc_no_id", "git", "imagemagick-ASCII85Decode", "imagemagick-CCITTFaxDecode",
-           "imagemagick-lzw", "issue-3850-1bit-indexed-flate"}
-PASSWORD_NAMED = {"libreoffice-writer-password", "encrypted-file", "crazyones-encrypted-256", "r6-both-passwords",
-                  "encrypted_doc_no_id"}
+PROTECTED = {
+    "crazyones-encrypted-256",
+    "encrypted-file",
+    "libreoffice-writer-password",
+    "r2-user-password",
+    "r3-user-password",
+    "r4-aes-user-password",
+    "r4-user-password",
+    "r6-both-passwords",
+}
+NO_TEXT = {
+    "box",
+    "encrypted_doc_no_id",
+    "git",
+    "imagemagick-ASCII85Decode",
+    "imagemagick-CCITTFaxDecode",
+    "imagemagick-lzw",
+    "issue-3850-1bit-indexed-flate",
+}
+PASSWORD_NAMED = {
+    "libreoffice-writer-password",
+    "encrypted-file",
+    "crazyones-encrypted-256",
+    "r6-both-passwords",
+    "encrypted_doc_no_id",
+}
 PHRASES = {  # a phrase read from each file that must come out of it
-    "crazyones": "The misfits. The rebels.", "hello-world": "Привет, мир",
+    "crazyones": "The misfits. The rebels.",
+    "hello-world": "Привет, мир",
     "multilang": "こんにちは世界",
-    "pdflatex-outline": "here is some text without a meaning", "r2-empty-password": "pdf encryption test",
-    "r4-owner-password": "pdf encryption test", "unencrypted": "pdf encryption test",
+    "pdflatex-outline": "here is some text without a meaning",
+    "r2-empty-password": "pdf encryption test",
+    "r4-owner-password": "pdf encryption test",
+    "unencrypted": "pdf encryption test",
 }
 W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 
@@ -100,9 +123,19 @@ def test_password_status_is_exactly_what_pypdf_cannot_open():
         reader = PdfReader(path, strict=False)
         opens = not reader.is_encrypted or bool(reader.decrypt(""))
         assert (status_of(path) == "password protected") == (not opens), path.name
-    for stem in ("r2-owner-password", "r4-owner-password", "r5-owner-password", "r6-owner-password",
-                 "r2-empty-password", "r3-empty-password", "r5-empty-password", "r6-empty-password",
-                 "r5-user-password", "r6-user-password", "r4-aes-v2-no-key-length"):
+    for stem in (
+        "r2-owner-password",
+        "r4-owner-password",
+        "r5-owner-password",
+        "r6-owner-password",
+        "r2-empty-password",
+        "r3-empty-password",
+        "r5-empty-password",
+        "r6-empty-password",
+        "r5-user-password",
+        "r6-user-password",
+        "r4-aes-v2-no-key-length",
+    ):
         assert load(CORPUS / f"{stem}.pdf").sections[0].text.startswith("pdf encryption test"), stem
 
 
@@ -141,15 +174,21 @@ def test_truncated_pdf_is_damaged_with_the_parsers_reason(tmp_path):
 
 
 def test_markdown_sections_follow_headings_with_exact_lines(tmp_path):
-    text = ("---\ntitle: front matter\n---\n# Title\n\nIntro line.\n\n## Part A\n\nAlpha text.\nMore alpha.\n\n"
-            "Setext\n------\n\nBeta.\n```\n# not a heading\n```\n")
+    text = (
+        "---\ntitle: front matter\n---\n# Title\n\nIntro line.\n\n## Part A\n\nAlpha text.\nMore alpha.\n\n"
+        "Setext\n------\n\nBeta.\n```\n# not a heading\n```\n"
+    )
     document = load(write(tmp_path, "notes.md", text))
     assert document.kind == "markdown" and document.title == "Title"
     lines = text.split("\n")
     assert [(s.heading, s.line_start, s.line_end) for s in document.sections] == [
-        (None, 1, 3), ("Title", 4, 6), ("Part A", 8, 11), ("Setext", 13, 19)]
+        (None, 1, 3),
+        ("Title", 4, 6),
+        ("Part A", 8, 11),
+        ("Setext", 13, 19),
+    ]
     for s in document.sections:
-        assert s.text == "\n".join(lines[s.line_start - 1: s.line_end])
+        assert s.text == "\n".join(lines[s.line_start - 1 : s.line_end])
 
 
 def test_long_sections_split_at_paragraphs_keeping_exact_lines(tmp_path):
@@ -159,7 +198,7 @@ def test_long_sections_split_at_paragraphs_keeping_exact_lines(tmp_path):
     lines = text.split("\n")
     assert len(document.sections) > 3 and {s.heading for s in document.sections} == {"Big"}
     for s in document.sections:
-        assert len(s.text) < 6000 and s.text == "\n".join(lines[s.line_start - 1: s.line_end])
+        assert len(s.text) < 6000 and s.text == "\n".join(lines[s.line_start - 1 : s.line_end])
     assert document.sections[0].line_start == 1 and document.sections[-1].line_end == len(lines) - 1
 
 
@@ -167,8 +206,7 @@ def test_rst_headings_with_and_without_overline(tmp_path):
     text = "=====\nGuide\n=====\n\nWelcome.\n\nInstall\n-------\n\nRun pip.\n\n----\n\nAfter a transition.\n"
     document = load(write(tmp_path, "guide.rst", text))
     assert document.title == "Guide"
-    assert [(s.heading, s.line_start, s.line_end) for s in document.sections] == [
-        ("Guide", 1, 5), ("Install", 7, 14)]
+    assert [(s.heading, s.line_start, s.line_end) for s in document.sections] == [("Guide", 1, 5), ("Install", 7, 14)]
 
 
 def test_plain_text_in_any_encoding(tmp_path):
@@ -177,7 +215,7 @@ def test_plain_text_in_any_encoding(tmp_path):
     assert latin.sections[0].text == "Café crème brûlée, déjà vu à Noël." and latin.sections[0].line_start == 1
     utf16 = load(write(tmp_path, "wide.txt", "Grüße aus Köln\nzweite Zeile".encode("utf-16")))  # with a BOM
     assert utf16.sections[0].text == "Grüße aus Köln\nzweite Zeile" and utf16.sections[0].line_end == 2
-    bom8 = load(write(tmp_path, "bom.txt", codecs.BOM_UTF8 + "naïve".encode("utf-8")))
+    bom8 = load(write(tmp_path, "bom.txt", codecs.BOM_UTF8 + "naïve".encode()))
     assert bom8.sections[0].text == "naïve"
     garbage = decode_text(bytes(range(128, 256)) * 4 + b"\xff\xfe\xfd", "x.txt")
     assert isinstance(garbage, str) and garbage
@@ -187,10 +225,12 @@ def test_plain_text_in_any_encoding(tmp_path):
 
 
 def test_html_keeps_only_visible_text(tmp_path):
-    html = ("<html><head><title>My page</title><style>body{color:red}</style><script>var secret=1;</script></head>"
-            "<body><h1>Welcome</h1><p>Hello &amp; goodbye.</p><noscript>enable js</noscript>"
-            "<template><p>template text</p></template><svg><title>icon</title><text>drawn</text></svg>"
-            "<h2>Details</h2><ul><li>one</li><li>two</li></ul>line<br/>break</body></html>")
+    html = (
+        "<html><head><title>My page</title><style>body{color:red}</style><script>var secret=1;</script></head>"
+        "<body><h1>Welcome</h1><p>Hello &amp; goodbye.</p><noscript>enable js</noscript>"
+        "<template><p>template text</p></template><svg><title>icon</title><text>drawn</text></svg>"
+        "<h2>Details</h2><ul><li>one</li><li>two</li></ul>line<br/>break</body></html>"
+    )
     document = load(write(tmp_path, "page.html", html))
     text = "\n".join(s.text for s in document.sections)
     assert document.kind == "html" and document.title == "My page"
@@ -214,13 +254,15 @@ def docx_bytes(tmp_path: Path, body: str, name: str = "report.docx") -> Path:
 
 
 def test_docx_paragraphs_headings_and_tables(tmp_path):
-    body = ('<w:p><w:r><w:t>Preface before any heading.</w:t></w:r></w:p>'
-            '<w:p><w:pPr><w:pStyle w:val="Heading1"/></w:pPr><w:r><w:t>Quarterly report</w:t></w:r></w:p>'
-            '<w:p><w:r><w:t xml:space="preserve">Revenue grew </w:t></w:r><w:r><w:t>twelve percent.</w:t></w:r></w:p>'
-            '<w:tbl><w:tr><w:tc><w:p><w:r><w:t>Region</w:t></w:r></w:p></w:tc>'
-            '<w:tc><w:p><w:r><w:t>North</w:t></w:r></w:p></w:tc></w:tr></w:tbl>'
-            '<w:p><w:pPr><w:pStyle w:val="Heading2"/></w:pPr><w:r><w:t>Outlook</w:t></w:r></w:p>'
-            '<w:p><w:r><w:t>Steady.</w:t></w:r></w:p>')
+    body = (
+        "<w:p><w:r><w:t>Preface before any heading.</w:t></w:r></w:p>"
+        '<w:p><w:pPr><w:pStyle w:val="Heading1"/></w:pPr><w:r><w:t>Quarterly report</w:t></w:r></w:p>'
+        '<w:p><w:r><w:t xml:space="preserve">Revenue grew </w:t></w:r><w:r><w:t>twelve percent.</w:t></w:r></w:p>'
+        "<w:tbl><w:tr><w:tc><w:p><w:r><w:t>Region</w:t></w:r></w:p></w:tc>"
+        "<w:tc><w:p><w:r><w:t>North</w:t></w:r></w:p></w:tc></w:tr></w:tbl>"
+        '<w:p><w:pPr><w:pStyle w:val="Heading2"/></w:pPr><w:r><w:t>Outlook</w:t></w:r></w:p>'
+        "<w:p><w:r><w:t>Steady.</w:t></w:r></w:p>"
+    )
     document = load(docx_bytes(tmp_path, body))
     assert document.kind == "docx" and document.title == "Quarterly report"
     assert [s.heading for s in document.sections] == [None, "Quarterly report", "Outlook"]
@@ -231,8 +273,7 @@ def test_docx_paragraphs_headings_and_tables(tmp_path):
 
 
 def test_docx_that_is_not_a_word_document(tmp_path):
-    for path in (write(tmp_path, "fake.docx", "plain text pretending"),
-                 tmp_path / "other.docx"):
+    for path in (write(tmp_path, "fake.docx", "plain text pretending"), tmp_path / "other.docx"):
         if not path.exists():
             with zipfile.ZipFile(path, "w") as archive:
                 archive.writestr("content.xml", "<x/>")
@@ -245,12 +286,18 @@ def test_docx_that_is_not_a_word_document(tmp_path):
 
 
 def test_code_sections_at_definitions(tmp_path):
-    code = ("import os\n\n\n@decorator\ndef first():\n    # inner comment\n    return 1\n\n\n"
-            "class Second:\n    def method(self):\n        pass\n\n\nasync def third():\n    pass\n")
+    code = (
+        "import os\n\n\n@decorator\ndef first():\n    # inner comment\n    return 1\n\n\n"
+        "class Second:\n    def method(self):\n        pass\n\n\nasync def third():\n    pass\n"
+    )
     document = load(write(tmp_path, "mod.py", code))
     assert document.kind == "code" and document.language == "python" and document.title == "mod.py"
     assert [(s.heading, s.line_start, s.line_end) for s in document.sections] == [
-        (None, 1, 1), ("def first():", 4, 7), ("class Second:", 10, 12), ("async def third():", 15, 16)]
+        (None, 1, 1),
+        ("def first():", 4, 7),
+        ("class Second:", 10, 12),
+        ("async def third():", 15, 16),
+    ]
     js = load(write(tmp_path, "app.js", "const a = 1;\n\nexport function run() {\n  return a;\n}\n"))
     assert js.language == "javascript" and js.sections[-1].heading == "export function run() {"
 
@@ -265,15 +312,18 @@ def test_code_without_definitions_comes_in_windows(tmp_path):
 # Files that are not what they say ---------------------------------------------------
 
 
-@pytest.mark.parametrize("name, data, error, status", [
-    ("fake.pdf", "<html><body>not a pdf</body></html>", WrongFormat, "not a pdf file"),
-    ("noise.pdf", bytes(range(256)) * 8, WrongFormat, "not a pdf file"),
-    ("zero.pdf", b"", EmptyDocument, "empty"),
-    ("empty.txt", b"", EmptyDocument, "empty"),
-    ("blank.md", "\n\n   \n", EmptyDocument, "empty"),
-    ("binary.txt", b"\x00\x01\x02binary\x00" * 100, UnsupportedFile, "unsupported"),
-    ("picture.png", b"\x89PNG\r\n\x1a\n", UnsupportedFile, "unsupported"),
-])
+@pytest.mark.parametrize(
+    "name, data, error, status",
+    [
+        ("fake.pdf", "<html><body>not a pdf</body></html>", WrongFormat, "not a pdf file"),
+        ("noise.pdf", bytes(range(256)) * 8, WrongFormat, "not a pdf file"),
+        ("zero.pdf", b"", EmptyDocument, "empty"),
+        ("empty.txt", b"", EmptyDocument, "empty"),
+        ("blank.md", "\n\n   \n", EmptyDocument, "empty"),
+        ("binary.txt", b"\x00\x01\x02binary\x00" * 100, UnsupportedFile, "unsupported"),
+        ("picture.png", b"\x89PNG\r\n\x1a\n", UnsupportedFile, "unsupported"),
+    ],
+)
 def test_files_that_are_not_what_they_say(tmp_path, name, data, error, status):
     with pytest.raises(error) as info:
         load(write(tmp_path, name, data))
@@ -296,9 +346,23 @@ def test_size_limit_and_missing_files(tmp_path):
 
 
 def test_discover_skips_hidden_vcs_build_and_binary(tmp_path):
-    for name in ("a.md", "sub/b.py", ".hidden/c.txt", ".git/config.txt", "node_modules/d.js", "build/e.txt",
-                 "img.png", "sub/f.exe", "sub/__pycache__/g.py", "Makefile", "sub/.env", "z/archive.zip",
-                 "z/y/deep.rst", "venv/lib.py", "report.doc"):
+    for name in (
+        "a.md",
+        "sub/b.py",
+        ".hidden/c.txt",
+        ".git/config.txt",
+        "node_modules/d.js",
+        "build/e.txt",
+        "img.png",
+        "sub/f.exe",
+        "sub/__pycache__/g.py",
+        "Makefile",
+        "sub/.env",
+        "z/archive.zip",
+        "z/y/deep.rst",
+        "venv/lib.py",
+        "report.doc",
+    ):
         write(tmp_path, name, "x")
     os.symlink(tmp_path, tmp_path / "sub" / "loop")  # a symlink back up the tree
     found = [p.relative_to(tmp_path.resolve()).as_posix() for p in discover([tmp_path])]
@@ -356,9 +420,14 @@ def test_discover_follows_links_only_within_the_folder_and_says_what_it_skipped(
     assert found == [root.resolve() / "docs" / "real.md"]  # the link to it and into its folder add no copy
     why = {link.path.relative_to(root).as_posix(): link.reason for link in skipped}
     assert why == {
-        "cfg": "link leaves the folder", "config.json": "link leaves the folder", "diaries": "link leaves the folder",
-        "private": "link into a hidden folder", "env.md": "link to a hidden file",
-        "deps": "link into an excluded folder", "docs/up": "link loop", "spin": "link loop",
+        "cfg": "link leaves the folder",
+        "config.json": "link leaves the folder",
+        "diaries": "link leaves the folder",
+        "private": "link into a hidden folder",
+        "env.md": "link to a hidden file",
+        "deps": "link into an excluded folder",
+        "docs/up": "link loop",
+        "spin": "link loop",
     }
     cfg = next(link for link in skipped if link.path.name == "cfg")
     assert cfg.target == (tmp_path / ".docker").resolve()

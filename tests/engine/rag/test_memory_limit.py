@@ -12,8 +12,9 @@ from tests.conftest import REPO
 
 
 def run_child(code: str) -> str:
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          cwd=REPO, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -38,5 +39,8 @@ def test_the_windows_job_limit_structure_has_the_windows_layout():
     # JOBOBJECT_EXTENDED_LIMIT_INFORMATION is 144 bytes on 64-bit Windows and 112 on 32-bit.
     assert ctypes.sizeof(job_limit_structure()) == {8: 144, 4: 112}[ctypes.sizeof(ctypes.c_void_p)]
     offsets = {name: getattr(job_limit_structure(), name).offset for name in ("IoInfo", "ProcessMemoryLimit")}
-    assert offsets == ({"IoInfo": 64, "ProcessMemoryLimit": 112} if ctypes.sizeof(ctypes.c_void_p) == 8
-                       else {"IoInfo": 48, "ProcessMemoryLimit": 96})
+    assert offsets == (
+        {"IoInfo": 64, "ProcessMemoryLimit": 112}
+        if ctypes.sizeof(ctypes.c_void_p) == 8
+        else {"IoInfo": 48, "ProcessMemoryLimit": 96}
+    )

@@ -20,8 +20,10 @@ def lib(tmp_path):
 
 
 def notes(folder: Path, count: int) -> list[Path]:
-    return [write(folder, f"note-{i:02d}.txt", f"Note {i}: the heron number {i} fishes at dawn by the reeds.\n" * 40)
-            for i in range(count)]
+    return [
+        write(folder, f"note-{i:02d}.txt", f"Note {i}: the heron number {i} fishes at dawn by the reeds.\n" * 40)
+        for i in range(count)
+    ]
 
 
 def settle(seconds: float = 1.5) -> None:
@@ -39,7 +41,8 @@ def test_a_job_queued_while_paused_waits_then_finishes_on_resume(lib, tmp_path):
     assert not job.finished.is_set()
     assert lib.documents() == []  # not even planned while paused
     assert [e for e in events if isinstance(e, IndexProgress)] and all(
-        e.paused for e in events if isinstance(e, IndexProgress))
+        e.paused for e in events if isinstance(e, IndexProgress)
+    )
 
     lib.resume_indexing()
     result = job.wait(300)

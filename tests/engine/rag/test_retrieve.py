@@ -34,8 +34,10 @@ def test_rrf_rewards_agreement():
 
 
 def test_overlapping_neighbours_join_without_repeating():
-    assert _join_overlapping("one two three four five six", "four five six seven eight") == \
-        "one two three four five six seven eight"
+    assert (
+        _join_overlapping("one two three four five six", "four five six seven eight")
+        == "one two three four five six seven eight"
+    )
     assert _join_overlapping("abc", "xyz") == "abc\nxyz"
 
 
@@ -53,23 +55,40 @@ def test_hybrid_retrieval_quality_on_paraphrased_questions(beir_store, embedder)
 
 
 def test_retrieve_fits_the_budget_and_answers_with_the_right_passage(beir_store, embedder):
-    r = retrieve(beir_store, embedder, "Which animal has three hearts?", count_tokens=lambda t: len(t.split()),
-                 token_budget=80, max_passages=3)
+    r = retrieve(
+        beir_store,
+        embedder,
+        "Which animal has three hearts?",
+        count_tokens=lambda t: len(t.split()),
+        token_budget=80,
+        max_passages=3,
+    )
     assert r.passages[0].doc_id == "d19"
     assert sum(len(p.text.split()) + 16 for p in r.passages) <= 80
     assert r.vector_hits > 0 and r.text_hits > 0 and set(r.timings) >= {"embed", "vector_search", "text_search"}
-    assert [p.doc_id for p in retrieve(beir_store, embedder, "three hearts", collections=["nope"],
-                                       count_tokens=len, token_budget=1000).passages] == []
+    assert [
+        p.doc_id
+        for p in retrieve(
+            beir_store, embedder, "three hearts", collections=["nope"], count_tokens=len, token_budget=1000
+        ).passages
+    ] == []
 
 
 def test_citations_explicit_then_inferred(beir_store, embedder):
-    r = retrieve(beir_store, embedder, "What are Saturn's rings made of?", count_tokens=lambda t: len(t.split()),
-                 token_budget=400, max_passages=4)
+    r = retrieve(
+        beir_store,
+        embedder,
+        "What are Saturn's rings made of?",
+        count_tokens=lambda t: len(t.split()),
+        token_budget=400,
+        max_passages=4,
+    )
     assert cited_numbers("Ice [1]. Also [2, 9] and [1].", 4) == [1, 2]
     explicit = cite("Saturn's rings are mostly water ice [1].", r.passages, embed=embedder.embed)
     assert explicit[0].number == 1 and explicit[0].explicit and explicit[0].passage.doc_id == "d18"
-    inferred = cite("Saturn's rings are made mostly of chunks of water ice of many sizes.", r.passages,
-                    embed=embedder.embed)
+    inferred = cite(
+        "Saturn's rings are made mostly of chunks of water ice of many sizes.", r.passages, embed=embedder.embed
+    )
     assert [c.passage.doc_id for c in inferred] == ["d18"] and not inferred[0].explicit
     assert "water ice" in inferred[0].quote
     assert cite("I like turtles and the weather today is fine.", r.passages, embed=embedder.embed) == []

@@ -16,15 +16,31 @@ def unit(seed: int) -> list[float]:
 
 
 def rows(doc_id: str, texts: list[str], collection="default", version="v1", seed=0) -> list[dict]:
-    return [{"chunk_id": f"{doc_id}-{version}-{i}", "doc_id": doc_id, "collection": collection,
-             "path": f"/docs/{doc_id}.txt", "title": doc_id, "kind": "text", "chunk_index": i, "text": t,
-             "n_tokens": len(t.split()), "page": None, "line_start": i + 1, "line_end": i + 1, "heading": None,
-             "vector": unit(seed + i)} for i, t in enumerate(texts)]
+    return [
+        {
+            "chunk_id": f"{doc_id}-{version}-{i}",
+            "doc_id": doc_id,
+            "collection": collection,
+            "path": f"/docs/{doc_id}.txt",
+            "title": doc_id,
+            "kind": "text",
+            "chunk_index": i,
+            "text": t,
+            "n_tokens": len(t.split()),
+            "page": None,
+            "line_start": i + 1,
+            "line_end": i + 1,
+            "heading": None,
+            "vector": unit(seed + i),
+        }
+        for i, t in enumerate(texts)
+    ]
 
 
 def record(doc_id: str, status="done", collection="default") -> DocumentRecord:
-    return DocumentRecord(doc_id, f"/docs/{doc_id}.txt", collection, doc_id, "text", status, "", "", "h", 1, 1.0, 1,
-                          0, 0.0)
+    return DocumentRecord(
+        doc_id, f"/docs/{doc_id}.txt", collection, doc_id, "text", status, "", "", "h", 1, 1.0, 1, 0, 0.0
+    )
 
 
 @pytest.fixture()

@@ -47,13 +47,11 @@ def test_cancel_stops_the_running_generation_and_keeps_what_was_streamed(runtime
     def long_task(ctx):
         for i in range(50):
             ctx.progress("Writing", i, 50)
-            ctx.generate([ChatMessage("user", "Tell a long story about a lighthouse.")], stream=True,
-                         max_tokens=400)
+            ctx.generate([ChatMessage("user", "Tell a long story about a lighthouse.")], stream=True, max_tokens=400)
         return ctx.output
 
     seen = []
-    handle = start(long_task, runtime, templates, SamplingParams(temperature=0.8, max_tokens=400),
-                   on_event=seen.append)
+    handle = start(long_task, runtime, templates, SamplingParams(temperature=0.8, max_tokens=400), on_event=seen.append)
     deadline = time.monotonic() + 60
     while not any(isinstance(e, TextDelta) for e in seen) and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -43,8 +43,9 @@ def test_a_range_keeps_its_line_numbers(source):
     assert (whole.first_line, whole.last_line, whole.location) == (1, 12, str(source))
 
 
-@pytest.mark.parametrize("lines, message", [("13", "which has 12 lines"), ("5-2", "not in"), ("0-3", "not in"),
-                                            ("a-b", "not a range")])
+@pytest.mark.parametrize(
+    "lines, message", [("13", "which has 12 lines"), ("5-2", "not in"), ("0-3", "not in"), ("a-b", "not a range")]
+)
 def test_a_range_outside_the_file_is_refused(source, lines, message):
     with pytest.raises(InvalidRequestError, match=message):
         load_code_range(source, lines)
@@ -65,21 +66,31 @@ def test_file_and_lines_are_split_from_one_argument(source):
     assert split_location(str(odd)) == (str(odd), None)
 
 
-@pytest.mark.parametrize("path, code, language", [
-    ("app.ts", "", "typescript"), ("main.rs", "", "rust"), ("Query.SQL", "", "sql"),
-    (None, "#!/usr/bin/env python3\nprint(1)\n", "python"), (None, "#!/bin/sh\necho hi\n", "bash"),
-    (None, MEAN, "python"), (None, "package main\n\nfunc main() {}\n", "go"),
-    (None, "fn main() {\n    let mut x = 1;\n}\n", "rust"), (None, "const add = (a, b) => a + b;\n", "javascript"),
-    (None, "#include <stdio.h>\nint main(void) { return 0; }\n", "c"),
-    (None, "SELECT name FROM users WHERE id = 1;\n", "sql"), (None, "Just some words.", None),
-])
+@pytest.mark.parametrize(
+    "path, code, language",
+    [
+        ("app.ts", "", "typescript"),
+        ("main.rs", "", "rust"),
+        ("Query.SQL", "", "sql"),
+        (None, "#!/usr/bin/env python3\nprint(1)\n", "python"),
+        (None, "#!/bin/sh\necho hi\n", "bash"),
+        (None, MEAN, "python"),
+        (None, "package main\n\nfunc main() {}\n", "go"),
+        (None, "fn main() {\n    let mut x = 1;\n}\n", "rust"),
+        (None, "const add = (a, b) => a + b;\n", "javascript"),
+        (None, "#include <stdio.h>\nint main(void) { return 0; }\n", "c"),
+        (None, "SELECT name FROM users WHERE id = 1;\n", "sql"),
+        (None, "Just some words.", None),
+    ],
+)
 def test_language_is_guessed_from_the_extension_or_the_code(path, code, language):
     assert guess_language(path, code) == language
 
 
 def run(start, runtime, templates, task, max_tokens=24):
-    handle = start(task, runtime, templates, SamplingParams(seed=3, temperature=0.0, max_tokens=max_tokens),
-                   name="code")
+    handle = start(
+        task, runtime, templates, SamplingParams(seed=3, temperature=0.0, max_tokens=max_tokens), name="code"
+    )
     events = list(handle.events())
     return events, events[-1]
 
@@ -100,14 +111,18 @@ def test_a_real_explanation_streams_over_numbered_lines(runtime, templates, tmp_
     assert 0 < done.stats.completion_tokens <= 24
     ctx = context(runtime, templates, SamplingParams())
     messages, _ = code_messages(ctx, "explain", code)
-    assert f"Explain this python from {path}:4-5:\n\n```python\n4 | def mean(values):\n5 |     return" \
+    assert (
+        f"Explain this python from {path}:4-5:\n\n```python\n4 | def mean(values):\n5 |     return"
         in messages[-1].content
+    )
 
 
 def test_unknown_actions_and_empty_code_are_refused(runtime, templates, start):
-    for action, code, message in (("refactor", MEAN, "Choose one of: explain, review, tests, fix"),
-                                  ("explain", "  \n", "no code")):
-        _, failed = run(start, runtime, templates, lambda ctx: code_help(ctx, action, code))
+    for action, code, message in (
+        ("refactor", MEAN, "Choose one of: explain, review, tests, fix"),
+        ("explain", "  \n", "no code"),
+    ):
+        _, failed = run(start, runtime, templates, lambda ctx, action=action, code=code: code_help(ctx, action, code))
         assert failed.failed and message in failed.error.user_text()
 
 
@@ -115,11 +130,15 @@ def test_a_real_review_gets_related_code_from_the_index(runtime, templates, tmp_
     project = tmp_path / "project"
     project.mkdir()
     (project / "prices.py").write_text(
-        "def parse_price(text):\n    \"\"\"A price like '12.50 EUR' as cents; raises ValueError.\"\"\"\n"
-        "    amount, currency = text.split()\n    return round(float(amount) * 100)\n", encoding="utf-8")
+        'def parse_price(text):\n    """A price like \'12.50 EUR\' as cents; raises ValueError."""\n'
+        "    amount, currency = text.split()\n    return round(float(amount) * 100)\n",
+        encoding="utf-8",
+    )
     (project / "cart.py").write_text(
         "from prices import parse_price\n\n\ndef cart_total(items):\n"
-        "    return sum(parse_price(item) for item in items)\n", encoding="utf-8")
+        "    return sum(parse_price(item) for item in items)\n",
+        encoding="utf-8",
+    )
     library = DocumentLibrary(tmp_path / "index", bundled_embedder_path(), BUNDLED_EMBEDDER_NAME)
     try:
         assert library.index([project]).wait(300).indexed == 2
@@ -130,8 +149,7 @@ def test_a_real_review_gets_related_code_from_the_index(runtime, templates, tmp_
         assert f"From {project / 'prices.py'}, lines 1–4:\n```python\n1 | def parse_price(text):" in prompt
         assert "4 |     return round(float(amount) * 100)\n```" in prompt
         assert f"From {project / 'cart.py'}" not in prompt  # the code under review is not repeated as context
-        events, done = run(start, runtime, templates, lambda ctx: code_help(ctx, "review", code, library=library),
-                           32)
+        events, done = run(start, runtime, templates, lambda ctx: code_help(ctx, "review", code, library=library), 32)
         assert done.complete and done.text.strip(), done
         stages = [(e.stage, e.done) for e in events if isinstance(e, Progress)]
         assert stages == [("Searching the index", 0), ("Searching the index", 1)]

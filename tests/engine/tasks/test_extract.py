@@ -67,8 +67,11 @@ def test_every_example_schema_is_usable_and_empty_input_is_refused():
 def test_a_schema_llama_cpp_cannot_follow_fails_only_its_task(runtime, templates, start):
     """Schemas whose grammar would take the process down (a string no character can fill, nesting that
     overflows llama.cpp's parser) fail their own task in words; the next extraction works."""
-    nothing = {"type": "object", "properties": {"code": {"type": "string", "pattern": r"^[^\x00-\U0010FFFF]$"}},
-               "required": ["code"]}
+    nothing = {
+        "type": "object",
+        "properties": {"code": {"type": "string", "pattern": r"^[^\x00-\U0010FFFF]$"}},
+        "required": ["code"],
+    }
     failed = run(start, runtime, templates, CONTACT_TEXT, nothing)[-1]
     assert failed.failed and isinstance(failed.error, InvalidRequestError)
     assert "grammar allows nothing here" in failed.error.message

@@ -29,9 +29,33 @@ from resources import resource_path
 
 N_CTX = 512
 GREEDY = SamplingParams(temperature=0.0, seed=1)
-TOWNS = ["Ashford", "Brackley", "Corran", "Dunmere", "Elsworth", "Farrow", "Glenby", "Harwick", "Ilston", "Jarrow",
-         "Kelby", "Lowick", "Marden", "Norley", "Otterby", "Pellow", "Quenby", "Rysome", "Stanwick", "Thornby",
-         "Ulverby", "Vanston", "Wexley", "Yarrow", "Zennor"]
+TOWNS = [
+    "Ashford",
+    "Brackley",
+    "Corran",
+    "Dunmere",
+    "Elsworth",
+    "Farrow",
+    "Glenby",
+    "Harwick",
+    "Ilston",
+    "Jarrow",
+    "Kelby",
+    "Lowick",
+    "Marden",
+    "Norley",
+    "Otterby",
+    "Pellow",
+    "Quenby",
+    "Rysome",
+    "Stanwick",
+    "Thornby",
+    "Ulverby",
+    "Vanston",
+    "Wexley",
+    "Yarrow",
+    "Zennor",
+]
 GOODS = ["wool", "cheese", "apples", "timber", "salt", "copper", "honey", "barley", "linen", "pottery"]
 
 
@@ -40,11 +64,13 @@ def gazetteer(paragraphs: int) -> str:
     out = []
     for i in range(paragraphs):
         town, river = TOWNS[i % 25], TOWNS[(i + 5) % 25]
-        out.append(f"{town} is a market town on the river {river}. Its people are known for trading "
-                   f"{GOODS[i % 10]}, and its fair on day {i % 28 + 1} of each month draws buyers from the coast. "
-                   f"The old bridge at {town} was rebuilt in {1700 + i * 7} after a flood, and the town council "
-                   f"still meets in the hall beside it. Farmers around {town} grow {GOODS[(i * 3 + 1) % 10]} on the "
-                   f"hills, and in winter they carry it by cart to the harbour.")
+        out.append(
+            f"{town} is a market town on the river {river}. Its people are known for trading "
+            f"{GOODS[i % 10]}, and its fair on day {i % 28 + 1} of each month draws buyers from the coast. "
+            f"The old bridge at {town} was rebuilt in {1700 + i * 7} after a flood, and the town council "
+            f"still meets in the hall beside it. Farmers around {town} grow {GOODS[(i * 3 + 1) % 10]} on the "
+            f"hills, and in winter they carry it by cart to the harbour."
+        )
     return "\n\n".join(out)
 
 
@@ -61,6 +87,7 @@ class RecordingRuntime(Runtime):
                 self.finished.append(event)
             if tap is not None:
                 tap(event)
+
         return super().submit(request, on_event, tap=record, trace_parent=trace_parent)
 
 
@@ -105,7 +132,7 @@ def test_text_five_times_the_window_is_summarized_part_by_part_and_merged(small,
     merges = stage_steps(events, MERGE_STAGE)
     rounds = [i for i, step in enumerate(merges) if step[0] == 0]
     assert rounds and merges[-1][1] < n
-    for start, end in zip(rounds, rounds[1:] + [len(merges)]):
+    for start, end in zip(rounds, [*rounds[1:], len(merges)], strict=True):
         total = merges[start][1]
         assert merges[start:end] == [(i, total) for i in range(total + 1)]
     assert stage_steps(events, FINAL_STAGE) == [(0, 1)]
@@ -140,7 +167,7 @@ def test_cancel_mid_way_ends_promptly_with_no_further_progress(small, prompts, s
     assert result.cancelled
     assert elapsed < 2.0, f"cancel took {elapsed:.2f} s"
     assert not [e for t, e in events if t > cancelled_at and isinstance(e, Progress)]
-    total = [e for _, e in events if isinstance(e, Progress)][0].total
+    total = next(e for _, e in events if isinstance(e, Progress)).total
     assert result.stats.generations < total
     assert result.text == ""  # cancelled during the map: nothing was streamed yet
 
@@ -195,7 +222,10 @@ def test_one_huge_paragraph_is_cut_at_sentences_and_a_huge_word_at_characters(sm
 
 def test_groups_keep_order_and_fit():
     texts = [f"Summary {i}: " + "word " * (5 + i % 7) for i in range(20)]
-    count = lambda s: len(s.split())  # noqa: E731 - any monotone count works for packing
+
+    def count(s: str) -> int:  # any monotone count works for packing
+        return len(s.split())
+
     groups = group_texts(texts, 30, count)
     assert [t for g in groups for t in g] == texts
     assert all(sum(count(t) for t in g) + count("\n\n") * (len(g) - 1) <= 30 for g in groups)
@@ -204,9 +234,22 @@ def test_groups_keep_order_and_fit():
 
 def test_a_collection_is_its_documents_under_their_titles():
     def record(title, path):
-        return DocumentRecord(doc_id=path, path=path, collection="c", title=title, kind="text", status="done",
-                              reason="", message="", content_hash="", size=1, mtime=0.0, n_chunks=1, pages=0,
-                              updated_at=0.0)
+        return DocumentRecord(
+            doc_id=path,
+            path=path,
+            collection="c",
+            title=title,
+            kind="text",
+            status="done",
+            reason="",
+            message="",
+            content_hash="",
+            size=1,
+            mtime=0.0,
+            n_chunks=1,
+            pages=0,
+            updated_at=0.0,
+        )
 
     text = join_documents([(record("Garden", "/a.md"), "Tomatoes.\n"), (record("", "/b.txt"), "Bread.")])
     assert text == "# Garden\n\nTomatoes.\n\n# /b.txt\n\nBread."

@@ -7,7 +7,7 @@ import pytest
 from engine.errors import NotFoundError, TemplateError
 from engine.tasks.templates import PromptTemplate, TemplateLibrary, parse_template
 
-GOOD = '''
+GOOD = """
 title = "Greet"
 description = "Says hello."
 variables = ["name", "tone"]
@@ -17,7 +17,7 @@ user = "Greet {{ name }}."
 [[examples]]
 user = "Greet Ann."
 assistant = "Hello, Ann!"
-'''
+"""
 
 
 def test_renders_system_examples_and_user_turn():
@@ -40,20 +40,24 @@ def test_unknown_variable_in_the_text_is_named_with_a_suggestion():
 
 
 def test_bad_syntax_is_named_with_its_line():
-    text = GOOD.replace('system = "You greet people in a {{ tone }} way."',
-                        'system = """First line.\nSecond {{ tone line."""')
+    text = GOOD.replace(
+        'system = "You greet people in a {{ tone }} way."', 'system = """First line.\nSecond {{ tone line."""'
+    )
     with pytest.raises(TemplateError) as err:
         parse_template("greet", text)
     assert "'greet' (system), line 2" in str(err.value)
 
 
-@pytest.mark.parametrize("text, words", [
-    ("title = [", "not valid TOML"),
-    ('user = "x"\ntitel = "y"', "unknown key 'titel'"),
-    ('title = "x"', "non-empty 'user'"),
-    ('user = "x"\nvariables = ["not a name"]', "'variables'"),
-    ('user = "x"\n[[examples]]\nuser = "only a question"', "example 1"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("title = [", "not valid TOML"),
+        ('user = "x"\ntitel = "y"', "unknown key 'titel'"),
+        ('title = "x"', "non-empty 'user'"),
+        ('user = "x"\nvariables = ["not a name"]', "'variables'"),
+        ('user = "x"\n[[examples]]\nuser = "only a question"', "example 1"),
+    ],
+)
 def test_malformed_files_are_refused_in_words(text, words):
     with pytest.raises(TemplateError, match=words):
         parse_template("t", text)

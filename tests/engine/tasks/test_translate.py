@@ -13,8 +13,13 @@ from engine.tasks.translate_segment import checked, mask, segment
 
 FENCED_PY = "```python\ndef add(a, b):\n\n    # the blank line above belongs to the code\n    return a + b\n```\n"
 FENCED_SH = "~~~bash\ncurl -fsSL https://get.example.com/install.sh | sh\n~~~\n"
-URLS = ("https://example.com/guide?a=1&b=2", "https://docs.example.org/wiki/Tea_(drink)", "https://example.net/cat.png",
-        "http://www.example.org/start", "https://example.com/ref")
+URLS = (
+    "https://example.com/guide?a=1&b=2",
+    "https://docs.example.org/wiki/Tea_(drink)",
+    "https://example.net/cat.png",
+    "http://www.example.org/start",
+    "https://example.com/ref",
+)
 
 DOCUMENT = f"""---
 title: Tea notes
@@ -61,22 +66,40 @@ def test_segments_join_back_to_the_text_and_hold_only_prose():
     assert "".join(p.text for p in pieces) == DOCUMENT
     assert prose(DOCUMENT) == [
         ("line", "Making tea"),
-        ("paragraph", f"The kettle is hot. Read [the tea guide]({URLS[0]}) and run `brew --strong` before you "
-                      f"drink it.\nSee also {URLS[1]}. It tells the story of the drink."),
+        (
+            "paragraph",
+            f"The kettle is hot. Read [the tea guide]({URLS[0]}) and run `brew --strong` before you "
+            f"drink it.\nSee also {URLS[1]}. It tells the story of the drink.",
+        ),
         ("paragraph", "The cat sleeps near the warm stove."),
         ("paragraph", "The dog waits by the door\nfor the evening walk."),
         ("paragraph", "Pour the water slowly."),
         ("paragraph", "The garden is quiet in the morning\nand the birds sing."),
-        ("cell", "Name"), ("cell", "What it is"), ("cell", "`green`"),
+        ("cell", "Name"),
+        ("cell", "What it is"),
+        ("cell", "`green`"),
         ("cell", "A light tea with a fresh taste \\| sometimes sweet"),
-        ("paragraph", f"Here is a picture: ![a cup of tea]({URLS[2]}). Write to tea@example.com or visit "
-                      f"<{URLS[3]}>.\nUse &nbsp; <b>carefully</b> and keep ⟦this⟧ as written."),
+        (
+            "paragraph",
+            f"Here is a picture: ![a cup of tea]({URLS[2]}). Write to tea@example.com or visit "
+            f"<{URLS[3]}>.\nUse &nbsp; <b>carefully</b> and keep ⟦this⟧ as written.",
+        ),
         ("paragraph", "The [reference link][ref] and `` code with ` a tick `` end the text."),
     ]
     copied = "".join(p.text for p in pieces if not p.prose)
-    for kept in (FENCED_PY, FENCED_SH, "---\ntitle: Tea notes\n---\n# ", " ##\n", "    indented_code = True\n",
-                 '<div align="center">\nSome HTML that stays as it is.\n</div>\n', f"[ref]: {URLS[4]}\n",
-                 "|------|------------|\n", "- [x] ", "\n1. ", "\n> "):
+    for kept in (
+        FENCED_PY,
+        FENCED_SH,
+        "---\ntitle: Tea notes\n---\n# ",
+        " ##\n",
+        "    indented_code = True\n",
+        '<div align="center">\nSome HTML that stays as it is.\n</div>\n',
+        f"[ref]: {URLS[4]}\n",
+        "|------|------------|\n",
+        "- [x] ",
+        "\n1. ",
+        "\n> ",
+    ):
         assert kept in copied
 
 
@@ -91,11 +114,19 @@ def test_the_model_sees_placeholders_for_every_protected_span():
         if not piece.prose:
             continue
         masked = mask(piece.source)
-        for span in (*URLS, "`brew --strong`", "`green`", "tea@example.com", "&nbsp;", "<b>", "</b>",
-                     "`` code with ` a tick ``"):
+        for span in (
+            *URLS,
+            "`brew --strong`",
+            "`green`",
+            "tea@example.com",
+            "&nbsp;",
+            "<b>",
+            "</b>",
+            "`` code with ` a tick ``",
+        ):
             assert span not in masked.text
         assert masked.restore(masked.text) == piece.source
-    link = mask(f"Read [the tea guide]({URLS[0]} \"Guide\") and run `x`, then ![alt](img.png) and [a][ref].")
+    link = mask(f'Read [the tea guide]({URLS[0]} "Guide") and run `x`, then ![alt](img.png) and [a][ref].')
     assert link.text == "Read [the tea guide](⟦1⟧) and run ⟦2⟧, then ![alt](⟦3⟧) and [a][⟦4⟧]."
     assert link.spans == (f'{URLS[0]} "Guide"', "`x`", "img.png", "ref")
     bare = mask(f"Wiki: {URLS[1]}. Mail me@example.com, (see {URLS[3]}), not a [plain] bracket.")
@@ -107,30 +138,41 @@ def test_a_translation_that_loses_doubles_or_breaks_a_placeholder_is_refused():
     masked = mask("Read [the guide](https://example.com) and run `make`.")
     sent = masked.text  # "Read [the guide](⟦1⟧) and run ⟦2⟧."
     assert checked("Lisez [le guide](⟦1⟧) et lancez ⟦ 2 ⟧.", sent, masked) == "Lisez [le guide](⟦1⟧) et lancez ⟦2⟧."
-    assert masked.restore("Lisez [le guide](⟦1⟧) et lancez ⟦2⟧.") == \
-        "Lisez [le guide](https://example.com) et lancez `make`."
-    for bad in ("Lisez le guide et lancez ⟦2⟧.", "Lisez [le guide](⟦1⟧) ⟦2⟧ ⟦2⟧.", "Lisez ⟦1⟧ ⟦2⟧ ⟦3⟧.",
-                "Lisez le guide ⟦1⟧ et ⟦2⟧.", "Lisez [le guide](⟦1⟧) et ⟦2.", ""):
+    assert (
+        masked.restore("Lisez [le guide](⟦1⟧) et lancez ⟦2⟧.")
+        == "Lisez [le guide](https://example.com) et lancez `make`."
+    )
+    for bad in (
+        "Lisez le guide et lancez ⟦2⟧.",
+        "Lisez [le guide](⟦1⟧) ⟦2⟧ ⟦2⟧.",
+        "Lisez ⟦1⟧ ⟦2⟧ ⟦3⟧.",
+        "Lisez le guide ⟦1⟧ et ⟦2⟧.",
+        "Lisez [le guide](⟦1⟧) et ⟦2.",
+        "",
+    ):
         assert checked(bad, sent, masked) is None, bad
 
 
-@pytest.mark.parametrize("language, text", [
-    ("English", "The weather is nice today and we are going to the beach with the children."),
-    ("French", "Il fait beau aujourd'hui et nous allons à la plage avec les enfants."),
-    ("German", "Das Wetter ist heute schön und wir gehen mit den Kindern an den Strand."),
-    ("Spanish", "Hoy hace buen tiempo y vamos a la playa con los niños."),
-    ("Italian", "Oggi il tempo è bello e andiamo al mare con i bambini."),
-    ("Portuguese", "O tempo está bom hoje e vamos à praia com as crianças."),
-    ("Dutch", "Het weer is mooi vandaag en we gaan met de kinderen naar het strand."),
-    ("Russian", "Сегодня хорошая погода, и мы идём на пляж с детьми."),
-    ("Ukrainian", "Сьогодні гарна погода, і ми йдемо на пляж з дітьми."),
-    ("Chinese", "今天天气很好，我们和孩子们一起去海滩。"),
-    ("Japanese", "今日は天気が良いので、子供たちと一緒にビーチに行きます。"),
-    ("Korean", "오늘은 날씨가 좋아서 아이들과 함께 해변에 갑니다."),
-    ("Arabic", "الطقس جميل اليوم ونحن ذاهبون إلى الشاطئ مع الأطفال."),
-    ("Greek", "Ο καιρός είναι ωραίος σήμερα και πάμε στην παραλία με τα παιδιά."),
-    ("Hindi", "आज मौसम अच्छा है और हम बच्चों के साथ समुद्र तट पर जा रहे हैं।"),
-])
+@pytest.mark.parametrize(
+    "language, text",
+    [
+        ("English", "The weather is nice today and we are going to the beach with the children."),
+        ("French", "Il fait beau aujourd'hui et nous allons à la plage avec les enfants."),
+        ("German", "Das Wetter ist heute schön und wir gehen mit den Kindern an den Strand."),
+        ("Spanish", "Hoy hace buen tiempo y vamos a la playa con los niños."),
+        ("Italian", "Oggi il tempo è bello e andiamo al mare con i bambini."),
+        ("Portuguese", "O tempo está bom hoje e vamos à praia com as crianças."),
+        ("Dutch", "Het weer is mooi vandaag en we gaan met de kinderen naar het strand."),
+        ("Russian", "Сегодня хорошая погода, и мы идём на пляж с детьми."),
+        ("Ukrainian", "Сьогодні гарна погода, і ми йдемо на пляж з дітьми."),
+        ("Chinese", "今天天气很好，我们和孩子们一起去海滩。"),
+        ("Japanese", "今日は天気が良いので、子供たちと一緒にビーチに行きます。"),
+        ("Korean", "오늘은 날씨가 좋아서 아이들과 함께 해변에 갑니다."),
+        ("Arabic", "الطقس جميل اليوم ونحن ذاهبون إلى الشاطئ مع الأطفال."),
+        ("Greek", "Ο καιρός είναι ωραίος σήμερα και πάμε στην παραλία με τα παιδιά."),
+        ("Hindi", "आज मौसम अच्छा है और हम बच्चों के साथ समुद्र तट पर जा रहे हैं।"),
+    ],
+)
 def test_detects_the_language_of_a_sentence(language, text):
     assert detect_language(text) == language
 
@@ -156,8 +198,13 @@ def test_language_names_and_their_errors():
 
 
 def run_translation(start, runtime, templates, text, target, source=None, seed=7):
-    handle = start(lambda ctx: translate(ctx, text, target, source), runtime, templates,
-                   SamplingParams(seed=seed), name="translate")
+    handle = start(
+        lambda ctx: translate(ctx, text, target, source),
+        runtime,
+        templates,
+        SamplingParams(seed=seed),
+        name="translate",
+    )
     events = list(handle.events())
     return events, events[-1]
 
@@ -197,9 +244,11 @@ def test_a_real_translation_keeps_every_code_block_and_url_byte_identical(runtim
 def test_paragraphs_whose_placeholders_the_model_loses_are_kept_as_written(runtime, templates, start):
     # A prompt that never shows the model the text: any placeholder it was to keep is lost.
     templates.save("translate", 'variables = ["text", "source", "target"]\nuser = "Reply with one word: hello."\n')
-    text = (f"Run `make test` before [the release]({URLS[0]}).\n\nThe sky is blue.\n\n{FENCED_PY}\n"
-            f"Mail tea@example.com today.\n")
-    events, done = run_translation(start, runtime, templates, text, "Spanish", source="English")
+    text = (
+        f"Run `make test` before [the release]({URLS[0]}).\n\nThe sky is blue.\n\n{FENCED_PY}\n"
+        f"Mail tea@example.com today.\n"
+    )
+    _events, done = run_translation(start, runtime, templates, text, "Spanish", source="English")
     assert done.complete, done
     paragraphs = done.text.split("\n\n")
     assert paragraphs[0] == f"Run `make test` before [the release]({URLS[0]})."

@@ -33,27 +33,27 @@ class FakeNvml:
         self.initialised = False
         self.shutdowns = 0
 
-    def nvmlInit(self):
+    def nvmlInit(self):  # noqa: N802 - pynvml's own name
         if self.init_fails:
             raise self.NVMLError("Driver Not Loaded")
         self.initialised = True
 
-    def nvmlShutdown(self):
+    def nvmlShutdown(self):  # noqa: N802 - pynvml's own name
         self.shutdowns += 1
         self.initialised = False
 
-    def nvmlDeviceGetCount(self):
+    def nvmlDeviceGetCount(self):  # noqa: N802 - pynvml's own name
         return 2
 
-    def nvmlDeviceGetHandleByIndex(self, index):
+    def nvmlDeviceGetHandleByIndex(self, index):  # noqa: N802 - pynvml's own name
         return f"handle-{index}"
 
-    def nvmlDeviceGetUtilizationRates(self, handle):
+    def nvmlDeviceGetUtilizationRates(self, handle):  # noqa: N802 - pynvml's own name
         if handle == f"handle-{self.utilization_fails_on}":
             raise self.NVMLError("Not Supported")
         return SimpleNamespace(gpu={"handle-0": 37, "handle-1": 4}[handle], memory=12)
 
-    def nvmlDeviceGetMemoryInfo(self, handle):
+    def nvmlDeviceGetMemoryInfo(self, handle):  # noqa: N802 - pynvml's own name
         used = {"handle-0": 6 << 30, "handle-1": 1 << 30}[handle]
         return SimpleNamespace(used=used, total=80 << 30, free=(80 << 30) - used)
 
@@ -80,12 +80,16 @@ def test_gauges_are_recorded_and_a_broken_one_is_skipped(store, caplog):
     def broken():
         raise RuntimeError("the runtime is gone")
 
-    sampler = MetricsSampler(store, gpu=False, gauges={
-        "runtime.queue_length": lambda: queue.pop(0),
-        "runtime.tokens_per_s": lambda: None,  # nothing generated yet
-        "runtime.broken": broken,
-        "runtime.ratio": lambda: float("nan"),  # 0/0 somewhere: SQLite would refuse the whole batch
-    })
+    sampler = MetricsSampler(
+        store,
+        gpu=False,
+        gauges={
+            "runtime.queue_length": lambda: queue.pop(0),
+            "runtime.tokens_per_s": lambda: None,  # nothing generated yet
+            "runtime.broken": broken,
+            "runtime.ratio": lambda: float("nan"),  # 0/0 somewhere: SQLite would refuse the whole batch
+        },
+    )
     with caplog.at_level(logging.DEBUG, logger="engine.trace.metrics"):
         sampler.sample_once()
         sampler.sample_once()
@@ -125,10 +129,13 @@ def test_gpu_readings_through_nvml(store):
     samples = {name: value for _, name, value in sampler.sample_once()}
 
     assert {k: v for k, v in samples.items() if k.startswith("gpu.")} == {
-        "gpu.0.utilization_percent": 37.0, "gpu.0.memory_used_bytes": float(6 << 30),
+        "gpu.0.utilization_percent": 37.0,
+        "gpu.0.memory_used_bytes": float(6 << 30),
         "gpu.0.memory_total_bytes": float(80 << 30),
-        "gpu.1.utilization_percent": 4.0, "gpu.1.memory_used_bytes": float(1 << 30),
-        "gpu.1.memory_total_bytes": float(80 << 30)}
+        "gpu.1.utilization_percent": 4.0,
+        "gpu.1.memory_used_bytes": float(1 << 30),
+        "gpu.1.memory_total_bytes": float(80 << 30),
+    }
     assert store.metrics("gpu.1.memory_used_bytes")[0][1] == 1 << 30
     sampler.stop()
     assert nvml.shutdowns == 1 and not nvml.initialised

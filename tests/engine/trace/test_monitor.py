@@ -25,12 +25,28 @@ COOKING = {
         "How much {ingredient} goes into a {dish} recipe for four people?",
     ],
     "cook": ["roast", "bake", "braise", "grill", "simmer", "fry"],
-    "food": ["a whole chicken", "salmon fillets", "pork shoulder", "potatoes", "carrots", "a leg of lamb",
-             "sourdough bread", "mushrooms"],
+    "food": [
+        "a whole chicken",
+        "salmon fillets",
+        "pork shoulder",
+        "potatoes",
+        "carrots",
+        "a leg of lamb",
+        "sourdough bread",
+        "mushrooms",
+    ],
     "swap": ["butter", "olive oil", "yogurt", "honey", "brown sugar", "cream"],
     "ingredient": ["flour", "eggs", "milk", "garlic", "salt", "sugar"],
-    "dish": ["lasagna", "banana bread", "risotto", "chocolate cake", "beef stew", "pancakes", "apple pie",
-             "tomato soup"],
+    "dish": [
+        "lasagna",
+        "banana bread",
+        "risotto",
+        "chocolate cake",
+        "beef stew",
+        "pancakes",
+        "apple pie",
+        "tomato soup",
+    ],
     "fault": ["dry", "soggy", "burnt", "too salty", "dense", "rubbery"],
 }
 
@@ -51,8 +67,7 @@ NETWORKING = {
     "target": ["the default gateway", "the DNS resolver", "a VLAN", "the WireGuard tunnel", "the NAT router"],
     "tool": ["netplan", "NetworkManager", "systemd-networkd", "iptables", "nftables", "ufw"],
     "command": ["ip route", "ss -tulpn", "tcpdump", "traceroute", "journalctl", "dig"],
-    "thing": ["the routing table", "MTU size", "packet loss", "DNS resolution", "TCP keepalive",
-              "the subnet mask"],
+    "thing": ["the routing table", "MTU size", "packet loss", "DNS resolution", "TCP keepalive", "the subnet mask"],
     "service": ["nginx", "sshd", "PostgreSQL", "the DHCP server", "BIND"],
 }
 
@@ -188,14 +203,21 @@ def test_calibrated_levels_flag_a_question_no_document_is_about(traces, embedder
     print("calibration", calibration)
     assert calibration.calibrated and calibration.n_chunks == len(chunks())
     assert 0.0 < calibration.support_level <= calibration.relevance_level < 0.6
-    on_topic = ["How long should sourdough bread cool before I slice it?", "How far away is the nearest star?",
-                "How many hours of sun do tomato plants need?", "Are capital gains on shares taxed?"]
-    off_topic = ["Who won the football world cup final?", "How do I change the oil in my car's engine?",
-                 "What is the best way to learn to play the violin?"]
+    on_topic = [
+        "How long should sourdough bread cool before I slice it?",
+        "How far away is the nearest star?",
+        "How many hours of sun do tomato plants need?",
+        "Are capital gains on shares taxed?",
+    ]
+    off_topic = [
+        "Who won the football world cup final?",
+        "How do I change the oil in my car's engine?",
+        "What is the best way to learn to play the violin?",
+    ]
     vectors = embedder.embed(on_topic + off_topic + [text for _, text in chunks()])
     questions, chunk_vectors = vectors[:7], vectors[7:]
     tops = (questions @ chunk_vectors.T).max(axis=1)
-    for question, vector, top in zip(on_topic + off_topic, questions, tops):
+    for question, vector, top in zip(on_topic + off_topic, questions, tops, strict=True):
         print("on topic" if question in on_topic else "off topic", round(float(top), 3), question)
         assert monitor.record_question(question, vector, float(top)) == (question in off_topic)
     assert monitor.record_question("nothing retrieved", questions[0], None)
@@ -213,9 +235,11 @@ def test_an_answer_with_an_invented_sentence_is_flagged(traces, embedder):
     monitor = Monitor(traces)
     monitor.calibrate(chunks(), embedder.embed)
     passages = DOCUMENTS["bread"]
-    faithful = ("Sourdough rises with a starter of wild yeast and lactic bacteria rather than commercial yeast [1]. "
-                "Fold the dough every half hour so the gluten gets stronger [2]. "
-                "Let the loaf cool for an hour, since slicing it hot makes the crumb gummy [3].")
+    faithful = (
+        "Sourdough rises with a starter of wild yeast and lactic bacteria rather than commercial yeast [1]. "
+        "Fold the dough every half hour so the gluten gets stronger [2]. "
+        "Let the loaf cool for an hour, since slicing it hot makes the crumb gummy [3]."
+    )
     result = monitor.record_answer(faithful, passages, embedder.embed, trace_id="t1")
     print("faithful", [round(s.similarity, 3) for s in result.sentences])
     assert not result.flagged and result.support == 1.0 and len(result.sentences) == 3
@@ -223,8 +247,9 @@ def test_an_answer_with_an_invented_sentence_is_flagged(traces, embedder):
     result = monitor.record_answer(invented, passages, embedder.embed, trace_id="t2")
     print("invented", [(round(s.similarity, 3), s.supported) for s in result.sentences])
     assert result.flagged and result.unsupported == 1 and result.support == pytest.approx(0.75)
-    assert [s.text for s in result.sentences if not s.supported] == \
-        ["The French national railway was electrified in the nineteen fifties ."]
+    assert [s.text for s in result.sentences if not s.supported] == [
+        "The French national railway was electrified in the nineteen fifties ."
+    ]
     assert monitor.record_answer(invented, [], embedder.embed).support == 0.0
 
 
@@ -234,10 +259,12 @@ def test_the_report(traces, embedder, pools):
     cooking, _ = pools
     for i, v in enumerate(cooking[:4]):
         monitor.record_question(f"question {i}", v, 0.6 if i else 0.05, trace_id=f"q{i}")
-    monitor.record_answer("Jupiter is the largest planet in the solar system.", DOCUMENTS["astronomy"],
-                          embedder.embed, trace_id="a1")
-    monitor.record_answer("Octopuses have three hearts and blue blood.", DOCUMENTS["astronomy"],
-                          embedder.embed, trace_id="a2")
+    monitor.record_answer(
+        "Jupiter is the largest planet in the solar system.", DOCUMENTS["astronomy"], embedder.embed, trace_id="a1"
+    )
+    monitor.record_answer(
+        "Octopuses have three hearts and blue blood.", DOCUMENTS["astronomy"], embedder.embed, trace_id="a2"
+    )
     report = monitor.report()
     print(report.drift_note)
     assert report.drift is None and "needs 10" in report.drift_note and "has 4" in report.drift_note
@@ -245,8 +272,9 @@ def test_the_report(traces, embedder, pools):
     assert [(q.trace_id, q.question, q.top_similarity) for q in report.no_relevant] == [("q0", "question 0", 0.05)]
     assert [s for _, s in report.top_scores] == [0.05, 0.6, 0.6, 0.6]
     assert report.answers_checked == 2
-    assert [(a.trace_id, a.unsupported, a.support) for a in report.unsupported] == \
-        [("a2", ("Octopuses have three hearts and blue blood.",), 0.0)]
+    assert [(a.trace_id, a.unsupported, a.support) for a in report.unsupported] == [
+        ("a2", ("Octopuses have three hearts and blue blood.",), 0.0)
+    ]
     cut = time.time()
     for v in cooking[4:10]:
         monitor.record_question("more", v, 0.6)
@@ -258,11 +286,28 @@ def test_the_report(traces, embedder, pools):
 def test_sample_chunks_spreads_over_documents(tmp_path):
     store = DocumentStore(tmp_path / "index", "test-embedder", 4)
     for doc, n in (("a", 6), ("b", 2), ("c", 4)):
-        store.replace_chunks(doc, [{"chunk_id": f"{doc}-{i}", "doc_id": doc, "collection": "default",
-                                    "path": f"/{doc}", "title": doc, "kind": "text", "chunk_index": i,
-                                    "text": f"{doc} text {i}", "n_tokens": 3, "page": None, "line_start": None,
-                                    "line_end": None, "heading": None, "vector": [0.5, 0.5, 0.5, 0.5]}
-                                   for i in range(n)])
+        store.replace_chunks(
+            doc,
+            [
+                {
+                    "chunk_id": f"{doc}-{i}",
+                    "doc_id": doc,
+                    "collection": "default",
+                    "path": f"/{doc}",
+                    "title": doc,
+                    "kind": "text",
+                    "chunk_index": i,
+                    "text": f"{doc} text {i}",
+                    "n_tokens": 3,
+                    "page": None,
+                    "line_start": None,
+                    "line_end": None,
+                    "heading": None,
+                    "vector": [0.5, 0.5, 0.5, 0.5],
+                }
+                for i in range(n)
+            ],
+        )
     sample = store.sample_chunks(6, seed=1)
     assert len(sample) == 6 and sorted(d for d, _ in sample) == ["a", "a", "b", "b", "c", "c"]
     assert all(text.startswith(doc) for doc, text in sample)

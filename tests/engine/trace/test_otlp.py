@@ -92,11 +92,23 @@ def _attributes(key_values) -> dict:
 
 def test_spans_reach_the_collector_scrubbed_with_their_tree(collector, tmp_path):
     store = TraceStore(tmp_path / "traces.sqlite3")
-    tracing = Tracing(store, otlp_endpoint=collector.url, otlp_headers={"authorization": f"Bearer {BEARER}"},
-                      redactor=Redactor(lambda: [SECRET]), service_version="0.5.0")
-    root = tracing.start("ask", attributes={"locus.task": "ask", "gen_ai.request.model": "smollm2",
-                                            "gen_ai.usage.output_tokens": 42, "locus.sources": ["a.pdf", "b.md"],
-                                            "gen_ai.prompt": f"the key is {SECRET}."})
+    tracing = Tracing(
+        store,
+        otlp_endpoint=collector.url,
+        otlp_headers={"authorization": f"Bearer {BEARER}"},
+        redactor=Redactor(lambda: [SECRET]),
+        service_version="0.5.0",
+    )
+    root = tracing.start(
+        "ask",
+        attributes={
+            "locus.task": "ask",
+            "gen_ai.request.model": "smollm2",
+            "gen_ai.usage.output_tokens": 42,
+            "locus.sources": ["a.pdf", "b.md"],
+            "gen_ai.prompt": f"the key is {SECRET}.",
+        },
+    )
     trace_id = trace_id_of(root)
     retrieve = tracing.start("retrieve", root, {"locus.rag.k": 4})
     retrieve.end()
@@ -128,8 +140,12 @@ def test_spans_reach_the_collector_scrubbed_with_their_tree(collector, tmp_path)
     assert spans["retrieve"].parent_span_id == ask.span_id
     assert spans["generate"].parent_span_id == ask.span_id
     assert _attributes(ask.attributes) == {
-        "locus.task": "ask", "gen_ai.request.model": "smollm2", "gen_ai.usage.output_tokens": 42,
-        "locus.sources": ["a.pdf", "b.md"], "gen_ai.prompt": f"the key is {REDACTED}."}
+        "locus.task": "ask",
+        "gen_ai.request.model": "smollm2",
+        "gen_ai.usage.output_tokens": 42,
+        "locus.sources": ["a.pdf", "b.md"],
+        "gen_ai.prompt": f"the key is {REDACTED}.",
+    }
     assert _attributes(spans["retrieve"].attributes) == {"locus.rag.k": 4}
     (event,) = spans["generate"].events
     assert event.name == "first_token"
@@ -174,4 +190,3 @@ def test_an_unreachable_collector_never_reaches_the_app(tmp_path, unused_port):
     tracing.shutdown()
     assert time.monotonic() - started < 3.5  # exit is not held by the retries either
     store.close()
-

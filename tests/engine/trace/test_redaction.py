@@ -7,7 +7,6 @@ from keyring.backends import SecretService, fail, null
 from opentelemetry.trace import Status, StatusCode
 
 from app.secrets import KeyringUnavailableError, Secrets, SecretsError
-from tests.secret_service import secret_service_without_default_collection  # noqa: F401
 from engine.trace.store import TraceStore
 from engine.trace.tracing import REDACTED, Redactor, Tracing
 
@@ -102,14 +101,18 @@ def test_no_token_reaches_the_trace_files(secret_service, tmp_path):
     store = TraceStore(folder / "traces.sqlite3")
     tracing = Tracing(store, redactor=Redactor(secrets.values))
 
-    root = tracing.start("ask", attributes={
-        "locus.task": "ask",
-        "locus.summary": f"asked with {HF_TOKEN} in the question",
-        "gen_ai.prompt": f"my collector key is {OTLP_TOKEN}, keep it safe",
-        "locus.headers": [f"authorization: {OTLP_TOKEN}", "plain words", f"x-hf={HF_TOKEN}"],
-    })
-    root.add_event("download", {"url": f"https://huggingface.co/x?token={HF_TOKEN}",
-                                "note": f"fallback {SHAPED_TOKEN}"})
+    root = tracing.start(
+        "ask",
+        attributes={
+            "locus.task": "ask",
+            "locus.summary": f"asked with {HF_TOKEN} in the question",
+            "gen_ai.prompt": f"my collector key is {OTLP_TOKEN}, keep it safe",
+            "locus.headers": [f"authorization: {OTLP_TOKEN}", "plain words", f"x-hf={HF_TOKEN}"],
+        },
+    )
+    root.add_event(
+        "download", {"url": f"https://huggingface.co/x?token={HF_TOKEN}", "note": f"fallback {SHAPED_TOKEN}"}
+    )
     child = tracing.start("generate", root, {"config": f"api_key={LOOSE_KEY}", "pasted": SHAPED_TOKEN})
     child.set_status(Status(StatusCode.ERROR, f"the server refused {OTLP_TOKEN}"))
     child.end()
@@ -117,8 +120,7 @@ def test_no_token_reaches_the_trace_files(secret_service, tmp_path):
     assert tracing.flush()
 
     spans = {s.name: s for s in store.trace(store.list_traces()[0].trace_id)}
-    assert spans["ask"].attributes["locus.headers"] == [f"authorization: {REDACTED}", "plain words",
-                                                        f"x-hf={REDACTED}"]
+    assert spans["ask"].attributes["locus.headers"] == [f"authorization: {REDACTED}", "plain words", f"x-hf={REDACTED}"]
     assert spans["ask"].attributes["gen_ai.prompt"] == f"my collector key is {REDACTED}, keep it safe"
     assert spans["generate"].attributes["config"] == f"api_key={REDACTED}"
     assert spans["generate"].status_message == f"the server refused {REDACTED}"

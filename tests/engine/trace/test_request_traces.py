@@ -11,9 +11,9 @@ import pytest
 from engine.answer import Retrieved, TextDelta
 from engine.assistant import Assistant, ChatSettings
 from engine.history.store import HistoryStore
-from engine.runtime.backend import BackendRegistry
 from engine.models.bundled import BUNDLED_EMBEDDER_NAME, bundled_embedder_path
 from engine.rag.library import DocumentLibrary
+from engine.runtime.backend import BackendRegistry
 from engine.runtime.runtime import Runtime
 from engine.runtime.types import ModelConfig, SamplingParams
 from engine.trace.monitor import Monitor
@@ -25,9 +25,9 @@ pytestmark = pytest.mark.slow
 
 FACTS = {
     "lighthouse.md": "# The Skerry Light\n\nThe Skerry lighthouse keeper is named Morag Finlay. She has kept the light "
-                     "since 1987 and winds the clockwork lens every four hours.\n",
+    "since 1987 and winds the clockwork lens every four hours.\n",
     "bakery.txt": "Pellow's Bakery on Harbour Street opens at six in the morning. Its rye loaf uses a starter "
-                  "that is forty years old.\n",
+    "that is forty years old.\n",
 }
 GREEDY = SamplingParams(temperature=0.0, max_tokens=40, seed=7)
 
@@ -51,11 +51,20 @@ class Engine:
         self.runtime = Runtime(self.tracing)
         self.runtime.load(ModelConfig(model_path, n_ctx=2048)).result(timeout=120)
         self.history = HistoryStore(root / "locus.sqlite3")
-        self.library = DocumentLibrary(root / "index", bundled_embedder_path(), BUNDLED_EMBEDDER_NAME,
-                                       tracing=self.tracing) if library else None
+        self.library = (
+            DocumentLibrary(root / "index", bundled_embedder_path(), BUNDLED_EMBEDDER_NAME, tracing=self.tracing)
+            if library
+            else None
+        )
         self.monitor = Monitor(self.store)
-        self.assistant = Assistant(BackendRegistry.of(self.runtime), self.history, ChatSettings("You are a helpful assistant.", GREEDY),
-                                   library=self.library, tracing=self.tracing, monitor=self.monitor)
+        self.assistant = Assistant(
+            BackendRegistry.of(self.runtime),
+            self.history,
+            ChatSettings("You are a helpful assistant.", GREEDY),
+            library=self.library,
+            tracing=self.tracing,
+            monitor=self.monitor,
+        )
 
     def traces(self, **where):
         self.tracing.flush()
@@ -112,11 +121,13 @@ def test_document_question_is_one_trace_with_the_expected_tree(engine, tmp_path)
     by_name = {s.name: s for s in spans}
     gen, retrieve = by_name[generation].attributes, by_name["retrieve"].attributes
     # Token counts are llama.cpp's own: its perf counters saw exactly these prompt and generated tokens.
-    assert gen["gen_ai.usage.input_tokens"] == done.stats.prompt_tokens == perf.n_p_eval + perf.n_eval - \
-        done.stats.completion_tokens
+    assert (
+        gen["gen_ai.usage.input_tokens"]
+        == done.stats.prompt_tokens
+        == perf.n_p_eval + perf.n_eval - done.stats.completion_tokens
+    )
     assert gen["gen_ai.usage.output_tokens"] == done.stats.completion_tokens == perf.n_eval
-    prompt_tokens = engine.runtime._generator.model.tokenize(gen["locus.prompt"], add_special=False,
-                                                             parse_special=True)
+    prompt_tokens = engine.runtime._generator.model.tokenize(gen["locus.prompt"], add_special=False, parse_special=True)
     assert len(prompt_tokens) == gen["gen_ai.usage.input_tokens"]
     assert "Morag Finlay" in gen["locus.prompt"] and gen["locus.response"] == done.text
     assert gen["gen_ai.operation.name"] == "chat" and gen["gen_ai.provider.name"] == "llama.cpp"
@@ -145,8 +156,9 @@ def test_document_question_is_one_trace_with_the_expected_tree(engine, tmp_path)
 def test_indexing_run_has_one_span_per_file_with_failures(engine, tmp_path):
     broken = tmp_path / "broken.pdf"
     broken.write_bytes(b"%PDF-1.4\n this is not a real pdf")
-    docs, result = index_folder(engine, tmp_path, [PDF_ODDITIES / "encrypted-file.pdf", PDF_ODDITIES / "crazyones.pdf",
-                                                   broken])
+    _docs, result = index_folder(
+        engine, tmp_path, [PDF_ODDITIES / "encrypted-file.pdf", PDF_ODDITIES / "crazyones.pdf", broken]
+    )
     assert result.indexed == 3 and result.failed == 2
     (trace,) = engine.traces(task="index")
     assert trace.status == "error"  # two files failed
@@ -174,8 +186,19 @@ def test_content_capture_off_keeps_timings_and_counts_only(tmp_path, model_path)
         (trace,) = engine.traces()
         assert trace.summary == "" and trace.output_tokens == done.stats.completion_tokens
         for span in engine.store.trace(trace.trace_id):
-            leaked = {k for k in span.attributes if k in ("locus.prompt", "locus.response", "gen_ai.input.messages",
-                                                          "gen_ai.output.messages", "locus.summary", "locus.question")}
+            leaked = {
+                k
+                for k in span.attributes
+                if k
+                in (
+                    "locus.prompt",
+                    "locus.response",
+                    "gen_ai.input.messages",
+                    "gen_ai.output.messages",
+                    "locus.summary",
+                    "locus.question",
+                )
+            }
             assert not leaked, (span.name, leaked)
         raw = b"".join(p.read_bytes() for p in tmp_path.glob("traces.sqlite3*"))
         assert b"about the sea" not in raw and done.text.encode()[:40] not in raw
@@ -187,8 +210,9 @@ def test_cancelled_failed_and_task_requests_are_traced(tmp_path, model_path, tem
     engine = Engine(tmp_path, model_path, library=False)
     try:
         started = threading.Event()
-        answer = engine.assistant.ask("Write a long story about a dragon.",
-                                      on_event=lambda e: started.set() if isinstance(e, TextDelta) else None)
+        answer = engine.assistant.ask(
+            "Write a long story about a dragon.", on_event=lambda e: started.set() if isinstance(e, TextDelta) else None
+        )
         assert started.wait(60)
         answer.cancel()
         stopped = answer.wait(60)
@@ -196,8 +220,9 @@ def test_cancelled_failed_and_task_requests_are_traced(tmp_path, model_path, tem
 
         def two_steps(ctx):
             ctx.progress("Step", 1, 2)
-            first = ctx.generate(ctx.render("summarize", text="Tides rise and fall twice a day.", length="in one line"),
-                                 max_tokens=8)
+            first = ctx.generate(
+                ctx.render("summarize", text="Tides rise and fall twice a day.", length="in one line"), max_tokens=8
+            )
             ctx.progress("Step", 2, 2)
             return first + ctx.generate(prompt="The sea is", max_tokens=4)
 
@@ -216,8 +241,10 @@ def test_cancelled_failed_and_task_requests_are_traced(tmp_path, model_path, tem
         task_trace = traces["Summarize the tides"]
         assert (task_trace.name, task_trace.task, task_trace.status) == ("summarize", "summarize", "ok")
         spans = engine.store.trace(task_trace.trace_id)
-        assert [s.attributes["gen_ai.operation.name"] for s in spans if s.name.startswith(("chat ", "text_"))] == \
-            ["chat", "text_completion"]
+        assert [s.attributes["gen_ai.operation.name"] for s in spans if s.name.startswith(("chat ", "text_"))] == [
+            "chat",
+            "text_completion",
+        ]
         assert [e["attributes"]["done"] for e in spans[0].events if e["name"] == "progress"] == [1, 2]
         assert traces["Anyone there?"].status == "error"
         root = engine.store.trace(traces["Anyone there?"].trace_id)[0]
@@ -233,12 +260,22 @@ def test_an_answer_that_is_not_saved_keeps_no_text_in_its_trace(tmp_path, model_
     engine.assistant.templates = templates
     try:
         quiet = engine.assistant.ask("Say something about the marsh.", save=False).wait(120)
-        task = engine.assistant.run_task(lambda ctx: ctx.generate(prompt="Herons are", max_tokens=6, stream=True),
-                                         "Complete: herons", name="summarize", save=False).wait(120)
+        task = engine.assistant.run_task(
+            lambda ctx: ctx.generate(prompt="Herons are", max_tokens=6, stream=True),
+            "Complete: herons",
+            name="summarize",
+            save=False,
+        ).wait(120)
         saved = engine.assistant.ask("Say something about the moor.").wait(120)
         assert quiet.complete and task.complete and saved.complete and engine.history.conversations()
-        content = {"locus.prompt", "locus.response", "gen_ai.input.messages", "gen_ai.output.messages",
-                   "locus.summary", "locus.question"}
+        content = {
+            "locus.prompt",
+            "locus.response",
+            "gen_ai.input.messages",
+            "gen_ai.output.messages",
+            "locus.summary",
+            "locus.question",
+        }
         for ended in (quiet, task):
             spans = engine.store.trace(ended.trace_id) if engine.traces() else []
             assert len(spans) >= 2 and any(s.attributes.get("gen_ai.usage.output_tokens") for s in spans)

@@ -29,13 +29,22 @@ def tracing(store):
     t.shutdown()
 
 
-def record(tracing: Tracing, name: str = "ask", *, task: str = "ask", model: str = "smollm2",
-           start_s: float | None = None, duration_s: float = 0.5, error: bool = False,
-           attributes: dict | None = None) -> str:
+def record(
+    tracing: Tracing,
+    name: str = "ask",
+    *,
+    task: str = "ask",
+    model: str = "smollm2",
+    start_s: float | None = None,
+    duration_s: float = 0.5,
+    error: bool = False,
+    attributes: dict | None = None,
+) -> str:
     """One request's trace (root -> retrieve, root -> generate -> sample) at ``start_s``; its trace id."""
     t0 = int((time.time() if start_s is None else start_s) * 1e9)
-    root = tracing.start(name, attributes={"locus.task": task, "gen_ai.request.model": model, **(attributes or {})},
-                         start_time_ns=t0)
+    root = tracing.start(
+        name, attributes={"locus.task": task, "gen_ai.request.model": model, **(attributes or {})}, start_time_ns=t0
+    )
     trace_id = trace_id_of(root)  # a span stops recording once ended, so read its id first
     retrieve = tracing.start("retrieve", root, {"locus.rag.k": 4}, start_time_ns=t0 + 1_000)
     retrieve.end(end_time=t0 + 2_000)
@@ -53,11 +62,23 @@ def record(tracing: Tracing, name: str = "ask", *, task: str = "ask", model: str
 def test_list_and_filter(tracing, store):
     now = time.time()
     old = record(tracing, task="ask", model="smollm2", start_s=now - 3600)
-    report = record(tracing, "summarize", task="summarize", model="qwen", start_s=now - 1800, duration_s=2.0,
-                    attributes={"locus.summary": "Summary of the quarterly report"})
+    report = record(
+        tracing,
+        "summarize",
+        task="summarize",
+        model="qwen",
+        start_s=now - 1800,
+        duration_s=2.0,
+        attributes={"locus.summary": "Summary of the quarterly report"},
+    )
     broken = record(tracing, task="ask", model="qwen", start_s=now - 60, error=True)
-    zebra = record(tracing, task="ask", model="smollm2", start_s=now - 10,
-                   attributes={"gen_ai.prompt": "Why does the zebra have 100% stripes?"})
+    zebra = record(
+        tracing,
+        task="ask",
+        model="smollm2",
+        start_s=now - 10,
+        attributes={"gen_ai.prompt": "Why does the zebra have 100% stripes?"},
+    )
     assert tracing.flush()
 
     def ids(**where) -> list[str]:
@@ -66,7 +87,12 @@ def test_list_and_filter(tracing, store):
     assert ids() == [zebra, broken, report, old]  # newest first
     summary = store.list_traces(TraceFilter(task="summarize"))[0]
     assert (summary.trace_id, summary.name, summary.model, summary.status, summary.n_spans) == (
-        report, "summarize", "qwen", "ok", 4)
+        report,
+        "summarize",
+        "qwen",
+        "ok",
+        4,
+    )
     assert summary.duration_s == pytest.approx(2.0)
     assert summary.start == pytest.approx(now - 1800, abs=1e-3)
     assert summary.summary == "Summary of the quarterly report"
@@ -139,8 +165,9 @@ def test_export_is_json_and_rebuilds_the_span_tree(tracing, store):
     assert root["end_time_unix_nano"] - root["start_time_unix_nano"] == 500_000_000
     assert generate["status"] == {"code": "error", "message": "The model stopped answering."}
     assert generate["attributes"]["error.type"] == "generation_failed"
-    assert generate["events"] == [{"name": "first_token", "time_ns": root["start_time_unix_nano"] + 4_000,
-                                   "attributes": {"locus.index": 0}}]
+    assert generate["events"] == [
+        {"name": "first_token", "time_ns": root["start_time_unix_nano"] + 4_000, "attributes": {"locus.index": 0}}
+    ]
 
 
 def test_retention_by_age_deletes_old_traces_metrics_and_observations(tracing, store):
@@ -184,14 +211,17 @@ def test_retention_by_size_deletes_oldest_first(tracing, store):
 
 # Deleting what a user deleted ------------------------------------------------------------------
 
+
 def raw_bytes(store: TraceStore) -> bytes:
     """The database, its write-ahead log and shared memory, as they are on disk."""
     return b"".join(p.read_bytes() for p in store.path.parent.glob(store.path.name + "*"))
 
 
 def test_forgetting_a_conversation_deletes_its_traces_and_leaves_no_text_in_the_files(tracing, store):
-    mine = [record(tracing, attributes={"gen_ai.conversation.id": 7, "locus.question": f"walrus-{n} secret plan"})
-            for n in range(3)]
+    mine = [
+        record(tracing, attributes={"gen_ai.conversation.id": 7, "locus.question": f"walrus-{n} secret plan"})
+        for n in range(3)
+    ]
     other = record(tracing, attributes={"gen_ai.conversation.id": 8, "locus.question": "an unrelated question"})
     store.add_observation("question", trace_id=mine[0], detail={"question": "walrus-0 secret plan"})
     assert tracing.flush()
@@ -247,8 +277,15 @@ def test_forgetting_documents_deletes_the_requests_that_quoted_them(tracing, sto
     index = tracing.start("index", attributes={"locus.task": "index", "locus.index.paths": ["/docs"]})
     indexed = trace_id_of(index)
     for doc in (gone, kept):
-        tracing.start("index_file", index, {"locus.document.id": doc, "locus.document.path": f"/docs/{doc}.md",
-                                            "locus.document.title": "kiwi orchard" if doc == gone else "x"}).end()
+        tracing.start(
+            "index_file",
+            index,
+            {
+                "locus.document.id": doc,
+                "locus.document.path": f"/docs/{doc}.md",
+                "locus.document.title": "kiwi orchard" if doc == gone else "x",
+            },
+        ).end()
     index.end()
     assert tracing.flush()
     assert b"kiwi orchard" in raw_bytes(store)
@@ -269,10 +306,14 @@ def test_a_store_from_before_deletes_opens_with_everything_kept(tmp_path):
     path = tmp_path / "traces.sqlite3"
     db = sqlite3.connect(path)
     db.executescript(OLD_SCHEMA)
-    db.execute("INSERT INTO spans VALUES ('00c1','51',NULL,'ask','internal',1,2,'ok','',?,'[]',10)",
-               (json.dumps({"gen_ai.conversation.id": 5, "locus.question": "old question"}),))
-    db.execute("INSERT INTO traces(trace_id, name, status, start_ns, end_ns, conversation_id, n_spans) "
-               "VALUES ('00c1','ask','ok',1,2,5,1)")
+    db.execute(
+        "INSERT INTO spans VALUES ('00c1','51',NULL,'ask','internal',1,2,'ok','',?,'[]',10)",
+        (json.dumps({"gen_ai.conversation.id": 5, "locus.question": "old question"}),),
+    )
+    db.execute(
+        "INSERT INTO traces(trace_id, name, status, start_ns, end_ns, conversation_id, n_spans) "
+        "VALUES ('00c1','ask','ok',1,2,5,1)"
+    )
     db.execute("INSERT INTO observations VALUES (1.0,'question','00c1',0.5,NULL,'{}')")
     db.commit()
     db.close()
