@@ -148,10 +148,12 @@ class Agent:
                 done = ctx.generate_step(
                     messages, tools=self.specs, tool_choice=choice, stream=not forced, max_tokens=self._tokens_left(ctx)
                 )
-                if forced and done.text.strip():
-                    ctx.emit_text(done.text)  # what the model said beside a forced call (not streamed)
                 if not done.tool_calls:
+                    if forced:
+                        ctx.emit_text(done.text)  # a forced step is not streamed (it should have been a call)
                     return None  # the answer: everything said
+                # Words beside a forced call stay out of the answer (cut short, they are a call's broken
+                # remains); the model still sees them in its own turn.
                 messages.append(ChatMessage("assistant", done.text, tool_calls=tuple(done.tool_calls)))
                 for call in done.tool_calls:
                     result = self._call(ctx, call, step, calls)
