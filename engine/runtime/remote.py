@@ -1,8 +1,8 @@
 """Generation on a remote OpenAI-compatible server (vLLM, TGI, llama.cpp server, Ollama, a company gateway).
 
 ``RemoteRuntime`` is the REMOTE ``Backend`` (engine/runtime/backend.py): ``submit`` with the same events,
-cancellation and generation span as the in-process ``Runtime``. HTTP is the standard library's ``http.client`` (httpx is not
-installed): one connection per request, streamed as server-sent events on a few worker threads, since
+cancellation and generation span as the in-process ``Runtime``. HTTP is the standard library's ``http.client``
+(httpx is not installed): one connection per request, streamed as server-sent events on a few worker threads, since
 remote servers batch concurrent requests themselves.
 """
 
@@ -13,11 +13,13 @@ import itertools
 import json
 import logging
 import queue
+import re
 import socket
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from typing import Any
 from urllib.parse import urlsplit
 
 from engine.errors import EngineError, InvalidRequestError, RuntimeStoppedError
@@ -26,8 +28,20 @@ from engine.runtime.budget import DEFAULT_N_CTX, context_window, prompt_budget
 from engine.runtime.remote_http import RemoteBackendError, broken, decode, http_error, said, sse
 from engine.runtime.runtime import RequestHandle
 from engine.runtime.types import (
-    ChatMessage, Done, Failed, GenerationEvent, GenerationRequest, GenerationStats, ModelInfo, Started, Token,
+    ChatMessage,
+    Done,
+    Failed,
+    FinishReason,
+    GenerationEvent,
+    GenerationRequest,
+    GenerationStats,
+    ModelInfo,
+    Started,
+    Token,
 )
+from engine.tools.base import ToolCall, ToolSpec
+from engine.tools.formats import read_call
+from engine.tools.grammar import openai_tool
 from engine.trace.generation import GenerationSpan
 from engine.trace.tracing import Tracing, set_attributes
 
@@ -61,16 +75,28 @@ class RemoteRuntime:
     llama.cpp); without it, grammar requests are refused rather than silently run unconstrained.
     """
 
-    def __init__(self, base_url: str, *, model: str | None = None, api_key: str | None = None,
-                 tracing: Tracing | None = None, timeout_s: float = 120.0, max_concurrent: int = 4,
-                 n_ctx: int | None = None, extra_sampling: bool = True, grammar_field: str | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str | None = None,
+        api_key: str | None = None,
+        tracing: Tracing | None = None,
+        timeout_s: float = 120.0,
+        max_concurrent: int = 4,
+        n_ctx: int | None = None,
+        extra_sampling: bool = True,
+        grammar_field: str | None = None,
+    ):
         parts = urlsplit(base_url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidRequestError(f"'{base_url}' is not a server address.",
-                                      hint="Use a URL such as http://localhost:8000/v1.")
+            raise InvalidRequestError(
+                f"'{base_url}' is not a server address.", hint="Use a URL such as http://localhost:8000/v1."
+            )
         if parts.username or parts.password:  # the address is shown and traced: it must hold no secret
-            raise InvalidRequestError("The server address must not contain a user name or password.",
-                                      hint="Put the API key in its own field.")
+            raise InvalidRequestError(
+                "The server address must not contain a user name or password.", hint="Put the API key in its own field."
+            )
         self.base_url = base_url.strip().rstrip("/")
         self.host, self.https = parts.hostname, parts.scheme == "https"
         self.port = parts.port or (443 if self.https else 80)
@@ -87,8 +113,10 @@ class RemoteRuntime:
         self._running: set[_RemoteHandle] = set()
         self._lock = threading.Lock()
         self._stopped = False
-        self._workers = [threading.Thread(target=self._serve, name=f"locus-remote-{i}", daemon=True)
-                         for i in range(max(1, max_concurrent))]
+        self._workers = [
+            threading.Thread(target=self._serve, name=f"locus-remote-{i}", daemon=True)
+            for i in range(max(1, max_concurrent))
+        ]
         for worker in self._workers:
             worker.start()
 
@@ -114,36 +142,55 @@ class RemoteRuntime:
         entries = body.get("data", []) if status == 200 and isinstance(body, dict) else []
         ids = [e.get("id") for e in entries if isinstance(e, dict)]
         if status == 200 and self.model is not None and self.model not in ids:
-            raise RemoteBackendError(f"The server has no model '{self.model}'.",
-                                     hint=f"It offers: {', '.join(map(str, ids)) or 'nothing'}.")
+            raise RemoteBackendError(
+                f"The server has no model '{self.model}'.", hint=f"It offers: {', '.join(map(str, ids)) or 'nothing'}."
+            )
         if status != 200 and not (status == 404 and self.model):  # some gateways list nothing: trust the name
             raise http_error(status, body, self)
         name = self.model or (ids[0] if ids else None)
         if not name:
-            raise RemoteBackendError(f"The server at {self.base_url} offers no models.",
-                                     hint="Name the model in Settings.")
-        entry = next((e for e in entries if e.get("id") == name), {})
-        meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}  # llama.cpp's server
+            raise RemoteBackendError(
+                f"The server at {self.base_url} offers no models.", hint="Name the model in Settings."
+            )
+        entry: dict = next((e for e in entries if e.get("id") == name), {})
+        meta: dict = entry["meta"] if isinstance(entry.get("meta"), dict) else {}  # llama.cpp's server
         served = entry.get("max_model_len") or entry.get("context_length")  # vLLM; LM Studio, OpenRouter
         n_ctx = int(self.n_ctx or served or DEFAULT_N_CTX)
         self.model = name
-        self._info = ModelInfo(path=self.base_url, name=name, description=f"{name} at {self.base_url}",
-                               n_params=int(meta.get("n_params") or 0), size_bytes=int(meta.get("size") or 0),
-                               n_ctx=n_ctx, n_ctx_train=int(meta.get("n_ctx_train") or n_ctx), n_threads=0,
-                               n_gpu_layers=0, chat_template_source="remote")
+        self._info = ModelInfo(
+            path=self.base_url,
+            name=name,
+            description=f"{name} at {self.base_url}",
+            n_params=int(meta.get("n_params") or 0),
+            size_bytes=int(meta.get("size") or 0),
+            n_ctx=n_ctx,
+            n_ctx_train=int(meta.get("n_ctx_train") or n_ctx),
+            n_threads=0,
+            n_gpu_layers=0,
+            chat_template_source="remote",
+        )
         return self._info
 
     def count_tokens(self, text: str) -> int:
         """An estimate, about four characters a token: the server's tokenizer is not available here."""
         return (len(text) + 3) // 4
 
-    def render_prompt(self, messages: tuple[ChatMessage, ...]) -> tuple[str, int]:
-        """A readable rendering of ``messages`` and its estimated tokens; the server applies its own template."""
-        text = "".join(f"{m.role}:\n{m.content}\n\n" for m in messages) + "assistant:\n"
+    def render_prompt(self, messages: tuple[ChatMessage, ...], tools: tuple[ToolSpec, ...] = ()) -> tuple[str, int]:
+        """A readable rendering of ``messages`` (and ``tools``) and its estimated tokens; the server applies its own
+        template."""
+        text = "".join(f"{m.role}:\n{_text_of(m)}\n\n" for m in messages) + "assistant:\n"
+        if tools:
+            text = "tools:\n" + "\n".join(json.dumps(openai_tool(t)) for t in tools) + "\n\n" + text
         return text, self.count_tokens(text)
 
-    def submit(self, request: GenerationRequest, on_event: Callable[[GenerationEvent], None] | None = None, *,
-               tap: Callable[[GenerationEvent], None] | None = None, trace_parent=None) -> RequestHandle:
+    def submit(
+        self,
+        request: GenerationRequest,
+        on_event: Callable[[GenerationEvent], None] | None = None,
+        *,
+        tap: Callable[[GenerationEvent], None] | None = None,
+        trace_parent=None,
+    ) -> RequestHandle:
         """Queue a request; its events come as from ``Runtime.submit`` (on a worker thread)."""
         handle = _RemoteHandle(request, on_event, tap, trace_parent)
         with self._lock:
@@ -205,12 +252,15 @@ class RemoteRuntime:
             except EngineError as exc:
                 unreachable = exc
         span = GenerationSpan(self.tracing, handle, self._info)
-        set_attributes(span.span, {"gen_ai.provider.name": PROVIDER, "server.address": self.host,
-                                   "server.port": self.port})
+        set_attributes(
+            span.span, {"gen_ai.provider.name": PROVIDER, "server.address": self.host, "server.port": self.port}
+        )
         try:
             if handle.request.grammar is not None and not self.grammar_field:
-                raise InvalidRequestError("This model server cannot be asked for constrained (grammar) output.",
-                                          hint="Use the local model for this task.")
+                raise InvalidRequestError(
+                    "This model server cannot be asked for constrained (grammar) output.",
+                    hint="Use the local model for this task.",
+                )
             if unreachable is not None:
                 raise unreachable
             if handle.cancelled:
@@ -219,8 +269,13 @@ class RemoteRuntime:
                 handle._emit(Started(rid))
                 done = self._stream(handle, started)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes an event
-            error = exc if isinstance(exc, EngineError) else RemoteBackendError(
-                "The request to the model server failed.", detail=f"{type(exc).__name__}: {exc}")
+            error = (
+                exc
+                if isinstance(exc, EngineError)
+                else RemoteBackendError(
+                    "The request to the model server failed.", detail=f"{type(exc).__name__}: {exc}"
+                )
+            )
             log.warning("remote generation %s failed: %s (%s)", rid, error, error.detail)
             span.fail(error)
             handle._emit(Failed(rid, error))
@@ -233,21 +288,41 @@ class RemoteRuntime:
     def _body(self, request: GenerationRequest) -> tuple[str, dict, int]:
         """The endpoint, the JSON body and how many old messages were left out to fit the context."""
         s, dropped = request.sampling, 0
-        body = {"model": self.model, "stream": True, "stream_options": {"include_usage": True},
-                "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens": s.max_tokens,
+        }
         if s.stop:
             body["stop"] = list(s.stop)
         if s.seed != -1:
             body["seed"] = s.seed
         if self.extra_sampling:
-            body.update(top_k=s.top_k, min_p=s.min_p, repeat_penalty=s.repeat_penalty,
-                        repeat_last_n=s.repeat_last_n, repetition_penalty=s.repeat_penalty)
-        if request.grammar is not None:
+            body.update(
+                top_k=s.top_k,
+                min_p=s.min_p,
+                repeat_penalty=s.repeat_penalty,
+                repeat_last_n=s.repeat_last_n,
+                repetition_penalty=s.repeat_penalty,
+            )
+        if request.grammar is not None and self.grammar_field:
             body[self.grammar_field] = request.grammar
         if request.prompt is not None:
             return "/v1/completions", dict(body, prompt=request.prompt), 0
         messages, dropped = self._fit(list(request.messages), s.max_tokens)
-        body["messages"] = [{"role": m.role, "content": m.content} for m in messages]
+        body["messages"] = [_wire_message(m) for m in messages]
+        tools = request.offered_tools
+        if tools:
+            body["tools"] = [_wire_tool(t) for t in tools]
+            choice = request.tool_choice
+            body["tool_choice"] = (
+                choice
+                if choice in ("auto", "required")
+                else {"type": "function", "function": {"name": wire_name(choice)}}
+            )
         return "/v1/chat/completions", body, dropped
 
     def _fit(self, messages: list[ChatMessage], max_tokens: int) -> tuple[list[ChatMessage], int]:
@@ -255,7 +330,7 @@ class RemoteRuntime:
         prompt budget every backend uses (engine/runtime/budget.py)."""
         budget = prompt_budget(context_window(self._info), max_tokens)
         dropped = 0
-        while sum(self.count_tokens(m.content) + 4 for m in messages) > budget:
+        while sum(self.count_tokens(_text_of(m)) + 4 for m in messages) > budget:
             first = 1 if messages and messages[0].role == "system" else 0
             if len(messages) - first <= 1:
                 break  # only the question is left: the server will say if it is too long
@@ -276,9 +351,11 @@ class RemoteRuntime:
             conn.connect()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            raise RemoteBackendError(f"Cannot reach the model server at {self.base_url}.",
-                                     hint="Check that it is running and that the address and port are right.",
-                                     detail=f"{type(exc).__name__}: {exc}") from None
+            raise RemoteBackendError(
+                f"Cannot reach the model server at {self.base_url}.",
+                hint="Check that it is running and that the address and port are right.",
+                detail=f"{type(exc).__name__}: {exc}",
+            ) from None
         conn.sock.settimeout(self.timeout_s)  # the longest wait for the answer or its next piece
         if handle is not None:
             handle._sock = conn.sock
@@ -299,7 +376,9 @@ class RemoteRuntime:
         rid, request = handle.request_id, handle.request
         path, body, dropped = self._body(request)
         parts: list[str] = []
-        usage, finish, model, t_first = {}, None, self.model or "", None
+        calls = _CallDeltas()
+        usage: dict = {}
+        finish, model, t_first = None, self.model or "", None
         conn = self._open(handle)
         try:
             if not handle.cancelled:
@@ -311,14 +390,18 @@ class RemoteRuntime:
                     if handle.cancelled:
                         break
                     if "error" in chunk:
-                        raise RemoteBackendError(f"The model server at {self.base_url} reported an error: "
-                                                 f"{said(chunk['error'], self)}")
+                        raise RemoteBackendError(
+                            f"The model server at {self.base_url} reported an error: {said(chunk['error'], self)}"
+                        )
                     usage = chunk.get("usage") or usage
                     model = chunk.get("model") or model
                     choice = (chunk.get("choices") or [{}])[0]
                     delta = choice.get("delta") or {}
                     text = choice.get("text") if request.prompt is not None else delta.get("content")
                     finish = choice.get("finish_reason") or finish
+                    if request.prompt is None:
+                        calls.add(delta.get("tool_calls"))
+                        calls.add((choice.get("message") or {}).get("tool_calls"))  # a server that sends it whole
                     if text:
                         t_first = t_first or time.perf_counter()
                         parts.append(text)
@@ -330,16 +413,106 @@ class RemoteRuntime:
             handle._sock = None
             conn.close()
         end = time.perf_counter()
-        reason = "cancelled" if handle.cancelled else ("length" if finish == "length" else "stop")
+        tool_calls = calls.read(request.offered_tools) if request.prompt is None else ()
+        reason: FinishReason = "cancelled" if handle.cancelled else ("length" if finish == "length" else "stop")
+        if tool_calls and reason == "stop":
+            reason = "tool_calls"
+        t_first = t_first or (end if tool_calls else None)
         n_out = int(usage.get("completion_tokens") or len(parts))
         prompt_text = request.prompt if request.prompt is not None else self.render_prompt(request.messages)[0]
         gen_s = end - t_first if t_first else 0.0
-        return Done(rid, "".join(parts), GenerationStats(
-            prompt_tokens=int(usage.get("prompt_tokens") or self.count_tokens(prompt_text)),
-            completion_tokens=n_out, queue_s=started - handle.submitted_at,
-            prompt_eval_s=(t_first or end) - started,
-            time_to_first_token_s=(t_first - handle.submitted_at) if t_first else None,
-            generation_s=gen_s, tokens_per_s=(n_out - 1) / gen_s if n_out > 1 and gen_s > 0 else None,
-            total_s=end - handle.submitted_at, dropped_messages=dropped, finish_reason=reason, model=model,
-            seed=request.sampling.seed if request.sampling.seed != -1 else None))
+        return Done(
+            rid,
+            "".join(parts),
+            tool_calls=tool_calls,
+            stats=GenerationStats(
+                prompt_tokens=int(usage.get("prompt_tokens") or self.count_tokens(prompt_text)),
+                completion_tokens=n_out,
+                queue_s=started - handle.submitted_at,
+                prompt_eval_s=(t_first or end) - started,
+                time_to_first_token_s=(t_first - handle.submitted_at) if t_first else None,
+                generation_s=gen_s,
+                tokens_per_s=(n_out - 1) / gen_s if n_out > 1 and gen_s > 0 else None,
+                total_s=end - handle.submitted_at,
+                dropped_messages=dropped,
+                finish_reason=reason,
+                model=model,
+                seed=request.sampling.seed if request.sampling.seed != -1 else None,
+            ),
+        )
 
+
+# Tools on the wire (OpenAI's format) ---------------------------------------------------------------------
+
+
+def wire_name(name: str) -> str:
+    """A tool's name as OpenAI's API takes function names (letters, digits, '_', '-'): an MCP tool's
+    "server/tool" goes as "server__tool", a '.' as '_'."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name.replace("/", "__"))[:64]
+
+
+def _wire_tool(spec: ToolSpec) -> dict:
+    tool = openai_tool(spec)
+    tool["function"]["name"] = wire_name(spec.name)
+    return tool
+
+
+def _wire_message(m: ChatMessage) -> dict:
+    message: dict = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        message["content"] = m.content or None
+        message["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": wire_name(c.name), "arguments": json.dumps(c.arguments, ensure_ascii=False)},
+            }
+            for c in m.tool_calls
+        ]
+    if m.role == "tool" and m.tool_call_id is not None:
+        message["tool_call_id"] = m.tool_call_id
+    return message
+
+
+def _text_of(m: ChatMessage) -> str:
+    """What a message says, its calls included (for estimates)."""
+    if not m.tool_calls:
+        return m.content
+    return m.content + "".join(f"\n{c.name}{json.dumps(c.arguments)}" for c in m.tool_calls)
+
+
+class _CallDeltas:
+    """Tool calls as the stream sends them: by index, the id and name first, the arguments in pieces."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict] = {}
+
+    def add(self, deltas: object) -> None:
+        if not isinstance(deltas, list):
+            return
+        for n, delta in enumerate(deltas):
+            if not isinstance(delta, dict):
+                continue
+            given = delta.get("index")
+            index = given if isinstance(given, int) else n
+            call = self._calls.setdefault(index, {"id": None, "name": "", "arguments": ""})
+            function = delta.get("function")
+            if not isinstance(function, dict):
+                function = {}
+            if isinstance(delta.get("id"), str) and delta["id"]:
+                call["id"] = delta["id"]
+            if isinstance(function.get("name"), str):
+                call["name"] += function["name"]
+            arguments = function.get("arguments")
+            if isinstance(arguments, str):
+                call["arguments"] += arguments
+            elif isinstance(arguments, dict):  # a server that sends an object, not JSON text
+                call["arguments"] = json.dumps(arguments)
+
+    def read(self, tools: tuple[ToolSpec, ...]) -> tuple[ToolCall, ...]:
+        """The calls, each named as the request's tool it stands for and checked against its schema."""
+        names = {wire_name(t.name): t.name for t in tools}
+        return tuple(
+            read_call(names.get(c["name"], c["name"]), c["arguments"], tools, call_id=c["id"])
+            for _, c in sorted(self._calls.items())
+        )
