@@ -216,6 +216,14 @@ class HistoryStore:
             except sqlite3.Error as exc:
                 raise HistoryError(f"The conversation database could not be read: {exc}.") from exc
 
+    def pragma(self, name: str) -> object:
+        """The value of one SQLite setting on this store's connection (journal_mode, foreign_keys,
+        secure_delete, ...), for diagnostics; ``name`` must be a plain identifier."""
+        if not name.isidentifier():
+            raise ValueError(f"not a pragma name: {name!r}")
+        rows = self._read(f"PRAGMA {name}")
+        return rows[0][0] if rows else None
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

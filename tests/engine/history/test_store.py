@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 
 import pytest
@@ -18,9 +19,15 @@ def store(tmp_path):
     s.close()
 
 
+def rows_in(store, table: str) -> int:
+    """Rows of a table, read on a connection of its own (as another process would)."""
+    with contextlib.closing(sqlite3.connect(store.path)) as reader:
+        return reader.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
 def test_uses_wal_and_foreign_keys(store):
-    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store._db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert store.pragma("journal_mode") == "wal"
+    assert store.pragma("foreign_keys") == 1
 
 
 def test_create_list_rename_delete(store):
@@ -34,7 +41,7 @@ def test_create_list_rename_delete(store):
     assert renamed.title == "Better name" and not renamed.title_is_auto
     store.delete_conversation(a.id)
     assert [c.id for c in store.conversations()] == [b.id]
-    assert store._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 0  # cascaded
+    assert rows_in(store, "messages") == 0  # cascaded
     with pytest.raises(NotFoundError):
         store.conversation(a.id)
     with pytest.raises(HistoryError):
@@ -198,7 +205,7 @@ def test_a_deleted_conversation_leaves_no_text_in_the_files(store, tmp_path):
     assert b"quagga9" not in files()
     assert deleted == 2
     assert store.search("quagga9") == [] and [h.conversation.id for h in store.search("otters")] == [keep.id]
-    assert store._db.execute("PRAGMA secure_delete").fetchone()[0] == 1
+    assert store.pragma("secure_delete") == 1
 
 
 def test_options_are_saved_together_or_one_at_a_time(store):
@@ -233,7 +240,8 @@ def test_the_search_index_follows_an_answer_once_it_has_ended(store):
     store.update_message(dropped.id, content="stoats")
     store.delete_message(dropped.id)  # deleting an unindexed row leaves the index whole
     assert store.search("stoats") == []
-    store._db.execute("INSERT INTO messages_fts(messages_fts) VALUES ('integrity-check')")
+    with contextlib.closing(sqlite3.connect(store.path)) as reader:  # a second connection, as any other process
+        reader.execute("INSERT INTO messages_fts(messages_fts) VALUES ('integrity-check')")
 
 
 def test_a_schema_4_database_takes_streaming_answers_out_of_the_index(tmp_path):
