@@ -103,7 +103,7 @@ class _Approvals:
             return tuple(k for k, v in self._waiting.items() if v is None)
 
 
-class _AnswerChannel(EventChannel):
+class _AnswerChannel(EventChannel[AnswerEvent]):
     terminal = (AnswerEnded,)
 
 
@@ -209,7 +209,7 @@ class AnswerStream:
         """Send AnswerEnded (exactly once: a second one is dropped, and the first returned)."""
         with self._lock:
             if self._ended:
-                return self.handle.result
+                return self.handle.result or ended  # (None while the first is still being sent)
             self._ended = True
         self.handle.channel.emit(ended)
         return ended

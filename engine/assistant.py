@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.agent import Agent, ApprovalPolicy
-from engine.answer import AnswerEnded, AnswerStarted, AnswerStats, Cited, Retrieved
+from engine.answer import AnswerEnded, AnswerStarted, AnswerStats, Cited, Outcome, Retrieved
 from engine.answering import AnswerHandle, AnswerStream
 from engine.chat_settings import ChatSettings
 from engine.errors import EngineError, InvalidRequestError
@@ -500,7 +500,7 @@ class Assistant:
     def _save(
         self,
         turn: Turn,
-        outcome: str,
+        outcome: Outcome,
         text: str,
         stats: AnswerStats,
         error: EngineError | None,
@@ -509,6 +509,7 @@ class Assistant:
     ) -> None:
         """The answer's final state, through the writer (after the text it still holds); waits until written."""
         saved = {**stats.to_dict(), "trace_id": trace_id} if trace_id else stats.to_dict()
+        assert turn.assistant_message_id is not None  # a saved turn has its answer's message (Turns.record)
         try:
             self.writer.finish(
                 turn.assistant_message_id,

@@ -12,14 +12,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
-from engine.errors import NotFoundError
+from engine.errors import InvalidRequestError, NotFoundError
 from engine.history.models import CONTEXT_STATUSES, Message
 from engine.history.store import UNSET, HistoryStore
 from engine.rag.retrieve import Retrieval
 from engine.runtime.backend import Backend, BackendRegistry
-from engine.runtime.types import ChatMessage
+from engine.runtime.types import ChatMessage, Role
 from engine.tasks import doc_qa
 
 Replace = Literal["nothing", "answer", "exchange"]
@@ -83,7 +83,8 @@ class Turn:
 
 def model_turns(messages: Iterable[Message]) -> tuple[ChatMessage, ...]:
     """Saved messages as the model sees them: finished (or partial) ones with text."""
-    return tuple(ChatMessage(m.role, m.content) for m in messages if m.status in CONTEXT_STATUSES and m.content.strip())
+    kept = (m for m in messages if m.status in CONTEXT_STATUSES and m.content.strip())
+    return tuple(ChatMessage(cast(Role, m.role), m.content) for m in kept)
 
 
 def last_of(messages: list[Message], role: str, conversation_id: int) -> Message:
@@ -115,10 +116,14 @@ class Turns:
             conversation_id = history.create_conversation().id
         try:
             approved: tuple[str, ...] = ()
+            collections: list[str] | None
+            chosen: str | None
+            tools: list[str] | None
             if conversation_id is None:  # an answer that is not saved
-                collections = None if request.collections is UNSET else request.collections
-                chosen = None if request.backend is UNSET else request.backend
-                tools = None if request.tools is UNSET else list(dict.fromkeys(request.tools or ())) or None
+                collections = None if request.collections is UNSET else cast("list[str] | None", request.collections)
+                chosen = None if request.backend is UNSET else cast("str | None", request.backend)
+                given_tools = () if request.tools is UNSET else cast("Iterable[str] | None", request.tools) or ()
+                tools = list(dict.fromkeys(given_tools)) or None
             else:
                 given = {
                     k: v
@@ -135,12 +140,14 @@ class Turns:
                 collections, chosen = conversation.collections, conversation.backend
                 tools, approved = conversation.tools, conversation.approved_tools
             name, backend = self.backends.resolve(chosen)
-            question = request.text
+            question = request.text or ""
             if request.replace != "nothing":
+                if conversation_id is None:
+                    raise InvalidRequestError("Only a saved conversation has a question to ask again.")
                 last_user = last_of(history.messages(conversation_id), "user", conversation_id)
                 question = question if request.replace == "exchange" else last_user.content
         except BaseException:
-            if created:
+            if created and conversation_id is not None:
                 history.delete_conversation(conversation_id)
             raise
         return Turn(
@@ -182,5 +189,5 @@ class Turns:
 
     def forget(self, turn: Turn) -> None:
         """Take back a conversation made for a turn that could not go on."""
-        if turn.created:
+        if turn.created and turn.conversation_id is not None:
             self.history.delete_conversation(turn.conversation_id)

@@ -70,7 +70,7 @@ class EmbeddingCall:
 
 def parse_chat(body: dict) -> GenerationCall:
     """A /v1/chat/completions body as a GenerationCall (ApiError 400 on any bad field)."""
-    model = f.text(body, "model", required=True)
+    model = _model(body)
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
         raise invalid("'messages' must be a non-empty list of messages.", "messages")
@@ -106,7 +106,7 @@ def parse_chat(body: dict) -> GenerationCall:
 
 def parse_completion(body: dict) -> GenerationCall:
     """A /v1/completions body as a GenerationCall (one prompt; OpenAI's default of 16 tokens)."""
-    model = f.text(body, "model", required=True)
+    model = _model(body)
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
@@ -136,7 +136,7 @@ def parse_completion(body: dict) -> GenerationCall:
 
 def parse_embeddings(body: dict) -> EmbeddingCall:
     """A /v1/embeddings body: ``input`` is a string or a list of strings."""
-    model = f.text(body, "model", required=True)
+    model = _model(body)
     raw = body.get("input")
     items = [raw] if isinstance(raw, str) else raw
     if not isinstance(items, list) or not items:
@@ -151,6 +151,14 @@ def parse_embeddings(body: dict) -> EmbeddingCall:
     if encoding not in ("float", "base64"):
         raise invalid(f"'encoding_format' must be 'float' or 'base64', not '{encoding}'.", "encoding_format")
     return EmbeddingCall(model, tuple(items), encoding, f.integer(body, "dimensions", 1))
+
+
+def _model(body: dict) -> str:
+    """The request's model name (a 400 when it is missing)."""
+    model = f.text(body, "model", required=True)
+    if model is None:  # (f.text has refused it already)
+        raise invalid("'model' is required.", "model")
+    return model
 
 
 def _common(body: dict) -> dict:

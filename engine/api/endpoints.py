@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import EngineError
-from engine.runtime.types import ModelInfo
 from engine.api.calls import EmbeddingCall
 from engine.api.errors import ApiError, from_engine, invalid, model_not_found
 from engine.api.shapes import embeddings, model_entry
 from engine.api.transport import Exchange
+from engine.errors import EngineError
+from engine.runtime.types import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +30,15 @@ def offered(api, info: ModelInfo | None) -> list[str]:
 def chat_model(api, info: ModelInfo | None, requested: str) -> ModelInfo:
     """The loaded model ``info``, if ``requested`` names it (its name, or its GGUF file's stem)."""
     if info is None:
-        raise ApiError(503, "No model is loaded yet; try again when it has loaded.", type="server_error",
-                       code="model_not_loaded")
+        raise ApiError(
+            503, "No model is loaded yet; try again when it has loaded.", type="server_error", code="model_not_loaded"
+        )
     if requested in (info.name, Path(info.path).stem):
         return info
     if api.embed is not None and requested == api.embedding_model:
-        raise invalid(f"'{requested}' is an embedding model; use '{info.name}' for completions.", "model",
-                      "model_not_supported")
+        raise invalid(
+            f"'{requested}' is an embedding model; use '{info.name}' for completions.", "model", "model_not_supported"
+        )
     raise model_not_found(requested, offered(api, info))
 
 
@@ -63,16 +65,20 @@ def embed(api, info: ModelInfo | None, ex: Exchange, call: EmbeddingCall) -> int
     if api.embed is None or call.model != api.embedding_model:
         if info is not None and call.model in (info.name, Path(info.path).stem):
             hint = f"use '{api.embedding_model}'" if api.embed is not None else "this server has no embedding model"
-            raise invalid(f"'{call.model}' is a chat model and cannot make embeddings; {hint}.", "model",
-                          "model_not_supported")
+            raise invalid(
+                f"'{call.model}' is a chat model and cannot make embeddings; {hint}.", "model", "model_not_supported"
+            )
         raise model_not_found(call.model, offered(api, info))
     try:
         vectors = np.asarray(api.embed(list(call.inputs)), dtype=np.float32)
     except EngineError as exc:
         raise from_engine(exc, "input") from None
     if call.dimensions is not None and call.dimensions != vectors.shape[1]:
-        raise invalid(f"'{call.model}' makes {vectors.shape[1]}-dimensional embeddings; 'dimensions' "
-                      f"{call.dimensions} cannot be given.", "dimensions")
+        raise invalid(
+            f"'{call.model}' makes {vectors.shape[1]}-dimensional embeddings; 'dimensions' "
+            f"{call.dimensions} cannot be given.",
+            "dimensions",
+        )
     count = api.embedding_tokens or estimate_tokens
     tokens = sum(count(text) for text in call.inputs)
     ex.send_json(200, embeddings(call.model, vectors, call.encoding_format, tokens))

@@ -27,8 +27,16 @@ class ApiServerError(EngineError):
 class ApiError(Exception):
     """One failed API request: the HTTP status and the OpenAI-style error object the client gets."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",  # noqa: A002 - OpenAI's field name
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -55,8 +63,12 @@ def unsupported(what: str, param: str) -> ApiError:
 def model_not_found(model: object, offered: list[str]) -> ApiError:
     """A 404 naming the models the client can use instead."""
     listing = ", ".join(f"'{m}'" for m in offered) or "none (no model is loaded)"
-    return ApiError(404, f"The model '{model}' does not exist on this server. It offers: {listing}.",
-                    param="model", code="model_not_found")
+    return ApiError(
+        404,
+        f"The model '{model}' does not exist on this server. It offers: {listing}.",
+        param="model",
+        code="model_not_found",
+    )
 
 
 def context_exceeded(message: str, param: str) -> ApiError:
@@ -69,8 +81,13 @@ RETRY_AFTER_S = 2  # what a 503 "busy" asks clients to wait (OpenAI's clients ho
 
 def busy(why: str) -> ApiError:
     """A 503 for a server at one of its limits, with Retry-After: the client may try again shortly."""
-    return ApiError(503, f"{why} Try again in a moment.", type="server_error", code="server_busy",
-                    headers={"Retry-After": str(RETRY_AFTER_S)})
+    return ApiError(
+        503,
+        f"{why} Try again in a moment.",
+        type="server_error",
+        code="server_busy",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 def shutting_down() -> ApiError:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import math
 
-from engine.errors import EngineError
 from engine.api.errors import invalid
+from engine.errors import EngineError
 
 _MISSING = object()
 

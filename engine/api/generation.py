@@ -175,6 +175,7 @@ def _whole(api, ex: Exchange, run: Run, shape: CompletionShape, param: str | Non
     terminal = None
     for terminal in run.events(ex.client_gone):  # noqa: B007 - the last event is the terminal one
         pass
+    assert isinstance(terminal, (Done, Failed))  # events() ends with one of them
     if isinstance(terminal, Failed):
         raise from_engine(terminal.error, param if terminal.error.code == "invalid_request" else None)
     if not ex.gone:
@@ -224,11 +225,12 @@ def _stream(
                     ex.event(shape.usage_chunk(_used(event)))
                 ex.end_stream()
             elif isinstance(event, Failed):
-                error = from_engine(event.error, param if event.error.code == "invalid_request" else None)
+                failure = from_engine(event.error, param if event.error.code == "invalid_request" else None)
                 if not started:
-                    raise error
-                ex.event(error.body())  # the openai client raises an APIError for an error event
+                    raise failure
+                ex.event(failure.body())  # the openai client raises an APIError for an error event
                 ex.end_stream()
         except ClientGone:
             run.cancel()
+    assert terminal is not None  # events() ends with Done or Failed
     return terminal

@@ -24,8 +24,12 @@ def check_host(api, ex) -> None:
     host = (ex.header("Host") or "").strip()
     name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host.rsplit("]", 1)[0]
     if host and not is_loopback(name):
-        raise ApiError(403, f"This server only answers requests addressed to this computer, not to "
-                       f"'{host[:100]}'.", type="permission_error", code="host_not_allowed")
+        raise ApiError(
+            403,
+            f"This server only answers requests addressed to this computer, not to '{host[:100]}'.",
+            type="permission_error",
+            code="host_not_allowed",
+        )
 
 
 def check_origin(api, ex) -> None:
@@ -35,9 +39,13 @@ def check_origin(api, ex) -> None:
         return
     origin = ex.header("Origin")
     if origin is not None and not is_loopback_origin(origin):
-        raise ApiError(403, f"This server does not answer requests from web pages of other sites (Origin "
-                       f"'{origin.strip()[:100]}'). Set an API key to allow them.", type="permission_error",
-                       code="forbidden_origin")
+        raise ApiError(
+            403,
+            f"This server does not answer requests from web pages of other sites (Origin "
+            f"'{origin.strip()[:100]}'). Set an API key to allow them.",
+            type="permission_error",
+            code="forbidden_origin",
+        )
 
 
 def is_loopback_origin(origin: str) -> bool:
@@ -47,9 +55,16 @@ def is_loopback_origin(origin: str) -> bool:
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError:
         return False
-    return (parts.scheme in ("http", "https") and bool(parts.hostname) and is_loopback(parts.hostname)
-            and not parts.username and parts.password is None and parts.path in ("", "/")
-            and not parts.query and not parts.fragment)
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and is_loopback(parts.hostname or "")
+        and not parts.username
+        and parts.password is None
+        and parts.path in ("", "/")
+        and not parts.query
+        and not parts.fragment
+    )
 
 
 def check_key(api, ex) -> None:
@@ -69,5 +84,8 @@ def check_json(ex) -> None:
     given = ex.header("Content-Type")
     if (given or "").split(";", 1)[0].strip().lower() != "application/json":
         said = f"'{given.strip()[:100]}'" if given is not None and given.strip() else "none"
-        raise ApiError(415, f"The request body must be sent with Content-Type: application/json (this request "
-                       f"has {said}).", code="unsupported_media_type")
+        raise ApiError(
+            415,
+            f"The request body must be sent with Content-Type: application/json (this request has {said}).",
+            code="unsupported_media_type",
+        )

@@ -34,10 +34,11 @@ from engine.api.transport import MAX_HEAD_BYTES, DeadlineReader, Exchange, too_l
 log = logging.getLogger(__name__)
 
 BUSY_RESPONDERS = 4  # threads that answer connections beyond the cap with 503; beyond them, closed at once
-_TOO_LONG = {
+_TOO_LONG: dict[int, str] = {
     HTTPStatus.REQUEST_URI_TOO_LONG: "The request line is too long.",
-    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: f"The request's headers are too large: at most {MAX_HEAD_BYTES // 1024} "
-                                                "KB and 100 headers are accepted.",
+    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: (
+        f"The request's headers are too large: at most {MAX_HEAD_BYTES // 1024} KB and 100 headers are accepted."
+    ),
 }
 BUSY_LINGER_S = 1.0  # a refused client's request is read and dropped this long, so it sees the 503
 
@@ -62,6 +63,7 @@ def url_for(host: str, port: int) -> str:
 class ApiHandler(BaseHTTPRequestHandler):
     """Hands every request to the ApiServer that owns this HTTP server (``server.api``)."""
 
+    server: HttpServer  # (the standard handler types it as any socketserver)
     protocol_version = "HTTP/1.1"
     server_version = "Locus"
     timeout = 120  # a client that stops reading the answer frees its thread (reading has deadlines)
@@ -107,7 +109,7 @@ class ApiHandler(BaseHTTPRequestHandler):
         self.reader.budget = None  # the head is read; the body has its own limit
         self.server.api.handle(Exchange(self, self.server.api.read_timeout_s))
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve  # noqa: N815 - http.server's names
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """The standard handler's own errors (bad request line, unknown method, ...) as JSON."""
@@ -149,8 +151,12 @@ class HttpServer(ThreadingHTTPServer):
         elif self._responders.acquire(blocking=False):
             target, release = self._refuse, self._responders.release
         else:
-            log.debug("connection from %s closed: %d connections and %d refusals in progress", client_address[0],
-                      self.api.max_connections, BUSY_RESPONDERS)
+            log.debug(
+                "connection from %s closed: %d connections and %d refusals in progress",
+                client_address[0],
+                self.api.max_connections,
+                BUSY_RESPONDERS,
+            )
             self.shutdown_request(request)
             return
 
@@ -172,9 +178,15 @@ class HttpServer(ThreadingHTTPServer):
         try:
             error = busy(f"The server has {self.api.max_connections} connections open, as many as it takes.")
             body = json.dumps(error.body()).encode("utf-8")
-            head = "".join(f"{k}: {v}\r\n" for k, v in {
-                "Content-Type": "application/json", "Content-Length": str(len(body)), **error.headers,
-                "Connection": "close"}.items())
+            head = "".join(
+                f"{k}: {v}\r\n"
+                for k, v in {
+                    "Content-Type": "application/json",
+                    "Content-Length": str(len(body)),
+                    **error.headers,
+                    "Connection": "close",
+                }.items()
+            )
             request.settimeout(BUSY_LINGER_S)
             request.sendall(f"HTTP/1.1 503 Service Unavailable\r\n{head}\r\n".encode("ascii") + body)
             request.shutdown(socket.SHUT_WR)
@@ -199,15 +211,18 @@ class HttpServer(ThreadingHTTPServer):
 def bind(api, host: str, port: int) -> HttpServer:
     """A bound, listening HTTP server for ``api``; ApiServerError when the address cannot be used."""
     if not api.api_key and not is_loopback(host):
-        raise ApiServerError(f"The API would listen on '{host}', which other computers can reach, but no API "
-                             "key is set.", hint="Keep a key in the system keyring as 'server_api_key', or "
-                             "listen on 127.0.0.1.")
+        raise ApiServerError(
+            f"The API would listen on '{host}', which other computers can reach, but no API key is set.",
+            hint="Keep a key in the system keyring as 'server_api_key', or listen on 127.0.0.1.",
+        )
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as exc:
-        raise ApiServerError(f"'{host}' is not an address the API can listen on.",
-                             hint="Use an IP address of this computer, such as 127.0.0.1.",
-                             detail=str(exc)) from None
+        raise ApiServerError(
+            f"'{host}' is not an address the API can listen on.",
+            hint="Use an IP address of this computer, such as 127.0.0.1.",
+            detail=str(exc),
+        ) from None
     family, _, _, _, address = infos[0]
     try:
         return HttpServer(api, address[:2] if family == socket.AF_INET else address, family)
@@ -218,12 +233,19 @@ def bind(api, host: str, port: int) -> HttpServer:
 def _bind_error(exc: OSError, host: str, port: int) -> ApiServerError:
     code = exc.errno
     if code == errno.EADDRINUSE or getattr(exc, "winerror", None) == 10048:
-        return ApiServerError(f"Port {port} on {host} is already in use (by another Locus, or another program).",
-                              hint="Stop that program, or choose another port for the API.", detail=str(exc))
+        return ApiServerError(
+            f"Port {port} on {host} is already in use (by another Locus, or another program).",
+            hint="Stop that program, or choose another port for the API.",
+            detail=str(exc),
+        )
     if code in (errno.EACCES, errno.EPERM):
-        return ApiServerError(f"This user may not listen on port {port}.", hint="Use a port above 1023.",
-                              detail=str(exc))
+        return ApiServerError(
+            f"This user may not listen on port {port}.", hint="Use a port above 1023.", detail=str(exc)
+        )
     if code == errno.EADDRNOTAVAIL:
-        return ApiServerError(f"'{host}' is not an address of this computer.",
-                              hint="Use 127.0.0.1, or one of this computer's own addresses.", detail=str(exc))
+        return ApiServerError(
+            f"'{host}' is not an address of this computer.",
+            hint="Use 127.0.0.1, or one of this computer's own addresses.",
+            detail=str(exc),
+        )
     return ApiServerError(f"The API could not listen on {host}:{port}: {exc.strerror or exc}.", detail=str(exc))

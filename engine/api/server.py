@@ -26,14 +26,14 @@ import time
 from collections.abc import Callable
 from urllib.parse import unquote
 
-from engine.runtime.backend import Backend, BackendRegistry
-from engine.runtime.types import Priority, SamplingParams
 from engine.api import endpoints, guards, spans
 from engine.api.calls import parse_chat, parse_completion, parse_embeddings
 from engine.api.errors import INTERNAL_MESSAGE, ApiError, busy, invalid, shutting_down
 from engine.api.generation import generate
-from engine.api.listener import bind, url_for
+from engine.api.listener import HttpServer, bind, url_for
 from engine.api.transport import ClientGone, Exchange
+from engine.runtime.backend import Backend, BackendRegistry
+from engine.runtime.types import Priority, SamplingParams
 from engine.trace.tracing import Tracing, set_attributes
 
 log = logging.getLogger(__name__)
@@ -57,17 +57,30 @@ class ApiServer:
     """An OpenAI-compatible API (/v1/models, chat/completions, completions, embeddings) over the default
     backend of ``backends`` (an app that swaps backends swaps them there; ``BackendRegistry.of(runtime)``
     for one runtime). ``embed`` turns a list of texts into unit vectors for ``embedding_model``.
-    ``tracing`` defaults to the request's backend's own. ``defaults`` gives the sampling a request does not set: SamplingParams, or
-    a function returning the current ones (read for each request, so changed settings apply at once).
+    ``tracing`` defaults to the request's backend's own. ``defaults`` gives the sampling a request does not set:
+    SamplingParams, or a function returning the current ones (read for each request, so changed settings apply at once).
     ``max_connections``, ``max_queued`` and ``read_timeout_s`` bound what clients can hold (see above).
     """
 
-    def __init__(self, backends: BackendRegistry, *, embed=None, embedding_model: str | None = None, embedding_tokens=None,
-                 tracing: Tracing | None = None, host: str = "127.0.0.1", port: int = 8765,
-                 api_key: str | None = None, max_request_bytes: int = 1024 * 1024, max_tokens: int = 4096,
-                 defaults: SamplingParams | Callable[[], SamplingParams] | None = None,
-                 priority: Priority = Priority.NORMAL, max_connections: int = MAX_CONNECTIONS,
-                 max_queued: int = MAX_QUEUED, read_timeout_s: float = READ_TIMEOUT_S):
+    def __init__(
+        self,
+        backends: BackendRegistry,
+        *,
+        embed=None,
+        embedding_model: str | None = None,
+        embedding_tokens=None,
+        tracing: Tracing | None = None,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        api_key: str | None = None,
+        max_request_bytes: int = 1024 * 1024,
+        max_tokens: int = 4096,
+        defaults: SamplingParams | Callable[[], SamplingParams] | None = None,
+        priority: Priority = Priority.NORMAL,
+        max_connections: int = MAX_CONNECTIONS,
+        max_queued: int = MAX_QUEUED,
+        read_timeout_s: float = READ_TIMEOUT_S,
+    ):
         self._backends = backends
         self.embed = embed
         self.embedding_model = embedding_model if embed is not None else None
@@ -84,7 +97,7 @@ class ApiServer:
         self.read_timeout_s = float(read_timeout_s)
         self.stopping = False
         self.started_at = int(time.time())
-        self._httpd = None
+        self._httpd: HttpServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Condition()
         self._runs: set = set()
@@ -115,15 +128,16 @@ class ApiServer:
         """The base URL clients use (with /v1), e.g. http://127.0.0.1:8765/v1."""
         return url_for(self.host, self.port)
 
-    def start(self) -> "ApiServer":
+    def start(self) -> ApiServer:
         """Bind and serve on a background thread (ApiServerError with words if that is impossible)."""
         if self._httpd is not None:
             return self
-        self._httpd = bind(self, self.host, self.port)
-        self.port = self._httpd.server_address[1]
+        self._httpd = httpd = bind(self, self.host, self.port)
+        self.port = httpd.server_address[1]
         self.stopping = False
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name=f"locus-api-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, name=f"locus-api-{self.port}", daemon=True
+        )
         self._thread.start()
         log.info("API listening on %s", self.url)
         return self
@@ -144,16 +158,17 @@ class ApiServer:
         with self._lock:
             self._lock.wait_for(lambda: self._active == 0, max(0.0, deadline - time.monotonic()))
             connections = dict(self._connections)
-        for handler, thread in connections.items():
+        for handler in connections:
             with contextlib.suppress(OSError):
                 handler.connection.shutdown(2)  # an idle kept-alive connection stops waiting for a request
         for thread in connections.values():
             thread.join(max(0.0, deadline - time.monotonic()))
-        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
         self._httpd = None
         log.info("API on %s stopped", self.url)
 
-    def __enter__(self) -> "ApiServer":
+    def __enter__(self) -> ApiServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -213,7 +228,7 @@ class ApiServer:
                 ex.send_error(error)
         except ClientGone:
             pass
-        except Exception:  # noqa: BLE001 - logged here; the client gets no traceback
+        except Exception:
             log.exception("API request %s %s failed", ex.method, ex.path)
             if not ex.headers_sent:
                 ex.send_error(ApiError(500, INTERNAL_MESSAGE, type="server_error", code="internal_error"))
@@ -226,12 +241,20 @@ class ApiServer:
     def _dispatch(self, ex: Exchange) -> None:
         route = _route(ex.path)
         if route is None:
-            raise ApiError(404, f"Unknown request URL: {ex.method} {ex.path}. This server offers "
-                           f"{', '.join(r for r in ROUTES if '{' not in r)}.", code="unknown_url")
+            raise ApiError(
+                404,
+                f"Unknown request URL: {ex.method} {ex.path}. This server offers "
+                f"{', '.join(r for r in ROUTES if '{' not in r)}.",
+                code="unknown_url",
+            )
         if ex.method not in ROUTES[route]:
             allowed = ", ".join(ROUTES[route])
-            raise ApiError(405, f"{ex.path} answers {allowed} only, not {ex.method}.", code="method_not_allowed",
-                           headers={"Allow": allowed})
+            raise ApiError(
+                405,
+                f"{ex.path} answers {allowed} only, not {ex.method}.",
+                code="method_not_allowed",
+                headers={"Allow": allowed},
+            )
         guards.check_host(self, ex)
         guards.check_origin(self, ex)
         guards.check_key(self, ex)
@@ -258,7 +281,7 @@ class ApiServer:
             ex.send_json(200, endpoints.list_models(self, info, self.started_at))
             return None
         if route == "/v1/models/{model}":
-            model_id = unquote(ex.path[len("/v1/models/"):])
+            model_id = unquote(ex.path[len("/v1/models/") :])
             ex.send_json(200, endpoints.one_model(self, info, model_id, self.started_at))
             return None
         body = self._json_body(ex)
@@ -268,25 +291,35 @@ class ApiServer:
             tokens = endpoints.embed(self, info, ex, call)
             set_attributes(span, {"gen_ai.usage.input_tokens": tokens, "locus.api.inputs": len(call.inputs)})
             return None
-        call = (parse_chat if route == "/v1/chat/completions" else parse_completion)(body)
-        spans.describe(tracing, span, operation="chat" if call.kind == "chat" else "text_completion",
-                       model=call.model, stream=call.stream, summary=call.summary)
-        return generate(self, ex, call, backend, endpoints.chat_model(self, info, call.model), span)
+        generation = (parse_chat if route == "/v1/chat/completions" else parse_completion)(body)
+        spans.describe(
+            tracing,
+            span,
+            operation="chat" if generation.kind == "chat" else "text_completion",
+            model=generation.model,
+            stream=generation.stream,
+            summary=generation.summary,
+        )
+        return generate(self, ex, generation, backend, endpoints.chat_model(self, info, generation.model), span)
 
     def _json_body(self, ex: Exchange) -> dict:
         raw = ex.read_body(self.max_request_bytes)
         try:
             body = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):
-            raise invalid("We could not parse the JSON body of your request. It must be a JSON object, sent "
-                          "with Content-Type: application/json.", code="invalid_json") from None
+            raise invalid(
+                "We could not parse the JSON body of your request. It must be a JSON object, sent "
+                "with Content-Type: application/json.",
+                code="invalid_json",
+            ) from None
         if not isinstance(body, dict):
             raise invalid("The JSON body of the request must be an object.", code="invalid_json")
         try:  # a \ud800-style escape parses into text that cannot be encoded (or tokenized)
             json.dumps(body, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
-            raise invalid("The request contains text with an unpaired UTF-16 surrogate escape.",
-                          code="invalid_json") from None
+            raise invalid(
+                "The request contains text with an unpaired UTF-16 surrogate escape.", code="invalid_json"
+            ) from None
         return body
 
 

@@ -18,25 +18,31 @@ TASK = "api"
 
 def start_request(tracing: Tracing, method: str, route: str, peer: str) -> Span:
     """The root span of a request that passed the key check, on a known route."""
-    return tracing.start("api", attributes={
-        "locus.task": TASK,
-        "http.request.method": method,
-        "http.route": route,
-        "client.address": peer,
-    })
+    return tracing.start(
+        "api",
+        attributes={
+            "locus.task": TASK,
+            "http.request.method": method,
+            "http.route": route,
+            "client.address": peer,
+        },
+    )
 
 
-def describe(tracing: Tracing, span: Span, *, operation: str, model: str, stream: bool | None = None,
-             summary: str = "") -> None:
+def describe(
+    tracing: Tracing, span: Span, *, operation: str, model: str, stream: bool | None = None, summary: str = ""
+) -> None:
     """What the request asks for, once its body has been read."""
-    set_attributes(span, {"gen_ai.operation.name": operation, "gen_ai.request.model": model,
-                          "locus.api.stream": stream})
+    set_attributes(
+        span, {"gen_ai.operation.name": operation, "gen_ai.request.model": model, "locus.api.stream": stream}
+    )
     if summary:
         tracing.content(span, "locus.summary", summary[:300])
 
 
-def finish_request(tracing: Tracing, span: Span, status: int | None, outcome=None,
-                   error: BaseException | None = None) -> None:
+def finish_request(
+    tracing: Tracing, span: Span, status: int | None, outcome=None, error: BaseException | None = None
+) -> None:
     """End the root span with the HTTP status and the generation's outcome (Done/Failed) or the error."""
     set_attributes(span, {"http.response.status_code": status})
     if error is not None and not isinstance(outcome, Done):

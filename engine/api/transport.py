@@ -53,7 +53,7 @@ class DeadlineReader(io.RawIOBase):
         if self.budget is not None:
             if self.budget <= 0:
                 raise http.client.LineTooLong(f"request head beyond {MAX_HEAD_BYTES // 1024} KB")
-            buffer = memoryview(buffer)[:self.budget]
+            buffer = memoryview(buffer)[: self.budget]
         deadline = self.deadline
         if deadline is None:
             n = self._sock.recv_into(buffer)
@@ -111,8 +111,11 @@ class Exchange:
         except ClientGone:
             if self._timed_out:
                 self.gone = False  # still there, only slow: it is told why it is cut off
-                raise ApiError(408, f"The request body did not arrive within {self._read_timeout_s:g} seconds.",
-                               code="request_timeout") from None
+                raise ApiError(
+                    408,
+                    f"The request body did not arrive within {self._read_timeout_s:g} seconds.",
+                    code="request_timeout",
+                ) from None
             raise
 
     def _read_body(self, limit: int) -> bytes:
@@ -329,4 +332,3 @@ class Exchange:
 def too_large(size: int | None, limit: int) -> ApiError:
     said = f"The request body is {size / 1024:,.0f} KB" if size is not None else "The request body is too large"
     return ApiError(413, f"{said}; this server accepts at most {limit / 1024:,.0f} KB.", code="request_too_large")
-

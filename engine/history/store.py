@@ -13,7 +13,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -100,7 +100,7 @@ def _add_columns(db: sqlite3.Connection, table: str, columns: tuple[str, ...]) -
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
 
-_MIGRATIONS = {
+_MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
     # version reached -> statements that bring the previous version there
     2: ["ALTER TABLE conversations ADD COLUMN collections TEXT", "ALTER TABLE messages ADD COLUMN sources TEXT"],
     3: ["ALTER TABLE conversations ADD COLUMN backend TEXT"],
@@ -238,6 +238,7 @@ class HistoryStore:
                 (title or DEFAULT_TITLE, 0 if title else 1, now, now),
             )
             new_id = cur.lastrowid
+        assert new_id is not None  # an INSERT's row id
         return self.conversation(new_id)
 
     def conversation(self, conversation_id: int) -> Conversation:
@@ -354,6 +355,7 @@ class HistoryStore:
                 (conversation_id, role, content, status, now),
             )
             new_id = cur.lastrowid
+            assert new_id is not None  # an INSERT's row id
             db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
             if role == "user" and row[0] and row[1] == DEFAULT_TITLE:
                 db.execute("UPDATE conversations SET title = ? WHERE id = ?", (auto_title(content), conversation_id))
@@ -369,11 +371,12 @@ class HistoryStore:
         error: str | None = None,
         sources: list[dict] | None = None,
     ) -> None:
-        sets, args = [], []
-        for column, value in (("content", content), ("status", status), ("error", error)):
-            if value is not None:
+        sets: list[str] = []
+        args: list[object] = []
+        for column, text in (("content", content), ("status", status), ("error", error)):
+            if text is not None:
                 sets.append(f"{column} = ?")
-                args.append(value)
+                args.append(text)
         for column, value in (("stats", stats), ("sources", sources)):
             if value is not None:
                 sets.append(f"{column} = ?")

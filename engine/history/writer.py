@@ -15,6 +15,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+from engine.answer import Outcome
 from engine.history.store import HistoryStore
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class _Grow:
 @dataclass(frozen=True)
 class _Finish:
     message_id: int
-    outcome: str  # "complete", "cancelled" or "failed" (engine.answer.Outcome)
+    outcome: Outcome
     text: str
     stats: dict | None
     error: str | None
@@ -62,8 +63,16 @@ class HistoryWriter:
         if text:
             self._put(_Grow(message_id, text))
 
-    def finish(self, message_id: int, outcome: str, text: str, *, stats: dict | None = None,
-               error: str | None = None, sources: list[dict] | None = None) -> Future:
+    def finish(
+        self,
+        message_id: int,
+        outcome: Outcome,
+        text: str,
+        *,
+        stats: dict | None = None,
+        error: str | None = None,
+        sources: list[dict] | None = None,
+    ) -> Future:
         """Save an answer's final state (after any text still waiting); resolves once it is written.
 
         An answer stopped before it said anything is removed (its question stays)."""
@@ -143,7 +152,7 @@ class HistoryWriter:
                 self._saved_at[message_id] = now
                 try:
                     self.history.update_message(message_id, content="".join(self._parts[message_id]))
-                except Exception:  # noqa: BLE001 - a partial save lost is not an answer lost
+                except Exception:
                     log.exception("could not save the growing answer %s", message_id)
 
     def _write_final(self, item: _Finish) -> None:
@@ -151,8 +160,14 @@ class HistoryWriter:
             if not answer_is_kept(item.outcome, item.text):
                 self.history.delete_message(item.message_id)
             else:
-                self.history.update_message(item.message_id, content=item.text, status=item.outcome,
-                                            stats=item.stats, error=item.error, sources=item.sources)
+                self.history.update_message(
+                    item.message_id,
+                    content=item.text,
+                    status=item.outcome,
+                    stats=item.stats,
+                    error=item.error,
+                    sources=item.sources,
+                )
         except BaseException as exc:  # noqa: BLE001 - the answer's thread hears of it
             item.done.set_exception(exc)
         else:

@@ -77,7 +77,8 @@ class DownloadHandle:
         self._cancel = threading.Event()
         self._wake = threading.Event()
         sizes = [p.size for p in parts]
-        self._total = None if None in sizes else sum(sizes)
+        known = [size for size in sizes if size is not None]
+        self._total = sum(known) if len(known) == len(sizes) else None  # None when any size is unknown
         self._before = 0  # bytes of the parts already finished
         self._offset = 0  # bytes of the current part on disk
         self._hasher = hashlib.sha256()

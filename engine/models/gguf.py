@@ -125,7 +125,7 @@ class GGUFFile:
         weights: dict[int, int] = {}
         for tensor in self.tensors:
             weights[tensor.ggml_type] = weights.get(tensor.ggml_type, 0) + tensor.n_bytes
-        return GGML_TYPES[max(weights, key=weights.get)].name if weights else "unknown"
+        return GGML_TYPES[max(weights, key=weights.__getitem__)].name if weights else "unknown"
 
     @property
     def n_params(self) -> int:
@@ -286,7 +286,8 @@ def _invalid(path: str, problem: str) -> InvalidModelFileError:
 def _check_layout(gguf: GGUFFile) -> None:
     # llama.cpp's gguf reader wants the tensors packed in table order, each padded to the alignment.
     names: set[str] = set()
-    expected, previous = 0, None
+    expected = 0
+    previous: TensorInfo | None = None
     for tensor in gguf.tensors:
         if tensor.name in names:
             raise _Refused(f"the tensor '{tensor.name}' appears twice")
@@ -296,7 +297,7 @@ def _check_layout(gguf: GGUFFile) -> None:
                 f"tensor '{tensor.name}' starts at offset {tensor.offset:,}, "
                 f"not a multiple of the alignment {gguf.alignment}"
             )
-        if tensor.offset < expected:
+        if previous is not None and tensor.offset < expected:  # (expected is 0 before the first)
             raise _Refused(
                 f"tensor '{tensor.name}' at offset {tensor.offset:,} overlaps the data of "
                 f"'{previous.name}', which ends at {previous.offset + previous.n_bytes:,}"

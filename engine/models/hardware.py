@@ -12,6 +12,7 @@ import os
 import platform
 import subprocess
 from dataclasses import asdict, dataclass, field
+from os import PathLike  # the field `os` below hides the module in annotations
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class Hardware:
         )
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Hardware:
+    def load(cls, path: str | PathLike[str]) -> Hardware:
         return cls.from_json(Path(path).read_text(encoding="utf-8"))
 
 

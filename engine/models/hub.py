@@ -6,6 +6,7 @@ frozen dataclass, and every hub failure becomes a ``HubError`` with words for pe
 
 from __future__ import annotations
 
+import hmac
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -139,6 +140,10 @@ class HubClient:
         self._endpoint = endpoint
         self._api = api if api is not None else HfApi(endpoint=endpoint, token=self._token)
 
+    def sends(self, token: str) -> bool:
+        """Whether requests carry this token (compared in constant time; the token itself is not shown)."""
+        return self._token is not None and hmac.compare_digest(self._token, token)
+
     def search(self, query: str, limit: int = 20) -> list[RepoSummary]:
         """GGUF repositories matching ``query``, most downloaded first."""
         with _hub_errors(f'search "{query}"', self._token):
@@ -190,7 +195,7 @@ class HubClient:
             repo_id=repo_id,
             filename=first.filename,
             quant=parse_quant(first.filename),
-            size=None if None in sizes else sum(sizes),
+            size=_total(sizes),
             sha256=first.sha256 if len(parts) == 1 else None,
             url=first.url,
             parts=tuple(parts),
@@ -255,3 +260,9 @@ def hub_error(error: Exception, what: str, *, has_token: bool) -> HubError:
             detail=detail,
         )
     return HubError(f"Unexpected answer from the hub about {what}.", detail=detail)
+
+
+def _total(sizes: list[int | None]) -> int | None:
+    """The sum of sizes, or None when any is unknown."""
+    known = [size for size in sizes if size is not None]
+    return sum(known) if len(known) == len(sizes) else None

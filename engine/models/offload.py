@@ -71,7 +71,7 @@ class ModelShape:
             n,
             tuple(layers),
             input_bytes,
-            output_file + (embd.n_bytes if tied else 0),
+            output_file + (embd.n_bytes if tied and embd is not None else 0),
             output_file,
             gguf.embedding_length,
             gguf.n_head,
@@ -200,19 +200,20 @@ def plan_offload(
     ram_budget = max(0, hardware.ram_available - ram_reserve)
     vram_needed = on_gpu(k)
     where = f"the {gpu.name}" if gpu else ""
+    gpu_total = gpu.total_bytes if gpu is not None else 0  # (k > 0 only with a GPU)
     if ram_needed > ram_budget:
         verdict = "wont_fit"
-        besides = f" besides {k} layers on {where}" if k and not gpu.unified else ""
+        besides = f" besides {k} layers on {where}" if k and gpu is not None and not gpu.unified else ""
         summary = f"Will not fit: needs {_gb(ram_needed)} GB of RAM{besides} but {_gb(ram_budget)} GB are free."
     elif k > n:
         verdict = "full_gpu"
-        summary = f"Full GPU: all {n} layers on {where} ({_gb(vram_needed)} of {_gb(gpu.total_bytes)} GB)."
+        summary = f"Full GPU: all {n} layers on {where} ({_gb(vram_needed)} of {_gb(gpu_total)} GB)."
     elif k > 0:
         verdict = "partial"
         layers = f"all {n} layers (the output layer stays on the CPU)" if k >= n else f"{k} of {n} layers"
         summary = (
             f"Partial offload: {layers} on {where} ({_gb(vram_needed)} of "
-            f"{_gb(gpu.total_bytes)} GB), the rest in RAM ({_gb(ram_needed)} GB)."
+            f"{_gb(gpu_total)} GB), the rest in RAM ({_gb(ram_needed)} GB)."
         )
     else:
         verdict = "cpu_only"

@@ -70,6 +70,6 @@ def quantization_verdicts(
     sized = [q for q in quants if q.size and not q.split]
     if not sized:
         return {}
-    smallest = min(sized, key=lambda q: q.size)
+    smallest = min(sized, key=lambda q: q.size or 0)
     header = remote_header(smallest.url, token, client=client)
-    return plan_for_quantizations(header, {q.filename: q.size for q in sized}, hardware, n_ctx)
+    return plan_for_quantizations(header, {q.filename: q.size or 0 for q in sized}, hardware, n_ctx)

@@ -158,6 +158,12 @@ class Embedder:
             self._worker.stop(graceful=False)
             self._worker = None
 
+    @property
+    def worker_pid(self) -> int | None:
+        """The embedding worker process's id while it runs (None before the first request and after close)."""
+        with self._lock:
+            return self._worker.process.pid if self._worker is not None else None
+
     def close(self) -> None:
         with self._lock:
             if self._worker is not None:
@@ -221,8 +227,10 @@ def _load_model(model_path: str, requested: str):
         raise EmbeddingError(
             f"The embedding model at '{model_path}' could not be loaded.", detail=f"{type(exc).__name__}: {exc}"
         ) from None
-    dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    info = EmbedderInfo(Path(model_path).name, int(dimension()), device, dtype, int(model.max_seq_length))
+    dimension = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
+    if dimension is None or model.max_seq_length is None:
+        raise EmbeddingError(f"The embedding model at '{model_path}' does not say how long its vectors or inputs are.")
+    info = EmbedderInfo(Path(model_path).name, int(dimension), device, dtype, int(model.max_seq_length))
     log.info("embedder %s on %s (%s)", model_path, device, dtype)
     return model, info
 

@@ -98,7 +98,9 @@ def index_corpus(store: DocumentStore, embedder: Embedder, data: BeirSet, batch:
 
 def evaluate(store: DocumentStore, embedder: Embedder, data: BeirSet, depth: int = 100) -> dict[str, dict]:
     """Mean nDCG@10 and recall@100 per method: vector, text, hybrid."""
-    scores = {m: {"ndcg@10": [], "recall@100": []} for m in ("vector", "text", "hybrid")}
+    scores: dict[str, dict[str, list[float]]] = {
+        m: {"ndcg@10": [], "recall@100": []} for m in ("vector", "text", "hybrid")
+    }
     query_ids = list(data.queries)
     vectors = embedder.embed([data.queries[q] for q in query_ids])
     for qid, qvec in zip(query_ids, vectors, strict=True):

@@ -7,8 +7,10 @@ thread-safe flag, so the indexer's threads and its callers can share it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from opentelemetry.trace import INVALID_SPAN, Span
 
 from engine.rag.loaders import DocumentError
 from engine.rag.store import DEFAULT_COLLECTION
@@ -80,7 +82,7 @@ class IndexJob:
         self,
         kind: str,
         *,
-        paths: list[str] = (),
+        paths: Iterable[str] = (),
         collection: str = DEFAULT_COLLECTION,
         doc_ids: list[str] | None = None,
         prune: bool = True,
@@ -98,7 +100,7 @@ class IndexJob:
         self.finished = threading.Event()
         self.result: IndexFinished | None = None
         self.error: BaseException | None = None
-        self.span = None  # the job's trace: one "index" span with an "index_file" child per file
+        self.span: Span = INVALID_SPAN  # the job's trace: one "index" span with an "index_file" child per file
         self.trace_id: str | None = None
         self.last_progress: IndexProgress | None = None  # re-sent, marked paused, when indexing pauses
 

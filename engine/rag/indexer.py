@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from opentelemetry.trace import INVALID_SPAN, Span
+
 from engine.errors import EngineError
 from engine.rag.chunk import Chunk, Chunker
 from engine.rag.embed import Embedder
@@ -60,7 +62,25 @@ class _Work:
     document: LoadedDocument | None = None
     chunks: list[Chunk] = field(default_factory=list)
     error: EngineError | None = None
-    span: object = None  # its "index_file" span, ended with its outcome
+    span: Span = INVALID_SPAN  # its "index_file" span (set once the job starts), ended with its outcome
+
+    @property
+    def loaded(self) -> LoadedDocument:
+        """The parsed document, for the stages after parsing (only parsed documents reach them)."""
+        if self.document is None:
+            raise RuntimeError(f"{self.record.path} was not parsed")
+        return self.document
+
+
+@dataclass
+class _Counters:
+    """A job's running totals, for its progress and its result."""
+
+    done: int = 0
+    failed: int = 0
+    chunks: int = 0
+    pages: int = 0
+    embed_s: float = 0.0
 
 
 def file_hash(path: str | Path) -> str:
@@ -329,7 +349,7 @@ class Indexer:
                     removals.append(record)
         return work, removals, unchanged
 
-    def _hold(self, job: IndexJob, progress: Callable[..., IndexProgress]) -> None:
+    def _hold(self, job: IndexJob, progress: Callable[..., object]) -> None:
         """While indexing is paused, say so and wait here (a cancel ends the wait)."""
         if self.gate.paused:
             progress(force=True)
@@ -337,8 +357,8 @@ class Indexer:
 
     def _run(self, job: IndexJob) -> IndexFinished:
         start = time.perf_counter()
-        job.last_progress = IndexProgress(0, 0, 0, 0, 0, 0.0, 0.0)
-        self._hold(job, lambda force: self._emit(job, replace(job.last_progress, paused=self.gate.paused)))
+        job.last_progress = before = IndexProgress(0, 0, 0, 0, 0, 0.0, 0.0)
+        self._hold(job, lambda force: self._emit(job, replace(before, paused=self.gate.paused)))
         skipped: list[SkippedLink] = []
         work, removals, unchanged = self._plan(job, skipped)
         for record in removals:
@@ -360,7 +380,7 @@ class Indexer:
             item.span = spans.start_index_file(self.tracing, job.span, item.record)
             self._announce(job, item.record)
         failures: list[_Work] = []
-        counters = dict(done=0, failed=0, chunks=0, pages=0, embed_s=0.0)
+        counters = _Counters()
         total = len(work) + unchanged
         last_progress = [0.0]
 
@@ -368,12 +388,12 @@ class Indexer:
             now = time.perf_counter()
             p = IndexProgress(
                 total,
-                counters["done"] + counters["failed"] + unchanged,
-                counters["failed"],
-                counters["chunks"],
-                counters["pages"],
+                counters.done + counters.failed + unchanged,
+                counters.failed,
+                counters.chunks,
+                counters.pages,
                 now - start,
-                counters["embed_s"],
+                counters.embed_s,
                 self.gate.paused,
             )
             job.last_progress = p
@@ -394,17 +414,17 @@ class Indexer:
             # embedder gets full batches across small documents.
             while not finished_producing:
                 try:
-                    item = ready.get(timeout=0.05) if not (pending or failures) else ready.get_nowait()
+                    parsed = ready.get(timeout=0.05) if not (pending or failures) else ready.get_nowait()
                 except queue.Empty:
                     if pending or failures:
                         break
                     continue
-                if item is None:
+                if parsed is None:
                     finished_producing = True
-                elif item.error is not None:
-                    failures.append(item)
+                elif parsed.error is not None:
+                    failures.append(parsed)
                 else:
-                    pending.append(item)
+                    pending.append(parsed)
                     if sum(len(w.chunks) for w in pending) >= EMBED_BATCH:
                         break
             if pending:
@@ -417,18 +437,18 @@ class Indexer:
                 else:
                     self._embed_and_write(job, batch, counters)
             if failures:
-                counters["failed"] += self._record_failures(job, failures)
+                counters.failed += self._record_failures(job, failures)
                 failures = []
             progress()
         producer.join()
-        if counters["done"] or removals:
+        if counters.done or removals:
             self._maintain(purge=bool(removals))
         final = progress(force=True)
         return IndexFinished(
             final,
-            counters["done"],
+            counters.done,
             unchanged,
-            counters["failed"],
+            counters.failed,
             len(removals),
             job.cancel_event.is_set(),
             len(skipped),
@@ -462,7 +482,7 @@ class Indexer:
                     else:
                         item.document = outcome.document
                         try:
-                            item.chunks = self.chunker.chunk(outcome.document)
+                            item.chunks = self.chunker.chunk(item.loaded)
                         except Exception as exc:  # noqa: BLE001 - one bad document must not stop the rest
                             item.error = DocumentError(
                                 f"'{Path(item.record.path).name}' could not be split into passages.", detail=repr(exc)
@@ -506,7 +526,7 @@ class Indexer:
                     item.record,
                     status="failed",
                     reason=getattr(error, "status", "") or "failed",
-                    message=error.user_text(),
+                    message=error.user_text() if error is not None else "",
                     content_hash="",
                     n_chunks=0,
                     updated_at=time.time(),
@@ -519,24 +539,24 @@ class Indexer:
             spans.finish_index_file(item.span, record, error=item.error)
         return sum(1 for r in records if r.status == "failed")
 
-    def _embed_and_write(self, job: IndexJob, batch: list[_Work], counters: dict) -> None:
+    def _embed_and_write(self, job: IndexJob, batch: list[_Work], counters: _Counters) -> None:
         """Embed a batch of documents' chunks, then write them (one commit for all their chunks, one
         for their records): each document is then wholly old or wholly new, never half."""
         for item in batch:
             item.span.add_event("embedding")
             item.record = self._status(job, item.record, "embedding", persist=False)
-        texts = [embedding_text(item.document.title, chunk) for item in batch for chunk in item.chunks]
+        texts = [embedding_text(item.loaded.title, chunk) for item in batch for chunk in item.chunks]
         t = time.perf_counter()
         vectors = self.embedder.embed(texts)
-        counters["embed_s"] += time.perf_counter() - t
+        counters.embed_s += time.perf_counter() - t
         rows, offset = [], 0
         for item in batch:
             for chunk in item.chunks:
-                rows.append(_row(item, item.document, chunk, vectors[offset]))
+                rows.append(_row(item, item.loaded, chunk, vectors[offset]))
                 offset += 1
         self.store.replace_chunks_many([item.record.doc_id for item in batch], rows)
         for item in batch:
-            doc = item.document
+            doc = item.loaded
             item.record = replace(
                 item.record,
                 status="done",
@@ -552,10 +572,10 @@ class Indexer:
         self.store.upsert_documents([item.record for item in batch])
         for item in batch:
             self._announce(job, item.record)
-            spans.finish_index_file(item.span, item.record, chunks=len(item.chunks), pages=item.document.pages or 0)
-            counters["done"] += 1
-            counters["chunks"] += len(item.chunks)
-            counters["pages"] += item.document.pages or 0
+            spans.finish_index_file(item.span, item.record, chunks=len(item.chunks), pages=item.loaded.pages or 0)
+            counters.done += 1
+            counters.chunks += len(item.chunks)
+            counters.pages += item.loaded.pages or 0
 
 
 def embedding_text(title: str, chunk: Chunk) -> str:

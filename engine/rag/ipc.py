@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 _HEADER = struct.Struct("!Q")
 _PARENT_ENV = "LOCUS_WORKER_PARENT_PID"
@@ -40,14 +40,14 @@ _PATH_ENV = "LOCUS_WORKER_SYS_PATH"
 EOF_MARK = object()  # what a WorkerProcess's reply queue yields once the worker is gone
 
 
-def write_message(stream: BinaryIO, value) -> None:
+def write_message(stream: IO[bytes], value) -> None:
     data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(_HEADER.pack(len(data)))
     stream.write(data)  # not header + data: that would copy a document's worth of bytes once more
     stream.flush()
 
 
-def read_message(stream: BinaryIO):
+def read_message(stream: IO[bytes]):
     header = stream.read(_HEADER.size)
     if len(header) < _HEADER.size:
         raise EOFError
@@ -135,7 +135,7 @@ def _prefer_for_oom_killer(adjustment: int) -> None:
         pass
 
 
-def reply_safely(replies: BinaryIO, reply, fallback) -> bool:
+def reply_safely(replies: IO[bytes], reply, fallback) -> bool:
     """Send a reply, or ``fallback(exc)`` if the reply cannot be pickled (or its pickle does not fit in
     memory); False once the parent is gone."""
     try:
@@ -153,22 +153,42 @@ def reply_safely(replies: BinaryIO, reply, fallback) -> bool:
 # In the parent ---------------------------------------------------------------------------
 
 
+def spawn(command: list[str], *, environment: dict[str, str] | None = None, stderr=None) -> subprocess.Popen:
+    """Start a worker process (see command_for) with its stdin and stdout piped to this one.
+
+    It imports what this process imports (the source tree, a test's helper module) and nothing from the
+    folder the user happens to be in: it gets the parent's import path and starts in the interpreter's
+    own folder; it is in a session of its own (the terminal's Ctrl-C is for the parent). ``environment``
+    adds variables; ``stderr`` is passed to Popen (inherited by default).
+    """
+    env = dict(os.environ)
+    env[_PATH_ENV] = json.dumps(import_path())
+    env[_PARENT_ENV] = str(os.getpid())
+    env.update(environment or {})
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env=env,
+        cwd=worker_folder(),
+        start_new_session=True,
+    )
+
+
 class WorkerProcess:
     """A worker subprocess and a thread that turns its replies into queue items."""
 
     def __init__(self, command: list[str], *, nice: int = 0, oom_score_adj: int = 0):
-        # The worker must import what we import (the source tree, a test's helper module), and
-        # nothing from the folder the user happens to be in (see the module's docstring).
-        env = dict(os.environ)
-        env[_PATH_ENV] = json.dumps(import_path())
-        env[_PARENT_ENV] = str(os.getpid())
+        settings = {}
         if nice:
-            env[_NICE_ENV] = str(nice)
+            settings[_NICE_ENV] = str(nice)
         if oom_score_adj:
-            env[_OOM_ENV] = str(oom_score_adj)
-        self.process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=worker_folder(), start_new_session=True
-        )  # the terminal's Ctrl-C is for the parent
+            settings[_OOM_ENV] = str(oom_score_adj)
+        self.process = spawn(command, environment=settings)
+        # Both pipes exist: they were asked for (PIPE).
+        self._requests: IO[bytes] = self.process.stdin  # type: ignore[assignment]
+        self._answers: IO[bytes] = self.process.stdout  # type: ignore[assignment]
         self.replies: queue.Queue = queue.Queue()
         self._reader = threading.Thread(target=self._read_replies, name="locus-worker-reply", daemon=True)
         self._reader.start()
@@ -176,13 +196,13 @@ class WorkerProcess:
     def _read_replies(self) -> None:
         try:
             while True:
-                self.replies.put(read_message(self.process.stdout))
+                self.replies.put(read_message(self._answers))
         except Exception:  # noqa: BLE001 - EOF, a closed pipe or a garbled reply: the worker is gone for us
             self.replies.put(EOF_MARK)
 
     def send(self, value) -> None:
         """Send a request (None asks the worker to exit); raises OSError or ValueError if it is gone."""
-        write_message(self.process.stdin, value)
+        write_message(self._requests, value)
 
     def exit_status(self, timeout: float = 5.0) -> str:
         """'exit code 3' or 'signal 11 (SIGSEGV)', once the process has ended."""
@@ -212,7 +232,7 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        for stream in (self.process.stdin, self.process.stdout):
+        for stream in (self._requests, self._answers):
             try:
                 stream.close()
             except (OSError, ValueError):

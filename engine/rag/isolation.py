@@ -228,7 +228,7 @@ class ParsePool:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 self._bury(worker)
-                error = ParseTimeout(
+                error: DocumentError = ParseTimeout(
                     f"'{name}' took longer than {self.timeout_s:g} s to read and was given up.",
                     hint="The file may be malformed, or very large; try it on its own.",
                 )

@@ -98,6 +98,8 @@ def job_limit_structure():
 
 def _join_limited_job(limit_bytes: int) -> None:
     """Windows: put this process in a new job object whose processes may commit at most ``limit_bytes``."""
+    if sys.platform != "win32":  # (and the type checker reads what follows as Windows code)
+        raise OSError("job objects are Windows' own")
     import ctypes
     from ctypes import wintypes
 

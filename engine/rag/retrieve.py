@@ -162,7 +162,8 @@ def _join_overlapping(left: str, right: str) -> str:
 def _fit_budget(
     passages: list[Passage], count_tokens: Callable[[str], int], budget: int, max_passages: int
 ) -> list[Passage]:
-    kept, used = [], 0
+    kept: list[Passage] = []
+    used = 0
     for passage in passages:
         if len(kept) == max_passages:
             break

@@ -66,6 +66,7 @@ class Batcher:
 
     def preempt(self, seq: Sequence) -> None:
         """Save a running sequence's cache and take it out of the batch; it resumes where it was."""
+        assert seq.slot is not None  # a running sequence has its slot
         tokens, data = self.slots.suspend(seq.slot)
         seq.suspended(tokens, data)
         self.active.remove(seq)
@@ -108,6 +109,7 @@ class Batcher:
         now = time.perf_counter()
         for seq, n, index in entries:
             slot = seq.slot
+            assert slot is not None  # each sequence in the batch runs in its slot
             if seq.pending is not None and seq.phase in (DECODE, TRAILING):
                 tok, seq.pending = seq.pending, None
                 slot.tokens.append(tok)
@@ -117,7 +119,7 @@ class Batcher:
                     continue
             else:
                 start = len(slot.tokens)
-                slot.tokens.extend(seq.target[start:start + n])
+                slot.tokens.extend(seq.target[start : start + n])
                 if len(slot.tokens) < len(seq.target):
                     continue
                 seq.prefilled(now)
@@ -133,9 +135,11 @@ class Batcher:
         prefilling = []
         protect = None  # the best priority among decoding streams
         for seq in self.active:
+            slot = seq.slot
+            assert slot is not None  # an active sequence has its slot
             if seq.pending is not None and seq.phase in (DECODE, TRAILING):
                 want = seq.phase == DECODE
-                index = batch.add_one(seq.pending, len(seq.slot.tokens), seq.slot.seq_id, want)
+                index = batch.add_one(seq.pending, len(slot.tokens), slot.seq_id, want)
                 entries.append((seq, 1, index if want else -1))
                 if want and (protect is None or seq.priority < protect):
                     protect = seq.priority
@@ -147,12 +151,14 @@ class Batcher:
                 break  # a more important prompt is being evaluated: its first token comes first
             whole = seq.priority == Priority.INTERACTIVE and (protect is None or protect > seq.priority)
             cap = batch.capacity if whole else self.prefill_chunk
-            start = len(seq.slot.tokens)
+            slot = seq.slot
+            assert slot is not None
+            start = len(slot.tokens)
             take = min(len(seq.target) - start, batch.room, cap - used)
             if take <= 0:
                 continue
             last = start + take == len(seq.target) and seq.samples_after_prefill
-            index = batch.add(seq.target[start:start + take], start, seq.slot.seq_id, last)
+            index = batch.add(seq.target[start : start + take], start, slot.seq_id, last)
             entries.append((seq, take, index if last else -1))
             used += take
             served = seq.priority
@@ -160,7 +166,8 @@ class Batcher:
 
     def _sample(self, seq: Sequence, index: int) -> None:
         try:
-            if seq.healing_active:  # only tokens that spell the taken-back text (or start it) may come next
+            if seq.healing is not None and seq.healing.active and seq.pieces is not None:
+                # only tokens that spell the taken-back text (or start it) may come next
                 self.ctx.restrict_logits(seq.healing.allowed(seq.pieces), index)
             seq.on_token(seq.sampler.sample(self.ctx, index))
         except EngineError as exc:

@@ -121,7 +121,7 @@ class NativeContext:
         self.n_batch = n_batch
         self.n_threads = n_threads
         self.batch = Batch(n_batch)
-        self._neg_inf = None  # a row of -inf logits, made on first use by restrict_logits
+        self._neg_inf: ctypes.Array[ctypes.c_float] | None = None  # a row of -inf logits, made on first use
         self._rows: dict[int, np.ndarray] = {}  # numpy views of logits rows, by address
 
     # Decoding ----------------------------------------------------------------------
@@ -167,14 +167,20 @@ class NativeContext:
             )
         return row
 
+    def token_counts(self) -> tuple[int, int]:
+        """llama.cpp's own counters since this context was made: prompt tokens evaluated, tokens generated."""
+        perf = llama_cpp.llama_perf_context(self.ctx)
+        return int(perf.n_p_eval), int(perf.n_eval)
+
     def restrict_logits(self, allowed: Sequence[int], index: int = -1) -> None:
         """Make every token outside ``allowed`` impossible for the next sample from batch position ``index``."""
         n_vocab = self.model.n_vocab
         logits = self.logits(index)
         keep = [(t, logits[t]) for t in allowed]
-        if self._neg_inf is None:
-            self._neg_inf = (ctypes.c_float * n_vocab)(*([float("-inf")] * n_vocab))
-        ctypes.memmove(logits, self._neg_inf, ctypes.sizeof(self._neg_inf))
+        neg_inf = self._neg_inf
+        if neg_inf is None:
+            neg_inf = self._neg_inf = (ctypes.c_float * n_vocab)(*([float("-inf")] * n_vocab))
+        ctypes.memmove(logits, neg_inf, ctypes.sizeof(neg_inf))
         for t, value in keep:
             logits[t] = value
 
@@ -236,7 +242,7 @@ class NativeContext:
 
 
 def _address(pointer) -> int:
-    return ctypes.cast(pointer, ctypes.c_void_p).value
+    return ctypes.cast(pointer, ctypes.c_void_p).value or 0  # (None for a null pointer)
 
 
 def _u8(data: np.ndarray):

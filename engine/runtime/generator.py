@@ -266,6 +266,7 @@ class Generator:
             raise
         if seq.error is not None:
             raise seq.error
+        assert seq.done is not None  # a sequence that left the batcher has ended one way or the other
         return seq.done
 
     @property

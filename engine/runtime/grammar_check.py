@@ -24,9 +24,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
-from pathlib import Path
 
 from engine.errors import EngineError, GenerationError, InvalidRequestError
+from engine.rag.ipc import command_for, spawn
 
 log = logging.getLogger(__name__)
 
@@ -256,18 +256,10 @@ class GrammarChecker:
 
     def _probe(self, grammar: str, model_path: str) -> Verdict:
         """Run one worker process on the grammar and read its verdict."""
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES="", HIP_VISIBLE_DEVICES="")  # a vocabulary needs no GPU
+        no_gpu = {"CUDA_VISIBLE_DEVICES": "", "HIP_VISIBLE_DEVICES": ""}  # a vocabulary needs no GPU
         payload = json.dumps({"model": model_path, "grammar": grammar, "limit_s": self.timeout_s + 5})
         try:
-            process = subprocess.Popen(
-                self._command or worker_command(),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                cwd=_worker_folder(),
-                start_new_session=True,
-            )  # the terminal's Ctrl-C is for the parent
+            process = spawn(self._command or worker_command(), environment=no_gpu, stderr=subprocess.PIPE)
         except OSError as exc:
             return Verdict(
                 "The grammar could not be checked: the checking process did not start.",
@@ -308,7 +300,7 @@ def _call_all(callbacks, verdict: Verdict) -> None:
 def start_grammar_thread(target, name: str) -> threading.Thread:
     """A started daemon thread that may build grammar samplers, with GRAMMAR_STACK_BYTES of stack (the
     size applies when a thread starts)."""
-    previous = threading.stack_size()
+    previous: int | None = threading.stack_size()
     try:
         threading.stack_size(GRAMMAR_STACK_BYTES)
     except (ValueError, RuntimeError):  # a platform that cannot set it keeps its default
@@ -384,22 +376,9 @@ def _exit_status(code: int | None) -> str:
 
 
 def worker_command() -> list[str]:
-    """How to start the checker: isolated (``-I``: neither the working folder nor PYTHON* variables on the
-    path), importing the engine from where this process imports it; the frozen app runs itself with a flag."""
-    if getattr(sys, "frozen", False):
-        return [sys.executable, WORKER_FLAG]
-    root = str(Path(__file__).resolve().parents[2])  # the folder that holds this ``engine`` package
-    code = (
-        f"import sys; sys.path.insert(0, {root!r}); "
-        "from engine.runtime.grammar_check import worker_main; sys.exit(worker_main())"
-    )
-    return [sys.executable, "-I", "-c", code]
-
-
-def _worker_folder() -> str | None:
-    """Where the checker starts: the interpreter's (or frozen app's) own folder, never the user's."""
-    folder = os.path.dirname(os.path.abspath(sys.executable))
-    return folder if os.path.isdir(folder) else None
+    """How to start the checker: an isolated interpreter running this module (engine/rag/ipc.py's
+    command_for), or the frozen app with its flag."""
+    return command_for("engine.runtime.grammar_check", WORKER_FLAG)
 
 
 # In the worker ---------------------------------------------------------------------------
@@ -421,12 +400,14 @@ def worker_main() -> int:
         replies.write(json.dumps({"stage": stage, **more}) + "\n")
         replies.flush()
 
-    result: list = []
-    thread = start_grammar_thread(
-        lambda: result.append(_try_grammar(request["model"], request["grammar"], reply)), "grammar-probe"
-    )
-    thread.join()
-    return 0 if result else 1
+    built: list[bool] = []
+
+    def probe() -> None:
+        _try_grammar(request["model"], request["grammar"], reply)
+        built.append(True)  # reached only when building the grammar returned
+
+    start_grammar_thread(probe, "grammar-probe").join()
+    return 0 if built else 1
 
 
 def _try_grammar(model_path: str, grammar: str, reply) -> None:

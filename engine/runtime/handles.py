@@ -7,13 +7,16 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
 
 from engine.runtime.types import Done, Failed, GenerationEvent, GenerationRequest
 
 log = logging.getLogger(__name__)
 
+E = TypeVar("E")  # the kind of event a channel carries
 
-class EventChannel:
+
+class EventChannel(Generic[E]):
     """Delivers a request's events to a callback, or queues them for ``events()``.
 
     Either way ``wait()`` returns the terminal event (Done or Failed) once it has been
@@ -22,14 +25,18 @@ class EventChannel:
 
     terminal: tuple[type, ...] = (Done, Failed)  # the events that end the stream
 
-    def __init__(self, on_event: Callable[[object], None] | None, tap: Callable[[object], None] | None = None):
+    def __init__(
+        self,
+        on_event: Callable[[E], None] | None,
+        tap: Callable[[E], None] | None = None,
+    ):
         self._on_event = on_event
         self._tap = tap  # sees every event before the consumer (e.g. to save it)
         self._queue: queue.SimpleQueue | None = None if on_event else queue.SimpleQueue()
         self._finished = threading.Event()
-        self.result = None
+        self.result: Any = None  # the terminal event, once sent
 
-    def emit(self, event) -> None:
+    def emit(self, event: E) -> None:
         final = isinstance(event, self.terminal)
         if final:
             self.result = event
@@ -41,18 +48,19 @@ class EventChannel:
         try:
             if self._on_event is not None:
                 self._on_event(event)
-            else:
+            elif self._queue is not None:
                 self._queue.put(event)
         except Exception:  # a consumer's bug must not take the sending thread down
             log.exception("event consumer failed on %s", type(event).__name__)
         if final:
             self._finished.set()
 
-    def wait(self, timeout: float | None = None) -> Done | Failed | None:
+    def wait(self, timeout: float | None = None) -> Any:
+        """The terminal event once it has been delivered (None if ``timeout`` ran out first)."""
         self._finished.wait(timeout)
         return self.result
 
-    def events(self) -> Iterator:
+    def events(self) -> Iterator[E]:
         """Yield events until Done or Failed (only without a callback)."""
         if self._queue is None:
             raise RuntimeError("These events go to a callback, not to events().")

@@ -116,13 +116,14 @@ class KvStateStore:
         self._disk_used -= state.nbytes
         with self._lock:
             data, writing, state.gone = state.data, state.writing, True
-        if data is None and state.path is None:  # its file could not be written: the state is lost
+        path = state.path
+        if data is None and path is None:  # its file could not be written: the state is lost
             return None
         try:
-            if data is None:
+            if data is None and path is not None:
                 data = self.buffer(state.nbytes)[: state.nbytes]
-                with open(state.path, "rb") as file:
-                    if file.readinto(memoryview(data)) != state.nbytes:
+                with open(path, "rb") as file:
+                    if file.readinto(data.data) != state.nbytes:
                         raise OSError(f"{state.path} is shorter than the state written to it")
         except OSError as exc:
             log.warning("a spilled KV state could not be read back: %s", exc)
@@ -226,11 +227,11 @@ class KvStateStore:
         """On the writer thread: the state's bytes to its file, then out of memory."""
         with self._lock:
             data, path = (None if state.gone else state.data), state.path
-            if data is None:  # taken back or dropped before its turn came
+            if data is None or path is None:  # taken back or dropped before its turn came
                 state.writing = False
                 return
         try:
-            path.write_bytes(data)
+            path.write_bytes(data.data)
             written = True
         except OSError as exc:  # a full disk: the state is given up (its conversation is evaluated again)
             log.warning("a KV state could not be spilled to %s: %s", path, exc)

@@ -42,9 +42,27 @@ from engine.tools.base import ToolSpec
 from engine.trace.generation import GenerationSpan
 from engine.trace.tracing import Tracing
 
-__all__ = ["ChannelHandle", "EventChannel", "RequestHandle", "Runtime"]
+__all__ = ["ChannelHandle", "EventChannel", "RequestHandle", "Runtime", "RuntimeDiagnostics"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RuntimeDiagnostics:
+    """A snapshot of the runtime's insides, for tests and benchmarks (exact while it is idle): whether a
+    model is loaded and the runtime thread runs, the batch and KV cache sizes it was loaded with,
+    llama.cpp's own token counters and the cache's eviction counters."""
+
+    loaded: bool
+    thread_alive: bool
+    max_active: int = 0  # sequences decoded together
+    kv_ram_bytes: int = 0  # saved states of idle conversations kept in RAM
+    kv_spill_bytes: int = 0  # and on disk
+    prompt_tokens_evaluated: int = 0  # since the model was loaded (llama.cpp's perf counters)
+    tokens_generated: int = 0
+    evicted: int = 0  # idle caches given up for room
+    restored: int = 0
+    recomputed: int = 0
 
 
 @dataclass
@@ -112,13 +130,36 @@ class Runtime:
         """Requests waiting or running (a metrics gauge)."""
         return self._in_flight
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens ``text`` takes for the loaded model (any thread; tokenizing only reads the vocabulary)."""
+    def count_tokens(self, text: str, *, special: bool = False) -> int:
+        """Tokens ``text`` takes for the loaded model (any thread; tokenizing only reads the vocabulary).
+        ``special``: the text is a rendered prompt, whose special tokens (<|im_start|>) count as one each."""
         with self._model_lock:
             gen = self._generator
             if gen is None:
                 raise ModelNotLoadedError("No model is loaded yet.", hint="Wait for the model to load.")
-            return len(gen.model.tokenize(text, add_special=False, parse_special=False))
+            return len(gen.model.tokenize(text, add_special=False, parse_special=special))
+
+    def diagnostics(self) -> RuntimeDiagnostics:
+        """What the runtime holds now (see RuntimeDiagnostics)."""
+        with self._model_lock:
+            gen = self._generator
+            alive = self._thread.is_alive()
+            if gen is None:
+                return RuntimeDiagnostics(loaded=False, thread_alive=alive)
+            evaluated, generated = gen.ctx.token_counts()
+            slots = gen.slots
+            return RuntimeDiagnostics(
+                loaded=True,
+                thread_alive=alive,
+                max_active=gen.batcher.max_active,
+                kv_ram_bytes=gen.store.ram_bytes,
+                kv_spill_bytes=gen.store.spill_bytes,
+                prompt_tokens_evaluated=evaluated,
+                tokens_generated=generated,
+                evicted=slots.evicted,
+                restored=slots.restored,
+                recomputed=slots.recomputed,
+            )
 
     def render_prompt(self, messages: tuple[ChatMessage, ...], tools: tuple[ToolSpec, ...] = ()) -> tuple[str, int]:
         """The exact prompt the loaded model's chat template makes of ``messages`` (and ``tools`` offered),
@@ -313,15 +354,17 @@ class Runtime:
         self._scheduler.requeue(work, None if verdict.ok else verdict.error())
 
     def _step(self) -> None:
+        gen = self._generator
+        assert gen is not None  # steps run only while a model is loaded
         try:
-            self._generator.batcher.step()
+            gen.batcher.step()
         except Exception as exc:
             log.exception("decode step failed")
-            self._generator.batcher.fail_all(wrap_unexpected(exc))
+            gen.batcher.fail_all(wrap_unexpected(exc))
 
     def _start(self, work: Work) -> None:
         """A request leaves the queue: its span opens and its caller hears it started."""
-        work.span = GenerationSpan(self.tracing, work.handle, self._generator.info)
+        work.span = GenerationSpan(self.tracing, work.handle, self._generator.info if self._generator else None)
         work.handle._emit(Started(work.request_id))
 
     def _finished(self, seq: Sequence) -> None:
@@ -333,6 +376,7 @@ class Runtime:
             self._report_failure(work, seq.error)
             return
         done = seq.done
+        assert done is not None and isinstance(work.span, GenerationSpan)  # it ended, and it had started
         if done.stats.tokens_per_s:
             self.last_tokens_per_s = done.stats.tokens_per_s
         work.span.finish(done, seq)
@@ -340,7 +384,7 @@ class Runtime:
 
     def _report_failure(self, work: Work, error: EngineError) -> None:
         log.warning("generation %s failed: %s (%s)", work.handle.request_id, error, error.detail)
-        if work.span is not None:  # (None when opening it was what failed)
+        if isinstance(work.span, GenerationSpan):  # (None when opening it was what failed)
             work.span.fail(error)
         self._emit_final(work.handle, Failed(work.handle.request_id, error))
 

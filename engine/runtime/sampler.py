@@ -133,7 +133,7 @@ class SamplerChain:
 
     def _grammar_allows(self, token: int) -> bool:
         one = self._one
-        one[0].id, one[0].logit, one[0].p = token, 0.0, 0.0
+        one[0].id, one[0].logit, one[0].p = token, 0.0, 0.0  # type: ignore[assignment]  # ctypes takes an int
         array = llama_cpp.llama_token_data_array(
             data=ctypes.cast(one, llama_cpp.llama_token_data_p), size=1, selected=-1, sorted=False
         )

@@ -195,6 +195,8 @@ class Scheduler:
     def _place(self, gen: Generator, work: Work) -> bool:
         """Admit the work's sequence, preempting lower-priority ones when that makes room (batch mode)."""
         batcher, seq = gen.batcher, work.seq
+        if seq is None:  # (_start makes it first)
+            raise RuntimeError(f"request {work.request_id} has no sequence to place")
         if batcher.admit(seq):
             return True
         if self.scheduling != "batch" or gen.slots.waits_for_own_turn(seq):

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,9 +21,12 @@ from engine.runtime.constrain import Healing, PieceIndex
 from engine.runtime.native import NativeModel
 from engine.runtime.sampler import SamplerChain
 from engine.runtime.stops import StopMatcher
-from engine.runtime.types import Done, GenerationEvent, GenerationRequest, GenerationStats, Token
+from engine.runtime.types import Done, FinishReason, GenerationEvent, GenerationRequest, GenerationStats, Token
 from engine.tools.formats import CallStream
 from engine.tools.grammar import ToolPlan
+
+if TYPE_CHECKING:
+    from engine.runtime.slots import Slot
 
 Emit = Callable[[GenerationEvent], None]
 
@@ -80,8 +84,8 @@ class Sequence:
         self.max_new = min(request.sampling.max_tokens, n_ctx - len(prompt.tokens))
         self.cells = len(prompt.tokens) + self.max_new  # KV cells reserved while it runs
         self.phase = WAITING
-        self.slot = None  # the Slot (sequence id) it runs in
-        self.home = None  # the slot it left its cache in, once done
+        self.slot: Slot | None = None  # the Slot (sequence id) it runs in
+        self.home: Slot | None = None  # the slot it left its cache in, once done
         self.pending: int | None = None  # sampled, shown, not yet in the cache
         self.saved: tuple[list[int], np.ndarray | None] | None = None  # its KV state while preempted
         self.preemptions = 0
@@ -100,9 +104,11 @@ class Sequence:
         self._prompt_in_cache = False
         self.n_gen = 0
         self.submitted_at = submitted_at
-        self._t0 = self._t_prompt = None
-        self._t_first = self._t_last = None
-        self._stats = dict(
+        self._t0: float | None = None
+        self._t_prompt: float | None = None
+        self._t_first: float | None = None
+        self._t_last: float | None = None
+        self._stats: dict[str, Any] = dict(
             prompt_tokens=len(prompt.tokens),
             dropped_messages=prompt.dropped,
             truncated_input=prompt.truncated,
@@ -162,7 +168,8 @@ class Sequence:
             return True
         self.n_gen += 1
         piece = self.model.piece(tok) or self._specials.get(tok, b"")
-        shown = self.healing.consume(piece) if self.healing_active else piece  # the prompt holds the rest
+        healing = self.healing if self.healing is not None and self.healing.active else None
+        shown = healing.consume(piece) if healing is not None else piece  # the prompt holds the rest
         text, hit = self._stopper.feed(self._decoder.decode(shown))
         if self._calls is not None:
             text = self._calls.feed(text)
@@ -198,7 +205,7 @@ class Sequence:
         except UnicodeDecodeError:  # a token split a character: fall back to re-tokenizing
             return None
 
-    def finish(self, reason: str) -> None:
+    def finish(self, reason: FinishReason) -> None:
         """End the request: flush held text, build Done, tell the owner."""
         tail = self._stopper.flush() + self._decoder.decode(b"", final=True)  # empty after a stop string
         calls: tuple = ()
@@ -218,8 +225,8 @@ class Sequence:
         end = time.perf_counter()
         t0 = self._t0 if self._t0 is not None else end
         t_first, t_last, n_gen = self._t_first, self._t_last, self.n_gen
-        gen_s = (t_last - t_first) if t_first is not None else 0.0
-        stats = dict(reused_prompt_tokens=0, queue_s=t0 - self.submitted_at)
+        gen_s = (t_last - t_first) if t_first is not None and t_last is not None else 0.0
+        stats: dict[str, Any] = dict(reused_prompt_tokens=0, queue_s=t0 - self.submitted_at)
         stats.update(self._stats)
         text = content if calls else "".join(self._parts)
         self.done = Done(

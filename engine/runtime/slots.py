@@ -18,7 +18,7 @@ import numpy as np
 
 from engine.runtime.context import NativeContext
 from engine.runtime.kv_states import KvStateStore, SavedState
-from engine.runtime.sequence import TRAILING
+from engine.runtime.sequence import TRAILING, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class Slot:
     tokens: list[int] = field(default_factory=list)  # cached at positions 0..len-1
     text: str | None = None  # what the tokens spell, when known
     key: str | None = None  # the conversation they belong to
-    owner: object | None = None  # the running Sequence, if any
+    owner: Sequence | None = None  # the running Sequence, if any
     last_used: int = 0
     saved: bool = False  # the store holds a copy of exactly these tokens (made while the runtime was idle)
 
@@ -145,7 +145,7 @@ class SlotTable:
                 source = None
             free += len(victim.tokens)
             self.evict(victim)
-        if state is not None:
+        if saved is not None:  # (taken above, when there is a state to restore)
             self._restore(slot, *saved)
         elif source is not None:
             self._copy(source, slot, copy_n)
@@ -231,15 +231,15 @@ class SlotTable:
 
     def evict(self, slot: Slot) -> None:
         """Give up an idle slot's cells, saving a conversation's state to the store first."""
-        already = slot.saved and slot.key in self.store
+        already = slot.saved and slot.key is not None and slot.key in self.store
         if slot.key and slot.tokens and not already and (self.store.ram_bytes or self.store.spill_bytes):
-            self._save(slot)
+            self._save(slot, slot.key)
         self.evicted += 1
         self.drop(slot)
 
-    def _save(self, slot: Slot) -> None:
+    def _save(self, slot: Slot, key: str) -> None:
         data = self.ctx.save_sequence(slot.seq_id, self.store.buffer)
-        self.store.put(SavedState(slot.key, list(slot.tokens), slot.text, data, len(data)))
+        self.store.put(SavedState(key, list(slot.tokens), slot.text, data, len(data)))
 
     def save_one_idle(self) -> bool:
         """While nothing runs: copy one idle conversation's cache to the store ahead of need, so
@@ -251,8 +251,8 @@ class SlotTable:
         free = self.ctx.n_ctx - self.used_cells()
         for slot in sorted(pending, key=lambda s: s.last_used):  # the next to be evicted first
             size = self.ctx.state_size(slot.seq_id)
-            if self.store.has_ram_room(size) or (len(slot.tokens) > free and self.store.has_room(size)):
-                self._save(slot)
+            if slot.key and (self.store.has_ram_room(size) or (len(slot.tokens) > free and self.store.has_room(size))):
+                self._save(slot, slot.key)
                 slot.saved = True
                 return True
         return False

@@ -21,7 +21,7 @@ from engine.runtime.backend import Backend
 from engine.runtime.budget import context_window
 from engine.runtime.generator import wrap_unexpected
 from engine.runtime.types import ChatMessage, Done, Failed, GenerationRequest, Priority, SamplingParams, Started, Token
-from engine.tasks.templates import TemplateLibrary
+from engine.tasks.templates import PromptTemplate, TemplateLibrary
 from engine.tools.base import Approval, ToolCall, ToolSpec
 
 log = logging.getLogger(__name__)
@@ -102,10 +102,14 @@ class TaskContext:
         """Tokens ``text`` takes for the model that answers."""
         return self.backend.count_tokens(text)
 
-    def render(self, template: str, **values: object) -> tuple[ChatMessage, ...]:
+    def template(self, name: str) -> PromptTemplate:
+        """The prompt template of that name; InvalidRequestError when there are none."""
         if self.templates is None:
             raise InvalidRequestError("No prompt templates are available.")
-        return self.templates.get(template).render(**values)
+        return self.templates.get(name)
+
+    def render(self, template: str, **values: object) -> tuple[ChatMessage, ...]:
+        return self.template(template).render(**values)
 
     def generate(
         self,

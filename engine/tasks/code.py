@@ -190,7 +190,7 @@ def code_messages(
             f"'{action}' is not a kind of code help.", hint=f"Choose one of: {', '.join(ACTIONS)}."
         )
     given = code if isinstance(code, CodeRange) else None
-    text = require_text(given.text if given else code, "code")
+    text = require_text(code.text if isinstance(code, CodeRange) else code, "code")
     language = language or (given.language if given else None) or guess_language(None, text)
     values = {
         "code": _fenced(text.rstrip("\n"), language, given.first_line if given else 1),
@@ -200,7 +200,7 @@ def code_messages(
         "question": question.strip(),
         "context": "",
     }
-    template = ctx.templates.get(f"code_{action}")
+    template = ctx.template(f"code_{action}")
 
     def render() -> tuple[tuple[ChatMessage, ...], int]:
         messages = template.render(**{k: v for k, v in values.items() if k in template.variables})

@@ -117,14 +117,14 @@ def detect_language(text: str) -> str | None:
         return script
     if script != "Latin":
         return None
-    scores: Counter[str] = Counter()
+    scores: dict[str, float] = {}
     for word in re.findall(r"[^\W\d_]+", text.lower()):
         for lang in _WORD_LANGS.get(word, ()):
-            scores[lang] += 1 / len(_WORD_LANGS[word])
+            scores[lang] = scores.get(lang, 0.0) + 1 / len(_WORD_LANGS[word])
     for c in text.lower():
         for lang in _CHAR_LANGS.get(c, ()):
-            scores[lang] += 0.5 / len(_CHAR_LANGS[c])
-    ranked = scores.most_common(2)
+            scores[lang] = scores.get(lang, 0.0) + 0.5 / len(_CHAR_LANGS[c])
+    ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)[:2]  # the likeliest two
     if not ranked or ranked[0][1] < 1.0 or (len(ranked) > 1 and ranked[0][1] < 1.2 * ranked[1][1]):
         return None
     return ranked[0][0]
@@ -238,7 +238,8 @@ class _Translator:
         return [*jobs, _Job(unit, current)]
 
     def batches(self, jobs: list[_Job]):
-        batch, used = [], 0
+        batch: list[_Job] = []
+        used = 0
         for job in jobs:
             cost = self.ctx.count_tokens(job.text) + 2
             if batch and (used + cost > self.budget or len(batch) == MAX_BATCH_UNITS):
@@ -284,7 +285,7 @@ class _Translator:
             self.ctx.details["kept_original"] += 1
             return piece.text
         # Lay out the masked text first: whitespace inside code spans and URLs must not be touched.
-        text = " ".join(j.result for j in jobs)
+        text = " ".join(j.result or "" for j in jobs)  # (none is None: checked above)
         if piece.kind == "paragraph":
             text = ("\n" + piece.continuation).join(line.strip() for line in text.splitlines() if line.strip())
         else:

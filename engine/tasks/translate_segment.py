@@ -83,7 +83,7 @@ def segment(text: str) -> list[Piece]:
             end = i
             while end < len(lines) and (closing or not _blank(lines[end])):
                 end += 1
-                if closing and closing in lines[end - 1].lower()[(len(raw.group(0)) if end - 1 == i else 0) :]:
+                if closing and closing in lines[end - 1].lower()[(len(raw.group(0)) if raw and end - 1 == i else 0) :]:
                     break
         else:
             end = i + 1
@@ -136,7 +136,7 @@ def _block_pieces(lines: list[str], out: list[Piece], in_list: bool) -> bool:
 
     for line in lines:
         body, nl = _eol(line)
-        m = _PREFIX.match(body)
+        m = _prefix(body)
         prefix, content = body[: m.end()], body[m.end() :]
         if fence_close is not None:
             fence_close = None if fence_close.match(content) else fence_close
@@ -171,6 +171,13 @@ def _block_pieces(lines: list[str], out: list[Piece], in_list: bool) -> bool:
     return has_item or (in_list and bool(_INDENTED.match(lines[0])))
 
 
+def _prefix(line: str) -> re.Match[str]:
+    """A line's Markdown prefix (quote marks, list item, heading), maybe empty."""
+    m = _PREFIX.match(line)
+    assert m is not None  # each part of the pattern is optional: it matches every line
+    return m
+
+
 def _prose(text: str, kind: str, source: str | None = None, continuation: str = "") -> Piece:
     return Piece(
         text, prose=True, source=text.strip() if source is None else source, continuation=continuation, kind=kind
@@ -186,7 +193,7 @@ def _unit_pieces(unit: list[tuple[str, str, str]], out: list[Piece]) -> None:
     if len(unit) > 1:
         continuation = unit[1][0]
     else:
-        m = _PREFIX.match(first_prefix)
+        m = _prefix(first_prefix)
         continuation = first_prefix[: m.end("quote")] + " " * (len(first_prefix) - m.end("quote"))
     source = "\n".join(c.strip() for _, c, _ in unit)
     out += [

@@ -13,6 +13,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from types import ModuleType
 
 import psutil
@@ -135,17 +136,14 @@ class MetricsSampler:
 
     def _gpu(self) -> list[tuple[str, float | None]]:
         self._open_gpu()
-        nvml, out = self._nvml, []
+        nvml = self._nvml
+        out: list[tuple[str, float | None]] = []
+        if nvml is None:  # (no handles either)
+            return out
         for i, handle in enumerate(self._gpu_handles):
-            out.append(
-                (
-                    f"gpu.{i}.utilization_percent",
-                    self._try(
-                        f"gpu.{i}.utilization_percent", lambda h=handle: nvml.nvmlDeviceGetUtilizationRates(h).gpu
-                    ),
-                )
-            )
-            memory = self._try(f"gpu.{i}.memory", lambda h=handle: nvml.nvmlDeviceGetMemoryInfo(h))
+            name = f"gpu.{i}.utilization_percent"
+            out.append((name, self._try(name, partial(_utilization, nvml, handle))))
+            memory = self._try(f"gpu.{i}.memory", partial(nvml.nvmlDeviceGetMemoryInfo, handle))
             if memory is not None:
                 out.append((f"gpu.{i}.memory_used_bytes", memory.used))
                 out.append((f"gpu.{i}.memory_total_bytes", memory.total))
@@ -153,8 +151,7 @@ class MetricsSampler:
 
     def _extra(self) -> list[tuple[str, float | None]]:
         return [
-            (name, self._try(name, lambda g=gauge: _number(g()), logging.WARNING))
-            for name, gauge in self.gauges.items()
+            (name, self._try(name, partial(_read_gauge, gauge), logging.WARNING)) for name, gauge in self.gauges.items()
         ]
 
     def _try(self, name: str, read: Callable[[], object], level: int = logging.DEBUG):
@@ -200,6 +197,14 @@ class MetricsSampler:
             if self._nvml is not None:
                 _shutdown_quietly(self._nvml)
             self._nvml, self._gpu_handles, self._gpu_checked = None, [], False
+
+
+def _utilization(nvml: ModuleType, handle) -> float:
+    return nvml.nvmlDeviceGetUtilizationRates(handle).gpu
+
+
+def _read_gauge(gauge: Callable[[], object]) -> float | None:
+    return _number(gauge())
 
 
 def _number(value) -> float | None:

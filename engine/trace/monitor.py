@@ -146,9 +146,9 @@ def drift_test(
 
 def _comparable(questions: list[Observation]) -> list[Observation]:
     """Questions with an embedding from the current model (only vectors of one model compare)."""
-    with_vectors = [q for q in questions if q.vector is not None and q.vector.size]
-    dim = with_vectors[-1].vector.size if with_vectors else 0
-    return [q for q in with_vectors if q.vector.size == dim]
+    sized = [(q, q.vector.size) for q in questions if q.vector is not None and q.vector.size]
+    dim = sized[-1][1] if sized else 0
+    return [q for q, size in sized if size == dim]
 
 
 def _clean_sentences(text: str) -> list[str]:
@@ -224,10 +224,10 @@ class Monitor:
             return None
         vectors = embed(texts + [text for _, text in chunks])
         similarity = vectors[: len(texts)] @ vectors[len(texts) :].T  # sentences x chunks
-        sentence_docs, chunk_docs = np.array(sentence_docs), np.array([doc for doc, _ in chunks])
+        sentence_of, chunk_of = np.array(sentence_docs), np.array([doc for doc, _ in chunks])  # their documents
         relevance, support, pairs = [], [], 0
-        for doc in np.unique(chunk_docs):
-            others = similarity[sentence_docs != doc][:, chunk_docs == doc]
+        for doc in np.unique(chunk_of):
+            others = similarity[sentence_of != doc][:, chunk_of == doc]
             if others.size:
                 passages = rng.choice(others.shape[1], min(SUPPORT_PASSAGES, others.shape[1]), replace=False)
                 relevance.append(others.max(axis=1))
@@ -312,8 +312,8 @@ class Monitor:
             return None
         baseline, recent = questions[: self.baseline_size], questions[-self.recent_size :]
         statistic, p_value = drift_test(
-            np.stack([q.vector for q in baseline]),
-            np.stack([q.vector for q in recent]),
+            np.stack([q.vector for q in baseline if q.vector is not None]),  # (all have one: _comparable)
+            np.stack([q.vector for q in recent if q.vector is not None]),
             permutations=self.permutations,
             alpha=self.alpha,
             seed=self.seed,

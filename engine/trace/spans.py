@@ -20,7 +20,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, Status, StatusCode
 
-from engine.answer import AnswerEnded, AnswerStats
+from engine.answer import AnswerEnded, AnswerStats, Outcome
 from engine.runtime.types import Done, Failed
 from engine.tools.base import ToolResult
 from engine.trace.tracing import Tracing, context_of, fail, set_attributes, trace_id_of
@@ -131,7 +131,7 @@ def answer(
 def finish_root(tracing: Tracing, span: Span, event: Done | Failed) -> None:
     """End a root span whose one generation ended with this runtime event (a local API request's root)."""
     if isinstance(event, Done):
-        outcome = "cancelled" if event.stats.finish_reason == "cancelled" else "complete"
+        outcome: Outcome = "cancelled" if event.stats.finish_reason == "cancelled" else "complete"
         ended = AnswerEnded(0, outcome, event.text, AnswerStats().plus(event.stats), None)
     else:
         ended = AnswerEnded(0, "failed", "", AnswerStats(), None, event.error)

@@ -369,7 +369,8 @@ class TraceStore:
     def list_traces(self, where: TraceFilter | None = None) -> list[TraceSummary]:
         """Traces matching the filter, newest first."""
         f = where or TraceFilter()
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[object] = []
         if f.since is not None:
             clauses.append("t.end_ns >= ?")
             params.append(int(f.since * 1e9))
@@ -492,7 +493,8 @@ class TraceStore:
 
     def metrics(self, name: str, since: float | None = None) -> list[tuple[float, float]]:
         """(timestamp, value) samples of one metric, oldest first."""
-        sql, params = "SELECT ts, value FROM metrics WHERE name = ?", [name]
+        sql = "SELECT ts, value FROM metrics WHERE name = ?"
+        params: list[object] = [name]
         if since is not None:
             sql += " AND ts >= ?"
             params.append(since)
@@ -503,7 +505,8 @@ class TraceStore:
 
     def observations(self, kind: str, since: float | None = None, limit: int | None = None) -> list[Observation]:
         """Observations of one kind, oldest first (the newest ``limit`` when given)."""
-        sql, params = "SELECT ts, kind, trace_id, value, vector, detail FROM observations WHERE kind = ?", [kind]
+        sql = "SELECT ts, kind, trace_id, value, vector, detail FROM observations WHERE kind = ?"
+        params: list[object] = [kind]
         if since is not None:
             sql += " AND ts >= ?"
             params.append(since)

@@ -84,6 +84,7 @@ def _keep_label(match: re.Match) -> str:
 def span_record(span: ReadableSpan, redactor: Redactor) -> SpanRecord:
     """A finished SDK span as a scrubbed SpanRecord."""
     ctx = span.get_span_context()
+    assert ctx is not None  # an SDK span always has one
     parent = span.parent
     status = {StatusCode.UNSET: "unset", StatusCode.OK: "ok", StatusCode.ERROR: "error"}[span.status.status_code]
     return SpanRecord(

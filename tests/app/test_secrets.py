@@ -22,7 +22,7 @@ def test_hub_token_is_stored_read_and_deleted_in_the_keyring_only(secret_service
     services = build_services(resolve_paths(), secrets=secrets)
     try:
         client = services.hub_client()
-        assert client._token == TOKEN
+        assert client.sends(TOKEN)
         services.apply_settings(services.settings.with_value("ui.theme", "dark"))  # config.toml is written
         span = services.tracing.start("ask", attributes={"locus.summary": f"token {TOKEN}"})
         span.end()

@@ -84,8 +84,8 @@ def test_model_settings_set_parallel_requests_and_the_conversation_cache(locus_h
         assert (config.n_parallel, config.kv_ram_mb, config.kv_spill_mb) == (2, 0, 64)
         assert config.kv_spill_dir == str(paths.kv_cache_dir)
         local = services.backends.current().available["local"]
-        generator = local._generator
-        assert generator.batcher.max_active == 2 and generator.store.spill_bytes == 64 << 20
+        inside = local.diagnostics()
+        assert inside.max_active == 2 and inside.kv_spill_bytes == 64 << 20
         assert [p.parent for p in paths.kv_cache_dir.iterdir()] == [paths.kv_cache_dir]  # this engine's folder
         order: list[tuple[int, str]] = []
         handles = [

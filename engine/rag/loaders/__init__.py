@@ -211,7 +211,7 @@ def discover(paths: Iterable[str | Path], on_skip: Callable[[SkippedLink], None]
         top = root.resolve() if root.is_dir() else None
         visited: set[Path] = set()
         stack = [top] if top is not None else []
-        while stack:
+        while top is not None and stack:
             folder = stack.pop()
             if folder in visited:  # reached again through a link inside the folder
                 continue

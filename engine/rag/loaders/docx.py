@@ -44,7 +44,9 @@ def load_docx(path: Path, data: bytes, max_bytes: int) -> LoadedDocument:
     except ElementTree.ParseError as exc:
         raise CorruptDocument(f"'{name}' is a damaged Word document.", detail=str(exc)) from exc
     sections: list[Section] = []
-    heading, paragraphs, title = None, [], None
+    heading: str | None = None
+    paragraphs: list[str] = []
+    title: str | None = None
 
     def flush() -> None:
         text = "\n\n".join(paragraphs)

@@ -89,7 +89,7 @@ def load_html(path: Path, text: str) -> LoadedDocument:
     parser = _VisibleText()
     parser.feed(text)
     parser.close()
-    sections = []
+    sections: list[Section] = []
     for heading, parts in parser.sections:
         lines = [" ".join(line.split()) for line in "".join(parts).split("\n")]
         body = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()

@@ -10,14 +10,13 @@ from urllib.parse import urlsplit
 import openai
 import pytest
 
+from engine.api import ApiServer
+from engine.api.endpoints import token_counter
+from engine.runtime.backend import BackendRegistry
 from engine.runtime.runtime import Runtime
 from engine.runtime.types import ModelConfig
-from engine.api import ApiServer
-from engine.runtime.backend import BackendRegistry
-from engine.api.endpoints import token_counter
 from engine.trace.store import TraceFilter, TraceStore
 from engine.trace.tracing import Tracing
-
 
 ENDLESS = 'root ::= "la " root'  # a grammar the model can never finish: only cancelling ends it early
 
@@ -33,8 +32,14 @@ def wait_until(condition, timeout: float = 60.0) -> None:
 @pytest.fixture()
 def api(runtime, embedder):
     """The API over the `runtime` fixture (bundled model, n_ctx 2048) and the bundled embedder."""
-    server = ApiServer(BackendRegistry.of(runtime), embed=embedder.embed, embedding_model=embedder.name,
-                       embedding_tokens=token_counter(embedder.tokenizer_file), port=0, max_tokens=8192)
+    server = ApiServer(
+        BackendRegistry.of(runtime),
+        embed=embedder.embed,
+        embedding_model=embedder.name,
+        embedding_tokens=token_counter(embedder.tokenizer_file),
+        port=0,
+        max_tokens=8192,
+    )
     server.start()
     yield server
     server.stop()
@@ -70,8 +75,14 @@ def model_id(runtime) -> str:
     return runtime.model_info.name
 
 
-def raw(target: ApiServer | str, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-        timeout: float = 120):
+def raw(
+    target: ApiServer | str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict | None = None,
+    timeout: float = 120,
+):
     """One plain HTTP request to a server (or its base URL): (status, headers, parsed JSON body or text)."""
     parts = urlsplit(target if isinstance(target, str) else target.url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)

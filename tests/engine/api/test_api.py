@@ -15,14 +15,17 @@ from tests.engine.api.conftest import ENDLESS, wait_until
 
 pytestmark = pytest.mark.slow
 
-QUESTION = [{"role": "system", "content": "You are a helpful assistant."},
-            {"role": "user", "content": "Name three colours."}]
+QUESTION = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "Name three colours."},
+]
 
 
 def engine_answer(runtime, messages, **sampling) -> Done:
     """The same request straight through the runtime (no HTTP)."""
-    request = GenerationRequest(messages=tuple(ChatMessage(m["role"], m["content"]) for m in messages),
-                                sampling=SamplingParams(**sampling))
+    request = GenerationRequest(
+        messages=tuple(ChatMessage(m["role"], m["content"]) for m in messages), sampling=SamplingParams(**sampling)
+    )
     done = runtime.submit(request).wait(120)
     assert isinstance(done, Done)
     return done
@@ -49,8 +52,16 @@ def test_chat_completion_is_the_engines_own_answer(client, runtime, model_id):
 
 def test_streamed_chat_sends_the_same_answer_token_by_token(client, model_id):
     whole = client.chat.completions.create(model=model_id, messages=QUESTION, temperature=0, max_tokens=16)
-    chunks = list(client.chat.completions.create(model=model_id, messages=QUESTION, temperature=0, max_tokens=16,
-                                                 stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model=model_id,
+            messages=QUESTION,
+            temperature=0,
+            max_tokens=16,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(pieces) > 1  # streamed as it was generated, not in one piece
@@ -63,13 +74,16 @@ def test_streamed_chat_sends_the_same_answer_token_by_token(client, model_id):
 
 
 def test_stop_sequence_ends_the_answer_before_it(client, model_id):
-    full = client.chat.completions.create(model=model_id, messages=QUESTION, temperature=0,
-                                          max_tokens=24).choices[0].message.content
+    full = (
+        client.chat.completions.create(model=model_id, messages=QUESTION, temperature=0, max_tokens=24)
+        .choices[0]
+        .message.content
+    )
     words = full.split()
     assert len(words) >= 4, full
     stop = words[len(words) // 2]
     cut = client.chat.completions.create(model=model_id, messages=QUESTION, temperature=0, max_tokens=24, stop=[stop])
-    assert cut.choices[0].message.content == full[:full.index(stop)]
+    assert cut.choices[0].message.content == full[: full.index(stop)]
     assert cut.choices[0].finish_reason == "stop"
 
 
@@ -77,8 +91,11 @@ def test_a_seed_makes_sampling_repeatable(client, model_id):
     story = [{"role": "user", "content": "Write one sentence about the sea."}]
 
     def ask(seed):
-        return client.chat.completions.create(model=model_id, messages=story, temperature=1.0, max_tokens=24,
-                                              seed=seed).choices[0].message.content
+        return (
+            client.chat.completions.create(model=model_id, messages=story, temperature=1.0, max_tokens=24, seed=seed)
+            .choices[0]
+            .message.content
+        )
 
     first = ask(42)
     assert ask(42) == first
@@ -86,32 +103,48 @@ def test_a_seed_makes_sampling_repeatable(client, model_id):
 
 
 def test_json_schema_response_validates(client, model_id):
-    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
-                                               "colours": {"type": "array", "items": {"type": "string"},
-                                                           "maxItems": 3}},
-              "required": ["name", "age", "colours"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "age": {"type": "integer"},
+            "colours": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
+        },
+        "required": ["name", "age", "colours"],
+        "additionalProperties": False,
+    }
     reply = client.chat.completions.create(
-        model=model_id, temperature=0.7, seed=3, max_tokens=120,
+        model=model_id,
+        temperature=0.7,
+        seed=3,
+        max_tokens=120,
         messages=[{"role": "user", "content": "Describe a person called Ada and her favourite colours as JSON."}],
-        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}})
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}},
+    )
     assert reply.choices[0].finish_reason == "stop"
     jsonschema.validate(json.loads(reply.choices[0].message.content), schema)
 
 
 def test_json_object_response_is_an_object(client, model_id):
     reply = client.chat.completions.create(
-        model=model_id, temperature=0, max_tokens=80, response_format={"type": "json_object"},
-        messages=[{"role": "user", "content": [{"type": "text", "text": "Give a city and its country in JSON."}]}])
+        model=model_id,
+        temperature=0,
+        max_tokens=80,
+        response_format={"type": "json_object"},
+        messages=[{"role": "user", "content": [{"type": "text", "text": "Give a city and its country in JSON."}]}],
+    )
     assert isinstance(json.loads(reply.choices[0].message.content), dict)
 
 
 def test_text_completion_whole_and_streamed(client, model_id):
-    whole = client.completions.create(model=model_id, prompt="The capital of France is", temperature=0,
-                                      max_tokens=8)
+    whole = client.completions.create(model=model_id, prompt="The capital of France is", temperature=0, max_tokens=8)
     assert whole.object == "text_completion" and whole.choices[0].text.strip()
     assert 0 < whole.usage.completion_tokens <= 8
-    streamed = list(client.completions.create(model=model_id, prompt="The capital of France is", temperature=0,
-                                              max_tokens=8, stream=True))
+    streamed = list(
+        client.completions.create(
+            model=model_id, prompt="The capital of France is", temperature=0, max_tokens=8, stream=True
+        )
+    )
     assert "".join(c.choices[0].text for c in streamed) == whole.choices[0].text
     assert streamed[-1].choices[0].finish_reason == whole.choices[0].finish_reason
 
@@ -131,14 +164,22 @@ def test_embeddings_are_the_embedders_own(client, embedder):
 
 def test_requests_are_answered_while_another_streams(api, client, model_id):
     """The server hands requests to the runtime's queue; it does not hold one back behind another."""
-    stream = client.chat.completions.create(model=model_id, messages=[{"role": "user", "content": "Sing."}],
-                                            max_tokens=1500, stream=True, extra_body={"grammar": ENDLESS})
+    stream = client.chat.completions.create(
+        model=model_id,
+        messages=[{"role": "user", "content": "Sing."}],
+        max_tokens=1500,
+        stream=True,
+        extra_body={"grammar": ENDLESS},
+    )
     chunks = iter(stream)
     assert next(chunks).choices[0].delta.role == "assistant" and next(chunks).choices[0].delta.content
-    assert [m.id for m in client.models.list().data][0] == model_id  # answered mid-stream
+    assert next(m.id for m in client.models.list().data) == model_id  # answered mid-stream
     result = {}
-    waiting = threading.Thread(target=lambda: result.setdefault("reply", client.chat.completions.create(
-        model=model_id, messages=QUESTION, temperature=0, max_tokens=8)))
+    waiting = threading.Thread(
+        target=lambda: result.setdefault(
+            "reply", client.chat.completions.create(model=model_id, messages=QUESTION, temperature=0, max_tokens=8)
+        )
+    )
     waiting.start()
     wait_until(lambda: api.active_requests == 2)  # both in the runtime: one generating, one queued
     stream.close()  # hanging up cancels the endless answer, and the queued one runs
@@ -152,9 +193,11 @@ def test_locus_remote_runtime_can_use_the_api(api, model_id, runtime):
     try:
         info = remote.connect()
         assert info.n_ctx == runtime.model_info.n_ctx
-        request = GenerationRequest(messages=(ChatMessage("user", "Is the sky blue? Answer yes or no."),),
-                                    sampling=SamplingParams(temperature=0.0, max_tokens=4),
-                                    grammar='root ::= "yes" | "no"')
+        request = GenerationRequest(
+            messages=(ChatMessage("user", "Is the sky blue? Answer yes or no."),),
+            sampling=SamplingParams(temperature=0.0, max_tokens=4),
+            grammar='root ::= "yes" | "no"',
+        )
         done = remote.submit(request).wait(120)
         assert isinstance(done, Done) and done.text in ("yes", "no")
     finally:

@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 import openai
 import pytest
 
-from engine.runtime.runtime import Runtime
 from engine.api import ApiServer
 from engine.runtime.backend import BackendRegistry
+from engine.runtime.runtime import Runtime
 from tests.engine.api.conftest import raw
 
 pytestmark = pytest.mark.slow
@@ -27,8 +27,14 @@ def error_of(exc: openai.APIStatusError) -> dict:
 
 
 def test_malformed_json_is_a_400(api):
-    for body in (b'{"model": "x", "messages": [', b"\xff\xfe not utf-8", b"[1, 2, 3]", b"", b"[" * 100_000,
-                 b'{"model": "x", "messages": [{"role": "user", "content": "\\ud800"}]}'):
+    for body in (
+        b'{"model": "x", "messages": [',
+        b"\xff\xfe not utf-8",
+        b"[1, 2, 3]",
+        b"",
+        b"[" * 100_000,
+        b'{"model": "x", "messages": [{"role": "user", "content": "\\ud800"}]}',
+    ):
         status, _, reply = raw(api, "POST", "/v1/chat/completions", body, JSON)
         assert status == 400, body[:20]
         assert reply["error"]["type"] == "invalid_request_error" and reply["error"]["code"] == "invalid_json"
@@ -48,8 +54,10 @@ def test_a_body_over_the_limit_is_a_413(api, client, model_id):
     # A client that asks first (Expect: 100-continue, as curl does) is refused before it sends the body.
     parts = urlsplit(api.url)
     with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 5000000000\r\nExpect: 100-continue\r\n\r\n")
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 5000000000\r\nExpect: 100-continue\r\n\r\n"
+        )
         answer = sock.makefile("rb").read()
     assert answer.startswith(b"HTTP/1.1 413") and b"request_too_large" in answer
     assert client.models.list().data  # the server goes on answering
@@ -63,7 +71,7 @@ def test_wrong_or_missing_api_key_is_a_401(runtime):
                 client.models.list()
             assert error_of(caught.value)["code"] == "invalid_api_key"
             assert "sk-" not in caught.value.body["message"]  # the key sent is never echoed
-        status, headers, reply = raw(server, "GET", "/v1/models")
+        status, headers, _reply = raw(server, "GET", "/v1/models")
         assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
         good = openai.OpenAI(base_url=server.url, api_key="sk-locus-test-key-123456", max_retries=0)
         assert [m.id for m in good.models.list().data] == [runtime.model_info.name]
@@ -108,37 +116,65 @@ def test_max_tokens_beyond_the_context_is_a_400(client, model_id, api, runtime):
     assert over_limit.value.body["code"] == "context_length_exceeded" and "64" in over_limit.value.body["message"]
 
 
-@pytest.mark.parametrize("fields, param", [
-    ({"temperature": "hot"}, "temperature"),
-    ({"temperature": 3}, "temperature"),
-    ({"max_tokens": 0}, "max_tokens"),
-    ({"stop": ["", "x"]}, "stop"),
-    ({"n": 2}, "n"),
-    ({"stream": "yes"}, "stream"),
-    ({"tools": [{"type": "function", "function": {"name": "two words"}}]}, "tools[0].function.name"),
-    ({"tools": [{"type": "code_interpreter"}]}, "tools[0].type"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
-                                                                             "required": "x"}}}]},
-     "tools[0].function.parameters"),
-    ({"tool_choice": "required"}, "tool_choice"),
-    ({"tool_choice": {"type": "function", "function": {"name": "g"}},
-      "tools": [{"type": "function", "function": {"name": "f"}}]}, "tool_choice"),
-    ({"functions": [{"name": "f"}]}, "functions"),
-    ({"logprobs": True}, "logprobs"),
-    ({"messages": []}, "messages"),
-    ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
-    ({"messages": [{"role": "function", "content": "x", "name": "f"}]}, "messages[0].role"),
-    ({"messages": [{"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {
-        "name": "f", "arguments": "{not json"}}]}, {"role": "user", "content": "x"}]},
-     "messages[0].tool_calls[0].function.arguments"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-     "messages[0].content[0]"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "integer", "minimum": 1}}}},
-     "response_format"),
-    ({"response_format": {"type": "xml"}}, "response_format.type"),
-    ({"grammar": "answer ::= \"yes\""}, "grammar"),
-    ({"model": None}, "model"),
-])
+@pytest.mark.parametrize(
+    "fields, param",
+    [
+        ({"temperature": "hot"}, "temperature"),
+        ({"temperature": 3}, "temperature"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"stop": ["", "x"]}, "stop"),
+        ({"n": 2}, "n"),
+        ({"stream": "yes"}, "stream"),
+        ({"tools": [{"type": "function", "function": {"name": "two words"}}]}, "tools[0].function.name"),
+        ({"tools": [{"type": "code_interpreter"}]}, "tools[0].type"),
+        (
+            {
+                "tools": [
+                    {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "required": "x"}}}
+                ]
+            },
+            "tools[0].function.parameters",
+        ),
+        ({"tool_choice": "required"}, "tool_choice"),
+        (
+            {
+                "tool_choice": {"type": "function", "function": {"name": "g"}},
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+            },
+            "tool_choice",
+        ),
+        ({"functions": [{"name": "f"}]}, "functions"),
+        ({"logprobs": True}, "logprobs"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
+        ({"messages": [{"role": "function", "content": "x", "name": "f"}]}, "messages[0].role"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{not json"}}
+                        ],
+                    },
+                    {"role": "user", "content": "x"},
+                ]
+            },
+            "messages[0].tool_calls[0].function.arguments",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+            "messages[0].content[0]",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "integer", "minimum": 1}}}},
+            "response_format",
+        ),
+        ({"response_format": {"type": "xml"}}, "response_format.type"),
+        ({"grammar": 'answer ::= "yes"'}, "grammar"),
+        ({"model": None}, "model"),
+    ],
+)
 def test_invalid_fields_are_named_in_a_400(api, model_id, fields, param):
     body = {"model": model_id, "messages": HELLO, "max_tokens": 4, **fields}
     status, _, reply = raw(api, "POST", "/v1/chat/completions", json.dumps(body).encode(), JSON)

@@ -17,8 +17,10 @@ from tests.engine.api.conftest import api_traces, raw
 pytestmark = pytest.mark.slow
 
 JSON = {"Content-Type": "application/json"}
-CHUNKED = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-           b"Transfer-Encoding: chunked\r\n\r\n")
+CHUNKED = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+)
 
 
 def exchange(server: ApiServer, data: bytes) -> tuple[bytes, dict]:
@@ -56,7 +58,9 @@ def test_a_chunk_size_that_is_not_one_is_a_400(api, line):
 
 def test_a_chunked_body_within_the_limit_is_read(api):
     body = json.dumps({"model": "nothing-here", "messages": [{"role": "user", "content": "hi"}]}).encode()
-    framed = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(body[i:i + 10]), body[i:i + 10]) for i in range(0, len(body), 10))
+    framed = b"".join(
+        b"%x;ext=1\r\n%s\r\n" % (len(body[i : i + 10]), body[i : i + 10]) for i in range(0, len(body), 10)
+    )
     closing = CHUNKED.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")  # the server closes after
     head, reply = exchange(api, closing + framed + b"0\r\nX-Trailer: dropped\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 404") and reply["error"]["code"] == "model_not_found"  # the body was parsed
@@ -67,14 +71,23 @@ def test_a_chunked_body_within_the_limit_is_read(api):
 def test_web_pages_of_other_sites_cannot_use_the_keyless_api(traced):
     """A page on another site can POST text/plain to 127.0.0.1 without a preflight: it is refused unanswered."""
     runtime, store, tracing = traced
-    body = json.dumps({"model": runtime.model_info.name, "messages": [{"role": "user", "content": "Hi"}],
-                       "max_tokens": 2}).encode()
+    body = json.dumps(
+        {"model": runtime.model_info.name, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    ).encode()
     with ApiServer(BackendRegistry.of(runtime), port=0) as server:
-        for origin in ("https://evil.example", "http://evil.example:8765", "null", "http://127.0.0.1.evil.example",
-                       "file://", "http://localhost@evil.example", "http://[::1"):
+        for origin in (
+            "https://evil.example",
+            "http://evil.example:8765",
+            "null",
+            "http://127.0.0.1.evil.example",
+            "file://",
+            "http://localhost@evil.example",
+            "http://[::1",
+        ):
             for kind in ("text/plain", "application/json"):
-                status, _, reply = raw(server, "POST", "/v1/chat/completions", body,
-                                       {"Content-Type": kind, "Origin": origin})
+                status, _, reply = raw(
+                    server, "POST", "/v1/chat/completions", body, {"Content-Type": kind, "Origin": origin}
+                )
                 assert status == 403, (origin, kind)
                 assert reply["error"]["code"] == "forbidden_origin" and reply["error"]["type"] == "permission_error"
         assert raw(server, "GET", "/v1/models", headers={"Origin": "https://evil.example"})[0] == 403
@@ -94,8 +107,13 @@ def test_with_an_api_key_the_key_decides_whatever_the_origin(runtime):
 
 def test_a_body_that_is_not_declared_json_is_a_415(api, embedder):
     body = json.dumps({"model": embedder.name, "input": "hello"}).encode()
-    for headers in ({"Content-Type": "text/plain"}, {"Content-Type": "application/x-www-form-urlencoded"},
-                    {"Content-Type": "multipart/form-data; boundary=x"}, {"Content-Type": "application/jsonx"}, {}):
+    for headers in (
+        {"Content-Type": "text/plain"},
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        {"Content-Type": "multipart/form-data; boundary=x"},
+        {"Content-Type": "application/jsonx"},
+        {},
+    ):
         status, _, reply = raw(api, "POST", "/v1/embeddings", body, headers)
         assert status == 415, headers
         assert reply["error"]["code"] == "unsupported_media_type" and "application/json" in reply["error"]["message"]

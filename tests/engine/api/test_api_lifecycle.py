@@ -9,9 +9,9 @@ import threading
 import openai
 import pytest
 
-from engine.runtime.types import SamplingParams
 from engine.api import ApiServer, ApiServerError
 from engine.runtime.backend import BackendRegistry
+from engine.runtime.types import SamplingParams
 from tests.engine.api.conftest import ENDLESS, api_traces, raw, wait_until
 
 pytestmark = pytest.mark.slow
@@ -23,8 +23,10 @@ def send(server: ApiServer, body: dict) -> socket.socket:
     """A chat completion request written on a raw socket, so the test can hang up whenever it likes."""
     data = json.dumps(body).encode()
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=120)
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(data), data)
+    )
     return sock
 
 
@@ -32,8 +34,16 @@ def send(server: ApiServer, body: dict) -> socket.socket:
 def test_a_client_that_hangs_up_cancels_its_generation(traced, stream):
     runtime, store, tracing = traced
     with ApiServer(BackendRegistry.of(runtime), port=0) as server:
-        sock = send(server, {"model": runtime.model_info.name, "messages": SONG, "max_tokens": 1500,
-                             "grammar": ENDLESS, "stream": stream})
+        sock = send(
+            server,
+            {
+                "model": runtime.model_info.name,
+                "messages": SONG,
+                "max_tokens": 1500,
+                "grammar": ENDLESS,
+                "stream": stream,
+            },
+        )
         if stream:
             reader = sock.makefile("rb")
             pieces = 0
@@ -53,8 +63,11 @@ def test_stop_ends_running_streams_and_closes(traced):
     runtime, _, _ = traced
     server = ApiServer(BackendRegistry.of(runtime), port=0).start()
     client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
-    stream = iter(client.chat.completions.create(model=runtime.model_info.name, messages=SONG, max_tokens=1500,
-                                                 stream=True, extra_body={"grammar": ENDLESS}))
+    stream = iter(
+        client.chat.completions.create(
+            model=runtime.model_info.name, messages=SONG, max_tokens=1500, stream=True, extra_body={"grammar": ENDLESS}
+        )
+    )
     assert next(stream).choices[0].delta.role == "assistant"
     stopper = threading.Thread(target=server.stop)
     stopper.start()
@@ -86,7 +99,9 @@ def test_a_port_in_use_or_a_foreign_address_is_said_in_words(runtime):
     with pytest.raises(ApiServerError, match="not an address"):
         ApiServer(BackendRegistry.of(runtime), host="203.0.113.7", port=0, api_key="sk-locus-0123456789abcdef").start()
     with pytest.raises(ApiServerError, match="not an address"):
-        ApiServer(BackendRegistry.of(runtime), host="no-such-host.invalid", port=0, api_key="sk-locus-0123456789abcdef").start()
+        ApiServer(
+            BackendRegistry.of(runtime), host="no-such-host.invalid", port=0, api_key="sk-locus-0123456789abcdef"
+        ).start()
 
 
 def test_api_requests_are_traced_as_roots_with_the_generation_below(traced):
@@ -94,8 +109,9 @@ def test_api_requests_are_traced_as_roots_with_the_generation_below(traced):
     name = runtime.model_info.name
     with ApiServer(BackendRegistry.of(runtime), port=0) as server:
         client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
-        reply = client.chat.completions.create(model=name, messages=[{"role": "user", "content": "Hello there"}],
-                                               temperature=0, max_tokens=8)
+        reply = client.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "Hello there"}], temperature=0, max_tokens=8
+        )
         with pytest.raises(openai.NotFoundError):
             client.chat.completions.create(model="gpt-4o", messages=SONG)
     traces = api_traces(store, tracing)
@@ -128,14 +144,16 @@ def test_api_generations_run_at_normal_priority_with_the_current_defaults(traced
         client.chat.completions.create(model=name, messages=[{"role": "user", "content": "First"}], max_tokens=2)
         current["defaults"] = SamplingParams(temperature=0.9, top_k=3)
         client.chat.completions.create(model=name, messages=[{"role": "user", "content": "Second"}], max_tokens=2)
-        client.chat.completions.create(model=name, messages=[{"role": "user", "content": "Third"}], max_tokens=2,
-                                       temperature=0.5)  # what a request sets wins over the defaults
+        client.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "Third"}], max_tokens=2, temperature=0.5
+        )  # what a request sets wins over the defaults
     generations = {}
     for trace in api_traces(store, tracing):
         spans = store.trace(trace.trace_id)
         [root] = [s for s in spans if s.parent_id is None]
         [generation] = [s for s in spans if s.parent_id == root.span_id]
         generations[trace.summary] = generation.attributes
-    assert {summary: (a["gen_ai.request.temperature"], a["gen_ai.request.top_k"])
-            for summary, a in generations.items()} == {"First": (0.25, 7), "Second": (0.9, 3), "Third": (0.5, 3)}
+    assert {
+        summary: (a["gen_ai.request.temperature"], a["gen_ai.request.top_k"]) for summary, a in generations.items()
+    } == {"First": (0.25, 7), "Second": (0.9, 3), "Third": (0.5, 3)}
     assert {a["locus.priority"] for a in generations.values()} == {"normal"}

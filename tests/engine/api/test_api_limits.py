@@ -13,10 +13,10 @@ import threading
 import openai
 import pytest
 
-from engine.runtime.runtime import Runtime
 from engine.api import ApiServer
-from engine.runtime.backend import BackendRegistry
 from engine.api.listener import BUSY_RESPONDERS
+from engine.runtime.backend import BackendRegistry
+from engine.runtime.runtime import Runtime
 from tests.engine.api.conftest import ENDLESS, raw, wait_until
 
 MODELS = b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -47,7 +47,7 @@ def trickle_until_closed(sock: socket.socket, data: bytes, stop: threading.Event
         except OSError:  # reset: closed too
             return True
         try:
-            sock.send(data[sent:sent + 1] if sent < len(data) else b" ")
+            sock.send(data[sent : sent + 1] if sent < len(data) else b" ")
         except OSError:
             return True
         sent += 1
@@ -76,8 +76,10 @@ def test_a_client_that_trickles_its_headers_is_cut_off_at_the_deadline(no_model)
 
 def test_a_body_that_does_not_arrive_in_time_is_answered_408(no_model):
     with ApiServer(BackendRegistry.of(no_model), port=0, read_timeout_s=1.0) as server, connect(server) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 100\r\n\r\n{")
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{"
+        )
         head, body = read_answer(sock)  # the rest of the body never comes
         assert head.startswith(b"HTTP/1.1 408") and b"Connection: close" in head
         assert body["error"]["code"] == "request_timeout" and "1 seconds" in body["error"]["message"]
@@ -107,7 +109,7 @@ def test_connections_beyond_the_cap_get_503_and_no_thread_of_their_own(no_model)
         # Many more at once: some are answered 503, the rest closed at once; threads stay bounded.
         crowd = [connect(server) for _ in range(30)]
         assert threading.active_count() <= before + 1 + 2 + BUSY_RESPONDERS  # the accept loop, slots, responders
-        for sock in crowd + [extra]:
+        for sock in [*crowd, extra]:
             sock.close()
         for sock in idle:
             sock.close()
@@ -121,8 +123,12 @@ def test_generations_beyond_the_queue_bound_get_503_and_the_others_are_answered(
         model = runtime.model_info.name
         song = [{"role": "user", "content": "Sing."}]
         # Both fit the context together (2 x (prompt + 900) cells of 2048), so both run at once.
-        streams = [client.chat.completions.create(model=model, messages=song, max_tokens=900, stream=True,
-                                                  extra_body={"grammar": ENDLESS}) for _ in range(2)]
+        streams = [
+            client.chat.completions.create(
+                model=model, messages=song, max_tokens=900, stream=True, extra_body={"grammar": ENDLESS}
+            )
+            for _ in range(2)
+        ]
         for stream in streams:  # both are being answered: each has sent its first tokens
             chunks = iter(stream)
             assert next(chunks).choices[0].delta.role == "assistant" and next(chunks).choices[0].delta.content

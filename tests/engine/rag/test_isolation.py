@@ -250,7 +250,7 @@ def test_the_embedding_worker_never_imports_from_the_working_directory(tmp_path,
     embedder = Embedder(bundled_embedder_path(), BUNDLED_EMBEDDER_NAME)
     try:
         vectors = embedder.embed(["The ferry leaves at noon."])
-        pid = embedder._worker.process.pid
+        pid = embedder.worker_pid
         if sys.platform.startswith("linux"):  # the kernel's out-of-memory killer takes it before the window
             assert int(Path(f"/proc/{pid}/oom_score_adj").read_text()) == 500
     finally:

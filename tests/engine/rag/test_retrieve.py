@@ -107,7 +107,7 @@ def test_the_embedder_runs_out_of_process_and_recovers_from_a_crash(embedder):
     assert first.shape == (3, 384) and np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
     assert first[0] @ first[1] > first[0] @ first[2]
     assert "torch" not in sys.modules  # the app's own process never imports torch
-    os.kill(embedder._worker.process.pid, signal.SIGKILL)
+    os.kill(embedder.worker_pid, signal.SIGKILL)
     with pytest.raises(EmbeddingError, match="stopped unexpectedly"):
         embedder.embed(["after the crash"])
     again = embedder.embed(["The cat sat on the mat."])  # a fresh worker takes over

@@ -40,7 +40,8 @@ def test_both_runtimes_are_backends_of_their_kind(backends):
 def test_a_type_checker_accepts_both_as_backends_and_refuses_what_is_not(tmp_path):
     """mypy on the runtime modules: each is assignable to Backend (and a class that is not, is refused)."""
     snippet = tmp_path / "uses_backends.py"
-    snippet.write_text(textwrap.dedent(f"""
+    snippet.write_text(
+        textwrap.dedent(f"""
         from engine.runtime.backend import LOCAL, REMOTE, Backend, BackendSet
         from engine.runtime.remote import RemoteRuntime
         from engine.runtime.runtime import Runtime
@@ -63,12 +64,28 @@ def test_a_type_checker_accepts_both_as_backends_and_refuses_what_is_not(tmp_pat
 
         def not_one() -> Backend:
             return Lookalike()
-    """), encoding="utf-8")
+    """),
+        encoding="utf-8",
+    )
     refused = next(n for n, line in enumerate(snippet.read_text().splitlines(), 1) if "return Lookalike()" in line)
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--follow-imports=silent", "--ignore-missing-imports", "--no-color-output",
-         "--cache-dir", str(tmp_path / "cache"), str(snippet)],
-        cwd=REPO, env={**os.environ, "MYPYPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--follow-imports=silent",
+            "--ignore-missing-imports",
+            "--no-color-output",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            str(snippet),
+        ],
+        cwd=REPO,
+        env={**os.environ, "MYPYPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
     assert len(errors) == 1 and f"{snippet.name}:{refused}:" in errors[0] and '"Backend"' in errors[0], result.stdout
 
@@ -98,8 +115,9 @@ def test_swaps_are_whole_and_ordered_and_a_resolved_backend_stays_what_it_was(ba
     def toggle() -> None:
         start.wait()
         for _ in range(200):
-            registry.swap(lambda old: BackendSet(LOCAL if old.default == REMOTE else REMOTE,
-                                                 {LOCAL: local, REMOTE: remote}))
+            registry.swap(
+                lambda old: BackendSet(LOCAL if old.default == REMOTE else REMOTE, {LOCAL: local, REMOTE: remote})
+            )
             seen.append(registry.current())
 
     threads = [threading.Thread(target=toggle) for _ in range(8)]

@@ -41,7 +41,7 @@ def run_together(generator: Generator, texts, max_tokens=40, cancel_after: dict 
         cancel = threading.Event()
         limit = (cancel_after or {}).get(i)
 
-        def emit(event, cancel=cancel, limit=limit, count=[0]):
+        def emit(event, cancel=cancel, limit=limit, count=[0]):  # noqa: B006 - the count each emit keeps
             if isinstance(event, Token) and limit is not None:
                 count[0] += 1
                 if count[0] >= limit:
@@ -60,14 +60,14 @@ def run_together(generator: Generator, texts, max_tokens=40, cancel_after: dict 
 def generated_tokens(seq) -> list[int]:
     """What the stream left in its slot after its own prompt (its answer, as tokens)."""
     cached = seq.left_in_cache
-    assert cached[:len(seq.prompt.tokens)] == seq.prompt.tokens  # its own prompt, nobody else's
-    return cached[len(seq.prompt.tokens):]
+    assert cached[: len(seq.prompt.tokens)] == seq.prompt.tokens  # its own prompt, nobody else's
+    return cached[len(seq.prompt.tokens) :]
 
 
 def solo(generator: Generator, text: str, max_tokens=40) -> tuple[Done, list[int]]:
     generator.forget_cache()
     done = generator.generate(greedy(text, max_tokens), threading.Event(), lambda e: None)
-    return done, list(generator.cached_tokens[done.stats.prompt_tokens:])
+    return done, list(generator.cached_tokens[done.stats.prompt_tokens :])
 
 
 def text_of(generator, tokens) -> str:
@@ -88,13 +88,15 @@ def test_batched_streams_never_see_each_other(generator):
     assert generated_tokens(first[0]) == generated_tokens(second[0])
     assert first[0].done.text == second[0].done.text
 
-    for seq, animal in zip(first[1:] + second[1:], ("cat", "dog", "fox", "owl", "bee", "pig")):
+    for seq, animal in zip(first[1:] + second[1:], ("cat", "dog", "fox", "owl", "bee", "pig"), strict=False):
         answer = generated_tokens(seq)
         assert text_of(generator, answer) == seq.done.text  # the cache holds exactly what it said
         solo_done, solo_tokens = solo(generator, story(animal))
-        diverge = next((i for i, (a, b) in enumerate(zip(answer, solo_tokens)) if a != b), None)
-        print(f"\n{animal}: batched {seq.done.text[:60]!r}\n{'':5}solo    {solo_done.text[:60]!r}\n"
-              f"{'':5}same tokens as solo {'throughout' if diverge is None else f'up to token {diverge}'}")
+        diverge = next((i for i, (a, b) in enumerate(zip(answer, solo_tokens, strict=False)) if a != b), None)
+        print(
+            f"\n{animal}: batched {seq.done.text[:60]!r}\n{'':5}solo    {solo_done.text[:60]!r}\n"
+            f"{'':5}same tokens as solo {'throughout' if diverge is None else f'up to token {diverge}'}"
+        )
         assert answer[0] == solo_tokens[0]  # it starts as its own prompt makes it start
     texts = [s.done.text for s in first + second[1:]]
     assert len(set(texts)) == len(texts)
@@ -114,8 +116,8 @@ def test_streams_joining_one_step_apart_decode_together_exactly_as_alone(generat
         generator.batcher.step()  # its prompt shares this step with the others' next tokens
     while generator.batcher.busy:
         generator.batcher.step()
-    answers = [(seq.done.text, list(seq.home.tokens[len(seq.prompt.tokens):])) for seq in seqs]
-    for text, (answer, tokens) in zip(texts, answers):
+    answers = [(seq.done.text, list(seq.home.tokens[len(seq.prompt.tokens) :])) for seq in seqs]
+    for text, (answer, tokens) in zip(texts, answers, strict=False):
         done, solo_tokens = solo(generator, text)
         assert tokens == solo_tokens and answer == done.text
 
@@ -176,11 +178,13 @@ def test_requests_join_the_running_batch_and_leave_it_at_once(two_slots):
         def on_event(event):
             with lock:
                 log.append((name, type(event).__name__))
+
         return on_event
 
     first_token = threading.Event()
-    long = two_slots.submit(greedy(story("fox"), 120),
-                            lambda e: (record("long")(e), isinstance(e, Token) and first_token.set()))
+    long = two_slots.submit(
+        greedy(story("fox"), 120), lambda e: (record("long")(e), isinstance(e, Token) and first_token.set())
+    )
     assert first_token.wait(60)
     short = two_slots.submit(greedy("Say hi.", 4), record("short"))
     assert isinstance(short.wait(120), Done) and isinstance(long.wait(120), Done)
@@ -193,11 +197,15 @@ def test_requests_join_the_running_batch_and_leave_it_at_once(two_slots):
 def test_a_high_priority_request_starts_before_a_queued_low_priority_one(two_slots):
     started = []
     busy = [two_slots.submit(greedy(story(a), 60)) for a in ("cat", "dog")]  # interactive: never preempted
-    background = two_slots.submit(greedy("Say hi.", 8, priority=Priority.BACKGROUND),
-                                  lambda e: isinstance(e, Started) and started.append("background"))
-    interactive = two_slots.submit(greedy("Say hello.", 8, priority=Priority.INTERACTIVE),
-                                   lambda e: isinstance(e, Started) and started.append("interactive"))
-    for handle in busy + [background, interactive]:
+    background = two_slots.submit(
+        greedy("Say hi.", 8, priority=Priority.BACKGROUND),
+        lambda e: isinstance(e, Started) and started.append("background"),
+    )
+    interactive = two_slots.submit(
+        greedy("Say hello.", 8, priority=Priority.INTERACTIVE),
+        lambda e: isinstance(e, Started) and started.append("interactive"),
+    )
+    for handle in [*busy, background, interactive]:
         assert isinstance(handle.wait(120), Done)
     assert started == ["interactive", "background"]
 
@@ -221,16 +229,21 @@ def test_an_interactive_request_preempts_a_background_one_which_resumes_where_it
 
         background = rt.submit(greedy(story("owl"), 80, priority=Priority.BACKGROUND), on_background)
         assert tokens_seen.wait(60)
-        interactive = rt.submit(greedy("Say hello.", 8),
-                                lambda e: isinstance(e, (Started, Done)) and order.append(
-                                    ("interactive", type(e).__name__)))
+        interactive = rt.submit(
+            greedy("Say hello.", 8),
+            lambda e: isinstance(e, (Started, Done)) and order.append(("interactive", type(e).__name__)),
+        )
         assert isinstance(interactive.wait(120), Done) and isinstance(background.wait(120), Done)
         slots = rt._generator.slots
         assert slots.restored >= 1 and slots.recomputed == 0  # its saved state was put back, not recomputed
     finally:
         rt.shutdown()
-    assert order == [("background", "Started"), ("interactive", "Started"), ("interactive", "Done"),
-                     ("background", "Done")]
+    assert order == [
+        ("background", "Started"),
+        ("interactive", "Started"),
+        ("interactive", "Done"),
+        ("background", "Done"),
+    ]
     resumed = background.result
     assert resumed.stats.completion_tokens == 80 and resumed.stats.finish_reason == "length"
     assert resumed.text == undisturbed.text  # its saved cache was put back: it went on as if never stopped
@@ -241,10 +254,14 @@ def test_a_request_that_does_not_fit_waits_for_room_then_runs(model_path):
     rt.load(ModelConfig(model_path, n_ctx=512, n_parallel=4)).result(timeout=120)
     try:
         log = []
-        big = rt.submit(greedy(story("fox"), 300), lambda e: isinstance(e, (Started, Done)) and log.append(
-            ("big", type(e).__name__)))
-        waiting = rt.submit(greedy(story("owl"), 300), lambda e: isinstance(e, (Started, Done)) and log.append(
-            ("waiting", type(e).__name__)))
+        big = rt.submit(
+            greedy(story("fox"), 300),
+            lambda e: isinstance(e, (Started, Done)) and log.append(("big", type(e).__name__)),
+        )
+        waiting = rt.submit(
+            greedy(story("owl"), 300),
+            lambda e: isinstance(e, (Started, Done)) and log.append(("waiting", type(e).__name__)),
+        )
         assert isinstance(big.wait(120), Done) and isinstance(waiting.wait(120), Done)
     finally:
         rt.shutdown()
@@ -253,35 +270,42 @@ def test_a_request_that_does_not_fit_waits_for_room_then_runs(model_path):
     assert waiting.result.stats.finish_reason in ("length", "stop") and waiting.result.text
 
 
-@pytest.mark.parametrize("scheduling, expected", [("serial", ["interactive", "background"]),
-                                                  ("fcfs", ["background", "interactive"])])
+@pytest.mark.parametrize(
+    "scheduling, expected", [("serial", ["interactive", "background"]), ("fcfs", ["background", "interactive"])]
+)
 def test_the_one_at_a_time_policies_the_benchmarks_compare_against(model_path, scheduling, expected):
     rt = Runtime(scheduling=scheduling)
     rt.load(ModelConfig(model_path, n_ctx=2048)).result(timeout=120)
     try:
         started = []
         running = threading.Event()
-        blocker = rt.submit(greedy(story("cat"), 40, priority=Priority.BACKGROUND),
-                            lambda e: isinstance(e, Started) and (started.append("blocker"), running.set()))
+        blocker = rt.submit(
+            greedy(story("cat"), 40, priority=Priority.BACKGROUND),
+            lambda e: isinstance(e, Started) and (started.append("blocker"), running.set()),
+        )
         assert running.wait(60)
-        background = rt.submit(greedy("Say hi.", 8, priority=Priority.BACKGROUND),
-                               lambda e: isinstance(e, Started) and started.append("background"))
-        interactive = rt.submit(greedy("Say hello.", 8),
-                                lambda e: isinstance(e, Started) and started.append("interactive"))
+        background = rt.submit(
+            greedy("Say hi.", 8, priority=Priority.BACKGROUND),
+            lambda e: isinstance(e, Started) and started.append("background"),
+        )
+        interactive = rt.submit(
+            greedy("Say hello.", 8), lambda e: isinstance(e, Started) and started.append("interactive")
+        )
         for handle in (blocker, background, interactive):
             assert isinstance(handle.wait(120), Done)
     finally:
         rt.shutdown()
     # One at a time: nothing joins the running one, and neither policy preempts it.
-    assert started == ["blocker"] + expected
+    assert started == ["blocker", *expected]
 
 
 def preempted_then_reloaded(rt: Runtime, config: ModelConfig):
     """A background answer preempted by a question on the only place, another question queued
     behind, then a new model asked for: returns (background, question, queued, the load's future)."""
     first_token, first_started = threading.Event(), threading.Event()
-    background = rt.submit(greedy(story("fox"), 200, priority=Priority.BACKGROUND),
-                           lambda e: isinstance(e, Token) and first_token.set())
+    background = rt.submit(
+        greedy(story("fox"), 200, priority=Priority.BACKGROUND), lambda e: isinstance(e, Token) and first_token.set()
+    )
     assert first_token.wait(60)
     question = rt.submit(greedy(story("cat"), 40), lambda e: isinstance(e, Started) and first_started.set())
     assert first_started.wait(60)  # it took the only place: the background answer is preempted

@@ -37,9 +37,9 @@ def test_oldest_exchanges_go_first_and_the_system_prompt_stays(generator):
     fitted = fit(generator, messages, budget=400)
     assert 0 < len(fitted.tokens) <= 400
     assert fitted.dropped > 0 and fitted.dropped % 2 == 0  # whole exchanges, starting at a question
-    kept = messages[1 + fitted.dropped:]
+    kept = messages[1 + fitted.dropped :]
     assert kept[0].role == "user"
-    assert fitted.tokens == generator.encode([SYSTEM] + kept)
+    assert fitted.tokens == generator.encode([SYSTEM, *kept])
     text = text_of(generator, fitted.tokens)
     assert "Keep this instruction." in text and "final question" in text and "question 0 " not in text
 
@@ -48,7 +48,7 @@ def test_trimming_goes_below_the_edge_so_the_next_turns_keep_their_prefix(genera
     messages = conversation(20)
     first = fit(generator, messages, budget=400)
     assert len(first.tokens) <= 400 * 0.75
-    grown = messages + [ChatMessage("assistant", "short answer"), ChatMessage("user", "next question")]
+    grown = [*messages, ChatMessage("assistant", "short answer"), ChatMessage("user", "next question")]
     second = fit(generator, grown, budget=400, start=first.start)
     assert second.start == first.start
     assert second.tokens[: len(first.tokens) - 8] == first.tokens[: len(first.tokens) - 8]

@@ -65,8 +65,9 @@ def test_same_seed_same_answer_and_other_seed_differs(generator):
 
 
 def test_max_tokens_ends_with_length(generator):
-    done, _, _ = run(generator, [SYSTEM, ChatMessage("user", "Write a long essay about the sea.")],
-                     seed=1, max_tokens=5)
+    done, _, _ = run(
+        generator, [SYSTEM, ChatMessage("user", "Write a long essay about the sea.")], seed=1, max_tokens=5
+    )
     assert done.stats.completion_tokens == 5
     assert done.stats.finish_reason == "length"
 
@@ -89,13 +90,15 @@ def test_all_sampling_options_reach_the_sampler(generator):
     greedy, _, _ = run(generator, messages, temperature=0.0, max_tokens=20, repeat_penalty=1.0)
     penalised, _, _ = run(generator, messages, temperature=0.0, max_tokens=20, repeat_penalty=3.0)
     assert greedy.text != penalised.text  # the repeat penalty changed what greedy decoding picks
-    narrow, _, _ = run(generator, messages, temperature=1.5, top_k=1, top_p=0.5, min_p=0.2, seed=3, max_tokens=20,
-                       repeat_penalty=1.0)
+    narrow, _, _ = run(
+        generator, messages, temperature=1.5, top_k=1, top_p=0.5, min_p=0.2, seed=3, max_tokens=20, repeat_penalty=1.0
+    )
     assert narrow.text == greedy.text  # top-k 1 leaves only the likeliest token, whatever the temperature
 
 
-@pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_p=1.5), dict(max_tokens=0), dict(top_k=-3),
-                                 dict(stop=[""])])
+@pytest.mark.parametrize(
+    "bad", [dict(temperature=-1), dict(top_p=1.5), dict(max_tokens=0), dict(top_k=-3), dict(stop=[""])]
+)
 def test_bad_sampling_values_are_refused_with_the_name(bad):
     with pytest.raises(InvalidRequestError) as info:
         SamplingParams(**bad)
@@ -140,11 +143,12 @@ def test_the_reused_cache_is_exactly_what_recomputing_it_gives(generator):
     generator.forget_cache()
     first, _, _ = run(generator, history, temperature=0.0, max_tokens=12)
     first_prompt = generator.encode(history)
-    generated = list(generator.cached_tokens[len(first_prompt):])
+    generated = list(generator.cached_tokens[len(first_prompt) :])
     history += [ChatMessage("assistant", first.text), ChatMessage("user", "How long is it?")]
     prompt = generator.encode(history)
-    seq = generator.sequence(GenerationRequest(tuple(history), SamplingParams(temperature=0.0)),
-                             threading.Event(), lambda event: None)
+    seq = generator.sequence(
+        GenerationRequest(tuple(history), SamplingParams(temperature=0.0)), threading.Event(), lambda event: None
+    )
     assert generator.batcher.admit(seq)  # takes the previous turn's slot, trimmed to the shared prefix
     slot = seq.slot
     reused = len(slot.tokens)
@@ -192,7 +196,7 @@ def test_forty_long_turns_never_overflow_the_context(model_path):
             history.append(ChatMessage("assistant", done.text or "(nothing)"))
         assert dropped_seen > 20  # old turns were left out instead of overflowing
         # A single message far longer than the whole window is shortened, not refused.
-        huge = history + [ChatMessage("user", "word " * 3000)]
+        huge = [*history, ChatMessage("user", "word " * 3000)]
         done, _, _ = run(gen, huge, seed=1, max_tokens=16)
         assert done.stats.truncated_input
         assert done.stats.prompt_tokens + done.stats.completion_tokens <= n_ctx

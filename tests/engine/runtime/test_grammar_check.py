@@ -25,23 +25,46 @@ INVOICE = {  # a realistic extraction schema, larger than the examples
     "properties": {
         "number": {"type": "string", "maxLength": 40},
         "date": {"type": "string", "format": "date"},
-        "vendor": {"type": "object", "properties": {
-            "name": {"type": "string", "maxLength": 200},
-            "address": {"type": "object", "properties": {
-                "street": {"type": "string"}, "city": {"type": "string"},
-                "zip": {"type": "string", "pattern": "^[0-9]{5}$"}}, "required": ["city"]}}},
-        "items": {"type": "array", "maxItems": 100, "items": {"type": "object", "properties": {
-            "description": {"type": "string", "maxLength": 500}, "quantity": {"type": "integer"},
-            "unit_price": {"type": "number"}, "tags": {"type": "array", "items": {"enum": ["a", "b", "c"]}}},
-            "required": ["description", "quantity"]}},
+        "vendor": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "maxLength": 200},
+                "address": {
+                    "type": "object",
+                    "properties": {
+                        "street": {"type": "string"},
+                        "city": {"type": "string"},
+                        "zip": {"type": "string", "pattern": "^[0-9]{5}$"},
+                    },
+                    "required": ["city"],
+                },
+            },
+        },
+        "items": {
+            "type": "array",
+            "maxItems": 100,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "description": {"type": "string", "maxLength": 500},
+                    "quantity": {"type": "integer"},
+                    "unit_price": {"type": "number"},
+                    "tags": {"type": "array", "items": {"enum": ["a", "b", "c"]}},
+                },
+                "required": ["description", "quantity"],
+            },
+        },
         "currency": {"enum": ["EUR", "USD", "GBP", "CHF", "JPY"]},
         "notes": {"anyOf": [{"type": "string"}, {"type": "null"}]},
     },
     "required": ["number", "items"],
 }
-REALISTIC = {**SCHEMA_EXAMPLES, "Invoice": INVOICE,
-             "200 fields": {"type": "object", "properties": {f"field_{i}": {"type": "string"} for i in range(200)}},
-             "1000-value enum": {"enum": [f"category number {i}" for i in range(1000)]}}
+REALISTIC = {
+    **SCHEMA_EXAMPLES,
+    "Invoice": INVOICE,
+    "200 fields": {"type": "object", "properties": {f"field_{i}": {"type": "string"} for i in range(200)}},
+    "1000-value enum": {"enum": [f"category number {i}" for i in range(1000)]},
+}
 
 
 # Limits -------------------------------------------------------------------------------
@@ -53,11 +76,18 @@ def test_only_real_groups_count_towards_nesting_and_rules():
     assert (shape.nesting, shape.rules) == (2, 4)  # 2 rules, 2 groups; the rest are literals, classes, comments
 
 
-@pytest.mark.parametrize("grammar, words", [
-    ("root ::= " + "(" * 50_000 + '"a"' + ")" * 50_000, f"nests groups 50,000 deep; at most {MAX_NESTING:,} levels"),
-    ('root ::= "' + "a" * (MAX_GRAMMAR_BYTES + 1) + '"', f"at most {MAX_GRAMMAR_BYTES // 1024} KB"),
-    ("root ::= r0\n" + "".join(f'r{i} ::= "x"\n' for i in range(MAX_RULES)), f"at most {MAX_RULES:,} are allowed"),
-], ids=["nesting", "size", "rules"])
+@pytest.mark.parametrize(
+    "grammar, words",
+    [
+        (
+            "root ::= " + "(" * 50_000 + '"a"' + ")" * 50_000,
+            f"nests groups 50,000 deep; at most {MAX_NESTING:,} levels",
+        ),
+        ('root ::= "' + "a" * (MAX_GRAMMAR_BYTES + 1) + '"', f"at most {MAX_GRAMMAR_BYTES // 1024} KB"),
+        ("root ::= r0\n" + "".join(f'r{i} ::= "x"\n' for i in range(MAX_RULES)), f"at most {MAX_RULES:,} are allowed"),
+    ],
+    ids=["nesting", "size", "rules"],
+)
 def test_each_limit_is_named_before_llama_cpp_sees_the_grammar(grammar, words):
     with pytest.raises(InvalidRequestError, match="The grammar cannot be used") as caught:
         check_limits(grammar)
@@ -71,7 +101,7 @@ def test_grammars_of_realistic_schemas_stay_well_under_the_limits(name):
 
 
 def test_a_schema_whose_grammar_is_too_deep_says_which_keywords_to_lower():
-    with pytest.raises(InvalidRequestError, match="too large to guide generation.*20,000 deep") as caught:
+    with pytest.raises(InvalidRequestError, match=r"too large to guide generation.*20,000 deep") as caught:
         schema_to_grammar({"type": "object", "properties": {"note": {"type": "string", "maxLength": 20_000}}})
     assert "maxLength" in caught.value.hint
 
@@ -122,8 +152,9 @@ def test_a_check_that_cannot_run_is_not_blamed_on_the_grammar_or_remembered(mode
 
 
 def request(grammar: str | None, text: str = "Is the sky blue?", **sampling) -> GenerationRequest:
-    return GenerationRequest((ChatMessage("user", text),), SamplingParams(**{"max_tokens": 8, **sampling}),
-                             grammar=grammar)
+    return GenerationRequest(
+        (ChatMessage("user", text),), SamplingParams(**{"max_tokens": 8, **sampling}), grammar=grammar
+    )
 
 
 @pytest.mark.slow

@@ -25,8 +25,9 @@ class Conversation:
         self.turns: list[Done] = []
 
     def request(self, max_tokens: int) -> GenerationRequest:
-        return GenerationRequest(tuple(self.messages), SamplingParams(temperature=0.0, max_tokens=max_tokens),
-                                 conversation_key=self.key)
+        return GenerationRequest(
+            tuple(self.messages), SamplingParams(temperature=0.0, max_tokens=max_tokens), conversation_key=self.key
+        )
 
     def answered(self, done: Done, follow_up: str | None) -> Done:
         self.turns.append(done)
@@ -101,7 +102,7 @@ def test_a_state_spilled_to_disk_comes_back_with_the_same_answer(model_path, und
     first, expected = undisturbed
     gen = pressure(model_path, kv_ram_mb=0, kv_spill_dir=str(tmp_path / "spill"))
     try:
-        a, second = interleaved(gen, long_turn=True)
+        _a, second = interleaved(gen, long_turn=True)
         assert gen.store.spilled >= 1 and gen.store.restored_from_disk == 1
         assert gen.slots.restored == 1
         gen.store.flush()
@@ -118,7 +119,7 @@ def test_without_a_saved_state_the_history_is_evaluated_again_and_says_so(model_
     first, _ = undisturbed
     gen = pressure(model_path, kv_ram_mb=0)  # no RAM, no spill folder: evicted states are dropped
     try:
-        a, second = interleaved(gen, long_turn=True)
+        _a, second = interleaved(gen, long_turn=True)
         assert gen.slots.evicted >= 1 and gen.slots.restored == 0 and "conversation:a" not in gen.store
     finally:
         gen.close()
@@ -153,7 +154,7 @@ def test_the_ram_budget_keeps_the_most_recent_states_and_spills_the_rest(tmp_pat
 
 
 def test_a_state_taken_back_while_its_file_is_written_comes_from_memory_and_leaves_no_file(tmp_path):
-    store = KvStateStore(ram_bytes=0, spill_dir=tmp_path, spill_bytes=10 ** 9)
+    store = KvStateStore(ram_bytes=0, spill_dir=tmp_path, spill_bytes=10**9)
     big = state("big", 50_000_000)  # long enough to write that taking it back races the writer
     store.put(big)
     back = store.take("big")
@@ -198,8 +199,9 @@ def test_spill_folders_left_by_ended_processes_are_removed_and_live_ones_kept(tm
     import subprocess
     import sys
 
-    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                           text=True, check=True)
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     orphan = tmp_path / f"kv-{ended.stdout.strip()}-abc"  # a process that crashed with states on disk
     orphan.mkdir()
     (orphan / "0.kv").write_bytes(b"x" * 10)
@@ -289,12 +291,16 @@ def test_idle_conversations_are_copied_ahead_to_disk_only_when_an_eviction_is_li
     """Without a RAM budget, idle time copies a short conversation nowhere (a copy on disk would be
     stale after its next turn), but spills one that leaves no room for another as long; with a RAM
     budget the idle conversation is in RAM before anything needs its cells."""
-    cases = (("Name a colour.", 16, 0, None), ("Write a long story about the sea.", 120, 0, "disk"),
-             ("Name a colour.", 16, 64, "ram"))
+    cases = (
+        ("Name a colour.", 16, 0, None),
+        ("Write a long story about the sea.", 120, 0, "disk"),
+        ("Name a colour.", 16, 64, "ram"),
+    )
     for i, (question, tokens, ram_mb, expected) in enumerate(cases):
         rt = Runtime()
-        rt.load(ModelConfig(model_path, n_ctx=256, n_parallel=1, kv_ram_mb=ram_mb,
-                            kv_spill_dir=str(tmp_path / str(i)))).result(60)
+        rt.load(
+            ModelConfig(model_path, n_ctx=256, n_parallel=1, kv_ram_mb=ram_mb, kv_spill_dir=str(tmp_path / str(i)))
+        ).result(60)
         try:
             conv = Conversation("conversation:idle", question)
             done = conv.answered(rt.submit(conv.request(tokens)).wait(60), None)
@@ -340,8 +346,9 @@ def test_a_mixed_load_ends_every_request_within_the_budgets_and_leaves_the_cache
 
     rng = random.Random(11)
     rt = Runtime()
-    rt.load(ModelConfig(model_path, n_ctx=1024, n_parallel=3, kv_ram_mb=12, kv_spill_dir=str(tmp_path),
-                        kv_spill_mb=4)).result(60)
+    rt.load(
+        ModelConfig(model_path, n_ctx=1024, n_parallel=3, kv_ram_mb=12, kv_spill_dir=str(tmp_path), kv_spill_mb=4)
+    ).result(60)
     gen = rt._generator
     try:
         histories = {k: [ChatMessage("system", "You are terse.")] for k in range(6)}
@@ -349,11 +356,12 @@ def test_a_mixed_load_ends_every_request_within_the_budgets_and_leaves_the_cache
         for i in range(40):
             k = rng.randrange(6)
             question = ChatMessage("user", f"Tell me about number {i} " + "and more " * rng.randrange(60))
-            request = GenerationRequest(tuple(histories[k] + [question]),
-                                        SamplingParams(max_tokens=rng.choice([8, 32, 96, 200]), temperature=0.7,
-                                                       seed=i),
-                                        conversation_key=f"conversation:{k}" if rng.random() < 0.8 else None,
-                                        priority=rng.choice(list(Priority)))
+            request = GenerationRequest(
+                tuple(histories[k] + [question]),
+                SamplingParams(max_tokens=rng.choice([8, 32, 96, 200]), temperature=0.7, seed=i),
+                conversation_key=f"conversation:{k}" if rng.random() < 0.8 else None,
+                priority=rng.choice(list(Priority)),
+            )
             handle = rt.submit(request, lambda e: peak.__setitem__(0, max(peak[0], _held_in_ram(gen.store))))
             handles.append(handle)
             if rng.random() < 0.2:

@@ -18,7 +18,6 @@ from engine.runtime.remote import RemoteBackendError, RemoteRuntime
 from engine.runtime.types import ChatMessage, Done, Failed, GenerationRequest, SamplingParams, Started, Token
 from engine.trace.store import TraceStore
 from engine.trace.tracing import Tracing
-
 from tests.llama_server import ALIAS, API_KEY, free_port
 
 
@@ -59,8 +58,9 @@ def test_a_streamed_chat_answer_arrives_in_order_with_usage(remote):
 
 def test_the_assistant_answers_through_the_remote_backend_and_saves_it(remote, tmp_path):
     history = HistoryStore(tmp_path / "locus.sqlite3")
-    assistant = Assistant(BackendRegistry.of(remote), history,
-                          ChatSettings("You are brief.", SamplingParams(seed=1, max_tokens=16)))
+    assistant = Assistant(
+        BackendRegistry.of(remote), history, ChatSettings("You are brief.", SamplingParams(seed=1, max_tokens=16))
+    )
     try:
         answer = assistant.ask("What is the capital of France?")
         done = answer.wait(60)
@@ -225,8 +225,10 @@ def test_a_malformed_stream_is_reported():
 def test_shutdown_cancels_what_runs_and_refuses_what_comes(server):
     rt = RemoteRuntime(server, model=ALIAS, api_key=API_KEY)
     first_token = threading.Event()
-    handle = rt.submit(chat("Write a very long story about a ship.", max_tokens=1500),
-                       lambda e: isinstance(e, Token) and first_token.set())
+    handle = rt.submit(
+        chat("Write a very long story about a ship.", max_tokens=1500),
+        lambda e: isinstance(e, Token) and first_token.set(),
+    )
     assert first_token.wait(30)
     rt.shutdown()
     done = handle.wait(5)
@@ -251,8 +253,10 @@ def test_a_long_conversation_is_fitted_with_the_shared_prompt_budget():
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.end_headers()
-            self.wfile.write(b'data: {"choices": [{"delta": {"content": "ok"}, "finish_reason": null}]}\n\n'
-                             b'data: {"choices": [{"delta": {}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n')
+            self.wfile.write(
+                b'data: {"choices": [{"delta": {"content": "ok"}, "finish_reason": null}]}\n\n'
+                b'data: {"choices": [{"delta": {}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
+            )
 
         def log_message(self, *args):
             pass

@@ -69,10 +69,12 @@ def test_requests_queue_and_a_queued_one_can_be_cancelled_before_it_starts(one_s
 def test_interactive_requests_overtake_background_ones(one_slot):
     order = []
     blocker = one_slot.submit(request("Write a long story.", max_tokens=40))
-    background = one_slot.submit(request(priority=Priority.BACKGROUND),
-                                 lambda e: isinstance(e, Started) and order.append("background"))
-    interactive = one_slot.submit(request(priority=Priority.INTERACTIVE),
-                                  lambda e: isinstance(e, Started) and order.append("interactive"))
+    background = one_slot.submit(
+        request(priority=Priority.BACKGROUND), lambda e: isinstance(e, Started) and order.append("background")
+    )
+    interactive = one_slot.submit(
+        request(priority=Priority.INTERACTIVE), lambda e: isinstance(e, Started) and order.append("interactive")
+    )
     for h in (blocker, background, interactive):
         h.wait(60)
     assert order == ["interactive", "background"]
@@ -101,7 +103,7 @@ def test_a_corrupt_model_is_refused_and_the_current_one_keeps_working(runtime, c
 
 def test_a_missing_model_file_is_named(runtime, tmp_path):
     missing = tmp_path / "nope.gguf"
-    with pytest.raises(ModelLoadError, match="nope.gguf' does not exist"):
+    with pytest.raises(ModelLoadError, match=r"nope\.gguf' does not exist"):
         runtime.load(ModelConfig(str(missing))).result(timeout=30)
 
 
@@ -109,8 +111,9 @@ def test_shutdown_cancels_the_running_request_and_fails_the_waiting_ones(model_p
     rt = Runtime()
     rt.load(ModelConfig(model_path, n_ctx=1024, n_parallel=1)).result(timeout=120)  # the second one waits
     first_token = threading.Event()
-    running = rt.submit(request("Write a very long story.", max_tokens=500),
-                        lambda e: isinstance(e, Token) and first_token.set())
+    running = rt.submit(
+        request("Write a very long story.", max_tokens=500), lambda e: isinstance(e, Token) and first_token.set()
+    )
     waiting = rt.submit(request())
     assert first_token.wait(30)
     rt.shutdown()
@@ -128,8 +131,10 @@ def test_a_broken_consumer_does_not_stop_the_runtime(runtime):
     assert isinstance(runtime.submit(request()).wait(60), Done)
 
 
-@pytest.mark.parametrize("bad", [dict(n_parallel=0), dict(n_parallel=1000), dict(kv_ram_mb=-1), dict(n_ctx=True),
-                                 dict(n_batch=4, n_parallel=8)])
+@pytest.mark.parametrize(
+    "bad",
+    [dict(n_parallel=0), dict(n_parallel=1000), dict(kv_ram_mb=-1), dict(n_ctx=True), dict(n_batch=4, n_parallel=8)],
+)
 def test_bad_model_settings_are_refused_with_their_name(model_path, bad):
     from engine.errors import InvalidRequestError
 

@@ -25,11 +25,15 @@ def reference_chain(model, params: SamplingParams, seed: int):
     return chain
 
 
-@pytest.mark.parametrize("params", [
-    SamplingParams(temperature=0.0, repeat_penalty=1.3, repeat_last_n=16),
-    SamplingParams(temperature=0.9, repeat_penalty=1.2, repeat_last_n=8, seed=5),
-    SamplingParams(temperature=1.5, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.5, repeat_last_n=64, seed=9),
-], ids=["greedy", "default-chain", "hot"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(temperature=0.0, repeat_penalty=1.3, repeat_last_n=16),
+        SamplingParams(temperature=0.9, repeat_penalty=1.2, repeat_last_n=8, seed=5),
+        SamplingParams(temperature=1.5, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.5, repeat_last_n=64, seed=9),
+    ],
+    ids=["greedy", "default-chain", "hot"],
+)
 def test_sampling_matches_llamas_own_penalties_and_greedy_samplers(generator, params):
     generator.forget_cache()
     ctx = generator.ctx
@@ -37,7 +41,7 @@ def test_sampling_matches_llamas_own_penalties_and_greedy_samplers(generator, pa
     ours = SamplerChain(generator.model, params, params.seed)
     theirs = reference_chain(generator.model, params, params.seed)
     try:
-        for tok in prompt[-params.repeat_last_n:]:  # both see the prompt's tail first
+        for tok in prompt[-params.repeat_last_n :]:  # both see the prompt's tail first
             ours.accept(tok)
             llama_cpp.llama_sampler_accept(theirs, tok)
         ctx.decode(prompt, 0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import threading
 
-import llama_cpp
 import pytest
 
 from engine.answer import Retrieved, TextDelta
@@ -99,13 +98,14 @@ def index_folder(engine, tmp_path, extra=()):
 
 def test_document_question_is_one_trace_with_the_expected_tree(engine, tmp_path):
     index_folder(engine, tmp_path)
-    ctx = engine.runtime._generator.ctx.ctx
-    llama_cpp.llama_perf_context_reset(ctx)
+    before = engine.runtime.diagnostics()
     answer = engine.assistant.ask("Who is the keeper of the Skerry lighthouse?", collections=[])
     events = list(answer.events())
     done = events[-1]
     assert done.complete, done
-    perf = llama_cpp.llama_perf_context(ctx)
+    after = engine.runtime.diagnostics()
+    evaluated = after.prompt_tokens_evaluated - before.prompt_tokens_evaluated
+    generated = after.tokens_generated - before.tokens_generated
 
     traces = engine.traces(task="doc_qa")
     assert len(traces) == 1 and traces[0].trace_id == answer.started.trace_id == done.trace_id
@@ -124,11 +124,10 @@ def test_document_question_is_one_trace_with_the_expected_tree(engine, tmp_path)
     assert (
         gen["gen_ai.usage.input_tokens"]
         == done.stats.prompt_tokens
-        == perf.n_p_eval + perf.n_eval - done.stats.completion_tokens
+        == evaluated + generated - done.stats.completion_tokens
     )
-    assert gen["gen_ai.usage.output_tokens"] == done.stats.completion_tokens == perf.n_eval
-    prompt_tokens = engine.runtime._generator.model.tokenize(gen["locus.prompt"], add_special=False, parse_special=True)
-    assert len(prompt_tokens) == gen["gen_ai.usage.input_tokens"]
+    assert gen["gen_ai.usage.output_tokens"] == done.stats.completion_tokens == generated
+    assert engine.runtime.count_tokens(gen["locus.prompt"], special=True) == gen["gen_ai.usage.input_tokens"]
     assert "Morag Finlay" in gen["locus.prompt"] and gen["locus.response"] == done.text
     assert gen["gen_ai.operation.name"] == "chat" and gen["gen_ai.provider.name"] == "llama.cpp"
     assert gen["gen_ai.request.temperature"] == 0.0 and gen["gen_ai.request.seed"] == 7
