@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.answer import AnswerEnded, AnswerStarted
+from engine.answer import AnswerEnded, AnswerStarted, ApprovalNeeded
 from engine.errors import EngineError
 from engine.history.writer import answer_is_kept
 from resources import resource_path
@@ -27,6 +27,7 @@ from ui.chat.composer import Composer
 from ui.chat.documents_selector import DocumentsSelector
 from ui.chat.live_answer import LiveAnswer, waiting_words
 from ui.chat.message import MessageWidget
+from ui.chat.tool_picker import ToolPicker
 from ui.chat.view import ChatView
 from ui.conversation_list import ConversationList
 from ui.documents_controller import DocumentsController
@@ -40,6 +41,7 @@ from ui.sidebar import ConversationSidebar
 from ui.tasks.bar import TaskBar, TaskProgressRow
 from ui.tasks.launcher import TaskLauncher
 from ui.tasks.modes import MODES, TaskRequest, answer_stats_text
+from ui.tools.controller import ToolsController
 from ui.traces.links import link_answer
 from ui.traces.window import TraceWindow
 
@@ -95,6 +97,8 @@ class MainWindow(QMainWindow):
         )
         self.edit_button = self._button("Edit last question", "editButton", self.edit_last_question)
         self.backend = BackendSelector(self, services, lambda: self.conversation_id)
+        self.tool_picker = ToolPicker(self)
+        self.tool_picker.valueChanged.connect(self._tools_chosen)
 
         right = QWidget(self)
         column = QVBoxLayout(right)
@@ -103,6 +107,7 @@ class MainWindow(QMainWindow):
         actions = QHBoxLayout()
         actions.addWidget(self.task_bar.mode_row)
         actions.addWidget(self.backend.button)
+        actions.addWidget(self.tool_picker)
         actions.addStretch(1)
         actions.addWidget(self.edit_button)
         actions.addWidget(self.regenerate_button)
@@ -130,6 +135,12 @@ class MainWindow(QMainWindow):
         self.tasks = TaskLauncher(self, services)
         self.documents.summaryTextReady.connect(self.tasks.summarize_document)
         self.documents.selectionTask.connect(self.tasks.on_selection)
+        self.tools = ToolsController(self, services)
+        self.tabifyDockWidget(self.documents.dock, self.tools.dock)  # opened, it is a tab beside Documents
+        self.documents.dock.raise_()
+        self.tools.watch.changed.connect(self.tool_picker.set_snapshot)
+        self.tool_picker.startRequested.connect(self.tools.start_server)
+        self.tool_picker.panelRequested.connect(self.tools.open)
         self.chat.selectionTask.connect(self.tasks.on_selection)
         self.chat.sourceClicked.connect(self.documents.open_source)
         self.chat.traceRequested.connect(self.open_traces)
@@ -159,11 +170,15 @@ class MainWindow(QMainWindow):
         file_menu.addAction(quit_)
         view_menu = self.menuBar().addMenu("&View")
         view_menu.addAction(self.documents.toggle_action)
+        view_menu.addAction(self.tools.toggle_action)
         view_menu.addAction(
             QAction("&Trace log…", self, shortcut=QKeySequence("Ctrl+Shift+T"), triggered=lambda: self.open_traces())
         )
         tools_menu = self.menuBar().addMenu("&Tools")
         tools_menu.addAction(QAction("&Prompt templates…", self, triggered=self.tasks.open_template_editor))
+        tools_menu.addSeparator()
+        tools_menu.addAction(QAction("Tools and &MCP servers…", self, triggered=self.tools.open))
+        tools_menu.addAction(QAction("&Edit mcp.json…", self, triggered=self.tools.edit_mcp))
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(QAction("&About Locus", self, triggered=self._about))
 
@@ -174,6 +189,7 @@ class MainWindow(QMainWindow):
         self.load_model()
         self.refresh_conversations()
         self.documents.open()
+        self.tools.watch.refresh()
         if self.services.problems:
             QTimer.singleShot(0, self._report_setting_problems)
 
@@ -204,6 +220,7 @@ class MainWindow(QMainWindow):
         self.pending_collections = None
         self.documents_selector.set_value(None)
         self.backend.show_for(None)
+        self.tool_picker.set_value(None)
         self._detach_live_answer()
         self.chat.clear()
         self.sidebar.select(None)
@@ -222,6 +239,7 @@ class MainWindow(QMainWindow):
                 return
             self.documents_selector.set_value(conversation.collections)
             self.backend.show_for(conversation)
+            self.tool_picker.set_value(conversation.tools)
             self._detach_live_answer()
             self.chat.show_messages(messages)
             self._reattach_live_answer()
@@ -245,6 +263,8 @@ class MainWindow(QMainWindow):
                 self.answer_widget = widget
                 widget.set_text(live.text)
                 widget.set_status("streaming")
+                widget.tool_calls.show_calls(live.calls)
+                widget.tool_calls.approvalGiven.connect(live.approve)
                 self._show_live_status(live.status)
 
     def _documents_chosen(self, value: list[str] | None) -> None:
@@ -257,6 +277,18 @@ class MainWindow(QMainWindow):
             lambda: self.services.history.set_options(conversation, collections=value),
             None,
             lambda exc: show_error(self, "Documents", exc),
+            owner=self,
+        )
+
+    def _tools_chosen(self, value: list[str]) -> None:
+        """The tool picker changed: save it on the conversation (a new one gets it with its first question)."""
+        if self.conversation_id is None:
+            return
+        conversation = self.conversation_id
+        run_in_background(
+            lambda: self.services.history.set_options(conversation, tools=value),
+            None,
+            lambda exc: show_error(self, "Tools", exc),
             owner=self,
         )
 
@@ -312,10 +344,11 @@ class MainWindow(QMainWindow):
                 self.chat.remove_from(last_user)
             start = partial(assistant.resend_edited, conversation, text)
         elif conversation is None:
-            chosen, options = self.pending_collections, self.backend.ask_options()
+            chosen = self.pending_collections
+            options = self.backend.ask_options() | self.tool_picker.ask_options(new=True)
             start = partial(assistant.ask, text, None, collections=chosen, **options)
         else:
-            options = self.backend.ask_options()
+            options = self.backend.ask_options() | self.tool_picker.ask_options(new=False)
             start = partial(assistant.ask, text, conversation, **options)
         user_widget = self.chat.add_message("user", text)
         self._begin_answer(user_widget, start, waiting_words(self.services.backends.resolve(None)[1].model_info))
@@ -389,6 +422,14 @@ class MainWindow(QMainWindow):
         live.textChanged.connect(lambda text: self.answer_widget is not None and self.answer_widget.set_text(text))
         live.statusChanged.connect(self._show_live_status)
         live.progressed.connect(self.task_progress.show_progress)
+        live.toolCallStarted.connect(
+            lambda e: self.answer_widget is not None and self.answer_widget.tool_calls.call_started(e.call, e.step)
+        )
+        live.approvalNeeded.connect(self._approval_needed)
+        live.toolCallEnded.connect(
+            lambda e: self.answer_widget is not None and self.answer_widget.tool_calls.call_ended(e.result)
+        )
+        widget.tool_calls.approvalGiven.connect(live.approve)
         live.answerEnded.connect(self._finish_answer)
         self._show_live_status(status)
         self.chat.scroll_to_bottom()
@@ -399,6 +440,16 @@ class MainWindow(QMainWindow):
         if widget is not None:
             widget.status_label.setText(text)
             widget.status_label.setVisible(bool(text))
+
+    def _approval_needed(self, event: ApprovalNeeded) -> None:
+        """A tool call waits for the user: the prompt goes inline in the answer (or the status bar says where)."""
+        if self.answer_widget is not None:
+            self.answer_widget.tool_calls.approval_needed(event.call)
+            self.chat.scroll_to_bottom()
+        else:
+            self.statusBar().showMessage(
+                "An answer in another conversation waits for you to allow a tool call: open it to answer.", 15000
+            )
 
     def _on_answer_started(self, started: AnswerStarted) -> None:
         """The answer's question and placeholder are saved (or, when it could not start, nothing was)."""

@@ -2,20 +2,33 @@
 
 ``LiveAnswer`` follows one answer's events (engine/answer.py) from the bridge: it keeps the text so far
 (repainted at most 20 times a second), says in words what the answer is doing, keeps its progress, its
-sources and its trace, and tells when it ended. A view only paints what its signals say. The engine's
-``ask`` returns at once and ``AnswerStarted`` names the conversation and messages, so nothing here waits
-for a handle or guesses what came first.
+sources, its tool calls (and the approvals they wait for) and its trace, and tells when it ended. A view
+only paints what its signals say. The engine's ``ask`` returns at once and ``AnswerStarted`` names the
+conversation and messages, so nothing here waits for a handle or guesses what came first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from engine.answer import AnswerEnded, AnswerStarted, Cited, Generating, Progress, Retrieved, TextDelta
+from engine.answer import (
+    AnswerEnded,
+    AnswerStarted,
+    ApprovalNeeded,
+    Cited,
+    Generating,
+    Progress,
+    Retrieved,
+    TextDelta,
+    ToolCallEnded,
+    ToolCallStarted,
+)
 from engine.answering import AnswerHandle
 from ui.bridge import EngineBridge
+from ui.chat.tool_calls import CallState, short_name
 
 RENDER_INTERVAL_MS = 50  # streamed text is painted at most 20 times a second
 
@@ -39,6 +52,9 @@ class LiveAnswer(QObject):
     statusChanged = Signal(str)  # what the answer is doing, in words
     progressed = Signal(object)  # Progress of a task with steps
     answerEnded = Signal(object)  # AnswerEnded, once, after the last textChanged
+    toolCallStarted = Signal(object)  # ToolCallStarted: the model asked for a call
+    approvalNeeded = Signal(object)  # ApprovalNeeded: the call waits for the user (answer with ``approve``)
+    toolCallEnded = Signal(object)  # ToolCallEnded: the call ran, failed, was denied or stopped
 
     def __init__(self, bridge: EngineBridge, status: str, parent: QObject | None = None):
         super().__init__(parent)
@@ -50,6 +66,7 @@ class LiveAnswer(QObject):
         self.status = status
         self.progress: Progress | None = None
         self.citations: tuple = ()
+        self.calls: list[CallState] = []  # the tool calls so far, as their rows show them
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(RENDER_INTERVAL_MS)
@@ -86,6 +103,22 @@ class LiveAnswer(QObject):
         if self.handle is not None:
             self.handle.cancel()
 
+    def approve(self, call_id: str, approval: str) -> bool:
+        """The user's answer to a call's approval prompt (only the prompt's buttons call this); False when
+        no call of that id waits any more."""
+        if self.handle is None or self.finished:
+            return False
+        given = self.handle.approve(call_id, approval)
+        if given:
+            self._update_call(call_id, status="running", approval=approval)
+        return given
+
+    def _update_call(self, call_id: str, **changes) -> None:
+        for index in range(len(self.calls) - 1, -1, -1):
+            if self.calls[index].id == call_id and not self.calls[index].finished:
+                self.calls[index] = replace(self.calls[index], **changes)
+                return
+
     def _set_status(self, text: str) -> None:
         self.status = text
         self.statusChanged.emit(text)
@@ -114,6 +147,21 @@ class LiveAnswer(QObject):
             self.progress = event
             self.progressed.emit(event)
             self._set_status(progress_words(event))
+        elif isinstance(event, ToolCallStarted):
+            self.calls.append(CallState.started(event.call, event.step))
+            self.toolCallStarted.emit(event)
+            self._set_status(f"Calling {short_name(event.call.name)}…")
+        elif isinstance(event, ApprovalNeeded):
+            self._update_call(event.call.id, status="waiting")
+            self.approvalNeeded.emit(event)
+            self._set_status(f"Waiting for you to allow {short_name(event.call.name)}…")
+        elif isinstance(event, ToolCallEnded):
+            for index in range(len(self.calls) - 1, -1, -1):
+                if self.calls[index].id == event.result.call_id and not self.calls[index].finished:
+                    self.calls[index] = self.calls[index].ended(event.result)
+                    break
+            self.toolCallEnded.emit(event)
+            self._set_status("Reading the results…" if event.result.status == "ok" else "Answering…")
         elif isinstance(event, Cited):
             self.citations = event.citations
         elif isinstance(event, AnswerEnded):

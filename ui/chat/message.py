@@ -28,6 +28,7 @@ from ui.chat.markdown import (
     link_citations,
     split_segments,
 )
+from ui.chat.tool_calls import ToolCallList, saved_calls
 from ui.errors import show_error
 from ui.ops import run_in_background
 from ui.plain import literal, mnemonic_safe, plain_label
@@ -301,6 +302,8 @@ class MessageWidget(QFrame):
         self.trace_button.hide()
         header.addWidget(self.trace_button)
         layout.addLayout(header)
+        self.tool_calls = ToolCallList(self)  # an answer's tool calls, above its text (hidden when none)
+        layout.addWidget(self.tool_calls)
         self.body = QVBoxLayout()
         self.body.setSpacing(8)
         layout.addLayout(self.body)
@@ -318,6 +321,10 @@ class MessageWidget(QFrame):
         """Offer 'Show trace' for this answer (None: no trace is known)."""
         self.trace_id = trace_id or None
         self.trace_button.setVisible(self.trace_id is not None and self.status != "streaming")
+
+    def show_saved_tool_calls(self, stats: dict | None) -> None:
+        """Show the tool calls a saved answer made (kept in its stats), as they ended."""
+        self.tool_calls.show_calls(saved_calls(stats))
 
     def segment_widgets(self) -> list[QWidget]:
         return [self.body.itemAt(i).widget() for i in range(self.body.count())]

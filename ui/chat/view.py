@@ -66,6 +66,7 @@ class ChatView(QScrollArea):
                 widget.set_sources(m.sources)
             if m.role == "assistant":
                 widget.set_trace_id(stats_trace_id(m.stats))
+                widget.show_saved_tool_calls(m.stats)
         self.scroll_to_bottom()
 
     def add_message(
