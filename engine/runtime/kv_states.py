@@ -80,6 +80,20 @@ class KvStateStore:
         return self._ram_used
 
     @property
+    def folder(self) -> Path | None:
+        """This store's own spill folder (None without spilling)."""
+        return self._folder
+
+    def spare_sizes(self) -> list[int]:
+        """The sizes of the buffers kept for the next saves, oldest first (diagnostics)."""
+        return [len(b) for b in self._spare]
+
+    def held_in_ram(self) -> int:
+        """What the states in RAM and the spare buffers really keep alive, from the arrays themselves rather
+        than the running count (diagnostics; states on their way to disk leave RAM once written)."""
+        return sum(s.held for s in list(self._ram.values())) + sum(len(b) for b in list(self._spare))
+
+    @property
     def disk_used(self) -> int:
         return self._disk_used
 
@@ -123,7 +137,7 @@ class KvStateStore:
             if data is None and path is not None:
                 data = self.buffer(state.nbytes)[: state.nbytes]
                 with open(path, "rb") as file:
-                    if file.readinto(data.data) != state.nbytes:
+                    if file.readinto(memoryview(data)) != state.nbytes:  # type: ignore[arg-type] # a buffer
                         raise OSError(f"{state.path} is shorter than the state written to it")
         except OSError as exc:
             log.warning("a spilled KV state could not be read back: %s", exc)
@@ -231,7 +245,7 @@ class KvStateStore:
                 state.writing = False
                 return
         try:
-            path.write_bytes(data.data)
+            path.write_bytes(memoryview(data))  # type: ignore[arg-type] # an ndarray (or bytearray) is a buffer
             written = True
         except OSError as exc:  # a full disk: the state is given up (its conversation is evaluated again)
             log.warning("a KV state could not be spilled to %s: %s", path, exc)
