@@ -107,6 +107,12 @@ class ApiServer:
 
     # Lifecycle -------------------------------------------------------------------------
 
+    @property
+    def open_connections(self) -> int:
+        """Client connections held open now (diagnostics; at most ``max_connections``)."""
+        with self._lock:
+            return len(self._connections)
+
     def backend(self) -> Backend:
         """The backend that answers a request arriving now (the default one): resolve once per request."""
         return self._backends.resolve(None)[1]

@@ -126,6 +126,18 @@ class Runtime:
         return gen.info if gen else None
 
     @property
+    def loads_waiting(self) -> int:
+        """Model loads asked for and not yet begun (diagnostics)."""
+        return len(self._loads)
+
+    @property
+    def generator(self) -> Generator | None:
+        """The loaded model's generator (None before a load), for tests and benchmarks that look inside
+        the batch and the KV cache (see RuntimeDiagnostics): read it only while the runtime is idle, or
+        from an event callback (the runtime thread)."""
+        return self._generator
+
+    @property
     def queue_length(self) -> int:
         """Requests waiting or running (a metrics gauge)."""
         return self._in_flight

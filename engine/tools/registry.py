@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from engine.tools.base import Tool, ToolSpec
 from engine.tools.builtin import FETCH_OFF, LibrarySource, builtin_tools
 from engine.tools.config import BUILTIN_NAMES, ToolsConfig
-from engine.tools.errors import ToolUnavailableError, UnknownToolError
+from engine.tools.errors import McpConfigError, ToolUnavailableError, UnknownToolError
 from engine.tools.mcp_config import ServerStatus, load_servers
 
 if TYPE_CHECKING:
@@ -188,6 +188,20 @@ class ToolRegistry:
         if name == "read_file" and not config.allowed_folders:
             return "no folder is allowed for reading files (Settings > Tools > Allowed folders)."
         return None
+
+    def read_resource(self, server: str, uri: str, timeout_s: float | None = None) -> str:
+        """A resource of an MCP server, as plain text (the server is started when it is not running)."""
+        return self._running_host().read_resource(server, uri, timeout_s)
+
+    def get_prompt(self, server: str, name: str, arguments: dict | None = None, timeout_s: float | None = None) -> str:
+        """A prompt of an MCP server filled with ``arguments``, as plain text."""
+        return self._running_host().get_prompt(server, name, arguments, timeout_s)
+
+    def _running_host(self) -> McpHost:
+        host = self._mcp_host()
+        if host is None:
+            raise McpConfigError("No MCP servers are configured (mcp.json) or the tools were closed.")
+        return host
 
     def _mcp_host(self) -> McpHost | None:
         """The MCP host, made on first use from mcp.json (no thread or process starts until a server does)."""

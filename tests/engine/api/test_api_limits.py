@@ -100,7 +100,7 @@ def test_connections_beyond_the_cap_get_503_and_no_thread_of_their_own(no_model)
     before = threading.active_count()
     with ApiServer(BackendRegistry.of(no_model), port=0, max_connections=2) as server:
         idle = [connect(server) for _ in range(2)]
-        wait_until(lambda: len(server._connections) == 2)
+        wait_until(lambda: server.open_connections == 2)
         extra = connect(server)
         extra.sendall(MODELS)
         head, body = read_answer(extra)

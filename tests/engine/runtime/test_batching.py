@@ -234,7 +234,7 @@ def test_an_interactive_request_preempts_a_background_one_which_resumes_where_it
             lambda e: isinstance(e, (Started, Done)) and order.append(("interactive", type(e).__name__)),
         )
         assert isinstance(interactive.wait(120), Done) and isinstance(background.wait(120), Done)
-        slots = rt._generator.slots
+        slots = rt.generator.slots
         assert slots.restored >= 1 and slots.recomputed == 0  # its saved state was put back, not recomputed
     finally:
         rt.shutdown()
@@ -361,16 +361,17 @@ def test_a_failure_while_preempted_requests_resume_loses_none_of_them(model_path
     config = ModelConfig(model_path, n_ctx=1024, n_parallel=1)
     rt.load(config).result(timeout=120)
     try:
-        batcher, broken = rt._generator.batcher, []
+        assert rt.generator is not None
+        batcher, broken = rt.generator.batcher, []
         real_admit = batcher.admit
 
         def admit(seq):
-            if rt._loads and not broken:
+            if rt.loads_waiting and not broken:
                 broken.append(seq.request_id)
                 raise RuntimeError("scheduling bug")
             return real_admit(seq)
 
-        batcher.admit = admit
+        batcher.admit = admit  # a bug forced into this one batcher (a public method of a public object)
         background, question, queued, loaded = preempted_then_reloaded(rt, config)
         for handle in (question, background, queued):
             assert isinstance(handle.wait(120), (Done, Failed)), handle

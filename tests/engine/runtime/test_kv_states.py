@@ -188,7 +188,7 @@ def test_a_runtime_serves_many_conversations_with_a_small_cache(model_path, tmp_
             expected = conv.previous_length()
             done = conv.answered(rt.submit(conv.request(24)).wait(60), None)
             assert done.stats.reused_prompt_tokens == expected, conv.key
-        store = rt._generator.store
+        store = rt.generator.store
         assert store.spilled > 0 and store.restored_from_disk > 0
     finally:
         rt.shutdown()
@@ -223,13 +223,13 @@ def test_spare_buffers_stay_within_the_ram_budget():
     store = KvStateStore(ram_bytes=1000)
     store.recycle(np.zeros(600, dtype=np.uint8))
     store.recycle(np.zeros(300, dtype=np.uint8))
-    assert sorted(len(b) for b in store._spare) == [300, 600]
+    assert sorted(store.spare_sizes()) == [300, 600]
     store.put(state("a", 200))  # states come first: the smaller spare goes
     store.recycle(np.zeros(100, dtype=np.uint8))
-    assert sum(len(b) for b in store._spare) + store.ram_used <= 1000
+    assert sum(store.spare_sizes()) + store.ram_used <= 1000
     none = KvStateStore(ram_bytes=0)  # no conversation cache: no buffers kept either
     none.recycle(np.zeros(10, dtype=np.uint8))
-    assert none._spare == []
+    assert none.spare_sizes() == []
 
 
 def test_a_save_takes_whichever_spare_buffer_fits_and_counts_all_of_it():
@@ -240,12 +240,12 @@ def test_a_save_takes_whichever_spare_buffer_fits_and_counts_all_of_it():
     store.recycle(small)
     store.recycle(large)
     got = store.buffer(1000)  # the larger spare, behind the smaller one in the list
-    assert got is large and [id(b) for b in store._spare] == [id(small)]
+    assert got is large and store.spare_sizes() == [len(small)]
     store.put(SavedState("a", [1, 2], None, got[:1000], 1000))
     assert store.ram_used == 1400  # the view keeps the whole buffer alive: all of it counts
-    assert store.ram_used + sum(len(b) for b in store._spare) <= 2000
+    assert store.ram_used + sum(store.spare_sizes()) <= 2000
     store.put(SavedState("b", [3], None, np.zeros(550, dtype=np.uint8), 550))
-    assert store._spare == []  # a new state comes before a spare buffer
+    assert store.spare_sizes() == []  # a new state comes before a spare buffer
     assert store.take("a").nbytes == 1000 and store.ram_used == 550
 
 
@@ -259,7 +259,7 @@ def test_a_runtime_saves_into_a_spare_buffer_of_any_place_and_keeps_serving(mode
     try:
         first = Conversation("conversation:a", "Say hi.")
         first.answered(rt.submit(first.request(8)).wait(60), None)
-        store = rt._generator.store
+        store = rt.generator.store
         deadline = time.monotonic() + 10
         while "conversation:a" not in store and time.monotonic() < deadline:
             time.sleep(0.05)  # the idle runtime copies it to RAM, then waits for work
@@ -269,7 +269,7 @@ def test_a_runtime_saves_into_a_spare_buffer_of_any_place_and_keeps_serving(mode
         for key in ("conversation:b", "conversation:c"):
             conv = Conversation(key, "Say hi.")
             assert isinstance(conv.answered(rt.submit(conv.request(8)).wait(60), None), Done)
-        assert rt._thread.is_alive()
+        assert rt.diagnostics().thread_alive
     finally:
         rt.shutdown()
 
@@ -278,7 +278,7 @@ def test_a_state_whose_file_cannot_be_written_is_given_up_and_holds_no_memory(tm
     import shutil
 
     store = KvStateStore(ram_bytes=0, spill_dir=tmp_path, spill_bytes=1000)
-    shutil.rmtree(store._folder)  # the spill folder is gone (removed by a cleaner, a disk unmounted)
+    shutil.rmtree(store.folder)  # the spill folder is gone (removed by a cleaner, a disk unmounted)
     store.put(state("a", 100))
     store.flush()
     lost = store.peek("a")
@@ -305,7 +305,7 @@ def test_idle_conversations_are_copied_ahead_to_disk_only_when_an_eviction_is_li
             conv = Conversation("conversation:idle", question)
             done = conv.answered(rt.submit(conv.request(tokens)).wait(60), None)
             assert done.stats.completion_tokens == tokens or expected is None
-            store = rt._generator.store
+            store = rt.generator.store
             deadline = time.monotonic() + 10
             while expected and "conversation:idle" not in store and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -331,12 +331,6 @@ def test_a_failed_step_keeps_the_conversations_already_saved(model_path):
         gen.close()
 
 
-def _held_in_ram(store: KvStateStore) -> int:
-    """What the store's states in RAM and its spare buffers really keep alive, from the arrays themselves
-    rather than the store's running count (states on their way to disk leave RAM once written)."""
-    return sum(s.held for s in list(store._ram.values())) + sum(len(b) for b in store._spare)
-
-
 def test_a_mixed_load_ends_every_request_within_the_budgets_and_leaves_the_cache_consistent(model_path, tmp_path):
     """Forty requests over six conversations at every priority, of random lengths, a fifth of them
     cancelled at random moments, on three places with small RAM and disk budgets (fixed seed)."""
@@ -349,7 +343,7 @@ def test_a_mixed_load_ends_every_request_within_the_budgets_and_leaves_the_cache
     rt.load(
         ModelConfig(model_path, n_ctx=1024, n_parallel=3, kv_ram_mb=12, kv_spill_dir=str(tmp_path), kv_spill_mb=4)
     ).result(60)
-    gen = rt._generator
+    gen = rt.generator
     try:
         histories = {k: [ChatMessage("system", "You are terse.")] for k in range(6)}
         handles, timers, peak = [], [], [0]
@@ -362,7 +356,7 @@ def test_a_mixed_load_ends_every_request_within_the_budgets_and_leaves_the_cache
                 conversation_key=f"conversation:{k}" if rng.random() < 0.8 else None,
                 priority=rng.choice(list(Priority)),
             )
-            handle = rt.submit(request, lambda e: peak.__setitem__(0, max(peak[0], _held_in_ram(gen.store))))
+            handle = rt.submit(request, lambda e: peak.__setitem__(0, max(peak[0], gen.store.held_in_ram())))
             handles.append(handle)
             if rng.random() < 0.2:
                 timers.append(threading.Timer(rng.random() * 0.5, handle.cancel))
@@ -376,7 +370,7 @@ def test_a_mixed_load_ends_every_request_within_the_budgets_and_leaves_the_cache
         store, slots = gen.store, gen.slots
         store.flush()
         assert slots.evicted > 0 and slots.restored > 0 and slots.recomputed == 0
-        assert peak[0] <= store.ram_bytes and _held_in_ram(store) <= store.ram_bytes
+        assert peak[0] <= store.ram_bytes and store.held_in_ram() <= store.ram_bytes
         assert store.ram_used <= store.ram_bytes and store.disk_used <= store.spill_bytes
         for slot in slots.slots:  # each slot's tokens are exactly what llama.cpp holds for its sequence
             assert gen.ctx.last_position(slot.seq_id) == len(slot.tokens) - 1

@@ -150,8 +150,9 @@ def test_an_unknown_scheduling_policy_is_refused():
 def test_a_failure_between_steps_fails_one_request_and_the_runtime_goes_on(runtime, monkeypatch):
     """A bug in scheduling (forced here: nothing real raises there) fails the request it hit, not the thread."""
     from engine.errors import GenerationError
+    from engine.runtime.scheduler import Scheduler
 
-    real_admit, calls = runtime._scheduler.admit, []
+    real_admit, calls = Scheduler.admit, []
 
     def admit_once_broken(*args, **kwargs):
         if not calls:
@@ -159,7 +160,7 @@ def test_a_failure_between_steps_fails_one_request_and_the_runtime_goes_on(runti
             raise RuntimeError("scheduling bug")
         return real_admit(*args, **kwargs)
 
-    monkeypatch.setattr(runtime._scheduler, "admit", admit_once_broken)
+    monkeypatch.setattr(Scheduler, "admit", admit_once_broken)
     hit = runtime.submit(request()).wait(60)
     assert isinstance(hit, Failed) and isinstance(hit.error, GenerationError)
     assert isinstance(runtime.submit(request()).wait(60), Done)

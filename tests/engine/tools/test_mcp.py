@@ -100,11 +100,10 @@ def test_servers_are_listed_without_starting_and_started_on_first_use(make_regis
 def test_resources_and_prompts_are_read(make_registry):
     registry = make_registry({"test": stdio()})
     registry.start_server("test", wait_s=30)
-    host = registry._mcp_host()
-    assert host.read_resource("test", "notes://readme").endswith("This is Locus's test MCP server.")
-    assert host.get_prompt("test", "summarize", {"topic": "tides"}) == "user: Summarize tides in one sentence."
+    assert registry.read_resource("test", "notes://readme").endswith("This is Locus's test MCP server.")
+    assert registry.get_prompt("test", "summarize", {"topic": "tides"}) == "user: Summarize tides in one sentence."
     with pytest.raises(McpConfigError, match="could not answer"):
-        host.read_resource("test", "notes://missing")
+        registry.read_resource("test", "notes://missing")
 
 
 def test_unknown_tools_and_servers_are_named_with_a_hint(make_registry):
