@@ -18,6 +18,7 @@ import pytest
 from app.secrets import Secrets
 from engine.api import ApiServerError
 from tests.app.helpers import LOCUS
+from tests.engine.api.test_api_limits import trickle_until_closed  # (one slow client for both tests)
 
 pytestmark = pytest.mark.slow
 
@@ -179,26 +180,6 @@ def test_serve_refuses_grammars_that_would_crash_it_and_goes_on_serving(tmp_path
         code, stderr = served.stop()
     assert code == 0, stderr
     assert "Traceback" not in stderr
-
-
-def trickle_until_closed(sock: socket.socket, data: bytes, stop: threading.Event) -> bool:
-    """Send ``data`` a byte at a time, then spaces, a byte every 0.2 s; True once the server has closed."""
-    sock.settimeout(0.2)
-    sent = 0
-    while not stop.is_set():
-        try:
-            if sock.recv(1024) == b"":
-                return True
-        except TimeoutError:
-            pass
-        except OSError:
-            return True
-        try:
-            sock.send(data[sent : sent + 1] if sent < len(data) else b" ")
-        except OSError:
-            return True
-        sent += 1
-    return False
 
 
 def answer_or_close(port: int) -> bytes:
