@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFileDialog, QLabel
+from PySide6.QtWidgets import QFileDialog, QLabel, QPushButton
 
 from engine.tools.base import ToolCall, ToolResult
-from tests.ui.tools_server import PAYLOAD
+from tests.ui.tools_server import PAYLOAD, payload
+from ui.chat.message import MessageWidget
 from ui.chat.tool_calls import ApprovalPrompt, CallState, ToolCallList, ToolCallRow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,10 +56,15 @@ def tree_texts(tree, column=0) -> list[str]:
     return out
 
 
-def shoot(widget, name: str) -> None:
-    """Save a screenshot of ``widget`` when LOCUS_SCREENSHOTS names a folder (docs/screenshots)."""
+def shoot(qtbot, widget, name: str) -> None:
+    """Save a screenshot of ``widget`` when LOCUS_SCREENSHOTS names a folder (docs/screenshots), once the
+    rows and messages just shown are laid out (a layout is applied on the next turns of the event loop)."""
     folder = os.environ.get("LOCUS_SCREENSHOTS")
     if folder:
+        laid_out = [*widget.findChildren(ToolCallRow), *widget.findChildren(MessageWidget)]
+        qtbot.waitUntil(
+            lambda: all(w.height() >= w.minimumSizeHint().height() for w in laid_out if w.isVisible()), timeout=5000
+        )
         assert widget.grab().save(str(Path(folder) / name))
 
 
@@ -99,8 +106,7 @@ def test_tools_panel_lists_a_real_servers_tools_and_a_failed_one_with_its_stderr
         assert "garbage server: about to print nonsense" in panel.stderr.toPlainText()
         assert panel.stderr.isVisibleTo(panel) and panel.start_button.text() == "Start again"
         window.resize(1280, 820)
-        qtbot.wait(100)
-        shoot(window, "tools-panel.png")
+        shoot(qtbot, window, "tools-panel.png")
 
         # A tool switched off is saved in [tools] disabled and leaves the picker; on again, it is back.
         item = panel.tool_item("test/add")
@@ -163,7 +169,7 @@ def test_tool_call_rows_show_untrusted_text_as_the_characters_it_is(qtbot, fifo_
     assert asked == [("call_1", "once")] and row.prompt is None and row.status_label.text() == "running…"
     calls.call_ended(ToolResult("call_1", "ok", hostile, duration_s=0.25))
     row.set_expanded(True)
-    qtbot.wait(50)  # a paint of the whole row: an image in it would be loaded now
+    row.grab()  # a paint of the whole row, now: an image in it would be loaded
     assert row.result.toPlainText() == hostile
     assert row.status_label.text() == "done" and row.duration_label.text() == "250 ms"
     assert row.approval_label.text() == "Allowed once."
@@ -174,3 +180,134 @@ def test_tool_call_rows_show_untrusted_text_as_the_characters_it_is(qtbot, fifo_
     qtbot.addWidget(saved)
     assert saved.name_label.text() == "<b>x</b>" and saved.name_label.textFormat() == Qt.TextFormat.PlainText
     assert saved.status_label.text() == "denied"
+
+
+def menu_action(menu, text: str):
+    """The action of ``menu`` a person would click for ``text`` (mnemonic ampersands aside)."""
+    for action in menu.actions():
+        if action.text().replace("&&", "&") == text or action.text().replace("&", "") == text:
+            return action
+    raise AssertionError(f"no {text!r} in {[a.text() for a in menu.actions()]}")
+
+
+def pick(qtbot, picker, text: str, submenu: str | None = None) -> None:
+    """Choose ``text`` in the tool picker's menu (in its ``submenu``), as a click on it does."""
+    menu = picker.menu()
+    if submenu is not None:
+        menu = menu_action(menu, submenu).menu()
+    action = menu_action(menu, text)
+    assert action.isEnabled(), text
+    action.trigger()
+
+
+def answer_prompts(qtbot, window, first: str, then: str = "denyCall", shot: str = "", timeout=120_000):
+    """Answer the approval prompts of the answer being written, as a person clicks them: the first with
+    ``first`` ("allowOnce", "allowConversation" or "denyCall"), any later one (the model may call again when
+    it is free to) with ``then``, until the answer ends; the window's screenshot ``shot`` is taken at the first
+    prompt. Returns what the prompts asked (title, arguments) and the AnswerEnded."""
+    widget = window.answer_widget
+    ended: list = []
+    window.answerFinished.connect(ended.append)
+    asked = []
+    try:
+        while not ended:
+            qtbot.waitUntil(lambda: bool(ended or widget.tool_calls.prompts()), timeout=timeout)
+            for prompt in widget.tool_calls.prompts():
+                asked.append((prompt.title.text(), prompt.arguments.toPlainText()))
+                if len(asked) == 1 and shot:
+                    shoot(qtbot, window, shot)
+                button = prompt.findChild(QPushButton, first if len(asked) == 1 else then)
+                press(qtbot, button)
+    finally:
+        window.answerFinished.disconnect(ended.append)
+    return asked, ended[0]
+
+
+def runs(path: Path) -> int:
+    return len(path.read_text(encoding="utf-8").split()) if path.exists() else 0
+
+
+def test_a_tool_call_in_the_window_asks_first_allow_runs_it_deny_never_and_reopening_shows_both(
+    qtbot, loaded_window, services, locus_home, fifo_trap, gui_guard, tmp_path
+):
+    window = loaded_window
+    ran = tmp_path / "report-runs.txt"
+    write_mcp(
+        locus_home,
+        {
+            "ui": {
+                "command": sys.executable,
+                "args": [str(UI_SERVER)],
+                # A tool that takes a second: the window stays responsive while it runs.
+                "env": {"LOCUS_TEST_TRAP": str(fifo_trap.path), "LOCUS_TEST_RUNS": str(ran), "LOCUS_TEST_DELAY": "1"},
+            }
+        },
+    )
+    chat = services.assistant.settings
+    services.assistant.settings = replace(chat, sampling=replace(chat.sampling, max_tokens=48, seed=7))
+    picker = window.tool_picker
+    expected = payload(str(fifo_trap.path))
+    window.documents.dock.hide()  # more room for the answers (and the screenshot)
+    window.resize(1280, 820)
+    with gui_guard:
+        # mcp.json read again (as its editor's Save or the panel's Reload does): the picker lists the server,
+        # not started yet; starting it from the picker lists its tools.
+        window.tools.reload()
+        qtbot.waitUntil(lambda: [s.name for s in picker.snapshot.servers] == ["ui"], timeout=20_000)
+        assert picker.text() == "Tools: off"
+        pick(qtbot, picker, "Start ui to list its tools")
+        qtbot.waitUntil(lambda: "ui/report" in [s.name for s in picker.snapshot.usable()], timeout=60_000)
+        pick(qtbot, picker, "ui/report")
+        pick(qtbot, picker, "Must call a tool", submenu="Next question")
+        assert picker.value == ["ui/report"] and picker.text() == "Tools: ui/report · must call"
+
+        # Ask: the call shows inline in the answer, waiting for the user; nothing has run yet.
+        qtbot.keyClicks(window.composer, "Read the quarterly report.")
+        qtbot.keyClick(window.composer, Qt.Key.Key_Return)
+        answer = window.answer_widget
+        qtbot.waitUntil(lambda: bool(answer.tool_calls.prompts()), timeout=120_000)
+        assert runs(ran) == 0 and answer.tool_calls.isVisible()
+        row = answer.tool_calls.rows()[0]
+        assert row.name_label.text() == "ui/report" and row.status_label.text() == "waiting for your approval"
+        assert picker.text() == "Tools: ui/report"  # "must call" was for that question only
+        asked, ended = answer_prompts(qtbot, window, "allowOnce")
+        assert asked[0] == ("Allow the tool “ui/report” to run?", "(no arguments)")
+        assert ended.complete, ended.error
+        assert runs(ran) == 1  # allowed once: it ran, once (a later call, if any, was denied)
+        row = answer.tool_calls.rows()[0]
+        assert row.status_label.text() == "done" and row.state.approval == "once"
+        row.set_expanded(True)
+        assert row.result.toPlainText() == expected  # the tool's markup, as the characters it is
+        assert row.approval_label.text() == "Allowed once."
+        first_calls = [r.state.status for r in answer.tool_calls.rows()]
+
+        # Deny: the call never runs; the model is told, and the answer still ends.
+        pick(qtbot, picker, "Must call a tool", submenu="Next question")
+        qtbot.keyClicks(window.composer, "Read the report again.")
+        qtbot.keyClick(window.composer, Qt.Key.Key_Return)
+        answer = window.answer_widget
+        asked, ended = answer_prompts(qtbot, window, "denyCall", shot="tool-call.png")
+        assert asked and ended.complete, ended.error
+        assert runs(ran) == 1
+        rows = answer.tool_calls.rows()
+        assert rows[0].status_label.text() == "denied" and rows[0].state.approval == "deny"
+        rows[0].set_expanded(True)
+        assert rows[0].approval_label.text() == "Denied: the model was told it may not run."
+
+        # Reopening the conversation shows both answers' calls again, from what was saved.
+        conversation = window.conversation_id
+        qtbot.mouseClick(window.sidebar.new_button, Qt.MouseButton.LeftButton)
+        assert window.chat.messages() == [] and picker.text() == "Tools: off"
+        window.sidebar.list.setCurrentItem(window.sidebar.item_for(conversation))
+        qtbot.waitUntil(lambda: len(window.chat.messages()) == 4, timeout=10_000)
+        answers = [w for w in window.chat.messages() if w.role == "assistant"]
+        assert [r.state.status for r in answers[0].tool_calls.rows()] == first_calls
+        saved = answers[0].tool_calls.rows()[0]
+        assert saved.name_label.text() == "ui/report" and saved.status_label.text() == "done"
+        saved.set_expanded(True)
+        assert saved.result.toPlainText() == expected
+        assert answers[1].tool_calls.rows()[0].status_label.text() == "denied"
+        assert picker.value == ["ui/report"]  # the conversation keeps its tools
+        window.grab()  # a paint of the window with the rows open, now: an image in them would be loaded
+    assert gui_guard.entered == [], "blocking work on the GUI thread:\n" + "\n".join(gui_guard.entered)
+    assert fifo_trap.opened == 0  # neither the result rows nor the answers' text loaded the named pipe

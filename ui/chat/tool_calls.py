@@ -145,6 +145,7 @@ class PlainBox(QPlainTextEdit):
         )
         self.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # lines wrap, anywhere
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setTabChangesFocus(True)  # Tab moves on to the next control: keyboard users are not trapped here
         self.document().documentLayout().documentSizeChanged.connect(self._fit)
