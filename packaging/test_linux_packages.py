@@ -176,6 +176,16 @@ def check_commands(version: str, work: Path) -> dict:
     if "Sources:" not in cited or str(note) not in cited:
         raise Failed(f"`locus ask --docs` did not cite {note}:\n{cited}")
     say("locus index + ask --docs: answered with a citation of the indexed file")
+
+    # The MCP SDK frozen, both ways: `locus mcp list` starts an MCP server from mcp.json over stdio and
+    # lists its tools; the server is the installed `locus mcp serve` itself.
+    mcp_json = {"mcpServers": {"self": {"command": COMMAND, "args": ["mcp", "serve"]}}}
+    (Path(env["LOCUS_HOME"]) / "mcp.json").write_text(json.dumps(mcp_json), encoding="utf-8")
+    listed = run([COMMAND, "mcp", "list"], env=env, cwd=work, timeout=300, check=False)
+    if listed.returncode != 0 or "self/search_documents" not in listed.stdout:
+        shown = f"{listed.stdout}\n{listed.stderr[-3000:]}"
+        raise Failed(f"`locus mcp list` did not list `locus mcp serve`'s tools:\n{shown}")
+    say("locus mcp list: started `locus mcp serve` from mcp.json and listed its tools")
     return figures
 
 
