@@ -3,14 +3,16 @@
 Every quick ask is saved as a conversation (a follow-up continues it), so
 "Continue in window" only has to open it in the main window. The question is
 saved and the answer streamed through the same Assistant and bridge as the
-window's chat; nothing here blocks the GUI thread.
+window's chat; nothing here blocks the GUI thread. A tool picker chooses the
+tools its answers may call; each call shows above the answer, with its approval
+prompt, as in the window (ui/chat/tool_calls.py).
 """
 
 from __future__ import annotations
 
 import logging
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QCursor, QGuiApplication, QIcon, QKeyEvent
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
@@ -19,10 +21,13 @@ from engine.errors import EngineError
 from resources import resource_path
 from ui.bridge import EngineBridge
 from ui.chat.live_answer import LiveAnswer, waiting_words
+from ui.chat.tool_calls import ToolCallList
+from ui.chat.tool_picker import ToolPicker
 from ui.errors import describe
 from ui.ops import run_in_background
 from ui.plain import plain_label
 from ui.quick_ask_parts import NO_DOCUMENTS, AnswerView, CollectionChooser
+from ui.tools.watch import ToolsWatch
 
 __all__ = ["NO_DOCUMENTS", "QuickAsk"]
 
@@ -82,9 +87,15 @@ class QuickAsk(QWidget):
         self.input.returnPressed.connect(self.ask)
         self.collection = CollectionChooser(frame)
         self.collection.picked.connect(self._collection_chosen)
+        # The tools quick asks may call (kept while Locus runs; a follow-up keeps its conversation's).
+        self.tool_picker = ToolPicker(frame, name="quickAskTools", panel=False)
+        self.tools_watch = ToolsWatch(services.tools, self)
+        self.tools_watch.changed.connect(self.tool_picker.set_snapshot)
+        self.tool_picker.startRequested.connect(self._start_server)
         top.addWidget(logo)
         top.addWidget(self.input, 1)
         top.addWidget(self.collection)
+        top.addWidget(self.tool_picker)
         column.addLayout(top)
 
         self.rule = QFrame(frame)
@@ -94,8 +105,13 @@ class QuickAsk(QWidget):
         self.answer.grew.connect(self.adjustSize)
         self.question = plain_label("", frame, name="quickAskQuestion", wrap=True)
         self.sources = plain_label("", frame, name="quickAskSources", wrap=True)
+        self.tool_calls = ToolCallList(frame)  # the answer's tool calls and approval prompts (hidden when none)
+        self.tool_calls.approvalGiven.connect(self._approve)
+        # The popup fits what it shows: a call's prompt, a row opened (once the rows are laid out).
+        self.tool_calls.changed.connect(lambda: QTimer.singleShot(0, self.adjustSize))
         column.addWidget(self.rule)
         column.addWidget(self.question)
+        column.addWidget(self.tool_calls)
         column.addWidget(self.answer)
         column.addWidget(self.sources)
 
@@ -128,6 +144,7 @@ class QuickAsk(QWidget):
         self.input.clear()
         self.input.setPlaceholderText("Ask Locus…")
         self.answer.show_text("")
+        self.tool_calls.clear()
         for widget in (self.rule, self.question, self.answer, self.sources, self.stop_button, self.continue_button):
             widget.hide()
         self._set_status("Enter asks · Esc closes")
@@ -138,6 +155,7 @@ class QuickAsk(QWidget):
         if not self.isVisible() and self.live is None:
             self.reset()
         self._refresh_collections()
+        self.tools_watch.refresh()
         screen = QGuiApplication.screenAt(QCursor.pos()) or QGuiApplication.primaryScreen()
         area = screen.availableGeometry()
         self.adjustSize()
@@ -213,9 +231,10 @@ class QuickAsk(QWidget):
         name = self.chosen_collection()
         collections = [name] if name else None
         conversation, assistant = self.conversation_id, self.services.assistant
+        options = self.tool_picker.ask_options(new=conversation is None)
         live = LiveAnswer(self.bridge, waiting_words(self.services.backends.resolve(None)[1].model_info), self)
         try:
-            live.start(lambda sink: assistant.ask(text, conversation, sink, collections=collections))
+            live.start(lambda sink: assistant.ask(text, conversation, sink, collections=collections, **options))
         except EngineError as exc:  # refused at once
             live.deleteLater()
             self._set_status(describe(exc), error=True)
@@ -225,6 +244,11 @@ class QuickAsk(QWidget):
         live.textChanged.connect(lambda shown: live is self.live and self.answer.show_text(shown))
         live.statusChanged.connect(lambda status: live is self.live and self._set_status(status))
         live.answerEnded.connect(lambda ended: self._finish(live, ended))
+        calls = self.tool_calls
+        live.toolCallStarted.connect(lambda e: live is self.live and calls.call_started(e.call, e.step))
+        live.approvalNeeded.connect(lambda e: live is self.live and calls.approval_needed(e.call))
+        live.toolCallEnded.connect(lambda e: live is self.live and calls.call_ended(e.result))
+        self.tool_calls.clear()
         self.input.clear()
         self.input.setPlaceholderText("Ask a follow-up…")
         self.question.setText(text)
@@ -235,6 +259,21 @@ class QuickAsk(QWidget):
             widget.show()
         self.continue_button.hide()
         self._set_status(live.status)
+
+    def _approve(self, call_id: str, approval: str) -> None:
+        """The user answered a tool call's prompt (only its buttons call this)."""
+        if self.live is not None:
+            self.live.approve(call_id, approval)
+
+    def _start_server(self, name: str) -> None:
+        """Start an MCP server (the picker offers it to list its tools); the watch shows its tools."""
+        tools = self.services.tools
+        run_in_background(
+            lambda: tools.start_server(name, wait_s=0),
+            None,
+            lambda exc: self._set_status(f"Could not start {name}: {describe(exc)}", error=True),
+            owner=self,
+        )
 
     def stop(self) -> None:
         """Stop the answer being streamed (it is saved as a partial answer)."""

@@ -20,6 +20,7 @@ from engine.tools.base import ToolCall, ToolResult
 from tests.ui.tools_server import PAYLOAD, payload
 from ui.chat.message import MessageWidget
 from ui.chat.tool_calls import ApprovalPrompt, CallState, ToolCallList, ToolCallRow
+from ui.tray import Tray
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_SERVER = REPO / "tests" / "tools_servers" / "server.py"
@@ -200,26 +201,25 @@ def pick(qtbot, picker, text: str, submenu: str | None = None) -> None:
     action.trigger()
 
 
-def answer_prompts(qtbot, window, first: str, then: str = "denyCall", shot: str = "", timeout=120_000):
-    """Answer the approval prompts of the answer being written, as a person clicks them: the first with
+def answer_prompts(qtbot, calls, finished, first: str, then: str = "denyCall", shot=None, timeout=120_000):
+    """Answer the approval prompts shown in ``calls`` (a ToolCallList) as a person clicks them: the first with
     ``first`` ("allowOnce", "allowConversation" or "denyCall"), any later one (the model may call again when
-    it is free to) with ``then``, until the answer ends; the window's screenshot ``shot`` is taken at the first
-    prompt. Returns what the prompts asked (title, arguments) and the AnswerEnded."""
-    widget = window.answer_widget
+    it is free to) with ``then``, until ``finished`` (a signal) says the answer ended; ``shot`` (widget,
+    name) is a screenshot taken at the first prompt. Returns what the prompts asked (title, arguments) and
+    the finished signal's first argument."""
     ended: list = []
-    window.answerFinished.connect(ended.append)
+    finished.connect(ended.append)
     asked = []
     try:
         while not ended:
-            qtbot.waitUntil(lambda: bool(ended or widget.tool_calls.prompts()), timeout=timeout)
-            for prompt in widget.tool_calls.prompts():
+            qtbot.waitUntil(lambda: bool(ended or calls.prompts()), timeout=timeout)
+            for prompt in calls.prompts():
                 asked.append((prompt.title.text(), prompt.arguments.toPlainText()))
                 if len(asked) == 1 and shot:
-                    shoot(qtbot, window, shot)
-                button = prompt.findChild(QPushButton, first if len(asked) == 1 else then)
-                press(qtbot, button)
+                    shoot(qtbot, *shot)
+                press(qtbot, prompt.findChild(QPushButton, first if len(asked) == 1 else then))
     finally:
-        window.answerFinished.disconnect(ended.append)
+        finished.disconnect(ended.append)
     return asked, ended[0]
 
 
@@ -270,7 +270,7 @@ def test_a_tool_call_in_the_window_asks_first_allow_runs_it_deny_never_and_reope
         row = answer.tool_calls.rows()[0]
         assert row.name_label.text() == "ui/report" and row.status_label.text() == "waiting for your approval"
         assert picker.text() == "Tools: ui/report"  # "must call" was for that question only
-        asked, ended = answer_prompts(qtbot, window, "allowOnce")
+        asked, ended = answer_prompts(qtbot, answer.tool_calls, window.answerFinished, "allowOnce")
         assert asked[0] == ("Allow the tool “ui/report” to run?", "(no arguments)")
         assert ended.complete, ended.error
         assert runs(ran) == 1  # allowed once: it ran, once (a later call, if any, was denied)
@@ -286,7 +286,9 @@ def test_a_tool_call_in_the_window_asks_first_allow_runs_it_deny_never_and_reope
         qtbot.keyClicks(window.composer, "Read the report again.")
         qtbot.keyClick(window.composer, Qt.Key.Key_Return)
         answer = window.answer_widget
-        asked, ended = answer_prompts(qtbot, window, "denyCall", shot="tool-call.png")
+        asked, ended = answer_prompts(
+            qtbot, answer.tool_calls, window.answerFinished, "denyCall", shot=(window, "tool-call.png")
+        )
         assert asked and ended.complete, ended.error
         assert runs(ran) == 1
         rows = answer.tool_calls.rows()
@@ -311,3 +313,56 @@ def test_a_tool_call_in_the_window_asks_first_allow_runs_it_deny_never_and_reope
         window.grab()  # a paint of the window with the rows open, now: an image in them would be loaded
     assert gui_guard.entered == [], "blocking work on the GUI thread:\n" + "\n".join(gui_guard.entered)
     assert fifo_trap.opened == 0  # neither the result rows nor the answers' text loaded the named pipe
+
+
+def test_quick_ask_picks_tools_shows_the_call_and_its_approval_like_the_window(
+    qtbot, loaded_window, services, locus_home, fifo_trap, gui_guard, tmp_path
+):
+    window = loaded_window
+    ran = tmp_path / "report-runs.txt"
+    env = {"LOCUS_TEST_TRAP": str(fifo_trap.path), "LOCUS_TEST_RUNS": str(ran)}
+    write_mcp(locus_home, {"ui": {"command": sys.executable, "args": [str(UI_SERVER)], "env": env}})
+    window.tools.reload()
+    chat = services.assistant.settings
+    services.assistant.settings = replace(chat, sampling=replace(chat.sampling, max_tokens=48, seed=7))
+    tray = Tray(window, services, quit_app=lambda: None)
+    qtbot.addWidget(tray.quick_ask)
+    try:
+        with gui_guard:
+            popup = tray.open_quick_ask()
+            picker = popup.tool_picker
+            qtbot.waitUntil(lambda: [s.name for s in picker.snapshot.servers] == ["ui"], timeout=20_000)
+            assert "Tools panel…" not in [a.text() for a in picker.menu().actions()]  # no panel in the popup
+            pick(qtbot, picker, "Start ui to list its tools")
+            qtbot.waitUntil(lambda: "ui/report" in [s.name for s in picker.snapshot.usable()], timeout=60_000)
+            pick(qtbot, picker, "ui/report")
+            pick(qtbot, picker, "Must call a tool", submenu="Next question")
+            qtbot.keyClicks(popup.input, "Read the quarterly report.")
+            qtbot.keyClick(popup.input, Qt.Key.Key_Return)
+            qtbot.waitUntil(lambda: bool(popup.tool_calls.prompts()), timeout=120_000)
+            assert runs(ran) == 0 and popup.tool_calls.isVisible()
+            assert popup.status.text() == "Waiting for you to allow ui/report…"
+            prompt = popup.tool_calls.prompts()[0]
+            # The popup grew to show the whole prompt, its buttons inside it.
+            qtbot.waitUntil(lambda: popup.height() >= popup.sizeHint().height() and prompt.deny.isVisible())
+            assert popup.rect().contains(prompt.deny.mapTo(popup, prompt.deny.rect().bottomRight()))
+            shoot(qtbot, popup, "quick-ask-tool-call.png")
+            asked, conversation = answer_prompts(qtbot, popup.tool_calls, popup.answered, "allowOnce")
+            assert asked[0] == ("Allow the tool “ui/report” to run?", "(no arguments)")
+            assert popup.status.text().startswith("Saved as a conversation"), popup.status.text()
+            assert runs(ran) == 1
+            row = popup.tool_calls.rows()[0]
+            assert row.status_label.text() == "done" and row.state.approval == "once"
+            row.set_expanded(True)
+            assert row.result.toPlainText() == payload(str(fifo_trap.path))
+            popup.grab()  # a paint of the popup with the row open, now: an image in it would be loaded
+
+            # Continued in the window: the conversation keeps its tools and shows the call it made.
+            qtbot.mouseClick(popup.continue_button, Qt.MouseButton.LeftButton)
+            qtbot.waitUntil(lambda: window.conversation_id == conversation and len(window.chat.messages()) == 2)
+            rows = window.chat.messages()[1].tool_calls.rows()
+            assert [r.status_label.text() for r in rows][:1] == ["done"] and window.tool_picker.value == ["ui/report"]
+        assert gui_guard.entered == [], "blocking work on the GUI thread:\n" + "\n".join(gui_guard.entered)
+        assert fifo_trap.opened == 0
+    finally:
+        window.removeEventFilter(tray)  # the fixtures close the window next: that is no quit

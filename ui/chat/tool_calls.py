@@ -156,6 +156,10 @@ class PlainBox(QPlainTextEdit):
             self.setPlainText(text)
         self._fit()
 
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._fit()  # narrower or wider, its lines wrap again
+
     def _fit(self, *_args) -> None:
         """As tall as its lines as laid out at this width (a plain-text layout counts its size in lines), up to
         max_lines; more scroll."""
@@ -326,6 +330,7 @@ class ToolCallRow(QFrame):
             self.prompt = ApprovalPrompt(self.state, self)
             self.prompt.answered.connect(self._answered)
             self.layout().insertWidget(1, self.prompt)
+            self.prompt.show()  # now, not on the next turn of the event loop: a window fitting it sees it
         return self.prompt
 
     def _answered(self, call_id: str, approval: str) -> None:
@@ -337,6 +342,7 @@ class ToolCallList(QWidget):
     """An answer's calls in the order the model asked for them: live (started / waiting / ended) or saved."""
 
     approvalGiven = Signal(str, str)  # (call id, approval): the user answered a prompt
+    changed = Signal()  # a row came, changed, opened or closed: a window that fits its content may resize
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -370,8 +376,10 @@ class ToolCallList(QWidget):
     def add(self, state: CallState) -> ToolCallRow:
         row = ToolCallRow(state, self)
         row.approvalGiven.connect(self.approvalGiven)
+        row.toggle.toggled.connect(self.changed)
         self._layout.addWidget(row)
         self.show()
+        self.changed.emit()
         return row
 
     def row_for(self, call_id: str) -> ToolCallRow | None:
@@ -386,9 +394,13 @@ class ToolCallList(QWidget):
 
     def approval_needed(self, call: ToolCall) -> ApprovalPrompt:
         row = self.row_for(call.id) or self.call_started(call, 1)
-        return row.ask()
+        prompt = row.ask()
+        prompt.answered.connect(self.changed)  # the prompt goes
+        self.changed.emit()
+        return prompt
 
     def call_ended(self, result: ToolResult) -> None:
         row = self.row_for(result.call_id)
         if row is not None:
             row.update_state(row.state.ended(result))
+            self.changed.emit()

@@ -44,9 +44,10 @@ class ToolPicker(QToolButton):
     startRequested = Signal(str)  # start this MCP server (to list its tools)
     panelRequested = Signal()  # open the Tools panel
 
-    def __init__(self, parent: QWidget | None = None, *, name: str = "toolPicker"):
+    def __init__(self, parent: QWidget | None = None, *, name: str = "toolPicker", panel: bool = True):
         super().__init__(parent)
         self.setObjectName(name)
+        self.offers_panel = panel  # the menu ends with "Tools panel…" (not where there is no panel to open)
         self.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         self.setToolTip("Tools this conversation's answers may call (each call asks you first unless trusted)")
         self.value: list[str] = []
@@ -155,9 +156,10 @@ class ToolPicker(QToolButton):
                 self._tool_action(menu, name, "", False, "Not available now: its server is not running, or it is gone.")
         menu.addSeparator()
         self._add_choice_menu(menu)
-        panel = QAction("Tools panel…", menu)
-        panel.triggered.connect(self.panelRequested)
-        menu.addAction(panel)
+        if self.offers_panel:
+            panel = QAction("Tools panel…", menu)
+            panel.triggered.connect(self.panelRequested)
+            menu.addAction(panel)
         self.setText(mnemonic_safe(describe(self.value, self.tool_choice)))
 
     def _add_choice_menu(self, menu: QMenu) -> None:
