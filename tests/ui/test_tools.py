@@ -93,6 +93,7 @@ def test_tools_panel_lists_a_real_servers_tools_and_a_failed_one_with_its_stderr
             press(qtbot, panel.start_button)
         qtbot.waitUntil(lambda: server_state(panel, "test") == "running", timeout=60_000)
         qtbot.waitUntil(lambda: server_state(panel, "garbage") == "failed", timeout=60_000)
+        qtbot.waitUntil(lambda: "Starting the MCP server" not in window.statusBar().currentMessage())
         # The running server: its tools (with on/off and trusted switches), its resource and its prompt.
         names = tree_texts(panel.server_tree)
         for tool in ("echo", "add", "sleep", "crash", "huge", "inject", "picture"):

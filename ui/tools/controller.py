@@ -61,7 +61,9 @@ class ToolsController(QObject):
         self.toggle_action.setShortcut(QKeySequence("Ctrl+Shift+L"))
         self.dock.visibilityChanged.connect(lambda visible: visible and self.watch.refresh())
         self.editor: McpEditor | None = None
+        self._starting: dict[str, str] = {}  # server name -> the status-bar words saying it is starting
         self.watch.changed.connect(self.panel.show_snapshot)
+        self.watch.changed.connect(self._started)
         panel = self.panel
         panel.startRequested.connect(self.start_server)
         panel.stopRequested.connect(self.stop_server)
@@ -100,8 +102,20 @@ class ToolsController(QObject):
     def start_server(self, name: str) -> None:
         """Start (or start again) an MCP server; its state comes back through the watch."""
         registry = self.registry
-        self.window.statusBar().showMessage(f"Starting the MCP server {name}…", 5000)
+        words = f"Starting the MCP server {name}…"
+        self._starting[name] = words
+        self.window.statusBar().showMessage(words, 10000)
         self._registry_call(lambda: registry.start_server(name, wait_s=0), "Could not start the server")
+
+    def _started(self, snapshot) -> None:
+        """A server asked to start is running or failed: the status bar no longer says it is starting."""
+        bar = self.window.statusBar()
+        for server in snapshot.servers:
+            words = self._starting.get(server.name)
+            if words is not None and server.state in ("running", "failed"):
+                del self._starting[server.name]
+                if bar.currentMessage() == words:
+                    bar.clearMessage()
 
     def stop_server(self, name: str) -> None:
         registry = self.registry
