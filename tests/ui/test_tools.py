@@ -20,6 +20,7 @@ from engine.tools.base import ToolCall, ToolResult
 from tests.ui.tools_server import PAYLOAD, payload
 from ui.chat.message import MessageWidget
 from ui.chat.tool_calls import ApprovalPrompt, CallState, ToolCallList, ToolCallRow
+from ui.traces.window import TraceWindow
 from ui.tray import Tray
 
 REPO = Path(__file__).resolve().parents[2]
@@ -314,6 +315,25 @@ def test_a_tool_call_in_the_window_asks_first_allow_runs_it_deny_never_and_reope
         window.grab()  # a paint of the window with the rows open, now: an image in them would be loaded
     assert gui_guard.entered == [], "blocking work on the GUI thread:\n" + "\n".join(gui_guard.entered)
     assert fifo_trap.opened == 0  # neither the result rows nor the answers' text loaded the named pipe
+
+    # The trace viewer shows the agent's steps in order: the generation that asked for the call, the call,
+    # then the generation that read its result.
+    qtbot.waitUntil(lambda: answers[0].trace_button.isVisible(), timeout=10_000)
+    qtbot.mouseClick(answers[0].trace_button, Qt.MouseButton.LeftButton)
+    viewer = window.findChild(TraceWindow)
+    assert viewer is not None and viewer.isVisible()
+    viewer.timer.stop()
+
+    def steps() -> list[str]:
+        return [name for depth, name in viewer.tree.outline() if depth == 1]
+
+    qtbot.waitUntil(
+        lambda: viewer.trace_id == answers[0].trace_id and "execute_tool ui/report" in steps(), timeout=15_000
+    )
+    shown = steps()
+    assert shown[0].startswith("chat ") and shown[1] == "execute_tool ui/report" and shown[2].startswith("chat "), shown
+    call = next(s for s in viewer.spans if s.name == "execute_tool ui/report")
+    assert call.attributes["gen_ai.tool.name"] == "ui/report"
 
 
 def test_quick_ask_picks_tools_shows_the_call_and_its_approval_like_the_window(
