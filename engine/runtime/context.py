@@ -172,6 +172,10 @@ class NativeContext:
         perf = llama_cpp.llama_perf_context(self.ctx)
         return int(perf.n_p_eval), int(perf.n_eval)
 
+    def reset_token_counts(self) -> None:
+        """Start llama.cpp's counters again from zero (they then say 1 until something is evaluated)."""
+        llama_cpp.llama_perf_context_reset(self.ctx)
+
     def restrict_logits(self, allowed: Sequence[int], index: int = -1) -> None:
         """Make every token outside ``allowed`` impossible for the next sample from batch position ``index``."""
         n_vocab = self.model.n_vocab

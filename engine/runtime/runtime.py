@@ -58,7 +58,8 @@ class RuntimeDiagnostics:
     max_active: int = 0  # sequences decoded together
     kv_ram_bytes: int = 0  # saved states of idle conversations kept in RAM
     kv_spill_bytes: int = 0  # and on disk
-    prompt_tokens_evaluated: int = 0  # since the model was loaded (llama.cpp's perf counters)
+    # Since the model was loaded or reset_token_counts() (llama.cpp's perf counters, which say 1 for none).
+    prompt_tokens_evaluated: int = 0
     tokens_generated: int = 0
     evicted: int = 0  # idle caches given up for room
     restored: int = 0
@@ -172,6 +173,13 @@ class Runtime:
                 restored=slots.restored,
                 recomputed=slots.recomputed,
             )
+
+    def reset_token_counts(self) -> None:
+        """Start the token counters of ``diagnostics()`` again from zero (for a test or benchmark that counts
+        what one request evaluates; llama.cpp says 1 for each until something was evaluated)."""
+        with self._model_lock:
+            if self._generator is not None:
+                self._generator.ctx.reset_token_counts()
 
     def render_prompt(self, messages: tuple[ChatMessage, ...], tools: tuple[ToolSpec, ...] = ()) -> tuple[str, int]:
         """The exact prompt the loaded model's chat template makes of ``messages`` (and ``tools`` offered),
@@ -388,7 +396,7 @@ class Runtime:
             self._report_failure(work, seq.error)
             return
         done = seq.done
-        assert done is not None and isinstance(work.span, GenerationSpan)  # it ended, and it had started
+        assert done is not None and work.span is not None  # it ended, and it had started
         if done.stats.tokens_per_s:
             self.last_tokens_per_s = done.stats.tokens_per_s
         work.span.finish(done, seq)
@@ -396,7 +404,7 @@ class Runtime:
 
     def _report_failure(self, work: Work, error: EngineError) -> None:
         log.warning("generation %s failed: %s (%s)", work.handle.request_id, error, error.detail)
-        if isinstance(work.span, GenerationSpan):  # (None when opening it was what failed)
+        if work.span is not None:  # (None when opening it was what failed)
             work.span.fail(error)
         self._emit_final(work.handle, Failed(work.handle.request_id, error))
 

@@ -15,11 +15,14 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from engine.errors import EngineError, GenerationError, ModelNotLoadedError
 from engine.runtime.generator import Generator, wrap_unexpected
 from engine.runtime.handles import RequestHandle
+
+if TYPE_CHECKING:
+    from engine.trace.generation import GenerationSpan
 from engine.runtime.sequence import Sequence
 from engine.runtime.types import Done, Failed, GenerationStats
 
@@ -80,7 +83,7 @@ class Work:
     handle: RequestHandle
     arrival: int = 0
     seq: Sequence | None = None  # built when it first reaches the head of the queue
-    span: object | None = None  # its generation span, opened when it starts
+    span: GenerationSpan | None = None  # its generation span, opened when it starts
     vetted: str | None = None  # the model its grammar was checked against
 
     @property
