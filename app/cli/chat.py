@@ -12,6 +12,7 @@ from app.cli.common import (
     follow_answer,
     load_model,
     open_documents_if_used,
+    print_passages,
     print_sources,
     read_text,
     sampling_for,
@@ -39,6 +40,12 @@ def add_parsers(sub) -> None:
         action="append",
         metavar="NAME",
         help="answer from this document collection only (repeatable; implies --docs)",
+    )
+    ask_p.add_argument(
+        "--passages",
+        action="store_true",
+        help="with --docs or --collection: print the passages found for the question, best first, "
+        "without generating an answer (no model is loaded)",
     )
     ask_p.add_argument(
         "--tools",
@@ -86,13 +93,32 @@ def run_ask(args: argparse.Namespace) -> int:
             "--no-history cannot be combined with --docs, --collection or --conversation.",
             hint="Those answer inside a saved conversation; leave out --no-history.",
         )
+    if args.passages and not (args.docs or args.collection):
+        raise InvalidRequestError(
+            "--passages shows the passages found in your documents: add --docs or --collection NAME."
+        )
     # "Not saved" holds for the traces too: they keep this answer's timings and token counts, no text.
     services = build_services(record_content=not args.no_history)
     try:
+        if args.passages:
+            return passages(services, args, question)
         load_model(services, args.model)
         return ask(services, args, question)
     finally:
         services.close()  # stops the MCP servers this command started, too
+
+
+def passages(services, args: argparse.Namespace, question: str) -> int:
+    """`locus ask --docs --passages`: the passages the question finds, ranked, and no answer."""
+    from engine.assistant import SOURCE_BUDGET_TOKENS
+
+    library = services.open_library()
+    # Counted as the answer's retrieval counts them (about 3 characters a token), within the sources' budget.
+    found = library.retrieve(
+        question, list(args.collection or []) or None, lambda t: len(t) // 3 + 1, SOURCE_BUDGET_TOKENS
+    )
+    print_passages(found)
+    return EXIT_OK
 
 
 def ask(services, args: argparse.Namespace, question: str) -> int:

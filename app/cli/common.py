@@ -297,15 +297,41 @@ def exit_code(ended: AnswerEnded, *, show_stats: bool = False) -> int:
 
 
 def print_sources(citations: list, retrieval) -> None:
-    """The sources an answer from documents cites, or a word that no passage matched its question."""
-    if citations:
-        print("\nSources:")
-        for c in citations:
-            where = ", ".join(x for x in (c.passage.path, c.passage.location()) if x)
-            print(f"[{c.number}] {where}")
-            print(f"    \u201c{c.quote}\u201d")
-    elif retrieval is not None and not retrieval.passages:
-        print("\n(No passage in the documents matched this question.)")
+    """Every passage an answer from documents was given, the strongest evidence first (those the answer
+    rests on, then the rest by retrieval rank), each marked when the answer rests on it; when it rests on
+    none, it says so. With no passage at all, a word that nothing matched the question."""
+    from engine.rag.cite import ranked_sources
+
+    passages = retrieval.passages if retrieval is not None else ()
+    if not passages and not citations:
+        if retrieval is not None:
+            print("\n(No passage in the documents matched this question.)")
+        return
+    print("\nSources:")
+    sources = ranked_sources(passages, citations)
+    for source in sources:
+        mark = "  (the answer rests on it)" if source.supported else ""
+        print(f"[{source.number}] {plain(source_place(source.passage), 300)}{mark}")
+        print(f"    \u201c{plain(source.quote, 400)}\u201d")
+    if not any(s.supported for s in sources):
+        print("(The answer may not rest on these passages: none of its sentences matched one of them.)")
+
+
+def print_passages(retrieval) -> None:
+    """The passages found for a question, best first, without an answer (`locus ask --passages`)."""
+    from engine.rag.cite import opening
+
+    if not retrieval.passages:
+        print("(No passage in the documents matched this question.)")
+        return
+    for rank, p in enumerate(retrieval.passages, start=1):
+        print(f"[{rank}] {plain(source_place(p), 300)}")
+        print(f"    {plain(opening(p.text), 400)}")
+
+
+def source_place(passage) -> str:
+    """'path, page 3' for a source list."""
+    return ", ".join(x for x in (passage.path, passage.location()) if x)
 
 
 # Tasks -------------------------------------------------------------------------------

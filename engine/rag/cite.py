@@ -51,6 +51,46 @@ class Citation:
         }
 
 
+@dataclass(frozen=True)
+class RankedSource:
+    """One passage an answer from documents was given, as a source list shows it."""
+
+    number: int  # the [n] the prompt gave it (a tool's passage: the number its citation carries)
+    passage: Passage
+    quote: str  # the closest sentence for a passage the answer rests on, else the passage's opening
+    supported: bool  # the answer rests on it (it was cited, explicitly or inferred)
+
+
+def ranked_sources(passages: Sequence[Passage], citations: Sequence[Citation]) -> list[RankedSource]:
+    """Every passage the answer was given, the strongest evidence first: those the answer rests on (in the
+    order its citations come), then the others by retrieval rank. Passages cited that were not among those
+    given (a search tool's) come with the supported ones."""
+    given = {_key(p): n for n, p in enumerate(passages, start=1)}
+    out: list[RankedSource] = []
+    seen: set[tuple] = set()
+    for c in citations:
+        key = _key(c.passage)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(RankedSource(given.get(key, c.number), c.passage, c.quote, True))
+    for n, p in enumerate(passages, start=1):
+        if _key(p) not in seen:
+            seen.add(_key(p))
+            out.append(RankedSource(n, p, opening(p.text), False))
+    return out
+
+
+def opening(text: str) -> str:
+    """A passage's first sentence (or its first QUOTE_CHARS characters), for a source list."""
+    first = (sentences(text) or [text.strip()])[0]
+    return first if len(first) <= QUOTE_CHARS else first[: QUOTE_CHARS - 1].rstrip() + "…"
+
+
+def _key(passage: Passage) -> tuple:
+    return (passage.doc_id, passage.chunk_ids)
+
+
 def sources_block(passages: Sequence[Passage]) -> str:
     """The numbered sources as the prompt shows them."""
     parts = []

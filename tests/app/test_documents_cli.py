@@ -47,6 +47,18 @@ def test_index_list_ask_with_sources_and_remove(tmp_path):
     body, _, sources = answer.stdout.partition("\nSources:\n")
     assert body.strip() and sources, answer.stdout
     assert f"[1] {docs / 'ferry.md'}, line" in sources
+    # Every passage the answer was given is listed: marked when the answer rests on it, else said so.
+    assert "(the answer rests on it)" in sources or "may not rest on these passages" in sources
+
+    # --passages: the ranked passages, no answer and no model.
+    # (a model that does not exist is never loaded)
+    question = "When does the island ferry leave the pier?"
+    found = locus(home, "ask", "--docs", "--passages", "--model", str(tmp_path / "none.gguf"), question)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.startswith(f"[1] {docs / 'ferry.md'}, line"), found.stdout
+    assert "The island ferry leaves the pier at 08:15 every weekday." in found.stdout
+    alone = locus(home, "ask", "--passages", "When does the ferry leave?")
+    assert alone.returncode != 0 and "add --docs or --collection" in alone.stderr
 
     removed = locus(home, "docs", "remove", str(docs / "ferry.md"))
     assert removed.returncode == 0 and "Removed 1 document(s) and " in removed.stderr
@@ -91,3 +103,40 @@ def test_locus_index_names_the_links_it_did_not_follow(tmp_path):
     assert any(line.startswith(f"  skipped: {root / 'private'}: link into a hidden folder:") for line in lines)
     listed = locus(tmp_path / "home", "docs", "list").stdout
     assert "real.md" in listed and "config.json" not in listed and "keys.md" not in listed
+
+
+def test_sources_list_every_passage_given_and_say_when_the_answer_rests_on_none(capsys):
+    from app.cli.common import print_sources
+    from engine.rag.cite import Citation
+    from engine.rag.retrieve import Passage, Retrieval
+
+    def passage(n: int, text: str) -> Passage:
+        where = dict(page=None, line_start=1, line_end=3, heading=None)
+        return Passage(
+            f"d{n}",
+            f"/docs/{n}.md",
+            f"{n}",
+            "markdown",
+            "default",
+            **where,
+            text=text,
+            score=0.1,
+            chunk_ids=(f"c{n}",),
+            similarity=0.5,
+        )
+
+    given = (passage(1, "Ferries leave at 08:15. More text."), passage(2, "Buses run hourly.\x1b[31m red"))
+    retrieval = Retrieval("when?", given, 2, 2)
+    print_sources([], retrieval)
+    out = capsys.readouterr().out
+    assert out.index("[1] /docs/1.md, lines 1–3") < out.index("[2] /docs/2.md")
+    assert "“Ferries leave at 08:15.”" in out and "\x1b" not in out  # document text is shown inert
+    assert "The answer may not rest on these passages" in out and "rests on it)" not in out
+
+    print_sources([Citation(2, given[1], "Buses run hourly.", explicit=True)], retrieval)
+    out = capsys.readouterr().out
+    assert out.index("[2] /docs/2.md, lines 1–3  (the answer rests on it)") < out.index("[1] /docs/1.md")
+    assert "may not rest" not in out
+
+    print_sources([], Retrieval("when?", (), 0, 0))
+    assert "No passage in the documents matched this question." in capsys.readouterr().out

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine.models.bundled import BUNDLED_EMBEDDER_NAME
-from engine.rag.cite import cite, cited_numbers
+from engine.rag.cite import cite, cited_numbers, ranked_sources
 from engine.rag.evaluate import evaluate, index_corpus, load_beir, ndcg_at_k, recall_at_k
 from engine.rag.retrieve import _join_overlapping, retrieve, rrf_fuse
 from engine.rag.store import ChunkHit, DocumentStore
@@ -112,3 +112,28 @@ def test_the_embedder_runs_out_of_process_and_recovers_from_a_crash(embedder):
         embedder.embed(["after the crash"])
     again = embedder.embed(["The cat sat on the mat."])  # a fresh worker takes over
     assert np.allclose(again[0], first[0], atol=1e-5)
+
+
+def test_ranked_sources_put_what_the_answer_rests_on_first_then_the_rest_by_rank(beir_store, embedder):
+    r = retrieve(
+        beir_store,
+        embedder,
+        "What are Saturn's rings made of?",
+        count_tokens=lambda t: len(t.split()),
+        token_budget=400,
+        max_passages=4,
+    )
+    assert len(r.passages) >= 2
+    last = len(r.passages)
+    cited = cite(f"The rings are what source {last} says [{last}].", r.passages, embed=None)
+    ranked = ranked_sources(r.passages, cited)
+    # Every passage the answer was given is listed once, with the number the prompt gave it.
+    assert sorted(s.number for s in ranked) == list(range(1, last + 1))
+    assert [s.passage for s in ranked if s.number == last] == [r.passages[last - 1]]
+    # The one it rests on first, then the others in retrieval order.
+    assert ranked[0].number == last and ranked[0].supported
+    assert [s.number for s in ranked[1:]] == list(range(1, last)) and not any(s.supported for s in ranked[1:])
+    assert all(s.quote and s.quote in s.passage.text for s in ranked[1:])  # their opening sentence
+    # An answer that rests on nothing still lists what it was given, none marked.
+    bare = ranked_sources(r.passages, [])
+    assert [s.number for s in bare] == list(range(1, last + 1)) and not any(s.supported for s in bare)
