@@ -31,6 +31,7 @@ from engine.chat_settings import ChatSettings
 from engine.errors import EngineError, InvalidRequestError
 from engine.history.store import UNSET, HistoryStore
 from engine.history.writer import HistoryWriter
+from engine.rag.cite import ranked_sources
 from engine.rag.retrieve import Retrieval
 from engine.runtime.backend import BackendRegistry
 from engine.runtime.budget import context_window
@@ -386,6 +387,9 @@ class Assistant:
             steps = job.steps(turn, retrieval, job, tools)
             outcome, text, error = run_steps(steps, ctx)
             citations = (*self._cite(job.tracing, root, retrieval, outcome, text), *ctx.citations)
+            if retrieval is not None and retrieval.passages and outcome != "failed":
+                # Every passage the model was given, those the answer rests on first (issue 19).
+                citations = tuple(ranked_sources(retrieval.passages, citations))
             stats = ctx.stats.with_total(time.perf_counter() - began, ctx.details)
             if saving:
                 self._save(turn, outcome, text, stats, error, citations, root.trace_id)

@@ -323,12 +323,13 @@ class QuickAsk(QWidget):
                 else "Saved as a conversation · Enter asks a follow-up"
             )
             if live.citations:
-                self.sources.setText(
-                    "Sources: "
-                    + " · ".join(
-                        f"[{c.number}] {c.passage.title or c.passage.path.rsplit('/', 1)[-1]}" for c in live.citations
-                    )
+                names = " · ".join(
+                    f"[{c.number}] {c.passage.title or c.passage.path.rsplit('/', 1)[-1]}" for c in live.citations
                 )
+                note = (
+                    "" if any(c.supported for c in live.citations) else " (the answer may not rest on these passages)"
+                )
+                self.sources.setText("Sources: " + names + note)
                 self.sources.show()
         self.adjustSize()
         self.answered.emit(live.conversation_id)

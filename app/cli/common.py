@@ -308,7 +308,7 @@ def print_sources(citations: list, retrieval) -> None:
             print("\n(No passage in the documents matched this question.)")
         return
     print("\nSources:")
-    sources = ranked_sources(passages, citations)
+    sources = ranked_sources(passages, citations)  # (an answer's Cited already is: ranking it again keeps it)
     for source in sources:
         mark = "  (the answer rests on it)" if source.supported else ""
         print(f"[{source.number}] {plain(source_place(source.passage), 300)}{mark}")

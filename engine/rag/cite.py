@@ -31,6 +31,7 @@ class Citation:
     passage: Passage
     quote: str  # the sentence(s) of the passage closest to what the answer said
     explicit: bool  # the model wrote [n]; False when inferred from similarity
+    supported: bool = True  # the answer rests on it; False: it was given to the model, nothing rests on it
 
     def to_dict(self) -> dict:
         p = self.passage
@@ -45,39 +46,30 @@ class Citation:
             "heading": p.heading,
             "quote": self.quote,
             "explicit": self.explicit,
+            "supported": self.supported,
             "doc_id": p.doc_id,
             "chunk_ids": list(p.chunk_ids),
             "location": p.location(),
         }
 
 
-@dataclass(frozen=True)
-class RankedSource:
-    """One passage an answer from documents was given, as a source list shows it."""
-
-    number: int  # the [n] the prompt gave it (a tool's passage: the number its citation carries)
-    passage: Passage
-    quote: str  # the closest sentence for a passage the answer rests on, else the passage's opening
-    supported: bool  # the answer rests on it (it was cited, explicitly or inferred)
-
-
-def ranked_sources(passages: Sequence[Passage], citations: Sequence[Citation]) -> list[RankedSource]:
+def ranked_sources(passages: Sequence[Passage], citations: Sequence[Citation]) -> list[Citation]:
     """Every passage the answer was given, the strongest evidence first: those the answer rests on (in the
-    order its citations come), then the others by retrieval rank. Passages cited that were not among those
-    given (a search tool's) come with the supported ones."""
+    order its citations come), then the others by retrieval rank, marked ``supported=False`` and quoted by
+    their opening sentence. A passage cited that was not among those given (a search tool's) comes with the
+    supported ones. Each keeps the number the prompt gave it."""
     given = {_key(p): n for n, p in enumerate(passages, start=1)}
-    out: list[RankedSource] = []
+    out: list[Citation] = []
     seen: set[tuple] = set()
-    for c in citations:
+    for c in sorted(citations, key=lambda c: not c.supported):
         key = _key(c.passage)
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append(RankedSource(given.get(key, c.number), c.passage, c.quote, True))
+        if key not in seen:
+            seen.add(key)
+            out.append(Citation(given.get(key, c.number), c.passage, c.quote, c.explicit, c.supported))
     for n, p in enumerate(passages, start=1):
         if _key(p) not in seen:
             seen.add(_key(p))
-            out.append(RankedSource(n, p, opening(p.text), False))
+            out.append(Citation(n, p, opening(p.text), explicit=False, supported=False))
     return out
 
 

@@ -56,12 +56,31 @@ def test_answer_cites_the_one_document_that_holds_it(setup):
     assert events[0].kind == "doc_qa" and isinstance(events[-2], Cited)  # the sources come just before the end
     assert retrieved[0].passages[0].path == str(docs / "lighthouse.md")
     assert cited and cited[0].citations, f"no citation for: {events[-1].text!r}"
-    assert {Path(c.passage.path).name for c in cited[0].citations} == {"lighthouse.md"}
+    sources = cited[0].citations
+    assert {Path(c.passage.path).name for c in sources if c.supported} == {"lighthouse.md"}
+    # Every passage the model was given is listed, those the answer rests on first.
+    assert sorted(c.number for c in sources) == list(range(1, len(retrieved[0].passages) + 1))
+    assert [c.supported for c in sources] == sorted((c.supported for c in sources), reverse=True)
     saved = history.message(answer.started.assistant_message_id)
     assert saved.status == "complete" and saved.sources[0]["path"].endswith("lighthouse.md")
+    assert [s["supported"] for s in saved.sources] == [c.supported for c in sources]
     assert (saved.sources[0]["line_start"], saved.sources[0]["line_end"]) == (1, 3) and saved.sources[0]["quote"]
     # The saved question is the question, not the prompt with sources pasted in.
     assert history.message(answer.started.user_message_id).content == "Who is the keeper of the Skerry lighthouse?"
+
+
+def test_an_answer_that_rests_on_no_passage_still_lists_them_all_unsupported(setup):
+    assistant, history, _docs = setup
+    answer = assistant.ask("Say hello to me in one short sentence.", collections=[])
+    events = list(answer.events())
+    given = next(e for e in events if isinstance(e, Retrieved)).passages
+    assert given and events[-1].complete
+    [cited] = [e for e in events if isinstance(e, Cited)]
+    assert [c.passage for c in cited.citations] == list(given)  # in retrieval order, each once
+    assert not any(c.supported for c in cited.citations), events[-1].text
+    assert all(c.quote and c.quote in c.passage.text for c in cited.citations)
+    saved = history.message(answer.started.assistant_message_id)
+    assert len(saved.sources) == len(given) and not any(s["supported"] for s in saved.sources)
 
 
 def test_collections_restrict_what_is_searched(setup):

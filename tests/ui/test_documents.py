@@ -195,3 +195,32 @@ def test_the_list_read_again_keeps_the_selection_and_changes_only_rows_that_chan
     assert panel.rows() == [("a.md", "default", "done"), ("b.md", "default", "failed"), ("c.md", "default", "done")]
     panel.set_documents([record("b", status="failed"), record("c")])  # "a" removed by another process
     assert [row[0] for row in panel.rows()] == ["b.md", "c.md"] and chosen.isSelected()
+
+
+def test_an_answer_lists_every_passage_it_was_given_and_says_when_it_rests_on_none(qtbot, window, services, tmp_path):
+    from PySide6.QtWidgets import QLabel
+
+    from tests.ui.test_untrusted_text import save_and_reopen
+
+    def source(number: int, name: str, supported: bool) -> dict:
+        path = tmp_path / name
+        path.write_text(f"# {name}\n\nSome words.\n", encoding="utf-8")
+        return {
+            "number": number, "path": str(path), "title": name, "kind": "markdown", "page": None,
+            "line_start": 3, "line_end": 3, "location": "line 3", "quote": "Some words.", "explicit": False,
+            "supported": supported,
+        }  # fmt: skip
+
+    def note(widget) -> list[str]:
+        return [
+            label.text() for label in widget.sources.findChildren(QLabel) if label.objectName() == "sourcesUnsupported"
+        ]
+
+    rests = save_and_reopen(
+        qtbot, window, services, "Ferries leave at 08:15 [2].", [source(2, "b.md", True), source(1, "a.md", False)]
+    )
+    assert [b.text() for b in rests.sources.buttons()] == ["[2]  b.md · line 3", "[1]  a.md · line 3 · not cited"]
+    assert note(rests) == []
+    bare = save_and_reopen(qtbot, window, services, "Hello!", [source(1, "a.md", False), source(2, "b.md", False)])
+    assert [b.text() for b in bare.sources.buttons()] == ["[1]  a.md · line 3", "[2]  b.md · line 3"]
+    assert note(bare) == ["The answer may not rest on these passages: none of its sentences matched one of them."]

@@ -226,15 +226,28 @@ class SourceList(QFrame):
         if not sources:
             self.hide()
             return
-        title = plain_label("Sources", self, name="sourcesTitle")
+        # Every passage the answer was given, those it rests on first (older answers saved only those).
+        rests_on_none = not any(s.get("supported", True) for s in sources)
+        title = plain_label("Sources · the passages the answer was given", self, name="sourcesTitle")
         self._layout.addWidget(title)
+        if rests_on_none:
+            self._layout.addWidget(
+                plain_label(
+                    "The answer may not rest on these passages: none of its sentences matched one of them.",
+                    self,
+                    name="sourcesUnsupported",
+                    wrap=True,
+                )
+            )
         for source in sources:
+            supported = source.get("supported", True)
             file_name = source["path"].rsplit("/", 1)[-1]
             title = source.get("title") or file_name
             name = title if title == file_name else f"{title} ({file_name})"
             where = source.get("location") or ""
+            mark = "" if supported or rests_on_none else " · not cited"
             button = QPushButton(
-                mnemonic_safe(f"[{source['number']}]  {name}" + (f" · {where}" if where else "")), self
+                mnemonic_safe(f"[{source['number']}]  {name}" + (f" · {where}" if where else "") + mark), self
             )
             button.setObjectName("sourceButton")
             button.setFlat(True)
@@ -243,7 +256,9 @@ class SourceList(QFrame):
                 literal(
                     f"{source['path']}\nClick to open it at {where or 'the start'}."
                     + (
-                        ""
+                        "\n(given to the model; the answer does not rest on it)"
+                        if not supported
+                        else ""
                         if source.get("explicit", True)
                         else "\n(matched by similarity: the answer did not cite it by number)"
                     )
