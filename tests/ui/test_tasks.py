@@ -161,7 +161,8 @@ def test_template_editor_names_an_unknown_variable_and_saves_to_the_user_folder(
     qtbot, loaded_window, services, monkeypatch
 ):
     window = loaded_window
-    [action] = next(a for a in window.menuBar().actions() if a.text() == "&Tools").menu().actions()
+    tools_menu = next(a for a in window.menuBar().actions() if a.text() == "&Tools").menu()
+    [action] = [a for a in tools_menu.actions() if a.text() == "&Prompt templates…"]
     action.trigger()
     editor = window.tasks.template_editor
     qtbot.waitUntil(lambda: "summarize" in editor.names())
