@@ -45,10 +45,18 @@ def embed_once() -> None:
     model.encode(["a probe sentence"], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
 
 
+def import_mcp() -> None:
+    """The MCP SDK's client and server transports (engine/tools imports them when a server starts or
+    `locus mcp serve` runs, and the SDK imports starlette and uvicorn with them)."""
+    for name in ("mcp.client.stdio", "mcp.client.streamable_http", "mcp.server.stdio", "mcp.server.lowlevel"):
+        import_module(name)
+
+
 def main() -> None:
     for package in ("resources", "engine", "app", "ui"):
         import_all(package)
     embed_once()
+    import_mcp()
     first_party = ("app", "engine", "ui", "resources", "__main__", "__mp_main__")
     for name, module in sorted(sys.modules.items()):
         spec = getattr(module, "__spec__", None)
