@@ -109,12 +109,10 @@ def sentences(text: str) -> list[str]:
 
 def _quote(passage: Passage, answer_vectors: np.ndarray | None, embed) -> str:
     candidates = sentences(passage.text) or [passage.text.strip()]
-    if answer_vectors is not None and embed is not None and len(candidates) > 1:
-        vectors = embed(candidates)
-        best = int(np.argmax((vectors @ answer_vectors.T).max(axis=1)))
-        quote = candidates[best]
-    else:
-        quote = candidates[0]
+    if answer_vectors is None or embed is None or len(candidates) < 2:
+        return opening(passage.text)
+    vectors = embed(candidates)
+    quote = candidates[int(np.argmax((vectors @ answer_vectors.T).max(axis=1)))]
     return quote if len(quote) <= QUOTE_CHARS else quote[: QUOTE_CHARS - 1].rstrip() + "…"
 
 

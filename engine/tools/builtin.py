@@ -26,7 +26,6 @@ LibrarySource = Callable[[], "DocumentLibrary | None"]
 
 SEARCH_MAX_PASSAGES = 6
 SEARCH_MAX_PASSAGES_LIMIT = 12
-QUOTE_CHARS = 240
 
 
 class BuiltinTool:
@@ -84,7 +83,7 @@ class SearchDocuments(BuiltinTool):
         self._library = library
 
     def _run(self, arguments: dict, cancel: threading.Event, timeout_s: float) -> tuple[str, tuple]:
-        from engine.rag.cite import Citation, sources_block
+        from engine.rag.cite import Citation, opening, sources_block
 
         query = str(arguments.get("query") or "").strip()
         if not query:
@@ -104,7 +103,7 @@ class SearchDocuments(BuiltinTool):
         )
         if not retrieval.passages:
             return f"No passage in the documents matches '{query}'.", ()
-        citations = tuple(Citation(n, p, _quote(p.text), False) for n, p in enumerate(retrieval.passages, start=1))
+        citations = tuple(Citation(n, p, opening(p.text), False) for n, p in enumerate(retrieval.passages, start=1))
         return sources_block(retrieval.passages), citations
 
 
@@ -238,12 +237,6 @@ def describe_time(now: datetime.datetime, zone_name: str | None = None) -> str:
         f"{now.strftime('%A')} {now.day} {now.strftime('%B %Y')}, {now.strftime('%H:%M:%S')}, "
         f"time zone {zone} ({offset}); ISO 8601: {now.isoformat(timespec='seconds')}"
     )
-
-
-def _quote(text: str) -> str:
-    """The passage's opening, as a citation's quote (the answer is not written yet to pick a closer one)."""
-    text = " ".join(text.split())
-    return text if len(text) <= QUOTE_CHARS else text[: QUOTE_CHARS - 1].rstrip() + "…"
 
 
 def builtin_tools(config: ConfigSource, library: LibrarySource) -> dict[str, BuiltinTool]:
