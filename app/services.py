@@ -302,6 +302,7 @@ class Services:
             self.assistant.monitor = monitor
             if self._library is not None:
                 self._library.indexer.tracing = tracing
+                self._library.indexer.ocr = new.documents.ocr  # from the next indexing job on
             if old.tools != new.tools:
                 self._tools.configure(tools_config(new))
             self._settings, self._problems = new, ()
@@ -503,6 +504,7 @@ def open_library(
         embedder,
         name,
         parse_timeout_s=settings.documents.parse_timeout_s,
+        ocr=settings.documents.ocr,
         watch_interval_s=settings.documents.watch_interval_s,
         on_event=on_event,
         tracing=tracing,

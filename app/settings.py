@@ -148,6 +148,13 @@ class DocumentSettings:
         maximum=3600.0,
         label="Parse time limit (s)",
     )
+    ocr: bool = setting(
+        True,
+        "Read scanned PDF pages (without a text layer) and images (PNG, JPEG, TIFF) by OCR, offline on "
+        "this computer. It reads Chinese and English (Latin script; accents may be lost). Off: such "
+        "files are skipped and say why. Pages that have a text layer are never OCR'd.",
+        label="OCR for scans and images",
+    )
     watch_interval_s: float = setting(
         30.0,
         "How often watched folders are checked for changes.",

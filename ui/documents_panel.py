@@ -31,9 +31,12 @@ COLUMNS = ("Document", "Collection", "Status", "Chunks")
 
 
 def status_text(status: str, reason: str = "") -> str:
-    """What the status column says: 'done', 'failed: password protected', …"""
-    if status == "failed" and reason:
-        return f"failed: {reason}"
+    """What the status column says: 'done', 'done · OCR 3 pages', 'failed: password protected',
+    'skipped: OCR is off', …"""
+    if status in ("failed", "skipped") and reason:
+        return f"{status}: {reason}"
+    if status == "done" and reason:  # how it was read: "OCR 3 pages"
+        return f"done · {reason}"
     return status
 
 

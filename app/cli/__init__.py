@@ -69,9 +69,9 @@ def run_worker(argv: list[str]) -> int:
     # app's folder (engine/rag/ipc.py says why); "" (the working directory) must never be there.
     sys.path[:] = [p for p in sys.path if p]
     if argv[0] == "--parse-worker":  # the document-parser worker
-        from engine.rag.isolation import worker_main
+        from engine.rag.isolation import run_worker as run_parse_worker
 
-        worker_main(argv[1], int(argv[2]), int(argv[3]) if len(argv) > 3 else 0)
+        run_parse_worker(argv[1:])
         return EXIT_OK
     if argv[0] == "--embed-worker":  # the embedding worker
         from engine.rag.embed import serve

@@ -36,13 +36,16 @@ class _ProgressLine:
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
         self.failures: list[DocumentStatus] = []
-        self.skipped: list[DocumentStatus] = []  # links in the folders that were not followed
+        self.skipped: list[DocumentStatus] = []  # links not followed; scans not read while OCR is off
+        self.read_by_ocr: list[DocumentStatus] = []  # done, with "OCR n pages"
 
     def __call__(self, event) -> None:
         from engine.rag.indexer import DocumentStatus, IndexProgress
 
         if isinstance(event, DocumentStatus) and event.status == "failed":
             self.failures.append(event)
+        elif isinstance(event, DocumentStatus) and event.status == "done" and event.reason:
+            self.read_by_ocr.append(event)
         elif isinstance(event, DocumentStatus) and event.status == "skipped":
             self.skipped.append(event)
         elif isinstance(event, IndexProgress) and self.tty:
@@ -70,6 +73,8 @@ class _ProgressLine:
         )
         for failure in self.failures:
             print(f"  failed: {failure.path}: {failure.reason}: {failure.message}", file=sys.stderr)
+        for read in self.read_by_ocr:
+            print(f"  indexed · {read.reason}: {read.path}", file=sys.stderr)
         for link in self.skipped:
             print(f"  skipped: {link.path}: {link.reason}: {link.message}", file=sys.stderr)
 
@@ -128,7 +133,10 @@ def docs(args: argparse.Namespace) -> int:
         if args.docs_command == "list":
             records = library.documents(args.collection)
             for r in records:
-                detail = f"{r.n_chunks} chunks" if r.status == "done" else f"{r.reason}: {r.message}".strip(": ")
+                if r.status == "done":
+                    detail = f"{r.n_chunks} chunks" + (f", {r.reason}" if r.reason else "")  # ", OCR 3 pages"
+                else:
+                    detail = f"{r.reason}: {r.message}".strip(": ")
                 print(f"{r.doc_id}  [{r.collection}]  {r.status:<9} {r.path}  ({detail})")
             if not records:
                 print("No documents indexed yet. Add some with: locus index PATH", file=sys.stderr)

@@ -102,6 +102,7 @@ class Indexer:
         *,
         parse_workers: int = 1,
         parse_timeout_s: float = 60.0,
+        ocr: bool | None = None,
         on_event: Callable[[IndexEvent], None] | None = None,
         tracing: Tracing | None = None,
     ):
@@ -111,6 +112,7 @@ class Indexer:
         self.chunker = chunker
         self.parse_workers = parse_workers
         self.parse_timeout_s = parse_timeout_s
+        self.ocr = ocr  # scanned pages and images: read by OCR, skipped (False) or not asked (None); per job
         self.on_event = on_event
         self._jobs: queue.Queue[IndexJob | None] = queue.Queue()
         self._current: IndexJob | None = None
@@ -474,7 +476,7 @@ class Indexer:
                     item.span.add_event("parsing")
                     item.record = self._status(job, item.record, "parsing", persist=False)
 
-            with ParsePool(workers=self.parse_workers, timeout_s=self.parse_timeout_s) as pool:
+            with ParsePool(workers=self.parse_workers, timeout_s=self.parse_timeout_s, ocr=self.ocr) as pool:
                 for outcome in pool.parse_many(list(by_path), cancel=job.cancel_event, on_start=started):
                     item = by_path.pop(outcome.path)
                     if outcome.error is not None:
@@ -524,7 +526,8 @@ class Indexer:
             records.append(
                 replace(
                     item.record,
-                    status="failed",
+                    # "skipped": a scan while OCR is off (ocr.OcrOff); indexed again once OCR is on, it is read
+                    status=getattr(error, "index_status", "failed"),
                     reason=getattr(error, "status", "") or "failed",
                     message=error.user_text() if error is not None else "",
                     content_hash="",
@@ -537,7 +540,7 @@ class Indexer:
         for item, record in zip(items, records, strict=True):
             self._announce(job, record)
             spans.finish_index_file(item.span, record, error=item.error)
-        return sum(1 for r in records if r.status == "failed")
+        return sum(1 for r in records if r.status in ("failed", "skipped"))
 
     def _embed_and_write(self, job: IndexJob, batch: list[_Work], counters: _Counters) -> None:
         """Embed a batch of documents' chunks, then write them (one commit for all their chunks, one
@@ -565,8 +568,8 @@ class Indexer:
                 content_hash=item.content_hash,
                 n_chunks=len(item.chunks),
                 pages=doc.pages or 0,
-                reason="",
-                message="",
+                reason=ocr_reason(doc),
+                message=ocr_message(doc),
                 updated_at=time.time(),
             )
         self.store.upsert_documents([item.record for item in batch])
@@ -576,6 +579,21 @@ class Indexer:
             counters.done += 1
             counters.chunks += len(item.chunks)
             counters.pages += item.loaded.pages or 0
+
+
+def ocr_reason(doc: LoadedDocument) -> str:
+    """A done document's reason: "OCR 3 pages" when OCR read some of it, else ""."""
+    if not doc.ocr_pages:
+        return ""
+    return f"OCR {doc.ocr_pages} page{'s' if doc.ocr_pages != 1 else ''}"
+
+
+def ocr_message(doc: LoadedDocument) -> str:
+    if not doc.ocr_pages:
+        return ""
+    if doc.kind == "image" and (doc.pages or 1) == 1:
+        return "The image's text was read by OCR."
+    return f"{doc.ocr_pages} of {doc.pages or doc.ocr_pages} pages had no text layer and were read by OCR."
 
 
 def embedding_text(title: str, chunk: Chunk) -> str:

@@ -32,7 +32,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.rag.ipc import EOF_MARK, WorkerProcess, command_for, read_message, reply_safely, worker_streams
+from engine.rag.ipc import (
+    EOF_MARK,
+    WorkerProcess,
+    command_for,
+    read_message,
+    reply_safely,
+    worker_streams,
+    write_message,
+)
 from engine.rag.loaders import (
     CorruptDocument,
     DocumentError,
@@ -53,6 +61,11 @@ DEFAULT_LOADER = "engine.rag.loaders:load"
 # and the pickled reply). 2 GB covers a legitimate file of any kind at the size limit; a .docx of
 # a few hundred kB whose XML unpacks to a tree of gigabytes fails here instead.
 DEFAULT_MEMORY_LIMIT_MB = 2048
+# More for workers that may OCR (engine/rag/ocr.py): onnxruntime, OpenCV and the three models take
+# about 0.75 GB of address space once loaded, and reading A4 pages rendered at 200 dpi took a worker's
+# address space to 1.94 GB at its peak (its peak RSS: 0.8 GB; Linux, Python 3.11, 4 OCR threads), at
+# the old ceiling already. Only workers of a pool with OCR on get the extra; the others keep 2 GB.
+OCR_MEMORY_MB = 1536
 OOM_SCORE_ADJ = 1000  # Linux: the out-of-memory killer's first choice, far ahead of the window
 
 
@@ -89,11 +102,20 @@ def too_much_memory(name: str, limit_mb: int, detail: str, *, killed: bool = Fal
     )
 
 
-def worker_main(loader_spec: str, max_bytes: int, memory_limit_mb: int = 0) -> None:
-    """The worker process: read a path, answer ("ok", document) or ("error", DocumentError); repeat."""
+def worker_main(loader_spec: str, max_bytes: int, memory_limit_mb: int = 0, ocr: bool | None = None) -> None:
+    """The worker process: read a path, answer ("ok", document) or ("error", DocumentError); repeat.
+
+    While OCR reads a file it also sends ("progress", None) after each page. ``ocr`` None: the loader is
+    called without it (a loader that knows nothing of OCR)."""
     requests, replies = worker_streams()
     module, _, name = loader_spec.partition(":")
     loader = getattr(importlib.import_module(module), name)
+    options: dict[str, object] = {"max_bytes": max_bytes}
+    if ocr is not None:
+        from engine.rag import ocr as ocr_pages  # light: the OCR engine itself loads on the first page
+
+        options["ocr"] = ocr
+        ocr_pages.set_progress(lambda: write_message(replies, ("progress", None)))
     how = limit_memory(memory_limit_mb * 2**20)  # imports done, no file read yet
     limit_detail = f"MemoryError under a {memory_limit_mb} MB limit ({how or 'not enforced here'})"
     while True:
@@ -106,7 +128,7 @@ def worker_main(loader_spec: str, max_bytes: int, memory_limit_mb: int = 0) -> N
         label = Path(path).name
         out_of_memory = False
         try:
-            reply = ("ok", loader(path, max_bytes=max_bytes))
+            reply = ("ok", loader(path, **options))
         except DocumentError as exc:
             reply = ("error", exc)
         except MemoryError:
@@ -130,9 +152,19 @@ def worker_main(loader_spec: str, max_bytes: int, memory_limit_mb: int = 0) -> N
             return
 
 
-def _start_worker(loader_spec: str, max_bytes: int, memory_limit_mb: int) -> WorkerProcess:
+def run_worker(args: list[str]) -> None:
+    """worker_main from a worker's command line (after the module or the frozen app's flag): loader,
+    max bytes, memory limit in MB, and OCR as "on", "off" or "" (not asked)."""
+    flag = args[3] if len(args) > 3 else ""
+    worker_main(args[0], int(args[1]), int(args[2]) if len(args) > 2 else 0, None if not flag else flag == "on")
+
+
+def _start_worker(loader_spec: str, max_bytes: int, memory_limit_mb: int, ocr: bool | None) -> WorkerProcess:
+    flag = "" if ocr is None else ("on" if ocr else "off")
     return WorkerProcess(
-        [*worker_command(), loader_spec, str(max_bytes), str(memory_limit_mb)], nice=5, oom_score_adj=OOM_SCORE_ADJ
+        [*worker_command(), loader_spec, str(max_bytes), str(memory_limit_mb), flag],
+        nice=5,
+        oom_score_adj=OOM_SCORE_ADJ,
     )
 
 
@@ -144,8 +176,12 @@ class ParsePool:
     """Parses files in up to ``workers`` processes, each file within ``timeout_s`` seconds and
     ``memory_limit_mb`` of memory.
 
-    ``loader`` is the "module:function" the workers call as ``fn(path, max_bytes=...)``; tests point
-    it at loaders that hang or crash on purpose. Use as a context manager, or call close().
+    ``loader`` is the "module:function" the workers call as ``fn(path, max_bytes=...)`` (and ``ocr=``
+    unless ``ocr`` is None); tests point it at loaders that hang or crash on purpose. ``ocr``: read
+    scanned pages and images by OCR (True), skip them as OcrOff (False), or leave the loader's default
+    (None). With OCR on, workers get OCR_MEMORY_MB more memory, and the time limit applies to each page
+    OCR reads rather than to the whole file (every page read restarts it), so a long scan that keeps
+    moving is never cut off while a page that hangs still is. Use as a context manager, or call close().
     """
 
     def __init__(
@@ -155,12 +191,14 @@ class ParsePool:
         max_bytes: int = 200 * 2**20,
         loader: str = DEFAULT_LOADER,
         memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB,
+        ocr: bool | None = None,
     ):
         self.workers = max(1, workers)
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
         self.loader = loader
-        self.memory_limit_mb = memory_limit_mb
+        self.ocr = ocr
+        self.memory_limit_mb = memory_limit_mb + (OCR_MEMORY_MB if ocr and memory_limit_mb > 0 else 0)
         self._idle: list[WorkerProcess] = []
         self._all: set[WorkerProcess] = set()
         self._lock = threading.Lock()
@@ -184,7 +222,7 @@ class ParsePool:
             if self._idle:
                 return self._idle.pop()
             # Started lazily, reused until it fails.
-            worker = _start_worker(self.loader, self.max_bytes, self.memory_limit_mb)
+            worker = _start_worker(self.loader, self.max_bytes, self.memory_limit_mb, self.ocr)
             self._all.add(worker)
             return worker
 
@@ -256,6 +294,9 @@ class ParsePool:
                     )
                 return ParseOutcome(path, None, error, time.perf_counter() - start)
             kind, value = reply
+            if kind == "progress":  # OCR read a page: the file is moving, its time starts again
+                deadline = time.perf_counter() + self.timeout_s
+                continue
             if isinstance(value, TooMuchMemory):
                 self._bury(worker)  # its heap is as large as the limit now; the next file gets a fresh one
             else:
@@ -338,6 +379,6 @@ if __name__ == "__main__":
     import sys
 
     # Run the module proper rather than this __main__ copy, so pickled classes name engine.rag.*.
-    from engine.rag.isolation import worker_main as _worker_main
+    from engine.rag.isolation import run_worker as _run_worker
 
-    _worker_main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 0)
+    _run_worker(sys.argv[1:])

@@ -38,6 +38,7 @@ class DocumentLibrary:
         *,
         parse_workers: int | None = None,
         parse_timeout_s: float = 60.0,
+        ocr: bool | None = None,
         watch_interval_s: float = 30.0,
         on_event: Callable[[IndexEvent], None] | None = None,
         tracing=None,
@@ -64,6 +65,7 @@ class DocumentLibrary:
             self.chunker,
             parse_workers=parse_workers or default_parse_workers(),
             parse_timeout_s=parse_timeout_s,
+            ocr=ocr,
             on_event=self._on_index_event,
             tracing=tracing,
         )

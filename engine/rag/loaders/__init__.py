@@ -35,6 +35,7 @@ from engine.rag.loaders.base import (
 )
 from engine.rag.loaders.docx import load_docx
 from engine.rag.loaders.html import load_html
+from engine.rag.loaders.image import load_image
 from engine.rag.loaders.pdf import load_pdf
 from engine.rag.loaders.text import code_sections, first_heading, prose_sections
 
@@ -144,6 +145,11 @@ _KINDS = {
     ".htm": "html",
     ".xhtml": "html",
     ".docx": "docx",
+    ".png": "image",
+    ".jpg": "image",
+    ".jpeg": "image",
+    ".tif": "image",
+    ".tiff": "image",
 }
 _CODE_NAMES = {"makefile": "make", "dockerfile": "dockerfile", "cmakelists.txt": "cmake"}
 SUPPORTED_SUFFIXES = frozenset(_KINDS) | frozenset(CODE_LANGUAGES)
@@ -286,8 +292,11 @@ def _is_link(entry: Path) -> bool:
     return False
 
 
-def load(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> LoadedDocument:
-    """Read one file into sections; raises a DocumentError saying why when it cannot."""
+def load(path: str | Path, max_bytes: int = MAX_FILE_BYTES, *, ocr: bool | None = None) -> LoadedDocument:
+    """Read one file into sections; raises a DocumentError saying why when it cannot.
+
+    ``ocr``: True reads scanned PDF pages and images by OCR; False (OCR turned off) skips them as OcrOff;
+    None (not asked) reads no scans, and a PDF of scans alone is "empty"."""
     path = Path(path)
     name = path.name
     kind = kind_for(path)
@@ -308,7 +317,9 @@ def load(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> LoadedDocument:
     if not data:
         raise EmptyDocument(f"No text could be extracted from '{name}': the file is empty (0 bytes).")
     if kind == "pdf":
-        document = load_pdf(path, data)
+        document = load_pdf(path, data, ocr=ocr)
+    elif kind == "image":
+        document = load_image(path, data, ocr=ocr)
     elif kind == "docx":
         document = load_docx(path, data, max_bytes)
     else:

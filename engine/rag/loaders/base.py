@@ -31,6 +31,7 @@ class LoadedDocument:
     sections: tuple[Section, ...]
     language: str | None = None  # for code: "python", "javascript", …
     pages: int | None = None  # for PDFs
+    ocr_pages: int = 0  # pages (or images) whose text came from OCR
 
 
 class DocumentError(EngineError):

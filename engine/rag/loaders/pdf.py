@@ -1,4 +1,5 @@
-"""PDF: text per page with pypdf (page numbers kept), headings from the bookmarks."""
+"""PDF: text per page with pypdf (page numbers kept), headings from the bookmarks; pages without a
+text layer (scans) read by OCR when it is on (engine/rag/ocr.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ from engine.rag.loaders.base import (
 )
 
 
-def load_pdf(path: Path, data: bytes) -> LoadedDocument:
+def load_pdf(path: Path, data: bytes, *, ocr: bool | None = None) -> LoadedDocument:
+    """A PDF's text per page. ``ocr``: pages with no text layer are read by OCR (at most MAX_OCR_PAGES of
+    them); pages that have one never are. False (OCR off): a PDF of scanned pages alone fails as OcrOff;
+    None (not asked): as EmptyDocument."""
     from pypdf import PdfReader
     from pypdf.errors import DependencyError, FileNotDecryptedError
 
@@ -41,7 +45,7 @@ def load_pdf(path: Path, data: bytes) -> LoadedDocument:
                 raise protected
             count = len(reader.pages)
             headings = _outline_headings(reader, count)
-            sections, failures = [], 0
+            sections, failures, textless = [], 0, []
             for number, page in enumerate(reader.pages, start=1):
                 try:
                     text = page.extract_text() or ""
@@ -55,6 +59,8 @@ def load_pdf(path: Path, data: bytes) -> LoadedDocument:
                 text = unicodedata.normalize("NFKC", text).replace("\x00", "").strip()
                 if text:
                     sections.append(Section(text, page=number, heading=headings.get(number)))
+                else:
+                    textless.append(number)
             title = _pdf_title(reader) or name
     except FileNotDecryptedError as exc:
         raise protected from exc
@@ -72,7 +78,19 @@ def load_pdf(path: Path, data: bytes) -> LoadedDocument:
         ) from exc
     if count and failures == count:
         raise CorruptDocument(f"'{name}' is a damaged PDF: none of its {count} pages could be read.")
-    return LoadedDocument(str(path), "pdf", title, tuple(sections), pages=count)
+    ocr_pages = 0
+    if textless and ocr:
+        from engine.rag.ocr import MAX_OCR_PAGES, read_pdf_pages
+
+        read = read_pdf_pages(data, textless[:MAX_OCR_PAGES])
+        sections.extend(Section(text, page=number, heading=headings.get(number)) for number, text in read.items())
+        sections.sort(key=lambda s: s.page or 0)
+        ocr_pages = len(read)
+    elif textless and not sections and ocr is False:
+        from engine.rag.ocr import ocr_off
+
+        raise ocr_off(name)
+    return LoadedDocument(str(path), "pdf", title, tuple(sections), pages=count, ocr_pages=ocr_pages)
 
 
 def _outline_headings(reader, pages: int) -> dict[int, str]:

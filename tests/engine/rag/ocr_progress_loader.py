@@ -1,0 +1,22 @@
+"""A loader for the OCR time-limit test: it works slowly, page by page, as OCR does (run in ParsePool's workers)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from engine.rag import ocr as ocr_module
+from engine.rag.loaders import LoadedDocument, Section
+
+STEP_S = 0.25
+
+
+def slow_pages(path: str, max_bytes: int, ocr: bool | None = None) -> LoadedDocument:
+    """'pages-N.txt': N steps of STEP_S, each reported as a page read; 'silent-N.txt': the same, unreported."""
+    name = Path(path).stem
+    kind, _, count = name.partition("-")
+    for _ in range(int(count)):
+        time.sleep(STEP_S)
+        if kind == "pages":
+            ocr_module.page_done()
+    return LoadedDocument(path, "text", name, (Section(f"{count} steps"),))
