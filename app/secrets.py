@@ -71,7 +71,7 @@ class Secrets:
     instance set or found are known.
     """
 
-    KNOWN = ("hf_token", "otlp_api_key", "remote_api_key", "server_api_key")
+    KNOWN = ("hf_token", "otlp_api_key", "remote_api_key", "server_api_key", "embedding_api_key")
     MCP_PREFIX = "mcp."  # an MCP server's secret: "mcp.NAME", read for mcp.json's ${keyring:NAME}
 
     @classmethod

@@ -452,7 +452,9 @@ class Services:
                     from engine.rag.store import set_aside_for_new_model
 
                     again = set_aside_for_new_model(self.paths.index_dir)
-                library = open_library(self.paths, self._settings, on_event, tracing=self.tracing, traces=self.traces)
+                library = open_library(
+                    self.paths, self._settings, on_event, tracing=self.tracing, traces=self.traces, secrets=self.secrets
+                )
                 self._library = library
                 self.assistant.library = library
                 for collection in sorted({c for _, c in again}):
@@ -482,13 +484,24 @@ class Services:
 
 
 def open_library(
-    paths: Paths, settings: Settings, on_event: Callable[[IndexEvent], None] | None = None, *, tracing=None, traces=None
+    paths: Paths,
+    settings: Settings,
+    on_event: Callable[[IndexEvent], None] | None = None,
+    *,
+    tracing=None,
+    traces=None,
+    secrets: Secrets | None = None,
 ) -> DocumentLibrary:
-    """The document library for these settings (the bundled embedder unless one is set)."""
+    """The document library for these settings (the bundled embedder unless one is set, or an embedding
+    server with its key from the keyring)."""
+    from app.embeddings import remote_embedder
     from engine.rag.library import DocumentLibrary
 
+    remote = remote_embedder(settings, secrets)
     embedder = settings.documents.embedding_model
-    if embedder:
+    if remote is not None:
+        embedder, name = str(remote.tokenizer_file.parent), remote.name
+    elif embedder:
         name = embedder
     else:
         bundled = bundled_embedder_path()
@@ -509,6 +522,7 @@ def open_library(
         on_event=on_event,
         tracing=tracing,
         traces=traces,
+        remote=remote,
     )
 
 

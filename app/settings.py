@@ -141,6 +141,27 @@ class DocumentSettings:
         "all-MiniLM-L6-v2. Changing it needs a re-index.",
         label="Embedding model",
     )
+    embedding_server: str = setting(
+        "",
+        "Embed documents and questions on an OpenAI-compatible /v1/embeddings server (Text Embeddings "
+        "Inference, vLLM, Infinity, Ollama, another Locus's 'locus serve'), e.g. http://gpu-box:8080/v1. "
+        "Empty: embed on this computer. Its API key is kept in the system keyring as 'embedding_api_key'. "
+        "Changing it needs a re-index.",
+        label="Embedding server",
+    )
+    embedding_server_model: str = setting(
+        "", "The model the embedding server embeds with, e.g. BAAI/bge-m3.", label="Server embedding model"
+    )
+    embedding_batch_size: int = setting(
+        64, "Passages sent to the embedding server in one request.", minimum=1, maximum=4096, label="Server batch size"
+    )
+    embedding_timeout_s: float = setting(
+        60.0,
+        "Longest wait for the embedding server to answer one request (it is retried with backoff).",
+        minimum=1.0,
+        maximum=3600.0,
+        label="Server timeout (s)",
+    )
     parse_timeout_s: float = setting(
         60.0,
         "Longest time one file may take to parse before it is given up.",

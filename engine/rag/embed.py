@@ -24,6 +24,7 @@ import sys
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -39,6 +40,8 @@ class EmbeddingError(EngineError):
     """The embedding model could not be loaded or run."""
 
     code = "embedding_failed"
+    status = "embedding failed"  # the short reason beside a document it failed
+    ends_job = False  # True: the indexing job stops embedding (the rest of its documents fail with this)
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,28 @@ class EmbedderInfo:
     device: str  # "cuda", "mps" or "cpu"
     dtype: str  # "float16" on CUDA, else "float32"
     max_tokens: int
+
+
+class TextEmbedder(Protocol):
+    """What the indexer, retrieval and citations use of an embedder: Embedder (a local model) or
+    remote_embed.RemoteEmbedder (an OpenAI-compatible server)."""
+
+    name: str
+
+    @property
+    def info(self) -> EmbedderInfo: ...
+
+    @property
+    def started(self) -> bool: ...
+
+    @property
+    def tokenizer_file(self) -> Path: ...
+
+    def embed(self, texts: list[str]) -> np.ndarray: ...
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+    def close(self) -> None: ...
 
 
 def declared_dim(model_path: str | Path) -> int | None:

@@ -21,8 +21,9 @@ from engine.rag.chunk import Chunker
 from engine.rag.cite import Citation, cite
 from engine.rag.embed import Embedder, declared_dim
 from engine.rag.indexer import DocumentStatus, Indexer, IndexEvent, IndexJob, default_parse_workers
+from engine.rag.remote_embed import RemoteEmbedder
 from engine.rag.retrieve import Retrieval, _join_overlapping, retrieve
-from engine.rag.store import DEFAULT_COLLECTION, DocumentRecord, DocumentStore
+from engine.rag.store import DEFAULT_COLLECTION, DocumentRecord, DocumentStore, EmbeddingModelMismatch
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +44,30 @@ class DocumentLibrary:
         on_event: Callable[[IndexEvent], None] | None = None,
         tracing=None,
         traces=None,
+        remote: RemoteEmbedder | None = None,
     ):
+        """``remote``: embed on that server instead of with the local model at ``embedder_path`` (its
+        ``embedder_name`` and path are then unused)."""
         self.index_dir = Path(index_dir)
         # The local trace store: a removed document's passages go from it too (see _on_index_event).
         self.traces = traces
         self._on_event = on_event
         self._traces_removed: dict[str, int] = {}
         self._traces_lock = threading.Lock()
-        self.embedder = Embedder(embedder_path, embedder_name)
-        dim = declared_dim(embedder_path)
-        if dim is None:
-            raise EngineError(
-                f"The embedding model at '{embedder_path}' does not say its dimension.",
-                hint="Choose a sentence-transformers model folder.",
-            )
+        self.embedder: Embedder | RemoteEmbedder
+        if remote is not None:
+            self.embedder = remote
+            embedder_name, dim = remote.name, _remote_dim(self.index_dir, remote)
+            remote.expected_dim = dim
+        else:
+            self.embedder = Embedder(embedder_path, embedder_name)
+            declared = declared_dim(embedder_path)
+            if declared is None:
+                raise EngineError(
+                    f"The embedding model at '{embedder_path}' does not say its dimension.",
+                    hint="Choose a sentence-transformers model folder.",
+                )
+            dim = declared
         self.store = DocumentStore(self.index_dir, embedder_name, dim)
         self.chunker = Chunker(self.embedder.tokenizer_file, max_tokens=200, overlap_tokens=32)
         self.indexer = Indexer(
@@ -258,6 +269,26 @@ class DocumentLibrary:
         self._watch_stop.set()
         self.indexer.shutdown()
         self.embedder.close()
+
+
+def _remote_dim(index_dir: Path, remote: RemoteEmbedder) -> int:
+    """The dimension of a server's vectors: the index's when that server's model built it, else, for a new
+    index, what the server sends for one word. An index of another model asks for a re-index (as the store
+    does), without asking the server anything."""
+    try:
+        recorded = json.loads((index_dir / "index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        return remote.info.dim
+    if recorded.get("embedder") != remote.name or not isinstance(recorded.get("dim"), int):
+        raise EmbeddingModelMismatch(
+            f"The document index was built with {recorded.get('embedder')} ({recorded.get('dim')} dimensions), "
+            f"but the embedding model is now {remote.name} from the server at {remote.base_url}.",
+            hint="Vectors from two models cannot be mixed: re-index (the window offers it, or run "
+            "'locus docs rebuild').",
+        )
+    return recorded["dim"]
 
 
 def _rebuild_text(rows: list[dict]) -> str:

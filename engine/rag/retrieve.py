@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.rag.embed import Embedder
+from engine.rag.embed import TextEmbedder
 from engine.rag.store import ChunkHit, DocumentStore
 
 RRF_K = 60  # the constant from Cormack et al.; damps the weight of the very top ranks
@@ -76,7 +76,7 @@ def rrf_fuse(rankings: list[list[ChunkHit]], k: int = RRF_K) -> list[tuple[Chunk
 
 def retrieve(
     store: DocumentStore,
-    embedder: Embedder,
+    embedder: TextEmbedder,
     query: str,
     *,
     collections: list[str] | None = None,
