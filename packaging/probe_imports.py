@@ -45,6 +45,23 @@ def embed_once() -> None:
     model.encode(["a probe sentence"], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
 
 
+def ocr_once() -> None:
+    """Take OCR's real path (engine/rag/ocr.py imports lazily): render a PDF page with PDFium and read an image
+    with RapidOCR, which loads onnxruntime, OpenCV and its models."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    from engine.rag import ocr
+
+    image = Image.new("L", (400, 120), 255)
+    ImageDraw.Draw(image).text((20, 40), "probe", fill=0)
+    ocr.read_image(image)
+    pdf = io.BytesIO()
+    image.save(pdf, "PDF")
+    ocr.read_pdf_pages(pdf.getvalue(), [1])
+
+
 def import_mcp() -> None:
     """The MCP SDK's client and server transports (engine/tools imports them when a server starts or
     `locus mcp serve` runs, and the SDK imports starlette and uvicorn with them)."""
@@ -56,6 +73,7 @@ def main() -> None:
     for package in ("resources", "engine", "app", "ui"):
         import_all(package)
     embed_once()
+    ocr_once()
     import_mcp()
     first_party = ("app", "engine", "ui", "resources", "__main__", "__mp_main__")
     for name, module in sorted(sys.modules.items()):
