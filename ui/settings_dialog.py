@@ -104,6 +104,7 @@ class SettingsDialog(QDialog):
         self.specs = list(specs)
         self.editors: dict[str, QWidget] = {}
         self.notes: dict[str, QLabel] = {}
+        self.tokens: dict[str, QLineEdit] = {}  # keyring entries edited here (not settings): name -> field
         content = QWidget(self)
         column = QVBoxLayout(content)
         self.forms = forms = {}
@@ -143,15 +144,39 @@ class SettingsDialog(QDialog):
             self.forms[section].insertRow(0, label)
         label.setText(text)
 
-    def show_embedding_device(self, device: tuple[str, str] | None) -> None:
-        """Say in the Documents section where embeddings run: (device, dtype), or None before the model starts."""
-        self.set_note(
-            "documents",
-            f"Embeddings run on: {device[0].upper()} ({device[1]})"
-            if device
-            else "Embeddings run on: CUDA with float16 when torch has CUDA, else Apple MPS, else the CPU "
-            "(decided when the embedding model first starts)",
-        )
+    def show_embedding_device(self, device: tuple[str, str] | None, server: str = "") -> None:
+        """Say in the Documents section where embeddings run: (device, dtype), or None before the model starts;
+        ``server``: the embedding server the documents use, if any."""
+        if server:
+            text = f"Embeddings come from the server at {server}"
+        elif device:
+            text = f"Embeddings run on: {device[0].upper()} ({device[1]})"
+        else:
+            text = (
+                "Embeddings run on: CUDA with float16 when torch has CUDA, else Apple MPS, else the CPU "
+                "(decided when the embedding model first starts)"
+            )
+        self.set_note("documents", text)
+
+    def add_token(
+        self, section: str, name: str, label: str, description: str, *, after: str | None = None
+    ) -> QLineEdit:
+        """A hidden field for a token kept in the system keyring as ``name`` (not a setting), placed after the
+        setting ``after``; left empty, the stored token stays as it is."""
+        edit = QLineEdit(self)
+        edit.setEchoMode(QLineEdit.EchoMode.Password)
+        edit.setObjectName(name)
+        edit.setPlaceholderText("Unchanged (type a new key to replace it)")
+        edit.setToolTip(literal(f"{description}\n(keyring: {name})"))
+        form = self.forms[section]
+        row = form.getWidgetPosition(self.editors[after])[0] + 1 if after in self.editors else form.rowCount()
+        form.insertRow(row, plain_label(label, self), edit)
+        self.tokens[name] = edit
+        return edit
+
+    def token_values(self) -> dict[str, str]:
+        """The tokens typed in: keyring name -> new value (fields left empty are not included)."""
+        return {name: edit.text().strip() for name, edit in self.tokens.items() if edit.text().strip()}
 
     def _editor(self, spec: Spec) -> QWidget:
         if spec.widget == "gguf_file":
