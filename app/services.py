@@ -397,6 +397,10 @@ class Services:
         if library is None:
             return None
         embedder = library.embedder
+        from engine.rag.remote_embed import RemoteEmbedder
+
+        if isinstance(embedder, RemoteEmbedder):
+            return "server", embedder.base_url  # asks the server nothing
         if not start and not embedder.started:
             return None
         info = embedder.info

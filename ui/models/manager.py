@@ -6,6 +6,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QDialog, QTabWidget, QVBoxLayout, QWidget
 
 from ui.errors import show_error
+from ui.models.embedding_tab import EmbeddingModels
 from ui.models.hub_tab import HubModels
 from ui.models.local import LocalModels
 from ui.ops import run_in_background
@@ -24,7 +25,9 @@ def hardware_text(hw, embedding_device: tuple[str, str] | None = None) -> str:
         f"CPU: {cpu.cores_logical} threads ({flags}) · RAM: {hw.ram_available / 2**30:.1f} of "
         f"{hw.ram_total / 2**30:.1f} GB free · GPU: {gpus} · Embeddings: "
         + (
-            f"{embedding_device[0].upper()} ({embedding_device[1]})"
+            f"the server at {embedding_device[1]}"
+            if embedding_device and embedding_device[0] == "server"
+            else f"{embedding_device[0].upper()} ({embedding_device[1]})"
             if embedding_device
             else "start with the first document"
         )
@@ -49,6 +52,8 @@ class ModelManager(QDialog):
         self.hub.downloaded.connect(lambda _path: self.local.refresh())
         self.tabs.addTab(self.local, "On this computer")
         self.tabs.addTab(self.hub, "Hugging Face")
+        self.embedders = EmbeddingModels(services, self)
+        self.tabs.addTab(self.embedders, "Embedding models")
         layout = QVBoxLayout(self)
         layout.addWidget(self.hardware_label)
         layout.addWidget(self.tabs, 1)
@@ -64,4 +69,5 @@ class ModelManager(QDialog):
     def _ready(self, found) -> None:
         self.hardware_label.setText(hardware_text(*found))
         self.local.refresh()
+        self.embedders.refresh()
         self.hub.check_pending()
