@@ -34,7 +34,8 @@ def start_api(services: Services) -> ApiServer | None:
 def open_api(services: Services, *, host: str, port: int, embedder=None, api_key: str | None = None) -> ApiServer:
     """A started ApiServer over the services' backends (each request goes to the default one as it arrives,
     so the API follows a backend switch) and current sampling settings, its requests at Priority.NORMAL
-    (after the window's chat, before background tasks).
+    (after the window's chat, before background tasks). Chat requests may ask to be answered from the
+    indexed documents, through the services' Assistant (the library opens on the first such request).
 
     ``embedder``: an Embedder of the caller's; without one, the document library's embedder is
     used (opened on the first embeddings request). ``api_key`` defaults to the keyring's.
@@ -56,6 +57,8 @@ def open_api(services: Services, *, host: str, port: int, embedder=None, api_key
         max_queued=settings.api.max_queued_requests,
         read_timeout_s=settings.api.request_timeout_s,
         defaults=lambda: chat_settings(services.settings).sampling,
+        assistant=services.assistant,  # answers from documents ("locus": {"documents": true})
+        open_library=services.open_library,
     )  # Settings › Sampling, as now
     return server.start()
 

@@ -149,6 +149,8 @@ class Assistant:
         priority: Priority = Priority.INTERACTIVE,
         sampling: SamplingParams | None = None,
         save: bool = True,
+        earlier: tuple[ChatMessage, ...] = (),
+        system_prompt: str | None = None,
     ) -> AnswerHandle:
         """Answer a question, in a conversation (a new one when none is given).
 
@@ -159,17 +161,28 @@ class Assistant:
         for the conversation. ``tool_choice`` (this question's only): "auto" (the model decides), "none",
         "required" (a call first) or a tool's name (that call first). ``sampling``: this question's own;
         None: the settings'. ``save`` False: nothing goes to history (no conversation) and the trace keeps
-        timings and counts only.
+        timings and counts only; such an answer may bring its own ``earlier`` turns and ``system_prompt``
+        (the local API's client's conversation; None: the settings').
         """
         if not text.strip():
             raise InvalidRequestError("The question is empty.")
         if not save and conversation_id is not None:
             raise InvalidRequestError("An answer that is not saved cannot continue a saved conversation.")
+        if save and (earlier or system_prompt is not None):
+            raise InvalidRequestError("Only an answer that is not saved brings its own earlier turns.")
         chosen = UNSET if tools is None else _tool_names(tools)
         _check_tool_choice(tool_choice)
         return self._start(
             TurnRequest(
-                "chat", text, conversation_id, collections=collections, backend=backend, tools=chosen, save=save
+                "chat",
+                text,
+                conversation_id,
+                collections=collections,
+                backend=backend,
+                tools=chosen,
+                save=save,
+                earlier=tuple(earlier),
+                system_prompt=system_prompt,
             ),
             self._chat_steps,
             on_event,
@@ -428,7 +441,8 @@ class Assistant:
     def _chat_steps(self, turn: Turn, retrieval: Retrieval | None, job: _Job, tools: list[Tool]) -> Steps:
         """A question's generations over the conversation (with sources, from documents): one, streamed; or,
         with tools, the agent loop's steps."""
-        context = turn.context(job.settings.system_prompt, retrieval)
+        own = job.turn.system_prompt
+        context = turn.context(job.settings.system_prompt if own is None else own, retrieval)
         if not tools:
             return lambda ctx: ctx.generate(context, stream=True)
         conversation_id = turn.conversation_id
@@ -521,7 +535,7 @@ class Assistant:
                 text,
                 stats=saved,
                 error=error.user_text() if error is not None else None,
-                sources=[c.to_dict() for c in citations] or None,
+                sources=[saved_source(c) for c in citations] or None,
             ).result()
         except Exception:  # the answer still reaches its reader
             log.exception("could not save answer %s", turn.assistant_message_id)
@@ -552,6 +566,12 @@ class Assistant:
                 return
         self.monitor.calibrate(self.library.store.sample_chunks(200), self.library.embedder.embed)
         self._calibrated_for = count
+
+
+def saved_source(citation) -> dict:
+    """A source as an answer keeps it (saved, shown, sent by the API): ``Citation.to_dict()`` and the passage's
+    text, which the window shows as the top passage (engine/rag/question_kind.top_passage)."""
+    return {**citation.to_dict(), "text": citation.passage.text}
 
 
 def _tool_names(tools) -> tuple[str, ...]:

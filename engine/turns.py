@@ -42,6 +42,10 @@ class TurnRequest:
     backend: object = UNSET
     tools: object = UNSET  # the tools its answers may call (names; () for none)
     save: bool = True
+    # An answer not saved may bring its own conversation (the local API's client's): the turns before the
+    # question, and the system prompt (None: the settings').
+    earlier: tuple[ChatMessage, ...] = ()
+    system_prompt: str | None = None
 
 
 @dataclass
@@ -160,6 +164,7 @@ class Turns:
             list(collections) if collections is not None else None,
             tools or None,
             approved,
+            earlier=request.earlier if conversation_id is None else (),
         )
 
     def record(self, turn: Turn) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from engine.api import extension
 from engine.api import fields as f
 from engine.api.errors import from_engine, invalid, unsupported
 from engine.errors import EngineError
@@ -48,6 +49,7 @@ class GenerationCall:
     sampling: dict = field(default_factory=dict)  # SamplingParams fields the client set (no max_tokens)
     tools: tuple[ToolSpec, ...] = ()  # the client's own tools (never run here: the calls are returned)
     tool_choice: str = "auto"  # auto, none, required or a tool's name
+    documents: extension.DocumentsCall | None = None  # Locus's extension: answer from the indexed documents
 
     @property
     def summary(self) -> str:
@@ -91,6 +93,7 @@ def parse_chat(body: dict) -> GenerationCall:
     grammar = _grammar(body)
     if grammar is not None and tools and tool_choice != "none":
         raise invalid("'response_format' or 'grammar' cannot be combined with tools.", "tools")
+    documents = _documents(body, messages, tools, grammar)
     return GenerationCall(
         "chat",
         model,
@@ -100,8 +103,24 @@ def parse_chat(body: dict) -> GenerationCall:
         grammar=grammar,
         tools=tools,
         tool_choice=tool_choice,
+        documents=documents,
         **_common(body),
     )
+
+
+def _documents(body: dict, messages, tools, grammar) -> extension.DocumentsCall | None:
+    """Locus's extension (engine/api/extension.py): the call to answer from documents, if asked for."""
+    asked = extension.parse(body)
+    if asked is None or not asked["documents"]:
+        return None
+    if tools:
+        raise invalid("Answering from documents ('locus.documents') cannot be combined with 'tools'.", "tools")
+    if grammar is not None:
+        raise invalid(
+            "Answering from documents ('locus.documents') cannot be combined with 'response_format' or 'grammar'.",
+            "response_format",
+        )
+    return extension.documents_call(messages, asked["collections"])
 
 
 def parse_completion(body: dict) -> GenerationCall:
@@ -116,6 +135,10 @@ def parse_completion(body: dict) -> GenerationCall:
         raise invalid("'prompt' must be a string (token lists are not supported).", "prompt")
     if not prompt:
         raise invalid("'prompt' must not be empty.", "prompt")
+    if body.get(extension.FIELD) is not None:
+        raise invalid(
+            "Locus's extension ('locus') is for /v1/chat/completions only.", extension.FIELD, "invalid_extension"
+        )
     if body.get("echo"):
         raise unsupported("Echoing the prompt", "echo")
     if body.get("suffix"):

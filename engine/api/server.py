@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import unquote
 
-from engine.api import endpoints, guards, spans
+from engine.api import documents, endpoints, guards, spans
 from engine.api.calls import parse_chat, parse_completion, parse_embeddings
 from engine.api.errors import INTERNAL_MESSAGE, ApiError, busy, invalid, shutting_down
 from engine.api.generation import generate
@@ -60,6 +60,7 @@ class ApiServer:
     ``tracing`` defaults to the request's backend's own. ``defaults`` gives the sampling a request does not set:
     SamplingParams, or a function returning the current ones (read for each request, so changed settings apply at once).
     ``max_connections``, ``max_queued`` and ``read_timeout_s`` bound what clients can hold (see above).
+    ``assistant`` and ``open_library`` enable answers from documents (engine/api/extension.py).
     """
 
     def __init__(
@@ -80,8 +81,14 @@ class ApiServer:
         max_connections: int = MAX_CONNECTIONS,
         max_queued: int = MAX_QUEUED,
         read_timeout_s: float = READ_TIMEOUT_S,
+        assistant=None,
+        open_library: Callable[[], object] | None = None,
     ):
         self._backends = backends
+        # Answers from documents (Locus's extension of chat completions): the app's Assistant, and how to
+        # open its document library (engine.rag.library.DocumentLibrary; opened on the first such request).
+        self.assistant = assistant
+        self.open_library = open_library
         self.embed = embed
         self.embedding_model = embedding_model if embed is not None else None
         self.embedding_tokens = embedding_tokens
@@ -306,7 +313,12 @@ class ApiServer:
             stream=generation.stream,
             summary=generation.summary,
         )
-        return generate(self, ex, generation, backend, endpoints.chat_model(self, info, generation.model), span)
+        model = endpoints.chat_model(self, info, generation.model)
+        if generation.documents is not None:
+            ended = documents.answer(self, ex, generation, model)
+            spans.link_answer(span, ended)
+            return ended
+        return generate(self, ex, generation, backend, model, span)
 
     def _json_body(self, ex: Exchange) -> dict:
         raw = ex.read_body(self.max_request_bytes)

@@ -12,6 +12,7 @@ import numpy as np
 from engine.tools.base import ToolCall
 
 ARGUMENT_PIECE = 24  # characters of a call's arguments per stream chunk, as OpenAI streams them in pieces
+SOURCES_FIELD = "locus_sources"  # an answer from documents: every passage the model was given (docs/api.md)
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
@@ -34,14 +35,18 @@ class CompletionShape:
     def _frame(self, obj: str, choices: list, **extra) -> dict:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": choices, **extra}
 
-    def whole(self, text: str, finish: str, used: dict, calls: tuple[ToolCall, ...] = ()) -> dict:
-        """The non-streamed response (a chat answer's tool calls in its message)."""
+    def whole(
+        self, text: str, finish: str, used: dict, calls: tuple[ToolCall, ...] = (), sources: list | None = None
+    ) -> dict:
+        """The non-streamed response (a chat answer's tool calls in its message; an answer from documents'
+        sources beside its choices)."""
         if self.chat:
             message: dict = {"role": "assistant", "content": text or None if calls else text, "refusal": None}
             if calls:
                 message["tool_calls"] = [_wire_call(c) for c in calls]
             choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
-            return self._frame("chat.completion", [choice], usage=used)
+            extra = {SOURCES_FIELD: sources} if sources is not None else {}
+            return self._frame("chat.completion", [choice], usage=used, **extra)
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
         return self._frame("text_completion", [choice], usage=used)
 
@@ -72,6 +77,10 @@ class CompletionShape:
     def closing(self, finish: str) -> dict:
         """The chunk that ends the choice with its finish reason."""
         return self._chunk({}, finish) if self.chat else self._text_chunk("", finish)
+
+    def sources_chunk(self, sources: list) -> dict:
+        """The chunk of a chat stream answered from documents that carries its sources (after the closing one)."""
+        return self._frame("chat.completion.chunk", [], **{SOURCES_FIELD: sources})
 
     def usage_chunk(self, used: dict) -> dict:
         """The extra last chunk a client asks for with stream_options.include_usage."""

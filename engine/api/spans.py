@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from opentelemetry.trace import Span
 
+from engine.answer import AnswerEnded
 from engine.runtime.types import Done, Failed
-from engine.trace.spans import finish_root
+from engine.trace.spans import AnswerSpan, finish_root
 from engine.trace.tracing import Tracing, fail, set_attributes
 
 TASK = "api"
@@ -50,5 +51,13 @@ def finish_request(
         span.end()
     elif isinstance(outcome, (Done, Failed)):
         finish_root(tracing, span, outcome)
+    elif isinstance(outcome, AnswerEnded):
+        AnswerSpan(tracing, span).finish(outcome)
     else:
         span.end()
+
+
+def link_answer(span: Span, ended: AnswerEnded) -> None:
+    """An answer from documents is traced as an answer of its own (retrieval, generation, citations):
+    the request's root names that trace."""
+    set_attributes(span, {"locus.api.answer_trace_id": ended.trace_id})
