@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.answer import AnswerEnded, AnswerStarted, ApprovalNeeded
+from engine.assistant import saved_source
 from engine.errors import EngineError
 from engine.history.writer import answer_is_kept
 from resources import resource_path
@@ -472,7 +473,8 @@ class MainWindow(QMainWindow):
                 widget.set_text(ended.text)
                 widget.set_status(ended.outcome, describe(ended.error) if ended.failed else None)
                 if live.citations:
-                    widget.set_sources([c.to_dict() for c in live.citations])
+                    sources = [saved_source(c) for c in live.citations]
+                    widget.set_sources(sources, self.chat.question_before(widget))
                 link_answer(widget, ended.trace_id)
         if ended.failed:
             self.statusBar().showMessage(describe(ended.error), 10000)

@@ -29,6 +29,7 @@ from ui.chat.markdown import (
     split_segments,
 )
 from ui.chat.tool_calls import ToolCallList, saved_calls
+from ui.chat.top_passage import TopPassage
 from ui.errors import show_error
 from ui.ops import run_in_background
 from ui.plain import literal, mnemonic_safe, plain_label
@@ -325,6 +326,9 @@ class MessageWidget(QFrame):
         self.error_label = plain_label("", self, name="messageError", wrap=True, selectable=True)
         self.error_label.hide()
         layout.addWidget(self.error_label)
+        self.top_passage = TopPassage(self)  # the passage itself, when it is the best answer (hidden if not)
+        self.top_passage.sourceClicked.connect(self.sourceClicked)
+        layout.addWidget(self.top_passage)
         self.sources = SourceList(self)
         self.sources.sourceClicked.connect(self.sourceClicked)
         self.sources.hide()
@@ -347,9 +351,11 @@ class MessageWidget(QFrame):
     def code_blocks(self) -> list[CodeBlock]:
         return [w for w in self.segment_widgets() if isinstance(w, CodeBlock)]
 
-    def set_sources(self, sources: list[dict]) -> None:
-        """Show the answer's sources and make its [n] markers open them."""
+    def set_sources(self, sources: list[dict], question: str = "") -> None:
+        """Show the answer's sources and make its [n] markers open them; and the top passage, when the
+        question asks for a passage or the answer rests on none."""
         self.sources.set_sources(sources)
+        self.top_passage.show_for(question, sources)
         self.citations = frozenset(int(s["number"]) for s in sources)
         self._render(self.text, force=True)
 

@@ -58,16 +58,29 @@ class ChatView(QScrollArea):
 
     def show_messages(self, messages: Iterable[Message]) -> None:
         self.clear()
+        question = ""
         for m in messages:
             widget = self.add_message(m.role, m.content, m.status, m.id)
+            if m.role == "user":
+                question = m.content
             if m.status == "failed":
                 widget.set_status("failed", m.error)
             if m.sources:
-                widget.set_sources(m.sources)
+                widget.set_sources(m.sources, question)
             if m.role == "assistant":
                 widget.set_trace_id(stats_trace_id(m.stats))
                 widget.show_saved_tool_calls(m.stats)
         self.scroll_to_bottom()
+
+    def question_before(self, answer: MessageWidget) -> str:
+        """The text of the question an answer answers (the nearest user message above it)."""
+        question = ""
+        for widget in self.messages():
+            if widget is answer:
+                break
+            if widget.role == "user":
+                question = widget.text
+        return question
 
     def add_message(
         self, role: str, text: str = "", status: str = "complete", message_id: int | None = None

@@ -1,0 +1,92 @@
+"""The top passage beside an answer from documents, in the real window with the bundled model."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def ask(qtbot, window, text: str) -> None:
+    with qtbot.waitSignal(window.answerFinished, timeout=180_000):
+        qtbot.keyClicks(window.composer, text)
+        qtbot.keyClick(window.composer, Qt.Key.Key_Return)
+
+
+def test_a_which_document_question_shows_the_top_passage_and_a_chat_question_does_not(
+    qtbot, loaded_window, services, tmp_path
+):
+    window = loaded_window
+    if os.environ.get("LOCUS_SCREENSHOTS"):  # the window as the app styles it
+        from PySide6.QtWidgets import QApplication
+
+        from ui.theme import apply_theme
+
+        app = QApplication.instance()
+        before = (app.style().name(), app.palette(), app.styleSheet())
+        apply_theme(app, "light")
+    qtbot.waitUntil(lambda: window.documents.library is not None, timeout=60_000)
+    (tmp_path / "ferry.md").write_text(
+        "# Ferry\n\nThe island ferry leaves the pier at 08:15 every weekday.\n", encoding="utf-8"
+    )
+    (tmp_path / "garden.md").write_text(
+        "# Garden\n\nTomatoes need six hours of sun a day and water every morning.\n", encoding="utf-8"
+    )
+    window.documents.handle_drop([str(tmp_path / "ferry.md"), str(tmp_path / "garden.md")])
+    for name in ("ferry.md", "garden.md"):
+        qtbot.waitUntil(lambda n=name: (n, "default", "done") in window.documents.panel.rows(), timeout=120_000)
+    window.documents_selector.choose([])  # answer from all documents
+    chat = services.assistant.settings
+    services.assistant.settings = dataclasses.replace(
+        chat, sampling=dataclasses.replace(chat.sampling, temperature=0.0, max_tokens=40)
+    )
+
+    ask(qtbot, window, "Which document says when the island ferry leaves the pier?")
+    answer = window.chat.messages()[-1]
+    box = answer.top_passage
+    assert box.isVisible()
+    top = box.source
+    assert top["number"] == 1 and top["path"] == str(tmp_path / "ferry.md")  # the first passage retrieved
+    assert box.title() == f"Top passage \u2014 ferry.md \u00b7 {top['location']}" and top["location"]
+    assert "08:15" in box.text.text() and box.text.textFormat() == Qt.TextFormat.PlainText
+    if os.environ.get("LOCUS_SCREENSHOTS"):
+        qtbot.wait(300)
+        folder = Path(os.environ["LOCUS_SCREENSHOTS"])
+        folder.mkdir(parents=True, exist_ok=True)
+        assert window.grab().save(str(folder / "top-passage.png"))
+        from PySide6.QtWidgets import QStyleFactory
+
+        app.setStyleSheet(before[2])
+        app.setPalette(before[1])
+        app.setStyle(QStyleFactory.create(before[0]))
+
+    # Clicking it opens the source viewer at the passage, as a source does.
+    with qtbot.waitSignal(window.chat.sourceClicked, timeout=5_000) as clicked:
+        qtbot.mouseClick(box, Qt.MouseButton.LeftButton)
+    assert clicked.args[0]["path"] == str(tmp_path / "ferry.md")
+    viewer = window.documents.viewers[-1]
+    qtbot.waitUntil(lambda: viewer.isVisible(), timeout=10_000)
+    assert top["line_start"] <= viewer.current_line <= top["line_end"]
+    viewer.close()
+
+    # Reopened from history, the answer shows it again.
+    conversation = window.conversation_id
+    window.new_conversation()
+    window.open_conversation(conversation)
+    qtbot.waitUntil(lambda: len(window.chat.messages()) == 2, timeout=10_000)
+    again = window.chat.messages()[-1].top_passage
+    assert again.isVisible() and again.source["path"] == top["path"] and "08:15" in again.text.text()
+
+    # A question asked without documents has no passages: no box, even when it asks "which document".
+    window.new_conversation()
+    window.documents_selector.choose(None)
+    ask(qtbot, window, "Which document is the best one to read first?")
+    plain = window.chat.messages()[-1]
+    assert plain.role == "assistant" and plain.text and not plain.top_passage.isVisible()
