@@ -164,7 +164,7 @@ class DocumentSettings:
     )
     parse_timeout_s: float = setting(
         60.0,
-        "Longest time one file may take to parse before it is given up.",
+        "Longest time one file may take to parse before it is given up (while OCR reads a scan: one page).",
         minimum=1.0,
         maximum=3600.0,
         label="Parse time limit (s)",

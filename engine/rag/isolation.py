@@ -262,12 +262,16 @@ class ParsePool:
             worker = self._take()
             worker.send(absolute)
         deadline = time.perf_counter() + self.timeout_s  # start-up of a fresh worker counts too
+        pages = 0  # pages OCR has read of this file so far
         while True:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 self._bury(worker)
                 error: DocumentError = ParseTimeout(
-                    f"'{name}' took longer than {self.timeout_s:g} s to read and was given up.",
+                    f"'{name}' took longer than {self.timeout_s:g} s to read and was given up."
+                    if not pages
+                    else f"'{name}' was given up after OCR had read {pages} of its pages: the next one took "
+                    f"longer than {self.timeout_s:g} s.",
                     hint="The file may be malformed, or very large; try it on its own.",
                 )
                 return ParseOutcome(path, None, error, time.perf_counter() - start)
@@ -295,6 +299,7 @@ class ParsePool:
                 return ParseOutcome(path, None, error, time.perf_counter() - start)
             kind, value = reply
             if kind == "progress":  # OCR read a page: the file is moving, its time starts again
+                pages += 1
                 deadline = time.perf_counter() + self.timeout_s
                 continue
             if isinstance(value, TooMuchMemory):

@@ -12,11 +12,14 @@ STEP_S = 0.25
 
 
 def slow_pages(path: str, max_bytes: int, ocr: bool | None = None) -> LoadedDocument:
-    """'pages-N.txt': N steps of STEP_S, each reported as a page read; 'silent-N.txt': the same, unreported."""
+    """'pages-N.txt': N steps of STEP_S, each reported as a page read; 'silent-N.txt': the same, unreported;
+    'stall-N.txt': N reported steps, then a page that never ends."""
     name = Path(path).stem
     kind, _, count = name.partition("-")
     for _ in range(int(count)):
         time.sleep(STEP_S)
-        if kind == "pages":
+        if kind in ("pages", "stall"):
             ocr_module.page_done()
+    if kind == "stall":
+        time.sleep(3600)
     return LoadedDocument(path, "text", name, (Section(f"{count} steps"),))

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from pypdf import PdfReader, PdfWriter
 
 from engine.models.bundled import BUNDLED_EMBEDDER_NAME, bundled_embedder_path
@@ -16,26 +16,10 @@ from engine.rag.isolation import ParsePool
 from engine.rag.library import DocumentLibrary
 from engine.rag.loaders import DocumentError, kind_for, load
 from tests.conftest import PDF_ODDITIES
+from tests.engine.rag.scans import page, scanned_pdf
 
 TEXT_PDF = PDF_ODDITIES / "crazyones.pdf"  # a text layer: "misfits", "rebels", "troublemakers" on page 1
 SLOW = "tests.engine.rag.ocr_progress_loader:slow_pages"
-
-
-def page(*lines: str, size=(1240, 1754)) -> Image.Image:
-    """A scanned page: black text on white, A4 at 150 dpi, in Pillow's own scalable font."""
-    image = Image.new("L", size, 255)
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default(size=38)
-    for i, line in enumerate(lines):
-        draw.text((100, 140 + i * 80), line, fill=0, font=font)
-    return image
-
-
-def scanned_pdf(path: Path, words: list[str]) -> Path:
-    """A PDF of page images only (no text layer), one codeword per page."""
-    pages = [page(f"Page {n} of the scanned report.", f"The codeword is {w}.") for n, w in enumerate(words, 1)]
-    pages[0].save(path, save_all=True, append_images=pages[1:], resolution=150)
-    return path
 
 
 def mixed_pdf(path: Path, word: str) -> Path:
@@ -171,13 +155,18 @@ def test_damaged_foreign_and_oversized_images_fail_with_their_reason(tmp_path):
 def test_a_long_ocr_job_that_keeps_reading_pages_outlives_the_time_limit(tmp_path):
     # Twelve steps of 0.25 s: 3 s in all, against a 1.5 s limit. Reported as pages read (as OCR does),
     # each restarts the limit; silent, the same work is a hang and is given up.
-    for name in ("pages-12.txt", "silent-12.txt"):
+    # A page that never ends after three that did is given up, saying so.
+    for name in ("pages-12.txt", "silent-12.txt", "stall-3.txt"):
         (tmp_path / name).write_text("x", encoding="utf-8")
     with ParsePool(timeout_s=1.5, loader=SLOW, ocr=True) as pool:
         moving = pool.parse(tmp_path / "pages-12.txt")
         silent = pool.parse(tmp_path / "silent-12.txt")
+        stalled = pool.parse(tmp_path / "stall-3.txt")
     assert moving.error is None and moving.document.sections[0].text == "12 steps"
     assert silent.error is not None and silent.error.status == "timed out"
+    assert "'silent-12.txt' took longer than 1.5 s to read" in silent.error.message
+    assert stalled.error.status == "timed out"
+    assert "after OCR had read 3 of its pages: the next one took longer than 1.5 s" in stalled.error.message
 
 
 def test_without_an_ocr_choice_a_scan_is_empty_as_before(tmp_path):
