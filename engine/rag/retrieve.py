@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.rag.embed import TextEmbedder
+from engine.rag.embed import Embedder
+from engine.rag.loaders.base import describe_location
 from engine.rag.store import ChunkHit, DocumentStore
 
 RRF_K = 60  # the constant from Cormack et al.; damps the weight of the very top ranks
@@ -37,18 +38,15 @@ class Passage:
     score: float  # fused RRF score of its best chunk
     chunk_ids: tuple[str, ...]
     similarity: float  # best cosine similarity of its chunks to the question (0 if only text-matched)
+    place: str | None = None  # a kind of place other than page or lines: "slide", "rows", "chapter", …
+    place_label: str | None = None  # its name (slide title, sheet, chapter title, e-mail subject)
+    place_within: str | None = None  # the containers, for an e-mail's attachment
 
     def location(self) -> str:
-        """'page 3', 'lines 10–24' or '' — for source lists."""
-        if self.page is not None:
-            return f"page {self.page}"
-        if self.line_start is not None:
-            return (
-                f"line {self.line_start}"
-                if self.line_end in (None, self.line_start)
-                else f"lines {self.line_start}–{self.line_end}"
-            )
-        return ""
+        """'page 3', 'lines 10–24', 'slide 4 "Results"', 'sheet "Budget", rows 2–9', … or '' — for source lists."""
+        return describe_location(
+            self.place, self.place_label, self.place_within, self.page, self.line_start, self.line_end
+        )
 
 
 @dataclass(frozen=True)
@@ -76,7 +74,7 @@ def rrf_fuse(rankings: list[list[ChunkHit]], k: int = RRF_K) -> list[tuple[Chunk
 
 def retrieve(
     store: DocumentStore,
-    embedder: TextEmbedder,
+    embedder: Embedder,
     query: str,
     *,
     collections: list[str] | None = None,
@@ -119,13 +117,18 @@ def _merge_adjacent(fused: list[tuple[ChunkHit, float]], similarity: dict[str, f
         hits.sort(key=lambda pair: pair[0].chunk_index)
         group = [hits[0]]
         for hit, score in hits[1:]:
-            if hit.chunk_index == group[-1][0].chunk_index + 1 and hit.page == group[-1][0].page:
+            if hit.chunk_index == group[-1][0].chunk_index + 1 and _same_place(hit, group[-1][0]):
                 group.append((hit, score))
             else:
                 passages.append(_passage(group, similarity))
                 group = [(hit, score)]
         passages.append(_passage(group, similarity))
     return sorted(passages, key=lambda p: -p.score)
+
+
+def _same_place(a: ChunkHit, b: ChunkHit) -> bool:
+    """Chunks that may merge into one passage: one page, slide, sheet, chapter, message or attachment."""
+    return (a.page, a.place, a.place_label, a.place_within) == (b.page, b.place, b.place_label, b.place_within)
 
 
 def _passage(group: list[tuple[ChunkHit, float]], similarity: dict[str, float]) -> Passage:
@@ -148,6 +151,9 @@ def _passage(group: list[tuple[ChunkHit, float]], similarity: dict[str, float]) 
         score=max(s for _, s in group),
         chunk_ids=tuple(h.chunk_id for h, _ in group),
         similarity=max((similarity.get(h.chunk_id, 0.0) for h, _ in group), default=0.0),
+        place=first.place,
+        place_label=first.place_label,
+        place_within=first.place_within,
     )
 
 

@@ -77,6 +77,9 @@ class ChunkHit:
     heading: str | None
     score: float  # cosine similarity for vector hits, BM25 for text hits
     vector: np.ndarray | None = None
+    place: str | None = None  # a kind of place other than page or lines (see loaders.base.Section)
+    place_label: str | None = None
+    place_within: str | None = None
 
 
 def set_aside_for_new_model(directory: str | Path) -> list[tuple[str, str]]:
@@ -143,8 +146,13 @@ def _chunks_schema(dim: int) -> pa.Schema:
             ("line_end", pa.int32()),
             ("heading", pa.string()),
             ("vector", pa.list_(pa.float32(), dim)),
+            *PLACE_COLUMNS,
         ]
     )
+
+
+# Added after the first indexes were built: an index without them gets them, empty, when it is opened.
+PLACE_COLUMNS = (("place", pa.string()), ("place_label", pa.string()), ("place_within", pa.string()))
 
 
 class DocumentStore:
@@ -163,6 +171,7 @@ class DocumentStore:
         self._changes = itertools.count(1)
         self.documents = self._open("documents", _documents_schema())
         self.chunks = self._open("chunks", _chunks_schema(dim))
+        self._add_missing_columns()
         self._fts_ready = any(i.index_type == "FTS" for i in self.chunks.list_indices())
 
     # Setup -------------------------------------------------------------------------
@@ -194,6 +203,14 @@ class DocumentStore:
             return self.db.open_table(name)
         except (FileNotFoundError, ValueError):
             return self.db.create_table(name, schema=schema, exist_ok=True)
+
+    def _add_missing_columns(self) -> None:
+        """Give a chunks table written before the place columns existed those columns (null in old rows),
+        so that new rows can be written beside the old ones."""
+        missing = [name for name, _ in PLACE_COLUMNS if name not in self.chunks.schema.names]
+        if missing:
+            self.chunks.add_columns({name: "CAST(NULL AS STRING)" for name in missing})
+            log.info("added %s to the chunks table of %s", ", ".join(missing), self.directory)
 
     # Documents ---------------------------------------------------------------------
 
@@ -443,4 +460,7 @@ def _hit(row: dict, score: float) -> ChunkHit:
         heading=row["heading"],
         score=score,
         vector=np.asarray(vector, dtype=np.float32) if vector is not None else None,
+        place=row.get("place"),
+        place_label=row.get("place_label"),
+        place_within=row.get("place_within"),
     )

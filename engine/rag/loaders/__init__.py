@@ -1,8 +1,11 @@
 """Loaders: turn a file into text sections that remember where they came from.
 
 PDF (text per page), plain text, Markdown, reStructuredText, HTML (visible text),
-DOCX and source code, one module per format. Text-like files keep their lines
-exactly, so every section knows its line range; PDFs know their pages. A file
+DOCX, OpenDocument text, EPUB, PowerPoint, Excel and CSV, e-mail (.eml, .mbox)
+and source code, one module per format. Text-like files keep their lines
+exactly, so every section knows its line range; PDFs know their pages; the
+others name their own kind of place (see ``base.describe_location``): a slide,
+rows of a sheet, a chapter, a section, a message or an e-mail's attachment. A file
 that cannot be read raises a DocumentError whose ``status`` says why in a word
 or two ("password protected", "empty", "damaged", …) and whose message says it
 in a sentence naming the file.
@@ -34,9 +37,14 @@ from engine.rag.loaders.base import (
     WrongFormat,
 )
 from engine.rag.loaders.docx import load_docx
+from engine.rag.loaders.epub import load_epub
 from engine.rag.loaders.html import load_html
 from engine.rag.loaders.image import load_image
+from engine.rag.loaders.mail import load_eml, load_mbox
+from engine.rag.loaders.odt import load_odt
 from engine.rag.loaders.pdf import load_pdf
+from engine.rag.loaders.pptx import load_pptx
+from engine.rag.loaders.sheets import load_csv, load_xlsx
 from engine.rag.loaders.text import code_sections, first_heading, prose_sections
 
 __all__ = [
@@ -62,6 +70,7 @@ __all__ = [
     "discover",
     "kind_for",
     "load",
+    "load_data",
 ]
 
 CODE_LANGUAGES = {
@@ -136,8 +145,8 @@ _KINDS = {
     ".txt": "text",
     ".text": "text",
     ".log": "text",
-    ".csv": "text",
-    ".tsv": "text",
+    ".csv": "csv",
+    ".tsv": "csv",
     ".tex": "text",
     ".org": "text",
     ".adoc": "text",
@@ -145,6 +154,12 @@ _KINDS = {
     ".htm": "html",
     ".xhtml": "html",
     ".docx": "docx",
+    ".odt": "odt",
+    ".epub": "epub",
+    ".pptx": "pptx",
+    ".xlsx": "xlsx",
+    ".eml": "email",
+    ".mbox": "mbox",
     ".png": "image",
     ".jpg": "image",
     ".jpeg": "image",
@@ -153,6 +168,10 @@ _KINDS = {
 }
 _CODE_NAMES = {"makefile": "make", "dockerfile": "dockerfile", "cmakelists.txt": "cmake"}
 SUPPORTED_SUFFIXES = frozenset(_KINDS) | frozenset(CODE_LANGUAGES)
+SUPPORTED_HINT = (
+    "Supported: PDF, Word (.docx), OpenDocument text (.odt), EPUB, PowerPoint (.pptx), Excel (.xlsx), CSV, "
+    "e-mail (.eml, .mbox), HTML, plain text, Markdown, reStructuredText and source code."
+)
 _IO_REPARSE_TAG_MOUNT_POINT = 0xA0000003  # a Windows junction
 SKIPPED_DIRS = frozenset(
     {
@@ -303,7 +322,7 @@ def load(path: str | Path, max_bytes: int = MAX_FILE_BYTES, *, ocr: bool | None 
     if kind is None:
         raise UnsupportedFile(
             f"'{name}' is not a kind of file Locus can read.",
-            hint="Supported: PDF, text, Markdown, reStructuredText, HTML, DOCX and source code.",
+            hint=SUPPORTED_HINT,
         )
     try:
         size = path.stat().st_size
@@ -316,16 +335,48 @@ def load(path: str | Path, max_bytes: int = MAX_FILE_BYTES, *, ocr: bool | None 
         raise UnreadableFile(f"'{name}' could not be opened: {exc.strerror or exc}.", detail=repr(exc)) from exc
     if not data:
         raise EmptyDocument(f"No text could be extracted from '{name}': the file is empty (0 bytes).")
+    return load_data(path, data, kind=kind, max_bytes=max_bytes, ocr=ocr)
+
+
+def load_data(
+    path: Path, data: bytes, *, kind: str, max_bytes: int = MAX_FILE_BYTES, ocr: bool | None = None, depth: int = 0
+) -> LoadedDocument:
+    """Parse a file's bytes as ``kind``: what ``load`` does once the file is read, and what an e-mail's
+    attachments go through (``depth``: how deep inside messages they sit)."""
+    name = path.name
+
+    def attachment(inner: str, content: bytes, inner_depth: int) -> LoadedDocument:
+        inner_kind = kind_for(inner)
+        if inner_kind is None:
+            raise UnsupportedFile(f"'{inner}' is not a kind of file Locus can read.")
+        if not content:
+            raise EmptyDocument(f"'{inner}' is empty.")
+        return load_data(Path(inner), content, kind=inner_kind, max_bytes=max_bytes, ocr=ocr, depth=inner_depth)
+
     if kind == "pdf":
         document = load_pdf(path, data, ocr=ocr)
     elif kind == "image":
         document = load_image(path, data, ocr=ocr)
     elif kind == "docx":
         document = load_docx(path, data, max_bytes)
+    elif kind == "odt":
+        document = load_odt(path, data, max_bytes)
+    elif kind == "epub":
+        document = load_epub(path, data, max_bytes)
+    elif kind == "pptx":
+        document = load_pptx(path, data, max_bytes)
+    elif kind == "xlsx":
+        document = load_xlsx(path, data, max_bytes)
+    elif kind == "email":
+        document = load_eml(path, data, attachment, depth)
+    elif kind == "mbox":
+        document = load_mbox(path, data, attachment, depth)
     else:
         text = decode_text(data, name)
         if kind == "html":
             document = load_html(path, text)
+        elif kind == "csv":
+            document = load_csv(path, text)
         elif kind == "code":
             language = _CODE_NAMES.get(name.lower()) or CODE_LANGUAGES.get(path.suffix.lower())
             document = LoadedDocument(str(path), "code", name, tuple(code_sections(text)), language=language)
@@ -348,16 +399,39 @@ _BOMS = (
 )
 
 
-def decode_text(data: bytes, name: str) -> str:
-    """Bytes to text: BOM, then UTF-8, then a detected encoding, then Latin-1; never fails on odd bytes.
+def _utf16_without_bom(data: bytes) -> str | None:
+    """UTF-16 text saved without a byte-order mark (Windows tools do), told from binary by where its zero
+    bytes fall: in text mostly of Latin letters every other byte is zero, all on one side."""
+    head = data[:8192]
+    even, odd = head[0::2].count(0), head[1::2].count(0)
+    pairs = len(head) // 2
+    if not pairs or len(data) % 2:
+        return None
+    for zeros, other, encoding in ((odd, even, "utf-16-le"), (even, odd, "utf-16-be")):
+        if zeros >= pairs * 0.3 and other <= pairs * 0.01:
+            try:
+                text = data.decode(encoding)
+            except UnicodeDecodeError:
+                return None
+            controls = sum(1 for ch in text[:4096] if ord(ch) < 32 and ch not in "\t\n\r\f")
+            return text if controls <= len(text[:4096]) * 0.01 else None
+    return None
 
-    Raises UnsupportedFile for binary content (NUL bytes in the first 8 KB of a file without a BOM).
+
+def decode_text(data: bytes, name: str) -> str:
+    """Bytes to text: BOM, then UTF-16 without a BOM, then UTF-8, then a detected encoding (Windows-1252,
+    Shift-JIS, GB18030, Windows-1251, …), then Latin-1; never fails on odd bytes.
+
+    Raises UnsupportedFile for binary content (NUL bytes in the first 8 KB of a file that is not UTF-16).
     """
     for bom, encoding in _BOMS:  # UTF-32 first: its LE mark begins with UTF-16's
         if data.startswith(bom):
             return data[len(bom) :].decode(encoding, errors="replace")
     if b"\x00" in data[:8192]:
-        raise UnsupportedFile(f"'{name}' looks like a binary file, not text.")
+        wide = _utf16_without_bom(data)
+        if wide is None:
+            raise UnsupportedFile(f"'{name}' looks like a binary file, not text.")
+        return wide
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -19,6 +19,56 @@ class Section:
     line_start: int | None = None  # 1-based first line in the file (text, Markdown, RST, code)
     line_end: int | None = None  # 1-based last line, inclusive
     heading: str | None = None  # nearest heading above; for code the enclosing definition
+    # Where the section sits when that is not a page or lines (see ``describe_location``): a kind of place,
+    # its name, and the containers around it. The numbers stay in page/line_start/line_end.
+    place: str | None = None  # "slide", "rows", "chapter", "section", "message"; None: page or lines
+    label: str | None = None  # the place's name: slide title, sheet name, chapter title, e-mail subject
+    within: str | None = None  # the containers, for an attachment: 'message 3 "Budget", attachment "plan.pdf"'
+
+
+PLACES = ("slide", "rows", "chapter", "section", "message")
+LABEL_CHARS = 80
+
+
+def short_label(text: str | None) -> str | None:
+    """A name from a document made fit for a location: one line, at most LABEL_CHARS, None if blank."""
+    label = " ".join((text or "").split())
+    if not label:
+        return None
+    return label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1].rstrip() + "…"
+
+
+def describe_location(
+    place: str | None,
+    label: str | None,
+    within: str | None,
+    page: int | None,
+    line_start: int | None,
+    line_end: int | None,
+) -> str:
+    """Words for where a passage is: 'page 3', 'lines 10–24', 'slide 4 "Results"', 'sheet "Budget", rows 2–9',
+    'chapter 2 "The Storm"', 'section "Install"', 'message 3 "Lunch"', 'attachment "a.pdf", page 2', or ''."""
+    named = f' "{label}"' if label else ""
+    if place == "slide":
+        inner = f"slide {page}{named}" if page is not None else f"slide{named}"
+    elif place == "rows":
+        rows = _range("row", line_start, line_end)
+        inner = ", ".join(x for x in (f'sheet "{label}"' if label else "", rows) if x)
+    elif place in ("chapter", "message"):
+        inner = f"{place} {page}{named}" if page is not None else (f"{place}{named}" if named else "")
+    elif place == "section":
+        inner = f"section{named}" if named else ""
+    elif page is not None:
+        inner = f"page {page}"
+    else:
+        inner = _range("line", line_start, line_end)
+    return ", ".join(x for x in (within, inner) if x)
+
+
+def _range(unit: str, start: int | None, end: int | None) -> str:
+    if start is None:
+        return ""
+    return f"{unit} {start}" if end in (None, start) else f"{unit}s {start}–{end}"
 
 
 @dataclass(frozen=True)
@@ -26,11 +76,12 @@ class LoadedDocument:
     """One file's text as sections, with its kind and a title to show."""
 
     path: str
-    kind: str  # pdf, text, markdown, rst, html, docx, code
+    kind: str  # pdf, text, markdown, rst, html, docx, code, epub, odt, pptx, xlsx, csv, email, mbox
     title: str
     sections: tuple[Section, ...]
     language: str | None = None  # for code: "python", "javascript", …
     pages: int | None = None  # for PDFs
+    skipped: tuple[str, ...] = ()  # parts left out and why, e.g. an e-mail's attachment Locus cannot read
     ocr_pages: int = 0  # pages (or images) whose text came from OCR
 
 

@@ -1,0 +1,217 @@
+"""Spreadsheets (.xlsx, .csv, .tsv): rows under their header, with the sheet and row numbers as the place.
+
+Each row becomes one line, its cells joined by " | "; the first non-empty row of a sheet is its header.
+A section holds consecutive rows of one sheet (place "rows", line_start = the first row's number) and
+starts with the header line, which the chunker repeats at the top of every chunk. Files with more than
+MAX_ROWS rows are refused as too large rather than indexed in part.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import posixpath
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from engine.rag.loaders.base import (
+    SECTION_CHARS,
+    CorruptDocument,
+    EmptyDocument,
+    LoadedDocument,
+    Section,
+    TooLarge,
+    short_label,
+)
+from engine.rag.loaders.package import Package
+
+MAX_ROWS = 200_000  # rows in one file
+MAX_CELL_CHARS = 2000  # a longer cell is cut (a row stays one line of reasonable size)
+MAX_GAP = 3  # more empty rows than this between two rows start a new section
+_S = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_R = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
+_REL = "{http://schemas.openxmlformats.org/package/2006/relationships}"
+_CELL_REF = re.compile(r"([A-Z]+)(\d+)")
+
+
+def rows_sections(rows: Iterable[tuple[int, list[str]]], name: str, sheet: str | None, sheet_number: int | None):
+    """Sections of (row number, cells) rows of one sheet: the header line first, then rows, each section
+    consecutive rows up to about SECTION_CHARS."""
+    header: str | None = None
+    sections: list[Section] = []
+    lines: list[str] = []
+    first = last = 0
+    size = 0
+
+    def flush() -> None:
+        if lines:
+            sections.append(
+                Section(
+                    "\n".join([header or "", *lines]),
+                    page=sheet_number,
+                    line_start=first,
+                    line_end=last,
+                    heading=sheet,
+                    place="rows",
+                    label=sheet,
+                )
+            )
+            lines.clear()
+
+    for number, cells in rows:
+        line = _line(cells)
+        if not line:
+            continue
+        if header is None:
+            header = line
+            continue
+        if lines and (number - last > MAX_GAP + 1 or size + len(line) > SECTION_CHARS):
+            flush()
+        if not lines:
+            first, size = number, 0
+        lines.extend([""] * (number - last - 1) if lines else [])  # a few empty rows keep the numbering
+        lines.append(line)
+        last, size = number, size + len(line) + 1
+    flush()
+    if header is not None and not sections:  # a sheet that is only its header row
+        sections.append(Section(header, page=sheet_number, heading=sheet, place="rows", label=sheet))
+    return sections
+
+
+def _line(cells: list[str]) -> str:
+    cut = [" ".join(c.split())[:MAX_CELL_CHARS] for c in cells]
+    while cut and not cut[-1]:
+        cut.pop()
+    return " | ".join(cut) if any(cut) else ""
+
+
+def _counted(rows: Iterable[tuple[int, list[str]]], name: str, seen: list[int]) -> Iterator[tuple[int, list[str]]]:
+    for row in rows:
+        seen[0] += 1
+        if seen[0] > MAX_ROWS:
+            raise TooLarge(
+                f"'{name}' has more than {MAX_ROWS:,} rows, more than Locus indexes from one file.",
+                hint="Split it into smaller files, or index a summary of it.",
+            )
+        yield row
+
+
+# CSV ---------------------------------------------------------------------------------
+
+
+def load_csv(path: Path, text: str) -> LoadedDocument:
+    """A comma-, semicolon- or tab-separated file; rows are numbered as records (the header is row 1)."""
+    name = path.name
+    sample = text[:65536]
+    try:
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel_tab if path.suffix.lower() == ".tsv" else csv.excel
+    csv.field_size_limit(MAX_CELL_CHARS * 50)
+    reader = csv.reader(io.StringIO(text, newline=""), dialect)
+    try:
+        sections = rows_sections(_counted(enumerate(reader, start=1), name, [0]), name, None, None)
+    except csv.Error as exc:
+        raise CorruptDocument(f"'{name}' is a damaged CSV file: {exc}.", detail=str(exc)) from exc
+    return LoadedDocument(str(path), "csv", name, tuple(sections))
+
+
+# XLSX --------------------------------------------------------------------------------
+
+
+def load_xlsx(path: Path, data: bytes, max_bytes: int) -> LoadedDocument:
+    name = path.name
+    package = Package(name, data, max_bytes, kind="xlsx", label="Excel workbook")
+    shared = _shared_strings(package)
+    sections: list[Section] = []
+    seen = [0]
+    for number, (sheet, part) in enumerate(_sheets(package), start=1):
+        rows = _counted(_sheet_rows(package, part, shared), name, seen)
+        sections.extend(rows_sections(rows, name, sheet, number))
+    if not sections:
+        raise EmptyDocument(f"No text could be extracted from '{name}': its sheets are empty.")
+    return LoadedDocument(str(path), "xlsx", name, tuple(sections))
+
+
+def _sheets(package: Package) -> list[tuple[str, str]]:
+    """(sheet name, part) in the workbook's order."""
+    workbook = package.xml("xl/workbook.xml")
+    targets = {}
+    if package.has("xl/_rels/workbook.xml.rels"):
+        for rel in package.xml("xl/_rels/workbook.xml.rels").iter(f"{_REL}Relationship"):
+            target = rel.get("Target") or ""
+            part = target.lstrip("/") if target.startswith("/") else posixpath.normpath(posixpath.join("xl", target))
+            targets[rel.get("Id")] = part
+    out = []
+    for number, sheet in enumerate(workbook.iter(f"{_S}sheet"), start=1):
+        part = targets.get(sheet.get(f"{_R}id")) or f"xl/worksheets/sheet{number}.xml"
+        if package.has(part):
+            out.append((short_label(sheet.get("name")) or f"Sheet{number}", part))
+    if not out:
+        raise package.damaged("it lists no sheets that it contains")
+    return out
+
+
+def _shared_strings(package: Package) -> list[str]:
+    if not package.has("xl/sharedStrings.xml"):
+        return []
+    return [_inline_text(si) for si in package.xml("xl/sharedStrings.xml").iter(f"{_S}si")]
+
+
+def _inline_text(node) -> str:
+    """The text of a string item: plain <t> or rich-text runs (phonetic hints left out)."""
+    parts = []
+    for child in node:
+        if child.tag == f"{_S}t":
+            parts.append(child.text or "")
+        elif child.tag == f"{_S}r":
+            run = child.find(f"{_S}t")
+            parts.append((run.text or "") if run is not None else "")
+    return "".join(parts)
+
+
+def _sheet_rows(package: Package, part: str, shared: list[str]) -> Iterator[tuple[int, list[str]]]:
+    sheet = package.xml(part)
+    previous = 0
+    for row in sheet.iter(f"{_S}row"):
+        try:
+            number = int(row.get("r") or previous + 1)
+        except ValueError:
+            number = previous + 1
+        previous = number
+        cells: dict[int, str] = {}
+        for position, cell in enumerate(row.iter(f"{_S}c")):
+            match = _CELL_REF.match(cell.get("r") or "")
+            column = _column(match.group(1)) if match else position
+            cells[column] = _cell_value(cell, shared)
+        if cells and len(cells) <= 16384 and max(cells) < 16384:
+            yield number, [cells.get(i, "") for i in range(max(cells) + 1)]
+
+
+def _column(letters: str) -> int:
+    n = 0
+    for ch in letters:
+        n = n * 26 + ord(ch) - 64
+    return n - 1
+
+
+def _cell_value(cell, shared: list[str]) -> str:
+    kind = cell.get("t")
+    if kind == "inlineStr":
+        inline = cell.find(f"{_S}is")
+        return _inline_text(inline) if inline is not None else ""
+    value = cell.find(f"{_S}v")
+    raw = (value.text or "") if value is not None else ""
+    if kind == "s":
+        try:
+            return shared[int(raw)]
+        except (ValueError, IndexError):
+            return ""
+    if kind == "b":
+        return "TRUE" if raw == "1" else "FALSE"
+    if kind in ("str", "e"):
+        return raw
+    if raw.endswith(".0"):
+        raw = raw[:-2]
+    return raw
