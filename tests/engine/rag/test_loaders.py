@@ -321,7 +321,7 @@ def test_code_without_definitions_comes_in_windows(tmp_path):
         ("empty.txt", b"", EmptyDocument, "empty"),
         ("blank.md", "\n\n   \n", EmptyDocument, "empty"),
         ("binary.txt", b"\x00\x01\x02binary\x00" * 100, UnsupportedFile, "unsupported"),
-        ("picture.png", b"\x89PNG\r\n\x1a\n", UnsupportedFile, "unsupported"),
+        ("picture.gif", b"GIF89a", UnsupportedFile, "unsupported"),  # images Locus reads by OCR: test_ocr.py
     ],
 )
 def test_files_that_are_not_what_they_say(tmp_path, name, data, error, status):
@@ -353,7 +353,7 @@ def test_discover_skips_hidden_vcs_build_and_binary(tmp_path):
         ".git/config.txt",
         "node_modules/d.js",
         "build/e.txt",
-        "img.png",
+        "img.gif",
         "sub/f.exe",
         "sub/__pycache__/g.py",
         "Makefile",
@@ -368,15 +368,16 @@ def test_discover_skips_hidden_vcs_build_and_binary(tmp_path):
     found = [p.relative_to(tmp_path.resolve()).as_posix() for p in discover([tmp_path])]
     assert found == ["Makefile", "a.md", "sub/b.py", "z/y/deep.rst"]
     assert list(discover([tmp_path, tmp_path / "a.md"])) == [tmp_path.resolve() / p for p in found]
-    explicit = list(discover([tmp_path / "img.png", tmp_path / "missing.txt"]))
-    assert explicit == [(tmp_path / "img.png").resolve()]  # named directly: reported, not silently skipped
+    explicit = list(discover([tmp_path / "img.gif", tmp_path / "missing.txt"]))
+    assert explicit == [(tmp_path / "img.gif").resolve()]  # named directly: reported, not silently skipped
 
 
 def test_kinds_by_extension():
     assert kind_for("x.PDF") == "pdf" and kind_for("notes.markdown") == "markdown" and kind_for("a.rst") == "rst"
     assert kind_for("page.htm") == "html" and kind_for("memo.docx") == "docx" and kind_for("log.txt") == "text"
     assert kind_for("main.rs") == "code" and kind_for("Dockerfile") == "code"
-    assert kind_for("x.unknown") is None and kind_for("photo.jpg") is None and kind_for("old.doc") is None
+    assert kind_for("photo.JPG") == "image" and kind_for("scan.tiff") == "image" and kind_for("a.png") == "image"
+    assert kind_for("x.unknown") is None and kind_for("anim.gif") is None and kind_for("old.doc") is None
     assert {".py", ".md", ".pdf", ".docx", ".html", ".yaml"} <= SUPPORTED_SUFFIXES
 
 
