@@ -32,7 +32,7 @@ from opentelemetry.trace import INVALID_SPAN, Span
 
 from engine.errors import EngineError
 from engine.rag.chunk import Chunk, Chunker
-from engine.rag.embed import Embedder
+from engine.rag.embed import EmbeddingError, TextEmbedder
 from engine.rag.index_job import (
     DocumentStatus,
     IndexEvent,
@@ -97,7 +97,7 @@ class Indexer:
     def __init__(
         self,
         store: DocumentStore,
-        embedder: Embedder,
+        embedder: TextEmbedder,
         chunker: Chunker,
         *,
         parse_workers: int = 1,
@@ -411,6 +411,7 @@ class Indexer:
         producer.start()
         pending: list[_Work] = []
         finished_producing = False
+        embed_failed: EmbeddingError | None = None  # an embedder that cannot go on (server gone): the rest fail
         while not finished_producing or pending:
             # Gather whatever is ready (without waiting once something is in hand) so the
             # embedder gets full batches across small documents.
@@ -432,12 +433,19 @@ class Indexer:
             if pending:
                 batch, pending = pending, []
                 self._hold(job, progress)
-                if job.cancel_event.is_set():
+                if job.cancel_event.is_set() or embed_failed is not None:
+                    cancelled = IndexingCancelled("Indexing was cancelled before this file was finished.")
                     for item in batch:
-                        item.error = IndexingCancelled("Indexing was cancelled before this file was finished.")
+                        item.error = embed_failed or cancelled
                     failures.extend(batch)
                 else:
-                    self._embed_and_write(job, batch, counters)
+                    try:
+                        self._embed_and_write(job, batch, counters)
+                    except EmbeddingError as exc:  # the batch fails with the reason; its documents can be retried
+                        for item in batch:
+                            item.error = exc
+                        failures.extend(batch)
+                        embed_failed = exc if getattr(exc, "ends_job", False) else None
             if failures:
                 counters.failed += self._record_failures(job, failures)
                 failures = []
@@ -521,7 +529,8 @@ class Indexer:
                     )
                 )
                 continue
-            if item.record.content_hash:
+            keep = isinstance(error, EmbeddingError)  # the embedder failed, not the file: its indexed version stays
+            if item.record.content_hash and not keep:
                 stale.append(item.record.doc_id)  # a changed file that now fails has no valid chunks
             records.append(
                 replace(
@@ -530,8 +539,8 @@ class Indexer:
                     status=getattr(error, "index_status", "failed"),
                     reason=getattr(error, "status", "") or "failed",
                     message=error.user_text() if error is not None else "",
-                    content_hash="",
-                    n_chunks=0,
+                    content_hash=item.record.content_hash if keep else "",
+                    n_chunks=item.record.n_chunks if keep else 0,
                     updated_at=time.time(),
                 )
             )

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.rag.embed import Embedder
+from engine.rag.embed import TextEmbedder
 from engine.rag.loaders.base import describe_location
 from engine.rag.store import ChunkHit, DocumentStore
 
@@ -74,7 +74,7 @@ def rrf_fuse(rankings: list[list[ChunkHit]], k: int = RRF_K) -> list[tuple[Chunk
 
 def retrieve(
     store: DocumentStore,
-    embedder: Embedder,
+    embedder: TextEmbedder,
     query: str,
     *,
     collections: list[str] | None = None,
