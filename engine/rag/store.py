@@ -29,6 +29,7 @@ from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
 
+COMPACT_EVERY_WRITES = 200  # commits between compactions during a long indexing job
 ANN_MIN_ROWS = 30_000  # below this a flat scan is fast enough (see bench/search_latency.py)
 ANN_NPROBES = 24  # partitions searched per query; recall@10 >= 0.95 in bench/search_latency.py
 DEFAULT_COLLECTION = "default"
@@ -169,10 +170,14 @@ class DocumentStore:
         self.db = lancedb.connect(str(self.directory), read_consistency_interval=timedelta(0))
         self._lock = threading.RLock()
         self._changes = itertools.count(1)
+        self._writes = 0
+        self.compact_every = COMPACT_EVERY_WRITES
         self.documents = self._open("documents", _documents_schema())
         self.chunks = self._open("chunks", _chunks_schema(dim))
         self._add_missing_columns()
-        self._fts_ready = any(i.index_type == "FTS" for i in self.chunks.list_indices())
+        indices = self.chunks.list_indices()
+        self._fts_ready = any(i.index_type == "FTS" for i in indices)
+        self._doc_index_ready = any(list(i.columns) == ["doc_id"] for i in indices)
 
     # Setup -------------------------------------------------------------------------
 
@@ -254,20 +259,42 @@ class DocumentStore:
         rows loses its chunks): each document is then wholly its old or wholly its new version."""
         if not doc_ids:
             return
-        which = f"doc_id IN ({', '.join(sql_str(d) for d in doc_ids)})"
         with self._lock:
-            if not rows:
-                self.chunks.delete(which)
-                return
-            table = pa.Table.from_pylist(rows, schema=_chunks_schema(self.dim))
-            (
-                self.chunks.merge_insert("chunk_id")
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .when_not_matched_by_source_delete(which)
-                .execute(table)
-            )
-            self.ensure_text_index()
+            # Documents with no chunks yet (a first index: nearly all of a big one) are appended, which
+            # costs the same at any table size; a merge with deletes reads the whole table (0.16 s a
+            # commit at 100,000 chunks, 1.6 s at a million: bench/index_scale.py), so only documents
+            # that have chunks to replace take that path. Either way each document is in one commit.
+            held = self._with_chunks(doc_ids)
+            fresh = [row for row in rows if row["doc_id"] not in held]
+            if fresh:
+                self.chunks.add(pa.Table.from_pylist(fresh, schema=_chunks_schema(self.dim)))
+            if held:
+                which = f"doc_id IN ({', '.join(sql_str(d) for d in sorted(held))})"
+                replacing = [row for row in rows if row["doc_id"] in held]
+                if not replacing:
+                    self.chunks.delete(which)
+                else:
+                    (
+                        self.chunks.merge_insert("chunk_id")
+                        .when_matched_update_all()
+                        .when_not_matched_insert_all()
+                        .when_not_matched_by_source_delete(which)
+                        .execute(pa.Table.from_pylist(replacing, schema=_chunks_schema(self.dim)))
+                    )
+            if rows:
+                self.ensure_text_index()
+                self._writes += 1
+                if self._writes % self.compact_every == 0:
+                    # A commit is a file: thousands of them make every scan and search slower. Fold them
+                    # together now and then during a long job (the job's end optimises fully).
+                    self.chunks.optimize()
+                    self.documents.optimize()
+
+    def _with_chunks(self, doc_ids: list[str]) -> set[str]:
+        """Which of these documents have chunks in the index (found through the doc_id index)."""
+        which = f"doc_id IN ({', '.join(sql_str(d) for d in doc_ids)})"
+        found = self.chunks.search().where(which).select(["doc_id"]).limit(None).to_arrow()
+        return set(found.column("doc_id").to_pylist())
 
     def ensure_text_index(self) -> None:
         """Create the full-text index once there are chunks (rows added later are searched too,
@@ -278,6 +305,12 @@ class DocumentStore:
 
                 self.chunks.create_index("text", config=FTS(), replace=True)
                 self._fts_ready = True
+            if not self._doc_index_ready:
+                from lancedb.index import BTree
+
+                # Finding a document's chunks (replacing, removing, neighbours) without reading the table.
+                self.chunks.create_index("doc_id", config=BTree(), replace=True)
+                self._doc_index_ready = True
 
     def remove_document(self, doc_id: str) -> None:
         """Chunks first, then the record; a crash in between leaves a 'removing' record to finish later."""
@@ -419,7 +452,7 @@ class DocumentStore:
                 self.db.create_table(name, pa.RecordBatchReader.from_batches(table.schema, rows), mode="overwrite")
             self.documents = self.db.open_table("documents")
             self.chunks = self.db.open_table("chunks")
-            self._fts_ready = False
+            self._fts_ready = self._doc_index_ready = False
             count = self.chunks.count_rows()
             if count:
                 self.ensure_text_index()
@@ -430,17 +463,22 @@ class DocumentStore:
                     warnings.simplefilter("ignore", UserWarning)
                     table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
 
-    def build_ann_index(self) -> None:
+    def build_ann_index(self, partitions: int | None = None) -> None:
         """An IVF index over full vectors: a query scans only the nearest partitions, exactly.
 
         IVF-PQ was tried and lost (recall@10 0.64 unrefined); see bench/search_latency.py.
         """
         from lancedb.index import IvfFlat
 
-        partitions = max(16, int(self.chunks.count_rows() ** 0.5))
+        partitions = partitions or ann_partitions(self.chunks.count_rows())
         self.chunks.create_index(
             "vector", config=IvfFlat(distance_type="cosine", num_partitions=partitions), replace=True
         )
+
+
+def ann_partitions(rows: int) -> int:
+    """IVF partitions for a table of ``rows`` chunks: sqrt(rows), at least 16 (see bench/index_scale.py)."""
+    return max(16, int(rows**0.5))
 
 
 def _hit(row: dict, score: float) -> ChunkHit:

@@ -126,3 +126,22 @@ def test_every_change_to_the_documents_leaves_a_new_stamp_for_other_processes(tm
     changes = tmp_path / "index" / "changes"
     assert changes.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in (tmp_path / "index").iterdir() if p.name.startswith(".changes")) == []
+
+
+def test_new_documents_are_appended_and_known_ones_replaced_in_one_batch(store):
+    store.replace_chunks_many(["a", "b"], rows("a", ["alpha one", "alpha two"]) + rows("b", ["beta one"]))
+    # One batch: "a" is replaced by a new version, "c" is new, "b" has no chunks any more.
+    store.replace_chunks_many(["a", "b", "c"], rows("a", ["alpha new"], version="v2") + rows("c", ["gamma"]))
+    assert sorted(r["chunk_id"] for r in store.chunks.to_arrow().to_pylist()) == ["a-v2-0", "c-v1-0"]
+    store.replace_chunks_many(["c"], rows("c", ["gamma"]))  # the same version again: still one row
+    assert store.chunk_count("c") == 1
+    assert [h.chunk_id for h in store.text_search("gamma", 5)] == ["c-v1-0"]
+
+
+def test_a_long_job_does_not_leave_a_file_per_commit(store):
+    store.compact_every = 5  # (200 in the app)
+    for i in range(12):
+        store.replace_chunks(f"d{i}", rows(f"d{i}", [f"text {i}"], seed=i))
+    assert store.chunk_count() == 12
+    # Twelve commits would be twelve files; compacted after the 5th and the 10th, a few are left.
+    assert store.chunks.stats()["fragment_stats"]["num_fragments"] <= 4
