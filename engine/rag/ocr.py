@@ -3,7 +3,10 @@
 The models (PP-OCRv4 detection and recognition, a direction classifier: about
 15 MB) ship inside the ``rapidocr-onnxruntime`` wheel, so nothing is downloaded:
 OCR works offline from the first run. They read Chinese and English (Latin
-script: most Western European text reads well, accents can be lost).
+script: most Western European text reads well, accents can be lost). It runs
+on the CPU (onnxruntime's CPU build, a few threads per worker): a GPU is not
+used, since a CUDA context reserves far more address space than the parse
+worker's memory ceiling allows.
 
 OCR runs only in the parse worker processes, and only for pages without a text
 layer. This module is imported by every worker but costs nothing until a page
