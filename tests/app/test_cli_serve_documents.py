@@ -106,10 +106,14 @@ def test_the_clients_earlier_turns_and_plain_chat_still_work(served):
             {"role": "user", "content": FERRY},
         ],
         temperature=0,
-        max_tokens=60,
+        max_tokens=8,
         extra_body={"locus": {"documents": True}},
     )
-    assert reply.model_extra["locus_sources"][0]["path"] == str(docs / "ferry.md")
+    first = next(s for s in reply.model_extra["locus_sources"] if s["number"] == 1)
+    assert first["path"] == str(docs / "ferry.md")
+    bare = ask(client, model, FERRY, {"documents": True}, max_tokens=8)
+    # The model was given the client's earlier turns and system message too.
+    assert reply.usage.prompt_tokens > bare.usage.prompt_tokens + 15
     plain = client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": "Hello!"}], temperature=0, max_tokens=8
     )
