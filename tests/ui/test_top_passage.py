@@ -90,3 +90,29 @@ def test_a_which_document_question_shows_the_top_passage_and_a_chat_question_doe
     ask(qtbot, window, "Which document is the best one to read first?")
     plain = window.chat.messages()[-1]
     assert plain.role == "assistant" and plain.text and not plain.top_passage.isVisible()
+
+
+def test_a_saved_answer_resting_on_no_passage_shows_the_first_one_as_plain_text(qtbot, window, services, tmp_path):
+    from tests.ui.test_untrusted_text import save_and_reopen
+
+    hostile = '<img src="/dev/zero"><b>Ferries</b> leave at 08:15 & not later.'
+
+    def source(number: int, supported: bool, **extra) -> dict:
+        path = tmp_path / f"{number}.md"
+        path.write_text(f"# {number}\n\n{hostile}\n", encoding="utf-8")
+        return {
+            "number": number, "path": str(path), "title": path.name, "kind": "markdown", "page": None,
+            "line_start": 1, "line_end": 3, "location": "lines 1–3", "quote": "An older quote.",
+            "explicit": False, "supported": supported, **extra,
+        }  # fmt: skip
+
+    # The saved question ("What do the documents say?") does not ask for a passage: only an answer that
+    # rests on none of its passages shows the top one.
+    bare = save_and_reopen(qtbot, window, services, "Hello!", [source(2, False, text=hostile), source(1, False)])
+    assert bare.top_passage.isVisible() and bare.top_passage.source["number"] == 1
+    assert bare.top_passage.title() == "Top passage \u2014 1.md \u00b7 lines 1–3"
+    assert bare.top_passage.text.text() == "An older quote."  # saved before passages kept their text
+    again = save_and_reopen(qtbot, window, services, "Hi!", [source(1, False, text=hostile), source(2, False)])
+    assert again.top_passage.text.text() == hostile and again.top_passage.text.textFormat() == Qt.TextFormat.PlainText
+    rests = save_and_reopen(qtbot, window, services, "At 08:15 [2].", [source(2, True), source(1, False)])
+    assert not rests.top_passage.isVisible() and rests.sources.isVisible()
