@@ -198,13 +198,16 @@ def test_a_server_whose_model_or_dimension_differs_from_the_index_gives_a_clear_
     lib = DocumentLibrary(tmp_path / "index", bundled_embedder_path(), MODEL, remote=remote(small.url))
     try:
         assert small.requests == []  # opening asked nothing: the index says its dimension
+        with files[1].open("a", encoding="utf-8") as changed:
+            changed.write(" The dance's angle shows the direction relative to the sun.")
         lib.index(files).wait()
         found = statuses(lib)
-        assert [found[p.name][0] for p in files] == ["done", "done", "failed"]
-        assert found["tides.txt"][1] == "embedding model mismatch"
+        assert [found[p.name][0] for p in files] == ["done", "failed", "failed"]
+        assert found["bees.txt"][1] == found["tides.txt"][1] == "embedding model mismatch"
         message = found["tides.txt"][2]
         assert "sends 8-dimensional vectors" in message and "holds 384-dimensional" in message
-        assert top_names(lib, "waggle dance", mode="text")[0] == "bees.txt"  # nothing already indexed is lost
+        # Nothing already indexed is lost: the changed file's indexed version stays until it can be embedded.
+        assert top_names(lib, "waggle dance", mode="text")[0] == "bees.txt"
         with pytest.raises(EmbeddingServerMismatch, match="8-dimensional"):
             top_names(lib, "waggle dance")
     finally:
