@@ -101,6 +101,9 @@ def _embedding(services: Services, embedder):
         log.info("no embedding model is installed: /v1/embeddings is off")
         return None, None, None
     path, name = source
+    documents = services.settings.documents
+    if documents.embedding_server:  # the documents' embedder is that server's model: name it, not the local one
+        name = documents.embedding_server_model
 
     def embed(texts):
         return services.open_library().embedder.embed(texts)
