@@ -153,7 +153,12 @@ class DocumentSettings:
         "", "The model the embedding server embeds with, e.g. BAAI/bge-m3.", label="Server embedding model"
     )
     embedding_batch_size: int = setting(
-        64, "Passages sent to the embedding server in one request.", minimum=1, maximum=4096, label="Server batch size"
+        32,
+        "Passages sent to the embedding server in one request (Text Embeddings Inference accepts 32 unless "
+        "started with a larger --max-client-batch-size).",
+        minimum=1,
+        maximum=4096,
+        label="Server batch size",
     )
     embedding_timeout_s: float = setting(
         60.0,

@@ -116,7 +116,7 @@ class RemoteEmbedder:
         *,
         tokenizer_file: str | Path,
         api_key: str | None = None,
-        batch_size: int = 64,
+        batch_size: int = 32,
         timeout_s: float = 60.0,
         retries: int = 4,
         backoff_s: float = 0.5,
@@ -222,6 +222,8 @@ class RemoteEmbedder:
             headers["Authorization"] = f"Bearer {self._api_key}"
         limit = min(MAX_BODY_BYTES, 1024 * 1024 + count * BYTES_PER_TEXT)
         self.requests_sent += 1
+        # The timeout holds for each read; a server that trickles its reply byte by byte meets this one.
+        deadline = time.monotonic() + 2 * self.timeout_s
         with self._client.stream("POST", self.endpoint, json=payload, headers=headers) as resp:
             declared = resp.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -231,6 +233,8 @@ class RemoteEmbedder:
                 size += len(chunk)
                 if size > limit:
                     raise self._too_big(limit)
+                if time.monotonic() > deadline:
+                    raise httpx2.ReadTimeout(f"the reply took over {2 * self.timeout_s:g} s")
                 chunks.append(chunk)
             return resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, b"".join(chunks)
 
@@ -313,6 +317,9 @@ class RemoteEmbedder:
         elif status == 404:
             message = f"The server at {self.base_url} has no /embeddings there."
             hint = "The address usually ends in /v1."
+        elif status == 413:
+            message = f"The embedding server at {self.base_url} refused {self.batch_size} passages in one request."
+            hint = "Lower the server batch size in Settings › Documents."
         elif 400 <= status < 500:
             message, hint = f"The embedding server rejected the request: {words[:200]}", None
         else:

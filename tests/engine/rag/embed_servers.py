@@ -10,7 +10,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-Reply = tuple[int, dict, bytes]  # status, headers, body
+Reply = tuple[int, dict, "bytes | Callable"]  # status, headers, body (or a function that writes it to the socket)
 
 
 def vectors_reply(model: str, vectors: list[list[float]], **extra) -> Reply:
@@ -45,10 +45,13 @@ class LoopbackServer:
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
-                if "Content-Length" not in headers:
+                if "Content-Length" not in headers and not callable(payload):
                     self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                self.wfile.write(payload)
+                if callable(payload):
+                    payload(self.wfile)
+                else:
+                    self.wfile.write(payload)
 
             def log_message(self, *args):
                 pass

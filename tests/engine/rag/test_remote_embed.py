@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -295,6 +296,34 @@ def test_a_request_the_server_rejects_is_not_retried_and_the_key_is_never_repeat
         assert len(server.requests) == 1 and server.requests[0]["headers"]["Authorization"] == f"Bearer {key}"
         assert key not in exc.value.user_text() + (exc.value.detail or "") and "[redacted]" in exc.value.user_text()
     finally:
+        server.stop()
+
+
+def test_a_batch_too_large_for_the_server_says_to_lower_the_batch_size():
+    server = scripted((413, {"Content-Type": "text/plain"}, b"Payload Too Large"))
+    try:
+        with pytest.raises(EmbeddingServerError, match="refused 8 passages in one request") as exc:
+            remote(server.url, batch_size=8).embed(["a"] * 8)
+        assert "Lower the server batch size" in exc.value.user_text() and len(server.requests) == 1
+    finally:
+        server.stop()
+
+
+def test_a_server_that_trickles_its_reply_meets_the_timeout():
+    """Each byte comes within the read timeout, but the whole reply never does."""
+    stop = threading.Event()
+
+    def trickle(out):
+        while not stop.wait(0.2):
+            out.write(b" ")
+            out.flush()
+
+    server = scripted((200, {"Content-Type": "application/json", "Content-Length": "100000"}, trickle))
+    try:
+        with pytest.raises(EmbeddingServerUnreachable, match=r"did not answer within 1 s \(1 tries\)"):
+            remote(server.url, timeout_s=1.0, retries=0).embed(["a"])
+    finally:
+        stop.set()
         server.stop()
 
 
