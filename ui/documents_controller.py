@@ -214,13 +214,18 @@ class DocumentsController(QObject):
         self.panel.add_paths(paths)
 
     def open_source(self, source: dict) -> SourceViewer:
-        viewer = SourceViewer(source, self.window)
+        viewer = SourceViewer(source, self.window, chunks=self._indexed_chunks)
         viewer.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         viewer.selectionTask.connect(self.selectionTask)
         viewer.destroyed.connect(lambda: self.viewers.remove(viewer) if viewer in self.viewers else None)
         self.viewers.append(viewer)
         viewer.show()
         return viewer
+
+    def _indexed_chunks(self, doc_id: str) -> list[dict]:
+        """A document's chunks from the index, for the source viewer (called off the GUI thread)."""
+        library = self.library
+        return library.store.chunk_rows(doc_id) if library is not None else []
 
     def _on_index_event(self, event) -> None:
         if isinstance(event, DocumentStatus):

@@ -1,7 +1,13 @@
-"""Open a cited source at its place: PDFs at the page (QtPdf), text and code at the line."""
+"""Open a cited source at its place: PDFs at the page (QtPdf), text and code at the line, and every other
+format (Word, HTML, OpenDocument, EPUB, PowerPoint, Excel, CSV, e-mail, images) as the text the index holds
+for it, at the cited slide, rows, chapter, section, message or attachment.
+
+The other formats are never parsed here: their text comes from the index (extracted by the parse workers),
+read off the GUI thread, and shown as plain text."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QPointF, Qt, QTimer, Signal
@@ -10,18 +16,35 @@ from PySide6.QtPdf import QPdfDocument
 from PySide6.QtPdfWidgets import QPdfView
 from PySide6.QtWidgets import QDialog, QMenu, QPlainTextEdit, QTextEdit, QVBoxLayout, QWidget
 
+from engine.rag.store import doc_id_for
+from ui.ops import run_in_background
 from ui.plain import plain_label
+from ui.source_text import SourceText, build_source_text, cited_lines
 from ui.tasks.selection import add_selection_actions, selected_text
 
 MAX_TEXT_BYTES = 20 * 2**20
+PLAIN_TEXT_KINDS = frozenset({"text", "markdown", "rst", "code"})  # shown from the file itself, line for line
+# Kinds that are shown from the index; a source saved without its kind is told by its name.
+EXTRACTED_SUFFIXES = frozenset(
+    {".docx", ".odt", ".epub", ".pptx", ".xlsx", ".csv", ".tsv", ".eml", ".mbox", ".html", ".htm", ".xhtml"}
+    | {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+)
 
 
 class SourceViewer(QDialog):
     """A window on one source document, opened at the cited page or line."""
 
     selectionTask = Signal(str, str)  # (task mode, selected text): summarize/translate/explain it
+    textShown = Signal()  # a document's text from the index is in the view (or why it is not)
 
-    def __init__(self, source: dict, parent: QWidget | None = None):
+    def __init__(
+        self,
+        source: dict,
+        parent: QWidget | None = None,
+        chunks: Callable[[str], list[dict]] | None = None,
+    ):
+        """``chunks(doc_id)``: the document's rows from the index (called off the GUI thread), for the
+        formats shown as their extracted text."""
         super().__init__(parent)
         self.setObjectName("sourceViewer")
         self.source = source
@@ -42,16 +65,20 @@ class SourceViewer(QDialog):
         layout.addWidget(self.path_label)
         self.pdf_view: QPdfView | None = None
         self.text_view: QPlainTextEdit | None = None
+        self.extracted: SourceText | None = None
         self.error = ""
+        kind = source.get("kind")
         if not path.is_file():
             self._show_error(
                 f"The file is no longer at {path}. It may have been moved or deleted; "
                 "re-index its folder to update the sources."
             )
-        elif source.get("kind") == "pdf" or path.suffix.lower() == ".pdf":
+        elif kind == "pdf" or (kind is None and path.suffix.lower() == ".pdf"):
             self._open_pdf(path, source.get("page") or 1)
-        else:
+        elif kind in PLAIN_TEXT_KINDS or (kind is None and path.suffix.lower() not in EXTRACTED_SUFFIXES):
             self._open_text(path, source.get("line_start") or 1, source.get("line_end"))
+        else:
+            self._open_extracted(source.get("doc_id") or doc_id_for(path), chunks)
 
     def _show_error(self, text: str) -> None:
         self.error = text
@@ -101,6 +128,47 @@ class SourceViewer(QDialog):
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             text = raw.decode("latin-1")
+        self._make_text_view(text)
+        self._highlight_lines(line, line_end or line, _line_of_quote(text, self.source.get("quote"), line))
+
+    def _open_extracted(self, doc_id: str, chunks: Callable[[str], list[dict]] | None) -> None:
+        """The document's text from the index, at the cited place once it is read."""
+        name = Path(self.source["path"]).name
+        if chunks is None:
+            self._show_error(f"{name} can be shown only from its indexed text, and the index is not open.")
+            self.textShown.emit()
+            return
+        self._make_text_view("Reading the document's text from the index…")
+        run_in_background(
+            lambda: build_source_text(chunks(doc_id)),
+            self._show_extracted,
+            lambda exc: self._extracted_failed(f"Its text could not be read from the index: {exc}"),
+            owner=self,
+        )
+
+    def _show_extracted(self, built: SourceText) -> None:
+        name = Path(self.source["path"]).name
+        if not built.text:
+            self._extracted_failed(f"{name} has no text in the index: it may have been removed, or not be indexed yet.")
+            return
+        assert self.text_view is not None
+        self.extracted = built
+        self.text_view.setPlainText(built.text)
+        lines = cited_lines(self.source, built)
+        if lines is not None:  # the cited chunks, centred on the quoted sentence when it is among them
+            self._highlight_lines(*lines, _line_of_quote(built.text, self.source.get("quote"), lines[0]))
+        else:  # a source saved before places were indexed: where its quote is, else the top
+            line = _line_of_quote(built.text, self.source.get("quote"), 1) or 1
+            self._highlight_lines(line, line)
+        self.textShown.emit()
+
+    def _extracted_failed(self, text: str) -> None:
+        if self.text_view is not None:
+            self.text_view.hide()
+        self._show_error(text)
+        self.textShown.emit()
+
+    def _make_text_view(self, text: str) -> None:
         self.text_view = QPlainTextEdit(self)
         self.text_view.setObjectName("textView")
         self.text_view.setReadOnly(True)
@@ -110,7 +178,6 @@ class SourceViewer(QDialog):
         self.text_view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.text_view.customContextMenuRequested.connect(self._context_menu)
         self.layout().addWidget(self.text_view, 1)
-        self._highlight_lines(line, line_end or line, _line_of_quote(text, self.source.get("quote"), line))
 
     def context_menu(self, pos) -> QMenu:
         """The text's right-click menu: Qt's own entries, then tasks on the selected text if any."""

@@ -85,6 +85,8 @@ class Chunker:
         (cut to a third of a chunk when longer); line numbers are row numbers, counted from line_start
         for the first row after the header."""
         header, _, body = section.text.partition("\n")
+        if not body.strip():  # a sheet that is only its header row
+            return [(header, section.line_start, section.line_end)] if header.strip() else []
         offsets = self.tokenizer.encode(header, add_special_tokens=False).offsets
         if len(offsets) > self.max_tokens // 3:
             header = header[: offsets[self.max_tokens // 3 - 1][1]] + " …"

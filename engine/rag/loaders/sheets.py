@@ -39,6 +39,7 @@ def rows_sections(rows: Iterable[tuple[int, list[str]]], name: str, sheet: str |
     """Sections of (row number, cells) rows of one sheet: the header line first, then rows, each section
     consecutive rows up to about SECTION_CHARS."""
     header: str | None = None
+    header_number = 0
     sections: list[Section] = []
     lines: list[str] = []
     first = last = 0
@@ -64,7 +65,7 @@ def rows_sections(rows: Iterable[tuple[int, list[str]]], name: str, sheet: str |
         if not line:
             continue
         if header is None:
-            header = line
+            header, header_number = line, number
             continue
         if lines and (number - last > MAX_GAP + 1 or size + len(line) > SECTION_CHARS):
             flush()
@@ -75,7 +76,17 @@ def rows_sections(rows: Iterable[tuple[int, list[str]]], name: str, sheet: str |
         last, size = number, size + len(line) + 1
     flush()
     if header is not None and not sections:  # a sheet that is only its header row
-        sections.append(Section(header, page=sheet_number, heading=sheet, place="rows", label=sheet))
+        sections.append(
+            Section(
+                header,
+                page=sheet_number,
+                line_start=header_number,
+                line_end=header_number,
+                heading=sheet,
+                place="rows",
+                label=sheet,
+            )
+        )
     return sections
 
 
