@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.rag.loaders import SUPPORTED_SUFFIXES
 from ui.plain import literal, mnemonic_safe, plain_label
 
 DOC_ROLE = Qt.ItemDataRole.UserRole
@@ -236,7 +237,7 @@ class DocumentsPanel(QWidget):
         return self.collection.currentText().strip() or "default"
 
     def _choose_files(self) -> None:
-        paths, _ = QFileDialog.getOpenFileNames(self, "Add documents")
+        paths, _ = QFileDialog.getOpenFileNames(self, "Add documents", "", document_filter())
         if paths:
             self.addRequested.emit(paths, self._target_collection(), False)
 
@@ -303,3 +304,10 @@ class DocumentsPanel(QWidget):
         if paths:
             self.add_paths(paths)
             event.acceptProposedAction()
+
+
+def document_filter() -> str:
+    """The file dialog's filters: every kind Locus reads first, then all files (one named directly that Locus
+    cannot read is reported as unsupported, not dropped)."""
+    patterns = " ".join(f"*{suffix}" for suffix in sorted(SUPPORTED_SUFFIXES))
+    return f"Documents ({patterns});;All files (*)"

@@ -114,3 +114,12 @@ def test_pptx_xlsx_docx_and_email_sources_open_at_their_place(qtbot, window, tmp
     viewer = window.documents.open_source(gone)
     qtbot.waitSignal(viewer.textShown, timeout=30_000).wait()
     assert "has no text in the index" in viewer.error
+
+
+def test_the_add_documents_dialog_offers_every_readable_kind_then_all_files():
+    from ui.documents_panel import document_filter
+
+    documents, everything = document_filter().split(";;")
+    assert everything == "All files (*)"
+    for pattern in ("*.pdf", "*.docx", "*.odt", "*.epub", "*.pptx", "*.xlsx", "*.csv", "*.eml", "*.mbox", "*.md"):
+        assert f" {pattern}" in documents or f"({pattern}" in documents
