@@ -9,6 +9,7 @@ MAX_ROWS rows are refused as too large rather than indexed in part.
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import posixpath
 import re
@@ -33,6 +34,8 @@ _S = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 _R = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
 _REL = "{http://schemas.openxmlformats.org/package/2006/relationships}"
 _CELL_REF = re.compile(r"([A-Z]+)(\d+)")
+_DATE_FORMAT_IDS = frozenset({*range(14, 23), *range(27, 37), *range(45, 48), *range(50, 59)})  # ECMA-376 built-ins
+_FORMAT_LITERALS = re.compile(r'"[^"]*"|\[[^\]]*\]|\\.')
 
 
 def rows_sections(rows: Iterable[tuple[int, list[str]]], name: str, sheet: str | None, sheet_number: int | None):
@@ -135,10 +138,11 @@ def load_xlsx(path: Path, data: bytes, max_bytes: int) -> LoadedDocument:
     name = path.name
     package = Package(name, data, max_bytes, kind="xlsx", label="Excel workbook")
     shared = _shared_strings(package)
+    dates = _Dates(package)
     sections: list[Section] = []
     seen = [0]
     for number, (sheet, part) in enumerate(_sheets(package), start=1):
-        rows = _counted(_sheet_rows(package, part, shared), name, seen)
+        rows = _counted(_sheet_rows(package, part, shared, dates), name, seen)
         sections.extend(rows_sections(rows, name, sheet, number))
     if not sections:
         raise EmptyDocument(f"No text could be extracted from '{name}': its sheets are empty.")
@@ -182,7 +186,48 @@ def _inline_text(node) -> str:
     return "".join(parts)
 
 
-def _sheet_rows(package: Package, part: str, shared: list[str]) -> Iterator[tuple[int, list[str]]]:
+class _Dates:
+    """Which cell styles show a number as a date (Excel keeps dates as day counts), and the workbook's epoch."""
+
+    def __init__(self, package: Package):
+        self.styles: set[int] = set()
+        self.epoch = datetime.datetime(1899, 12, 30)
+        workbook_pr = next((n for n in package.xml("xl/workbook.xml").iter(f"{_S}workbookPr")), None)
+        if workbook_pr is not None and workbook_pr.get("date1904") in ("1", "true"):
+            self.epoch = datetime.datetime(1904, 1, 1)
+        if not package.has("xl/styles.xml"):
+            return
+        styles = package.xml("xl/styles.xml")
+        custom = {
+            int(f.get("numFmtId") or -1): _is_date_format(f.get("formatCode") or "")
+            for f in styles.iter(f"{_S}numFmt")
+            if (f.get("numFmtId") or "").isdigit()
+        }
+        cell_formats = styles.find(f"{_S}cellXfs")
+        for index, xf in enumerate(cell_formats if cell_formats is not None else []):
+            fmt = int(xf.get("numFmtId") or 0) if (xf.get("numFmtId") or "0").isdigit() else 0
+            if fmt in _DATE_FORMAT_IDS or custom.get(fmt):
+                self.styles.add(index)
+
+    def text(self, style: str | None, raw: str) -> str | None:
+        """The ISO date (and time) of a date-styled number, else None."""
+        if not self.styles or not (style or "").isdigit() or int(style or 0) not in self.styles:
+            return None
+        try:
+            moment = self.epoch + datetime.timedelta(days=float(raw))
+        except (ValueError, OverflowError):
+            return None
+        if moment.hour or moment.minute:
+            return moment.strftime("%Y-%m-%d %H:%M")
+        return moment.strftime("%Y-%m-%d")
+
+
+def _is_date_format(code: str) -> bool:
+    bare = _FORMAT_LITERALS.sub("", code).lower()
+    return any(ch in bare for ch in "dy") or ("h" in bare and "m" in bare)
+
+
+def _sheet_rows(package: Package, part: str, shared: list[str], dates: _Dates) -> Iterator[tuple[int, list[str]]]:
     sheet = package.xml(part)
     previous = 0
     for row in sheet.iter(f"{_S}row"):
@@ -195,7 +240,7 @@ def _sheet_rows(package: Package, part: str, shared: list[str]) -> Iterator[tupl
         for position, cell in enumerate(row.iter(f"{_S}c")):
             match = _CELL_REF.match(cell.get("r") or "")
             column = _column(match.group(1)) if match else position
-            cells[column] = _cell_value(cell, shared)
+            cells[column] = _cell_value(cell, shared, dates)
         if cells and len(cells) <= 16384 and max(cells) < 16384:
             yield number, [cells.get(i, "") for i in range(max(cells) + 1)]
 
@@ -207,7 +252,7 @@ def _column(letters: str) -> int:
     return n - 1
 
 
-def _cell_value(cell, shared: list[str]) -> str:
+def _cell_value(cell, shared: list[str], dates: _Dates) -> str:
     kind = cell.get("t")
     if kind == "inlineStr":
         inline = cell.find(f"{_S}is")
@@ -223,6 +268,12 @@ def _cell_value(cell, shared: list[str]) -> str:
         return "TRUE" if raw == "1" else "FALSE"
     if kind in ("str", "e"):
         return raw
+    if kind in (None, "n", "d") and raw:
+        if kind == "d":  # an ISO 8601 date cell (strict Open XML)
+            return raw.replace("T", " ").removesuffix(" 00:00:00")
+        date = dates.text(cell.get("s"), raw)
+        if date is not None:
+            return date
     if raw.endswith(".0"):
         raw = raw[:-2]
     return raw

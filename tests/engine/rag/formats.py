@@ -5,6 +5,7 @@ library's email package for .eml and .mbox, RFC 4180 through the csv module)."""
 from __future__ import annotations
 
 import csv
+import datetime
 import mailbox
 import zipfile
 from email.message import EmailMessage
@@ -107,7 +108,8 @@ def _column(index: int) -> str:
 
 def xlsx(path: Path, sheets: dict[str, dict[int, list[object]]]) -> Path:
     """A workbook of sheets: name -> {row number: cell values}; strings go to the shared-strings table,
-    numbers stay numbers. A second sheet's row may skip numbers (rows left empty)."""
+    numbers stay numbers, dates are day numbers styled as a built-in date format (style 1) and datetimes
+    styled by a custom "dd.mm.yyyy hh:mm" format (style 2), as Excel stores them. Rows may skip numbers."""
     shared: list[str] = []
     parts: dict[str, str | bytes] = {
         "[Content_Types].xml": (
@@ -134,7 +136,12 @@ def xlsx(path: Path, sheets: dict[str, dict[int, list[object]]]) -> Path:
             cells = []
             for c, value in enumerate(values):
                 ref = f"{_column(c)}{number}"
-                if isinstance(value, (int, float)):
+                if isinstance(value, datetime.datetime):
+                    serial = (value - datetime.datetime(1899, 12, 30)).total_seconds() / 86400
+                    cells.append(f'<c r="{ref}" s="2"><v>{serial}</v></c>')
+                elif isinstance(value, datetime.date):
+                    cells.append(f'<c r="{ref}" s="1"><v>{(value - datetime.date(1899, 12, 30)).days}</v></c>')
+                elif isinstance(value, (int, float)):
                     cells.append(f'<c r="{ref}"><v>{value}</v></c>')
                 elif value is not None:
                     shared.append(str(value))
@@ -143,6 +150,11 @@ def xlsx(path: Path, sheets: dict[str, dict[int, list[object]]]) -> Path:
         parts[f"xl/worksheets/sheet{i + 1}.xml"] = (
             f'{_CT}<worksheet xmlns="{_S_NS}"><sheetData>{"".join(xml_rows)}</sheetData></worksheet>'
         )
+    parts["xl/styles.xml"] = (
+        f'{_CT}<styleSheet xmlns="{_S_NS}"><numFmts count="1">'
+        '<numFmt numFmtId="164" formatCode="dd&quot;.&quot;mm&quot;.&quot;yyyy\\ hh:mm"/></numFmts>'
+        '<cellXfs count="3"><xf numFmtId="0"/><xf numFmtId="14"/><xf numFmtId="164"/></cellXfs></styleSheet>'
+    )
     parts["xl/sharedStrings.xml"] = (
         f'{_CT}<sst xmlns="{_S_NS}" count="{len(shared)}" uniqueCount="{len(shared)}">'
         + "".join(f"<si><t>{escape(s)}</t></si>" for s in shared)

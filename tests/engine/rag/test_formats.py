@@ -154,6 +154,21 @@ def test_xlsx_cites_sheet_and_rows_with_the_header_in_the_chunk(indexed):
     assert min(r["line_start"] for r in first_rows) == 2  # the header is row 1; data rows are numbered as in Excel
 
 
+def test_xlsx_dates_read_as_dates_not_day_numbers(tmp_path):
+    import datetime
+
+    book = formats.xlsx(
+        tmp_path / "shifts.xlsx",
+        {
+            "Shifts": {
+                1: ["Day", "Starts", "Hours"],
+                2: [datetime.date(2025, 3, 3), datetime.datetime(2025, 3, 3, 14, 30), 8],
+            }
+        },
+    )
+    assert load(book).sections[0].text == "Day | Starts | Hours\n2025-03-03 | 2025-03-03 14:30 | 8"
+
+
 def test_csv_cites_rows(indexed):
     lib, _ = indexed
     source = cited(lib, "Pegel Kaub near the Loreley", "stations.csv")
