@@ -364,3 +364,22 @@ def test_binary_with_zero_bytes_is_still_not_text(tmp_path):
     path.write_bytes(bytes(range(256)) * 40)
     with pytest.raises(UnsupportedFile):
         load(path)
+
+
+def test_encoded_headers_legacy_charsets_and_html_only_mail(tmp_path):
+    from email.message import EmailMessage
+
+    german = formats.message("Grüße zur Überweisung", "placeholder")
+    german.set_content("Die Überweisung über 300 € ist angekommen.", charset="iso-8859-15", cte="quoted-printable")
+    html_only = EmailMessage()
+    html_only["From"], html_only["Subject"] = "news@example.org", "Newsletter"
+    html_only.set_content(
+        "<html><head><style>p{color:red}</style><script>steal()</script></head>"
+        "<body><h1>Spring</h1><p>The orchard opens on Saturday.</p></body></html>",
+        subtype="html",
+    )
+    box = load(formats.mbox(tmp_path / "mixed.mbox", [german, html_only]))
+    first, second = box.sections
+    assert first.label == "Grüße zur Überweisung" and "Die Überweisung über 300 € ist angekommen." in first.text
+    assert second.page == 2 and "The orchard opens on Saturday." in second.text
+    assert "steal" not in second.text and "color" not in second.text
