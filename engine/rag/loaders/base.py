@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 from engine.errors import EngineError
@@ -31,8 +32,10 @@ LABEL_CHARS = 80
 
 
 def short_label(text: str | None) -> str | None:
-    """A name from a document made fit for a location: one line, at most LABEL_CHARS, None if blank."""
-    label = " ".join((text or "").split())
+    """A name from a document made fit for a location: one line without control or bidi-override characters
+    (a terminal or a label must not obey them), at most LABEL_CHARS, None if blank."""
+    shown = "".join(" " if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in (text or "")[: LABEL_CHARS * 4])
+    label = " ".join(shown.split())
     if not label:
         return None
     return label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1].rstrip() + "…"

@@ -383,3 +383,11 @@ def test_encoded_headers_legacy_charsets_and_html_only_mail(tmp_path):
     assert first.label == "Grüße zur Überweisung" and "Die Überweisung über 300 € ist angekommen." in first.text
     assert second.page == 2 and "The orchard opens on Saturday." in second.text
     assert "steal" not in second.text and "color" not in second.text
+
+
+def test_names_from_a_document_carry_no_control_characters_into_locations(tmp_path):
+    deck = formats.pptx(tmp_path / "evil.pptx", [("Results\u202edeR\u2066 red", ["body text here"])])
+    section = load(deck).sections[0]  # a right-to-left override would show the title reversed
+    assert section.label == "Results deR red" and section.heading == section.label
+    mail = formats.message("Invoice\x1b[31m due", "Pay soon.")  # a terminal escape in a header
+    assert load(formats.eml(tmp_path / "esc.eml", mail)).sections[0].label == "Invoice [31m due"
