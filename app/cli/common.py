@@ -45,9 +45,10 @@ def read_text(arg: str) -> str:
     return sys.stdin.buffer.read().decode("utf-8", errors="replace")
 
 
-def read_file(name: str, parse_timeout_s: float = 60.0) -> str:
+def read_file(name: str, parse_timeout_s: float = 60.0, *, ocr: bool | None = None) -> str:
     """A file's text ('-': stdin). Plain text is read here; PDF, DOCX and HTML are parsed in a worker
-    process with a time limit, as the indexer does, so a broken file cannot hang the command."""
+    process with a time limit, as the indexer does, so a broken file cannot hang the command; ``ocr``: read
+    scanned pages and images by OCR (the documents setting), as the indexer does."""
     from engine.errors import NotFoundError
     from engine.rag.loaders import decode_text, kind_for
 
@@ -60,7 +61,7 @@ def read_file(name: str, parse_timeout_s: float = 60.0) -> str:
         return decode_text(path.read_bytes(), path.name)
     from engine.rag.isolation import ParsePool
 
-    with ParsePool(1, timeout_s=parse_timeout_s) as pool:
+    with ParsePool(1, timeout_s=parse_timeout_s, ocr=ocr) as pool:
         outcome = pool.parse(path)
     if outcome.error is not None:
         raise outcome.error

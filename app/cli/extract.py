@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"locus: {exc.user_text()}", file=sys.stderr)
         return EXIT_ERROR
     try:
-        text = read_file(args.file, services.settings.documents.parse_timeout_s)
+        text = read_file(args.file, services.settings.documents.parse_timeout_s, ocr=services.settings.documents.ocr)
         load_model(services, args.model)
         handle = start_task(
             services, lambda ctx: extract_json(ctx, text, schema, max_tokens=args.max_tokens), "extract"

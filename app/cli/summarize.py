@@ -63,7 +63,8 @@ def _source_text(services, args: argparse.Namespace) -> tuple[str, list[str]]:
     from app.cli.common import read_file
 
     if args.file is not None:
-        return read_file(args.file, services.settings.documents.parse_timeout_s), []
+        documents = services.settings.documents
+        return read_file(args.file, documents.parse_timeout_s, ocr=documents.ocr), []
     from engine.tasks.summarize import join_documents
 
     library = services.open_library()

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     source = language_name(args.source) if args.source else None  # refuse a bad name before reading
     services = build_services()
     try:
-        text = read_file(args.file, services.settings.documents.parse_timeout_s)
+        text = read_file(args.file, services.settings.documents.parse_timeout_s, ocr=services.settings.documents.ocr)
         # Refuse an empty text, an unknown language or a text already in the target before loading.
         target = check_languages(text, args.target or services.settings.tasks.translate_to, source)[0]
         load_model(services, args.model)

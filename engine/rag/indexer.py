@@ -602,7 +602,15 @@ def ocr_message(doc: LoadedDocument) -> str:
         return ""
     if doc.kind == "image" and (doc.pages or 1) == 1:
         return "The image's text was read by OCR."
-    return f"{doc.ocr_pages} of {doc.pages or doc.ocr_pages} pages had no text layer and were read by OCR."
+    read = f"{doc.ocr_pages} of {doc.pages or doc.ocr_pages} pages had no text layer and were read by OCR."
+    if doc.ocr_left_out:
+        from engine.rag.ocr import MAX_OCR_PAGES
+
+        read += (
+            f" {doc.ocr_left_out} more pages without a text layer were not read: OCR reads at most"
+            f" {MAX_OCR_PAGES} pages of one document."
+        )
+    return read
 
 
 def embedding_text(title: str, chunk: Chunk) -> str:

@@ -86,6 +86,7 @@ class LoadedDocument:
     pages: int | None = None  # for PDFs
     skipped: tuple[str, ...] = ()  # parts left out and why, e.g. an e-mail's attachment Locus cannot read
     ocr_pages: int = 0  # pages (or images) whose text came from OCR
+    ocr_left_out: int = 0  # pages without a text layer past the OCR page limit, not read
 
 
 class DocumentError(EngineError):

@@ -78,7 +78,7 @@ def load_pdf(path: Path, data: bytes, *, ocr: bool | None = None) -> LoadedDocum
         ) from exc
     if count and failures == count:
         raise CorruptDocument(f"'{name}' is a damaged PDF: none of its {count} pages could be read.")
-    ocr_pages = 0
+    ocr_pages = ocr_left_out = 0
     if textless and ocr:
         from engine.rag.ocr import MAX_OCR_PAGES, read_pdf_pages
 
@@ -86,11 +86,14 @@ def load_pdf(path: Path, data: bytes, *, ocr: bool | None = None) -> LoadedDocum
         sections.extend(Section(text, page=number, heading=headings.get(number)) for number, text in read.items())
         sections.sort(key=lambda s: s.page or 0)
         ocr_pages = len(read)
+        ocr_left_out = max(0, len(textless) - MAX_OCR_PAGES)
     elif textless and not sections and ocr is False:
         from engine.rag.ocr import ocr_off
 
         raise ocr_off(name)
-    return LoadedDocument(str(path), "pdf", title, tuple(sections), pages=count, ocr_pages=ocr_pages)
+    return LoadedDocument(
+        str(path), "pdf", title, tuple(sections), pages=count, ocr_pages=ocr_pages, ocr_left_out=ocr_left_out
+    )
 
 
 def _outline_headings(reader, pages: int) -> dict[int, str]:

@@ -174,3 +174,26 @@ def test_without_an_ocr_choice_a_scan_is_empty_as_before(tmp_path):
     with pytest.raises(DocumentError) as info:
         load(path)
     assert info.value.status == "empty" and "without a text layer" in info.value.message
+
+
+def test_pages_past_the_ocr_limit_are_named_in_the_status_not_dropped_silently(tmp_path, monkeypatch):
+    from engine.rag import ocr
+    from engine.rag.indexer import ocr_message
+
+    monkeypatch.setattr(ocr, "MAX_OCR_PAGES", 1)  # read in-process here: the loader takes the limit at call time
+    scan = scanned_pdf(tmp_path / "scan.pdf", ["harbour", "lantern"])
+    document = load(scan, ocr=True)
+    assert document.ocr_pages == 1 and document.ocr_left_out == 1
+    assert [s.page for s in document.sections] == [1]
+    message = ocr_message(document)
+    assert "1 more pages without a text layer were not read" in message and "at most 1 pages" in message
+
+
+def test_the_commands_that_read_one_file_read_a_scan_by_ocr_when_it_is_on(tmp_path):
+    from app.cli.common import read_file
+
+    scan = scanned_pdf(tmp_path / "scan.pdf", ["harbour"])
+    assert "harbour" in read_file(str(scan), 120, ocr=True).lower()
+    with pytest.raises(DocumentError) as off:
+        read_file(str(scan), 120, ocr=False)
+    assert "OCR is off" in off.value.user_text()
