@@ -36,6 +36,7 @@ from engine.models.bundled import (
 )
 from engine.models.catalog import ModelCatalog
 from engine.runtime.backend import LOCAL, REMOTE, Backend, BackendRegistry, BackendSet
+from engine.runtime.kv_cache import combination_problem
 from engine.runtime.runtime import Runtime
 from engine.runtime.types import ModelConfig, RuntimeEvent, SamplingParams
 from engine.tasks.templates import TemplateLibrary
@@ -70,6 +71,9 @@ def model_config(settings: Settings, override_path: str | None = None, kv_dir: P
                 hint="Install Locus with its dependencies, or choose a GGUF file in Settings.",
             )
         path, display_name = str(bundled), BUNDLED_LLM_NAME
+    kv_problem = combination_problem(settings.model.kv_cache_type, settings.model.flash_attention)
+    if kv_problem:
+        raise ModelLoadError(kv_problem, hint="Change it in Settings › Model.")
     return ModelConfig(
         path=path,
         n_ctx=settings.model.context_size,
@@ -80,7 +84,14 @@ def model_config(settings: Settings, override_path: str | None = None, kv_dir: P
         kv_ram_mb=settings.model.conversation_cache_mb,
         kv_spill_dir=str(kv_dir) if kv_dir is not None and settings.model.conversation_cache_disk_mb else None,
         kv_spill_mb=settings.model.conversation_cache_disk_mb,
+        kv_cache_type=settings.model.kv_cache_type,
+        flash_attention=settings.model.flash_attention,
     )
+
+
+def kv_options(settings: Settings) -> dict[str, str]:
+    """The offload planner's KV cache options from the [model] settings (the plan counts the cache's type)."""
+    return {"kv_type": settings.model.kv_cache_type, "flash_attention": settings.model.flash_attention}
 
 
 def tools_config(settings: Settings) -> ToolsConfig:
@@ -269,6 +280,9 @@ class Services:
         def change(current: Settings) -> Settings:
             for key in values:
                 current = current.with_value(key, parsed.get(key))
+            kv_problem = combination_problem(current.model.kv_cache_type, current.model.flash_attention)
+            if kv_problem:  # the two settings together, one of them perhaps unchanged
+                raise SettingsError(kv_problem)
             return current
 
         return self.update_settings(change)
@@ -358,7 +372,9 @@ class Services:
                 from engine.models.offload import plan_offload
 
                 target = path or str(bundled_llm_path())
-                plan = plan_offload(self.catalog.header(target), hardware, current.model.context_size)
+                plan = plan_offload(
+                    self.catalog.header(target), hardware, current.model.context_size, **kv_options(current)
+                )
                 new = new.with_value("model.gpu_layers", plan.n_gpu_layers)
             return new
 
@@ -384,7 +400,10 @@ class Services:
             if model.problem is None:
                 try:
                     plans[model.path] = plan_offload(
-                        self.catalog.header(model.path), hardware, self._settings.model.context_size
+                        self.catalog.header(model.path),
+                        hardware,
+                        self._settings.model.context_size,
+                        **kv_options(self._settings),
                     )
                 except EngineError as exc:
                     log.info("no offload plan for %s: %s", model.path, exc)
@@ -426,7 +445,9 @@ class Services:
         from engine.models.preview import quantization_verdicts
 
         token = self.secrets.get("hf_token")
-        return quantization_verdicts(quants, self.hardware(), self._settings.model.context_size, token)
+        return quantization_verdicts(
+            quants, self.hardware(), self._settings.model.context_size, token, **kv_options(self._settings)
+        )
 
     def start_telemetry(self) -> None:
         """Sample metrics and apply trace retention in the background while the window runs."""

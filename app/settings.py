@@ -19,6 +19,7 @@ from typing import Any
 import tomli_w
 
 from engine.chat_settings import DEFAULT_SYSTEM_PROMPT
+from engine.runtime.kv_cache import FLASH_ATTENTION, KV_CACHE_TYPES, combination_problem
 
 
 def setting(
@@ -85,6 +86,21 @@ class ModelSettings:
         minimum=0,
         maximum=1048576,
         label="Conversation cache on disk (MB)",
+    )
+    kv_cache_type: str = setting(
+        "f16",
+        "Element type of the model's KV cache (its memory of the context): q8_0 takes about half "
+        "of f16's memory and q4_0 about a quarter, for longer contexts or more layers on the GPU, "
+        "at a small cost in quality. A quantized cache needs flash attention.",
+        choices=KV_CACHE_TYPES,
+        label="KV cache type",
+    )
+    flash_attention: str = setting(
+        "auto",
+        "Flash attention: faster attention in less memory. 'auto' uses it where the device supports "
+        "it; 'off' cannot be combined with a q8_0 or q4_0 KV cache.",
+        choices=FLASH_ATTENTION,
+        label="Flash attention",
     )
 
 
@@ -563,6 +579,10 @@ def from_mapping(data: dict) -> tuple[Settings, list[Problem]]:
             if error:
                 problems.append(Problem(key, error))
             settings = settings.with_value(key, value)
+    kv_problem = combination_problem(settings.model.kv_cache_type, settings.model.flash_attention)
+    if kv_problem:  # a quantized cache with flash attention off: llama.cpp would refuse to load the model
+        problems.append(Problem("model.flash_attention", f"{kv_problem} Using 'auto'."))
+        settings = settings.with_value("model.flash_attention", "auto")
     return settings, problems
 
 

@@ -63,13 +63,20 @@ def _total_size(response) -> int:
 
 
 def quantization_verdicts(
-    quants: list[QuantFile], hardware, n_ctx: int, token: str | None = None, *, client: httpx2.Client | None = None
+    quants: list[QuantFile],
+    hardware,
+    n_ctx: int,
+    token: str | None = None,
+    *,
+    client: httpx2.Client | None = None,
+    **plan_options,
 ) -> dict[str, OffloadPlan]:
     """A plan per quantization (by file name) from the header of the smallest single-file one and every
-    file's size; split models (whose first part holds only some tensors) get none."""
+    file's size; split models (whose first part holds only some tensors) get none. ``plan_options``: the
+    planner's kv_type and flash_attention."""
     sized = [q for q in quants if q.size and not q.split]
     if not sized:
         return {}
     smallest = min(sized, key=lambda q: q.size or 0)
     header = remote_header(smallest.url, token, client=client)
-    return plan_for_quantizations(header, {q.filename: q.size or 0 for q in sized}, hardware, n_ctx)
+    return plan_for_quantizations(header, {q.filename: q.size or 0 for q in sized}, hardware, n_ctx, **plan_options)

@@ -12,6 +12,7 @@ import llama_cpp
 import numpy as np
 
 from engine.errors import GenerationError, ModelLoadError
+from engine.runtime.kv_cache import FLASH_ATTN_TYPES, GGML_TYPE_IDS, QUANTIZED_V_NEEDS_FA, combination_problem
 from engine.runtime.native import NativeModel, clear_recent_log, recent_errors
 
 # Looked up once: these run for every decode step.
@@ -96,7 +97,12 @@ class NativeContext:
         n_batch: int = 512,
         n_seq_max: int = 1,
         kv_unified: bool = True,
+        kv_cache_type: str = "f16",
+        flash_attention: str = "auto",
     ):
+        problem = combination_problem(kv_cache_type, flash_attention)
+        if problem:
+            raise ModelLoadError(problem)
         self.model = model
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
@@ -107,8 +113,17 @@ class NativeContext:
         params.n_threads = n_threads
         params.n_threads_batch = n_threads
         params.no_perf = True
+        params.type_k = params.type_v = GGML_TYPE_IDS[kv_cache_type]
+        params.flash_attn_type = FLASH_ATTN_TYPES[flash_attention]
         clear_recent_log()
         ctx = llama_cpp.llama_init_from_model(model.model, params)
+        if not ctx and QUANTIZED_V_NEEDS_FA in recent_errors():  # "auto" found no flash attention on this device
+            raise ModelLoadError(
+                f"A {kv_cache_type} KV cache needs flash attention, which llama.cpp cannot use for this model "
+                "on this device.",
+                hint="Set the KV cache type to f16 in Settings › Model.",
+                detail=recent_errors(),
+            )
         if not ctx:
             raise ModelLoadError(
                 f"llama.cpp could not create a context of {n_ctx} tokens for this model; try a smaller context size.",
@@ -120,6 +135,8 @@ class NativeContext:
         self.n_seq_max = int(llama_cpp.llama_n_seq_max(ctx))
         self.n_batch = n_batch
         self.n_threads = n_threads
+        self.kv_cache_type = kv_cache_type
+        self.flash_attention = flash_attention
         self.batch = Batch(n_batch)
         self._neg_inf: ctypes.Array[ctypes.c_float] | None = None  # a row of -inf logits, made on first use
         self._rows: dict[int, np.ndarray] = {}  # numpy views of logits rows, by address

@@ -59,6 +59,8 @@ class Generator:
                 n_batch=config.n_batch,
                 n_seq_max=n_slots,
                 kv_unified=True,
+                kv_cache_type=config.kv_cache_type,
+                flash_attention=config.flash_attention,
             )
         except BaseException:
             self.model.close()

@@ -9,6 +9,7 @@ from enum import IntEnum
 from typing import Literal
 
 from engine.errors import EngineError, InvalidRequestError
+from engine.runtime.kv_cache import combination_problem
 from engine.tools.base import ToolCall, ToolSpec
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -38,6 +39,8 @@ class ModelConfig:
     kv_ram_mb: int = 512  # saved KV states of idle conversations kept in RAM
     kv_spill_dir: str | None = None  # where states pushed out of RAM go (None: they are dropped)
     kv_spill_mb: int = 2048  # the most the spill folder holds
+    kv_cache_type: str = "f16"  # K and V cache elements: f16, q8_0 or q4_0 (kv_cache.KV_CACHE_TYPES)
+    flash_attention: str = "auto"  # auto, on or off; a quantized cache needs it
 
     def __post_init__(self) -> None:
         limits = (
@@ -56,6 +59,9 @@ class ModelConfig:
             raise InvalidRequestError(
                 f"Model setting 'n_batch' ({self.n_batch}) must be at least 'n_parallel' ({self.n_parallel})."
             )
+        problem = combination_problem(self.kv_cache_type, self.flash_attention)
+        if problem:
+            raise InvalidRequestError(problem)
 
 
 @dataclass(frozen=True)

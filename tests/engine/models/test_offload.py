@@ -185,7 +185,7 @@ def test_per_quantization_verdicts_before_download(llama70b):
     assert rtx4090["Q8_0"].summary.startswith("Will not fit: needs 49.2 GB of RAM besides 24 layers on the NVIDIA")
     on_16gb = plan_for_quantizations(shape, sizes, hw("no_gpu_16gb"), 4096)
     assert {q: p.verdict for q, p in on_16gb.items()} == dict.fromkeys(sizes, "wont_fit")
-    assert on_16gb["Q2_K"].summary == "Will not fit: needs 25.1 GB of RAM but 10.0 GB are free."
+    assert on_16gb["Q2_K"].summary.startswith("Will not fit: needs 25.1 GB of RAM but 10.0 GB are free. KV cache: ")
 
 
 def test_a_bigger_margin_moves_layers_back_to_the_cpu(llama7b):
@@ -194,6 +194,31 @@ def test_a_bigger_margin_moves_layers_back_to_the_cpu(llama7b):
     assert careful.n_gpu_layers < default.n_gpu_layers
     q8 = plan_offload(llama7b, hw("rtx4060_8gb"), 8192, kv_type="q8_0")
     assert q8.kv_bytes_per_layer[0] == 8192 * 2 * (4096 // 32 * 34) and q8.n_gpu_layers > default.n_gpu_layers
+
+
+def test_a_quantized_kv_cache_is_counted_in_the_plan_and_the_verdict(llama7b):
+    """32k tokens of a 7B's f16 cache (16 GiB) leave a layer off a 24 GB card; q8_0 (34 bytes per 32
+    values) and q4_0 (18 per 32) fit it all, and the summary names the cache's size and type."""
+    plans = {t: plan_offload(llama7b, hw("rtx4090_24gb"), 32768, kv_type=t) for t in ("f16", "q8_0", "q4_0")}
+    row = 4096  # n_head_kv × head_dim of K, and of V
+    assert plans["f16"].kv_bytes == 32 * 32768 * 2 * row * 2
+    assert plans["q8_0"].kv_bytes == 32 * 32768 * 2 * (row // 32 * 34)
+    assert plans["q4_0"].kv_bytes == 32 * 32768 * 2 * (row // 32 * 18)
+    assert [p.verdict for p in plans.values()] == ["partial", "full_gpu", "full_gpu"]
+    assert plans["f16"].vram_needed > plans["q8_0"].vram_needed > plans["q4_0"].vram_needed
+    assert plans["q8_0"].summary.endswith("KV cache: 8.5 GB (q8_0, 32768 tokens).")
+    assert plans["f16"].summary.endswith("KV cache: 16.0 GB (f16, 32768 tokens).")
+
+
+def test_flash_attention_drops_the_attention_scores_from_the_compute_buffer(llama7b):
+    """With flash attention (on, or implied by a quantized cache) the n_ubatch × n_ctx × n_head scores are
+    never held; 'auto' with an f16 cache is planned without it (the device may not support it)."""
+    without = plan_offload(llama7b, hw("rtx4060_8gb"), 8192)
+    assert without.compute_bytes == compute(32000, 8192, 32)
+    flash = plan_offload(llama7b, hw("rtx4060_8gb"), 8192, flash_attention="on")
+    assert flash.compute_bytes == 4 * 512 * (32000 + 4 * 4096) < without.compute_bytes
+    assert plan_offload(llama7b, hw("rtx4060_8gb"), 8192, kv_type="q4_0").compute_bytes == flash.compute_bytes
+    assert flash.n_gpu_layers >= without.n_gpu_layers
 
 
 def test_probing_this_machine():
