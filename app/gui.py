@@ -109,6 +109,7 @@ def launch(services, version: str, *, quick_ask: bool = False, instance=None) ->
     desktop = Desktop(window, tray)
     if instance is not None:
         instance.requested.connect(lambda command: _handle_request(desktop, command))
+        instance.ask_handler = lambda connection, received: _answer_terminal(services, connection, received)
     if not (quick_ask and tray.available):  # a quick ask from the tray needs no window
         window.show()
     window.start()
@@ -134,6 +135,15 @@ def _handle_request(desktop: Desktop, command: str) -> None:
         desktop.window.isVisible(),
         desktop.tray.quick_ask.isVisible(),
     )
+
+
+def _answer_terminal(services, connection, received: bytes) -> None:
+    """A terminal's `locus ask`, handed over: answered on a thread of its own (app/ask_handoff.py)."""
+    import threading
+
+    from app.ask_handoff import serve_ask
+
+    threading.Thread(target=serve_ask, args=(services, connection, received), name="handoff", daemon=True).start()
 
 
 def _restart_api(services, desktop: Desktop) -> None:

@@ -30,7 +30,7 @@ import struct
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from PySide6.QtCore import QLockFile, QObject, Signal
@@ -144,6 +144,10 @@ class SingleInstance(QObject):
         self.lock = QLockFile(str(self.data_dir / "locus.lock"))
         self.lock.setStaleLockTime(0)  # held for the process's life: stale only when its process is gone
         self.server: QLocalServer | None = None
+        # A terminal's `locus ask` handed over (app/ask_handoff.py): called with the connection and what
+        # arrived after its first line, on the GUI thread; None: such requests are refused.
+        self.ask_handler: Callable[[pysocket.socket, bytes], None] | None = None
+        self._token: str | None = None
 
     def claim(self) -> bool:
         """True: this process is the first (then ``listen`` once the QApplication exists).
@@ -168,6 +172,12 @@ class SingleInstance(QObject):
             QLocalServer.removeServer(path)  # a socket file a crashed run left behind (in a folder of ours)
             if self.server.listen(path):
                 log.info("single instance: listening at %s", path)
+                from app.ask_handoff import write_token
+
+                try:
+                    self._token = write_token(self.data_dir)
+                except OSError as exc:
+                    log.warning("single instance: terminal questions stay in the terminal (%s)", exc)
                 return
             problems.append(f"{path}: {self.server.errorString()}")
         # Another launch can still not reach us; this one works on regardless.
@@ -270,7 +280,11 @@ class SingleInstance(QObject):
             if len(buffer) > _LINE_LIMIT:
                 socket.abort()
             return
-        command = bytes(buffer).split(b"\n", 1)[0].decode("ascii", "replace").strip()
+        first, rest = bytes(buffer).split(b"\n", 1)
+        command = first.decode("ascii", "replace").strip()
+        if command.startswith("ask ") or command == "ask":
+            self._hand_over_ask(socket, command[4:].strip(), rest)
+            return
         if command not in COMMANDS:
             log.warning("single instance: ignored request %r", command[:_LINE_LIMIT])
             socket.write(b"unknown\n")
@@ -281,3 +295,28 @@ class SingleInstance(QObject):
         socket.flush()
         socket.disconnectFromServer()
         self.requested.emit(command)
+
+    def _hand_over_ask(self, socket: QLocalSocket, token: str, rest: bytes) -> None:
+        """A terminal's question: only from this user (the kernel says who connected) with the token this
+        process wrote; the connection then leaves Qt for ``ask_handler``'s thread."""
+        from app.ask_handoff import token_matches
+
+        who = peer_credentials(socket)
+        refused = None
+        if self.ask_handler is None:
+            refused = "this Locus does not take questions"
+        elif who is not None and who[1] != os.getuid():
+            refused = f"process {who[0]} of user {who[1]} is not this user"
+        elif not token_matches(self._token, token):
+            refused = "a wrong token"
+        if refused is not None:
+            log.warning("single instance: refused a terminal's question: %s", refused)
+            socket.write(b'{"t": "refused", "why": "not allowed"}\n')
+            socket.flush()
+            socket.disconnectFromServer()
+            return
+        descriptor = int(socket.socketDescriptor())
+        connection = pysocket.socket(fileno=os.dup(descriptor))
+        socket.abort()  # Qt lets go of its descriptor; the duplicate keeps the connection
+        assert self.ask_handler is not None
+        self.ask_handler(connection, rest)

@@ -8,6 +8,7 @@ import sys
 from app.cli import EXIT_OK
 from app.cli.common import (
     TerminalApprovals,
+    Warming,
     exit_code,
     follow_answer,
     load_model,
@@ -63,6 +64,12 @@ def add_parsers(sub) -> None:
         "tool; or a tool's name: it calls that tool first",
     )
     ask_p.add_argument("--yes", action="store_true", help="allow every tool call of this run without asking")
+    ask_p.add_argument(
+        "--local",
+        action="store_true",
+        help="answer in this process even when Locus is running (by default the running Locus answers: "
+        "no model or embedding model to load; also LOCUS_LOCAL=1)",
+    )
     ask_p.set_defaults(run=run_ask)
 
     chat_p = sub.add_parser("chat", help="interactive chat in the terminal (shares saved conversations)")
@@ -97,15 +104,29 @@ def run_ask(args: argparse.Namespace) -> int:
         raise InvalidRequestError(
             "--passages shows the passages found in your documents: add --docs or --collection NAME."
         )
+    handed = _hand_off(args, question)
+    if handed is not None:
+        return handed
     # "Not saved" holds for the traces too: they keep this answer's timings and token counts, no text.
     services = build_services(record_content=not args.no_history)
     try:
         if args.passages:
             return passages(services, args, question)
+        warming = Warming(services) if (args.docs or args.collection) else None
         load_model(services, args.model)
+        if warming is not None:
+            warming.wait()
         return ask(services, args, question)
     finally:
         services.close()  # stops the MCP servers this command started, too
+
+
+def _hand_off(args: argparse.Namespace, question: str) -> int | None:
+    """The running Locus answers, when there is one and the flags allow (app/ask_handoff.py); None: answer here."""
+    from app.ask_handoff import hand_off
+    from app.paths import resolve_paths
+
+    return hand_off(args, question, resolve_paths().data_dir)
 
 
 def passages(services, args: argparse.Namespace, question: str) -> int:

@@ -101,6 +101,44 @@ def load_model(services: Services, model: str | None) -> None:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
+class Warming:
+    """The document index opening and the embedding model loading on a thread of their own, while the
+    model loads: the cold path of `locus ask --docs`, whose longest part is the embedding worker's start
+    (torch and the model). What it waits for is said on stderr (stdout stays the answer's): on a terminal
+    a line redrawn in place and wiped before the answer, otherwise one line."""
+
+    def __init__(self, services: Services):
+        from app.ask_handoff import StatusLine
+
+        self.services = services
+        self.line = StatusLine()
+        if not self.line.tty:
+            self.line.show(WAITING_FOR_EMBEDDER)
+        self.thread = threading.Thread(target=self._run, name="warm-documents", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from engine.errors import EngineError
+        from engine.rag.embed import Embedder
+
+        try:
+            library = self.services.open_library()
+            if isinstance(library.embedder, Embedder):
+                _ = library.embedder.info  # starts the worker: torch and the model load
+        except (EngineError, OSError):
+            pass  # the question meets the same problem and says it in words
+
+    def wait(self) -> None:
+        """Until the documents and the embedding model are ready (or failed)."""
+        if self.thread.is_alive() and self.line.tty:
+            self.line.show(WAITING_FOR_EMBEDDER)
+        self.thread.join()
+        self.line.clear()
+
+
+WAITING_FOR_EMBEDDER = "Loading the embedding model…"
+
+
 def open_documents_if_used(services: Services, conversation_id: int | None) -> None:
     """A conversation that answers from documents needs the index open before its next question."""
     if conversation_id is not None and services.history.conversation(conversation_id).uses_documents:
@@ -297,25 +335,26 @@ def exit_code(ended: AnswerEnded, *, show_stats: bool = False) -> int:
     return EXIT_OK
 
 
-def print_sources(citations: list, retrieval) -> None:
+def print_sources(citations: list, retrieval, out=None) -> None:
     """Every passage an answer from documents was given, the strongest evidence first (those the answer
     rests on, then the rest by retrieval rank), each marked when the answer rests on it; when it rests on
-    none, it says so. With no passage at all, a word that nothing matched the question."""
+    none, it says so. With no passage at all, a word that nothing matched the question. ``out``: where to
+    (stdout when None)."""
     from engine.rag.cite import ranked_sources
 
     passages = retrieval.passages if retrieval is not None else ()
     if not passages and not citations:
         if retrieval is not None:
-            print("\n(No passage in the documents matched this question.)")
+            print("\n(No passage in the documents matched this question.)", file=out)
         return
-    print("\nSources:")
+    print("\nSources:", file=out)
     sources = ranked_sources(passages, citations)  # (an answer's Cited already is: ranking it again keeps it)
     for source in sources:
         mark = "  (the answer rests on it)" if source.supported else ""
-        print(f"[{source.number}] {plain(source_place(source.passage), 300)}{mark}")
-        print(f"    \u201c{plain(source.quote, 400)}\u201d")
+        print(f"[{source.number}] {plain(source_place(source.passage), 300)}{mark}", file=out)
+        print(f"    \u201c{plain(source.quote, 400)}\u201d", file=out)
     if not any(s.supported for s in sources):
-        print("(The answer may not rest on these passages: none of its sentences matched one of them.)")
+        print("(The answer may not rest on these passages: none of its sentences matched one of them.)", file=out)
 
 
 def print_passages(retrieval) -> None:
