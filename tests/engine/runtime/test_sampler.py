@@ -31,8 +31,10 @@ def reference_chain(model, params: SamplingParams, seed: int):
         SamplingParams(temperature=0.0, repeat_penalty=1.3, repeat_last_n=16),
         SamplingParams(temperature=0.9, repeat_penalty=1.2, repeat_last_n=8, seed=5),
         SamplingParams(temperature=1.5, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.5, repeat_last_n=64, seed=9),
+        # a wide top-k: the candidates within the first margin of the best are too few, so it widens
+        SamplingParams(temperature=1.3, top_k=2000, top_p=0.999, min_p=0.0, repeat_last_n=32, seed=3),
     ],
-    ids=["greedy", "default-chain", "hot"],
+    ids=["greedy", "default-chain", "hot", "wide-top-k"],
 )
 def test_sampling_matches_llamas_own_penalties_and_greedy_samplers(generator, params):
     generator.forget_cache()
