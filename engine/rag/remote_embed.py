@@ -20,11 +20,13 @@ import base64
 import email.utils
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import httpcore2
 import httpx2
 import numpy as np
 
@@ -35,7 +37,8 @@ log = logging.getLogger(__name__)
 REMOTE_PREFIX = "remote:"  # what the index records for a server's model: "remote:<model>"
 MAX_RETRY_AFTER_S = 60.0  # a longer Retry-After is waited only this long
 BYTES_PER_TEXT = 256 * 1024  # JSON of an 8192-dimension vector is about 180 KB
-MAX_BODY_BYTES = 256 * 1024 * 1024
+MAX_BODY_BYTES = 64 * 1024 * 1024  # parsed into Python floats a reply takes several times this
+MAX_DIM = 65536  # no embedding model makes longer vectors
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 
 
@@ -70,13 +73,15 @@ def remote_name(model: str) -> str:
 def endpoint_for(url: str) -> str:
     """The embeddings address for a server address such as http://host:8000/v1 (or one ending /embeddings).
 
-    Only http and https are accepted, with a host and no user name or password in the address.
+    Only http and https are accepted, with a host and no user name, password or query parameters
+    in the address (a key there would be shown in messages and the log).
     """
     text = (url or "").strip()
     parts = urlsplit(text)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        shown = text.split("?", 1)[0].split("#", 1)[0][:200]
         raise EmbeddingServerError(
-            f"'{text[:200]}' is not an http or https address of an embedding server.",
+            f"'{shown}' is not an http or https address of an embedding server.",
             hint="Give its OpenAI-compatible address, e.g. http://gpu-box:8080/v1.",
         )
     if parts.username or parts.password:
@@ -84,10 +89,16 @@ def endpoint_for(url: str) -> str:
             "The embedding server's address must not hold a user name or password.",
             hint="Keep the key in the system keyring as 'embedding_api_key' instead.",
         )
+    if parts.query:
+        raise EmbeddingServerError(
+            "The embedding server's address must not hold query parameters (after '?').",
+            hint="Give only its address, e.g. http://gpu-box:8080/v1; keep a key in the system keyring "
+            "as 'embedding_api_key'.",
+        )
     path = parts.path.rstrip("/")
     if not path.endswith("/embeddings"):
         path += "/embeddings"
-    return urlunsplit((parts.scheme.lower(), parts.netloc, path, parts.query, ""))
+    return urlunsplit((parts.scheme.lower(), parts.netloc, path, "", ""))
 
 
 def _same_model(asked: str, answered: str) -> bool:
@@ -121,19 +132,29 @@ class RemoteEmbedder:
         retries: int = 4,
         backoff_s: float = 0.5,
         expected_dim: int | None = None,
+        key_unavailable: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ):
+        """``key_unavailable``: why the key could not be read (the keyring failed), said if the server asks for one."""
         if not model.strip():
             raise EmbeddingServerError(
                 "No model is set for the embedding server.",
                 hint="Enter the model the server embeds with in Settings › Documents.",
             )
+        if api_key and not (api_key.isascii() and api_key.isprintable()):
+            raise EmbeddingServerError(
+                "The embedding server's API key holds characters that cannot be sent "
+                "(only printable ASCII can go in a request header).",
+                hint="Store it again without spaces at the ends or line breaks: locus secrets set embedding_api_key.",
+            )
         self.endpoint = endpoint_for(url)
-        self.base_url = self.endpoint.removesuffix("/embeddings")
+        parts = urlsplit(self.endpoint)
+        self.base_url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")).removesuffix("/embeddings")
         self.model = model.strip()
         self.name = remote_name(self.model)
         self._tokenizer_file = Path(tokenizer_file)
         self._api_key = api_key or None
+        self._key_unavailable = key_unavailable
         self.batch_size = max(1, int(batch_size))
         self.timeout_s = timeout_s
         self.retries = max(0, int(retries))
@@ -141,8 +162,12 @@ class RemoteEmbedder:
         self.expected_dim = expected_dim
         self._sleep = sleep
         self._info: EmbedderInfo | None = None
+        self._deadline = threading.local()  # this thread's request must be over by .at (time.monotonic)
         self._client = httpx2.Client(
-            timeout=httpx2.Timeout(timeout_s, connect=min(timeout_s, 15.0)), follow_redirects=False, trust_env=False
+            timeout=httpx2.Timeout(timeout_s, connect=min(timeout_s, 15.0)),
+            follow_redirects=False,
+            trust_env=False,
+            transport=_transport_with_deadline(lambda: getattr(self._deadline, "at", None)),
         )
         self.requests_sent = 0  # HTTP requests made, retries included (for tests and the trace)
 
@@ -209,6 +234,8 @@ class RemoteEmbedder:
             else:
                 if status == 200:
                     return _json(raw, self)
+                if 300 <= status < 400:
+                    raise self._redirect(status, headers.get("location", ""))
                 if status not in RETRY_STATUS or attempt > self.retries:
                     raise self._http_error(status, raw)
                 wait = _retry_after(headers.get("retry-after"))
@@ -222,8 +249,15 @@ class RemoteEmbedder:
             headers["Authorization"] = f"Bearer {self._api_key}"
         limit = min(MAX_BODY_BYTES, 1024 * 1024 + count * BYTES_PER_TEXT)
         self.requests_sent += 1
-        # The timeout holds for each read; a server that trickles its reply byte by byte meets this one.
-        deadline = time.monotonic() + 2 * self.timeout_s
+        # The timeout holds for each read; a server that trickles its headers or reply byte by byte meets
+        # this one (every read of the connection is cut to the time left, see _DeadlineStream).
+        deadline = self._deadline.at = time.monotonic() + 2 * self.timeout_s
+        try:
+            return self._read(payload, headers, limit, deadline)
+        finally:
+            self._deadline.at = None
+
+    def _read(self, payload: dict, headers: dict, limit: int, deadline: float) -> tuple[int, dict, bytes]:
         with self._client.stream("POST", self.endpoint, json=payload, headers=headers) as resp:
             declared = resp.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -279,7 +313,21 @@ class RemoteEmbedder:
     # Errors in words for people --------------------------------------------------------
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._api_key, "[redacted]") if self._api_key else text
+        if not self._api_key:
+            return text
+        for form in (self._api_key, repr(self._api_key)[1:-1], self._api_key.encode().hex()):
+            text = text.replace(form, "[redacted]")
+        return text
+
+    def _redirect(self, status: int, location: str) -> EmbeddingServerError:
+        where = "".join(ch for ch in location.split("?", 1)[0] if ch.isprintable())[:200]
+        if not where:
+            return self._http_error(status, b"")
+        return EmbeddingServerError(
+            f"The embedding server at {self.base_url} redirects to {where}; set that address instead.",
+            hint="Locus does not follow redirects, so the key goes only to the address you set.",
+            detail=f"HTTP {status}",
+        )
 
     def _unusable(self, what: str) -> EmbeddingServerError:
         return EmbeddingServerError(
@@ -312,6 +360,12 @@ class RemoteEmbedder:
                 else f"The embedding server at {self.base_url} asks for an API key."
             )
             hint = "Store its key in Settings › Documents, or with: locus secrets set embedding_api_key."
+            if not self._api_key and self._key_unavailable:
+                message = (
+                    f"The embedding server at {self.base_url} asks for an API key, and the key could not be "
+                    "read from the system keyring."
+                )
+                hint = f"{self._key_unavailable[:300]} Unlock or start the keyring, then index again."
         elif status == 404 and "model" in words.lower():
             message, hint = f"The embedding server has no model '{self.model}'.", "Set a model it serves."
         elif status == 404:
@@ -333,7 +387,7 @@ def _json(raw: bytes, embedder: RemoteEmbedder) -> object:
 
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested beyond the parser's depth
         raise embedder._unusable("not JSON") from None
 
 
@@ -342,7 +396,7 @@ def _json_or_text(raw: bytes) -> object:
 
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return raw[:300].decode("utf-8", "replace")
 
 
@@ -360,6 +414,8 @@ def _said(body: object) -> str:
 
 def _vector(value: object, embedder: RemoteEmbedder) -> list:
     """One embedding: a list of numbers, or base64 float32 little-endian bytes (OpenAI's base64 format)."""
+    if isinstance(value, (str, list)) and len(value) > (MAX_DIM * 16 // 3 + 4 if isinstance(value, str) else MAX_DIM):
+        raise embedder._unusable(f"a vector longer than {MAX_DIM} numbers")
     if isinstance(value, str):
         try:
             raw = base64.b64decode(value, validate=True)
@@ -387,3 +443,53 @@ def _retry_after(value: str | None) -> float | None:
             return None
         seconds = when.timestamp() - time.time()
     return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _transport_with_deadline(deadline: Callable[[], float | None]) -> httpx2.HTTPTransport:
+    """httpx's transport whose connections read no longer than until ``deadline()`` (when one is set)."""
+    transport = httpx2.HTTPTransport()
+    pool = transport._pool  # httpx builds the pool without a way to pass a network backend
+    pool._network_backend = _DeadlineBackend(pool._network_backend, deadline)
+    return transport
+
+
+class _DeadlineBackend(httpcore2.NetworkBackend):
+    def __init__(self, inner: httpcore2.NetworkBackend, deadline: Callable[[], float | None]):
+        self._inner, self._deadline = inner, deadline
+
+    def connect_tcp(self, *args, **kwargs) -> httpcore2.NetworkStream:
+        return _DeadlineStream(self._inner.connect_tcp(*args, **kwargs), self._deadline)
+
+    def connect_unix_socket(self, *args, **kwargs) -> httpcore2.NetworkStream:
+        return _DeadlineStream(self._inner.connect_unix_socket(*args, **kwargs), self._deadline)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _DeadlineStream(httpcore2.NetworkStream):
+    """A connection whose reads wait at most until the request's deadline, however the bytes trickle."""
+
+    def __init__(self, inner: httpcore2.NetworkStream, deadline: Callable[[], float | None]):
+        self._inner, self._deadline = inner, deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        deadline = self._deadline()
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise httpcore2.ReadTimeout("the reply did not come before the deadline")
+            timeout = left if timeout is None else min(timeout, left)
+        return self._inner.read(max_bytes, timeout)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, timeout)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, *args, **kwargs) -> httpcore2.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(*args, **kwargs), self._deadline)
+
+    def get_extra_info(self, info: str):
+        return self._inner.get_extra_info(info)

@@ -392,3 +392,128 @@ def test_an_address_gets_its_embeddings_path_once():
     assert endpoint_for("http://gpu:8080/v1") == "http://gpu:8080/v1/embeddings"
     assert endpoint_for("HTTPS://gpu/v1/embeddings/") == "https://gpu/v1/embeddings"
     assert endpoint_for("http://127.0.0.1:11434/v1/") == "http://127.0.0.1:11434/v1/embeddings"
+
+
+# Keys and addresses that must never be shown; replies that must not escape the typed errors ------
+
+
+@pytest.mark.parametrize("key", ["sk-Q7zzk\r\nX-Evil: 1", "sk-Q7zzk\x01tail", "sk-Q7zzkét-tail"])
+def test_a_key_that_cannot_go_in_a_header_is_refused_without_showing_it(key):
+    server = scripted(ok)
+    try:
+        with pytest.raises(EmbeddingServerError, match="API key") as exc:
+            remote(server.url, api_key=key, retries=0, sleep=lambda s: None).embed(["a"])
+        shown = exc.value.user_text() + (exc.value.detail or "") + repr(exc.value.args)
+        assert "Q7zzk" not in shown and "tail" not in shown
+        assert server.requests == []
+    finally:
+        server.stop()
+
+
+def test_an_address_with_query_parameters_is_refused_without_showing_them():
+    with pytest.raises(EmbeddingServerError, match="query") as exc:
+        endpoint_for("http://gpu-box:8000/v1?api_key=SECRET123")
+    assert "SECRET123" not in exc.value.user_text() + (exc.value.detail or "")
+    with pytest.raises(EmbeddingServerError) as exc:
+        endpoint_for("gpu-box:8000/v1?api_key=SECRET123")
+    assert "SECRET123" not in exc.value.user_text() + (exc.value.detail or "")
+
+
+@pytest.mark.parametrize("status", [200, 400])
+def test_a_deeply_nested_reply_fails_with_a_clear_error(status):
+    server = scripted((status, {"Content-Type": "application/json"}, b"[" * 200_000))
+    try:
+        with pytest.raises(EmbeddingServerError, match=rf"The embedding server (at {server.url} sent a|rejected)"):
+            remote(server.url, sleep=lambda s: None).embed(["a", "b"])
+    finally:
+        server.stop()
+
+
+def test_a_vector_longer_than_any_model_makes_is_refused():
+    server = scripted(shaped(body=lambda b: b | {"data": [d | {"embedding": [1.0] * 70_000} for d in b["data"]]}))
+    try:
+        with pytest.raises(EmbeddingServerError, match="longer than"):
+            remote(server.url, sleep=lambda s: None).embed(["a"])
+    finally:
+        server.stop()
+
+
+def test_the_reply_cap_stays_far_below_what_a_big_batch_would_allow():
+    from engine.rag import remote_embed
+
+    assert remote_embed.MAX_BODY_BYTES <= 64 * 1024 * 1024
+
+
+def test_a_redirect_names_where_it_points():
+    server = scripted((307, {"Location": "https://gpu-box.example/v1/embeddings", "Content-Length": "0"}, b""))
+    try:
+        with pytest.raises(EmbeddingServerError, match=r"redirects to https://gpu-box\.example/v1/embeddings") as exc:
+            remote(server.url, sleep=lambda s: None).embed(["a"])
+        assert "set that address" in exc.value.user_text().lower() and len(server.requests) == 1
+    finally:
+        server.stop()
+
+
+def test_a_server_asking_for_a_key_when_the_keyring_failed_says_the_keyring_failed():
+    server = scripted((401, {"Content-Type": "application/json"}, b'{"error": "no key"}'))
+    try:
+        embedder = remote(server.url, key_unavailable="the keyring is locked", sleep=lambda s: None)
+        with pytest.raises(EmbeddingServerError, match="could not be read from the system keyring") as exc:
+            embedder.embed(["a"])
+        assert "the keyring is locked" in exc.value.user_text()
+    finally:
+        server.stop()
+
+
+def test_a_keyring_that_cannot_be_read_is_named_when_the_server_asks_for_a_key(tmp_path, monkeypatch):
+    """app.embeddings: a keyring that fails on read (a locked one; a fake backend, as a locked keyring
+    would open a password prompt here) is named, not reported later as a server merely asking for a key."""
+    from keyring.errors import KeyringLocked
+
+    from app.embeddings import remote_embedder
+
+    class LockedKeyring:
+        def get_password(self, service, name):
+            raise KeyringLocked("Failed to unlock the collection!")
+
+    monkeypatch.setenv("LOCUS_HOME", str(tmp_path))
+    server = scripted((401, {"Content-Type": "application/json"}, b'{"error": "no key"}'))
+    try:
+        settings = Settings().with_value("documents.embedding_server", server.url)
+        settings = settings.with_value("documents.embedding_server_model", MODEL)
+        embedder = remote_embedder(settings, Secrets(backend=LockedKeyring()))
+        with pytest.raises(EmbeddingServerError, match="could not be read from the system keyring") as exc:
+            embedder.embed(["a"])
+        assert "locked" in exc.value.user_text()
+        embedder.close()
+    finally:
+        server.stop()
+
+
+def test_a_server_that_trickles_its_headers_meets_the_timeout():
+    """Each header byte comes within the read timeout, but the headers never end (for 15 s at most)."""
+    import socket
+
+    stop = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Pad: ")
+            for _ in range(75):
+                if stop.wait(0.2):
+                    break
+                conn.sendall(b"a")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    try:
+        with pytest.raises(EmbeddingServerUnreachable, match=r"did not answer within 1 s \(1 tries\)"):
+            remote(url, timeout_s=1.0, retries=0).embed(["a"])
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
