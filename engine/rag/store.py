@@ -1,11 +1,11 @@
 """The document index in LanceDB: tables `documents` and `chunks`.
 
-A document's chunks are replaced in a single merge-insert keyed by chunk id
-(new rows in, its old rows out, one commit), so a process killed at any moment
-leaves either the old version of a document or the new one, never half, and
-never a duplicate. The embedding model that built the index is recorded beside
-it; opening the index with another model asks for a re-index instead of mixing
-vectors from two models.
+A document's chunks are written in one commit (new documents appended; a known
+document's chunks replaced in one merge-insert keyed by chunk id: new rows in,
+its old rows out), so a process killed at any moment leaves either the old
+version of a document or the new one, never half, and never a duplicate. The
+embedding model that built the index is recorded beside it; opening the index
+with another model asks for a re-index instead of mixing vectors from two models.
 """
 
 from __future__ import annotations
@@ -174,6 +174,7 @@ class DocumentStore:
         self.compact_every = COMPACT_EVERY_WRITES
         self.documents = self._open("documents", _documents_schema())
         self.chunks = self._open("chunks", _chunks_schema(dim))
+        self._places_ready = False  # whether the chunks table has the place columns (an old one gets them)
         self._add_missing_columns()
         indices = self.chunks.list_indices()
         self._fts_ready = any(i.index_type == "FTS" for i in indices)
@@ -213,9 +214,28 @@ class DocumentStore:
         """Give a chunks table written before the place columns existed those columns (null in old rows),
         so that new rows can be written beside the old ones."""
         missing = [name for name, _ in PLACE_COLUMNS if name not in self.chunks.schema.names]
-        if missing:
+        self._places_ready = not missing
+        if not missing:
+            return
+        try:
             self.chunks.add_columns({name: "CAST(NULL AS STRING)" for name in missing})
             log.info("added %s to the chunks table of %s", ", ".join(missing), self.directory)
+        except Exception as exc:  # noqa: BLE001 - another process added them first, or read-only storage
+            self.chunks.checkout_latest()
+            still = [name for name, _ in PLACE_COLUMNS if name not in self.chunks.schema.names]
+            self._places_ready = not still
+            if still:
+                # Searching still works (the columns read as empty); a write tries again and fails clearly.
+                log.warning("could not add %s to the chunks table of %s: %s", ", ".join(still), self.directory, exc)
+
+    def _add_columns_or_fail(self) -> None:
+        """Before a write: the place columns an index opened without them (read-only then) still lacks."""
+        self._add_missing_columns()
+        if not self._places_ready:
+            raise EngineError(
+                f"The document index in {self.directory} could not be updated to this version of Locus.",
+                hint="Check that its folder can be written to, then index again.",
+            )
 
     # Documents ---------------------------------------------------------------------
 
@@ -255,11 +275,14 @@ class DocumentStore:
         self.replace_chunks_many([doc_id], rows)
 
     def replace_chunks_many(self, doc_ids: list[str], rows: list[dict]) -> None:
-        """Make ``rows`` the only chunks of these documents, all in one commit (a document with no
-        rows loses its chunks): each document is then wholly its old or wholly its new version."""
+        """Make ``rows`` the only chunks of these documents (a document with no rows loses its chunks):
+        new documents in one commit, documents that had chunks in another; each document is in exactly
+        one of them, so it is wholly its old or wholly its new version."""
         if not doc_ids:
             return
         with self._lock:
+            if not self._places_ready:
+                self._add_columns_or_fail()
             # Documents with no chunks yet (a first index: nearly all of a big one) are appended, which
             # costs the same at any table size; a merge with deletes reads the whole table (0.16 s a
             # commit at 100,000 chunks, 1.6 s at a million: bench/index_scale.py), so only documents
@@ -286,9 +309,14 @@ class DocumentStore:
                 self._writes += 1
                 if self._writes % self.compact_every == 0:
                     # A commit is a file: thousands of them make every scan and search slower. Fold them
-                    # together now and then during a long job (the job's end optimises fully).
-                    self.chunks.optimize()
-                    self.documents.optimize()
+                    # together now and then during a long job (the job's end optimises fully). The chunks
+                    # are committed already: a compaction that fails (a full disk, another process
+                    # compacting) is only logged, and the next one or the job's end tries again.
+                    try:
+                        self.chunks.optimize()
+                        self.documents.optimize()
+                    except Exception as exc:  # noqa: BLE001 - any failure: the write stands
+                        log.warning("compaction of the index in %s failed: %s", self.directory, exc)
 
     def _with_chunks(self, doc_ids: list[str]) -> set[str]:
         """Which of these documents have chunks in the index (found through the doc_id index)."""

@@ -145,3 +145,17 @@ def test_a_long_job_does_not_leave_a_file_per_commit(store):
     assert store.chunk_count() == 12
     # Twelve commits would be twelve files; compacted after the 5th and the 10th, a few are left.
     assert store.chunks.stats()["fragment_stats"]["num_fragments"] <= 4
+
+
+def test_a_compaction_that_fails_does_not_fail_the_write(store, monkeypatch, caplog):
+    """The chunks are committed before the compaction; a compaction that fails (LanceDB refusing it, a full
+    disk: faked on the table, as neither can be made to happen here) is logged and the write stands."""
+
+    def fails(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    store.compact_every = 1
+    monkeypatch.setattr(store.chunks, "optimize", fails)
+    store.replace_chunks("a", rows("a", ["alpha one"]))
+    assert store.chunk_count("a") == 1
+    assert "compaction" in caplog.text and "No space left on device" in caplog.text

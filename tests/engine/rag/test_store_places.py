@@ -86,3 +86,52 @@ def test_an_index_from_before_places_opens_reads_and_takes_new_rows(tmp_path):
 
     reopened = DocumentStore(folder, "e", DIM)  # a second opening finds nothing to add
     assert reopened.chunk_count() == 3
+
+
+def test_two_processes_opening_an_old_index_at_once_both_open_it(tmp_path, monkeypatch):
+    """Two DocumentStores (as the window and `locus index` would) both find the place columns missing and
+    both add them; the second's add fails in LanceDB ("already exists"), and must not fail its opening.
+    A barrier in add_columns holds both until each has seen the old schema, as two processes may."""
+    import threading
+
+    from lancedb.table import LanceTable
+
+    folder = tmp_path / "index"
+    folder.mkdir()
+    (folder / "index.json").write_text(json.dumps({"embedder": "e", "dim": DIM, "created": 0}), encoding="utf-8")
+    lancedb.connect(str(folder)).create_table(
+        "chunks", pa.Table.from_pylist([row("old.pdf", 0, "lighthouse keepers log")], schema=OLD_CHUNKS)
+    )
+    both_saw_the_old_schema = threading.Barrier(2, timeout=60)
+    first_done = threading.Event()
+    add_columns = LanceTable.add_columns
+
+    def add_in_turn(table, *args, **kwargs):
+        if both_saw_the_old_schema.wait() == 0:
+            try:
+                return add_columns(table, *args, **kwargs)
+            finally:
+                first_done.set()
+        first_done.wait(60)
+        return add_columns(table, *args, **kwargs)
+
+    monkeypatch.setattr(LanceTable, "add_columns", add_in_turn)
+    stores: list = []
+    errors: list = []
+
+    def open_store():
+        try:
+            stores.append(DocumentStore(folder, "e", DIM))
+        except Exception as exc:  # noqa: BLE001 - the failure this test looks for
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(stores) == 2
+    for store in stores:
+        assert {"place", "place_label", "place_within"} <= set(store.chunks.schema.names)
+        store.replace_chunks("deck.pptx", [row("deck.pptx", 0, "harbour revenue", kind="pptx", place="slide")])
+        assert store.chunk_count() == 2
