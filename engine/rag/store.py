@@ -155,6 +155,12 @@ def _chunks_schema(dim: int) -> pa.Schema:
 # Added after the first indexes were built: an index without them gets them, empty, when it is opened.
 PLACE_COLUMNS = (("place", pa.string()), ("place_label", pa.string()), ("place_within", pa.string()))
 
+# What chunk_rows reads: everything a chunk's text is shown or rebuilt with (not its vector).
+TEXT_COLUMNS = (
+    *("chunk_id", "doc_id", "chunk_index", "text", "page", "line_start", "line_end", "heading"),
+    *(name for name, _ in PLACE_COLUMNS),
+)
+
 
 class DocumentStore:
     """Documents and their embedded chunks; writes come from the indexer thread only."""
@@ -384,7 +390,11 @@ class DocumentStore:
         return self.chunks.count_rows(f"doc_id = {sql_str(doc_id)}" if doc_id else None)
 
     def chunk_rows(self, doc_id: str) -> list[dict]:
-        return self.chunks.search().where(f"doc_id = {sql_str(doc_id)}").limit(None).to_list()
+        """A document's chunks as text and places (for the source viewer and the document's text), without
+        their vectors, which would be most of the bytes read."""
+        columns = [name for name in TEXT_COLUMNS if name in self.chunks.schema.names]
+        query = self.chunks.search().where(f"doc_id = {sql_str(doc_id)}").select(columns)
+        return query.limit(None).to_arrow().to_pylist()
 
     def sample_chunks(self, n: int, seed: int = 0) -> list[tuple[str, str]]:
         """(doc_id, text) of up to ``n`` chunks taken in turn from each document, the same for a seed

@@ -159,3 +159,14 @@ def test_a_compaction_that_fails_does_not_fail_the_write(store, monkeypatch, cap
     store.replace_chunks("a", rows("a", ["alpha one"]))
     assert store.chunk_count("a") == 1
     assert "compaction" in caplog.text and "No space left on device" in caplog.text
+
+
+def test_a_documents_chunk_rows_carry_its_text_and_places_but_not_its_vectors(store):
+    """The source viewer shows text: its read leaves the vector column (most of a row's bytes) on disk."""
+    store.replace_chunks("a", rows("a", ["alpha one", "alpha two"]))
+    got = store.chunk_rows("a")
+    assert [(r["chunk_index"], r["text"], r["line_start"]) for r in sorted(got, key=lambda r: r["chunk_index"])] == [
+        (0, "alpha one", 1),
+        (1, "alpha two", 2),
+    ]
+    assert all("vector" not in r and {"chunk_id", "page", "heading", "place", "place_label"} <= set(r) for r in got)
