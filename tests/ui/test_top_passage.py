@@ -116,3 +116,17 @@ def test_a_saved_answer_resting_on_no_passage_shows_the_first_one_as_plain_text(
     assert again.top_passage.text.text() == hostile and again.top_passage.text.textFormat() == Qt.TextFormat.PlainText
     rests = save_and_reopen(qtbot, window, services, "At 08:15 [2].", [source(2, True), source(1, False)])
     assert not rests.top_passage.isVisible() and rests.sources.isVisible()
+
+
+@pytest.mark.parametrize(
+    "path", [r"C:\Users\ana\Reports\ferry.md", "/home/ana/Reports/ferry.md", r"\\server\share\Reports\ferry.md"]
+)
+def test_the_top_passage_names_the_file_of_a_windows_path_as_of_a_posix_one(qtbot, path):
+    """A history or answer saved on Windows (or shared from there) names only the file, not its folders."""
+    from ui.chat.top_passage import TopPassage
+
+    box = TopPassage()
+    qtbot.addWidget(box)
+    source = {"number": 1, "path": path, "location": "lines 1–3", "text": "Ferries leave at 08:15.", "supported": False}
+    box.show_for("Hello!", [source])
+    assert box.title() == "Top passage \u2014 ferry.md \u00b7 lines 1–3"

@@ -8,6 +8,8 @@ and clicking the box opens the source viewer at the passage, as a source does.
 
 from __future__ import annotations
 
+from pathlib import PureWindowsPath
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFrame, QPushButton, QVBoxLayout, QWidget
 
@@ -47,7 +49,8 @@ class TopPassage(QFrame):
             self.hide()
             return
         source = self.source
-        file_name = str(source.get("path", "")).rsplit("/", 1)[-1]
+        # PureWindowsPath splits at both / and \\: a path saved on Windows names its file here too.
+        file_name = PureWindowsPath(str(source.get("path", ""))).name
         where = source.get("location") or ""
         self.header.setText(mnemonic_safe(f"Top passage \u2014 {file_name}" + (f" \u00b7 {where}" if where else "")))
         self.header.setToolTip(literal(f"{source.get('path', '')}\nClick to open it at {where or 'the start'}."))
