@@ -12,8 +12,17 @@ The machine may be shared, so the two sides run in interleaved pairs (one llama-
 one engine run with greedy sampling and one with the default sampling chain); each pair gives
 a ratio, and the median and the spread of the pairs' ratios are printed.
 
+Micro-model mode (--micro): the bundled model cut to 2 layers (bench/micro_model.py: same
+vocabulary and tokenizer, a decode step of ~0.2 ms on a quiet CPU, the regime of a GPU's
+per-token budget), the engine through the Runtime against a bare llama-cpp-python loop with
+the same sampler chain (llama.cpp's own, penalties included), in interleaved pairs, for each
+thread count. Per token it prints the wall time split into llama_decode, sampling and the
+rest (the engine's bookkeeping), and the decoding thread's CPU time outside llama_decode,
+which a loaded machine does not inflate. No llama-bench needed.
+
     python bench/decode_overhead.py                      # 2 threads, 128 tokens, 10 pairs
     python bench/decode_overhead.py --threads 4 --pairs 20 --tokens 256
+    python bench/decode_overhead.py --micro --threads 1,2 --pairs 5
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -90,7 +100,9 @@ def engine_run(runtime: Runtime, tokens: int, sampling: dict) -> Done:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(bundled_llm_path()))
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", default="2", help="llama.cpp threads (--micro: a comma-separated list)")
+    parser.add_argument("--micro", action="store_true", help="2-layer model against a bare llama-cpp-python loop")
+    parser.add_argument("--micro-path", default=str(Path(tempfile.gettempdir()) / "locus-micro-2L.gguf"))
     parser.add_argument("--tokens", type=int, default=128, help="generated tokens per run (llama-bench -n)")
     parser.add_argument("--pairs", type=int, default=10, help="interleaved runs of each side")
     parser.add_argument("--n-ctx", type=int, default=4096)
@@ -99,6 +111,14 @@ def main() -> int:
     )
     parser.add_argument("--no-build", action="store_true", help="fail instead of building llama-bench")
     args = parser.parse_args()
+    if args.micro:
+        from bench.micro_model import make_micro_model, run_micro
+
+        path = make_micro_model(args.micro_path, source=args.model)
+        threads = [int(t) for t in args.threads.split(",")]
+        run_micro(path, threads, args.tokens, args.pairs, PROMPT, {"greedy": GREEDY, "default": DEFAULT_CHAIN})
+        return 0
+    args.threads = int(args.threads)
 
     tool = require_tool("llama-bench", build=not args.no_build, log=lambda m: print(m, file=sys.stderr))
     runtime = Runtime()
