@@ -198,7 +198,7 @@ def connect(data_dir: Path) -> socket.socket | None:
     holder = lock_holder(data_dir)
     if not holder:
         return None
-    from app.single_instance import socket_paths
+    from app.instance_paths import socket_paths
 
     for path in socket_paths(data_dir):
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

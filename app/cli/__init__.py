@@ -47,8 +47,13 @@ def locus_version() -> str:
         return "0+unknown"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `locus` parser: its options and every command's subparser."""
+# Commands whose module is the only one imported when they are run (the others import engine modules for
+# their choices): `locus ask` handed to the running Locus starts in a fraction of a second.
+QUICK_COMMANDS = {"ask": "chat", "chat": "chat"}
+
+
+def build_parser(modules: tuple[str, ...] = COMMAND_MODULES) -> argparse.ArgumentParser:
+    """The `locus` parser: its options and the subparsers of ``modules``' commands (all by default)."""
     parser = argparse.ArgumentParser(
         prog="locus", description="Locus: a private AI assistant that runs on your own machine."
     )
@@ -58,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick-ask", action="store_true", help="open the quick-ask popup (in the running Locus, or start one with it)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules:
         import_module(f"app.cli.{name}").add_parsers(sub)
     return parser
 
@@ -88,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] and argv[0] in WORKER_FLAGS:
         return run_worker(argv)
-    parser = build_parser()
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser((QUICK_COMMANDS[command],) if command in QUICK_COMMANDS else COMMAND_MODULES)
     args = parser.parse_args(argv)
     if args.quick_ask and args.command is not None:
         parser.error("--quick-ask opens the window's quick ask; it takes no command")

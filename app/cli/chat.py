@@ -88,8 +88,8 @@ def _tool_list(text: str) -> tuple[str, ...]:
 
 
 def run_ask(args: argparse.Namespace) -> int:
-    """`locus ask`: check the question, start the engine, answer it, stop the engine."""
-    from app.services import build_services
+    """`locus ask`: check the question, hand it to the running Locus or start the engine, answer it, stop the
+    engine."""
     from engine.errors import InvalidRequestError
 
     question = read_text(args.question)
@@ -107,6 +107,8 @@ def run_ask(args: argparse.Namespace) -> int:
     handed = _hand_off(args, question)
     if handed is not None:
         return handed
+    from app.services import build_services  # (imports the engine: after the hand-off, which needs none of it)
+
     # "Not saved" holds for the traces too: they keep this answer's timings and token counts, no text.
     services = build_services(record_content=not args.no_history)
     try:

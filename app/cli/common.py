@@ -124,7 +124,9 @@ class Warming:
         try:
             library = self.services.open_library()
             if isinstance(library.embedder, Embedder):
-                _ = library.embedder.info  # starts the worker: torch and the model load
+                # Starts the worker (torch and the model load) and runs it once: its first text costs
+                # more than the next (torch sets itself up), and the question is the next.
+                library.embedder.embed(["Locus"])
         except (EngineError, OSError):
             pass  # the question meets the same problem and says it in words
 
