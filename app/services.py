@@ -86,6 +86,7 @@ def model_config(settings: Settings, override_path: str | None = None, kv_dir: P
         kv_spill_mb=settings.model.conversation_cache_disk_mb,
         kv_cache_type=settings.model.kv_cache_type,
         flash_attention=settings.model.flash_attention,
+        speculative=settings.model.speculative,
     )
 
 

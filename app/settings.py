@@ -102,6 +102,15 @@ class ModelSettings:
         choices=FLASH_ATTENTION,
         label="Flash attention",
     )
+    speculative: str = setting(
+        "prompt_lookup",
+        "Speculative decoding: while one answer is being written, guess its next tokens from "
+        "the text it can copy (the question, the document, the answer so far) and let the model "
+        "check several guesses in one step. The answer is the same; answers that copy code or "
+        "passages come faster. 'off' writes one token a step.",
+        choices=("prompt_lookup", "off"),
+        label="Speculative decoding",
+    )
 
 
 @dataclass(frozen=True)

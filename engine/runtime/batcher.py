@@ -21,6 +21,7 @@ from engine.errors import EngineError, GenerationError
 from engine.runtime.context import NO_ROOM, NativeContext, decode_error
 from engine.runtime.sequence import DECODE, DONE, PREFILL, TRAILING, Sequence
 from engine.runtime.slots import SlotTable
+from engine.runtime.speculative import Speculator
 from engine.runtime.types import Priority
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class Batcher:
         self.prefill_chunk = max(1, prefill_chunk)
         self.active: list[Sequence] = []
         self.steps = 0  # decode calls, for tests and benchmarks
+        self.speculator: Speculator | None = None  # speculative decoding, while one sequence runs alone
 
     @property
     def busy(self) -> bool:
@@ -91,6 +93,11 @@ class Batcher:
                 seq.finish("cancelled")
         self._leave()
         if not self.active:
+            return
+        spec = self.speculator
+        if spec is not None and len(self.active) == 1 and spec.step(self.active[0], self._fail):
+            self.steps += 1
+            self._leave()
             return
         entries = self._fill()
         if not entries:

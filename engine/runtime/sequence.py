@@ -103,6 +103,7 @@ class Sequence:
         self._text_matches_tokens = True
         self._prompt_in_cache = False
         self.n_gen = 0
+        self.drafted = self.accepted = 0  # speculative decoding: draft tokens checked, and kept
         self.submitted_at = submitted_at
         self._t0: float | None = None
         self._t_prompt: float | None = None
@@ -243,6 +244,8 @@ class Sequence:
                 total_s=end - self.submitted_at,
                 finish_reason=reason,
                 model=self._model_name,
+                draft_tokens=self.drafted,
+                accepted_draft_tokens=self.accepted,
             ),
         )
         # After length or cancel, the shown token still goes into the cache, as it would have if

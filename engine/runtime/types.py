@@ -39,6 +39,7 @@ class ModelConfig:
     kv_ram_mb: int = 512  # saved KV states of idle conversations kept in RAM
     kv_spill_dir: str | None = None  # where states pushed out of RAM go (None: they are dropped)
     kv_spill_mb: int = 2048  # the most the spill folder holds
+    speculative: str = "prompt_lookup"  # speculative decoding: "prompt_lookup" or "off" (speculative.MODES)
     kv_cache_type: str = "f16"  # K and V cache elements: f16, q8_0 or q4_0 (kv_cache.KV_CACHE_TYPES)
     flash_attention: str = "auto"  # auto, on or off; a quantized cache needs it
 
@@ -55,6 +56,10 @@ class ModelConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < low or (high and value > high):
                 within = f"from {low} to {high}" if high else f"of at least {low}"
                 raise InvalidRequestError(f"Model setting '{name}' is {value!r}; it must be a whole number {within}.")
+        if self.speculative not in ("off", "prompt_lookup"):
+            raise InvalidRequestError(
+                f"Model setting 'speculative' is {self.speculative!r}; it must be 'prompt_lookup' or 'off'."
+            )
         if self.n_batch < self.n_parallel:  # every running request puts at least one token in each batch
             raise InvalidRequestError(
                 f"Model setting 'n_batch' ({self.n_batch}) must be at least 'n_parallel' ({self.n_parallel})."
@@ -237,6 +242,8 @@ class GenerationStats:
     model: str = ""
     seed: int | None = None
     healed_text: str = ""  # text taken back from the end of a plain prompt and generated again
+    draft_tokens: int = 0  # speculative decoding: guessed tokens checked by the model
+    accepted_draft_tokens: int = 0  # of them, the ones the model would have written anyway
 
 
 # Events ------------------------------------------------------------------------------

@@ -1,0 +1,191 @@
+"""Speculative decoding (prompt lookup) on the real bundled model: the same answers, fewer steps."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from app.services import model_config
+from app.settings import Settings
+from engine.errors import InvalidRequestError
+from engine.runtime.generator import Generator
+from engine.runtime.speculative import PromptLookup, Speculator, verify
+from engine.runtime.types import ChatMessage, Done, GenerationRequest, ModelConfig, SamplingParams
+
+SYSTEM = ChatMessage("system", "You are a helpful assistant.")
+CODE = '''```python
+def fibonacci(n):
+    """Return the n-th Fibonacci number."""
+    if n < 2:
+        return n
+    return fibonacci(n - 1) + fibonacci(n - 2)
+
+
+class Stack:
+    def __init__(self):
+        self.items = []
+
+    def push(self, item):
+        self.items.append(item)
+
+    def pop(self):
+        return self.items.pop()
+```'''
+COPYING = [SYSTEM, ChatMessage("user", "Repeat this code exactly, then explain it briefly:\n\n" + CODE)]
+FREE = [SYSTEM, ChatMessage("user", "Write a short poem about autumn leaves.")]
+GREEDY = dict(temperature=0.0, repeat_penalty=1.0)
+CHAIN = dict(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1, seed=1234)
+
+
+@pytest.fixture(scope="module")
+def gen(model_path):
+    g = Generator(ModelConfig(model_path, n_ctx=1024, n_threads=1, speculative="prompt_lookup"))
+    yield g
+    g.close()
+
+
+def answer(gen: Generator, messages, speculate: bool, max_tokens: int = 120, **sampling) -> tuple[Done, tuple, int]:
+    """(Done, the tokens left in the cache, decode steps) with speculation on or off, from a cold cache."""
+    spec = gen.batcher.speculator
+    assert spec is not None
+    gen.batcher.speculator = spec if speculate else None
+    try:
+        gen.forget_cache()
+        steps = gen.batcher.steps
+        request = GenerationRequest(tuple(messages), SamplingParams(max_tokens=max_tokens, **sampling))
+        done = gen.generate(request, threading.Event(), lambda _event: None)
+        return done, gen.cached_tokens, gen.batcher.steps - steps
+    finally:
+        gen.batcher.speculator = spec
+
+
+def test_greedy_answer_that_copies_is_the_same_token_for_token_in_fewer_steps(gen):
+    plain, plain_tokens, plain_steps = answer(gen, COPYING, False, **GREEDY)
+    fast, fast_tokens, fast_steps = answer(gen, COPYING, True, **GREEDY)
+    assert "self.items.append(item)" in plain.text  # the answer does copy the code
+    assert fast_tokens == plain_tokens
+    assert fast.text == plain.text
+    assert plain.stats.draft_tokens == 0
+    assert fast.stats.accepted_draft_tokens >= 20  # most of the copied code came from drafts
+    assert fast.stats.accepted_draft_tokens <= fast.stats.draft_tokens
+    assert fast_steps < plain_steps - 20
+
+
+def test_greedy_answer_that_copies_nothing_is_the_same_token_for_token(gen):
+    plain, plain_tokens, _ = answer(gen, FREE, False, max_tokens=48, **GREEDY)
+    fast, fast_tokens, _ = answer(gen, FREE, True, max_tokens=48, **GREEDY)
+    assert fast_tokens == plain_tokens
+    assert fast.text == plain.text
+    assert fast.stats.completion_tokens == plain.stats.completion_tokens
+
+
+def test_seeded_sampling_with_the_default_chain_gives_the_plain_answer(gen):
+    # Each position is sampled with the sequence's own chain (penalties, top-k/p, min-p,
+    # temperature, its seeded random stream) in the order plain decoding samples them.
+    plain, plain_tokens, _ = answer(gen, COPYING, False, max_tokens=64, **CHAIN)
+    fast, fast_tokens, _ = answer(gen, COPYING, True, max_tokens=64, **CHAIN)
+    assert fast.stats.draft_tokens > 0 and fast.stats.accepted_draft_tokens > 0
+    assert fast_tokens == plain_tokens
+    assert fast.text == plain.text and fast.text.strip()
+    # the cache holds the answer and nothing of a rejected draft
+    home = next(s for s in gen.batcher.slots.slots if s.tokens and tuple(s.tokens) == fast_tokens)
+    assert gen.ctx.last_position(home.seq_id) + 1 == len(fast_tokens)
+
+
+def test_speculation_is_off_while_several_sequences_run(gen):
+    gen.forget_cache()
+    spec = gen.batcher.speculator
+    assert spec is not None
+    seqs = [
+        gen.sequence(request, threading.Event(), lambda _event: None)
+        for request in [GenerationRequest(tuple(COPYING), SamplingParams(max_tokens=24, **GREEDY)) for _ in range(2)]
+    ]
+    for seq in seqs:
+        assert gen.batcher.admit(seq)
+    before = spec.stats.steps
+    while all(s.done is None for s in seqs):
+        gen.batcher.step()
+    assert spec.stats.steps == before  # both ran the whole time: no speculative step
+    while gen.batcher.busy:
+        gen.batcher.step()
+
+
+def test_the_setting_reaches_the_engine(model_path):
+    settings = Settings().with_value("model.speculative", "off")
+    assert model_config(settings).speculative == "off"
+    assert model_config(Settings()).speculative == "prompt_lookup"
+    with pytest.raises(InvalidRequestError, match="speculative"):
+        ModelConfig(model_path, speculative="sometimes")
+    off = Generator(ModelConfig(model_path, n_ctx=256, speculative="off"))
+    try:
+        assert off.batcher.speculator is None
+    finally:
+        off.close()
+
+
+def test_prompt_lookup_drafts_what_followed_the_latest_match():
+    lookup = PromptLookup(n_min=2, n_max=3)
+    lookup.extend([1, 2, 3, 4, 9, 2, 3])
+    assert lookup.draft(5) == [4, 9, 2, 3]  # "2 3" came before, followed by 4 9 2 3
+    lookup.extend([1, 2, 3, 4, 9, 2, 3, 7, 8, 1, 2, 3])
+    assert lookup.draft(3) == [4, 9, 2]  # the longest n-gram first: "1 2 3", not "2 3" (before 7)
+    lookup.extend([1, 2, 3, 4, 9, 2, 3, 7, 8, 1, 2, 3, 7])
+    assert lookup.draft(2) == [8, 1]  # the latest occurrence: "2 3 7"
+    lookup.extend([1, 2, 3, 4, 9, 2, 3, 7, 8, 1, 2, 3, 7, 6, 6])
+    assert lookup.draft(4) == []  # "3 6 6" and "6 6" occurred nowhere before
+
+
+def test_draft_length_grows_when_kept_and_backs_off_after_misses(gen):
+    spec = Speculator(gen.ctx, k_max=16, k_start=4)
+    spec._adapt(4, 4)
+    assert spec._k == 8
+    for _ in range(3):
+        spec._adapt(spec._k, 0)
+    assert spec._k == 1 and spec._pause == 4  # three misses: a pause, then one-token drafts
+
+
+def test_acceptance_rule_keeps_the_target_distribution():
+    """The verification step, on a synthetic target: a Markov chain over 4 tokens and a fixed draft.
+
+    The distribution of the first three tokens out of ``verify`` must be that of sampling the
+    chain directly, whatever the draft (one the target likes, one it dislikes).
+    """
+    p = np.array([[0.1, 0.6, 0.2, 0.1], [0.3, 0.1, 0.5, 0.1], [0.25, 0.25, 0.25, 0.25], [0.7, 0.1, 0.1, 0.1]])
+    n = 40000
+
+    def plain(rng) -> tuple[int, ...]:
+        out, prev = [], 0
+        for _ in range(3):
+            prev = int(rng.choice(4, p=p[prev]))
+            out.append(prev)
+        return tuple(out)
+
+    def speculative(rng, draft: list[int]) -> tuple[int, ...]:
+        out: list[int] = []
+        while len(out) < 3:
+            context = list(out)  # the draft is checked against what the target says after each prefix
+
+            def sample_at(i: int, context: list[int] = context) -> int:
+                prev = ([0, *context, *draft])[len(context) + i]
+                return int(rng.choice(4, p=p[prev]))
+
+            def take(tok: int, _hit: bool) -> bool:
+                out.append(tok)
+                return len(out) >= 3
+
+            verify(sample_at, draft[: 3 - len(context)], take)
+        return tuple(out[:3])
+
+    def histogram(samples) -> np.ndarray:
+        counts = np.zeros(64)
+        for a, b, c in samples:
+            counts[a * 16 + b * 4 + c] += 1
+        return counts / len(samples)
+
+    rng = np.random.default_rng(7)
+    reference = histogram([plain(rng) for _ in range(n)])
+    for draft in ([1, 2, 0], [3, 3, 3]):
+        got = histogram([speculative(rng, draft) for _ in range(n)])
+        assert 0.5 * np.abs(got - reference).sum() < 0.03  # total variation; sampling noise is ~0.015
