@@ -141,6 +141,7 @@ class RemoteEmbedder:
                 "No model is set for the embedding server.",
                 hint="Enter the model the server embeds with in Settings › Documents.",
             )
+        api_key = (api_key or "").strip() or None  # spaces pasted around a key would make the header illegal
         if api_key and not (api_key.isascii() and api_key.isprintable()):
             raise EmbeddingServerError(
                 "The embedding server's API key holds characters that cannot be sent "

@@ -517,3 +517,12 @@ def test_a_server_that_trickles_its_headers_meets_the_timeout():
         stop.set()
         thread.join()
         listener.close()
+
+
+def test_spaces_pasted_around_a_key_are_left_out():
+    server = scripted(ok)
+    try:
+        remote(server.url, api_key=" sk-Q7zzk \n", retries=0).embed(["a"])
+        assert server.requests[0]["headers"]["Authorization"] == "Bearer sk-Q7zzk"
+    finally:
+        server.stop()
