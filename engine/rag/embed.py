@@ -29,6 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from engine.errors import EngineError
+from engine.rag.embed_batches import choose_batch_size, encode_sorted
 from engine.rag.ipc import EOF_MARK, WorkerProcess, command_for, read_message, reply_safely, worker_streams
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class EmbedderInfo:
     device: str  # "cuda", "mps" or "cpu"
     dtype: str  # "float16" on CUDA, else "float32"
     max_tokens: int
+    batch_size: int = 0  # texts the worker embeds at once (embed_batches.choose_batch_size); 0: not a local model
+    overlap: bool = False  # whether the next batch is tokenized while the device runs the current one
 
 
 class TextEmbedder(Protocol):
@@ -109,16 +112,28 @@ class Embedder:
 
     ``embed`` returns unit-length float32 rows. The first call starts the worker, which
     imports torch and loads the model (seconds). One request runs at a time; a question
-    asked during indexing waits at most for the batch in progress.
+    asked during indexing waits at most for the request in progress.
+
+    ``batch_size``: texts per batch, None to let the device decide (embed_batches.choose_batch_size:
+    32 on a CPU, up to 512 on CUDA); ``overlap``: tokenize the next batch during the current one,
+    None for on a GPU and off on a CPU. ``info`` says what the worker chose.
     """
 
     def __init__(
-        self, model_path: str | Path, name: str, *, device: str = "auto", batch_size: int = 32, timeout_s: float = 600.0
+        self,
+        model_path: str | Path,
+        name: str,
+        *,
+        device: str = "auto",
+        batch_size: int | None = None,
+        overlap: bool | None = None,
+        timeout_s: float = 600.0,
     ):
         self.model_path = Path(model_path)
         self.name = name
         self.device = device
         self.batch_size = batch_size
+        self.overlap = overlap
         self.timeout_s = timeout_s
         self._worker: WorkerProcess | None = None
         self._info: EmbedderInfo | None = None
@@ -150,12 +165,19 @@ class Embedder:
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed([text])[0]
 
+    @property
+    def request_size(self) -> int:
+        """How many texts one ``embed`` call should carry to fill the device: the worker's batch size once
+        it has started, else 0 (unknown)."""
+        return self._info.batch_size if self._info is not None else 0
+
     def _request(self, message):
         with self._lock:
             if self._worker is None or self._worker.process.poll() is not None:
                 command = command_for("engine.rag.embed", "--embed-worker")
+                overlap = "auto" if self.overlap is None else str(int(self.overlap))
                 self._worker = WorkerProcess(
-                    [*command, str(self.model_path.absolute()), self.device, str(self.batch_size)],
+                    [*command, str(self.model_path.absolute()), self.device, str(self.batch_size or 0), overlap],
                     oom_score_adj=OOM_SCORE_ADJ,
                 )
             worker = self._worker
@@ -196,14 +218,17 @@ class Embedder:
                 self._worker = None
 
 
-def serve(model_path: str, device: str, batch_size: int) -> None:
-    """The embedding worker: load the model on the first request, then answer requests until EOF."""
+def serve(model_path: str, device: str, batch_size: int, overlap: str = "auto") -> None:
+    """The embedding worker: load the model on the first request, then answer requests until EOF.
+
+    ``batch_size`` 0 lets the device decide; ``overlap`` "1", "0" or "auto" (on a GPU only).
+    """
     requests, replies = worker_streams()
 
     def failed(exc: BaseException):
         return "error", EmbeddingError("The embedding model's answer could not be sent.", detail=repr(exc))
 
-    model, info = None, None
+    model, info = None, EmbedderInfo("", 0, device, "", 0)  # info: what _load_model reports, once loaded
     while True:
         try:
             message = read_message(requests)
@@ -213,18 +238,12 @@ def serve(model_path: str, device: str, batch_size: int) -> None:
             return
         try:
             if model is None:
-                model, info = _load_model(model_path, device)
+                model, info = _load_model(model_path, device, batch_size, overlap)
+            reply: tuple[str, object]
             if message[0] == "info":
                 reply = ("ok", info)
             else:
-                vectors = model.encode(
-                    message[1],
-                    batch_size=batch_size,
-                    normalize_embeddings=True,
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                )
-                reply = ("ok", np.asarray(vectors, dtype=np.float32))
+                reply = ("ok", _encode(model, message[1], info))
         except EmbeddingError as exc:
             reply = ("error", exc)
         except Exception as exc:  # noqa: BLE001 - reported to the caller, the worker keeps serving
@@ -236,7 +255,45 @@ def serve(model_path: str, device: str, batch_size: int) -> None:
             return
 
 
-def _load_model(model_path: str, requested: str):
+def _encode(model, texts: list[str], info: EmbedderInfo) -> np.ndarray:
+    """Unit-length float32 rows for texts, in their order: sorted by length into batches of info.batch_size,
+    each tokenized (the next one in a thread when info.overlap) and run through the model."""
+    import torch
+    from sentence_transformers.util import batch_to_device
+
+    device = model.device
+
+    def run(features) -> np.ndarray:
+        with torch.inference_mode():
+            vectors = model(batch_to_device(features, device))["sentence_embedding"]
+            vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
+            return vectors.float().cpu().numpy()
+
+    tokenize = getattr(model, "preprocess", None) or model.tokenize  # (tokenize: sentence-transformers < 6)
+    return encode_sorted(texts, info.batch_size, tokenize, run, overlap=info.overlap)
+
+
+def _batch_plan(model, device: str, dtype: str, batch_size: int, overlap: str) -> tuple[int, bool]:
+    """(batch size, overlap) for this model on this device: as asked, or chosen by the device."""
+    if batch_size <= 0:
+        free = None
+        if device == "cuda":
+            import torch
+
+            free = int(torch.cuda.mem_get_info()[0])
+        config = getattr(getattr(model[0], "auto_model", None), "config", None)
+        batch_size = choose_batch_size(
+            device,
+            max_tokens=int(model.max_seq_length),
+            hidden_size=int(getattr(config, "hidden_size", 0) or 1024),
+            n_heads=int(getattr(config, "num_attention_heads", 0) or 16),
+            free_bytes=free,
+            dtype_bytes=2 if dtype == "float16" else 4,
+        )
+    return batch_size, (device != "cpu" if overlap == "auto" else overlap == "1")
+
+
+def _load_model(model_path: str, requested: str, batch_size: int = 0, overlap: str = "auto"):
     try:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as transformers_logging
@@ -248,6 +305,7 @@ def _load_model(model_path: str, requested: str):
         model = SentenceTransformer(model_path, device=device, local_files_only=True)
         if dtype == "float16":
             model.half()
+        model.eval()
     except Exception as exc:  # noqa: BLE001 - any failure here means no embeddings
         raise EmbeddingError(
             f"The embedding model at '{model_path}' could not be loaded.", detail=f"{type(exc).__name__}: {exc}"
@@ -255,8 +313,11 @@ def _load_model(model_path: str, requested: str):
     dimension = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
     if dimension is None or model.max_seq_length is None:
         raise EmbeddingError(f"The embedding model at '{model_path}' does not say how long its vectors or inputs are.")
-    info = EmbedderInfo(Path(model_path).name, int(dimension), device, dtype, int(model.max_seq_length))
-    log.info("embedder %s on %s (%s)", model_path, device, dtype)
+    size, overlapped = _batch_plan(model, device, dtype, batch_size, overlap)
+    info = EmbedderInfo(
+        Path(model_path).name, int(dimension), device, dtype, int(model.max_seq_length), size, overlapped
+    )
+    log.info("embedder %s on %s (%s), batches of %d", model_path, device, dtype, size)
     return model, info
 
 
@@ -265,4 +326,4 @@ if __name__ == "__main__":
     # EmbeddingError) are engine.rag.embed's and the app can unpickle them.
     from engine.rag.embed import serve as _serve
 
-    _serve(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    _serve(sys.argv[1], sys.argv[2], int(sys.argv[3]), *sys.argv[4:5])

@@ -428,7 +428,7 @@ class Indexer:
                     failures.append(parsed)
                 else:
                     pending.append(parsed)
-                    if sum(len(w.chunks) for w in pending) >= EMBED_BATCH:
+                    if sum(len(w.chunks) for w in pending) >= max(EMBED_BATCH, self._embed_request_size()):
                         break
             if pending:
                 batch, pending = pending, []
@@ -550,6 +550,10 @@ class Indexer:
             self._announce(job, record)
             spans.finish_index_file(item.span, record, error=item.error)
         return sum(1 for r in records if r.status in ("failed", "skipped"))
+
+    def _embed_request_size(self) -> int:
+        """Chunks the embedder takes at once to fill its device (a GPU's batch is larger); 0 when unknown."""
+        return int(getattr(self.embedder, "request_size", 0) or 0)
 
     def _embed_and_write(self, job: IndexJob, batch: list[_Work], counters: _Counters) -> None:
         """Embed a batch of documents' chunks, then write them (one commit for all their chunks, one
