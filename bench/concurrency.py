@@ -20,6 +20,13 @@ a time, as before this issue) and "fcfs" (arrival order, one at a time).
 
     python bench/concurrency.py                 # full run (several minutes on 2 cores)
     python bench/concurrency.py --quick         # 1, 2, 4 streams, shorter answers, fewer questions
+    python bench/concurrency.py --per-stream    # bookkeeping per stream and step, 1..32 streams (no reference)
+
+Per stream (--per-stream): 1, 4, 8, 16 and 32 streams run in one Generator (no runtime thread)
+on the 2-layer micro model of bench/micro_model.py (--model to change it), and the CPU time the
+decoding thread spends per step outside llama_decode (batch filling, sampling, detokenizing,
+events, leaving) is divided by the number of streams: what grows with the streams shows as a
+per-stream figure that does not fall. CPU time, so a loaded machine inflates it little.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -227,6 +235,46 @@ def latency(args) -> None:
         )
 
 
+def per_stream(model: str, threads: int, counts=(1, 4, 8, 16, 32), tokens: int = 48) -> None:
+    """CPU µs per stream and step outside llama_decode, greedy and the default chain (see the docstring)."""
+    from engine.runtime.generator import Generator
+
+    greedy = SamplingParams(temperature=0.0, repeat_penalty=1.0, max_tokens=tokens)
+    chain = SamplingParams(seed=1, max_tokens=tokens)
+    plain = {"speculative": "off"} if "speculative" in ModelConfig.__dataclass_fields__ else {}
+    print(f"bookkeeping per stream and step, CPU µs outside llama_decode ({Path(model).name}, {threads} threads)")
+    print(f"{'streams':>7} | {'greedy':>7} {'default chain':>13} | {'decode µs/step':>14}")
+    for n in counts:
+        gen = Generator(ModelConfig(model, n_ctx=max(2048, n * 160), n_threads=threads, n_parallel=n, **plain))
+        in_decode = [0.0, 0]
+        decode_batch = gen.ctx.decode_batch
+
+        def timed(decode_batch=decode_batch, in_decode=in_decode) -> int:
+            start = time.thread_time()
+            rc = decode_batch()
+            in_decode[0] += time.thread_time() - start
+            in_decode[1] += 1
+            return rc
+
+        gen.ctx.decode_batch = timed  # type: ignore[method-assign]
+        row = []
+        for sampling in (greedy, chain):
+            for i in range(n):
+                request = GenerationRequest((ChatMessage("user", f"Write story number {i} about a cat."),), sampling)
+                assert gen.batcher.admit(gen.sequence(request, threading.Event(), lambda e: None))
+            while any(s.phase == "prefill" for s in gen.batcher.active):
+                gen.batcher.step()
+            in_decode[:] = [0.0, 0]
+            start = time.thread_time()
+            while gen.batcher.busy:
+                gen.batcher.step()
+            outside = time.thread_time() - start - in_decode[0]
+            row.append((outside / max(1, in_decode[1]) / n * 1e6, in_decode[0] / max(1, in_decode[1]) * 1e6))
+            gen.forget_cache()
+        gen.close()
+        print(f"{n:>7} | {row[0][0]:>7.1f} {row[1][0]:>13.1f} | {row[0][1]:>14.0f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(bundled_llm_path()))
@@ -240,7 +288,16 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1, 2, 4 streams of 48 tokens; 8 questions, 3 summaries")
     parser.add_argument("--no-reference", action="store_true", help="skip llama-batched-bench")
     parser.add_argument("--only", choices=("throughput", "latency"))
+    parser.add_argument("--per-stream", action="store_true", help="bookkeeping per stream and step (micro model)")
     args = parser.parse_args()
+    if args.per_stream:
+        from bench.micro_model import make_micro_model
+
+        model = args.model
+        if model == str(bundled_llm_path()):
+            model = str(make_micro_model(Path(tempfile.gettempdir()) / "locus-micro-2L.gguf"))
+        per_stream(model, args.threads)
+        return 0
     args.tokens = args.tokens or (48 if args.quick else 128)
     args.questions = args.questions or (8 if args.quick else 20)
     args.summary_tokens = args.summary_tokens or (96 if args.quick else 256)
