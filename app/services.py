@@ -86,7 +86,10 @@ def model_config(settings: Settings, override_path: str | None = None, kv_dir: P
         kv_spill_mb=settings.model.conversation_cache_disk_mb,
         kv_cache_type=settings.model.kv_cache_type,
         flash_attention=settings.model.flash_attention,
-        speculative=settings.model.speculative,
+        speculative="prompt_lookup"
+        if settings.model.speculative == "draft" and not settings.model.draft_model
+        else settings.model.speculative,
+        draft_model=settings.model.draft_model or None,
     )
 
 

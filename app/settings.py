@@ -107,9 +107,16 @@ class ModelSettings:
         "Speculative decoding: while one answer is being written, guess its next tokens from "
         "the text it can copy (the question, the document, the answer so far) and let the model "
         "check several guesses in one step. The answer is the same; answers that copy code or "
-        "passages come faster. 'off' writes one token a step.",
-        choices=("prompt_lookup", "off"),
+        "passages come faster. 'draft' guesses with a small draft model of the same vocabulary "
+        "(Draft model; without one, prompt lookup is used). 'off' writes one token a step.",
+        choices=("prompt_lookup", "draft", "off"),
         label="Speculative decoding",
+    )
+    draft_model: str = setting(
+        "",
+        "GGUF file of a small model with the same vocabulary as the model, for speculative decoding 'draft'.",
+        label="Draft model",
+        widget="gguf_file",
     )
 
 

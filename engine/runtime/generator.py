@@ -29,7 +29,7 @@ from engine.runtime.native import NativeModel, default_threads
 from engine.runtime.sampler import SamplerChain
 from engine.runtime.sequence import Emit, Prompt, Sequence
 from engine.runtime.slots import SlotTable
-from engine.runtime.speculative import Speculator
+from engine.runtime.speculative import speculator
 from engine.runtime.types import ChatMessage, Done, GenerationRequest, ModelConfig, ModelInfo
 from engine.tools.base import ToolSpec
 from engine.tools.grammar import ToolPlan, plan_tools
@@ -81,8 +81,8 @@ class Generator:
             max_active=max_active or config.n_parallel,
             prefill_chunk=64 if config.n_gpu_layers == 0 else 256,
         )
-        if config.speculative == "prompt_lookup" and not self.model.one_state_per_sequence:
-            self.batcher.speculator = Speculator(self.ctx)  # a recurrent state cannot drop rejected drafts
+        if config.speculative != "off" and not self.model.one_state_per_sequence:  # (a state cannot roll back)
+            self.batcher.speculator = speculator(config, self.model, self.ctx, n_threads)
         self._trim_start: OrderedDict[str, int] = OrderedDict()
         self._pieces: PieceIndex | None = None  # the vocabulary by prefix, for token healing
         self._plans: OrderedDict[int, ToolPlan | None] = OrderedDict()
@@ -292,6 +292,8 @@ class Generator:
         self.slots.clear()
 
     def close(self) -> None:
+        if self.batcher.speculator is not None:
+            self.batcher.speculator.close()
         self.store.close()
         self.ctx.close()
         self.model.close()

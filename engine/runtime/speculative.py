@@ -37,11 +37,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from engine.errors import EngineError, GenerationError
+from engine.errors import EngineError, GenerationError, ModelLoadError
 from engine.runtime.context import NO_ROOM, NativeContext, decode_error
+from engine.runtime.native import NativeModel
 from engine.runtime.sequence import DECODE, Sequence
+from engine.runtime.types import ModelConfig
 
 if TYPE_CHECKING:
     from engine.runtime.slots import Slot
@@ -66,6 +68,14 @@ def verify(sample_at: Callable[[int], int], draft: list[int], take: Callable[[in
         if take(tok, hit) or not hit:
             return i
     raise AssertionError("unreachable")  # position len(draft) is never a hit
+
+
+class Drafter(Protocol):
+    """Where drafts come from."""
+
+    def propose(self, tokens: list[int], pending: int, k: int) -> list[int]: ...
+
+    def close(self) -> None: ...
 
 
 class PromptLookup:
@@ -97,6 +107,18 @@ class PromptLookup:
                 index[tuple(hist[p - n : p])] = p
         self._indexed = len(hist)
 
+    def propose(self, tokens: list[int], pending: int, k: int) -> list[int]:
+        """Up to ``k`` tokens to follow ``tokens`` (those in the cache) and ``pending`` (sampled, not yet in)."""
+        self.extend(tokens)
+        self.history.append(pending)  # the pending token is the history's end for the lookup
+        try:
+            return self.draft(k)
+        finally:
+            self.history.pop()
+
+    def close(self) -> None:
+        pass
+
     def draft(self, k: int) -> list[int]:
         """Up to ``k`` tokens that may follow the history (none when its ending occurred nowhere before)."""
         hist = self.history
@@ -124,13 +146,16 @@ class Stats:
 class Speculator:
     """The speculative step for the batcher: used when exactly one sequence is decoding."""
 
-    def __init__(self, ctx: NativeContext, *, k_max: int = 16, k_start: int = 8):
+    def __init__(
+        self, ctx: NativeContext, drafter: Drafter | None = None, *, k_max: int = 16, k_start: int = 8
+    ) -> None:
         self.ctx = ctx
+        self._new_lookup = drafter is None  # prompt lookup starts a fresh index for each sequence
+        self.drafter: Drafter = drafter if drafter is not None else PromptLookup()
         self.k_max = max(1, min(k_max, ctx.n_batch - 1))
         self.k_start = max(1, min(k_start, self.k_max))
         self.stats = Stats()
         self._seq: Sequence | None = None
-        self._lookup = PromptLookup()
         self._k = self.k_start
         self._misses = 0  # drafts in a row of which nothing was kept
         self._pause = 0  # steps left without drafting
@@ -139,7 +164,8 @@ class Speculator:
     def _follow(self, seq: Sequence) -> None:
         if seq is not self._seq:
             self._seq = seq
-            self._lookup = PromptLookup()
+            if self._new_lookup:
+                self.drafter = PromptLookup()
             self._k, self._misses, self._pause, self._backoff = self.k_start, 0, 0, 4
 
     def _adapt(self, drafted: int, kept: int) -> None:
@@ -147,7 +173,7 @@ class Speculator:
         if kept == drafted:
             self._k = min(self.k_max, self._k * 2)
         else:
-            self._k = max(1, min(self._k, kept + 2))
+            self._k = max(1, min(self._k, kept + 1))
         if kept:
             self._misses, self._backoff = 0, 4
             return
@@ -168,13 +194,7 @@ class Speculator:
         room = min(self._k, seq.cells - pos - 1, seq.max_new - seq.n_gen - 1, self.ctx.n_batch - 1)
         if room <= 0:
             return False
-        lookup = self._lookup
-        lookup.extend(slot.tokens)
-        lookup.history.append(seq.pending)  # the pending token is the history's end for the lookup
-        try:
-            draft = lookup.draft(room)
-        finally:
-            lookup.history.pop()
+        draft = self.drafter.propose(slot.tokens, seq.pending, room)
         if not draft:
             return False
         return self._run(seq, slot, pos, draft, fail)
@@ -224,3 +244,73 @@ class Speculator:
         seq.accepted += kept
         self._adapt(len(draft), kept)
         return True
+
+    def close(self) -> None:
+        self.drafter.close()
+
+
+class DraftModel:
+    """Drafts with a second, smaller model of the same vocabulary: its greedy continuation.
+
+    It keeps its own context with the sequence's tokens; each proposal removes what no longer
+    agrees with them (the last rejected draft), evaluates what is new, then decodes ``k`` tokens
+    one by one. The bundled model can serve as its own draft, which checks the plumbing (every
+    draft is kept) but is no faster: the draft costs as much as the target.
+    """
+
+    def __init__(self, path: str, target: NativeModel, *, n_ctx: int, n_threads: int, n_gpu_layers: int = 0):
+        self.model = NativeModel(path, n_gpu_layers=n_gpu_layers)
+        try:
+            if self.model.n_vocab != target.n_vocab or self.model.one_state_per_sequence:
+                raise ModelLoadError(
+                    f"The draft model '{path}' cannot draft for this model: "
+                    + (
+                        "its vocabulary differs."
+                        if self.model.n_vocab != target.n_vocab
+                        else "its state cannot be rolled back."
+                    ),
+                    hint="Choose a smaller model of the same family, or set speculative decoding to prompt_lookup.",
+                )
+            self.ctx = NativeContext(self.model, n_ctx=n_ctx, n_threads=n_threads, n_batch=512, n_seq_max=1)
+        except BaseException:
+            self.model.close()
+            raise
+        self.tokens: list[int] = []  # what its cache holds
+
+    def propose(self, tokens: list[int], pending: int, k: int) -> list[int]:
+        ctx, have = self.ctx, self.tokens
+        want = len(tokens) + 1
+        n = 0
+        limit = min(len(have), want - 1)  # the last token is evaluated again, for its logits
+        while n < limit and have[n] == (tokens[n] if n < len(tokens) else pending):
+            n += 1
+        if n < len(have):
+            ctx.remove_from(n)
+            del have[n:]
+        while len(have) < want:
+            start = len(have)
+            chunk = [*tokens[start : start + ctx.n_batch], pending][: min(ctx.n_batch, want - start)]
+            ctx.decode(chunk, start)
+            have.extend(chunk)
+        out: list[int] = []
+        while True:
+            tok = int(ctx.logits_row(-1).argmax())
+            out.append(tok)
+            if len(out) >= k or len(have) + 1 >= ctx.n_ctx:
+                return out
+            ctx.decode([tok], len(have))
+            have.append(tok)
+
+    def close(self) -> None:
+        self.ctx.close()
+        self.model.close()
+
+
+def speculator(config: ModelConfig, model: NativeModel, ctx: NativeContext, n_threads: int) -> Speculator:
+    """The speculator the model's settings ask for (``config.speculative`` is not "off")."""
+    if config.speculative == "draft" and config.draft_model:
+        drafter = DraftModel(
+            config.draft_model, model, n_ctx=ctx.n_ctx, n_threads=n_threads, n_gpu_layers=config.n_gpu_layers
+        )
+        return Speculator(ctx, drafter)
+    return Speculator(ctx)

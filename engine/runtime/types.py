@@ -39,7 +39,8 @@ class ModelConfig:
     kv_ram_mb: int = 512  # saved KV states of idle conversations kept in RAM
     kv_spill_dir: str | None = None  # where states pushed out of RAM go (None: they are dropped)
     kv_spill_mb: int = 2048  # the most the spill folder holds
-    speculative: str = "prompt_lookup"  # speculative decoding: "prompt_lookup" or "off" (speculative.MODES)
+    speculative: str = "prompt_lookup"  # speculative decoding: "prompt_lookup", "draft" or "off"
+    draft_model: str | None = None  # with "draft": a GGUF of the same vocabulary that drafts
     kv_cache_type: str = "f16"  # K and V cache elements: f16, q8_0 or q4_0 (kv_cache.KV_CACHE_TYPES)
     flash_attention: str = "auto"  # auto, on or off; a quantized cache needs it
 
@@ -56,10 +57,12 @@ class ModelConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < low or (high and value > high):
                 within = f"from {low} to {high}" if high else f"of at least {low}"
                 raise InvalidRequestError(f"Model setting '{name}' is {value!r}; it must be a whole number {within}.")
-        if self.speculative not in ("off", "prompt_lookup"):
+        if self.speculative not in ("off", "prompt_lookup", "draft"):
             raise InvalidRequestError(
-                f"Model setting 'speculative' is {self.speculative!r}; it must be 'prompt_lookup' or 'off'."
+                f"Model setting 'speculative' is {self.speculative!r}; it must be 'prompt_lookup', 'draft' or 'off'."
             )
+        if self.speculative == "draft" and not self.draft_model:
+            raise InvalidRequestError("Speculative decoding with a draft model needs the draft model's file.")
         if self.n_batch < self.n_parallel:  # every running request puts at least one token in each batch
             raise InvalidRequestError(
                 f"Model setting 'n_batch' ({self.n_batch}) must be at least 'n_parallel' ({self.n_parallel})."

@@ -11,7 +11,7 @@ from app.services import model_config
 from app.settings import Settings
 from engine.errors import InvalidRequestError
 from engine.runtime.generator import Generator
-from engine.runtime.speculative import PromptLookup, Speculator, verify
+from engine.runtime.speculative import DraftModel, PromptLookup, Speculator, verify
 from engine.runtime.types import ChatMessage, Done, GenerationRequest, ModelConfig, SamplingParams
 
 SYSTEM = ChatMessage("system", "You are a helpful assistant.")
@@ -112,12 +112,30 @@ def test_speculation_is_off_while_several_sequences_run(gen):
         gen.batcher.step()
 
 
+def test_a_draft_model_gives_the_plain_greedy_answer(model_path):
+    # The bundled model as its own draft: a plumbing check (every draft should be kept), not a speedup.
+    drafting = Generator(ModelConfig(model_path, n_ctx=1024, n_threads=1, speculative="draft", draft_model=model_path))
+    try:
+        assert isinstance(drafting.batcher.speculator.drafter, DraftModel)
+        _, plain_tokens, plain_steps = answer(drafting, FREE, False, max_tokens=48, **GREEDY)
+        fast, fast_tokens, fast_steps = answer(drafting, FREE, True, max_tokens=48, **GREEDY)
+        assert fast_tokens == plain_tokens
+        assert fast.stats.accepted_draft_tokens >= 0.9 * fast.stats.draft_tokens > 0
+        assert fast_steps < plain_steps // 2
+    finally:
+        drafting.close()
+
+
 def test_the_setting_reaches_the_engine(model_path):
     settings = Settings().with_value("model.speculative", "off")
     assert model_config(settings).speculative == "off"
     assert model_config(Settings()).speculative == "prompt_lookup"
     with pytest.raises(InvalidRequestError, match="speculative"):
         ModelConfig(model_path, speculative="sometimes")
+    drafting = Settings().with_value("model.speculative", "draft").with_value("model.draft_model", model_path)
+    assert (model_config(drafting).speculative, model_config(drafting).draft_model) == ("draft", model_path)
+    no_draft = Settings().with_value("model.speculative", "draft")  # no draft model chosen: prompt lookup
+    assert model_config(no_draft).speculative == "prompt_lookup"
     off = Generator(ModelConfig(model_path, n_ctx=256, speculative="off"))
     try:
         assert off.batcher.speculator is None
