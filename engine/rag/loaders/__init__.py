@@ -170,7 +170,8 @@ _CODE_NAMES = {"makefile": "make", "dockerfile": "dockerfile", "cmakelists.txt":
 SUPPORTED_SUFFIXES = frozenset(_KINDS) | frozenset(CODE_LANGUAGES)
 SUPPORTED_HINT = (
     "Supported: PDF, Word (.docx), OpenDocument text (.odt), EPUB, PowerPoint (.pptx), Excel (.xlsx), CSV, "
-    "e-mail (.eml, .mbox), HTML, plain text, Markdown, reStructuredText and source code."
+    "e-mail (.eml, .mbox), HTML, plain text, Markdown, reStructuredText, source code, and images (PNG, JPEG, "
+    "TIFF) and scanned PDFs read by OCR when it is on."
 )
 _IO_REPARSE_TAG_MOUNT_POINT = 0xA0000003  # a Windows junction
 SKIPPED_DIRS = frozenset(

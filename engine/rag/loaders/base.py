@@ -116,7 +116,7 @@ class WrongFormat(DocumentError):
     def __init__(self, message: str, *, kind: str | None = None, hint: str | None = None, detail: str | None = None):
         super().__init__(message, hint=hint, detail=detail)
         if kind:  # an instance attribute, so it survives pickling across the worker boundary
-            self.status = f"not a {kind} file"
+            self.status = f"not {'an' if kind[:1] in 'aeiou' else 'a'} {kind} file"
 
 
 class CorruptDocument(DocumentError):

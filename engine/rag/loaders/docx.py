@@ -2,47 +2,18 @@
 
 from __future__ import annotations
 
-import io
-import zipfile
 from pathlib import Path
-from xml.etree import ElementTree
 
-from engine.rag.loaders.base import (
-    CorruptDocument,
-    LoadedDocument,
-    PasswordProtected,
-    Section,
-    TooLarge,
-    WrongFormat,
-    split_long,
-)
+from engine.rag.loaders.base import LoadedDocument, Section, split_long
+from engine.rag.loaders.package import Package
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
-_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the container of encrypted .docx files and of old .doc
 
 
 def load_docx(path: Path, data: bytes, max_bytes: int) -> LoadedDocument:
     name = path.name
-    if data.startswith(_OLE_MAGIC) and "EncryptedPackage".encode("utf-16-le") in data:
-        raise PasswordProtected(
-            f"'{name}' is password protected; Locus cannot read it without the password.",
-            hint="Save an unprotected copy and index that instead.",
-        )
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            if archive.getinfo("word/document.xml").file_size > max_bytes:  # a zip bomb, or absurdly large
-                raise TooLarge(f"'{name}' unpacks to more than {max_bytes / 2**20:.0f} MB of text markup.")
-            xml = archive.read("word/document.xml")
-    except (zipfile.BadZipFile, KeyError) as exc:
-        raise WrongFormat(
-            f"'{name}' is not a Word (.docx) document, whatever its name says.", kind="docx", detail=str(exc)
-        ) from exc
-    except (zipfile.LargeZipFile, NotImplementedError, OSError, EOFError, ValueError) as exc:
-        raise CorruptDocument(f"'{name}' is a damaged Word document.", detail=repr(exc)) from exc
-    try:
-        root = ElementTree.fromstring(xml)
-    except ElementTree.ParseError as exc:
-        raise CorruptDocument(f"'{name}' is a damaged Word document.", detail=str(exc)) from exc
+    package = Package(name, data, max_bytes, kind="docx", label="Word (.docx) document")
+    root = package.xml("word/document.xml")
     sections: list[Section] = []
     heading: str | None = None
     paragraphs: list[str] = []

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import email
 import email.policy
+import mimetypes
 import re
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -42,11 +43,11 @@ ParseAttachment = Callable[[str, bytes, int], LoadedDocument]
 def load_eml(path: Path, data: bytes, parse: ParseAttachment, depth: int = 0) -> LoadedDocument:
     message = _message(data)
     if not _looks_like_mail(message):
-        raise WrongFormat(f"'{path.name}' is not an e-mail message, whatever its name says.", kind="email")
-    skipped: list[str] = []
-    sections = _message_sections(message, None, None, parse, depth, skipped)
+        raise WrongFormat(f"'{path.name}' is not an e-mail message, whatever its name says.", kind="e-mail")
+    found = _Found()
+    sections = _message_sections(message, None, None, parse, depth, found)
     subject = short_label(_header(message, "Subject"))
-    return LoadedDocument(str(path), "email", subject or path.name, tuple(sections), skipped=tuple(skipped))
+    return found.document(path, "email", subject or path.name, sections)
 
 
 def load_mbox(path: Path, data: bytes, parse: ParseAttachment, depth: int = 0) -> LoadedDocument:
@@ -56,11 +57,31 @@ def load_mbox(path: Path, data: bytes, parse: ParseAttachment, depth: int = 0) -
             f"'{path.name}' is not a mailbox (.mbox): it does not start with a 'From ' line.", kind="mbox"
         )
     sections: list[Section] = []
-    skipped: list[str] = []
+    found = _Found()
     for number, raw in enumerate((m for m in _MBOX_SEPARATOR.split(data) if m.strip()), start=1):
         raw = re.sub(rb"(?m)^>(>*From )", rb"\1", raw)  # mboxrd quoting of body lines starting with "From "
-        sections.extend(_message_sections(_message(raw), number, None, parse, depth, skipped))
-    return LoadedDocument(str(path), "mbox", path.name, tuple(sections), skipped=tuple(skipped))
+        sections.extend(_message_sections(_message(raw), number, None, parse, depth, found))
+    return found.document(path, "mbox", path.name, sections)
+
+
+@dataclass
+class _Found:
+    """What a file's attachments add up to beside their sections: parts left out (and why), OCR's pages."""
+
+    skipped: list[str] = field(default_factory=list)
+    ocr_pages: int = 0
+    ocr_left_out: int = 0
+
+    def document(self, path: Path, kind: str, title: str, sections: list[Section]) -> LoadedDocument:
+        return LoadedDocument(
+            str(path),
+            kind,
+            title,
+            tuple(sections),
+            skipped=tuple(self.skipped),
+            ocr_pages=self.ocr_pages,
+            ocr_left_out=self.ocr_left_out,
+        )
 
 
 def _message(data: bytes) -> EmailMessage:
@@ -88,7 +109,7 @@ def _message_sections(
     within: str | None,
     parse: ParseAttachment,
     depth: int,
-    skipped: list[str],
+    found: _Found,
 ) -> list[Section]:
     """The message's own text, then each readable attachment's sections."""
     subject = short_label(_header(message, "Subject"))
@@ -103,10 +124,15 @@ def _message_sections(
             continue
         inner = f'{where}, attachment "{name}"'
         try:
-            attachments.extend(_attachment(part, name, inner, parse, depth, skipped))
+            attachments.extend(_attachment(part, name, inner, parse, depth, found))
         except DocumentError as exc:
             left_out.append(f'"{name}" ({exc.status})')
-            skipped.append(f"{inner}: {exc}")
+            found.skipped.append(f"{inner}: {exc}")
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a parser's bug on one attachment fails that attachment only
+            left_out.append(f'"{name}" (damaged)')
+            found.skipped.append(f"{inner}: it could not be read ({type(exc).__name__}).")
     body = _body(message)
     if left_out:
         body = f"{body}\n\nAttachments not indexed: {', '.join(left_out)}."
@@ -120,7 +146,7 @@ def _message_sections(
 
 
 def _attachment(
-    part: EmailMessage, name: str, where: str, parse: ParseAttachment, depth: int, skipped: list[str]
+    part: EmailMessage, name: str, where: str, parse: ParseAttachment, depth: int, found: _Found
 ) -> list[Section]:
     if depth + 1 > MAX_DEPTH:
         raise _NestedTooDeep(f"'{name}' is nested more than {MAX_DEPTH} levels deep; it was left out.")
@@ -129,14 +155,27 @@ def _attachment(
         message = inner[0] if isinstance(inner, list) and inner else inner
         if not isinstance(message, EmailMessage):
             return []
-        return _message_sections(message, None, where, parse, depth + 1, skipped)
+        return _message_sections(message, None, where, parse, depth + 1, found)
     payload = part.get_payload(decode=True)
     data = payload if isinstance(payload, bytes) else b""
-    document = parse(name, data, depth + 1)
+    document = parse(_file_name(part, name), data, depth + 1)
+    found.skipped.extend(f"{where}: {why}" for why in document.skipped)
+    found.ocr_pages += document.ocr_pages
+    found.ocr_left_out += document.ocr_left_out
     return [
         replace(s, within=f"{where}, {s.within}" if s.within else where, heading=s.heading or name)
         for s in document.sections
     ]
+
+
+def _file_name(part: EmailMessage, shown: str) -> str:
+    """The name an attachment is read by: its whole file name (the label shown may be cut short, losing
+    the suffix that says its kind), else one made from its MIME type ("attachment.pdf")."""
+    full = " ".join("".join(" " if ord(ch) < 32 or ord(ch) == 127 else ch for ch in part.get_filename() or "").split())
+    if full:
+        return full.replace("/", "_").replace("\\", "_")[-255:]
+    suffix = mimetypes.guess_extension(part.get_content_type(), strict=False) or ""
+    return f"attachment{suffix}" if suffix else shown
 
 
 class _NestedTooDeep(DocumentError):

@@ -74,19 +74,20 @@ class _Reader:
                 self.blocks(child, depth + 1)  # lists, list items, sections, frames
 
 
-def _inline(node) -> str:
-    """A paragraph's text with spaces (text:s), tabs and line breaks; note citations left out."""
+def _inline(node, depth: int = 0) -> str:
+    """A paragraph's text with spaces (text:s), tabs and line breaks; note citations left out, and spans
+    nested deeper than _MAX_DEPTH (no real document nests them so)."""
     parts = [node.text or ""]
     for child in node:
         if child.tag == f"{_TEXT}s":
             count = child.get(f"{_TEXT}c") or "1"
-            parts.append(" " * min(int(count), 100) if count.isdigit() else " ")
+            parts.append(" " * min(int(count), 100) if count.isascii() and count.isdigit() and len(count) < 6 else " ")
         elif child.tag == f"{_TEXT}tab":
             parts.append("\t")
         elif child.tag == f"{_TEXT}line-break":
             parts.append("\n")
-        elif child.tag not in _SKIPPED:
-            parts.append(_inline(child))
+        elif child.tag not in _SKIPPED and depth < _MAX_DEPTH:
+            parts.append(_inline(child, depth + 1))
         parts.append(child.tail or "")
     return "".join(parts)
 

@@ -9,11 +9,15 @@ declares entities is refused: these formats never need them, and it is how entit
 from __future__ import annotations
 
 import io
+import posixpath
 import zipfile
 from xml.etree import ElementTree
 
 from engine.rag.loaders.base import CorruptDocument, PasswordProtected, TooLarge, WrongFormat
 
+_REL = "{http://schemas.openxmlformats.org/package/2006/relationships}"
+# "<!ENTITY" as UTF-8 (and ASCII-compatible encodings), UTF-16 and UTF-32, either byte order
+_ENTITY_MARKS = tuple("<!ENTITY".encode(e) for e in ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"))
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the container of encrypted Office files and of old .doc/.xls/.ppt
 
 
@@ -68,6 +72,24 @@ class Package:
         except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError, ValueError) as exc:
             raise self.damaged(f"its part '{member}' cannot be unpacked", repr(exc)) from exc
 
+    def relations(self, part: str) -> dict[str, tuple[str, str]]:
+        """An Open XML part's relationships (its _rels/<name>.rels): id -> (type's last word, target part),
+        targets resolved against the part's folder; external targets left out."""
+        folder, file = posixpath.split(part)
+        rels = posixpath.join(folder, "_rels", file + ".rels")
+        if not self.has(rels):
+            return {}
+        out = {}
+        for rel in self.xml(rels).iter(f"{_REL}Relationship"):
+            target = rel.get("Target") or ""
+            if rel.get("TargetMode") == "External" or not target:
+                continue
+            resolved = (
+                target.lstrip("/") if target.startswith("/") else posixpath.normpath(posixpath.join(folder, target))
+            )
+            out[rel.get("Id") or ""] = ((rel.get("Type") or "").rsplit("/", 1)[-1], resolved)
+        return out
+
     def xml(self, member: str) -> ElementTree.Element:
         """A part parsed as XML (no DTDs)."""
         return parse_xml(self.read(member), lambda why, detail: self.damaged(f"'{member}' {why}", detail))
@@ -75,7 +97,7 @@ class Package:
 
 def parse_xml(data: bytes, damaged) -> ElementTree.Element:
     """XML that declares no entities; ``damaged(why, detail)`` makes the error to raise."""
-    if b"<!ENTITY" in data:
+    if any(mark in data for mark in _ENTITY_MARKS):
         raise damaged("declares XML entities, which this format never needs", None)
     try:
         return ElementTree.fromstring(data)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import posixpath
 import re
 from pathlib import Path
 
@@ -12,7 +11,6 @@ from engine.rag.loaders.package import Package, local
 _P = "{http://schemas.openxmlformats.org/presentationml/2006/main}"
 _A = "{http://schemas.openxmlformats.org/drawingml/2006/main}"
 _R = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
-_REL = "{http://schemas.openxmlformats.org/package/2006/relationships}"
 _DC = "{http://purl.org/dc/elements/1.1/}"
 _TITLE_TYPES = ("title", "ctrTitle")
 
@@ -40,26 +38,10 @@ def load_pptx(path: Path, data: bytes, max_bytes: int) -> LoadedDocument:
     return LoadedDocument(str(path), "pptx", title, tuple(sections))
 
 
-def _relations(package: Package, part: str) -> dict[str, tuple[str, str]]:
-    """A part's relationships: id -> (type's last word, target part path)."""
-    folder, file = posixpath.split(part)
-    rels = posixpath.join(folder, "_rels", file + ".rels")
-    if not package.has(rels):
-        return {}
-    out = {}
-    for rel in package.xml(rels).iter(f"{_REL}Relationship"):
-        target = rel.get("Target") or ""
-        if rel.get("TargetMode") == "External" or not target:
-            continue
-        resolved = target.lstrip("/") if target.startswith("/") else posixpath.normpath(posixpath.join(folder, target))
-        out[rel.get("Id") or ""] = ((rel.get("Type") or "").rsplit("/", 1)[-1], resolved)
-    return out
-
-
 def _slide_parts(package: Package) -> list[str]:
     """The slides in show order (presentation.xml's list); by file number when that list is missing."""
     presentation = package.xml("ppt/presentation.xml")
-    relations = _relations(package, "ppt/presentation.xml")
+    relations = package.relations("ppt/presentation.xml")
     ordered = []
     for slide_id in presentation.iter(f"{_P}sldId"):
         kind, target = relations.get(slide_id.get(f"{_R}id") or "", ("", ""))
@@ -98,7 +80,7 @@ def _paragraph(paragraph) -> str:
 
 
 def _notes(package: Package, slide_part: str) -> list[str]:
-    for kind, target in _relations(package, slide_part).values():
+    for kind, target in package.relations(slide_part).values():
         if kind == "notesSlide" and package.has(target):
             notes = package.xml(target)
             out: list[str] = []

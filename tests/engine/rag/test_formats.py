@@ -242,7 +242,8 @@ def test_damaged_packages_say_which_part_and_why(tmp_path, name, make, part):
     truncated = formats.truncated(make(tmp_path / f"cut-{name}"))
     with pytest.raises(Exception) as cut:
         load(truncated)
-    assert cut.value.status == f"not a {kind_for(name)} file"
+    kind = kind_for(name)
+    assert cut.value.status == f"not {'an' if kind[0] in 'aeiou' else 'a'} {kind} file"
 
 
 def test_a_zip_bomb_is_too_large_before_it_is_unpacked(tmp_path):
@@ -274,7 +275,7 @@ def test_mail_that_is_not_mail(tmp_path):
     not_mail.write_bytes(b"just some words\nwithout any headers\n")
     with pytest.raises(Exception) as caught:
         load(not_mail)
-    assert caught.value.status == "not a email file"
+    assert caught.value.status == "not an e-mail file"
     not_box = tmp_path / "box.mbox"
     not_box.write_bytes(b"Subject: hello\n\nno From line first\n")
     with pytest.raises(Exception) as box:
@@ -316,7 +317,8 @@ def test_new_kinds_are_supported_and_named_in_the_hint(tmp_path):
     assert {".epub", ".odt", ".pptx", ".xlsx", ".csv", ".tsv", ".eml", ".mbox"} <= SUPPORTED_SUFFIXES
     with pytest.raises(UnsupportedFile) as caught:
         load(tmp_path / "x.key")
-    assert all(word in caught.value.hint for word in ("EPUB", "PowerPoint", "Excel", "CSV", "e-mail", ".odt"))
+    words = ("EPUB", "PowerPoint", "Excel", "CSV", "e-mail", ".odt", "PNG", "JPEG", "TIFF", "OCR")
+    assert all(word in caught.value.hint for word in words)
 
 
 # Rows in chunks, text in any encoding, and an index from before places ------------------------------
@@ -391,3 +393,140 @@ def test_names_from_a_document_carry_no_control_characters_into_locations(tmp_pa
     assert section.label == "Results deR red" and section.heading == section.label
     mail = formats.message("Invoice\x1b[31m due", "Pay soon.")  # a terminal escape in a header
     assert load(formats.eml(tmp_path / "esc.eml", mail)).sections[0].label == "Invoice [31m due"
+
+
+# Hostile and odd inputs (review of issue 19) --------------------------------------------------------
+
+
+def xlsx_with(path: Path, sheet_data: str, styles: str | None = None) -> Path:
+    """A real workbook whose first sheet's <sheetData> (and optionally styles.xml) is given as raw XML."""
+    book = formats.xlsx(path, {"S": {1: ["a"]}})
+    ns = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+    broken_zip_part(
+        book,
+        "xl/worksheets/sheet1.xml",
+        f'<worksheet xmlns="{ns}"><sheetData>{sheet_data}</sheetData></worksheet>'.encode(),
+    )
+    if styles is not None:
+        broken_zip_part(book, "xl/styles.xml", f'<styleSheet xmlns="{ns}">{styles}</styleSheet>'.encode())
+    return book
+
+
+def test_a_tiny_workbook_of_far_right_cells_does_not_become_megabytes_of_bars(tmp_path):
+    rows = "".join(
+        f'<row r="{i}"><c r="A{i}" t="inlineStr"><is><t>k{i}</t></is></c><c r="XFD{i}"><v>1</v></c></row>'
+        for i in range(1, 501)
+    )
+    path = xlsx_with(tmp_path / "wide.xlsx", rows)
+    assert path.stat().st_size < 50_000
+    document = load(path)
+    text = "\n".join(s.text for s in document.sections)
+    assert len(text) < 60_000 and "k7 | … | 1" in text
+
+
+def test_a_row_is_cut_to_a_line_and_a_sheet_of_too_much_text_is_too_large(tmp_path, monkeypatch):
+    from engine.rag.loaders import sheets
+
+    cells = "".join(f'<c r="{formats._column(c)}2" t="inlineStr"><is><t>{"w" * 1500}</t></is></c>' for c in range(40))
+    path = xlsx_with(
+        tmp_path / "long.xlsx",
+        f'<row r="1"><c r="A1" t="inlineStr"><is><t>h</t></is></c></row><row r="2">{cells}</row>',
+    )
+    document = load(path)
+    assert max(len(line) for s in document.sections for line in s.text.splitlines()) <= sheets.MAX_ROW_CHARS
+    monkeypatch.setattr(sheets, "MAX_TEXT_CHARS", 5000)  # read in-process: the loader takes the limit at call time
+    with pytest.raises(Exception) as caught:
+        load(path)
+    assert caught.value.status == "too large" and "text" in str(caught.value)
+
+
+def test_rows_numbered_backwards_count_on_instead(tmp_path):
+    rows = "".join(
+        f'<row r="{r}"><c r="A{r}" t="inlineStr"><is><t>{t}</t></is></c></row>'
+        for r, t in ((1, "head"), (10, "ten"), (5, "five"), (5, "again"))
+    )
+    document = load(xlsx_with(tmp_path / "back.xlsx", rows))
+    places = [(s.line_start, s.line_end) for s in document.sections]
+    assert all(start <= end for start, end in places) and places[-1][1] == 12
+
+
+def test_times_and_durations_are_not_shown_as_dates(tmp_path):
+    styles = (
+        '<numFmts count="1"><numFmt numFmtId="164" formatCode="[h]:mm"/></numFmts>'
+        '<cellXfs count="4"><xf numFmtId="0"/><xf numFmtId="20"/><xf numFmtId="21"/><xf numFmtId="164"/></cellXfs>'
+    )
+    rows = (
+        '<row r="1"><c r="A1" t="inlineStr"><is><t>when</t></is></c></row>'
+        '<row r="2"><c r="A2" s="1"><v>0.5</v></c><c r="B2" s="2"><v>0.75</v></c><c r="C2" s="3"><v>1.5</v></c></row>'
+    )
+    document = load(xlsx_with(tmp_path / "times.xlsx", rows, styles))
+    assert "12:00 | 18:00:00 | 36:00" in document.sections[0].text
+    assert "1899" not in document.sections[0].text
+
+
+def test_entity_bombs_in_utf16_and_a_docx_are_refused_and_a_bomb_of_many_parts_too(tmp_path):
+    bomb = (
+        '<?xml version="1.0" encoding="UTF-16"?>'
+        '<!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;">]><x>&b;</x>'
+    )
+    for encoding in ("utf-16", "utf-16-be"):
+        path = broken_zip_part(
+            formats.odt(tmp_path / f"{encoding}.odt", "T", [("p", "x")]), "content.xml", bomb.encode(encoding)
+        )
+        with pytest.raises(Exception) as caught:
+            load(path)
+        assert caught.value.status == "damaged" and "entities" in str(caught.value)
+    word = tmp_path / "bomb.docx"
+    with zipfile.ZipFile(word, "w") as archive:
+        archive.writestr("word/document.xml", bomb.encode("utf-16"))
+    with pytest.raises(Exception) as docx:
+        load(word)
+    assert docx.value.status == "damaged" and "entities" in str(docx.value)
+    many = tmp_path / "many.pptx"
+    with zipfile.ZipFile(many, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("ppt/presentation.xml", "<p/>")
+        for n in range(1, 5):  # each part under the limit, together over it
+            archive.writestr(f"ppt/slides/slide{n}.xml", b"<a>" + b" " * (4 * 2**20) + b"</a>")
+    with pytest.raises(Exception) as big:
+        load(many, max_bytes=10 * 2**20)
+    assert big.value.status == "too large"
+
+
+def test_odt_with_odd_space_counts_and_deep_nesting_reads(tmp_path):
+    deep = "<text:span>" * 5000 + "buried" + "</text:span>" * 5000
+    blocks = [("h", "Odd"), ("p", 'one<text:s text:c="²"/>two'), ("p", f"top {deep}")]
+    document = load(formats.odt(tmp_path / "odd.odt", "T", blocks))
+    text = "\n".join(s.text for s in document.sections)
+    assert "one two" in text and "top" in text
+
+
+def test_a_bad_attachment_leaves_the_rest_of_the_mailbox_indexed(tmp_path, monkeypatch):
+    from engine.rag import loaders
+
+    def crash(*args, **kwargs):  # any parser bug, not a DocumentError
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(loaders, "load_odt", crash)
+    first = formats.message(
+        "Minutes", "the minutes are attached", [("minutes.odt", b"PK whatever", "application/octet-stream")]
+    )
+    second = formats.message("Lunch", "the canteen serves lentil soup on Fridays")
+    document = load(formats.mbox(tmp_path / "box.mbox", [first, second]))
+    text = "\n".join(s.text for s in document.sections)
+    assert "lentil soup" in text and '"minutes.odt" (damaged)' in text
+    assert any("minutes.odt" in why for why in document.skipped)
+
+
+def test_an_attachment_is_read_by_its_full_name_and_one_without_a_name_by_its_type(tmp_path):
+    long_name = "quarterly-" + "very-" * 20 + "long-report.txt"
+    msg = formats.message("Files", "see attached", [(long_name, b"the harbour fees rose by a third\n", "text/plain")])
+    msg.add_attachment(b"<html><body><p>the ferry leaves at noon</p></body></html>", maintype="text", subtype="html")
+    document = load(formats.eml(tmp_path / "files.eml", msg))
+    text = "\n".join(s.text for s in document.sections)
+    assert "harbour fees" in text and "ferry leaves at noon" in text, document.skipped
+
+
+def test_mail_that_is_not_mail_says_e_mail():
+    from engine.rag.loaders import WrongFormat
+
+    assert WrongFormat("x", kind="e-mail").status == "not an e-mail file"
