@@ -21,6 +21,10 @@ class SourceText:
     # (page, place, label, within) of each place, the first row (rows) it shows and the view line where its text
     # starts (for rows: the header row, so that row N is on line start + 1 + N - first row)
     places: tuple[tuple[tuple, int, int], ...]
+    # (place key, first row, view line) of each chunk of rows, the view line again being where row N would be at
+    # line + 1 + N - first row: rows after a run of empty rows start a chunk of their own, so a place's first
+    # row alone does not find them
+    row_chunks: tuple[tuple[tuple, int, int], ...] = ()
 
 
 def _key(row: dict) -> tuple:
@@ -42,6 +46,7 @@ def build_source_text(rows: list[dict]) -> SourceText:
     lines: list[str] = []
     spans: dict[str, tuple[int, int]] = {}
     places: list[tuple[tuple, int, int]] = []
+    row_chunks: list[tuple[tuple, int, int]] = []
     previous_key: tuple | None = None
     previous_heading: str | None = None
     previous_text = ""
@@ -63,10 +68,13 @@ def build_source_text(rows: list[dict]) -> SourceText:
         else:
             text = _without_overlap(previous_text, text)
         first = len(lines) + 1
+        if row.get("place") == "rows" and row.get("line_start"):
+            header_line = first if (new_place and skip_header) else first - 1
+            row_chunks.append((key, row["line_start"], header_line))
         lines.extend(text.split("\n"))
         spans[row["chunk_id"]] = (first + skip_header, len(lines))
         previous_key, previous_heading, previous_text = key, row.get("heading"), row["text"]
-    return SourceText("\n".join(lines), spans, tuple(places))
+    return SourceText("\n".join(lines), spans, tuple(places), tuple(row_chunks))
 
 
 def _without_overlap(left: str, right: str) -> str:
@@ -83,10 +91,13 @@ def cited_lines(source: dict, built: SourceText) -> tuple[int, int] | None:
     if found:
         return min(f for f, _ in found), max(last for _, last in found)
     key = (source.get("page"), source.get("place"), source.get("place_label"), source.get("place_within"))
-    for place_key, first_row, line in built.places:
+    start = source.get("line_start")
+    if source.get("place") == "rows" and start:
+        before = [(first_row, line) for k, first_row, line in built.row_chunks if k == key and first_row <= start]
+        if before:
+            first_row, line = max(before)  # the chunk the cited rows start in
+            return line + 1 + start - first_row, line + 1 + (source.get("line_end") or start) - first_row
+    for place_key, _first_row, line in built.places:
         if place_key == key and key != (None, None, None, None):
-            start = source.get("line_start")
-            if source.get("place") == "rows" and start and first_row and start >= first_row:
-                return line + 1 + start - first_row, line + 1 + (source.get("line_end") or start) - first_row
             return line, line
     return None
