@@ -18,6 +18,11 @@ responsive, and exit when the parent goes away (stdin closes or the parent
 process changes). Each lives under a memory ceiling (memory_limit.py), and
 should the machine run out of memory anyway, the kernel is told to kill a
 parser before anything else.
+
+While OCR reads a file, each page it reads restarts the file's time limit, but
+only for the first MAX_OCR_PAGES pages it reports (the most OCR reads of one
+file), and never past OCR_FILE_CAP_S (or ten time limits) for the whole file: a
+flood of progress messages cannot keep a file alive for ever.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.rag import ocr as ocr_module  # light: the OCR engine itself loads only when a page needs it
 from engine.rag.ipc import (
     EOF_MARK,
     WorkerProcess,
@@ -66,6 +72,7 @@ DEFAULT_MEMORY_LIMIT_MB = 2048
 # address space to 1.94 GB at its peak (its peak RSS: 0.8 GB; Linux, Python 3.11, 4 OCR threads), at
 # the old ceiling already. Only workers of a pool with OCR on get the extra; the others keep 2 GB.
 OCR_MEMORY_MB = 1536
+OCR_FILE_CAP_S = 1800  # the most one file may take in all, however steadily OCR reports pages (or 10x the limit)
 OOM_SCORE_ADJ = 1000  # Linux: the out-of-memory killer's first choice, far ahead of the window
 
 
@@ -261,17 +268,18 @@ class ParsePool:
             self._bury(worker)
             worker = self._take()
             worker.send(absolute)
-        deadline = time.perf_counter() + self.timeout_s  # start-up of a fresh worker counts too
+        began = time.perf_counter()
+        deadline = began + self.timeout_s  # start-up of a fresh worker counts too
+        # OCR's progress restarts the limit, but only for pages within its per-file limit, and never past a
+        # cap on the whole file: a flood of progress messages must not keep a file alive for ever.
+        cap = began + max(self.timeout_s * 10, OCR_FILE_CAP_S)
         pages = 0  # pages OCR has read of this file so far
         while True:
-            remaining = deadline - time.perf_counter()
+            remaining = min(deadline, cap) - time.perf_counter()
             if remaining <= 0:
                 self._bury(worker)
                 error: DocumentError = ParseTimeout(
-                    f"'{name}' took longer than {self.timeout_s:g} s to read and was given up."
-                    if not pages
-                    else f"'{name}' was given up after OCR had read {pages} of its pages: the next one took "
-                    f"longer than {self.timeout_s:g} s.",
+                    _timeout_message(name, self.timeout_s, pages, capped=time.perf_counter() >= cap),
                     hint="The file may be malformed, or very large; try it on its own.",
                 )
                 return ParseOutcome(path, None, error, time.perf_counter() - start)
@@ -300,7 +308,8 @@ class ParsePool:
             kind, value = reply
             if kind == "progress":  # OCR read a page: the file is moving, its time starts again
                 pages += 1
-                deadline = time.perf_counter() + self.timeout_s
+                if pages <= ocr_module.MAX_OCR_PAGES:
+                    deadline = time.perf_counter() + self.timeout_s
                 continue
             if isinstance(value, TooMuchMemory):
                 self._bury(worker)  # its heap is as large as the limit now; the next file gets a fresh one
@@ -378,6 +387,25 @@ class ParsePool:
             worker.stop(graceful=False)
         for worker in idle:
             worker.stop()
+
+
+def _timeout_message(name: str, timeout_s: float, pages: int, *, capped: bool) -> str:
+    """Why a file was given up: silent too long, past OCR's page limit, too long in all, or stuck on a page."""
+    if not pages:
+        return f"'{name}' took longer than {timeout_s:g} s to read and was given up."
+    if pages > ocr_module.MAX_OCR_PAGES:
+        return (
+            f"'{name}' was given up: it reported {pages} pages read by OCR, more than the "
+            f"{ocr_module.MAX_OCR_PAGES} pages OCR reads of one file, and did not finish."
+        )
+    if capped:
+        return (
+            f"'{name}' was given up after OCR had read {pages} of its pages: reading it took longer than "
+            f"{max(timeout_s * 10, OCR_FILE_CAP_S) / 60:g} minutes in all."
+        )
+    return (
+        f"'{name}' was given up after OCR had read {pages} of its pages: the next one took longer than {timeout_s:g} s."
+    )
 
 
 if __name__ == "__main__":

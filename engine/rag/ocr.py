@@ -15,7 +15,8 @@ stay loaded in that worker). Each page read calls the progress hook the worker
 installs, which tells the parse pool the job is alive: a 30-page scan may take
 minutes, but no single page may take longer than the per-file time limit.
 
-Work is capped: at most ``MAX_OCR_PAGES`` pages of one document are read, an
+Work is capped: at most ``MAX_OCR_PAGES`` pages of one file are read (an
+e-mail's attachments share its file's count; ``start_file`` starts it), an
 image of more than ``MAX_IMAGE_PIXELS`` pixels is refused before it is decoded
 (a decompression bomb), and pages are rendered or scaled to at most
 ``MAX_SIDE`` pixels on their long side.
@@ -40,6 +41,7 @@ RENDER_DPI = 200
 LANGUAGES = "Chinese and English (Latin script)"
 
 _progress: Callable[[], None] | None = None
+_pages_read = 0  # pages read by OCR since start_file
 _engine = None
 _engine_lock = threading.Lock()
 
@@ -49,6 +51,12 @@ class OcrOff(EmptyDocument):
 
     status = "OCR is off"
     index_status = "skipped"  # recorded as skipped, not failed: turning OCR on reads it
+
+
+class OcrLimit(EmptyDocument):
+    """An image not read because OCR already read MAX_OCR_PAGES pages of the file it is part of."""
+
+    status = "OCR page limit"
 
 
 def ocr_off(name: str, *, image: bool = False) -> OcrOff:
@@ -65,7 +73,21 @@ def set_progress(callback: Callable[[], None] | None) -> None:
     _progress = callback
 
 
+def start_file() -> None:
+    """A new file begins: its pages read by OCR count from zero."""
+    global _pages_read
+    _pages_read = 0
+
+
+def pages_left() -> int:
+    """Pages OCR may still read of the file begun by ``start_file`` (MAX_OCR_PAGES in all)."""
+    return max(0, MAX_OCR_PAGES - _pages_read)
+
+
 def page_done() -> None:
+    """One page read by OCR: counted, and reported to the worker's hook."""
+    global _pages_read
+    _pages_read += 1
     if _progress is not None:
         _progress()
 
@@ -83,13 +105,39 @@ def engine():
 
 
 def bounded(image: Image) -> Image:
-    """The image as RGB, no longer than MAX_SIDE on its long side."""
+    """The image as 8-bit RGB, no longer than MAX_SIDE on its long side: 16-bit and floating-point
+    greyscale scaled to 8 bits by its own range, transparency laid on white paper."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        image = image.convert("F")  # 32-bit, lossless for 16-bit values; scaled down before it is stretched
+        if max(image.size) > MAX_SIDE:
+            image.thumbnail((MAX_SIDE, MAX_SIDE))
+        image = _to_8_bit(image)
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        image.mode in ("P", "L", "RGB") and "transparency" in image.info
+    ):
+        from PIL import Image as PILImage
+
+        rgba = image.convert("RGBA")
+        paper = PILImage.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = PILImage.alpha_composite(paper, rgba)
     if image.mode != "RGB":
         image = image.convert("RGB")
     if max(image.size) > MAX_SIDE:
         image = image.copy()
         image.thumbnail((MAX_SIDE, MAX_SIDE))
     return image
+
+
+def _to_8_bit(image: Image) -> Image:
+    """A 16-bit or 32-bit greyscale image stretched from its darkest to its lightest value onto 0-255
+    (Pillow's own conversion clips everything above 255 to white)."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    values = np.asarray(image, dtype=np.float32)
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return PILImage.fromarray(np.nan_to_num(scaled).clip(0, 255).astype(np.uint8), "L")
 
 
 def read_image(image: Image) -> str:

@@ -336,6 +336,9 @@ def load(path: str | Path, max_bytes: int = MAX_FILE_BYTES, *, ocr: bool | None 
         raise UnreadableFile(f"'{name}' could not be opened: {exc.strerror or exc}.", detail=repr(exc)) from exc
     if not data:
         raise EmptyDocument(f"No text could be extracted from '{name}': the file is empty (0 bytes).")
+    from engine.rag import ocr as ocr_budget  # light: the OCR engine itself loads on the first page
+
+    ocr_budget.start_file()  # one file's pages read by OCR, its attachments' included, count against one limit
     return load_data(path, data, kind=kind, max_bytes=max_bytes, ocr=ocr)
 
 
@@ -386,7 +389,12 @@ def load_data(
                 str(path), kind, first_heading(text, kind) or name, tuple(prose_sections(text, kind))
             )
     if not any(s.text.strip() for s in document.sections):
-        why = " (scanned pages without a text layer, or only images)." if kind == "pdf" else ": it is blank."
+        if kind != "pdf":
+            why = ": it is blank."
+        elif ocr and document.ocr_pages == 0 and not document.ocr_left_out:
+            why = ": OCR read its pages without a text layer and found no text on them."
+        else:
+            why = " (scanned pages without a text layer, or only images)."
         raise EmptyDocument(f"No text could be extracted from '{name}'{why}")
     return document
 

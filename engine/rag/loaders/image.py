@@ -22,13 +22,19 @@ def load_image(path: Path, data: bytes, *, ocr: bool | None = None) -> LoadedDoc
 
     Image.MAX_IMAGE_PIXELS = ocr_mod.MAX_IMAGE_PIXELS
     texts: list[tuple[int, str]] = []
+    allowed = ocr_mod.pages_left()  # an image attached to a mail shares the mail's OCR pages
+    if not allowed:
+        raise ocr_mod.OcrLimit(
+            f"'{name}' was not read: OCR had already read {ocr_mod.MAX_OCR_PAGES} pages of this file, "
+            "the most it reads from one file."
+        )
     try:
         with warnings.catch_warnings():
             # Over MAX_IMAGE_PIXELS Pillow only warns (it raises at twice that): refuse it, undecoded.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=FORMATS)
             frames = max(1, int(getattr(image, "n_frames", 1) or 1))
-            for index in range(min(frames, ocr_mod.MAX_OCR_PAGES)):
+            for index in range(min(frames, allowed)):
                 image.seek(index)
                 if image.format == "JPEG":
                     image.draft("RGB", (ocr_mod.MAX_SIDE, ocr_mod.MAX_SIDE))  # decode at a reduced size
@@ -58,4 +64,5 @@ def load_image(path: Path, data: bytes, *, ocr: bool | None = None) -> LoadedDoc
         raise EmptyDocument(f"No text could be found in the image '{name}'.")
     paged = frames > 1
     sections = tuple(Section(text, page=number if paged else None) for number, text in texts)
-    return LoadedDocument(str(path), "image", name, sections, pages=frames, ocr_pages=len(texts))
+    left_out = max(0, frames - allowed)  # a TIFF's frames past the OCR page limit, named in its message
+    return LoadedDocument(str(path), "image", name, sections, pages=frames, ocr_pages=len(texts), ocr_left_out=left_out)

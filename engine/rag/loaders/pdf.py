@@ -80,13 +80,14 @@ def load_pdf(path: Path, data: bytes, *, ocr: bool | None = None) -> LoadedDocum
         raise CorruptDocument(f"'{name}' is a damaged PDF: none of its {count} pages could be read.")
     ocr_pages = ocr_left_out = 0
     if textless and ocr:
-        from engine.rag.ocr import MAX_OCR_PAGES, read_pdf_pages
+        from engine.rag.ocr import pages_left, read_pdf_pages
 
-        read = read_pdf_pages(data, textless[:MAX_OCR_PAGES])
+        allowed = pages_left()
+        read = read_pdf_pages(data, textless[:allowed])
         sections.extend(Section(text, page=number, heading=headings.get(number)) for number, text in read.items())
         sections.sort(key=lambda s: s.page or 0)
         ocr_pages = len(read)
-        ocr_left_out = max(0, len(textless) - MAX_OCR_PAGES)
+        ocr_left_out = max(0, len(textless) - allowed)
     elif textless and not sections and ocr is False:
         from engine.rag.ocr import ocr_off
 

@@ -13,9 +13,15 @@ STEP_S = 0.25
 
 def slow_pages(path: str, max_bytes: int, ocr: bool | None = None) -> LoadedDocument:
     """'pages-N.txt': N steps of STEP_S, each reported as a page read; 'silent-N.txt': the same, unreported;
-    'stall-N.txt': N reported steps, then a page that never ends."""
+    'stall-N.txt': N reported steps, then a page that never ends; 'flood-N.txt': N reports a few
+    milliseconds apart, then a page that never ends."""
     name = Path(path).stem
     kind, _, count = name.partition("-")
+    if kind == "flood":
+        for _ in range(int(count)):
+            time.sleep(0.002)
+            ocr_module.page_done()
+        time.sleep(3600)
     for _ in range(int(count)):
         time.sleep(STEP_S)
         if kind in ("pages", "stall"):

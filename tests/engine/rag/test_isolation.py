@@ -304,3 +304,15 @@ def test_parse_workers_run_under_an_address_space_limit_and_go_first_when_memory
     line = next(ln for ln in limits.splitlines() if ln.startswith("Max address space"))
     assert line.split()[3:5] == [str(900 * 2**20)] * 2  # soft and hard: the worker cannot lift it again
     assert oom_score_adj == 1000
+
+
+def test_a_flood_of_progress_is_given_up_once_past_the_ocr_page_limit(tmp_path):
+    from engine.rag.ocr import MAX_OCR_PAGES
+
+    # Progress every few milliseconds and never an answer: each message used to restart the time limit.
+    path = tmp_path / f"flood-{MAX_OCR_PAGES * 50}.txt"
+    path.write_text("x", encoding="utf-8")
+    with ParsePool(timeout_s=1.5, loader="tests.engine.rag.ocr_progress_loader:slow_pages", ocr=True) as pool:
+        outcome = pool.parse(path)
+    assert outcome.error is not None and outcome.error.status == "timed out"
+    assert f"more than the {MAX_OCR_PAGES} pages" in outcome.error.message

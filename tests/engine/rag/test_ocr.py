@@ -197,3 +197,51 @@ def test_the_commands_that_read_one_file_read_a_scan_by_ocr_when_it_is_on(tmp_pa
     with pytest.raises(DocumentError) as off:
         read_file(str(scan), 120, ocr=False)
     assert "OCR is off" in off.value.user_text()
+
+
+def test_sixteen_bit_greyscale_and_transparent_images_are_read_not_blank():
+    import numpy as np
+
+    from engine.rag import ocr
+
+    # A 16-bit scan whose ink is not pure black (grey 20000 on 60000): clipped to 8 bits, it is all white.
+    grey = 20000 + np.asarray(page("A sixteen bit scan.", "The codeword is quartz."), dtype=np.uint32) * 40000 // 255
+    wide = Image.fromarray(grey.astype(np.uint16))
+    assert wide.mode == "I;16"
+    assert "quartz" in ocr.read_image(wide).lower()
+    ink = 255 - np.asarray(page("A transparent sticker.", "The codeword is violin."))
+    clear = np.zeros((*ink.shape, 4), dtype=np.uint8)
+    clear[..., 3] = ink  # black letters on nothing: only the alpha channel draws them
+    assert "violin" in ocr.read_image(Image.fromarray(clear)).lower()
+
+
+def test_a_mailbox_shares_one_ocr_page_limit_and_names_what_it_left_out(tmp_path, monkeypatch):
+    from engine.rag import ocr
+    from tests.engine.rag import formats
+
+    monkeypatch.setattr(ocr, "MAX_OCR_PAGES", 1)  # read in-process: the loaders take the limit at call time
+    scans = []
+    for n, word in enumerate(("walnut", "cobalt"), start=1):
+        buffer = io.BytesIO()
+        page("A scanned notice.", f"The codeword is {word}.").save(buffer, "PNG")
+        scans.append(
+            formats.message(f"Notice {n}", "see the scan", [(f"scan-{n}.png", buffer.getvalue(), "image/png")])
+        )
+    tiff = io.BytesIO()
+    frames = [page(f"Frame {n}.") for n in (1, 2)]
+    frames[0].save(tiff, "TIFF", save_all=True, append_images=frames[1:])
+    document = load(formats.mbox(tmp_path / "scans.mbox", scans), ocr=True)
+    text = "\n".join(s.text for s in document.sections).lower()
+    assert "walnut" in text and "cobalt" not in text and document.ocr_pages == 1
+    assert '"scan-2.png" (ocr page limit)' in text
+    (tmp_path / "frames.tif").write_bytes(tiff.getvalue())
+    framed = load(tmp_path / "frames.tif", ocr=True)
+    assert framed.ocr_pages == 1 and framed.ocr_left_out == 1
+
+
+def test_a_pdf_read_by_ocr_and_found_empty_says_so(tmp_path):
+    blank = tmp_path / "blank.pdf"
+    Image.new("L", (600, 800), 255).save(blank, "PDF", resolution=72)
+    with pytest.raises(DocumentError) as info:
+        load(blank, ocr=True)
+    assert "OCR read its pages without a text layer and found no text" in info.value.message
