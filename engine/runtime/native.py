@@ -19,6 +19,7 @@ from pathlib import Path
 import llama_cpp
 
 from engine.errors import GenerationError, ModelLoadError
+from engine.runtime.threads import default_threads as default_threads  # (where callers have found it)
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +63,6 @@ def recent_errors() -> str:
     lines = [ln.strip() for ln in _recent_log if ln.strip()]
     interesting = [ln for ln in lines if "error" in ln.lower() or "failed" in ln.lower()]
     return "\n".join((interesting or lines)[-6:])
-
-
-def default_threads() -> int:
-    """One thread per core this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 class NativeModel:

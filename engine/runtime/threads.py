@@ -1,0 +1,43 @@
+"""How llama.cpp's CPU threads wait, and how many there are by default.
+
+llama-cpp-python's llama.cpp is built with OpenMP (libggml-cpu links libgomp), so its worker
+threads wait at barriers and between decodes the way libgomp does, not as ggml's own threadpool
+``poll`` setting says (that pool is not used in an OpenMP build, and llama-cpp-python does not
+bind ``llama_attach_threadpool``). libgomp's default spins about 300,000 times before it
+sleeps: milliseconds, longer than the Python work between two tokens. So while the engine
+samples, hands on the token and fills the next batch, a worker burns a core, and the app's
+own threads (the event consumer, the window) and every other process wait for it; on a busy
+machine a barrier partner that has been descheduled makes the spinner burn whole time slices.
+Measured on 2 shared cores (bench/decode_overhead.py --micro and docs/benchmarks.md, issue 20):
+the bundled model with 2 threads took 412 ms a token with libgomp's default and 48 ms with a
+spin count of 100, against 32 ms with 1 thread.
+
+``settle_openmp`` sets ``GOMP_SPINCOUNT=100`` (the count libgomp itself falls back to when it has
+more threads than cores) unless the user chose a wait policy. libgomp reads it once, when
+llama.cpp's library is loaded, so this runs from ``engine/runtime/__init__.py`` before any
+module imports ``llama_cpp``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+SPIN_COUNT = "100"
+
+
+def settle_openmp() -> bool:
+    """Ask libgomp for short spins before it is loaded; False when the user set a wait policy or
+    llama.cpp is already loaded (then nothing changes)."""
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ or "llama_cpp" in sys.modules:
+        return False
+    os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+    return True
+
+
+def default_threads() -> int:
+    """One llama.cpp thread per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)

@@ -1,0 +1,33 @@
+"""libgomp's wait policy is settled before llama.cpp loads (engine/runtime/threads.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+SHOW = (
+    "import os, engine.runtime.native, llama_cpp; "
+    "maps = open('/proc/self/maps').read(); "
+    "print(os.environ.get('GOMP_SPINCOUNT'), 'libgomp' in maps)"
+)
+
+
+def _run(env_extra: dict[str, str]) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    env.update(env_extra)
+    out = subprocess.run([sys.executable, "-c", SHOW], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_llama_cpp_loads_libgomp_with_a_short_spin_count():
+    spin, gomp_loaded = _run({})
+    assert gomp_loaded == "True"  # the CPU backend is an OpenMP build: this is the knob that counts
+    assert spin == "100"
+
+
+def test_a_wait_policy_the_user_chose_is_left_alone():
+    assert _run({"OMP_WAIT_POLICY": "active"})[0] == "None"
+    assert _run({"GOMP_SPINCOUNT": "5000"})[0] == "5000"
