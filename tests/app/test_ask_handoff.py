@@ -5,14 +5,17 @@ stderr what it waits for; a connection without the token is refused."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from app.ask_handoff import TOKEN_FILE
 from app.single_instance import socket_paths
-from tests.app.helpers import locus
+from tests.app.helpers import LOCUS, locus
 from tests.app.test_single_instance import STARTED, log_text, start_first, stop, wait_for_log
 
 
@@ -71,11 +74,30 @@ def test_the_running_locus_answers_a_terminal_question_as_the_terminal_would(hom
         assert unsaved.returncode == 0, unsaved.stderr
         assert "hand-off: a terminal asks (documents False, saved False)" in log_text(home)
 
+        stopped = ctrl_c_while_it_streams(home)
+        assert stopped.returncode == 130 and b"[stopped]" in stopped.stderr and b"Traceback" not in stopped.stderr
+        assert log_text(home).count(HANDED) == 3
+
         forced = locus(home, "--verbose", "ask", "--local", "--max-tokens", "4", "Say hi.")
         assert forced.returncode == 0, forced.stderr
-        assert log_text(home).count(HANDED) == 2  # --local answered in the terminal
+        assert log_text(home).count(HANDED) == 3  # --local answered in the terminal
     finally:
         stop(app)
+
+
+def ctrl_c_while_it_streams(home: Path) -> subprocess.CompletedProcess:
+    """Ctrl-C at the terminal once a long handed-off answer streams."""
+    env = dict(os.environ, LOCUS_HOME=str(home))
+    args = [LOCUS, "ask", "--no-history", "--max-tokens", "2000", "--temperature", "1", "Write a long story."]
+    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert child.stdout is not None and child.stdout.read(20)  # the answer is streaming
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    return subprocess.CompletedProcess(args, child.returncode, out, err)
 
 
 def test_a_connection_without_the_token_is_refused(home):
