@@ -7,9 +7,9 @@ then embeds exactly the same chunk texts (a) with sentence-transformers loaded
 in this process (SentenceTransformer.encode, the reference: no worker, no
 pipeline) and (b) with the app's Embedder alone (its worker process, requests
 of the indexer's size), in interleaved rounds so the machine's load weighs on
-both alike; between them, the worker's own batching loop (embed._encode:
-length-sorted batches, optional tokenization overlap) runs on the in-process
-model, so its cost against encode() shows without the worker. It prints the embedder's device, batch size and whether it
+both alike; between them, the worker's own encoding (embed._encode: on a CPU
+sentence-transformers' encode, with --overlap on the GPU loop) runs on the
+in-process model, so its cost shows without the worker. It prints the embedder's device, batch size and whether it
 overlaps tokenization, and the ratios pipeline/in-process (how busy the
 pipeline keeps the device; target on a GPU: at least 0.9) and
 embedder/in-process.
@@ -25,6 +25,7 @@ run prints the pages read per second end to end.
 
     .venv/bin/python bench/index_throughput.py [--folder DIR] [--copies 3] [--rounds 2]
     .venv/bin/python bench/index_throughput.py --batch-size 64 --overlap on
+    .venv/bin/python bench/index_throughput.py --encode-pairs 5   # does overlapped tokenization pay here?
     .venv/bin/python bench/index_throughput.py --ocr 20 [--workers N]
 """
 
@@ -36,6 +37,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,11 +62,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="the embedder's batch size (default: the device's choice)")
     parser.add_argument("--overlap", choices=("on", "off"), help="tokenize the next batch during the current one")
     parser.add_argument("--reference-batch", type=int, help="in-process encode's batch (default: the embedder's)")
+    parser.add_argument(
+        "--encode-pairs", type=int, metavar="N", help="only compare encoders in-process: N interleaved rounds"
+    )
     parser.add_argument("--ocr", type=int, metavar="PAGES", help="index PAGES generated scanned pages with OCR")
     parser.add_argument("--workers", type=int, help="parse workers (default: the indexer's own choice)")
     args = parser.parse_args()
     if args.ocr:
         ocr_bench(args.ocr, args.workers)
+        return
+    if args.encode_pairs:
+        encode_pairs(args.folder, args.encode_pairs)
         return
 
     overlap = None if args.overlap is None else args.overlap == "on"
@@ -143,6 +151,49 @@ def main() -> None:
         f"worker loop/in-process: {loop_rate / in_process_rate:.2f}; "
         f"embedder busy {p.embed_busy_s / elapsed:.0%} of the pipeline run"
     )
+
+
+def encode_pairs(folder: Path, rounds: int) -> None:
+    """sentence-transformers' encode (the worker's CPU path) against the worker's GPU loop (length-sorted
+    batches, the next one tokenized in a thread) run on the CPU, on one model in this process, in
+    interleaved rounds over the folder's chunks in requests of the indexer's size: whether overlapping
+    tokenization pays on a CPU."""
+    import statistics
+
+    from engine.rag.chunk import Chunker
+    from engine.rag.embed_batches import choose_batch_size
+
+    chunker = Chunker(bundled_embedder_path() / "tokenizer.json", max_tokens=200, overlap_tokens=32)
+    texts = []
+    for path in sorted(folder.glob("*.pdf")):
+        try:
+            document = load(path)
+        except DocumentError:
+            continue
+        texts += [embedding_text(document.title, chunk) for chunk in chunker.chunk(document)]
+    from engine.rag.embed import EmbedderInfo
+
+    size = choose_batch_size("cpu", max_tokens=256, hidden_size=384, n_heads=12)
+    info = EmbedderInfo("", 384, "cpu", "float32", 256, size, False)
+    model = in_process_model(info)
+    ways = {
+        "sentence-transformers encode": lambda chunk: model.encode(
+            chunk, batch_size=size, normalize_embeddings=True, show_progress_bar=False
+        ),
+        "worker loop, overlap on": lambda chunk: worker_loop(model, chunk, replace(info, overlap=True)),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(rounds):
+        for name, way in ways.items():
+            t = time.perf_counter()
+            for start in range(0, len(texts), EMBED_BATCH):
+                way(texts[start : start + EMBED_BATCH])
+            seconds[name].append(time.perf_counter() - t)
+    base = statistics.median(seconds["sentence-transformers encode"])
+    print(f"{len(texts)} chunks, batch {size}, {rounds} interleaved rounds, load {os.getloadavg()[0]:.2f}")
+    for name, s in seconds.items():
+        median = statistics.median(s)
+        print(f"{name:32} {len(texts) / median:8.1f} chunks/s (median)  ratio to encode {base / median:.2f}")
 
 
 def in_process_model(info):

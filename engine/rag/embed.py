@@ -257,7 +257,16 @@ def serve(model_path: str, device: str, batch_size: int, overlap: str = "auto") 
 
 def _encode(model, texts: list[str], info: EmbedderInfo) -> np.ndarray:
     """Unit-length float32 rows for texts, in their order: sorted by length into batches of info.batch_size,
-    each tokenized (the next one in a thread when info.overlap) and run through the model."""
+    each tokenized (the next one in a thread when info.overlap) and run through the model.
+
+    Without overlap (a CPU) this is sentence-transformers' own encode, which sorts by length the same
+    way: the CPU path stays exactly what it was.
+    """
+    if not info.overlap:
+        vectors = model.encode(
+            texts, batch_size=info.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        return np.asarray(vectors, dtype=np.float32)
     import torch
     from sentence_transformers.util import batch_to_device
 

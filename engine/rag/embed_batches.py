@@ -11,7 +11,8 @@ batches gain nothing and only delay a question asked during indexing.
 Texts are sorted longest first so a batch pads to similar lengths, and the vectors are put
 back in the order given. Tokenizing the next batch in a thread overlaps the device's work on
 a GPU (the fast tokenizers release the interpreter lock); on a CPU the forward pass already
-uses every core, so there it is off (docs/benchmarks.md has the measurement).
+uses every core, so there it is off and the worker calls sentence-transformers' own encode
+(which sorts by length alike), keeping the CPU path exactly as it was (docs/benchmarks.md).
 """
 
 from __future__ import annotations
