@@ -23,6 +23,7 @@ which a loaded machine does not inflate. No llama-bench needed.
     python bench/decode_overhead.py                      # 2 threads, 128 tokens, 10 pairs
     python bench/decode_overhead.py --threads 4 --pairs 20 --tokens 256
     python bench/decode_overhead.py --micro --threads 1,2 --pairs 5
+    python bench/decode_overhead.py --sampling           # CPU µs of sampling one row, llama.cpp vs engine
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ def main() -> int:
     parser.add_argument("--model", default=str(bundled_llm_path()))
     parser.add_argument("--threads", default="2", help="llama.cpp threads (--micro: a comma-separated list)")
     parser.add_argument("--micro", action="store_true", help="2-layer model against a bare llama-cpp-python loop")
+    parser.add_argument("--sampling", action="store_true", help="CPU µs of sampling one row: llama.cpp vs engine")
     parser.add_argument("--micro-path", default=str(Path(tempfile.gettempdir()) / "locus-micro-2L.gguf"))
     parser.add_argument("--tokens", type=int, default=128, help="generated tokens per run (llama-bench -n)")
     parser.add_argument("--pairs", type=int, default=10, help="interleaved runs of each side")
@@ -111,10 +113,13 @@ def main() -> int:
     )
     parser.add_argument("--no-build", action="store_true", help="fail instead of building llama-bench")
     args = parser.parse_args()
-    if args.micro:
-        from bench.micro_model import make_micro_model, run_micro
+    if args.micro or args.sampling:
+        from bench.micro_model import make_micro_model, run_micro, sampling_cost
 
         path = make_micro_model(args.micro_path, source=args.model)
+        if args.sampling:
+            sampling_cost(path)
+            return 0
         threads = [int(t) for t in args.threads.split(",")]
         run_micro(path, threads, args.tokens, args.pairs, PROMPT, {"greedy": GREEDY, "default": DEFAULT_CHAIN})
         return 0

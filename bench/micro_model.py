@@ -101,11 +101,13 @@ def native_chain(model: NativeModel, sampling: dict, seed: int):
     params.no_perf = True
     chain = llama_cpp.llama_sampler_chain_init(params)
     p = SamplingParams(**sampling)
+    parts = []
+    if p.repeat_penalty != 1.0 and p.repeat_last_n > 0:
+        parts.append(llama_cpp.llama_sampler_init_penalties(model.n_vocab, p.repeat_last_n, p.repeat_penalty, 0.0, 0.0))
     if p.temperature <= 0:
-        parts = [llama_cpp.llama_sampler_init_greedy()]
+        parts.append(llama_cpp.llama_sampler_init_greedy())
     else:
-        parts = [
-            llama_cpp.llama_sampler_init_penalties(model.n_vocab, p.repeat_last_n, p.repeat_penalty, 0.0, 0.0),
+        parts += [
             llama_cpp.llama_sampler_init_top_k(p.top_k),
             llama_cpp.llama_sampler_init_top_p(p.top_p, 1),
             llama_cpp.llama_sampler_init_min_p(p.min_p, 1),
@@ -271,3 +273,45 @@ def _messages():
 if __name__ == "__main__":
     out = make_micro_model(sys.argv[1] if len(sys.argv) > 1 else "/tmp/locus-micro.gguf")
     print(out, f"{out.stat().st_size / 2**20:.1f} MiB")
+
+
+def sampling_cost(path: Path, rounds: int = 5, calls: int = 300) -> None:
+    """CPU µs per token of sampling one logits row: llama.cpp's own chain (llama_sampler_sample,
+    penalties sampler included) against the engine's SamplerChain, interleaved rounds, medians."""
+    from engine.runtime.generator import Generator
+
+    gen = Generator(ModelConfig(str(path), n_ctx=512, n_threads=1, **PLAIN))
+    prompt = gen.encode(_messages())
+    gen.ctx.decode(prompt, 0)
+    row = gen.ctx.logits_row(-1)
+    saved = row.copy()
+    cases = {
+        "greedy": dict(temperature=0.0, repeat_penalty=1.0),
+        "greedy + repeat penalty": dict(temperature=0.0),
+        "default chain": dict(seed=1),
+    }
+    print(f"sampling one row of {gen.model.n_vocab} logits, CPU µs per token ({rounds} rounds of {calls})")
+    for name, sampling in cases.items():
+        times: dict[str, list[float]] = {"llama.cpp": [], "engine": []}
+        for _ in range(rounds):
+            for side in times:
+                theirs = native_chain(gen.model, sampling, 1) if side == "llama.cpp" else None
+                ours = SamplerChain(gen.model, SamplingParams(**sampling), 1) if theirs is None else None
+                for tok in prompt[-64:]:
+                    llama_cpp.llama_sampler_accept(theirs, tok) if theirs is not None else ours.accept(tok)  # type: ignore[union-attr]
+                spent = 0.0
+                for _ in range(calls):
+                    row[:] = saved
+                    start = time.thread_time()
+                    if theirs is not None:
+                        llama_cpp.llama_sampler_sample(theirs, gen.ctx.ctx, -1)
+                    else:
+                        ours.sample(gen.ctx)  # type: ignore[union-attr]
+                    spent += time.thread_time() - start
+                times[side].append(spent / calls * 1e6)
+                llama_cpp.llama_sampler_free(theirs) if theirs is not None else ours.close()  # type: ignore[union-attr]
+        print(
+            f"  {name:<24} llama.cpp {statistics.median(times['llama.cpp']):7.1f}   "
+            f"engine {statistics.median(times['engine']):7.1f}"
+        )
+    gen.close()
