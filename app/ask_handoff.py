@@ -61,6 +61,15 @@ def write_token(data_dir: Path) -> str:
     return token
 
 
+def remove_token(data_dir: Path, token: str) -> None:
+    """Remove the token file when it is still ``token`` (at quit)."""
+    if read_token(data_dir) == token:
+        try:
+            (Path(data_dir) / TOKEN_FILE).unlink()
+        except OSError:
+            pass
+
+
 def read_token(data_dir: Path) -> str | None:
     try:
         text = (Path(data_dir) / TOKEN_FILE).read_text(encoding="ascii").strip()

@@ -13,7 +13,9 @@ else a per-user folder in the temp folder, each used only when it is a real
 folder owned by this user, closed to everyone else, inside a parent no one else
 can rename it out of. On Linux a later launch also asks the kernel who is at the
 other end (SO_PEERCRED) and hands its request only to the process that holds
-the lock. (Windows: the name is a named pipe, which Qt restricts to this user
+the lock. A terminal's `locus ask` comes the same way ("ask" and a token this
+process wrote to the data folder) and is answered by app/ask_handoff.py, from
+this user only. (Windows: the name is a named pipe, which Qt restricts to this user
 with UserAccessOption; pipe names are machine-wide, so the peer check is the
 part still missing there.)
 """
@@ -201,6 +203,11 @@ class SingleInstance(QObject):
         if self.server is not None:
             self.server.close()
             self.server = None
+        if self._token is not None:
+            from app.ask_handoff import remove_token
+
+            remove_token(self.data_dir, self._token)
+            self._token = None
         if self.lock.isLocked():
             self.lock.unlock()
 
@@ -243,7 +250,7 @@ class SingleInstance(QObject):
 
         who = peer_credentials(socket)
         refused = None
-        if self.ask_handler is None:
+        if self.ask_handler is None or os.name == "nt":  # (a named pipe: the terminal answers itself there)
             refused = "this Locus does not take questions"
         elif who is not None and who[1] != os.getuid():
             refused = f"process {who[0]} of user {who[1]} is not this user"

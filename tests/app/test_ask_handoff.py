@@ -120,3 +120,4 @@ def test_a_connection_without_the_token_is_refused(home):
         assert log_text(home).count(HANDED) == before
     finally:
         stop(app)
+    assert not (home / TOKEN_FILE).exists()  # removed at quit
