@@ -35,6 +35,7 @@ failing, so a task that copies nothing costs at most an occasional one-token dra
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -143,43 +144,96 @@ class Stats:
         return self.accepted / self.drafted if self.drafted else 0.0
 
 
+class Pace:
+    """How far to draft: the draft length that yields the most tokens a second, from measured costs.
+
+    A step with ``k`` draft tokens costs about ``t_one + k * t_row`` (a plain step, plus the extra
+    rows) and yields ``1 + a + ... + a**k`` tokens on average, ``a`` being the chance that a draft
+    token is kept (each kept token is followed by the next draft's check). On a GPU an extra row
+    costs next to nothing and long drafts pay; on a CPU rows cost compute, so drafting pays only
+    while drafts are mostly kept. When no length is expected to beat a plain step, drafting pauses
+    (longer after each pause that ended in another miss) and then tries one short draft to look again.
+    """
+
+    def __init__(self, k_max: int, alpha: float = 0.15, *, costs: tuple[float, float] | None = None):
+        """``costs``: (plain step, extra row) in seconds, held fixed instead of measured (tests, known devices)."""
+        self.k_max, self.alpha = k_max, alpha
+        self.fixed = costs is not None
+        self.t_one: float | None = costs[0] if costs else None  # seconds of a plain step
+        self.t_row: float | None = costs[1] if costs else None  # extra seconds per draft row
+        self.a = 0.7  # chance a draft token is kept (optimistic at first, to try)
+        self.pause = 0  # plain steps left before drafting is tried again
+        self._backoff = 4
+
+    def restart(self) -> None:
+        """A new sequence: costs carry over (same model and machine), the acceptance starts again."""
+        self.a, self.pause, self._backoff = 0.7, 0, 4
+
+    def _ema(self, old: float | None, new: float) -> float:
+        return new if old is None else old + self.alpha * (new - old)
+
+    def observe(self, rows: int, seconds: float, drafted: int, kept: int) -> None:
+        """A step of ``rows`` batch rows took ``seconds``; ``kept`` of its ``drafted`` tokens were kept."""
+        if self.fixed:
+            seconds = self.t_one + (rows - 1) * self.t_row  # type: ignore[operator]  # both set
+        if self.t_one is not None and seconds > 20 * (self.t_one + rows * (self.t_row or 0.0)):
+            return  # not one step's cost: the sequence waited (other streams ran, or it was preempted)
+        if rows <= 1:
+            self.t_one = self._ema(self.t_one, seconds)
+            return
+        if self.t_one is not None:
+            self.t_row = self._ema(self.t_row, max(0.0, seconds - self.t_one) / (rows - 1))
+        for x in [1.0] * kept + ([0.0] if kept < drafted else []):
+            self.a += self.alpha * (x - self.a)
+        if kept:
+            self._backoff = 4
+
+    def _rate(self, k: int) -> float:
+        """Tokens a second expected from a draft of k tokens (k = 0: plain decoding)."""
+        a, t_one, t_row = self.a, self.t_one or 1.0, self.t_row if self.t_row is not None else 0.0
+        tokens = float(k + 1) if a >= 1.0 else (1.0 - a ** (k + 1)) / (1.0 - a)
+        return tokens / (t_one + k * t_row)
+
+    def choose(self) -> int:
+        """How many tokens to draft for the next step (0: a plain step)."""
+        if self.t_one is None:
+            return 0  # the first step measures what a plain one costs
+        if self.pause > 0:
+            self.pause -= 1
+            return 2 if self.pause == 0 else 0  # after the pause, a short draft looks again
+        best = max(range(self.k_max + 1), key=self._rate)
+        if best == 0:
+            self.pause, self._backoff = self._backoff, min(256, self._backoff * 2)
+        return best
+
+
 class Speculator:
     """The speculative step for the batcher: used when exactly one sequence is decoding."""
 
-    def __init__(
-        self, ctx: NativeContext, drafter: Drafter | None = None, *, k_max: int = 16, k_start: int = 8
-    ) -> None:
+    def __init__(self, ctx: NativeContext, drafter: Drafter | None = None, *, k_max: int = 16) -> None:
         self.ctx = ctx
         self._new_lookup = drafter is None  # prompt lookup starts a fresh index for each sequence
         self.drafter: Drafter = drafter if drafter is not None else PromptLookup()
         self.k_max = max(1, min(k_max, ctx.n_batch - 1))
-        self.k_start = max(1, min(k_start, self.k_max))
         self.stats = Stats()
         self._seq: Sequence | None = None
-        self._k = self.k_start
-        self._misses = 0  # drafts in a row of which nothing was kept
-        self._pause = 0  # steps left without drafting
-        self._backoff = 4  # the next pause's length
+        self.pace = Pace(self.k_max)
+        self._mark: tuple[float, int, int, int] | None = None  # the last step: start, rows, drafted, kept
 
     def _follow(self, seq: Sequence) -> None:
         if seq is not self._seq:
             self._seq = seq
+            self._mark = None
             if self._new_lookup:
                 self.drafter = PromptLookup()
-            self._k, self._misses, self._pause, self._backoff = self.k_start, 0, 0, 4
+            self.pace.restart()
 
-    def _adapt(self, drafted: int, kept: int) -> None:
-        """Longer drafts while they are kept whole, shorter when not; a pause after repeated misses."""
-        if kept == drafted:
-            self._k = min(self.k_max, self._k * 2)
-        else:
-            self._k = max(1, min(self._k, kept + 1))
-        if kept:
-            self._misses, self._backoff = 0, 4
-            return
-        self._misses += 1
-        if self._misses >= 3:
-            self._pause, self._backoff, self._misses = self._backoff, min(256, self._backoff * 2), 0
+    def _measure(self, now: float) -> None:
+        """The last step's whole cost (decode, sampling, the runtime's work around it) is the time since it began."""
+        if self._mark is not None:
+            start, rows, drafted, kept = self._mark
+            self.pace.observe(rows, now - start, drafted, kept)
+            self._mark = None
 
     def step(self, seq: Sequence, fail: Fail) -> bool:
         """One speculative step for ``seq`` if a draft is worth trying; False: the caller does a plain step."""
@@ -187,16 +241,17 @@ class Speculator:
         if slot is None or seq.phase != DECODE or seq.pending is None or seq.healing_active:
             return False
         self._follow(seq)
-        if self._pause > 0:
-            self._pause -= 1
-            return False
+        now = time.perf_counter()
+        self._measure(now)
+        self._mark = (now, 1, 0, 0)  # a plain step, unless a draft goes in below
         pos = len(slot.tokens)  # where the pending token goes
-        room = min(self._k, seq.cells - pos - 1, seq.max_new - seq.n_gen - 1, self.ctx.n_batch - 1)
+        room = min(self.pace.choose(), seq.cells - pos - 1, seq.max_new - seq.n_gen - 1, self.ctx.n_batch - 1)
         if room <= 0:
             return False
         draft = self.drafter.propose(slot.tokens, seq.pending, room)
         if not draft:
             return False
+        self._mark = (now, 1 + len(draft), len(draft), 0)
         return self._run(seq, slot, pos, draft, fail)
 
     def _run(self, seq: Sequence, slot: Slot, pos: int, draft: list[int], fail: Fail) -> bool:
@@ -242,7 +297,7 @@ class Speculator:
         self.stats.accepted += kept
         seq.drafted += len(draft)
         seq.accepted += kept
-        self._adapt(len(draft), kept)
+        self._mark = (self._mark[0], 1 + len(draft), len(draft), kept) if self._mark else None
         return True
 
     def close(self) -> None:

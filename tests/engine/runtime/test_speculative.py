@@ -11,7 +11,7 @@ from app.services import model_config
 from app.settings import Settings
 from engine.errors import InvalidRequestError
 from engine.runtime.generator import Generator
-from engine.runtime.speculative import DraftModel, PromptLookup, Speculator, verify
+from engine.runtime.speculative import DraftModel, Pace, PromptLookup, verify
 from engine.runtime.types import ChatMessage, Done, GenerationRequest, ModelConfig, SamplingParams
 
 SYSTEM = ChatMessage("system", "You are a helpful assistant.")
@@ -42,6 +42,9 @@ CHAIN = dict(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1
 @pytest.fixture(scope="module")
 def gen(model_path):
     g = Generator(ModelConfig(model_path, n_ctx=1024, n_threads=1, speculative="prompt_lookup"))
+    # Whether a draft pays depends on measured step times; the tests fix the costs (rows a quarter of a
+    # token each) so the same drafts are tried on a loaded machine as on a quiet one.
+    g.batcher.speculator.pace = Pace(16, costs=(0.010, 0.0025))
     yield g
     g.close()
 
@@ -115,6 +118,7 @@ def test_speculation_is_off_while_several_sequences_run(gen):
 def test_a_draft_model_gives_the_plain_greedy_answer(model_path):
     # The bundled model as its own draft: a plumbing check (every draft should be kept), not a speedup.
     drafting = Generator(ModelConfig(model_path, n_ctx=1024, n_threads=1, speculative="draft", draft_model=model_path))
+    drafting.batcher.speculator.pace = Pace(16, costs=(0.010, 0.0))
     try:
         assert isinstance(drafting.batcher.speculator.drafter, DraftModel)
         _, plain_tokens, plain_steps = answer(drafting, FREE, False, max_tokens=48, **GREEDY)
@@ -155,13 +159,22 @@ def test_prompt_lookup_drafts_what_followed_the_latest_match():
     assert lookup.draft(4) == []  # "3 6 6" and "6 6" occurred nowhere before
 
 
-def test_draft_length_grows_when_kept_and_backs_off_after_misses(gen):
-    spec = Speculator(gen.ctx, k_max=16, k_start=4)
-    spec._adapt(4, 4)
-    assert spec._k == 8
-    for _ in range(3):
-        spec._adapt(spec._k, 0)
-    assert spec._k == 1 and spec._pause == 4  # three misses: a pause, then one-token drafts
+def test_drafts_are_long_where_rows_are_cheap_and_stop_where_they_do_not_pay():
+    gpu_like = Pace(k_max=16)
+    assert gpu_like.choose() == 0  # the first step measures a plain one
+    gpu_like.observe(1, 0.010, 0, 0)
+    for _ in range(20):
+        gpu_like.observe(9, 0.011, 8, 7)  # extra rows nearly free, most drafts kept
+    assert gpu_like.choose() >= 8
+
+    cpu_like = Pace(k_max=16)
+    cpu_like.observe(1, 0.010, 0, 0)
+    for _ in range(20):
+        cpu_like.observe(5, 0.040, 4, 0)  # each row costs a whole token's time, nothing kept
+    assert cpu_like.choose() == 0
+    assert [cpu_like.choose() for _ in range(cpu_like.pause)][-1] == 2  # after the pause, a short look
+    cpu_like.observe(3, 0.030, 2, 0)
+    assert cpu_like.choose() == 0 and cpu_like.pause == 8  # another miss: a longer pause
 
 
 def test_acceptance_rule_keeps_the_target_distribution():
