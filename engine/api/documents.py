@@ -12,15 +12,12 @@ cancels its answer.
 
 from __future__ import annotations
 
-import queue
-import time
-from collections.abc import Callable, Iterator
-
-from engine.answer import AnswerEnded, AnswerEvent, Cited, TextDelta
+from engine.answer import AnswerEnded, Cited, TextDelta
 from engine.api import fields
 from engine.api.calls import GenerationCall
 from engine.api.errors import ApiError, context_exceeded, from_engine, shutting_down
 from engine.api.extension import FIELD, DocumentsCall
+from engine.api.pump import EventPump
 from engine.api.shapes import CompletionShape, usage
 from engine.api.transport import ClientGone, Exchange
 from engine.assistant import saved_source
@@ -28,18 +25,18 @@ from engine.errors import EngineError
 from engine.runtime.budget import context_window
 from engine.runtime.types import ModelInfo, SamplingParams
 
-POLL_S = 0.2  # how often a waiting request checks that its client is still connected
 
-
-class DocumentRun:
+class DocumentRun(EventPump):
     """One answer from documents on its way; its events are read on the HTTP thread."""
 
+    piece, last = TextDelta, (AnswerEnded,)
+
     def __init__(self, assistant, call: DocumentsCall, sampling: SamplingParams, priority):
-        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        super().__init__()
         # The callback runs on the answer's (or the runtime's) thread: it only queues.
         self.handle = assistant.ask(
             call.question,
-            on_event=self._events.put,
+            on_event=self.put,
             collections=list(call.collections),
             save=False,
             priority=priority,
@@ -48,47 +45,8 @@ class DocumentRun:
             system_prompt=call.system_prompt,
         )
 
-    def cancel(self) -> None:
-        self.handle.cancel()
-
-    def events(self, gone: Callable[[], bool]) -> Iterator[AnswerEvent]:
-        """Every event up to AnswerEnded (text that queued up comes as one TextDelta); cancels the answer
-        once ``gone()`` says the client left."""
-        cancelled, checked = False, time.monotonic()
-        held: AnswerEvent | None = None
-        while True:
-            if held is not None:
-                event, held = held, None
-            else:
-                try:
-                    event = self._events.get(timeout=POLL_S)
-                except queue.Empty:
-                    event = None
-            if isinstance(event, TextDelta):
-                event, held = self._merge(event)
-            now = time.monotonic()
-            if not cancelled and (event is None or now - checked >= POLL_S):
-                checked = now
-                if gone():
-                    self.cancel()
-                    cancelled = True
-            if event is None:
-                continue
-            yield event
-            if isinstance(event, AnswerEnded):
-                return
-
-    def _merge(self, delta: TextDelta) -> tuple[TextDelta, AnswerEvent | None]:
-        texts = [delta.text]
-        while True:
-            try:
-                event = self._events.get_nowait()
-            except queue.Empty:
-                event = None
-            if not isinstance(event, TextDelta):
-                break
-            texts.append(event.text)
-        return (TextDelta(delta.answer_id, "".join(texts)) if len(texts) > 1 else delta), event
+    def join(self, pieces: list) -> TextDelta:
+        return TextDelta(pieces[0].answer_id, "".join(d.text for d in pieces))
 
 
 def answer(api, ex: Exchange, call: GenerationCall, info: ModelInfo) -> AnswerEnded:

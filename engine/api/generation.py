@@ -1,9 +1,9 @@
 """Chat and text completions: fit the request to the context, submit it, answer whole or streamed.
 
 The request goes to the runtime like any other; its events come back through a
-queue that this HTTP thread reads, checking a few times a second whether the
-client is still there: a client that disconnects cancels its generation, so the
-runtime is free for the next request within one token step.
+queue that this HTTP thread reads (engine/api/pump.py): a client that disconnects
+cancels its generation, so the runtime is free for the next request within one
+token step.
 
 A stream's headers are sent with its first token (or its end), so a request that
 fails before producing anything still gets a proper HTTP status.
@@ -11,13 +11,10 @@ fails before producing anything still gets a proper HTTP status.
 
 from __future__ import annotations
 
-import queue
-import time
-from collections.abc import Callable, Iterator
-
 from engine.api import fields
 from engine.api.calls import GenerationCall
 from engine.api.errors import ApiError, context_exceeded, from_engine, shutting_down
+from engine.api.pump import EventPump
 from engine.api.shapes import CompletionShape, usage
 from engine.api.transport import ClientGone, Exchange
 from engine.errors import EngineError
@@ -25,64 +22,18 @@ from engine.runtime.backend import Backend
 from engine.runtime.types import Done, Failed, GenerationRequest, ModelInfo, SamplingParams, Token
 from engine.trace.tracing import context_of
 
-POLL_S = 0.2  # how often a waiting request checks that its client is still connected
 
-
-class Run:
+class Run(EventPump):
     """One submitted generation whose events are read on the HTTP thread."""
 
+    piece, last = Token, (Done, Failed)
+
     def __init__(self, runtime: Backend, request: GenerationRequest, trace_parent=None):
-        self._events: queue.SimpleQueue = queue.SimpleQueue()
-        # The callback runs on the runtime's thread: it only queues, so it never slows generation down.
-        self.handle = runtime.submit(request, self._events.put, trace_parent=trace_parent)
+        super().__init__()
+        self.handle = runtime.submit(request, self.put, trace_parent=trace_parent)
 
-    def cancel(self) -> None:
-        self.handle.cancel()
-
-    def events(self, gone: Callable[[], bool]) -> Iterator:
-        """Every event up to Done or Failed; cancels the request once ``gone()`` says the client left.
-
-        Tokens that queued up while the reader was busy come as one Token (one write instead of many).
-        """
-        cancelled, checked = False, time.monotonic()
-        held = None  # an event read while merging tokens, yielded next
-        while True:
-            if held is not None:
-                event, held = held, None
-            else:
-                try:
-                    event = self._events.get(timeout=POLL_S)
-                except queue.Empty:
-                    event = None
-            if isinstance(event, Token):
-                event, held = self._merge(event)
-            now = time.monotonic()
-            if not cancelled and (event is None or now - checked >= POLL_S):
-                checked = now
-                if gone():
-                    self.cancel()
-                    cancelled = True
-            if event is None:
-                continue
-            yield event
-            if isinstance(event, (Done, Failed)):
-                return
-
-    def _merge(self, token: Token) -> tuple[Token, object]:
-        """``token`` joined with the Tokens already waiting; and the first other event found (or None)."""
-        texts, count = [token.text], token.n_tokens
-        while True:
-            try:
-                event = self._events.get_nowait()
-            except queue.Empty:
-                event = None
-            if not isinstance(event, Token):
-                break
-            texts.append(event.text)
-            count += event.n_tokens
-        if len(texts) > 1:
-            token = Token(token.request_id, "".join(texts), count)
-        return token, event
+    def join(self, pieces: list) -> Token:
+        return Token(pieces[0].request_id, "".join(t.text for t in pieces), sum(t.n_tokens for t in pieces))
 
 
 def prompt_tokens(runtime: Backend, call: GenerationCall) -> int:
