@@ -180,7 +180,7 @@ class SettingsDialog(QDialog):
 
     def _editor(self, spec: Spec) -> QWidget:
         if spec.widget == "gguf_file":
-            return _FileField("Bundled SmolLM2-135M-Instruct", self)
+            return _FileField("None" if spec.key == "model.draft_model" else "Bundled SmolLM2-135M-Instruct", self)
         if spec.widget in ("multiline", "lines"):
             edit = QPlainTextEdit(self)
             edit.setFixedHeight(90 if spec.widget == "multiline" else 60)
