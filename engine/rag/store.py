@@ -29,7 +29,9 @@ from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
 
-COMPACT_EVERY_WRITES = 200  # commits between compactions during a long indexing job
+COMPACT_EVERY_WRITES = 200  # commits before the first compaction of a long indexing job
+COMPACT_GROWTH = 1.5  # each later compaction waits this much longer: a compaction rewrites the whole table
+COMPACT_CLEANUP = timedelta(minutes=2)  # versions older than this are deleted by those compactions
 ANN_MIN_ROWS = 30_000  # below this a flat scan is fast enough (see bench/search_latency.py)
 ANN_NPROBES = 24  # partitions searched per query; recall@10 >= 0.95 in bench/search_latency.py
 DEFAULT_COLLECTION = "default"
@@ -178,6 +180,11 @@ class DocumentStore:
         self._changes = itertools.count(1)
         self._writes = 0
         self.compact_every = COMPACT_EVERY_WRITES
+        self._next_compaction = 0
+        # Documents that have chunks, known while the change stamp is the last one this store wrote (no
+        # other process changed the index since); otherwise read again from the table.
+        self._held: set[str] | None = None
+        self._own_stamp: str | None = None
         self.documents = self._open("documents", _documents_schema())
         self.chunks = self._open("chunks", _chunks_schema(dim))
         self._places_ready = False  # whether the chunks table has the place columns (an old one gets them)
@@ -313,22 +320,40 @@ class DocumentStore:
             if rows:
                 self.ensure_text_index()
                 self._writes += 1
-                if self._writes % self.compact_every == 0:
-                    # A commit is a file: thousands of them make every scan and search slower. Fold them
-                    # together now and then during a long job (the job's end optimises fully). The chunks
-                    # are committed already: a compaction that fails (a full disk, another process
-                    # compacting) is only logged, and the next one or the job's end tries again.
-                    try:
-                        self.chunks.optimize()
-                        self.documents.optimize()
-                    except Exception as exc:  # noqa: BLE001 - any failure: the write stands
-                        log.warning("compaction of the index in %s failed: %s", self.directory, exc)
+                self._compact_now_and_then()
+            if self._held is not None:
+                self._held.difference_update(doc_ids)
+                self._held.update(row["doc_id"] for row in rows)
+
+    def _compact_now_and_then(self) -> None:
+        """A commit is a file: thousands of them make every scan and search slower, so a long job folds them
+        together now and then (its end optimises fully). LanceDB's compaction rewrites every fragment
+        under a million rows, the whole table here, so the gaps between compactions grow (200 commits,
+        then 300, 450, …) and versions older than two minutes are deleted each time: compacting every 200
+        commits rewrote 55 GB for a million chunks (bench/index_scale.py). The chunks are committed
+        already: a compaction that fails (a full disk, another process compacting) is only logged, and the
+        next one or the job's end tries again."""
+        if not self._next_compaction:
+            self._next_compaction = self.compact_every
+        if self._writes < self._next_compaction:
+            return
+        self._next_compaction = self._writes + max(self.compact_every, int(self._writes * (COMPACT_GROWTH - 1)))
+        try:
+            self.chunks.optimize(cleanup_older_than=COMPACT_CLEANUP)
+            self.documents.optimize(cleanup_older_than=COMPACT_CLEANUP)
+        except Exception as exc:  # noqa: BLE001 - any failure: the write stands
+            log.warning("compaction of the index in %s failed: %s", self.directory, exc)
 
     def _with_chunks(self, doc_ids: list[str]) -> set[str]:
-        """Which of these documents have chunks in the index (found through the doc_id index)."""
-        which = f"doc_id IN ({', '.join(sql_str(d) for d in doc_ids)})"
-        found = self.chunks.search().where(which).select(["doc_id"]).limit(None).to_arrow()
-        return set(found.column("doc_id").to_pylist())
+        """Which of these documents have chunks in the index. Known from this store's own writes while no
+        other process changed the index (its change stamp is still ours); else the doc_id column is read
+        once again (about a second at a million chunks) instead of searching the table at every commit,
+        which grew with every unindexed fragment of a long job."""
+        if self._held is None or self.change_stamp() != self._own_stamp:
+            found = self.chunks.search().select(["doc_id"]).limit(None).to_arrow()
+            self._held = set(found.column("doc_id").to_pylist())
+            self._own_stamp = self.change_stamp()
+        return {d for d in doc_ids if d in self._held}
 
     def ensure_text_index(self) -> None:
         """Create the full-text index once there are chunks (rows added later are searched too,
@@ -355,6 +380,8 @@ class DocumentStore:
             self.upsert_document(replace(record, status="removing", updated_at=time.time()))
             self.chunks.delete(f"doc_id = {sql_str(doc_id)}")
             self.documents.delete(f"doc_id = {sql_str(doc_id)}")
+            if self._held is not None:
+                self._held.discard(doc_id)
         self._note_change()
 
     # Telling other processes ----------------------------------------------------------
@@ -374,9 +401,13 @@ class DocumentStore:
         tmp = target.with_name(f".{CHANGES_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            stamp = f"{time.time_ns()} {os.getpid()} {next(self._changes)}\n"
             with os.fdopen(fd, "w", encoding="ascii") as out:
-                out.write(f"{time.time_ns()} {os.getpid()} {next(self._changes)}\n")
+                out.write(stamp)
+            previous = self.change_stamp()
             os.replace(tmp, target)
+            if self._own_stamp is not None and previous == self._own_stamp:
+                self._own_stamp = stamp  # nobody else wrote in between: what this store knows still holds
         except OSError as exc:
             log.warning("could not note a change of the document index for other windows: %s", exc)
 

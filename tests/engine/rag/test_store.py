@@ -170,3 +170,26 @@ def test_a_documents_chunk_rows_carry_its_text_and_places_but_not_its_vectors(st
         (1, "alpha two", 2),
     ]
     assert all("vector" not in r and {"chunk_id", "page", "heading", "place", "place_label"} <= set(r) for r in got)
+
+
+def test_chunks_another_process_wrote_are_replaced_not_duplicated(tmp_path):
+    first = DocumentStore(tmp_path / "index", "test-embedder", DIM)
+    first.replace_chunks("a", rows("a", ["alpha one"]))
+    first.upsert_document(record("a"))
+    # Another process (the CLI beside the window) indexes "b", then a new version of "a".
+    other = DocumentStore(tmp_path / "index", "test-embedder", DIM)
+    other.replace_chunks("b", rows("b", ["beta one"]))
+    other.upsert_document(record("b"))
+    # The first store knew "b" had no chunks; now a new version of "b" must replace, not append.
+    first.replace_chunks("b", rows("b", ["beta two"], version="v2"))
+    first.replace_chunks("a", rows("a", ["alpha two"], version="v2"))
+    assert sorted(r["chunk_id"] for r in first.chunks.to_arrow().to_pylist()) == ["a-v2-0", "b-v2-0"]
+
+
+def test_a_removed_document_indexed_again_is_appended_once(store):
+    store.replace_chunks("a", rows("a", ["alpha"]))
+    store.upsert_document(record("a"))
+    store.remove_document("a")
+    store.replace_chunks("a", rows("a", ["alpha"]))
+    store.replace_chunks("a", rows("a", ["alpha"]))
+    assert store.chunk_count("a") == 1
