@@ -39,7 +39,7 @@ class ModelConfig:
     kv_ram_mb: int = 512  # saved KV states of idle conversations kept in RAM
     kv_spill_dir: str | None = None  # where states pushed out of RAM go (None: they are dropped)
     kv_spill_mb: int = 2048  # the most the spill folder holds
-    speculative: str = "prompt_lookup"  # speculative decoding: "prompt_lookup", "draft" or "off"
+    speculative: str = "off"  # speculative decoding: "prompt_lookup", "draft" or "off"
     draft_model: str | None = None  # with "draft": a GGUF of the same vocabulary that drafts
     kv_cache_type: str = "f16"  # K and V cache elements: f16, q8_0 or q4_0 (kv_cache.KV_CACHE_TYPES)
     flash_attention: str = "auto"  # auto, on or off; a quantized cache needs it

@@ -17,13 +17,13 @@ def test_the_model_page_offers_speculative_decoding_and_a_draft_model(qtbot, loc
         mode = dialog.editors["model.speculative"]
         assert isinstance(mode, QComboBox)
         assert [mode.itemText(i) for i in range(mode.count())] == ["prompt_lookup", "draft", "off"]
-        assert mode.currentText() == "prompt_lookup"
+        assert mode.currentText() == "off"  # opt-in
         assert dialog.forms["model"].getWidgetPosition(mode)[0] >= 0  # on the Model page
         assert dialog.editors["model.draft_model"].edit.placeholderText() == "None"  # empty: no draft model
         dialog.resize(560, 1000)
         mode.parentWidget().grab().save(str(tmp_path / "model.png"))
-        services.apply_setting_values({"model.speculative": "off"})
-        assert services.settings.model.speculative == "off"
-        assert model_config(services.settings).speculative == "off"
+        services.apply_setting_values({"model.speculative": "prompt_lookup"})
+        assert services.settings.model.speculative == "prompt_lookup"
+        assert model_config(services.settings).speculative == "prompt_lookup"
     finally:
         services.close()

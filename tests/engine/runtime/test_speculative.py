@@ -131,9 +131,9 @@ def test_a_draft_model_gives_the_plain_greedy_answer(model_path):
 
 
 def test_the_setting_reaches_the_engine(model_path):
-    settings = Settings().with_value("model.speculative", "off")
-    assert model_config(settings).speculative == "off"
-    assert model_config(Settings()).speculative == "prompt_lookup"
+    settings = Settings().with_value("model.speculative", "prompt_lookup")
+    assert model_config(settings).speculative == "prompt_lookup"
+    assert model_config(Settings()).speculative == "off"  # opt-in: see the setting's description
     with pytest.raises(InvalidRequestError, match="speculative"):
         ModelConfig(model_path, speculative="sometimes")
     drafting = Settings().with_value("model.speculative", "draft").with_value("model.draft_model", model_path)
