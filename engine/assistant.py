@@ -535,7 +535,9 @@ class Assistant:
                 text,
                 stats=saved,
                 error=error.user_text() if error is not None else None,
-                sources=[saved_source(c) for c in citations] or None,
+                # Without the passages' text: a document the user removes must not live on in the history
+                # (the quote stays, as part of the answer; a reopened answer's top passage shows it).
+                sources=[c.to_dict() for c in citations] or None,
             ).result()
         except Exception:  # the answer still reaches its reader
             log.exception("could not save answer %s", turn.assistant_message_id)
@@ -569,8 +571,9 @@ class Assistant:
 
 
 def saved_source(citation) -> dict:
-    """A source as an answer keeps it (saved, shown, sent by the API): ``Citation.to_dict()`` and the passage's
-    text, which the window shows as the top passage (engine/rag/question_kind.top_passage)."""
+    """A source as a live answer shows it (the window, the API): ``Citation.to_dict()`` and the passage's text,
+    which the window shows as the top passage (engine/rag/question_kind.top_passage). The history saves
+    ``to_dict()`` alone, so that removing a document removes its text everywhere."""
     return {**citation.to_dict(), "text": citation.passage.text}
 
 

@@ -196,5 +196,5 @@ def test_a_keyring_with_no_default_collection_is_not_read(secret_service_without
     looking a token up (the hub's, say) gives None and sends the Secret Service no read."""
     backend = CountingKeyring(secret_service_without_default_collection)
     secrets = Secrets(backend=backend, index_path=tmp_path / "stored-secrets.json")
-    assert [secrets.get(name) for name in Secrets.KNOWN] == [None] * 4 and secrets.values() == []
+    assert [secrets.get(name) for name in Secrets.KNOWN] == [None] * len(Secrets.KNOWN) and secrets.values() == []
     assert backend.calls == []
