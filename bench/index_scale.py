@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from search_latency import DIM, clustered_vectors, pct
+from search_latency import DIM, clustered_vectors, pct, topic_centers
 
 from engine.rag.store import ANN_NPROBES, DocumentRecord, DocumentStore, ann_partitions
 
@@ -148,11 +148,7 @@ def main() -> None:
     parser.add_argument("--no-flat", action="store_true", help="skip the flat-scan reference")
     args = parser.parse_args()
     rng = np.random.default_rng(7)
-    topics = rng.normal(size=(200, DIM)).astype(np.float32)
-    topics /= np.linalg.norm(topics, axis=1, keepdims=True)
-    centers = np.repeat(topics, 10, axis=0) + rng.normal(scale=1.0 / np.sqrt(DIM), size=(2000, DIM)).astype(np.float32)
-    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
-    spread = 1.4 / np.sqrt(DIM)
+    centers, spread = topic_centers(rng)
     print(f"cores: {os.cpu_count()}, vectors: {DIM}-dim float32, {args.queries} queries, k={args.k}\n")
     for size in args.sizes:
         print(f"== {size:,} chunks ({size // CHUNKS_PER_DOC:,} documents)")

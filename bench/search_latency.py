@@ -24,7 +24,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.rag.store import DocumentStore, _chunks_schema
+from engine.rag.store import PLACE_COLUMNS, DocumentStore, _chunks_schema
 
 DIM = 384
 
@@ -52,9 +52,20 @@ def fill(store: DocumentStore, vectors: np.ndarray, batch: int = 20_000) -> None
             "line_start": [1] * len(part),
             "line_end": [1] * len(part),
             "heading": [None] * len(part),
+            **{name: [None] * len(part) for name, _ in PLACE_COLUMNS},
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(part.ravel()), DIM),
         }
         store.chunks.add(pa.table(rows, schema=_chunks_schema(DIM)))
+
+
+def topic_centers(rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Sub-topic centres and the spread of chunks around them: 200 topic directions, 10 sub-topics around
+    each; neighbouring clusters overlap, as real embeddings of related text do."""
+    topics = rng.normal(size=(200, DIM)).astype(np.float32)
+    topics /= np.linalg.norm(topics, axis=1, keepdims=True)
+    centers = np.repeat(topics, 10, axis=0) + rng.normal(scale=1.0 / np.sqrt(DIM), size=(2000, DIM)).astype(np.float32)
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    return centers, 1.4 / np.sqrt(DIM)  # a chunk's cosine to its sub-topic centre is about 0.6
 
 
 def time_queries(store: DocumentStore, queries: np.ndarray, k: int) -> tuple[list[float], list[list[str]]]:
@@ -79,13 +90,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args()
     rng = np.random.default_rng(7)
-    # Topics and sub-topics: 200 topic directions, 10 sub-topics around each, chunks around
-    # those; neighbouring clusters overlap, as real embeddings of related text do.
-    topics = rng.normal(size=(200, DIM)).astype(np.float32)
-    topics /= np.linalg.norm(topics, axis=1, keepdims=True)
-    centers = np.repeat(topics, 10, axis=0) + rng.normal(scale=1.0 / np.sqrt(DIM), size=(2000, DIM)).astype(np.float32)
-    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
-    spread = 1.4 / np.sqrt(DIM)  # a chunk's cosine to its sub-topic centre is about 0.6
+    centers, spread = topic_centers(rng)
 
     print(f"{'chunks':>8} {'method':>6} {'p50 ms':>8} {'p95 ms':>8} {'recall@10':>10} {'build s':>8}")
     for size in args.sizes:
