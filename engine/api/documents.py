@@ -148,18 +148,8 @@ def _whole(api, ex: Exchange, run: DocumentRun, shape: CompletionShape) -> Answe
 
 
 def _stream(api, ex: Exchange, run: DocumentRun, shape: CompletionShape, include_usage: bool) -> AnswerEnded:
-    started = False
     sources: list = []
     ended = None
-
-    def begin() -> None:
-        nonlocal started
-        if not started:
-            started = True
-            ex.start_stream()
-            opening = shape.opening()
-            if opening is not None:
-                ex.event(opening)
 
     for event in run.events(ex.client_gone):
         if isinstance(event, AnswerEnded):
@@ -168,12 +158,12 @@ def _stream(api, ex: Exchange, run: DocumentRun, shape: CompletionShape, include
             continue  # wait for the cancelled answer to end, so its trace is complete
         try:
             if isinstance(event, TextDelta) and event.text:
-                begin()
+                ex.open_stream(shape.opening)
                 ex.event(shape.piece(event.text))
             elif isinstance(event, Cited):
                 sources = [saved_source(c) for c in event.citations]
             elif isinstance(event, AnswerEnded) and event.failed:
-                if not started:
+                if not ex.streaming:
                     raise _failure(event)
                 ex.event(_failure(event).body())  # the openai client raises an APIError for an error event
                 ex.end_stream()
@@ -181,12 +171,12 @@ def _stream(api, ex: Exchange, run: DocumentRun, shape: CompletionShape, include
                 try:
                     finish = _finish_reason(api, event)
                 except ApiError as error:  # shutting down: said in the stream once it is open
-                    if not started:
+                    if not ex.streaming:
                         raise
                     ex.event(error.body())
                     ex.end_stream()
                     continue
-                begin()
+                ex.open_stream(shape.opening)
                 ex.event(shape.closing(finish))
                 ex.event(shape.sources_chunk(sources))
                 if include_usage:

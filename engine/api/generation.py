@@ -138,16 +138,6 @@ def _whole(api, ex: Exchange, run: Run, shape: CompletionShape, param: str | Non
 def _stream(
     api, ex: Exchange, run: Run, shape: CompletionShape, include_usage: bool, param: str | None = None
 ) -> Done | Failed:
-    started = False
-
-    def begin() -> None:
-        nonlocal started
-        if not started:
-            started = True
-            ex.start_stream()
-            opening = shape.opening()
-            if opening is not None:
-                ex.event(opening)
 
     terminal = None
     for event in run.events(ex.client_gone):
@@ -157,18 +147,18 @@ def _stream(
             continue  # wait for the cancelled request to end, so its trace is complete
         try:
             if isinstance(event, Token) and event.text:
-                begin()
+                ex.open_stream(shape.opening)
                 ex.event(shape.piece(event.text))
             elif isinstance(event, Done):
                 try:
                     finish = _finish_reason(api, event)
                 except ApiError as error:  # shutting down: said in the stream once it is open
-                    if not started:
+                    if not ex.streaming:
                         raise
                     ex.event(error.body())
                     ex.end_stream()
                     continue
-                begin()
+                ex.open_stream(shape.opening)
                 for chunk in shape.call_chunks(event.tool_calls):  # id and name first, then the arguments
                     ex.event(chunk)
                 ex.event(shape.closing(finish))
@@ -177,7 +167,7 @@ def _stream(
                 ex.end_stream()
             elif isinstance(event, Failed):
                 failure = from_engine(event.error, param if event.error.code == "invalid_request" else None)
-                if not started:
+                if not ex.streaming:
                     raise failure
                 ex.event(failure.body())  # the openai client raises an APIError for an error event
                 ex.end_stream()

@@ -18,6 +18,7 @@ import re
 import select
 import socket
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from engine.api.errors import ApiError
@@ -84,6 +85,7 @@ class Exchange:
         self.gone = False
         self.body_read = False
         self._chunked = False
+        self.streaming = False  # start_stream has sent the stream's headers
         self._linger = False  # the body was refused part-read: drop the rest after the answer, then close
 
     @property
@@ -268,9 +270,19 @@ class Exchange:
         except ClientGone:
             pass
 
+    def open_stream(self, opening: Callable[[], dict | None]) -> None:
+        """Start the stream, with its opening event if ``opening`` gives one, unless it is open already:
+        a stream opens with its first piece of text, or at its end when none came."""
+        if not self.streaming:
+            self.start_stream()
+            first = opening()
+            if first is not None:
+                self.event(first)
+
     def start_stream(self) -> None:
         """Headers of a server-sent event stream (chunked on HTTP/1.1, else until the connection closes)."""
         h = self._h
+        self.streaming = True
         self._chunked = h.request_version == "HTTP/1.1"
         try:
             h.send_response(200)
