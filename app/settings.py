@@ -459,6 +459,12 @@ class UISettings:
     quick_ask_collection: str = setting(
         "", "Document collection the quick ask answers from; empty: plain chat.", label="Quick ask collection"
     )
+    welcome_shown: bool = setting(
+        False,
+        "The first-start welcome (hardware check and recommended models) was shown; off shows it at the next "
+        "start. Help › Welcome… opens it any time.",
+        label="Welcome shown",
+    )
 
 
 @dataclass(frozen=True)
