@@ -103,9 +103,11 @@ def load_model(services: Services, model: str | None) -> None:
 
 class Warming:
     """The document index opening and the embedding model loading on a thread of their own, while the
-    model loads: the cold path of `locus ask --docs`, whose longest part is the embedding worker's start
-    (torch and the model). What it waits for is said on stderr (stdout stays the answer's): on a terminal
-    a line redrawn in place and wiped before the answer, otherwise one line."""
+    model loads: the cold path of `locus ask --docs`. The question is embedded in this process when the
+    model is one engine/rag/query_encoder.py covers (the bundled one: ~0.2 s to load), else by the
+    embedding worker, whose start (torch and the model) is then the longest part. What it waits for is
+    said on stderr (stdout stays the answer's): on a terminal a line redrawn in place and wiped before
+    the answer, otherwise one line."""
 
     def __init__(self, services: Services):
         from app.ask_handoff import StatusLine
@@ -123,9 +125,10 @@ class Warming:
 
         try:
             library = self.services.open_library()
-            if isinstance(library.embedder, Embedder):
-                # Starts the worker (torch and the model load) and runs it once: its first text costs
-                # more than the next (torch sets itself up), and the question is the next.
+            if isinstance(library.embedder, Embedder) and library.embedder.query_encoder() is None:
+                # A model the in-process question encoder does not cover: start the worker (torch and the
+                # model load) and run it once: its first text costs more than the next (torch sets itself
+                # up), and the question is the next.
                 library.embedder.embed(["Locus"])
         except (EngineError, OSError):
             pass  # the question meets the same problem and says it in words

@@ -31,10 +31,14 @@ import numpy as np
 from engine.errors import EngineError
 from engine.rag.embed_batches import choose_batch_size, encode_sorted
 from engine.rag.ipc import EOF_MARK, WorkerProcess, command_for, read_message, reply_safely, worker_streams
+from engine.rag.query_encoder import QueryEncoder
 
 log = logging.getLogger(__name__)
 
 OOM_SCORE_ADJ = 500  # Linux: killed before the window (0) if memory runs out, after a parser (1000)
+
+
+FEW_TEXTS = 64  # at most this many texts are embedded in process before the worker starts
 
 
 class EmbeddingError(EngineError):
@@ -72,6 +76,8 @@ class TextEmbedder(Protocol):
     def tokenizer_file(self) -> Path: ...
 
     def embed(self, texts: list[str]) -> np.ndarray: ...
+
+    def embed_few(self, texts: list[str]) -> np.ndarray: ...
 
     def embed_query(self, text: str) -> np.ndarray: ...
 
@@ -138,6 +144,8 @@ class Embedder:
         self._worker: WorkerProcess | None = None
         self._info: EmbedderInfo | None = None
         self._lock = threading.Lock()
+        self._query_encoder: QueryEncoder | bool | None = False  # False: not looked for yet; None: none fits
+        self._query_lock = threading.Lock()
 
     @property
     def tokenizer_file(self) -> Path:
@@ -163,7 +171,35 @@ class Embedder:
         return self._request(("embed", list(texts)))
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self.embed([text])[0]
+        return self.embed_few([text])[0]
+
+    def embed_few(self, texts: list[str]) -> np.ndarray:
+        """A handful of texts (a question; an answer's sentences and its passages for the citations). Before
+        the worker has started, a model query_encoder.py covers (the bundled one) embeds them in this process,
+        milliseconds each, instead of waiting seconds for torch; once the worker runs, it embeds them (the
+        vectors agree to float32 rounding). Many texts (indexing) always go to the worker."""
+        encoder = self.query_encoder() if self._info is None and len(texts) <= FEW_TEXTS else None
+        if encoder is not None:
+            try:
+                if not texts:
+                    return np.zeros((0, encoder.dim), dtype=np.float32)
+                return np.stack([encoder.encode(t) for t in texts])
+            except (ValueError, IndexError, KeyError) as exc:  # weights that do not fit together
+                log.warning("in-process query encoder failed (%s); the worker embeds questions", exc)
+                with self._query_lock:
+                    self._query_encoder = None
+        return self.embed(texts)
+
+    def query_encoder(self) -> QueryEncoder | None:
+        """The in-process question encoder for this model (loaded once, ~0.2 s), None when the worker runs
+        or the model is not one query_encoder.py covers."""
+        with self._query_lock:
+            if self._info is not None:
+                self._query_encoder = None  # the worker embeds questions now: its weights are enough
+            elif self._query_encoder is False:
+                self._query_encoder = QueryEncoder.load(self.model_path)
+            encoder = self._query_encoder
+        return encoder if isinstance(encoder, QueryEncoder) else None
 
     @property
     def request_size(self) -> int:

@@ -263,7 +263,7 @@ class DocumentLibrary:
         )
 
     def cite(self, answer: str, retrieval: Retrieval) -> list[Citation]:
-        return cite(answer, retrieval.passages, embed=self.embedder.embed)
+        return cite(answer, retrieval.passages, embed=self.embedder.embed_few)
 
     def close(self) -> None:
         self._watch_stop.set()

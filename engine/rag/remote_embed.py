@@ -202,6 +202,9 @@ class RemoteEmbedder:
         parts = [self._embed_batch(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)]
         return np.concatenate(parts, axis=0)
 
+    def embed_few(self, texts: list[str]) -> np.ndarray:
+        return self.embed(texts)
+
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed([text])[0]
 
