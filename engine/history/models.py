@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 MessageStatus = Literal["complete", "streaming", "cancelled", "failed", "interrupted"]
+MessageKind = Literal["message", "summary"]  # a summary: a system note standing for the turns before it
 
 # Messages in these states are part of what the model sees on the next turn.
 CONTEXT_STATUSES: frozenset[str] = frozenset({"complete", "cancelled", "interrupted"})
@@ -25,6 +26,10 @@ class Conversation:
     backend: str | None = None  # None: the default backend; "local": this computer; "remote": the model server
     tools: list[str] | None = None  # the tools its answers may call (None or []: none), by name
     approved_tools: tuple[str, ...] = ()  # tools the user allowed for the whole conversation ("conversation")
+    current_leaf: int | None = None  # the last message of the branch shown (None: the newest message)
+    project_id: int | None = None  # the project it is filed under (None: none)
+    assistant_id: str | None = None  # the assistant that answers it (None: the settings' system prompt etc.)
+    pinned: bool = False
 
     @property
     def uses_documents(self) -> bool:
@@ -42,6 +47,9 @@ class Message:
     stats: dict | None = None
     error: str | None = None
     sources: list[dict] | None = None  # citations of an answer from documents
+    parent_id: int | None = None  # the message this one follows (None: the first of its conversation)
+    kind: MessageKind = "message"
+    answered_by: dict | None = None  # the assistant, model, sampling and system prompt that answered it
 
     @property
     def is_partial(self) -> bool:

@@ -13,116 +13,31 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import cast
 
 from engine.errors import HistoryError, NotFoundError
-from engine.history.models import Conversation, Message, MessageStatus, SearchHit, auto_title
+from engine.history import tree
+from engine.history.models import Conversation, Message, MessageKind, MessageStatus, SearchHit, auto_title
+from engine.history.schema import SCHEMA_VERSION, upgrade
 from engine.runtime.backend import BACKEND_NAMES
 
-SCHEMA_VERSION = 6
 UNSET = object()  # an option left out of set_options: it keeps its value
 DEFAULT_TITLE = "New conversation"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS conversations (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,  -- ids are never reused
-    title         TEXT NOT NULL,
-    title_is_auto INTEGER NOT NULL DEFAULT 1,
-    created_at    REAL NOT NULL,
-    updated_at    REAL NOT NULL,
-    collections   TEXT,  -- JSON: null = no documents, [] = all collections, ["a", ...] = these
-    backend       TEXT,  -- null = the default backend; 'local' = this computer; 'remote' = the model server
-    tools         TEXT,  -- JSON: null = no tools, ["calculator", "server/tool", ...] = the tools its answers may call
-    approved_tools TEXT  -- JSON: tools the user allowed for this conversation (asked no more in it)
-);
-CREATE TABLE IF NOT EXISTS messages (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-    role            TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
-    content         TEXT NOT NULL,
-    status          TEXT NOT NULL DEFAULT 'complete'
-                    CHECK (status IN ('complete', 'streaming', 'cancelled', 'failed', 'interrupted')),
-    created_at      REAL NOT NULL,
-    stats           TEXT,
-    error           TEXT,
-    sources         TEXT  -- JSON list of citations for answers from documents
-);
-CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
-CREATE INDEX IF NOT EXISTS conversations_by_update ON conversations(updated_at DESC);
-
-CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
-    content, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2');
--- The search index follows a message's final text only: an answer still streaming is saved again and
--- again as it grows, and re-indexing all of it on every save would cost more each time.
-CREATE TRIGGER IF NOT EXISTS messages_ai AFTER INSERT ON messages WHEN new.status != 'streaming' BEGIN
-    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
-END;
-CREATE TRIGGER IF NOT EXISTS messages_ad AFTER DELETE ON messages WHEN old.status != 'streaming' BEGIN
-    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
-END;
-CREATE TRIGGER IF NOT EXISTS messages_au AFTER UPDATE OF content, status ON messages BEGIN
-    INSERT INTO messages_fts(messages_fts, rowid, content) SELECT 'delete', old.id, old.content
-        WHERE old.status != 'streaming';
-    INSERT INTO messages_fts(rowid, content) SELECT new.id, new.content WHERE new.status != 'streaming';
-END;
-
-CREATE VIRTUAL TABLE IF NOT EXISTS conversations_fts USING fts5(
-    title, content='conversations', content_rowid='id', tokenize='unicode61 remove_diacritics 2');
-CREATE TRIGGER IF NOT EXISTS conversations_ai AFTER INSERT ON conversations BEGIN
-    INSERT INTO conversations_fts(rowid, title) VALUES (new.id, new.title);
-END;
-CREATE TRIGGER IF NOT EXISTS conversations_ad AFTER DELETE ON conversations BEGIN
-    INSERT INTO conversations_fts(conversations_fts, rowid, title) VALUES ('delete', old.id, old.title);
-END;
-CREATE TRIGGER IF NOT EXISTS conversations_au AFTER UPDATE OF title ON conversations BEGIN
-    INSERT INTO conversations_fts(conversations_fts, rowid, title) VALUES ('delete', old.id, old.title);
-    INSERT INTO conversations_fts(rowid, title) VALUES (new.id, new.title);
-END;
-"""
-
-
-def _unindex_streaming(db: sqlite3.Connection) -> None:
-    """Take the answers still streaming out of the search index (schema 4 indexed every partial save)."""
-    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'messages_fts'").fetchone():
-        db.execute(
-            "INSERT INTO messages_fts(messages_fts, rowid, content) SELECT 'delete', id, content "
-            "FROM messages WHERE status = 'streaming'"
-        )
-
-
-def _add_columns(db: sqlite3.Connection, table: str, columns: tuple[str, ...]) -> None:
-    """Add the columns a table lacks (a database marked older than its tables are is upgraded all the same)."""
-    have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-    for column in columns:
-        if column.split()[0] not in have:
-            db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
-
-
-_MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
-    # version reached -> statements that bring the previous version there
-    2: ["ALTER TABLE conversations ADD COLUMN collections TEXT", "ALTER TABLE messages ADD COLUMN sources TEXT"],
-    3: ["ALTER TABLE conversations ADD COLUMN backend TEXT"],
-    4: ["UPDATE conversations SET backend = 'remote' WHERE backend = 'server'"],  # the model server's new name
-    # The search index leaves answers that are still streaming out (the schema's triggers, made anew).
-    5: [
-        _unindex_streaming,
-        "DROP TRIGGER IF EXISTS messages_ai",
-        "DROP TRIGGER IF EXISTS messages_ad",
-        "DROP TRIGGER IF EXISTS messages_au",
-    ],
-    6: [lambda db: _add_columns(db, "conversations", ("tools TEXT", "approved_tools TEXT"))],  # tools and approvals
-}
-
+__all__ = ["DEFAULT_TITLE", "SCHEMA_VERSION", "UNSET", "HistoryStore", "fts_query"]
 
 _CONVERSATION_COLUMNS = (
     "c.id, c.title, c.title_is_auto, c.created_at, c.updated_at, "
     "(SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id), c.collections, c.backend, c.tools, "
-    "c.approved_tools"
+    "c.approved_tools, c.current_leaf, c.project_id, c.assistant_id, c.pinned"
 )
-_CONVERSATION_WIDTH = 10
-_MESSAGE_COLUMNS = "id, conversation_id, role, content, status, created_at, stats, error, sources"
+_CONVERSATION_WIDTH = 14
+_MESSAGE_COLUMNS = (
+    "id, conversation_id, role, content, status, created_at, stats, error, sources, parent_id, kind, answered_by"
+)
+MESSAGE_KINDS = ("message", "summary")
 
 
 def _conversation(row: tuple) -> Conversation:
@@ -137,6 +52,10 @@ def _conversation(row: tuple) -> Conversation:
         row[7],
         json.loads(row[8]) if row[8] is not None else None,
         tuple(json.loads(row[9])) if row[9] else (),
+        row[10],
+        row[11],
+        row[12],
+        bool(row[13]),
     )
 
 
@@ -151,6 +70,9 @@ def _message(row: tuple) -> Message:
         json.loads(row[6]) if row[6] else None,
         row[7],
         json.loads(row[8]) if row[8] else None,
+        row[9],
+        row[10],
+        json.loads(row[11]) if row[11] else None,
     )
 
 
@@ -173,22 +95,7 @@ class HistoryStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA secure_delete=ON")  # deleted text is overwritten, not left in free pages
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise HistoryError(
-                    f"The conversation database '{self.path}' was written by a newer Locus "
-                    f"(schema {version}); this version reads schema {SCHEMA_VERSION}.",
-                    hint="Update Locus, or set LOCUS_HOME to use another data folder.",
-                )
-            if version:
-                for target in range(version + 1, SCHEMA_VERSION + 1):
-                    for statement in _MIGRATIONS.get(target, []):
-                        if callable(statement):
-                            statement(self._db)
-                        else:
-                            self._db.execute(statement)
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            upgrade(self._db, self.path)
         except sqlite3.DatabaseError as exc:
             raise HistoryError(
                 f"The conversation database '{self.path}' cannot be opened: {exc}.",
@@ -208,6 +115,14 @@ class HistoryStore:
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise HistoryError(f"The conversation database could not be written: {exc}.") from exc
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """One write transaction on the store's connection (for modules that keep their own tables here)."""
+        return self._tx()
+
+    def read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """Rows of one query on the store's connection."""
+        return self._read(sql, args)
 
     def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._lock:
@@ -341,8 +256,21 @@ class HistoryStore:
 
     # Messages --------------------------------------------------------------------
 
-    def add_message(self, conversation_id: int, role: str, content: str, status: MessageStatus = "complete") -> Message:
-        """Append a message; the first user message titles an untitled conversation."""
+    def add_message(
+        self,
+        conversation_id: int,
+        role: str,
+        content: str,
+        status: MessageStatus = "complete",
+        *,
+        parent_id: int | object | None = UNSET,
+        kind: str = "message",
+        answered_by: dict | None = None,
+    ) -> Message:
+        """Add a message after ``parent_id`` (UNSET: after the last message of the branch shown; None: as a
+        first message) and show its branch; the first user message titles an untitled conversation."""
+        if kind not in MESSAGE_KINDS:
+            raise ValueError(f"unknown message kind {kind!r}")
         now = time.time()
         with self._tx() as db:
             row = db.execute(
@@ -350,16 +278,44 @@ class HistoryStore:
             ).fetchone()
             if row is None:
                 raise NotFoundError(f"Conversation {conversation_id} does not exist (it may have been deleted).")
+            if parent_id is UNSET:
+                parent = tree.shown_leaf(db, conversation_id)
+            else:
+                parent = cast("int | None", parent_id)
+                if parent is not None and tree.conversation_of(db, parent)[0] != conversation_id:
+                    raise ValueError(f"message {parent} is not in conversation {conversation_id}")
             cur = db.execute(
-                "INSERT INTO messages(conversation_id, role, content, status, created_at) VALUES (?, ?, ?, ?, ?)",
-                (conversation_id, role, content, status, now),
+                "INSERT INTO messages(conversation_id, role, content, status, created_at, parent_id, kind, answered_by)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    conversation_id,
+                    role,
+                    content,
+                    status,
+                    now,
+                    parent,
+                    kind,
+                    json.dumps(answered_by) if answered_by is not None else None,
+                ),
             )
             new_id = cur.lastrowid
             assert new_id is not None  # an INSERT's row id
-            db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
+            db.execute(
+                "UPDATE conversations SET updated_at = ?, current_leaf = ? WHERE id = ?", (now, new_id, conversation_id)
+            )
             if role == "user" and row[0] and row[1] == DEFAULT_TITLE:
                 db.execute("UPDATE conversations SET title = ? WHERE id = ?", (auto_title(content), conversation_id))
-        return Message(new_id, conversation_id, role, content, status, now)
+        return Message(
+            new_id,
+            conversation_id,
+            role,
+            content,
+            status,
+            now,
+            parent_id=parent,
+            kind=cast(MessageKind, kind),
+            answered_by=answered_by,
+        )
 
     def update_message(
         self,
@@ -370,6 +326,7 @@ class HistoryStore:
         stats: dict | None = None,
         error: str | None = None,
         sources: list[dict] | None = None,
+        answered_by: dict | None = None,
     ) -> None:
         sets: list[str] = []
         args: list[object] = []
@@ -377,7 +334,7 @@ class HistoryStore:
             if text is not None:
                 sets.append(f"{column} = ?")
                 args.append(text)
-        for column, value in (("stats", stats), ("sources", sources)):
+        for column, value in (("stats", stats), ("sources", sources), ("answered_by", answered_by)):
             if value is not None:
                 sets.append(f"{column} = ?")
                 args.append(json.dumps(value))
@@ -393,13 +350,54 @@ class HistoryStore:
         return _message(rows[0])
 
     def messages(self, conversation_id: int) -> list[Message]:
+        """The messages of the branch the conversation shows, first to last."""
+        with self._lock:
+            try:
+                leaf = tree.shown_leaf(self._db, conversation_id)
+                rows = self._db.execute(
+                    f"{tree.PATH} SELECT {_MESSAGE_COLUMNS} FROM messages JOIN path USING (id) ORDER BY depth DESC",
+                    {"leaf": leaf},
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise HistoryError(f"The conversation database could not be read: {exc}.") from exc
+        return [_message(r) for r in rows] if leaf is not None else []
+
+    def all_messages(self, conversation_id: int) -> list[Message]:
+        """Every message of the conversation, on every branch, in the order they were written."""
         rows = self._read(
             f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
         )
         return [_message(r) for r in rows]
 
+    def siblings(self, message_id: int) -> list[Message]:
+        """The versions of a message (same parent, same role; itself included), oldest first."""
+        with self._lock:
+            ids = tree.sibling_ids(self._db, message_id)
+        if not ids:
+            raise NotFoundError(f"Message {message_id} does not exist (it may have been deleted).")
+        rows = self._read(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id IN ({','.join('?' * len(ids))}) ORDER BY id", tuple(ids)
+        )
+        return [_message(r) for r in rows]
+
+    def switch_to(self, message_id: int) -> list[Message]:
+        """Show the branch through a message (down to its newest descendant); returns the messages shown."""
+        with self._tx() as db:
+            conversation_id, _ = tree.conversation_of(db, message_id)
+            tree.show(db, message_id)
+        return self.messages(conversation_id)
+
+    def delete_branch(self, message_id: int) -> int:
+        """Delete a version of a message and everything that follows it, leaving no trace of their text in the
+        files; the conversation shows a remaining version instead. Returns how many messages went."""
+        with self._tx() as db:
+            gone = tree.delete_subtree(db, message_id)
+            db.execute("INSERT INTO messages_fts(messages_fts) VALUES ('optimize')")
+        self.checkpoint()
+        return gone
+
     def delete_messages_from(self, conversation_id: int, message_id: int) -> int:
-        """Delete a message and every later one in its conversation (for regenerate and edit)."""
+        """Delete a message and every later one in its conversation, on every branch."""
         with self._tx() as db:
             cur = db.execute(
                 "DELETE FROM messages WHERE conversation_id = ? AND id >= ?", (conversation_id, message_id)
@@ -407,8 +405,17 @@ class HistoryStore:
             return cur.rowcount
 
     def delete_message(self, message_id: int) -> None:
+        """Delete one message that nothing follows (an answer stopped before it said anything); a branch that
+        showed it shows its parent."""
         with self._tx() as db:
+            row = db.execute("SELECT conversation_id, parent_id FROM messages WHERE id = ?", (message_id,)).fetchone()
+            if row is None:
+                return
             db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+            db.execute(
+                "UPDATE conversations SET current_leaf = ? WHERE id = ? AND current_leaf = ?",
+                (row[1], row[0], message_id),
+            )
 
     def mark_interrupted(self) -> int:
         """Answers left 'streaming' by a process that died become 'interrupted'; returns how many."""

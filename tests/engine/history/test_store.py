@@ -328,5 +328,5 @@ def test_a_database_of_schema_5_gains_tools_and_approvals(tmp_path):
     assert store.conversation(moon.id).approved_tools == ("calculator",)
     store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
     db.close()
