@@ -165,6 +165,12 @@ class ChatSection:
         label="System prompt",
         widget="multiline",
     )
+    auto_compact: bool = setting(
+        False,
+        "When a conversation nears the end of the model's context, summarize its older turns into one note "
+        "(kept visible and editable; the originals stay in the history) instead of leaving them out unseen.",
+        label="Compact long conversations",
+    )
 
 
 @dataclass(frozen=True)
