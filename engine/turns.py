@@ -14,12 +14,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, cast
 
+from engine.compaction import as_chat, context_messages, fold_summary
 from engine.errors import InvalidRequestError, NotFoundError
-from engine.history.models import CONTEXT_STATUSES, Message
+from engine.history.models import Message
 from engine.history.store import UNSET, HistoryStore
 from engine.rag.retrieve import Retrieval
 from engine.runtime.backend import Backend, BackendRegistry
-from engine.runtime.types import ChatMessage, Role
+from engine.runtime.types import ChatMessage
 from engine.tasks import doc_qa
 
 Replace = Literal["nothing", "answer", "exchange"]
@@ -79,16 +80,17 @@ class Turn:
 
     def context(self, system_prompt: str, retrieval: Retrieval | None) -> tuple[ChatMessage, ...]:
         """The messages the model answers: system prompt, earlier turns, the question (with its sources)."""
+        system_prompt, earlier = fold_summary(system_prompt, self.earlier)  # a summary joins the system prompt
         if retrieval is not None:
-            return doc_qa.build_messages(system_prompt, self.earlier, self.question, retrieval.passages)
+            return doc_qa.build_messages(system_prompt, earlier, self.question, retrieval.passages)
         system = (ChatMessage("system", system_prompt),) if system_prompt else ()
-        return (*system, *self.earlier, ChatMessage("user", self.question))
+        return (*system, *earlier, ChatMessage("user", self.question))
 
 
 def model_turns(messages: Iterable[Message]) -> tuple[ChatMessage, ...]:
-    """Saved messages as the model sees them: finished (or partial) ones with text."""
-    kept = (m for m in messages if m.status in CONTEXT_STATUSES and m.content.strip())
-    return tuple(ChatMessage(cast(Role, m.role), m.content) for m in kept)
+    """Saved messages as the model sees them: finished (or partial) ones with text, from the latest summary on
+    (engine/compaction.py)."""
+    return tuple(as_chat(m) for m in context_messages(list(messages)))
 
 
 def last_of(messages: list[Message], role: str, conversation_id: int) -> Message:
