@@ -45,6 +45,7 @@ from ui.tasks.modes import MODES, TaskRequest, answer_stats_text
 from ui.tools.controller import ToolsController
 from ui.traces.links import link_answer
 from ui.traces.window import TraceWindow
+from ui.welcome import open_welcome
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,7 @@ class MainWindow(QMainWindow):
         tools_menu.addAction(QAction("Tools and &MCP servers…", self, triggered=self.tools.open))
         tools_menu.addAction(QAction("&Edit mcp.json…", self, triggered=self.tools.edit_mcp))
         help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(QAction("&Welcome…", self, triggered=lambda: open_welcome(self)))
         help_menu.addAction(QAction("&About Locus", self, triggered=self._about))
 
     # Start-up ----------------------------------------------------------------------
