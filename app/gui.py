@@ -113,6 +113,9 @@ def launch(services, version: str, *, quick_ask: bool = False, instance=None) ->
     if not (quick_ask and tray.available):  # a quick ask from the tray needs no window
         window.show()
     window.start()
+    from ui.welcome import show_at_first_start
+
+    show_at_first_start(window)  # never shown yet and the bundled model in use: what fits here, to download
     tray.announce()
     _start_api(services, desktop)
     window.settingsApplied.connect(lambda: _restart_api(services, desktop))
