@@ -18,6 +18,7 @@ generates only hands it over. Each stage is traced by one wrapper (engine/trace/
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from engine.agent import Agent, ApprovalPolicy
 from engine.answer import AnswerEnded, AnswerStarted, AnswerStats, Cited, Outcome, Retrieved
 from engine.answering import AnswerHandle, AnswerStream
+from engine.assistants import Assistants, answered_by
 from engine.chat_settings import ChatSettings
 from engine.errors import EngineError, InvalidRequestError
 from engine.history.store import UNSET, HistoryStore
@@ -94,6 +96,11 @@ class _Job:
     priority: Priority
     token_healing: bool
     tool_choice: str = "auto"
+    # The assistant (engine/assistants.py): one chosen with the question (an id or None; UNSET: the
+    # conversation's own), whether the request brought its own sampling, and who answered (saved with it).
+    assistant: object = UNSET
+    own_sampling: bool = False
+    answered_by: dict | None = None
 
 
 class Assistant:
@@ -130,6 +137,7 @@ class Assistant:
         self.kv_spill_dir = kv_spill_dir
         self.writer = writer or HistoryWriter(history, save_interval_s=save_interval_s)
         self.turns = Turns(history, backends)
+        self.presets = Assistants(history)  # the assistants conversations answer with
         self._running: set[threading.Thread] = set()  # answers on their way (close waits for them)
         self._running_lock = threading.Lock()
         self._calibrated_for: int | None = None  # documents in the index when the monitor was calibrated
@@ -151,6 +159,7 @@ class Assistant:
         save: bool = True,
         earlier: tuple[ChatMessage, ...] = (),
         system_prompt: str | None = None,
+        assistant: object = UNSET,
     ) -> AnswerHandle:
         """Answer a question, in a conversation (a new one when none is given).
 
@@ -162,7 +171,8 @@ class Assistant:
         "required" (a call first) or a tool's name (that call first). ``sampling``: this question's own;
         None: the settings'. ``save`` False: nothing goes to history (no conversation) and the trace keeps
         timings and counts only; such an answer may bring its own ``earlier`` turns and ``system_prompt``
-        (the local API's client's conversation; None: the settings').
+        (the local API's client's conversation; None: the settings'). ``assistant``: the id of the assistant
+        that answers (None: none), saved on the conversation; left out, the conversation's own answers.
         """
         if not text.strip():
             raise InvalidRequestError("The question is empty.")
@@ -189,6 +199,7 @@ class Assistant:
             priority,
             sampling,
             tool_choice=tool_choice,
+            assistant=assistant,
         )
 
     def regenerate(
@@ -278,7 +289,8 @@ class Assistant:
 
     def context_for(self, conversation_id: int) -> tuple[ChatMessage, ...]:
         """The conversation as the model will see it next: system prompt, then saved turns."""
-        system = self.settings.system_prompt
+        preset = self.presets.of_conversation(conversation_id)
+        system = preset.system_prompt if preset is not None else self.settings.system_prompt
         return (
             *((ChatMessage("system", system),) if system else ()),
             *model_turns(self.history.messages(conversation_id)),
@@ -306,6 +318,7 @@ class Assistant:
         token_healing: bool | None = None,
         *,
         tool_choice: str = "auto",
+        assistant: object = UNSET,
     ) -> AnswerHandle:
         settings, tracing = self.settings, self.tracing  # what is in force now, whatever changes later
         job = _Job(
@@ -317,6 +330,8 @@ class Assistant:
             priority,
             settings.token_healing if token_healing is None else token_healing,
             tool_choice,
+            assistant,
+            sampling is not None,
         )
         handle = AnswerHandle(on_event)
         thread = threading.Thread(
@@ -347,6 +362,12 @@ class Assistant:
             turn = self.turns.prepare(job.turn)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes the answer's end
             self._refuse(stream, job.turn, exc, None)
+            return
+        try:
+            job = self._with_assistant(turn, job)
+        except BaseException as exc:  # noqa: BLE001 - an unknown assistant refuses the answer
+            self.turns.forget(turn)
+            self._refuse(stream, job.turn, exc, None, turn)
             return
         info = turn.backend.model_info
         with spans.answer(
@@ -405,7 +426,7 @@ class Assistant:
                 citations = tuple(ranked_sources(retrieval.passages, citations))
             stats = ctx.stats.with_total(time.perf_counter() - began, ctx.details)
             if saving:
-                self._save(turn, outcome, text, stats, error, citations, root.trace_id)
+                self._save(turn, outcome, text, stats, error, citations, root.trace_id, job.answered_by)
             if citations:
                 stream.emit(Cited(handle.answer_id, citations))
             ended = AnswerEnded(handle.answer_id, outcome, text, stats, root.trace_id, error)
@@ -452,6 +473,23 @@ class Assistant:
             self._remember_approval(conversation_id) if conversation_id is not None else None,
         )
         return Agent(context, tools, job.tool_choice, job.settings.agent, policy, job.tracing).run
+
+    def _with_assistant(self, turn: Turn, job: _Job) -> _Job:
+        """The conversation's assistant (engine/assistants.py) gives a question its system prompt and sampling
+        (sampling the request brought still wins); ``answered_by`` records who answered. A model the assistant
+        names that is not the one answering is not loaded: the record names both."""
+        if not job.turn.save:
+            return job
+        preset = self.presets.for_turn(turn.conversation_id, job.assistant)
+        chat = job.turn.kind == "chat"
+        settings, sampling = job.settings, job.sampling
+        if preset is not None and chat:
+            settings = dataclasses.replace(settings, system_prompt=preset.system_prompt)
+            if not job.own_sampling:
+                sampling = preset.sampling_params(sampling)
+        system = settings.system_prompt if chat and job.turn.system_prompt is None else job.turn.system_prompt or ""
+        record = answered_by(preset if chat else None, system, sampling, turn.backend.model_info)
+        return dataclasses.replace(job, settings=settings, sampling=sampling, answered_by=record)
 
     def _remember_approval(self, conversation_id: int) -> Callable[[str], None]:
         """Saves a tool the user allowed for the whole conversation with it (reopening it keeps the approval)."""
@@ -524,6 +562,7 @@ class Assistant:
         error: EngineError | None,
         citations,
         trace_id: str | None,
+        answered_by: dict | None = None,
     ) -> None:
         """The answer's final state, through the writer (after the text it still holds); waits until written."""
         saved = {**stats.to_dict(), "trace_id": trace_id} if trace_id else stats.to_dict()
@@ -538,6 +577,7 @@ class Assistant:
                 # Without the passages' text: a document the user removes must not live on in the history
                 # (the quote stays, as part of the answer; a reopened answer's top passage shows it).
                 sources=[c.to_dict() for c in citations] or None,
+                answered_by=answered_by,
             ).result()
         except Exception:  # the answer still reaches its reader
             log.exception("could not save answer %s", turn.assistant_message_id)

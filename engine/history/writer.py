@@ -41,6 +41,7 @@ class _Finish:
     error: str | None
     sources: list[dict] | None
     done: Future
+    answered_by: dict | None = None  # who answered (engine/assistants.py)
 
 
 class HistoryWriter:
@@ -72,12 +73,13 @@ class HistoryWriter:
         stats: dict | None = None,
         error: str | None = None,
         sources: list[dict] | None = None,
+        answered_by: dict | None = None,
     ) -> Future:
         """Save an answer's final state (after any text still waiting); resolves once it is written.
 
         An answer stopped before it said anything is removed (its question stays)."""
         done: Future = Future()
-        self._put(_Finish(message_id, outcome, text, stats, error, sources, done))
+        self._put(_Finish(message_id, outcome, text, stats, error, sources, done, answered_by))
         return done
 
     def close(self, timeout: float = 10.0) -> None:
@@ -167,6 +169,7 @@ class HistoryWriter:
                     stats=item.stats,
                     error=item.error,
                     sources=item.sources,
+                    answered_by=item.answered_by,
                 )
         except BaseException as exc:  # noqa: BLE001 - the answer's thread hears of it
             item.done.set_exception(exc)
