@@ -1,10 +1,10 @@
 """The `locus` command: the window by default, and terminal commands beside it.
 
 One module per command group (``chat``: ask and chat; ``documents``: index and docs; ``summarize``,
-``translate``, ``code``, ``extract``, ``traces``, ``secrets``, ``serve``, ``mcp``), each with ``add_parsers(sub)``
-and, per command, a ``run(args)`` it sets as the parser's default; what they share is in ``common``.
-Building the parser imports every command module, so they import nothing heavy at the top: the
-engine loads when a command runs.
+``translate``, ``code``, ``extract``, ``traces``, ``secrets``, ``serve``, ``mcp``; ``transfer``: export and
+import), each with ``add_parsers(sub)`` and, per command, a ``run(args)`` it sets as the parser's default;
+what they share is in ``common``. Building the parser imports every command module, so they import nothing
+heavy at the top: the engine loads when a command runs.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "secrets",
     "serve",
     "mcp",
+    "transfer",
 )
 
 # Flags the frozen app starts its own helper processes with (it has no Python to run `-m` with).

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from engine.errors import NotFoundError
 from engine.history.models import Conversation, Message
 from engine.history.store import HistoryStore
 
@@ -195,3 +196,14 @@ def file_stem(conversation: Conversation) -> str:
     """A file name for a conversation's export: its id and title, with only safe characters."""
     words = re.sub(r"[^\w\- ]+", "", conversation.title, flags=re.UNICODE).split()
     return f"{conversation.id}-{'-'.join(words)[:60] or 'conversation'}"
+
+
+def project_conversations(store: HistoryStore, project: str) -> tuple[str, list[int]]:
+    """A project's name and its conversations' ids (oldest first), the project named or given by id."""
+    rows = store.read("SELECT id, name FROM projects WHERE name = ? ORDER BY id LIMIT 1", (project,))
+    if not rows and project.isdigit():
+        rows = store.read("SELECT id, name FROM projects WHERE id = ?", (int(project),))
+    if not rows:
+        raise NotFoundError(f"There is no project '{project}'.")
+    ids = store.read("SELECT id FROM conversations WHERE project_id = ? ORDER BY created_at, id", (rows[0][0],))
+    return rows[0][1], [r[0] for r in ids]

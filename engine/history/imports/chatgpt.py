@@ -77,7 +77,7 @@ def _text(check: Checker, message: dict, where: str, parsed: Parsed) -> str | No
     if ctype not in _TEXT_TYPES and not any(p.strip() for p in pieces):
         parsed.skip("messages of kinds Locus does not show")
         return None
-    return "\n".join(pieces)
+    return ("\n\n" if ctype == "multimodal_text" else "\n").join(pieces)
 
 
 def _kept(check: Checker, node: dict, where: str, parsed: Parsed) -> _Kept | None:

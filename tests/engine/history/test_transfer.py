@@ -162,7 +162,7 @@ def test_chatgpt_export_with_a_branch(store):
     assert [m.id for m in store.siblings(q1b.id)] == [q1.id, q1b.id]
     shown = store.messages(first.id)  # current_node: the branch of the second version
     assert [m.role for m in shown] == ["user", "assistant", "user", "assistant"]
-    assert shown[0].id == q1b.id and shown[2].content == "[image]\nAnd in this photo's kitchen?"
+    assert shown[0].id == q1b.id and shown[2].content == "[image]\n\nAnd in this photo's kitchen?"
     assert shown[1].content.endswith("```") and "math.log" in shown[1].content
     assert shown[3].answered_by == {"model": "gpt-4o-mini", "source": "ChatGPT"}
     assert [m.created_at for m in shown] == [1718000300.0, 1718000305.0, 1718000500.0, 1718000510.0]
