@@ -45,6 +45,7 @@ from ui.tasks.modes import MODES, TaskRequest, answer_stats_text
 from ui.tools.controller import ToolsController
 from ui.traces.links import link_answer
 from ui.traces.window import TraceWindow
+from ui.transfer import TransferActions
 from ui.welcome import open_welcome
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,8 @@ class MainWindow(QMainWindow):
         quit_ = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close)
         for action in (new, models, settings):
             file_menu.addAction(action)
+        file_menu.addSeparator()
+        self.transfer = TransferActions(self, file_menu)  # export and import (ui/transfer.py)
         file_menu.addSeparator()
         file_menu.addAction(quit_)
         view_menu = self.menuBar().addMenu("&View")

@@ -33,7 +33,7 @@ class ImportResult:
             f"({self.messages} message{'s' if self.messages != 1 else ''}) from {self.source}."
         )
         if self.skipped:
-            text += " Left out: " + ", ".join(f"{count} {what}" for what, count in self.skipped.items()) + "."
+            text += " Left out: " + "; ".join(f"{what} ({count})" for what, count in self.skipped.items()) + "."
         return text
 
 

@@ -1,0 +1,69 @@
+"""File › Import conversations… and Export conversation… in the real window (real services, temp LOCUS_HOME).
+The file dialogs are the one thing answered by the test (their own methods on TransferActions)."""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from pathlib import Path
+
+import pypdf
+from PySide6.QtWidgets import QMessageBox
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "imports"
+
+
+def _titles(window) -> list[str]:
+    items = window.sidebar.list
+    return [items.item(i).text() for i in range(items.count())]
+
+
+def _error_boxes(window) -> list[QMessageBox]:
+    return [b for b in window.findChildren(QMessageBox, "errorBox") if b.isVisible()]
+
+
+def test_import_action_brings_conversations_into_the_list_and_opens_one(qtbot, window, monkeypatch):
+    actions = window.transfer
+    menu_texts = [a.text() for a in window.menuBar().actions()[0].menu().actions()]
+    assert "&Import conversations…" in menu_texts and "&Export conversation…" in menu_texts
+    monkeypatch.setattr(actions, "ask_open_path", lambda: DATA / "chatgpt-conversations.json")
+    actions.import_action.trigger()
+    qtbot.waitUntil(lambda: "Imported 2 conversations" in window.statusBar().currentMessage(), timeout=20_000)
+    qtbot.waitUntil(lambda: any("Haiku about rain" in t for t in _titles(window)), timeout=20_000)
+    assert any("Boiling point at altitude" in t for t in _titles(window))
+    qtbot.waitUntil(lambda: window.conversation_id is not None, timeout=20_000)
+    assert window.services.history.conversation(window.conversation_id).title == "Boiling point at altitude"
+    window.grab().save("/tmp/transfer-import.png")
+
+
+def test_a_refused_import_shows_why_and_saves_nothing(qtbot, window, monkeypatch, tmp_path):
+    bad = tmp_path / "conversations.json"
+    data = json.loads((DATA / "chatgpt-conversations.json").read_text(encoding="utf-8"))
+    data[1]["mapping"]["q2"]["message"]["content"]["parts"] = [42]
+    bad.write_text(json.dumps(data), encoding="utf-8")
+    monkeypatch.setattr(window.transfer, "ask_open_path", lambda: bad)
+    window.transfer.import_action.trigger()
+    qtbot.waitUntil(lambda: bool(_error_boxes(window)), timeout=20_000)
+    text = _error_boxes(window)[0].text()
+    assert "'conversations.json' was not imported" in text and "expected text or an object" in text
+    assert "Nothing was saved." in text
+    assert window.services.history.conversations() == []
+
+
+def test_export_conversation_as_pdf(qtbot, window, monkeypatch, tmp_path):
+    history = window.services.history
+    c = history.create_conversation("Tea")
+    history.add_message(c.id, "user", "How long should green tea steep?")
+    history.add_message(c.id, "assistant", "Two to three minutes, at about 80 °C.")
+    window.open_conversation(c.id)
+    qtbot.waitUntil(lambda: window.conversation_id == c.id, timeout=20_000)
+    out = tmp_path / "tea.pdf"
+    asked = []
+    monkeypatch.setattr(window.transfer, "ask_save_path", lambda stem: asked.append(stem) or (out, "pdf"))
+    window.transfer.export_conversation_action.trigger()
+    qtbot.waitUntil(lambda: "Exported to" in window.statusBar().currentMessage(), timeout=30_000)
+    assert asked == [f"{c.id}-Tea"]
+    text = " ".join(page.extract_text() for page in pypdf.PdfReader(str(out)).pages)
+    text = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text))
+    assert "Tea" in text and "Two to three minutes, at about 80 °C." in text
