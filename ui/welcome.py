@@ -47,13 +47,13 @@ class _Relay(QObject):
 
 
 def machine_text(hardware, disk_free: int) -> str:
-    """This computer in one line: cores, RAM, GPU and the disk space for models."""
+    """This computer in two lines: cores, RAM, GPU and the disk space for models."""
     gpus = "; ".join(
         f"{g.name} ({g.free_bytes / 2**30:.1f} of {g.total_bytes / 2**30:.1f} GB free)" for g in hardware.gpus
     )
     return (
         f"This computer: {hardware.cpu.cores_physical} cores ({hardware.cpu.cores_logical} threads) · "
-        f"RAM {hardware.ram_total / 2**30:.1f} GB ({hardware.ram_available / 2**30:.1f} GB free) · "
+        f"RAM {hardware.ram_total / 2**30:.1f} GB ({hardware.ram_available / 2**30:.1f} GB free)\n"
         f"GPU: {gpus or 'none found, models run on the CPU'} · {disk_free / 1e9:.0f} GB free on disk for models"
     )
 
@@ -71,7 +71,7 @@ class Welcome(QDialog):
         self.setObjectName("welcome")
         self.setWindowTitle("Welcome to Locus")
         self.setModal(False)
-        self.resize(860, 440)
+        self.resize(860, 350)
         self.window_ = window
         self.services = window.services
         self.recommendations: Recommendations | None = None
@@ -122,7 +122,8 @@ class Welcome(QDialog):
         window.bridge.modelLoadFailed.connect(self._model_failed)
 
         buttons = QHBoxLayout()
-        buttons.addWidget(self.progress, 1)
+        buttons.addStretch(1)
+        buttons.addWidget(self.progress, 2)
         for button in (self.retry_button, self.cancel_button, self.close_button, self.download_button):
             buttons.addWidget(button)
         layout = QVBoxLayout(self)
@@ -159,6 +160,7 @@ class Welcome(QDialog):
     def _show_picks(self, found) -> None:
         hardware, free, recommendations = found
         self.machine.setText(machine_text(hardware, free))
+        self.layout().activate()  # the label's new height, before anyone looks
         self.recommendations, self.hub_picks = recommendations, []
         picks = recommendations.picks
         self.table.setRowCount(len(picks))
@@ -168,15 +170,16 @@ class Welcome(QDialog):
             self.table.resizeColumnToContents(column)
         if picks:
             self.table.selectRow(recommendations.default)
-        self.recommended.emit()
         if not picks:
             self._checking = False
             self.status.setText(recommendations.note)
             self._update_buttons()
+            self.recommended.emit()
             return
         self.status.setText(
             (recommendations.note + " " if recommendations.note else "") + "Checking the Hugging Face hub…"
         )
+        self.recommended.emit()
         services = self.services
 
         def confirm():

@@ -161,7 +161,7 @@ def is_comfortable(candidate: Candidate, plan: OffloadPlan, hardware: Hardware) 
     if plan.verdict == "full_gpu":
         return True
     on_gpu = min(plan.n_gpu_layers, plan.n_layers) / max(plan.n_layers, 1)
-    if plan.verdict == "partial" and on_gpu < 0.75:
+    if plan.verdict == "partial" and on_gpu < 0.9:
         return False
     cpu_bytes = candidate.size_bytes * (1 - on_gpu) * candidate.read_fraction
     return cpu_bytes <= CPU_BYTES_PER_CORE * max(hardware.cpu.cores_physical, 1)

@@ -73,11 +73,14 @@ def test_the_default_grows_with_the_machine():
     assert workstation.plan.verdict == "full_gpu"
 
 
-def test_a_model_mostly_on_an_8gb_card_is_said_to_fit_partly_on_the_gpu():
-    picks = recommend(profile("rtx4060_8gb"), 500 * GB).picks
-    verdicts = {r.candidate.name: r.fit for r in picks}
-    assert "fits partly on the GPU" in verdicts.values() or all(v == "fits on the GPU" for v in verdicts.values())
-    assert all(r.plan.summary for r in picks)  # the model manager's words, with the figures behind them
+def test_on_an_8gb_card_a_model_that_fits_only_partly_is_said_so_and_not_the_default():
+    card = profile("rtx4060_8gb")
+    (gemma_12b,) = [c for c in CANDIDATES if c.name == "Gemma 3 12B"]
+    (alone,) = recommend(card, 500 * GB, candidates=(gemma_12b,)).picks
+    assert alone.fit == "fits partly on the GPU" and alone.plan.summary.startswith("Partial offload")
+    assert not alone.comfortable
+    default = recommend(card, 500 * GB).picks[0]
+    assert default.fit == "fits on the GPU" and default.candidate.params_b < gemma_12b.params_b
 
 
 def test_a_cpu_only_machine_with_much_ram_gets_the_mixture_of_experts_model():
