@@ -34,14 +34,15 @@ SUFFIXES = {"markdown": ".md", "pdf": ".pdf", "json": ".json"}
 IMPORT_FILTER = "Conversation exports (*.json *.jsonl);;All files (*)"
 
 
-def write_export(history, fmt: str, ids: list[int], path: Path, title: str | None) -> Path:
-    """Write conversations ``ids`` to ``path`` as ``fmt`` (runs in the background)."""
+def write_export(history, fmt: str, ids: list[int], path: Path, title: str | None, project: bool = False) -> Path:
+    """Write conversations ``ids`` to ``path`` as ``fmt`` (runs in the background); ``project``: ``title`` is
+    a project's name, the heading above its conversations."""
     from engine.history import export
 
     if fmt == "json":
         text = json.dumps(export.export_json(history, ids), ensure_ascii=False, indent=1) + "\n"
     else:
-        text = export.export_markdown(history, ids, title=title if len(ids) > 1 else None)
+        text = export.export_markdown(history, ids, title=title if project else None)
     if fmt == "pdf":
         from app.export_pdf import write_pdf
 
@@ -133,22 +134,29 @@ class TransferActions(QObject):
         history = self.window.services.history
         run_in_background(
             lambda: project_conversations(history, name),
-            lambda found: self._export(found[1], found[0], found[0]) if found[1] else self._empty(found[0]),
+            self._export_project,
             lambda exc: show_error(self.window, "Export project", exc),
             owner=self.window,
         )
 
+    def _export_project(self, found: tuple[str, list[int]]) -> None:
+        name, ids = found
+        if ids:
+            self._export(ids, name, name, project=True)
+        else:
+            self._empty(name)
+
     def _empty(self, name: str) -> None:
         message_box(self.window, "Export project", f"The project \u201c{name}\u201d has no conversations.").open()
 
-    def _export(self, ids: list[int], stem: str, title: str | None) -> None:
+    def _export(self, ids: list[int], stem: str, title: str | None, *, project: bool = False) -> None:
         chosen = self.ask_save_path(stem)
         if chosen is None:
             return
         path, fmt = chosen
         history = self.window.services.history
         run_in_background(
-            lambda: write_export(history, fmt, ids, path, title),
+            lambda: write_export(history, fmt, ids, path, title, project),
             lambda done: self.window.statusBar().showMessage(f"Exported to {done}.", 8000),
             lambda exc: show_error(self.window, "Export", exc),
             owner=self.window,

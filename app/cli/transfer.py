@@ -94,10 +94,11 @@ def run_export(args: argparse.Namespace) -> int:
         out = Path(args.output).expanduser() if args.output else None
         if out is not None and out.is_dir():
             for c in conversations:
-                _write(store, fmt, [c.id], out / (export.file_stem(c) + FORMATS[fmt]), c.title)
+                _write(store, fmt, [c.id], out / (export.file_stem(c) + FORMATS[fmt]), c.title, None)
             where = f"{len(conversations)} files in {out}"
         else:
-            _write(store, fmt, ids, out, title if title or len(ids) > 1 else conversations[0].title)
+            heading = title or ("Locus conversations" if len(ids) > 1 else None)  # a project's name
+            _write(store, fmt, ids, out, heading or conversations[0].title, heading)
             where = str(out) if out else "the terminal"
     finally:
         store.close()
@@ -106,18 +107,20 @@ def run_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _write(store, fmt: str, ids: list[int], out: Path | None, title: str | None) -> None:
+def _write(store, fmt: str, ids: list[int], out: Path | None, title: str, heading: str | None) -> None:
+    """Write conversations ``ids`` to ``out`` (None: stdout); ``heading``: the title above several (None: one
+    conversation on its own), ``title``: the PDF's."""
     from engine.history import export
 
     if fmt == "json":
         text = json.dumps(export.export_json(store, ids), ensure_ascii=False, indent=1) + "\n"
     else:
-        text = export.export_markdown(store, ids, title=title if len(ids) > 1 else None)
+        text = export.export_markdown(store, ids, title=heading)
     if fmt == "pdf":
         from app.export_pdf import write_pdf
 
         assert out is not None
-        write_pdf(text, out, title=title or "Locus conversations")
+        write_pdf(text, out, title=title)
     elif out is None:
         sys.stdout.write(text)
     else:

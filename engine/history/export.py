@@ -187,7 +187,8 @@ def export_markdown(store: HistoryStore, conversation_ids: list[int], *, title: 
     """Several conversations as one Markdown document (a project: ``title`` its name), or one on its own."""
     if title is None and len(conversation_ids) == 1:
         return conversation_markdown(store, conversation_ids[0])
-    parts = [f"# {plain_md(title or 'Conversations')}\n\n*{len(conversation_ids)} conversations*\n"]
+    n = len(conversation_ids)
+    parts = [f"# {plain_md(title or 'Conversations')}\n\n*{n} conversation{'s' if n != 1 else ''}*\n"]
     parts += [conversation_markdown(store, cid, heading="##") for cid in conversation_ids]
     return "\n---\n\n".join(parts)
 

@@ -106,3 +106,16 @@ def test_export_usage_errors(tmp_path):
     assert done.returncode == 2 and "--format" in done.stderr
     done = locus(home, "export", "5", "--format", "json")
     assert done.returncode == 1 and "Conversation 5 does not exist" in done.stderr
+
+
+def test_export_a_project(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    done = locus(home, "import", str(DATA / "locus-two.json"))  # its second conversation is in project "Work"
+    assert done.stdout.startswith("Imported 2 conversations (5 messages) from Locus."), done.stderr
+    done = locus(home, "export", "--project", "Work", "--format", "markdown")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("# Work\n\n*1 conversation*") and "## Second" in done.stdout
+    assert "What is 2+2?" in done.stdout and "A first, valid conversation" not in done.stdout
+    done = locus(home, "export", "--project", "Play", "--format", "json")
+    assert done.returncode == 1 and "There is no project 'Play'." in done.stderr

@@ -67,3 +67,17 @@ def test_export_conversation_as_pdf(qtbot, window, monkeypatch, tmp_path):
     text = " ".join(page.extract_text() for page in pypdf.PdfReader(str(out)).pages)
     text = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text))
     assert "Tea" in text and "Two to three minutes, at about 80 °C." in text
+
+
+def test_export_project_as_json(qtbot, window, monkeypatch, tmp_path):
+    from engine.history.imports import import_file
+
+    import_file(window.services.history, DATA / "locus-two.json")  # its second conversation is in "Work"
+    out = tmp_path / "work.json"
+    monkeypatch.setattr(window.transfer, "ask_project", lambda names: names[names.index("Work")])
+    monkeypatch.setattr(window.transfer, "ask_save_path", lambda stem: (out, "json"))
+    window.transfer.export_project_action.trigger()
+    qtbot.waitUntil(lambda: "Exported to" in window.statusBar().currentMessage(), timeout=20_000)
+    exported = json.loads(out.read_text(encoding="utf-8"))
+    assert [c["title"] for c in exported["conversations"]] == ["Second"]
+    assert exported["conversations"][0]["settings"]["project"] == "Work"
