@@ -28,6 +28,7 @@ from ui.chat.markdown import (
     link_citations,
     split_segments,
 )
+from ui.chat.message_details import MessageDetails
 from ui.chat.tool_calls import ToolCallList, saved_calls
 from ui.chat.top_passage import TopPassage
 from ui.errors import show_error
@@ -333,6 +334,7 @@ class MessageWidget(QFrame):
         self.sources.sourceClicked.connect(self.sourceClicked)
         self.sources.hide()
         layout.addWidget(self.sources)
+        self.details = MessageDetails(self, header, layout)  # copy as Markdown, tokens and time on hover
         self.set_text(text)
         self.set_status(status)
 

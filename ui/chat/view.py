@@ -10,6 +10,8 @@ from PySide6.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
 from engine.history.models import Message
 from ui.chat.message import MessageWidget
+from ui.chat.message_details import MessageNavigator
+from ui.chat.summary import mark_summaries
 from ui.plain import plain_label
 from ui.traces.links import stats_trace_id
 
@@ -20,6 +22,7 @@ class ChatView(QScrollArea):
     sourceClicked = Signal(dict)  # a source of an answer was clicked: open it
     selectionTask = Signal(str, str)  # (task mode, selected text) from a message's context menu
     traceRequested = Signal(str)  # 'Show trace' on an answer: its trace id
+    summaryEdited = Signal(int, str)  # a summary's note was edited: (message id, new text) to save
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -43,6 +46,7 @@ class ChatView(QScrollArea):
         bar = self.verticalScrollBar()
         bar.valueChanged.connect(self._note_position)
         bar.rangeChanged.connect(self._keep_following)
+        self.navigator = MessageNavigator(self, self.messages, parent)  # Alt+Up / Alt+Down between messages
 
     # Content ---------------------------------------------------------------------
 
@@ -58,6 +62,7 @@ class ChatView(QScrollArea):
 
     def show_messages(self, messages: Iterable[Message]) -> None:
         self.clear()
+        messages = list(messages)
         question = ""
         for m in messages:
             widget = self.add_message(m.role, m.content, m.status, m.id)
@@ -70,6 +75,8 @@ class ChatView(QScrollArea):
             if m.role == "assistant":
                 widget.set_trace_id(stats_trace_id(m.stats))
                 widget.show_saved_tool_calls(m.stats)
+                widget.details.set_stats(m.stats)
+        mark_summaries(self, messages, self.summaryEdited.emit)
         self.scroll_to_bottom()
 
     def question_before(self, answer: MessageWidget) -> str:
