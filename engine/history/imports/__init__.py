@@ -1,7 +1,8 @@
 """Conversations into the history from a file: Locus JSON, ChatGPT's ``conversations.json``, an LM Studio
 conversation, a Jan thread. ``read_file`` finds the format and parses the whole file (refusing it, with
-the reason, when it is malformed, foreign or too big); ``import_file`` then saves every conversation in one
-transaction (engine/history/imports/save.py), so a refused or failed import leaves the history as it was.
+the reason, when it is malformed, foreign or too big); ``import_file`` reads it so in a parse worker process
+(engine/rag/isolation.py: a time and a memory limit, as documents get) and then saves every conversation in
+one transaction (engine/history/imports/save.py), so a refused or failed import leaves the history as it was.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from engine.history.store import HistoryStore
 
 __all__ = ["ImportRefused", "ImportResult", "import_file", "read_file"]
 
+LOADER = "engine.history.imports:worker_read"
+PARSE_TIMEOUT_S = 300.0  # a 256 MB export parses in well under a minute
+PARSE_MEMORY_MB = 4096  # JSON of the largest file allowed, as Python objects, with room
 FORMATS = "Locus JSON, ChatGPT's conversations.json, an LM Studio conversation or a Jan thread"
 
 
@@ -59,8 +63,40 @@ def read_file(path: str | Path) -> Parsed:
     return parsed
 
 
-def import_file(store: HistoryStore, path: str | Path) -> ImportResult:
-    """Import every conversation of a file into the history, all or nothing."""
-    parsed = read_file(path)
+def worker_read(path: str, max_bytes: int = 0) -> tuple[str, object]:
+    """``read_file`` as a parse worker runs it (engine/rag/isolation.py's loader protocol): ("ok", Parsed)
+    or ("refused", (message, detail)), so that the refusal's own words come back."""
+    try:
+        return "ok", read_file(path)
+    except ImportRefused as exc:
+        return "refused", (exc.message, exc.detail)
+
+
+def read_file_isolated(path: str | Path) -> Parsed:
+    """``read_file`` in a parse worker process, with the time and memory limits documents get: a file that
+    would hang the parser or fill the memory costs only that process."""
+    from engine.rag.isolation import ParsePool
+
+    with ParsePool(1, timeout_s=PARSE_TIMEOUT_S, loader=LOADER, memory_limit_mb=PARSE_MEMORY_MB) as pool:
+        outcome = pool.parse(path)
+    name = Path(path).name
+    if outcome.error is not None:
+        # Too slow, too much memory, or the reader crashed: in the words the document parsers use.
+        raise ImportRefused(outcome.error.message, hint="Nothing was saved.", detail=outcome.error.detail)
+    if outcome.document is None:
+        raise refuse(name, "reading it was stopped.")
+    reply: tuple = outcome.document  # type: ignore[assignment]  # the loader's reply: worker_read's
+    if reply[0] == "refused":
+        message, detail = reply[1]
+        raise ImportRefused(message, hint="Nothing was saved.", detail=detail)
+    if not isinstance(reply[1], Parsed):
+        raise refuse(name, "its reader answered something else.")
+    return reply[1]
+
+
+def import_file(store: HistoryStore, path: str | Path, *, isolated: bool = True) -> ImportResult:
+    """Import every conversation of a file into the history, all or nothing; ``isolated``: read the file in
+    a parse worker process (False: in this one, for tests of the readers themselves)."""
+    parsed = read_file_isolated(path) if isolated else read_file(path)
     ids = save(store, parsed)
     return ImportResult(parsed.source, ids, message_count(parsed.conversations), dict(parsed.skipped))

@@ -75,6 +75,7 @@ class Parsed:
 
 
 def refuse(name: str, reason: str) -> ImportRefused:
+    """The error that refuses a whole file, naming it and what is wrong."""
     return ImportRefused(f"'{name}' was not imported: {reason}", hint="Nothing was saved.", detail=f"{name}: {reason}")
 
 

@@ -319,3 +319,15 @@ def test_a_write_failing_midway_saves_nothing(store):
     with pytest.raises(HistoryError, match="disk full"):
         import_file(store, DATA / "locus-two.json")
     assert _table_counts(store) == (0, 0, 0)
+
+
+def test_a_file_that_fills_the_reader_memory_is_refused_in_its_worker(store, tmp_path, monkeypatch):
+    """The file is read in a parse worker with a memory ceiling: 24 MB of empty objects outgrow 512 MB."""
+    import engine.history.imports as imports
+
+    path = tmp_path / "many.json"
+    path.write_text("[" + ",".join(["{}"] * 8_000_000) + "]", encoding="ascii")
+    monkeypatch.setattr(imports, "PARSE_MEMORY_MB", 512)
+    with pytest.raises(ImportRefused, match="needed more than 512 MB of memory"):
+        import_file(store, path)
+    assert _table_counts(store) == (0, 0, 0)
