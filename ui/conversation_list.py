@@ -1,4 +1,5 @@
-"""Keeps the conversation sidebar filled from the history: every conversation, or search hits, and renames."""
+"""Keeps the conversation sidebar filled from the history: projects and every conversation (pinned first), or
+search hits (in every conversation or one project's), and renames."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from collections.abc import Callable
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QWidget
 
+from engine.history.projects import Projects
 from ui.errors import show_error
 from ui.ops import run_in_background
-from ui.sidebar import ConversationSidebar
+from ui.sidebar import ALL, ConversationSidebar
 
 
 class ConversationList(QObject):
@@ -19,21 +21,32 @@ class ConversationList(QObject):
         super().__init__(window)
         self.sidebar = sidebar
         self.history = history
+        self.projects = Projects(history)
         self.current = current
         self.window = window
         self.search_text = ""
         self._generation = 0
         sidebar.renameRequested.connect(self.rename)
         sidebar.searchChanged.connect(self.search)
+        sidebar.scopeChanged.connect(lambda: self.search(self.search_text))
 
     def refresh(self) -> None:
         """Show every conversation again (or re-run the search being shown)."""
         if self.search_text:
             self.search(self.search_text)
             return
+        self._generation += 1
+        generation = self._generation
+
+        def show(loaded) -> None:
+            projects, conversations = loaded
+            self.sidebar.set_projects(projects)
+            if generation == self._generation:
+                self.sidebar.set_conversations(conversations, self.current())
+
         run_in_background(
-            self.history.conversations,
-            lambda rows: self.sidebar.set_conversations(rows, self.current()),
+            lambda: (self.projects.all(), self.projects.listed()),
+            show,
             lambda exc: show_error(self.window, "Conversations", exc),
             owner=self,
         )
@@ -45,14 +58,19 @@ class ConversationList(QObject):
         if not text:
             self.refresh()
             return
+        scope = self.sidebar.scope_project()
 
-        def show(hits) -> None:
+        def find():
+            hits = self.projects.search(text) if scope == ALL else self.projects.search(text, scope)
+            return self.projects.all(), hits
+
+        def show(found) -> None:
+            projects, hits = found
+            self.sidebar.set_projects(projects)
             if generation == self._generation:  # a later search supersedes this one
                 self.sidebar.set_search_results(hits, self.current())
 
-        run_in_background(
-            lambda: self.history.search(text), show, lambda exc: show_error(self.window, "Search", exc), owner=self
-        )
+        run_in_background(find, show, lambda exc: show_error(self.window, "Search", exc), owner=self)
 
     def rename(self, conversation_id: int, title: str) -> None:
         run_in_background(

@@ -22,6 +22,7 @@ from engine.assistant import saved_source
 from engine.errors import EngineError
 from engine.history.writer import answer_is_kept
 from resources import resource_path
+from ui.assistants import AssistantSelector
 from ui.bridge import EngineBridge
 from ui.chat.backend_selector import BackendSelector
 from ui.chat.composer import Composer
@@ -36,6 +37,7 @@ from ui.errors import describe, show_error
 from ui.model_status import ModelStatus
 from ui.ops import run_in_background
 from ui.plain import literal, message_box, plain_label
+from ui.projects import ProjectsController
 from ui.services import Services
 from ui.settings_flow import edit_settings
 from ui.sidebar import ConversationSidebar
@@ -77,6 +79,7 @@ class MainWindow(QMainWindow):
         self.sidebar.conversationSelected.connect(self.open_conversation)
         self.sidebar.deleteRequested.connect(self.delete_conversation)
         self.conversations = ConversationList(self.sidebar, services.history, lambda: self.conversation_id, self)
+        self.projects = ProjectsController(self)  # projects, pins, copies (the sidebar's menus and drops)
 
         self.chat = ChatView(self)
         self.documents_selector = DocumentsSelector(self)
@@ -100,6 +103,7 @@ class MainWindow(QMainWindow):
         )
         self.edit_button = self._button("Edit last question", "editButton", self.edit_last_question)
         self.backend = BackendSelector(self, services, lambda: self.conversation_id)
+        self.assistant_selector = AssistantSelector(self, services, lambda: self.conversation_id)
         self.tool_picker = ToolPicker(self)
         self.tool_picker.valueChanged.connect(self._tools_chosen)
 
@@ -109,6 +113,7 @@ class MainWindow(QMainWindow):
         column.addWidget(self.chat, 1)
         actions = QHBoxLayout()
         actions.addWidget(self.task_bar.mode_row)
+        actions.addWidget(self.assistant_selector.button)
         actions.addWidget(self.backend.button)
         actions.addWidget(self.tool_picker)
         actions.addStretch(1)
@@ -226,6 +231,7 @@ class MainWindow(QMainWindow):
         self.pending_collections = None
         self.documents_selector.set_value(None)
         self.backend.show_for(None)
+        self.assistant_selector.show_for(None)
         self.tool_picker.set_value(None)
         self._detach_live_answer()
         self.chat.clear()
@@ -245,6 +251,7 @@ class MainWindow(QMainWindow):
                 return
             self.documents_selector.set_value(conversation.collections)
             self.backend.show_for(conversation)
+            self.assistant_selector.show_for(conversation)
             self.tool_picker.set_value(conversation.tools)
             self._detach_live_answer()
             self.chat.show_messages(messages)
@@ -352,6 +359,7 @@ class MainWindow(QMainWindow):
         elif conversation is None:
             chosen = self.pending_collections
             options = self.backend.ask_options() | self.tool_picker.ask_options(new=True)
+            options |= self.assistant_selector.ask_options()
             start = partial(assistant.ask, text, None, collections=chosen, **options)
         else:
             options = self.backend.ask_options() | self.tool_picker.ask_options(new=False)
