@@ -38,6 +38,8 @@ class SummaryControls(QObject):
         self.originals = list(originals)
         self.on_edit = on_edit
         widget.setProperty("summary", True)
+        widget.style().unpolish(widget)
+        widget.style().polish(widget)
         widget.author.setText(f"Summary of {count} earlier message{'' if count == 1 else 's'}")
         widget.author.setToolTip(
             "Written by the model when the conversation grew too long for its context. The model sees this "
