@@ -44,7 +44,7 @@ from engine.tasks.templates import TemplateLibrary
 from engine.tools.base import TOOL_NAME, Tool
 from engine.trace import spans
 from engine.trace.tracing import Tracing
-from engine.turns import Turn, TurnRequest, Turns, model_turns
+from engine.turns import Turn, TurnRequest, Turns, branch_key, model_turns
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +203,17 @@ class Assistant:
         )
 
     def regenerate(
-        self, conversation_id: int, on_event=None, *, sampling: SamplingParams | None = None
+        self,
+        conversation_id: int,
+        on_event=None,
+        *,
+        sampling: SamplingParams | None = None,
+        message_id: int | None = None,
     ) -> AnswerHandle:
-        """Drop the last answer and answer the last question again."""
+        """Answer a question again: the answer ``message_id`` (or its question; None: the last question of
+        the branch shown). The new answer is a version beside the earlier ones, and the branch shown."""
         return self._start(
-            TurnRequest("chat", None, conversation_id, replace="answer"),
+            TurnRequest("chat", None, conversation_id, replace="answer", message_id=message_id),
             self._chat_steps,
             on_event,
             Priority.INTERACTIVE,
@@ -215,13 +221,20 @@ class Assistant:
         )
 
     def resend_edited(
-        self, conversation_id: int, text: str, on_event=None, *, sampling: SamplingParams | None = None
+        self,
+        conversation_id: int,
+        text: str,
+        on_event=None,
+        *,
+        sampling: SamplingParams | None = None,
+        message_id: int | None = None,
     ) -> AnswerHandle:
-        """Replace the last question (and its answer) with an edited one and answer it."""
+        """Ask an edited question in place of question ``message_id`` (None: the last of the branch shown):
+        a new version beside it, starting a branch the conversation shows; the earlier one stays."""
         if not text.strip():
             raise InvalidRequestError("The question is empty.")
         return self._start(
-            TurnRequest("chat", text, conversation_id, replace="exchange"),
+            TurnRequest("chat", text, conversation_id, replace="exchange", message_id=message_id),
             self._chat_steps,
             on_event,
             Priority.INTERACTIVE,
@@ -269,7 +282,25 @@ class Assistant:
         Traces already sent to an OTLP collector are beyond reach.
         """
         title = self.history.conversation(conversation_id).title  # NotFoundError for an unknown id
-        key = f"conversation:{conversation_id}"
+        states = self._forget_states(conversation_id)
+        messages = self.history.delete_conversation(conversation_id)
+        traces = 0
+        if self.traces is not None:
+            self.tracing.flush()  # spans already ended are stored now, so the delete finds them
+            traces = self.traces.forget_conversation(conversation_id)
+        return ConversationDeleted(conversation_id, title, messages, traces, states)
+
+    def delete_branch(self, message_id: int) -> tuple[int, int]:
+        """Delete a version of a message and all that follows it (engine/history/tree.py), and the cached
+        model states of the conversation's branches (any of them may hold its text; the next turn computes
+        its prompt again). Returns (messages, cached states) removed."""
+        conversation_id = self.history.message(message_id).conversation_id  # NotFoundError for an unknown id
+        states = self._forget_states(conversation_id)
+        return self.history.delete_branch(message_id), states
+
+    def _forget_states(self, conversation_id: int) -> int:
+        """Drop every cached state of a conversation's branches, in the backends and in spill files."""
+        key = branch_key(conversation_id)  # every branch's key starts with it
         states = 0
         for backend in self.backends.current().available.values():
             try:
@@ -280,12 +311,7 @@ class Assistant:
             from engine.runtime.kv_states import remove_spilled
 
             states += remove_spilled(self.kv_spill_dir, key)
-        messages = self.history.delete_conversation(conversation_id)
-        traces = 0
-        if self.traces is not None:
-            self.tracing.flush()  # spans already ended are stored now, so the delete finds them
-            traces = self.traces.forget_conversation(conversation_id)
-        return ConversationDeleted(conversation_id, title, messages, traces, states)
+        return states
 
     def context_for(self, conversation_id: int) -> tuple[ChatMessage, ...]:
         """The conversation as the model will see it next: system prompt, then saved turns."""

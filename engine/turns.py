@@ -9,6 +9,7 @@ a turn saved when it cannot go on. All of it runs on the answer's thread, never 
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,8 +31,10 @@ Replace = Literal["nothing", "answer", "exchange"]
 class TurnRequest:
     """What a caller asked for, as given (nothing looked up yet).
 
-    ``replace``: "nothing" adds a question; "answer" drops the last answer and answers the last question
-    again (``text`` None); "exchange" replaces the last question and its answer with ``text``.
+    ``replace``: "nothing" adds a question after the branch shown; "answer" answers a question again (``text``
+    None), "exchange" asks ``text`` in place of a question: either adds a new version beside the one it
+    replaces (a branch; the earlier versions stay) and the conversation shows it. ``message_id``: the question
+    (or, for "answer", the answer) it starts from; None: the last question of the branch shown.
     ``collections``/``backend``/``tools``: saved on the conversation when given (UNSET: it keeps its own).
     """
 
@@ -39,6 +42,7 @@ class TurnRequest:
     text: str | None
     conversation_id: int | None
     replace: Replace = "nothing"
+    message_id: int | None = None
     collections: object = UNSET
     backend: object = UNSET
     tools: object = UNSET  # the tools its answers may call (names; () for none)
@@ -65,6 +69,7 @@ class Turn:
     user_message_id: int | None = None
     assistant_message_id: int | None = None
     earlier: tuple[ChatMessage, ...] = ()  # the saved turns before the question, as the model sees them
+    branch: tuple[int, ...] = ()  # the later versions on the answer's path (HistoryStore.versions_chosen)
 
     @property
     def kind(self) -> str:
@@ -75,8 +80,9 @@ class Turn:
 
     @property
     def conversation_key(self) -> str | None:
-        """The runtime's key for the conversation's cached prompt (None for an answer not saved)."""
-        return f"conversation:{self.conversation_id}" if self.conversation_id is not None else None
+        """The runtime's key for the cached prompt of the conversation's branch (None for an answer not saved):
+        each branch keeps its own state, so switching back to one reuses what it had."""
+        return branch_key(self.conversation_id, self.branch) if self.conversation_id is not None else None
 
     def context(self, system_prompt: str, retrieval: Retrieval | None) -> tuple[ChatMessage, ...]:
         """The messages the model answers: system prompt, earlier turns, the question (with its sources)."""
@@ -91,6 +97,14 @@ def model_turns(messages: Iterable[Message]) -> tuple[ChatMessage, ...]:
     """Saved messages as the model sees them: finished (or partial) ones with text, from the latest summary on
     (engine/compaction.py)."""
     return tuple(as_chat(m) for m in context_messages(list(messages)))
+
+
+def branch_key(conversation_id: int, branch: Iterable[int] = ()) -> str:
+    """``conversation:ID`` for the first versions' branch, ``conversation:ID/HASH`` for another. The runtime
+    forgets every key under ``conversation:ID`` at once, and names their spill files after that part."""
+    key = f"conversation:{conversation_id}"
+    ids = ",".join(str(i) for i in branch)
+    return f"{key}/{hashlib.sha256(ids.encode()).hexdigest()[:16]}" if ids else key
 
 
 def last_of(messages: list[Message], role: str, conversation_id: int) -> Message:
@@ -150,8 +164,8 @@ class Turns:
             if request.replace != "nothing":
                 if conversation_id is None:
                     raise InvalidRequestError("Only a saved conversation has a question to ask again.")
-                last_user = last_of(history.messages(conversation_id), "user", conversation_id)
-                question = question if request.replace == "exchange" else last_user.content
+                replaced = self.question_of(conversation_id, request)
+                question = question if request.replace == "exchange" else replaced.content
         except BaseException:
             if created and conversation_id is not None:
                 history.delete_conversation(conversation_id)
@@ -169,29 +183,47 @@ class Turns:
             earlier=request.earlier if conversation_id is None else (),
         )
 
+    def question_of(self, conversation_id: int, request: TurnRequest) -> Message:
+        """The question a request asks again or replaces: ``request.message_id`` (an answer: its question),
+        or the last question of the branch shown."""
+        history = self.history
+        if request.message_id is None:
+            return last_of(history.messages(conversation_id), "user", conversation_id)
+        message = history.message(request.message_id)
+        if message.conversation_id != conversation_id:
+            raise NotFoundError(f"Message {message.id} is not in conversation {conversation_id}.")
+        if request.replace == "answer" and message.role == "assistant" and message.parent_id is not None:
+            message = history.message(message.parent_id)
+        if message.role != "user":
+            raise InvalidRequestError("Only a question can be edited, and only an answer asked again.")
+        return message
+
     def record(self, turn: Turn) -> None:
-        """Save the question and the answer's placeholder (an answer not saved: nothing)."""
+        """Save the question and the answer's placeholder (an answer not saved: nothing). A question asked
+        again or edited goes beside the one it replaces, as a new branch the conversation then shows."""
         if turn.conversation_id is None:
             return
         history, conversation_id, replace = self.history, turn.conversation_id, turn.request.replace
         with self.lock(conversation_id):
-            messages = history.messages(conversation_id)
             if replace == "nothing":
-                earlier = messages
+                earlier = history.messages(conversation_id)
+                parent = earlier[-1].id if earlier else None
             else:
-                last_user = last_of(messages, "user", conversation_id)
-                earlier = [m for m in messages if m.id < last_user.id]
-                history.delete_messages_from(conversation_id, last_user.id + 1 if replace == "answer" else last_user.id)
+                replaced = self.question_of(conversation_id, turn.request)
+                earlier, parent = history.path_to(replaced.parent_id), replaced.parent_id
                 if replace == "answer":
-                    turn.user_message_id = last_user.id
+                    turn.user_message_id = replaced.id
             if turn.user_message_id is None:
-                turn.user_message_id = history.add_message(conversation_id, "user", turn.question).id
+                turn.user_message_id = history.add_message(conversation_id, "user", turn.question, parent_id=parent).id
             try:
-                turn.assistant_message_id = history.add_message(conversation_id, "assistant", "", status="streaming").id
+                turn.assistant_message_id = history.add_message(
+                    conversation_id, "assistant", "", status="streaming", parent_id=turn.user_message_id
+                ).id
             except BaseException:
                 if replace != "answer":  # a question is never left without its answer
                     history.delete_message(turn.user_message_id)
                 raise
+            turn.branch = tuple(history.versions_chosen(turn.assistant_message_id))
         turn.earlier = model_turns(earlier)
 
     def forget(self, turn: Turn) -> None:

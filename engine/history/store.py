@@ -362,6 +362,26 @@ class HistoryStore:
                 raise HistoryError(f"The conversation database could not be read: {exc}.") from exc
         return [_message(r) for r in rows] if leaf is not None else []
 
+    def path_to(self, message_id: int | None) -> list[Message]:
+        """The messages from the first of its conversation down to ``message_id`` (None: none), in order."""
+        if message_id is None:
+            return []
+        with self._lock:
+            try:
+                tree.conversation_of(self._db, message_id)
+                rows = self._db.execute(
+                    f"{tree.PATH} SELECT {_MESSAGE_COLUMNS} FROM messages JOIN path USING (id) ORDER BY depth DESC",
+                    {"leaf": message_id},
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise HistoryError(f"The conversation database could not be read: {exc}.") from exc
+        return [_message(r) for r in rows]
+
+    def versions_chosen(self, message_id: int) -> list[int]:
+        """The later versions (edits, answers asked again) on the path to a message: its branch's mark."""
+        with self._lock:
+            return tree.versions_chosen(self._db, message_id)
+
     def all_messages(self, conversation_id: int) -> list[Message]:
         """Every message of the conversation, on every branch, in the order they were written."""
         rows = self._read(
@@ -411,10 +431,14 @@ class HistoryStore:
             row = db.execute("SELECT conversation_id, parent_id FROM messages WHERE id = ?", (message_id,)).fetchone()
             if row is None:
                 return
+            versions = [v for v in tree.sibling_ids(db, message_id) if v != message_id]
             db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+            # The branch that showed it shows its newest other version (an answer asked again and stopped at
+            # once: the earlier answer), else the message before it.
+            leaf = tree.newest_descendant(db, versions[-1]) if versions else row[1]
             db.execute(
                 "UPDATE conversations SET current_leaf = ? WHERE id = ? AND current_leaf = ?",
-                (row[1], row[0], message_id),
+                (leaf, row[0], message_id),
             )
 
     def mark_interrupted(self) -> int:

@@ -50,6 +50,19 @@ def path_ids(db: sqlite3.Connection, leaf: int | None) -> list[int]:
     return [r[0] for r in rows]
 
 
+def versions_chosen(db: sqlite3.Connection, leaf: int) -> list[int]:
+    """The messages on the path to ``leaf`` that are a later version of another (an edit, an answer asked
+    again), first to last: what tells this branch from the others. Stable as the branch grows, and as
+    versions are added elsewhere (the first version of a message is never one of them)."""
+    rows = db.execute(
+        f"{PATH} SELECT path.id FROM path JOIN messages m ON m.id = path.id WHERE EXISTS ("
+        " SELECT 1 FROM messages s WHERE s.conversation_id = m.conversation_id AND s.parent_id IS m.parent_id"
+        " AND s.role = m.role AND s.id < m.id) ORDER BY depth DESC",
+        {"leaf": leaf},
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
 def subtree_ids(db: sqlite3.Connection, root: int) -> list[int]:
     """A message and all its descendants, in id order."""
     return [r[0] for r in db.execute(f"{SUBTREE} SELECT id FROM sub ORDER BY id", {"root": root}).fetchall()]

@@ -159,13 +159,15 @@ class KvStateStore:
             self._disk_used -= state.nbytes
             self._forget_file(state)
 
-    def forget(self, key: str) -> bool:
-        """Drop a deleted conversation's state from RAM and disk; True when there was one."""
-        held = key in self
-        self.discard(key)
+    def forget(self, key: str) -> int:
+        """Drop a deleted conversation's states from RAM and disk (``key``'s and every key under it: its
+        branches'); returns how many there were."""
+        held = [k for k in dict.fromkeys([*self._ram, *self._disk]) if under(k, key)]
+        for k in held:
+            self.discard(k)
         if held:
             self.flush()  # a file being written when it was dropped is removed by the writer: wait for that
-        return held
+        return len(held)
 
     def clear(self) -> None:
         for key in list(self._ram) + list(self._disk):
@@ -292,9 +294,15 @@ def remove_spilled(spill_dir: Path, key: str) -> int:
     return removed
 
 
+def under(key: str, family: str) -> bool:
+    """Whether ``key`` is ``family`` or one of its branches' keys (``family/...``)."""
+    return key == family or key.startswith(family + "/")
+
+
 def _file_stem(key: str) -> str:
-    """A conversation's spill files are named after a hash of its key (never the key itself)."""
-    return hashlib.sha256(key.encode()).hexdigest()[:24]
+    """A conversation's spill files are named after a hash of its key's first part, before any "/" (never
+    the key itself): the files of all its branches go together when it is deleted."""
+    return hashlib.sha256(key.split("/", 1)[0].encode()).hexdigest()[:24]
 
 
 def _whole(data: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.runtime.context import NativeContext
-from engine.runtime.kv_states import KvStateStore, SavedState
+from engine.runtime.kv_states import KvStateStore, SavedState, under
 from engine.runtime.sequence import TRAILING, Sequence
 
 log = logging.getLogger(__name__)
@@ -259,10 +259,11 @@ class SlotTable:
 
     def forget(self, key: str) -> int:
         """A conversation was deleted: empty its idle slots, keep a running one's cache under no key (it is
-        never saved or spilled), and drop its saved state. Returns how many caches were dropped."""
+        never saved or spilled), and drop its saved states (``key``'s and its branches', ``key/...``).
+        Returns how many caches were dropped."""
         dropped = 0
         for slot in self.slots:
-            if slot.key != key:
+            if slot.key is None or not under(slot.key, key):
                 continue
             if slot.owner is None:
                 self.drop(slot)
