@@ -69,17 +69,19 @@ def breakdown(home: Path) -> None:
     t3 = time.perf_counter()
     library = services.open_library()
     t4 = time.perf_counter()
-    _ = library.embedder.info
+    encoder = library.embedder.query_encoder()  # the bundled model: embedded in this process, no worker
     t5 = time.perf_counter()
     library.embedder.embed_query(QUESTION)
     t6 = time.perf_counter()
+    started = library.embedder.started
     services.close()
     print(f"imports (app.services): {t1 - t0:6.2f} s")
     print(f"build_services:         {t2 - t1:6.2f} s")
     print(f"model load:             {t3 - t2:6.2f} s")
     print(f"index open (LanceDB):   {t4 - t3:6.2f} s")
-    print(f"embedding worker start: {t5 - t4:6.2f} s  (torch, sentence-transformers, the model)")
-    print(f"question embedded:      {t6 - t5:6.2f} s")
+    how = "in process (engine/rag/query_encoder.py)" if encoder is not None else "none: the worker embeds"
+    print(f"question encoder load:  {t5 - t4:6.2f} s  ({how})")
+    print(f"question embedded:      {t6 - t5:6.2f} s  (embedding worker started: {started})")
     print(f"in sequence:            {t6 - t0:6.2f} s")
 
 
