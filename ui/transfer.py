@@ -1,5 +1,5 @@
 """File › Export conversation…, Export project…, Import conversations…: the window's side of
-engine/history/export.py, app/export_pdf.py and engine/history/imports/.
+engine/history/export.py, ui/export_pdf.py and engine/history/imports/.
 
 The file dialogs run on the GUI thread; reading the history, writing the file and importing run in the
 background (``run_in_background``). An import that is refused shows why in a message box and saves
@@ -44,7 +44,7 @@ def write_export(history, fmt: str, ids: list[int], path: Path, title: str | Non
     else:
         text = export.export_markdown(history, ids, title=title if project else None)
     if fmt == "pdf":
-        from app.export_pdf import write_pdf
+        from ui.export_pdf import write_pdf
 
         write_pdf(text, path, title=title or "Locus conversations")
     else:

@@ -117,7 +117,7 @@ def _write(store, fmt: str, ids: list[int], out: Path | None, title: str, headin
     else:
         text = export.export_markdown(store, ids, title=heading)
     if fmt == "pdf":
-        from app.export_pdf import write_pdf
+        from ui.export_pdf import write_pdf
 
         assert out is not None
         write_pdf(text, out, title=title)

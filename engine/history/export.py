@@ -5,7 +5,7 @@ shown included — with its parent, role, kind, content, status, time, stats, so
 and the conversation's settings (documents, backend, tools, assistant, project, pinned, title), so that
 ``engine.history.imports`` reads it back into the same tree. Markdown shows the branch shown in the window,
 one section per message with its role and time, the sources under an answer and code blocks as written;
-a message that has other versions says so. PDF is the Markdown laid out by Qt (app/export_pdf.py).
+a message that has other versions says so. PDF is the Markdown laid out by Qt (ui/export_pdf.py).
 """
 
 from __future__ import annotations

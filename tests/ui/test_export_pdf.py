@@ -7,12 +7,12 @@ import unicodedata
 
 import pypdf
 
-from app.export_pdf import write_pdf
 from engine.history.export import export_markdown
 from engine.history.store import HistoryStore
+from ui.export_pdf import write_pdf
 
 
-def test_a_conversation_as_pdf_opens_and_loads_nothing_it_names(tmp_path):
+def test_a_conversation_as_pdf_opens_and_loads_nothing_it_names(qapp, tmp_path):
     picture = tmp_path / "secret.png"
     picture.write_bytes(b"\x89PNG\r\n\x1a\n")
     store = HistoryStore(tmp_path / "h.sqlite3")

@@ -3,7 +3,8 @@
 Qt's own Markdown reader (GitHub dialect, raw HTML read as text) builds a QTextDocument; QPdfWriter pages
 it. The text of a conversation is hostile: it may name images, style sheets or links to load, and the
 document loads none of them (every resource is refused, counted in ``refused``). Works in the window and in
-the terminal (``locus export --format pdf``), where an offscreen Qt application is made for the fonts.
+the terminal (``locus export --format pdf``), where an offscreen Qt application is made for the fonts. It
+lives in ui/ because it is Qt: the window may not import app/, and app/ (the CLI) may import ui/.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class SealedDocument(QTextDocument):
         super().__init__()
         self.refused: set[str] = set()
 
-    def loadResource(self, type: int, name: QUrl) -> object:  # noqa: A002, N802 - Qt's names
+    def loadResource(self, type: int, name: QUrl) -> object:  # noqa: A002 - Qt's names
         self.refused.add(name.toString())
         return None
 
