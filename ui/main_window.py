@@ -26,6 +26,7 @@ from ui.assistants import AssistantSelector
 from ui.bridge import EngineBridge
 from ui.chat.backend_selector import BackendSelector
 from ui.chat.composer import Composer
+from ui.chat.context_meter import ContextMeterController
 from ui.chat.documents_selector import DocumentsSelector
 from ui.chat.live_answer import LiveAnswer, waiting_words
 from ui.chat.message import MessageWidget
@@ -82,6 +83,7 @@ class MainWindow(QMainWindow):
         self.projects = ProjectsController(self)  # projects, pins, copies (the sidebar's menus and drops)
 
         self.chat = ChatView(self)
+        self.context_meter = ContextMeterController(self, services)  # under the composer; compaction
         self.documents_selector = DocumentsSelector(self)
         self.documents_selector.valueChanged.connect(self._documents_chosen)
         self.edit_banner = plain_label(
@@ -127,6 +129,7 @@ class MainWindow(QMainWindow):
         entry.addWidget(self.composer, 1)
         entry.addWidget(self.send_button, 0, Qt.AlignmentFlag.AlignBottom)
         column.addLayout(entry)
+        column.addWidget(self.context_meter.bar)
         splitter = QSplitter(self)
         splitter.addWidget(self.sidebar)
         splitter.addWidget(right)
@@ -489,6 +492,7 @@ class MainWindow(QMainWindow):
                     sources = [saved_source(c) for c in live.citations]
                     widget.set_sources(sources, self.chat.question_before(widget))
                 link_answer(widget, ended.trace_id)
+                widget.details.set_stats(ended.stats.to_dict())
         if ended.failed:
             self.statusBar().showMessage(describe(ended.error), 10000)
         else:
