@@ -212,6 +212,11 @@ class Welcome(QDialog):
         self._checking, self.hub_ok, self.hub_picks = False, True, picks
         for row, hub in enumerate(picks):
             self._fill_row(row, hub.recommendation, hub)
+        chosen = self.selected_pick()
+        if chosen is None or chosen.quant is None:  # the default is gone from the hub: the next one that is not
+            rows = [row for row, hub in enumerate(picks) if hub.quant is not None]
+            if rows:
+                self.table.selectRow(rows[0])
         note = self.recommendations.note if self.recommendations else ""
         if not any(p.quant is not None for p in picks):
             self.status.setText("The hub no longer has these models; File › Models… searches it for others.")
@@ -293,9 +298,7 @@ class Welcome(QDialog):
             self._say("Download cancelled; Locus keeps using the bundled model.")
             self._update_buttons()
         elif isinstance(event, DownloadFailed):
-            failed, self.handle = self.handle, None
-            if failed is not None:
-                failed.cancel()  # its partial file goes; Try again starts over
+            self.handle = None  # its partial file stays: Download continues from it (and so does File › Models…)
             self._say(f"The download failed: {describe(event.error)} Locus keeps using the bundled model.")
             self._update_buttons()
 

@@ -160,6 +160,24 @@ def test_the_chosen_model_downloads_while_the_bundled_one_answers_and_locus_swit
     welcome.close()
 
 
+def test_a_failed_download_says_why_and_keeps_the_bundled_model(qtbot, loaded_window, services, nvidia_8gb, fake_hub):
+    window = loaded_window
+    welcome = help_welcome(window)
+    with qtbot.waitSignal(welcome.hubChecked, timeout=60_000):
+        pass
+    fake_hub.files.clear()  # gone from the hub between the listing and the download
+    welcome.download_button.click()
+    qtbot.waitUntil(lambda: "The download failed" in welcome.status.text(), timeout=60_000)
+    assert "was not found on the hub" in welcome.status.text()
+    assert "Locus keeps using the bundled model" in welcome.status.text()
+    assert welcome.download_button.isEnabled() and welcome.handle is None  # it can be tried again
+    assert services.settings.model.path == "" and window.model.info.name.startswith("SmolLM2")
+    with qtbot.waitSignal(window.answerFinished, timeout=120_000) as answered:
+        window.send("Still there?")
+    assert answered.args[0].outcome == "complete"
+    welcome.close()
+
+
 def test_an_unreachable_hub_is_said_and_locus_goes_on_with_the_bundled_model(
     qtbot, loaded_window, services, nvidia_8gb, monkeypatch
 ):
