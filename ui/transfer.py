@@ -31,7 +31,7 @@ EXPORT_FILTERS = {
     "Locus JSON: complete, every branch (*.json)": "json",
 }
 SUFFIXES = {"markdown": ".md", "pdf": ".pdf", "json": ".json"}
-IMPORT_FILTER = "Conversation exports (*.json *.jsonl);;All files (*)"
+IMPORT_FILTER = "Conversation exports (*.json *.jsonl *.zip);;All files (*)"
 
 
 def write_export(history, fmt: str, ids: list[int], path: Path, title: str | None, project: bool = False) -> Path:

@@ -43,8 +43,8 @@ def add_parsers(sub) -> None:
         "import",
         help="import conversations from Locus JSON, ChatGPT, LM Studio or Jan",
         description="Import the conversations of a file (its format is found from its content): a Locus JSON "
-        "export, ChatGPT's conversations.json, an LM Studio conversation file, or a Jan thread "
-        "(its folder, thread.json or messages.jsonl). Nothing is saved from a file that is refused.",
+        "export, ChatGPT's conversations.json (or the zip it comes in), an LM Studio conversation file, or a Jan "
+        "thread (its folder, thread.json or messages.jsonl). Nothing is saved from a file that is refused.",
     )
     i.add_argument("file", metavar="FILE")
     i.set_defaults(run=run_import)

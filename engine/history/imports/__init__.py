@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.history.imports import chatgpt, jan, lmstudio, locus
-from engine.history.imports.base import ImportRefused, Parsed, load_json, message_count, read_bytes, refuse
+from engine.history.imports.base import (
+    ImportRefused,
+    Parsed,
+    load_json,
+    message_count,
+    read_bytes,
+    read_zip_member,
+    refuse,
+)
 from engine.history.imports.save import save
 from engine.history.store import HistoryStore
 
@@ -20,7 +28,7 @@ __all__ = ["ImportRefused", "ImportResult", "import_file", "read_file"]
 LOADER = "engine.history.imports:worker_read"
 PARSE_TIMEOUT_S = 300.0  # a 256 MB export parses in well under a minute
 PARSE_MEMORY_MB = 4096  # JSON of the largest file allowed, as Python objects, with room
-FORMATS = "Locus JSON, ChatGPT's conversations.json, an LM Studio conversation or a Jan thread"
+FORMATS = "Locus JSON, ChatGPT's conversations.json or its zip, an LM Studio conversation or a Jan thread"
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,9 @@ def read_file(path: str | Path) -> Parsed:
     if jan.is_jan_path(path):
         parsed = jan.parse_path(path)
     else:
-        value = load_json(read_bytes(path), path.name)
+        zipped = path.suffix.lower() == ".zip"  # ChatGPT's data export as it is downloaded
+        data = read_zip_member(path, "conversations.json") if zipped else read_bytes(path)
+        value = load_json(data, path.name)
         if locus.is_locus(value):
             parsed = locus.parse(value, path.name)
         elif chatgpt.is_chatgpt(value):

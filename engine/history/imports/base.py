@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,41 @@ def read_bytes(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
     if len(data) > limit:  # grew while being read
         raise refuse(path.name, f"it is more than the {limit / 2**20:.0f} MB Locus imports.")
     return data
+
+
+def read_zip_member(path: Path, member: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of ``member`` (at the top or in one folder) of a zip file, as ChatGPT's data export holds
+    conversations.json; its unpacked size is checked against ``limit`` before and while it is read."""
+    try:
+        archive = zipfile.ZipFile(read_path(path))
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise refuse(path.name, f"it is not a readable zip file ({exc}).") from None
+    with archive:
+        infos = [
+            i for i in archive.infolist() if i.filename.rsplit("/", 1)[-1] == member and i.filename.count("/") <= 1
+        ]
+        if not infos:
+            raise refuse(path.name, f"the zip file holds no {member}.")
+        info = min(infos, key=lambda i: i.filename.count("/"))
+        if info.file_size > limit:
+            raise refuse(path.name, f"its {member} is more than the {limit / 2**20:.0f} MB Locus imports.")
+        try:
+            with archive.open(info) as f:
+                data = f.read(limit + 1)
+        except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
+            raise refuse(path.name, f"its {member} cannot be unpacked ({exc}).") from None
+    if len(data) > limit:  # the zip's directory understated it
+        raise refuse(path.name, f"its {member} is more than the {limit / 2**20:.0f} MB Locus imports.")
+    return data
+
+
+def read_path(path: Path) -> Path:
+    """``path``, refused unless it is a regular file no larger than the cap."""
+    if not path.is_file():
+        raise refuse(path.name, "it is not a file.")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise refuse(path.name, f"it is more than the {MAX_FILE_BYTES / 2**20:.0f} MB Locus imports.")
+    return path
 
 
 def load_json(data: bytes, name: str) -> Any:

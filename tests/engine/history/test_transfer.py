@@ -4,6 +4,7 @@ and Jan files (tests/data/imports/, written from their published formats); hosti
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -331,3 +332,29 @@ def test_a_file_that_fills_the_reader_memory_is_refused_in_its_worker(store, tmp
     with pytest.raises(ImportRefused, match="needed more than 512 MB of memory"):
         import_file(store, path)
     assert _table_counts(store) == (0, 0, 0)
+
+
+def test_chatgpt_zip_as_downloaded(store, tmp_path):
+    """ChatGPT's data export comes as a zip holding conversations.json beside chat.html and the images."""
+    path = tmp_path / "chatgpt-export.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("chat.html", "<html></html>")
+        z.write(DATA / "chatgpt-conversations.json", "conversations.json")
+    result = import_file(store, path)
+    assert result.source == "ChatGPT" and result.messages == 8
+
+
+def test_a_zip_bomb_is_refused_before_it_is_unpacked(store, tmp_path, monkeypatch):
+    import engine.history.imports.base as base
+
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("conversations.json", b"[" + b" " * 5_000_000 + b"]")
+    assert path.stat().st_size < 50_000
+    monkeypatch.setattr(base.read_zip_member, "__defaults__", (1_000_000,))
+    with pytest.raises(ImportRefused, match=r"conversations\.json is more than"):
+        read_file(path)
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as z:
+        z.writestr("notes.txt", "hi")
+    with pytest.raises(ImportRefused, match=r"holds no conversations\.json"):
+        read_file(tmp_path / "other.zip")
