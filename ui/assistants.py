@@ -99,6 +99,8 @@ class AssistantSelector(QObject):
 
     def _loaded(self, presets: list[Preset]) -> None:
         self.known = presets
+        if self.value is not None and all(p.id != self.value for p in presets):
+            self.value = None  # deleted in the editor: its conversations went back to none
         self._rebuild()
 
     def choose(self, assistant_id: str | None) -> None:
@@ -136,6 +138,7 @@ class AssistantSelector(QObject):
     def open_editor(self) -> AssistantEditor:
         editor = AssistantEditor(self.window, self.presets, self._collections())
         editor.changed.connect(self.reload)
+        editor.finished.connect(editor.deleteLater)
         editor.open()
         return editor
 

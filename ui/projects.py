@@ -181,10 +181,20 @@ class ProjectsController(QObject):
 
     # Asking -------------------------------------------------------------------------------
 
-    def ask_new_project(self, conversation_id: int | None) -> None:
-        name, ok = QInputDialog.getText(self.window, "New project", "Project name:")
-        if ok and name.strip():
-            self.create(name, conversation_id)
+    def _ask_name(self, title: str, name: str, then) -> QInputDialog:
+        """A window-modal question for a project's name (not a nested event loop); ``then(name)`` when given."""
+        dialog = QInputDialog(self.window)
+        dialog.setObjectName("projectNameDialog")
+        dialog.setWindowTitle(title)
+        dialog.setLabelText("Project name:")
+        dialog.setTextValue(name)
+        dialog.textValueSelected.connect(lambda text: text.strip() and then(text))
+        dialog.finished.connect(dialog.deleteLater)
+        dialog.open()
+        return dialog
+
+    def ask_new_project(self, conversation_id: int | None) -> QInputDialog:
+        return self._ask_name("New project", "", lambda name: self.create(name, conversation_id))
 
     def _project_menu(self, key: str, project_id: int) -> None:
         if key == "new_chat":
@@ -199,12 +209,11 @@ class ProjectsController(QObject):
 
     def _ask(self, key: str, project: Project, assistants, conversations: list[int]) -> None:
         if key == "rename":
-            name, ok = QInputDialog.getText(self.window, "Rename project", "Project name:", text=project.name)
-            if ok and name.strip():
-                self.rename(project.id, name)
+            self._ask_name("Rename project", project.name, lambda name: self.rename(project.id, name))
         elif key == "settings":
             dialog = ProjectSettings(self.window, project, assistants, self.window.documents_selector.collections)
             dialog.accepted.connect(lambda: self.configure(project.id, *dialog.values()))
+            dialog.finished.connect(dialog.deleteLater)
             dialog.open()
         elif key == "delete":
             self.ask_delete(project, conversations).open()
@@ -236,4 +245,5 @@ class ProjectsController(QObject):
                 self.delete(project.id, True, conversations)
 
         box.buttonClicked.connect(answered)
+        box.finished.connect(box.deleteLater)
         return box

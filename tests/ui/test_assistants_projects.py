@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent
-from PySide6.QtWidgets import QApplication, QMenu
+from PySide6.QtWidgets import QApplication, QInputDialog, QMenu
 
 from engine.assistants import Assistants, prompt_digest
 from engine.chat_settings import DEFAULT_SYSTEM_PROMPT
@@ -20,6 +20,7 @@ from engine.history.projects import Projects
 from engine.trace.reading import trace_content
 from ui.assistants import AssistantEditor
 from ui.ops import wait_for_background
+from ui.projects import ProjectSettings
 
 
 def menu_action(menu: QMenu, text: str):
@@ -182,7 +183,10 @@ def test_projects_group_conversations_and_pins_come_first(qtbot, window, service
     qtbot.waitUntil(lambda: sidebar.titles() == ["Trip notes", "Budget review", "Cabinet colours"], timeout=10_000)
     assert not sidebar.scope.isVisible()
 
-    window.projects.create("Kitchen renovation")
+    qtbot.mouseClick(sidebar.new_project_button, Qt.MouseButton.LeftButton)
+    asked = window.findChild(QInputDialog, "projectNameDialog")
+    asked.setTextValue("Kitchen  renovation ")
+    asked.accept()
     qtbot.waitUntil(lambda: ("project", "Kitchen renovation") in sidebar.outline(), timeout=10_000)
     assert sidebar.scope.isVisible()
     project = Projects(history).all()[0]
@@ -251,9 +255,16 @@ def test_projects_group_conversations_and_pins_come_first(qtbot, window, service
     assert copy.project_id == project.id
     assert [m.content for m in history.messages(copy.id)] == ["Budget for tiles and paint"]
 
-    # The project's defaults apply to a new chat started in it.
-    window.projects.configure(project.id, "Kitchen renovation", "builtin-research-documents", [])
+    # The project's defaults (set in its settings) apply to a new chat started in it.
+    menu_action(sidebar.menu_for(sidebar.project_item(project.id)), "Project settings…").trigger()
+    qtbot.waitUntil(lambda: window.findChild(ProjectSettings) is not None, timeout=10_000)
+    settings = window.findChild(ProjectSettings)
+    assert settings.name.text() == "Kitchen renovation"
+    settings.assistant.setCurrentIndex(settings.assistant.findText("Research with my documents"))
+    settings.documents.setCurrentIndex(settings.documents.findData("all"))
+    settings.accept()
     qtbot.waitUntil(lambda: Projects(history).get(project.id).assistant_id is not None, timeout=10_000)
+    assert Projects(history).get(project.id).collections == []
     menu_action(sidebar.menu_for(sidebar.project_item(project.id)), "New chat in this project").trigger()
     qtbot.waitUntil(
         lambda: window.assistant_selector.button.text() == "Assistant: Research with my documents", timeout=10_000
@@ -294,6 +305,14 @@ def test_deleting_a_project_with_its_conversations_removes_them(qtbot, window, s
     window.refresh_conversations()
     qtbot.waitUntil(lambda: ("conversation", "Secret plan") in window.sidebar.outline(), timeout=10_000)
     assert window.sidebar.project_item(project.id).text() == "Old <i>work</i>  (1)"  # the words, not markup
+    menu_action(window.sidebar.menu_for(window.sidebar.project_item(project.id)), "Rename project…").trigger()
+    qtbot.waitUntil(lambda: window.findChild(QInputDialog, "projectNameDialog") is not None, timeout=10_000)
+    renamed = window.findChild(QInputDialog, "projectNameDialog")
+    assert renamed.textValue() == "Old <i>work</i>"
+    renamed.setTextValue("Older <i>work</i>")
+    renamed.accept()
+    qtbot.waitUntil(lambda: ("project", "Older <i>work</i>") in window.sidebar.outline(), timeout=10_000)
+    project = Projects(history).get(project.id)
     window.sidebar.list.setCurrentItem(window.sidebar.item_for(gone))
     qtbot.waitUntil(lambda: window.conversation_id == gone, timeout=10_000)
     box = window.projects.ask_delete(project, [gone])
@@ -302,4 +321,4 @@ def test_deleting_a_project_with_its_conversations_removes_them(qtbot, window, s
     qtbot.waitUntil(lambda: window.sidebar.outline() == [("conversation", "Keep me")], timeout=10_000)
     assert window.conversation_id is None  # the open one closed first
     assert [c.id for c in history.conversations()] == [keep] and history.search("swordfish") == []
-    assert "Old <i>work</i>" in window.statusBar().currentMessage()
+    assert "Older <i>work</i>" in window.statusBar().currentMessage()
