@@ -247,9 +247,9 @@ def resolve_on_hub(
     quantizations: Callable[[str], list[QuantFile]],
     verdicts: Callable[[list[QuantFile]], dict[str, OffloadPlan]],
     *,
-    deadline_s: float = HUB_DEADLINE_S,
+    deadline_s: float | None = None,
 ) -> list[HubPick]:
-    """Each pick's file and verdict from the hub, within ``deadline_s`` in all.
+    """Each pick's file and verdict from the hub, within ``deadline_s`` in all (None: HUB_DEADLINE_S).
 
     The hub unreachable (or silent past the deadline) raises HubUnavailableError; a pick the hub lacks
     comes back with a ``problem`` and the others are kept.
@@ -267,6 +267,7 @@ def resolve_on_hub(
 
     # A daemon thread: a hub that never answers must not keep Locus from quitting.
     threading.Thread(target=work, name="hub-recommend", daemon=True).start()
+    deadline_s = HUB_DEADLINE_S if deadline_s is None else deadline_s
     if not done.wait(deadline_s):
         raise HubUnavailableError(
             f"The Hugging Face hub did not answer within {deadline_s:.0f} seconds (offline or a slow network?)."

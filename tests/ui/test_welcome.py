@@ -202,3 +202,29 @@ def test_an_unreachable_hub_is_said_and_locus_goes_on_with_the_bundled_model(
     welcome.close_button.click()
     assert not welcome.isVisible() and window.model.info.name.startswith("SmolLM2")
     assert services.settings.model.path == ""
+
+
+def test_a_hub_that_never_answers_is_given_up_and_said(qtbot, loaded_window, services, nvidia_8gb, monkeypatch):
+    """The real HfApi, pointed at a server that takes connections and never answers: the welcome gives up at
+    the check's deadline (shortened here) and says so; the window answers meanwhile."""
+    from huggingface_hub import HfApi
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("engine.models.recommend.HUB_DEADLINE_S", 3.0)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # queued by the kernel, never accepted or answered
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        monkeypatch.setattr(services, "hub_client", lambda: HubClient(endpoint=endpoint, api=HfApi(endpoint=endpoint)))
+        window = loaded_window
+        welcome = help_welcome(window)
+        checked = []
+        welcome.hubChecked.connect(checked.append)
+        with qtbot.waitSignal(window.answerFinished, timeout=120_000) as answered:
+            window.send("Hello?")
+        assert answered.args[0].outcome == "complete"
+        qtbot.waitUntil(lambda: checked, timeout=60_000)
+    assert checked == [False]
+    assert "did not answer within 3 seconds" in welcome.status.text()
+    assert welcome.close_button.text() == "Continue with the bundled model"
+    welcome.close()
