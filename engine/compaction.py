@@ -155,7 +155,7 @@ def save_summary(history: HistoryStore, plan: CompactionPlan, text: str) -> Mess
     on_path = plan.last.id in ids
     keep = shown[ids.index(plan.last.id) + 1].id if on_path and ids[-1] != plan.last.id else None
     now = time.time()
-    with history._tx() as db:
+    with history.transaction() as db:
         cur = db.execute(
             "INSERT INTO messages(conversation_id, role, content, status, created_at, parent_id, kind)"
             " VALUES (?, 'system', ?, 'complete', ?, ?, ?)",

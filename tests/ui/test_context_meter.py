@@ -220,3 +220,19 @@ def test_screenshot_of_the_meter_in_its_warning_state(qtbot, small):
         app.setStyleSheet(sheet)
         app.setPalette(palette)
         app.setStyle(style)
+
+
+def test_the_meter_counts_the_system_prompt_of_the_conversations_assistant(qtbot, roomy):
+    window, services = roomy
+    cid = open_saved(qtbot, window, services, [("user", "Hello"), ("assistant", "Hello! How can I help?")])
+    plain = window.context_meter.usage
+    long_prompt = "You are an exacting copy editor. " * 20
+    preset = services.assistant.presets.create("Long-winded editor", long_prompt)
+    services.assistant.presets.choose(cid, preset.id)
+    with qtbot.waitSignal(window.context_meter.measured, timeout=30_000) as measured:
+        window.context_meter.refresh()
+    usage = measured.args[0]
+    assert usage.history == plain.history
+    backend = services.backends.resolve(None)[1]
+    grown = backend.count_tokens(long_prompt) - backend.count_tokens(services.assistant.settings.system_prompt)
+    assert abs((usage.system - plain.system) - grown) <= 2  # the assistant's prompt, not the settings'

@@ -151,6 +151,7 @@ class ContextMeterController(QObject):
         ticket, cid = self._ticket, self.window.conversation_id
         history, backends, meter = self.services.history, self.services.backends, self.meter
         chat = self.services.assistant.settings
+        presets = getattr(self.services.assistant, "presets", None)
         pending = self.window.pending_collections
 
         def measure() -> tuple[ContextUsage | None, bool, str | None]:
@@ -161,9 +162,11 @@ class ContextMeterController(QObject):
             if backend.model_info is None:
                 return None, False, choice
             collections = conversation.collections if conversation is not None else pending
-            usage = meter.measure(
-                backend, chat.system_prompt, messages, collections=collections, max_tokens=chat.sampling.max_tokens
-            )
+            # The conversation's assistant gives its turns their system prompt and sampling (engine/assistants.py).
+            preset = presets.of_conversation(cid) if cid is not None and presets is not None else None
+            system = preset.system_prompt if preset is not None else chat.system_prompt
+            sampling = preset.sampling_params(chat.sampling) if preset is not None else chat.sampling
+            usage = meter.measure(backend, system, messages, collections=collections, max_tokens=sampling.max_tokens)
             return usage, len(messages) >= 2, choice
 
         def shown(result) -> None:
