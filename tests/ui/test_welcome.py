@@ -223,7 +223,7 @@ def test_a_hub_that_never_answers_is_given_up_and_said(qtbot, loaded_window, ser
         with qtbot.waitSignal(window.answerFinished, timeout=120_000) as answered:
             window.send("Hello?")
         assert answered.args[0].outcome == "complete"
-        qtbot.waitUntil(lambda: checked, timeout=60_000)
+        qtbot.waitUntil(lambda: bool(checked), timeout=60_000)
     assert checked == [False]
     assert "did not answer within 3 seconds" in welcome.status.text()
     assert welcome.close_button.text() == "Continue with the bundled model"
