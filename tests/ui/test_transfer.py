@@ -81,3 +81,24 @@ def test_export_project_as_json(qtbot, window, monkeypatch, tmp_path):
     exported = json.loads(out.read_text(encoding="utf-8"))
     assert [c["title"] for c in exported["conversations"]] == ["Second"]
     assert exported["conversations"][0]["settings"]["project"] == "Work"
+
+
+def test_an_imported_answer_with_odd_stats_and_sources_opens(qtbot, window, monkeypatch, tmp_path):
+    """A Locus file may carry stats and sources no Locus wrote: the window opens the conversation anyway."""
+    data = json.loads((DATA / "locus-two.json").read_text(encoding="utf-8"))
+    answer = data["conversations"][1]["messages"][1]
+    answer["stats"] = {"details": {"tool_calls": "none"}, "trace_id": 5, "tokens_per_s": "fast", "total_s": []}
+    answer["sources"] = [{"number": 1, "path": "/nowhere/a.pdf", "page": 2, "extra": {"x": [1]}, "supported": False}]
+    answer["answered_by"] = {"assistant": 12, "model": ["x"]}
+    path = tmp_path / "odd.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    monkeypatch.setattr(window.transfer, "ask_open_path", lambda: path)
+    window.transfer.import_action.trigger()
+    qtbot.waitUntil(lambda: "Imported 2 conversations" in window.statusBar().currentMessage(), timeout=20_000)
+    second = next(c for c in window.services.history.conversations() if c.title == "Second")
+    window.open_conversation(second.id)
+    qtbot.waitUntil(lambda: window.conversation_id == second.id, timeout=20_000)
+    qtbot.waitUntil(lambda: [w.text for w in window.chat.messages()] == ["What is 2+2?", "4", "Thanks"], timeout=20_000)
+    saved = window.services.history.all_messages(second.id)[1]
+    assert saved.sources == [{"number": 1, "path": "/nowhere/a.pdf", "page": 2, "supported": False}]
+    assert not _error_boxes(window)

@@ -36,6 +36,37 @@ def _key(check: Checker, value: Any, where: str, *, optional: bool = False) -> s
     return str(value)
 
 
+# The fields of a saved source (engine/rag/cite.py Citation.to_dict), by type; others are dropped.
+_SOURCE_TEXT = ("title", "kind", "heading", "place", "place_label", "place_within", "quote", "doc_id", "location")
+_SOURCE_INT = ("page", "line_start", "line_end")
+_SOURCE_BOOL = ("explicit", "supported")
+
+
+def _source(check: Checker, raw: Any, where: str) -> dict:
+    """A source of an answer, with the fields the window reads checked: a number and a path at least."""
+    s = check.obj(raw, where)
+    number = s.get("number")
+    if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number < 10_000:
+        raise check.fail(f"{where}.number", "expected a source number")
+    out: dict[str, Any] = {"number": number, "path": check.text(s.get("path"), f"{where}.path", limit=4096)}
+    for key in _SOURCE_TEXT:
+        if key in s:
+            out[key] = check.text(s[key], f"{where}.{key}", optional=True, limit=100_000)
+    for key in _SOURCE_INT:
+        if key in s and s[key] is not None and (isinstance(s[key], bool) or not isinstance(s[key], int)):
+            raise check.fail(f"{where}.{key}", "expected a whole number")
+        if key in s:
+            out[key] = s[key]
+    for key in _SOURCE_BOOL:
+        if key in s and not isinstance(s[key], bool):
+            raise check.fail(f"{where}.{key}", "expected true or false")
+        if key in s:
+            out[key] = s[key]
+    if "chunk_ids" in s:
+        out["chunk_ids"] = check.string_list(s["chunk_ids"], f"{where}.chunk_ids")
+    return out
+
+
 def _optional_obj(check: Checker, value: Any, where: str) -> dict | None:
     return None if value is None else check.obj(value, where)
 
@@ -54,7 +85,7 @@ def _message(check: Checker, raw: Any, where: str) -> ParsedMessage:
     sources = m.get("sources")
     if sources is not None:
         items = check.array(sources, f"{where}.sources")
-        sources = [check.obj(s, f"{where}.sources[{i}]") for i, s in enumerate(items)]
+        sources = [_source(check, s, f"{where}.sources[{i}]") for i, s in enumerate(items)]
     return ParsedMessage(
         key=str(_key(check, m.get("id"), f"{where}.id")),
         parent=_key(check, m.get("parent"), f"{where}.parent", optional=True),
