@@ -147,9 +147,9 @@ def summary_request(plan: CompactionPlan, n_ctx: int, sampling: SamplingParams) 
 
 
 def save_summary(history: HistoryStore, plan: CompactionPlan, text: str) -> Message:
-    """The note as a summary message after the last message it summarizes, in one transaction: the message
-    that follows that one on the branch shown (read now: a turn may have been added meanwhile) follows the
-    summary instead, and the branch shown stays the one that was shown."""
+    """The note as a summary message after the last message it summarizes, in one transaction: the messages
+    that followed that one (read now: a turn may have been added meanwhile) follow the summary instead, and
+    the branch shown stays the one that was shown."""
     shown = history.messages(plan.conversation_id)
     ids = [m.id for m in shown]
     on_path = plan.last.id in ids
@@ -163,8 +163,11 @@ def save_summary(history: HistoryStore, plan: CompactionPlan, text: str) -> Mess
         )
         summary_id = cur.lastrowid
         assert summary_id is not None  # an INSERT's row id
-        if keep is not None:
-            db.execute("UPDATE messages SET parent_id = ? WHERE id = ?", (summary_id, keep))
+        # Every message that followed the last one summarized follows the summary: the kept turn and its other
+        # versions (they share what the note summarizes), so they stay versions of one another.
+        db.execute(
+            "UPDATE messages SET parent_id = ? WHERE parent_id = ? AND id != ?", (summary_id, plan.last.id, summary_id)
+        )
         leaf = summary_id if on_path and keep is None else (ids[-1] if ids else summary_id)
         db.execute(
             "UPDATE conversations SET updated_at = ?, current_leaf = ? WHERE id = ?", (now, leaf, plan.conversation_id)

@@ -149,3 +149,20 @@ def test_cancelling_saves_nothing_and_nothing_to_compact_is_refused_in_words(eng
     empty = engine.history.create_conversation().id
     refused = compact(engine.history, engine.runtime, engine.tracing, empty).future.result(timeout=30)
     assert refused.outcome == "failed" and "nothing to compact" in refused.error.user_text().lower()
+
+
+def test_versions_of_the_kept_question_stay_versions_of_one_another(engine):
+    cid = engine.conversation()
+    before = engine.history.messages(cid)
+    # Another version of the last question (an edit), then back to the first one.
+    other = engine.history.add_message(cid, "user", "What toy should I buy her?", parent_id=before[3].id)
+    engine.history.add_message(cid, "assistant", "A feather wand.", parent_id=other.id)
+    engine.history.switch_to(before[5].id)
+    result = compact(engine.history, engine.runtime, engine.tracing, cid, sampling=GREEDY).future.result(120)
+    assert result.outcome == "complete", result.error
+    versions = engine.history.siblings(before[4].id)
+    assert [m.id for m in versions] == [before[4].id, other.id]
+    assert all(m.parent_id == result.summary.id for m in versions)
+    assert [m.id for m in engine.history.messages(cid)][-2:] == [before[4].id, before[5].id]  # still shown
+    shown = engine.history.switch_to(other.id)
+    assert [m.id for m in shown][-3:] == [result.summary.id, other.id, other.id + 1]
