@@ -79,6 +79,8 @@ def _message(check: Checker, raw: Any, where: str) -> ParsedMessage:
     kind = m.get("kind", "message")
     if kind not in _KINDS:
         raise check.fail(f"{where}.kind", f"{kind!r} is not message or summary")
+    if kind == "summary" and role != "system":
+        raise check.fail(f"{where}.kind", "a summary of earlier messages is a system message")
     status = m.get("status", "complete")
     if status not in _STATUSES:
         raise check.fail(f"{where}.status", f"{status!r} is not a message status")

@@ -235,6 +235,7 @@ BAD_LOCUS = {
     "bad time": (_set(["conversations", 1, "messages", 0, "created_at"], "yesterday"), "expected a number"),
     "newer version": (_set(["version"], 2), "newer Locus"),
     "unknown backend": (_set(["conversations", 1, "settings", "backend"], "cloud"), "not local or remote"),
+    "user summary": (_set(["conversations", 1, "messages", 0, "kind"], "summary"), "summary of earlier messages is"),
     "source without a path": (_set(["conversations", 1, "messages", 1, "sources"], [{"number": 1}]), "sources[0].path"),
     "source number text": (
         _set(["conversations", 1, "messages", 1, "sources"], [{"number": "1", "path": "/a"}]),
