@@ -286,7 +286,7 @@ def test_settings_say_where_embeddings_run(qtbot, loaded_window, services):
     before.show_embedding_device(services.embedding_device(start=False))  # the worker has not started
     assert "decided when the embedding model first starts" in before.notes["documents"].text()
 
-    services.library.embedder.embed_query("start the worker")
+    services.library.embedder.embed(["start the worker"])  # indexing starts it (a question alone does not)
     dialog = SettingsDialog(st.SPECS, st.to_values(services.settings))
     qtbot.addWidget(dialog)
     dialog.show_embedding_device(services.embedding_device(start=False))
