@@ -10,7 +10,9 @@ own threads (the event consumer, the window) and every other process wait for it
 machine a barrier partner that has been descheduled makes the spinner burn whole time slices.
 Measured on 2 shared cores (bench/decode_overhead.py --micro and docs/benchmarks.md, issue 20):
 the bundled model with 2 threads took 412 ms a token with libgomp's default and 48 ms with a
-spin count of 100, against 32 ms with 1 thread.
+spin count of 100, against 32 ms with 1 thread. On an idle machine the long spin is ~25% faster
+(113.6 against 85.3 t/s, llama-bench, 2 threads): a user whose machine does nothing else can set
+``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` and is left alone.
 
 ``settle_openmp`` sets ``GOMP_SPINCOUNT=100`` (the count libgomp itself falls back to when it has
 more threads than cores) unless the user chose a wait policy. libgomp reads it once, when
