@@ -72,20 +72,24 @@ class ContextUsage:
         """The next turn passes COMPACT_AT of the prompt's room."""
         return self.used >= COMPACT_AT * self.room
 
-    def sentence(self) -> str:
-        """What the level means for the user, true to how the runtime fits a prompt (empty when all is well)."""
+    def sentence(self, auto_compact: bool = False) -> str:
+        """What the level means for the user, true to how the runtime fits a prompt (empty when all is well).
+        ``auto_compact``: the setting is on, so the older turns are summarized at COMPACT_AT."""
+        advice = (
+            f"Automatic compaction summarizes the older turns after an answer once {COMPACT_AT:.0%} is passed."
+            if auto_compact
+            else "Compact the conversation to keep their gist."
+        )
         if self.level == "full":
             return (
                 "The context is full: the model no longer sees the oldest messages. Each turn Locus leaves out "
-                "the oldest exchanges until the rest fits (they stay in the history). Compact the conversation "
-                "to keep their gist."
+                f"the oldest exchanges until the rest fits (they stay in the history). {advice}"
             )
         if self.level == "warn":
             left = self.room - self.used
             return (
                 f"The context is filling up: after about {left:,} more tokens the oldest messages stop fitting "
-                "and are left out of what the model sees (they stay in the history). Compact the conversation "
-                "to keep their gist."
+                f"and are left out of what the model sees (they stay in the history). {advice}"
             )
         return ""
 

@@ -100,6 +100,8 @@ def test_levels_and_their_sentences_follow_the_prompt_room():
     assert not ok.wants_compaction and not warn.wants_compaction and full.wants_compaction
     assert "after about 250 more tokens the oldest messages stop fitting" in warn.sentence()
     assert "no longer sees the oldest messages" in full.sentence()
+    assert full.sentence().endswith("Compact the conversation to keep their gist.")
+    assert "Automatic compaction summarizes the older turns" in warn.sentence(auto_compact=True)
     assert "Room for the prompt before the oldest messages are left out: 1,000" in full.split()
 
 

@@ -78,7 +78,7 @@ class ContextMeterBar(QWidget):
     def _clicked(self) -> None:
         (self.stopRequested if self.compacting else self.compactRequested).emit()
 
-    def show_usage(self, usage: ContextUsage | None, can_compact: bool = False) -> None:
+    def show_usage(self, usage: ContextUsage | None, can_compact: bool = False, auto_compact: bool = False) -> None:
         """The next question's share of the context (None: not known, e.g. before a model is loaded)."""
         if usage is None:
             self.level = "ok"
@@ -91,7 +91,7 @@ class ContextMeterBar(QWidget):
             self.bar.setValue(min(1000, round(usage.fraction * 1000)))
             self.label.setText(f"{short(usage.used)} / {short(usage.n_ctx)} tokens")
             self.setToolTip(literal(usage.split()))
-            sentence = usage.sentence()
+            sentence = usage.sentence(auto_compact)
             self.warning.setText(sentence)
             self.warning.setVisible(bool(sentence))
         colour = COLOURS[self.level]
@@ -174,7 +174,7 @@ class ContextMeterController(QObject):
                 return
             usage, can_compact, self._backend_choice = result
             self.usage = usage
-            self.bar.show_usage(usage, can_compact)
+            self.bar.show_usage(usage, can_compact, self._auto_compact())
             self.measured.emit(usage)
             if then_compact and usage is not None and usage.wants_compaction and self._auto_compact():
                 self.compact_now()
