@@ -10,6 +10,7 @@ says in the status bar what it imported.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -142,7 +143,8 @@ class TransferActions(QObject):
     def _export_project(self, found: tuple[str, list[int]]) -> None:
         name, ids = found
         if ids:
-            self._export(ids, name, name, project=True)
+            stem = "-".join(re.sub(r"[^\w\- ]+", "", name).split())[:60] or "project"
+            self._export(ids, stem, name, project=True)
         else:
             self._empty(name)
 
