@@ -4,6 +4,7 @@ Locus over when done, while the bundled model keeps answering. Never modal; Help
 from __future__ import annotations
 
 import shutil
+from pathlib import Path, PurePosixPath
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (
@@ -36,6 +37,10 @@ INTRO = (
     f"Locus is answering with its small bundled model ({BUNDLED_LLM_NAME.split(' (')[0]}). It works offline, "
     "but a larger model that fits this computer answers far better. Choose one to download: you can go on "
     "chatting meanwhile, and Locus switches to it when it is ready."
+)
+OTHER_MODEL = (
+    "Locus is answering with {name}. These models fit this computer; choose one to download and Locus switches "
+    "to it when it is ready, while you go on chatting."
 )
 COLUMNS = ("Model", "Size", "On this computer", "Good for")
 
@@ -81,10 +86,12 @@ class Welcome(QDialog):
         self.target = ""  # the file downloaded (and switched to)
         self.in_use = False  # Locus answers with it now
         self.hub_error: str | None = None  # why the hub could not be asked
+        self.current = "the bundled model"  # the model answering before the switch, in words
+        self.previous = ""  # its file ("" for the bundled model), to return to when the new one fails to load
         self._checking = False
 
         title = plain_label("Welcome to Locus", self, name="welcomeTitle", bold=True)
-        intro = plain_label(INTRO, self, name="welcomeIntro", wrap=True)
+        self.intro = intro = plain_label(INTRO, self, name="welcomeIntro", wrap=True)
         self.machine = plain_label("Looking at this computer…", self, name="welcomeMachine", wrap=True)
         self.table = QTableWidget(0, len(COLUMNS), self)
         self.table.setObjectName("welcomeModels")
@@ -142,6 +149,9 @@ class Welcome(QDialog):
         if self._checking or self.handle is not None:
             return
         self._checking, self.hub_ok, self.hub_error = True, False, None
+        chosen = self.services.settings.model.path
+        self.current = "the bundled model" if not chosen else Path(chosen).stem
+        self.intro.setText(INTRO if not chosen else OTHER_MODEL.format(name=Path(chosen).stem))
         self.status.setText("Looking at this computer…")
         self._update_buttons()
         services = self.services
@@ -228,7 +238,7 @@ class Welcome(QDialog):
     def _hub_failed(self, exc: BaseException) -> None:
         self._checking, self.hub_ok, self.hub_error = False, False, describe(exc)
         self.status.setText(
-            f"{self.hub_error} Locus goes on with its bundled model, which works offline; "
+            f"{self.hub_error} Locus goes on with {self.current}, which works offline; "
             "try again when the network is back."
         )
         self._update_buttons()
@@ -255,20 +265,31 @@ class Welcome(QDialog):
         self.download_button.setEnabled(False)
         secrets, downloader = self.services.secrets, self.services.downloader
 
-        def start(token: str | None) -> None:
+        def start(found: tuple[str | None, str | None]) -> None:
+            token, existing = found
+            if existing:  # downloaded before (and verified then): use it
+                self.target = existing
+                self._update_buttons()
+                self._switch_when_free()
+                return
             try:
                 self.handle = downloader.start(quant, token, self._relay.event.emit)
             except Exception as exc:  # noqa: BLE001 - e.g. not enough disk space: said before any byte
-                self.status.setText(f"{describe(exc)} Locus keeps using the bundled model.")
+                self.status.setText(f"{describe(exc)} Locus keeps using {self.current}.")
                 self._update_buttons()
                 return
-            self.status.setText(f"Downloading {name}; the bundled model answers meanwhile.")
+            self.status.setText(f"Downloading {name}; {self.current} answers meanwhile.")
             self._update_buttons()
 
-        def no_token(exc: BaseException) -> None:
-            start(None)  # a public repository needs none
+        def look() -> tuple[str | None, str | None]:
+            final = downloader.final_path(PurePosixPath(quant.filename).name)
+            existing = str(final) if final.is_file() else None
+            try:
+                return secrets.get("hf_token"), existing
+            except Exception:  # noqa: BLE001 - no keyring: a public repository needs no token
+                return None, existing
 
-        run_in_background(lambda: secrets.get("hf_token"), start, no_token, owner=self)
+        run_in_background(look, start, lambda exc: start((None, None)), owner=self)
 
     def cancel_download(self) -> None:
         if self.handle is not None:
@@ -283,7 +304,7 @@ class Welcome(QDialog):
             eta = f", about {event.eta_s:.0f} s left" if event.eta_s else ""
             self.status.setText(
                 f"Downloading: {human_bytes(event.done)} of {human_bytes(total) if total else '?'}{eta}. "
-                "The bundled model answers meanwhile."
+                f"{self.current[0].upper()}{self.current[1:]} answers meanwhile."
             )
         elif isinstance(event, DownloadPaused):
             self.status.setText("The download is paused.")
@@ -295,11 +316,11 @@ class Welcome(QDialog):
             self._switch_when_free()
         elif isinstance(event, DownloadCancelled):
             self.handle = None
-            self._say("Download cancelled; Locus keeps using the bundled model.")
+            self._say(f"Download cancelled; Locus keeps using {self.current}.")
             self._update_buttons()
         elif isinstance(event, DownloadFailed):
             self.handle = None  # its partial file stays: Download continues from it (and so does File › Models…)
-            self._say(f"The download failed: {describe(event.error)} Locus keeps using the bundled model.")
+            self._say(f"The download failed: {describe(event.error)} Locus keeps using {self.current}.")
             self._update_buttons()
 
     def _switch_when_free(self) -> None:
@@ -309,8 +330,21 @@ class Welcome(QDialog):
             self._say("Downloaded. Locus switches to it when the current answer is finished.")
             window.answerFinished.connect(self._answer_ended)
             return
-        self._say("Downloaded; loading it…")
-        window.model.use(self.target)
+        self._say("Downloaded; checking and loading it…")
+        target, catalog = self.target, self.services.catalog
+
+        def checked(model) -> None:
+            if model.problem:  # never handed to llama.cpp: the model in use stays
+                self.target = ""
+                self._say(f"The downloaded file is not a model Locus can use: {model.problem} "
+                          f"Locus keeps using {self.current}.")  # fmt: skip
+                return
+            self.previous = self.services.settings.model.path
+            window.model.use(target)
+
+        run_in_background(
+            lambda: catalog.describe(Path(target)), checked, lambda exc: self._say(describe(exc)), owner=self
+        )
 
     def _answer_ended(self, _ended) -> None:
         self.window_.answerFinished.disconnect(self._answer_ended)
@@ -329,8 +363,9 @@ class Welcome(QDialog):
         target, self.target = self.target, ""
         if self.window_.model.info.path != target:  # the model that answered before still does: keep it
             services = self.services
-            run_in_background(lambda: services.choose_model(""), owner=self)
-            self._say(f"The new model did not load ({describe(event.error)}); Locus keeps the bundled model.")
+            previous = self.previous
+            run_in_background(lambda: services.choose_model(previous), owner=self)
+            self._say(f"The new model did not load ({describe(event.error)}); Locus keeps {self.current}.")
 
     def _say(self, text: str) -> None:
         """In the welcome, and in the window's status bar when the welcome is closed."""
@@ -352,7 +387,7 @@ class Welcome(QDialog):
         elif self.in_use:
             self.close_button.setText("Close")
         elif self.hub_error is not None:
-            self.close_button.setText("Continue with the bundled model")
+            self.close_button.setText(f"Continue with {self.current}")
         else:
             self.close_button.setText("Not now")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import threading
 from pathlib import Path
@@ -38,10 +39,8 @@ def nvidia_8gb(monkeypatch):
     return profile
 
 
-@pytest.fixture()
-def fake_hub(services, model_path, monkeypatch):
-    """Every recommended repository holds one Q4_K_M file: the bundled GGUF (so the switch loads a real model)."""
-    data = Path(model_path).read_bytes()
+def serve_hub(services, data: bytes, monkeypatch):
+    """Every recommended repository holds one Q4_K_M file with these bytes; the services ask this hub."""
     commit = "0123456789abcdef0123456789abcdef01234567"
     hub = FakeHub({f"/{c.repo_id}/resolve/{commit}/model-Q4_K_M.gguf": data for c in CANDIDATES})
     server = QuietServer(("127.0.0.1", 0), hub_handler(hub))
@@ -53,6 +52,13 @@ def fake_hub(services, model_path, monkeypatch):
         {"rfilename": "model-Q4_K_M.gguf", "size": len(data), "lfs": lfs},
     ]})  # fmt: skip
     monkeypatch.setattr(services, "hub_client", lambda: HubClient(endpoint=endpoint, api=api))
+    return hub, server
+
+
+@pytest.fixture()
+def fake_hub(services, model_path, monkeypatch):
+    """The bundled GGUF under every recommended repository (so the switch loads a real model)."""
+    hub, server = serve_hub(services, Path(model_path).read_bytes(), monkeypatch)
     yield hub
     server.shutdown()
     server.server_close()
@@ -160,6 +166,24 @@ def test_the_chosen_model_downloads_while_the_bundled_one_answers_and_locus_swit
     welcome.close()
 
 
+def test_a_file_downloaded_before_is_used_without_downloading_it_again(
+    qtbot, loaded_window, services, model_path, nvidia_8gb, fake_hub
+):
+    target = services.paths.models_dir / "model-Q4_K_M.gguf"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(model_path, target)
+    window = loaded_window
+    welcome = help_welcome(window)
+    with qtbot.waitSignal(welcome.hubChecked, timeout=60_000):
+        pass
+    with qtbot.waitSignal(welcome.switched, timeout=120_000) as switched:
+        welcome.download_button.click()
+    assert switched.args == [str(target)] and window.model.info.path == str(target)
+    whole = [path for path, headers in fake_hub.requests if "Range" not in headers]
+    assert whole == []  # only the header previews (Range requests) reached the hub
+    welcome.close()
+
+
 def test_a_failed_download_says_why_and_keeps_the_bundled_model(qtbot, loaded_window, services, nvidia_8gb, fake_hub):
     window = loaded_window
     welcome = help_welcome(window)
@@ -176,6 +200,28 @@ def test_a_failed_download_says_why_and_keeps_the_bundled_model(qtbot, loaded_wi
         window.send("Still there?")
     assert answered.args[0].outcome == "complete"
     welcome.close()
+
+
+def test_a_downloaded_file_that_is_no_model_is_not_switched_to(
+    qtbot, loaded_window, services, nvidia_8gb, corrupt_model, monkeypatch
+):
+    """The hub serves a truncated GGUF (its checksum matches what the hub lists): checked before any load."""
+    _hub, server = serve_hub(services, corrupt_model.read_bytes(), monkeypatch)
+    try:
+        window = loaded_window
+        welcome = help_welcome(window)
+        with qtbot.waitSignal(welcome.hubChecked, timeout=60_000):
+            pass
+        with qtbot.waitSignal(welcome.downloaded, timeout=60_000):
+            welcome.download_button.click()
+        qtbot.waitUntil(lambda: "not a model Locus can use" in welcome.status.text(), timeout=60_000)
+        assert "truncated" in welcome.status.text().lower()
+        assert "Locus keeps using the bundled model" in welcome.status.text()
+        assert services.settings.model.path == "" and window.model.info.name.startswith("SmolLM2")
+        welcome.close()
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_an_unreachable_hub_is_said_and_locus_goes_on_with_the_bundled_model(
@@ -195,7 +241,7 @@ def test_an_unreachable_hub_is_said_and_locus_goes_on_with_the_bundled_model(
         pass
     assert checked.args == [False]
     assert "Cannot reach the Hugging Face hub" in welcome.status.text()
-    assert "goes on with its bundled model" in welcome.status.text()
+    assert "Locus goes on with the bundled model" in welcome.status.text()
     assert welcome.table.rowCount() >= 2  # the picks stay listed, from estimates
     assert not welcome.download_button.isEnabled() and welcome.retry_button.isVisible()
     assert welcome.close_button.text() == "Continue with the bundled model"
