@@ -18,6 +18,7 @@ from PySide6.QtCore import QObject
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMenu
 
+from engine.history.projects import Projects
 from ui.errors import show_error
 from ui.ops import run_in_background
 from ui.plain import message_box
@@ -117,7 +118,7 @@ class TransferActions(QObject):
     def export_project(self) -> None:
         history = self.window.services.history
         run_in_background(
-            lambda: [r[0] for r in history.read("SELECT name FROM projects ORDER BY position, name, id")],
+            lambda: [p.name for p in Projects(history).all()],
             self._choose_project,
             lambda exc: show_error(self.window, "Export project", exc),
             owner=self.window,

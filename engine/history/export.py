@@ -200,11 +200,14 @@ def file_stem(conversation: Conversation) -> str:
 
 
 def project_conversations(store: HistoryStore, project: str) -> tuple[str, list[int]]:
-    """A project's name and its conversations' ids (oldest first), the project named or given by id."""
-    rows = store.read("SELECT id, name FROM projects WHERE name = ? ORDER BY id LIMIT 1", (project,))
-    if not rows and project.isdigit():
-        rows = store.read("SELECT id, name FROM projects WHERE id = ?", (int(project),))
-    if not rows:
+    """A project's name and its conversations' ids (engine/history/projects.py), the project named or given
+    by id (a name first: a project may be called "2")."""
+    from engine.history.projects import Projects
+
+    projects = Projects(store)
+    found = next((p for p in projects.all() if p.name == project), None)
+    if found is None and project.isdigit():
+        found = next((p for p in projects.all() if p.id == int(project)), None)
+    if found is None:
         raise NotFoundError(f"There is no project '{project}'.")
-    ids = store.read("SELECT id FROM conversations WHERE project_id = ? ORDER BY created_at, id", (rows[0][0],))
-    return rows[0][1], [r[0] for r in ids]
+    return found.name, projects.conversation_ids(found.id)

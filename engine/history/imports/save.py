@@ -7,6 +7,7 @@ import sqlite3
 import time
 
 from engine.history.imports.base import Parsed, ParsedConversation
+from engine.history.projects import NAME_MAX_CHARS
 from engine.history.store import HistoryStore
 
 _STATUSES = frozenset({"complete", "cancelled", "failed", "interrupted"})
@@ -18,6 +19,7 @@ def _dump(value: object) -> str | None:
 
 def _project_id(db: sqlite3.Connection, name: str | None, projects: dict[str, int]) -> int | None:
     """The project of that name (the first one made, when several share it), made when there is none."""
+    name = " ".join((name or "").split())[:NAME_MAX_CHARS]  # as engine/history/projects.py names them
     if not name:
         return None
     if name not in projects:
