@@ -135,13 +135,14 @@ def test_first_start_shows_the_machine_and_picks_and_skipping_it_is_remembered(q
 
 
 def test_the_chosen_model_downloads_while_the_bundled_one_answers_and_locus_switches_to_it(
-    qtbot, loaded_window, services, nvidia_8gb, fake_hub
+    qtbot, loaded_window, services, nvidia_8gb, fake_hub, gui_guard
 ):
     window = loaded_window
     bundled = window.model.info.path
-    welcome = help_welcome(window)
-    with qtbot.waitSignal(welcome.hubChecked, timeout=60_000) as checked:
-        pass
+    with gui_guard:  # the hub, the disk and the model are asked off the GUI thread
+        welcome = help_welcome(window)
+        with qtbot.waitSignal(welcome.hubChecked, timeout=60_000) as checked:
+            pass
     assert checked.args == [True]
     ended = []
     window.answerFinished.connect(ended.append)
@@ -149,8 +150,9 @@ def test_the_chosen_model_downloads_while_the_bundled_one_answers_and_locus_swit
     # A question is being answered by the bundled model while the download runs.
     window.send("Name three colours.")
     assert window.live is not None and welcome.isVisible()
-    with qtbot.waitSignal(welcome.switched, timeout=180_000) as switched:
+    with gui_guard, qtbot.waitSignal(welcome.switched, timeout=180_000) as switched:
         welcome.download_button.click()
+    assert gui_guard.entered == [], "blocking work on the GUI thread:\n" + "\n".join(gui_guard.entered)
     target = services.paths.models_dir / "model-Q4_K_M.gguf"
     assert switched.args == [str(target)] and target.exists()
     # The answer that was running was finished, not stopped by the switch.
