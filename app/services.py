@@ -413,6 +413,22 @@ class Services:
                     log.info("no offload plan for %s: %s", model.path, exc)
         return models, plans
 
+    def draft_fits(self, models) -> list:
+        """The local models (of ``models``) that can draft for the model in use, best first (DraftFit)."""
+        from engine.models.draft import fitting_drafts
+
+        target = self._settings.model.path or str(bundled_llm_path())
+        try:
+            return fitting_drafts(target, models, self.catalog.header)
+        except EngineError as exc:  # the model in use cannot be read: nothing to suggest
+            log.info("no draft suggestions for %s: %s", target, exc)
+            return []
+
+    def choose_draft(self, path: str) -> bool:
+        """Draft with ``path`` (speculative decoding 'draft'); "" turns drafting off. True when the model must
+        reload for it."""
+        return self.apply_setting_values({"model.draft_model": path, "model.speculative": "draft" if path else "off"})
+
     def embedding_device(self, *, start: bool = True) -> tuple[str, str] | None:
         """(device, dtype) the embedding worker uses (CUDA fp16, MPS or CPU); None before documents are open,
         or, with ``start=False``, before the worker has started (starting it takes seconds)."""

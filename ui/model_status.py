@@ -72,23 +72,27 @@ class ModelStatus:
         if self.manager is None:
             self.manager = ModelManager(self.services, self.window)
             self.manager.modelChosen.connect(self.use)
+            self.manager.draftChosen.connect(self.use_draft)
         self.manager.show()
         self.manager.raise_()
         return self.manager
 
+    def use_draft(self, path: str) -> None:
+        """Draft with ``path`` for the model in use (speculative decoding); the model reloads with it."""
+        self._change_model(lambda: self.services.choose_draft(path), "Draft model not set")
+
     def use(self, path: str) -> None:
         """Make ``path`` the default model and switch to it now; a running answer is stopped and kept."""
+        self._change_model(lambda: self.services.choose_model(path), "Model not changed")
 
-        def chosen(needs_reload: bool) -> None:
+    def _change_model(self, change, failure_title: str) -> None:
+        """Run a settings ``change`` off the GUI thread; reload the model when it says so."""
+
+        def changed(needs_reload: bool) -> None:
             if needs_reload:
                 self.window.stop()
                 self.load()
             if self.manager is not None:
                 self.manager.local.refresh()
 
-        run_in_background(
-            lambda: self.services.choose_model(path),
-            chosen,
-            lambda exc: show_error(self.window, "Model not changed", exc),
-            owner=self.window,
-        )
+        run_in_background(change, changed, lambda exc: show_error(self.window, failure_title, exc), owner=self.window)

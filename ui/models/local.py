@@ -35,6 +35,7 @@ class LocalModels(QWidget):
     """Lists local models; import (button or drop), delete, and make one the default."""
 
     chooseRequested = Signal(str)  # a model file to make the default and load ("" for the bundled one)
+    draftRequested = Signal(str)  # a model file to draft with for the model in use ("" for no draft)
     listed = Signal()  # the table was filled (tests wait on it)
 
     def __init__(self, services, parent: QWidget | None = None):
@@ -42,6 +43,7 @@ class LocalModels(QWidget):
         self.services = services
         self.models = []
         self.plans: dict[str, object] = {}
+        self.drafts: dict[str, object] = {}  # path -> DraftFit: the models that can draft for the one in use
         self.table = QTableWidget(0, len(COLUMNS), self)
         self.table.setObjectName("localModels")
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -58,6 +60,13 @@ class LocalModels(QWidget):
         self.default_button = QPushButton("Use this model", self)
         self.default_button.setObjectName("useModelButton")
         self.default_button.clicked.connect(self.use_selected)
+        self.draft_button = QPushButton("Use as draft model", self)
+        self.draft_button.setObjectName("useDraftButton")
+        self.draft_button.setToolTip(
+            "Speculative decoding: this smaller model of the same vocabulary guesses the next tokens and the "
+            "model in use checks them in one step."
+        )
+        self.draft_button.clicked.connect(self.draft_selected)
         self.progress = QProgressBar(self)
         self.progress.hide()
         self.note = plain_label("Drop a .gguf file here to import it.", self, name="localNote", wrap=True)
@@ -65,6 +74,7 @@ class LocalModels(QWidget):
         for widget in (self.import_button, self.delete_button, self.progress):
             buttons.addWidget(widget)
         buttons.addStretch(1)
+        buttons.addWidget(self.draft_button)
         buttons.addWidget(self.default_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.table, 1)
@@ -78,29 +88,41 @@ class LocalModels(QWidget):
     def refresh(self) -> None:
         """Read the models and their offload verdicts off the GUI thread."""
         services = self.services
+
+        def read():
+            models, plans = services.describe_local_models()
+            return models, plans, services.draft_fits(models)
+
         run_in_background(
-            lambda: services.describe_local_models(),
+            read,
             self._fill,
             lambda exc: show_error(self, "Models", exc),
             owner=self,
         )
 
     def _fill(self, listing) -> None:
-        self.models, self.plans = listing
-        current = self.services.settings.model.path
+        self.models, self.plans, drafts = listing
+        self.drafts = {fit.model.path: fit for fit in drafts}
+        settings = self.services.settings.model
+        current = settings.path
+        drafting = settings.draft_model if settings.speculative == "draft" else ""
         self.table.setRowCount(len(self.models))
         for row, m in enumerate(self.models):
             plan = self.plans.get(m.path)
             active = (m.bundled and not current) or m.path == current
+            fit = self.drafts.get(m.path)
+            verdict = m.problem or (plan.summary if plan is not None else "")
+            if fit is not None:
+                verdict = f"Can draft for the model in use ({fit.share:.0%} of its size) · {verdict}"
             cells = (
-                m.name + ("  (in use)" if active else ""),
+                m.name + ("  (in use)" if active else "") + ("  (draft)" if drafting and m.path == drafting else ""),
                 m.architecture,
                 human_params(m.n_params),
                 m.quantization,
                 f"{m.context_length:,}" if m.context_length else "",
                 human_bytes(m.size_bytes),
                 "yes" if m.has_chat_template else ("no" if not m.problem else ""),
-                m.problem or (plan.summary if plan is not None else ""),
+                verdict,
             )
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)
@@ -110,6 +132,14 @@ class LocalModels(QWidget):
                 self.table.setItem(row, column, item)
         for column in range(len(COLUMNS) - 1):  # the verdict takes what is left
             self.table.resizeColumnToContents(column)
+        if drafts and not drafting:
+            self.note.setText(
+                f"{drafts[0].model.name} can draft for the model in use (speculative decoding): select it and "
+                "press Use as draft model."
+            )
+        elif drafting:
+            name = next((m.name for m in self.models if m.path == drafting), drafting)
+            self.note.setText(f"Drafting with {name} (speculative decoding; Settings › Model to turn it off).")
         self._selection_changed()
         self.listed.emit()
 
@@ -126,6 +156,7 @@ class LocalModels(QWidget):
         model = self.selected()
         self.delete_button.setEnabled(model is not None and not model.bundled)
         self.default_button.setEnabled(model is not None and model.problem is None)
+        self.draft_button.setEnabled(model is not None and model.path in self.drafts)
 
     # Actions ---------------------------------------------------------------------------
 
@@ -133,6 +164,11 @@ class LocalModels(QWidget):
         model = self.selected()
         if model is not None and model.problem is None:
             self.chooseRequested.emit("" if model.bundled else model.path)
+
+    def draft_selected(self) -> None:
+        model = self.selected()
+        if model is not None and model.path in self.drafts:
+            self.draftRequested.emit(model.path)
 
     def choose_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import a GGUF model", "", "GGUF models (*.gguf)")

@@ -38,6 +38,7 @@ class ModelManager(QDialog):
     """Models on this machine and what would fit; choosing one switches to it without a restart."""
 
     modelChosen = Signal(str)  # the file to use ("" for the bundled model)
+    draftChosen = Signal(str)  # the file to draft with for the model in use
 
     def __init__(self, services, parent: QWidget | None = None):
         super().__init__(parent)
@@ -47,6 +48,7 @@ class ModelManager(QDialog):
         self.hardware_label = plain_label("Looking at this machine…", self, name="hardwareLabel", wrap=True)
         self.local = LocalModels(services, self)
         self.local.chooseRequested.connect(self.modelChosen)
+        self.local.draftRequested.connect(self.draftChosen)
         self.tabs = QTabWidget(self)
         self.hub = HubModels(services, self)
         self.hub.downloaded.connect(lambda _path: self.local.refresh())
