@@ -72,6 +72,15 @@ def summarized_count(messages: Sequence[Message]) -> int:
     return 0 if start is None else sum(1 for m in messages[:start] if not is_summary(m))
 
 
+def summary_mark(messages: Sequence[Message]) -> tuple[int, ...]:
+    """For the runtime's key of a branch (engine/turns.py ``branch_key``): the latest summary on it, negated
+    (none: empty). The prompt of a compacted branch starts anew (its system prompt holds the note), so it
+    gets a key of its own, and the runtime's remembered trimming point of the longer prompt is not applied
+    to the shorter one."""
+    start = _latest_summary(messages)
+    return () if start is None else (-messages[start].id,)
+
+
 def as_chat(message: Message) -> ChatMessage:
     """A saved message as the model sees it (a summary: a system note with its heading)."""
     if is_summary(message):

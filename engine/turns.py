@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from engine.compaction import as_chat, context_messages, fold_summary
+from engine.compaction import as_chat, context_messages, fold_summary, summary_mark
 from engine.errors import InvalidRequestError, NotFoundError
 from engine.history.models import Message
 from engine.history.store import UNSET, HistoryStore
@@ -224,6 +224,7 @@ class Turns:
                     history.delete_message(turn.user_message_id)
                 raise
             turn.branch = tuple(history.versions_chosen(turn.assistant_message_id))
+            turn.branch += summary_mark(earlier)  # after a compaction the prompt starts anew: a key of its own
         turn.earlier = model_turns(earlier)
 
     def forget(self, turn: Turn) -> None:

@@ -166,3 +166,19 @@ def test_versions_of_the_kept_question_stay_versions_of_one_another(engine):
     assert [m.id for m in engine.history.messages(cid)][-2:] == [before[4].id, before[5].id]  # still shown
     shown = engine.history.switch_to(other.id)
     assert [m.id for m in shown][-3:] == [result.summary.id, other.id, other.id + 1]
+
+
+def test_after_compacting_a_trimmed_conversation_the_kept_turns_are_seen_again(engine):
+    filler = "The ferry leaves the harbour at nine and returns before the evening tide turns. " * 18
+    turns = []
+    for i in range(6):
+        turns += [("user", f"Note {i}: {filler}"), ("assistant", f"Noted {i}. {filler}")]
+    cid = engine.conversation(turns)
+    trimmed = list(engine.assistant.ask("Which note came first?", cid).events())[-1]
+    assert trimmed.complete and trimmed.stats.dropped_messages > 0  # the runtime left the oldest out
+    result = compact(engine.history, engine.runtime, engine.tracing, cid, sampling=GREEDY).future.result(180)
+    assert result.outcome == "complete", result.error
+    done = list(engine.assistant.ask("And the last one?", cid).events())[-1]
+    assert done.complete and done.stats.dropped_messages == 0
+    prompt = generation_prompt(engine, done.trace_id)
+    assert SUMMARY_HEADING in prompt and "Which note came first?" in prompt  # the kept exchange is seen
