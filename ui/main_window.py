@@ -25,6 +25,7 @@ from resources import resource_path
 from ui.assistants import AssistantSelector
 from ui.bridge import EngineBridge
 from ui.chat.backend_selector import BackendSelector
+from ui.chat.branches import BranchController
 from ui.chat.composer import Composer
 from ui.chat.context_meter import ContextMeterController
 from ui.chat.documents_selector import DocumentsSelector
@@ -83,11 +84,14 @@ class MainWindow(QMainWindow):
         self.projects = ProjectsController(self)  # projects, pins, copies (the sidebar's menus and drops)
 
         self.chat = ChatView(self)
+        self.branches = BranchController(self)  # versions of messages: switch, delete, edit any, regenerate any
         self.context_meter = ContextMeterController(self, services)  # under the composer; compaction
         self.documents_selector = DocumentsSelector(self)
         self.documents_selector.valueChanged.connect(self._documents_chosen)
         self.edit_banner = plain_label(
-            "Editing your last question: Enter sends it again, Esc cancels.", self, name="editBanner"
+            "Editing a question: Enter asks it as a new version (the earlier one stays), Esc cancels.",
+            self,
+            name="editBanner",
         )
         self.edit_banner.hide()
         self.composer = Composer(self)
@@ -249,7 +253,7 @@ class MainWindow(QMainWindow):
         self.conversation_id = conversation_id
 
         def show(loaded) -> None:
-            conversation, messages = loaded
+            conversation, (messages, versions) = loaded
             if self.conversation_id != conversation_id:
                 return
             self.documents_selector.set_value(conversation.collections)
@@ -257,13 +261,13 @@ class MainWindow(QMainWindow):
             self.assistant_selector.show_for(conversation)
             self.tool_picker.set_value(conversation.tools)
             self._detach_live_answer()
-            self.chat.show_messages(messages)
+            self.chat.show_messages(messages, versions)
             self._reattach_live_answer()
             self._update_buttons()
 
         history = self.services.history
         run_in_background(
-            lambda: (history.conversation(conversation_id), history.messages(conversation_id)),
+            lambda: (history.conversation(conversation_id), self.branches.load(conversation_id)),
             show,
             lambda exc: show_error(self, "Open conversation", exc),
             owner=self,
@@ -352,13 +356,14 @@ class MainWindow(QMainWindow):
             self.run_task(request)
             return
         editing, conversation, assistant = self.editing, self.conversation_id, self.services.assistant
+        edited = self.branches.edit_target() if editing else None  # the question whose Edit was clicked, or the last
         self._set_editing(False)
         self.composer.clear()
         if editing and conversation is not None:
-            last_user = self._last_widget("user")
-            if last_user is not None:
-                self.chat.remove_from(last_user)
-            start = partial(assistant.resend_edited, conversation, text)
+            if edited is not None:  # a new version beside it: the view shows the new branch
+                self.chat.remove_from(edited)
+            start = partial(assistant.resend_edited, conversation, text, message_id=edited and edited.message_id)
+            self.branches.reload_after_answer = True
         elif conversation is None:
             chosen = self.pending_collections
             options = self.backend.ask_options() | self.tool_picker.ask_options(new=True)
@@ -391,16 +396,20 @@ class MainWindow(QMainWindow):
         )
         return True
 
-    def regenerate(self) -> None:
+    def regenerate(self, answer: MessageWidget | None = None) -> None:
+        """Answer a question again (``answer``'s, else the last): a new version beside the earlier answer."""
         if self.live is not None or self.conversation_id is None:
             return
         conversation, assistant = self.conversation_id, self.services.assistant
-        last = self.chat.messages()[-1] if self.chat.messages() else None
-        if last is not None and last.role == "assistant":
-            self.chat.remove_from(last)
+        shown = self.chat.messages()
+        target = answer if isinstance(answer, MessageWidget) else (shown[-1] if shown else None)
+        message_id = target.message_id if target is not None else None
+        if target is not None and target.role == "assistant":
+            self.chat.remove_from(target)
+        self.branches.reload_after_answer = True
         self._begin_answer(
             self._last_widget("user"),
-            lambda sink: assistant.regenerate(conversation, sink),
+            lambda sink: assistant.regenerate(conversation, sink, message_id=message_id),
             waiting_words(self.services.backends.resolve(None)[1].model_info),
         )
 
@@ -512,6 +521,8 @@ class MainWindow(QMainWindow):
 
     def _set_editing(self, editing: bool) -> None:
         self.editing = editing
+        if not editing:
+            self.branches.editing_widget = None
         self.edit_banner.setVisible(editing)
 
     def _update_buttons(self) -> None:

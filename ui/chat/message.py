@@ -319,6 +319,7 @@ class MessageWidget(QFrame):
         self.trace_button.hide()
         header.addWidget(self.trace_button)
         layout.addLayout(header)
+        self.header = header  # where ui/chat/branches.py puts Edit/Regenerate and the version switcher
         self.tool_calls = ToolCallList(self)  # an answer's tool calls, above its text (hidden when none)
         layout.addWidget(self.tool_calls)
         self.body = QVBoxLayout()

@@ -9,6 +9,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
 from engine.history.models import Message
+from ui.chat.branches import add_branch_controls
 from ui.chat.message import MessageWidget
 from ui.chat.message_details import MessageNavigator
 from ui.chat.summary import mark_summaries
@@ -23,6 +24,10 @@ class ChatView(QScrollArea):
     selectionTask = Signal(str, str)  # (task mode, selected text) from a message's context menu
     traceRequested = Signal(str)  # 'Show trace' on an answer: its trace id
     summaryEdited = Signal(int, str)  # a summary's note was edited: (message id, new text) to save
+    versionChosen = Signal(int)  # "‹ ›" on a message with versions: the message id of the version to show
+    branchDeleteRequested = Signal(int)  # "Delete this version…": its message id
+    editRequested = Signal(object)  # Edit on a question: its MessageWidget
+    regenerateRequested = Signal(object)  # Regenerate on an answer: its MessageWidget
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -60,12 +65,15 @@ class ChatView(QScrollArea):
             widget.deleteLater()
         self._empty.show()
 
-    def show_messages(self, messages: Iterable[Message]) -> None:
+    def show_messages(self, messages: Iterable[Message], versions: dict[int, list[int]] | None = None) -> None:
+        """Show a branch of a conversation; ``versions``: each message's versions (ui/chat/branches.py), for
+        the "‹ 2 / 3 ›" switchers."""
         self.clear()
         messages = list(messages)
         question = ""
         for m in messages:
             widget = self.add_message(m.role, m.content, m.status, m.id)
+            add_branch_controls(widget, (versions or {}).get(m.id), self)
             if m.role == "user":
                 question = m.content
             if m.status == "failed":
@@ -97,6 +105,7 @@ class ChatView(QScrollArea):
         widget.sourceClicked.connect(self.sourceClicked)
         widget.selectionTask.connect(self.selectionTask)
         widget.traceRequested.connect(self.traceRequested)
+        add_branch_controls(widget, None, self)  # Edit / Regenerate (its versions come with show_messages)
         self._layout.insertWidget(self._layout.count() - 1, widget)
         return widget
 

@@ -226,3 +226,15 @@ def test_a_database_of_schema_6_becomes_one_branch_per_conversation(tmp_path):
         assert {"current_leaf", "project_id", "assistant_id", "pinned"} <= columns
         assert db.execute("PRAGMA foreign_key_check").fetchall() == []
         db.execute("INSERT INTO messages_fts(messages_fts) VALUES ('integrity-check')")
+
+
+def test_an_answer_asked_again_and_removed_at_once_shows_the_earlier_answer(store):
+    """A new version of an answer stopped before it said anything is removed by the writer: the branch
+    shows the earlier answer (and what followed it) again, not a question without its answer."""
+    c = store.create_conversation()
+    q1, a1 = exchange(store, c.id, "first?", "one")
+    q2, a2 = exchange(store, c.id, "second?", "two")
+    again = store.add_message(c.id, "assistant", "", status="streaming", parent_id=q1.id)
+    assert contents(store.messages(c.id)) == ["first?", ""]
+    store.delete_message(again.id)
+    assert [m.id for m in store.messages(c.id)] == [q1.id, a1.id, q2.id, a2.id]
