@@ -290,13 +290,19 @@ class Assistant:
             traces = self.traces.forget_conversation(conversation_id)
         return ConversationDeleted(conversation_id, title, messages, traces, states)
 
-    def delete_branch(self, message_id: int) -> tuple[int, int]:
-        """Delete a version of a message and all that follows it (engine/history/tree.py), and the cached
-        model states of the conversation's branches (any of them may hold its text; the next turn computes
-        its prompt again). Returns (messages, cached states) removed."""
+    def delete_branch(self, message_id: int) -> tuple[int, int, int]:
+        """Delete a version of a message and all that follows it (engine/history/tree.py), the traces of its
+        answers, and the cached model states of the conversation's branches (any of them may hold its text;
+        the next turn computes its prompt again). Returns (messages, traces, cached states) removed."""
         conversation_id = self.history.message(message_id).conversation_id  # NotFoundError for an unknown id
+        trace_ids = [(m.stats or {}).get("trace_id") for m in self.history.branch(message_id)]
         states = self._forget_states(conversation_id)
-        return self.history.delete_branch(message_id), states
+        messages = self.history.delete_branch(message_id)
+        traces = 0
+        if self.traces is not None:
+            self.tracing.flush()  # spans already ended are stored now, so the delete finds them
+            traces = self.traces.forget_traces(t for t in trace_ids if isinstance(t, str))
+        return messages, traces, states
 
     def _forget_states(self, conversation_id: int) -> int:
         """Drop every cached state of a conversation's branches, in the backends and in spill files."""

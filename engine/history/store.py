@@ -382,6 +382,15 @@ class HistoryStore:
         with self._lock:
             return tree.versions_chosen(self._db, message_id)
 
+    def branch(self, message_id: int) -> list[Message]:
+        """A message and everything that follows it, on every branch (what delete_branch would delete)."""
+        with self._lock:
+            ids = tree.subtree_ids(self._db, message_id)
+        rows = self._read(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id IN ({','.join('?' * len(ids))}) ORDER BY id", tuple(ids)
+        )
+        return [_message(r) for r in rows]
+
     def all_messages(self, conversation_id: int) -> list[Message]:
         """Every message of the conversation, on every branch, in the order they were written."""
         rows = self._read(

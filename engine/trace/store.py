@@ -304,6 +304,19 @@ class TraceStore:
         self._checkpoint()
         return len(ids)
 
+    def forget_traces(self, trace_ids: Iterable[str]) -> int:
+        """Delete these traces (the answers of a deleted branch) with their observations, and drop their spans
+        that arrive later. Returns how many of them were stored."""
+        ids = [t for t in dict.fromkeys(trace_ids) if t]
+        if not ids:
+            return 0
+        with self._write() as db:
+            held = [r[0] for r in _select_in(db, "SELECT trace_id FROM traces WHERE trace_id IN ({})", ids)]
+            self._remember(db, "trace", ids)
+            self._delete(db, ids, observations=True)
+        self._checkpoint()
+        return len(held)
+
     def forget_documents(self, doc_ids: Iterable[str]) -> int:
         """Delete what the traces hold of removed documents; returns how many traces were deleted.
 

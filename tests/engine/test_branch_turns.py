@@ -13,6 +13,8 @@ from engine.runtime.backend import BackendRegistry
 from engine.runtime.kv_states import _file_stem, under
 from engine.runtime.runtime import Runtime
 from engine.runtime.types import ModelConfig, SamplingParams
+from engine.trace.store import TraceFilter, TraceStore
+from engine.trace.tracing import Tracing
 
 
 @pytest.fixture()
@@ -137,31 +139,41 @@ def test_switching_back_to_a_branch_reuses_its_cached_state(model_path, history,
         rt.shutdown()
 
 
-def test_deleting_a_branch_drops_every_cached_state_of_the_conversation(model_path, history, tmp_path):
+def test_deleting_a_branch_drops_its_traces_and_every_cached_state_of_the_conversation(model_path, history, tmp_path):
     """A small context and no RAM budget: the branch pushed out goes to a spill file. Deleting a branch
-    removes every state of the conversation's branches, in the runtime and on disk, and it goes on."""
+    removes the traces of its answers and every state of the conversation's branches, in the runtime and
+    on disk; the other branch's traces stay, and the conversation goes on."""
     spill = tmp_path / "kv"
-    rt = Runtime()
+    traces = TraceStore(tmp_path / "traces.sqlite3")
+    tracing = Tracing(traces, capture_content=True, schedule_delay_ms=50)
+    rt = Runtime(tracing)
     rt.load(ModelConfig(model_path, n_ctx=256, kv_ram_mb=0, kv_spill_dir=str(spill))).result(timeout=120)
     try:
         assistant = make_assistant(rt, history)
         assistant.kv_spill_dir = spill
         first, _ = done(assistant.ask(f"My name is Ada. {FACTS}"))
         c = first.conversation_id
-        second, _ = done(assistant.ask("What does quagga7 mean?", c))
-        done(assistant.resend_edited(c, "What is a harbour?", message_id=second.user_message_id))
+        second, gone = done(assistant.ask("What does quagga7 mean?", c))
+        _, kept = done(assistant.resend_edited(c, "What is a harbour?", message_id=second.user_message_id))
         gen = rt._generator
         gen.store.flush()
         stem = _file_stem(f"conversation:{c}")
         assert [p for p in spill.rglob("*.kv") if p.name.startswith(stem)]  # the first branch, pushed out
+        tracing.flush()
+        assert traces.list_traces(TraceFilter(text="quagga7"))
 
-        messages, states = assistant.delete_branch(second.user_message_id)
-        assert messages == 2 and states >= 2  # its spilled state and the shown branch's idle slot
+        messages, traced, states = assistant.delete_branch(second.user_message_id)
+        assert (messages, traced) == (2, 1) and states >= 2  # its spilled state and the shown branch's slot
         assert not [p for p in spill.rglob("*.kv") if p.name.startswith(stem)]
         keys = [s.key for s in gen.slots.slots] + list(gen.store._ram) + list(gen.store._disk)
         assert not any(k and under(k, f"conversation:{c}") for k in keys)
-        assert history.search("quagga7") == []
+        assert history.search("quagga7") == [] and traces.list_traces(TraceFilter(text="quagga7")) == []
+        assert b"quagga7" not in b"".join(p.read_bytes() for p in tmp_path.glob("*.sqlite3*"))
+        assert {t.trace_id for t in traces.list_traces()} >= {kept.trace_id, first.trace_id}
+        assert gone.trace_id not in {t.trace_id for t in traces.list_traces()}
         assert texts(history.messages(c))[-2] == "What is a harbour?"
         done(assistant.ask("Is it deep?", c))
     finally:
         rt.shutdown()
+        tracing.shutdown()
+        traces.close()
