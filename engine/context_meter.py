@@ -75,11 +75,12 @@ class ContextUsage:
     def sentence(self, auto_compact: bool = False) -> str:
         """What the level means for the user, true to how the runtime fits a prompt (empty when all is well).
         ``auto_compact``: the setting is on, so the older turns are summarized at COMPACT_AT."""
-        advice = (
-            f"Automatic compaction summarizes the older turns after an answer once {COMPACT_AT:.0%} is passed."
-            if auto_compact
-            else "Compact the conversation to keep their gist."
-        )
+        if not auto_compact:
+            advice = "Compact the conversation to keep their gist."
+        elif self.wants_compaction:
+            advice = "Automatic compaction will summarize the older turns after the next answer."
+        else:
+            advice = f"Automatic compaction summarizes the older turns after an answer once {COMPACT_AT:.0%} is used."
         if self.level == "full":
             return (
                 "The context is full: the model no longer sees the oldest messages. Each turn Locus leaves out "

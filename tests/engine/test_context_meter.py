@@ -101,7 +101,8 @@ def test_levels_and_their_sentences_follow_the_prompt_room():
     assert "after about 250 more tokens the oldest messages stop fitting" in warn.sentence()
     assert "no longer sees the oldest messages" in full.sentence()
     assert full.sentence().endswith("Compact the conversation to keep their gist.")
-    assert "Automatic compaction summarizes the older turns" in warn.sentence(auto_compact=True)
+    assert "Automatic compaction summarizes the older turns after an answer" in warn.sentence(auto_compact=True)
+    assert "will summarize the older turns after the next answer" in full.sentence(auto_compact=True)
     assert "Room for the prompt before the oldest messages are left out: 1,000" in full.split()
 
 

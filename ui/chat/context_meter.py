@@ -139,6 +139,7 @@ class ContextMeterController(QObject):
         window.sidebar.newRequested.connect(self.refresh)
         window.bridge.modelLoaded.connect(lambda _event: self.refresh())
         window.chat.summaryEdited.connect(self.save_summary)
+        window.chat.shown.connect(self.refresh)  # another branch or conversation shown
         self.bar.compactRequested.connect(self.compact_now)
         self.bar.stopRequested.connect(self.stop)
         self._compaction_done.connect(self._compaction_finished)

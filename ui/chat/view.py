@@ -28,6 +28,7 @@ class ChatView(QScrollArea):
     branchDeleteRequested = Signal(int)  # "Delete this version…": its message id
     editRequested = Signal(object)  # Edit on a question: its MessageWidget
     regenerateRequested = Signal(object)  # Regenerate on an answer: its MessageWidget
+    shown = Signal()  # show_messages showed a conversation (or another branch of it)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -86,6 +87,7 @@ class ChatView(QScrollArea):
                 widget.details.set_stats(m.stats)
         mark_summaries(self, messages, self.summaryEdited.emit)
         self.scroll_to_bottom()
+        self.shown.emit()
 
     def question_before(self, answer: MessageWidget) -> str:
         """The text of the question an answer answers (the nearest user message above it)."""
