@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QGraphicsOpacityEffect, QHBoxLayout, QPlainTextEdi
 
 from engine.compaction import is_summary
 from engine.history.models import Message
+from ui.plain import literal
 
 DIMMED = 0.5
 
@@ -21,7 +22,7 @@ def _link_button(text: str, parent: QWidget, name: str, tip: str) -> QPushButton
     button.setFlat(True)
     button.setCursor(Qt.CursorShape.PointingHandCursor)
     button.setStyleSheet("QPushButton { color: palette(link); border: none; padding: 0 4px; }")
-    button.setToolTip(tip)
+    button.setToolTip(literal(tip))
     return button
 
 
