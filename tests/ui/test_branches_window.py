@@ -4,14 +4,12 @@ back and forth with "‹ 2 / 2 ›", answer an early question again, delete a ve
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
+import os
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox, QPushButton, QToolButton
 
 from ui.ops import wait_for_background
-
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "branches.png"
 
 
 def set_sampling(services, **changes):
@@ -65,10 +63,11 @@ def test_edit_an_early_question_then_switch_back_and_forth(qtbot, loaded_window,
     qtbot.waitUntil(lambda: shown(window) == first_branch)
     assert switcher_text(window.chat.messages()[2]) == "1 / 2"
     assert switcher_text(window.chat.messages()[0]) is None  # one version only: no switcher
-    window.resize(900, 640)
-    qtbot.wait(50)  # a paint before the grab (the screenshot only)
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    assert window.grab().save(str(SCREENSHOT))
+    folder = os.environ.get("LOCUS_SCREENSHOTS")  # docs/screenshots: the README's picture of branches
+    if folder:
+        window.resize(900, 640)
+        qtbot.wait(50)  # a paint before the grab (the screenshot only)
+        assert window.grab().save(os.path.join(folder, "branches.png"))
 
     # › : the edited branch again, and the conversation continues there.
     click(qtbot, window.chat.messages()[2], "versionNext", QToolButton)
