@@ -30,6 +30,7 @@ from engine.answer import AnswerEnded, AnswerStarted, AnswerStats, Cited, Outcom
 from engine.answering import AnswerHandle, AnswerStream
 from engine.assistants import Assistants, answered_by
 from engine.chat_settings import ChatSettings
+from engine.compaction import fold_summary
 from engine.errors import EngineError, InvalidRequestError
 from engine.history.store import UNSET, HistoryStore
 from engine.history.writer import HistoryWriter
@@ -323,10 +324,9 @@ class Assistant:
         """The conversation as the model will see it next: system prompt, then saved turns."""
         preset = self.presets.of_conversation(conversation_id)
         system = preset.system_prompt if preset is not None else self.settings.system_prompt
-        return (
-            *((ChatMessage("system", system),) if system else ()),
-            *model_turns(self.history.messages(conversation_id)),
-        )
+        # A summary (engine/compaction.py) joins the system prompt, as in every turn's prompt.
+        system, earlier = fold_summary(system, model_turns(self.history.messages(conversation_id)))
+        return (*((ChatMessage("system", system),) if system else ()), *earlier)
 
     def close(self, timeout: float = 30.0) -> None:
         """Wait for the answers on their way to end (stop the backends first: a running answer then ends

@@ -182,3 +182,12 @@ def test_after_compacting_a_trimmed_conversation_the_kept_turns_are_seen_again(e
     assert done.complete and done.stats.dropped_messages == 0
     prompt = generation_prompt(engine, done.trace_id)
     assert SUMMARY_HEADING in prompt and "Which note came first?" in prompt  # the kept exchange is seen
+
+
+def test_the_context_for_a_compacted_conversation_has_one_system_message(engine):
+    cid = engine.conversation()
+    result = compact(engine.history, engine.runtime, engine.tracing, cid, sampling=GREEDY).future.result(120)
+    context = engine.assistant.context_for(cid)
+    assert [m.role for m in context] == ["system", "user", "assistant"]
+    assert context[0].content.startswith("You are brief.\n\n" + SUMMARY_HEADING)
+    assert context[0].content.endswith(result.summary.content)
