@@ -13,6 +13,7 @@ import app.settings as settings_mod
 from app.paths import resolve_paths
 from app.services import build_services
 from engine.compaction import SUMMARY_HEADING
+from engine.context_meter import source_budget
 from ui.main_window import MainWindow
 from ui.ops import wait_for_background
 
@@ -224,15 +225,28 @@ def test_screenshot_of_the_meter_in_its_warning_state(qtbot, small):
 
 def test_the_meter_counts_the_system_prompt_of_the_conversations_assistant(qtbot, roomy):
     window, services = roomy
-    cid = open_saved(qtbot, window, services, [("user", "Hello"), ("assistant", "Hello! How can I help?")])
+    open_saved(qtbot, window, services, [("user", "Hello"), ("assistant", "Hello! How can I help?")])
     plain = window.context_meter.usage
     long_prompt = "You are an exacting copy editor. " * 20
     preset = services.assistant.presets.create("Long-winded editor", long_prompt)
-    services.assistant.presets.choose(cid, preset.id)
+    window.assistant_selector.reload()
+    qtbot.waitUntil(lambda: any(p.id == preset.id for p in window.assistant_selector.known), timeout=10_000)
     with qtbot.waitSignal(window.context_meter.measured, timeout=30_000) as measured:
-        window.context_meter.refresh()
+        window.assistant_selector.choose(preset.id)  # what its menu does
     usage = measured.args[0]
     assert usage.history == plain.history
     backend = services.backends.resolve(None)[1]
     grown = backend.count_tokens(long_prompt) - backend.count_tokens(services.assistant.settings.system_prompt)
     assert abs((usage.system - plain.system) - grown) <= 2  # the assistant's prompt, not the settings'
+
+
+def test_choosing_documents_adds_what_the_document_path_reserves(qtbot, roomy):
+    window, services = roomy
+    open_saved(qtbot, window, services, [("user", "Hello"), ("assistant", "Hello! How can I help?")])
+    plain = window.context_meter.usage
+    assert plain.documents == 0
+    with qtbot.waitSignal(window.context_meter.measured, timeout=30_000) as measured:
+        window.documents_selector.valueChanged.emit([])  # "All documents"
+    usage = measured.args[0]
+    assert usage.documents > source_budget(2048) and usage.history == plain.history
+    assert "Documents (sources reserved)" in window.context_meter.bar.toolTip()

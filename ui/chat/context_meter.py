@@ -10,15 +10,20 @@ a compaction and after a summary is edited.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, cast
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from engine.compaction import CompactionHandle, CompactionResult, compact
 from engine.context_meter import ContextMeter, ContextUsage
+from engine.history.store import UNSET
 from ui.errors import describe
 from ui.ops import run_in_background
 from ui.plain import literal, plain_label
+
+if TYPE_CHECKING:
+    from engine.assistants import Preset
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +148,21 @@ class ContextMeterController(QObject):
         self.bar.compactRequested.connect(self.compact_now)
         self.bar.stopRequested.connect(self.stop)
         self._compaction_done.connect(self._compaction_finished)
+        QTimer.singleShot(0, self, self._follow_choices)  # the selectors are made after the meter
+
+    def _follow_choices(self) -> None:
+        """Measure again when the documents or the assistant of the conversation are chosen."""
+        window = self.window
+        window.documents_selector.valueChanged.connect(lambda value: self.refresh(collections=value))
+        selector = getattr(window, "assistant_selector", None)
+        if selector is not None:
+            selector.chosen.connect(lambda preset: self.refresh(preset=preset))
 
     # Measuring --------------------------------------------------------------------------
 
-    def refresh(self, *, then_compact: bool = False) -> None:
-        """Measure the conversation shown again (off the GUI thread); the newest request wins."""
+    def refresh(self, *, then_compact: bool = False, collections: object = UNSET, preset: object = UNSET) -> None:
+        """Measure the conversation shown again (off the GUI thread); the newest request wins. ``collections`` /
+        ``preset``: a choice just made (it may not be saved yet), instead of the conversation's."""
         self._ticket += 1
         ticket, cid = self._ticket, self.window.conversation_id
         history, backends, meter = self.services.history, self.services.backends, self.meter
@@ -162,12 +177,14 @@ class ContextMeterController(QObject):
             _name, backend = backends.resolve(choice)
             if backend.model_info is None:
                 return None, False, choice
-            collections = conversation.collections if conversation is not None else pending
+            chosen = conversation.collections if conversation is not None else pending
+            documents = chosen if collections is UNSET else cast("list[str] | None", collections)
             # The conversation's assistant gives its turns their system prompt and sampling (engine/assistants.py).
-            preset = presets.of_conversation(cid) if cid is not None and presets is not None else None
-            system = preset.system_prompt if preset is not None else chat.system_prompt
-            sampling = preset.sampling_params(chat.sampling) if preset is not None else chat.sampling
-            usage = meter.measure(backend, system, messages, collections=collections, max_tokens=sampling.max_tokens)
+            own = presets.of_conversation(cid) if cid is not None and presets is not None else None
+            assistant = own if preset is UNSET else cast("Preset | None", preset)
+            system = assistant.system_prompt if assistant is not None else chat.system_prompt
+            sampling = assistant.sampling_params(chat.sampling) if assistant is not None else chat.sampling
+            usage = meter.measure(backend, system, messages, collections=documents, max_tokens=sampling.max_tokens)
             return usage, len(messages) >= 2, choice
 
         def shown(result) -> None:
