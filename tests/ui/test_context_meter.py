@@ -94,7 +94,7 @@ def test_the_meter_rises_with_each_turn_and_says_what_it_counts(qtbot, roomy):
     assert done.stats.prompt_tokens >= seen[-2]
 
 
-def test_compaction_happens_with_a_visible_summary_and_the_next_prompt_uses_it(qtbot, small, tmp_path):
+def test_compaction_happens_with_a_visible_summary_and_the_next_prompt_uses_it(qtbot, small, tmp_path, gui_guard):
     window, services = small
     turns = []
     for i in range(4):
@@ -108,22 +108,22 @@ def test_compaction_happens_with_a_visible_summary_and_the_next_prompt_uses_it(q
     assert "oldest messages" in window.context_meter.bar.warning.text()
     window.context_meter.bar.grab().save(str(tmp_path / "meter-warning.png"))
 
-    with qtbot.waitSignal(window.context_meter.compacted, timeout=180_000) as compacted:
-        ask(qtbot, window, "What colour were the boats?")
-    result = compacted.args[0]
-    assert result.outcome == "complete", result.error
-    wait_for_background()
-    qtbot.waitUntil(lambda: any(w.property("summary") for w in window.chat.messages()), timeout=10_000)
-    widgets = window.chat.messages()
-    summary = next(w for w in widgets if w.property("summary"))
-    qtbot.waitUntil(summary.isVisible, timeout=5_000)
-    assert summary.author.text() == f"Summary of {result.originals} earlier messages"
-    assert summary.role == "system" and summary.text == result.summary.content
-    above = widgets[: widgets.index(summary)]
-    assert len(above) == result.originals and not any(w.isVisible() for w in above)  # collapsed
-    toggle = summary.findChild(QPushButton, "showOriginalsButton")
-    qtbot.mouseClick(toggle, Qt.MouseButton.LeftButton)
-    assert all(w.isVisible() and w.graphicsEffect() is not None for w in above)  # shown, dimmed
+    with gui_guard:  # measuring, compacting and showing the summary: nothing blocking on the GUI thread
+        with qtbot.waitSignal(window.context_meter.compacted, timeout=180_000) as compacted:
+            ask(qtbot, window, "What colour were the boats?")
+        result = compacted.args[0]
+        assert result.outcome == "complete", result.error
+        qtbot.waitUntil(lambda: any(w.property("summary") for w in window.chat.messages()), timeout=10_000)
+        widgets = window.chat.messages()
+        summary = next(w for w in widgets if w.property("summary"))
+        qtbot.waitUntil(summary.isVisible, timeout=5_000)
+        assert summary.author.text() == f"Summary of {result.originals} earlier messages"
+        assert summary.role == "system" and summary.text == result.summary.content
+        above = widgets[: widgets.index(summary)]
+        assert len(above) == result.originals and not any(w.isVisible() for w in above)  # collapsed
+        toggle = summary.findChild(QPushButton, "showOriginalsButton")
+        qtbot.mouseClick(toggle, Qt.MouseButton.LeftButton)
+        assert all(w.isVisible() and w.graphicsEffect() is not None for w in above)  # shown, dimmed
     assert len(services.history.all_messages(cid)) == 11  # originals kept: 8 + question + answer + summary
     qtbot.waitUntil(lambda: window.context_meter.usage.summarized == result.originals, timeout=30_000)
     assert window.context_meter.usage.used < usage.used
@@ -132,8 +132,9 @@ def test_compaction_happens_with_a_visible_summary_and_the_next_prompt_uses_it(q
     qtbot.mouseClick(summary.findChild(QPushButton, "editSummaryButton"), Qt.MouseButton.LeftButton)
     editor = summary.findChild(QPlainTextEdit, "summaryEditor")
     editor.setPlainText("The user asked about a harbour with red boats and a white lighthouse.")
-    with qtbot.waitSignal(window.context_meter.measured, timeout=30_000):
+    with gui_guard, qtbot.waitSignal(window.context_meter.measured, timeout=30_000):
         qtbot.mouseClick(summary.findChild(QPushButton, "saveSummaryButton"), Qt.MouseButton.LeftButton)
+    assert gui_guard.entered == [], "blocking work on the GUI thread:\n" + "\n".join(gui_guard.entered)
     assert services.history.message(summary.message_id).content.startswith("The user asked about a harbour")
 
     # The next prompt (in its trace) holds the summary instead of the old turns.
