@@ -31,6 +31,23 @@ EXTRACTED_SUFFIXES = frozenset(
 )
 
 
+SYSTEM_TREES = (Path("/proc"), Path("/sys"), Path("/dev"))  # not documents: the kernel's and devices' files
+
+
+def _refused_path(path: Path) -> str | None:
+    """Why a source's path is not opened from disk (None: it may be): a source is a document the index read,
+    named by its absolute path; a saved or imported source that names anything else is not opened."""
+    if not path.is_absolute():
+        return f"This source names no document path ({path}), so it is not opened."
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):
+        return f"The path {path} cannot be followed, so it is not opened."
+    if any(resolved == tree or tree in resolved.parents for tree in SYSTEM_TREES):
+        return f"{path} is a system file, not a document, so it is not opened."
+    return None
+
+
 class SourceViewer(QDialog):
     """A window on one source document, opened at the cited page or line."""
 
@@ -68,7 +85,10 @@ class SourceViewer(QDialog):
         self.extracted: SourceText | None = None
         self.error = ""
         kind = source.get("kind")
-        if not path.is_file():
+        refused = _refused_path(path)
+        if refused:
+            self._show_error(refused)
+        elif not path.is_file():
             self._show_error(
                 f"The file is no longer at {path}. It may have been moved or deleted; "
                 "re-index its folder to update the sources."
@@ -120,10 +140,15 @@ class SourceViewer(QDialog):
         return self.pdf_view.pageNavigator().currentPage() + 1 if self.pdf_view else None
 
     def _open_text(self, path: Path, line: int, line_end: int | None) -> None:
-        if path.stat().st_size > MAX_TEXT_BYTES:
+        try:
+            with path.open("rb") as file:  # bounded: a file's size can say 0 and hold far more (/proc)
+                raw = file.read(MAX_TEXT_BYTES + 1)
+        except OSError as exc:
+            self._show_error(f"{path.name} cannot be read: {exc.strerror or exc}.")
+            return
+        if len(raw) > MAX_TEXT_BYTES:
             self._show_error(f"{path.name} is too large to show here.")
             return
-        raw = path.read_bytes()
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
