@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QHBoxLayout, QMenu, QMessageBox, QPushButton, QToo
 from engine.history.models import Message
 from ui.errors import show_error
 from ui.ops import run_in_background
-from ui.plain import plain_label
+from ui.plain import literal, plain_label
 
 _LINK = "QPushButton { color: palette(link); border: none; padding: 0 4px; }"
 
@@ -63,7 +63,7 @@ class VersionSwitcher(QWidget):
         button.setObjectName(name)
         button.setText(text)
         button.setAutoRaise(True)
-        button.setToolTip(tip)
+        button.setToolTip(literal(tip))
         button.setCursor(Qt.CursorShape.PointingHandCursor)
         button.setEnabled(0 <= target < len(self.versions))
         if 0 <= target < len(self.versions):
@@ -173,9 +173,12 @@ class BranchController(QObject):
         asked = QMessageBox.question(
             window,
             "Delete this version",
-            "Delete this version of the message and everything that follows it on its branch? The other versions stay.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            QMessageBox.StandardButton.No,
+            literal(
+                "Delete this version of the message and everything that follows it on its branch? "
+                "The other versions stay."
+            ),
+            buttons=QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            defaultButton=QMessageBox.StandardButton.No,
         )
         if asked != QMessageBox.StandardButton.Yes:
             return
