@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ def _json(path: Path) -> dict | list | None:
 
 
 _blas = None
+_blas_lock = threading.Lock()  # the BLAS thread limit is process-wide: one question at a time holds it
 
 
 def _one_blas_thread():
@@ -79,7 +81,15 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float)
 class QueryEncoder:
     """One text at a time through a BERT encoder in numpy; ``encode`` returns a unit-length float32 row."""
 
-    def __init__(self, weights: dict[str, np.ndarray], config: dict, tokenizer, max_tokens: int, pooling: str):
+    def __init__(
+        self,
+        weights: dict[str, np.ndarray],
+        config: dict,
+        tokenizer,
+        max_tokens: int,
+        pooling: str,
+        lower_case: bool = False,
+    ):
         self.w = weights
         self.layers = int(config["num_hidden_layers"])
         self.heads = int(config["num_attention_heads"])
@@ -87,6 +97,7 @@ class QueryEncoder:
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
         self.pooling = pooling
+        self.lower_case = lower_case  # sentence_bert_config.json's do_lower_case: the text is lowered first
         self.dim = int(weights["embeddings.word_embeddings.weight"].shape[1])
 
     @classmethod
@@ -98,6 +109,9 @@ class QueryEncoder:
         pooling_config = _json(folder / "1_Pooling" / "config.json")
         st_config = _json(folder / "sentence_bert_config.json")
         st_config = st_config if isinstance(st_config, dict) else {}
+        st_model = _json(folder / "config_sentence_transformers.json")
+        if isinstance(st_model, dict) and st_model.get("default_prompt_name"):
+            return None  # the worker puts a prompt before every text: not covered here
         weights_file = folder / "model.safetensors"
         if not isinstance(modules, list) or not isinstance(config, dict) or not isinstance(pooling_config, dict):
             return None
@@ -145,10 +159,12 @@ class QueryEncoder:
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_tokens)
         _one_blas_thread()  # finds the BLAS libraries now, not on the first question
-        return cls(weights, config, tokenizer, max_tokens, pooling)
+        return cls(weights, config, tokenizer, max_tokens, pooling, st_config.get("do_lower_case") is True)
 
     def encode(self, text: str) -> np.ndarray:
-        with _one_blas_thread():
+        if self.lower_case:
+            text = text.lower()
+        with _blas_lock, _one_blas_thread():
             return self._encode(text)
 
     def _encode(self, text: str) -> np.ndarray:

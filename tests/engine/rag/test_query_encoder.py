@@ -83,6 +83,20 @@ def test_folders_it_does_not_cover_are_left_to_the_worker(tmp_path):
     (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": "six"}))
     assert QueryEncoder.load(folder) is None
 
+    folder = _copy(tmp_path / "d")  # the worker would put a prompt before every text
+    (folder / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": {"query": "query: "}, "default_prompt_name": "query"})
+    )
+    assert QueryEncoder.load(folder) is None
+
+
+def test_a_model_that_lowers_its_text_is_lowered_here_too(tmp_path, embedder):
+    folder = _copy(tmp_path)
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 256, "do_lower_case": True}))
+    lowered = QueryEncoder.load(folder)
+    assert lowered is not None and lowered.lower_case
+    assert np.abs(lowered.encode("Ferry TIMES at Pier 3") - embedder.embed(["ferry times at pier 3"])[0]).max() < 1e-5
+
 
 def test_broken_weights_are_refused_and_the_worker_reports_them(tmp_path):
     folder = _copy(tmp_path)
