@@ -17,20 +17,27 @@ the assistant's). Every saved answer records who answered (``AnsweredBy.to_dict`
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from engine.errors import InvalidRequestError, NotFoundError
+from engine.errors import EngineError, InvalidRequestError, NotFoundError
 from engine.history.store import UNSET, HistoryStore
 from engine.runtime.types import ModelInfo, SamplingParams
+
+if TYPE_CHECKING:
+    from engine.tasks.templates import TemplateLibrary
 
 NAME_MAX_CHARS = 80
 PROMPT_MAX_CHARS = 20_000
 # Sampling an assistant may set (the rest follows the settings).
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens")
+# Templates the tasks use inside (never a task of their own): not offered to assistants.
+INTERNAL_TEMPLATES = frozenset({"summarize_part"})
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,7 @@ BUILTINS: tuple[Preset, ...] = (
         "You are a careful writing editor. Improve the user's text for clarity, grammar and flow while keeping "
         "their meaning and voice. Show the edited text first, then list the main changes briefly.",
         sampling={"temperature": 0.4},
+        templates=["summarize", "translate"],
         builtin=True,
     ),
     Preset(
@@ -74,6 +82,7 @@ BUILTINS: tuple[Preset, ...] = (
         "You are an experienced code reviewer. Point out bugs, security problems and unclear code in what the "
         "user shows you, most important first, each with a short fix. Say so when the code looks fine.",
         sampling={"temperature": 0.2},
+        templates=["code_review", "code_explain", "code_fix", "code_tests"],
         builtin=True,
     ),
     Preset(
@@ -83,6 +92,7 @@ BUILTINS: tuple[Preset, ...] = (
         "plainly when the documents do not answer the question.",
         sampling={"temperature": 0.3},
         collections=[],
+        templates=["summarize"],
         builtin=True,
     ),
 )
@@ -206,11 +216,45 @@ def _from_row(row: tuple) -> Preset:
     )
 
 
-class Assistants:
-    """The assistants over one history store: the built-ins (as shipped or as edited) and custom ones."""
+def _check_templates(names: list[str], library: TemplateLibrary) -> None:
+    """Refuse a template name the library does not have (or one the tasks only use inside)."""
+    known = offered_templates(library)
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            raise InvalidRequestError(
+                f"There is no task template '{name}' an assistant can offer.",
+                hint=f"Did you mean '{close[0]}'?" if close else f"The templates are: {', '.join(known)}.",
+            )
 
-    def __init__(self, history: HistoryStore):
+
+def offered_templates(library: TemplateLibrary) -> list[str]:
+    """The names of the templates an assistant may offer: the library's, less the internal ones."""
+    return [n for n in library.names() if n not in INTERNAL_TEMPLATES]
+
+
+class Assistants:
+    """The assistants over one history store: the built-ins (as shipped or as edited) and custom ones.
+    ``templates``: the prompt template library an assistant's task templates are checked against when it is
+    saved (None: not checked)."""
+
+    def __init__(self, history: HistoryStore, templates: TemplateLibrary | None = None):
         self.history = history
+        self.templates = templates
+
+    def template_choices(self) -> list[tuple[str, str]]:
+        """(name, title) of each template an assistant may offer; a user's copy that cannot be read shows
+        its name."""
+        if self.templates is None:
+            return []
+        choices = []
+        for name in offered_templates(self.templates):
+            try:
+                title = self.templates.get(name).title
+            except EngineError:
+                title = name
+            choices.append((name, title))
+        return choices
 
     def all(self) -> list[Preset]:
         """Built-ins first (in shipped order), then custom ones by name."""
@@ -262,6 +306,8 @@ class Assistants:
     def save(self, preset: Preset) -> Preset:
         """Create or replace an assistant (a built-in's id saves its edited version)."""
         preset = dataclasses.replace(checked(preset), builtin=preset.id in _BUILTIN_IDS, updated_at=time.time())
+        if self.templates is not None:
+            _check_templates(preset.templates, self.templates)
         with self.history.transaction() as db:
             db.execute(
                 f"INSERT OR REPLACE INTO assistants({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
