@@ -58,9 +58,11 @@ def _message_record(m: Message) -> dict[str, Any]:
 
 def conversation_record(store: HistoryStore, conversation_id: int) -> dict[str, Any]:
     """One conversation as the JSON export holds it: its settings and the whole tree of its messages."""
-    c = store.conversation(conversation_id)
-    messages = _all_messages(store, conversation_id)
-    shown = store.messages(conversation_id)
+    with store.transaction():  # one snapshot: a message added meanwhile cannot put the leaf outside the list
+        c = store.conversation(conversation_id)
+        messages = _all_messages(store, conversation_id)
+        shown = store.messages(conversation_id)
+        project = _project_name(store, c.project_id)
     return {
         "id": c.id,
         "title": c.title,
@@ -72,7 +74,7 @@ def conversation_record(store: HistoryStore, conversation_id: int) -> dict[str, 
             "backend": c.backend,
             "tools": c.tools,
             "assistant": c.assistant_id,
-            "project": _project_name(store, c.project_id),
+            "project": project,
             "pinned": bool(c.pinned),
         },
         "current_leaf": shown[-1].id if shown else None,
@@ -122,6 +124,34 @@ def _closed_fences(content: str) -> str:
     return content if open_fence is None else f"{content.rstrip()}\n{open_fence}"
 
 
+_HEADING = re.compile(r"^( {0,3})(#{1,6}(?:[ \t]|$))")
+_RULE = re.compile(r"^( {0,3})([-=_*+])(?=[-=_*+ \t]*$)")
+
+
+def _unforgeable(content: str) -> str:
+    """A message's content that cannot pass for the export's own structure: outside code blocks, a heading
+    line (an answer writing "## You · 2025-01-01 10:00") and a line of only dashes, equals signs or stars
+    (a rule between conversations, or a heading made of the line above) are escaped, so they show as the
+    characters written; code blocks are kept as written."""
+    out: list[str] = []
+    open_fence: str | None = None
+    for line in content.split("\n"):
+        m = _FENCE.match(line)
+        if m:
+            mark = m.group(1)
+            if open_fence is None:
+                open_fence = mark
+            elif mark[0] == open_fence[0] and len(mark) >= len(open_fence) and not line.strip()[len(mark) :]:
+                open_fence = None
+            out.append(line)
+            continue
+        if open_fence is None:
+            line = _HEADING.sub(r"\1\\\2", line, count=1)
+            line = _RULE.sub(r"\1\\\2", line, count=1)
+        out.append(line)
+    return "\n".join(out)
+
+
 def _source_line(source: dict) -> str:
     number = source.get("number")
     label = source.get("title") or source.get("path") or "document"
@@ -150,9 +180,10 @@ def _versions(messages: list[Message]) -> dict[int, tuple[int, int]]:
 
 def conversation_markdown(store: HistoryStore, conversation_id: int, *, heading: str = "#") -> str:
     """One conversation as Markdown: the branch shown, each message with its role and time."""
-    c: Conversation = store.conversation(conversation_id)
-    shown = store.messages(conversation_id)
-    versions = _versions(_all_messages(store, conversation_id))
+    with store.transaction():  # one snapshot of the conversation
+        c: Conversation = store.conversation(conversation_id)
+        shown = store.messages(conversation_id)
+        versions = _versions(_all_messages(store, conversation_id))
     sub = heading + "##"
     lines = [f"{heading} {plain_md(c.title)}", ""]
     meta = [f"Started {when(c.created_at)}", f"{len(shown)} messages"]
@@ -175,7 +206,7 @@ def conversation_markdown(store: HistoryStore, conversation_id: int, *, heading:
             lines += ["*(this answer was stopped before it finished)*", ""]
         elif m.status == "failed":
             lines += [f"*(this answer failed: {plain_md(m.error or 'no reason given')})*", ""]
-        lines += [_closed_fences(m.content.strip()) or "*(empty)*", ""]
+        lines += [_unforgeable(_closed_fences(m.content.strip())) or "*(empty)*", ""]
         if m.sources:
             lines += ["**Sources**", ""]
             lines += [_source_line(s) for s in m.sources if isinstance(s, dict)]
