@@ -100,5 +100,5 @@ def test_an_imported_answer_with_odd_stats_and_sources_opens(qtbot, window, monk
     qtbot.waitUntil(lambda: window.conversation_id == second.id, timeout=20_000)
     qtbot.waitUntil(lambda: [w.text for w in window.chat.messages()] == ["What is 2+2?", "4", "Thanks"], timeout=20_000)
     saved = window.services.history.all_messages(second.id)[1]
-    assert saved.sources == [{"number": 1, "path": "/nowhere/a.pdf", "page": 2, "supported": False}]
+    assert saved.sources == [{"number": 1, "path": "", "page": 2, "supported": False, "imported": True}]
     assert not _error_boxes(window)

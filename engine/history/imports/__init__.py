@@ -7,6 +7,7 @@ one transaction (engine/history/imports/save.py), so a refused or failed import 
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from engine.history.imports.base import (
     refuse,
 )
 from engine.history.imports.save import save
+from engine.history.imports.vet import vet
 from engine.history.store import HistoryStore
 
 __all__ = ["ImportRefused", "ImportResult", "import_file", "read_file"]
@@ -37,6 +39,7 @@ class ImportResult:
     conversation_ids: list[int]
     messages: int
     skipped: dict[str, int] = field(default_factory=dict)
+    not_carried: dict[str, int] = field(default_factory=dict)  # settings and links the file's Locus had
 
     def describe(self) -> str:
         n = len(self.conversation_ids)
@@ -46,6 +49,10 @@ class ImportResult:
         )
         if self.skipped:
             text += " Left out: " + "; ".join(f"{what} ({count})" for what, count in self.skipped.items()) + "."
+        if self.not_carried:
+            text += (
+                " Not carried over: " + "; ".join(f"{what} ({count})" for what, count in self.not_carried.items()) + "."
+            )
         return text
 
 
@@ -104,9 +111,19 @@ def read_file_isolated(path: str | Path) -> Parsed:
     return reply[1]
 
 
-def import_file(store: HistoryStore, path: str | Path, *, isolated: bool = True) -> ImportResult:
+def import_file(
+    store: HistoryStore,
+    path: str | Path,
+    *,
+    isolated: bool = True,
+    documents: Mapping[str, str] | None = None,
+    collections: Collection[str] | None = None,
+) -> ImportResult:
     """Import every conversation of a file into the history, all or nothing; ``isolated``: read the file in
-    a parse worker process (False: in this one, for tests of the readers themselves)."""
+    a parse worker process (False: in this one, for tests of the readers themselves). ``documents`` (doc_id
+    -> path) and ``collections``: what this Locus has indexed, so that sources and document choices naming
+    them are kept (None: unknown, none kept; engine/history/imports/vet.py)."""
     parsed = read_file_isolated(path) if isolated else read_file(path)
-    ids = save(store, parsed)
-    return ImportResult(parsed.source, ids, message_count(parsed.conversations), dict(parsed.skipped))
+    notes = vet(parsed, documents, collections)
+    ids = save(store, parsed, notes)
+    return ImportResult(parsed.source, ids, message_count(parsed.conversations), dict(parsed.skipped), notes)

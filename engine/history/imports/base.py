@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,9 @@ MAX_FILE_BYTES = 256 * 1024 * 1024  # a ChatGPT export of years of use is tens o
 MAX_DEPTH = 64  # JSON nesting; the known formats need under 15
 MAX_CONVERSATIONS = 20_000
 MAX_MESSAGES = 1_000_000  # in one file, all conversations together
-MAX_CONTENT_CHARS = 4_000_000  # one message
+MAX_CONTENT_CHARS = 4_000_000  # one message, its parts joined
+MAX_IMPORT_CHARS = 300_000_000  # every message of one import together (parts joined, placeholders counted)
+MAX_NEW_PROJECTS = 100  # projects one import may create; the conversations past it come in without one
 MAX_TITLE_CHARS = 500
 ROLES = frozenset({"system", "user", "assistant"})
 # A time outside these bounds (1990 .. 2200) is not a real message time.
@@ -167,6 +170,7 @@ class Checker:
 
     def __init__(self, name: str):
         self.name = name
+        self.chars = 0  # the characters of the messages read so far (MAX_IMPORT_CHARS)
 
     def fail(self, where: str, what: str) -> ImportRefused:
         return refuse(self.name, f"{where}: {what}.")
@@ -191,6 +195,28 @@ class Checker:
         if "\x00" in value:
             raise self.fail(where, "the text holds a NUL character")
         return value
+
+    def choice(self, value: Any, allowed: frozenset[str], where: str, what: str, *, default: str | None = None) -> str:
+        """One of ``allowed``: anything else (a list, a number, other text) refuses the file, naming ``where``."""
+        if value is None and default is not None:
+            return default
+        if not isinstance(value, str):
+            raise self.fail(where, f"expected text ({what}), found {_kind(value)}")
+        if value not in allowed:
+            raise self.fail(where, f"{value[:100]!r} is not {what}")
+        return value
+
+    def joined(self, pieces: list[str], sep: str, where: str, *, message: bool = True) -> str:
+        """``pieces`` joined by ``sep``, refused when the result is longer than MAX_CONTENT_CHARS (checked
+        before joining); ``message``: it is a message's final text, counted against MAX_IMPORT_CHARS."""
+        size = sum(len(p) for p in pieces) + len(sep) * max(len(pieces) - 1, 0)
+        if size > MAX_CONTENT_CHARS:
+            raise self.fail(where, f"the message is longer than {MAX_CONTENT_CHARS} characters")
+        if message:
+            self.chars += size
+            if self.chars > MAX_IMPORT_CHARS:
+                raise refuse(self.name, f"its messages hold more than {MAX_IMPORT_CHARS} characters.")
+        return sep.join(pieces)
 
     def number(self, value: Any, where: str, *, optional: bool = False) -> float | None:
         if value is None and optional:
@@ -225,9 +251,15 @@ def _kind(value: Any) -> str:
     )
 
 
+def clean_name(text: str | None, limit: int) -> str:
+    """A name from a file (a title, a project) on one line, without control or bidi-override characters (as
+    engine/rag/loaders/base.py short_label makes document names), at most ``limit`` characters."""
+    shown = "".join(" " if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in (text or "")[: limit * 4])
+    return " ".join(shown.split())[:limit]
+
+
 def clean_title(title: str | None, fallback: str = "Imported conversation") -> str:
-    text = " ".join((title or "").split())[:MAX_TITLE_CHARS]
-    return text or fallback
+    return clean_name(title, MAX_TITLE_CHARS) or fallback
 
 
 def order_tree(messages: list[ParsedMessage], name: str, where: str) -> list[ParsedMessage]:

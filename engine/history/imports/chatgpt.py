@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from engine.history.imports import fields
 from engine.history.imports.base import (
     MAX_CONVERSATIONS,
     MAX_MESSAGES,
@@ -54,6 +55,8 @@ def _text(check: Checker, message: dict, where: str, parsed: Parsed) -> str | No
     """The message's text, or None when it is a kind Locus leaves out."""
     content = check.obj(message.get("content") or {}, f"{where}.content")
     ctype = content.get("content_type", "text")
+    if not isinstance(ctype, str):
+        raise check.fail(f"{where}.content.content_type", f"expected text, found {type(ctype).__name__}")
     if ctype in _LEFT_OUT_TYPES:
         parsed.skip("tool output, hidden context and reasoning notes")
         return None
@@ -61,10 +64,10 @@ def _text(check: Checker, message: dict, where: str, parsed: Parsed) -> str | No
         code = check.text(content.get("text", ""), f"{where}.content.text") or ""
         language = content.get("language")
         fence = language if isinstance(language, str) and language.isalnum() else ""
-        return f"```{fence}\n{code}\n```"
+        return check.joined([f"```{fence}", code, "```"], "\n", f"{where}.content")
     parts = content.get("parts")
     if parts is None and isinstance(content.get("text"), str):
-        return check.text(content["text"], f"{where}.content.text")
+        return check.joined([check.text(content["text"], f"{where}.content.text") or ""], "", f"{where}.content")
     pieces = []
     for i, part in enumerate(check.array(parts if parts is not None else [], f"{where}.content.parts")):
         if isinstance(part, str):
@@ -77,7 +80,7 @@ def _text(check: Checker, message: dict, where: str, parsed: Parsed) -> str | No
     if ctype not in _TEXT_TYPES and not any(p.strip() for p in pieces):
         parsed.skip("messages of kinds Locus does not show")
         return None
-    return ("\n\n" if ctype == "multimodal_text" else "\n").join(pieces)
+    return check.joined(pieces, "\n\n" if ctype == "multimodal_text" else "\n", f"{where}.content")
 
 
 def _kept(check: Checker, node: dict, where: str, parsed: Parsed) -> _Kept | None:
@@ -111,7 +114,7 @@ def _kept(check: Checker, node: dict, where: str, parsed: Parsed) -> _Kept | Non
     when = check.time(message.get("create_time"), f"{where}.message.create_time", optional=True)
     status = _STATUS.get(str(message.get("status")), "complete")
     model = metadata.get("model_slug")
-    answered_by = {"model": model, "source": "ChatGPT"} if role == "assistant" and isinstance(model, str) else None
+    answered_by = fields.by_model(model, "ChatGPT") if role == "assistant" else None
     return role, text, when, status, answered_by
 
 

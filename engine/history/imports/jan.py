@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.history.imports import fields
 from engine.history.imports.base import (
     MAX_FILE_BYTES,
     MAX_MESSAGES,
@@ -39,7 +40,7 @@ def is_jan_path(path: Path) -> bool:
 
 def _content(check: Checker, raw: Any, where: str, parsed: Parsed) -> str:
     if isinstance(raw, str):
-        return check.text(raw, where) or ""
+        return check.joined([check.text(raw, where) or ""], "", where)
     pieces = []
     for i, part in enumerate(check.array(raw if raw is not None else [], where)):
         part = check.obj(part, f"{where}[{i}]")
@@ -51,7 +52,7 @@ def _content(check: Checker, raw: Any, where: str, parsed: Parsed) -> str:
         else:
             parsed.skip("images and attachments")
             pieces.append("[attachment]")
-    return "\n".join(pieces)
+    return check.joined(pieces, "\n", where)
 
 
 def parse_thread(thread: dict | None, lines: list[Any], name: str) -> Parsed:
@@ -81,7 +82,7 @@ def parse_thread(thread: dict | None, lines: list[Any], name: str) -> Parsed:
             parsed.skip("empty messages")
             continue
         status = _STATUS.get(str(item.get("status")), "complete")
-        by = {"model": model, "source": "Jan"} if role == "assistant" and isinstance(model, str) else None
+        by = fields.by_model(model, "Jan") if role == "assistant" else None
         rows.append((when if when is not None else created, i, role, text, status, by))
     rows.sort(key=lambda r: (r[0] if r[0] is not None else 0.0, r[1]))  # time order, the file's order in ties
     start = created if created is not None else next((r[0] for r in rows if r[0] is not None), time.time())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from engine.history.imports import fields
 from engine.history.imports.base import (
     MAX_MESSAGES,
     ROLES,
@@ -35,9 +36,10 @@ def is_lmstudio(value: Any) -> bool:
     )
 
 
-def _parts(check: Checker, content: Any, where: str, parsed: Parsed) -> str:
+def _parts(check: Checker, content: Any, where: str, parsed: Parsed, *, message: bool = True) -> str:
+    """The text of ``content`` (text, or a list of parts); ``message``: it is a message's whole text."""
     if isinstance(content, str):
-        return check.text(content, where) or ""
+        return check.joined([check.text(content, where) or ""], "", where, message=message)
     pieces = []
     for i, part in enumerate(check.array(content if content is not None else [], where)):
         part = check.obj(part, f"{where}[{i}]")
@@ -46,7 +48,7 @@ def _parts(check: Checker, content: Any, where: str, parsed: Parsed) -> str:
         else:
             parsed.skip("images and attachments")
             pieces.append("[attachment]")
-    return "\n".join(pieces)
+    return check.joined(pieces, "\n", where, message=message)
 
 
 def _stats(gen_info: Any) -> dict | None:
@@ -61,16 +63,14 @@ def _stats(gen_info: Any) -> dict | None:
         "totalTimeSec": "total_s",
         "stopReason": "finish_reason",
     }
-    out = {ours: stats[theirs] for theirs, ours in names.items() if isinstance(stats.get(theirs), (int, float, str))}
-    return out or None
+    out = {ours: stats[theirs] for theirs, ours in names.items() if theirs in stats}
+    return fields.stats(out)
 
 
 def _version(check: Checker, raw: Any, where: str, parsed: Parsed) -> tuple[str, str, dict | None, dict | None]:
     """(role, text, stats, answered_by) of one version of a message."""
     v = check.obj(raw, where)
-    role = v.get("role")
-    if role not in ROLES:
-        raise check.fail(f"{where}.role", f"{role!r} is not system, user or assistant")
+    role = check.choice(v.get("role"), ROLES, f"{where}.role", "system, user or assistant")
     stats = None
     if v.get("type") == "multiStep":
         pieces = []
@@ -83,14 +83,14 @@ def _version(check: Checker, raw: Any, where: str, parsed: Parsed) -> tuple[str,
             if isinstance(style, dict) and style.get("type") == "thinking":
                 parsed.skip("reasoning notes")
                 continue
-            pieces.append(_parts(check, step.get("content"), f"{where}.steps[{i}].content", parsed))
+            pieces.append(_parts(check, step.get("content"), f"{where}.steps[{i}].content", parsed, message=False))
             stats = _stats(step.get("genInfo")) or stats
-        text = "\n\n".join(p for p in pieces if p)
+        text = check.joined([p for p in pieces if p], "\n\n", where)
     else:
         text = _parts(check, v.get("content"), f"{where}.content", parsed)
     sender = v.get("senderInfo")
     model = sender.get("senderName") if isinstance(sender, dict) else None
-    answered_by = {"model": model, "source": "LM Studio"} if role == "assistant" and isinstance(model, str) else None
+    answered_by = fields.by_model(model, "LM Studio") if role == "assistant" else None
     return role, text, stats, answered_by
 
 
@@ -107,7 +107,8 @@ def parse(value: Any, name: str) -> Parsed:
     parent: str | None = None
     system = c.get("systemPrompt")
     if isinstance(system, str) and system.strip():
-        messages.append(ParsedMessage("system", None, "system", check.text(system, "systemPrompt") or "", start))
+        prompt = check.joined([check.text(system, "systemPrompt") or ""], "", "systemPrompt")
+        messages.append(ParsedMessage("system", None, "system", prompt, start))
         parent = "system"
     count = 0
     for i, raw in enumerate(items):

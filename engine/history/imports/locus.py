@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.history.imports import fields
 from engine.history.imports.base import (
     MAX_CONVERSATIONS,
+    MAX_MESSAGES,
     ROLES,
     Checker,
     Parsed,
@@ -73,17 +75,11 @@ def _optional_obj(check: Checker, value: Any, where: str) -> dict | None:
 
 def _message(check: Checker, raw: Any, where: str) -> ParsedMessage:
     m = check.obj(raw, where)
-    role = check.text(m.get("role"), f"{where}.role", limit=20)
-    if role not in ROLES:
-        raise check.fail(f"{where}.role", f"{role!r} is not system, user or assistant")
-    kind = m.get("kind", "message")
-    if kind not in _KINDS:
-        raise check.fail(f"{where}.kind", f"{kind!r} is not message or summary")
+    role = check.choice(m.get("role"), ROLES, f"{where}.role", "system, user or assistant")
+    kind = check.choice(m.get("kind"), _KINDS, f"{where}.kind", "message or summary", default="message")
     if kind == "summary" and role != "system":
         raise check.fail(f"{where}.kind", "a summary of earlier messages is a system message")
-    status = m.get("status", "complete")
-    if status not in _STATUSES:
-        raise check.fail(f"{where}.status", f"{status!r} is not a message status")
+    status = check.choice(m.get("status"), _STATUSES, f"{where}.status", "a message status", default="complete")
     sources = m.get("sources")
     if sources is not None:
         items = check.array(sources, f"{where}.sources")
@@ -92,14 +88,14 @@ def _message(check: Checker, raw: Any, where: str) -> ParsedMessage:
         key=str(_key(check, m.get("id"), f"{where}.id")),
         parent=_key(check, m.get("parent"), f"{where}.parent", optional=True),
         role=role,
-        content=str(check.text(m.get("content"), f"{where}.content")),
+        content=check.joined([str(check.text(m.get("content"), f"{where}.content"))], "", f"{where}.content"),
         created_at=float(check.time(m.get("created_at"), f"{where}.created_at") or 0.0),
         status=status,
         kind=kind,
-        stats=_optional_obj(check, m.get("stats"), f"{where}.stats"),
+        stats=fields.stats(_optional_obj(check, m.get("stats"), f"{where}.stats")),
         error=check.text(m.get("error"), f"{where}.error", optional=True, limit=10_000),
         sources=sources,
-        answered_by=_optional_obj(check, m.get("answered_by"), f"{where}.answered_by"),
+        answered_by=fields.answered_by(_optional_obj(check, m.get("answered_by"), f"{where}.answered_by")),
     )
 
 
@@ -107,8 +103,8 @@ def _conversation(check: Checker, raw: Any, where: str) -> ParsedConversation:
     c = check.obj(raw, where)
     settings = check.obj(c.get("settings", {}), f"{where}.settings")
     backend = settings.get("backend")
-    if backend is not None and backend not in _BACKENDS:
-        raise check.fail(f"{where}.settings.backend", f"{backend!r} is not local or remote")
+    if backend is not None:
+        backend = check.choice(backend, _BACKENDS, f"{where}.settings.backend", "local or remote")
     pinned = settings.get("pinned", False)
     if not isinstance(pinned, bool):
         raise check.fail(f"{where}.settings.pinned", "expected true or false")
@@ -151,4 +147,7 @@ def parse(value: Any, name: str) -> Parsed:
     items = check.array(top.get("conversations"), "conversations")
     if len(items) > MAX_CONVERSATIONS:
         raise refuse(name, f"it holds more than {MAX_CONVERSATIONS} conversations.")
+    count = sum(len(c["messages"]) for c in items if isinstance(c, dict) and isinstance(c.get("messages"), list))
+    if count > MAX_MESSAGES:
+        raise refuse(name, f"it holds more than {MAX_MESSAGES} messages.")
     return Parsed("Locus", [_conversation(check, c, f"conversations[{i}]") for i, c in enumerate(items)])

@@ -6,7 +6,8 @@ import json
 import sqlite3
 import time
 
-from engine.history.imports.base import Parsed, ParsedConversation
+from engine.history.imports import base
+from engine.history.imports.base import Parsed, ParsedConversation, clean_name
 from engine.history.projects import NAME_MAX_CHARS
 from engine.history.store import HistoryStore
 
@@ -17,25 +18,40 @@ def _dump(value: object) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False)
 
 
-def _project_id(db: sqlite3.Connection, name: str | None, projects: dict[str, int]) -> int | None:
-    """The project of that name (the first one made, when several share it), made when there is none."""
-    name = " ".join((name or "").split())[:NAME_MAX_CHARS]  # as engine/history/projects.py names them
-    if not name:
-        return None
-    if name not in projects:
-        row = db.execute("SELECT id FROM projects WHERE name = ? ORDER BY id LIMIT 1", (name,)).fetchone()
-        if row is None:
-            position = db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM projects").fetchone()[0]
-            cur = db.execute(
-                "INSERT INTO projects(name, created_at, position) VALUES (?, ?, ?)", (name, time.time(), position)
-            )
-            projects[name] = int(cur.lastrowid or 0)
-        else:
-            projects[name] = row[0]
-    return projects[name]
+class _Projects:
+    """The projects an import puts its conversations in: found by name, or made, MAX_NEW_PROJECTS at most."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+        self.ids: dict[str, int | None] = {}
+        self.made = 0
+        self.left_out = 0  # conversations that came in without their project (past the cap)
+
+    def id_of(self, name: str | None) -> int | None:
+        """The project of that name (the first one made, when several share it), made when there is none
+        and this import has made fewer than MAX_NEW_PROJECTS (past that: None, counted)."""
+        name = clean_name(name, NAME_MAX_CHARS)  # one line, no control or bidi characters
+        if not name:
+            return None
+        if name not in self.ids:
+            row = self.db.execute("SELECT id FROM projects WHERE name = ? ORDER BY id LIMIT 1", (name,)).fetchone()
+            if row is not None:
+                self.ids[name] = row[0]
+            elif self.made >= base.MAX_NEW_PROJECTS:
+                self.ids[name] = None
+            else:
+                position = self.db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM projects").fetchone()[0]
+                cur = self.db.execute(
+                    "INSERT INTO projects(name, created_at, position) VALUES (?, ?, ?)", (name, time.time(), position)
+                )
+                self.ids[name] = int(cur.lastrowid or 0)
+                self.made += 1
+        if self.ids[name] is None:
+            self.left_out += 1
+        return self.ids[name]
 
 
-def _write_conversation(db: sqlite3.Connection, c: ParsedConversation, projects: dict[str, int]) -> int:
+def _write_conversation(db: sqlite3.Connection, c: ParsedConversation, projects: _Projects) -> int:
     cur = db.execute(
         "INSERT INTO conversations(title, title_is_auto, created_at, updated_at, collections, backend, tools, "
         "project_id, assistant_id, pinned) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -47,7 +63,7 @@ def _write_conversation(db: sqlite3.Connection, c: ParsedConversation, projects:
             None if c.collections is None else json.dumps(sorted(set(c.collections))),
             c.backend,
             json.dumps(c.tools) if c.tools else None,
-            _project_id(db, c.project, projects),
+            projects.id_of(c.project),
             c.assistant_id,
             1 if c.pinned else 0,
         ),
@@ -81,9 +97,14 @@ def _write_conversation(db: sqlite3.Connection, c: ParsedConversation, projects:
     return conversation_id
 
 
-def save(store: HistoryStore, parsed: Parsed) -> list[int]:
+def save(store: HistoryStore, parsed: Parsed, notes: dict[str, int] | None = None) -> list[int]:
     """Write every conversation of ``parsed`` in one transaction; their new ids, in the file's order.
-    A failure on any of them (a full disk, a constraint) rolls all of them back."""
-    projects: dict[str, int] = {}
+    A failure on any of them (a full disk, a constraint) rolls all of them back. ``notes``: what was not
+    carried over is counted there (conversations left without a project past MAX_NEW_PROJECTS)."""
     with store.transaction() as db:
-        return [_write_conversation(db, c, projects) for c in parsed.conversations]
+        projects = _Projects(db)
+        ids = [_write_conversation(db, c, projects) for c in parsed.conversations]
+    if projects.left_out and notes is not None:
+        key = f"projects past the first {base.MAX_NEW_PROJECTS} new ones (conversations)"
+        notes[key] = notes.get(key, 0) + projects.left_out
+    return ids

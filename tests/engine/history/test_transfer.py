@@ -111,16 +111,23 @@ def test_locus_json_round_trip_gives_the_same_tree(store, tmp_path):
     assert data["format"] == FORMAT and data["version"] == 1
     assert len(data["conversations"][0]["messages"]) == 7  # every branch, not only the one shown
 
+    # The tools and the backend are never carried over; the documents and sources are, where indexed here.
+    settings = before["settings"]
+    before["settings"] = (settings[0], None, None, *settings[3:])
+    here = {"documents": {"d1": "/docs/alps.pdf"}, "collections": {"alps", "cooking", "other"}}
     other = HistoryStore(tmp_path / "other.sqlite3")
     try:
-        result = import_file(other, path)
+        result = import_file(other, path, **here)
         assert result.source == "Locus" and result.messages == 7 and len(result.conversation_ids) == 1
         assert _tree(other, result.conversation_ids[0]) == before
-        assert "Imported 1 conversation (7 messages) from Locus." == result.describe()
+        assert result.describe() == (
+            "Imported 1 conversation (7 messages) from Locus. "
+            "Not carried over: tools switched on (1); backend choices (1)."
+        )
     finally:
         other.close()
     # Into the same history: a second copy, with new ids, the same tree, the project not made twice.
-    again = import_file(store, path).conversation_ids[0]
+    again = import_file(store, path, **here).conversation_ids[0]
     assert again != cid
     assert _tree(store, again) == before
     assert store.read("SELECT COUNT(*) FROM projects")[0][0] == 1
