@@ -3,28 +3,42 @@ while it has the keyboard focus), and moving between messages with the keyboard 
 
 from __future__ import annotations
 
+import math
+
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
-from engine.answer import AnswerStats
 from ui.plain import plain_label
 
 
+def _number(stats: dict, key: str) -> float:
+    """A figure of the stats, 0 when it is missing or not a finite number (an imported file may hold text)."""
+    value = stats.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return 0.0
+    return float(value)
+
+
 def stats_line(stats: dict | None) -> str:
-    """'412 prompt + 96 answer tokens · 3.1 s · 31.0 tokens/s' from a saved answer's stats ('' without)."""
-    if not stats:
+    """'412 prompt + 96 answer tokens · 3.1 s · 31.0 tokens/s' from a saved answer's stats ('' without).
+    Figures that are not numbers are ignored: stats may come from an imported file."""
+    if not stats or not isinstance(stats, dict):
         return ""
-    st = AnswerStats.from_dict(stats)
-    if not (st.prompt_tokens or st.completion_tokens):
+    prompt, answer = int(_number(stats, "prompt_tokens")), int(_number(stats, "completion_tokens"))
+    if not (prompt or answer):
         return ""
-    parts = [f"{st.prompt_tokens:,} prompt + {st.completion_tokens:,} answer tokens"]
-    if st.total_s:
-        parts.append(f"{st.total_s:.1f} s")
-    if st.tokens_per_s:
-        parts.append(f"{st.tokens_per_s:.1f} tokens/s")
-    if st.generations > 1:
-        parts.append(f"{st.generations} model calls")
+    parts = [f"{prompt:,} prompt + {answer:,} answer tokens"]
+    total = _number(stats, "total_s")
+    if total:
+        parts.append(f"{total:.1f} s")
+    generation = _number(stats, "generation_s")
+    rate = answer / generation if answer and generation else _number(stats, "tokens_per_s")
+    if rate:
+        parts.append(f"{rate:.1f} tokens/s")
+    generations = int(_number(stats, "generations"))
+    if generations > 1:
+        parts.append(f"{generations} model calls")
     return " · ".join(parts)
 
 
