@@ -59,13 +59,14 @@ class AssistantSelector(QObject):
     assistant id of the conversation shown (None: none)."""
 
     chosen = Signal(object)  # the Preset chosen (or None), after a person picked it
+    templatesShown = Signal(list)  # the task templates of the assistant shown ([]: none, every task)
 
     def __init__(self, window: QMainWindow, services, current: Callable[[], int | None]):
         super().__init__(window)
         self.window = window
         self.services = services
         self.current = current  # the conversation the window shows (None: a new one, not saved yet)
-        self.presets = Assistants(services.history)
+        self.presets = Assistants(services.history, services.templates)
         self.value: str | None = None
         self.picked = False  # a person chose since the conversation was shown
         self.known: list[Preset] = []
@@ -158,6 +159,7 @@ class AssistantSelector(QObject):
         preset = self.preset()
         name = preset.name if preset is not None else (NONE_LABEL if self.value is None else "(deleted)")
         self.button.setText(mnemonic_safe(f"Assistant: {name}"))
+        self.templatesShown.emit(list(preset.templates) if preset is not None else [])
         note = model_note(preset, self._loaded_model())
         tip = "Who answers this conversation: a system prompt, sampling and documents"
         self.button.setToolTip(literal(f"{tip}\n\n{note}" if note else tip))
@@ -221,9 +223,11 @@ class AssistantEditor(QDialog):
         self.tools = QLineEdit(self)
         self.tools.setObjectName("assistantTools")
         self.tools.setPlaceholderText("Tool names, separated by commas (none: leave the conversation's)")
-        self.templates = QLineEdit(self)
-        self.templates.setObjectName("assistantTemplates")
-        self.templates.setPlaceholderText("Task template names, separated by commas")
+        self.template_list = QListWidget(self)
+        self.template_list.setObjectName("assistantTemplates")
+        self.template_list.setToolTip("The tasks the task bar offers with this assistant (none ticked: every task)")
+        self.template_list.setMaximumHeight(150)
+        self.choices: list[tuple[str, str]] = []  # (name, title) of the templates an assistant may offer
         self.kind = plain_label("", self, name="assistantKind", wrap=True)
         form = QFormLayout()
         form.addRow("Name", self.name)
@@ -233,7 +237,7 @@ class AssistantEditor(QDialog):
         form.addRow("Longest answer (tokens)", self.max_tokens)
         form.addRow("Documents", self.documents)
         form.addRow("Tools", self.tools)
-        form.addRow("Task templates", self.templates)
+        form.addRow("Task templates", self.template_list)
         form.addRow(self.kind)
         self.save_button = self._button("Save", "assistantSave", self.save)
         self.new_button = self._button("New", "assistantNew", self.new)
@@ -277,13 +281,14 @@ class AssistantEditor(QDialog):
 
         def read():
             items = self.presets.all()
-            return items, {p.id for p in items if p.builtin and self.presets.is_edited(p.id)}
+            edited = {p.id for p in items if p.builtin and self.presets.is_edited(p.id)}
+            return items, edited, self.presets.template_choices()
 
         self._selecting = select if select is not None else self.current_id()
         run_in_background(read, self._fill, lambda exc: show_error(self, "Assistants", exc), owner=self)
 
     def _fill(self, loaded) -> None:
-        self.items, self.edited = loaded
+        self.items, self.edited, self.choices = loaded
         self.list.blockSignals(True)
         self.list.clear()
         for preset in self.items:
@@ -323,7 +328,7 @@ class AssistantEditor(QDialog):
             index = self.documents.count() - 1
         self.documents.setCurrentIndex(index)
         self.tools.setText(", ".join(preset.tools))
-        self.templates.setText(", ".join(preset.templates))
+        self._show_templates(preset.templates)
         self.delete_button.setEnabled(not preset.builtin)
         self.reset_button.setEnabled(preset.id in self.edited)
         self.kind.setText(
@@ -354,8 +359,28 @@ class AssistantEditor(QDialog):
             sampling=sampling,
             collections=collections,
             tools=_names(self.tools.text()),
-            templates=_names(self.templates.text()),
+            templates=self.ticked_templates(base.templates),
         )
+
+    def _show_templates(self, chosen: list[str]) -> None:
+        """The library's templates, those the assistant offers ticked (one it names that is gone: listed,
+        ticked, marked missing, so it can be unticked)."""
+        self.template_list.clear()
+        titles = dict(self.choices)
+        missing = [(name, f"{name} (missing)") for name in chosen if name not in titles]
+        for name, title in [*self.choices, *missing]:
+            item = QListWidgetItem(title)  # an item's text is plain text
+            item.setData(Qt.ItemDataRole.UserRole, name)
+            item.setToolTip(literal(name))
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if name in chosen else Qt.CheckState.Unchecked)
+            self.template_list.addItem(item)
+
+    def ticked_templates(self, before: tuple[str, ...] | list[str] = ()) -> list[str]:
+        """The ticked templates: those the assistant had first, in its order, then new ones in list order."""
+        rows = [self.template_list.item(i) for i in range(self.template_list.count())]
+        ticked = [r.data(Qt.ItemDataRole.UserRole) for r in rows if r.checkState() == Qt.CheckState.Checked]
+        return [n for n in before if n in ticked] + [n for n in ticked if n not in before]
 
     # Actions ------------------------------------------------------------------------------
 

@@ -110,6 +110,7 @@ class MainWindow(QMainWindow):
         self.edit_button = self._button("Edit last question", "editButton", self.edit_last_question)
         self.backend = BackendSelector(self, services, lambda: self.conversation_id)
         self.assistant_selector = AssistantSelector(self, services, lambda: self.conversation_id)
+        self.assistant_selector.templatesShown.connect(self.task_bar.offer)  # the assistant's tasks only
         self.tool_picker = ToolPicker(self)
         self.tool_picker.valueChanged.connect(self._tools_chosen)
 

@@ -38,6 +38,7 @@ from ui.tasks.modes import (
     TaskRequest,
     code_request,
     extract_request,
+    offered_modes,
     summarize_request,
     translate_request,
 )
@@ -102,6 +103,7 @@ class TaskBar(QWidget):
             modes.addWidget(button)
             self.buttons[key] = button
         self.buttons["chat"].setChecked(True)
+        self.offered: tuple[list[str], list[str]] = offered_modes([])  # (modes, code actions) shown
 
         self.pages: dict[str, QWidget] = {}
         chat, row = _page(self, "chatOptions")
@@ -190,6 +192,30 @@ class TaskBar(QWidget):
             self.composer.setFocus()
         self._schedule_detect()
         self.modeChanged.emit(mode)
+
+    def offer(self, templates: list[str]) -> None:
+        """Offer Chat and the modes of the conversation's assistant's task templates (Code with only its
+        actions, the first chosen); none: every mode. A mode no longer offered goes back to Chat."""
+        offered = offered_modes(list(templates))
+        if offered == self.offered:
+            return
+        self.offered = modes, actions = offered
+        for i, mode in enumerate(modes):
+            button = self.buttons[mode]
+            button.setProperty("position", "first" if i == 0 else "last" if i == len(modes) - 1 else "middle")
+            button.style().unpolish(button)
+            button.style().polish(button)
+        for mode, button in self.buttons.items():
+            button.setVisible(mode in modes)
+        self.action.blockSignals(True)
+        self.action.clear()
+        for action in actions:
+            self.action.addItem(ACTIONS[action], action)
+        self.action.setCurrentIndex(0)
+        self.action.blockSignals(False)
+        self.error.setVisible(self.action.currentData() == "fix")
+        if self.mode not in modes:
+            self.set_mode("chat")
 
     def set_translate_default(self, language: str | None) -> None:
         """Settings changed: a new default target language replaces the current choice."""

@@ -32,6 +32,22 @@ PLACEHOLDERS: dict[str, str] = {
 }
 
 
+# The mode each task template belongs to (code_<action> templates: Code, that action).
+TEMPLATE_MODES: dict[str, str] = {"summarize": "summarize", "translate": "translate", "extract_json": "extract"}
+
+
+def offered_modes(templates: list[str]) -> tuple[list[str], list[str]]:
+    """The modes and code actions an assistant's ``templates`` offer, in the bar's order (actions in the
+    assistant's order); no templates: every mode and action. Names of no mode are left out."""
+    from engine.tasks.code import ACTIONS
+
+    if not templates:
+        return list(MODES), list(ACTIONS)
+    actions = [name[5:] for name in templates if name.startswith("code_") and name[5:] in ACTIONS]
+    wanted = {TEMPLATE_MODES[name] for name in templates if name in TEMPLATE_MODES} | ({"code"} if actions else set())
+    return [mode for mode in MODES if mode == "chat" or mode in wanted], actions
+
+
 @dataclass(frozen=True)
 class TaskRequest:
     """One task to run as a turn of a conversation."""
