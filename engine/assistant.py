@@ -302,7 +302,7 @@ class Assistant:
         traces = 0
         if self.traces is not None:
             self.tracing.flush()  # spans already ended are stored now, so the delete finds them
-            traces = self.traces.forget_traces(t for t in trace_ids if isinstance(t, str))
+            traces = self.traces.forget_traces((t for t in trace_ids if isinstance(t, str)), conversation_id)
         return messages, traces, states
 
     def _forget_states(self, conversation_id: int) -> int:

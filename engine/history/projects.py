@@ -142,15 +142,20 @@ class Projects:
         *,
         with_conversations: bool = False,
         delete_conversation: Callable[[int], object] | None = None,
+        conversations: Sequence[int] | None = None,
     ) -> ProjectDeleted:
         """Delete a project. Its conversations are kept (in no project) unless ``with_conversations``: then
         each goes through ``delete_conversation`` (the Assistant's, which removes its traces and cached states
-        too; the store's own when none is given), before the project."""
+        too; the store's own when none is given), before the project. ``conversations``: the ids the user
+        confirmed (read when asked): only those still in it are deleted, any added since are kept (None: all)."""
         project = self.get(project_id)
         deleted = 0
         if with_conversations:
             remove = delete_conversation or self.history.delete_conversation
-            for conversation_id in self.conversation_ids(project_id):
+            ids = self.conversation_ids(project_id)
+            if conversations is not None:  # those confirmed and still in it
+                ids = [c for c in dict.fromkeys(conversations) if c in set(ids)]
+            for conversation_id in ids:
                 try:
                     remove(conversation_id)
                 except NotFoundError:  # deleted meanwhile
@@ -192,10 +197,7 @@ class Projects:
     def search(self, text: str, project_id: int | None = UNSET, limit: int = 50) -> list[SearchHit]:  # type: ignore[assignment]
         """Search like ``HistoryStore.search``, within one project when ``project_id`` is given (None: the
         conversations in no project)."""
-        if project_id is UNSET:
-            return self.history.search(text, limit)
-        hits = self.history.search(text, limit * 10)
-        return [h for h in hits if getattr(h.conversation, "project_id", None) == project_id][:limit]
+        return self.history.search(text, limit, project_id=project_id)
 
     def duplicate(self, conversation_id: int) -> Conversation:
         """A copy of a conversation: every message of its tree (parents, branches and the branch shown
@@ -229,15 +231,24 @@ class Projects:
                 f"INSERT INTO messages(conversation_id, {', '.join(message_columns)}) "
                 f"VALUES (?, {', '.join('?' * len(message_columns))})"
             )
-            for old_id, *fields in rows:
+            parents: dict[int, int] = {}
+            for old_id, *fields in rows:  # in id order, parents linked once all are in (compaction's summary
+                # has a higher id than the turns that follow it)
                 message = dict(zip(message_columns, fields, strict=True))
                 if message.get("parent_id") is not None:
-                    message["parent_id"] = new_ids.get(message["parent_id"])
+                    parents[old_id] = message["parent_id"]
+                    message["parent_id"] = None
                 if message.get("status") == "streaming":  # an answer still being written: copied as it stands
                     message["status"] = "interrupted"
+                if message.get("stats"):  # the original's trace stays the original's
+                    message["stats"] = _without_trace(message["stats"])
                 cur = db.execute(insert, (new_id, *(message[c] for c in message_columns)))
                 assert cur.lastrowid is not None
                 new_ids[old_id] = cur.lastrowid
+            db.executemany(
+                "UPDATE messages SET parent_id = ? WHERE id = ?",
+                [(new_ids[parent], new_ids[old]) for old, parent in parents.items() if parent in new_ids],
+            )
             if leaf is not None and leaf in new_ids:
                 db.execute("UPDATE conversations SET current_leaf = ? WHERE id = ?", (new_ids[leaf], new_id))
         return self.history.conversation(new_id)
@@ -248,6 +259,17 @@ def _columns(db: sqlite3.Connection, table: str) -> list[str]:
     if not columns:
         raise HistoryError(f"The conversation database has no {table} table.")
     return columns
+
+
+def _without_trace(stats: str) -> str:
+    try:
+        saved = json.loads(stats)
+    except ValueError:
+        return stats
+    if isinstance(saved, dict) and "trace_id" in saved:
+        saved.pop("trace_id")
+        return json.dumps(saved)
+    return stats
 
 
 def _copy_title(title: str) -> str:

@@ -457,23 +457,29 @@ class HistoryStore:
 
     # Search ----------------------------------------------------------------------
 
-    def search(self, text: str, limit: int = 50) -> list[SearchHit]:
-        """Conversations whose title or messages contain every word typed (as word prefixes)."""
+    def search(self, text: str, limit: int = 50, *, project_id: int | object | None = UNSET) -> list[SearchHit]:
+        """Conversations whose title or messages contain every word typed (as word prefixes); within one
+        project when ``project_id`` is given (None: the conversations in no project)."""
         query = fts_query(text)
         if query is None:
             return []
+        scope, scoped = "", tuple[object, ...]()
+        if project_id is None:
+            scope = " AND c.project_id IS NULL"
+        elif project_id is not UNSET:
+            scope, scoped = " AND c.project_id = ?", (project_id,)
         title_rows = self._read(
             f"SELECT {_CONVERSATION_COLUMNS}, highlight(conversations_fts, 0, '[', ']') "
             "FROM conversations_fts JOIN conversations c ON c.id = conversations_fts.rowid "
-            "WHERE conversations_fts MATCH ? ORDER BY rank LIMIT ?",
-            (query, limit),
+            f"WHERE conversations_fts MATCH ?{scope} ORDER BY rank LIMIT ?",
+            (query, *scoped, limit),
         )
         message_rows = self._read(
             f"SELECT {_CONVERSATION_COLUMNS}, snippet(messages_fts, 0, '[', ']', '…', 12), m.id "
             "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
             "JOIN conversations c ON c.id = m.conversation_id "
-            "WHERE messages_fts MATCH ? ORDER BY rank LIMIT ?",
-            (query, limit * 4),
+            f"WHERE messages_fts MATCH ?{scope} ORDER BY rank LIMIT ?",
+            (query, *scoped, limit * 4),
         )
         hits: dict[int, SearchHit] = {}
         w = _CONVERSATION_WIDTH

@@ -304,18 +304,23 @@ class TraceStore:
         self._checkpoint()
         return len(ids)
 
-    def forget_traces(self, trace_ids: Iterable[str]) -> int:
+    def forget_traces(self, trace_ids: Iterable[str], conversation_id: int | None = None) -> int:
         """Delete these traces (the answers of a deleted branch) with their observations, and drop their spans
-        that arrive later. Returns how many of them were stored."""
+        that arrive later. With ``conversation_id``, a trace stored as another conversation's is left alone
+        (a copy of a conversation may name its original's traces). Returns how many of them were stored."""
         ids = [t for t in dict.fromkeys(trace_ids) if t]
         if not ids:
             return 0
         with self._write() as db:
-            held = [r[0] for r in _select_in(db, "SELECT trace_id FROM traces WHERE trace_id IN ({})", ids)]
+            rows = _select_in(db, "SELECT trace_id, conversation_id FROM traces WHERE trace_id IN ({})", ids)
+            if conversation_id is not None:
+                others = {t for t, owner in rows if owner is not None and owner != int(conversation_id)}
+                ids = [t for t in ids if t not in others]
+                rows = [r for r in rows if r[0] not in others]
             self._remember(db, "trace", ids)
             self._delete(db, ids, observations=True)
         self._checkpoint()
-        return len(held)
+        return len(rows)
 
     def forget_documents(self, doc_ids: Iterable[str]) -> int:
         """Delete what the traces hold of removed documents; returns how many traces were deleted.

@@ -3,8 +3,6 @@ answers on the real bundled model, their prompts read back from a real trace sto
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
 from engine.assistant import Assistant, ChatSettings
@@ -277,30 +275,6 @@ def test_projects_group_conversations_and_set_defaults(projects, history, preset
     assert deleted.moved_out == 1 and deleted.deleted == 0 and "kept" in deleted.describe()
     assert history.conversation(a.id).project_id is None and history.messages(a.id)
     assert [p.name for p in projects.all()] == ["House"]
-
-
-def test_deleting_a_project_with_its_conversations_removes_everything_derived(tmp_path, model_path, projects):
-    runtime = Runtime()
-    runtime.load(ModelConfig(model_path, n_ctx=2048)).result(timeout=120)
-    history = projects.history
-    assistant = Assistant(BackendRegistry.of(runtime), history, ChatSettings("", SamplingParams(max_tokens=4)))
-    try:
-        project = projects.create("Secret")
-        answer = assistant.ask("The launch code is swordfish.")
-        assert answer.wait(120).complete
-        kept = history.create_conversation("keep me")
-        projects.move(answer.started.conversation_id, project.id)
-        result = projects.delete(project.id, with_conversations=True, delete_conversation=assistant.delete_conversation)
-        assert result.deleted == 1
-        assert [c.id for c in history.conversations()] == [kept.id]
-        assert history.search("swordfish") == []
-        raw = sqlite3.connect(history.path)
-        assert raw.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 0
-        assert raw.execute("SELECT COUNT(*) FROM projects").fetchone()[0] == 0
-        raw.close()
-    finally:
-        assistant.close()
-        runtime.shutdown()
 
 
 def test_pinned_conversations_come_first(projects, history):
