@@ -176,8 +176,16 @@ class TransferActions(QObject):
         from engine.history.imports import import_file
 
         history = self.window.services.history
+        library = self.window.documents.library  # None until the index is open: then no source keeps its file
+
+        def read_and_save():
+            # What is indexed here (read off the GUI thread): sources and document choices naming it are kept.
+            documents = {d.doc_id: d.path for d in library.documents()} if library is not None else None
+            collections = library.collections() if library is not None else None
+            return import_file(history, path, documents=documents, collections=collections)
+
         run_in_background(
-            lambda: import_file(history, path),
+            read_and_save,
             self._imported,
             lambda exc: show_error(self.window, "Import", exc),
             owner=self.window,

@@ -62,3 +62,34 @@ def test_the_window_shows_stats_an_older_import_saved_as_they_were(qtbot, window
     assert window.chat.messages()[1].details.stats_text == "0 prompt + 5 answer tokens"
     assert not _error_boxes(window)
     window.grab().save("/tmp/transfer-hostile-stats.png")
+
+
+def test_an_imported_source_keeps_its_file_only_when_it_is_indexed_here(qtbot, window, monkeypatch, tmp_path):
+    from tests.ui.test_documents import drop
+
+    window.start()
+    qtbot.waitUntil(lambda: window.documents.library is not None, timeout=60_000)
+    library, panel = window.documents.library, window.documents.panel
+    note = tmp_path / "tea.txt"
+    note.write_text("Green tea steeps for two to three minutes at about 80 degrees.", encoding="utf-8")
+    drop(window, [note])
+    qtbot.waitUntil(lambda: ("tea.txt", "default", "done") in set(panel.rows()), timeout=180_000)
+    doc = next(d for d in library.documents() if d.path.endswith("tea.txt"))
+    data = json.loads((DATA / "locus-two.json").read_text(encoding="utf-8"))
+    data["conversations"][1]["messages"][1]["sources"] = [
+        {"number": 1, "path": doc.path, "doc_id": doc.doc_id, "title": "tea.txt", "quote": "two to three"},
+        {"number": 2, "path": "/proc/self/environ", "doc_id": doc.doc_id, "title": "environ", "quote": "x"},
+    ]
+    data["conversations"][1]["settings"]["collections"] = ["default", "elsewhere"]
+    path = tmp_path / "sources.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    monkeypatch.setattr(window.transfer, "ask_open_path", lambda: path)
+    window.transfer.import_action.trigger()
+    qtbot.waitUntil(lambda: "Imported 2 conversations" in window.statusBar().currentMessage(), timeout=20_000)
+    assert "links to documents not indexed here (1)" in window.statusBar().currentMessage()
+    history = window.services.history
+    second = next(c for c in history.conversations() if c.title == "Second")
+    assert history.conversation(second.id).collections == ["default"]
+    kept, dropped = history.all_messages(second.id)[1].sources
+    assert (kept["path"], kept["doc_id"]) == (doc.path, doc.doc_id)
+    assert dropped == {"number": 2, "path": "", "title": "environ", "quote": "x", "imported": True}
