@@ -352,13 +352,16 @@ class Welcome(QDialog):
 
     def _model_loaded(self, event) -> None:
         if self.target and event.info.path == self.target:
+            target, self.target = self.target, ""  # switched: later loads (File › Models…) are the user's own
             self.in_use = True
             self._say(f"Locus now answers with {event.info.name}.")
             self._update_buttons()
-            self.switched.emit(self.target)
+            self.switched.emit(target)
 
     def _model_failed(self, event) -> None:
-        if not self.target or self.window_.model.info is None:
+        """The file switched to did not load: back to the model used before (another file's failure is not
+        the welcome's to answer)."""
+        if not self.target or str(event.path) != self.target or self.window_.model.info is None:
             return
         target, self.target = self.target, ""
         if self.window_.model.info.path != target:  # the model that answered before still does: keep it

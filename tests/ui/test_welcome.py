@@ -276,3 +276,35 @@ def test_a_hub_that_never_answers_is_given_up_and_said(qtbot, loaded_window, ser
     assert "did not answer within 3 seconds" in welcome.status.text()
     assert welcome.close_button.text() == "Continue with the bundled model"
     welcome.close()
+
+
+def test_after_the_switch_a_later_failed_load_of_another_model_is_not_undone_by_the_welcome(
+    qtbot, loaded_window, services, model_path, nvidia_8gb, fake_hub
+):
+    target = services.paths.models_dir / "model-Q4_K_M.gguf"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(model_path, target)
+    window = loaded_window
+    welcome = help_welcome(window)
+    with qtbot.waitSignal(welcome.hubChecked, timeout=60_000):
+        pass
+    with qtbot.waitSignal(welcome.switched, timeout=120_000):
+        welcome.download_button.click()
+    said = welcome.status.text()
+    # The user then picks another model (File › Models…), which loads...
+    other = services.paths.models_dir / "other.gguf"
+    shutil.copy(model_path, other)
+    with qtbot.waitSignal(window.bridge.modelLoaded, timeout=120_000):
+        window.model.use(str(other))
+    assert window.model.info.path == str(other)
+    # ...and later one that fails to load: the choice is the user's, the welcome leaves it.
+    broken = services.paths.models_dir / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    services.update_settings(lambda s: s.with_value("model.path", str(broken)))
+    with qtbot.waitSignal(window.bridge.modelLoadFailed, timeout=60_000) as failed:
+        window.model.load()
+    assert failed.args[0].path == str(broken)
+    wait_for_background()
+    assert services.settings.model.path == str(broken)  # not reset to the model used before the welcome's switch
+    assert welcome.status.text() == said  # and the welcome said nothing about a load it did not start
+    welcome.close()
