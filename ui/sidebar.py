@@ -270,14 +270,16 @@ class ConversationSidebar(QWidget):
                 for conversation, title, snippet in rows:
                     self._add_conversation(conversation, title, snippet, current)
                 return
-            known = {p.id for p in self.projects}
+            groups: dict[object, list] = {}  # rows by project, in one pass (an import may make many projects)
+            for row in rows:
+                groups.setdefault(getattr(row[0], "project_id", None), []).append(row)
             for project in self.projects:
-                members = [r for r in rows if getattr(r[0], "project_id", None) == project.id]
+                members = groups.pop(project.id, [])
                 self._add_project(project, len(members))
                 if project.id not in self.collapsed:
                     for conversation, title, snippet in _pinned_first(members):
                         self._add_conversation(conversation, title, snippet, current, indent=True)
-            loose = [r for r in rows if getattr(r[0], "project_id", None) not in known]
+            loose = [r for r in rows if getattr(r[0], "project_id", None) in groups]  # in no project (or one gone)
             for conversation, title, snippet in _pinned_first(loose):
                 self._add_conversation(conversation, title, snippet, current)
         finally:
