@@ -138,8 +138,8 @@ class ProjectsController(QObject):
         """Delete a project; ``conversations`` (its conversations' ids, read before asking) are closed first
         when they go with it."""
         window = self.window
+        ids = list(dict.fromkeys(conversations))  # only these go: one added since stays (moved out)
         if with_conversations:
-            ids = set(conversations)
             if window.live is not None and window.live.conversation_id in ids:
                 window.stop()
             if window.conversation_id in ids:
@@ -151,7 +151,10 @@ class ProjectsController(QObject):
 
         self._do(
             lambda: self.projects.delete(
-                project_id, with_conversations=with_conversations, delete_conversation=assistant.delete_conversation
+                project_id,
+                with_conversations=with_conversations,
+                delete_conversation=assistant.delete_conversation,
+                conversations=ids,
             ),
             "Delete project",
             deleted,
