@@ -85,7 +85,12 @@ class SourceViewer(QDialog):
         self.extracted: SourceText | None = None
         self.error = ""
         kind = source.get("kind")
-        refused = _refused_path(path)
+        refused = (
+            "This source comes from an imported conversation; its document is not indexed here, so only its "
+            "quote is known."
+            if source.get("imported") or not source.get("path")
+            else _refused_path(path)
+        )
         if refused:
             self._show_error(refused)
         elif not path.is_file():

@@ -49,3 +49,9 @@ def test_a_text_file_is_read_up_to_the_limit(qtbot, tmp_path):
     viewer = SourceViewer({"path": str(small), "kind": "text", "line_start": 2})
     qtbot.addWidget(viewer)
     assert viewer.error == "" and "second line" in viewer.text_view.toPlainText()
+
+
+def test_an_imported_source_without_its_document_is_not_opened(qtbot):
+    viewer = SourceViewer({"path": "", "imported": True, "kind": "text", "quote": "the ferry leaves at 7:40"})
+    qtbot.addWidget(viewer)
+    assert "imported conversation" in viewer.error and viewer.text_view is None
