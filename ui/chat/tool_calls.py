@@ -80,7 +80,9 @@ class CallState:
             str(data.get("id") or ""),
             str(data.get("name") or ""),
             data.get("arguments"),
-            int(data.get("step") or 1) if str(data.get("step") or "1").isdigit() else 1,
+            int(data.get("step") or 1)
+            if str(data.get("step") or "1").isdecimal() and str(data.get("step") or "1").isascii()
+            else 1,
             str(data.get("status") or "error"),
             str(data["approval"]) if data.get("approval") else None,
             str(data.get("result") or ""),
