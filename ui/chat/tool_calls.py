@@ -80,9 +80,7 @@ class CallState:
             str(data.get("id") or ""),
             str(data.get("name") or ""),
             data.get("arguments"),
-            int(data.get("step") or 1)
-            if str(data.get("step") or "1").isdecimal() and str(data.get("step") or "1").isascii()
-            else 1,
+            _step(data.get("step")),
             str(data.get("status") or "error"),
             str(data["approval"]) if data.get("approval") else None,
             str(data.get("result") or ""),
@@ -406,3 +404,9 @@ class ToolCallList(QWidget):
         if row is not None:
             row.update_state(row.state.ended(result))
             self.changed.emit()
+
+
+def _step(value) -> int:
+    """A saved call's step (1 when it is not a small whole number: saved data may come from an import)."""
+    text = str(value or "1")
+    return int(text) if text.isascii() and text.isdecimal() and len(text) <= 6 else 1
