@@ -25,6 +25,7 @@ class ConversationList(QObject):
         self.current = current
         self.window = window
         self.search_text = ""
+        self.hit_messages: dict[int, int] = {}  # conversation -> the message a search found in it
         self._generation = 0
         sidebar.renameRequested.connect(self.rename)
         sidebar.searchChanged.connect(self.search)
@@ -56,6 +57,7 @@ class ConversationList(QObject):
         self._generation += 1
         generation = self._generation
         if not text:
+            self.hit_messages = {}
             self.refresh()
             return
         scope = self.sidebar.scope_project()
@@ -68,6 +70,10 @@ class ConversationList(QObject):
             projects, hits = found
             self.sidebar.set_projects(projects)
             if generation == self._generation:  # a later search supersedes this one
+                self.hit_messages = {}
+                for hit in hits:  # the best-ranked matching message of each conversation
+                    if hit.message_id is not None:
+                        self.hit_messages.setdefault(hit.conversation.id, hit.message_id)
                 self.sidebar.set_search_results(hits, self.current())
 
         run_in_background(find, show, lambda exc: show_error(self.window, "Search", exc), owner=self)

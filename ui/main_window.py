@@ -25,7 +25,7 @@ from resources import resource_path
 from ui.assistants import AssistantSelector
 from ui.bridge import EngineBridge
 from ui.chat.backend_selector import BackendSelector
-from ui.chat.branches import BranchController
+from ui.chat.branches import BranchController, show_hit_branch
 from ui.chat.composer import Composer
 from ui.chat.context_meter import ContextMeterController
 from ui.chat.documents_selector import DocumentsSelector
@@ -248,8 +248,14 @@ class MainWindow(QMainWindow):
         self.composer.setFocus()
 
     def open_conversation(self, conversation_id: int) -> None:
+        hit = self.conversations.hit_messages.get(conversation_id)  # a search found this message in it
         if conversation_id == self.conversation_id:
-            return
+            if hit is None or any(w.message_id == hit for w in self.chat.messages()):
+                if hit is not None:
+                    self.chat.show_message(hit)
+                return
+            if self.refuse_if_busy():  # the hit is on another branch: not while an answer is written here
+                return
         self._set_editing(False)
         self.conversation_id = conversation_id
 
@@ -265,10 +271,18 @@ class MainWindow(QMainWindow):
             self.chat.show_messages(messages, versions)
             self._reattach_live_answer()
             self._update_buttons()
+            if hit is not None:
+                self.chat.show_message(hit)
 
         history = self.services.history
+
+        def load():
+            if hit is not None:
+                show_hit_branch(history, conversation_id, hit)
+            return history.conversation(conversation_id), self.branches.load(conversation_id)
+
         run_in_background(
-            lambda: (history.conversation(conversation_id), self.branches.load(conversation_id)),
+            load,
             show,
             lambda exc: show_error(self, "Open conversation", exc),
             owner=self,

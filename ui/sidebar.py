@@ -376,9 +376,12 @@ class ConversationSidebar(QWidget):
             self.conversationSelected.emit(current.data(ID_ROLE))
 
     def _clicked(self, item: QListWidgetItem) -> None:
-        """A click on a project's folder folds it shut or opens it (its menu does too, for the keyboard)."""
+        """A click on a project's folder folds it shut or opens it (its menu does too, for the keyboard); a
+        click on the conversation already selected opens it again (a search result: at the message found)."""
         project = item.data(PROJECT_ROLE)
-        if item.data(ID_ROLE) is None and project is not None:
+        if item.data(ID_ROLE) is not None and item is self.list.currentItem() and not self._populating:
+            self.conversationSelected.emit(item.data(ID_ROLE))
+        elif item.data(ID_ROLE) is None and project is not None:
             self.toggle_project(project)
             folder = self.project_item(project)
             if folder is not None:

@@ -10,6 +10,7 @@ from functools import partial
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QMenu, QMessageBox, QPushButton, QToolButton, QWidget
 
+from engine.errors import NotFoundError
 from engine.history.models import Message
 from ui.errors import show_error
 from ui.ops import run_in_background
@@ -221,3 +222,15 @@ def window_last_question(window):
         if widget.role == "user":
             return widget
     return None
+
+
+def show_hit_branch(history, conversation_id: int, message_id: int) -> None:
+    """Before a conversation opens on a search hit: show the branch that holds the matching message when it
+    is on another one (off the GUI thread). A message gone meanwhile leaves the branch as it was."""
+    if any(m.id == message_id for m in history.messages(conversation_id)):
+        return
+    try:
+        if history.message(message_id).conversation_id == conversation_id:
+            history.switch_to(message_id)
+    except NotFoundError:
+        pass

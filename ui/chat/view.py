@@ -4,8 +4,9 @@ already coalesced, from ui/chat/live_answer.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
 from engine.history.models import Message
@@ -123,6 +124,14 @@ class ChatView(QScrollArea):
             self._empty.show()
 
     # Scrolling -------------------------------------------------------------------
+
+    def show_message(self, message_id: int) -> None:
+        """Scroll to a message (a search hit) and stop following the newest one."""
+        for widget in self.messages():
+            if widget.message_id == message_id:
+                self._follow = False
+                QTimer.singleShot(0, partial(self.ensureWidgetVisible, widget, 0, 40))  # once it is laid out
+                return
 
     def scroll_to_bottom(self) -> None:
         """Jump to the newest message and keep following it as it grows."""
