@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from engine.assistant import Assistant, ChatSettings
+from engine.assistant import ChatSettings
 from engine.assistants import BUILTINS, Assistants, prompt_digest
 from engine.errors import InvalidRequestError, NotFoundError
 from engine.history.projects import Projects
 from engine.history.store import HistoryStore
-from engine.runtime.backend import BackendRegistry
-from engine.runtime.runtime import Runtime
-from engine.runtime.types import ModelConfig, SamplingParams
+from engine.runtime.types import SamplingParams
 from engine.trace.reading import trace_content
-from engine.trace.store import TraceStore
-from engine.trace.tracing import Tracing
+from tests.traced_engine import TracedEngine
 
 SETTINGS_PROMPT = "You are brief."
 
@@ -130,32 +127,15 @@ def test_choosing_an_assistant_sets_its_documents_and_tools_on_the_conversation(
 # Answers with an assistant (the real model, a real trace store) -------------------------------
 
 
-class Traced:
+class Traced(TracedEngine):
     def __init__(self, root, model_path):
-        self.store = TraceStore(root / "traces.sqlite3")
-        self.tracing = Tracing(self.store, capture_content=True, schedule_delay_ms=50)
-        self.runtime = Runtime(self.tracing)
-        self.runtime.load(ModelConfig(model_path, n_ctx=2048)).result(timeout=120)
-        self.history = HistoryStore(root / "locus.sqlite3")
-        self.assistant = Assistant(
-            BackendRegistry.of(self.runtime),
-            self.history,
-            ChatSettings(SETTINGS_PROMPT, SamplingParams(seed=1, temperature=0.0, max_tokens=12)),
-            tracing=self.tracing,
-            save_interval_s=0.05,
-        )
+        settings = ChatSettings(SETTINGS_PROMPT, SamplingParams(seed=1, temperature=0.0, max_tokens=12))
+        super().__init__(root, model_path, settings, save_interval_s=0.05)
         self.presets = Assistants(self.history)
 
     def prompt_of(self, trace_id: str) -> str:
         self.tracing.flush()
         return trace_content(self.store.trace(trace_id)).prompt or ""
-
-    def close(self):
-        self.assistant.close()
-        self.runtime.shutdown()
-        self.tracing.shutdown()
-        self.history.close()
-        self.store.close()
 
 
 @pytest.fixture()

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from engine.assistant import Assistant
 from engine.chat_settings import ChatSettings
 from engine.compaction import SUMMARY_HEADING, compact, plan
-from engine.history.store import HistoryStore
-from engine.runtime.backend import BackendRegistry
-from engine.runtime.runtime import Runtime
-from engine.runtime.types import ModelConfig, SamplingParams
-from engine.trace.store import TraceFilter, TraceStore
-from engine.trace.tracing import Tracing
+from engine.runtime.types import SamplingParams
+from engine.trace.store import TraceFilter
 from engine.turns import model_turns
+from tests.traced_engine import TracedEngine
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=48, seed=3)
 TURNS = [
@@ -27,16 +23,9 @@ TURNS = [
 ]
 
 
-class Engine:
+class Engine(TracedEngine):
     def __init__(self, root, model_path):
-        self.store = TraceStore(root / "traces.sqlite3")
-        self.tracing = Tracing(self.store, capture_content=True, schedule_delay_ms=50)
-        self.runtime = Runtime(self.tracing)
-        self.runtime.load(ModelConfig(model_path, n_ctx=2048)).result(timeout=120)
-        self.history = HistoryStore(root / "locus.sqlite3")
-        self.assistant = Assistant(
-            BackendRegistry.of(self.runtime), self.history, ChatSettings("You are brief.", GREEDY), tracing=self.tracing
-        )
+        super().__init__(root, model_path, ChatSettings("You are brief.", GREEDY))
 
     def conversation(self, turns=TURNS) -> int:
         cid = self.history.create_conversation().id
@@ -47,13 +36,6 @@ class Engine:
     def spans(self, trace_id):
         self.tracing.flush()
         return self.store.trace(trace_id)
-
-    def close(self):
-        self.assistant.close()
-        self.runtime.shutdown()
-        self.tracing.shutdown()
-        self.history.close()
-        self.store.close()
 
 
 @pytest.fixture()

@@ -9,16 +9,13 @@ import time
 
 import pytest
 
-from engine.assistant import Assistant, ChatSettings
+from engine.assistant import ChatSettings
 from engine.compaction import plan, save_summary
 from engine.errors import NotFoundError
 from engine.history.projects import Projects
 from engine.history.store import HistoryStore
-from engine.runtime.backend import BackendRegistry
-from engine.runtime.runtime import Runtime
-from engine.runtime.types import ModelConfig, SamplingParams
-from engine.trace.store import TraceStore
-from engine.trace.tracing import Tracing
+from engine.runtime.types import SamplingParams
+from tests.traced_engine import TracedEngine
 
 
 @pytest.fixture()
@@ -92,28 +89,22 @@ def test_a_project_deleted_with_its_conversations_keeps_one_added_after_the_user
     assert history.conversation(added.id).project_id is None and history.conversation(added.id).title == "added since"
 
 
-class Traced:
+class Traced(TracedEngine):
     """The bundled model with a real trace store, and a context too small to keep an idle conversation's
     state, which goes to a spill file."""
 
     def __init__(self, root, model_path):
         self.spill = root / "kv"
-        self.store = TraceStore(root / "traces.sqlite3")
-        self.tracing = Tracing(self.store, capture_content=True, schedule_delay_ms=50)
-        self.runtime = Runtime(self.tracing)
-        config = ModelConfig(model_path, n_ctx=256, n_parallel=1, kv_ram_mb=0, kv_spill_dir=str(self.spill))
-        self.runtime.load(config).result(timeout=120)
-        self.history = HistoryStore(root / "locus.sqlite3")
-        self.projects = Projects(self.history)
-        self.assistant = Assistant(
-            BackendRegistry.of(self.runtime),
-            self.history,
+        super().__init__(
+            root,
+            model_path,
             ChatSettings("", SamplingParams(seed=1, temperature=0.0, max_tokens=4)),
-            tracing=self.tracing,
-            traces=self.store,
+            config={"n_ctx": 256, "n_parallel": 1, "kv_ram_mb": 0, "kv_spill_dir": str(self.spill)},
+            traces=True,
             kv_spill_dir=self.spill,
             save_interval_s=0.05,
         )
+        self.projects = Projects(self.history)
 
     def ask(self, text: str, conversation_id: int | None = None):
         answer = self.assistant.ask(text, conversation_id=conversation_id)
@@ -123,13 +114,6 @@ class Traced:
 
     def stored(self, trace_id: str) -> bool:
         return bool(self.store.list_traces()) and trace_id in {t.trace_id for t in self.store.list_traces()}
-
-    def close(self):
-        self.assistant.close()
-        self.runtime.shutdown()
-        self.tracing.shutdown()
-        self.history.close()
-        self.store.close()
 
 
 @pytest.fixture()
