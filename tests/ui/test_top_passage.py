@@ -80,7 +80,8 @@ def test_a_which_document_question_shows_the_top_passage_and_a_chat_question_doe
     conversation = window.conversation_id
     window.new_conversation()
     window.open_conversation(conversation)
-    qtbot.waitUntil(lambda: len(window.chat.messages()) == 2, timeout=10_000)
+    # Widgets added to a shown view are shown by a queued call: wait for it, not only for the widgets.
+    qtbot.waitUntil(lambda: len(window.chat.messages()) == 2 and window.chat.messages()[-1].isVisible(), timeout=10_000)
     again = window.chat.messages()[-1].top_passage
     assert again.isVisible() and again.source["path"] == top["path"] and "08:15" in again.text.text()
 

@@ -49,7 +49,13 @@ def save_and_reopen(qtbot, window, services, answer: str, sources: list[dict] | 
     window.refresh_conversations()
     qtbot.waitUntil(lambda: window.sidebar.item_for(conversation.id) is not None)
     window.sidebar.list.setCurrentItem(window.sidebar.item_for(conversation.id))
-    qtbot.waitUntil(lambda: len(window.chat.messages()) == 2 and window.chat.messages()[1].text == answer)
+    qtbot.waitUntil(
+        lambda: (
+            len(window.chat.messages()) == 2
+            and window.chat.messages()[1].text == answer
+            and window.chat.messages()[1].isVisible()
+        )  # shown by a queued call once added
+    )
     return window.chat.messages()[1]
 
 
