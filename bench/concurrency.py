@@ -21,6 +21,7 @@ a time, as before this issue) and "fcfs" (arrival order, one at a time).
     python bench/concurrency.py                 # full run (several minutes on 2 cores)
     python bench/concurrency.py --quick         # 1, 2, 4 streams, shorter answers, fewer questions
     python bench/concurrency.py --per-stream    # bookkeeping per stream and step, 1..32 streams (no reference)
+    python bench/concurrency.py --only throughput --streams 1,8,32   # up to 32 streams (n_parallel follows)
 
 Per stream (--per-stream): 1, 4, 8, 16 and 32 streams run in one Generator (no runtime thread)
 on the 2-layer micro model of bench/micro_model.py (--model to change it), and the CPU time the
@@ -65,9 +66,9 @@ SEA = (
 )
 
 
-def runtime(model: str, threads: int, n_ctx: int, scheduling: str) -> Runtime:
+def runtime(model: str, threads: int, n_ctx: int, scheduling: str, n_parallel: int = 8) -> Runtime:
     rt = Runtime(scheduling=scheduling)
-    rt.load(ModelConfig(model, n_ctx=n_ctx, n_threads=threads, n_parallel=8)).result()
+    rt.load(ModelConfig(model, n_ctx=n_ctx, n_threads=threads, n_parallel=n_parallel)).result()
     rt.submit(GenerationRequest((ChatMessage("user", "Hi."),), SamplingParams(max_tokens=4))).wait()  # warm up
     return rt
 
@@ -148,10 +149,12 @@ def batched_bench(tool: Path, model: str, threads: int, pp: int, tg: int, counts
 
 
 def throughput(args, tool: Path | None) -> None:
-    counts = [1, 2, 4] if args.quick else [1, 2, 4, 8]
+    counts = args.streams or ([1, 2, 4] if args.quick else [1, 2, 4, 8])
+    parallel = max(8, *counts)
+    n_ctx = max(args.n_ctx, parallel * (64 + args.tokens))  # every stream's prompt and answer fit its slot
     results = {}
     for mode in ("batch", "serial"):
-        rt = runtime(args.model, args.threads, args.n_ctx, mode)
+        rt = runtime(args.model, args.threads, n_ctx, mode, parallel)
         try:
             results[mode] = {n: streams(rt, n, args.tokens) for n in counts}
         finally:
@@ -286,6 +289,9 @@ def main() -> int:
     parser.add_argument("--summary-tokens", type=int, default=None, help="default 256")
     parser.add_argument("--summary-repeats", type=int, default=12, help="copies of the sample text per summary")
     parser.add_argument("--quick", action="store_true", help="1, 2, 4 streams of 48 tokens; 8 questions, 3 summaries")
+    parser.add_argument(
+        "--streams", type=lambda v: [int(x) for x in v.split(",")], default=None, help="e.g. 1,8,32 (throughput)"
+    )
     parser.add_argument("--no-reference", action="store_true", help="skip llama-batched-bench")
     parser.add_argument("--only", choices=("throughput", "latency"))
     parser.add_argument("--per-stream", action="store_true", help="bookkeeping per stream and step (micro model)")
