@@ -35,7 +35,8 @@ def switcher_text(widget) -> str | None:
 
 def click(qtbot, widget, name: str, kind=QPushButton):
     button = widget.findChild(kind, name)
-    assert button is not None and button.isVisible() and button.isEnabled(), name
+    assert button is not None and button.isEnabled(), name
+    qtbot.waitUntil(button.isVisible, timeout=5_000)  # a redrawn message is shown by a queued call
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
 
 
