@@ -96,7 +96,7 @@ def streams(rt: Runtime, n: int, tokens: int) -> dict:
         return handle
 
     t0 = time.perf_counter()
-    handles = [rt.submit(story(ANIMALS[i], tokens), on_event(i)) for i in range(n)]
+    handles = [rt.submit(story(ANIMALS[i % len(ANIMALS)], tokens), on_event(i)) for i in range(n)]
     done = [h.wait() for h in handles]
     wall = time.perf_counter() - t0
     completion = sum(d.stats.completion_tokens for d in done)
