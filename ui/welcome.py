@@ -8,13 +8,10 @@ from pathlib import Path, PurePosixPath
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QDialog,
     QHBoxLayout,
-    QHeaderView,
     QProgressBar,
     QPushButton,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
 )
@@ -29,6 +26,7 @@ from engine.models.download_events import (
 )
 from engine.models.recommend import HubPick, Recommendations, fit_words, recommend, resolve_on_hub
 from ui.errors import describe
+from ui.model_lists import choice_table, show_download_progress
 from ui.models.local import human_bytes
 from ui.ops import run_in_background
 from ui.plain import literal, plain_label
@@ -93,15 +91,7 @@ class Welcome(QDialog):
         title = plain_label("Welcome to Locus", self, name="welcomeTitle", bold=True)
         self.intro = intro = plain_label(INTRO, self, name="welcomeIntro", wrap=True)
         self.machine = plain_label("Looking at this computer…", self, name="welcomeMachine", wrap=True)
-        self.table = QTableWidget(0, len(COLUMNS), self)
-        self.table.setObjectName("welcomeModels")
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().hide()
-        self.table.horizontalHeader().setSectionResizeMode(len(COLUMNS) - 1, QHeaderView.ResizeMode.Stretch)
-        self.table.itemSelectionChanged.connect(self._update_buttons)
+        self.table = choice_table(self, "welcomeModels", COLUMNS, self._update_buttons)
         self.status = plain_label("", self, name="welcomeStatus", wrap=True)
         self.progress = QProgressBar(self)
         self.progress.setRange(0, 1000)
@@ -298,9 +288,7 @@ class Welcome(QDialog):
     def _on_download_event(self, event) -> None:
         if isinstance(event, DownloadProgress):
             total = event.total or 0
-            self.progress.setRange(0, 1000 if total else 0)
-            if total:
-                self.progress.setValue(int(event.done * 1000 / total))
+            show_download_progress(self.progress, event.done, total)
             eta = f", about {event.eta_s:.0f} s left" if event.eta_s else ""
             self.status.setText(
                 f"Downloading: {human_bytes(event.done)} of {human_bytes(total) if total else '?'}{eta}. "

@@ -11,18 +11,16 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QFileDialog,
     QHBoxLayout,
-    QHeaderView,
     QPushButton,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from ui.errors import show_error
+from ui.model_lists import choice_table
 from ui.ops import run_in_background
 from ui.plain import literal, plain_label
 
@@ -39,15 +37,7 @@ class EmbeddingModels(QWidget):
         super().__init__(parent)
         self.services = services
         self.models: list = []
-        self.table = QTableWidget(0, len(COLUMNS), self)
-        self.table.setObjectName("embeddingModels")
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().hide()
-        self.table.horizontalHeader().setSectionResizeMode(len(COLUMNS) - 1, QHeaderView.ResizeMode.Stretch)
-        self.table.itemSelectionChanged.connect(self._selection_changed)
+        self.table = choice_table(self, "embeddingModels", COLUMNS, self._selection_changed)
         self.add_button = QPushButton("Add folder…", self)
         self.add_button.clicked.connect(self.choose_folder)
         self.use_button = QPushButton("Use for documents", self)

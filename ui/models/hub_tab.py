@@ -27,6 +27,7 @@ from engine.models.download_events import (
 )
 from engine.models.hub import HubAuthError
 from ui.errors import describe, show_error
+from ui.model_lists import show_download_progress
 from ui.models.local import human_bytes
 from ui.ops import run_in_background
 from ui.plain import plain_label
@@ -243,9 +244,7 @@ class HubModels(QWidget):
     def _on_download_event(self, event) -> None:
         if isinstance(event, DownloadProgress):
             total = event.total or 0
-            self.progress.setRange(0, 1000 if total else 0)
-            if total:
-                self.progress.setValue(int(event.done * 1000 / total))
+            show_download_progress(self.progress, event.done, total)
             eta = f", {event.eta_s:.0f} s left" if event.eta_s else ""
             self.status.setText(
                 f"{human_bytes(event.done)} of {human_bytes(total)} at {event.bytes_per_s / 2**20:.1f} MB/s{eta}"

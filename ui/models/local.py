@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from PySide6.QtCore import Q_ARG, QMetaObject, Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QFileDialog,
     QHBoxLayout,
-    QHeaderView,
     QProgressBar,
     QPushButton,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from ui.errors import show_error
+from ui.model_lists import choice_table
 from ui.ops import run_in_background
 from ui.plain import literal, plain_label
 
@@ -44,15 +42,7 @@ class LocalModels(QWidget):
         self.models = []
         self.plans: dict[str, object] = {}
         self.drafts: dict[str, object] = {}  # path -> DraftFit: the models that can draft for the one in use
-        self.table = QTableWidget(0, len(COLUMNS), self)
-        self.table.setObjectName("localModels")
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().hide()
-        self.table.horizontalHeader().setSectionResizeMode(len(COLUMNS) - 1, QHeaderView.ResizeMode.Stretch)
-        self.table.itemSelectionChanged.connect(self._selection_changed)
+        self.table = choice_table(self, "localModels", COLUMNS, self._selection_changed)
         self.import_button = QPushButton("Import GGUF…", self)
         self.import_button.clicked.connect(self.choose_file)
         self.delete_button = QPushButton("Delete", self)
