@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from engine import forgetting
 from engine.agent import Agent, ApprovalPolicy
 from engine.answer import AnswerEnded, AnswerStarted, AnswerStats, Cited, Outcome, Retrieved
 from engine.answering import AnswerHandle, AnswerStream
@@ -32,6 +33,7 @@ from engine.assistants import Assistants, answered_by
 from engine.chat_settings import ChatSettings
 from engine.compaction import fold_summary
 from engine.errors import EngineError, InvalidRequestError
+from engine.forgetting import ConversationDeleted
 from engine.history.store import UNSET, HistoryStore
 from engine.history.writer import HistoryWriter
 from engine.rag.cite import ranked_sources
@@ -45,29 +47,13 @@ from engine.tasks.templates import TemplateLibrary
 from engine.tools.base import TOOL_NAME, Tool
 from engine.trace import spans
 from engine.trace.tracing import Tracing
-from engine.turns import Turn, TurnRequest, Turns, branch_key, model_turns
+from engine.turns import Turn, TurnRequest, Turns, model_turns
 
 log = logging.getLogger(__name__)
 
 SOURCE_BUDGET_TOKENS = 1500  # at most this much of the prompt goes to sources (less on small contexts)
 
 Steps = Callable[[TaskContext], str | None]
-
-
-@dataclass(frozen=True)
-class ConversationDeleted:
-    """What deleting a conversation removed: its messages, traces and cached model states."""
-
-    conversation_id: int
-    title: str
-    messages: int
-    traces: int
-    cached_states: int
-
-    def describe(self) -> str:
-        """One sentence for people: 'Deleted conversation “Trip” and 3 traces.'"""
-        traces = f"{self.traces} trace{'' if self.traces == 1 else 's'}"
-        return f"Deleted conversation \u201c{self.title}\u201d and {traces}."
 
 
 class DocumentsUnavailable(EngineError):
@@ -276,49 +262,13 @@ class Assistant:
         )
 
     def delete_conversation(self, conversation_id: int) -> ConversationDeleted:
-        """Delete a conversation and everything derived from it: its messages (and their search index
-        entries), its traces, and its cached model states in RAM and spill files.
-
-        Stop its running answer first; spans of it still on their way are dropped when they arrive.
-        Traces already sent to an OTLP collector are beyond reach.
-        """
-        title = self.history.conversation(conversation_id).title  # NotFoundError for an unknown id
-        states = self._forget_states(conversation_id)
-        messages = self.history.delete_conversation(conversation_id)
-        traces = 0
-        if self.traces is not None:
-            self.tracing.flush()  # spans already ended are stored now, so the delete finds them
-            traces = self.traces.forget_conversation(conversation_id)
-        return ConversationDeleted(conversation_id, title, messages, traces, states)
+        """Delete a conversation and everything derived from it (engine/forgetting.py)."""
+        return forgetting.delete_conversation(self, conversation_id)
 
     def delete_branch(self, message_id: int) -> tuple[int, int, int]:
-        """Delete a version of a message and all that follows it (engine/history/tree.py), the traces of its
-        answers, and the cached model states of the conversation's branches (any of them may hold its text;
-        the next turn computes its prompt again). Returns (messages, traces, cached states) removed."""
-        conversation_id = self.history.message(message_id).conversation_id  # NotFoundError for an unknown id
-        trace_ids = [(m.stats or {}).get("trace_id") for m in self.history.branch(message_id)]
-        states = self._forget_states(conversation_id)
-        messages = self.history.delete_branch(message_id)
-        traces = 0
-        if self.traces is not None:
-            self.tracing.flush()  # spans already ended are stored now, so the delete finds them
-            traces = self.traces.forget_traces((t for t in trace_ids if isinstance(t, str)), conversation_id)
-        return messages, traces, states
-
-    def _forget_states(self, conversation_id: int) -> int:
-        """Drop every cached state of a conversation's branches, in the backends and in spill files."""
-        key = branch_key(conversation_id)  # every branch's key starts with it
-        states = 0
-        for backend in self.backends.current().available.values():
-            try:
-                states += backend.forget(key).result(timeout=30)
-            except Exception:  # a runtime that is gone holds nothing any more
-                log.warning("a backend could not drop the cache of conversation %s", conversation_id, exc_info=True)
-        if self.kv_spill_dir is not None:
-            from engine.runtime.kv_states import remove_spilled
-
-            states += remove_spilled(self.kv_spill_dir, key)
-        return states
+        """Delete a version of a message and all that follows it, with what derives from it
+        (engine/forgetting.py); returns (messages, traces, cached states) removed."""
+        return forgetting.delete_branch(self, message_id)
 
     def context_for(self, conversation_id: int) -> tuple[ChatMessage, ...]:
         """The conversation as the model will see it next: system prompt, then saved turns."""
