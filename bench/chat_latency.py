@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import llama_cpp
 
 from engine.models.bundled import bundled_llm_path
+from engine.runtime.cpu_check import extra_buffers_ok
 from engine.runtime.generator import Generator
 from engine.runtime.native import default_threads, ensure_backend
 from engine.runtime.types import ChatMessage, GenerationRequest, ModelConfig, SamplingParams
@@ -82,6 +83,7 @@ def raw_decode_loop(model_path: str, prompt: list[int], n_tokens: int, n_ctx: in
     from the first sampled token to the last)."""
     ensure_backend()
     mparams = llama_cpp.llama_model_default_params()
+    mparams.use_extra_bufts = extra_buffers_ok()  # as the engine loads it (engine/runtime/cpu_check.py)
     model = llama_cpp.llama_model_load_from_file(model_path.encode(), mparams)
     cparams = llama_cpp.llama_context_default_params()
     cparams.n_ctx, cparams.n_batch, cparams.n_ubatch = n_ctx, 512, 512

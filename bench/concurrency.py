@@ -46,7 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.llama_tools import installed_lib_dir, require_tool
+from bench.llama_tools import installed_lib_dir, require_tool, same_buffers
 from engine.models.bundled import bundled_llm_path
 from engine.runtime.runtime import Runtime
 from engine.runtime.types import (
@@ -119,6 +119,7 @@ def batched_bench(tool: Path, model: str, threads: int, pp: int, tg: int, counts
     out = subprocess.run(
         [
             str(tool),
+            *same_buffers("llama-batched-bench"),
             "-m",
             model,
             "-c",

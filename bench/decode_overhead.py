@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.llama_tools import installed_lib_dir, llama_cpp_version, require_tool
+from bench.llama_tools import installed_lib_dir, llama_cpp_version, require_tool, same_buffers
 from engine.models.bundled import bundled_llm_path
 from engine.runtime.runtime import Runtime
 from engine.runtime.types import ChatMessage, Done, GenerationRequest, ModelConfig, SamplingParams
@@ -65,6 +65,7 @@ def llama_bench(
     out = subprocess.run(
         [
             str(tool),
+            *same_buffers("llama-bench"),
             "-m",
             model,
             "-t",

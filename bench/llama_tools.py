@@ -95,6 +95,7 @@ def build_tools(log=print, jobs: int | None = None) -> Path:
         "-DLLAMA_BUILD_EXAMPLES=OFF",
         "-DLLAMA_BUILD_TESTS=OFF",
         "-DLLAMA_BUILD_SERVER=OFF",
+        "-DGGML_LLAMAFILE=OFF",  # as packaging/setup.sh builds the engine's llama.cpp
     ]
     log(f"configuring llama.cpp in {build} ...")
     subprocess.run(["cmake", "-S", str(src), "-B", str(build), *flags], check=True)
@@ -114,6 +115,16 @@ def build_tools(log=print, jobs: int | None = None) -> Path:
         check=True,
     )
     return build / "bin"
+
+
+def same_buffers(name: str) -> list[str]:
+    """Arguments that load the model as the engine does: without llama.cpp's extra CPU buffers where the
+    engine found they crash this machine (engine/runtime/cpu_check.py), else nothing."""
+    from engine.runtime.cpu_check import extra_buffers_ok
+
+    if extra_buffers_ok():
+        return []
+    return ["--repack", "0"] if name == "llama-bench" else ["--no-repack"]
 
 
 def require_tool(name: str, build: bool = True, log=print) -> Path:

@@ -1,7 +1,8 @@
 """Entry point of the frozen app: the same `locus` command the pip install gives.
 
 The frozen executable also starts its own worker processes (``--parse-worker``,
-``--embed-worker``, ``--grammar-check-worker``); app.cli.main routes those before
+``--embed-worker``, ``--grammar-check-worker``,
+``--cpu-check-worker``); app.cli.main routes those before
 parsing any arguments (app/cli/__init__.py).
 """
 

@@ -10,8 +10,26 @@ import urllib.request
 
 import pytest
 
+from engine.runtime.cpu_check import extra_buffers_ok
+
 API_KEY = "locus-test-key-0123456789"
 ALIAS = "smollm2"
+
+
+# The server loads the model as llama-cpp-python does (extra CPU buffers on); where the engine found that
+# llama.cpp's AMX buffers crash this machine (engine/runtime/cpu_check.py), the server is started with them off.
+_WITHOUT_EXTRA_BUFFERS = """\
+import runpy, sys
+import llama_cpp.llama_cpp as native
+defaults = native.llama_model_default_params
+def params():
+    p = defaults()
+    p.use_extra_bufts = False
+    return p
+native.llama_model_default_params = params
+sys.argv[0] = "llama_cpp.server"
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
 
 
 def free_port() -> int:
@@ -26,11 +44,11 @@ def llama_server(model_path, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "stderr.txt"
     with open(log, "wb") as err:
+        start = ["-m", "llama_cpp.server"] if extra_buffers_ok() else ["-c", _WITHOUT_EXTRA_BUFFERS]
         proc = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "llama_cpp.server",
+                *start,
                 "--model",
                 model_path,
                 "--model_alias",

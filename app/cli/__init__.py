@@ -37,7 +37,7 @@ COMMAND_MODULES = (
 )
 
 # Flags the frozen app starts its own helper processes with (it has no Python to run `-m` with).
-WORKER_FLAGS = ("--parse-worker", "--embed-worker", "--grammar-check-worker")
+WORKER_FLAGS = ("--parse-worker", "--embed-worker", "--grammar-check-worker", "--cpu-check-worker")
 
 
 def locus_version() -> str:
@@ -84,6 +84,10 @@ def run_worker(argv: list[str]) -> int:
 
         serve(argv[1], argv[2], int(argv[3]))
         return EXIT_OK
+    if argv[0] == "--cpu-check-worker":  # whether llama.cpp's AMX buffers crash here (engine/runtime/cpu_check.py)
+        from engine.runtime.cpu_check import worker_main as cpu_check_main
+
+        return cpu_check_main()
     from engine.runtime.grammar_check import worker_main  # the process that tries a grammar before it is used
 
     return worker_main()

@@ -19,6 +19,7 @@ from pathlib import Path
 import llama_cpp
 
 from engine.errors import GenerationError, ModelLoadError
+from engine.runtime.cpu_check import extra_buffers_ok
 from engine.runtime.threads import default_threads as default_threads  # (where callers have found it)
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class NativeModel:
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = 999 if n_gpu_layers < 0 else n_gpu_layers
         params.use_mmap = True
+        params.use_extra_bufts = extra_buffers_ok()  # AMX buffers crash some builds (cpu_check.py)
         self._progress_cb = None
         if progress is not None:
             # Kept on self: llama.cpp calls it during load, the ctypes object must outlive that.
