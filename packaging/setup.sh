@@ -64,11 +64,27 @@ if [ "${LOCUS_TORCH:-}" != "skip" ]; then
   "${pip[@]}" install -q "${constraints[@]}" "torch==2.13.0"
 fi
 
-# llama-cpp-python compiles llama.cpp (about 10 minutes on two cores the first time;
-# pip caches the wheel afterwards).
-if ! .venv/bin/python -c 'import llama_cpp, sys; sys.exit(llama_cpp.__version__ != "0.3.36")' 2>/dev/null; then
-  say "Building llama-cpp-python 0.3.36 (llama.cpp from source${CMAKE_ARGS:+, CMAKE_ARGS=$CMAKE_ARGS})"
-  "${pip[@]}" install -q "${constraints[@]}" "llama-cpp-python==0.3.36"
+# llama-cpp-python compiles llama.cpp (about 10 minutes on two cores the first time).
+# Locus builds it without llamafile's tinyBLAS kernels (GGML_LLAMAFILE=OFF): with them a
+# position's logits differ by rounding depending on how many rows share its batch, so speculative
+# decoding could part from plain decoding; without them a CPU gives the same logits either way
+# (docs/benchmarks.md, "Speculative decoding"). pip's own wheel cache does not tell builds apart
+# by CMAKE_ARGS, so the wheel is kept in a cache of ours, one per set of build options and CPU.
+llama_flags="-DGGML_LLAMAFILE=OFF${CMAKE_ARGS:+ $CMAKE_ARGS}"
+if ! .venv/bin/python -c 'import llama_cpp, sys; sys.exit(llama_cpp.__version__ != "0.3.36" or b"LLAMAFILE = 1" in llama_cpp.llama_print_system_info())' 2>/dev/null; then
+  cpu="$(uname -m) $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)"
+  key=$(printf '%s\n%s\n' "$llama_flags" "$cpu" | sha256sum | cut -c1-16)
+  wheels="${XDG_CACHE_HOME:-$HOME/.cache}/locus/wheels/llama-cpp-python-0.3.36-$key"
+  if ! ls "$wheels"/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1; then
+    say "Building llama-cpp-python 0.3.36 (llama.cpp from source, CMAKE_ARGS=$llama_flags)"
+    rm -rf "$wheels.partial"
+    CMAKE_ARGS="$llama_flags" "${pip[@]}" wheel -q --no-cache-dir --no-deps "${constraints[@]}" \
+      "llama-cpp-python==0.3.36" -w "$wheels.partial"
+    rm -rf "$wheels" && mv "$wheels.partial" "$wheels"
+  fi
+  say "Installing llama-cpp-python 0.3.36 ($wheels)"
+  "${pip[@]}" install -q --force-reinstall --no-deps "$wheels"/llama_cpp_python-0.3.36-*.whl
+  "${pip[@]}" install -q "${constraints[@]}" "$wheels"/llama_cpp_python-0.3.36-*.whl
 fi
 
 say "Installing Locus${extras:+ with test tools}"

@@ -24,6 +24,7 @@ from engine.runtime.budget import OMISSION, fit_prompt, prompt_budget
 from engine.runtime.chat_template import ChatTemplate
 from engine.runtime.constrain import PieceIndex, heal
 from engine.runtime.context import NativeContext
+from engine.runtime.kv_cache import effective_flash_attention
 from engine.runtime.kv_states import KvStateStore
 from engine.runtime.native import NativeModel, default_threads
 from engine.runtime.sampler import SamplerChain
@@ -61,7 +62,12 @@ class Generator:
                 n_seq_max=n_slots,
                 kv_unified=True,
                 kv_cache_type=config.kv_cache_type,
-                flash_attention=config.flash_attention,
+                flash_attention=effective_flash_attention(
+                    config.kv_cache_type,
+                    config.flash_attention,
+                    speculative=config.speculative != "off",
+                    gpu_layers=config.n_gpu_layers,
+                ),
             )
         except BaseException:
             self.model.close()

@@ -6,7 +6,7 @@ A quantized cache holds more context in the same memory: q8_0 stores 32 values i
 flash-attention kernel, so a quantized cache with flash attention off is refused here with
 the reason, before llama.cpp is asked (it would only log "quantized V cache requires
 flash_attn to be enabled"). "auto" lets llama.cpp enable flash attention where the device
-supports it (on a CPU it does).
+supports it (on a CPU it does), except with speculative decoding on a CPU (effective_flash_attention).
 """
 
 from __future__ import annotations
@@ -33,3 +33,20 @@ def combination_problem(kv_cache_type: str, flash_attention: str) -> str | None:
             "flash-attention kernel. Set flash attention to 'auto' or 'on', or the KV cache type to 'f16'."
         )
     return None
+
+
+def effective_flash_attention(kv_cache_type: str, flash_attention: str, *, speculative: bool, gpu_layers: int) -> str:
+    """The flash-attention setting the context is made with: "auto" is "off" while speculative decoding runs on
+    a CPU with an f16 cache.
+
+    llama.cpp's CPU flash attention evaluates one query row in chunks of the cache (from 512 cells on) but
+    several rows in one pass, so a draft checked in a batch got logits that differ by rounding from the
+    ones plain decoding computes one token at a time, and a greedy answer could part from the plain one at
+    a near-tie. Without flash attention (and with llama.cpp built without llamafile's kernels, see
+    packaging/setup.sh) every row's arithmetic is the same whatever shares its batch: the answer is the
+    same token for token. Prompts are evaluated about 20% slower without it on the bundled model; checking
+    drafts gets cheaper (docs/benchmarks.md). An explicit "on" is kept, and a quantized cache needs it.
+    """
+    if flash_attention == "auto" and speculative and gpu_layers == 0 and kv_cache_type == "f16":
+        return "off"
+    return flash_attention

@@ -11,10 +11,12 @@ Why the output is unchanged:
 
 * Greedy: each position's token is the argmax of the logits of the same prefix that plain
   decoding would compute, so the answer is the same token for token wherever llama.cpp's logits
-  for a position are the same evaluated alone and in a batch. On the CPU backend they are at some
-  depths and differ by rounding at others (up to about 0.7 in a logit on the bundled model, see
-  docs/benchmarks.md), so a long answer can part from plain decoding at a near-tie: the same
-  property the engine has whenever several streams share a batch.
+  for a position are the same evaluated alone and in a batch. On a CPU they are exactly the same
+  when llama.cpp is built without llamafile's tinyBLAS kernels (packaging/setup.sh builds it so)
+  and flash attention is off, which "auto" becomes while speculative decoding runs on a CPU
+  (kv_cache.effective_flash_attention). With tinyBLAS, CPU flash attention or a GPU's kernels
+  (chosen by batch size) they differ by rounding, up to about 0.7 in a logit on the bundled model
+  (docs/benchmarks.md), and a long answer can part from plain decoding at a near-tie.
 * Sampling: the drafts here are deterministic (an n-gram continuation, or a draft model's greedy
   choice), i.e. a draft distribution q that puts all its mass on one token d. The standard rule
   (Leviathan et al. 2023; Chen et al. 2023) accepts d with probability min(1, p(d)/q(d)) = p(d)
@@ -319,7 +321,16 @@ class DraftModel:
     draft is kept) but is no faster: the draft costs as much as the target.
     """
 
-    def __init__(self, path: str, target: NativeModel, *, n_ctx: int, n_threads: int, n_gpu_layers: int = 0):
+    def __init__(
+        self,
+        path: str,
+        target: NativeModel,
+        *,
+        n_ctx: int,
+        n_threads: int,
+        n_gpu_layers: int = 0,
+        flash_attention: str = "auto",
+    ):
         self.model = NativeModel(path, n_gpu_layers=n_gpu_layers)
         try:
             if self.model.n_vocab != target.n_vocab or self.model.one_state_per_sequence:
@@ -332,7 +343,9 @@ class DraftModel:
                     ),
                     hint="Choose a smaller model of the same family, or set speculative decoding to prompt_lookup.",
                 )
-            self.ctx = NativeContext(self.model, n_ctx=n_ctx, n_threads=n_threads, n_batch=512, n_seq_max=1)
+            self.ctx = NativeContext(
+                self.model, n_ctx=n_ctx, n_threads=n_threads, n_batch=512, n_seq_max=1, flash_attention=flash_attention
+            )
         except BaseException:
             self.model.close()
             raise
@@ -371,7 +384,12 @@ def speculator(config: ModelConfig, model: NativeModel, ctx: NativeContext, n_th
     """The speculator the model's settings ask for (``config.speculative`` is not "off")."""
     if config.speculative == "draft" and config.draft_model:
         drafter = DraftModel(
-            config.draft_model, model, n_ctx=ctx.n_ctx, n_threads=n_threads, n_gpu_layers=config.n_gpu_layers
+            config.draft_model,
+            model,
+            n_ctx=ctx.n_ctx,
+            n_threads=n_threads,
+            n_gpu_layers=config.n_gpu_layers,
+            flash_attention=ctx.flash_attention,  # the same arithmetic as the target's: its drafts are kept
         )
         return Speculator(ctx, drafter)
     return Speculator(ctx)

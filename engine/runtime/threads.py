@@ -10,14 +10,21 @@ own threads (the event consumer, the window) and every other process wait for it
 machine a barrier partner that has been descheduled makes the spinner burn whole time slices.
 Measured on 2 shared cores (bench/decode_overhead.py --micro and docs/benchmarks.md, issue 20):
 the bundled model with 2 threads took 412 ms a token with libgomp's default and 48 ms with a
-spin count of 100, against 32 ms with 1 thread. On an idle machine the long spin is ~25% faster
-(113.6 against 85.3 t/s, llama-bench, 2 threads): a user whose machine does nothing else can set
-``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` and is left alone.
+spin count of 100, against 32 ms with 1 thread.
 
-``settle_openmp`` sets ``GOMP_SPINCOUNT=100`` (the count libgomp itself falls back to when it has
-more threads than cores) unless the user chose a wait policy. libgomp reads it once, when
-llama.cpp's library is loaded, so this runs from ``engine/runtime/__init__.py`` before any
-module imports ``llama_cpp``.
+The count also decides how a worker waits at the barriers between the operations of one token's
+graph (hundreds a token, microseconds each), and too short a spin puts it to sleep at every one.
+How much that costs depends on the machine: 25% on one 2-core machine, 2.8x on another (a VM with
+AMX, where waking a sleeping worker is slow: llama-bench tg 36 t/s with 100 against 95-116 with
+1000 or more). A sweep there (engine and llama-bench, bundled model, 2 threads; docs/benchmarks.md)
+put the knee at 1000: idle, 88-100 t/s (300: 54, 500: 75, 2000: 92); beside one busy process,
+34 t/s against 41 with 100, 25 with 3000, 15 with 10000 and 6 with libgomp's default. So
+``settle_openmp`` sets ``GOMP_SPINCOUNT=1000`` (long enough to spin through a barrier, not
+through the Python between two tokens) unless the user chose a wait policy. A user whose machine
+does nothing else can set ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` and is left alone.
+
+libgomp reads it once, when llama.cpp's library is loaded, so this runs from
+``engine/runtime/__init__.py`` before any module imports ``llama_cpp``.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from __future__ import annotations
 import os
 import sys
 
-SPIN_COUNT = "100"
+SPIN_COUNT = "1000"
 
 
 def settle_openmp() -> bool:

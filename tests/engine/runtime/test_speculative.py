@@ -34,6 +34,32 @@ class Stack:
         return self.items.pop()
 ```'''
 COPYING = [SYSTEM, ChatMessage("user", "Repeat this code exactly, then explain it briefly:\n\n" + CODE)]
+DOC = """# Working with the cache
+
+The cache keeps results of expensive calls in memory. Wrap the function you want to speed up.
+
+```python
+@lru_cache(maxsize=256)
+def load_user(user_id: int) -> dict:
+    row = db.execute("SELECT id, name, email FROM users WHERE id = ?", (user_id,)).fetchone()
+    return {"id": row[0], "name": row[1], "email": row[2]}
+```
+
+To clear the cache after the data changed, call `cache_clear()`:
+
+```python
+def rename_user(user_id: int, name: str) -> None:
+    db.execute("UPDATE users SET name = ? WHERE id = ?", (name, user_id))
+    db.commit()
+    load_user.cache_clear()
+```
+"""
+TRANSLATE = [
+    SYSTEM,
+    ChatMessage(
+        "user", "Translate the following Markdown document into French. Keep the code blocks exactly.\n\n" + DOC
+    ),
+]
 FREE = [SYSTEM, ChatMessage("user", "Write a short poem about autumn leaves.")]
 GREEDY = dict(temperature=0.0, repeat_penalty=1.0)
 CHAIN = dict(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1, seed=1234)
@@ -67,7 +93,7 @@ def answer(gen: Generator, messages, speculate: bool, max_tokens: int = 120, **s
 def test_greedy_answer_that_copies_is_the_same_token_for_token_in_fewer_steps(gen):
     plain, plain_tokens, plain_steps = answer(gen, COPYING, False, **GREEDY)
     fast, fast_tokens, fast_steps = answer(gen, COPYING, True, **GREEDY)
-    assert "self.items.append(item)" in plain.text  # the answer does copy the code
+    assert "self.items = []" in plain.text  # the answer copies from the code
     assert fast_tokens == plain_tokens
     assert fast.text == plain.text
     assert plain.stats.draft_tokens == 0
@@ -87,14 +113,57 @@ def test_greedy_answer_that_copies_nothing_is_the_same_token_for_token(gen):
 def test_seeded_sampling_with_the_default_chain_gives_the_plain_answer(gen):
     # Each position is sampled with the sequence's own chain (penalties, top-k/p, min-p,
     # temperature, its seeded random stream) in the order plain decoding samples them.
-    plain, plain_tokens, _ = answer(gen, COPYING, False, max_tokens=64, **CHAIN)
-    fast, fast_tokens, _ = answer(gen, COPYING, True, max_tokens=64, **CHAIN)
+    # (seed 7: a sampled answer that starts by copying the document, so drafts are kept)
+    plain, plain_tokens, _ = answer(gen, TRANSLATE, False, max_tokens=64, **dict(CHAIN, seed=7))
+    fast, fast_tokens, _ = answer(gen, TRANSLATE, True, max_tokens=64, **dict(CHAIN, seed=7))
     assert fast.stats.draft_tokens > 0 and fast.stats.accepted_draft_tokens > 0
     assert fast_tokens == plain_tokens
     assert fast.text == plain.text and fast.text.strip()
     # the cache holds the answer and nothing of a rejected draft
     home = next(s for s in gen.batcher.slots.slots if s.tokens and tuple(s.tokens) == fast_tokens)
     assert gen.ctx.last_position(home.seq_id) + 1 == len(fast_tokens)
+
+
+def test_flash_attention_auto_is_off_while_speculation_runs_on_a_cpu(gen, model_path):
+    assert gen.ctx.flash_attention == "off"
+    plain = Generator(ModelConfig(model_path, n_ctx=256, n_threads=1))
+    try:
+        assert plain.ctx.flash_attention == "auto"  # without speculation the user's choice stands
+    finally:
+        plain.close()
+
+
+def test_a_position_has_the_same_logits_alone_and_in_a_batch(gen):
+    # What makes greedy speculation exact: llama.cpp built without llamafile's kernels, flash attention off.
+    # With either, rows in a batch differ from one row alone by rounding at many depths (docs/benchmarks.md).
+    ctx = gen.ctx
+    gen.forget_cache()
+    tokens = gen.model.tokenize(DOC * 8, add_special=False, parse_special=False)[:720]
+    seq = 0
+    for start in range(0, 700, 350):
+        ctx.decode(tokens[start : start + 350], start, seq)
+    for depth in (690, 520, 300, 130, 40):  # falling: each removes what the last one added
+        ctx.remove_from(depth, seq)
+        ctx.decode([tokens[depth]], depth, seq)
+        alone = ctx.logits_row(-1).copy()
+        ctx.remove_from(depth, seq)
+        ctx.batch.clear()
+        for i in range(4):
+            ctx.batch.add_one(tokens[depth + i], depth + i, seq, True)
+        assert ctx.decode_batch() == 0
+        assert np.array_equal(ctx.logits_row(0), alone), f"depth {depth}"
+    gen.forget_cache()
+
+
+def test_greedy_translation_that_keeps_code_is_the_same_token_for_token(gen):
+    # A long answer that copies spans and writes its own words in between: before the two conditions
+    # above held, this one parted from plain decoding after about 20 tokens.
+    plain, plain_tokens, _ = answer(gen, TRANSLATE, False, max_tokens=200, **GREEDY)
+    fast, fast_tokens, _ = answer(gen, TRANSLATE, True, max_tokens=200, **GREEDY)
+    assert "load_user.cache_clear()" in plain.text
+    assert fast.stats.accepted_draft_tokens >= 20
+    assert fast_tokens == plain_tokens
+    assert fast.text == plain.text
 
 
 def test_speculation_is_off_while_several_sequences_run(gen):
