@@ -70,8 +70,11 @@ fi
 # decoding could part from plain decoding; without them a CPU gives the same logits either way
 # (docs/benchmarks.md, "Speculative decoding"). pip's own wheel cache does not tell builds apart
 # by CMAKE_ARGS, so the wheel is kept in a cache of ours, one per set of build options and CPU.
+# CMAKE_ARGS="-DGGML_LLAMAFILE=ON" keeps the kernels (prompts of Q8_0 and f16 models are read faster on
+# a CPU; speculative decoding is then not exact).
 llama_flags="-DGGML_LLAMAFILE=OFF${CMAKE_ARGS:+ $CMAKE_ARGS}"
-if ! .venv/bin/python -c 'import llama_cpp, sys; sys.exit(llama_cpp.__version__ != "0.3.36" or b"LLAMAFILE = 1" in llama_cpp.llama_print_system_info())' 2>/dev/null; then
+want_llamafile=0; case " ${CMAKE_ARGS:-} " in *GGML_LLAMAFILE=ON*|*GGML_LLAMAFILE=on*) want_llamafile=1 ;; esac
+if ! .venv/bin/python -c 'import llama_cpp, sys; sys.exit(llama_cpp.__version__ != "0.3.36" or (b"LLAMAFILE = 1" in llama_cpp.llama_print_system_info()) != (sys.argv[1] == "1"))' "$want_llamafile" 2>/dev/null; then
   cpu="$(uname -m) $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)"
   key=$(printf '%s\n%s\n' "$llama_flags" "$cpu" | sha256sum | cut -c1-16)
   wheels="${XDG_CACHE_HOME:-$HOME/.cache}/locus/wheels/llama-cpp-python-0.3.36-$key"

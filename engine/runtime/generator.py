@@ -9,6 +9,7 @@ callers that drive the generator directly (tests, benchmarks).
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -26,7 +27,7 @@ from engine.runtime.constrain import PieceIndex, heal
 from engine.runtime.context import NativeContext
 from engine.runtime.kv_cache import effective_flash_attention
 from engine.runtime.kv_states import KvStateStore
-from engine.runtime.native import NativeModel, default_threads
+from engine.runtime.native import NativeModel, default_threads, llamafile_kernels
 from engine.runtime.sampler import SamplerChain
 from engine.runtime.sequence import Emit, Prompt, Sequence
 from engine.runtime.slots import SlotTable
@@ -34,6 +35,8 @@ from engine.runtime.speculative import speculator
 from engine.runtime.types import ChatMessage, Done, GenerationRequest, ModelConfig, ModelInfo
 from engine.tools.base import ToolSpec
 from engine.tools.grammar import ToolPlan, plan_tools
+
+log = logging.getLogger(__name__)
 
 _MAX_REMEMBERED_CONVERSATIONS = 64
 # Sequence ids beyond n_parallel: idle conversations stay in the context (while cells allow)
@@ -89,6 +92,11 @@ class Generator:
         )
         if config.speculative != "off" and not self.model.one_state_per_sequence:  # (a state cannot roll back)
             self.batcher.speculator = speculator(config, self.model, self.ctx, n_threads)
+            if config.n_gpu_layers == 0 and llamafile_kernels():
+                log.warning(
+                    "llama.cpp was built with llamafile's kernels: a speculative greedy answer can part from "
+                    "plain decoding at a near-tie (packaging/setup.sh builds llama.cpp without them)"
+                )
         self._trim_start: OrderedDict[str, int] = OrderedDict()
         self._pieces: PieceIndex | None = None  # the vocabulary by prefix, for token healing
         self._plans: OrderedDict[int, ToolPlan | None] = OrderedDict()

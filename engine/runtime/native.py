@@ -54,6 +54,13 @@ def ensure_backend() -> None:
             _backend_ready = True
 
 
+def llamafile_kernels() -> bool:
+    """Whether the loaded llama.cpp has llamafile's tinyBLAS CPU kernels: with them a batch's rows get logits
+    that differ by rounding from one row's, so speculative decoding is not token-for-token exact on a CPU
+    (packaging/setup.sh builds without them)."""
+    return b"LLAMAFILE = 1" in (llama_cpp.llama_print_system_info() or b"")
+
+
 def clear_recent_log() -> None:
     """Forget llama.cpp's log so far, before a call whose failure should be explained by what it logs."""
     _recent_log.clear()
