@@ -1,8 +1,8 @@
 """Whether llama.cpp's repacked CPU weight buffers (Intel AMX, the repack buffers) can be used here.
 
 llama.cpp moves a model's CPU weights into "extra" buffer types when the build and the CPU offer
-them. On CPUs with Intel AMX (Xeon Sapphire Rapids and later) and a llama.cpp compiled with AMX by
-GCC 12 (Debian 12's compiler), the first prompt then kills the whole process with SIGSEGV inside
+them. On a CPU with Intel AMX (Xeon Sapphire Rapids and later; seen on a VM with a llama.cpp that GCC 12,
+Debian 12's compiler, built with AMX), the first prompt then kills the whole process with SIGSEGV inside
 ``ggml_backend_amx_mul_mat``, at the ``ldtilecfg`` that loads the AMX tile configuration (in gdb the
 64 bytes it loads have the palette set but the rows and column widths never written, so the
 instruction faults). The same crash is reported upstream

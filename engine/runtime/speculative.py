@@ -30,7 +30,9 @@ Why the output is unchanged:
 
 How far to draft is chosen by ``Pace`` from measured step times: on a GPU extra rows are
 nearly free and long drafts pay; on a CPU each row costs compute and drafting pays only while
-drafts are mostly kept.
+drafts are mostly kept. Prompt lookup's drafts are paced by kind (the length of the match they
+follow, and whether the last draft was kept whole), so a code block being copied is drafted far
+while the translated sentences around it, whose 2-token matches mostly miss, are not.
 
 Speculation runs only while one sequence is active: with several streams the batch already
 fills the machine (on a CPU each extra row costs compute the other streams need; on a GPU
@@ -98,6 +100,7 @@ class PromptLookup:
 
     def __init__(self, n_min: int = 2, n_max: int = 4):
         self.n_min, self.n_max = n_min, n_max
+        self.matched = 0  # the length of the n-gram the last draft followed (0: none)
         self.history: list[int] = []
         self._index: dict[tuple[int, ...], int] = {}
         self._indexed = 0  # positions p < _indexed have their n-grams ending at p - 1 in the index
@@ -135,7 +138,9 @@ class PromptLookup:
         for n in range(min(self.n_max, end - 1), self.n_min - 1, -1):
             p = self._index.get(tuple(hist[end - n :]))
             if p is not None and p < end:
+                self.matched = n
                 return hist[p : p + k]
+        self.matched = 0
         return []
 
 
@@ -169,13 +174,48 @@ class Pace:
         self.fixed = costs is not None
         self.t_one: float | None = costs[0] if costs else None  # seconds of a plain step
         self.t_row: float | None = costs[1] if costs else None  # extra seconds per draft row
-        self.a = 0.7  # chance a draft token is kept (optimistic at first, to try)
-        self.pause = 0  # plain steps left before drafting is tried again
-        self._backoff = 4
+        # Per kind of draft (``kind``: how long a match it followed, whether the last draft was kept whole;
+        # None for all alike): the chance a draft token is kept, plain steps left before drafting that kind is
+        # tried again, and the next pause. A copied code block and a translated sentence are told apart.
+        self._a: dict[object, float] = {}
+        self._pause: dict[object, int] = {}
+        self._backoffs: dict[object, int] = {}
+        self.kind: object = None  # the kind the next choose() and observe() are about
+
+    A0 = 0.7  # a kind's first estimate (optimistic, to try)
+
+    @property
+    def a(self) -> float:
+        """The chance a draft token of the current kind is kept."""
+        return self._a.get(self.kind, self.A0)
+
+    @a.setter
+    def a(self, value: float) -> None:
+        self._a[self.kind] = value
+
+    @property
+    def pause(self) -> int:
+        """Plain steps left before the current kind is drafted again."""
+        return self._pause.get(self.kind, 0)
+
+    @pause.setter
+    def pause(self, value: int) -> None:
+        self._pause[self.kind] = value
+
+    @property
+    def _backoff(self) -> int:
+        return self._backoffs.get(self.kind, 4)
+
+    @_backoff.setter
+    def _backoff(self, value: int) -> None:
+        self._backoffs[self.kind] = value
 
     def restart(self) -> None:
         """A new sequence: costs carry over (same model and machine), the acceptance starts again."""
-        self.a, self.pause, self._backoff = 0.7, 0, 4
+        self._a.clear()
+        self._pause.clear()
+        self._backoffs.clear()
+        self.kind = None
 
     def _ema(self, old: float | None, new: float) -> float:
         return new if old is None else old + self.alpha * (new - old)
@@ -227,6 +267,7 @@ class Speculator:
         self._seq: Sequence | None = None
         self.pace = Pace(self.k_max)
         self._mark: tuple[float, int, int, int] | None = None  # the last step: start, rows, drafted, kept
+        self._whole = False  # whether the last draft was kept whole (a copied span goes on)
 
     def _follow(self, seq: Sequence) -> None:
         if seq is not self._seq:
@@ -235,6 +276,7 @@ class Speculator:
             if self._new_lookup:
                 self.drafter = PromptLookup()
             self.pace.restart()
+            self._whole = False
 
     def _measure(self, now: float) -> None:
         """The last step's whole cost (decode, sampling, the runtime's work around it) is the time since it began."""
@@ -253,10 +295,23 @@ class Speculator:
         self._measure(now)
         self._mark = (now, 1, 0, 0)  # a plain step, unless a draft goes in below
         pos = len(slot.tokens)  # where the pending token goes
-        room = min(self.pace.choose(), seq.cells - pos - 1, seq.max_new - seq.n_gen - 1, self.ctx.n_batch - 1)
+        pace = self.pace
+        if pace.t_one is None:
+            pace.choose()  # the first step measures what a plain one costs
+            return False
+        room = min(self.k_max, seq.cells - pos - 1, seq.max_new - seq.n_gen - 1, self.ctx.n_batch - 1)
         if room <= 0:
             return False
-        draft = self.drafter.propose(slot.tokens, seq.pending, room)
+        if isinstance(self.drafter, PromptLookup):
+            draft = self.drafter.propose(slot.tokens, seq.pending, room)
+            if not draft:
+                return False
+            pace.kind = (self.drafter.matched, self._whole)  # how well drafts of this kind have done
+            draft = draft[: pace.choose()]
+        else:  # a draft model's proposals cost their own decodes: ask for as many as will be checked
+            pace.kind = None
+            k = min(room, pace.choose())
+            draft = self.drafter.propose(slot.tokens, seq.pending, k) if k > 0 else []
         if not draft:
             return False
         self._mark = (now, 1 + len(draft), len(draft), 0)
@@ -301,6 +356,7 @@ class Speculator:
         finally:
             if len(slot.tokens) < pos + 1 + len(draft) and seq.slot is slot:
                 ctx.remove_from(len(slot.tokens), sid)  # the rejected draft's positions
+        self._whole = kept == len(draft)
         self.stats.drafted += len(draft)
         self.stats.accepted += kept
         seq.drafted += len(draft)

@@ -246,6 +246,28 @@ def test_drafts_are_long_where_rows_are_cheap_and_stop_where_they_do_not_pay():
     assert cpu_like.choose() == 0 and cpu_like.pause == 8  # another miss: a longer pause
 
 
+def test_kinds_of_draft_are_paced_apart():
+    # A draft that follows a long match right after a draft kept whole (a code block being copied) and one
+    # that follows a 2-token match (a sentence being translated) have their own acceptance and pauses.
+    pace = Pace(k_max=16)
+    pace.observe(1, 0.010, 0, 0)
+    copying, translating = (4, True), (2, False)
+    for _ in range(20):
+        pace.kind = copying
+        pace.observe(9, 0.018, 8, 8)  # a row costs a tenth of a step; every draft kept
+        pace.kind = translating
+        pace.observe(5, 0.014, 4, 0)  # nothing kept
+    pace.kind = copying
+    assert pace.choose() >= 8
+    pace.kind = translating
+    assert pace.choose() == 0 and pace.pause > 0
+    pace.kind = copying
+    assert pace.choose() >= 8  # the other kind's pause does not stop this one
+    pace.restart()
+    pace.kind = translating
+    assert pace.a == Pace.A0 and pace.pause == 0  # a new sequence starts every kind afresh
+
+
 def test_acceptance_rule_keeps_the_target_distribution():
     """The verification step, on a synthetic target: a Markov chain over 4 tokens and a fixed draft.
 
