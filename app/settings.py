@@ -107,9 +107,10 @@ class ModelSettings:
         "Speculative decoding: while one answer is being written, guess its next tokens from "
         "the text it can copy (the question, the document, the answer so far) and let the model "
         "check several guesses in one step. Answers that copy code or passages come faster "
-        "(1.5-2.5x on a 2-core CPU). On a CPU the answer is the same token for token as without it: "
-        "flash attention 'auto' is then off, so long prompts are read about 20% slower. On a GPU a "
-        "guess checked in a batch is computed slightly differently, and a near-tie can go the other way. "
+        "(1.5-2.5x on a 2-core CPU). On a CPU with an f16 KV cache and flash attention 'auto', the answer "
+        "is the same token for token as without it (flash attention is then off, so long prompts are read "
+        "about 20% slower). Otherwise (flash attention 'on', a quantized cache, a GPU) a guess checked in a "
+        "batch is computed slightly differently, and a near-tie can go the other way. "
         "Off by default. 'draft' guesses with a small draft model of the same vocabulary "
         "(Draft model; without one, prompt lookup is used). 'off' writes one token a step.",
         choices=("prompt_lookup", "draft", "off"),

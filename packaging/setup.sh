@@ -73,8 +73,21 @@ fi
 # CMAKE_ARGS="-DGGML_LLAMAFILE=ON" keeps the kernels (prompts of Q8_0 and f16 models are read faster on
 # a CPU; speculative decoding is then not exact).
 llama_flags="-DGGML_LLAMAFILE=OFF${CMAKE_ARGS:+ $CMAKE_ARGS}"
-want_llamafile=0; case " ${CMAKE_ARGS:-} " in *GGML_LLAMAFILE=ON*|*GGML_LLAMAFILE=on*) want_llamafile=1 ;; esac
-if ! .venv/bin/python -c 'import llama_cpp, sys; sys.exit(llama_cpp.__version__ != "0.3.36" or (b"LLAMAFILE = 1" in llama_cpp.llama_print_system_info()) != (sys.argv[1] == "1"))' "$want_llamafile" 2>/dev/null; then
+want_llamafile=0
+case "$(printf '%s' "${CMAKE_ARGS:-}" | tr '[:upper:]' '[:lower:]')" in
+  *ggml_llamafile=on*|*ggml_llamafile=1*|*ggml_llamafile=true*|*ggml_llamafile=yes*) want_llamafile=1 ;;
+esac
+# A GPU build (CUDA, Metal, ...) already installed is kept when no CMAKE_ARGS ask for another build.
+keep_gpu=0; [ -z "${CMAKE_ARGS:-}" ] && keep_gpu=1
+if ! .venv/bin/python -c '
+import sys, llama_cpp
+want_llamafile, keep_gpu = sys.argv[1] == "1", sys.argv[2] == "1"
+has_llamafile = b"LLAMAFILE = 1" in llama_cpp.llama_print_system_info()
+gpu = bool(llama_cpp.llama_supports_gpu_offload())
+if gpu and keep_gpu and has_llamafile != want_llamafile:
+    print("==> Keeping the installed GPU build of llama-cpp-python (built with llamafile: speculative decoding is not exact on its CPU path)")
+sys.exit(llama_cpp.__version__ != "0.3.36" or (has_llamafile != want_llamafile and not (gpu and keep_gpu)))
+' "$want_llamafile" "$keep_gpu" 2>/dev/null; then
   cpu="$(uname -m) $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)"
   key=$(printf '%s\n%s\n' "$llama_flags" "$cpu" | sha256sum | cut -c1-16)
   wheels="${XDG_CACHE_HOME:-$HOME/.cache}/locus/wheels/llama-cpp-python-0.3.36-$key"

@@ -102,6 +102,8 @@ def check_in_worker(command: list[str] | None = None, timeout_s: float = CHECK_T
         return True, "a prompt evaluated with them"
     if code < 0:
         return False, f"llama.cpp crashed evaluating a prompt with them (signal {-code})"
+    if code >= 0xC0000000:  # Windows: an NTSTATUS exception code (0xC0000005: access violation)
+        return False, f"llama.cpp crashed evaluating a prompt with them (exception {code:#x})"
     return False, None
 
 
@@ -137,8 +139,7 @@ def worker_main() -> int:
 
     from engine.models.bundled import bundled_llm_path
 
-    llama_cpp.llama_log_set(llama_cpp.llama_log_callback(lambda *_: None), None)
-    llama_cpp.llama_backend_init()
+    llama_cpp.llama_backend_init()  # (its log goes to stderr, which the parent discards)
     params = llama_cpp.llama_model_default_params()
     params.n_gpu_layers = 0
     params.use_extra_bufts = True

@@ -68,7 +68,7 @@ class Generator:
                 flash_attention=effective_flash_attention(
                     config.kv_cache_type,
                     config.flash_attention,
-                    speculative=config.speculative != "off",
+                    speculative=config.speculative != "off" and not self.model.one_state_per_sequence,
                     gpu_layers=config.n_gpu_layers,
                 ),
             )
@@ -92,10 +92,20 @@ class Generator:
         )
         if config.speculative != "off" and not self.model.one_state_per_sequence:  # (a state cannot roll back)
             self.batcher.speculator = speculator(config, self.model, self.ctx, n_threads)
-            if config.n_gpu_layers == 0 and llamafile_kernels():
+            inexact = [
+                why
+                for why, present in (
+                    (
+                        "llama.cpp was built with llamafile's kernels (packaging/setup.sh builds it without)",
+                        llamafile_kernels(),
+                    ),
+                    (f"flash attention is {self.ctx.flash_attention}", self.ctx.flash_attention != "off"),
+                )
+                if present
+            ]
+            if config.n_gpu_layers == 0 and inexact:
                 log.warning(
-                    "llama.cpp was built with llamafile's kernels: a speculative greedy answer can part from "
-                    "plain decoding at a near-tie (packaging/setup.sh builds llama.cpp without them)"
+                    "a speculative greedy answer can part from plain decoding at a near-tie: %s", "; ".join(inexact)
                 )
         self._trim_start: OrderedDict[str, int] = OrderedDict()
         self._pieces: PieceIndex | None = None  # the vocabulary by prefix, for token healing

@@ -195,7 +195,7 @@ class Pace:
 
     @property
     def pause(self) -> int:
-        """Plain steps left before the current kind is drafted again."""
+        """How many more times the current kind is passed over (a plain step each) before it is drafted again."""
         return self._pause.get(self.kind, 0)
 
     @pause.setter
