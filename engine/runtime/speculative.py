@@ -157,6 +157,15 @@ class Stats:
         return self.accepted / self.drafted if self.drafted else 0.0
 
 
+@dataclass
+class _Kind:
+    """What Pace knows of one kind of draft."""
+
+    a: float  # the chance a draft token is kept
+    pause: int = 0  # times the kind is passed over before it is drafted again
+    backoff: int = 4  # the next pause
+
+
 class Pace:
     """How far to draft: the draft length that yields the most tokens a second, from measured costs.
 
@@ -175,46 +184,31 @@ class Pace:
         self.t_one: float | None = costs[0] if costs else None  # seconds of a plain step
         self.t_row: float | None = costs[1] if costs else None  # extra seconds per draft row
         # Per kind of draft (``kind``: how long a match it followed, whether the last draft was kept whole;
-        # None for all alike): the chance a draft token is kept, plain steps left before drafting that kind is
-        # tried again, and the next pause. A copied code block and a translated sentence are told apart.
-        self._a: dict[object, float] = {}
-        self._pause: dict[object, int] = {}
-        self._backoffs: dict[object, int] = {}
+        # None for all alike): the chance a draft token is kept, how many more times the kind is passed over
+        # before it is drafted again, and the next such pause. A copied code block and a translated sentence
+        # are told apart.
+        self._kinds: dict[object, _Kind] = {}
         self.kind: object = None  # the kind the next choose() and observe() are about
 
     A0 = 0.7  # a kind's first estimate (optimistic, to try)
 
     @property
+    def _now(self) -> _Kind:
+        return self._kinds.setdefault(self.kind, _Kind(self.A0))
+
+    @property
     def a(self) -> float:
         """The chance a draft token of the current kind is kept."""
-        return self._a.get(self.kind, self.A0)
-
-    @a.setter
-    def a(self, value: float) -> None:
-        self._a[self.kind] = value
+        return self._now.a
 
     @property
     def pause(self) -> int:
         """How many more times the current kind is passed over (a plain step each) before it is drafted again."""
-        return self._pause.get(self.kind, 0)
-
-    @pause.setter
-    def pause(self, value: int) -> None:
-        self._pause[self.kind] = value
-
-    @property
-    def _backoff(self) -> int:
-        return self._backoffs.get(self.kind, 4)
-
-    @_backoff.setter
-    def _backoff(self, value: int) -> None:
-        self._backoffs[self.kind] = value
+        return self._now.pause
 
     def restart(self) -> None:
         """A new sequence: costs carry over (same model and machine), the acceptance starts again."""
-        self._a.clear()
-        self._pause.clear()
-        self._backoffs.clear()
+        self._kinds.clear()
         self.kind = None
 
     def _ema(self, old: float | None, new: float) -> float:
@@ -231,10 +225,11 @@ class Pace:
             return
         if self.t_one is not None:
             self.t_row = self._ema(self.t_row, max(0.0, seconds - self.t_one) / (rows - 1))
+        now = self._now
         for x in [1.0] * kept + ([0.0] if kept < drafted else []):
-            self.a += self.alpha * (x - self.a)
+            now.a += self.alpha * (x - now.a)
         if kept:
-            self._backoff = 4
+            now.backoff = 4
 
     def _rate(self, k: int) -> float:
         """Tokens a second expected from a draft of k tokens (k = 0: plain decoding)."""
@@ -246,12 +241,13 @@ class Pace:
         """How many tokens to draft for the next step (0: a plain step)."""
         if self.t_one is None:
             return 0  # the first step measures what a plain one costs
-        if self.pause > 0:
-            self.pause -= 1
-            return 2 if self.pause == 0 else 0  # after the pause, a short draft looks again
+        now = self._now
+        if now.pause > 0:
+            now.pause -= 1
+            return 2 if now.pause == 0 else 0  # after the pause, a short draft looks again
         best = max(range(self.k_max + 1), key=self._rate)
         if best == 0:
-            self.pause, self._backoff = self._backoff, min(256, self._backoff * 2)
+            now.pause, now.backoff = now.backoff, min(256, now.backoff * 2)
         return best
 
 
