@@ -293,8 +293,7 @@ class Speculator:
         pos = len(slot.tokens)  # where the pending token goes
         pace = self.pace
         if pace.t_one is None:
-            pace.choose()  # the first step measures what a plain one costs
-            return False
+            return False  # the first step measures what a plain one costs
         room = min(self.k_max, seq.cells - pos - 1, seq.max_new - seq.n_gen - 1, self.ctx.n_batch - 1)
         if room <= 0:
             return False
