@@ -90,6 +90,7 @@ def model_config(settings: Settings, override_path: str | None = None, kv_dir: P
         if settings.model.speculative == "draft" and not settings.model.draft_model
         else settings.model.speculative,
         draft_model=settings.model.draft_model or None,
+        backend_sampling=settings.model.backend_sampling,
     )
 
 

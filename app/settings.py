@@ -116,6 +116,18 @@ class ModelSettings:
         choices=("prompt_lookup", "draft", "off"),
         label="Speculative decoding",
     )
+    backend_sampling: str = setting(
+        "auto",
+        "Sampling on the device: pick each next token inside the model's own computation (llama.cpp's "
+        "backend sampling) instead of copying the model's scores for every token of the vocabulary to the "
+        "CPU and picking there. 'auto' does it when layers run on a GPU, where it saves that copy and the CPU's "
+        "work for every token; on a CPU it gains nothing. It follows the same sampling settings either way "
+        "(on a CPU, token for token). Answers held to a format (a grammar or tool calls), completions that mend "
+        "a cut-off last word and sampling without top-k stay on the CPU, and so does everything while "
+        "speculative decoding is on.",
+        choices=("auto", "on", "off"),
+        label="Sampling on the device",
+    )
     draft_model: str = setting(
         "",
         "GGUF file of a small model with the same vocabulary as the model, for speculative decoding 'draft'.",

@@ -22,6 +22,7 @@ a time, as before this issue) and "fcfs" (arrival order, one at a time).
     python bench/concurrency.py --quick         # 1, 2, 4 streams, shorter answers, fewer questions
     python bench/concurrency.py --per-stream    # bookkeeping per stream and step, 1..32 streams (no reference)
     python bench/concurrency.py --only throughput --streams 1,8,32   # up to 32 streams (n_parallel follows)
+    python bench/concurrency.py --per-stream --device   # the chains sampled in llama.cpp's graph (backend sampling)
 
 Per stream (--per-stream): 1, 4, 8, 16 and 32 streams run in one Generator (no runtime thread)
 on the 2-layer micro model of bench/micro_model.py (--model to change it), and the CPU time the
@@ -66,9 +67,12 @@ SEA = (
 )
 
 
+SAMPLING_MODE: dict = {}  # --device: {"backend_sampling": "on"}, every engine model samples in llama.cpp's graph
+
+
 def runtime(model: str, threads: int, n_ctx: int, scheduling: str, n_parallel: int = 8) -> Runtime:
     rt = Runtime(scheduling=scheduling)
-    rt.load(ModelConfig(model, n_ctx=n_ctx, n_threads=threads, n_parallel=n_parallel)).result()
+    rt.load(ModelConfig(model, n_ctx=n_ctx, n_threads=threads, n_parallel=n_parallel, **SAMPLING_MODE)).result()
     rt.submit(GenerationRequest((ChatMessage("user", "Hi."),), SamplingParams(max_tokens=4))).wait()  # warm up
     return rt
 
@@ -246,10 +250,14 @@ def per_stream(model: str, threads: int, counts=(1, 4, 8, 16, 32), tokens: int =
     greedy = SamplingParams(temperature=0.0, repeat_penalty=1.0, max_tokens=tokens)
     chain = SamplingParams(seed=1, max_tokens=tokens)
     plain = {"speculative": "off"} if "speculative" in ModelConfig.__dataclass_fields__ else {}
-    print(f"bookkeeping per stream and step, CPU µs outside llama_decode ({Path(model).name}, {threads} threads)")
+    print(
+        f"bookkeeping per stream and step, CPU µs outside llama_decode ({Path(model).name}, {threads} threads"
+        f"{'; sampled in the graph, so in llama_decode' if SAMPLING_MODE else ''})"
+    )
     print(f"{'streams':>7} | {'greedy':>7} {'default chain':>13} | {'decode µs/step':>14}")
     for n in counts:
-        gen = Generator(ModelConfig(model, n_ctx=max(2048, n * 160), n_threads=threads, n_parallel=n, **plain))
+        config = ModelConfig(model, n_ctx=max(2048, n * 160), n_threads=threads, n_parallel=n, **plain, **SAMPLING_MODE)
+        gen = Generator(config)
         in_decode = [0.0, 0]
         decode_batch = gen.ctx.decode_batch
 
@@ -296,7 +304,10 @@ def main() -> int:
     parser.add_argument("--no-reference", action="store_true", help="skip llama-batched-bench")
     parser.add_argument("--only", choices=("throughput", "latency"))
     parser.add_argument("--per-stream", action="store_true", help="bookkeeping per stream and step (micro model)")
+    parser.add_argument("--device", action="store_true", help="the engine samples in llama.cpp's graph (backend)")
     args = parser.parse_args()
+    if args.device:
+        SAMPLING_MODE["backend_sampling"] = "on"
     if args.per_stream:
         from bench.micro_model import make_micro_model
 

@@ -24,11 +24,18 @@ which a loaded machine does not inflate. No llama-bench needed.
     python bench/decode_overhead.py --threads 4 --pairs 20 --tokens 256
     python bench/decode_overhead.py --micro --threads 1,2 --pairs 5
     python bench/decode_overhead.py --sampling           # CPU µs of sampling one row, llama.cpp vs engine
+    python bench/decode_overhead.py --device             # also the chain sampled in llama.cpp's graph
+    python bench/decode_overhead.py --micro --device     # both sides sample in the graph
+
+--device adds a third engine run to each pair: the default chain sampled inside llama_decode's graph
+(llama.cpp's backend sampling, the model setting backend_sampling "on"), as a GPU would run it. With
+--micro, the bare loop and the engine both sample that way.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -113,6 +120,7 @@ def main() -> int:
         "--own-libs", action="store_true", help="run llama-bench on the libraries built beside it, not the engine's"
     )
     parser.add_argument("--no-build", action="store_true", help="fail instead of building llama-bench")
+    parser.add_argument("--device", action="store_true", help="sample in llama.cpp's graph (backend sampling) too")
     args = parser.parse_args()
     if args.micro or args.sampling:
         from bench.micro_model import make_micro_model, run_micro, sampling_cost
@@ -122,15 +130,21 @@ def main() -> int:
             sampling_cost(path)
             return 0
         threads = [int(t) for t in args.threads.split(",")]
-        run_micro(path, threads, args.tokens, args.pairs, PROMPT, {"greedy": GREEDY, "default": DEFAULT_CHAIN})
+        chains = {"greedy": GREEDY, "default": DEFAULT_CHAIN}
+        run_micro(path, threads, args.tokens, args.pairs, PROMPT, chains, device=args.device)
         return 0
     args.threads = int(args.threads)
 
     tool = require_tool("llama-bench", build=not args.no_build, log=lambda m: print(m, file=sys.stderr))
     runtime = Runtime()
+    device = Runtime() if args.device else None  # the same model, its chains sampled in the graph
     try:
-        info = runtime.load(ModelConfig(args.model, n_ctx=args.n_ctx, n_threads=args.threads)).result()
+        config = ModelConfig(args.model, n_ctx=args.n_ctx, n_threads=args.threads)
+        info = runtime.load(config).result()
         warm = engine_run(runtime, 8, GREEDY)  # loads pages, builds the graph once
+        if device is not None:
+            device.load(dataclasses.replace(config, backend_sampling="on")).result()
+            engine_run(device, 8, DEFAULT_CHAIN)
         depth = warm.stats.prompt_tokens
         print(
             f"model {info.name} ({Path(args.model).name}), {args.threads} threads, llama-cpp-python "
@@ -141,23 +155,27 @@ def main() -> int:
         print(
             f"{'pair':>4}  {'llama-bench t/s':>15}  {'engine greedy t/s':>17}  {'ratio':>6}  "
             f"{'engine default chain t/s':>24}  {'ratio':>6}"
+            + (f"  {'chain in the graph t/s':>22}  {'ratio':>6}" if device is not None else "")
         )
         rows = []
         for i in range(1, args.pairs + 1):
             ref, _ = llama_bench(tool, args.model, args.threads, args.tokens, 1, depth, args.own_libs)
             greedy = engine_run(runtime, args.tokens, GREEDY).stats
             chain = engine_run(runtime, args.tokens, DEFAULT_CHAIN).stats
-            rows.append((ref, greedy.tokens_per_s, chain.tokens_per_s))
-            short = (
-                ""
-                if min(greedy.completion_tokens, chain.completion_tokens) > args.tokens
-                else f"  (an answer stopped at {min(greedy.completion_tokens, chain.completion_tokens)} tokens)"
-            )
+            graph = engine_run(device, args.tokens, DEFAULT_CHAIN).stats if device is not None else chain
+            rows.append((ref, greedy.tokens_per_s, chain.tokens_per_s, graph.tokens_per_s))
+            fewest = min(greedy.completion_tokens, chain.completion_tokens, graph.completion_tokens)
+            short = "" if fewest > args.tokens else f"  (an answer stopped at {fewest} tokens)"
             print(
                 f"{i:>4}  {ref:>15.1f}  {greedy.tokens_per_s:>17.1f}  {greedy.tokens_per_s / ref:>6.3f}  "
-                f"{chain.tokens_per_s:>24.1f}  {chain.tokens_per_s / ref:>6.3f}{short}"
+                f"{chain.tokens_per_s:>24.1f}  {chain.tokens_per_s / ref:>6.3f}"
+                + (f"  {graph.tokens_per_s:>22.1f}  {graph.tokens_per_s / ref:>6.3f}" if device is not None else "")
+                + short
             )
-        for name, column in (("greedy", 1), ("default sampling chain", 2)):
+        columns = [("greedy", 1), ("default sampling chain", 2)]
+        if device is not None:
+            columns.append(("default chain sampled in the graph", 3))
+        for name, column in columns:
             ratios = sorted(r[column] / r[0] for r in rows)
             q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
             print(
@@ -167,6 +185,8 @@ def main() -> int:
             )
     finally:
         runtime.shutdown()
+        if device is not None:
+            device.shutdown()
     return 0
 
 

@@ -121,6 +121,7 @@ def native_chain(model: NativeModel, sampling: dict, seed: int):
 
 # Speculative decoding (where the engine has it) would change what a decode step is: measure plain decoding.
 PLAIN = {"speculative": "off"} if "speculative" in ModelConfig.__dataclass_fields__ else {}
+HAS_DEVICE_SAMPLING = "backend_sampling" in ModelConfig.__dataclass_fields__
 
 
 class Split:
@@ -142,11 +143,16 @@ def _per_token(a: tuple[float, ...], b: tuple[float, ...], n: int) -> dict:
     return dict(total=wall, decode=dec, sample=smp, cpu_outside=cpu - dec_cpu, sample_cpu=smp_cpu)
 
 
-def bare_loop(model: NativeModel, ctx: NativeContext, prompt: list[int], tokens: int, sampling: dict) -> dict:
-    """A plain llama-cpp-python loop: sample with the native chain, decode one token, repeat."""
+def bare_loop(
+    model: NativeModel, ctx: NativeContext, prompt: list[int], tokens: int, sampling: dict, device: bool = False
+) -> dict:
+    """A plain llama-cpp-python loop: sample with the native chain, decode one token, repeat. ``device``: the
+    chain runs in the decode's graph (llama.cpp's backend sampling; ``ctx`` made with backend_sampling)."""
     chain = native_chain(model, sampling, seed=1)
     for tok in prompt[-64:]:
         llama_cpp.llama_sampler_accept(chain, tok)
+    if device:
+        assert llama_cpp.llama_set_sampler(ctx.ctx, 0, chain)
     ctx.clear()
     ctx.decode(prompt, 0)
     split = Split()
@@ -165,6 +171,8 @@ def bare_loop(model: NativeModel, ctx: NativeContext, prompt: list[int], tokens:
         split.sample += b - a
         split.sample_cpu += b_cpu - a_cpu
     end = split.snapshot()
+    if device:
+        llama_cpp.llama_set_sampler(ctx.ctx, 0, None)
     llama_cpp.llama_sampler_free(chain)
     return _per_token(start, end, tokens)
 
@@ -218,11 +226,15 @@ def instrument(runtime: Runtime, split: Split) -> None:
     SamplerChain.sample = timed_sample  # type: ignore[method-assign]
 
 
-def run_micro(path: Path, threads: list[int], tokens: int, pairs: int, prompt, chains: dict[str, dict]) -> None:
-    """Interleaved pairs of bare loop and engine for each thread count and chain; prints µs/token."""
+def run_micro(
+    path: Path, threads: list[int], tokens: int, pairs: int, prompt, chains: dict[str, dict], device: bool = False
+) -> None:
+    """Interleaved pairs of bare loop and engine for each thread count and chain; prints µs/token. ``device``:
+    both sides sample in the decode's graph (llama.cpp's backend sampling), so 'decode' includes sampling."""
     print(
         f"micro model {path.name} ({path.stat().st_size / 2**20:.0f} MiB, 2 layers, bundled vocabulary), "
         f"{tokens} tokens, {pairs} interleaved pairs; medians, µs/token (wall)"
+        f"{'; chains sampled in the graph (backend sampling), so in llama_decode' if device else ''}"
     )
     print(
         "wall µs/token: total, in llama_decode, sampling, the rest (engine bookkeeping); "
@@ -236,18 +248,21 @@ def run_micro(path: Path, threads: list[int], tokens: int, pairs: int, prompt, c
         runtime = Runtime()
         split = Split()
         try:
-            runtime.load(ModelConfig(str(path), n_ctx=1024, n_threads=n_threads, n_parallel=1, **PLAIN)).result()
+            mode = {"backend_sampling": "on" if device else "off"} if device or HAS_DEVICE_SAMPLING else {}
+            runtime.load(
+                ModelConfig(str(path), n_ctx=1024, n_threads=n_threads, n_parallel=1, **PLAIN, **mode)
+            ).result()
             instrument(runtime, split)
             gen = runtime.generator
             assert gen is not None
             prompt_tokens = gen.encode(prompt)
             model = NativeModel(path)
-            ctx = NativeContext(model, n_ctx=1024, n_threads=n_threads)
+            ctx = NativeContext(model, n_ctx=1024, n_threads=n_threads, backend_sampling=device)
             engine_loop(runtime, split, prompt, 8, chains["greedy"])  # warm up
             for name, sampling in chains.items():
                 bare, eng = [], []
                 for _ in range(pairs):
-                    bare.append(bare_loop(model, ctx, prompt_tokens, tokens, sampling))
+                    bare.append(bare_loop(model, ctx, prompt_tokens, tokens, sampling, device))
                     eng.append(engine_loop(runtime, split, prompt, tokens, sampling))
                 keys = ("total", "decode", "sample", "cpu_outside")
                 b = {k: statistics.median(r[k] for r in bare) * 1e6 for k in keys}

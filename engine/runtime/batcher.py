@@ -51,6 +51,9 @@ class Batcher:
         if reused is None:
             return False
         seq.started(reused, time.perf_counter())
+        if seq.sampler.on_device:
+            assert seq.slot is not None  # placed above
+            seq.sampler.attach(self.ctx, seq.slot.seq_id)  # its chain runs in the graph for this sequence id
         self.active.append(seq)
         if reused == len(seq.target):  # resumed with its whole cache restored
             seq.prefilled(time.perf_counter())
@@ -69,6 +72,7 @@ class Batcher:
     def preempt(self, seq: Sequence) -> None:
         """Save a running sequence's cache and take it out of the batch; it resumes where it was."""
         assert seq.slot is not None  # a running sequence has its slot
+        seq.sampler.detach()  # the sequence id goes to another sequence
         tokens, data = self.slots.suspend(seq.slot)
         seq.suspended(tokens, data)
         self.active.remove(seq)

@@ -99,6 +99,7 @@ class NativeContext:
         kv_unified: bool = True,
         kv_cache_type: str = "f16",
         flash_attention: str = "auto",
+        backend_sampling: bool = False,
     ):
         problem = combination_problem(kv_cache_type, flash_attention)
         if problem:
@@ -115,6 +116,8 @@ class NativeContext:
         params.no_perf = True
         params.type_k = params.type_v = GGML_TYPE_IDS[kv_cache_type]
         params.flash_attn_type = FLASH_ATTN_TYPES[flash_attention]
+        if backend_sampling:  # llama.cpp's penalties sampler runs in the graph only with one output per sequence
+            params.n_outputs_max_per_seq = 1
         clear_recent_log()
         ctx = llama_cpp.llama_init_from_model(model.model, params)
         if not ctx and QUANTIZED_V_NEEDS_FA in recent_errors():  # "auto" found no flash attention on this device
@@ -137,6 +140,8 @@ class NativeContext:
         self.n_threads = n_threads
         self.kv_cache_type = kv_cache_type
         self.flash_attention = flash_attention
+        self.backend_sampling = backend_sampling  # sequences' sampler chains may run in the graph (sampler.py)
+        self.backend_sampling_refused = ""  # why the device would not run a chain (sampling is then on the CPU)
         self.batch = Batch(n_batch)
         self._neg_inf: ctypes.Array[ctypes.c_float] | None = None  # a row of -inf logits, made on first use
         self._rows: dict[int, np.ndarray] = {}  # numpy views of logits rows, by address

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from pathlib import Path
 
+import llama_cpp
+
 from engine.errors import EngineError, GenerationError
 from engine.models.gguf import check_gguf
 from engine.runtime.batcher import Batcher
@@ -32,7 +34,7 @@ from engine.runtime.sampler import SamplerChain
 from engine.runtime.sequence import Emit, Prompt, Sequence
 from engine.runtime.slots import SlotTable
 from engine.runtime.speculative import speculator
-from engine.runtime.types import ChatMessage, Done, GenerationRequest, ModelConfig, ModelInfo
+from engine.runtime.types import ChatMessage, Done, GenerationRequest, ModelConfig, ModelInfo, SamplingParams
 from engine.tools.base import ToolSpec
 from engine.tools.grammar import ToolPlan, plan_tools
 
@@ -71,6 +73,7 @@ class Generator:
                     speculative=config.speculative != "off" and not self.model.one_state_per_sequence,
                     gpu_layers=config.n_gpu_layers,
                 ),
+                backend_sampling=on_device_sampling(config),
             )
         except BaseException:
             self.model.close()
@@ -260,7 +263,11 @@ class Generator:
         prompt = self.prepare(request)
         sampling = request.sampling
         seed = sampling.seed if sampling.seed >= 0 else secrets.randbits(32)
-        sampler = SamplerChain(self.model, sampling, seed, grammar=self.grammar_of(request))
+        grammar = self.grammar_of(request)
+        on_device = (  # in llama.cpp's graph; a grammar and token healing work on the logits row, on the CPU
+            self.ctx.backend_sampling and grammar is None and prompt.healing is None and sampled_briefly(sampling)
+        )
+        sampler = SamplerChain(self.model, sampling, seed, grammar=grammar, on_device=on_device)
         seq = Sequence(
             request,
             prompt,
@@ -321,6 +328,29 @@ class Generator:
         self.store.close()
         self.ctx.close()
         self.model.close()
+
+
+def sampled_briefly(sampling: SamplingParams) -> bool:
+    """Whether a chain in the graph hands back little: the greedy token, or what follows top-k's few candidates.
+    Without top-k, llama.cpp copies the sorted logits, the probabilities and the ids of the whole vocabulary to the
+    host for every token, three times the logits row that CPU sampling copies: such chains stay on the CPU (as do
+    a grammar and token healing, which work on the logits row)."""
+    return sampling.temperature <= 0.0 or sampling.top_k > 0
+
+
+def on_device_sampling(config: ModelConfig) -> bool:
+    """Whether sequences' sampler chains run in llama.cpp's graph (backend sampling): with 'auto', when layers are
+    offloaded to a GPU (where it spares copying every logits row to the host and sampling it there); never with
+    speculative decoding, whose steps check the logits of every guessed token on the CPU."""
+    if config.backend_sampling == "off":
+        return False
+    if config.speculative != "off":
+        if config.backend_sampling == "on":
+            log.warning("sampling runs on the CPU: speculative decoding checks every guessed token's logits there")
+        return False
+    if config.backend_sampling == "on":
+        return True
+    return config.n_gpu_layers != 0 and bool(llama_cpp.llama_supports_gpu_offload())
 
 
 def wrap_unexpected(exc: BaseException) -> EngineError:

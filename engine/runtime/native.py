@@ -66,6 +66,11 @@ def clear_recent_log() -> None:
     _recent_log.clear()
 
 
+def recent_log() -> list[str]:
+    """What llama.cpp logged since clear_recent_log (its last 40 lines)."""
+    return list(_recent_log)
+
+
 def recent_errors() -> str:
     """The last few lines llama.cpp logged, errors first (a failed call's explanation)."""
     lines = [ln.strip() for ln in _recent_log if ln.strip()]

@@ -17,11 +17,22 @@ of a small model's token (on a GPU, a large share of it):
   every token (about 100 µs for a 49k vocabulary, 250 µs for 128k), which is most of the
   sampling cost. The chain runs on that short array through ``llama_sampler_apply`` and
   ``llama_sampler_accept``, exactly the calls ``llama_sampler_sample`` makes.
+
+On the device (``on_device``): llama.cpp can run the whole chain, penalties included, inside
+the decode's own graph (its backend sampling), so a sequence's token comes back instead of its
+logits row: on a GPU neither the row's copy to the host nor any sampling on the CPU is left.
+The chain is then llama.cpp's own (the penalties sampler first, fed the prompt's tail like the
+Python one), attached to the sequence id the sequence runs in while it runs (``attach`` and
+``detach``; llama.cpp's server does the same per request), and sampled with
+``llama_sampler_sample``, which reads the token the graph drew and accepts it. A chain that
+the device cannot run whole is not attached: it then samples on the CPU, in llama.cpp. The
+generator puts only greedy and top-k chains there (generator.sampled_briefly).
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import math
 from collections import Counter, deque
 
@@ -32,14 +43,17 @@ from engine.errors import GenerationError, InvalidRequestError
 from engine.runtime.constrain import grammar_problem
 from engine.runtime.context import NativeContext
 from engine.runtime.grammar_check import check_limits
-from engine.runtime.native import NativeModel, clear_recent_log, recent_errors
+from engine.runtime.native import NativeModel, clear_recent_log, recent_errors, recent_log
 from engine.runtime.types import SamplingParams
+
+log = logging.getLogger(__name__)
 
 _sample = llama_cpp.llama_sampler_sample  # looked up once: these run for every token
 _apply = llama_cpp.llama_sampler_apply
 _accept = llama_cpp.llama_sampler_accept
 _byref = ctypes.byref
 _flatnonzero = np.flatnonzero
+_REFUSED = "does not have support for op"  # llama.cpp's warning for a sampler the device cannot run
 _FIRST_MARGIN = 8.0  # logits within this of the highest hold the top 40 of a typical row
 
 
@@ -53,8 +67,21 @@ class SamplerChain:
     (an end-of-generation token it does not allow, or any token once it allows none).
     """
 
-    def __init__(self, model: NativeModel, params: SamplingParams, seed: int, *, grammar: str | None = None):
+    def __init__(
+        self,
+        model: NativeModel,
+        params: SamplingParams,
+        seed: int,
+        *,
+        grammar: str | None = None,
+        on_device: bool = False,
+    ):
+        if on_device and grammar is not None:
+            raise ValueError("a grammar is checked on the CPU: its chain cannot run on the device")
         self.chain = self.grammar = None
+        self.on_device = on_device  # llama.cpp's whole chain, run in the decode's graph once attached
+        self._attached: tuple[NativeContext, int] | None = None  # (context, sequence id) while attached
+        self.in_graph = False  # whether a token of it was ever drawn in the graph (for the request's stats)
         self.n_vocab = model.n_vocab
         self._greedy = params.temperature <= 0.0
         penalised = params.repeat_penalty != 1.0 and params.repeat_last_n > 0
@@ -91,6 +118,13 @@ class SamplerChain:
         chain_params = llama_cpp.llama_sampler_chain_default_params()
         chain_params.no_perf = True
         self.chain = llama_cpp.llama_sampler_chain_init(chain_params)
+        if on_device:
+            self._penalty = None  # llama.cpp's penalties sampler leads the chain instead
+            if penalised:
+                penalties = llama_cpp.llama_sampler_init_penalties(
+                    model.n_vocab, params.repeat_last_n, params.repeat_penalty, 0.0, 0.0
+                )
+                llama_cpp.llama_sampler_chain_add(self.chain, penalties)
         for sampler in _samplers(model, params, seed):
             llama_cpp.llama_sampler_chain_add(self.chain, sampler)
 
@@ -98,7 +132,52 @@ class SamplerChain:
         """Feed a token that is already in the context (the prompt) to the penalties; not with a grammar."""
         if self.grammar is not None:
             raise ValueError("a grammar's state must only see generated tokens")
-        self._remember(token)
+        if self.on_device:
+            _accept(self.chain, token)
+        else:
+            self._remember(token)
+
+    @property
+    def attached(self) -> bool:
+        return self._attached is not None
+
+    def attach(self, ctx: NativeContext, seq_id: int) -> bool:
+        """Run the chain in ``ctx``'s graph for sequence ``seq_id`` (on_device chains only; the runtime thread,
+        between decodes). False when the device cannot run it whole: it then samples on the CPU, in llama.cpp."""
+        if not self.on_device or not ctx.backend_sampling:
+            return False
+        self.detach()
+        clear_recent_log()
+        ok = llama_cpp.llama_set_sampler(ctx.ctx, seq_id, self.chain)
+        refused = [line.strip() for line in recent_log() if _REFUSED in line]
+        if ok and not refused:
+            self._attached = (ctx, seq_id)
+            self.in_graph = True
+            return True
+        # A chain the device runs only in part would leave the rest without logits to work on.
+        llama_cpp.llama_set_sampler(ctx.ctx, seq_id, None)
+        self._renew()
+        if not ctx.backend_sampling_refused:
+            ctx.backend_sampling_refused = "; ".join(refused) or "llama.cpp did not take the sampler chain"
+            log.warning("sampling runs on the CPU: %s", ctx.backend_sampling_refused)
+        return False
+
+    def detach(self) -> None:
+        """Take the chain out of the context's graph (before the sequence id changes hands); it keeps its state
+        (the penalties' recent tokens, the random generator) and samples on the CPU until attached again."""
+        if self._attached is None:
+            return
+        ctx, seq_id = self._attached
+        self._attached = None
+        if ctx.ctx:  # a closed context has let go of it already
+            llama_cpp.llama_set_sampler(ctx.ctx, seq_id, None)
+        self._renew()
+
+    def _renew(self) -> None:
+        # llama.cpp sets a chain up for one context once: a copy of it (state and all) can be attached again.
+        copy = llama_cpp.llama_sampler_clone(self.chain)
+        llama_cpp.llama_sampler_free(self.chain)
+        self.chain = copy
 
     def _remember(self, token: int) -> None:
         # llama.cpp's penalties sampler: a ring of the last repeat_last_n tokens and their counts.
@@ -175,6 +254,8 @@ class SamplerChain:
     def sample(self, ctx: NativeContext, index: int = -1) -> int:
         """Sample the next token from the logits of batch position ``index`` (default: the last one
         decoded) and accept it (into the grammar too)."""
+        if self.on_device:  # the token the graph drew, once attached; else llama.cpp's chain on the logits row
+            return _sample(self.chain, ctx.ctx, index)
         logits = None
         if self._pen_at:  # penalise in place, as the penalties sampler would on the candidates
             logits = ctx.logits_row(index)
@@ -228,6 +309,12 @@ class SamplerChain:
         return math.isfinite(one[0].logit)
 
     def close(self) -> None:
+        attached = getattr(self, "_attached", None)  # (a half-made chain has none)
+        if attached is not None:  # the context must not keep a freed chain
+            self._attached = None
+            ctx, seq_id = attached
+            if ctx.ctx:
+                llama_cpp.llama_set_sampler(ctx.ctx, seq_id, None)
         if getattr(self, "chain", None):
             llama_cpp.llama_sampler_free(self.chain)
             self.chain = None

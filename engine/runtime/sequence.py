@@ -246,6 +246,7 @@ class Sequence:
                 model=self._model_name,
                 draft_tokens=self.drafted,
                 accepted_draft_tokens=self.accepted,
+                sampled_on="device" if self.sampler.in_graph else "cpu",
             ),
         )
         # After length or cancel, the shown token still goes into the cache, as it would have if

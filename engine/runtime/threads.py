@@ -23,6 +23,13 @@ put the knee at 1000: idle, 88-100 t/s (300: 54, 500: 75, 2000: 92); beside one 
 through the Python between two tokens) unless the user chose a wait policy. A user whose machine
 does nothing else can set ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` and is left alone.
 
+It also sets ``OMP_WAIT_POLICY=active``, which with a spin count given changes one thing: libgomp
+keeps spinning that count when it manages more threads than there are cores. Without a policy it
+then drops to 100 (libgomp's env.c), and every thread that has ever started a parallel region
+keeps its own team: a second thread that decodes in the process (a second model, a test's
+generator beside a runtime) is enough, even idle. On the AMX machine the bundled model then ran
+at 31 t/s instead of 73 (bench/decode_overhead.py --device, two runtimes; docs/benchmarks.md).
+
 libgomp reads it once, when llama.cpp's library is loaded, so this runs from
 ``engine/runtime/__init__.py`` before any module imports ``llama_cpp``.
 """
@@ -41,6 +48,7 @@ def settle_openmp() -> bool:
     if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ or "llama_cpp" in sys.modules:
         return False
     os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+    os.environ["OMP_WAIT_POLICY"] = "active"  # with a spin count set: the same count with more threads than cores
     return True
 
 

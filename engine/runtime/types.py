@@ -43,6 +43,8 @@ class ModelConfig:
     draft_model: str | None = None  # with "draft": a GGUF of the same vocabulary that drafts
     kv_cache_type: str = "f16"  # K and V cache elements: f16, q8_0 or q4_0 (kv_cache.KV_CACHE_TYPES)
     flash_attention: str = "auto"  # auto, on or off; a quantized cache needs it
+    # Sampling in llama.cpp's graph, on the device (sampler.py): "auto" (with layers on a GPU), "on" or "off".
+    backend_sampling: str = "auto"
 
     def __post_init__(self) -> None:
         limits = (
@@ -60,6 +62,10 @@ class ModelConfig:
         if self.speculative not in ("off", "prompt_lookup", "draft"):
             raise InvalidRequestError(
                 f"Model setting 'speculative' is {self.speculative!r}; it must be 'prompt_lookup', 'draft' or 'off'."
+            )
+        if self.backend_sampling not in ("auto", "on", "off"):
+            raise InvalidRequestError(
+                f"Model setting 'backend_sampling' is {self.backend_sampling!r}; it must be 'auto', 'on' or 'off'."
             )
         if self.speculative == "draft" and not self.draft_model:
             raise InvalidRequestError("Speculative decoding with a draft model needs the draft model's file.")
@@ -247,6 +253,7 @@ class GenerationStats:
     healed_text: str = ""  # text taken back from the end of a plain prompt and generated again
     draft_tokens: int = 0  # speculative decoding: guessed tokens checked by the model
     accepted_draft_tokens: int = 0  # of them, the ones the model would have written anyway
+    sampled_on: str = ""  # "device": in llama.cpp's graph (backend sampling); "cpu"; "": not known (remote)
 
 
 # Events ------------------------------------------------------------------------------

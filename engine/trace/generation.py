@@ -86,6 +86,7 @@ class GenerationSpan:
                 "locus.prompt.dropped_messages": st.dropped_messages,
                 "locus.prompt.truncated": st.truncated_input,
                 "locus.healed_text": st.healed_text or None,
+                "locus.sampled_on": st.sampled_on or None,
                 "locus.cancelled": cancelled,
             },
         )

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[3]
 SHOW = (
     "import os, engine.runtime.native, llama_cpp; "
     "maps = open('/proc/self/maps').read(); "
-    "print(os.environ.get('GOMP_SPINCOUNT'), 'libgomp' in maps)"
+    "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'), 'libgomp' in maps)"
 )
 
 
@@ -23,11 +23,13 @@ def _run(env_extra: dict[str, str]) -> list[str]:
 
 
 def test_llama_cpp_loads_libgomp_with_a_short_spin_count():
-    spin, gomp_loaded = _run({})
+    spin, policy, gomp_loaded = _run({})
     assert gomp_loaded == "True"  # the CPU backend is an OpenMP build: this is the knob that counts
     assert spin == "1000"
+    # with a policy, libgomp keeps that count when it manages more threads than cores (else it drops to 100)
+    assert policy == "active"
 
 
 def test_a_wait_policy_the_user_chose_is_left_alone():
-    assert _run({"OMP_WAIT_POLICY": "active"})[0] == "None"
-    assert _run({"GOMP_SPINCOUNT": "5000"})[0] == "5000"
+    assert _run({"OMP_WAIT_POLICY": "passive"})[:2] == ["None", "passive"]
+    assert _run({"GOMP_SPINCOUNT": "5000"})[:2] == ["5000", "None"]

@@ -130,6 +130,7 @@ def test_document_question_is_one_trace_with_the_expected_tree(engine, tmp_path)
     assert "Morag Finlay" in gen["locus.prompt"] and gen["locus.response"] == done.text
     assert gen["gen_ai.operation.name"] == "chat" and gen["gen_ai.provider.name"] == "llama.cpp"
     assert gen["gen_ai.request.temperature"] == 0.0 and gen["gen_ai.request.seed"] == 7
+    assert gen["locus.sampled_on"] == "cpu"  # a CPU model: sampled from the logits row (test_backend_sampling.py)
     assert gen["gen_ai.response.finish_reasons"] == [done.stats.finish_reason]
     assert gen["locus.time_to_first_token_s"] == pytest.approx(done.stats.time_to_first_token_s)
     # Retrieval: the chunks given to the model, with their sources and scores.
