@@ -161,7 +161,10 @@ def spawn(command: list[str], *, environment: dict[str, str] | None = None, stde
     own folder; it is in a session of its own (the terminal's Ctrl-C is for the parent). ``environment``
     adds variables; ``stderr`` is passed to Popen (inherited by default).
     """
+    from engine.runtime.threads import worker_environment  # (imported here: a worker need not settle OpenMP)
+
     env = dict(os.environ)
+    worker_environment(env)
     env[_PATH_ENV] = json.dumps(import_path())
     env[_PARENT_ENV] = str(os.getpid())
     env.update(environment or {})

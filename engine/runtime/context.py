@@ -116,8 +116,8 @@ class NativeContext:
         params.no_perf = True
         params.type_k = params.type_v = GGML_TYPE_IDS[kv_cache_type]
         params.flash_attn_type = FLASH_ATTN_TYPES[flash_attention]
-        if backend_sampling:  # llama.cpp's penalties sampler runs in the graph only with one output per sequence
-            params.n_outputs_max_per_seq = 1
+        if backend_sampling:  # (llama.cpp's default) its penalties sampler runs in the graph only with this
+            params.n_outputs_max_per_seq = 1  # limit, which holds only for sequence ids with a chain attached
         clear_recent_log()
         ctx = llama_cpp.llama_init_from_model(model.model, params)
         if not ctx and QUANTIZED_V_NEEDS_FA in recent_errors():  # "auto" found no flash attention on this device

@@ -265,7 +265,11 @@ class Generator:
         seed = sampling.seed if sampling.seed >= 0 else secrets.randbits(32)
         grammar = self.grammar_of(request)
         on_device = (  # in llama.cpp's graph; a grammar and token healing work on the logits row, on the CPU
-            self.ctx.backend_sampling and grammar is None and prompt.healing is None and sampled_briefly(sampling)
+            self.ctx.backend_sampling
+            and not self.ctx.backend_sampling_refused  # the device lacked an op for an earlier chain
+            and grammar is None
+            and prompt.healing is None
+            and sampled_briefly(sampling, self.model.n_vocab)
         )
         sampler = SamplerChain(self.model, sampling, seed, grammar=grammar, on_device=on_device)
         seq = Sequence(
@@ -330,12 +334,13 @@ class Generator:
         self.model.close()
 
 
-def sampled_briefly(sampling: SamplingParams) -> bool:
+def sampled_briefly(sampling: SamplingParams, n_vocab: int) -> bool:
     """Whether a chain in the graph hands back little: the greedy token, or what follows top-k's few candidates.
     Without top-k, llama.cpp copies the sorted logits, the probabilities and the ids of the whole vocabulary to the
     host for every token, three times the logits row that CPU sampling copies: such chains stay on the CPU (as do
-    a grammar and token healing, which work on the logits row)."""
-    return sampling.temperature <= 0.0 or sampling.top_k > 0
+    a grammar and token healing, which work on the logits row). So does a top-k of the whole vocabulary or more,
+    which the graph's top-k refuses by aborting the process (the CPU's takes it as no top-k)."""
+    return sampling.temperature <= 0.0 or 0 < sampling.top_k < n_vocab
 
 
 def on_device_sampling(config: ModelConfig) -> bool:

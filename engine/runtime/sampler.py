@@ -81,7 +81,7 @@ class SamplerChain:
         self.chain = self.grammar = None
         self.on_device = on_device  # llama.cpp's whole chain, run in the decode's graph once attached
         self._attached: tuple[NativeContext, int] | None = None  # (context, sequence id) while attached
-        self.in_graph = False  # whether a token of it was ever drawn in the graph (for the request's stats)
+        self.in_graph = False  # whether a token of it was drawn in the graph (for the request's stats)
         self.n_vocab = model.n_vocab
         self._greedy = params.temperature <= 0.0
         penalised = params.repeat_penalty != 1.0 and params.repeat_last_n > 0
@@ -152,7 +152,6 @@ class SamplerChain:
         refused = [line.strip() for line in recent_log() if _REFUSED in line]
         if ok and not refused:
             self._attached = (ctx, seq_id)
-            self.in_graph = True
             return True
         # A chain the device runs only in part would leave the rest without logits to work on.
         llama_cpp.llama_set_sampler(ctx.ctx, seq_id, None)
@@ -255,6 +254,8 @@ class SamplerChain:
         """Sample the next token from the logits of batch position ``index`` (default: the last one
         decoded) and accept it (into the grammar too)."""
         if self.on_device:  # the token the graph drew, once attached; else llama.cpp's chain on the logits row
+            if self._attached is not None:
+                self.in_graph = True
             return _sample(self.chain, ctx.ctx, index)
         logits = None
         if self._pen_at:  # penalise in place, as the penalties sampler would on the candidates

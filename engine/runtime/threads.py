@@ -23,7 +23,8 @@ put the knee at 1000: idle, 88-100 t/s (300: 54, 500: 75, 2000: 92); beside one 
 through the Python between two tokens) unless the user chose a wait policy. A user whose machine
 does nothing else can set ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` and is left alone.
 
-It also sets ``OMP_WAIT_POLICY=active``, which with a spin count given changes one thing: libgomp
+On Linux it also sets ``OMP_WAIT_POLICY=active`` (for this process only: worker processes do not
+inherit it, see ``worker_environment``), which with a spin count given changes one thing: libgomp
 keeps spinning that count when it manages more threads than there are cores. Without a policy it
 then drops to 100 (libgomp's env.c), and every thread that has ever started a parallel region
 keeps its own team: a second thread that decodes in the process (a second model, a test's
@@ -40,6 +41,7 @@ import os
 import sys
 
 SPIN_COUNT = "1000"
+_FOR_THIS_PROCESS: dict[str, str] = {}  # what settle_openmp set that worker processes must not inherit
 
 
 def settle_openmp() -> bool:
@@ -48,8 +50,19 @@ def settle_openmp() -> bool:
     if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ or "llama_cpp" in sys.modules:
         return False
     os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
-    os.environ["OMP_WAIT_POLICY"] = "active"  # with a spin count set: the same count with more threads than cores
+    if sys.platform.startswith("linux"):  # where llama-cpp-python's OpenMP is libgomp
+        os.environ["OMP_WAIT_POLICY"] = "active"  # with a spin count set: that count with more threads than cores
+        _FOR_THIS_PROCESS["OMP_WAIT_POLICY"] = "active"
     return True
+
+
+def worker_environment(env: dict[str, str]) -> None:
+    """Take out of a worker process's environment what settle_openmp set for this process's libgomp alone: to
+    other OpenMP runtimes a worker's torch may use (LLVM's, Intel's), ``OMP_WAIT_POLICY=active`` means spinning
+    without end between parallel regions. (``GOMP_SPINCOUNT`` stays: a worker that loads llama.cpp is settled.)"""
+    for name, value in _FOR_THIS_PROCESS.items():
+        if env.get(name) == value:
+            del env[name]
 
 
 def default_threads() -> int:

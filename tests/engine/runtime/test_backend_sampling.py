@@ -13,7 +13,7 @@ import threading
 import llama_cpp
 import pytest
 
-from engine.errors import InvalidRequestError
+from engine.errors import GenerationError, InvalidRequestError
 from engine.runtime import sampler as sampler_mod
 from engine.runtime.generator import Generator, on_device_sampling, sampled_briefly
 from engine.runtime.runtime import Runtime
@@ -38,10 +38,10 @@ def chat(text: str, sampling: SamplingParams, **kw) -> GenerationRequest:
     return GenerationRequest((ChatMessage("user", text),), sampling, **kw)
 
 
-def run_alone(gen: Generator, request: GenerationRequest) -> tuple[str, list[int]]:
+def run_alone(gen: Generator, request: GenerationRequest, sampled_on: str = "cpu") -> tuple[str, list[int]]:
     gen.forget_cache()
     done = gen.generate(request, threading.Event(), lambda e: None)
-    assert done.stats.sampled_on == ("device" if gen.ctx.backend_sampling else "cpu")
+    assert done.stats.sampled_on == sampled_on
     return done.text, list(gen.cached_tokens[done.stats.prompt_tokens :])
 
 
@@ -69,12 +69,31 @@ def test_a_chain_in_the_graph_draws_exactly_what_the_cpu_chain_draws(generator, 
     assert on_device.batcher.admit(seq) and seq.sampler.on_device and seq.sampler.attached
     while on_device.batcher.busy:
         on_device.batcher.step()
-    assert not seq.sampler.attached  # let go of when it finished
     device_tokens = list(on_device.cached_tokens[seq.done.stats.prompt_tokens :])
+    assert not seq.sampler.attached and holds_no_chain(on_device, seq.home.seq_id)  # let go of when it finished
     cpu_text, cpu_tokens = run_alone(generator, request)
     assert seq.done.text == cpu_text and device_tokens == cpu_tokens
     assert seq.done.stats.sampled_on == "device"
     assert len(set(cpu_tokens)) > 10  # a real answer
+
+
+def test_a_top_k_beyond_the_vocabulary_is_sampled_on_the_cpu(generator, on_device):
+    """llama.cpp's top-k in the graph asserts k <= the vocabulary (an abort of the whole process); such a
+    request is sampled on the CPU, where top-k takes it as no cut at all."""
+    request = chat("Name a bird.", SamplingParams(top_k=100_000, seed=2, max_tokens=12))
+    seq = on_device.sequence(request, threading.Event(), lambda e: None)
+    assert not seq.sampler.on_device
+    seq.sampler.close()
+    assert run_alone(on_device, request)[0] == run_alone(generator, request)[0]
+
+
+def holds_no_chain(gen: Generator, seq_id: int = 0) -> bool:
+    """Whether the context lets sequence ``seq_id`` decode without any chain drawing for it (LLAMA_TOKEN_NULL)."""
+    gen.forget_cache()
+    gen.ctx.decode(gen.model.tokenize("Hello", add_special=True, parse_special=False), 0, seq_id)
+    drawn = llama_cpp.llama_get_sampled_token_ith(gen.ctx.ctx, -1)
+    gen.forget_cache()
+    return drawn == -1
 
 
 def test_the_token_comes_from_the_graph_not_from_a_logits_row(on_device):
@@ -125,9 +144,43 @@ def test_streams_sampled_in_the_graph_and_on_the_cpu_share_a_batch(generator, on
     assert together[2][0] in ("yes.", "no.") and len(together[0][0]) > 100
 
 
-def test_a_preempted_stream_resumes_with_its_chain_in_another_place(model_path):
+def test_cancelled_and_failed_streams_let_go_of_their_chains(on_device):
+    """A stream cancelled mid-answer (it leaves with its last token still to go into the cache) and streams ended
+    by a failure of the whole batch: the context keeps no chain for any of their sequence ids."""
+    gen = on_device
+    gen.forget_cache()
+    cancels = [threading.Event() for _ in range(3)]
+    seqs = []
+    for i, cancel in enumerate(cancels):
+        request = chat(f"Write story number {i} about a cat.", SamplingParams(seed=i, max_tokens=60))
+        seq = gen.sequence(request, cancel, lambda e: None)
+        assert gen.batcher.admit(seq) and seq.sampler.attached
+        seqs.append(seq)
+    ids = [s.slot.seq_id for s in seqs]
+    for _ in range(8):
+        gen.batcher.step()
+    cancels[0].set()
+    gen.batcher.step()
+    assert seqs[0].done is not None and seqs[0].done.stats.finish_reason == "cancelled"
+    assert not seqs[0].sampler.attached
+    gen.batcher.step()
+    gen.batcher.fail_all(GenerationError("stopped by the test"))
+    assert all(s.phase == "done" and not s.sampler.attached for s in seqs)
+    assert all(holds_no_chain(gen, sid) for sid in ids)
+
+
+def test_a_preempted_stream_resumes_with_its_chain_attached_again(model_path, monkeypatch):
     """One place: a sampled background answer is preempted by a question (its chain let go of, copied with its
-    state) and resumes where it was; its answer is the one it gives undisturbed."""
+    state) and resumes where it was, its chain attached again; its answer is the one it gives undisturbed."""
+    attached: list[tuple[int, bool]] = []  # (chain, attached) for every attach, a spy on the real method
+    attach = SamplerChain.attach
+
+    def spy(self, ctx, seq_id):
+        ok = attach(self, ctx, seq_id)
+        attached.append((id(self), ok))
+        return ok
+
+    monkeypatch.setattr(SamplerChain, "attach", spy)
     rt = Runtime()
     rt.load(ModelConfig(model_path, n_ctx=2048, n_parallel=1, backend_sampling="on")).result(timeout=120)
     sampling = SamplingParams(seed=21, max_tokens=80)
@@ -144,6 +197,7 @@ def test_a_preempted_stream_resumes_with_its_chain_in_another_place(model_path):
                     tokens_seen.set()
 
         owl = chat("Write a story about an owl.", sampling, priority=Priority.BACKGROUND)
+        attached.clear()
         background = rt.submit(owl, on_background)
         assert tokens_seen.wait(60)
         interactive = rt.submit(chat("Say hello.", SamplingParams(temperature=0.0, max_tokens=8)))
@@ -153,6 +207,8 @@ def test_a_preempted_stream_resumes_with_its_chain_in_another_place(model_path):
         rt.shutdown()
     resumed = background.result
     assert resumed.stats.completion_tokens == 80 and resumed.stats.sampled_on == "device"
+    owl_chain = attached[0][0]
+    assert [ok for chain, ok in attached if chain == owl_chain] == [True, True]  # at its start, and on resuming
     assert resumed.text == undisturbed.text
 
 
@@ -173,6 +229,10 @@ def test_a_device_that_cannot_run_the_chain_leaves_it_on_the_cpu(generator, mode
         assert seq.done.stats.sampled_on == "cpu"
         assert "CUMSUM" in gen.ctx.backend_sampling_refused
         assert "sampling runs on the CPU" in caplog.text
+        # later requests do not try again: theirs are the CPU path's own chains (candidates cut by top-k)
+        later = gen.sequence(request, threading.Event(), lambda e: None)
+        assert not later.sampler.on_device
+        later.sampler.close()
     finally:
         gen.close()
 
@@ -187,7 +247,9 @@ def test_when_sampling_runs_in_the_graph(model_path):
     # speculation checks each guessed token's logits on the CPU
     assert not on_device_sampling(ModelConfig(model_path, backend_sampling="on", speculative="prompt_lookup"))
     # without top-k, the graph would copy back the whole vocabulary's logits, probabilities and ids
-    assert sampled_briefly(SamplingParams(temperature=0.0, top_k=0)) and sampled_briefly(SamplingParams(top_k=40))
-    assert not sampled_briefly(SamplingParams(top_k=0))
+    assert sampled_briefly(SamplingParams(temperature=0.0, top_k=0), 1000)
+    assert sampled_briefly(SamplingParams(top_k=40), 1000) and not sampled_briefly(SamplingParams(top_k=0), 1000)
+    # the graph's top-k aborts the process for a k of the whole vocabulary or more
+    assert not sampled_briefly(SamplingParams(top_k=1000), 1000)
     with pytest.raises(InvalidRequestError, match="backend_sampling"):
         ModelConfig(model_path, backend_sampling="gpu")

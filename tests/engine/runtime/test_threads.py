@@ -30,6 +30,23 @@ def test_llama_cpp_loads_libgomp_with_a_short_spin_count():
     assert policy == "active"
 
 
+WORKER = (
+    "import sys, engine.runtime.native, llama_cpp; from engine.rag.ipc import spawn; "
+    'show = \'import os; print(os.environ.get("GOMP_SPINCOUNT"), os.environ.get("OMP_WAIT_POLICY"))\'; '
+    "p = spawn([sys.executable, '-c', show]); print(p.communicate()[0].decode().strip())"
+)
+
+
+def test_worker_processes_keep_the_spin_count_but_not_the_wait_policy():
+    """To another OpenMP runtime a worker's torch may use, 'active' means spinning without end."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", WORKER], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1000", "None"]
+    env["OMP_WAIT_POLICY"] = "active"  # the user's own choice is passed on
+    out = subprocess.run([sys.executable, "-c", WORKER], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["None", "active"]
+
+
 def test_a_wait_policy_the_user_chose_is_left_alone():
     assert _run({"OMP_WAIT_POLICY": "passive"})[:2] == ["None", "passive"]
     assert _run({"GOMP_SPINCOUNT": "5000"})[:2] == ["5000", "None"]
