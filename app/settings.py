@@ -116,6 +116,12 @@ class ModelSettings:
         choices=("prompt_lookup", "draft", "off"),
         label="Speculative decoding",
     )
+    draft_model: str = setting(
+        "",
+        "GGUF file of a small model with the same vocabulary as the model, for speculative decoding 'draft'.",
+        label="Draft model",
+        widget="gguf_file",
+    )
     backend_sampling: str = setting(
         "auto",
         "Sampling on the device: pick each next token inside the model's own computation (llama.cpp's "
@@ -127,12 +133,6 @@ class ModelSettings:
         "speculative decoding is on.",
         choices=("auto", "on", "off"),
         label="Sampling on the device",
-    )
-    draft_model: str = setting(
-        "",
-        "GGUF file of a small model with the same vocabulary as the model, for speculative decoding 'draft'.",
-        label="Draft model",
-        widget="gguf_file",
     )
 
 
