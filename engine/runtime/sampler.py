@@ -166,11 +166,13 @@ class SamplerChain:
         (the penalties' recent tokens, the random generator) and samples on the CPU until attached again."""
         if self._attached is None:
             return
-        ctx, seq_id = self._attached
-        self._attached = None
-        if ctx.ctx:  # a closed context has let go of it already
-            llama_cpp.llama_set_sampler(ctx.ctx, seq_id, None)
+        self._let_go()
         self._renew()
+
+    def _let_go(self) -> None:
+        attached, self._attached = getattr(self, "_attached", None), None  # (a half-made chain has none)
+        if attached is not None and attached[0].ctx:  # (a closed context has let go of it already)
+            llama_cpp.llama_set_sampler(attached[0].ctx, attached[1], None)
 
     def _renew(self) -> None:
         # llama.cpp sets a chain up for one context once: a copy of it (state and all) can be attached again.
@@ -310,12 +312,7 @@ class SamplerChain:
         return math.isfinite(one[0].logit)
 
     def close(self) -> None:
-        attached = getattr(self, "_attached", None)  # (a half-made chain has none)
-        if attached is not None:  # the context must not keep a freed chain
-            self._attached = None
-            ctx, seq_id = attached
-            if ctx.ctx:
-                llama_cpp.llama_set_sampler(ctx.ctx, seq_id, None)
+        self._let_go()  # the context must not keep a freed chain
         if getattr(self, "chain", None):
             llama_cpp.llama_sampler_free(self.chain)
             self.chain = None
