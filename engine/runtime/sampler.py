@@ -85,12 +85,13 @@ class SamplerChain:
         self.n_vocab = model.n_vocab
         self._greedy = params.temperature <= 0.0
         penalised = params.repeat_penalty != 1.0 and params.repeat_last_n > 0
-        self._penalty = np.float32(params.repeat_penalty) if penalised else None
-        self._recent: deque[int] = deque(maxlen=params.repeat_last_n if penalised else 1)
+        python_penalty = penalised and not on_device  # on the device, llama.cpp's penalties sampler leads the chain
+        self._penalty = np.float32(params.repeat_penalty) if python_penalty else None
+        self._recent: deque[int] = deque(maxlen=params.repeat_last_n if python_penalty else 1)
         self._counts: Counter[int] = Counter()  # how often each token occurs in _recent
         # The distinct tokens of _recent, packed at the front of _pen_ids (_pen_at: token -> index),
         # and scratch rows for penalising their logits without allocating.
-        size = max(1, params.repeat_last_n if penalised else 1)
+        size = max(1, params.repeat_last_n if python_penalty else 1)
         self._pen_ids = np.zeros(size, dtype=np.intp)
         self._pen_at: dict[int, int] = {}
         self._pen_vals = np.zeros(size, dtype=np.float32)
@@ -118,13 +119,11 @@ class SamplerChain:
         chain_params = llama_cpp.llama_sampler_chain_default_params()
         chain_params.no_perf = True
         self.chain = llama_cpp.llama_sampler_chain_init(chain_params)
-        if on_device:
-            self._penalty = None  # llama.cpp's penalties sampler leads the chain instead
-            if penalised:
-                penalties = llama_cpp.llama_sampler_init_penalties(
-                    model.n_vocab, params.repeat_last_n, params.repeat_penalty, 0.0, 0.0
-                )
-                llama_cpp.llama_sampler_chain_add(self.chain, penalties)
+        if on_device and penalised:
+            penalties = llama_cpp.llama_sampler_init_penalties(
+                model.n_vocab, params.repeat_last_n, params.repeat_penalty, 0.0, 0.0
+            )
+            llama_cpp.llama_sampler_chain_add(self.chain, penalties)
         for sampler in _samplers(model, params, seed):
             llama_cpp.llama_sampler_chain_add(self.chain, sampler)
 

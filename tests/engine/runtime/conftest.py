@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from engine.runtime.runtime import Runtime
-from engine.runtime.types import ModelConfig
+from engine.runtime.types import ModelConfig, Token
+
+
+def counting_tokens(n: int):
+    """An event set once a request has streamed ``n`` tokens, and the event callback that counts them."""
+    seen, count = threading.Event(), [0]
+
+    def on_event(event) -> None:
+        if isinstance(event, Token):
+            count[0] += 1
+            if count[0] == n:
+                seen.set()
+
+    return seen, on_event
 
 
 def _runtime(model_path: str, n_parallel: int):

@@ -18,7 +18,8 @@ from engine.runtime import sampler as sampler_mod
 from engine.runtime.generator import Generator, on_device_sampling, sampled_briefly
 from engine.runtime.runtime import Runtime
 from engine.runtime.sampler import SamplerChain
-from engine.runtime.types import ChatMessage, Done, GenerationRequest, ModelConfig, Priority, SamplingParams, Token
+from engine.runtime.types import ChatMessage, Done, GenerationRequest, ModelConfig, Priority, SamplingParams
+from tests.engine.runtime.conftest import counting_tokens
 
 CHAINS = {
     "greedy+penalty": SamplingParams(temperature=0.0, repeat_penalty=1.3, repeat_last_n=16, max_tokens=80),
@@ -187,15 +188,7 @@ def test_a_preempted_stream_resumes_with_its_chain_attached_again(model_path, mo
     try:
         assert rt.generator is not None and rt.generator.ctx.backend_sampling
         undisturbed = rt.submit(chat("Write a story about an owl.", sampling, priority=Priority.BACKGROUND)).wait(120)
-        tokens_seen = threading.Event()
-        count = [0]
-
-        def on_background(event):
-            if isinstance(event, Token):
-                count[0] += 1
-                if count[0] == 10:
-                    tokens_seen.set()
-
+        tokens_seen, on_background = counting_tokens(10)
         owl = chat("Write a story about an owl.", sampling, priority=Priority.BACKGROUND)
         attached.clear()
         background = rt.submit(owl, on_background)

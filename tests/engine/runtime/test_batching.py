@@ -19,6 +19,7 @@ from engine.runtime.types import (
     Started,
     Token,
 )
+from tests.engine.runtime.conftest import counting_tokens
 
 COLOURS = "Name three colours."
 ANIMALS = ("cat", "dog", "fox", "owl", "bee", "pig")
@@ -216,14 +217,10 @@ def test_an_interactive_request_preempts_a_background_one_which_resumes_where_it
     try:
         undisturbed = rt.submit(greedy(story("owl"), 80, priority=Priority.BACKGROUND)).wait(120)
         order = []
-        tokens_seen = threading.Event()
-        count = [0]
+        tokens_seen, count_tokens = counting_tokens(10)
 
         def on_background(event):
-            if isinstance(event, Token):
-                count[0] += 1
-                if count[0] == 10:
-                    tokens_seen.set()
+            count_tokens(event)
             if isinstance(event, (Started, Done)):
                 order.append(("background", type(event).__name__))
 
